@@ -1,0 +1,297 @@
+//! One event on its way to one endpoint: its status, its attempts, and what
+//! happens after each attempt.
+
+use crate::event_type::EventType;
+use crate::ids;
+use crate::retry::{honour_retry_after, with_jitter, RetrySchedule};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Most of a response body kept in the attempt log.
+pub const MAX_LOGGED_RESPONSE: usize = 1024;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its first or next attempt.
+    Pending,
+    /// A 2xx was received.
+    Delivered,
+    /// Every attempt failed (or the endpoint answered 410); terminal until
+    /// retried by hand.
+    DeadLettered,
+    /// Its endpoint was deleted; terminal until retried by hand.
+    Canceled,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::DeadLettered => "dead_lettered",
+            DeliveryStatus::Canceled => "canceled",
+        }
+    }
+
+    /// No further attempt happens on its own.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, DeliveryStatus::Pending)
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(DeliveryStatus::Pending),
+            "delivered" => Ok(DeliveryStatus::Delivered),
+            "dead_lettered" => Ok(DeliveryStatus::DeadLettered),
+            "canceled" => Ok(DeliveryStatus::Canceled),
+            other => Err(format!(
+                "unknown status '{other}' (expected pending, delivered, dead_lettered or canceled)"
+            )),
+        }
+    }
+}
+
+/// One HTTP attempt, as the delivery log shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub at: DateTime<Utc>,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    pub response_body: Option<String>,
+}
+
+/// The delivery of one event to one endpoint. Exactly one exists per
+/// (endpoint, event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// `dlv_` + the endpoint's and the event's id bodies: unique per pair.
+    pub id: String,
+    pub org_id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: EventType,
+    pub status: DeliveryStatus,
+    pub attempts: Vec<Attempt>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Delivery {
+    /// A pending delivery of `event_id` to `endpoint_id`, due now.
+    pub fn new(org_id: &str, endpoint_id: &str, event_id: &str, event_type: EventType) -> Delivery {
+        let now = Utc::now();
+        Delivery {
+            id: delivery_id(endpoint_id, event_id),
+            org_id: org_id.to_string(),
+            endpoint_id: endpoint_id.to_string(),
+            event_id: event_id.to_string(),
+            event_type,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_attempt_at: Some(now),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// The id of the delivery of `event_id` to `endpoint_id`.
+pub fn delivery_id(endpoint_id: &str, event_id: &str) -> String {
+    let ep = ids::body(endpoint_id, "ep").unwrap_or(endpoint_id);
+    let evt = ids::body(event_id, "evt").unwrap_or(event_id);
+    format!("dlv_{ep}{evt}")
+}
+
+/// The endpoint and event ids inside a delivery id, if it has the right shape.
+pub fn parse_delivery_id(id: &str) -> Option<(String, String)> {
+    let rest = id.strip_prefix("dlv_")?;
+    if rest.len() != 52 || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let (ep, evt) = rest.split_at(26);
+    Some((format!("ep_{ep}"), format!("evt_{evt}")))
+}
+
+/// A queued instruction to attempt a delivery. It carries the payload, so
+/// the sender need not read the event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryTask {
+    pub delivery_id: String,
+    pub org_id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: EventType,
+    /// The exact request body.
+    pub payload: String,
+}
+
+/// What came of one HTTP attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// The receiver answered (a redirect counts as an answer, not followed).
+    Responded {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// No answer: timeout, refused connection, reset, TLS failure, ...
+    Failed { error: String },
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    /// Try again after this delay.
+    RetryAfter(Duration),
+    /// The schedule is exhausted.
+    DeadLetter,
+    /// The receiver answered 410 Gone: disable the endpoint, dead-letter now.
+    Gone,
+}
+
+/// Decides what follows attempt number `attempt` (1-based).
+pub fn next_step(
+    attempt: u32,
+    result: &AttemptResult,
+    schedule: &RetrySchedule,
+    rng: &mut impl Rng,
+) -> NextStep {
+    let retry_after = match result {
+        AttemptResult::Responded { status, .. } if (200..300).contains(status) => {
+            return NextStep::Delivered
+        }
+        AttemptResult::Responded { status: 410, .. } => return NextStep::Gone,
+        AttemptResult::Responded {
+            status: 429 | 503,
+            retry_after,
+        } => *retry_after,
+        _ => None,
+    };
+    match schedule.delay_after(attempt) {
+        None => NextStep::DeadLetter,
+        Some(delay) => {
+            NextStep::RetryAfter(honour_retry_after(with_jitter(delay, rng), retry_after))
+        }
+    }
+}
+
+/// Cuts a response body to the logged length, on a character boundary.
+pub fn truncate_body(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(MAX_LOGGED_RESPONSE)];
+    let text = String::from_utf8_lossy(cut);
+    text.trim_end_matches('\u{FFFD}').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn responded(status: u16) -> AttemptResult {
+        AttemptResult::Responded {
+            status,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_per_pair_and_parse_back() {
+        let ep = ids::new_id("ep");
+        let evt = ids::new_id("evt");
+        let id = delivery_id(&ep, &evt);
+        assert_eq!(parse_delivery_id(&id), Some((ep.clone(), evt.clone())));
+        assert_ne!(id, delivery_id(&ep, &ids::new_id("evt")));
+        assert_eq!(parse_delivery_id("dlv_nope"), None);
+        assert_eq!(parse_delivery_id(&id.replace("dlv_", "dlx_")), None);
+    }
+
+    #[test]
+    fn outcomes_follow_the_contract() {
+        let s: RetrySchedule = "1s,2s,4s".parse().unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(
+            next_step(1, &responded(204), &s, &mut rng),
+            NextStep::Delivered
+        );
+        assert_eq!(next_step(1, &responded(410), &s, &mut rng), NextStep::Gone);
+        assert!(matches!(
+            next_step(1, &responded(500), &s, &mut rng),
+            NextStep::RetryAfter(d) if d >= Duration::from_millis(800) && d <= Duration::from_millis(1200)
+        ));
+        // A redirect is a failure, not followed.
+        assert!(matches!(
+            next_step(3, &responded(302), &s, &mut rng),
+            NextStep::RetryAfter(_)
+        ));
+        assert_eq!(
+            next_step(4, &responded(500), &s, &mut rng),
+            NextStep::DeadLetter
+        );
+        let failed = AttemptResult::Failed {
+            error: "timeout".into(),
+        };
+        assert!(matches!(
+            next_step(2, &failed, &s, &mut rng),
+            NextStep::RetryAfter(_)
+        ));
+        assert_eq!(next_step(4, &failed, &s, &mut rng), NextStep::DeadLetter);
+    }
+
+    #[test]
+    fn retry_after_applies_to_429_and_503_only() {
+        let s: RetrySchedule = "1s".parse().unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        for status in [429, 503] {
+            let r = AttemptResult::Responded {
+                status,
+                retry_after: Some(Duration::from_secs(30)),
+            };
+            assert_eq!(
+                next_step(1, &r, &s, &mut rng),
+                NextStep::RetryAfter(Duration::from_secs(30))
+            );
+        }
+        let r = AttemptResult::Responded {
+            status: 500,
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert!(
+            matches!(next_step(1, &r, &s, &mut rng), NextStep::RetryAfter(d) if d < Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn bodies_are_cut_to_one_kib() {
+        assert_eq!(truncate_body(&[b'a'; 5000]).len(), 1024);
+        let mut s = "a".repeat(1023).into_bytes();
+        s.extend("é".as_bytes());
+        assert_eq!(truncate_body(&s), "a".repeat(1023));
+        assert_eq!(
+            DeliveryStatus::from_str("dead_lettered"),
+            Ok(DeliveryStatus::DeadLettered)
+        );
+        assert!(DeliveryStatus::from_str("done").is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! An organization's webhook endpoint: where to send, what, and how to sign.
+
+use crate::event_type::EventType;
+use crate::secret::Secret;
+use chrono::{DateTime, Utc};
+use std::net::IpAddr;
+use url::{Host, Url};
+
+/// Longest accepted endpoint URL.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Which event types an endpoint receives: all (`["*"]`) or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    All,
+    Types(Vec<EventType>),
+}
+
+/// Why an `event_types` list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("event_types must not be empty")]
+    Empty,
+    #[error("unknown event type '{0}'")]
+    Unknown(String),
+    #[error("'*' subscribes to all event types and must be the only entry")]
+    WildcardNotAlone,
+}
+
+impl Subscription {
+    /// Reads an `event_types` list: known names (duplicates dropped), or `["*"]`.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Subscription, SubscriptionError> {
+        if names.is_empty() {
+            return Err(SubscriptionError::Empty);
+        }
+        if names.iter().any(|n| n.as_ref() == "*") {
+            return if names.len() == 1 {
+                Ok(Subscription::All)
+            } else {
+                Err(SubscriptionError::WildcardNotAlone)
+            };
+        }
+        let mut types = Vec::with_capacity(names.len());
+        for n in names {
+            let t: EventType = n
+                .as_ref()
+                .parse()
+                .map_err(|_| SubscriptionError::Unknown(n.as_ref().to_string()))?;
+            if !types.contains(&t) {
+                types.push(t);
+            }
+        }
+        Ok(Subscription::Types(types))
+    }
+
+    /// Whether events of this type are wanted.
+    pub fn matches(&self, t: EventType) -> bool {
+        match self {
+            Subscription::All => true,
+            Subscription::Types(types) => types.contains(&t),
+        }
+    }
+
+    /// The list as the API shows it.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Subscription::All => vec!["*".to_string()],
+            Subscription::Types(types) => types.iter().map(|t| t.as_str().to_string()).collect(),
+        }
+    }
+}
+
+/// A secret that still signs for a while after a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A registered webhook endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// `ep_...`
+    pub id: String,
+    pub org_id: String,
+    pub url: String,
+    pub subscription: Subscription,
+    pub description: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secret: Secret,
+    pub previous_secret: Option<PreviousSecret>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the current run of failures began; `None` after a success.
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+impl Endpoint {
+    /// A new enabled endpoint.
+    pub fn new(org_id: &str, url: String, subscription: Subscription, secret: Secret) -> Endpoint {
+        let now = Utc::now();
+        Endpoint {
+            id: crate::ids::new_id("ep"),
+            org_id: org_id.to_string(),
+            url,
+            subscription,
+            description: String::new(),
+            enabled: true,
+            disabled_reason: None,
+            secret,
+            previous_secret: None,
+            created_at: now,
+            updated_at: now,
+            failing_since: None,
+        }
+    }
+
+    /// Whether a new event of this type is fanned out to this endpoint.
+    pub fn wants(&self, t: EventType) -> bool {
+        self.enabled && self.subscription.matches(t)
+    }
+
+    /// The secrets that sign a delivery made at `now`: the current one, then
+    /// the previous one while its overlap lasts.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
+        let mut secrets = vec![&self.secret];
+        if let Some(prev) = &self.previous_secret {
+            if prev.expires_at > now {
+                secrets.push(&prev.secret);
+            }
+        }
+        secrets
+    }
+
+    /// Makes `new` the current secret; the old one keeps signing for `overlap`.
+    pub fn rotate_secret(&mut self, new: Secret, now: DateTime<Utc>, overlap: chrono::Duration) {
+        let old = std::mem::replace(&mut self.secret, new);
+        self.previous_secret = Some(PreviousSecret {
+            secret: old,
+            expires_at: now + overlap,
+        });
+        self.updated_at = now;
+    }
+
+    /// Turns the endpoint off, saying why.
+    pub fn disable(&mut self, reason: &str, now: DateTime<Utc>) {
+        self.enabled = false;
+        self.disabled_reason = Some(reason.to_string());
+        self.updated_at = now;
+    }
+}
+
+/// What endpoint URLs are allowed: production wants `https` to public hosts;
+/// local development also allows plain `http` and loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointUrlPolicy {
+    pub allow_http: bool,
+    pub allow_private: bool,
+}
+
+impl EndpointUrlPolicy {
+    /// `https` only, public addresses only.
+    pub const PRODUCTION: EndpointUrlPolicy = EndpointUrlPolicy {
+        allow_http: false,
+        allow_private: false,
+    };
+    /// Anything goes, for `webhooks dev`.
+    pub const LOCAL: EndpointUrlPolicy = EndpointUrlPolicy {
+        allow_http: true,
+        allow_private: true,
+    };
+
+    /// Checks an endpoint URL, returning it normalised.
+    pub fn check(&self, raw: &str) -> Result<Url, UrlError> {
+        if raw.len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong(raw.len()));
+        }
+        let url = Url::parse(raw).map_err(|e| UrlError::Invalid(e.to_string()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_http => {}
+            "http" => return Err(UrlError::NotHttps),
+            other => return Err(UrlError::Scheme(other.to_string())),
+        }
+        let host = url.host().ok_or(UrlError::NoHost)?;
+        if !self.allow_private {
+            let private = match host {
+                Host::Ipv4(ip) => !crate::address::is_public(IpAddr::V4(ip)),
+                Host::Ipv6(ip) => !crate::address::is_public(IpAddr::V6(ip)),
+                Host::Domain(d) => {
+                    let d = d.trim_end_matches('.').to_ascii_lowercase();
+                    d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal")
+                }
+            };
+            if private {
+                return Err(UrlError::PrivateAddress);
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// Why an endpoint URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("url is {0} characters; the limit is {MAX_URL_LEN}")]
+    TooLong(usize),
+    #[error("url is not a valid URL: {0}")]
+    Invalid(String),
+    #[error("url must use https")]
+    NotHttps,
+    #[error("url scheme '{0}' is not supported; use https")]
+    Scheme(String),
+    #[error("url has no host")]
+    NoHost,
+    #[error("url points to a private, loopback or link-local address")]
+    PrivateAddress,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_parse_and_match() {
+        assert_eq!(Subscription::parse(&["*"]), Ok(Subscription::All));
+        assert_eq!(
+            Subscription::parse::<&str>(&[]),
+            Err(SubscriptionError::Empty)
+        );
+        assert_eq!(
+            Subscription::parse(&["*", "lead_won"]),
+            Err(SubscriptionError::WildcardNotAlone)
+        );
+        assert_eq!(
+            Subscription::parse(&["lead_won", "nope"]),
+            Err(SubscriptionError::Unknown("nope".into()))
+        );
+        let s = Subscription::parse(&["invoice.paid", "lead_won", "invoice.paid"]).unwrap();
+        assert_eq!(s.names(), vec!["invoice.paid", "lead_won"]);
+        assert!(s.matches(EventType::LeadWon));
+        assert!(!s.matches(EventType::LeadLost));
+        assert!(Subscription::All.matches(EventType::SurveySubmitted));
+    }
+
+    #[test]
+    fn production_policy_wants_public_https() {
+        let p = EndpointUrlPolicy::PRODUCTION;
+        assert!(p.check("https://example.com/hook").is_ok());
+        assert_eq!(p.check("http://example.com/"), Err(UrlError::NotHttps));
+        assert_eq!(
+            p.check("ftp://example.com/"),
+            Err(UrlError::Scheme("ftp".into()))
+        );
+        for url in [
+            "https://127.0.0.1/",
+            "https://10.0.0.1/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://localhost:8443/",
+        ] {
+            assert_eq!(p.check(url), Err(UrlError::PrivateAddress), "{url}");
+        }
+        assert!(matches!(p.check("not a url"), Err(UrlError::Invalid(_))));
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert!(matches!(p.check(&long), Err(UrlError::TooLong(_))));
+    }
+
+    #[test]
+    fn local_policy_allows_loopback_http() {
+        assert!(EndpointUrlPolicy::LOCAL
+            .check("http://127.0.0.1:9000/x")
+            .is_ok());
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_the_overlap() {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://example.com".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        let old = ep.secret.clone();
+        let now = Utc::now();
+        ep.rotate_secret(Secret::generate(), now, chrono::Duration::hours(24));
+        let live = ep.signing_secrets(now);
+        assert_eq!(live.len(), 2);
+        assert_eq!(live[1], &old);
+        assert_ne!(live[0], &old);
+        assert_eq!(
+            ep.signing_secrets(now + chrono::Duration::hours(25)).len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! A platform event and the exact bytes its deliveries carry.
+
+use crate::event_type::EventType;
+use crate::ids;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// Largest accepted `data`, in bytes of JSON.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+
+/// Something that happened in an organization.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `evt_...`, time-ordered; the receiver's idempotency key.
+    pub id: String,
+    pub org_id: String,
+    pub event_type: EventType,
+    pub created_at: DateTime<Utc>,
+    /// The caller's JSON object, kept as written.
+    pub data: Box<RawValue>,
+    /// Set on test events: only this endpoint receives it, subscribed or not.
+    pub target_endpoint: Option<String>,
+}
+
+/// Why event data was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventDataError {
+    #[error("data must be a JSON object")]
+    NotAnObject,
+    #[error("data is {0} bytes; the limit is {MAX_DATA_BYTES}")]
+    TooLarge(usize),
+}
+
+impl Event {
+    /// A new event with a fresh id, created now.
+    pub fn new(org_id: &str, event_type: EventType, data: Box<RawValue>) -> Event {
+        Event {
+            id: ids::new_id("evt"),
+            org_id: org_id.to_string(),
+            event_type,
+            created_at: Utc::now(),
+            data,
+            target_endpoint: None,
+        }
+    }
+
+    /// The request body every delivery of this event sends, byte for byte:
+    /// `{"id":..,"type":..,"created_at":..,"data":..}`.
+    pub fn payload(&self) -> String {
+        #[derive(Serialize)]
+        struct Payload<'a> {
+            id: &'a str,
+            #[serde(rename = "type")]
+            event_type: EventType,
+            created_at: String,
+            data: &'a RawValue,
+        }
+        serde_json::to_string(&Payload {
+            id: &self.id,
+            event_type: self.event_type,
+            created_at: crate::time::rfc3339(self.created_at),
+            data: &self.data,
+        })
+        .expect("a payload of strings and valid JSON always serializes")
+    }
+}
+
+/// Checks that `data` is a JSON object within the size limit.
+pub fn validate_data(data: &RawValue) -> Result<(), EventDataError> {
+    let text = data.get();
+    if text.len() > MAX_DATA_BYTES {
+        return Err(EventDataError::TooLarge(text.len()));
+    }
+    if !text.trim_start().starts_with('{') {
+        return Err(EventDataError::NotAnObject);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn payload_keeps_data_bytes_and_field_order() {
+        let mut e = Event::new("org_1", EventType::InvoicePaid, raw(r#"{"b":1, "a":[2]}"#));
+        e.id = "evt_x".into();
+        e.created_at = crate::time::parse_rfc3339("2026-11-27T06:00:00Z").unwrap();
+        assert_eq!(
+            e.payload(),
+            r#"{"id":"evt_x","type":"invoice.paid","created_at":"2026-11-27T06:00:00Z","data":{"b":1, "a":[2]}}"#
+        );
+    }
+
+    #[test]
+    fn data_must_be_a_small_object() {
+        assert_eq!(validate_data(&raw("[1]")), Err(EventDataError::NotAnObject));
+        assert_eq!(
+            validate_data(&raw("\"x\"")),
+            Err(EventDataError::NotAnObject)
+        );
+        assert!(validate_data(&raw("{}")).is_ok());
+        let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_DATA_BYTES));
+        assert!(matches!(
+            validate_data(&raw(&big)),
+            Err(EventDataError::TooLarge(_))
+        ));
+    }
+}

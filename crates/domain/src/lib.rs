@@ -1,0 +1,21 @@
+//! The webhook platform's rules, free of I/O: what an event, an endpoint and a
+//! delivery are, how payloads are signed, how secrets look, and when a failed
+//! delivery is tried again.
+
+pub mod address;
+pub mod delivery;
+pub mod endpoint;
+pub mod event;
+pub mod event_type;
+pub mod ids;
+pub mod retry;
+pub mod secret;
+pub mod signing;
+pub mod time;
+
+pub use delivery::{Attempt, Delivery, DeliveryStatus, DeliveryTask};
+pub use endpoint::{Endpoint, EndpointUrlPolicy, Subscription};
+pub use event::Event;
+pub use event_type::EventType;
+pub use retry::RetrySchedule;
+pub use secret::Secret;

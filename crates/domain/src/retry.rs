@@ -1,0 +1,224 @@
+//! When a failed delivery is tried again: a schedule of delays, jitter, and
+//! `Retry-After` within bounds.
+
+use rand::Rng;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// SQS cannot hide a message for longer than 12 hours, so no delay is longer.
+pub const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
+
+/// The delays before each retry. `1s,2s,4s` means four attempts in all: the
+/// first, then one after each delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    delays: Vec<Duration>,
+}
+
+/// A schedule string that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid retry schedule '{input}': {reason}")]
+pub struct ScheduleError {
+    input: String,
+    reason: String,
+}
+
+impl Default for RetrySchedule {
+    /// About three days of attempts: 12 in all.
+    fn default() -> Self {
+        "5s,5m,30m,2h,5h,10h,12h,12h,12h,12h,8h"
+            .parse()
+            .expect("the default schedule is valid")
+    }
+}
+
+impl RetrySchedule {
+    /// A schedule from explicit delays (each capped at 12 h).
+    pub fn new(delays: Vec<Duration>) -> Self {
+        RetrySchedule {
+            delays: delays.into_iter().map(|d| d.min(MAX_DELAY)).collect(),
+        }
+    }
+
+    /// How many attempts the schedule allows, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.delays.len()).unwrap_or(u32::MAX - 1) + 1
+    }
+
+    /// The delays, in order.
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// The delay after attempt `attempt` (1-based) failed, before jitter; `None`
+    /// when that was the last attempt.
+    pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
+        self.delays.get(index).copied()
+    }
+
+    /// The total of all delays: how long a delivery can stay pending.
+    pub fn total(&self) -> Duration {
+        self.delays.iter().sum()
+    }
+}
+
+/// Spreads a delay over ±20 % so that endpoints that failed together are not
+/// retried together, capped at [`MAX_DELAY`].
+pub fn with_jitter(delay: Duration, rng: &mut impl Rng) -> Duration {
+    let factor: f64 = rng.random_range(0.8..=1.2);
+    delay.mul_f64(factor).min(MAX_DELAY)
+}
+
+/// The delay to use when the receiver said `Retry-After`: at least the
+/// scheduled delay, at most [`MAX_DELAY`].
+pub fn honour_retry_after(scheduled: Duration, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(asked) => asked.clamp(scheduled, MAX_DELAY.max(scheduled)),
+        None => scheduled,
+    }
+}
+
+/// Reads a `Retry-After` header given in seconds (the HTTP-date form is
+/// rarely used by webhook receivers and is treated as absent).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+impl FromStr for RetrySchedule {
+    type Err = ScheduleError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |reason: String| ScheduleError {
+            input: input.to_string(),
+            reason,
+        };
+        let trimmed = input.trim();
+        if trimmed.is_empty() || trimmed == "none" {
+            return Ok(RetrySchedule { delays: Vec::new() });
+        }
+        let mut delays = Vec::new();
+        for part in trimmed.split(',') {
+            let d = parse_duration(part.trim()).map_err(err)?;
+            if d > MAX_DELAY {
+                return Err(err(format!(
+                    "'{}' is longer than the 12 h limit of SQS",
+                    part.trim()
+                )));
+            }
+            delays.push(d);
+        }
+        Ok(RetrySchedule { delays })
+    }
+}
+
+impl fmt::Display for RetrySchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.delays.iter().map(|d| format_duration(*d)).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Reads `250ms`, `5s`, `5m`, `2h`, `1d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 5s, 10m or 2h"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn three_delays_mean_four_attempts() {
+        let s: RetrySchedule = "1s,2s,4s".parse().unwrap();
+        assert_eq!(s.max_attempts(), 4);
+        assert_eq!(s.delay_after(1), Some(Duration::from_secs(1)));
+        assert_eq!(s.delay_after(3), Some(Duration::from_secs(4)));
+        assert_eq!(s.delay_after(4), None);
+        assert_eq!(s.delay_after(0), None);
+        assert_eq!(s.to_string(), "1s,2s,4s");
+    }
+
+    #[test]
+    fn default_is_about_three_days_and_within_sqs_limits() {
+        let s = RetrySchedule::default();
+        let days = s.total().as_secs_f64() / 86400.0;
+        assert!((2.9..=3.2).contains(&days), "{days} days");
+        assert!(s.delays().iter().all(|d| *d <= MAX_DELAY));
+        // Exponential at first: each early delay is longer than the last.
+        assert!(s.delays().windows(2).take(5).all(|w| w[1] > w[0]));
+    }
+
+    #[test]
+    fn bad_schedules_name_the_problem() {
+        let e = "1s,soon".parse::<RetrySchedule>().unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
+        assert!("13h".parse::<RetrySchedule>().is_err());
+        assert!("5x".parse::<RetrySchedule>().is_err());
+        assert_eq!(
+            "250ms".parse::<RetrySchedule>().unwrap().delays()[0],
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent_and_the_cap() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let base = Duration::from_secs(100);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let d = with_jitter(base, &mut rng);
+            assert!(d >= Duration::from_secs(80) && d <= Duration::from_secs(120));
+            seen.insert(d.as_millis());
+        }
+        assert!(seen.len() > 100, "jitter must vary");
+        assert!(with_jitter(MAX_DELAY, &mut rng) <= MAX_DELAY);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let s = Duration::from_secs(5);
+        assert_eq!(honour_retry_after(s, None), s);
+        assert_eq!(
+            honour_retry_after(s, Some(Duration::from_secs(60))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(honour_retry_after(s, Some(Duration::from_secs(1))), s);
+        assert_eq!(
+            honour_retry_after(s, Some(Duration::from_secs(999_999))),
+            MAX_DELAY
+        );
+        assert_eq!(parse_retry_after(" 30 "), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}
