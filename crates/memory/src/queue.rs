@@ -1,0 +1,265 @@
+use async_trait::async_trait;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use webhooks_ports::{BackendError, Queue, ReceivedMessage, Result};
+
+/// An SQS queue in memory: a received message stays invisible for the
+/// visibility timeout unless deleted, comes back with a higher receive count,
+/// and moves to the dead-letter queue once received more than
+/// `max_receive_count` times.
+pub struct MemoryQueue {
+    state: Mutex<State>,
+    changed: Notify,
+    visibility_timeout: Duration,
+    redrive: Option<(Arc<MemoryQueue>, u32)>,
+}
+
+#[derive(Default)]
+struct State {
+    messages: VecDeque<Message>,
+    next_id: u64,
+    next_receipt: u64,
+}
+
+struct Message {
+    id: String,
+    body: String,
+    visible_at: Instant,
+    receive_count: u32,
+    receipt: Option<String>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemoryQueue {
+    /// A queue whose received messages stay hidden for `visibility_timeout`.
+    pub fn new(visibility_timeout: Duration) -> Arc<Self> {
+        Arc::new(MemoryQueue {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            visibility_timeout,
+            redrive: None,
+        })
+    }
+
+    /// A queue with a redrive policy: on the receive after the
+    /// `max_receive_count`-th, the message moves to `dead_letter` instead.
+    pub fn with_redrive(
+        visibility_timeout: Duration,
+        dead_letter: Arc<MemoryQueue>,
+        max_receive_count: u32,
+    ) -> Arc<Self> {
+        Arc::new(MemoryQueue {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            visibility_timeout,
+            redrive: Some((dead_letter, max_receive_count)),
+        })
+    }
+
+    /// Messages in the queue, visible or not.
+    pub fn len(&self) -> usize {
+        lock(&self.state).messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bodies of every message in the queue, for inspection.
+    pub fn bodies(&self) -> Vec<String> {
+        lock(&self.state)
+            .messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect()
+    }
+
+    fn push(&self, body: String, receive_count: u32) {
+        let mut st = lock(&self.state);
+        st.next_id += 1;
+        let id = format!("msg-{}", st.next_id);
+        st.messages.push_back(Message {
+            id,
+            body,
+            visible_at: Instant::now(),
+            receive_count,
+            receipt: None,
+        });
+    }
+
+    /// Takes up to `max` visible messages, moving over-received ones to the
+    /// dead-letter queue. Returns the messages and the earliest time another
+    /// message becomes visible.
+    fn take_visible(&self, max: usize) -> (Vec<ReceivedMessage>, Option<Instant>) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut to_dlq = Vec::new();
+        let mut next_visible: Option<Instant> = None;
+        {
+            let mut st = lock(&self.state);
+            let mut i = 0;
+            while i < st.messages.len() && out.len() < max {
+                if st.messages[i].visible_at > now {
+                    let at = st.messages[i].visible_at;
+                    next_visible = Some(next_visible.map_or(at, |n| n.min(at)));
+                    i += 1;
+                    continue;
+                }
+                if let Some((_, max_receives)) = &self.redrive {
+                    if st.messages[i].receive_count >= *max_receives {
+                        if let Some(m) = st.messages.remove(i) {
+                            to_dlq.push(m.body);
+                        }
+                        continue;
+                    }
+                }
+                st.next_receipt += 1;
+                let receipt = format!("rh-{}", st.next_receipt);
+                let vt = self.visibility_timeout;
+                let m = &mut st.messages[i];
+                m.receive_count += 1;
+                m.visible_at = now + vt;
+                m.receipt = Some(receipt.clone());
+                out.push(ReceivedMessage {
+                    message_id: m.id.clone(),
+                    body: m.body.clone(),
+                    receipt_handle: receipt,
+                    receive_count: m.receive_count,
+                });
+                i += 1;
+            }
+        }
+        if let Some((dlq, _)) = &self.redrive {
+            for body in to_dlq {
+                dlq.push(body, 0);
+                dlq.changed.notify_waiters();
+            }
+        }
+        (out, next_visible)
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
+        for body in bodies {
+            self.push(body.clone(), 0);
+        }
+        self.changed.notify_waiters();
+        Ok(Vec::new())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (got, next_visible) = self.take_visible(max.clamp(1, 10));
+            let now = Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            let wake = next_visible.map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
+        {
+            let mut st = lock(&self.state);
+            let m = st
+                .messages
+                .iter_mut()
+                .find(|m| m.receipt.as_deref() == Some(receipt_handle))
+                .ok_or_else(|| {
+                    BackendError::Permanent("receipt handle is invalid or expired".into())
+                })?;
+            m.visible_at = Instant::now() + delay;
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
+        let mut st = lock(&self.state);
+        st.messages.retain(|m| {
+            !m.receipt
+                .as_ref()
+                .is_some_and(|r| receipt_handles.contains(r))
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn received_messages_hide_until_the_timeout() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        q.send_batch(&["a".into()]).await.unwrap();
+        let first = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].receive_count, 1);
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let again = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(again[0].receive_count, 2);
+        assert_ne!(again[0].receipt_handle, first[0].receipt_handle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn change_visibility_sets_the_next_appearance() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        q.send_batch(&["a".into()]).await.unwrap();
+        let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        q.change_visibility(&m.receipt_handle, Duration::from_secs(2))
+            .await
+            .unwrap();
+        // A long poll wakes up when the message becomes visible.
+        let got = q.receive(1, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(q
+            .change_visibility("rh-unknown", Duration::ZERO)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deleted_messages_are_gone_and_stale_receipts_do_nothing() {
+        let q = MemoryQueue::new(Duration::from_secs(1));
+        q.send_batch(&["a".into()]).await.unwrap();
+        let old = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let new = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        q.delete_batch(&[old.receipt_handle]).await.unwrap();
+        assert_eq!(q.len(), 1);
+        q.delete_batch(&[new.receipt_handle]).await.unwrap();
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redrive_moves_over_received_messages_to_the_dead_letter_queue() {
+        let dlq = MemoryQueue::new(Duration::from_secs(30));
+        let q = MemoryQueue::with_redrive(Duration::from_secs(1), dlq.clone(), 2);
+        q.send_batch(&["poison".into()]).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(q.receive(1, Duration::ZERO).await.unwrap().len(), 1);
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
+        assert!(q.is_empty());
+        assert_eq!(dlq.bodies(), vec!["poison".to_string()]);
+    }
+}

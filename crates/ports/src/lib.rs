@@ -1,0 +1,189 @@
+//! What the pipeline needs from storage and queues, one small trait per need.
+//! Two adapters stand behind each: DynamoDB/SQS (`webhooks-aws`) and memory
+//! (`webhooks-memory`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event};
+
+/// A failure of a backend call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Throttling, a network error, a timeout: the same call may succeed later.
+    #[error("transient backend error: {0}")]
+    Transient(String),
+    /// The call can never succeed as made (bad request, missing resource).
+    #[error("backend error: {0}")]
+    Permanent(String),
+    /// A pagination cursor that this backend did not hand out.
+    #[error("invalid cursor")]
+    InvalidCursor,
+}
+
+impl BackendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// Pagination cursors are opaque to callers: the last key of a page,
+/// base64url-encoded.
+pub mod cursor {
+    use super::BackendError;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    /// Wraps the last key of a page.
+    pub fn encode(key: &str) -> String {
+        URL_SAFE_NO_PAD.encode(key.as_bytes())
+    }
+
+    /// Unwraps a cursor made by [`encode`] whose key starts with `prefix`.
+    pub fn decode(cursor: &str, prefix: &str) -> Result<String, BackendError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| BackendError::InvalidCursor)?;
+        let key = String::from_utf8(bytes).map_err(|_| BackendError::InvalidCursor)?;
+        if key.starts_with(prefix) && key.len() <= 256 {
+            Ok(key)
+        } else {
+            Err(BackendError::InvalidCursor)
+        }
+    }
+}
+
+/// One page of a listing; `next_cursor` fetches the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The event stream: every platform event, per organization, in id order.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Writes the event unless one with its id exists; `false` if it did.
+    async fn put_if_absent(&self, event: &Event) -> Result<bool>;
+    async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>>;
+    /// The org's events with ids greater than `after`, in id order.
+    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>>;
+}
+
+/// Registered endpoints, per organization.
+#[async_trait]
+pub trait EndpointStore: Send + Sync {
+    /// Stores a new endpoint.
+    async fn create(&self, endpoint: &Endpoint) -> Result<()>;
+    async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>>;
+    /// A page of the org's endpoints, oldest first.
+    async fn list(
+        &self,
+        org_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Endpoint>>;
+    /// Every endpoint of the org (the fan-out's view).
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>>;
+    /// Replaces a stored endpoint; `false` if it no longer exists.
+    async fn update(&self, endpoint: &Endpoint) -> Result<bool>;
+    /// Removes an endpoint; `false` if there was none.
+    async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool>;
+    /// Turns an endpoint off with a reason, leaving everything else as it is.
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()>;
+    /// Records the start of a run of failures (kept if one is already open),
+    /// or its end (`None`).
+    async fn set_failing_since(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<()>;
+}
+
+/// Deliveries: exactly one per (endpoint, event).
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Creates the delivery unless its (endpoint, event) already has one, in
+    /// which case the existing one is returned and nothing is written.
+    async fn create_if_absent(&self, delivery: &Delivery) -> Result<Option<Delivery>>;
+    async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>>;
+    /// Several deliveries at once; missing ones are left out.
+    async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>>;
+    /// Appends an attempt and moves a pending delivery to `status`. `false`
+    /// (and nothing written) if the delivery is not pending any more.
+    async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool>;
+    /// Moves a delivery whose status is one of `from` to `to`; returns it as
+    /// updated, or `None` if it was not in one of those states.
+    async fn transition(
+        &self,
+        delivery_id: &str,
+        from: &[DeliveryStatus],
+        to: DeliveryStatus,
+    ) -> Result<Option<Delivery>>;
+    /// A page of an endpoint's deliveries, newest first, optionally of one status.
+    async fn list_for_endpoint(
+        &self,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>>;
+}
+
+/// What an attempt changes on its delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptUpdate {
+    pub attempt: Attempt,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// Each organization's position in its event stream: every event up to the
+/// cursor has been fanned out.
+#[async_trait]
+pub trait CursorStore: Send + Sync {
+    async fn get(&self, org_id: &str) -> Result<Option<String>>;
+    /// Moves the cursor to `event_id` if that is further along (never back).
+    async fn advance(&self, org_id: &str, event_id: &str) -> Result<()>;
+    /// Creates the org's cursor at `event_id` unless it has one.
+    async fn ensure(&self, org_id: &str, event_id: &str) -> Result<()>;
+    /// Every organization's cursor.
+    async fn list(&self) -> Result<Vec<(String, String)>>;
+}
+
+/// Keys seen before, for idempotent writes.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Remembers `key -> value` for `ttl` unless the key is known; returns the
+    /// value stored first when it is.
+    async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<Option<String>>;
+}
+
+/// A message taken from a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub body: String,
+    pub receipt_handle: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// A queue with SQS semantics: at-least-once, invisible while being worked
+/// on, visible again when the visibility timeout ends.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends the bodies, batching as the queue allows; returns the indexes of
+    /// those that were not accepted.
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>>;
+    /// Up to `max` visible messages, waiting up to `wait` for the first.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
+    /// Hides a received message for `delay` from now.
+    async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()>;
+    /// Removes received messages.
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
+}
