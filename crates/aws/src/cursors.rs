@@ -1,0 +1,104 @@
+//! The cursors table: each org's position in its event stream.
+
+use crate::error::{backend_error, is_condition_failure};
+use crate::events::s;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use webhooks_ports::{CursorStore, Result};
+
+/// Cursors in DynamoDB (key: `org_id`; attribute `cursor`).
+#[derive(Clone)]
+pub struct DynamoCursorStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoCursorStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoCursorStore {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl CursorStore for DynamoCursorStore {
+    async fn get(&self, org_id: &str) -> Result<Option<String>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend_error("GetItem cursors", e))?;
+        Ok(out
+            .item
+            .and_then(|i| i.get("cursor").and_then(|v| v.as_s().ok().cloned())))
+    }
+
+    async fn advance(&self, org_id: &str, event_id: &str) -> Result<()> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .update_expression("SET #c = :c")
+            .condition_expression("attribute_not_exists(#c) OR #c < :c")
+            .expression_attribute_names("#c", "cursor")
+            .expression_attribute_values(":c", s(event_id))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already further along.
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(backend_error("UpdateItem cursors", e)),
+        }
+    }
+
+    async fn ensure(&self, org_id: &str, event_id: &str) -> Result<()> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("org_id", s(org_id))
+            .item("cursor", s(event_id))
+            .condition_expression("attribute_not_exists(org_id)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(backend_error("PutItem cursors", e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, String)>> {
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend_error("Scan cursors", e))?;
+            for item in out.items.unwrap_or_default() {
+                let org = item.get("org_id").and_then(|v| v.as_s().ok());
+                let cursor = item.get("cursor").and_then(|v| v.as_s().ok());
+                if let (Some(o), Some(c)) = (org, cursor) {
+                    all.push((o.clone(), c.clone()));
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(all),
+            }
+        }
+    }
+}

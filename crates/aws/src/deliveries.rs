@@ -1,0 +1,293 @@
+//! The deliveries table. The key (`endpoint_id`, `event_id`) is the
+//! uniqueness constraint: a conditional put creates a delivery at most once.
+
+use crate::error::{backend_error, decode_error, is_condition_failure};
+use crate::events::s;
+use crate::items::{AttemptItem, DeliveryItem};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::Utc;
+use std::collections::HashMap;
+use webhooks_domain::delivery::parse_delivery_id;
+use webhooks_domain::time::rfc3339;
+use webhooks_domain::{Delivery, DeliveryStatus};
+use webhooks_ports::{cursor, AttemptUpdate, BackendError, DeliveryStore, Page, Result};
+
+/// Deliveries in DynamoDB (key: `endpoint_id`, `event_id`).
+#[derive(Clone)]
+pub struct DynamoDeliveryStore {
+    client: Client,
+    table: String,
+}
+
+fn from_item(item: HashMap<String, AttributeValue>) -> Result<Delivery> {
+    let item: DeliveryItem =
+        serde_dynamo::from_item(item).map_err(|e| decode_error("delivery", e))?;
+    item.into_delivery()
+}
+
+fn key(delivery_id: &str) -> Option<HashMap<String, AttributeValue>> {
+    let (ep, evt) = parse_delivery_id(delivery_id)?;
+    Some(HashMap::from([
+        ("endpoint_id".to_string(), s(&ep)),
+        ("event_id".to_string(), s(&evt)),
+    ]))
+}
+
+impl DynamoDeliveryStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoDeliveryStore {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+/// Most keys one BatchGetItem takes.
+const BATCH_GET_LIMIT: usize = 100;
+
+#[async_trait]
+impl DeliveryStore for DynamoDeliveryStore {
+    async fn create_if_absent(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
+        let item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(DeliveryItem::from_delivery(delivery))
+                .map_err(|e| decode_error("delivery", e))?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(event_id)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) if is_condition_failure(&e) => {
+                let old = match e.into_service_error() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                match old {
+                    Some(item) => from_item(item).map(Some),
+                    // Not every emulator returns the old item; read it.
+                    None => self.get(&delivery.id).await?.map(Some).ok_or_else(|| {
+                        BackendError::Transient(format!("delivery {} vanished", delivery.id))
+                    }),
+                }
+            }
+            Err(e) => Err(backend_error("PutItem deliveries", e)),
+        }
+    }
+
+    async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>> {
+        let Some(key) = key(delivery_id) else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend_error("GetItem deliveries", e))?;
+        out.item.map(from_item).transpose()
+    }
+
+    async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        let mut keys: Vec<HashMap<String, AttributeValue>> =
+            delivery_ids.iter().filter_map(|id| key(id)).collect();
+        keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        keys.dedup();
+        let mut found = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();
+            let mut rounds = 0;
+            while !pending.is_empty() {
+                rounds += 1;
+                if rounds > 8 {
+                    return Err(BackendError::Transient(
+                        "BatchGetItem deliveries: keys left unprocessed".into(),
+                    ));
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| BackendError::Permanent(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| backend_error("BatchGetItem deliveries", e))?;
+                if let Some(mut responses) = out.responses {
+                    for item in responses.remove(&self.table).unwrap_or_default() {
+                        found.push(from_item(item)?);
+                    }
+                }
+                if let Some(mut unprocessed) = out.unprocessed_keys {
+                    if let Some(left) = unprocessed.remove(&self.table) {
+                        pending = left.keys;
+                        tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool> {
+        let Some(key) = key(delivery_id) else {
+            return Ok(false);
+        };
+        let attempt: AttributeValue =
+            serde_dynamo::to_attribute_value(AttemptItem::from_attempt(&update.attempt))
+                .map_err(|e| decode_error("attempt", e))?;
+        let mut set = vec![
+            "attempts = list_append(if_not_exists(attempts, :empty), :a)",
+            "#s = :status",
+            "updated_at = :u",
+        ];
+        let mut remove = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":a", AttributeValue::L(vec![attempt]))
+            .expression_attribute_values(":status", s(update.status.as_str()))
+            .expression_attribute_values(":u", s(&rfc3339(update.attempt.at)))
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .condition_expression("#s = :pending");
+        match update.next_attempt_at {
+            Some(t) => {
+                set.push("next_attempt_at = :n");
+                req = req.expression_attribute_values(":n", s(&rfc3339(t)));
+            }
+            None => remove.push("next_attempt_at"),
+        }
+        match &update.last_error {
+            Some(e) => {
+                set.push("last_error = :e");
+                req = req.expression_attribute_values(":e", s(e));
+            }
+            None => remove.push("last_error"),
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        match req.update_expression(expression).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("UpdateItem deliveries", e)),
+        }
+    }
+
+    async fn transition(
+        &self,
+        delivery_id: &str,
+        from: &[DeliveryStatus],
+        to: DeliveryStatus,
+    ) -> Result<Option<Delivery>> {
+        let Some(key) = key(delivery_id) else {
+            return Ok(None);
+        };
+        if from.is_empty() {
+            return Ok(None);
+        }
+        let now = rfc3339(Utc::now());
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":f{i}")).collect();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":u", s(&now))
+            .condition_expression(format!("#s IN ({})", placeholders.join(", ")))
+            .return_values(ReturnValue::AllNew);
+        for (p, status) in placeholders.iter().zip(from) {
+            req = req.expression_attribute_values(p, s(status.as_str()));
+        }
+        req = if to == DeliveryStatus::Pending {
+            req.update_expression("SET #s = :to, updated_at = :u, next_attempt_at = :u")
+        } else {
+            req.update_expression("SET #s = :to, updated_at = :u REMOVE next_attempt_at")
+        };
+        match req.send().await {
+            Ok(out) => out.attributes.map(from_item).transpose(),
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(backend_error("UpdateItem deliveries", e)),
+        }
+    }
+
+    async fn list_for_endpoint(
+        &self,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>> {
+        let mut start = match cursor {
+            Some(c) => Some(cursor::decode(c, "evt_")?),
+            None => None,
+        };
+        let mut items: Vec<Delivery> = Vec::new();
+        // A filter applies after the read limit, so read until the page is
+        // full (plus one, to know whether more exist) or the partition ends.
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("endpoint_id = :e")
+                .expression_attribute_values(":e", s(endpoint_id))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX));
+            if let Some(st) = status {
+                q = q
+                    .filter_expression("#s = :s")
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(":s", s(st.as_str()));
+            }
+            if let Some(after) = &start {
+                q = q
+                    .exclusive_start_key("endpoint_id", s(endpoint_id))
+                    .exclusive_start_key("event_id", s(after));
+            }
+            let out = q
+                .send()
+                .await
+                .map_err(|e| backend_error("Query deliveries", e))?;
+            for item in out.items.unwrap_or_default() {
+                items.push(from_item(item)?);
+            }
+            let lek = out
+                .last_evaluated_key
+                .and_then(|k| k.get("event_id").and_then(|v| v.as_s().ok().cloned()));
+            match lek {
+                Some(next) if items.len() <= limit => start = Some(next),
+                _ => break,
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| cursor::encode(&d.event_id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}

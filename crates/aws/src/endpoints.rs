@@ -1,0 +1,237 @@
+//! The endpoints table.
+
+use crate::error::{backend_error, decode_error, is_condition_failure};
+use crate::events::s;
+use crate::items::EndpointItem;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use webhooks_domain::time::rfc3339;
+use webhooks_domain::Endpoint;
+use webhooks_ports::{cursor, BackendError, EndpointStore, Page, Result};
+
+/// Endpoints in DynamoDB (key: `org_id`, `endpoint_id`).
+#[derive(Clone)]
+pub struct DynamoEndpointStore {
+    client: Client,
+    table: String,
+}
+
+fn from_item(item: HashMap<String, AttributeValue>) -> Result<Endpoint> {
+    let item: EndpointItem =
+        serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
+    item.into_endpoint()
+}
+
+fn to_item(e: &Endpoint) -> Result<HashMap<String, AttributeValue>> {
+    serde_dynamo::to_item(EndpointItem::from_endpoint(e)).map_err(|e| decode_error("endpoint", e))
+}
+
+impl DynamoEndpointStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoEndpointStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn query(
+        &self,
+        org_id: &str,
+        limit: Option<usize>,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<Endpoint>, Option<HashMap<String, AttributeValue>>)> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("org_id = :o")
+            .expression_attribute_values(":o", s(org_id))
+            .consistent_read(true);
+        if let Some(l) = limit {
+            q = q.limit(i32::try_from(l).unwrap_or(i32::MAX));
+        }
+        if let Some(after) = start_after {
+            q = q
+                .exclusive_start_key("org_id", s(org_id))
+                .exclusive_start_key("endpoint_id", s(after));
+        }
+        let out = q
+            .send()
+            .await
+            .map_err(|e| backend_error("Query endpoints", e))?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((items, out.last_evaluated_key))
+    }
+
+    async fn update_existing(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        expression: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<()> {
+        let mut u = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .key("endpoint_id", s(endpoint_id))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(endpoint_id)");
+        for (k, v) in values {
+            u = u.expression_attribute_values(k, v);
+        }
+        match u.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(backend_error("UpdateItem endpoints", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl EndpointStore for DynamoEndpointStore {
+    async fn create(&self, endpoint: &Endpoint) -> Result<()> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(endpoint)?))
+            .condition_expression("attribute_not_exists(endpoint_id)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(BackendError::Permanent(format!(
+                "endpoint {} exists",
+                endpoint.id
+            ))),
+            Err(e) => Err(backend_error("PutItem endpoints", e)),
+        }
+    }
+
+    async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .key("endpoint_id", s(endpoint_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend_error("GetItem endpoints", e))?;
+        out.item.map(from_item).transpose()
+    }
+
+    async fn list(
+        &self,
+        org_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Endpoint>> {
+        let after = match cursor {
+            Some(c) => Some(cursor::decode(c, "ep_")?),
+            None => None,
+        };
+        // One more than asked tells whether another page exists.
+        let (mut items, _) = self
+            .query(org_id, Some(limit + 1), after.as_deref())
+            .await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| cursor::encode(&e.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
+        let mut all = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let (items, lek) = self.query(org_id, None, start.as_deref()).await?;
+            all.extend(items);
+            match lek.and_then(|k| k.get("endpoint_id").and_then(|v| v.as_s().ok().cloned())) {
+                Some(next) => start = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn update(&self, endpoint: &Endpoint) -> Result<bool> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(endpoint)?))
+            .condition_expression("attribute_exists(endpoint_id)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("PutItem endpoints", e)),
+        }
+    }
+
+    async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .key("endpoint_id", s(endpoint_id))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| backend_error("DeleteItem endpoints", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
+        self.update_existing(
+            org_id,
+            endpoint_id,
+            "SET enabled = :f, disabled_reason = :r, updated_at = :u",
+            vec![
+                (":f", AttributeValue::Bool(false)),
+                (":r", s(reason)),
+                (":u", s(&rfc3339(Utc::now()))),
+            ],
+        )
+        .await
+    }
+
+    async fn set_failing_since(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        match since {
+            Some(t) => {
+                self.update_existing(
+                    org_id,
+                    endpoint_id,
+                    "SET failing_since = if_not_exists(failing_since, :t)",
+                    vec![(":t", s(&rfc3339(t)))],
+                )
+                .await
+            }
+            None => {
+                self.update_existing(org_id, endpoint_id, "REMOVE failing_since", vec![])
+                    .await
+            }
+        }
+    }
+}

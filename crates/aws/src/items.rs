@@ -1,0 +1,315 @@
+//! How each record is stored in DynamoDB: the item shapes, shared by the
+//! adapters, the fan-out (which reads stream images) and the local runner
+//! (which makes stream records for the embedded backend).
+
+use crate::error::decode_error;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use webhooks_domain::endpoint::PreviousSecret;
+use webhooks_domain::time::{parse_rfc3339, rfc3339};
+use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, Secret, Subscription};
+use webhooks_ports::BackendError;
+
+/// How long events and deliveries are kept before DynamoDB's TTL removes them.
+pub const RETENTION_DAYS: i64 = 30;
+
+fn expires_at(from: DateTime<Utc>) -> i64 {
+    (from + chrono::Duration::days(RETENTION_DAYS)).timestamp()
+}
+
+fn time(s: &str, what: &str) -> Result<DateTime<Utc>, BackendError> {
+    parse_rfc3339(s).ok_or_else(|| decode_error(what, format!("bad time '{s}'")))
+}
+
+/// An item of the events table (key: `org_id`, `event_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventItem {
+    pub org_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub created_at: String,
+    /// The event's `data`, as the JSON text it was written with.
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_endpoint: Option<String>,
+    pub expires_at: i64,
+}
+
+impl EventItem {
+    pub fn from_event(e: &Event) -> Self {
+        EventItem {
+            org_id: e.org_id.clone(),
+            event_id: e.id.clone(),
+            event_type: e.event_type.as_str().to_string(),
+            created_at: rfc3339(e.created_at),
+            data: e.data.get().to_string(),
+            target_endpoint: e.target_endpoint.clone(),
+            expires_at: expires_at(e.created_at),
+        }
+    }
+
+    pub fn into_event(self) -> Result<Event, BackendError> {
+        Ok(Event {
+            event_type: self
+                .event_type
+                .parse()
+                .map_err(|e| decode_error("event", e))?,
+            created_at: time(&self.created_at, "event")?,
+            data: RawValue::from_string(self.data).map_err(|e| decode_error("event data", e))?,
+            id: self.event_id,
+            org_id: self.org_id,
+            target_endpoint: self.target_endpoint,
+        })
+    }
+}
+
+/// Reads an event from a DynamoDB item (a table read or a stream image).
+pub fn event_from_item<I: Into<serde_dynamo::Item>>(item: I) -> Result<Event, BackendError> {
+    let item: EventItem = serde_dynamo::from_item(item).map_err(|e| decode_error("event", e))?;
+    item.into_event()
+}
+
+/// An item of the endpoints table (key: `org_id`, `endpoint_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointItem {
+    pub org_id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+}
+
+impl EndpointItem {
+    pub fn from_endpoint(e: &Endpoint) -> Self {
+        EndpointItem {
+            org_id: e.org_id.clone(),
+            endpoint_id: e.id.clone(),
+            url: e.url.clone(),
+            event_types: e.subscription.names(),
+            description: e.description.clone(),
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason.clone(),
+            secret: e.secret.expose().to_string(),
+            previous_secret: e
+                .previous_secret
+                .as_ref()
+                .map(|p| p.secret.expose().to_string()),
+            previous_secret_expires_at: e.previous_secret.as_ref().map(|p| rfc3339(p.expires_at)),
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+            failing_since: e.failing_since.map(rfc3339),
+        }
+    }
+
+    pub fn into_endpoint(self) -> Result<Endpoint, BackendError> {
+        let secret = |s: &str| Secret::parse(s).map_err(|e| decode_error("endpoint secret", e));
+        let previous_secret = match (&self.previous_secret, &self.previous_secret_expires_at) {
+            (Some(s), Some(t)) => Some(PreviousSecret {
+                secret: secret(s)?,
+                expires_at: time(t, "endpoint")?,
+            }),
+            _ => None,
+        };
+        Ok(Endpoint {
+            subscription: Subscription::parse(&self.event_types)
+                .map_err(|e| decode_error("endpoint", e))?,
+            secret: secret(&self.secret)?,
+            previous_secret,
+            created_at: time(&self.created_at, "endpoint")?,
+            updated_at: time(&self.updated_at, "endpoint")?,
+            failing_since: match &self.failing_since {
+                Some(t) => Some(time(t, "endpoint")?),
+                None => None,
+            },
+            id: self.endpoint_id,
+            org_id: self.org_id,
+            url: self.url,
+            description: self.description,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+        })
+    }
+}
+
+/// One attempt inside a delivery item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptItem {
+    pub number: u32,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+}
+
+impl AttemptItem {
+    pub fn from_attempt(a: &Attempt) -> Self {
+        AttemptItem {
+            number: a.number,
+            at: rfc3339(a.at),
+            status_code: a.status_code,
+            error: a.error.clone(),
+            latency_ms: a.latency_ms,
+            response_body: a.response_body.clone(),
+        }
+    }
+
+    fn into_attempt(self) -> Result<Attempt, BackendError> {
+        Ok(Attempt {
+            number: self.number,
+            at: time(&self.at, "attempt")?,
+            status_code: self.status_code,
+            error: self.error,
+            latency_ms: self.latency_ms,
+            response_body: self.response_body,
+        })
+    }
+}
+
+/// An item of the deliveries table (key: `endpoint_id`, `event_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryItem {
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub delivery_id: String,
+    pub org_id: String,
+    pub event_type: String,
+    pub status: String,
+    #[serde(default)]
+    pub attempts: Vec<AttemptItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: i64,
+}
+
+impl DeliveryItem {
+    pub fn from_delivery(d: &Delivery) -> Self {
+        DeliveryItem {
+            endpoint_id: d.endpoint_id.clone(),
+            event_id: d.event_id.clone(),
+            delivery_id: d.id.clone(),
+            org_id: d.org_id.clone(),
+            event_type: d.event_type.as_str().to_string(),
+            status: d.status.as_str().to_string(),
+            attempts: d.attempts.iter().map(AttemptItem::from_attempt).collect(),
+            next_attempt_at: d.next_attempt_at.map(rfc3339),
+            last_error: d.last_error.clone(),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+            expires_at: expires_at(d.created_at),
+        }
+    }
+
+    pub fn into_delivery(self) -> Result<Delivery, BackendError> {
+        Ok(Delivery {
+            event_type: self
+                .event_type
+                .parse()
+                .map_err(|e| decode_error("delivery", e))?,
+            status: self
+                .status
+                .parse::<DeliveryStatus>()
+                .map_err(|e| decode_error("delivery", e))?,
+            attempts: self
+                .attempts
+                .into_iter()
+                .map(AttemptItem::into_attempt)
+                .collect::<Result<_, _>>()?,
+            next_attempt_at: match &self.next_attempt_at {
+                Some(t) => Some(time(t, "delivery")?),
+                None => None,
+            },
+            created_at: time(&self.created_at, "delivery")?,
+            updated_at: time(&self.updated_at, "delivery")?,
+            id: self.delivery_id,
+            org_id: self.org_id,
+            endpoint_id: self.endpoint_id,
+            event_id: self.event_id,
+            last_error: self.last_error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use std::collections::HashMap;
+    use webhooks_domain::EventType;
+
+    #[test]
+    fn endpoints_round_trip_through_items() {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://x.test/h".into(),
+            Subscription::parse(&["lead_won"]).unwrap(),
+            Secret::generate(),
+        );
+        ep.created_at = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        ep.updated_at = ep.created_at;
+        ep.rotate_secret(
+            Secret::generate(),
+            ep.created_at,
+            chrono::Duration::hours(1),
+        );
+        let item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(EndpointItem::from_endpoint(&ep)).unwrap();
+        let back: EndpointItem = serde_dynamo::from_item(item).unwrap();
+        assert_eq!(back.into_endpoint().unwrap(), ep);
+    }
+
+    #[test]
+    fn events_keep_their_data_text() {
+        let e = Event::new(
+            "org",
+            EventType::MeetingBooked,
+            RawValue::from_string(r#"{"z": 1,"a":2}"#.into()).unwrap(),
+        );
+        let item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(EventItem::from_event(&e)).unwrap();
+        let back = event_from_item(item).unwrap();
+        assert_eq!(back.payload(), {
+            let mut e2 = e.clone();
+            e2.created_at = back.created_at;
+            e2.payload()
+        });
+        assert_eq!(back.data.get(), r#"{"z": 1,"a":2}"#);
+    }
+
+    #[test]
+    fn malformed_items_are_errors_not_panics() {
+        let mut item: HashMap<String, AttributeValue> = HashMap::new();
+        item.insert("org_id".into(), AttributeValue::S("o".into()));
+        assert!(event_from_item(item.clone()).is_err());
+        item.insert("event_id".into(), AttributeValue::S("evt_1".into()));
+        item.insert("event_type".into(), AttributeValue::S("nope".into()));
+        item.insert(
+            "created_at".into(),
+            AttributeValue::S("2026-01-01T00:00:00Z".into()),
+        );
+        item.insert("data".into(), AttributeValue::S("{}".into()));
+        item.insert("expires_at".into(), AttributeValue::N("1".into()));
+        assert!(event_from_item(item).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! DynamoDB and SQS adapters behind the pipeline's ports, through the AWS
+//! SDK. The endpoint comes from the SDK's own configuration
+//! (`AWS_ENDPOINT_URL` for LocalStack or moto); nothing here knows it is a
+//! test.
+
+pub mod cursors;
+pub mod deliveries;
+pub mod endpoints;
+pub mod env;
+mod error;
+pub mod events;
+pub mod idempotency;
+pub mod items;
+pub mod queue;
+pub mod resources;
+pub mod stream;
+
+pub use cursors::DynamoCursorStore;
+pub use deliveries::DynamoDeliveryStore;
+pub use endpoints::DynamoEndpointStore;
+pub use events::DynamoEventStore;
+pub use idempotency::DynamoIdempotencyStore;
+pub use queue::SqsQueue;
+
+/// The SDK configuration from the environment (region, credentials,
+/// `AWS_ENDPOINT_URL`), as every function and `webhooks dev --backend aws`
+/// load it.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The DynamoDB and SQS clients every function builds once at start.
+#[derive(Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl AwsClients {
+    /// Clients from the environment's SDK configuration.
+    pub async fn load() -> Self {
+        Self::from_config(&sdk_config().await)
+    }
+
+    pub fn from_config(config: &aws_config::SdkConfig) -> Self {
+        AwsClients {
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+        }
+    }
+}
+
+/// Structured JSON logs for Lambda (CloudWatch), filtered by `RUST_LOG`
+/// (default `info`).
+pub fn init_lambda_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

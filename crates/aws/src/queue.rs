@@ -1,0 +1,162 @@
+//! An SQS queue behind the `Queue` port.
+
+use crate::error::backend_error;
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use futures::future::join_all;
+use std::time::Duration;
+use webhooks_ports::{BackendError, Queue, ReceivedMessage, Result};
+
+/// SQS takes at most ten messages per batch call.
+const SQS_BATCH: usize = 10;
+/// The longest visibility timeout SQS accepts, in seconds.
+const MAX_VISIBILITY_SECS: u64 = 43_200;
+
+/// One SQS queue, by URL.
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn send_chunk(&self, offset: usize, bodies: &[String]) -> Vec<usize> {
+        let entries: Vec<SendMessageBatchRequestEntry> = bodies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let all = || (offset..offset + bodies.len()).collect::<Vec<_>>();
+        match self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .failed
+                .iter()
+                .filter_map(|f| f.id.parse::<usize>().ok())
+                .map(|i| offset + i)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %backend_error("SendMessageBatch", e), "queue send failed");
+                all()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
+        let chunks = bodies
+            .chunks(SQS_BATCH)
+            .enumerate()
+            .map(|(n, chunk)| self.send_chunk(n * SQS_BATCH, chunk));
+        let mut failed: Vec<usize> = join_all(chunks).await.into_iter().flatten().collect();
+        failed.sort_unstable();
+        Ok(failed)
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, SQS_BATCH)).unwrap_or(10))
+            .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| backend_error("ReceiveMessage", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let receive_count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                Some(ReceivedMessage {
+                    message_id: m.message_id?,
+                    body: m.body.unwrap_or_default(),
+                    receipt_handle: m.receipt_handle?,
+                    receive_count,
+                })
+            })
+            .collect())
+    }
+
+    async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
+        // Round up so that a message is never shown before it is due.
+        let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+        let secs = i32::try_from(secs.min(MAX_VISIBILITY_SECS)).unwrap_or(43_200);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map_err(|e| backend_error("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
+        for chunk in receipt_handles.chunks(SQS_BATCH) {
+            let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| backend_error("DeleteMessageBatch", e))?;
+            if let Some(f) = out.failed.first() {
+                return Err(BackendError::Transient(format!(
+                    "DeleteMessageBatch: {} {}",
+                    f.code,
+                    f.message.clone().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
