@@ -1,0 +1,347 @@
+//! Fan-out: each new event becomes exactly one delivery per subscribed
+//! endpoint, and each new delivery is queued for the sender.
+
+use futures::stream::{self, StreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use webhooks_domain::{Delivery, DeliveryStatus, DeliveryTask, Endpoint, Event};
+use webhooks_ports::{BackendError, CursorStore, DeliveryStore, EndpointStore, Queue};
+
+/// How many conditional creates run at once.
+const CREATE_CONCURRENCY: usize = 64;
+
+/// The fan-out step.
+pub struct FanOut {
+    endpoints: Arc<dyn EndpointStore>,
+    deliveries: Arc<dyn DeliveryStore>,
+    queue: Arc<dyn Queue>,
+    cursors: Arc<dyn CursorStore>,
+}
+
+/// What a fan-out of a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FanOutReport {
+    /// Deliveries created by this call.
+    pub created: usize,
+    /// Deliveries that already existed (a replayed event).
+    pub existing: usize,
+    /// Messages queued (new deliveries, and pending ones that may never have
+    /// been queued).
+    pub enqueued: usize,
+    /// Index of the first event that could not be fully fanned out; it and
+    /// the events after it must be offered again.
+    pub first_failure: Option<usize>,
+}
+
+impl FanOut {
+    pub fn new(
+        endpoints: Arc<dyn EndpointStore>,
+        deliveries: Arc<dyn DeliveryStore>,
+        queue: Arc<dyn Queue>,
+        cursors: Arc<dyn CursorStore>,
+    ) -> Self {
+        FanOut {
+            endpoints,
+            deliveries,
+            queue,
+            cursors,
+        }
+    }
+
+    /// Fans out a batch of events given in stream order. Safe to repeat: a
+    /// delivery that exists is not created again, and a pending one that was
+    /// never attempted is queued again in case the earlier run stopped
+    /// between create and enqueue.
+    pub async fn fan_out(&self, events: &[Event]) -> FanOutReport {
+        let mut report = FanOutReport::default();
+        let mut failed = vec![false; events.len()];
+
+        // The endpoints of each org in the batch, read once.
+        let orgs: Vec<&str> = {
+            let mut v: Vec<&str> = events.iter().map(|e| e.org_id.as_str()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let loaded: HashMap<&str, Result<Vec<Endpoint>, BackendError>> = stream::iter(
+            orgs.into_iter()
+                .map(|org| async move { (org, self.endpoints.list_all(org).await) }),
+        )
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+        // One conditional create per (endpoint, event).
+        let mut wanted: Vec<(usize, Delivery)> = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            match loaded.get(event.org_id.as_str()) {
+                Some(Ok(endpoints)) => {
+                    for ep in targets(event, endpoints) {
+                        wanted.push((
+                            i,
+                            Delivery::new(&event.org_id, &ep.id, &event.id, event.event_type),
+                        ));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(event_id = %event.id, org_id = %event.org_id, error = %e, "could not read endpoints");
+                    failed[i] = true;
+                }
+                None => failed[i] = true,
+            }
+        }
+        let created: Vec<(usize, Delivery, Result<Option<Delivery>, BackendError>)> =
+            stream::iter(wanted.into_iter().map(|(i, d)| async move {
+                let r = self.deliveries.create_if_absent(&d).await;
+                (i, d, r)
+            }))
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut to_queue: Vec<(usize, String)> = Vec::new();
+        for (i, delivery, result) in created {
+            match result {
+                Ok(None) => {
+                    report.created += 1;
+                    to_queue.push((i, task_body(&events[i], &delivery)));
+                }
+                Ok(Some(existing)) => {
+                    report.existing += 1;
+                    if existing.status == DeliveryStatus::Pending && existing.attempts.is_empty() {
+                        to_queue.push((i, task_body(&events[i], &existing)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(delivery_id = %delivery.id, error = %e, "could not create delivery");
+                    failed[i] = true;
+                }
+            }
+        }
+
+        // Queue in batches; a delivery that did not make it fails its event.
+        to_queue.sort_by_key(|(i, _)| *i);
+        let bodies: Vec<String> = to_queue.iter().map(|(_, b)| b.clone()).collect();
+        match self.queue.send_batch(&bodies).await {
+            Ok(rejected) => {
+                report.enqueued = bodies.len() - rejected.len();
+                for r in rejected {
+                    if let Some((i, _)) = to_queue.get(r) {
+                        failed[*i] = true;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not queue deliveries");
+                for (i, _) in &to_queue {
+                    failed[*i] = true;
+                }
+            }
+        }
+
+        report.first_failure = failed.iter().position(|f| *f);
+        let done = report.first_failure.unwrap_or(events.len());
+        self.advance_cursors(&events[..done]).await;
+        report
+    }
+
+    /// Moves each org's cursor to its newest event that is fully fanned out.
+    async fn advance_cursors(&self, done: &[Event]) {
+        let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
+        for e in done {
+            let entry = newest.entry(&e.org_id).or_insert(&e.id);
+            if e.id.as_str() > *entry {
+                *entry = &e.id;
+            }
+        }
+        for (org, id) in newest {
+            if let Err(e) = self.cursors.advance(org, id).await {
+                // Not fatal: the sweeper re-reads from the older cursor and
+                // finds every delivery already made.
+                tracing::warn!(org_id = org, error = %e, "could not advance cursor");
+            }
+        }
+    }
+}
+
+/// The endpoints an event goes to: the one it targets (a test event), or
+/// every enabled endpoint subscribed to its type.
+fn targets<'a>(event: &'a Event, endpoints: &'a [Endpoint]) -> impl Iterator<Item = &'a Endpoint> {
+    endpoints
+        .iter()
+        .filter(move |ep| match &event.target_endpoint {
+            Some(target) => &ep.id == target,
+            None => ep.wants(event.event_type),
+        })
+}
+
+fn task_body(event: &Event, delivery: &Delivery) -> String {
+    let task = DeliveryTask {
+        delivery_id: delivery.id.clone(),
+        org_id: delivery.org_id.clone(),
+        endpoint_id: delivery.endpoint_id.clone(),
+        event_id: event.id.clone(),
+        event_type: event.event_type,
+        payload: event.payload(),
+    };
+    serde_json::to_string(&task).expect("a task of strings always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+    use std::time::Duration;
+    use webhooks_domain::{EventType, Secret, Subscription};
+    use webhooks_memory::{
+        MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue,
+    };
+
+    struct World {
+        endpoints: Arc<MemoryEndpointStore>,
+        deliveries: Arc<MemoryDeliveryStore>,
+        queue: Arc<MemoryQueue>,
+        cursors: Arc<MemoryCursorStore>,
+        fanout: FanOut,
+    }
+
+    fn world() -> World {
+        let endpoints = MemoryEndpointStore::new();
+        let deliveries = MemoryDeliveryStore::new();
+        let queue = MemoryQueue::new(Duration::from_secs(30));
+        let cursors = MemoryCursorStore::new();
+        let fanout = FanOut::new(
+            endpoints.clone(),
+            deliveries.clone(),
+            queue.clone(),
+            cursors.clone(),
+        );
+        World {
+            endpoints,
+            deliveries,
+            queue,
+            cursors,
+            fanout,
+        }
+    }
+
+    async fn endpoint(w: &World, org: &str, types: &[&str]) -> Endpoint {
+        let ep = Endpoint::new(
+            org,
+            "https://example.com/hook".into(),
+            Subscription::parse(types).unwrap(),
+            Secret::generate(),
+        );
+        w.endpoints.create(&ep).await.unwrap();
+        ep
+    }
+
+    fn event(org: &str, t: EventType) -> Event {
+        Event::new(org, t, RawValue::from_string(r#"{"n":1}"#.into()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn one_delivery_per_subscribed_endpoint() {
+        let w = world();
+        let paid = endpoint(&w, "a", &["invoice.paid"]).await;
+        let all = endpoint(&w, "a", &["*"]).await;
+        let _leads = endpoint(&w, "a", &["lead_won"]).await;
+        let _other_org = endpoint(&w, "b", &["*"]).await;
+        let mut disabled = endpoint(&w, "a", &["*"]).await;
+        disabled.enabled = false;
+        w.endpoints.update(&disabled).await.unwrap();
+
+        let e = event("a", EventType::InvoicePaid);
+        let r = w.fanout.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!(r.created, 2);
+        assert_eq!(r.enqueued, 2);
+        assert_eq!(r.first_failure, None);
+        let mut targets: Vec<String> = w
+            .deliveries
+            .all()
+            .into_iter()
+            .map(|d| d.endpoint_id)
+            .collect();
+        targets.sort();
+        let mut expected = vec![paid.id, all.id];
+        expected.sort();
+        assert_eq!(targets, expected);
+        let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
+        assert_eq!(task.payload, e.payload());
+        assert_eq!(w.cursors.get("a").await.unwrap(), Some(e.id.clone()));
+    }
+
+    #[tokio::test]
+    async fn a_replayed_event_creates_nothing_new() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        let e = event("a", EventType::LeadWon);
+        w.fanout.fan_out(std::slice::from_ref(&e)).await;
+        // Attempted once: the replay must not queue it again.
+        let d = w.deliveries.all().remove(0);
+        w.deliveries
+            .record_attempt(
+                &d.id,
+                &webhooks_ports::AttemptUpdate {
+                    attempt: webhooks_domain::Attempt {
+                        number: 1,
+                        at: chrono::Utc::now(),
+                        status_code: Some(500),
+                        error: None,
+                        latency_ms: 1,
+                        response_body: None,
+                    },
+                    status: DeliveryStatus::Pending,
+                    next_attempt_at: None,
+                    last_error: None,
+                },
+            )
+            .await
+            .unwrap();
+        let r = w.fanout.fan_out(&[e.clone(), e]).await;
+        assert_eq!((r.created, r.existing, r.enqueued), (0, 2, 0));
+        assert_eq!(w.deliveries.all().len(), 1);
+        assert_eq!(w.queue.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_created_but_never_queued_is_queued_on_replay() {
+        let w = world();
+        let ep = endpoint(&w, "a", &["*"]).await;
+        let e = event("a", EventType::LeadWon);
+        // The crash: created, never queued.
+        w.deliveries
+            .create_if_absent(&Delivery::new("a", &ep.id, &e.id, e.event_type))
+            .await
+            .unwrap();
+        let r = w.fanout.fan_out(&[e]).await;
+        assert_eq!((r.created, r.existing, r.enqueued), (0, 1, 1));
+        assert_eq!(w.queue.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn test_events_go_to_their_target_only() {
+        let w = world();
+        let target = endpoint(&w, "a", &["lead_won"]).await;
+        endpoint(&w, "a", &["*"]).await;
+        let mut e = event("a", EventType::SurveySubmitted);
+        e.target_endpoint = Some(target.id.clone());
+        let r = w.fanout.fan_out(&[e]).await;
+        assert_eq!(r.created, 1);
+        assert_eq!(w.deliveries.all()[0].endpoint_id, target.id);
+    }
+
+    #[tokio::test]
+    async fn one_event_to_a_thousand_endpoints_in_one_call() {
+        let w = world();
+        for _ in 0..1000 {
+            endpoint(&w, "big", &["*"]).await;
+        }
+        let r = w
+            .fanout
+            .fan_out(&[event("big", EventType::ClientCreated)])
+            .await;
+        assert_eq!((r.created, r.enqueued), (1000, 1000));
+        assert_eq!(w.queue.len(), 1000);
+    }
+}

@@ -1,0 +1,214 @@
+//! The HTTP client that sends deliveries: one per process, shared by every
+//! concurrent attempt. It follows no redirects, bounds each attempt's total
+//! time and the response bytes it reads, and (unless told otherwise) refuses
+//! to connect to private addresses, checking the addresses it actually
+//! connects to, after DNS resolution.
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use webhooks_domain::address::is_public;
+use webhooks_domain::delivery::{truncate_body, AttemptResult, MAX_LOGGED_RESPONSE};
+use webhooks_domain::retry::parse_retry_after;
+
+/// The `User-Agent` every delivery carries.
+pub const USER_AGENT: &str = concat!("devsphere-webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// The error an attempt records when the destination is not allowed.
+pub const BLOCKED_DESTINATION: &str = "blocked_destination";
+
+/// How the delivery client behaves.
+#[derive(Debug, Clone)]
+pub struct DeliveryClientConfig {
+    /// Total time for one attempt: connect, send, and read the response.
+    pub request_timeout: Duration,
+    /// Allow loopback, private and link-local destinations (local dev only).
+    pub allow_private: bool,
+    /// Names resolved from this table instead of DNS (tests, and operators
+    /// who pin hosts).
+    pub static_hosts: HashMap<String, Vec<IpAddr>>,
+}
+
+impl Default for DeliveryClientConfig {
+    fn default() -> Self {
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(15),
+            allow_private: false,
+            static_hosts: HashMap::new(),
+        }
+    }
+}
+
+/// What one POST came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOutcome {
+    pub result: AttemptResult,
+    pub latency_ms: u64,
+    /// The first 1 KiB of the response body, if there was a response.
+    pub response_body: Option<String>,
+}
+
+/// The shared delivery client.
+#[derive(Clone)]
+pub struct DeliveryClient {
+    http: reqwest::Client,
+    allow_private: bool,
+}
+
+#[derive(Debug)]
+struct BlockedDestination;
+
+impl std::fmt::Display for BlockedDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(BLOCKED_DESTINATION)
+    }
+}
+
+impl std::error::Error for BlockedDestination {}
+
+/// Resolves names and drops every address that may not be reached, so the
+/// connection can only go to an address that was checked.
+struct GuardedResolver {
+    allow_private: bool,
+    static_hosts: Arc<HashMap<String, Vec<IpAddr>>>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        let hosts = self.static_hosts.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = match hosts.get(&host) {
+                Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(
+                    Box::new(BlockedDestination) as Box<dyn std::error::Error + Send + Sync>
+                );
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+impl DeliveryClient {
+    pub fn new(config: DeliveryClientConfig) -> Result<Self, String> {
+        let resolver = GuardedResolver {
+            allow_private: config.allow_private,
+            static_hosts: Arc::new(config.static_hosts),
+        };
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .dns_resolver(resolver)
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(DeliveryClient {
+            http,
+            allow_private: config.allow_private,
+        })
+    }
+
+    /// POSTs `body` to `url` with `headers` and reports what happened. Never
+    /// fails: every problem becomes an [`AttemptResult::Failed`].
+    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+        let started = Instant::now();
+        let elapsed = |s: Instant| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let failed = |error: String, s: Instant| HttpOutcome {
+            result: AttemptResult::Failed { error },
+            latency_ms: elapsed(s),
+            response_body: None,
+        };
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return failed(format!("invalid_url: {e}"), started),
+        };
+        // A literal IP never goes through the resolver, so check it here.
+        if !self.allow_private {
+            let literal = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(|ip| !is_public(ip)) {
+                return failed(BLOCKED_DESTINATION.to_string(), started);
+            }
+        }
+        let mut req = self.http.post(parsed).body(body);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return failed(describe(&e), started),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Read at most what the log keeps; the rest is never downloaded.
+        let mut kept: Vec<u8> = Vec::new();
+        while kept.len() < MAX_LOGGED_RESPONSE {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    if (200..300).contains(&status) {
+                        // The receiver said yes; a broken body does not undo it.
+                        break;
+                    }
+                    return failed(describe(&e), started);
+                }
+            }
+        }
+        HttpOutcome {
+            result: AttemptResult::Responded {
+                status,
+                retry_after,
+            },
+            latency_ms: elapsed(started),
+            response_body: (!kept.is_empty()).then(|| truncate_body(&kept)),
+        }
+    }
+}
+
+/// A short, log-safe description of a request error.
+fn describe(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.is::<BlockedDestination>() {
+            return BLOCKED_DESTINATION.to_string();
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        "timeout".to_string()
+    } else if e.is_connect() {
+        format!("connection_failed: {}", root_cause(e))
+    } else {
+        format!("request_failed: {}", root_cause(e))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

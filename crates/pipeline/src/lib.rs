@@ -1,0 +1,19 @@
+//! The outbound pipeline's steps, written against the ports so that the
+//! Lambda functions and `webhooks dev` run the same code:
+//!
+//! - [`fanout`]: a new event becomes one delivery per subscribed endpoint,
+//!   created once and queued;
+//! - [`sender`]: a queued delivery is signed, POSTed, and then marked
+//!   delivered, retried later, or dead-lettered;
+//! - [`sweeper`]: events the stream never handed to the fan-out are fanned
+//!   out from each organization's cursor.
+
+pub mod fanout;
+pub mod http;
+pub mod sender;
+pub mod sweeper;
+
+pub use fanout::{FanOut, FanOutReport};
+pub use http::{DeliveryClient, DeliveryClientConfig};
+pub use sender::{MessageOutcome, Sender, SenderConfig};
+pub use sweeper::{SweepReport, Sweeper};

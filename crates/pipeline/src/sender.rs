@@ -1,0 +1,385 @@
+//! The sender: each queued delivery is signed, POSTed, and then marked
+//! delivered, put back on the queue for later, or dead-lettered.
+
+use crate::http::{DeliveryClient, HttpOutcome};
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
+use webhooks_domain::signing::{webhook_signature_header, x_signature};
+use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
+use webhooks_ports::{
+    AttemptUpdate, BackendError, DeliveryStore, EndpointStore, Queue, ReceivedMessage,
+};
+
+/// The error an attempt records when its endpoint is disabled.
+pub const ENDPOINT_DISABLED: &str = "endpoint_disabled";
+
+/// How the sender behaves.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub schedule: RetrySchedule,
+    /// An endpoint that has not succeeded for this long is disabled.
+    pub disable_failing_after: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            schedule: RetrySchedule::default(),
+            disable_failing_after: Duration::from_secs(5 * 86400),
+        }
+    }
+}
+
+/// What became of one queue message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Finished with: the message can be deleted.
+    Done,
+    /// Not finished: leave the message on the queue (a batch item failure);
+    /// it has been hidden until its next attempt is due.
+    Retry,
+}
+
+/// The sender step.
+pub struct Sender {
+    endpoints: Arc<dyn EndpointStore>,
+    deliveries: Arc<dyn DeliveryStore>,
+    queue: Arc<dyn Queue>,
+    dead_letters: Arc<dyn Queue>,
+    client: DeliveryClient,
+    config: SenderConfig,
+}
+
+struct Job<'a> {
+    message: &'a ReceivedMessage,
+    task: DeliveryTask,
+}
+
+impl Sender {
+    pub fn new(
+        endpoints: Arc<dyn EndpointStore>,
+        deliveries: Arc<dyn DeliveryStore>,
+        queue: Arc<dyn Queue>,
+        dead_letters: Arc<dyn Queue>,
+        client: DeliveryClient,
+        config: SenderConfig,
+    ) -> Self {
+        Sender {
+            endpoints,
+            deliveries,
+            queue,
+            dead_letters,
+            client,
+            config,
+        }
+    }
+
+    /// Handles a batch of queue messages concurrently, returning one outcome
+    /// per message, in order.
+    pub async fn process_batch(&self, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
+        let mut outcomes = vec![MessageOutcome::Done; messages.len()];
+        let mut jobs: Vec<(usize, Job)> = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            match serde_json::from_str::<DeliveryTask>(&message.body) {
+                Ok(task) => jobs.push((i, Job { message, task })),
+                Err(e) => {
+                    tracing::error!(message_id = %message.message_id, error = %e, "malformed delivery message; moved to the dead-letter queue");
+                    outcomes[i] = self.set_aside(message).await;
+                }
+            }
+        }
+        if jobs.is_empty() {
+            return outcomes;
+        }
+
+        // One read for the batch's deliveries.
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|(_, j)| j.task.delivery_id.clone())
+            .collect();
+        let deliveries: HashMap<String, Delivery> = match self.deliveries.get_many(&ids).await {
+            Ok(ds) => ds.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read deliveries; the batch will be retried");
+                for (i, _) in &jobs {
+                    outcomes[*i] = MessageOutcome::Retry;
+                }
+                return outcomes;
+            }
+        };
+
+        // Each endpoint once per batch.
+        let mut keys: Vec<(String, String)> = jobs
+            .iter()
+            .map(|(_, j)| (j.task.org_id.clone(), j.task.endpoint_id.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let endpoints: HashMap<String, Result<Option<Endpoint>, BackendError>> =
+            join_all(keys.into_iter().map(|(org, id)| async move {
+                let r = self.endpoints.get(&org, &id).await;
+                (id, r)
+            }))
+            .await
+            .into_iter()
+            .collect();
+
+        let results = join_all(jobs.iter().map(|(_, job)| {
+            let delivery = deliveries.get(&job.task.delivery_id);
+            let endpoint = endpoints.get(&job.task.endpoint_id);
+            self.process_one(job, delivery, endpoint)
+        }))
+        .await;
+        for ((i, _), outcome) in jobs.iter().zip(results) {
+            outcomes[*i] = outcome;
+        }
+        outcomes
+    }
+
+    async fn process_one(
+        &self,
+        job: &Job<'_>,
+        delivery: Option<&Delivery>,
+        endpoint: Option<&Result<Option<Endpoint>, BackendError>>,
+    ) -> MessageOutcome {
+        let task = &job.task;
+        let Some(delivery) = delivery else {
+            tracing::error!(message_id = %job.message.message_id, delivery_id = %task.delivery_id, "no such delivery; moved to the dead-letter queue");
+            return self.set_aside(job.message).await;
+        };
+        if delivery.status.is_terminal() {
+            tracing::info!(delivery_id = %delivery.id, status = %delivery.status, "already finished; skipped");
+            return MessageOutcome::Done;
+        }
+        let endpoint = match endpoint {
+            Some(Ok(Some(ep))) => ep,
+            Some(Ok(None)) => {
+                // The endpoint was deleted: its pending deliveries end canceled.
+                return match self
+                    .deliveries
+                    .transition(
+                        &delivery.id,
+                        &[DeliveryStatus::Pending],
+                        DeliveryStatus::Canceled,
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(delivery_id = %delivery.id, "endpoint deleted; delivery canceled");
+                        MessageOutcome::Done
+                    }
+                    Err(_) => MessageOutcome::Retry,
+                };
+            }
+            Some(Err(e)) => {
+                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not read endpoint; retrying");
+                return MessageOutcome::Retry;
+            }
+            None => return MessageOutcome::Retry,
+        };
+
+        let number = u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX - 1) + 1;
+        let at = Utc::now();
+        let outcome = if endpoint.enabled {
+            let headers = delivery_headers(task, endpoint, number, at);
+            self.client
+                .post(&endpoint.url, &headers, task.payload.clone())
+                .await
+        } else {
+            HttpOutcome {
+                result: AttemptResult::Failed {
+                    error: ENDPOINT_DISABLED.to_string(),
+                },
+                latency_ms: 0,
+                response_body: None,
+            }
+        };
+        let step = next_step(
+            number,
+            &outcome.result,
+            &self.config.schedule,
+            &mut rand::rng(),
+        );
+        self.finish(job, delivery, endpoint, number, at, outcome, step)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        job: &Job<'_>,
+        delivery: &Delivery,
+        endpoint: &Endpoint,
+        number: u32,
+        at: DateTime<Utc>,
+        outcome: HttpOutcome,
+        step: NextStep,
+    ) -> MessageOutcome {
+        let (status_code, error) = match &outcome.result {
+            AttemptResult::Responded { status, .. } => (Some(*status), None),
+            AttemptResult::Failed { error } => (None, Some(error.clone())),
+        };
+        let attempt = Attempt {
+            number,
+            at,
+            status_code,
+            error: error.clone(),
+            latency_ms: outcome.latency_ms,
+            response_body: outcome.response_body,
+        };
+        let last_error = match (&step, status_code, &error) {
+            (NextStep::Delivered, _, _) => None,
+            (_, Some(code), _) => Some(format!("HTTP {code}")),
+            (_, None, Some(e)) => Some(e.clone()),
+            _ => None,
+        };
+        tracing::info!(
+            endpoint_id = %endpoint.id,
+            event_id = %delivery.event_id,
+            event_type = %delivery.event_type,
+            delivery_id = %delivery.id,
+            attempt = number,
+            status = status_code.map(i64::from).unwrap_or(-1),
+            error = error.as_deref().unwrap_or(""),
+            latency_ms = attempt.latency_ms,
+            next = ?step,
+            "delivery attempt"
+        );
+
+        let (status, next_attempt_at) = match step {
+            NextStep::Delivered => (DeliveryStatus::Delivered, None),
+            NextStep::RetryAfter(d) => (
+                DeliveryStatus::Pending,
+                Some(at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(12))),
+            ),
+            NextStep::DeadLetter | NextStep::Gone => (DeliveryStatus::DeadLettered, None),
+        };
+
+        // The dead-letter message goes first: if recording fails after it,
+        // the retry finds the delivery still pending, not lost.
+        if status == DeliveryStatus::DeadLettered
+            && self.set_aside(job.message).await == MessageOutcome::Retry
+        {
+            return MessageOutcome::Retry;
+        }
+        let update = AttemptUpdate {
+            attempt,
+            status,
+            next_attempt_at,
+            last_error,
+        };
+        match self.deliveries.record_attempt(&delivery.id, &update).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not record attempt; retrying");
+                return MessageOutcome::Retry;
+            }
+        }
+        self.update_health(endpoint, &step, at).await;
+
+        match step {
+            NextStep::RetryAfter(d) => {
+                if let Err(e) = self
+                    .queue
+                    .change_visibility(&job.message.receipt_handle, d)
+                    .await
+                {
+                    // The message reappears after the queue's own timeout instead.
+                    tracing::warn!(delivery_id = %delivery.id, error = %e, "could not delay the retry");
+                }
+                MessageOutcome::Retry
+            }
+            _ => MessageOutcome::Done,
+        }
+    }
+
+    /// Keeps the endpoint's health up to date, writing only on a change.
+    async fn update_health(&self, endpoint: &Endpoint, step: &NextStep, now: DateTime<Utc>) {
+        let (org, id) = (&endpoint.org_id, &endpoint.id);
+        let result = match step {
+            NextStep::Delivered if endpoint.failing_since.is_some() => {
+                self.endpoints.set_failing_since(org, id, None).await
+            }
+            NextStep::Delivered => Ok(()),
+            NextStep::Gone => {
+                self.endpoints
+                    .disable(org, id, "the endpoint answered 410 Gone")
+                    .await
+            }
+            _ if !endpoint.enabled => Ok(()),
+            _ => match endpoint.failing_since {
+                None => self.endpoints.set_failing_since(org, id, Some(now)).await,
+                Some(since) => {
+                    let limit = chrono::Duration::from_std(self.config.disable_failing_after)
+                        .unwrap_or(chrono::Duration::days(5));
+                    if now - since >= limit {
+                        tracing::warn!(endpoint_id = %id, "endpoint disabled after failing since {since}");
+                        self.endpoints
+                            .disable(
+                                org,
+                                id,
+                                &format!(
+                                    "failing without a success since {}",
+                                    webhooks_domain::time::rfc3339(since)
+                                ),
+                            )
+                            .await
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        };
+        if let Err(e) = result {
+            tracing::warn!(endpoint_id = %id, error = %e, "could not update endpoint health");
+        }
+    }
+
+    /// Moves a message to the dead-letter queue, unchanged.
+    async fn set_aside(&self, message: &ReceivedMessage) -> MessageOutcome {
+        match self
+            .dead_letters
+            .send_batch(std::slice::from_ref(&message.body))
+            .await
+        {
+            Ok(rejected) if rejected.is_empty() => MessageOutcome::Done,
+            Ok(_) | Err(_) => {
+                tracing::warn!(message_id = %message.message_id, "could not reach the dead-letter queue; retrying");
+                MessageOutcome::Retry
+            }
+        }
+    }
+}
+
+/// Every header of a delivery attempt (CONTRACT section 2).
+pub fn delivery_headers(
+    task: &DeliveryTask,
+    endpoint: &Endpoint,
+    attempt: u32,
+    at: DateTime<Utc>,
+) -> Vec<(&'static str, String)> {
+    let body = task.payload.as_bytes();
+    let timestamp = at.timestamp();
+    vec![
+        ("content-type", "application/json".to_string()),
+        ("x-signature", x_signature(&endpoint.secret, body)),
+        ("webhook-id", task.event_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            webhook_signature_header(
+                &endpoint.signing_secrets(at),
+                &task.event_id,
+                timestamp,
+                body,
+            ),
+        ),
+        ("x-webhook-event", task.event_type.as_str().to_string()),
+        ("x-webhook-delivery", task.delivery_id.clone()),
+        ("x-webhook-attempt", attempt.to_string()),
+    ]
+}

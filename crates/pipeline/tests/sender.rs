@@ -1,0 +1,381 @@
+//! The sender against a real HTTP receiver on 127.0.0.1, with the in-memory
+//! stores and queue.
+
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_domain::{
+    Delivery, DeliveryStatus, DeliveryTask, Endpoint, Event, EventType, Secret, Subscription,
+};
+use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
+use webhooks_pipeline::{
+    DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
+};
+use webhooks_ports::{DeliveryStore, EndpointStore, Queue};
+use webhooks_testkit::signatures::verify_delivery;
+use webhooks_testkit::{Receiver, Reply};
+
+struct World {
+    endpoints: Arc<MemoryEndpointStore>,
+    deliveries: Arc<MemoryDeliveryStore>,
+    queue: Arc<MemoryQueue>,
+    dlq: Arc<MemoryQueue>,
+    sender: Sender,
+}
+
+fn world_with(schedule: &str, client: DeliveryClientConfig) -> World {
+    let endpoints = MemoryEndpointStore::new();
+    let deliveries = MemoryDeliveryStore::new();
+    let dlq = MemoryQueue::new(Duration::from_secs(30));
+    let queue = MemoryQueue::with_redrive(Duration::from_secs(30), dlq.clone(), 30);
+    let sender = Sender::new(
+        endpoints.clone(),
+        deliveries.clone(),
+        queue.clone(),
+        dlq.clone(),
+        DeliveryClient::new(client).expect("client"),
+        SenderConfig {
+            schedule: schedule.parse().expect("schedule"),
+            ..SenderConfig::default()
+        },
+    );
+    World {
+        endpoints,
+        deliveries,
+        queue,
+        dlq,
+        sender,
+    }
+}
+
+fn world(schedule: &str) -> World {
+    world_with(
+        schedule,
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(5),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+    )
+}
+
+impl World {
+    async fn endpoint(&self, url: String) -> Endpoint {
+        let ep = Endpoint::new("org", url, Subscription::All, Secret::generate());
+        self.endpoints.create(&ep).await.expect("create");
+        ep
+    }
+
+    /// Creates a delivery of a new event to `ep` and queues it.
+    async fn enqueue(&self, ep: &Endpoint) -> (Event, Delivery) {
+        let event = Event::new(
+            "org",
+            EventType::InvoicePaid,
+            RawValue::from_string(r#"{"x":1}"#.into()).expect("json"),
+        );
+        let d = Delivery::new("org", &ep.id, &event.id, event.event_type);
+        self.deliveries.create_if_absent(&d).await.expect("create");
+        let task = DeliveryTask {
+            delivery_id: d.id.clone(),
+            org_id: "org".into(),
+            endpoint_id: ep.id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event_type,
+            payload: event.payload(),
+        };
+        self.queue
+            .send_batch(&[serde_json::to_string(&task).expect("task")])
+            .await
+            .expect("send");
+        (event, d)
+    }
+
+    /// Receives one batch and runs the sender over it.
+    async fn run_once(&self) -> Vec<MessageOutcome> {
+        let msgs = self
+            .queue
+            .receive(10, Duration::ZERO)
+            .await
+            .expect("receive");
+        let outcomes = self.sender.process_batch(&msgs).await;
+        let done: Vec<String> = msgs
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == MessageOutcome::Done)
+            .map(|(m, _)| m.receipt_handle.clone())
+            .collect();
+        self.queue.delete_batch(&done).await.expect("delete");
+        outcomes
+    }
+
+    async fn delivery(&self, id: &str) -> Delivery {
+        self.deliveries.get(id).await.expect("get").expect("exists")
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_carries_every_contract_header() {
+    let rx = Receiver::always(204).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/in")).await;
+    let (event, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    let got = &rx.received()[0];
+    verify_delivery(got, ep.secret.expose()).expect("signatures");
+    assert_eq!(got.body.as_ref(), event.payload().as_bytes());
+    for (h, v) in [
+        ("content-type", "application/json"),
+        ("webhook-id", event.id.as_str()),
+        ("x-webhook-event", "invoice.paid"),
+        ("x-webhook-delivery", d.id.as_str()),
+        ("x-webhook-attempt", "1"),
+    ] {
+        assert_eq!(got.header(h), Some(v), "{h}");
+    }
+    let ts: i64 = got
+        .header("webhook-timestamp")
+        .expect("ts")
+        .parse()
+        .expect("number");
+    assert!((chrono::Utc::now().timestamp() - ts).abs() < 5);
+    assert_eq!(
+        got.header("user-agent"),
+        Some(concat!("devsphere-webhooks/", env!("CARGO_PKG_VERSION")))
+    );
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.status, DeliveryStatus::Delivered);
+    assert_eq!(stored.next_attempt_at, None);
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint_and_dead_letters_at_once() {
+    let rx = Receiver::always(410).await;
+    let w = world("1s,1s,1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::DeadLettered);
+    assert_eq!(w.dlq.len(), 1);
+    let stored = w
+        .endpoints
+        .get("org", &ep.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(!stored.enabled);
+    assert!(stored.disabled_reason.is_some_and(|r| r.contains("410")));
+}
+
+#[tokio::test]
+async fn a_deleted_endpoint_cancels_its_delivery_without_a_request() {
+    let rx = Receiver::always(200).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    w.endpoints.delete("org", &ep.id).await.expect("delete");
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Canceled);
+    assert_eq!(rx.count(), 0);
+}
+
+#[tokio::test]
+async fn retry_after_sets_the_next_attempt() {
+    let rx = Receiver::start(|_, _| {
+        Reply::StatusWithHeaders(429, vec![("Retry-After".into(), "30".into())])
+    })
+    .await;
+    let w = world("1s,1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.status, DeliveryStatus::Pending);
+    let wait = stored.next_attempt_at.expect("next") - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::seconds(25),
+        "waits for Retry-After, not 1s: {wait}"
+    );
+    // The message is hidden until then.
+    assert!(w
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_empty());
+    let stored_ep = w
+        .endpoints
+        .get("org", &ep.id)
+        .await
+        .expect("get")
+        .expect("ep");
+    assert!(
+        stored_ep.failing_since.is_some(),
+        "a failure starts the failing period"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_failures_and_are_not_followed() {
+    let target = Receiver::always(200).await;
+    let location = target.url("/elsewhere");
+    let rx = Receiver::start(move |_, _| {
+        Reply::StatusWithHeaders(302, vec![("Location".into(), location.clone())])
+    })
+    .await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(target.count(), 0);
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.attempts[0].status_code, Some(302));
+    assert_eq!(stored.last_error.as_deref(), Some("HTTP 302"));
+}
+
+#[tokio::test]
+async fn a_slow_receiver_times_out() {
+    let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_secs(5), 200)).await;
+    let w = world_with(
+        "1s",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_millis(300),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+    );
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    let started = std::time::Instant::now();
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        w.delivery(&d.id).await.attempts[0].error.as_deref(),
+        Some("timeout")
+    );
+}
+
+#[tokio::test]
+async fn private_destinations_are_blocked_after_resolution() {
+    let rx = Receiver::always(200).await;
+    let port = rx.addr.port();
+    let w = world_with(
+        "1s",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(2),
+            allow_private: false,
+            // A public-looking name that resolves to loopback (DNS rebinding).
+            static_hosts: HashMap::from([
+                (
+                    "rebind.example.com".to_string(),
+                    vec!["127.0.0.1".parse().expect("ip")],
+                ),
+                (
+                    "metadata.example.com".to_string(),
+                    vec!["169.254.169.254".parse().expect("ip")],
+                ),
+            ]),
+        },
+    );
+    for url in [
+        format!("http://rebind.example.com:{port}/"),
+        "http://metadata.example.com/latest/meta-data".to_string(),
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+    ] {
+        let ep = w.endpoint(url.clone()).await;
+        let (_, d) = w.enqueue(&ep).await;
+        w.run_once().await;
+        assert_eq!(
+            w.delivery(&d.id).await.attempts[0].error.as_deref(),
+            Some("blocked_destination"),
+            "{url}"
+        );
+    }
+    assert_eq!(rx.count(), 0, "nothing reached the private address");
+}
+
+#[tokio::test]
+async fn during_rotation_both_secrets_sign() {
+    let rx = Receiver::always(200).await;
+    let w = world("1s");
+    let mut ep = w.endpoint(rx.url("/")).await;
+    let old = ep.secret.clone();
+    ep.rotate_secret(
+        Secret::generate(),
+        chrono::Utc::now(),
+        chrono::Duration::hours(24),
+    );
+    w.endpoints.update(&ep).await.expect("update");
+    w.enqueue(&ep).await;
+    w.run_once().await;
+    let got = &rx.received()[0];
+    assert_eq!(
+        got.header("webhook-signature")
+            .map(|s| s.split(' ').count()),
+        Some(2)
+    );
+    verify_delivery(got, ep.secret.expose()).expect("new secret verifies both headers");
+    webhooks_testkit::signatures::verify_standard(got, old.expose())
+        .expect("old secret still verifies");
+}
+
+#[tokio::test]
+async fn finished_deliveries_are_skipped_and_disabled_endpoints_get_no_request() {
+    let rx = Receiver::always(200).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    w.deliveries
+        .transition(&d.id, &[DeliveryStatus::Pending], DeliveryStatus::Canceled)
+        .await
+        .expect("cancel");
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(rx.count(), 0);
+
+    let mut off = w.endpoint(rx.url("/off")).await;
+    off.enabled = false;
+    w.endpoints.update(&off).await.expect("update");
+    let (_, d2) = w.enqueue(&off).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(rx.count(), 0);
+    assert_eq!(
+        w.delivery(&d2.id).await.attempts[0].error.as_deref(),
+        Some("endpoint_disabled")
+    );
+}
+
+#[tokio::test]
+async fn only_the_first_kib_of_a_response_is_kept() {
+    let rx = Receiver::start(|_, _| Reply::StatusWithBody(500, "x".repeat(100_000))).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    w.run_once().await;
+    assert_eq!(
+        w.delivery(&d.id).await.attempts[0]
+            .response_body
+            .as_ref()
+            .map(String::len),
+        Some(1024)
+    );
+}
+
+#[tokio::test]
+async fn a_connection_reset_is_retried_then_dead_lettered() {
+    let rx = Receiver::start(|_, _| Reply::Reset).await;
+    let w = world("0s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.status, DeliveryStatus::DeadLettered);
+    assert_eq!(stored.attempts.len(), 2);
+    assert!(stored
+        .attempts
+        .iter()
+        .all(|a| a.error.is_some() && a.status_code.is_none()));
+    assert_eq!(w.dlq.len(), 1);
+}
