@@ -1,0 +1,58 @@
+//! Lambda `fanout`: triggered by the DynamoDB stream of the events table.
+//! Translates stream records into events and reports the first record that
+//! could not be fanned out, so Lambda retries from there.
+
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_runtime::{Error, LambdaEvent};
+use webhooks_pipeline::FanOut;
+
+/// Handles one batch of stream records.
+pub async fn handle(
+    fanout: &FanOut,
+    event: LambdaEvent<StreamEvent>,
+) -> Result<DynamoDbEventResponse, Error> {
+    Ok(fan_out_records(fanout, event.payload).await)
+}
+
+/// The handler's work, callable without a Lambda context.
+pub async fn fan_out_records(fanout: &FanOut, batch: StreamEvent) -> DynamoDbEventResponse {
+    let mut events = Vec::new();
+    let mut record_of_event = Vec::new();
+    for (i, record) in batch.records.iter().enumerate() {
+        if record.event_name != "INSERT" {
+            continue;
+        }
+        match webhooks_aws::items::event_from_item(record.change.new_image.clone()) {
+            Ok(e) => {
+                events.push(e);
+                record_of_event.push(i);
+            }
+            // A record that can never be processed must not block the
+            // stream: log it with its id and move on.
+            Err(e) => tracing::error!(
+                stream_event_id = %record.event_id,
+                sequence_number = record.change.sequence_number.as_deref().unwrap_or(""),
+                error = %e,
+                "skipped a malformed stream record"
+            ),
+        }
+    }
+    let report = fanout.fan_out(&events).await;
+    tracing::info!(
+        records = batch.records.len(),
+        events = events.len(),
+        created = report.created,
+        existing = report.existing,
+        enqueued = report.enqueued,
+        "fan-out batch"
+    );
+    let mut response = DynamoDbEventResponse::default();
+    if let Some(k) = report.first_failure {
+        let record = &batch.records[record_of_event[k]];
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = record.change.sequence_number.clone();
+        response.batch_item_failures.push(failure);
+    }
+    response
+}

@@ -1,0 +1,93 @@
+//! The fan-out handler on a Lambda event built from a JSON fixture.
+
+use async_trait::async_trait;
+use lambda_runtime::{Context, LambdaEvent};
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_domain::{Endpoint, Secret, Subscription};
+use webhooks_memory::{MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
+use webhooks_pipeline::FanOut;
+use webhooks_ports::{BackendError, EndpointStore, Queue, ReceivedMessage};
+
+fn fixture() -> aws_lambda_events::event::dynamodb::Event {
+    serde_json::from_str(include_str!("fixtures/stream-batch.json")).expect("fixture parses")
+}
+
+#[tokio::test]
+async fn inserts_are_fanned_out_and_bad_records_are_skipped() {
+    let endpoints = MemoryEndpointStore::new();
+    let deliveries = MemoryDeliveryStore::new();
+    let queue = MemoryQueue::new(Duration::from_secs(30));
+    let cursors = MemoryCursorStore::new();
+    let ep = Endpoint::new(
+        "org_fixture",
+        "https://example.com".into(),
+        Subscription::All,
+        Secret::generate(),
+    );
+    endpoints.create(&ep).await.expect("create");
+    let fanout = FanOut::new(endpoints, deliveries.clone(), queue.clone(), cursors);
+    let resp = webhooks_fn_fanout::handle(&fanout, LambdaEvent::new(fixture(), Context::default()))
+        .await
+        .expect("handler never errors");
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "a malformed record must not block the stream"
+    );
+    let all = deliveries.all();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].event_id, "evt_01jdx0000000000000000000aa");
+    assert_eq!(queue.len(), 1);
+}
+
+struct DownQueue;
+
+#[async_trait]
+impl Queue for DownQueue {
+    async fn send_batch(&self, _: &[String]) -> webhooks_ports::Result<Vec<usize>> {
+        Err(BackendError::Transient("SQS is down".into()))
+    }
+    async fn receive(&self, _: usize, _: Duration) -> webhooks_ports::Result<Vec<ReceivedMessage>> {
+        Ok(vec![])
+    }
+    async fn change_visibility(&self, _: &str, _: Duration) -> webhooks_ports::Result<()> {
+        Ok(())
+    }
+    async fn delete_batch(&self, _: &[String]) -> webhooks_ports::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_transient_failure_reports_the_first_failed_record() {
+    let endpoints = MemoryEndpointStore::new();
+    let ep = Endpoint::new(
+        "org_fixture",
+        "https://example.com".into(),
+        Subscription::All,
+        Secret::generate(),
+    );
+    endpoints.create(&ep).await.expect("create");
+    let cursors = MemoryCursorStore::new();
+    let fanout = FanOut::new(
+        endpoints,
+        MemoryDeliveryStore::new(),
+        Arc::new(DownQueue),
+        cursors.clone(),
+    );
+    let resp = webhooks_fn_fanout::handle(&fanout, LambdaEvent::new(fixture(), Context::default()))
+        .await
+        .expect("handler never errors");
+    let ids: Vec<Option<String>> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(ids, vec![Some("111".to_string())]);
+    use webhooks_ports::CursorStore;
+    assert_eq!(
+        cursors.get("org_fixture").await.expect("get"),
+        None,
+        "the cursor does not pass a failed event"
+    );
+}

@@ -1,0 +1,67 @@
+//! Lambda `sender`: triggered by the delivery queue (SQS) with
+//! `ReportBatchItemFailures`. Each message of the batch is delivered
+//! concurrently; the ones to try again later are reported as failures (their
+//! visibility has already been set to the retry delay).
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::{Error, LambdaEvent};
+use std::time::Duration;
+use webhooks_aws::env::{optional, EnvError};
+use webhooks_domain::retry::parse_duration;
+use webhooks_domain::RetrySchedule;
+use webhooks_pipeline::{MessageOutcome, Sender};
+use webhooks_ports::ReceivedMessage;
+
+/// Handles one batch of queue messages.
+pub async fn handle(
+    sender: &Sender,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    Ok(send_batch(sender, event.payload).await)
+}
+
+/// The handler's work, callable without a Lambda context.
+pub async fn send_batch(sender: &Sender, batch: SqsEvent) -> SqsBatchResponse {
+    let messages: Vec<ReceivedMessage> = batch.records.iter().map(received).collect();
+    let outcomes = sender.process_batch(&messages).await;
+    let mut response = SqsBatchResponse::default();
+    for (message, outcome) in messages.iter().zip(outcomes) {
+        if outcome == MessageOutcome::Retry {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message.message_id.clone();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+fn received(m: &SqsMessage) -> ReceivedMessage {
+    ReceivedMessage {
+        message_id: m.message_id.clone().unwrap_or_default(),
+        body: m.body.clone().unwrap_or_default(),
+        receipt_handle: m.receipt_handle.clone().unwrap_or_default(),
+        receive_count: m
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    }
+}
+
+/// The sender's settings from `WEBHOOKS_RETRY_SCHEDULE` (e.g. `1s,2s,4s`)
+/// and `WEBHOOKS_REQUEST_TIMEOUT` (e.g. `15s`), with the contract's defaults.
+pub fn settings_from_env() -> Result<(RetrySchedule, Duration), EnvError> {
+    let schedule = match optional("WEBHOOKS_RETRY_SCHEDULE") {
+        Some(s) => s
+            .parse()
+            .map_err(|e| EnvError(format!("WEBHOOKS_RETRY_SCHEDULE: {e}")))?,
+        None => RetrySchedule::default(),
+    };
+    let timeout = match optional("WEBHOOKS_REQUEST_TIMEOUT") {
+        Some(s) => {
+            parse_duration(&s).map_err(|e| EnvError(format!("WEBHOOKS_REQUEST_TIMEOUT: {e}")))?
+        }
+        None => Duration::from_secs(15),
+    };
+    Ok((schedule, timeout))
+}
