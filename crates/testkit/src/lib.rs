@@ -1,0 +1,10 @@
+//! Helpers for tests that use real components: a webhook receiver on
+//! 127.0.0.1 that records what it gets and answers as told, signature checks
+//! written from the specifications (not from the code under test), and the
+//! AWS emulator's configuration.
+
+pub mod aws;
+pub mod receiver;
+pub mod signatures;
+
+pub use receiver::{Received, Receiver, Reply};

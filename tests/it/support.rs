@@ -1,0 +1,212 @@
+//! A whole pipeline on the emulator: tables and queues with a unique prefix,
+//! the Lambda handlers, and local event source mappings driving them.
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
+use webhooks_aws::resources::{create_all, ResourceNames};
+use webhooks_aws::stream::StreamReader;
+use webhooks_aws::{
+    AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
+    SqsQueue,
+};
+use webhooks_domain::{Endpoint, Event, EventType, RetrySchedule, Secret, Subscription};
+use webhooks_pipeline::{
+    DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
+};
+use webhooks_ports::{BackendError, EndpointStore, EventStore, Queue, ReceivedMessage};
+
+/// A queue that refuses the first `fail_first` sends: an SQS outage, or a
+/// crash between creating deliveries and queueing them.
+pub struct FlakyQueue {
+    pub inner: Arc<dyn Queue>,
+    pub fail_first: AtomicUsize,
+}
+
+#[async_trait]
+impl Queue for FlakyQueue {
+    async fn send_batch(&self, bodies: &[String]) -> webhooks_ports::Result<Vec<usize>> {
+        if self
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BackendError::Transient(
+                "injected: SendMessageBatch failed".into(),
+            ));
+        }
+        self.inner.send_batch(bodies).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> webhooks_ports::Result<Vec<ReceivedMessage>> {
+        self.inner.receive(max, wait).await
+    }
+    async fn change_visibility(&self, r: &str, d: Duration) -> webhooks_ports::Result<()> {
+        self.inner.change_visibility(r, d).await
+    }
+    async fn delete_batch(&self, r: &[String]) -> webhooks_ports::Result<()> {
+        self.inner.delete_batch(r).await
+    }
+}
+
+pub struct World {
+    pub events: Arc<DynamoEventStore>,
+    pub endpoints: Arc<DynamoEndpointStore>,
+    pub deliveries: Arc<DynamoDeliveryStore>,
+    pub cursors: Arc<DynamoCursorStore>,
+    pub queue: Arc<SqsQueue>,
+    pub dead_letters: Arc<SqsQueue>,
+    pub fanout: Arc<FanOut>,
+    pub stream: StreamMapping,
+    pub sender: QueueMapping,
+}
+
+impl World {
+    /// A fresh set of resources; `fail_first_sends` injects queue failures
+    /// into the fan-out.
+    pub async fn new(test: &str, schedule: &str, fail_first_sends: usize) -> World {
+        let config = webhooks_testkit::aws::emulator_config().await;
+        let aws = AwsClients::from_config(&config);
+        let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
+        let urls = create_all(&aws.dynamodb, &aws.sqs, &names)
+            .await
+            .expect("create resources");
+        let ddb = &aws.dynamodb;
+        let events = Arc::new(DynamoEventStore::new(ddb.clone(), names.table("events")));
+        let endpoints = Arc::new(DynamoEndpointStore::new(
+            ddb.clone(),
+            names.table("endpoints"),
+        ));
+        let deliveries = Arc::new(DynamoDeliveryStore::new(
+            ddb.clone(),
+            names.table("deliveries"),
+        ));
+        let cursors = Arc::new(DynamoCursorStore::new(ddb.clone(), names.table("cursors")));
+        let queue = Arc::new(SqsQueue::new(aws.sqs.clone(), &urls.delivery));
+        let dead_letters = Arc::new(SqsQueue::new(aws.sqs.clone(), &urls.dead_letter));
+        let fanout_queue: Arc<dyn Queue> = Arc::new(FlakyQueue {
+            inner: queue.clone(),
+            fail_first: AtomicUsize::new(fail_first_sends),
+        });
+        let fanout = Arc::new(FanOut::new(
+            endpoints.clone(),
+            deliveries.clone(),
+            fanout_queue,
+            cursors.clone(),
+        ));
+        let reader = StreamReader::open(
+            ddb,
+            aws_sdk_dynamodbstreams::Client::new(&config),
+            &names.table("events"),
+            true,
+        )
+        .await
+        .expect("open stream");
+        let stream = StreamMapping::new(StreamSource::Aws(Box::new(reader)), fanout.clone());
+        let client = DeliveryClient::new(DeliveryClientConfig {
+            request_timeout: Duration::from_secs(5),
+            allow_private: true,
+            ..DeliveryClientConfig::default()
+        })
+        .expect("client");
+        let sender = Arc::new(Sender::new(
+            endpoints.clone(),
+            deliveries.clone(),
+            queue.clone(),
+            dead_letters.clone(),
+            client,
+            SenderConfig {
+                schedule: schedule.parse::<RetrySchedule>().expect("schedule"),
+                ..SenderConfig::default()
+            },
+        ));
+        let sender = QueueMapping::new(queue.clone(), sender);
+        World {
+            events,
+            endpoints,
+            deliveries,
+            cursors,
+            queue,
+            dead_letters,
+            fanout,
+            stream,
+            sender,
+        }
+    }
+
+    pub async fn endpoint(&self, org: &str, url: String, types: &[&str]) -> Endpoint {
+        let ep = Endpoint::new(
+            org,
+            url,
+            Subscription::parse(types).expect("types"),
+            Secret::generate(),
+        );
+        self.endpoints.create(&ep).await.expect("create endpoint");
+        ep
+    }
+
+    pub async fn publish(&self, org: &str, t: EventType, data: &str) -> Event {
+        let e = Event::new(
+            org,
+            t,
+            RawValue::from_string(data.to_string()).expect("json"),
+        );
+        assert!(self.events.put_if_absent(&e).await.expect("put event"));
+        e
+    }
+
+    /// Drives the stream and the queue until `done` holds or `timeout` ends.
+    pub async fn drive_until<F, Fut>(&mut self, timeout: Duration, mut done: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            self.stream.step(Duration::from_millis(100)).await;
+            self.sender.step(Duration::ZERO).await;
+            if done().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Drives the pipeline until the delivery of `event_id` to `endpoint_id`
+    /// has `status`.
+    pub async fn drive_until_status(
+        &mut self,
+        endpoint_id: &str,
+        event_id: &str,
+        status: webhooks_domain::DeliveryStatus,
+        timeout: Duration,
+    ) -> bool {
+        let ds = self.deliveries.clone();
+        let id = webhooks_domain::delivery::delivery_id(endpoint_id, event_id);
+        self.drive_until(timeout, || {
+            let (ds, id) = (ds.clone(), id.clone());
+            async move {
+                use webhooks_ports::DeliveryStore;
+                ds.get(&id).await.ok().flatten().map(|d| d.status) == Some(status)
+            }
+        })
+        .await
+    }
+
+    /// A sweeper over this world's tables with no grace period.
+    pub fn sweeper(&self) -> Sweeper {
+        Sweeper::new(
+            self.events.clone(),
+            self.cursors.clone(),
+            self.fanout.clone(),
+            Duration::ZERO,
+        )
+    }
+}
