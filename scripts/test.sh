@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command (`make test`): sets up what the tests need on a machine
+# that has only cargo and python3, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/venv.sh
+echo "== Rust tests (unit, handlers, end to end on moto) =="
+scripts/with-moto.sh cargo test --workspace --no-fail-fast
+echo "== Infrastructure: template wiring and cfn-lint =="
+.venv/bin/pytest tests/infra -q
