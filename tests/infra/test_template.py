@@ -1,0 +1,757 @@
+"""Checks of infra/template.yaml, the SAM template that deploys the system.
+
+Two kinds of check:
+
+* cfn-lint, AWS's own linter, finds no error and no warning;
+* the wiring matches the design: tables and queues, event sources with partial
+  batch failures, least-privilege roles that name only each function's own
+  tables and queues, the environment each function's Rust code reads, provider
+  secrets that come from Secrets Manager/SSM, alarms, and the HTTP API routes.
+
+No network, no AWS account: everything is read from the template and the
+workspace's source files.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+
+import pytest
+
+# Function name (its binary and its folder under functions/) -> logical id.
+FUNCTIONS = {
+    "api": "ApiFunction",
+    "inbound": "InboundFunction",
+    "fanout": "FanoutFunction",
+    "sender": "SenderFunction",
+    "sweeper": "SweeperFunction",
+}
+
+# The environment each function reads, by design. Used only while a function's
+# Rust source does not read any variable yet (it is written in parallel).
+DESIGN_ENV = {
+    "api": {
+        "EVENTS_TABLE",
+        "ENDPOINTS_TABLE",
+        "DELIVERIES_TABLE",
+        "CURSORS_TABLE",
+        "IDEMPOTENCY_TABLE",
+        "DELIVERY_QUEUE_URL",
+    },
+    "inbound": {
+        "INBOUND_TABLE",
+        "IDEMPOTENCY_TABLE",
+        "EVENTS_TABLE",
+        "STRIPE_WEBHOOK_SECRET",
+        "TWILIO_AUTH_TOKEN",
+        "WHATSAPP_VERIFY_TOKEN",
+        "WHATSAPP_APP_SECRET",
+        "WEBHOOKS_PUBLIC_BASE_URL",
+    },
+    "fanout": {
+        "ENDPOINTS_TABLE",
+        "DELIVERIES_TABLE",
+        "CURSORS_TABLE",
+        "DELIVERY_QUEUE_URL",
+    },
+    "sender": {
+        "ENDPOINTS_TABLE",
+        "DELIVERIES_TABLE",
+        "DELIVERY_QUEUE_URL",
+        "DELIVERY_DLQ_URL",
+        "WEBHOOKS_RETRY_SCHEDULE",
+        "WEBHOOKS_REQUEST_TIMEOUT",
+    },
+    "sweeper": {
+        "EVENTS_TABLE",
+        "ENDPOINTS_TABLE",
+        "DELIVERIES_TABLE",
+        "CURSORS_TABLE",
+        "DELIVERY_QUEUE_URL",
+        "WEBHOOKS_SWEEP_GRACE",
+    },
+}
+
+# Variables the template may set for the runtime or the logging set-up; the
+# code need not read them.
+IGNORED_ENV = {"RUST_LOG", "RUST_BACKTRACE", "AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_LOG_LEVEL"}
+
+# Variables naming a resource of this stack -> the resource they must name.
+RESOURCE_ENV = {
+    "EVENTS_TABLE": "EventsTable",
+    "ENDPOINTS_TABLE": "EndpointsTable",
+    "DELIVERIES_TABLE": "DeliveriesTable",
+    "CURSORS_TABLE": "CursorsTable",
+    "IDEMPOTENCY_TABLE": "IdempotencyTable",
+    "INBOUND_TABLE": "InboundTable",
+    "DELIVERY_QUEUE_URL": "DeliveryQueue",
+    "DELIVERY_DLQ_URL": "DeliveryDeadLetterQueue",
+}
+
+PROVIDER_SECRET_ENV = {
+    "STRIPE_WEBHOOK_SECRET",
+    "TWILIO_AUTH_TOKEN",
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+}
+
+# What each function's role must allow, on what. "X" is resource X's ARN,
+# "X.stream" its DynamoDB stream. Nothing outside these (and the function's own
+# log group) may appear in its policy.
+_TABLE_RW = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}
+REQUIRED_GRANTS = {
+    "api": {
+        "EventsTable": _TABLE_RW,
+        "EndpointsTable": _TABLE_RW | {"dynamodb:DeleteItem"},
+        "DeliveriesTable": _TABLE_RW,
+        "CursorsTable": _TABLE_RW,
+        "IdempotencyTable": _TABLE_RW,
+        "DeliveryQueue": {"sqs:SendMessage"},
+    },
+    "inbound": {
+        "InboundTable": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        "IdempotencyTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
+        "EventsTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
+    },
+    "fanout": {
+        "EventsTable.stream": {
+            "dynamodb:DescribeStream",
+            "dynamodb:GetRecords",
+            "dynamodb:GetShardIterator",
+            "dynamodb:ListStreams",
+        },
+        "EndpointsTable": {"dynamodb:Query"},
+        "DeliveriesTable": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"},
+        "CursorsTable": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"},
+        "DeliveryQueue": {"sqs:SendMessage"},
+        "FanoutFailureQueue": {"sqs:SendMessage"},
+    },
+    "sender": {
+        "EndpointsTable": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"},
+        "DeliveriesTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+        "DeliveryQueue": {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        },
+        "DeliveryDeadLetterQueue": {"sqs:SendMessage"},
+    },
+    "sweeper": {
+        "EventsTable": {"dynamodb:Query"},
+        "EndpointsTable": {"dynamodb:Query"},
+        "DeliveriesTable": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
+        "CursorsTable": {"dynamodb:Scan", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"},
+        "DeliveryQueue": {"sqs:SendMessage"},
+    },
+}
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+ENV_CALL = re.compile(r'env::(?:required|optional)\(\s*"([A-Z0-9_]+)"')
+ENV_REQUIRED_CALL = re.compile(r'env::required\(\s*"([A-Z0-9_]+)"')
+
+SQS_MAX_RETENTION = 14 * 24 * 3600
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def resources_of_type(template: dict, type_: str) -> dict:
+    return {k: v for k, v in template["Resources"].items() if v.get("Type") == type_}
+
+
+def resource(template: dict, logical_id: str) -> dict:
+    assert logical_id in template["Resources"], f"template has no resource {logical_id}"
+    return template["Resources"][logical_id]
+
+
+def function_properties(template: dict, logical_id: str) -> dict:
+    """A function's properties with SAM's Globals.Function merged in, as SAM does
+    (the function's own values win; maps such as Environment.Variables merge)."""
+
+    def merge(base, override):
+        if isinstance(base, dict) and isinstance(override, dict):
+            merged = dict(base)
+            for key, value in override.items():
+                merged[key] = merge(base[key], value) if key in base else value
+            return merged
+        return override
+
+    globals_ = template.get("Globals", {}).get("Function", {})
+    return merge(dict(globals_), dict(resource(template, logical_id).get("Properties", {})))
+
+
+def getatt(value) -> tuple[str, str] | None:
+    """(logical id, attribute) of a Fn::GetAtt, in either of its forms."""
+    if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+        target = value["Fn::GetAtt"]
+        if isinstance(target, str):
+            logical_id, _, attribute = target.partition(".")
+            return logical_id, attribute
+        return target[0], target[1]
+    return None
+
+
+def ref(value) -> str | None:
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return value["Ref"]
+    return None
+
+
+def is_getatt(value, logical_id: str, attribute: str) -> bool:
+    return getatt(value) == (logical_id, attribute)
+
+
+def sub_references(value) -> tuple[str, list[str]] | None:
+    """(format string, names referenced in it) of a Fn::Sub, or None."""
+    if not (isinstance(value, dict) and set(value) == {"Fn::Sub"}):
+        return None
+    body = value["Fn::Sub"]
+    fmt = body if isinstance(body, str) else body[0]
+    return fmt, re.findall(r"\$\{([^}!][^}]*)\}", fmt)
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_resource_key(template: dict, value) -> str:
+    """Names a policy Resource entry as "X" (resource X's ARN) or "X.stream" (its
+    DynamoDB stream), or fails the test when it names anything else: "*", a
+    literal ARN, a Ref (a queue's Ref is its URL, a table's its name, neither an
+    ARN), or several resources at once."""
+    assert value != "*", "a policy statement names Resource '*'"
+    assert not isinstance(value, str), f"literal resource {value!r}: name this stack's resources with !GetAtt/!Sub"
+    assert ref(value) is None, (
+        f"policy resource !Ref {ref(value)} is a name or URL, not an ARN: use !GetAtt {ref(value)}.Arn"
+    )
+    attribute = getatt(value)
+    if attribute:
+        logical_id, name = attribute
+        resource(template, logical_id)
+        if name == "StreamArn":
+            return f"{logical_id}.stream"
+        assert name == "Arn", f"policy resource uses {logical_id}.{name}, not an ARN"
+        return logical_id
+    sub = sub_references(value)
+    if sub:
+        fmt, names = sub
+        own = {n.split(".")[0] for n in names if not n.startswith("AWS::")}
+        assert len(own) == 1, f"policy resource {fmt!r} must name exactly one resource of this stack"
+        (logical_id,) = own
+        resource(template, logical_id)
+        literal = re.sub(r"\$\{[^}]*\}", "", fmt)
+        assert "*" not in literal.replace("/stream/*", "").replace("/index/*", ""), (
+            f"policy resource {fmt!r} widens an ARN with a wildcard"
+        )
+        return f"{logical_id}.stream" if "/stream/" in fmt else logical_id
+    pytest.fail(f"policy resource {value!r} is neither !GetAtt nor !Sub of this stack's resources")
+
+
+def function_statements(template: dict, logical_id: str) -> list[dict]:
+    """Every IAM statement that reaches the function, from an explicit role (its
+    inline policies and AWS::IAM::Policy resources attached to it) and from SAM
+    `Policies` given as inline documents."""
+    props = function_properties(template, logical_id)
+    role = props.get("Role")
+    role_target = getatt(role)
+    assert role_target and role_target[1] == "Arn", (
+        f"{logical_id} needs an explicit role of this template (Role: !GetAtt X.Arn): a SAM-generated "
+        "role always carries AWS managed policies (basic execution, SQS/stream polling) on Resource '*'"
+    )
+    role_id = role_target[0]
+    role_resource = resource(template, role_id)
+    assert role_resource["Type"] == "AWS::IAM::Role"
+    role_props = role_resource["Properties"]
+    assert not role_props.get("ManagedPolicyArns"), f"{role_id} attaches managed policies"
+    principals = [
+        s.get("Principal", {}).get("Service") for s in role_props["AssumeRolePolicyDocument"]["Statement"]
+    ]
+    assert principals == ["lambda.amazonaws.com"], f"{role_id} must be assumable by Lambda only"
+
+    documents = [p["PolicyDocument"] for p in role_props.get("Policies", [])]
+    for other in template["Resources"].values():
+        if other.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            if {"Ref": role_id} in as_list(other["Properties"].get("Roles", [])):
+                documents.append(other["Properties"]["PolicyDocument"])
+    for policy in as_list(props.get("Policies", [])):
+        assert isinstance(policy, dict) and "Statement" in policy, (
+            f"{logical_id} Policies entry {policy!r} is a managed policy or SAM policy template, "
+            "not an inline statement list"
+        )
+        documents.append(policy)
+
+    statements = [s for doc in documents for s in as_list(doc["Statement"])]
+    assert statements, f"{logical_id} has no IAM statements"
+    return statements
+
+
+def granted(template: dict, statements: list[dict]) -> dict[str, set[str]]:
+    """Resource key -> actions allowed on it."""
+    grants: dict[str, set[str]] = {}
+    for statement in statements:
+        assert "NotAction" not in statement and "NotResource" not in statement, statement
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = set(as_list(statement["Action"]))
+        for action in actions:
+            assert "*" not in action, f"wildcard action {action!r}"
+        for value in as_list(statement["Resource"]):
+            grants.setdefault(policy_resource_key(template, value), set()).update(actions)
+    return grants
+
+
+def code_env_vars(repo_root: Path, name: str) -> tuple[set[str], set[str]]:
+    """(every variable, the required ones) that functions/<name>/src reads."""
+    every: set[str] = set()
+    required: set[str] = set()
+    for source in sorted((repo_root / "functions" / name / "src").rglob("*.rs")):
+        text = source.read_text(encoding="utf-8")
+        every.update(ENV_CALL.findall(text))
+        required.update(ENV_REQUIRED_CALL.findall(text))
+    return every, required
+
+
+def is_conditional_absent(value) -> bool:
+    """True for `!If [cond, x, !Ref AWS::NoValue]`-style values, which may leave
+    the variable unset."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        return any(ref(branch) == "AWS::NoValue" for branch in value["Fn::If"][1:])
+    return False
+
+
+def parameter_defaults_to(template: dict, name: str, expected) -> None:
+    parameter = template["Parameters"].get(name)
+    assert parameter is not None, f"template has no parameter {name}"
+    assert str(parameter.get("Default")) == str(expected), f"{name} default is {parameter.get('Default')!r}"
+
+
+# ----------------------------------------------------------------- cfn-lint
+
+
+def cfn_lint_command() -> list[str]:
+    venv_binary = Path(sys.executable).parent / "cfn-lint"
+    if venv_binary.exists():
+        return [str(venv_binary)]
+    found = shutil.which("cfn-lint")
+    assert found, "cfn-lint is not installed (pip install -r requirements-test.txt)"
+    return [found]
+
+
+def test_cfn_lint_finds_no_errors_or_warnings(template_path: Path) -> None:
+    run = subprocess.run(
+        [*cfn_lint_command(), "--format", "parseable", str(template_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = (run.stdout + run.stderr).strip()
+    # Exit code bits: 2 errors, 4 warnings, 8 informational, 1 a crash.
+    assert run.returncode in (0, 8), f"cfn-lint exited {run.returncode}:\n{output}"
+
+
+# ----------------------------------------------------------------- tables and queues
+
+TABLES = {
+    "EventsTable": ([("org_id", "HASH"), ("event_id", "RANGE")], True),
+    "EndpointsTable": ([("org_id", "HASH"), ("endpoint_id", "RANGE")], False),
+    "DeliveriesTable": ([("endpoint_id", "HASH"), ("event_id", "RANGE")], True),
+    "CursorsTable": ([("org_id", "HASH")], False),
+    "IdempotencyTable": ([("key", "HASH")], True),
+    "InboundTable": ([("pk", "HASH"), ("sk", "RANGE")], True),
+}
+
+
+@pytest.mark.parametrize("logical_id", sorted(TABLES))
+def test_table(template: dict, logical_id: str) -> None:
+    keys, has_ttl = TABLES[logical_id]
+    table = resource(template, logical_id)
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert "TableName" not in props, "let CloudFormation name tables; functions get names from env vars"
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert [(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]] == keys
+    attribute_types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert attribute_types == {name: "S" for name, _ in keys}
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    if has_ttl:
+        assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    else:
+        assert "TimeToLiveSpecification" not in props
+    if logical_id == "EventsTable":
+        assert props["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
+
+
+def test_tables_and_queues_match_what_webhooks_dev_creates(template: dict, repo_root: Path) -> None:
+    """`webhooks dev --backend aws --create-resources` makes the same tables and
+    queues from crates/aws/src/resources.rs; the two must not drift apart."""
+    source_path = repo_root / "crates" / "aws" / "src" / "resources.rs"
+    source = source_path.read_text(encoding="utf-8") if source_path.exists() else ""
+    specs = []
+    for body in re.findall(r"TableSpec\s*\{([^{}]*)\}", source):
+        fields = dict(re.findall(r"(\w+)\s*:\s*(Some\(\s*\"[^\"]*\"\s*\)|\"[^\"]*\"|None|true|false)", body))
+        if "name" in fields:
+            specs.append({k: re.sub(r'^Some\(\s*"|"\s*\)$|"', "", v) for k, v in fields.items()})
+    if not specs:
+        warnings.warn(f"{source_path} declares no TableSpec yet; tables not compared with the code", stacklevel=1)
+    for spec in specs:
+        logical_id = spec["name"].capitalize() + "Table"
+        keys, has_ttl = TABLES[logical_id]
+        expected = [(spec["hash_key"], "HASH")] + ([(spec["range_key"], "RANGE")] if spec["range_key"] != "None" else [])
+        assert keys == expected, f"{logical_id}: template keys {keys}, resources.rs {expected}"
+        assert has_ttl == (spec["ttl_attribute"] == "expires_at"), f"{logical_id}: TTL differs from resources.rs"
+        props = resource(template, logical_id)["Properties"]
+        assert ("StreamSpecification" in props) == (spec["stream"] == "true"), f"{logical_id}: stream differs"
+    if specs:
+        assert {s["name"].capitalize() + "Table" for s in specs} == set(TABLES)
+
+    constants = dict(re.findall(r"const\s+(\w+)\s*:\s*u32\s*=\s*([0-9_]+)\s*;", source))
+    delivery_queue = resource(template, "DeliveryQueue")["Properties"]
+    for constant, actual in (
+        ("MAX_RECEIVE_COUNT", delivery_queue["RedrivePolicy"]["maxReceiveCount"]),
+        ("DELIVERY_QUEUE_VISIBILITY_SECS", delivery_queue["VisibilityTimeout"]),
+        ("QUEUE_RETENTION_SECS", delivery_queue["MessageRetentionPeriod"]),
+    ):
+        if constant in constants:
+            assert int(actual) == int(constants[constant].replace("_", "")), f"{constant} differs from the template"
+
+
+def test_queues_keep_messages_14_days_encrypted(template: dict) -> None:
+    for logical_id in ("DeliveryQueue", "DeliveryDeadLetterQueue", "FanoutFailureQueue"):
+        props = resource(template, logical_id)["Properties"]
+        assert props["MessageRetentionPeriod"] == SQS_MAX_RETENTION, logical_id
+        assert props.get("SqsManagedSseEnabled") is True, logical_id
+
+
+def test_delivery_queue_redrives_to_its_dead_letter_queue(template: dict) -> None:
+    redrive = resource(template, "DeliveryQueue")["Properties"]["RedrivePolicy"]
+    assert is_getatt(redrive["deadLetterTargetArn"], "DeliveryDeadLetterQueue", "Arn")
+    assert int(redrive["maxReceiveCount"]) == 30
+
+
+def test_delivery_queue_visibility_is_at_least_6x_sender_timeout(template: dict) -> None:
+    timeout = int(function_properties(template, "SenderFunction")["Timeout"])
+    assert timeout == 30
+    visibility = int(resource(template, "DeliveryQueue")["Properties"]["VisibilityTimeout"])
+    assert visibility >= 6 * timeout, f"VisibilityTimeout {visibility} < 6 x sender Timeout {timeout}"
+
+
+# ----------------------------------------------------------------- functions
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_runtime_and_build(template: dict, repo_root: Path, template_path: Path, name: str) -> None:
+    logical_id = FUNCTIONS[name]
+    function = resource(template, logical_id)
+    assert function["Type"] == "AWS::Serverless::Function"
+    props = function_properties(template, logical_id)
+    assert props["Runtime"] == "provided.al2023"
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == "bootstrap"
+    assert isinstance(props.get("MemorySize"), int) and props["MemorySize"] >= 128
+    assert isinstance(props.get("Timeout"), int) and 1 <= props["Timeout"] <= 900
+
+    metadata = function.get("Metadata", {})
+    assert metadata.get("BuildMethod") == "rust-cargolambda"
+    assert metadata.get("BuildProperties", {}).get("Binary") == name
+
+    # CodeUri is the Cargo workspace, and the binary is one of its targets.
+    workspace = (template_path.parent / props["CodeUri"]).resolve()
+    assert workspace == repo_root.resolve(), f"CodeUri resolves to {workspace}, not the workspace root"
+    workspace_manifest = tomllib.loads((workspace / "Cargo.toml").read_text(encoding="utf-8"))
+    assert f"functions/{name}" in workspace_manifest["workspace"]["members"]
+    crate_manifest = tomllib.loads((workspace / "functions" / name / "Cargo.toml").read_text(encoding="utf-8"))
+    assert name in [b["name"] for b in crate_manifest.get("bin", [])], f"functions/{name} builds no binary {name!r}"
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_logs_json_to_a_retained_log_group(template: dict, name: str) -> None:
+    props = function_properties(template, FUNCTIONS[name])
+    logging = props["LoggingConfig"]
+    assert logging["LogFormat"] == "JSON"
+    log_group_id = ref(logging["LogGroup"])
+    assert log_group_id, "LoggingConfig.LogGroup must !Ref this stack's log group"
+    log_group = resource(template, log_group_id)
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert ref(log_group["Properties"]["RetentionInDays"]) == "LogRetentionInDays"
+    parameter_defaults_to(template, "LogRetentionInDays", 30)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_environment_matches_what_its_code_reads(template: dict, repo_root: Path, name: str) -> None:
+    variables = function_properties(template, FUNCTIONS[name]).get("Environment", {}).get("Variables", {})
+    in_template = set(variables) - IGNORED_ENV
+
+    in_code, required = code_env_vars(repo_root, name)
+    if in_code:
+        expected, source = in_code, f"functions/{name}/src (env::required/env::optional calls)"
+    else:
+        expected, source = DESIGN_ENV[name], "the design list (FALLBACK: the code reads no variable yet)"
+        warnings.warn(
+            f"{name}: functions/{name}/src has no env::required/env::optional call yet; "
+            "its template environment was compared with the design list instead of the code",
+            stacklevel=1,
+        )
+    missing, extra = expected - in_template, in_template - expected
+    assert not missing and not extra, (
+        f"{name}: template environment differs from {source}: "
+        f"missing {sorted(missing)}, not read by the function {sorted(extra)}"
+    )
+
+    # A variable the code requires (env::required rejects unset and empty values)
+    # must always be set, and not to a parameter that defaults to "".
+    parameters = template.get("Parameters", {})
+    for variable in sorted(required):
+        value = variables[variable]
+        assert not is_conditional_absent(value), f"{name} requires {variable} but the template may leave it unset"
+        parameter = parameters.get(ref(value) or "", {})
+        assert parameter.get("Default", None) != "", (
+            f"{name} requires {variable}, but parameter {ref(value)} defaults to an empty string"
+        )
+    # Variables that name this stack's tables and queues name the right ones.
+    for variable in sorted(in_template & set(RESOURCE_ENV)):
+        assert ref(variables[variable]) == RESOURCE_ENV[variable], (
+            f"{name}: {variable} should be !Ref {RESOURCE_ENV[variable]}, is {variables[variable]!r}"
+        )
+
+
+def test_provider_secrets_come_from_a_secret_store(template: dict) -> None:
+    parameters = template.get("Parameters", {})
+    variables = function_properties(template, "InboundFunction")["Environment"]["Variables"]
+    for variable in sorted(PROVIDER_SECRET_ENV):
+        value = variables[variable]
+        sub = sub_references(value)
+        fmt = sub[0] if sub else value if isinstance(value, str) else None
+        if fmt is not None:
+            assert fmt.startswith(("{{resolve:secretsmanager:", "{{resolve:ssm:")) and fmt.endswith("}}"), (
+                f"{variable} = {fmt!r} is not a Secrets Manager/SSM dynamic reference"
+            )
+            # What is substituted into the reference names the secret, it is not the secret.
+            for name in sub[1] if sub else []:
+                if name in parameters:
+                    default = str(parameters[name].get("Default", ""))
+                    assert re.fullmatch(r"[A-Za-z0-9/_+=.@:-]*", default), (
+                        f"{name} default {default!r} does not look like a secret name"
+                    )
+                    assert not default.startswith(("whsec_", "sk_", "rk_")), f"{name} defaults to a secret"
+            continue
+        name = ref(value)
+        assert name in parameters, f"{variable} = {value!r}: neither a dynamic reference nor a parameter"
+        parameter = parameters[name]
+        if parameter["Type"].startswith("AWS::SSM::Parameter::Value<"):
+            continue  # the Default is the SSM parameter's path, the value comes from SSM
+        assert parameter.get("NoEcho") is True and "Default" not in parameter, (
+            f"parameter {name} holds the provider secret {variable} in plain text"
+        )
+
+
+def test_no_echo_parameters_have_no_default(template: dict) -> None:
+    for name, parameter in template.get("Parameters", {}).items():
+        if parameter.get("NoEcho"):
+            assert "Default" not in parameter, f"NoEcho parameter {name} has a plain-text Default"
+
+
+# ----------------------------------------------------------------- IAM
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_policy_names_only_its_own_resources(template: dict, name: str) -> None:
+    logical_id = FUNCTIONS[name]
+    statements = function_statements(template, logical_id)
+    grants = granted(template, statements)
+
+    log_group_id = ref(function_properties(template, logical_id)["LoggingConfig"]["LogGroup"])
+    required = {**REQUIRED_GRANTS[name], log_group_id: LOG_ACTIONS}
+
+    unexpected = set(grants) - set(required)
+    assert not unexpected, f"{name}'s policy names resources it does not own: {sorted(unexpected)}"
+    for key, actions in required.items():
+        missing = actions - grants.get(key, set())
+        assert not missing, f"{name} lacks {sorted(missing)} on {key}"
+    assert grants[log_group_id] == LOG_ACTIONS, f"{name} may do {sorted(grants[log_group_id])} on its logs"
+    for key, actions in grants.items():
+        service = "logs" if key == log_group_id else "sqs" if "Queue" in key else "dynamodb"
+        foreign = {a for a in actions if not a.startswith(f"{service}:")}
+        assert not foreign, f"{name} grants {sorted(foreign)} on {key}"
+
+
+def test_no_managed_full_access_policies(template: dict) -> None:
+    for logical_id, role in resources_of_type(template, "AWS::IAM::Role").items():
+        assert not role["Properties"].get("ManagedPolicyArns"), f"{logical_id} attaches managed policies"
+    assert "FullAccess" not in repr(template)
+
+
+# ----------------------------------------------------------------- event sources
+
+
+def events_of_type(template: dict, logical_id: str, type_: str) -> list[dict]:
+    events = function_properties(template, logical_id).get("Events", {})
+    return [e["Properties"] for e in events.values() if e["Type"] == type_]
+
+
+def test_events_stream_feeds_fanout_with_partial_batch_failures(template: dict) -> None:
+    (stream,) = events_of_type(template, "FanoutFunction", "DynamoDB")
+    assert is_getatt(stream["Stream"], "EventsTable", "StreamArn")
+    assert stream["StartingPosition"] in ("TRIM_HORIZON", "LATEST")
+    assert stream["BatchSize"] == 100
+    assert stream.get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
+    assert stream.get("BisectBatchOnFunctionError") is True
+    assert 0 <= int(stream["MaximumRetryAttempts"]) <= 100, "retries must be bounded (-1 is forever)"
+    assert 60 <= int(stream["MaximumRecordAgeInSeconds"]) <= 6 * 3600, "record age must be bounded (-1 is forever)"
+    on_failure = stream["DestinationConfig"]["OnFailure"]
+    assert is_getatt(on_failure["Destination"], "FanoutFailureQueue", "Arn")
+
+
+def test_delivery_queue_feeds_sender_with_partial_batch_failures(template: dict) -> None:
+    (queue,) = events_of_type(template, "SenderFunction", "SQS")
+    assert is_getatt(queue["Queue"], "DeliveryQueue", "Arn")
+    assert queue["BatchSize"] == 10
+    assert queue.get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
+    assert 0 <= int(queue.get("MaximumBatchingWindowInSeconds", 0)) <= 5
+    assert 2 <= int(queue["ScalingConfig"]["MaximumConcurrency"]) <= 1000
+
+
+def test_sweeper_runs_on_a_schedule(template: dict) -> None:
+    schedules = events_of_type(template, "SweeperFunction", "Schedule") + events_of_type(
+        template, "SweeperFunction", "ScheduleV2"
+    )
+    assert len(schedules) == 1
+    expression = schedules[0].get("Schedule") or schedules[0].get("ScheduleExpression")
+    name = ref(expression)
+    if name:
+        expression = template["Parameters"][name]["Default"]
+    assert re.fullmatch(r"rate\(\d+ minutes?\)|cron\(.+\)", expression), expression
+
+
+def test_only_the_stream_and_queue_functions_have_those_event_sources(template: dict) -> None:
+    for logical_id in FUNCTIONS.values():
+        kinds = {e["Type"] for e in function_properties(template, logical_id).get("Events", {}).values()}
+        if logical_id == "FanoutFunction":
+            assert kinds == {"DynamoDB"}
+        elif logical_id == "SenderFunction":
+            assert kinds == {"SQS"}
+        elif logical_id == "SweeperFunction":
+            assert kinds <= {"Schedule", "ScheduleV2"}
+        else:
+            assert kinds == {"HttpApi"}
+
+
+# ----------------------------------------------------------------- HTTP API
+
+
+def http_routes(template: dict, logical_id: str) -> dict[tuple[str, str], dict]:
+    routes = {}
+    for event in events_of_type(template, logical_id, "HttpApi"):
+        assert ref(event.get("ApiId")) == "HttpApi", "every route belongs to the stack's HttpApi"
+        routes[(event["Method"].upper(), event["Path"])] = event
+    return routes
+
+
+def test_http_api_has_a_jwt_authorizer_from_parameters(template: dict) -> None:
+    api = resource(template, "HttpApi")
+    assert api["Type"] == "AWS::Serverless::HttpApi"
+    auth = api["Properties"]["Auth"]
+    default = auth["DefaultAuthorizer"]
+    authorizer = auth["Authorizers"][default]
+    jwt = authorizer["JwtConfiguration"]
+    assert ref(jwt["issuer"]) in template["Parameters"]
+    audience = jwt["audience"]
+    assert ref(audience) in template["Parameters"] or all(ref(a) in template["Parameters"] for a in audience)
+    assert authorizer["IdentitySource"] == "$request.header.Authorization"
+    settings = api["Properties"]["DefaultRouteSettings"]
+    assert settings["ThrottlingRateLimit"] and settings["ThrottlingBurstLimit"]
+
+
+def test_api_routes(template: dict) -> None:
+    routes = http_routes(template, "ApiFunction")
+    assert set(routes) == {("ANY", "/v1/{proxy+}"), ("GET", "/healthz")}
+    v1_auth = routes[("ANY", "/v1/{proxy+}")].get("Auth", {}).get("Authorizer")
+    assert v1_auth in (None, resource(template, "HttpApi")["Properties"]["Auth"]["DefaultAuthorizer"])
+    assert routes[("GET", "/healthz")]["Auth"]["Authorizer"] == "NONE"
+
+
+def test_inbound_routes_skip_the_authorizer(template: dict) -> None:
+    routes = http_routes(template, "InboundFunction")
+    assert set(routes) == {
+        ("POST", "/inbound/stripe"),
+        ("POST", "/inbound/twilio"),
+        ("GET", "/inbound/whatsapp"),
+        ("POST", "/inbound/whatsapp"),
+    }
+    for route, event in routes.items():
+        assert event.get("Auth", {}).get("Authorizer") == "NONE", f"{route} must not require a JWT"
+
+
+# ----------------------------------------------------------------- alarms
+
+
+def alarms_on(template: dict, namespace: str, metric: str, dimension: str, target) -> list[dict]:
+    found = []
+    for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if props.get("Namespace") != namespace or props.get("MetricName") != metric:
+            continue
+        if any(d["Name"] == dimension and d["Value"] == target for d in props.get("Dimensions", [])):
+            found.append(props)
+    return found
+
+
+def assert_alarm(template: dict, namespace: str, metric: str, dimension: str, target, threshold=0) -> None:
+    alarms = alarms_on(template, namespace, metric, dimension, target)
+    assert len(alarms) == 1, f"expected one {namespace} {metric} alarm on {target!r}, found {len(alarms)}"
+    (alarm,) = alarms
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    if threshold == 0:
+        assert alarm["Threshold"] == 0
+    else:
+        assert ref(alarm["Threshold"]) == threshold, f"threshold should be the parameter {threshold}"
+    assert {"Ref": "AlarmTopic"} in alarm["AlarmActions"]
+
+
+def test_alarm_topic_mails_the_alarm_email_when_one_is_given(template: dict) -> None:
+    assert resource(template, "AlarmTopic")["Type"] == "AWS::SNS::Topic"
+    (subscription,) = resources_of_type(template, "AWS::SNS::Subscription").values()
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert ref(subscription["Properties"]["Endpoint"]) == "AlarmEmail"
+    assert ref(subscription["Properties"]["TopicArn"]) == "AlarmTopic"
+    condition = template["Conditions"][subscription["Condition"]]
+    assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+    parameter_defaults_to(template, "AlarmEmail", "")
+
+
+def test_queue_alarms(template: dict) -> None:
+    visible = "ApproximateNumberOfMessagesVisible"
+    dlq = {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}
+    assert_alarm(template, "AWS/SQS", visible, "QueueName", dlq)
+    failures = {"Fn::GetAtt": ["FanoutFailureQueue", "QueueName"]}
+    assert_alarm(template, "AWS/SQS", visible, "QueueName", failures)
+    queue = {"Fn::GetAtt": ["DeliveryQueue", "QueueName"]}
+    assert_alarm(template, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", queue, "DeliveryQueueAgeAlarmSeconds")
+
+
+def test_fanout_iterator_age_alarm(template: dict) -> None:
+    fanout = {"Ref": "FanoutFunction"}
+    assert_alarm(template, "AWS/Lambda", "IteratorAge", "FunctionName", fanout, "FanoutIteratorAgeAlarmMilliseconds")
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_errors_alarm(template: dict, name: str) -> None:
+    assert_alarm(template, "AWS/Lambda", "Errors", "FunctionName", {"Ref": FUNCTIONS[name]})
+
+
+# ----------------------------------------------------------------- outputs
+
+
+def test_outputs_name_the_api_queues_and_tables(template: dict) -> None:
+    outputs = template["Outputs"]
+    assert "execute-api" in sub_references(outputs["ApiUrl"]["Value"])[0]
+    named = {ref(o["Value"]) for o in outputs.values()}
+    expected = set(TABLES) | {"DeliveryQueue", "DeliveryDeadLetterQueue", "FanoutFailureQueue"}
+    assert expected <= named, f"outputs miss {sorted(expected - named)}"
