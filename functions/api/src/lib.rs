@@ -1,0 +1,1 @@
+//! Lambda `api`: the management API (in progress).
