@@ -57,19 +57,20 @@ impl FanOut {
         let mut failed = vec![false; events.len()];
 
         // The endpoints of each org in the batch, read once.
-        let orgs: Vec<&str> = {
-            let mut v: Vec<&str> = events.iter().map(|e| e.org_id.as_str()).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        let loaded: HashMap<&str, Result<Vec<Endpoint>, BackendError>> = stream::iter(
-            orgs.into_iter()
-                .map(|org| async move { (org, self.endpoints.list_all(org).await) }),
-        )
-        .buffer_unordered(16)
-        .collect()
-        .await;
+        let mut orgs: Vec<String> = events.iter().map(|e| e.org_id.clone()).collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        let loaded: HashMap<String, Result<Vec<Endpoint>, BackendError>> =
+            stream::iter(orgs.into_iter().map(|org| {
+                let endpoints = self.endpoints.clone();
+                async move {
+                    let r = endpoints.list_all(&org).await;
+                    (org, r)
+                }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
 
         // One conditional create per (endpoint, event).
         let mut wanted: Vec<(usize, Delivery)> = Vec::new();
@@ -91,9 +92,12 @@ impl FanOut {
             }
         }
         let created: Vec<(usize, Delivery, Result<Option<Delivery>, BackendError>)> =
-            stream::iter(wanted.into_iter().map(|(i, d)| async move {
-                let r = self.deliveries.create_if_absent(&d).await;
-                (i, d, r)
+            stream::iter(wanted.into_iter().map(|(i, d)| {
+                let deliveries = self.deliveries.clone();
+                async move {
+                    let r = deliveries.create_if_absent(&d).await;
+                    (i, d, r)
+                }
             }))
             .buffer_unordered(CREATE_CONCURRENCY)
             .collect()
