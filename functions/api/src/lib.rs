@@ -1,1 +1,152 @@
-//! Lambda `api`: the management API (in progress).
+//! Lambda `api`: the management API behind API Gateway (HTTP API, payload
+//! v2). Endpoints, their secrets and deliveries, and publishing events; every
+//! read and write is scoped to the caller's organization, taken from the JWT
+//! claims that the gateway's authorizer (or `webhooks dev`) put in the
+//! request context.
+//!
+//! [`handle`] only translates HTTP to the domain and back; the rules live in
+//! `webhooks-domain`, storage behind the `webhooks-ports` traits.
+
+pub mod auth;
+mod deliveries;
+mod endpoints;
+pub mod errors;
+mod events;
+pub mod input;
+mod response;
+pub mod routes;
+mod views;
+
+pub use routes::ROUTES;
+
+use auth::Caller;
+use errors::ApiError;
+use lambda_http::http::StatusCode;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use routes::{Access, Operation};
+use std::sync::Arc;
+use tracing::Instrument;
+use webhooks_domain::EndpointUrlPolicy;
+use webhooks_ports::{
+    CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
+};
+
+/// How the API behaves where deployments differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Which endpoint URLs are accepted.
+    pub url_policy: EndpointUrlPolicy,
+    /// How long a rotated-out secret keeps signing.
+    pub rotation_overlap: chrono::Duration,
+}
+
+impl Default for ApiConfig {
+    /// Production: public `https` endpoints only, 24 h rotation overlap.
+    fn default() -> Self {
+        ApiConfig {
+            url_policy: EndpointUrlPolicy::PRODUCTION,
+            rotation_overlap: chrono::Duration::hours(24),
+        }
+    }
+}
+
+/// The API's storage and queue, and its configuration.
+pub struct Api {
+    events: Arc<dyn EventStore>,
+    endpoints: Arc<dyn EndpointStore>,
+    deliveries: Arc<dyn DeliveryStore>,
+    cursors: Arc<dyn CursorStore>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    queue: Arc<dyn Queue>,
+    config: ApiConfig,
+}
+
+impl Api {
+    /// An API over these adapters; `queue` is the delivery queue that the
+    /// sender consumes.
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        endpoints: Arc<dyn EndpointStore>,
+        deliveries: Arc<dyn DeliveryStore>,
+        cursors: Arc<dyn CursorStore>,
+        idempotency: Arc<dyn IdempotencyStore>,
+        queue: Arc<dyn Queue>,
+        config: ApiConfig,
+    ) -> Self {
+        Api {
+            events,
+            endpoints,
+            deliveries,
+            cursors,
+            idempotency,
+            queue,
+            config,
+        }
+    }
+}
+
+/// Serves one request. Every failure, bad input included, is an HTTP
+/// response with a JSON error body; the `Err` case is never used.
+pub async fn handle(api: &Api, req: Request) -> Result<Response<Body>, Error> {
+    let started = std::time::Instant::now();
+    let request_id = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %request_id,
+    );
+    async move {
+        let response = serve(api, &req)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+        tracing::info!(
+            status = response.status().as_u16(),
+            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "served"
+        );
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
+    let matched = routes::resolve(req.method().as_str(), req.uri().path())?;
+    let operation = matched.operation;
+    // The health check is the only public route.
+    if operation.access() == Access::Public {
+        return Ok(health());
+    }
+    let caller = Caller::from_request(req)?;
+    if let Access::Scope(scope) = operation.access() {
+        caller.require(scope)?;
+    }
+    let body = input::body_bytes(req)?;
+    let id = matched.id.as_deref().unwrap_or_default();
+    match operation {
+        Operation::Health => Ok(health()),
+        Operation::ListEventTypes => Ok(events::list_types()),
+        Operation::PublishEvent => events::publish(api, &caller, body).await,
+        Operation::CreateEndpoint => endpoints::create(api, &caller, body).await,
+        Operation::ListEndpoints => endpoints::list(api, &caller, req).await,
+        Operation::GetEndpoint => endpoints::get(api, &caller, id).await,
+        Operation::UpdateEndpoint => endpoints::update(api, &caller, id, body).await,
+        Operation::DeleteEndpoint => endpoints::delete(api, &caller, id).await,
+        Operation::RevealSecret => endpoints::reveal_secret(api, &caller, id).await,
+        Operation::RotateSecret => endpoints::rotate_secret(api, &caller, id, body).await,
+        Operation::SendTestEvent => endpoints::send_test(api, &caller, id, body).await,
+        Operation::ListDeliveries => deliveries::list(api, &caller, id, req).await,
+        Operation::RecoverDeliveries => deliveries::recover(api, &caller, id, body).await,
+        Operation::GetDelivery => deliveries::get(api, &caller, id).await,
+        Operation::RetryDelivery => deliveries::retry(api, &caller, id).await,
+    }
+}
+
+fn health() -> Response<Body> {
+    response::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}

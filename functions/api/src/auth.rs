@@ -1,0 +1,167 @@
+//! Who is calling: the claims that the API Gateway JWT authorizer (or
+//! `webhooks dev`, playing it) put in the request context.
+
+use crate::errors::ApiError;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use std::collections::HashMap;
+
+/// Manage endpoints and their deliveries.
+pub const SCOPE_MANAGE: &str = "webhooks:manage";
+/// Publish events.
+pub const SCOPE_EVENTS_WRITE: &str = "events:write";
+
+/// The authenticated caller: a tenant and what it may do there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant every read and write is scoped to.
+    pub org_id: String,
+    /// From the `scope` claim (and any the authorizer lists).
+    pub scopes: Vec<String>,
+    /// `role: admin` holds every scope, within its own organization.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The caller of `req`, or 401 when the request carries no JWT claims or
+    /// no `org_id`.
+    pub fn from_request(req: &Request) -> Result<Caller, ApiError> {
+        let jwt = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => {
+                ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref())
+            }
+            _ => None,
+        };
+        let Some(jwt) = jwt else {
+            return Err(ApiError::Unauthorized(
+                "missing or invalid bearer token".into(),
+            ));
+        };
+        Caller::from_claims(&jwt.claims, jwt.scopes.as_deref())
+    }
+
+    /// The caller described by JWT claims; `granted` are scopes the
+    /// authorizer listed separately.
+    pub fn from_claims(
+        claims: &HashMap<String, String>,
+        granted: Option<&[String]>,
+    ) -> Result<Caller, ApiError> {
+        let org_id = claims
+            .get("org_id")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("the token has no org_id claim".into()))?;
+        let mut scopes: Vec<String> = claims.get("scope").map(|s| words(s)).unwrap_or_default();
+        for s in granted.unwrap_or_default() {
+            scopes.extend(words(s));
+        }
+        let admin = claims
+            .get("role")
+            .is_some_and(|r| words(r).iter().any(|w| w == "admin"));
+        Ok(Caller {
+            org_id: org_id.to_string(),
+            scopes,
+            admin,
+        })
+    }
+
+    /// Whether the caller holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.admin || self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// 403 unless the caller holds `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this request needs the '{scope}' scope"
+            )))
+        }
+    }
+}
+
+/// The words of a space-separated claim. API Gateway hands over claims that
+/// were JSON arrays as `[a b]`, so brackets, quotes and commas are dropped.
+fn words(claim: &str) -> Vec<String> {
+    claim
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|w| w.trim_matches(|c| matches!(c, '[' | ']' | '"')))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn scopes_are_space_separated() {
+        let c = Caller::from_claims(
+            &claims(&[
+                ("org_id", "org_1"),
+                ("scope", "webhooks:manage events:write"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.org_id, "org_1");
+        assert!(c.has_scope(SCOPE_MANAGE));
+        assert!(c.has_scope(SCOPE_EVENTS_WRITE));
+        assert!(!c.admin);
+    }
+
+    #[test]
+    fn array_claims_in_api_gateway_form_are_understood() {
+        let c = Caller::from_claims(
+            &claims(&[("org_id", "o"), ("scope", "[webhooks:manage events:write]")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.scopes, vec!["webhooks:manage", "events:write"]);
+        let admin =
+            Caller::from_claims(&claims(&[("org_id", "o"), ("role", "[admin]")]), None).unwrap();
+        assert!(admin.has_scope(SCOPE_MANAGE));
+    }
+
+    #[test]
+    fn authorizer_scopes_count_too() {
+        let c = Caller::from_claims(
+            &claims(&[("org_id", "o")]),
+            Some(&["events:write".to_string()]),
+        )
+        .unwrap();
+        assert!(c.require(SCOPE_EVENTS_WRITE).is_ok());
+        assert_eq!(c.require(SCOPE_MANAGE).unwrap_err().code(), "forbidden");
+    }
+
+    #[test]
+    fn org_id_is_required() {
+        for c in [
+            claims(&[]),
+            claims(&[("org_id", "  ")]),
+            claims(&[("scope", "x")]),
+        ] {
+            assert_eq!(
+                Caller::from_claims(&c, None).unwrap_err().code(),
+                "unauthorized"
+            );
+        }
+    }
+
+    #[test]
+    fn other_roles_grant_nothing() {
+        let c = Caller::from_claims(&claims(&[("org_id", "o"), ("role", "administrator")]), None)
+            .unwrap();
+        assert!(!c.has_scope(SCOPE_MANAGE));
+    }
+}

@@ -1,0 +1,357 @@
+//! Endpoint routes: register, list, read, change, delete, reveal and rotate
+//! the secret, send a test event.
+
+use crate::auth::Caller;
+use crate::errors::ApiError;
+use crate::input::{self, json_object, optional, optional_secret, present, required, BodyRule};
+use crate::response::{empty, json, json_with_secret};
+use crate::views::{EndpointView, ListView, SecretView};
+use crate::Api;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt};
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use webhooks_domain::{ids, DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription};
+
+/// Longest endpoint description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+
+/// Pending deliveries read per page when an endpoint is deleted.
+const CANCEL_PAGE: usize = 100;
+/// Deliveries canceled at once.
+const CANCEL_CONCURRENCY: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    event_types: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    secret: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    event_types: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    enabled: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default, deserialize_with = "present")]
+    secret: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    #[serde(default, deserialize_with = "present")]
+    event_type: Option<Box<RawValue>>,
+}
+
+/// `POST /v1/endpoints`
+pub(crate) async fn create(
+    api: &Api,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let body: CreateBody = json_object(body, BodyRule::Required)?;
+    let url = checked_url(api, required("url", body.url.as_deref())?)?;
+    let subscription = subscription(required("event_types", body.event_types.as_deref())?)?;
+    let description = description(
+        optional::<Option<String>>("description", body.description.as_deref())?
+            .flatten()
+            .unwrap_or_default(),
+    )?;
+    let secret = match optional_secret("secret", body.secret.as_deref())? {
+        Some(s) => user_secret(&s)?,
+        None => Secret::generate(),
+    };
+    let mut endpoint = Endpoint::new(&caller.org_id, url, subscription, secret);
+    endpoint.description = description;
+    // The sweeper catches up each org from its cursor; make sure this org has
+    // one before anything can be fanned out to the new endpoint.
+    api.cursors
+        .ensure(
+            &caller.org_id,
+            &ids::id_floor_at("evt", endpoint.created_at),
+        )
+        .await?;
+    api.endpoints.create(&endpoint).await?;
+    tracing::info!(org_id = %caller.org_id, endpoint_id = %endpoint.id, "endpoint created");
+    let mut response = json_with_secret(StatusCode::CREATED, &EndpointView::with_secret(&endpoint));
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/endpoints/{}", endpoint.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/endpoints`
+pub(crate) async fn list(
+    api: &Api,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let query = input::ListQuery::from_request(req)?;
+    let limit = query.limit()?;
+    let page = api
+        .endpoints
+        .list(&caller.org_id, limit, query.cursor())
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &ListView {
+            data: page.items.iter().map(EndpointView::public).collect(),
+            next_cursor: page.next_cursor,
+        },
+    ))
+}
+
+/// `GET /v1/endpoints/{id}`
+pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
+    let endpoint = load(api, caller, id).await?;
+    Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
+}
+
+/// `PATCH /v1/endpoints/{id}`
+pub(crate) async fn update(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let body: UpdateBody = json_object(body, BodyRule::Required)?;
+    let url = optional::<String>("url", body.url.as_deref())?
+        .map(|u| checked_url(api, u))
+        .transpose()?;
+    let subscription = optional::<Vec<String>>("event_types", body.event_types.as_deref())?
+        .map(subscription)
+        .transpose()?;
+    let enabled = optional::<bool>("enabled", body.enabled.as_deref())?;
+    let description = optional::<Option<String>>("description", body.description.as_deref())?
+        .map(|d| description(d.unwrap_or_default()))
+        .transpose()?;
+
+    let mut endpoint = load(api, caller, id).await?;
+    if url.is_none() && subscription.is_none() && enabled.is_none() && description.is_none() {
+        return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
+    }
+    if let Some(url) = url {
+        endpoint.url = url;
+    }
+    if let Some(subscription) = subscription {
+        endpoint.subscription = subscription;
+    }
+    if let Some(description) = description {
+        endpoint.description = description;
+    }
+    match enabled {
+        Some(true) if !endpoint.enabled => {
+            endpoint.enabled = true;
+            endpoint.disabled_reason = None;
+            endpoint.failing_since = None;
+        }
+        Some(false) => endpoint.enabled = false,
+        _ => {}
+    }
+    endpoint.updated_at = Utc::now();
+    if !api.endpoints.update(&endpoint).await? {
+        return Err(endpoint_not_found());
+    }
+    Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
+}
+
+/// `DELETE /v1/endpoints/{id}`: the endpoint goes, and its pending
+/// deliveries end as `canceled`.
+pub(crate) async fn delete(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    if ids::body(id, "ep").is_none() || !api.endpoints.delete(&caller.org_id, id).await? {
+        return Err(endpoint_not_found());
+    }
+    tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "endpoint deleted");
+    // The endpoint is gone either way; a delivery left pending here is
+    // canceled by the sender when it next comes up.
+    if let Err(e) = cancel_pending(api, id).await {
+        tracing::warn!(endpoint_id = %id, error = %e, "could not cancel every pending delivery");
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// Moves every pending delivery of the endpoint to `canceled`.
+async fn cancel_pending(
+    api: &Api,
+    endpoint_id: &str,
+) -> Result<usize, webhooks_ports::BackendError> {
+    let mut canceled = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = api
+            .deliveries
+            .list_for_endpoint(
+                endpoint_id,
+                Some(DeliveryStatus::Pending),
+                CANCEL_PAGE,
+                cursor.as_deref(),
+            )
+            .await?;
+        let mut work: Vec<BoxFuture<'_, _>> = Vec::with_capacity(page.items.len());
+        for d in &page.items {
+            work.push(api.deliveries.transition(
+                &d.id,
+                &[DeliveryStatus::Pending],
+                DeliveryStatus::Canceled,
+            ));
+        }
+        let results: Vec<_> = stream::iter(work)
+            .buffer_unordered(CANCEL_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            if r?.is_some() {
+                canceled += 1;
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(canceled),
+        }
+    }
+}
+
+/// `GET /v1/endpoints/{id}/secret`
+pub(crate) async fn reveal_secret(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let endpoint = load(api, caller, id).await?;
+    Ok(json_with_secret(
+        StatusCode::OK,
+        &SecretView {
+            secret: endpoint.secret.expose(),
+        },
+    ))
+}
+
+/// `POST /v1/endpoints/{id}/rotate-secret`: the previous secret keeps
+/// signing for the configured overlap.
+pub(crate) async fn rotate_secret(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let body: RotateBody = json_object(body, BodyRule::Optional)?;
+    let secret = match optional_secret("secret", body.secret.as_deref())? {
+        Some(s) => user_secret(&s)?,
+        None => Secret::generate(),
+    };
+    let mut endpoint = load(api, caller, id).await?;
+    endpoint.rotate_secret(secret, Utc::now(), api.config.rotation_overlap);
+    if !api.endpoints.update(&endpoint).await? {
+        return Err(endpoint_not_found());
+    }
+    tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "secret rotated");
+    Ok(json_with_secret(
+        StatusCode::OK,
+        &SecretView {
+            secret: endpoint.secret.expose(),
+        },
+    ))
+}
+
+/// `POST /v1/endpoints/{id}/test`: an event for this endpoint only,
+/// subscribed or not.
+pub(crate) async fn send_test(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let body: TestBody = json_object(body, BodyRule::Optional)?;
+    let requested = optional::<Option<String>>("event_type", body.event_type.as_deref())?
+        .flatten()
+        .map(|name| {
+            name.parse::<EventType>()
+                .map_err(|e| ApiError::invalid(input::naming("event_type", &e)))
+        })
+        .transpose()?;
+    let endpoint = load(api, caller, id).await?;
+    let event_type = requested.unwrap_or(match &endpoint.subscription {
+        Subscription::Types(types) => types.first().copied().unwrap_or(EventType::ClientCreated),
+        Subscription::All => EventType::ClientCreated,
+    });
+    let data = RawValue::from_string(r#"{"test":true}"#.to_string()).map_err(|e| {
+        tracing::error!(error = %e, "test event data");
+        ApiError::Internal
+    })?;
+    let mut event = Event::new(&caller.org_id, event_type, data);
+    event.target_endpoint = Some(endpoint.id.clone());
+    api.events.put_if_absent(&event).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "event_id": event.id, "event_type": event_type }),
+    ))
+}
+
+/// The caller's endpoint `id`, or 404 (malformed, unknown, or another org's).
+pub(crate) async fn load(api: &Api, caller: &Caller, id: &str) -> Result<Endpoint, ApiError> {
+    if ids::body(id, "ep").is_none() {
+        return Err(endpoint_not_found());
+    }
+    api.endpoints
+        .get(&caller.org_id, id)
+        .await?
+        .ok_or_else(endpoint_not_found)
+}
+
+fn endpoint_not_found() -> ApiError {
+    ApiError::not_found("endpoint not found")
+}
+
+/// The URL as given (surrounding whitespace dropped), if the policy allows it.
+fn checked_url(api: &Api, raw: String) -> Result<String, ApiError> {
+    let url = raw.trim();
+    api.config
+        .url_policy
+        .check(url)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(url.to_string())
+}
+
+fn subscription(names: Vec<String>) -> Result<Subscription, ApiError> {
+    Subscription::parse(&names).map_err(|e| ApiError::invalid(input::naming("event_types", &e)))
+}
+
+fn description(text: String) -> Result<String, ApiError> {
+    let chars = text.chars().count();
+    if chars > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::invalid(format!(
+            "description is {chars} characters; the limit is {MAX_DESCRIPTION_CHARS}"
+        )));
+    }
+    Ok(text)
+}
+
+/// A caller-chosen secret; the error never contains it.
+fn user_secret(value: &str) -> Result<Secret, ApiError> {
+    Secret::parse(value).map_err(|e| ApiError::invalid(e.to_string()))
+}

@@ -1,0 +1,171 @@
+//! Failures as the API reports them: a status code and
+//! `{"error":{"code":"<snake_case>","message":"<human text>"}}`.
+
+use crate::response::json;
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Response};
+use serde::Serialize;
+use webhooks_ports::BackendError;
+
+/// Why a request was not served. Every variant maps to one status and code;
+/// nothing a caller sends can produce `Internal`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: the message names the offending field.
+    InvalidRequest(String),
+    /// 401: no usable claims.
+    Unauthorized(String),
+    /// 403: the token lacks the route's scope.
+    Forbidden(String),
+    /// 404: no such thing in the caller's organization.
+    NotFound(String),
+    /// 405: the path exists, the method does not; lists the allowed methods.
+    MethodNotAllowed(Vec<&'static str>),
+    /// 409: the resource is not in a state that allows this.
+    Conflict(String),
+    /// 413: the body is over the limit.
+    PayloadTooLarge(String),
+    /// 503: a backend is throttling or unreachable; try again.
+    ServiceUnavailable,
+    /// 500: a fault on our side (details are only in the logs).
+    Internal,
+}
+
+impl ApiError {
+    /// A 400 with this message.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest(message.into())
+    }
+
+    /// A 404 with this message.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::NotFound(message.into())
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, snake_case error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::ServiceUnavailable => "service_unavailable",
+            ApiError::Internal => "internal_error",
+        }
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::InvalidRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::PayloadTooLarge(m) => m.clone(),
+            ApiError::MethodNotAllowed(allow) => {
+                format!("method not allowed here; use {}", allow.join(", "))
+            }
+            ApiError::ServiceUnavailable => {
+                "the service is temporarily unavailable; try again".to_string()
+            }
+            ApiError::Internal => "internal error".to_string(),
+        }
+    }
+
+    /// The error as an HTTP response.
+    pub fn into_response(self) -> Response<Body> {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            error: Detail<'a>,
+        }
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        let message = self.message();
+        let mut response = json(
+            self.status(),
+            &Envelope {
+                error: Detail {
+                    code: self.code(),
+                    message: &message,
+                },
+            },
+        );
+        if let ApiError::MethodNotAllowed(allow) = &self {
+            if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, v);
+            }
+        }
+        if let ApiError::ServiceUnavailable = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Transient(detail) => {
+                tracing::warn!(error = %detail, "transient backend error");
+                ApiError::ServiceUnavailable
+            }
+            BackendError::Permanent(detail) => {
+                tracing::error!(error = %detail, "backend error");
+                ApiError::Internal
+            }
+            BackendError::InvalidCursor => {
+                ApiError::invalid("cursor is not a next_cursor value returned by this listing")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_map_to_503_500_and_400() {
+        assert_eq!(
+            ApiError::from(BackendError::Transient("throttled".into())).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let internal = ApiError::from(BackendError::Permanent("table gone".into()));
+        assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!internal.message().contains("table"));
+        let cursor = ApiError::from(BackendError::InvalidCursor);
+        assert_eq!(cursor.code(), "invalid_request");
+        assert!(cursor.message().contains("cursor"));
+    }
+
+    #[test]
+    fn method_not_allowed_lists_the_allowed_methods() {
+        let r = ApiError::MethodNotAllowed(vec!["GET", "PATCH"]).into_response();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, PATCH");
+    }
+}

@@ -1,0 +1,103 @@
+//! Event routes: the event type catalogue and publishing an event.
+
+use crate::auth::Caller;
+use crate::errors::ApiError;
+use crate::input::{json_object, naming, optional, present, required, BodyRule};
+use crate::response::json;
+use crate::views::{EventTypeView, ListView};
+use crate::Api;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::time::Duration;
+use webhooks_domain::event::validate_data;
+use webhooks_domain::{Event, EventType};
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest idempotency key, in characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    event_type: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    idempotency_key: Option<Box<RawValue>>,
+}
+
+/// `GET /v1/event-types`
+pub(crate) fn list_types() -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &ListView {
+            data: EventType::ALL
+                .iter()
+                .map(|t| EventTypeView {
+                    name: t.as_str(),
+                    description: t.description(),
+                })
+                .collect(),
+            next_cursor: None,
+        },
+    )
+}
+
+/// `POST /v1/events`: writes the event to the org's stream; a repeated
+/// idempotency key answers with the first event's id and writes nothing new.
+pub(crate) async fn publish(
+    api: &Api,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let body: PublishBody = json_object(body, BodyRule::Required)?;
+    let type_name: String = required("type", body.event_type.as_deref())?;
+    let event_type: EventType = type_name
+        .parse()
+        .map_err(|e| ApiError::invalid(naming("type", &e)))?;
+    // Kept as raw JSON: the receiver gets these bytes exactly.
+    let data = body
+        .data
+        .ok_or_else(|| ApiError::invalid("data is required"))?;
+    validate_data(&data).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let key =
+        optional::<Option<String>>("idempotency_key", body.idempotency_key.as_deref())?.flatten();
+    if let Some(key) = &key {
+        let chars = key.chars().count();
+        if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&chars) {
+            return Err(ApiError::invalid(format!(
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+            )));
+        }
+    }
+
+    let org_id = &caller.org_id;
+    let mut event = Event::new(org_id, event_type, data);
+    if let Some(key) = key {
+        let claim = format!("events:{org_id}:{key}");
+        if let Some(first) = api
+            .idempotency
+            .claim(&claim, &event.id, IDEMPOTENCY_TTL)
+            .await?
+        {
+            // The first request may have stopped between claiming the key and
+            // writing its event: write it now, under the claimed id.
+            if api.events.get(org_id, &first).await?.is_none() {
+                event.id = first.clone();
+                api.events.put_if_absent(&event).await?;
+            }
+            return Ok(accepted(&first));
+        }
+    }
+    api.events.put_if_absent(&event).await?;
+    tracing::info!(org_id = %org_id, event_id = %event.id, event_type = %event_type, "event published");
+    Ok(accepted(&event.id))
+}
+
+fn accepted(event_id: &str) -> Response<Body> {
+    json(StatusCode::ACCEPTED, &serde_json::json!({ "id": event_id }))
+}

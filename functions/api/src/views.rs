@@ -1,0 +1,141 @@
+//! The JSON shapes the API answers with.
+
+use serde::Serialize;
+use webhooks_domain::time::rfc3339;
+use webhooks_domain::{Attempt, Delivery, Endpoint, EventType};
+
+/// One page of a listing: `{"data": [...], "next_cursor": "..." | null}`.
+#[derive(Debug, Serialize)]
+pub struct ListView<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// An endpoint. `secret` appears only where the contract allows it
+/// (creation); listings and reads leave it out entirely.
+#[derive(Debug, Serialize)]
+pub struct EndpointView<'a> {
+    pub id: &'a str,
+    pub url: &'a str,
+    pub event_types: Vec<String>,
+    pub description: &'a str,
+    pub enabled: bool,
+    pub disabled_reason: Option<&'a str>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<&'a str>,
+}
+
+impl<'a> EndpointView<'a> {
+    /// The endpoint without its secret.
+    pub fn public(ep: &'a Endpoint) -> Self {
+        EndpointView {
+            id: &ep.id,
+            url: &ep.url,
+            event_types: ep.subscription.names(),
+            description: &ep.description,
+            enabled: ep.enabled,
+            disabled_reason: ep.disabled_reason.as_deref(),
+            created_at: rfc3339(ep.created_at),
+            updated_at: rfc3339(ep.updated_at),
+            secret: None,
+        }
+    }
+
+    /// The endpoint with its current secret, for its creator.
+    pub fn with_secret(ep: &'a Endpoint) -> Self {
+        EndpointView {
+            secret: Some(ep.secret.expose()),
+            ..EndpointView::public(ep)
+        }
+    }
+}
+
+/// `{"secret": "whsec_..."}`.
+#[derive(Debug, Serialize)]
+pub struct SecretView<'a> {
+    pub secret: &'a str,
+}
+
+/// A delivery with its attempt log.
+#[derive(Debug, Serialize)]
+pub struct DeliveryView<'a> {
+    pub id: &'a str,
+    pub endpoint_id: &'a str,
+    pub event_id: &'a str,
+    pub event_type: EventType,
+    pub status: &'static str,
+    /// Each `{number, at, status_code, error, latency_ms, response_body}`.
+    pub attempts: &'a [Attempt],
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<&'a str>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl<'a> DeliveryView<'a> {
+    pub fn of(d: &'a Delivery) -> Self {
+        DeliveryView {
+            id: &d.id,
+            endpoint_id: &d.endpoint_id,
+            event_id: &d.event_id,
+            event_type: d.event_type,
+            status: d.status.as_str(),
+            attempts: &d.attempts,
+            next_attempt_at: d.next_attempt_at.map(rfc3339),
+            last_error: d.last_error.as_deref(),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+        }
+    }
+}
+
+/// An entry of `GET /v1/event-types`.
+#[derive(Debug, Serialize)]
+pub struct EventTypeView {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhooks_domain::{Secret, Subscription};
+
+    #[test]
+    fn endpoints_show_their_secret_only_when_asked() {
+        let ep = Endpoint::new(
+            "org",
+            "https://example.com/hook".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        let public = serde_json::to_value(EndpointView::public(&ep)).unwrap();
+        assert!(public.get("secret").is_none());
+        assert_eq!(public["event_types"], serde_json::json!(["*"]));
+        assert_eq!(public["disabled_reason"], serde_json::Value::Null);
+        let full = serde_json::to_value(EndpointView::with_secret(&ep)).unwrap();
+        assert_eq!(full["secret"], ep.secret.expose());
+    }
+
+    #[test]
+    fn deliveries_show_nulls_where_not_applicable() {
+        let mut d = Delivery::new("org", "ep_1", "evt_1", EventType::LeadWon);
+        d.next_attempt_at = None;
+        d.attempts.push(Attempt {
+            number: 1,
+            at: d.created_at,
+            status_code: None,
+            error: Some("timeout".into()),
+            latency_ms: 15000,
+            response_body: None,
+        });
+        let v = serde_json::to_value(DeliveryView::of(&d)).unwrap();
+        assert_eq!(v["status"], "pending");
+        assert_eq!(v["next_attempt_at"], serde_json::Value::Null);
+        assert_eq!(v["attempts"][0]["status_code"], serde_json::Value::Null);
+        assert_eq!(v["attempts"][0]["error"], "timeout");
+        assert_eq!(v["attempts"][0]["at"], rfc3339(d.created_at));
+    }
+}

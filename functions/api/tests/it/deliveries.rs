@@ -1,0 +1,325 @@
+use crate::support::*;
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Event, EventType};
+use webhooks_ports::{AttemptUpdate, DeliveryStore, EndpointStore, EventStore};
+
+fn tasks(w: &World) -> Vec<DeliveryTask> {
+    w.queue
+        .bodies()
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("a delivery task"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_endpoints_deliveries_page_newest_first() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let status = if i % 2 == 0 {
+            DeliveryStatus::Delivered
+        } else {
+            DeliveryStatus::DeadLettered
+        };
+        made.push(w.delivery(ORG, &id, status).await.1.id);
+    }
+    made.reverse();
+
+    let mut seen = Vec::new();
+    let mut uri = format!("/v1/endpoints/{id}/deliveries?limit=3");
+    loop {
+        let r = w.manage("GET", &uri, "").await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        for d in r.json["data"].as_array().unwrap() {
+            seen.push(d["id"].as_str().unwrap().to_string());
+        }
+        match r.json["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/endpoints/{id}/deliveries?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made);
+
+    let r = w
+        .manage(
+            "GET",
+            &format!("/v1/endpoints/{id}/deliveries?status=dead_lettered"),
+            "",
+        )
+        .await;
+    let data = r.json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    assert!(data.iter().all(|d| d["status"] == "dead_lettered"));
+    assert_eq!(r.json["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn delivery_listings_refuse_bad_parameters_and_other_orgs() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    w.delivery(ORG, &id, DeliveryStatus::Pending).await;
+    let base = format!("/v1/endpoints/{id}/deliveries");
+    for status in ["done", "PENDING", "1"] {
+        w.manage("GET", &format!("{base}?status={status}"), "")
+            .await
+            .assert_invalid("status");
+    }
+    for limit in ["0", "251", "x"] {
+        w.manage("GET", &format!("{base}?limit={limit}"), "")
+            .await
+            .assert_invalid("limit");
+    }
+    for cursor in ["%%%", "ZXBfMDE", "bm9wZQ"] {
+        w.manage("GET", &format!("{base}?cursor={cursor}"), "")
+            .await
+            .assert_invalid("cursor");
+    }
+    w.call_as(OTHER_ORG, MANAGE, "GET", &base, "")
+        .await
+        .assert_error(404, "not_found");
+    w.manage("GET", "/v1/endpoints/ep_missing/deliveries", "")
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn one_delivery_shows_its_attempts() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let (event, d) = w.delivery(ORG, &id, DeliveryStatus::Pending).await;
+    let at = Utc::now();
+    w.deliveries
+        .record_attempt(
+            &d.id,
+            &AttemptUpdate {
+                attempt: Attempt {
+                    number: 1,
+                    at,
+                    status_code: Some(500),
+                    error: None,
+                    latency_ms: 12,
+                    response_body: Some("oops".into()),
+                },
+                status: DeliveryStatus::Pending,
+                next_attempt_at: Some(at + Duration::seconds(30)),
+                last_error: Some("HTTP 500".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let r = w
+        .manage("GET", &format!("/v1/deliveries/{}", d.id), "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let v = &r.json;
+    assert_eq!(v["id"], d.id.as_str());
+    assert_eq!(v["endpoint_id"], id.as_str());
+    assert_eq!(v["event_id"], event.id.as_str());
+    assert_eq!(v["event_type"], "invoice.paid");
+    assert_eq!(v["status"], "pending");
+    assert_eq!(v["last_error"], "HTTP 500");
+    assert_eq!(
+        v["next_attempt_at"],
+        webhooks_domain::time::rfc3339(at + Duration::seconds(30))
+    );
+    assert_eq!(
+        v["attempts"],
+        json!([{
+            "number": 1,
+            "at": webhooks_domain::time::rfc3339(at),
+            "status_code": 500,
+            "error": null,
+            "latency_ms": 12,
+            "response_body": "oops"
+        }])
+    );
+    for key in ["created_at", "updated_at"] {
+        assert!(v[key].as_str().unwrap().ends_with('Z'));
+    }
+}
+
+#[tokio::test]
+async fn deliveries_of_other_orgs_and_malformed_ids_are_404() {
+    let w = world();
+    let theirs = w.create_endpoint_for(OTHER_ORG, &["*"]).await;
+    let (_, d) = w
+        .delivery(
+            OTHER_ORG,
+            theirs["id"].as_str().unwrap(),
+            DeliveryStatus::DeadLettered,
+        )
+        .await;
+    for path in [
+        format!("/v1/deliveries/{}", d.id),
+        format!("/v1/deliveries/{}", d.id.replace("dlv_", "dlv_x")),
+        "/v1/deliveries/dlv_nope".to_string(),
+        format!("/v1/deliveries/dlv_{}", "0".repeat(52)),
+    ] {
+        w.manage("GET", &path, "")
+            .await
+            .assert_error(404, "not_found");
+        w.manage("POST", &format!("{path}/retry"), "")
+            .await
+            .assert_error(404, "not_found");
+    }
+    assert_eq!(w.status_of(&d.id).await, DeliveryStatus::DeadLettered);
+    assert!(w.queue.is_empty());
+}
+
+#[tokio::test]
+async fn retry_requeues_dead_lettered_and_canceled_deliveries() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    for status in [DeliveryStatus::DeadLettered, DeliveryStatus::Canceled] {
+        let (event, d) = w.delivery(ORG, &id, status).await;
+        let before = w.queue.len();
+        let r = w
+            .manage("POST", &format!("/v1/deliveries/{}/retry", d.id), "")
+            .await;
+        assert_eq!(r.status, 202, "{}", r.json);
+        assert_eq!(r.json, json!({"id": d.id, "status": "pending"}));
+        assert_eq!(w.status_of(&d.id).await, DeliveryStatus::Pending);
+        assert_eq!(w.queue.len(), before + 1);
+        let task = tasks(&w).pop().unwrap();
+        assert_eq!(
+            task,
+            DeliveryTask {
+                delivery_id: d.id.clone(),
+                org_id: ORG.into(),
+                endpoint_id: id.clone(),
+                event_id: event.id.clone(),
+                event_type: EventType::InvoicePaid,
+                payload: event.payload(),
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_refuses_pending_and_delivered_deliveries() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    for status in [DeliveryStatus::Pending, DeliveryStatus::Delivered] {
+        let (_, d) = w.delivery(ORG, &id, status).await;
+        w.manage("POST", &format!("/v1/deliveries/{}/retry", d.id), "")
+            .await
+            .assert_error(409, "conflict");
+        assert_eq!(w.status_of(&d.id).await, status);
+    }
+    assert!(w.queue.is_empty());
+}
+
+#[tokio::test]
+async fn retry_of_a_delivery_whose_endpoint_is_gone_is_404() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let (_, d) = w.delivery(ORG, &id, DeliveryStatus::DeadLettered).await;
+    w.endpoints.delete(ORG, &id).await.unwrap();
+    w.manage("POST", &format!("/v1/deliveries/{}/retry", d.id), "")
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(w.status_of(&d.id).await, DeliveryStatus::DeadLettered);
+    assert!(w.queue.is_empty());
+}
+
+/// A dead-lettered delivery created at `created_at`.
+async fn dead_at(
+    w: &World,
+    endpoint_id: &str,
+    created_at: chrono::DateTime<Utc>,
+) -> (Event, Delivery) {
+    let data = serde_json::value::RawValue::from_string("{}".into()).unwrap();
+    let event = Event::new(ORG, EventType::LeadWon, data);
+    w.events.put_if_absent(&event).await.unwrap();
+    let mut d = Delivery::new(ORG, endpoint_id, &event.id, event.event_type);
+    d.status = DeliveryStatus::DeadLettered;
+    d.created_at = created_at;
+    w.deliveries.create_if_absent(&d).await.unwrap();
+    (event, d)
+}
+
+#[tokio::test]
+async fn recover_requeues_every_dead_lettered_delivery_since_a_time() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let since = Utc::now() - Duration::hours(1);
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        old.push(dead_at(&w, &id, since - Duration::minutes(5)).await.1);
+    }
+    let mut recent = Vec::new();
+    for _ in 0..130 {
+        recent.push(dead_at(&w, &id, since + Duration::minutes(5)).await);
+    }
+    let (_, delivered) = w.delivery(ORG, &id, DeliveryStatus::Delivered).await;
+    let other = w.create_endpoint(&["*"]).await;
+    let (_, elsewhere) = dead_at(&w, &other, Utc::now()).await;
+
+    let r = w
+        .manage(
+            "POST",
+            &format!("/v1/endpoints/{id}/recover"),
+            json!({"since": webhooks_domain::time::rfc3339(since)}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    assert_eq!(r.json, json!({"requeued": 130}));
+    for (event, d) in &recent {
+        assert_eq!(w.status_of(&d.id).await, DeliveryStatus::Pending);
+        assert!(tasks(&w)
+            .iter()
+            .any(|t| t.delivery_id == d.id && t.payload == event.payload()));
+    }
+    for d in &old {
+        assert_eq!(w.status_of(&d.id).await, DeliveryStatus::DeadLettered);
+    }
+    assert_eq!(w.status_of(&delivered.id).await, DeliveryStatus::Delivered);
+    assert_eq!(
+        w.status_of(&elsewhere.id).await,
+        DeliveryStatus::DeadLettered
+    );
+    assert_eq!(w.queue.len(), 130);
+
+    // An earlier `since` takes the older ones too.
+    let r = w
+        .manage(
+            "POST",
+            &format!("/v1/endpoints/{id}/recover"),
+            json!({"since": "2000-01-01T00:00:00+02:00"}).to_string(),
+        )
+        .await;
+    assert_eq!(r.json, json!({"requeued": 3}));
+}
+
+#[tokio::test]
+async fn recover_wants_a_valid_since_and_the_callers_endpoint() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let uri = format!("/v1/endpoints/{id}/recover");
+    for body in [
+        "{}",
+        r#"{"since": null}"#,
+        r#"{"since": 5}"#,
+        r#"{"since": "yesterday"}"#,
+        r#"{"since": "2026-13-01T00:00:00Z"}"#,
+    ] {
+        w.manage("POST", &uri, body).await.assert_invalid("since");
+    }
+    w.manage("POST", &uri, r#"{"since":"2026-01-01T00:00:00Z","x":1}"#)
+        .await
+        .assert_invalid("x");
+    w.manage("POST", &uri, "")
+        .await
+        .assert_error(400, "invalid_request");
+    w.call_as(
+        OTHER_ORG,
+        MANAGE,
+        "POST",
+        &uri,
+        r#"{"since":"2020-01-01T00:00:00Z"}"#,
+    )
+    .await
+    .assert_error(404, "not_found");
+}

@@ -1,0 +1,176 @@
+use crate::support::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use webhooks_domain::EventType;
+use webhooks_ports::{EventStore, IdempotencyStore};
+
+#[tokio::test]
+async fn event_types_are_listed_with_descriptions() {
+    let w = world();
+    let r = w.call_as(ORG, WRITE, "GET", "/v1/event-types", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["next_cursor"], Value::Null);
+    let names: Vec<&str> = r.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert!(!t["description"].as_str().unwrap().is_empty());
+            t["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "lead_won",
+            "lead_lost",
+            "proposal_accepted",
+            "meeting.booked",
+            "invoice.paid",
+            "payment_failed",
+            "project.completed",
+            "task.completed",
+            "client.created",
+            "billing.suspended",
+            "survey.submitted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_published_event_keeps_its_data_bytes() {
+    let w = world();
+    let body =
+        r#"{"type":"invoice.paid","data":{"z": 1, "a": [1.50, "é"], "n": 12345678901234567890}}"#;
+    let r = w.call_as(ORG, WRITE, "POST", "/v1/events", body).await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let id = r.json["id"].as_str().unwrap();
+    assert!(id.starts_with("evt_"));
+    assert_eq!(r.json.as_object().unwrap().len(), 1);
+    let event = w.events.get(ORG, id).await.unwrap().unwrap();
+    assert_eq!(event.event_type, EventType::InvoicePaid);
+    assert_eq!(
+        event.data.get(),
+        r#"{"z": 1, "a": [1.50, "é"], "n": 12345678901234567890}"#
+    );
+    assert_eq!(event.target_endpoint, None);
+    assert!(w.events.get(OTHER_ORG, id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn publishing_validates_each_field_and_names_it() {
+    let w = world();
+    let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(64 * 1024));
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"data": {}}), "type"),
+        (json!({"type": "invoice.created", "data": {}}), "type"),
+        (json!({"type": 7, "data": {}}), "type"),
+        (json!({"type": null, "data": {}}), "type"),
+        (json!({"type": "lead_won"}), "data"),
+        (json!({"type": "lead_won", "data": null}), "data"),
+        (json!({"type": "lead_won", "data": [1]}), "data"),
+        (json!({"type": "lead_won", "data": "x"}), "data"),
+        (json!({"type": "lead_won", "data": 1}), "data"),
+        (
+            json!({"type": "lead_won", "data": {}, "idempotency_key": ""}),
+            "idempotency_key",
+        ),
+        (
+            json!({"type": "lead_won", "data": {}, "idempotency_key": "k".repeat(256)}),
+            "idempotency_key",
+        ),
+        (
+            json!({"type": "lead_won", "data": {}, "idempotency_key": 5}),
+            "idempotency_key",
+        ),
+        (
+            json!({"type": "lead_won", "data": {}, "org_id": "org_b"}),
+            "org_id",
+        ),
+    ];
+    for (body, field) in cases {
+        w.call_as(ORG, WRITE, "POST", "/v1/events", body.to_string())
+            .await
+            .assert_invalid(field);
+    }
+    let r = w
+        .call_as(
+            ORG,
+            WRITE,
+            "POST",
+            "/v1/events",
+            format!(r#"{{"type":"lead_won","data":{big}}}"#),
+        )
+        .await;
+    r.assert_invalid("data");
+    assert!(w.events.is_empty());
+    // The largest key is fine.
+    let r = w
+        .call_as(
+            ORG,
+            WRITE,
+            "POST",
+            "/v1/events",
+            json!({"type": "lead_won", "data": {}, "idempotency_key": "é".repeat(255)}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_first_id_and_writes_nothing() {
+    let w = world();
+    let body =
+        json!({"type": "lead_won", "data": {"n": 1}, "idempotency_key": "order-42"}).to_string();
+    let first = w
+        .call_as(ORG, WRITE, "POST", "/v1/events", body.clone())
+        .await;
+    assert_eq!(first.status, 202);
+    let again = w
+        .call_as(ORG, WRITE, "POST", "/v1/events", body.clone())
+        .await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.json, first.json);
+    assert_eq!(w.events.len(), 1);
+    assert_eq!(w.events.read_stream(0, 10).len(), 1);
+
+    // Keys are per organization.
+    let theirs = w
+        .call_as(OTHER_ORG, WRITE, "POST", "/v1/events", body)
+        .await;
+    assert_ne!(theirs.json["id"], first.json["id"]);
+    // No key: a new event each time.
+    let plain = json!({"type": "lead_won", "data": {}}).to_string();
+    let a = w
+        .call_as(ORG, WRITE, "POST", "/v1/events", plain.clone())
+        .await;
+    let b = w.call_as(ORG, WRITE, "POST", "/v1/events", plain).await;
+    assert_ne!(a.json["id"], b.json["id"]);
+    assert_eq!(w.events.len(), 4);
+}
+
+#[tokio::test]
+async fn a_key_claimed_by_a_request_that_crashed_still_gets_its_event() {
+    let w = world();
+    let claimed = webhooks_domain::ids::new_id("evt");
+    w.idempotency
+        .claim(
+            &format!("events:{ORG}:k1"),
+            &claimed,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let body =
+        json!({"type": "task.completed", "data": {"t": 1}, "idempotency_key": "k1"}).to_string();
+    let r = w
+        .call_as(ORG, WRITE, "POST", "/v1/events", body.clone())
+        .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.json["id"], claimed.as_str());
+    let event = w.events.get(ORG, &claimed).await.unwrap().unwrap();
+    assert_eq!(event.event_type, EventType::TaskCompleted);
+    let again = w.call_as(ORG, WRITE, "POST", "/v1/events", body).await;
+    assert_eq!(again.json["id"], claimed.as_str());
+    assert_eq!(w.events.len(), 1);
+}

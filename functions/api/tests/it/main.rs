@@ -1,0 +1,13 @@
+//! The management API end to end over memory adapters: every route's
+//! success, validation, authorization and isolation, and that no input,
+//! however malformed, produces a 5xx.
+
+mod auth;
+mod backend;
+mod deliveries;
+mod endpoints;
+mod events;
+mod lambda_event;
+mod malformed;
+mod openapi;
+mod support;
