@@ -6,7 +6,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use std::time::Duration;
-use webhooks_aws::env::{optional, EnvError};
+use webhooks_aws::env::{self, EnvError};
 use webhooks_domain::retry::parse_duration;
 use webhooks_domain::RetrySchedule;
 use webhooks_pipeline::{MessageOutcome, Sender};
@@ -51,13 +51,13 @@ fn received(m: &SqsMessage) -> ReceivedMessage {
 /// The sender's settings from `WEBHOOKS_RETRY_SCHEDULE` (e.g. `1s,2s,4s`)
 /// and `WEBHOOKS_REQUEST_TIMEOUT` (e.g. `15s`), with the contract's defaults.
 pub fn settings_from_env() -> Result<(RetrySchedule, Duration), EnvError> {
-    let schedule = match optional("WEBHOOKS_RETRY_SCHEDULE") {
+    let schedule = match env::optional("WEBHOOKS_RETRY_SCHEDULE") {
         Some(s) => s
             .parse()
             .map_err(|e| EnvError(format!("WEBHOOKS_RETRY_SCHEDULE: {e}")))?,
         None => RetrySchedule::default(),
     };
-    let timeout = match optional("WEBHOOKS_REQUEST_TIMEOUT") {
+    let timeout = match env::optional("WEBHOOKS_REQUEST_TIMEOUT") {
         Some(s) => {
             parse_duration(&s).map_err(|e| EnvError(format!("WEBHOOKS_REQUEST_TIMEOUT: {e}")))?
         }

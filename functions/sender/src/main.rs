@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use webhooks_aws::env::required;
+use webhooks_aws::env;
 use webhooks_aws::{AwsClients, DynamoDeliveryStore, DynamoEndpointStore, SqsQueue};
 use webhooks_pipeline::{DeliveryClient, DeliveryClientConfig, Sender, SenderConfig};
 
@@ -15,19 +15,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sender = Sender::new(
         Arc::new(DynamoEndpointStore::new(
             aws.dynamodb.clone(),
-            required("ENDPOINTS_TABLE")?,
+            env::required("ENDPOINTS_TABLE")?,
         )),
         Arc::new(DynamoDeliveryStore::new(
             aws.dynamodb.clone(),
-            required("DELIVERIES_TABLE")?,
+            env::required("DELIVERIES_TABLE")?,
         )),
         Arc::new(SqsQueue::new(
             aws.sqs.clone(),
-            required("DELIVERY_QUEUE_URL")?,
+            env::required("DELIVERY_QUEUE_URL")?,
         )),
         Arc::new(SqsQueue::new(
             aws.sqs.clone(),
-            required("DELIVERY_DLQ_URL")?,
+            env::required("DELIVERY_DLQ_URL")?,
         )),
         client,
         SenderConfig {

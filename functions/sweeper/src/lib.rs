@@ -3,7 +3,7 @@
 
 use lambda_runtime::{Error, LambdaEvent};
 use std::time::Duration;
-use webhooks_aws::env::{optional, EnvError};
+use webhooks_aws::env::{self, EnvError};
 use webhooks_domain::retry::parse_duration;
 use webhooks_pipeline::Sweeper;
 
@@ -33,7 +33,7 @@ pub async fn handle(
 /// How old an event must be before the sweeper takes it from the stream
 /// (`WEBHOOKS_SWEEP_GRACE`, default 2 minutes).
 pub fn grace_from_env() -> Result<Duration, EnvError> {
-    match optional("WEBHOOKS_SWEEP_GRACE") {
+    match env::optional("WEBHOOKS_SWEEP_GRACE") {
         Some(s) => parse_duration(&s).map_err(|e| EnvError(format!("WEBHOOKS_SWEEP_GRACE: {e}"))),
         None => Ok(Duration::from_secs(120)),
     }

@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use webhooks_aws::env::required;
+use webhooks_aws::env;
 use webhooks_aws::{
     AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
     SqsQueue,
@@ -13,27 +13,27 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = AwsClients::load().await;
     let cursors = Arc::new(DynamoCursorStore::new(
         aws.dynamodb.clone(),
-        required("CURSORS_TABLE")?,
+        env::required("CURSORS_TABLE")?,
     ));
     let fanout = Arc::new(FanOut::new(
         Arc::new(DynamoEndpointStore::new(
             aws.dynamodb.clone(),
-            required("ENDPOINTS_TABLE")?,
+            env::required("ENDPOINTS_TABLE")?,
         )),
         Arc::new(DynamoDeliveryStore::new(
             aws.dynamodb.clone(),
-            required("DELIVERIES_TABLE")?,
+            env::required("DELIVERIES_TABLE")?,
         )),
         Arc::new(SqsQueue::new(
             aws.sqs.clone(),
-            required("DELIVERY_QUEUE_URL")?,
+            env::required("DELIVERY_QUEUE_URL")?,
         )),
         cursors.clone(),
     ));
     let sweeper = Sweeper::new(
         Arc::new(DynamoEventStore::new(
             aws.dynamodb.clone(),
-            required("EVENTS_TABLE")?,
+            env::required("EVENTS_TABLE")?,
         )),
         cursors,
         fanout,
