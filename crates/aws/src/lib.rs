@@ -10,8 +10,10 @@ pub mod env;
 mod error;
 pub mod events;
 pub mod idempotency;
+pub mod inbound;
 pub mod items;
 pub mod queue;
+pub mod request_counter;
 pub mod resources;
 pub mod stream;
 
@@ -20,6 +22,7 @@ pub use deliveries::DynamoDeliveryStore;
 pub use endpoints::DynamoEndpointStore;
 pub use events::DynamoEventStore;
 pub use idempotency::DynamoIdempotencyStore;
+pub use inbound::DynamoInboundStore;
 pub use queue::SqsQueue;
 
 /// The SDK configuration from the environment (region, credentials,
@@ -46,6 +49,23 @@ impl AwsClients {
         AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
+        }
+    }
+
+    /// Clients whose every request is tallied by `counter`.
+    pub fn counted(
+        config: &aws_config::SdkConfig,
+        counter: &request_counter::RequestCounter,
+    ) -> Self {
+        let ddb = aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
+        AwsClients {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(ddb),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
         }
     }
 }

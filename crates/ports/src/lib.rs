@@ -187,3 +187,48 @@ pub trait Queue: Send + Sync {
     /// Removes received messages.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
 }
+
+/// A provider's event or message as it arrived at an inbound route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRecord {
+    /// `stripe`, `twilio` or `whatsapp`.
+    pub provider: String,
+    /// The provider's id: Stripe event id, Twilio `MessageSid`, WhatsApp message id.
+    pub provider_id: String,
+    /// The organization it was routed to, if any.
+    pub org_id: Option<String>,
+    /// The Stripe event type (`invoice.paid`), or [`InboundRecord::MESSAGE`].
+    pub kind: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub text: Option<String>,
+    /// The raw request body, or the message's JSON.
+    pub raw: String,
+    pub received_at: DateTime<Utc>,
+}
+
+impl InboundRecord {
+    /// The `kind` of an inbound text/media message (Twilio, WhatsApp).
+    pub const MESSAGE: &'static str = "message";
+
+    /// Whether this record is listed among its org's messages: a message
+    /// routed to an org.
+    pub fn is_org_message(&self) -> bool {
+        self.org_id.is_some() && self.kind == Self::MESSAGE
+    }
+}
+
+/// Provider events and messages received on the inbound routes, and which
+/// org owns each receiving address.
+#[async_trait]
+pub trait InboundStore: Send + Sync {
+    /// Records a provider's raw event/message once: false if (provider,
+    /// provider_id) was recorded before.
+    async fn record(&self, record: &InboundRecord) -> Result<bool>;
+    /// Which org owns a receiving address (Twilio number "+15550001111",
+    /// WhatsApp phone_number_id).
+    async fn route(&self, provider: &str, address: &str) -> Result<Option<String>>;
+    async fn set_route(&self, provider: &str, address: &str, org_id: &str) -> Result<()>;
+    /// Messages recorded for an org, newest first (for the sales flows and tests).
+    async fn messages(&self, org_id: &str, limit: usize) -> Result<Vec<InboundRecord>>;
+}

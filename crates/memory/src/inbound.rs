@@ -1,0 +1,190 @@
+//! Inbound provider events and messages, and the routes of receiving
+//! addresses to orgs.
+
+use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use webhooks_ports::{InboundRecord, InboundStore, Result};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every change is a single insert, so a poisoned lock holds whole data.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Inbound records keyed by (provider, provider id), recorded once each.
+#[derive(Default)]
+pub struct MemoryInboundStore {
+    records: Mutex<Records>,
+    routes: Mutex<HashMap<(String, String), String>>,
+}
+
+#[derive(Default)]
+struct Records {
+    in_order: Vec<InboundRecord>,
+    keys: HashSet<(String, String)>,
+}
+
+impl MemoryInboundStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Every record, in the order they were recorded.
+    pub fn records(&self) -> Vec<InboundRecord> {
+        lock(&self.records).in_order.clone()
+    }
+
+    /// How many records are stored.
+    pub fn len(&self) -> usize {
+        lock(&self.records).in_order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl InboundStore for MemoryInboundStore {
+    async fn record(&self, record: &InboundRecord) -> Result<bool> {
+        let mut records = lock(&self.records);
+        let key = (record.provider.clone(), record.provider_id.clone());
+        if !records.keys.insert(key) {
+            return Ok(false);
+        }
+        records.in_order.push(record.clone());
+        Ok(true)
+    }
+
+    async fn route(&self, provider: &str, address: &str) -> Result<Option<String>> {
+        Ok(lock(&self.routes)
+            .get(&(provider.to_string(), address.to_string()))
+            .cloned())
+    }
+
+    async fn set_route(&self, provider: &str, address: &str, org_id: &str) -> Result<()> {
+        lock(&self.routes).insert(
+            (provider.to_string(), address.to_string()),
+            org_id.to_string(),
+        );
+        Ok(())
+    }
+
+    async fn messages(&self, org_id: &str, limit: usize) -> Result<Vec<InboundRecord>> {
+        let records = lock(&self.records);
+        // Newest first; among equal times, the later recorded first.
+        let mut messages: Vec<(usize, &InboundRecord)> = records
+            .in_order
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_org_message() && r.org_id.as_deref() == Some(org_id))
+            .collect();
+        messages.sort_by(|(i, a), (j, b)| b.received_at.cmp(&a.received_at).then(j.cmp(i)));
+        Ok(messages
+            .into_iter()
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    fn message(provider: &str, id: &str, org: Option<&str>, age_secs: i64) -> InboundRecord {
+        InboundRecord {
+            provider: provider.into(),
+            provider_id: id.into(),
+            org_id: org.map(String::from),
+            kind: InboundRecord::MESSAGE.into(),
+            from: Some("+15550002222".into()),
+            to: Some("+15550001111".into()),
+            text: Some(format!("hello {id}")),
+            raw: "{}".into(),
+            received_at: Utc::now() - Duration::seconds(age_secs),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_each_provider_id_once() {
+        let store = MemoryInboundStore::new();
+        let m = message("twilio", "SM1", Some("org_a"), 0);
+        assert!(store.record(&m).await.unwrap());
+        let mut again = m.clone();
+        again.text = Some("changed".into());
+        assert!(!store.record(&again).await.unwrap());
+        // The same id from another provider is a different record.
+        assert!(store
+            .record(&message("whatsapp", "SM1", Some("org_a"), 0))
+            .await
+            .unwrap());
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.records()[0].text.as_deref(), Some("hello SM1"));
+    }
+
+    #[tokio::test]
+    async fn lists_an_orgs_messages_newest_first() {
+        let store = MemoryInboundStore::new();
+        store
+            .record(&message("twilio", "old", Some("org_a"), 60))
+            .await
+            .unwrap();
+        store
+            .record(&message("whatsapp", "new", Some("org_a"), 1))
+            .await
+            .unwrap();
+        store
+            .record(&message("twilio", "other", Some("org_b"), 0))
+            .await
+            .unwrap();
+        store
+            .record(&message("twilio", "unrouted", None, 0))
+            .await
+            .unwrap();
+        let mut stripe = message("stripe", "evt_1", Some("org_a"), 0);
+        stripe.kind = "invoice.paid".into();
+        store.record(&stripe).await.unwrap();
+
+        let ids = |v: Vec<InboundRecord>| v.into_iter().map(|r| r.provider_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.messages("org_a", 10).await.unwrap()),
+            ["new", "old"]
+        );
+        assert_eq!(ids(store.messages("org_a", 1).await.unwrap()), ["new"]);
+        assert_eq!(ids(store.messages("org_b", 10).await.unwrap()), ["other"]);
+        assert!(store.messages("org_c", 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn routes_addresses_to_orgs() {
+        let store = MemoryInboundStore::new();
+        assert_eq!(store.route("twilio", "+15550001111").await.unwrap(), None);
+        store
+            .set_route("twilio", "+15550001111", "org_a")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .route("twilio", "+15550001111")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("org_a")
+        );
+        assert_eq!(store.route("whatsapp", "+15550001111").await.unwrap(), None);
+        store
+            .set_route("twilio", "+15550001111", "org_b")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .route("twilio", "+15550001111")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("org_b")
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Responses of the inbound routes: the provider's expected acknowledgement,
+//! or `{"error":{"code":..,"message":..}}` with a status.
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Response};
+use webhooks_ports::BackendError;
+
+/// Why an inbound request was not accepted. Nothing a caller sends produces
+/// `Backend`.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    /// 503: the route's secret is not set; names the variable, never a value.
+    NotConfigured(&'static str),
+    /// 401: a missing or wrong signature, or a Stripe timestamp out of tolerance.
+    InvalidSignature(String),
+    /// 400: the body is signed but unusable.
+    InvalidRequest(String),
+    /// 403: a WhatsApp verification request with the wrong token or mode.
+    Forbidden(String),
+    /// 404: no such inbound route.
+    NotFound,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed(&'static str),
+    /// 503 (transient) or 500: the stores failed; the provider retries.
+    Backend(BackendError),
+}
+
+impl From<BackendError> for Rejection {
+    fn from(e: BackendError) -> Self {
+        Rejection::Backend(e)
+    }
+}
+
+impl Rejection {
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let (status, code, message) = match self {
+            Rejection::NotConfigured(variable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_configured",
+                format!("{variable} is not set"),
+            ),
+            Rejection::InvalidSignature(m) => (StatusCode::UNAUTHORIZED, "invalid_signature", m),
+            Rejection::InvalidRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m),
+            Rejection::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            Rejection::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such inbound route".to_string(),
+            ),
+            Rejection::MethodNotAllowed(allow) => {
+                let mut response = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!("this route accepts {allow}"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                return response;
+            }
+            Rejection::Backend(e) => {
+                tracing::error!(error = %e, "inbound request not recorded");
+                if e.is_transient() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "service_unavailable",
+                        "a backend is unavailable; try again".to_string(),
+                    )
+                } else {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        "internal error".to_string(),
+                    )
+                }
+            }
+        };
+        error(status, code, &message)
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    with_body(status, "application/json", body.to_string())
+}
+
+/// A response with a text body of the given content type.
+pub(crate) fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<String>,
+) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,197 @@
+//! WhatsApp Cloud API (Meta): the verification handshake, the
+//! `X-Hub-Signature-256` check, and the messages of a notification.
+
+use crate::crypto::hmac_sha256;
+use hmac::Mac;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// Whether `header` is `sha256=<hex HMAC-SHA256(app secret, raw body)>`.
+pub(crate) fn signature_valid(app_secret: &str, header: &str, body: &[u8]) -> bool {
+    let Some(hex_signature) = header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_signature) else {
+        return false;
+    };
+    let Some(mut mac) = hmac_sha256(app_secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// One message of a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub id: String,
+    pub from: Option<String>,
+    /// `value.metadata.phone_number_id`: the business number that received it.
+    pub phone_number_id: Option<String>,
+    /// `text.body` of a text message.
+    pub text: Option<String>,
+    /// The message's JSON as sent.
+    pub raw: String,
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    #[serde(default)]
+    entry: Option<Vec<Entry>>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(default)]
+    changes: Option<Vec<Change>>,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    #[serde(default)]
+    value: Option<ChangeValue>,
+}
+
+#[derive(Deserialize)]
+struct ChangeValue {
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    messages: Option<Vec<Box<RawValue>>>,
+}
+
+/// A JSON string, or a number written as text.
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The messages of a notification, across all its entries and changes
+/// (statuses and other fields carry none). Messages without an id are left
+/// out; the message says what is wrong with a body that is not a
+/// notification.
+pub(crate) fn messages(body: &[u8]) -> Result<Vec<Message>, String> {
+    if !crate::looks_like_json_object(body) {
+        return Err("body is not a WhatsApp notification: not a JSON object".into());
+    }
+    let notification: Notification = serde_json::from_slice(body)
+        .map_err(|e| format!("body is not a WhatsApp notification: {e}"))?;
+    let mut out = Vec::new();
+    let changes = notification
+        .entry
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|e| e.changes.unwrap_or_default());
+    for value in changes.filter_map(|c| c.value) {
+        let phone_number_id = text(
+            value
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("phone_number_id")),
+        );
+        for raw in value.messages.unwrap_or_default() {
+            let message: Value = serde_json::from_str(raw.get())
+                .map_err(|e| format!("a message is not JSON: {e}"))?;
+            let Some(id) = text(message.get("id")).filter(|id| !id.is_empty()) else {
+                tracing::warn!("WhatsApp message without an id ignored");
+                continue;
+            };
+            out.push(Message {
+                id,
+                from: text(message.get("from")),
+                phone_number_id: phone_number_id.clone(),
+                text: text(message.get("text").and_then(|t| t.get("body"))),
+                raw: raw.get().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_message_of_every_change() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[
+            {"id":"1","changes":[
+                {"field":"messages","value":{"messaging_product":"whatsapp",
+                    "metadata":{"display_phone_number":"15550001111","phone_number_id":"111"},
+                    "messages":[
+                        {"from":"15550002222","id":"wamid.A","timestamp":"1","type":"text","text":{"body":"hi"}},
+                        {"from":"15550003333","id":"wamid.B","timestamp":"2","type":"image","image":{"id":"m"}}
+                    ]}},
+                {"field":"messages","value":{"metadata":{"phone_number_id":"111"},
+                    "statuses":[{"id":"wamid.S","status":"delivered"}]}}
+            ]},
+            {"id":"2","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"222"},
+                "messages":[{"from":"15550004444","id":"wamid.C","type":"text","text":{"body":"yo"}},{"from":"x"}]}}]}
+        ]}"#;
+        let got = messages(body.as_bytes()).unwrap();
+        let ids: Vec<_> = got.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["wamid.A", "wamid.B", "wamid.C"]);
+        assert_eq!(got[0].text.as_deref(), Some("hi"));
+        assert_eq!(got[0].from.as_deref(), Some("15550002222"));
+        assert_eq!(got[0].phone_number_id.as_deref(), Some("111"));
+        assert_eq!(got[1].text, None);
+        assert_eq!(got[2].phone_number_id.as_deref(), Some("222"));
+        assert!(got[0]
+            .raw
+            .starts_with(r#"{"from":"15550002222","id":"wamid.A""#));
+    }
+
+    #[test]
+    fn statuses_only_and_empty_notifications_hold_no_messages() {
+        assert!(
+            messages(br#"{"entry":[{"changes":[{"value":{"statuses":[{"id":"s"}]}}]}]}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(messages(b"{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_bodies_that_are_not_notifications() {
+        for body in [
+            "",
+            "nope",
+            "[]",
+            "[[]]",
+            r#"{"entry":{}}"#,
+            r#"{"entry":[{"changes":"x"}]}"#,
+        ] {
+            assert!(messages(body.as_bytes()).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn checks_the_signature_header() {
+        use sha2::Sha256;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(b"app-secret").unwrap();
+        mac.update(b"{}");
+        let hex = hex::encode(mac.finalize().into_bytes());
+        assert!(signature_valid(
+            "app-secret",
+            &format!("sha256={hex}"),
+            b"{}"
+        ));
+        assert!(signature_valid(
+            "app-secret",
+            &format!("sha256={}", hex.to_uppercase()),
+            b"{}"
+        ));
+        assert!(!signature_valid("app-secret", &hex, b"{}"));
+        assert!(!signature_valid("other", &format!("sha256={hex}"), b"{}"));
+        assert!(!signature_valid(
+            "app-secret",
+            &format!("sha256={hex}"),
+            b"{ }"
+        ));
+        assert!(!signature_valid("app-secret", "sha256=zz", b"{}"));
+    }
+}
