@@ -1,1 +1,203 @@
-fn main() {}
+//! `webhooks`: the local runner and its tools.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+use webhooks::backend::{Backend, Settings};
+use webhooks_domain::retry::parse_duration;
+use webhooks_domain::RetrySchedule;
+use webhooks_fn_inbound::InboundConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "webhooks",
+    version,
+    about = "DevSphere webhooks: run the whole system locally"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, inbound routes, fan-out, sender and sweeper in one process.
+    Dev(DevArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DevArgs {
+    #[command(subcommand)]
+    command: Option<DevCommand>,
+    /// Address to serve on.
+    #[arg(long, env = "WEBHOOKS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// memory (embedded, nothing to install) or aws (the AWS SDK's default
+    /// configuration; AWS_ENDPOINT_URL points it at LocalStack or moto).
+    #[arg(long, env = "WEBHOOKS_BACKEND", value_enum, default_value = "memory")]
+    backend: BackendKind,
+    /// With --backend aws: create the tables and queues first.
+    #[arg(long, env = "WEBHOOKS_CREATE_RESOURCES")]
+    create_resources: bool,
+    /// With --backend aws: resource names are PREFIX-events, PREFIX-deliveries, ...
+    #[arg(long, env = "WEBHOOKS_RESOURCE_PREFIX", default_value = "webhooks-dev")]
+    resource_prefix: String,
+    /// Secret that verifies the HS256 bearer tokens (see `webhooks dev token`).
+    #[arg(
+        long,
+        env = "WEBHOOKS_JWT_SECRET",
+        default_value = "dev-secret",
+        hide_env_values = true
+    )]
+    jwt_secret: String,
+    /// Delays before each retry, e.g. 1s,2s,4s (four attempts in all).
+    #[arg(long, env = "WEBHOOKS_RETRY_SCHEDULE")]
+    retry_schedule: Option<String>,
+    /// Time limit of one delivery attempt.
+    #[arg(long, env = "WEBHOOKS_REQUEST_TIMEOUT", default_value = "15s")]
+    request_timeout: String,
+    /// Refuse loopback, private and link-local endpoints, as in production.
+    #[arg(long, env = "WEBHOOKS_BLOCK_PRIVATE_ENDPOINTS")]
+    block_private_endpoints: bool,
+    /// Public URL of this server, for Twilio signatures (default: http://LISTEN).
+    #[arg(long, env = "WEBHOOKS_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    /// Route inbound messages to an org: PROVIDER:ADDRESS=ORG, e.g.
+    /// twilio:+15550001111=org_a or whatsapp:1234567890=org_a. Repeatable.
+    #[arg(long = "inbound-route", value_name = "PROVIDER:ADDRESS=ORG")]
+    inbound_routes: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Print a bearer token for `webhooks dev`.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The organization (tenant) the token acts for.
+    #[arg(long)]
+    org: String,
+    /// Space-separated scopes, e.g. "webhooks:manage events:write".
+    #[arg(long, default_value = "webhooks:manage events:write")]
+    scope: String,
+    /// A role claim; `admin` grants every scope within the org.
+    #[arg(long)]
+    role: Option<String>,
+    /// Must match the server's --jwt-secret.
+    #[arg(
+        long,
+        env = "WEBHOOKS_JWT_SECRET",
+        default_value = "dev-secret",
+        hide_env_values = true
+    )]
+    jwt_secret: String,
+    /// How long the token is valid.
+    #[arg(long, default_value = "24h")]
+    ttl: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendKind {
+    Memory,
+    Aws,
+}
+
+fn parse_route(s: &str) -> anyhow::Result<(String, String, String)> {
+    let (lhs, org) = s
+        .split_once('=')
+        .with_context(|| format!("--inbound-route '{s}' must look like PROVIDER:ADDRESS=ORG"))?;
+    let (provider, address) = lhs
+        .split_once(':')
+        .with_context(|| format!("--inbound-route '{s}' must look like PROVIDER:ADDRESS=ORG"))?;
+    anyhow::ensure!(
+        matches!(provider, "twilio" | "whatsapp"),
+        "--inbound-route provider must be twilio or whatsapp, not '{provider}'"
+    );
+    Ok((provider.to_string(), address.to_string(), org.to_string()))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .compact()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn optional_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    if let Some(DevCommand::Token(t)) = args.command {
+        let ttl = parse_duration(&t.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+        let token = webhooks::token::issue(&t.jwt_secret, &t.org, &t.scope, t.role.as_deref(), ttl)
+            .map_err(anyhow::Error::msg)?;
+        println!("{token}");
+        return Ok(());
+    }
+    init_logging();
+    let schedule = match &args.retry_schedule {
+        Some(s) => s
+            .parse::<RetrySchedule>()
+            .map_err(|e| anyhow::anyhow!("--retry-schedule: {e}"))?,
+        None => RetrySchedule::default(),
+    };
+    let request_timeout = parse_duration(&args.request_timeout)
+        .map_err(|e| anyhow::anyhow!("--request-timeout: {e}"))?;
+    let routes = args
+        .inbound_routes
+        .iter()
+        .map(|r| parse_route(r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let backend = match args.backend {
+        BackendKind::Memory => Backend::Memory,
+        BackendKind::Aws => Backend::Aws {
+            prefix: args.resource_prefix.clone(),
+            create_resources: args.create_resources,
+        },
+    };
+    let settings = Settings {
+        backend,
+        schedule,
+        request_timeout,
+        allow_private: !args.block_private_endpoints,
+        inbound: InboundConfig {
+            stripe_webhook_secret: optional_env("STRIPE_WEBHOOK_SECRET"),
+            twilio_auth_token: optional_env("TWILIO_AUTH_TOKEN"),
+            whatsapp_verify_token: optional_env("WHATSAPP_VERIFY_TOKEN"),
+            whatsapp_app_secret: optional_env("WHATSAPP_APP_SECRET"),
+            public_base_url: Some(
+                args.public_base_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", args.listen)),
+            ),
+            stripe_tolerance: Duration::from_secs(300),
+        },
+        sweep_grace: Duration::from_secs(30),
+        request_counter: None,
+    };
+    webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => dev(args).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,174 @@
+//! The local stand-in for API Gateway: an HTTP server that turns each request
+//! into the `lambda_http` request the Lambda would get (with the JWT
+//! authorizer's claims filled in from a verified HS256 token) and hands it to
+//! the same handler functions.
+
+use crate::token;
+use aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
+    ApiGatewayV2httpRequestContext,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Largest request body the gateway passes on (API Gateway's is 10 MB; the
+/// handlers enforce their own, smaller limits).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// What serves each route family.
+pub struct Gateway {
+    pub api: Arc<webhooks_fn_api::Api>,
+    pub inbound: Option<Arc<webhooks_fn_inbound::Inbound>>,
+    pub jwt_secret: String,
+}
+
+type HttpResponse = hyper::Response<Full<Bytes>>;
+
+fn error(status: u16, code: &str, message: &str) -> HttpResponse {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+impl Gateway {
+    /// Answers one HTTP request.
+    pub async fn answer(&self, req: hyper::Request<Incoming>) -> HttpResponse {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error(
+                    413,
+                    "payload_too_large",
+                    "request body is larger than 1 MiB",
+                )
+            }
+        };
+        let path = parts.uri.path().to_string();
+        let inbound = path.starts_with("/inbound/");
+        let claims = if inbound {
+            None
+        } else {
+            parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .and_then(|t| token::verify(&self.jwt_secret, t.trim()))
+        };
+        let request = to_lambda_request(parts, body, claims);
+        let result = if inbound {
+            match &self.inbound {
+                Some(h) => webhooks_fn_inbound::handle(h, request).await,
+                None => return error(404, "not_found", "inbound webhooks are not configured"),
+            }
+        } else {
+            webhooks_fn_api::handle(&self.api, request).await
+        };
+        match result {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let bytes = match body {
+                    lambda_http::Body::Empty => Bytes::new(),
+                    lambda_http::Body::Text(t) => Bytes::from(t),
+                    lambda_http::Body::Binary(b) => Bytes::from(b),
+                    _ => Bytes::new(),
+                };
+                hyper::Response::from_parts(parts, Full::new(bytes))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "handler failed");
+                error(500, "internal_error", "the request could not be handled")
+            }
+        }
+    }
+}
+
+/// The request as Lambda would receive it from an HTTP API.
+pub fn to_lambda_request(
+    parts: http::request::Parts,
+    body: Bytes,
+    claims: Option<std::collections::HashMap<String, String>>,
+) -> lambda_http::Request {
+    let mut ctx = ApiGatewayV2httpRequestContext::default();
+    ctx.http.method = parts.method.clone();
+    ctx.http.path = Some(parts.uri.path().to_string());
+    ctx.http.source_ip = Some("127.0.0.1".to_string());
+    ctx.stage = Some("$default".to_string());
+    ctx.request_id = Some(uuid_like());
+    if let Some(claims) = claims {
+        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+        jwt.claims = claims;
+        let mut authorizer = ApiGatewayRequestAuthorizer::default();
+        authorizer.jwt = Some(jwt);
+        ctx.authorizer = Some(authorizer);
+    }
+    let query: std::collections::HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+        .unwrap_or_default();
+    let body = if body.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        match String::from_utf8(body.to_vec()) {
+            Ok(text) => lambda_http::Body::Text(text),
+            Err(e) => lambda_http::Body::Binary(e.into_bytes()),
+        }
+    };
+    http::Request::from_parts(parts, body)
+        .with_query_string_parameters(query)
+        .with_request_context(RequestContext::ApiGatewayV2(ctx))
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("local-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Serves until `stop` turns true, then lets open requests finish (up to
+/// `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let gw = gateway.clone();
+                let service = service_fn(move |req| {
+                    let gw = gw.clone();
+                    async move { Ok::<_, std::convert::Infallible>(gw.answer(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
