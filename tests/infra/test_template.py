@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import warnings
 from pathlib import Path
 
 import pytest
@@ -31,51 +30,6 @@ FUNCTIONS = {
     "fanout": "FanoutFunction",
     "sender": "SenderFunction",
     "sweeper": "SweeperFunction",
-}
-
-# The environment each function reads, by design. Used only while a function's
-# Rust source does not read any variable yet (it is written in parallel).
-DESIGN_ENV = {
-    "api": {
-        "EVENTS_TABLE",
-        "ENDPOINTS_TABLE",
-        "DELIVERIES_TABLE",
-        "CURSORS_TABLE",
-        "IDEMPOTENCY_TABLE",
-        "DELIVERY_QUEUE_URL",
-    },
-    "inbound": {
-        "INBOUND_TABLE",
-        "IDEMPOTENCY_TABLE",
-        "EVENTS_TABLE",
-        "STRIPE_WEBHOOK_SECRET",
-        "TWILIO_AUTH_TOKEN",
-        "WHATSAPP_VERIFY_TOKEN",
-        "WHATSAPP_APP_SECRET",
-        "WEBHOOKS_PUBLIC_BASE_URL",
-    },
-    "fanout": {
-        "ENDPOINTS_TABLE",
-        "DELIVERIES_TABLE",
-        "CURSORS_TABLE",
-        "DELIVERY_QUEUE_URL",
-    },
-    "sender": {
-        "ENDPOINTS_TABLE",
-        "DELIVERIES_TABLE",
-        "DELIVERY_QUEUE_URL",
-        "DELIVERY_DLQ_URL",
-        "WEBHOOKS_RETRY_SCHEDULE",
-        "WEBHOOKS_REQUEST_TIMEOUT",
-    },
-    "sweeper": {
-        "EVENTS_TABLE",
-        "ENDPOINTS_TABLE",
-        "DELIVERIES_TABLE",
-        "CURSORS_TABLE",
-        "DELIVERY_QUEUE_URL",
-        "WEBHOOKS_SWEEP_GRACE",
-    },
 }
 
 # Variables the template may set for the runtime or the logging set-up; the
@@ -399,8 +353,7 @@ def test_tables_and_queues_match_what_webhooks_dev_creates(template: dict, repo_
         fields = dict(re.findall(r"(\w+)\s*:\s*(Some\(\s*\"[^\"]*\"\s*\)|\"[^\"]*\"|None|true|false)", body))
         if "name" in fields:
             specs.append({k: re.sub(r'^Some\(\s*"|"\s*\)$|"', "", v) for k, v in fields.items()})
-    if not specs:
-        warnings.warn(f"{source_path} declares no TableSpec yet; tables not compared with the code", stacklevel=1)
+    assert len(specs) == 6, f"{source_path} should declare the six TableSpecs, found {len(specs)}"
     for spec in specs:
         logical_id = spec["name"].capitalize() + "Table"
         keys, has_ttl = TABLES[logical_id]
@@ -490,15 +443,8 @@ def test_function_environment_matches_what_its_code_reads(template: dict, repo_r
     in_template = set(variables) - IGNORED_ENV
 
     in_code, required = code_env_vars(repo_root, name)
-    if in_code:
-        expected, source = in_code, f"functions/{name}/src (env::required/env::optional calls)"
-    else:
-        expected, source = DESIGN_ENV[name], "the design list (FALLBACK: the code reads no variable yet)"
-        warnings.warn(
-            f"{name}: functions/{name}/src has no env::required/env::optional call yet; "
-            "its template environment was compared with the design list instead of the code",
-            stacklevel=1,
-        )
+    assert in_code, f"functions/{name}/src reads no variable through env::required/env::optional"
+    expected, source = in_code, f"functions/{name}/src (env::required/env::optional calls)"
     missing, extra = expected - in_template, in_template - expected
     assert not missing and not extra, (
         f"{name}: template environment differs from {source}: "
