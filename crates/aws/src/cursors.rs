@@ -39,21 +39,68 @@ impl CursorStore for DynamoCursorStore {
             .and_then(|i| i.get("cursor").and_then(|v| v.as_s().ok().cloned())))
     }
 
-    async fn advance(&self, org_id: &str, event_id: &str) -> Result<()> {
+    async fn advance(&self, org_id: &str, from: &str, to: &str) -> Result<()> {
+        // The usual case, one write: no hold at or before `to`.
+        for round in 0..2 {
+            match self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("org_id", s(org_id))
+                .update_expression("SET #c = :to")
+                .condition_expression(
+                    "(attribute_not_exists(#c) OR #c < :to) AND (attribute_not_exists(#h) OR #h > :to)",
+                )
+                .expression_attribute_names("#c", "cursor")
+                .expression_attribute_names("#h", "hold")
+                .expression_attribute_values(":to", s(to))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_condition_failure(&e) && round == 0 => {
+                    // Already further along, or held: release a hold inside
+                    // this range, then try once more.
+                    match self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key("org_id", s(org_id))
+                        .update_expression("REMOVE #h")
+                        .condition_expression("#h BETWEEN :from AND :to")
+                        .expression_attribute_names("#h", "hold")
+                        .expression_attribute_values(":from", s(from))
+                        .expression_attribute_values(":to", s(to))
+                        .send()
+                        .await
+                    {
+                        Ok(_) => continue,
+                        Err(e) if is_condition_failure(&e) => return Ok(()),
+                        Err(e) => return Err(backend_error("UpdateItem cursors", e)),
+                    }
+                }
+                Err(e) if is_condition_failure(&e) => return Ok(()),
+                Err(e) => return Err(backend_error("UpdateItem cursors", e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn hold(&self, org_id: &str, event_id: &str) -> Result<()> {
         match self
             .client
             .update_item()
             .table_name(&self.table)
             .key("org_id", s(org_id))
-            .update_expression("SET #c = :c")
-            .condition_expression("attribute_not_exists(#c) OR #c < :c")
-            .expression_attribute_names("#c", "cursor")
-            .expression_attribute_values(":c", s(event_id))
+            .update_expression("SET #h = :e")
+            .condition_expression("attribute_not_exists(#h) OR #h > :e")
+            .expression_attribute_names("#h", "hold")
+            .expression_attribute_values(":e", s(event_id))
             .send()
             .await
         {
             Ok(_) => Ok(()),
-            // Already further along.
+            // An older event is held already.
             Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(backend_error("UpdateItem cursors", e)),
         }
@@ -91,8 +138,8 @@ impl CursorStore for DynamoCursorStore {
             for item in out.items.unwrap_or_default() {
                 let org = item.get("org_id").and_then(|v| v.as_s().ok());
                 let cursor = item.get("cursor").and_then(|v| v.as_s().ok());
-                if let (Some(o), Some(c)) = (org, cursor) {
-                    all.push((o.clone(), c.clone()));
+                if let Some(o) = org {
+                    all.push((o.clone(), cursor.cloned().unwrap_or_default()));
                 }
             }
             match out.last_evaluated_key {

@@ -145,21 +145,43 @@ impl FanOut {
 
         report.first_failure = failed.iter().position(|f| *f);
         let done = report.first_failure.unwrap_or(events.len());
+        self.hold_failed(&events[done..]).await;
         self.advance_cursors(&events[..done]).await;
         report
     }
 
-    /// Moves each org's cursor to its newest event that is fully fanned out.
-    async fn advance_cursors(&self, done: &[Event]) {
-        let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
-        for e in done {
-            let entry = newest.entry(&e.org_id).or_insert(&e.id);
-            if e.id.as_str() > *entry {
+    /// Each org's oldest event that was not fully fanned out is held: the
+    /// stream may give up on it, and the sweeper must still find it.
+    async fn hold_failed(&self, not_done: &[Event]) {
+        let mut oldest: BTreeMap<&str, &str> = BTreeMap::new();
+        for e in not_done {
+            let entry = oldest.entry(&e.org_id).or_insert(&e.id);
+            if e.id.as_str() < *entry {
                 *entry = &e.id;
             }
         }
-        for (org, id) in newest {
-            if let Err(e) = self.cursors.advance(org, id).await {
+        for (org, id) in oldest {
+            if let Err(e) = self.cursors.hold(org, id).await {
+                tracing::error!(org_id = org, event_id = id, error = %e, "could not hold the cursor before a failed event");
+            }
+        }
+    }
+
+    /// Moves each org's cursor over the events of this batch that are fully
+    /// fanned out.
+    async fn advance_cursors(&self, done: &[Event]) {
+        let mut range: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        for e in done {
+            let entry = range.entry(&e.org_id).or_insert((&e.id, &e.id));
+            if e.id.as_str() < entry.0 {
+                entry.0 = &e.id;
+            }
+            if e.id.as_str() > entry.1 {
+                entry.1 = &e.id;
+            }
+        }
+        for (org, (from, to)) in range {
+            if let Err(e) = self.cursors.advance(org, from, to).await {
                 // Not fatal: the sweeper re-reads from the older cursor and
                 // finds every delivery already made.
                 tracing::warn!(org_id = org, error = %e, "could not advance cursor");

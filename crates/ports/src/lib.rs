@@ -147,11 +147,17 @@ pub struct AttemptUpdate {
 #[async_trait]
 pub trait CursorStore: Send + Sync {
     async fn get(&self, org_id: &str) -> Result<Option<String>>;
-    /// Moves the cursor to `event_id` if that is further along (never back).
-    async fn advance(&self, org_id: &str, event_id: &str) -> Result<()>;
+    /// Records that events `from..=to` were all fanned out: releases a hold
+    /// inside that range, then moves the cursor to `to` if that is further
+    /// along (never back) and no older event is still held.
+    async fn advance(&self, org_id: &str, from: &str, to: &str) -> Result<()>;
+    /// Records that the fan-out of `event_id` failed (the stream may give up
+    /// on it): the cursor will not pass it until it has been fanned out, so
+    /// the sweeper still finds it.
+    async fn hold(&self, org_id: &str, event_id: &str) -> Result<()>;
     /// Creates the org's cursor at `event_id` unless it has one.
     async fn ensure(&self, org_id: &str, event_id: &str) -> Result<()>;
-    /// Every organization's cursor.
+    /// Every organization's cursor (empty for an org that has only a hold).
     async fn list(&self) -> Result<Vec<(String, String)>>;
 }
 
