@@ -118,14 +118,23 @@ impl StreamReader {
             let Some(Some(iterator)) = self.iterators.get(&id).cloned() else {
                 continue;
             };
-            let resp = self
+            let resp = match self
                 .client
                 .get_records()
                 .shard_iterator(iterator)
                 .limit(100)
                 .send()
                 .await
-                .map_err(|e| backend_error("GetRecords", e))?;
+            {
+                Ok(r) => r,
+                // Keep what other shards gave; this shard is read again next
+                // time from the same iterator.
+                Err(e) if !out.is_empty() => {
+                    tracing::warn!(shard = %id, error = %backend_error("GetRecords", e), "stream read failed");
+                    continue;
+                }
+                Err(e) => return Err(backend_error("GetRecords", e)),
+            };
             self.iterators.insert(id, resp.next_shard_iterator);
             for r in resp.records.unwrap_or_default() {
                 out.push(self.to_lambda(r));

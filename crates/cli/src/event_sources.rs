@@ -122,7 +122,8 @@ impl StreamMapping {
                 }
             }
         };
-        if failed_at.is_none() {
+        if failed_at.is_none() || accepted > 0 {
+            // Progress: the retry budget is per stuck record, as in Lambda.
             self.retries = 0;
         }
         self.backlog.drain(..accepted);
