@@ -96,9 +96,13 @@ pub(crate) fn messages(body: &[u8]) -> Result<Vec<Message>, String> {
         for raw in value.messages.unwrap_or_default() {
             let message: Value = serde_json::from_str(raw.get())
                 .map_err(|e| format!("a message is not JSON: {e}"))?;
-            let Some(id) = text(message.get("id")).filter(|id| !id.is_empty()) else {
-                tracing::warn!("WhatsApp message without an id ignored");
-                continue;
+            let Some(id) = message
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+            else {
+                return Err("a message has no string id".into());
             };
             out.push(Message {
                 id,
@@ -130,7 +134,7 @@ mod tests {
                     "statuses":[{"id":"wamid.S","status":"delivered"}]}}
             ]},
             {"id":"2","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"222"},
-                "messages":[{"from":"15550004444","id":"wamid.C","type":"text","text":{"body":"yo"}},{"from":"x"}]}}]}
+                "messages":[{"from":"15550004444","id":"wamid.C","type":"text","text":{"body":"yo"}}]}}]}
         ]}"#;
         let got = messages(body.as_bytes()).unwrap();
         let ids: Vec<_> = got.iter().map(|m| m.id.as_str()).collect();
@@ -164,6 +168,8 @@ mod tests {
             "[[]]",
             r#"{"entry":{}}"#,
             r#"{"entry":[{"changes":"x"}]}"#,
+            r#"{"entry":[{"changes":[{"value":{"messages":[{"from":"x"}]}}]}]}"#,
+            r#"{"entry":[{"changes":[{"value":{"messages":[{"id":42}]}}]}]}"#,
         ] {
             assert!(messages(body.as_bytes()).is_err(), "{body}");
         }
