@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/venv.sh
 echo "== Rust tests (unit, handlers, end to end on moto) =="
 scripts/with-moto.sh cargo test --workspace --no-fail-fast
+echo "== API fuzz: schemathesis against webhooks dev (no 5xx) =="
+scripts/schemathesis.sh
 echo "== Infrastructure: template wiring and cfn-lint =="
 .venv/bin/pytest tests/infra -q

@@ -1,6 +1,14 @@
 //! End-to-end tests. Those in `pipeline_on_moto` run the Lambda handlers
 //! against a real AWS emulator (moto server, started by `make test` and
 //! reached through `AWS_ENDPOINT_URL`) and a real HTTP receiver on 127.0.0.1.
+//! `fault_injection` pushes thousands of deliveries through the pipeline
+//! (memory and moto) while `faults` breaks it, and accounts for every one.
+//! `fuzz_corpus` replays the fuzz targets' committed corpus.
 
+mod fault_injection;
+mod faults;
+mod fuzz_corpus;
+#[path = "../../fuzz/harness.rs"]
+mod fuzz_harness;
 mod pipeline_on_moto;
 mod support;

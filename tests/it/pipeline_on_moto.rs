@@ -257,3 +257,40 @@ async fn malformed_queue_messages_are_set_aside() {
         .expect("receive")
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_held_event_stops_the_dynamodb_cursor_until_it_is_fanned_out() {
+    let w = World::new("hold", "1s", 0).await;
+    let c = &w.cursors;
+    c.ensure("o", "evt_a").await.expect("ensure");
+    c.hold("o", "evt_c").await.expect("hold");
+    c.hold("o", "evt_d")
+        .await
+        .expect("a later hold keeps the older one");
+    c.advance("o", "evt_e", "evt_f").await.expect("advance");
+    assert_eq!(
+        c.get("o").await.expect("get").as_deref(),
+        Some("evt_a"),
+        "held"
+    );
+    c.advance("o", "evt_b", "evt_b").await.expect("advance");
+    assert_eq!(c.get("o").await.expect("get").as_deref(), Some("evt_b"));
+    c.advance("o", "evt_c", "evt_f").await.expect("advance");
+    assert_eq!(
+        c.get("o").await.expect("get").as_deref(),
+        Some("evt_f"),
+        "released"
+    );
+    c.advance("o", "evt_a", "evt_b").await.expect("advance");
+    assert_eq!(
+        c.get("o").await.expect("get").as_deref(),
+        Some("evt_f"),
+        "never back"
+    );
+    c.hold("new", "evt_x").await.expect("hold");
+    assert!(c
+        .list()
+        .await
+        .expect("list")
+        .contains(&("new".to_string(), String::new())));
+}
