@@ -1066,7 +1066,7 @@ async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
 }
 
 #[tokio::test]
-#[ignore = "known gap: a message redriven to the dead-letter queue by SQS (maxReceiveCount) leaves its delivery pending forever"]
+#[ignore = "known gap, not automatic: after SQS redrives a message (30 receives with the deliveries table down) its delivery stays pending until an operator calls POST /v1/deliveries/{id}/retry, which re-queues pending deliveries overdue by 15 minutes"]
 async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
     use webhooks_aws::resources::MAX_RECEIVE_COUNT;
     // The first attempt fails (500) and is recorded; then the deliveries

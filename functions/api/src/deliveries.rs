@@ -20,6 +20,10 @@ use webhooks_domain::{Delivery, DeliveryStatus, DeliveryTask, Event};
 
 /// Dead-lettered deliveries read per page by a recovery.
 const RECOVER_PAGE: usize = 100;
+/// A pending delivery whose next attempt is this far overdue has lost its
+/// queue message (for instance SQS redrove it while the deliveries table
+/// was unavailable) and may be retried by hand.
+const STUCK_AFTER_MINUTES: i64 = 15;
 /// Deliveries prepared for requeueing at once.
 const REQUEUE_CONCURRENCY: usize = 16;
 
@@ -85,12 +89,15 @@ pub(crate) async fn retry(
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let delivery = load(api, caller, id).await?;
-    if !matches!(
-        delivery.status,
-        DeliveryStatus::DeadLettered | DeliveryStatus::Canceled
-    ) {
+    let stuck = is_stuck(&delivery);
+    if !stuck
+        && !matches!(
+            delivery.status,
+            DeliveryStatus::DeadLettered | DeliveryStatus::Canceled
+        )
+    {
         return Err(ApiError::Conflict(format!(
-            "the delivery is {}; only dead_lettered or canceled deliveries can be retried",
+            "the delivery is {}; only dead_lettered or canceled deliveries, or pending ones overdue by {STUCK_AFTER_MINUTES} minutes, can be retried",
             delivery.status
         )));
     }
@@ -110,6 +117,18 @@ pub(crate) async fn retry(
         .await?
         .ok_or_else(|| ApiError::not_found("the delivery's event no longer exists"))?;
     let task = task_body(&delivery, &event)?;
+    if stuck {
+        // Already pending: only its lost queue message is sent again.
+        let rejected = api.queue.send_batch(std::slice::from_ref(&task)).await?;
+        if !rejected.is_empty() {
+            return Err(ApiError::ServiceUnavailable);
+        }
+        tracing::warn!(delivery_id = %delivery.id, "overdue pending delivery queued again");
+        return Ok(json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "id": delivery.id, "status": DeliveryStatus::Pending }),
+        ));
+    }
     let moved = api
         .deliveries
         .transition(
@@ -130,6 +149,12 @@ pub(crate) async fn retry(
         StatusCode::ACCEPTED,
         &serde_json::json!({ "id": id, "status": DeliveryStatus::Pending }),
     ))
+}
+
+/// A pending delivery overdue by more than [`STUCK_AFTER_MINUTES`].
+fn is_stuck(d: &Delivery) -> bool {
+    let limit = chrono::Utc::now() - chrono::Duration::minutes(STUCK_AFTER_MINUTES);
+    d.status == DeliveryStatus::Pending && d.next_attempt_at.is_none_or(|t| t < limit)
 }
 
 /// `POST /v1/endpoints/{id}/recover`: every dead-lettered delivery of the

@@ -212,6 +212,29 @@ async fn retry_refuses_pending_and_delivered_deliveries() {
 }
 
 #[tokio::test]
+async fn retry_requeues_a_pending_delivery_whose_message_was_lost() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let data = serde_json::value::RawValue::from_string("{}".into()).expect("json");
+    let event = webhooks_domain::Event::new(ORG, webhooks_domain::EventType::LeadWon, data);
+    w.events.put_if_absent(&event).await.expect("event");
+    // Pending, but overdue by an hour: its queue message is gone (e.g.
+    // redriven to the DLQ by SQS while the deliveries table was down).
+    let mut d = Delivery::new(ORG, &id, &event.id, event.event_type);
+    d.next_attempt_at = Some(chrono::Utc::now() - chrono::Duration::hours(1));
+    w.deliveries.create_if_absent(&d).await.expect("delivery");
+    let r = w
+        .manage("POST", &format!("/v1/deliveries/{}/retry", d.id), "")
+        .await;
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.bytes));
+    assert_eq!(w.queue.len(), 1);
+    let task: webhooks_domain::DeliveryTask =
+        serde_json::from_str(&w.queue.bodies()[0]).expect("task");
+    assert_eq!(task.payload, event.payload());
+    assert_eq!(w.status_of(&d.id).await, DeliveryStatus::Pending);
+}
+
+#[tokio::test]
 async fn retry_of_a_delivery_whose_endpoint_is_gone_is_404() {
     let w = world();
     let id = w.create_endpoint(&["*"]).await;
