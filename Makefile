@@ -27,3 +27,27 @@ fmt:
 # Builds every Lambda with cargo-lambda and prints each zip's size.
 build-lambdas:
 	scripts/build-lambdas.sh
+
+# The benchmarks of BENCHMARKS.md: release builds (the Lambdas alone, as
+# they ship), every figure with moto on a free loopback port, then the plot.
+# Writes target/bench/results.json and docs/bench-endpoints.png.
+bench:
+	cargo build --release --bins -p webhooks-fn-api -p webhooks-fn-inbound -p webhooks-fn-fanout -p webhooks-fn-sender -p webhooks-fn-sweeper
+	cargo build --release -p webhooks-bench
+	scripts/with-moto.sh $${CARGO_TARGET_DIR:-target}/release/webhooks-bench all --out target/bench/results.json
+	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	.venv/bin/python scripts/plot_bench.py target/bench/results.json docs/bench-endpoints.png
+
+# Fuzzing, longer than the test command runs it.
+.PHONY: fuzz schemathesis
+# cargo-fuzz on every parser of untrusted input, FUZZ_SECONDS (default 10)
+# per target; installs cargo-fuzz into .tools/ on first use. The committed
+# corpus also runs as regression tests in `make test` (tests/it/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 10
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# schemathesis (requirements-fuzz.txt) against `webhooks dev`, driven by
+# docs/openapi.yaml: no 5xx. MAX_EXAMPLES=200 for a longer run.
+schemathesis:
+	scripts/schemathesis.sh

@@ -1,0 +1,228 @@
+//! `webhooks dev` in this process, put together from the same parts
+//! `webhooks::dev::run` uses (gateway, stream and queue mappings, sweeper),
+//! and a client for its HTTP API.
+
+use anyhow::{bail, Context as _};
+use futures::stream::{self, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use webhooks::backend::{Backend, Settings, System};
+use webhooks::event_sources::{QueueMapping, StreamMapping};
+use webhooks::gateway::{serve, Gateway};
+use webhooks_domain::RetrySchedule;
+use webhooks_fn_inbound::InboundConfig;
+
+/// Concurrent queue pollers of `webhooks dev`, each with a batch of ten.
+pub const POLLERS: usize = 8;
+/// Messages the sender handles at once per poller (the SQS batch).
+pub const BATCH: usize = 10;
+/// The secret the in-process gateway verifies tokens with.
+pub const JWT_SECRET: &str = "bench-secret";
+/// The org every benchmark event belongs to.
+pub const ORG: &str = "bench-org";
+/// The event type every benchmark event has.
+pub const EVENT_TYPE: &str = "invoice.paid";
+/// `webhooks dev`'s sweeper period.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The settings `webhooks dev` would use, on `backend`.
+pub fn settings(
+    backend: Backend,
+    counter: Option<webhooks_aws::request_counter::RequestCounter>,
+) -> Settings {
+    Settings {
+        backend,
+        schedule: RetrySchedule::default(),
+        request_timeout: Duration::from_secs(15),
+        allow_private: true,
+        inbound: InboundConfig::default(),
+        sweep_grace: Duration::from_secs(30),
+        request_counter: counter,
+    }
+}
+
+/// The running local system: the gateway, plus whatever was spawned.
+pub struct Dev {
+    pub base_url: String,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Dev {
+    /// Serves the API of `system` on 127.0.0.1 (a free port).
+    pub async fn serve(system: &System) -> anyhow::Result<Dev> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the gateway")?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let gateway = Arc::new(Gateway {
+            api: system.api.clone(),
+            inbound: Some(system.inbound.clone()),
+            jwt_secret: JWT_SECRET.to_string(),
+        });
+        let http = tokio::spawn(serve(
+            listener,
+            gateway,
+            stop_rx.clone(),
+            Duration::from_secs(5),
+        ));
+        Ok(Dev {
+            base_url: format!("http://{addr}"),
+            stop_tx,
+            stop_rx,
+            tasks: vec![http],
+        })
+    }
+
+    /// The whole of `webhooks dev`: the API, the stream mapping feeding the
+    /// fan-out, `POLLERS` queue pollers feeding the sender, the sweeper.
+    pub async fn start(system: System) -> anyhow::Result<Dev> {
+        let mut dev = Dev::serve(&system).await?;
+        let stop = dev.stop_rx.clone();
+        dev.tasks.push(tokio::spawn(
+            StreamMapping::new(system.stream, system.fanout.clone()).run(stop.clone()),
+        ));
+        dev.tasks.push(tokio::spawn(
+            QueueMapping::new(system.queue.clone(), system.sender.clone())
+                .run(POLLERS, stop.clone()),
+        ));
+        let sweeper = system.sweeper.clone();
+        let mut sweep_stop = stop;
+        dev.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(SWEEP_EVERY) => { sweeper.sweep().await; }
+                    _ = sweep_stop.changed() => break,
+                }
+            }
+        }));
+        Ok(dev)
+    }
+
+    /// Stops everything and waits (bounded) for it to finish.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        let all = futures::future::join_all(self.tasks);
+        let _ = tokio::time::timeout(Duration::from_secs(20), all).await;
+    }
+}
+
+/// An endpoint as the API created it.
+#[derive(Debug, Clone)]
+pub struct CreatedEndpoint {
+    pub id: String,
+    pub secret: String,
+}
+
+/// A client of the management API with a token for [`ORG`].
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let token = webhooks::token::issue(
+            JWT_SECRET,
+            ORG,
+            "webhooks:manage events:write",
+            None,
+            Duration::from_secs(3600),
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(ApiClient {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .tcp_nodelay(true)
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            base: base.to_string(),
+            auth: format!("Bearer {token}"),
+        })
+    }
+
+    async fn post(&self, path: &str, body: String) -> anyhow::Result<(u16, bytes::Bytes)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("authorization", &self.auth)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.bytes().await?))
+    }
+
+    /// Registers an endpoint at `url` subscribed to every event type.
+    pub async fn create_endpoint(&self, url: &str) -> anyhow::Result<CreatedEndpoint> {
+        let body = serde_json::json!({"url": url, "event_types": ["*"]}).to_string();
+        let (status, bytes) = self.post("/v1/endpoints", body).await?;
+        if status != 201 && status != 200 {
+            bail!(
+                "creating an endpoint answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        Ok(CreatedEndpoint {
+            id: v["id"].as_str().context("endpoint id")?.to_string(),
+            secret: v["secret"].as_str().context("endpoint secret")?.to_string(),
+        })
+    }
+
+    /// Publishes `count` events with `data`, `concurrency` requests at a
+    /// time; fails on the first answer that is not 202.
+    pub async fn publish(
+        &self,
+        count: usize,
+        data: &str,
+        concurrency: usize,
+    ) -> anyhow::Result<()> {
+        let body = format!(r#"{{"type":"{EVENT_TYPE}","data":{data}}}"#);
+        let results: Vec<anyhow::Result<()>> = stream::iter(0..count)
+            .map(|_| {
+                let body = body.clone();
+                async move {
+                    let (status, bytes) = self.post("/v1/events", body).await?;
+                    if status != 202 {
+                        bail!(
+                            "publishing answered {status}: {}",
+                            String::from_utf8_lossy(&bytes)
+                        );
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+/// A JSON object of exactly `bytes` bytes (at least 16), the event `data`.
+pub fn event_data(bytes: usize) -> String {
+    let pad = bytes.max(16) - r#"{"pad":""}"#.len();
+    format!(r#"{{"pad":"{}"}}"#, "x".repeat(pad))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_data_has_the_asked_size_and_is_json() {
+        let d = super::event_data(1024);
+        assert_eq!(d.len(), 1024);
+        assert!(serde_json::from_str::<serde_json::Value>(&d)
+            .unwrap()
+            .is_object());
+    }
+}
