@@ -87,7 +87,9 @@ impl Queue for SqsQueue {
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(i32::try_from(max.clamp(1, SQS_BATCH)).unwrap_or(10))
-            .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+            // Whole seconds, rounded up: a sub-second wait must not become a
+            // short poll that spins on an empty queue.
+            .wait_time_seconds(i32::try_from(wait.as_millis().div_ceil(1000).min(20)).unwrap_or(20))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
