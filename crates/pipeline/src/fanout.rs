@@ -103,17 +103,25 @@ impl FanOut {
             .collect()
             .await;
 
+        // Each event's payload is serialized once, however many endpoints
+        // it goes to.
+        let mut payloads: Vec<Option<String>> = vec![None; events.len()];
+        let mut payload_of = |i: usize| -> String {
+            payloads[i]
+                .get_or_insert_with(|| events[i].payload())
+                .clone()
+        };
         let mut to_queue: Vec<(usize, String)> = Vec::new();
         for (i, delivery, result) in created {
             match result {
                 Ok(None) => {
                     report.created += 1;
-                    to_queue.push((i, task_body(&events[i], &delivery)));
+                    to_queue.push((i, task_body(&events[i], &delivery, payload_of(i))));
                 }
                 Ok(Some(existing)) => {
                     report.existing += 1;
                     if existing.status == DeliveryStatus::Pending && existing.attempts.is_empty() {
-                        to_queue.push((i, task_body(&events[i], &existing)));
+                        to_queue.push((i, task_body(&events[i], &existing, payload_of(i))));
                     }
                 }
                 Err(e) => {
@@ -201,14 +209,14 @@ fn targets<'a>(event: &'a Event, endpoints: &'a [Endpoint]) -> impl Iterator<Ite
         })
 }
 
-fn task_body(event: &Event, delivery: &Delivery) -> String {
+fn task_body(event: &Event, delivery: &Delivery, payload: String) -> String {
     let task = DeliveryTask {
         delivery_id: delivery.id.clone(),
         org_id: delivery.org_id.clone(),
         endpoint_id: delivery.endpoint_id.clone(),
         event_id: event.id.clone(),
         event_type: event.event_type,
-        payload: event.payload(),
+        payload,
     };
     serde_json::to_string(&task).expect("a task of strings always serializes")
 }
