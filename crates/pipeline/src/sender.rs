@@ -85,6 +85,16 @@ impl Sender {
         let mut jobs: Vec<(usize, Job)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
             match serde_json::from_str::<DeliveryTask>(&message.body) {
+                // A second message for a delivery already in this batch (a
+                // replayed fan-out queues it again) would POST it twice at
+                // once; it is finished with here.
+                Ok(task)
+                    if jobs
+                        .iter()
+                        .any(|(_, j)| j.task.delivery_id == task.delivery_id) =>
+                {
+                    tracing::info!(delivery_id = %task.delivery_id, "duplicate message in batch; dropped");
+                }
                 Ok(task) => jobs.push((i, Job { message, task })),
                 Err(e) => {
                     tracing::error!(message_id = %message.message_id, error = %e, "malformed delivery message; moved to the dead-letter queue");
