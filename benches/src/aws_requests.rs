@@ -9,7 +9,7 @@
 //! fan-out is done, so queue batches are full, as the template's 1 s
 //! `MaximumBatchingWindowInSeconds` makes them at volume.
 
-use crate::dev::{self, ApiClient, Dev};
+use crate::dev::{self, ApiClient};
 use crate::measure::{cpu_time, round};
 use crate::receiver::ReceiverProcess;
 use anyhow::{bail, Context as _};
@@ -20,7 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use webhooks::backend::{build, Backend};
+use webhooks::backend::{Backend, System};
+use webhooks::dev::Running;
 use webhooks::event_sources::{QueueMapping, StreamMapping};
 use webhooks_aws::request_counter::RequestCounter;
 use webhooks_aws::resources::{ResourceNames, TABLES};
@@ -257,7 +258,7 @@ async fn one(opts: &Options, e: usize, receiver: &ReceiverProcess) -> anyhow::Re
         chrono::Utc::now().timestamp_millis()
     );
     let names = ResourceNames::new(&prefix);
-    let system = build(&dev::settings(
+    let system = System::build(&dev::settings(
         Backend::Aws {
             prefix: prefix.clone(),
             create_resources: true,
@@ -283,8 +284,8 @@ async fn measure(
     names: &ResourceNames,
 ) -> anyhow::Result<Value> {
     let expected = opts.events * e;
-    let gateway = Dev::serve(&system).await?;
-    let api = ApiClient::new(&gateway.base_url)?;
+    let gateway = Running::serve(&system, dev::loopback().await?, dev::JWT_SECRET.into())?;
+    let api = ApiClient::new(&gateway.base_url())?;
     for _ in 0..e {
         api.create_endpoint(&receiver.url()).await?;
     }
@@ -568,7 +569,7 @@ pub async fn wide_fanout(endpoints: usize, timeout: Duration) -> anyhow::Result<
         chrono::Utc::now().timestamp_millis()
     );
     let names = ResourceNames::new(&prefix);
-    let system = build(&dev::settings(
+    let system = System::build(&dev::settings(
         Backend::Aws {
             prefix: prefix.clone(),
             create_resources: true,
@@ -578,8 +579,8 @@ pub async fn wide_fanout(endpoints: usize, timeout: Duration) -> anyhow::Result<
     .await?;
     let plain = AwsClients::from_config(&webhooks_aws::sdk_config().await);
     let result = async {
-        let gateway = Dev::serve(&system).await?;
-        let api = ApiClient::new(&gateway.base_url)?;
+        let gateway = Running::serve(&system, dev::loopback().await?, dev::JWT_SECRET.into())?;
+        let api = ApiClient::new(&gateway.base_url())?;
         let created: Vec<anyhow::Result<dev::CreatedEndpoint>> =
             futures::stream::iter(0..endpoints)
                 .map(|i| {

@@ -1,32 +1,21 @@
-//! `webhooks dev` in this process, put together from the same parts
-//! `webhooks::dev::run` uses (gateway, stream and queue mappings, sweeper),
-//! and a client for its HTTP API.
+//! `webhooks dev` in this process (`webhooks::backend::System`, started as
+//! `webhooks dev` starts it), and a client for its HTTP API.
 
 use anyhow::{bail, Context as _};
 use futures::stream::{self, StreamExt};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use webhooks::backend::{Backend, Settings, System};
-use webhooks::event_sources::{QueueMapping, StreamMapping};
-use webhooks::gateway::{serve, Gateway};
+use webhooks::backend::{Backend, Settings};
 use webhooks_domain::RetrySchedule;
 use webhooks_fn_inbound::InboundConfig;
 
-/// Concurrent queue pollers of `webhooks dev`, each with a batch of ten.
-pub const POLLERS: usize = 8;
-/// Messages the sender handles at once per poller (the SQS batch).
-pub const BATCH: usize = 10;
+pub use webhooks::dev::{BATCH, POLLERS};
 /// The secret the in-process gateway verifies tokens with.
 pub const JWT_SECRET: &str = "bench-secret";
 /// The org every benchmark event belongs to.
 pub const ORG: &str = "bench-org";
 /// The event type every benchmark event has.
 pub const EVENT_TYPE: &str = "invoice.paid";
-/// `webhooks dev`'s sweeper period.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The settings `webhooks dev` would use, on `backend`.
 pub fn settings(
@@ -44,72 +33,11 @@ pub fn settings(
     }
 }
 
-/// The running local system: the gateway, plus whatever was spawned.
-pub struct Dev {
-    pub base_url: String,
-    stop_tx: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Dev {
-    /// Serves the API of `system` on 127.0.0.1 (a free port).
-    pub async fn serve(system: &System) -> anyhow::Result<Dev> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the gateway")?;
-        let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let gateway = Arc::new(Gateway {
-            api: system.api.clone(),
-            inbound: Some(system.inbound.clone()),
-            jwt_secret: JWT_SECRET.to_string(),
-        });
-        let http = tokio::spawn(serve(
-            listener,
-            gateway,
-            stop_rx.clone(),
-            Duration::from_secs(5),
-        ));
-        Ok(Dev {
-            base_url: format!("http://{addr}"),
-            stop_tx,
-            stop_rx,
-            tasks: vec![http],
-        })
-    }
-
-    /// The whole of `webhooks dev`: the API, the stream mapping feeding the
-    /// fan-out, `POLLERS` queue pollers feeding the sender, the sweeper.
-    pub async fn start(system: System) -> anyhow::Result<Dev> {
-        let mut dev = Dev::serve(&system).await?;
-        let stop = dev.stop_rx.clone();
-        dev.tasks.push(tokio::spawn(
-            StreamMapping::new(system.stream, system.fanout.clone()).run(stop.clone()),
-        ));
-        dev.tasks.push(tokio::spawn(
-            QueueMapping::new(system.queue.clone(), system.sender.clone())
-                .run(POLLERS, stop.clone()),
-        ));
-        let sweeper = system.sweeper.clone();
-        let mut sweep_stop = stop;
-        dev.tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(SWEEP_EVERY) => { sweeper.sweep().await; }
-                    _ = sweep_stop.changed() => break,
-                }
-            }
-        }));
-        Ok(dev)
-    }
-
-    /// Stops everything and waits (bounded) for it to finish.
-    pub async fn stop(self) {
-        let _ = self.stop_tx.send(true);
-        let all = futures::future::join_all(self.tasks);
-        let _ = tokio::time::timeout(Duration::from_secs(20), all).await;
-    }
+/// A loopback listener on a free port for the gateway.
+pub async fn loopback() -> anyhow::Result<TcpListener> {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the gateway")
 }
 
 /// An endpoint as the API created it.

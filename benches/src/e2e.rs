@@ -3,7 +3,7 @@
 //! `delivered`, then, in the same run, the same number of signed POSTs of
 //! the same bodies straight to the same receiver (the ceiling).
 
-use crate::dev::{self, ApiClient, CreatedEndpoint, Dev};
+use crate::dev::{self, ApiClient, CreatedEndpoint};
 use crate::measure::{cpu_time, median, peak_rss_kib, reset_peak_rss, round};
 use crate::receiver::ReceiverProcess;
 use anyhow::{bail, Context as _};
@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use webhooks::backend::{build, Backend};
+use webhooks::backend::{Backend, System};
+use webhooks::dev::Running;
 use webhooks::event_sources::{QueueMapping, StreamMapping};
 use webhooks_domain::delivery::delivery_id;
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
@@ -152,13 +153,14 @@ async fn pipeline_pass(
     e: usize,
     receiver: &ReceiverProcess,
 ) -> anyhow::Result<(Pass, Vec<CreatedEndpoint>)> {
-    let system = build(&dev::settings(Backend::Memory, None)).await?;
+    let system = System::build(&dev::settings(Backend::Memory, None)).await?;
     let deliveries = system
-        .memory_deliveries
-        .clone()
+        .memory
+        .as_ref()
+        .map(|m| m.deliveries.clone())
         .context("the memory backend exposes its delivery store")?;
-    let running = Dev::start(system).await?;
-    let api = ApiClient::new(&running.base_url)?;
+    let running = system.start(dev::loopback().await?, dev::JWT_SECRET.into())?;
+    let api = ApiClient::new(&running.base_url())?;
     let mut endpoints = Vec::new();
     for _ in 0..e {
         endpoints.push(api.create_endpoint(&receiver.url()).await?);
@@ -365,13 +367,14 @@ pub async fn phases(opts: &Options) -> anyhow::Result<Value> {
     let probe = reqwest::Client::builder().no_proxy().build()?;
     let mut out = Vec::new();
     for &e in &opts.endpoints {
-        let system = build(&dev::settings(Backend::Memory, None)).await?;
+        let system = System::build(&dev::settings(Backend::Memory, None)).await?;
         let deliveries = system
-            .memory_deliveries
-            .clone()
+            .memory
+            .as_ref()
+            .map(|m| m.deliveries.clone())
             .context("the memory backend exposes its delivery store")?;
-        let gateway = Dev::serve(&system).await?;
-        let api = ApiClient::new(&gateway.base_url)?;
+        let gateway = Running::serve(&system, dev::loopback().await?, dev::JWT_SECRET.into())?;
+        let api = ApiClient::new(&gateway.base_url())?;
         for _ in 0..e {
             api.create_endpoint(&receiver.url()).await?;
         }

@@ -262,14 +262,24 @@ def granted(template: dict, statements: list[dict]) -> dict[str, set[str]]:
 
 
 def code_env_vars(repo_root: Path, name: str) -> tuple[set[str], set[str]]:
-    """(every variable, the required ones) that functions/<name>/src reads."""
+    """(every variable, the required ones) that functions/<name>/src reads,
+    with those of the adapters every function builds (crates/aws/src/adapters.rs)."""
     every: set[str] = set()
     required: set[str] = set()
-    for source in sorted((repo_root / "functions" / name / "src").rglob("*.rs")):
+    sources = sorted((repo_root / "functions" / name / "src").rglob("*.rs"))
+    sources.append(repo_root / "crates" / "aws" / "src" / "adapters.rs")
+    for source in sources:
         text = source.read_text(encoding="utf-8")
         every.update(ENV_CALL.findall(text))
         required.update(ENV_REQUIRED_CALL.findall(text))
     return every, required
+
+
+def function_variables(template: dict, logical_id: str) -> dict:
+    """A function's environment: the template's Globals, then its own."""
+    variables = dict(template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+    variables.update(function_properties(template, logical_id).get("Environment", {}).get("Variables", {}))
+    return variables
 
 
 def is_conditional_absent(value) -> bool:
@@ -439,7 +449,7 @@ def test_function_logs_json_to_a_retained_log_group(template: dict, name: str) -
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_function_environment_matches_what_its_code_reads(template: dict, repo_root: Path, name: str) -> None:
-    variables = function_properties(template, FUNCTIONS[name]).get("Environment", {}).get("Variables", {})
+    variables = function_variables(template, FUNCTIONS[name])
     in_template = set(variables) - IGNORED_ENV
 
     in_code, required = code_env_vars(repo_root, name)

@@ -31,7 +31,8 @@ use webhooks_domain::{
     Delivery, DeliveryStatus, Endpoint, Event, EventType, RetrySchedule, Secret, Subscription,
 };
 use webhooks_memory::{
-    MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryEventStore, MemoryQueue,
+    MemoryBackend, MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryEventStore,
+    MemoryQueue,
 };
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
@@ -243,33 +244,26 @@ fn wire(mut stores: Stores, faults: &Arc<Faults>, s: &Scenario) -> Harness {
 }
 
 fn memory_stores(visibility: Duration) -> Stores {
-    let events = MemoryEventStore::new();
-    let dead_letters = MemoryQueue::new(Duration::from_secs(30));
     // As deployed: redrive to the dead-letter queue after 30 receives.
-    let queue = MemoryQueue::with_redrive(
-        visibility,
-        dead_letters.clone(),
-        webhooks_aws::resources::MAX_RECEIVE_COUNT,
-    );
+    let memory = MemoryBackend::with_visibility(visibility);
+    let a = memory.adapters();
     Stores {
-        stream: StreamSource::memory(events.clone()),
-        events,
-        endpoints: MemoryEndpointStore::new(),
-        deliveries: MemoryDeliveryStore::new(),
-        cursors: MemoryCursorStore::new(),
-        queue: queue.clone(),
-        dead_letters: dead_letters.clone(),
-        depth: QueueDepth::Memory(queue, dead_letters),
+        stream: StreamSource::memory(memory.events.clone()),
+        events: a.events,
+        endpoints: a.endpoints,
+        deliveries: a.deliveries,
+        cursors: a.cursors,
+        queue: a.queue,
+        dead_letters: a.dead_letters,
+        depth: QueueDepth::Memory(memory.queue, memory.dead_letters),
     }
 }
 
 async fn moto_stores(test: &str, visibility: Duration) -> Stores {
+    use webhooks_aws::adapters::{adapters, Locations};
     use webhooks_aws::resources::{create_all, ResourceNames};
     use webhooks_aws::stream::StreamReader;
-    use webhooks_aws::{
-        AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
-        SqsQueue,
-    };
+    use webhooks_aws::AwsClients;
     let config = webhooks_testkit::aws::emulator_config().await;
     let aws = AwsClients::from_config(&config);
     let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
@@ -297,19 +291,14 @@ async fn moto_stores(test: &str, visibility: Duration) -> Stores {
     )
     .await
     .expect("open stream");
+    let a = adapters(&aws, &Locations::for_names(&names, &urls));
     Stores {
-        events: Arc::new(DynamoEventStore::new(ddb.clone(), names.table("events"))),
-        endpoints: Arc::new(DynamoEndpointStore::new(
-            ddb.clone(),
-            names.table("endpoints"),
-        )),
-        deliveries: Arc::new(DynamoDeliveryStore::new(
-            ddb.clone(),
-            names.table("deliveries"),
-        )),
-        cursors: Arc::new(DynamoCursorStore::new(ddb.clone(), names.table("cursors"))),
-        queue: Arc::new(SqsQueue::new(aws.sqs.clone(), &urls.delivery)),
-        dead_letters: Arc::new(SqsQueue::new(aws.sqs.clone(), &urls.dead_letter)),
+        events: a.events,
+        endpoints: a.endpoints,
+        deliveries: a.deliveries,
+        cursors: a.cursors,
+        queue: a.queue,
+        dead_letters: a.dead_letters,
         stream: StreamSource::Aws(Box::new(reader)),
         depth: QueueDepth::Sqs {
             client: aws.sqs.clone(),

@@ -1,28 +1,27 @@
 //! The outbound pipeline on DynamoDB, DynamoDB Streams and SQS (moto):
 //! stream -> fanout -> SQS -> sender -> a real receiver.
 
-use crate::support::World;
+use crate::support::MotoSystem;
 use std::time::Duration;
 use webhooks_domain::{Delivery, DeliveryStatus, EventType};
-use webhooks_ports::{CursorStore, DeliveryStore, Queue};
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn delivery_of(w: &World, ep: &str, evt: &str) -> Option<Delivery> {
+async fn delivery_of(w: &MotoSystem, ep: &str, evt: &str) -> Option<Delivery> {
     let id = webhooks_domain::delivery::delivery_id(ep, evt);
     w.deliveries.get(&id).await.expect("get delivery")
 }
 
-async fn status_of(w: &World, ep: &str, evt: &str) -> Option<DeliveryStatus> {
+async fn status_of(w: &MotoSystem, ep: &str, evt: &str) -> Option<DeliveryStatus> {
     delivery_of(w, ep, evt).await.map(|d| d.status)
 }
 
 #[tokio::test]
 async fn an_event_is_streamed_fanned_out_queued_signed_and_delivered() {
     let receiver = Receiver::always(204).await;
-    let mut w = World::new("deliver", "1s,1s", 0).await;
+    let mut w = MotoSystem::new("deliver", "1s,1s", 0).await;
     let ep = w
         .endpoint("org_a", receiver.url("/hooks"), &["invoice.paid"])
         .await;
@@ -81,7 +80,7 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt() {
         }
     })
     .await;
-    let mut w = World::new("retry", "1s,1s,1s", 0).await;
+    let mut w = MotoSystem::new("retry", "1s,1s,1s", 0).await;
     let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
     let event = w
         .publish("org", EventType::LeadWon, r#"{"lead":"l1"}"#)
@@ -113,7 +112,7 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt() {
 #[tokio::test]
 async fn a_delivery_that_keeps_failing_is_dead_lettered() {
     let receiver = Receiver::start(|_, _| Reply::StatusWithBody(500, "boom".into())).await;
-    let mut w = World::new("dlq", "1s,1s", 0).await;
+    let mut w = MotoSystem::new("dlq", "1s,1s", 0).await;
     let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
     let event = w.publish("org", EventType::PaymentFailed, "{}").await;
     let ok = w
@@ -153,7 +152,7 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered() {
 #[tokio::test]
 async fn a_duplicated_stream_record_yields_one_delivery() {
     let receiver = Receiver::always(200).await;
-    let mut w = World::new("dup", "1s", 0).await;
+    let mut w = MotoSystem::new("dup", "1s", 0).await;
     let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
     let event = w.publish("org", EventType::ClientCreated, "{}").await;
     // The same record three times, as a replaying stream would hand it over.
@@ -185,7 +184,7 @@ async fn a_crash_between_create_and_enqueue_still_ends_delivered() {
     let receiver = Receiver::always(200).await;
     // The fan-out's first two queue sends fail, as if it died after the
     // conditional create.
-    let mut w = World::new("crash", "1s", 2).await;
+    let mut w = MotoSystem::new("crash", "1s", 2).await;
     let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
     let event = w.publish("org", EventType::TaskCompleted, "{}").await;
     let ok = w
@@ -198,7 +197,7 @@ async fn a_crash_between_create_and_enqueue_still_ends_delivered() {
 #[tokio::test]
 async fn the_sweeper_delivers_what_the_stream_lost() {
     let receiver = Receiver::always(200).await;
-    let w = World::new("sweep", "1s", 0).await;
+    let w = MotoSystem::new("sweep", "1s", 0).await;
     let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
     w.cursors.ensure("org", "evt_0").await.expect("cursor");
     let event = w.publish("org", EventType::SurveySubmitted, "{}").await;
@@ -230,7 +229,7 @@ async fn the_sweeper_delivers_what_the_stream_lost() {
 
 #[tokio::test]
 async fn malformed_queue_messages_are_set_aside() {
-    let w = World::new("poison", "1s", 0).await;
+    let w = MotoSystem::new("poison", "1s", 0).await;
     w.queue
         .send_batch(&["not json".to_string()])
         .await
@@ -260,7 +259,7 @@ async fn malformed_queue_messages_are_set_aside() {
 
 #[tokio::test]
 async fn a_held_event_stops_the_dynamodb_cursor_until_it_is_fanned_out() {
-    let w = World::new("hold", "1s", 0).await;
+    let w = MotoSystem::new("hold", "1s", 0).await;
     let c = &w.cursors;
     c.ensure("o", "evt_a").await.expect("ensure");
     c.hold("o", "evt_c").await.expect("hold");

@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
+use webhooks_aws::adapters::{adapters, Locations};
 use webhooks_aws::resources::{create_all, ResourceNames};
 use webhooks_aws::stream::StreamReader;
-use webhooks_aws::{
-    AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
-    SqsQueue,
-};
+use webhooks_aws::AwsClients;
 use webhooks_domain::{Endpoint, Event, EventType, RetrySchedule, Secret, Subscription};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
 };
-use webhooks_ports::{BackendError, EndpointStore, EventStore, Queue, ReceivedMessage};
+use webhooks_ports::{
+    BackendError, CursorStore, DeliveryStore, EndpointStore, EventStore, Queue, ReceivedMessage,
+};
 
 /// A queue that refuses the first `fail_first` sends: an SQS outage, or a
 /// crash between creating deliveries and queueing them.
@@ -55,53 +55,40 @@ impl Queue for FlakyQueue {
     }
 }
 
-pub struct World {
-    pub events: Arc<DynamoEventStore>,
-    pub endpoints: Arc<DynamoEndpointStore>,
-    pub deliveries: Arc<DynamoDeliveryStore>,
-    pub cursors: Arc<DynamoCursorStore>,
-    pub queue: Arc<SqsQueue>,
-    pub dead_letters: Arc<SqsQueue>,
+/// The assembled system on the emulator: the adapters, the fan-out (whose
+/// queue can be made to fail) and the local event source mappings.
+pub struct MotoSystem {
+    pub events: Arc<dyn EventStore>,
+    pub endpoints: Arc<dyn EndpointStore>,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub cursors: Arc<dyn CursorStore>,
+    pub queue: Arc<dyn Queue>,
+    pub dead_letters: Arc<dyn Queue>,
     pub fanout: Arc<FanOut>,
     pub stream: StreamMapping,
     pub sender: QueueMapping,
 }
 
-impl World {
+impl MotoSystem {
     /// A fresh set of resources; `fail_first_sends` injects queue failures
     /// into the fan-out.
-    pub async fn new(test: &str, schedule: &str, fail_first_sends: usize) -> World {
+    pub async fn new(test: &str, schedule: &str, fail_first_sends: usize) -> MotoSystem {
         let config = webhooks_testkit::aws::emulator_config().await;
         let aws = AwsClients::from_config(&config);
         let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
         let urls = create_all(&aws.dynamodb, &aws.sqs, &names)
             .await
             .expect("create resources");
-        let ddb = &aws.dynamodb;
-        let events = Arc::new(DynamoEventStore::new(ddb.clone(), names.table("events")));
-        let endpoints = Arc::new(DynamoEndpointStore::new(
-            ddb.clone(),
-            names.table("endpoints"),
-        ));
-        let deliveries = Arc::new(DynamoDeliveryStore::new(
-            ddb.clone(),
-            names.table("deliveries"),
-        ));
-        let cursors = Arc::new(DynamoCursorStore::new(ddb.clone(), names.table("cursors")));
-        let queue = Arc::new(SqsQueue::new(aws.sqs.clone(), &urls.delivery));
-        let dead_letters = Arc::new(SqsQueue::new(aws.sqs.clone(), &urls.dead_letter));
-        let fanout_queue: Arc<dyn Queue> = Arc::new(FlakyQueue {
+        let mut adapters = adapters(&aws, &Locations::for_names(&names, &urls));
+        let queue = adapters.queue.clone();
+        adapters.queue = Arc::new(FlakyQueue {
             inner: queue.clone(),
             fail_first: AtomicUsize::new(fail_first_sends),
         });
-        let fanout = Arc::new(FanOut::new(
-            endpoints.clone(),
-            deliveries.clone(),
-            fanout_queue,
-            cursors.clone(),
-        ));
+        let fanout = Arc::new(FanOut::from_adapters(&adapters));
+        adapters.queue = queue.clone();
         let reader = StreamReader::open(
-            ddb,
+            &aws.dynamodb,
             aws_sdk_dynamodbstreams::Client::new(&config),
             &names.table("events"),
             true,
@@ -115,11 +102,8 @@ impl World {
             ..DeliveryClientConfig::default()
         })
         .expect("client");
-        let sender = Arc::new(Sender::new(
-            endpoints.clone(),
-            deliveries.clone(),
-            queue.clone(),
-            dead_letters.clone(),
+        let sender = Arc::new(Sender::from_adapters(
+            &adapters,
             client,
             SenderConfig {
                 schedule: schedule.parse::<RetrySchedule>().expect("schedule"),
@@ -127,13 +111,13 @@ impl World {
             },
         ));
         let sender = QueueMapping::new(queue.clone(), sender);
-        World {
-            events,
-            endpoints,
-            deliveries,
-            cursors,
+        MotoSystem {
+            events: adapters.events,
+            endpoints: adapters.endpoints,
+            deliveries: adapters.deliveries,
+            cursors: adapters.cursors,
             queue,
-            dead_letters,
+            dead_letters: adapters.dead_letters,
             fanout,
             stream,
             sender,
@@ -192,10 +176,7 @@ impl World {
         let id = webhooks_domain::delivery::delivery_id(endpoint_id, event_id);
         self.drive_until(timeout, || {
             let (ds, id) = (ds.clone(), id.clone());
-            async move {
-                use webhooks_ports::DeliveryStore;
-                ds.get(&id).await.ok().flatten().map(|d| d.status) == Some(status)
-            }
+            async move { ds.get(&id).await.ok().flatten().map(|d| d.status) == Some(status) }
         })
         .await
     }

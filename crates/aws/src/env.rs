@@ -2,17 +2,11 @@
 //! variable. The SAM template sets exactly the variables each function reads
 //! through these two functions (a test compares them).
 
-/// A missing or unusable environment variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A missing or unusable environment variable; the message names it, never
+/// its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct EnvError(pub String);
-
-impl std::fmt::Display for EnvError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EnvError {}
 
 /// The value of `name`, which must be set and not empty.
 pub fn required(name: &str) -> Result<String, EnvError> {

@@ -3,6 +3,7 @@
 //! (`AWS_ENDPOINT_URL` for LocalStack or moto); nothing here knows it is a
 //! test.
 
+pub mod adapters;
 pub mod cursors;
 pub mod deliveries;
 pub mod endpoints;

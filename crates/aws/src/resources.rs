@@ -69,14 +69,9 @@ pub const TABLES: [TableSpec; 6] = [
     },
 ];
 
-/// Receives of one message before SQS moves it to the dead-letter queue. The
-/// sender dead-letters explicitly after its schedule; this is the net under it.
-pub const MAX_RECEIVE_COUNT: u32 = 30;
-/// Visibility timeout of the delivery queue, in seconds (six times the
-/// sender's 30 s function timeout).
-pub const DELIVERY_QUEUE_VISIBILITY_SECS: u32 = 180;
-/// Retention of both queues: the SQS maximum, 14 days.
-pub const QUEUE_RETENTION_SECS: u32 = 1_209_600;
+pub use webhooks_ports::queue_settings::{
+    DELIVERY_QUEUE_VISIBILITY_SECS, MAX_RECEIVE_COUNT, QUEUE_RETENTION_SECS,
+};
 
 /// Physical names of every resource, from a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

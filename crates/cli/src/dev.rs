@@ -1,8 +1,9 @@
 //! `webhooks dev`: the whole system in one process — the API and inbound
 //! routes, the fan-out fed by the events stream, the sender fed by the queue,
-//! and the sweeper — until SIGINT or SIGTERM.
+//! and the sweeper — until SIGINT or SIGTERM. The benchmarks run the same
+//! [`System::start`].
 
-use crate::backend::{build, Settings};
+use crate::backend::{Settings, System};
 use crate::event_sources::{QueueMapping, StreamMapping};
 use crate::gateway::{serve, Gateway};
 use anyhow::Context as _;
@@ -12,13 +13,91 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Concurrent queue pollers, each handling a batch of up to ten messages.
-const POLLERS: usize = 8;
+pub const POLLERS: usize = 8;
+/// Messages the sender handles at once per poller (the SQS batch).
+pub const BATCH: usize = 10;
 /// How often the sweeper runs.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long in-flight work may take to finish after a stop signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// A system serving on a socket, with whatever else was started; stopped by
+/// [`Running::stop`].
+pub struct Running {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// `http://HOST:PORT` of the gateway.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves only the API and inbound routes of `system` on `listener`; the
+    /// caller drives the fan-out and sender (benchmarks that time them apart).
+    pub fn serve(
+        system: &System,
+        listener: TcpListener,
+        jwt_secret: String,
+    ) -> anyhow::Result<Self> {
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let gateway = Arc::new(Gateway {
+            api: system.api.clone(),
+            inbound: Some(system.inbound.clone()),
+            jwt_secret,
+        });
+        let http = tokio::spawn(serve(listener, gateway, stop_rx.clone(), SHUTDOWN_GRACE));
+        Ok(Running {
+            addr,
+            stop_tx,
+            stop_rx,
+            tasks: vec![http],
+        })
+    }
+
+    /// Stops taking work and waits, up to [`SHUTDOWN_GRACE`], for in-flight
+    /// work to finish; `false` if some did not.
+    pub async fn stop(self) -> bool {
+        let _ = self.stop_tx.send(true);
+        let all = futures::future::join_all(self.tasks);
+        tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_ok()
+    }
+}
+
+impl System {
+    /// Everything of `webhooks dev`: the gateway on `listener`, the stream
+    /// mapping feeding the fan-out, [`POLLERS`] queue pollers feeding the
+    /// sender, and the sweeper every [`SWEEP_EVERY`].
+    pub fn start(self, listener: TcpListener, jwt_secret: String) -> anyhow::Result<Running> {
+        let mut running = Running::serve(&self, listener, jwt_secret)?;
+        let stop = running.stop_rx.clone();
+        running.tasks.push(tokio::spawn(
+            StreamMapping::new(self.stream, self.fanout.clone()).run(stop.clone()),
+        ));
+        running.tasks.push(tokio::spawn(
+            QueueMapping::new(self.queue.clone(), self.sender.clone()).run(POLLERS, stop.clone()),
+        ));
+        let sweeper = self.sweeper.clone();
+        let mut sweep_stop = stop;
+        running.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(SWEEP_EVERY) => { sweeper.sweep().await; }
+                    _ = sweep_stop.changed() => break,
+                }
+            }
+        }));
+        Ok(running)
+    }
+}
 
 /// Runs the system on `listen` until a stop signal; `routes` are inbound
 /// routes to register first (provider, address, org).
@@ -28,7 +107,7 @@ pub async fn run(
     settings: Settings,
     routes: Vec<(String, String, String)>,
 ) -> anyhow::Result<()> {
-    let system = build(&settings).await?;
+    let system = System::build(&settings).await?;
     for (provider, address, org) in &routes {
         system
             .inbound_store
@@ -39,42 +118,13 @@ pub async fn run(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    let gateway = Arc::new(Gateway {
-        api: system.api.clone(),
-        inbound: Some(system.inbound.clone()),
-        jwt_secret,
-    });
-    let http = tokio::spawn(serve(listener, gateway, stop_rx.clone(), SHUTDOWN_GRACE));
-    let stream =
-        tokio::spawn(StreamMapping::new(system.stream, system.fanout.clone()).run(stop_rx.clone()));
-    let queue = tokio::spawn(
-        QueueMapping::new(system.queue.clone(), system.sender.clone())
-            .run(POLLERS, stop_rx.clone()),
-    );
-    let sweeper = system.sweeper.clone();
-    let mut sweep_stop = stop_rx.clone();
-    let sweep = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(SWEEP_EVERY) => { sweeper.sweep().await; }
-                _ = sweep_stop.changed() => break,
-            }
-        }
-    });
-
-    println!("listening on http://{addr}");
+    let running = system.start(listener, jwt_secret)?;
+    println!("listening on {}", running.base_url());
     let _ = std::io::stdout().flush();
 
     wait_for_signal().await;
     tracing::info!("stopping: no new work; letting in-flight deliveries finish");
-    let _ = stop_tx.send(true);
-    let all = async {
-        let _ = tokio::join!(http, stream, queue, sweep);
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+    if !running.stop().await {
         tracing::warn!(
             "some work did not finish within {SHUTDOWN_GRACE:?}; it will be retried from the queue"
         );

@@ -116,6 +116,57 @@ impl Delivery {
     }
 }
 
+/// A pending delivery whose next attempt is this far overdue has lost its
+/// queue message (SQS redrove it while the deliveries table was down, say)
+/// and may be sent again by hand.
+pub const STUCK_AFTER: chrono::Duration = chrono::Duration::minutes(15);
+
+/// How a delivery is sent again by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Dead-lettered or canceled: it becomes pending and is queued again.
+    Requeue,
+    /// Pending but overdue by [`STUCK_AFTER`]: only its lost queue message is
+    /// sent again.
+    Unstick,
+}
+
+/// Why a delivery cannot be sent again by hand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the delivery is {status}; only dead_lettered or canceled deliveries, or pending ones overdue by {} minutes, can be retried", STUCK_AFTER.num_minutes())]
+pub struct NotRetryable {
+    pub status: DeliveryStatus,
+}
+
+impl Delivery {
+    /// Whether, and how, this delivery may be sent again by hand at `now`.
+    pub fn resend(&self, now: DateTime<Utc>) -> Result<Resend, NotRetryable> {
+        match self.status {
+            DeliveryStatus::DeadLettered | DeliveryStatus::Canceled => Ok(Resend::Requeue),
+            DeliveryStatus::Pending
+                if self.next_attempt_at.is_none_or(|t| t < now - STUCK_AFTER) =>
+            {
+                Ok(Resend::Unstick)
+            }
+            status => Err(NotRetryable { status }),
+        }
+    }
+
+    /// The queue message that makes the sender attempt this delivery of
+    /// `event`, whose request body is `payload` (`event.payload()`, made once
+    /// when one event goes to many endpoints).
+    pub fn task(&self, event: &crate::Event, payload: String) -> DeliveryTask {
+        DeliveryTask {
+            delivery_id: self.id.clone(),
+            org_id: self.org_id.clone(),
+            endpoint_id: self.endpoint_id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event_type,
+            payload,
+        }
+    }
+}
+
 /// The id of the delivery of `event_id` to `endpoint_id`.
 pub fn delivery_id(endpoint_id: &str, event_id: &str) -> String {
     let ep = ids::body(endpoint_id, "ep").unwrap_or(endpoint_id);
@@ -144,6 +195,13 @@ pub struct DeliveryTask {
     pub event_type: EventType,
     /// The exact request body.
     pub payload: String,
+}
+
+impl DeliveryTask {
+    /// The queue message's body.
+    pub fn to_message(&self) -> String {
+        serde_json::to_string(self).expect("a task of strings and a unit enum always serializes")
+    }
 }
 
 /// What came of one HTTP attempt.
@@ -206,6 +264,51 @@ pub fn truncate_body(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resend_is_for_finished_failures_and_stuck_pending_deliveries() {
+        let now = Utc::now();
+        let ep = crate::ids::new_id("ep");
+        let evt = crate::ids::new_id("evt");
+        let mut d = Delivery::new("org", &ep, &evt, EventType::LeadWon);
+        d.next_attempt_at = Some(now);
+        assert_eq!(
+            d.resend(now),
+            Err(NotRetryable {
+                status: DeliveryStatus::Pending
+            })
+        );
+        d.next_attempt_at = Some(now - STUCK_AFTER - chrono::Duration::seconds(1));
+        assert_eq!(d.resend(now), Ok(Resend::Unstick));
+        d.next_attempt_at = None;
+        assert_eq!(d.resend(now), Ok(Resend::Unstick));
+        for s in [DeliveryStatus::DeadLettered, DeliveryStatus::Canceled] {
+            d.status = s;
+            assert_eq!(d.resend(now), Ok(Resend::Requeue));
+        }
+        d.status = DeliveryStatus::Delivered;
+        let e = d.resend(now).unwrap_err();
+        assert!(
+            e.to_string().starts_with("the delivery is delivered;"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_task_carries_the_delivery_and_the_exact_payload() {
+        let event = crate::Event::new(
+            "org",
+            EventType::InvoicePaid,
+            serde_json::value::RawValue::from_string(r#"{"a":1}"#.into()).unwrap(),
+        );
+        let ep = crate::ids::new_id("ep");
+        let d = Delivery::new("org", &ep, &event.id, event.event_type);
+        let task = d.task(&event, event.payload());
+        let back: DeliveryTask = serde_json::from_str(&task.to_message()).unwrap();
+        assert_eq!(back, task);
+        assert_eq!(back.delivery_id, d.id);
+        assert_eq!(back.payload, event.payload());
+    }
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

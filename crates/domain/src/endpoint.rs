@@ -149,6 +149,20 @@ impl Endpoint {
         self.disabled_reason = Some(reason.to_string());
         self.updated_at = now;
     }
+
+    /// Turns the endpoint on or off by hand. Enabling a disabled endpoint
+    /// starts afresh: its reason and its run of failures are cleared, so one
+    /// more failure does not disable it again at once. Disabling by hand
+    /// keeps the failure state as it is.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        if enabled && !self.enabled {
+            self.enabled = true;
+            self.disabled_reason = None;
+            self.failing_since = None;
+        } else if !enabled {
+            self.enabled = false;
+        }
+    }
 }
 
 /// What endpoint URLs are allowed: production wants `https` to public hosts;
@@ -273,6 +287,33 @@ mod tests {
         assert!(EndpointUrlPolicy::LOCAL
             .check("http://127.0.0.1:9000/x")
             .is_ok());
+    }
+
+    #[test]
+    fn enabling_clears_the_failure_state_and_disabling_keeps_it() {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://x.test".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        let since = Utc::now() - chrono::Duration::days(6);
+        ep.failing_since = Some(since);
+        ep.disable("failing", Utc::now());
+        ep.set_enabled(true);
+        assert!(ep.enabled);
+        assert_eq!(ep.disabled_reason, None);
+        assert_eq!(ep.failing_since, None);
+
+        ep.failing_since = Some(since);
+        ep.set_enabled(false);
+        assert!(!ep.enabled);
+        assert_eq!(ep.failing_since, Some(since));
+        // Enabling an enabled endpoint changes nothing.
+        ep.set_enabled(true);
+        ep.failing_since = Some(since);
+        ep.set_enabled(true);
+        assert_eq!(ep.failing_since, Some(since));
     }
 
     #[test]

@@ -1,15 +1,11 @@
 //! Inbound provider events and messages, and the routes of receiving
 //! addresses to orgs.
 
+use crate::sync::lock;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use webhooks_ports::{InboundRecord, InboundStore, Result};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every change is a single insert, so a poisoned lock holds whole data.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Inbound records keyed by (provider, provider id), recorded once each.
 #[derive(Default)]

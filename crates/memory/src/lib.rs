@@ -3,13 +3,87 @@
 //! writes that refuse duplicates, a change stream of new events, and a queue
 //! with visibility timeouts, receive counts and redrive to a dead-letter queue.
 
+mod cursors;
+mod deliveries;
+mod endpoints;
+mod events;
+mod idempotency;
 mod inbound;
 mod queue;
-mod stores;
+pub mod sync;
 
+pub use cursors::MemoryCursorStore;
+pub use deliveries::MemoryDeliveryStore;
+pub use endpoints::MemoryEndpointStore;
+pub use events::{MemoryEventStore, StreamRecord};
+pub use idempotency::MemoryIdempotencyStore;
 pub use inbound::MemoryInboundStore;
 pub use queue::MemoryQueue;
-pub use stores::{
-    MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryEventStore,
-    MemoryIdempotencyStore, StreamRecord,
-};
+
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_ports::queue_settings::{DELIVERY_QUEUE_VISIBILITY_SECS, MAX_RECEIVE_COUNT};
+use webhooks_ports::Adapters;
+
+/// The one place the memory adapters are built: every store, and the
+/// delivery queue with its redrive to the dead-letter queue set up as in
+/// AWS. The fields keep the concrete types for what only memory offers (the
+/// events' change stream, counts for tests and benchmarks).
+#[derive(Clone)]
+pub struct MemoryBackend {
+    pub events: Arc<MemoryEventStore>,
+    pub endpoints: Arc<MemoryEndpointStore>,
+    pub deliveries: Arc<MemoryDeliveryStore>,
+    pub cursors: Arc<MemoryCursorStore>,
+    pub idempotency: Arc<MemoryIdempotencyStore>,
+    pub inbound: Arc<MemoryInboundStore>,
+    pub queue: Arc<MemoryQueue>,
+    pub dead_letters: Arc<MemoryQueue>,
+}
+
+impl MemoryBackend {
+    /// Empty stores and queues, the delivery queue's visibility timeout as
+    /// deployed.
+    pub fn new() -> Self {
+        Self::with_visibility(Duration::from_secs(u64::from(
+            DELIVERY_QUEUE_VISIBILITY_SECS,
+        )))
+    }
+
+    /// Empty stores and queues, with this visibility timeout on the delivery
+    /// queue (tests that need what a crash leaves behind to come back soon).
+    pub fn with_visibility(visibility: Duration) -> Self {
+        let dead_letters = MemoryQueue::new(Duration::from_secs(30));
+        let queue = MemoryQueue::with_redrive(visibility, dead_letters.clone(), MAX_RECEIVE_COUNT);
+        MemoryBackend {
+            events: MemoryEventStore::new(),
+            endpoints: MemoryEndpointStore::new(),
+            deliveries: MemoryDeliveryStore::new(),
+            cursors: MemoryCursorStore::new(),
+            idempotency: MemoryIdempotencyStore::new(),
+            inbound: MemoryInboundStore::new(),
+            queue,
+            dead_letters,
+        }
+    }
+
+    /// The same adapters behind the ports.
+    pub fn adapters(&self) -> Adapters {
+        Adapters {
+            events: self.events.clone(),
+            endpoints: self.endpoints.clone(),
+            deliveries: self.deliveries.clone(),
+            cursors: self.cursors.clone(),
+            idempotency: self.idempotency.clone(),
+            inbound: self.inbound.clone(),
+            queue: self.queue.clone(),
+            dead_letters: self.dead_letters.clone(),
+        }
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,6 +1,7 @@
+use crate::sync::lock;
 use async_trait::async_trait;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -30,10 +31,6 @@ struct Message {
     visible_at: Instant,
     receive_count: u32,
     receipt: Option<String>,
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryQueue {

@@ -4,8 +4,8 @@
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use webhooks_domain::{Delivery, DeliveryStatus, DeliveryTask, Endpoint, Event};
-use webhooks_ports::{BackendError, CursorStore, DeliveryStore, EndpointStore, Queue};
+use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event};
+use webhooks_ports::{Adapters, BackendError, CursorStore, DeliveryStore, EndpointStore, Queue};
 
 /// How many conditional creates run at once.
 const CREATE_CONCURRENCY: usize = 64;
@@ -34,6 +34,16 @@ pub struct FanOutReport {
 }
 
 impl FanOut {
+    /// The fan-out over a backend's adapters.
+    pub fn from_adapters(adapters: &Adapters) -> Self {
+        FanOut::new(
+            adapters.endpoints.clone(),
+            adapters.deliveries.clone(),
+            adapters.queue.clone(),
+            adapters.cursors.clone(),
+        )
+    }
+
     pub fn new(
         endpoints: Arc<dyn EndpointStore>,
         deliveries: Arc<dyn DeliveryStore>,
@@ -210,15 +220,7 @@ fn targets<'a>(event: &'a Event, endpoints: &'a [Endpoint]) -> impl Iterator<Ite
 }
 
 fn task_body(event: &Event, delivery: &Delivery, payload: String) -> String {
-    let task = DeliveryTask {
-        delivery_id: delivery.id.clone(),
-        org_id: delivery.org_id.clone(),
-        endpoint_id: delivery.endpoint_id.clone(),
-        event_id: event.id.clone(),
-        event_type: event.event_type,
-        payload,
-    };
-    serde_json::to_string(&task).expect("a task of strings always serializes")
+    delivery.task(event, payload).to_message()
 }
 
 #[cfg(test)]
@@ -226,7 +228,7 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
     use std::time::Duration;
-    use webhooks_domain::{EventType, Secret, Subscription};
+    use webhooks_domain::{DeliveryTask, EventType, Secret, Subscription};
     use webhooks_memory::{
         MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue,
     };

@@ -99,8 +99,13 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// The HTTP client could not be set up (its TLS roots, say).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientBuildError(#[source] reqwest::Error);
+
 impl DeliveryClient {
-    pub fn new(config: DeliveryClientConfig) -> Result<Self, String> {
+    pub fn new(config: DeliveryClientConfig) -> Result<Self, ClientBuildError> {
         let resolver = GuardedResolver {
             allow_private: config.allow_private,
             static_hosts: Arc::new(config.static_hosts),
@@ -115,7 +120,7 @@ impl DeliveryClient {
             .dns_resolver(resolver)
             .no_proxy()
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(ClientBuildError)?;
         Ok(DeliveryClient {
             http,
             allow_private: config.allow_private,

@@ -6,14 +6,18 @@
 //! - [`sender`]: a queued delivery is signed, POSTed, and then marked
 //!   delivered, retried later, or dead-lettered;
 //! - [`sweeper`]: events the stream never handed to the fan-out are fanned
-//!   out from each organization's cursor.
+//!   out from each organization's cursor;
+//! - [`requeue`]: deliveries sent again by hand, or canceled with their
+//!   endpoint.
 
 pub mod fanout;
 pub mod http;
+pub mod requeue;
 pub mod sender;
 pub mod sweeper;
 
 pub use fanout::{FanOut, FanOutReport};
-pub use http::{DeliveryClient, DeliveryClientConfig};
+pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig};
+pub use requeue::{Requeue, RequeueError};
 pub use sender::{MessageOutcome, Sender, SenderConfig};
 pub use sweeper::{SweepReport, Sweeper};

@@ -11,7 +11,7 @@ use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
-    AttemptUpdate, BackendError, DeliveryStore, EndpointStore, Queue, ReceivedMessage,
+    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointStore, Queue, ReceivedMessage,
 };
 
 /// The error an attempt records when its endpoint is disabled.
@@ -60,6 +60,22 @@ struct Job<'a> {
 }
 
 impl Sender {
+    /// The sender over a backend's adapters.
+    pub fn from_adapters(
+        adapters: &Adapters,
+        client: DeliveryClient,
+        config: SenderConfig,
+    ) -> Self {
+        Sender::new(
+            adapters.endpoints.clone(),
+            adapters.deliveries.clone(),
+            adapters.queue.clone(),
+            adapters.dead_letters.clone(),
+            client,
+            config,
+        )
+    }
+
     pub fn new(
         endpoints: Arc<dyn EndpointStore>,
         deliveries: Arc<dyn DeliveryStore>,

@@ -6,7 +6,7 @@ use crate::fanout::FanOut;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_ports::{CursorStore, EventStore};
+use webhooks_ports::{Adapters, CursorStore, EventStore};
 
 const PAGE: usize = 100;
 
@@ -30,6 +30,16 @@ pub struct SweepReport {
 }
 
 impl Sweeper {
+    /// The sweeper over a backend's adapters, with a fan-out of its own.
+    pub fn from_adapters(adapters: &Adapters, grace: Duration) -> Self {
+        Sweeper::new(
+            adapters.events.clone(),
+            adapters.cursors.clone(),
+            Arc::new(FanOut::from_adapters(adapters)),
+            grace,
+        )
+    }
+
     /// `grace`: events younger than this are left to the stream.
     pub fn new(
         events: Arc<dyn EventStore>,

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event};
 
@@ -55,11 +56,41 @@ pub mod cursor {
     }
 }
 
+/// How the delivery queues are set up, the same in the SAM template, in
+/// `--create-resources` and in the memory queue that stands in for SQS.
+pub mod queue_settings {
+    /// Receives of one message before SQS moves it to the dead-letter queue. The
+    /// sender dead-letters explicitly after its schedule; this is the net under it.
+    pub const MAX_RECEIVE_COUNT: u32 = 30;
+    /// Visibility timeout of the delivery queue, in seconds (six times the
+    /// sender's 30 s function timeout).
+    pub const DELIVERY_QUEUE_VISIBILITY_SECS: u32 = 180;
+    /// Retention of both queues: the SQS maximum, 14 days.
+    pub const QUEUE_RETENTION_SECS: u32 = 1_209_600;
+}
+
 /// One page of a listing; `next_cursor` fetches the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+/// One adapter behind every port: what a backend provides, and all that the
+/// functions and `webhooks dev` are built from. `webhooks_aws::adapters` and
+/// `webhooks_memory::MemoryBackend` make one each.
+#[derive(Clone)]
+pub struct Adapters {
+    pub events: Arc<dyn EventStore>,
+    pub endpoints: Arc<dyn EndpointStore>,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub cursors: Arc<dyn CursorStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub inbound: Arc<dyn InboundStore>,
+    /// The delivery queue that the sender consumes.
+    pub queue: Arc<dyn Queue>,
+    /// Where the messages of dead-lettered deliveries go.
+    pub dead_letters: Arc<dyn Queue>,
 }
 
 /// The event stream: every platform event, per organization, in id order.

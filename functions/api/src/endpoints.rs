@@ -8,21 +8,14 @@ use crate::response::{empty, json, json_with_secret};
 use crate::views::{EndpointView, ListView, SecretView};
 use crate::Api;
 use chrono::Utc;
-use futures::future::BoxFuture;
-use futures::stream::{self, StreamExt};
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use webhooks_domain::{ids, DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
 
 /// Longest endpoint description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
-
-/// Pending deliveries read per page when an endpoint is deleted.
-const CANCEL_PAGE: usize = 100;
-/// Deliveries canceled at once.
-const CANCEL_CONCURRENCY: usize = 16;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,14 +153,8 @@ pub(crate) async fn update(
     if let Some(description) = description {
         endpoint.description = description;
     }
-    match enabled {
-        Some(true) if !endpoint.enabled => {
-            endpoint.enabled = true;
-            endpoint.disabled_reason = None;
-            endpoint.failing_since = None;
-        }
-        Some(false) => endpoint.enabled = false,
-        _ => {}
+    if let Some(enabled) = enabled {
+        endpoint.set_enabled(enabled);
     }
     endpoint.updated_at = Utc::now();
     if !api.endpoints.update(&endpoint).await? {
@@ -189,51 +176,10 @@ pub(crate) async fn delete(
     tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "endpoint deleted");
     // The endpoint is gone either way; a delivery left pending here is
     // canceled by the sender when it next comes up.
-    if let Err(e) = cancel_pending(api, id).await {
+    if let Err(e) = api.requeue.cancel_pending(id).await {
         tracing::warn!(endpoint_id = %id, error = %e, "could not cancel every pending delivery");
     }
     Ok(empty(StatusCode::NO_CONTENT))
-}
-
-/// Moves every pending delivery of the endpoint to `canceled`.
-async fn cancel_pending(
-    api: &Api,
-    endpoint_id: &str,
-) -> Result<usize, webhooks_ports::BackendError> {
-    let mut canceled = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = api
-            .deliveries
-            .list_for_endpoint(
-                endpoint_id,
-                Some(DeliveryStatus::Pending),
-                CANCEL_PAGE,
-                cursor.as_deref(),
-            )
-            .await?;
-        let mut work: Vec<BoxFuture<'_, _>> = Vec::with_capacity(page.items.len());
-        for d in &page.items {
-            work.push(api.deliveries.transition(
-                &d.id,
-                &[DeliveryStatus::Pending],
-                DeliveryStatus::Canceled,
-            ));
-        }
-        let results: Vec<_> = stream::iter(work)
-            .buffer_unordered(CANCEL_CONCURRENCY)
-            .collect()
-            .await;
-        for r in results {
-            if r?.is_some() {
-                canceled += 1;
-            }
-        }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(canceled),
-        }
-    }
 }
 
 /// `GET /v1/endpoints/{id}/secret`

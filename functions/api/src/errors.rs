@@ -5,6 +5,7 @@ use crate::response::json;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde::Serialize;
+use webhooks_pipeline::RequeueError;
 use webhooks_ports::BackendError;
 
 /// Why a request was not served. Every variant maps to one status and code;
@@ -140,6 +141,21 @@ impl From<BackendError> for ApiError {
             BackendError::InvalidCursor => {
                 ApiError::invalid("cursor is not a next_cursor value returned by this listing")
             }
+        }
+    }
+}
+
+impl From<RequeueError> for ApiError {
+    fn from(e: RequeueError) -> Self {
+        match e {
+            RequeueError::NotRetryable(_) | RequeueError::Changed => {
+                ApiError::Conflict(e.to_string())
+            }
+            RequeueError::EndpointGone | RequeueError::EventGone => {
+                ApiError::not_found(e.to_string())
+            }
+            RequeueError::QueueRefused => ApiError::ServiceUnavailable,
+            RequeueError::Backend(b) => b.into(),
         }
     }
 }

@@ -28,8 +28,9 @@ use routes::{Access, Operation};
 use std::sync::Arc;
 use tracing::Instrument;
 use webhooks_domain::EndpointUrlPolicy;
+use webhooks_pipeline::Requeue;
 use webhooks_ports::{
-    CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
+    Adapters, CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
 };
 
 /// How the API behaves where deployments differ.
@@ -58,11 +59,24 @@ pub struct Api {
     deliveries: Arc<dyn DeliveryStore>,
     cursors: Arc<dyn CursorStore>,
     idempotency: Arc<dyn IdempotencyStore>,
-    queue: Arc<dyn Queue>,
+    requeue: Requeue,
     config: ApiConfig,
 }
 
 impl Api {
+    /// The API over a backend's adapters.
+    pub fn from_adapters(adapters: &Adapters, config: ApiConfig) -> Self {
+        Api::new(
+            adapters.events.clone(),
+            adapters.endpoints.clone(),
+            adapters.deliveries.clone(),
+            adapters.cursors.clone(),
+            adapters.idempotency.clone(),
+            adapters.queue.clone(),
+            config,
+        )
+    }
+
     /// An API over these adapters; `queue` is the delivery queue that the
     /// sender consumes.
     pub fn new(
@@ -75,12 +89,12 @@ impl Api {
         config: ApiConfig,
     ) -> Self {
         Api {
+            requeue: Requeue::new(events.clone(), endpoints.clone(), deliveries.clone(), queue),
             events,
             endpoints,
             deliveries,
             cursors,
             idempotency,
-            queue,
             config,
         }
     }

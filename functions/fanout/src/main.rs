@@ -1,33 +1,12 @@
-use std::sync::Arc;
-use webhooks_aws::env;
-use webhooks_aws::{
-    AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, SqsQueue,
-};
+//! Lambda `fanout`: the DynamoDB stream of the events table.
+
 use webhooks_pipeline::FanOut;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     webhooks_aws::init_lambda_logging();
-    let aws = AwsClients::load().await;
-    let fanout = FanOut::new(
-        Arc::new(DynamoEndpointStore::new(
-            aws.dynamodb.clone(),
-            env::required("ENDPOINTS_TABLE")?,
-        )),
-        Arc::new(DynamoDeliveryStore::new(
-            aws.dynamodb.clone(),
-            env::required("DELIVERIES_TABLE")?,
-        )),
-        Arc::new(SqsQueue::new(
-            aws.sqs.clone(),
-            env::required("DELIVERY_QUEUE_URL")?,
-        )),
-        Arc::new(DynamoCursorStore::new(
-            aws.dynamodb.clone(),
-            env::required("CURSORS_TABLE")?,
-        )),
-    );
-    let fanout = &fanout;
+    let adapters = webhooks_aws::adapters::from_env().await?;
+    let fanout = &FanOut::from_adapters(&adapters);
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         webhooks_fn_fanout::handle(fanout, event)
     }))

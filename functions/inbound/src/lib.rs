@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::env;
 use webhooks_domain::{Event, EventType};
-use webhooks_ports::{EventStore, IdempotencyStore, InboundRecord, InboundStore};
+use webhooks_ports::{Adapters, EventStore, IdempotencyStore, InboundRecord, InboundStore};
 
 /// How long a Stripe event id keeps the id of the platform event made from it.
 const STRIPE_CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -106,6 +106,16 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// The inbound routes over a backend's adapters.
+    pub fn from_adapters(adapters: &Adapters, config: InboundConfig) -> Self {
+        Inbound::new(
+            adapters.events.clone(),
+            adapters.idempotency.clone(),
+            adapters.inbound.clone(),
+            config,
+        )
+    }
+
     pub fn new(
         events: Arc<dyn EventStore>,
         idempotency: Arc<dyn IdempotencyStore>,

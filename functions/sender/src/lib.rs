@@ -9,8 +9,10 @@ use std::time::Duration;
 use webhooks_aws::env::{self, EnvError};
 use webhooks_domain::retry::parse_duration;
 use webhooks_domain::RetrySchedule;
-use webhooks_pipeline::{MessageOutcome, Sender};
-use webhooks_ports::ReceivedMessage;
+use webhooks_pipeline::{
+    DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
+};
+use webhooks_ports::{Adapters, ReceivedMessage};
 
 /// Handles one batch of queue messages.
 pub async fn handle(
@@ -46,6 +48,20 @@ fn received(m: &SqsMessage) -> ReceivedMessage {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
     }
+}
+
+/// The sender over `adapters`, configured from the environment.
+pub fn from_env(adapters: &Adapters) -> Result<Sender, Error> {
+    let (schedule, request_timeout) = settings_from_env()?;
+    let client = DeliveryClient::new(DeliveryClientConfig {
+        request_timeout,
+        ..DeliveryClientConfig::default()
+    })?;
+    let config = SenderConfig {
+        schedule,
+        ..SenderConfig::default()
+    };
+    Ok(Sender::from_adapters(adapters, client, config))
 }
 
 /// The sender's settings from `WEBHOOKS_RETRY_SCHEDULE` (e.g. `1s,2s,4s`)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use webhooks_aws::env::{self, EnvError};
 use webhooks_domain::retry::parse_duration;
 use webhooks_pipeline::Sweeper;
+use webhooks_ports::Adapters;
 
 /// Handles one scheduled invocation; answers with what the sweep did.
 pub async fn handle(
@@ -28,6 +29,11 @@ pub async fn handle(
         "enqueued": r.enqueued,
         "failed_orgs": r.failed_orgs,
     }))
+}
+
+/// The sweeper over `adapters`, configured from the environment.
+pub fn from_env(adapters: &Adapters) -> Result<Sweeper, EnvError> {
+    Ok(Sweeper::from_adapters(adapters, grace_from_env()?))
 }
 
 /// How old an event must be before the sweeper takes it from the stream

@@ -1,0 +1,98 @@
+//! The one place the DynamoDB and SQS adapters are built: from the Lambda
+//! environment (`from_env`) or from a resource-name prefix (`webhooks dev
+//! --backend aws`, the tests and the benchmarks).
+
+use crate::env::{self, EnvError};
+use crate::resources::{QueueUrls, ResourceNames};
+use crate::{
+    AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
+    DynamoIdempotencyStore, DynamoInboundStore, SqsQueue,
+};
+use std::sync::Arc;
+use webhooks_ports::Adapters;
+
+/// Where each table and queue is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locations {
+    pub events_table: String,
+    pub endpoints_table: String,
+    pub deliveries_table: String,
+    pub cursors_table: String,
+    pub idempotency_table: String,
+    pub inbound_table: String,
+    pub delivery_queue_url: String,
+    pub dead_letter_queue_url: String,
+}
+
+impl Locations {
+    /// The names the SAM template gives every function (its `Globals`).
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Locations {
+            events_table: env::required("EVENTS_TABLE")?,
+            endpoints_table: env::required("ENDPOINTS_TABLE")?,
+            deliveries_table: env::required("DELIVERIES_TABLE")?,
+            cursors_table: env::required("CURSORS_TABLE")?,
+            idempotency_table: env::required("IDEMPOTENCY_TABLE")?,
+            inbound_table: env::required("INBOUND_TABLE")?,
+            delivery_queue_url: env::required("DELIVERY_QUEUE_URL")?,
+            dead_letter_queue_url: env::required("DELIVERY_DLQ_URL")?,
+        })
+    }
+
+    /// `<prefix>-events`, `<prefix>-deliveries`, ... and the queues' URLs.
+    pub fn for_names(names: &ResourceNames, urls: &QueueUrls) -> Self {
+        Locations {
+            events_table: names.table("events"),
+            endpoints_table: names.table("endpoints"),
+            deliveries_table: names.table("deliveries"),
+            cursors_table: names.table("cursors"),
+            idempotency_table: names.table("idempotency"),
+            inbound_table: names.table("inbound"),
+            delivery_queue_url: urls.delivery.clone(),
+            dead_letter_queue_url: urls.dead_letter.clone(),
+        }
+    }
+}
+
+/// Every port's DynamoDB or SQS adapter, over `clients`.
+pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
+    let ddb = &clients.dynamodb;
+    Adapters {
+        events: Arc::new(DynamoEventStore::new(ddb.clone(), at.events_table.clone())),
+        endpoints: Arc::new(DynamoEndpointStore::new(
+            ddb.clone(),
+            at.endpoints_table.clone(),
+        )),
+        deliveries: Arc::new(DynamoDeliveryStore::new(
+            ddb.clone(),
+            at.deliveries_table.clone(),
+        )),
+        cursors: Arc::new(DynamoCursorStore::new(
+            ddb.clone(),
+            at.cursors_table.clone(),
+        )),
+        idempotency: Arc::new(DynamoIdempotencyStore::new(
+            ddb.clone(),
+            at.idempotency_table.clone(),
+        )),
+        inbound: Arc::new(DynamoInboundStore::new(
+            ddb.clone(),
+            at.inbound_table.clone(),
+        )),
+        queue: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            at.delivery_queue_url.clone(),
+        )),
+        dead_letters: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            at.dead_letter_queue_url.clone(),
+        )),
+    }
+}
+
+/// What a Lambda function is built from: the SDK's configuration and the
+/// resource names of its environment.
+pub async fn from_env() -> Result<Adapters, EnvError> {
+    let at = Locations::from_env()?;
+    Ok(adapters(&AwsClients::load().await, &at))
+}

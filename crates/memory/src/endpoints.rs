@@ -1,0 +1,163 @@
+//! The endpoints table: endpoints per org.
+
+use crate::sync::lock;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use webhooks_domain::Endpoint;
+use webhooks_ports::{cursor, BackendError, EndpointStore, Page, Result};
+
+/// Endpoints per org.
+#[derive(Default)]
+pub struct MemoryEndpointStore {
+    endpoints: Mutex<BTreeMap<(String, String), Endpoint>>,
+}
+
+impl MemoryEndpointStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+}
+
+#[async_trait]
+impl EndpointStore for MemoryEndpointStore {
+    async fn create(&self, endpoint: &Endpoint) -> Result<()> {
+        let key = (endpoint.org_id.clone(), endpoint.id.clone());
+        let mut eps = lock(&self.endpoints);
+        if eps.contains_key(&key) {
+            return Err(BackendError::Permanent(format!(
+                "endpoint {} exists",
+                endpoint.id
+            )));
+        }
+        eps.insert(key, endpoint.clone());
+        Ok(())
+    }
+
+    async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>> {
+        Ok(lock(&self.endpoints)
+            .get(&(org_id.to_string(), endpoint_id.to_string()))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        org_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Endpoint>> {
+        let after = match cursor {
+            Some(c) => Some(cursor::decode(c, "ep_")?),
+            None => None,
+        };
+        let eps = lock(&self.endpoints);
+        let mut items: Vec<Endpoint> = eps
+            .range((org_id.to_string(), after.clone().unwrap_or_default())..)
+            .take_while(|((org, _), _)| org == org_id)
+            .filter(|((_, id), _)| after.as_ref().is_none_or(|a| id > a))
+            .take(limit + 1)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| cursor::encode(&e.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
+        let eps = lock(&self.endpoints);
+        Ok(eps
+            .range((org_id.to_string(), String::new())..)
+            .take_while(|((org, _), _)| org == org_id)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn update(&self, endpoint: &Endpoint) -> Result<bool> {
+        let mut eps = lock(&self.endpoints);
+        match eps.get_mut(&(endpoint.org_id.clone(), endpoint.id.clone())) {
+            Some(stored) => {
+                *stored = endpoint.clone();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool> {
+        Ok(lock(&self.endpoints)
+            .remove(&(org_id.to_string(), endpoint_id.to_string()))
+            .is_some())
+    }
+
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
+        if let Some(ep) =
+            lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
+        {
+            ep.disable(reason, Utc::now());
+        }
+        Ok(())
+    }
+
+    async fn set_failing_since(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        if let Some(ep) =
+            lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
+        {
+            match since {
+                Some(t) => {
+                    ep.failing_since.get_or_insert(t);
+                }
+                None => ep.failing_since = None,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use webhooks_domain::{Secret, Subscription};
+
+    #[tokio::test]
+    async fn listings_page_with_opaque_cursors() {
+        let store = MemoryEndpointStore::new();
+        for _ in 0..5 {
+            let ep = Endpoint::new(
+                "org",
+                "https://x.test".into(),
+                Subscription::All,
+                Secret::generate(),
+            );
+            store.create(&ep).await.unwrap();
+        }
+        let p1 = store.list("org", 2, None).await.unwrap();
+        assert_eq!(p1.items.len(), 2);
+        let p2 = store
+            .list("org", 2, p1.next_cursor.as_deref())
+            .await
+            .unwrap();
+        let p3 = store
+            .list("org", 2, p2.next_cursor.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(p3.items.len(), 1);
+        assert_eq!(p3.next_cursor, None);
+        assert!(p1.items[1].id < p2.items[0].id);
+        assert_eq!(
+            store.list("org", 2, Some("garbage!")).await,
+            Err(BackendError::InvalidCursor)
+        );
+        assert!(store.list("other", 2, None).await.unwrap().items.is_empty());
+    }
+}

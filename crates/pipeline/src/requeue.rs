@@ -1,0 +1,293 @@
+//! Sending deliveries again by hand, and ending them when their endpoint
+//! goes: `POST /v1/deliveries/{id}/retry`, `POST /v1/endpoints/{id}/recover`
+//! and `DELETE /v1/endpoints/{id}`, as use cases the API only translates.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt};
+use std::sync::Arc;
+use webhooks_domain::delivery::{NotRetryable, Resend};
+use webhooks_domain::{Delivery, DeliveryStatus};
+use webhooks_ports::{Adapters, BackendError, DeliveryStore, EndpointStore, EventStore, Queue};
+
+/// Deliveries read per page by a recovery or a cancellation.
+const PAGE: usize = 100;
+/// Deliveries prepared or canceled at once.
+const CONCURRENCY: usize = 16;
+
+/// Why a delivery was not sent again.
+#[derive(Debug, thiserror::Error)]
+pub enum RequeueError {
+    #[error(transparent)]
+    NotRetryable(#[from] NotRetryable),
+    #[error("the delivery's endpoint no longer exists")]
+    EndpointGone,
+    #[error("the delivery's event no longer exists")]
+    EventGone,
+    /// Another request moved it first.
+    #[error("the delivery changed state meanwhile; fetch it again")]
+    Changed,
+    /// The queue did not take the message; the delivery is as it was.
+    #[error("the delivery queue refused the message")]
+    QueueRefused,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// A delivery just moved to pending, with the queue message that sends it.
+struct Ready {
+    delivery: Delivery,
+    task: String,
+}
+
+/// The requeue use cases over the stores and the delivery queue.
+pub struct Requeue {
+    events: Arc<dyn EventStore>,
+    endpoints: Arc<dyn EndpointStore>,
+    deliveries: Arc<dyn DeliveryStore>,
+    queue: Arc<dyn Queue>,
+}
+
+impl Requeue {
+    pub fn from_adapters(adapters: &Adapters) -> Self {
+        Requeue {
+            events: adapters.events.clone(),
+            endpoints: adapters.endpoints.clone(),
+            deliveries: adapters.deliveries.clone(),
+            queue: adapters.queue.clone(),
+        }
+    }
+
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        endpoints: Arc<dyn EndpointStore>,
+        deliveries: Arc<dyn DeliveryStore>,
+        queue: Arc<dyn Queue>,
+    ) -> Self {
+        Requeue {
+            events,
+            endpoints,
+            deliveries,
+            queue,
+        }
+    }
+
+    /// Sends `delivery` (of org `org_id`) again: a dead-lettered or canceled
+    /// one becomes pending and is queued; a pending one overdue by
+    /// `STUCK_AFTER` has its lost message queued again.
+    pub async fn retry(&self, org_id: &str, delivery: Delivery) -> Result<(), RequeueError> {
+        let how = delivery.resend(Utc::now())?;
+        if self
+            .endpoints
+            .get(org_id, &delivery.endpoint_id)
+            .await?
+            .is_none()
+        {
+            return Err(RequeueError::EndpointGone);
+        }
+        let event = self
+            .events
+            .get(org_id, &delivery.event_id)
+            .await?
+            .ok_or(RequeueError::EventGone)?;
+        let task = delivery.task(&event, event.payload()).to_message();
+        if how == Resend::Unstick {
+            let rejected = self.queue.send_batch(std::slice::from_ref(&task)).await?;
+            if !rejected.is_empty() {
+                return Err(RequeueError::QueueRefused);
+            }
+            tracing::warn!(delivery_id = %delivery.id, "overdue pending delivery queued again");
+            return Ok(());
+        }
+        let moved = self
+            .deliveries
+            .transition(
+                &delivery.id,
+                &[DeliveryStatus::DeadLettered, DeliveryStatus::Canceled],
+                DeliveryStatus::Pending,
+            )
+            .await?;
+        if moved.is_none() {
+            return Err(RequeueError::Changed);
+        }
+        let id = delivery.id.clone();
+        self.enqueue(vec![Ready { delivery, task }]).await?;
+        tracing::info!(delivery_id = %id, "delivery retried");
+        Ok(())
+    }
+
+    /// Queues again every dead-lettered delivery of the endpoint (of org
+    /// `org_id`) created since `since`; returns how many.
+    pub async fn recover(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<usize, RequeueError> {
+        let mut requeued = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .deliveries
+                .list_for_endpoint(
+                    endpoint_id,
+                    Some(DeliveryStatus::DeadLettered),
+                    PAGE,
+                    cursor.as_deref(),
+                )
+                .await?;
+            let candidates: Vec<Delivery> = page
+                .items
+                .into_iter()
+                .filter(|d| d.org_id == org_id && d.created_at >= since)
+                .collect();
+            requeued += self.requeue_dead_lettered(org_id, candidates).await?;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        tracing::info!(endpoint_id, requeued, "deliveries recovered");
+        Ok(requeued)
+    }
+
+    /// Ends every pending delivery of a deleted endpoint as `canceled`;
+    /// returns how many.
+    pub async fn cancel_pending(&self, endpoint_id: &str) -> Result<usize, BackendError> {
+        let mut canceled = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .deliveries
+                .list_for_endpoint(
+                    endpoint_id,
+                    Some(DeliveryStatus::Pending),
+                    PAGE,
+                    cursor.as_deref(),
+                )
+                .await?;
+            // Boxed, so the future stays Send whatever the borrows' lifetimes.
+            let mut work: Vec<BoxFuture<'_, _>> = Vec::with_capacity(page.items.len());
+            for d in &page.items {
+                work.push(self.deliveries.transition(
+                    &d.id,
+                    &[DeliveryStatus::Pending],
+                    DeliveryStatus::Canceled,
+                ));
+            }
+            let results: Vec<_> = stream::iter(work)
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for r in results {
+                if r?.is_some() {
+                    canceled += 1;
+                }
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(canceled),
+            }
+        }
+    }
+
+    /// Makes each dead-lettered delivery pending and queues it; returns how
+    /// many were queued. A delivery whose event is gone is left as it is.
+    async fn requeue_dead_lettered(
+        &self,
+        org_id: &str,
+        candidates: Vec<Delivery>,
+    ) -> Result<usize, RequeueError> {
+        let mut work: Vec<BoxFuture<'_, Result<Option<Ready>, RequeueError>>> = Vec::new();
+        for d in candidates {
+            work.push(Box::pin(self.prepare_requeue(org_id, d)));
+        }
+        let prepared: Vec<_> = stream::iter(work)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut ready = Vec::new();
+        let mut first_error = None;
+        for p in prepared {
+            match p {
+                Ok(Some(item)) => ready.push(item),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Those already moved to pending must be queued even if others failed.
+        let queued = self.enqueue(ready).await?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(queued),
+        }
+    }
+
+    /// Moves a dead-lettered delivery to pending and makes its task; `None`
+    /// when its event is gone or it is no longer dead-lettered.
+    async fn prepare_requeue(
+        &self,
+        org_id: &str,
+        delivery: Delivery,
+    ) -> Result<Option<Ready>, RequeueError> {
+        let Some(event) = self.events.get(org_id, &delivery.event_id).await? else {
+            tracing::warn!(delivery_id = %delivery.id, event_id = %delivery.event_id, "event gone; not requeued");
+            return Ok(None);
+        };
+        let task = delivery.task(&event, event.payload()).to_message();
+        let moved = self
+            .deliveries
+            .transition(
+                &delivery.id,
+                &[DeliveryStatus::DeadLettered],
+                DeliveryStatus::Pending,
+            )
+            .await?;
+        Ok(moved.map(|_| Ready { delivery, task }))
+    }
+
+    /// Queues the tasks of deliveries just moved to pending. Any the queue
+    /// does not take go back to their previous status, and the call fails.
+    async fn enqueue(&self, items: Vec<Ready>) -> Result<usize, RequeueError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let bodies: Vec<String> = items.iter().map(|r| r.task.clone()).collect();
+        let rejected = match self.queue.send_batch(&bodies).await {
+            Ok(rejected) => rejected,
+            Err(e) => {
+                self.revert(items.iter().map(|r| &r.delivery)).await;
+                return Err(e.into());
+            }
+        };
+        if rejected.is_empty() {
+            return Ok(items.len());
+        }
+        tracing::warn!(
+            rejected = rejected.len(),
+            "the queue refused some delivery tasks"
+        );
+        self.revert(
+            rejected
+                .iter()
+                .filter_map(|&i| items.get(i).map(|r| &r.delivery)),
+        )
+        .await;
+        Err(RequeueError::QueueRefused)
+    }
+
+    /// Puts deliveries that could not be queued back in their earlier status.
+    async fn revert(&self, deliveries: impl Iterator<Item = &Delivery>) {
+        for d in deliveries {
+            if let Err(e) = self
+                .deliveries
+                .transition(&d.id, &[DeliveryStatus::Pending], d.status)
+                .await
+            {
+                tracing::error!(delivery_id = %d.id, error = %e, "could not restore status after a failed enqueue");
+            }
+        }
+    }
+}
