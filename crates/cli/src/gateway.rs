@@ -34,7 +34,7 @@ pub struct Gateway {
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
 fn error(status: u16, code: &str, message: &str) -> HttpResponse {
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let body = webhooks_http::error_body(code, message);
     hyper::Response::builder()
         .status(status)
         .header("content-type", "application/json")

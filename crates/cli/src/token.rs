@@ -6,6 +6,15 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// Why a token could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("--org must not be empty")]
+    EmptyOrg,
+    #[error("cannot sign token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
 /// Signs a token for `org_id` with the given space-separated scopes.
 pub fn issue(
     secret: &str,
@@ -13,9 +22,9 @@ pub fn issue(
     scope: &str,
     role: Option<&str>,
     ttl: Duration,
-) -> Result<String, String> {
+) -> Result<String, TokenError> {
     if org_id.trim().is_empty() {
-        return Err("--org must not be empty".into());
+        return Err(TokenError::EmptyOrg);
     }
     let now = chrono::Utc::now().timestamp();
     let mut claims = Map::new();
@@ -35,7 +44,7 @@ pub fn issue(
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
-    .map_err(|e| format!("cannot sign token: {e}"))
+    .map_err(TokenError::from)
 }
 
 /// Verifies a bearer token and returns its claims as API Gateway passes

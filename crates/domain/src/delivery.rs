@@ -51,17 +51,20 @@ impl fmt::Display for DeliveryStatus {
     }
 }
 
+/// A status name that is not one of the four.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status '{0}' (expected pending, delivered, dead_lettered or canceled)")]
+pub struct UnknownStatus(pub String);
+
 impl FromStr for DeliveryStatus {
-    type Err = String;
+    type Err = UnknownStatus;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "pending" => Ok(DeliveryStatus::Pending),
             "delivered" => Ok(DeliveryStatus::Delivered),
             "dead_lettered" => Ok(DeliveryStatus::DeadLettered),
             "canceled" => Ok(DeliveryStatus::Canceled),
-            other => Err(format!(
-                "unknown status '{other}' (expected pending, delivered, dead_lettered or canceled)"
-            )),
+            other => Err(UnknownStatus(other.to_string())),
         }
     }
 }

@@ -100,7 +100,7 @@ impl FromStr for RetrySchedule {
         }
         let mut delays = Vec::new();
         for part in trimmed.split(',') {
-            let d = parse_duration(part.trim()).map_err(err)?;
+            let d = parse_duration(part.trim()).map_err(|e| err(e.to_string()))?;
             if d > MAX_DELAY {
                 return Err(err(format!(
                     "'{}' is longer than the 12 h limit of SQS",
@@ -120,25 +120,36 @@ impl fmt::Display for RetrySchedule {
     }
 }
 
+/// A text that is not a duration; each names the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("'{0}' is not a duration like 5s, 10m or 2h")]
+    NotANumber(String),
+    #[error("'{0}' has an unknown unit (use ms, s, m, h or d)")]
+    UnknownUnit(String),
+    #[error("'{0}' is out of range")]
+    OutOfRange(String),
+}
+
 /// Reads `250ms`, `5s`, `5m`, `2h`, `1d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 5s, 10m or 2h"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m, h or d)")),
+        _ => return Err(DurationError::UnknownUnit(s.to_string())),
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("'{s}' is out of range"));
+        return Err(DurationError::OutOfRange(s.to_string()));
     }
     Ok(Duration::from_secs_f64(secs))
 }

@@ -247,7 +247,7 @@ pub(crate) async fn send_test(
     });
     let data = RawValue::from_string(r#"{"test":true}"#.to_string()).map_err(|e| {
         tracing::error!(error = %e, "test event data");
-        ApiError::Internal
+        ApiError::Backend(webhooks_http::BackendFailure::Internal)
     })?;
     let mut event = Event::new(&caller.org_id, event_type, data);
     event.target_endpoint = Some(endpoint.id.clone());

@@ -1,10 +1,9 @@
 //! Failures as the API reports them: a status code and
 //! `{"error":{"code":"<snake_case>","message":"<human text>"}}`.
 
-use crate::response::json;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
-use serde::Serialize;
+use webhooks_http::{error, BackendFailure};
 use webhooks_pipeline::RequeueError;
 use webhooks_ports::BackendError;
 
@@ -26,10 +25,9 @@ pub enum ApiError {
     Conflict(String),
     /// 413: the body is over the limit.
     PayloadTooLarge(String),
-    /// 503: a backend is throttling or unreachable; try again.
-    ServiceUnavailable,
-    /// 500: a fault on our side (details are only in the logs).
-    Internal,
+    /// 503: a backend is throttling or unreachable; try again. 500: a
+    /// fault on our side (details are only in the logs).
+    Backend(BackendFailure),
 }
 
 impl ApiError {
@@ -53,8 +51,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Backend(f) => f.status(),
         }
     }
 
@@ -68,8 +65,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::ServiceUnavailable => "service_unavailable",
-            ApiError::Internal => "internal_error",
+            ApiError::Backend(f) => f.code(),
         }
     }
 
@@ -85,43 +81,20 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 format!("method not allowed here; use {}", allow.join(", "))
             }
-            ApiError::ServiceUnavailable => {
-                "the service is temporarily unavailable; try again".to_string()
-            }
-            ApiError::Internal => "internal error".to_string(),
+            ApiError::Backend(f) => f.message().to_string(),
         }
     }
 
     /// The error as an HTTP response.
     pub fn into_response(self) -> Response<Body> {
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            error: Detail<'a>,
+        if let ApiError::Backend(failure) = self {
+            return failure.into_response();
         }
-        #[derive(Serialize)]
-        struct Detail<'a> {
-            code: &'a str,
-            message: &'a str,
-        }
-        let message = self.message();
-        let mut response = json(
-            self.status(),
-            &Envelope {
-                error: Detail {
-                    code: self.code(),
-                    message: &message,
-                },
-            },
-        );
+        let mut response = error(self.status(), self.code(), &self.message());
         if let ApiError::MethodNotAllowed(allow) = &self {
             if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
                 response.headers_mut().insert(header::ALLOW, v);
             }
-        }
-        if let ApiError::ServiceUnavailable = &self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -130,17 +103,10 @@ impl ApiError {
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         match e {
-            BackendError::Transient(detail) => {
-                tracing::warn!(error = %detail, "transient backend error");
-                ApiError::ServiceUnavailable
-            }
-            BackendError::Permanent(detail) => {
-                tracing::error!(error = %detail, "backend error");
-                ApiError::Internal
-            }
             BackendError::InvalidCursor => {
                 ApiError::invalid("cursor is not a next_cursor value returned by this listing")
             }
+            e => ApiError::Backend(BackendFailure::of(&e)),
         }
     }
 }
@@ -154,7 +120,7 @@ impl From<RequeueError> for ApiError {
             RequeueError::EndpointGone | RequeueError::EventGone => {
                 ApiError::not_found(e.to_string())
             }
-            RequeueError::QueueRefused => ApiError::ServiceUnavailable,
+            RequeueError::QueueRefused => ApiError::Backend(BackendFailure::Unavailable),
             RequeueError::Backend(b) => b.into(),
         }
     }

@@ -222,7 +222,8 @@ impl Inbound {
             Utc::now().timestamp(),
         )
         .map_err(|e| Rejection::InvalidSignature(e.message().into()))?;
-        let event = stripe::StripeEvent::parse(body).map_err(Rejection::InvalidRequest)?;
+        let event = stripe::StripeEvent::parse(body)
+            .map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
         let org_id = event.org_id();
         let first = self
             .store
@@ -420,7 +421,8 @@ impl Inbound {
                 "X-Hub-Signature-256 does not match".into(),
             ));
         }
-        let messages = whatsapp::messages(body).map_err(Rejection::InvalidRequest)?;
+        let messages =
+            whatsapp::messages(body).map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
         let mut routes: HashMap<String, Option<String>> = HashMap::new();
         for message in messages {
             let org_id = match &message.phone_number_id {

@@ -3,6 +3,7 @@
 
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
+use webhooks_http::{error, BackendFailure};
 use webhooks_ports::BackendError;
 
 /// Why an inbound request was not accepted. Nothing a caller sends produces
@@ -59,41 +60,12 @@ impl Rejection {
                 return response;
             }
             Rejection::Backend(e) => {
-                tracing::error!(error = %e, "inbound request not recorded");
-                if e.is_transient() {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "service_unavailable",
-                        "a backend is unavailable; try again".to_string(),
-                    )
-                } else {
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal_error",
-                        "internal error".to_string(),
-                    )
-                }
+                tracing::error!("inbound request not recorded");
+                return BackendFailure::of(&e).into_response();
             }
         };
         error(status, code, &message)
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": {"code": code, "message": message}});
-    with_body(status, "application/json", body.to_string())
-}
-
-/// A response with a text body of the given content type.
-pub(crate) fn with_body(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<String>,
-) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.into()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
+pub(crate) use webhooks_http::with_body;

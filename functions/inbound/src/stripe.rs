@@ -119,29 +119,41 @@ struct Data {
 /// Longest accepted Stripe event id and org id.
 const MAX_ID_LEN: usize = 255;
 
+/// Why a (correctly signed) body is not a usable Stripe event.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MalformedEvent {
+    #[error("body is not a Stripe event: not a JSON object")]
+    NotAnObject,
+    #[error("body is not a Stripe event: {0}")]
+    NotAnEvent(#[source] serde_json::Error),
+    #[error("event id must be 1 to {MAX_ID_LEN} characters long")]
+    BadId,
+    #[error("event type is empty")]
+    EmptyType,
+    #[error("data.object is not JSON: {0}")]
+    ObjectNotJson(#[source] serde_json::Error),
+}
+
 impl StripeEvent {
-    /// Reads an event body; the message says what is wrong with it.
-    pub(crate) fn parse(body: &[u8]) -> Result<StripeEvent, String> {
+    /// Reads an event body; the error says what is wrong with it.
+    pub(crate) fn parse(body: &[u8]) -> Result<StripeEvent, MalformedEvent> {
         if !crate::looks_like_json_object(body) {
-            return Err("body is not a Stripe event: not a JSON object".into());
+            return Err(MalformedEvent::NotAnObject);
         }
         let envelope: Envelope =
-            serde_json::from_slice(body).map_err(|e| format!("body is not a Stripe event: {e}"))?;
+            serde_json::from_slice(body).map_err(MalformedEvent::NotAnEvent)?;
         if envelope.id.is_empty() || envelope.id.len() > MAX_ID_LEN {
-            return Err(format!(
-                "event id must be 1 to {MAX_ID_LEN} characters long"
-            ));
+            return Err(MalformedEvent::BadId);
         }
         if envelope.kind.is_empty() {
-            return Err("event type is empty".into());
+            return Err(MalformedEvent::EmptyType);
         }
         let (object, previous) = match envelope.data {
             Some(d) => (d.object, d.previous_attributes),
             None => (None, None),
         };
         let object_value = match &object {
-            Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|e| format!("data.object is not JSON: {e}"))?,
+            Some(raw) => serde_json::from_str(raw.get()).map_err(MalformedEvent::ObjectNotJson)?,
             None => Value::Null,
         };
         let previous_status = previous

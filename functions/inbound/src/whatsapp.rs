@@ -70,16 +70,29 @@ fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// Why a (correctly signed) body is not a usable WhatsApp notification.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MalformedNotification {
+    #[error("body is not a WhatsApp notification: not a JSON object")]
+    NotAnObject,
+    #[error("body is not a WhatsApp notification: {0}")]
+    NotANotification(#[source] serde_json::Error),
+    #[error("a message is not JSON: {0}")]
+    MessageNotJson(#[source] serde_json::Error),
+    #[error("a message has no string id")]
+    MessageWithoutId,
+}
+
 /// The messages of a notification, across all its entries and changes
 /// (statuses and other fields carry none). Messages without an id are left
 /// out; the message says what is wrong with a body that is not a
 /// notification.
-pub(crate) fn messages(body: &[u8]) -> Result<Vec<Message>, String> {
+pub(crate) fn messages(body: &[u8]) -> Result<Vec<Message>, MalformedNotification> {
     if !crate::looks_like_json_object(body) {
-        return Err("body is not a WhatsApp notification: not a JSON object".into());
+        return Err(MalformedNotification::NotAnObject);
     }
-    let notification: Notification = serde_json::from_slice(body)
-        .map_err(|e| format!("body is not a WhatsApp notification: {e}"))?;
+    let notification: Notification =
+        serde_json::from_slice(body).map_err(MalformedNotification::NotANotification)?;
     let mut out = Vec::new();
     let changes = notification
         .entry
@@ -94,15 +107,15 @@ pub(crate) fn messages(body: &[u8]) -> Result<Vec<Message>, String> {
                 .and_then(|m| m.get("phone_number_id")),
         );
         for raw in value.messages.unwrap_or_default() {
-            let message: Value = serde_json::from_str(raw.get())
-                .map_err(|e| format!("a message is not JSON: {e}"))?;
+            let message: Value =
+                serde_json::from_str(raw.get()).map_err(MalformedNotification::MessageNotJson)?;
             let Some(id) = message
                 .get("id")
                 .and_then(Value::as_str)
                 .filter(|id| !id.is_empty())
                 .map(str::to_string)
             else {
-                return Err("a message has no string id".into());
+                return Err(MalformedNotification::MessageWithoutId);
             };
             out.push(Message {
                 id,
