@@ -13,6 +13,7 @@ mod endpoints;
 pub mod errors;
 mod events;
 pub mod input;
+pub mod portal;
 mod response;
 pub mod routes;
 mod views;
@@ -60,6 +61,7 @@ pub struct Api {
     idempotency: Arc<dyn IdempotencyStore>,
     queue: Arc<dyn Queue>,
     config: ApiConfig,
+    portal: Option<Arc<portal::PortalIssuer>>,
 }
 
 impl Api {
@@ -82,7 +84,15 @@ impl Api {
             idempotency,
             queue,
             config,
+            portal: None,
         }
+    }
+
+    /// The same API, minting portal sessions with `issuer`
+    /// (`POST /v1/portal-sessions` is 404 without one).
+    pub fn with_portal(mut self, issuer: portal::PortalIssuer) -> Self {
+        self.portal = Some(Arc::new(issuer));
+        self
     }
 }
 
@@ -116,13 +126,17 @@ pub async fn handle(api: &Api, req: Request) -> Result<Response<Body>, Error> {
 }
 
 async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
-    let matched = routes::resolve(req.method().as_str(), req.uri().path())?;
+    if let Some(page) = portal::public_resource(api, req) {
+        return Ok(page);
+    }
+    let matched = routes::resolve(req.method().as_str(), portal::api_path(req.uri().path()))?;
     let operation = matched.operation;
     // The health check is the only public route.
     if operation.access() == Access::Public {
         return Ok(health());
     }
     let caller = Caller::from_request(req)?;
+    portal::check_expiry(req)?;
     if let Access::Scope(scope) = operation.access() {
         caller.require(scope)?;
     }
@@ -144,6 +158,7 @@ async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
         Operation::RecoverDeliveries => deliveries::recover(api, &caller, id, body).await,
         Operation::GetDelivery => deliveries::get(api, &caller, id).await,
         Operation::RetryDelivery => deliveries::retry(api, &caller, id).await,
+        Operation::CreatePortalSession => portal::create_session(api, &caller, req, body).await,
     }
 }
 

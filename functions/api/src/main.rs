@@ -7,6 +7,7 @@ use webhooks_aws::{
     DynamoIdempotencyStore, SqsQueue,
 };
 use webhooks_domain::EndpointUrlPolicy;
+use webhooks_fn_api::portal::PortalIssuer;
 use webhooks_fn_api::{Api, ApiConfig};
 
 #[tokio::main]
@@ -43,6 +44,15 @@ async fn main() -> Result<(), lambda_http::Error> {
             ..ApiConfig::default()
         },
     );
+    // Portal sessions: RS256 with the stack's key, trusted by the portal
+    // authorizer through the JWKS this function serves under /portal-auth.
+    let api = match env::optional("PORTAL_SIGNING_KEY") {
+        Some(pem) => api.with_portal(
+            PortalIssuer::rs256_pem(&pem, &env::required("PORTAL_ISSUER")?)?
+                .with_base_url(env::optional("WEBHOOKS_PUBLIC_BASE_URL")),
+        ),
+        None => api,
+    };
     let api = &api;
     lambda_http::run(lambda_http::service_fn(move |req| {
         webhooks_fn_api::handle(api, req)
