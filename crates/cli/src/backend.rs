@@ -51,6 +51,9 @@ pub struct Settings {
     pub sweep_grace: Duration,
     /// With the aws backend: tally every SDK request here (benchmarks).
     pub request_counter: Option<webhooks_aws::request_counter::RequestCounter>,
+    /// Sign portal sessions with HS256 and this secret (the local gateway's
+    /// `--jwt-secret`, so the gateway accepts them); `None`: no portal sessions.
+    pub portal_secret: Option<String>,
 }
 
 /// The running parts.
@@ -170,7 +173,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<System> {
         allow_http: true,
         allow_private: settings.allow_private,
     };
-    let api = Arc::new(Api::new(
+    let api = Api::new(
         s.events.clone(),
         s.endpoints.clone(),
         s.deliveries.clone(),
@@ -181,7 +184,14 @@ pub async fn build(settings: &Settings) -> anyhow::Result<System> {
             url_policy,
             rotation_overlap: chrono::Duration::hours(24),
         },
-    ));
+    );
+    let api = Arc::new(match &settings.portal_secret {
+        Some(secret) => api.with_portal(webhooks_fn_api::portal::PortalIssuer::hs256(
+            secret.as_bytes(),
+            "webhooks-dev-portal",
+        )),
+        None => api,
+    });
     let inbound = Arc::new(Inbound::new(
         s.events.clone(),
         s.idempotency.clone(),

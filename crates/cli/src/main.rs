@@ -187,6 +187,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         },
         sweep_grace: Duration::from_secs(30),
         request_counter: None,
+        portal_secret: Some(args.jwt_secret.clone()),
     };
     webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
 }
