@@ -84,8 +84,10 @@ const fmtTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeSt
 const when = (iso) => (iso ? fmtTime.format(new Date(iso)) : '—');
 const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 
+// Once the session has ended, nothing else is shown.
+let ended = false;
 function render(...nodes) {
-  main.replaceChildren(...nodes);
+  if (!ended) main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 
 let toastTimer;
@@ -243,9 +245,9 @@ async function endpointsView() {
     const rate = h('td', { 'data-label': 'Success' }, h('span', { class: 'muted' }, '…'));
     const open = () => { location.hash = `#/endpoints/${ep.id}`; };
     const row = h('tr', { class: 'clickable', 'data-testid': 'endpoint-row', 'data-id': ep.id, onclick: open },
-      h('td', { class: 'url', 'data-label': 'URL' },
+      h('td', { class: 'url', 'data-label': 'URL' }, h('div', {},
         h('a', { href: `#/endpoints/${ep.id}`, onclick: (e) => e.stopPropagation() }, ep.url),
-        ep.description ? h('div', { class: 'muted small' }, ep.description) : null),
+        ep.description ? h('div', { class: 'muted small' }, ep.description) : null)),
       h('td', { 'data-label': 'Events' }, chips(ep.event_types)),
       h('td', { 'data-label': 'Status' }, enabledBadge(ep), ep.disabled_reason ? h('div', { class: 'reason' }, ep.disabled_reason) : null),
       rate);
@@ -332,7 +334,7 @@ async function endpointView(id) {
     else refreshTimer = setTimeout(loadDeliveries, 10000);
   }
 
-  const since = h('input', { type: 'datetime-local', id: 'recover-since', step: 1 });
+  const since = h('input', { type: 'datetime-local', id: 'recover-since', class: 'compact', step: 1 });
   since.value = localInput(new Date(Date.now() - 24 * 3600 * 1000));
   const recoverBtn = h('button', { onclick: async () => {
     const d = new Date(since.value);
@@ -523,7 +525,7 @@ async function catalogueView() {
         h('pre', {}, JSON.stringify(example, null, 2)));
     })),
     h('section', { class: 'card', 'aria-label': 'Headers' }, h('h2', {}, 'Headers of every delivery'),
-      h('table', { class: 'stack' }, h('tbody', {}, HEADERS.map(([k, v]) => h('tr', {}, h('td', { 'data-label': 'Header' }, h('code', {}, k)), h('td', { 'data-label': 'Meaning' }, v)))))),
+      h('table', { class: 'stack' }, h('tbody', {}, HEADERS.map(([k, v]) => h('tr', {}, h('td', { 'data-label': 'Header', class: 'nowrap' }, h('code', {}, k)), h('td', { 'data-label': 'Meaning' }, v)))))),
     h('section', { class: 'card', 'aria-label': 'Verify signatures' }, h('h2', {}, 'Verify signatures'),
       h('p', { class: 'muted small' }, 'Verify against the raw body bytes, before parsing JSON. The webhook-* headers follow the Standard Webhooks specification, so its libraries work unchanged.'),
       h('div', { class: 'tabs', role: 'tablist' }, tabButtons),
@@ -535,6 +537,7 @@ async function catalogueView() {
 // ---------------------------------------------------------------- shell
 
 function sessionEnded(message) {
+  if (ended) return;
   clearTimeout(refreshTimer);
   sessionStorage.removeItem(KEY);
   document.querySelector('.top nav').hidden = true;
@@ -543,6 +546,8 @@ function sessionEnded(message) {
     h('h1', {}, 'This portal session has ended'),
     h('p', { class: 'muted' }, message),
     h('p', {}, 'Open the webhooks portal again from DevSphere to get a new link.')));
+  ended = true;
+  for (const dlg of document.querySelectorAll('dialog')) dlg.close();
 }
 
 function header() {
