@@ -5,6 +5,7 @@ and delete, and check that another org's session sees nothing of the first
 org and that an expired session is refused. Screenshots go to docs/.
 """
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import standard_signature_valid, x_signature_valid
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# Screenshots of the main screens; `make portal-screenshots` writes them to docs/.
+DOCS = Path(os.environ.get("PORTAL_SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / ".tmp" / "portal-screenshots")
 
 
 def wait(driver, what, timeout=20):
@@ -60,7 +62,7 @@ def open_portal(driver, url):
 
 
 def screenshot(driver, name, height=None):
-    DOCS.mkdir(exist_ok=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
     driver.execute_script("document.getElementById('toast').hidden = true")
     if height:
         size = driver.get_window_size()

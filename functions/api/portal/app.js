@@ -544,7 +544,7 @@ function sessionEnded(message) {
   document.getElementById('who').textContent = '';
   render(h('div', { class: 'notice card', id: 'session-ended', role: 'alert' },
     h('h1', {}, 'This portal session has ended'),
-    h('p', { class: 'muted' }, message),
+    h('p', { class: 'muted' }, message.charAt(0).toUpperCase() + message.slice(1) + (/[.!]$/.test(message) ? '' : '.')),
     h('p', {}, 'Open the webhooks portal again from DevSphere to get a new link.')));
   ended = true;
   for (const dlg of document.querySelectorAll('dialog')) dlg.close();
