@@ -166,15 +166,28 @@ impl PortalIssuer {
     }
 }
 
-/// A stable key id: the RFC 7638 thumbprint's first 16 hex digits would need
-/// SHA-256 here; the modulus's tail is as stable and unique enough for one key.
+/// The key's RFC 7638 thumbprint (base64url SHA-256 of its canonical JWK),
+/// so a new key gets a new id and verifiers fetch it.
 fn key_id(jwk: &Jwk) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
     match &jwk.algorithm {
         jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) => {
-            let n = rsa.n.as_str();
-            format!("portal-{}", &n[n.len().saturating_sub(16)..])
+            let canonical = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, rsa.e, rsa.n);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(canonical.as_bytes()))
         }
         _ => "portal".to_string(),
+    }
+}
+
+/// The secret `webhooks dev` signs portal tokens with; never printed.
+#[derive(Clone)]
+pub struct DevSigningSecret(pub String);
+
+impl std::fmt::Debug for DevSigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevSigningSecret(<redacted>)")
     }
 }
 
@@ -372,4 +385,42 @@ fn auth_resource(api: &Api, path: &str) -> Response<Body> {
         HeaderValue::from_static("public, max-age=300"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::{AlgorithmParameters, CommonParameters, RSAKeyParameters, RSAKeyType};
+
+    #[test]
+    fn key_ids_are_rfc_7638_thumbprints() {
+        // The example of RFC 7638, section 3.1.
+        let jwk = Jwk {
+            common: CommonParameters::default(),
+            algorithm: AlgorithmParameters::RSA(RSAKeyParameters {
+                key_type: RSAKeyType::RSA,
+                n: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw".into(),
+                e: "AQAB".into(),
+            }),
+        };
+        assert_eq!(key_id(&jwk), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn api_paths_under_the_portal_prefix_are_v1_paths() {
+        assert_eq!(api_path("/portal-api/v1/endpoints"), "/v1/endpoints");
+        assert_eq!(api_path("/portal-api/v1"), "/v1");
+        assert_eq!(api_path("/portal-api/healthz"), "/portal-api/healthz");
+        assert_eq!(
+            api_path("/portal-apix/v1/endpoints"),
+            "/portal-apix/v1/endpoints"
+        );
+        assert_eq!(api_path("/v1/endpoints"), "/v1/endpoints");
+    }
+
+    #[test]
+    fn the_dev_secret_is_never_printed() {
+        let s = DevSigningSecret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
 }
