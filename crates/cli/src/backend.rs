@@ -53,7 +53,7 @@ pub struct Settings {
     pub request_counter: Option<webhooks_aws::request_counter::RequestCounter>,
     /// Sign portal sessions with HS256 and this secret (the local gateway's
     /// `--jwt-secret`, so the gateway accepts them); `None`: no portal sessions.
-    pub portal_secret: Option<String>,
+    pub portal_secret: Option<webhooks_fn_api::portal::DevSigningSecret>,
 }
 
 /// The running parts.
@@ -187,7 +187,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<System> {
     );
     let api = Arc::new(match &settings.portal_secret {
         Some(secret) => api.with_portal(webhooks_fn_api::portal::PortalIssuer::hs256(
-            secret.as_bytes(),
+            secret.0.as_bytes(),
             "webhooks-dev-portal",
         )),
         None => api,

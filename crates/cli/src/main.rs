@@ -191,7 +191,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         },
         sweep_grace: Duration::from_secs(30),
         request_counter: None,
-        portal_secret: Some(args.jwt_secret.clone()),
+        portal_secret: Some(webhooks_fn_api::portal::DevSigningSecret(
+            args.jwt_secret.clone(),
+        )),
     };
     webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
 }
