@@ -26,15 +26,22 @@ pub struct GlobalArgs {
         long,
         env = "WEBHOOKS_API_URL",
         default_value = "http://127.0.0.1:8080",
-        global = true
+        global = true,
+        help_heading = "API client options"
     )]
     pub api_url: String,
     /// Bearer token (for `webhooks dev`: `webhooks dev token --org ORG`).
-    #[arg(long, env = "WEBHOOKS_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "WEBHOOKS_TOKEN",
+        hide_env_values = true,
+        global = true,
+        help_heading = "API client options"
+    )]
     pub token: Option<String>,
     /// table for people, json (the API's body as is) for scripts; default:
     /// table on a terminal, json otherwise.
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, value_enum, global = true, help_heading = "API client options")]
     pub output: Option<Output>,
 }
 
