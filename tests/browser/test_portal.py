@@ -44,8 +44,12 @@ def row_texts(driver, testid):
 
 
 def button(driver, label):
-    return wait(driver, lambda d: next(
+    """The visible button named `label`, scrolled to the middle of the
+    window (clear of the sticky header) as a person would see it."""
+    b = wait(driver, lambda d: next(
         (b for b in d.find_elements(By.TAG_NAME, "button") if b.is_displayed() and b.text.strip() == label), None))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", b)
+    return b
 
 
 def dead_row(driver):
@@ -129,11 +133,21 @@ def test_an_org_manages_its_endpoints_and_deliveries(dev, receiver, browser):
     status, page = dev.call("GET", f"/v1/endpoints/{endpoint_id}/deliveries", dev.token("acme"))
     assert status == 200 and [x["status"] for x in page["data"]] == ["delivered", "delivered"]
 
+    # Recover: another failure, then "Recover dead-lettered" since a time sends it again.
+    receiver.answer(500, b"down for maintenance")
+    d.find_element(By.ID, "send-test").click()
+    assert wait(d, lambda d: any("dead_lettered" in t for t in row_texts(d, "delivery-row")), timeout=30)
+    receiver.answer(204)
+    button(d, "Recover dead-lettered").click()
+    assert wait(d, lambda d: "1 dead-lettered delivery sent again" in d.find_element(By.ID, "toast").text)
+    assert wait(d, lambda d: (t := row_texts(d, "delivery-row")) and len(t) == 3
+                and all("delivered" in x for x in t), timeout=30)
+
     # The status filter shows only what it names.
     Select(d.find_element(By.ID, "status-filter")).select_by_value("dead_lettered")
     assert wait(d, lambda d: not rows(d, "delivery-row") and "No deliveries here yet" in d.page_source)
     Select(d.find_element(By.ID, "status-filter")).select_by_value("")
-    wait(d, lambda d: len(rows(d, "delivery-row")) == 2)
+    wait(d, lambda d: len(rows(d, "delivery-row")) == 3)
 
     # Rotate the secret: a new one is shown, and it is the API's.
     button(d, "Rotate…").click()
@@ -163,7 +177,7 @@ def test_an_org_manages_its_endpoints_and_deliveries(dev, receiver, browser):
     # The endpoints table lists it, with its success rate.
     d.find_element(By.CSS_SELECTOR, '[data-nav="endpoints"]').click()
     assert wait(d, lambda d: row_texts(d, "endpoint-row") and receiver.url("/hooks") in row_texts(d, "endpoint-row")[0])
-    assert wait(d, lambda d: "%" in row_texts(d, "endpoint-row")[0])
+    assert wait(d, lambda d: "100%" in row_texts(d, "endpoint-row")[0])
     # A second endpoint, disabled with a reason, to show how that looks.
     _, second = dev.call("POST", "/v1/endpoints", dev.token("acme"), {
         "url": "https://crm.example.com/webhooks/devsphere", "event_types": ["*"], "description": "CRM sync"})
@@ -262,3 +276,36 @@ def test_the_page_loads_nothing_from_elsewhere(dev, browser):
     # No CSP violation was reported while the page ran.
     logs = [e for e in d.get_log("browser") if "Content Security Policy" in e.get("message", "")]
     assert logs == []
+
+
+def test_the_page_is_usable_by_keyboard(dev, browser):
+    d = browser
+    open_portal(d, dev.portal_url("keyboard-org"))
+    wait(d, lambda d: "No endpoints yet" in d.page_source)
+    body = d.find_element(By.TAG_NAME, "body")
+    # Tab from the top reaches "Add endpoint"; Enter opens the form.
+    for _ in range(12):
+        body = d.switch_to.active_element
+        if body.text == "Add endpoint":
+            break
+        body.send_keys(Keys.TAB)
+    assert d.switch_to.active_element.text == "Add endpoint"
+    d.switch_to.active_element.send_keys(Keys.ENTER)
+    url_input = wait(d, lambda d: d.find_element(By.ID, "f-url"))
+    assert d.switch_to.active_element == url_input, "the form takes the focus"
+    # Submitting without an event type says what is missing, and writes nothing.
+    url_input.send_keys("http://127.0.0.1:9/keyboard", Keys.ENTER)
+    assert wait(d, lambda d: "Choose at least one event type" in d.page_source)
+    # Escape closes the form.
+    d.switch_to.active_element.send_keys(Keys.ESCAPE)
+    assert wait(d, lambda d: not d.find_elements(By.TAG_NAME, "dialog"))
+    status, listing = dev.call("GET", "/v1/endpoints", dev.token("keyboard-org"))
+    assert status == 200 and listing["data"] == []
+    # Every control has a visible name (no unlabeled buttons or inputs).
+    unnamed = d.execute_script("""
+      return [...document.querySelectorAll('button, input, select, a[href]')].filter(e => {
+        const label = e.labels && e.labels.length ? e.labels[0].textContent : '';
+        return !(e.textContent.trim() || e.getAttribute('aria-label') || label || e.title);
+      }).map(e => e.outerHTML);
+    """)
+    assert unnamed == []
