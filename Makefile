@@ -1,5 +1,5 @@
 # The two commands of README.md, and the pieces they are made of.
-.PHONY: dev test test-rust test-infra lint fmt build-lambdas bench
+.PHONY: dev test test-rust test-infra portal-screenshots lint fmt build-lambdas bench
 
 # The whole system in one process on the embedded backend.
 dev:
@@ -12,6 +12,14 @@ test:
 
 test-rust:
 	scripts/with-moto.sh cargo test --workspace
+
+# The portal's browser tests alone (Debian's chromium), refreshing the
+# screenshots in docs/.
+portal-screenshots:
+	scripts/venv.sh
+	scripts/chromium.sh
+	cargo build --quiet -p webhooks --bin webhooks
+	PORTAL_SCREENSHOT_DIR=docs .venv/bin/pytest tests/browser -q -p no:cacheprovider
 
 test-infra:
 	scripts/venv.sh

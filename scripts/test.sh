@@ -8,5 +8,9 @@ echo "== Rust tests (unit, handlers, end to end on moto) =="
 scripts/with-moto.sh cargo test --workspace --no-fail-fast
 echo "== API fuzz: schemathesis against webhooks dev (no 5xx) =="
 scripts/schemathesis.sh
+echo "== Portal in Debian's headless Chromium, against webhooks dev =="
+scripts/chromium.sh
+cargo build --quiet -p webhooks --bin webhooks
+.venv/bin/pytest tests/browser -q -p no:cacheprovider
 echo "== Infrastructure: template wiring and cfn-lint =="
 .venv/bin/pytest tests/infra -q

@@ -30,6 +30,7 @@ pub fn settings(
         inbound: InboundConfig::default(),
         sweep_grace: Duration::from_secs(30),
         request_counter: counter,
+        portal_secret: None,
     }
 }
 

@@ -627,10 +627,45 @@ def test_http_api_has_a_jwt_authorizer_from_parameters(template: dict) -> None:
 
 def test_api_routes(template: dict) -> None:
     routes = http_routes(template, "ApiFunction")
-    assert set(routes) == {("ANY", "/v1/{proxy+}"), ("GET", "/healthz")}
+    assert set(routes) == {
+        ("ANY", "/v1/{proxy+}"),
+        ("GET", "/healthz"),
+        ("ANY", "/portal-api/v1/{proxy+}"),
+        ("GET", "/portal"),
+        ("GET", "/portal/{proxy+}"),
+        ("GET", "/portal-auth/{proxy+}"),
+    }
     v1_auth = routes[("ANY", "/v1/{proxy+}")].get("Auth", {}).get("Authorizer")
     assert v1_auth in (None, resource(template, "HttpApi")["Properties"]["Auth"]["DefaultAuthorizer"])
-    assert routes[("GET", "/healthz")]["Auth"]["Authorizer"] == "NONE"
+    assert routes[("ANY", "/portal-api/v1/{proxy+}")]["Auth"]["Authorizer"] == "PortalJwtAuthorizer"
+    # The page, its assets and the issuer's keys need no token.
+    for route in [("GET", "/healthz"), ("GET", "/portal"), ("GET", "/portal/{proxy+}"), ("GET", "/portal-auth/{proxy+}")]:
+        assert routes[route]["Auth"]["Authorizer"] == "NONE", route
+
+
+def test_portal_sessions_are_trusted_only_through_their_own_issuer(template: dict) -> None:
+    """The portal authorizer trusts exactly the issuer whose keys the api
+    serves (PublicBaseUrl/portal-auth, the api's PORTAL_ISSUER), for the
+    portal audience; the signing key comes from Secrets Manager."""
+    authorizers = resource(template, "HttpApi")["Properties"]["Auth"]["Authorizers"]
+    portal = authorizers["PortalJwtAuthorizer"]
+    assert portal["IdentitySource"] == "$request.header.Authorization"
+    issuer = portal["JwtConfiguration"]["issuer"]
+    assert sub_references(issuer) == ("${PublicBaseUrl}/portal-auth", ["PublicBaseUrl"]) or issuer == {
+        "Fn::Sub": "${PublicBaseUrl}/portal-auth"
+    }
+    assert portal["JwtConfiguration"]["audience"] == ["webhooks-portal"]
+    variables = function_properties(template, "ApiFunction")["Environment"]["Variables"]
+    assert variables["PORTAL_ISSUER"] == issuer
+    assert ref(variables["WEBHOOKS_PUBLIC_BASE_URL"]) == "PublicBaseUrl"
+    key = variables["PORTAL_SIGNING_KEY"]
+    fmt = sub_references(key)[0] if sub_references(key) else key
+    assert fmt.startswith("{{resolve:secretsmanager:") and fmt.endswith("}}"), fmt
+    default = template["Parameters"]["PortalSigningKeySecretName"]["Default"]
+    assert "BEGIN" not in default and re.fullmatch(r"[A-Za-z0-9/_+=.@:-]+", default)
+    # The main authorizer does not trust portal tokens, nor the portal one the platform's.
+    main = authorizers[resource(template, "HttpApi")["Properties"]["Auth"]["DefaultAuthorizer"]]
+    assert main["JwtConfiguration"]["issuer"] != issuer
 
 
 def test_inbound_routes_skip_the_authorizer(template: dict) -> None:

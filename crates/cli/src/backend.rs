@@ -44,6 +44,9 @@ pub struct Settings {
     pub sweep_grace: Duration,
     /// With the aws backend: tally every SDK request here (benchmarks).
     pub request_counter: Option<webhooks_aws::request_counter::RequestCounter>,
+    /// Sign portal sessions with HS256 and this secret (the local gateway's
+    /// `--jwt-secret`, so the gateway accepts them); `None`: no portal sessions.
+    pub portal_secret: Option<webhooks_fn_api::portal::DevSigningSecret>,
 }
 
 /// The assembled system: every handler over one backend's adapters, and the
@@ -90,6 +93,13 @@ impl System {
                 ..ApiConfig::default()
             },
         );
+        let api = match &settings.portal_secret {
+            Some(secret) => api.with_portal(webhooks_fn_api::portal::PortalIssuer::hs256(
+                secret.0.as_bytes(),
+                "webhooks-dev-portal",
+            )),
+            None => api,
+        };
         let inbound = Inbound::from_adapters(&adapters, settings.inbound.clone());
         let client = DeliveryClient::new(DeliveryClientConfig {
             request_timeout: settings.request_timeout,

@@ -9,8 +9,12 @@
 //! - [`backend`]: the handlers wired to memory or to DynamoDB/SQS.
 //! - [`dev`]: all of it in one process, with graceful shutdown.
 //! - [`token`]: HS256 tokens for the local authorizer.
+//! - [`client`]: a typed client of the management API.
+//! - [`commands`]: the commands that use it (`webhooks endpoints ...`).
 
 pub mod backend;
+pub mod client;
+pub mod commands;
 pub mod dev;
 pub mod event_sources;
 pub mod gateway;

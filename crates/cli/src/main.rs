@@ -13,9 +13,11 @@ use webhooks_fn_inbound::InboundConfig;
 #[command(
     name = "webhooks",
     version,
-    about = "DevSphere webhooks: run the whole system locally"
+    about = "DevSphere webhooks: run the whole system locally, and manage endpoints, events and deliveries through the API"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: webhooks::commands::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the API, inbound routes, fan-out, sender and sweeper in one process.
     Dev(DevArgs),
+    #[command(flatten)]
+    Api(webhooks::commands::ApiCommand),
 }
 
 #[derive(Args)]
@@ -187,6 +191,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         },
         sweep_grace: Duration::from_secs(30),
         request_counter: None,
+        portal_secret: Some(webhooks_fn_api::portal::DevSigningSecret(
+            args.jwt_secret.clone(),
+        )),
     };
     webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
 }
@@ -196,6 +203,9 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev(args).await,
+        Command::Api(command) => {
+            std::process::exit(webhooks::commands::run(&cli.global, command).await)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -13,6 +13,7 @@ mod endpoints;
 pub mod errors;
 mod events;
 pub mod input;
+pub mod portal;
 mod response;
 pub mod routes;
 mod views;
@@ -61,6 +62,7 @@ pub struct Api {
     idempotency: Arc<dyn IdempotencyStore>,
     requeue: Requeue,
     config: ApiConfig,
+    portal: Option<Arc<portal::PortalIssuer>>,
 }
 
 impl Api {
@@ -96,7 +98,30 @@ impl Api {
             cursors,
             idempotency,
             config,
+            portal: None,
         }
+    }
+
+    /// The same API, minting portal sessions with `issuer`
+    /// (`POST /v1/portal-sessions` is 404 without one).
+    pub fn with_portal(mut self, issuer: portal::PortalIssuer) -> Self {
+        self.portal = Some(Arc::new(issuer));
+        self
+    }
+
+    /// Portal sessions as the Lambda's environment sets them: RS256 with the
+    /// stack's key (`PORTAL_SIGNING_KEY`), trusted by the portal authorizer
+    /// through the JWKS this function serves under `PORTAL_ISSUER`; none
+    /// without a key.
+    pub fn with_portal_from_env(self) -> Result<Self, webhooks_aws::env::EnvError> {
+        use webhooks_aws::env;
+        let Some(pem) = env::optional("PORTAL_SIGNING_KEY") else {
+            return Ok(self);
+        };
+        let issuer = portal::PortalIssuer::rs256_pem(&pem, &env::required("PORTAL_ISSUER")?)
+            .map_err(|e| env::EnvError(format!("PORTAL_SIGNING_KEY: {e}")))?
+            .with_base_url(env::optional("WEBHOOKS_PUBLIC_BASE_URL"));
+        Ok(self.with_portal(issuer))
     }
 }
 
@@ -130,13 +155,17 @@ pub async fn handle(api: &Api, req: Request) -> Result<Response<Body>, Error> {
 }
 
 async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
-    let matched = routes::resolve(req.method().as_str(), req.uri().path())?;
+    if let Some(page) = portal::public_resource(api, req) {
+        return Ok(page);
+    }
+    let matched = routes::resolve(req.method().as_str(), portal::api_path(req.uri().path()))?;
     let operation = matched.operation;
     // The health check is the only public route.
     if operation.access() == Access::Public {
         return Ok(health());
     }
     let caller = Caller::from_request(req)?;
+    portal::check_expiry(req)?;
     if let Access::Scope(scope) = operation.access() {
         caller.require(scope)?;
     }
@@ -158,6 +187,7 @@ async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
         Operation::RecoverDeliveries => deliveries::recover(api, &caller, id, body).await,
         Operation::GetDelivery => deliveries::get(api, &caller, id).await,
         Operation::RetryDelivery => deliveries::retry(api, &caller, id).await,
+        Operation::CreatePortalSession => portal::create_session(api, &caller, req, body).await,
     }
 }
 

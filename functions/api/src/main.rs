@@ -1,4 +1,4 @@
-//! Lambda `api`: the management API behind API Gateway.
+//! Lambda `api`: the management API and the portal behind API Gateway.
 
 use webhooks_fn_api::{Api, ApiConfig};
 
@@ -6,7 +6,8 @@ use webhooks_fn_api::{Api, ApiConfig};
 async fn main() -> Result<(), lambda_http::Error> {
     webhooks_aws::init_lambda_logging();
     let adapters = webhooks_aws::adapters::from_env().await?;
-    let api = &Api::from_adapters(&adapters, ApiConfig::default());
+    let api = Api::from_adapters(&adapters, ApiConfig::default()).with_portal_from_env()?;
+    let api = &api;
     lambda_http::run(lambda_http::service_fn(move |req| {
         webhooks_fn_api::handle(api, req)
     }))

@@ -22,6 +22,7 @@ pub enum Operation {
     GetDelivery,
     RetryDelivery,
     PublishEvent,
+    CreatePortalSession,
 }
 
 /// Who may call an operation.
@@ -74,6 +75,7 @@ route_table! {
     "GET" "/v1/deliveries/{id}" => GetDelivery,
     "POST" "/v1/deliveries/{id}/retry" => RetryDelivery,
     "POST" "/v1/events" => PublishEvent,
+    "POST" "/v1/portal-sessions" => CreatePortalSession,
 }
 
 /// A request matched to its operation.

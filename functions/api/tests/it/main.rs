@@ -10,4 +10,5 @@ mod events;
 mod lambda_event;
 mod malformed;
 mod openapi;
+mod portal;
 mod support;

@@ -1,0 +1,604 @@
+//! The `webhooks` API commands as a user runs them: the real binary against
+//! `webhooks dev` as a real process on a free loopback port. Every command,
+//! json and table output, and the exit statuses 0 (success), 1 (the API
+//! answered an error) and 2 (usage error).
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use webhooks_testkit::signatures::verify_delivery;
+use webhooks_testkit::Receiver;
+
+const SECRET: &str = "cli-test-jwt-secret";
+const BIN: &str = env!("CARGO_BIN_EXE_webhooks");
+
+/// A running `webhooks dev`; stopped when dropped.
+struct Dev {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dev {
+    fn start(extra: &[&str]) -> Dev {
+        let mut child = Command::new(BIN)
+            .args(["dev", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start webhooks dev");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Dev { child, base }
+    }
+
+    fn token(org: &str, scope: &str) -> String {
+        webhooks::token::issue(SECRET, org, scope, None, Duration::from_secs(600)).expect("token")
+    }
+
+    /// Runs `webhooks ARGS` for `org` (all scopes) against this server.
+    fn run(&self, org: &str, args: &[&str]) -> Out {
+        self.run_with(&Dev::token(org, "webhooks:manage events:write"), args)
+    }
+
+    fn run_with(&self, token: &str, args: &[&str]) -> Out {
+        run(Command::new(BIN)
+            .args(args)
+            .env("WEBHOOKS_API_URL", &self.base)
+            .env("WEBHOOKS_TOKEN", token))
+    }
+
+    /// `webhooks --output json ARGS`, which must succeed; its JSON.
+    fn json(&self, org: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.run(org, &all);
+        out.assert_status(0);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", out.stdout))
+    }
+}
+
+struct Out {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn assert_status(&self, status: i32) {
+        assert_eq!(
+            self.status, status,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+    }
+}
+
+fn run(cmd: &mut Command) -> Out {
+    let out = cmd
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run webhooks");
+    Out {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every line of a table has its columns starting at the header's offsets.
+fn assert_aligned(table: &str, columns: &[&str]) {
+    let mut lines = table.lines();
+    let header = lines.next().expect("a header line");
+    let offsets: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            header
+                .find(c)
+                .unwrap_or_else(|| panic!("no {c} in {header:?}"))
+        })
+        .collect();
+    for line in lines {
+        for &o in &offsets[1..] {
+            let before = line.chars().nth(o - 1);
+            let at = line.chars().nth(o);
+            assert_eq!(before, Some(' '), "misaligned at {o}: {line:?}\n{table}");
+            assert!(
+                at.is_some_and(|c| c != ' '),
+                "misaligned at {o}: {line:?}\n{table}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_as_json_and_as_a_table() {
+    let dev = Dev::start(&[]);
+    let json = dev.json("acme", &["event-types"]);
+    let names: Vec<&str> = json["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 11);
+    assert!(names.contains(&"invoice.paid"));
+
+    let out = dev.run("acme", &["event-types", "--output", "table"]);
+    out.assert_status(0);
+    assert!(out.stdout.starts_with("NAME"), "{}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 12);
+    assert!(out
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("invoice.paid") && l.ends_with("An invoice was paid")));
+    assert_aligned(&out.stdout, &["NAME", "DESCRIPTION"]);
+
+    // Not a terminal and no --output: json, the API's body as is.
+    let out = dev.run("acme", &["event-types"]);
+    out.assert_status(0);
+    let body: Value = serde_json::from_str(&out.stdout).expect("json by default off a terminal");
+    assert_eq!(body, json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_from_creation_to_deletion() {
+    let dev = Dev::start(&[]);
+    let rx = Receiver::always(204).await;
+    let url = rx.url("/hooks");
+    let created = dev.json(
+        "acme",
+        &[
+            "endpoints",
+            "create",
+            "--url",
+            &url,
+            "--events",
+            "invoice.paid,lead_won",
+            "--description",
+            "billing",
+        ],
+    );
+    let id = created["id"].as_str().expect("id").to_string();
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(
+        created["event_types"],
+        serde_json::json!(["invoice.paid", "lead_won"])
+    );
+
+    let got = dev.json("acme", &["endpoints", "get", &id]);
+    assert_eq!(got["url"], url.as_str());
+    assert!(got.get("secret").is_none(), "{got}");
+    let table = dev.run("acme", &["--output", "table", "endpoints", "get", &id]);
+    table.assert_status(0);
+    assert!(
+        table.stdout.contains(&format!("url          {url}")),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains(&secret));
+
+    let list = dev.json("acme", &["endpoints", "list"]);
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["next_cursor"], Value::Null);
+    let table = dev.run("acme", &["endpoints", "list", "--output", "table"]);
+    table.assert_status(0);
+    assert_aligned(&table.stdout, &["ID", "URL", "EVENTS", "STATUS", "CREATED"]);
+    assert!(table.stdout.contains(&id) && table.stdout.contains("enabled"));
+    assert!(
+        !table.stdout.contains(&secret),
+        "listings never show secrets"
+    );
+
+    // Another org sees none of it.
+    let other = dev.json("globex", &["endpoints", "list"]);
+    assert_eq!(other["data"], serde_json::json!([]));
+    let out = dev.run("globex", &["endpoints", "get", &id]);
+    out.assert_status(1);
+    assert_eq!(out.stderr.trim(), "error: endpoint not found");
+
+    let updated = dev.json(
+        "acme",
+        &[
+            "endpoints",
+            "update",
+            &id,
+            "--enabled",
+            "false",
+            "--description",
+            "paused",
+        ],
+    );
+    assert_eq!(updated["enabled"], false);
+    assert_eq!(updated["description"], "paused");
+    let updated = dev.json(
+        "acme",
+        &[
+            "endpoints",
+            "update",
+            &id,
+            "--enabled",
+            "true",
+            "--events",
+            "*",
+        ],
+    );
+    assert_eq!(updated["enabled"], true);
+    assert_eq!(updated["event_types"], serde_json::json!(["*"]));
+    let table = dev.run(
+        "acme",
+        &[
+            "--output",
+            "table",
+            "endpoints",
+            "update",
+            &id,
+            "--url",
+            &rx.url("/v2"),
+        ],
+    );
+    table.assert_status(0);
+    assert!(table.stdout.contains("/v2"), "{}", table.stdout);
+
+    assert_eq!(
+        dev.json("acme", &["endpoints", "secret", &id])["secret"],
+        secret.as_str()
+    );
+    let table = dev.run("acme", &["--output", "table", "endpoints", "secret", &id]);
+    assert_eq!(table.stdout.trim(), secret);
+
+    let rotated = dev.json("acme", &["endpoints", "rotate-secret", &id]);
+    let new_secret = rotated["secret"].as_str().expect("secret").to_string();
+    assert_ne!(new_secret, secret);
+    let table = dev.run(
+        "acme",
+        &["--output", "table", "endpoints", "rotate-secret", &id],
+    );
+    table.assert_status(0);
+    assert!(table.stdout.trim().starts_with("whsec_"));
+    assert!(table.stderr.contains("24 hours"));
+    let newest = table.stdout.trim().to_string();
+
+    let test = dev.json(
+        "acme",
+        &["endpoints", "test", &id, "--event-type", "lead_won"],
+    );
+    assert_eq!(test["event_type"], "lead_won");
+    assert!(
+        rx.wait_for(1, Duration::from_secs(15)).await,
+        "no test delivery"
+    );
+    let got = &rx.received()[0];
+    assert_eq!(got.header("x-webhook-event"), Some("lead_won"));
+    verify_delivery(got, &newest).expect("signed with the newest secret");
+    let table = dev.run("acme", &["--output", "table", "endpoints", "test", &id]);
+    table.assert_status(0);
+    assert!(table.stdout.starts_with("sent test "), "{}", table.stdout);
+
+    let out = dev.run("acme", &["--output", "json", "endpoints", "delete", &id]);
+    out.assert_status(0);
+    assert_eq!(out.stdout, "", "a 204 has no body to print");
+    let out = dev.run("acme", &["--output", "table", "endpoints", "delete", &id]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("endpoint not found"), "{}", out.stderr);
+    let table = dev.run("acme", &["endpoints", "list", "--output", "table"]);
+    assert_eq!(table.stdout, "no endpoints\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_deliveries_including_a_retry() {
+    // One attempt only: a failing delivery is dead-lettered at once.
+    let dev = Dev::start(&["--retry-schedule", "none"]);
+    let rx = Receiver::always(500).await;
+    let ep = dev.json(
+        "acme",
+        &[
+            "endpoints",
+            "create",
+            "--url",
+            &rx.url("/h"),
+            "--events",
+            "invoice.paid",
+        ],
+    );
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+
+    let dir = std::env::temp_dir().join(format!("webhooks-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("data.json");
+    std::fs::write(&file, r#"{"invoice_id":"in_1","amount":4200}"#).expect("write data");
+    let at_file = format!("@{}", file.display());
+    let first = dev.json(
+        "acme",
+        &[
+            "events",
+            "publish",
+            "invoice.paid",
+            "--data",
+            &at_file,
+            "--idempotency-key",
+            "k-1",
+        ],
+    );
+    let again = dev.json(
+        "acme",
+        &[
+            "events",
+            "publish",
+            "invoice.paid",
+            "--data",
+            "{\"other\":1}",
+            "--idempotency-key",
+            "k-1",
+        ],
+    );
+    assert_eq!(first["id"], again["id"], "the same key gives the first id");
+    let table = dev.run(
+        "acme",
+        &[
+            "--output",
+            "table",
+            "events",
+            "publish",
+            "invoice.paid",
+            "--data",
+            "{}",
+        ],
+    );
+    table.assert_status(0);
+    assert!(
+        table.stdout.starts_with("published evt_"),
+        "{}",
+        table.stdout
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    // Wait until both events are dead-lettered (the receiver answers 500).
+    let mut dead = Vec::new();
+    for _ in 0..150 {
+        let list = dev.json(
+            "acme",
+            &["deliveries", "list", &ep_id, "--status", "dead_lettered"],
+        );
+        dead = list["data"].as_array().cloned().unwrap_or_default();
+        if dead.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let id = dead[0]["id"].as_str().expect("delivery id").to_string();
+    let body = rx.received()[0].body.clone();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["data"]["invoice_id"],
+        "in_1"
+    );
+
+    let table = dev.run("acme", &["--output", "table", "deliveries", "list", &ep_id]);
+    table.assert_status(0);
+    assert_aligned(
+        &table.stdout,
+        &[
+            "ID",
+            "STATUS",
+            "EVENT TYPE",
+            "ATTEMPTS",
+            "LAST RESULT",
+            "CREATED",
+        ],
+    );
+    assert_eq!(
+        table.stdout.matches("dead_lettered").count(),
+        2,
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("HTTP 500"));
+    let none = dev.run(
+        "acme",
+        &[
+            "--output",
+            "table",
+            "deliveries",
+            "list",
+            &ep_id,
+            "--status",
+            "delivered",
+        ],
+    );
+    assert_eq!(none.stdout, "no deliveries\n");
+    let bad = dev.run("acme", &["deliveries", "list", &ep_id, "--status", "lost"]);
+    bad.assert_status(1);
+    assert!(bad.stderr.contains("status"), "{}", bad.stderr);
+
+    let one = dev.json("acme", &["deliveries", "get", &id]);
+    assert_eq!(one["status"], "dead_lettered");
+    assert_eq!(one["attempts"][0]["status_code"], 500);
+    let table = dev.run("acme", &["--output", "table", "deliveries", "get", &id]);
+    table.assert_status(0);
+    assert!(table.stdout.contains("dead_lettered") && table.stdout.contains("HTTP 500"));
+
+    let retried = dev.run("acme", &["--output", "json", "deliveries", "retry", &id]);
+    retried.assert_status(0);
+    let table = dev.run(
+        "acme",
+        &[
+            "--output",
+            "table",
+            "deliveries",
+            "retry",
+            dead[1]["id"].as_str().expect("id"),
+        ],
+    );
+    table.assert_status(0);
+    assert!(table.stdout.starts_with("queued "));
+    // Another org can neither see nor retry it.
+    let out = dev.run("globex", &["deliveries", "get", &id]);
+    out.assert_status(1);
+    let out = dev.run("globex", &["deliveries", "retry", &id]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_prints_a_link() {
+    let dev = Dev::start(&[]);
+    let out = dev.run("acme", &["--output", "table", "portal", "--ttl", "600"]);
+    out.assert_status(0);
+    let url = out.stdout.trim();
+    assert_eq!(out.stdout.lines().count(), 1);
+    assert!(
+        url.starts_with(&format!("{}/portal#token=", dev.base)),
+        "{url}"
+    );
+    assert!(out.stderr.contains("until"));
+    let json = dev.json("acme", &["portal"]);
+    assert!(json["url"]
+        .as_str()
+        .is_some_and(|u| u.contains("/portal#token=")));
+    assert!(json["expires_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+
+    // The link's token works for the org's endpoints, and only those.
+    let token = url.split("#token=").nth(1).expect("token");
+    let list = dev.run_with(token, &["--output", "json", "endpoints", "list"]);
+    list.assert_status(0);
+    let publish = dev.run_with(token, &["events", "publish", "lead_won", "--data", "{}"]);
+    publish.assert_status(1);
+    assert!(
+        publish.stderr.contains("events:write"),
+        "{}",
+        publish.stderr
+    );
+
+    let out = dev.run("acme", &["portal", "--ttl", "0"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("ttl_seconds"), "{}", out.stderr);
+    let out = dev.run("acme", &["portal", "--ttl", "86401"]);
+    out.assert_status(1);
+    let out = dev.run("acme", &["portal", "--ttl", "soon"]);
+    out.assert_status(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_statuses_and_messages() {
+    let dev = Dev::start(&[]);
+    // Usage errors: 2, nothing sent.
+    for args in [
+        vec![],
+        vec!["endpoints"],
+        vec!["endpoints", "create", "--events", "lead_won"],
+        vec!["endpoints", "update", "ep_1", "--enabled", "maybe"],
+        vec!["--output", "xml", "event-types"],
+        vec!["events", "publish", "lead_won", "--data", "{not json"],
+        vec![
+            "events",
+            "publish",
+            "lead_won",
+            "--data",
+            "@/nonexistent/data.json",
+        ],
+        vec!["events", "publish", "lead_won"],
+        vec!["deliveries", "get"],
+        vec!["no-such-command"],
+    ] {
+        let out = dev.run("acme", &args);
+        assert_eq!(out.status, 2, "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+    // API errors: 1, the API's message on stderr.
+    let out = dev.run(
+        "acme",
+        &[
+            "endpoints",
+            "create",
+            "--url",
+            "ftp://x",
+            "--events",
+            "lead_won",
+        ],
+    );
+    out.assert_status(1);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("url") || out.stderr.contains("URL"),
+        "{}",
+        out.stderr
+    );
+    let out = dev.run(
+        "acme",
+        &[
+            "endpoints",
+            "create",
+            "--url",
+            "http://127.0.0.1:9/x",
+            "--events",
+            "nope",
+        ],
+    );
+    out.assert_status(1);
+    assert!(out.stderr.contains("event_types"), "{}", out.stderr);
+    let out = dev.run("acme", &["events", "publish", "not.a.type", "--data", "{}"]);
+    out.assert_status(1);
+    let out = dev.run_with(&Dev::token("acme", "events:write"), &["endpoints", "list"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("webhooks:manage"), "{}", out.stderr);
+    let out = run(Command::new(BIN)
+        .args(["endpoints", "list"])
+        .env("WEBHOOKS_API_URL", &dev.base)
+        .env_remove("WEBHOOKS_TOKEN"));
+    out.assert_status(1);
+    assert!(out.stderr.contains("WEBHOOKS_TOKEN"), "{}", out.stderr);
+    let out = run(Command::new(BIN).args([
+        "--token",
+        "not-a-jwt",
+        "--api-url",
+        &dev.base,
+        "event-types",
+    ]));
+    out.assert_status(1);
+    assert!(out.stderr.contains("token"), "{}", out.stderr);
+    // Nothing listening: 1, saying so.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let out = run(Command::new(BIN)
+        .args([
+            "event-types",
+            "--api-url",
+            &format!("http://127.0.0.1:{closed}"),
+        ])
+        .env("WEBHOOKS_TOKEN", Dev::token("acme", "webhooks:manage")));
+    out.assert_status(1);
+    assert!(
+        out.stderr.contains("cannot reach the API"),
+        "{}",
+        out.stderr
+    );
+    // `webhooks dev token` is unchanged.
+    let out =
+        run(Command::new(BIN).args(["dev", "token", "--org", "acme", "--jwt-secret", SECRET]));
+    out.assert_status(0);
+    assert_eq!(out.stdout.trim().split('.').count(), 3);
+}
