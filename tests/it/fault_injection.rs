@@ -213,6 +213,7 @@ fn wire(mut stores: Stores, faults: &Arc<Faults>, s: &Scenario) -> Harness {
     .expect("delivery client");
     let sender = Arc::new(Sender::new(
         stores.endpoints.clone(),
+        stores.endpoints.clone(),
         deliveries,
         sender_queue.clone(),
         dead_letters,
@@ -1029,6 +1030,7 @@ async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
         queue.clone(),
         Arc::new(Sender::new(
             endpoints.clone(),
+            endpoints.clone(),
             w.deliveries.clone(),
             queue.clone(),
             dead_letters,
@@ -1086,6 +1088,7 @@ async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
     let sender = QueueMapping::new(
         queue.clone(),
         Arc::new(Sender::new(
+            endpoints.clone(),
             endpoints.clone(),
             crate::faults::RecordAttemptOutage::wrap(
                 w.deliveries.clone(),

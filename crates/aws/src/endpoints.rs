@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::Endpoint;
-use webhooks_ports::{cursor, BackendError, EndpointStore, Page, Result};
+use webhooks_ports::{
+    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result,
+};
 
 /// Endpoints in DynamoDB (key: `org_id`, `endpoint_id`).
 #[derive(Clone)]
@@ -98,26 +100,7 @@ impl DynamoEndpointStore {
 }
 
 #[async_trait]
-impl EndpointStore for DynamoEndpointStore {
-    async fn create(&self, endpoint: &Endpoint) -> Result<()> {
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(endpoint)?))
-            .condition_expression("attribute_not_exists(endpoint_id)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(BackendError::Permanent(format!(
-                "endpoint {} exists",
-                endpoint.id
-            ))),
-            Err(e) => Err(backend_error("PutItem endpoints", e)),
-        }
-    }
-
+impl EndpointLookup for DynamoEndpointStore {
     async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>> {
         let out = self
             .client
@@ -131,30 +114,10 @@ impl EndpointStore for DynamoEndpointStore {
             .map_err(|e| backend_error("GetItem endpoints", e))?;
         out.item.map(from_item).transpose()
     }
+}
 
-    async fn list(
-        &self,
-        org_id: &str,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>> {
-        let after = match cursor {
-            Some(c) => Some(cursor::decode(c, "ep_")?),
-            None => None,
-        };
-        // One more than asked tells whether another page exists.
-        let (mut items, _) = self
-            .query(org_id, Some(limit + 1), after.as_deref())
-            .await?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| cursor::encode(&e.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
-    }
-
+#[async_trait]
+impl OrgEndpoints for DynamoEndpointStore {
     async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
         let mut all = Vec::new();
         let mut start: Option<String> = None;
@@ -167,37 +130,10 @@ impl EndpointStore for DynamoEndpointStore {
             }
         }
     }
+}
 
-    async fn update(&self, endpoint: &Endpoint) -> Result<bool> {
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(endpoint)?))
-            .condition_expression("attribute_exists(endpoint_id)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend_error("PutItem endpoints", e)),
-        }
-    }
-
-    async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("org_id", s(org_id))
-            .key("endpoint_id", s(endpoint_id))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| backend_error("DeleteItem endpoints", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
-    }
-
+#[async_trait]
+impl EndpointHealth for DynamoEndpointStore {
     async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
         self.update_existing(
             org_id,
@@ -233,5 +169,80 @@ impl EndpointStore for DynamoEndpointStore {
                     .await
             }
         }
+    }
+}
+
+#[async_trait]
+impl EndpointStore for DynamoEndpointStore {
+    async fn create(&self, endpoint: &Endpoint) -> Result<()> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(endpoint)?))
+            .condition_expression("attribute_not_exists(endpoint_id)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(BackendError::Permanent(format!(
+                "endpoint {} exists",
+                endpoint.id
+            ))),
+            Err(e) => Err(backend_error("PutItem endpoints", e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        org_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Endpoint>> {
+        let after = match cursor {
+            Some(c) => Some(cursor::decode(c, "ep_")?),
+            None => None,
+        };
+        // One more than asked tells whether another page exists.
+        let (mut items, _) = self
+            .query(org_id, Some(limit + 1), after.as_deref())
+            .await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| cursor::encode(&e.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn update(&self, endpoint: &Endpoint) -> Result<bool> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(endpoint)?))
+            .condition_expression("attribute_exists(endpoint_id)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("PutItem endpoints", e)),
+        }
+    }
+
+    async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .key("endpoint_id", s(endpoint_id))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| backend_error("DeleteItem endpoints", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 }

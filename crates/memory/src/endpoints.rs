@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use webhooks_domain::Endpoint;
-use webhooks_ports::{cursor, BackendError, EndpointStore, Page, Result};
+use webhooks_ports::{
+    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result,
+};
 
 /// Endpoints per org.
 #[derive(Default)]
@@ -17,6 +19,58 @@ pub struct MemoryEndpointStore {
 impl MemoryEndpointStore {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+}
+
+#[async_trait]
+impl EndpointLookup for MemoryEndpointStore {
+    async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>> {
+        Ok(lock(&self.endpoints)
+            .get(&(org_id.to_string(), endpoint_id.to_string()))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl OrgEndpoints for MemoryEndpointStore {
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
+        let eps = lock(&self.endpoints);
+        Ok(eps
+            .range((org_id.to_string(), String::new())..)
+            .take_while(|((org, _), _)| org == org_id)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl EndpointHealth for MemoryEndpointStore {
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
+        if let Some(ep) =
+            lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
+        {
+            ep.disable(reason, Utc::now());
+        }
+        Ok(())
+    }
+
+    async fn set_failing_since(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        if let Some(ep) =
+            lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
+        {
+            match since {
+                Some(t) => {
+                    ep.failing_since.get_or_insert(t);
+                }
+                None => ep.failing_since = None,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -33,12 +87,6 @@ impl EndpointStore for MemoryEndpointStore {
         }
         eps.insert(key, endpoint.clone());
         Ok(())
-    }
-
-    async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>> {
-        Ok(lock(&self.endpoints)
-            .get(&(org_id.to_string(), endpoint_id.to_string()))
-            .cloned())
     }
 
     async fn list(
@@ -68,15 +116,6 @@ impl EndpointStore for MemoryEndpointStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
-        let eps = lock(&self.endpoints);
-        Ok(eps
-            .range((org_id.to_string(), String::new())..)
-            .take_while(|((org, _), _)| org == org_id)
-            .map(|(_, e)| e.clone())
-            .collect())
-    }
-
     async fn update(&self, endpoint: &Endpoint) -> Result<bool> {
         let mut eps = lock(&self.endpoints);
         match eps.get_mut(&(endpoint.org_id.clone(), endpoint.id.clone())) {
@@ -92,34 +131,6 @@ impl EndpointStore for MemoryEndpointStore {
         Ok(lock(&self.endpoints)
             .remove(&(org_id.to_string(), endpoint_id.to_string()))
             .is_some())
-    }
-
-    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
-        if let Some(ep) =
-            lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
-        {
-            ep.disable(reason, Utc::now());
-        }
-        Ok(())
-    }
-
-    async fn set_failing_since(
-        &self,
-        org_id: &str,
-        endpoint_id: &str,
-        since: Option<DateTime<Utc>>,
-    ) -> Result<()> {
-        if let Some(ep) =
-            lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
-        {
-            match since {
-                Some(t) => {
-                    ep.failing_since.get_or_insert(t);
-                }
-                None => ep.failing_since = None,
-            }
-        }
-        Ok(())
     }
 }
 

@@ -5,14 +5,14 @@ use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event};
-use webhooks_ports::{Adapters, BackendError, CursorStore, DeliveryStore, EndpointStore, Queue};
+use webhooks_ports::{Adapters, BackendError, CursorStore, DeliveryStore, OrgEndpoints, Queue};
 
 /// How many conditional creates run at once.
 const CREATE_CONCURRENCY: usize = 64;
 
 /// The fan-out step.
 pub struct FanOut {
-    endpoints: Arc<dyn EndpointStore>,
+    endpoints: Arc<dyn OrgEndpoints>,
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
     cursors: Arc<dyn CursorStore>,
@@ -45,7 +45,7 @@ impl FanOut {
     }
 
     pub fn new(
-        endpoints: Arc<dyn EndpointStore>,
+        endpoints: Arc<dyn OrgEndpoints>,
         deliveries: Arc<dyn DeliveryStore>,
         queue: Arc<dyn Queue>,
         cursors: Arc<dyn CursorStore>,
@@ -232,6 +232,7 @@ mod tests {
     use webhooks_memory::{
         MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue,
     };
+    use webhooks_ports::EndpointStore;
 
     struct World {
         endpoints: Arc<MemoryEndpointStore>,

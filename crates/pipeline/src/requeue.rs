@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt};
 use std::sync::Arc;
 use webhooks_domain::delivery::{NotRetryable, Resend};
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{Adapters, BackendError, DeliveryStore, EndpointStore, EventStore, Queue};
+use webhooks_ports::{Adapters, BackendError, DeliveryStore, EndpointLookup, EventStore, Queue};
 
 /// Deliveries read per page by a recovery or a cancellation.
 const PAGE: usize = 100;
@@ -43,7 +43,7 @@ struct Ready {
 /// The requeue use cases over the stores and the delivery queue.
 pub struct Requeue {
     events: Arc<dyn EventStore>,
-    endpoints: Arc<dyn EndpointStore>,
+    endpoints: Arc<dyn EndpointLookup>,
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
 }
@@ -60,7 +60,7 @@ impl Requeue {
 
     pub fn new(
         events: Arc<dyn EventStore>,
-        endpoints: Arc<dyn EndpointStore>,
+        endpoints: Arc<dyn EndpointLookup>,
         deliveries: Arc<dyn DeliveryStore>,
         queue: Arc<dyn Queue>,
     ) -> Self {

@@ -11,7 +11,8 @@ use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
-    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointStore, Queue, ReceivedMessage,
+    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointHealth, EndpointLookup, Queue,
+    ReceivedMessage,
 };
 
 /// The error an attempt records when its endpoint is disabled.
@@ -46,7 +47,8 @@ pub enum MessageOutcome {
 
 /// The sender step.
 pub struct Sender {
-    endpoints: Arc<dyn EndpointStore>,
+    endpoints: Arc<dyn EndpointLookup>,
+    health: Arc<dyn EndpointHealth>,
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
     dead_letters: Arc<dyn Queue>,
@@ -68,6 +70,7 @@ impl Sender {
     ) -> Self {
         Sender::new(
             adapters.endpoints.clone(),
+            adapters.endpoints.clone(),
             adapters.deliveries.clone(),
             adapters.queue.clone(),
             adapters.dead_letters.clone(),
@@ -77,7 +80,8 @@ impl Sender {
     }
 
     pub fn new(
-        endpoints: Arc<dyn EndpointStore>,
+        endpoints: Arc<dyn EndpointLookup>,
+        health: Arc<dyn EndpointHealth>,
         deliveries: Arc<dyn DeliveryStore>,
         queue: Arc<dyn Queue>,
         dead_letters: Arc<dyn Queue>,
@@ -86,6 +90,7 @@ impl Sender {
     ) -> Self {
         Sender {
             endpoints,
+            health,
             deliveries,
             queue,
             dead_letters,
@@ -328,23 +333,23 @@ impl Sender {
         let (org, id) = (&endpoint.org_id, &endpoint.id);
         let result = match step {
             NextStep::Delivered if endpoint.failing_since.is_some() => {
-                self.endpoints.set_failing_since(org, id, None).await
+                self.health.set_failing_since(org, id, None).await
             }
             NextStep::Delivered => Ok(()),
             NextStep::Gone => {
-                self.endpoints
+                self.health
                     .disable(org, id, "the endpoint answered 410 Gone")
                     .await
             }
             _ if !endpoint.enabled => Ok(()),
             _ => match endpoint.failing_since {
-                None => self.endpoints.set_failing_since(org, id, Some(now)).await,
+                None => self.health.set_failing_since(org, id, Some(now)).await,
                 Some(since) => {
                     let limit = chrono::Duration::from_std(self.config.disable_failing_after)
                         .unwrap_or(chrono::Duration::days(5));
                     if now - since >= limit {
                         tracing::warn!(endpoint_id = %id, "endpoint disabled after failing since {since}");
-                        self.endpoints
+                        self.health
                             .disable(
                                 org,
                                 id,

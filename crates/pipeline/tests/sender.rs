@@ -12,6 +12,7 @@ use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
 };
+use webhooks_ports::EndpointLookup;
 use webhooks_ports::{DeliveryStore, EndpointStore, Queue};
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Receiver, Reply};
@@ -30,6 +31,7 @@ fn world_with(schedule: &str, client: DeliveryClientConfig) -> World {
     let dlq = MemoryQueue::new(Duration::from_secs(30));
     let queue = MemoryQueue::with_redrive(Duration::from_secs(30), dlq.clone(), 30);
     let sender = Sender::new(
+        endpoints.clone(),
         endpoints.clone(),
         deliveries.clone(),
         queue.clone(),

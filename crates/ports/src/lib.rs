@@ -103,25 +103,21 @@ pub trait EventStore: Send + Sync {
     async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>>;
 }
 
-/// Registered endpoints, per organization.
+/// Reads one endpoint (the sender, the requeue use cases).
 #[async_trait]
-pub trait EndpointStore: Send + Sync {
-    /// Stores a new endpoint.
-    async fn create(&self, endpoint: &Endpoint) -> Result<()>;
+pub trait EndpointLookup: Send + Sync {
     async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>>;
-    /// A page of the org's endpoints, oldest first.
-    async fn list(
-        &self,
-        org_id: &str,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>>;
-    /// Every endpoint of the org (the fan-out's view).
+}
+
+/// Every endpoint of an org: the fan-out's view.
+#[async_trait]
+pub trait OrgEndpoints: Send + Sync {
     async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>>;
-    /// Replaces a stored endpoint; `false` if it no longer exists.
-    async fn update(&self, endpoint: &Endpoint) -> Result<bool>;
-    /// Removes an endpoint; `false` if there was none.
-    async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool>;
+}
+
+/// What deliveries teach about an endpoint's health (the sender).
+#[async_trait]
+pub trait EndpointHealth: Send + Sync {
     /// Turns an endpoint off with a reason, leaving everything else as it is.
     async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()>;
     /// Records the start of a run of failures (kept if one is already open),
@@ -132,6 +128,25 @@ pub trait EndpointStore: Send + Sync {
         endpoint_id: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<()>;
+}
+
+/// Registered endpoints, per organization: all the API manages. The
+/// pipeline's steps ask only for the narrower traits above.
+#[async_trait]
+pub trait EndpointStore: EndpointLookup + OrgEndpoints + EndpointHealth {
+    /// Stores a new endpoint.
+    async fn create(&self, endpoint: &Endpoint) -> Result<()>;
+    /// A page of the org's endpoints, oldest first.
+    async fn list(
+        &self,
+        org_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Endpoint>>;
+    /// Replaces a stored endpoint; `false` if it no longer exists.
+    async fn update(&self, endpoint: &Endpoint) -> Result<bool>;
+    /// Removes an endpoint; `false` if there was none.
+    async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool>;
 }
 
 /// Deliveries: exactly one per (endpoint, event).

@@ -10,6 +10,7 @@ async fn a_message_that_is_not_a_task_goes_to_the_dead_letter_queue() {
     let dlq = MemoryQueue::new(Duration::from_secs(30));
     let sender = Sender::new(
         MemoryEndpointStore::new(),
+        MemoryEndpointStore::new(),
         MemoryDeliveryStore::new(),
         MemoryQueue::new(Duration::from_secs(30)),
         dlq.clone(),

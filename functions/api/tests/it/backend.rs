@@ -9,34 +9,49 @@ use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::{DeliveryStatus, Endpoint};
 use webhooks_fn_api::{Api, ApiConfig};
-use webhooks_ports::{BackendError, EndpointStore, Page, Queue, ReceivedMessage, Result};
+use webhooks_ports::{
+    BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Queue,
+    ReceivedMessage, Result,
+};
 
 struct FailingEndpoints(BackendError);
+
+#[async_trait]
+impl EndpointLookup for FailingEndpoints {
+    async fn get(&self, _: &str, _: &str) -> Result<Option<Endpoint>> {
+        Err(self.0.clone())
+    }
+}
+
+#[async_trait]
+impl OrgEndpoints for FailingEndpoints {
+    async fn list_all(&self, _: &str) -> Result<Vec<Endpoint>> {
+        Err(self.0.clone())
+    }
+}
+
+#[async_trait]
+impl EndpointHealth for FailingEndpoints {
+    async fn disable(&self, _: &str, _: &str, _: &str) -> Result<()> {
+        Err(self.0.clone())
+    }
+    async fn set_failing_since(&self, _: &str, _: &str, _: Option<DateTime<Utc>>) -> Result<()> {
+        Err(self.0.clone())
+    }
+}
 
 #[async_trait]
 impl EndpointStore for FailingEndpoints {
     async fn create(&self, _: &Endpoint) -> Result<()> {
         Err(self.0.clone())
     }
-    async fn get(&self, _: &str, _: &str) -> Result<Option<Endpoint>> {
-        Err(self.0.clone())
-    }
     async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page<Endpoint>> {
-        Err(self.0.clone())
-    }
-    async fn list_all(&self, _: &str) -> Result<Vec<Endpoint>> {
         Err(self.0.clone())
     }
     async fn update(&self, _: &Endpoint) -> Result<bool> {
         Err(self.0.clone())
     }
     async fn delete(&self, _: &str, _: &str) -> Result<bool> {
-        Err(self.0.clone())
-    }
-    async fn disable(&self, _: &str, _: &str, _: &str) -> Result<()> {
-        Err(self.0.clone())
-    }
-    async fn set_failing_since(&self, _: &str, _: &str, _: Option<DateTime<Utc>>) -> Result<()> {
         Err(self.0.clone())
     }
 }

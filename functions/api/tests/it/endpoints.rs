@@ -3,7 +3,10 @@ use base64::Engine as _;
 use chrono::Utc;
 use serde_json::{json, Value};
 use webhooks_domain::{DeliveryStatus, EventType, Secret};
-use webhooks_ports::{CursorStore, EndpointStore, EventStore};
+use webhooks_ports::EndpointHealth;
+use webhooks_ports::EndpointLookup;
+use webhooks_ports::OrgEndpoints;
+use webhooks_ports::{CursorStore, EventStore};
 
 fn user_secret() -> String {
     format!(
