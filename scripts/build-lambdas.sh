@@ -57,8 +57,10 @@ else
         fi
     fi
 fi
+# --package keeps the build to the functions' own crates, so features that
+# only webhooks dev and the tests turn on (webhooks-aws/dev) stay out.
 for name in "${FUNCTIONS[@]}"; do
-    BUILD_FLAGS+=(--bin "$name")
+    BUILD_FLAGS+=(--package "webhooks-fn-$name" --bin "$name")
 done
 # shellcheck disable=SC2206 # word splitting of the extra flags is intended
 BUILD_FLAGS+=(${CARGO_LAMBDA_FLAGS:-})

@@ -3,7 +3,6 @@
 //! --backend aws`, the tests and the benchmarks).
 
 use crate::env::{self, EnvError};
-use crate::resources::{QueueUrls, ResourceNames};
 use crate::{
     AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
     DynamoIdempotencyStore, DynamoInboundStore, SqsQueue,
@@ -40,7 +39,11 @@ impl Locations {
     }
 
     /// `<prefix>-events`, `<prefix>-deliveries`, ... and the queues' URLs.
-    pub fn for_names(names: &ResourceNames, urls: &QueueUrls) -> Self {
+    #[cfg(feature = "dev")]
+    pub fn for_names(
+        names: &crate::resources::ResourceNames,
+        urls: &crate::resources::QueueUrls,
+    ) -> Self {
         Locations {
             events_table: names.table("events"),
             endpoints_table: names.table("endpoints"),

@@ -14,8 +14,11 @@ pub mod idempotency;
 pub mod inbound;
 pub mod items;
 pub mod queue;
+#[cfg(feature = "dev")]
 pub mod request_counter;
+#[cfg(feature = "dev")]
 pub mod resources;
+#[cfg(feature = "dev")]
 pub mod stream;
 
 pub use cursors::DynamoCursorStore;
@@ -54,6 +57,7 @@ impl AwsClients {
     }
 
     /// Clients whose every request is tallied by `counter`.
+    #[cfg(feature = "dev")]
     pub fn counted(
         config: &aws_config::SdkConfig,
         counter: &request_counter::RequestCounter,
