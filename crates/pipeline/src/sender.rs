@@ -7,6 +7,7 @@ use futures::future::join_all;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
@@ -59,6 +60,24 @@ pub struct Sender {
 struct Job<'a> {
     message: &'a ReceivedMessage,
     task: DeliveryTask,
+}
+
+/// A message whose delivery is still pending and whose endpoint exists.
+struct Prepared<'a> {
+    message: &'a ReceivedMessage,
+    task: &'a DeliveryTask,
+    delivery: &'a Delivery,
+    endpoint: &'a Endpoint,
+    /// This attempt's number, 1 for the first.
+    number: u32,
+}
+
+/// An attempt made, and what follows it.
+struct Attempted<'a> {
+    prepared: Prepared<'a>,
+    at: DateTime<Utc>,
+    outcome: HttpOutcome,
+    step: NextStep,
 }
 
 impl Sender {
@@ -119,7 +138,7 @@ impl Sender {
                 Ok(task) => jobs.push((i, Job { message, task })),
                 Err(e) => {
                     tracing::error!(message_id = %message.message_id, error = %e, "malformed delivery message; moved to the dead-letter queue");
-                    outcomes[i] = self.set_aside(message).await;
+                    outcomes[i] = self.dead_letter_message(message).await;
                 }
             }
         }
@@ -171,54 +190,98 @@ impl Sender {
         outcomes
     }
 
+    /// One message, under a span naming its delivery, endpoint and attempt:
+    /// prepared -> attempted -> recorded.
     async fn process_one(
         &self,
         job: &Job<'_>,
         delivery: Option<&Delivery>,
         endpoint: Option<&Result<Option<Endpoint>, BackendError>>,
     ) -> MessageOutcome {
-        let task = &job.task;
+        let span = tracing::info_span!(
+            "delivery",
+            delivery_id = %job.task.delivery_id,
+            endpoint_id = %job.task.endpoint_id,
+            attempt = tracing::field::Empty,
+        );
+        async move {
+            let prepared = match self.prepare(job, delivery, endpoint).await {
+                Ok(p) => p,
+                Err(finished) => return finished,
+            };
+            tracing::Span::current().record("attempt", prepared.number);
+            let attempted = self.attempt(prepared).await;
+            self.record(attempted).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Checks that the message's delivery is still to be attempted and its
+    /// endpoint exists; otherwise finishes the message here.
+    async fn prepare<'a>(
+        &self,
+        job: &'a Job<'a>,
+        delivery: Option<&'a Delivery>,
+        endpoint: Option<&'a Result<Option<Endpoint>, BackendError>>,
+    ) -> Result<Prepared<'a>, MessageOutcome> {
         let Some(delivery) = delivery else {
-            tracing::error!(message_id = %job.message.message_id, delivery_id = %task.delivery_id, "no such delivery; moved to the dead-letter queue");
-            return self.set_aside(job.message).await;
+            tracing::error!(message_id = %job.message.message_id, "no such delivery; moved to the dead-letter queue");
+            return Err(self.dead_letter_message(job.message).await);
         };
         if delivery.status.is_terminal() {
-            tracing::info!(delivery_id = %delivery.id, status = %delivery.status, "already finished; skipped");
-            return MessageOutcome::Done;
+            tracing::info!(status = %delivery.status, "already finished; skipped");
+            return Err(MessageOutcome::Done);
         }
         let endpoint = match endpoint {
             Some(Ok(Some(ep))) => ep,
-            Some(Ok(None)) => {
-                // The endpoint was deleted: its pending deliveries end canceled.
-                return match self
-                    .deliveries
-                    .transition(
-                        &delivery.id,
-                        &[DeliveryStatus::Pending],
-                        DeliveryStatus::Canceled,
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(delivery_id = %delivery.id, "endpoint deleted; delivery canceled");
-                        MessageOutcome::Done
-                    }
-                    Err(_) => MessageOutcome::Retry,
-                };
-            }
+            Some(Ok(None)) => return Err(self.cancel(delivery).await),
             Some(Err(e)) => {
-                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not read endpoint; retrying");
-                return MessageOutcome::Retry;
+                tracing::warn!(error = %e, "could not read endpoint; retrying");
+                return Err(MessageOutcome::Retry);
             }
-            None => return MessageOutcome::Retry,
+            None => return Err(MessageOutcome::Retry),
         };
+        Ok(Prepared {
+            message: job.message,
+            task: &job.task,
+            delivery,
+            endpoint,
+            number: u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX - 1) + 1,
+        })
+    }
 
-        let number = u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX - 1) + 1;
+    /// The endpoint was deleted: its pending deliveries end canceled.
+    async fn cancel(&self, delivery: &Delivery) -> MessageOutcome {
+        match self
+            .deliveries
+            .transition(
+                &delivery.id,
+                &[DeliveryStatus::Pending],
+                DeliveryStatus::Canceled,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!("endpoint deleted; delivery canceled");
+                MessageOutcome::Done
+            }
+            Err(_) => MessageOutcome::Retry,
+        }
+    }
+
+    /// Signs and POSTs (or, for a disabled endpoint, fails at once) and
+    /// decides what follows.
+    async fn attempt<'a>(&self, prepared: Prepared<'a>) -> Attempted<'a> {
         let at = Utc::now();
-        let outcome = if endpoint.enabled {
-            let headers = delivery_headers(task, endpoint, number, at);
+        let outcome = if prepared.endpoint.enabled {
+            let headers = delivery_headers(prepared.task, prepared.endpoint, prepared.number, at);
             self.client
-                .post(&endpoint.url, &headers, task.payload.clone())
+                .post(
+                    &prepared.endpoint.url,
+                    &headers,
+                    prepared.task.payload.clone(),
+                )
                 .await
         } else {
             HttpOutcome {
@@ -230,32 +293,34 @@ impl Sender {
             }
         };
         let step = next_step(
-            number,
+            prepared.number,
             &outcome.result,
             &self.config.schedule,
             &mut rand::rng(),
         );
-        self.finish(job, delivery, endpoint, number, at, outcome, step)
-            .await
+        Attempted {
+            prepared,
+            at,
+            outcome,
+            step,
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        job: &Job<'_>,
-        delivery: &Delivery,
-        endpoint: &Endpoint,
-        number: u32,
-        at: DateTime<Utc>,
-        outcome: HttpOutcome,
-        step: NextStep,
-    ) -> MessageOutcome {
+    /// Records the attempt, updates the endpoint's health, and leaves the
+    /// message for its retry, finishes it, or dead-letters it.
+    async fn record(&self, attempted: Attempted<'_>) -> MessageOutcome {
+        let Attempted {
+            prepared,
+            at,
+            outcome,
+            step,
+        } = attempted;
         let (status_code, error) = match &outcome.result {
             AttemptResult::Responded { status, .. } => (Some(*status), None),
             AttemptResult::Failed { error } => (None, Some(error.clone())),
         };
         let attempt = Attempt {
-            number,
+            number: prepared.number,
             at,
             status_code,
             error: error.clone(),
@@ -269,11 +334,8 @@ impl Sender {
             _ => None,
         };
         tracing::info!(
-            endpoint_id = %endpoint.id,
-            event_id = %delivery.event_id,
-            event_type = %delivery.event_type,
-            delivery_id = %delivery.id,
-            attempt = number,
+            event_id = %prepared.delivery.event_id,
+            event_type = %prepared.delivery.event_type,
             status = status_code.map(i64::from).unwrap_or(-1),
             error = error.as_deref().unwrap_or(""),
             latency_ms = attempt.latency_ms,
@@ -293,7 +355,7 @@ impl Sender {
         // The dead-letter message goes first: if recording fails after it,
         // the retry finds the delivery still pending, not lost.
         if status == DeliveryStatus::DeadLettered
-            && self.set_aside(job.message).await == MessageOutcome::Retry
+            && self.dead_letter_message(prepared.message).await == MessageOutcome::Retry
         {
             return MessageOutcome::Retry;
         }
@@ -303,24 +365,25 @@ impl Sender {
             next_attempt_at,
             last_error,
         };
-        match self.deliveries.record_attempt(&delivery.id, &update).await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not record attempt; retrying");
-                return MessageOutcome::Retry;
-            }
+        if let Err(e) = self
+            .deliveries
+            .record_attempt(&prepared.delivery.id, &update)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record attempt; retrying");
+            return MessageOutcome::Retry;
         }
-        self.update_health(endpoint, &step, at).await;
+        self.update_health(prepared.endpoint, &step, at).await;
 
         match step {
             NextStep::RetryAfter(d) => {
                 if let Err(e) = self
                     .queue
-                    .change_visibility(&job.message.receipt_handle, d)
+                    .change_visibility(&prepared.message.receipt_handle, d)
                     .await
                 {
                     // The message reappears after the queue's own timeout instead.
-                    tracing::warn!(delivery_id = %delivery.id, error = %e, "could not delay the retry");
+                    tracing::warn!(error = %e, "could not delay the retry");
                 }
                 MessageOutcome::Retry
             }
@@ -371,7 +434,7 @@ impl Sender {
     }
 
     /// Moves a message to the dead-letter queue, unchanged.
-    async fn set_aside(&self, message: &ReceivedMessage) -> MessageOutcome {
+    async fn dead_letter_message(&self, message: &ReceivedMessage) -> MessageOutcome {
         match self
             .dead_letters
             .send_batch(std::slice::from_ref(&message.body))
