@@ -28,6 +28,7 @@ test-infra:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	python3 scripts/unused-deps.py
 
 fmt:
 	cargo fmt --all

@@ -3,6 +3,7 @@
 # that has only cargo and python3, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/toolchain.sh
 scripts/venv.sh
 echo "== Rust tests (unit, handlers, end to end on moto) =="
 scripts/with-moto.sh cargo test --workspace --no-fail-fast

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 /// User + system CPU time this process has used so far.
+// getrusage: the process's own CPU time, which std does not offer.
+#[allow(unsafe_code)]
 pub fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes into the struct it is given.
     let usage = unsafe {

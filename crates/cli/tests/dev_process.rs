@@ -281,6 +281,8 @@ async fn deleting_an_endpoint_cancels_its_pending_deliveries() {
 }
 
 #[tokio::test]
+// libc::kill: the one way to send SIGTERM to the child without a new dependency.
+#[allow(unsafe_code)]
 async fn sigterm_stops_it_cleanly() {
     let mut dev = Dev::start(&[]);
     let (status, _) = dev.call("GET", "/healthz", "acme", None).await;

@@ -30,6 +30,8 @@ async fn a_message_that_is_not_a_task_goes_to_the_dead_letter_queue() {
 }
 
 #[test]
+// set_var/remove_var: this test binary's only environment change.
+#[allow(unsafe_code)]
 fn settings_name_the_bad_variable() {
     // Only this test touches these variables in this binary.
     unsafe { std::env::set_var("WEBHOOKS_RETRY_SCHEDULE", "1s,soon") };
