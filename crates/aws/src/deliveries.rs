@@ -282,12 +282,6 @@ impl DeliveryStore for DynamoDeliveryStore {
                 _ => break,
             }
         }
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|d| cursor::encode(&d.event_id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit, |d| &d.event_id))
     }
 }

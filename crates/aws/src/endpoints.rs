@@ -204,16 +204,10 @@ impl EndpointStore for DynamoEndpointStore {
             None => None,
         };
         // One more than asked tells whether another page exists.
-        let (mut items, _) = self
+        let (items, _) = self
             .query(org_id, Some(limit + 1), after.as_deref())
             .await?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| cursor::encode(&e.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit, |e| &e.id))
     }
 
     async fn update(&self, endpoint: &Endpoint) -> Result<bool> {

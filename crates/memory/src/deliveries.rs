@@ -123,7 +123,7 @@ impl DeliveryStore for MemoryDeliveryStore {
             endpoint_id.to_string(),
             before.clone().unwrap_or_else(|| "\u{10FFFF}".to_string()),
         );
-        let mut items: Vec<Delivery> = ds
+        let items: Vec<Delivery> = ds
             .range(lower..upper)
             .rev()
             .map(|(_, d)| d)
@@ -131,13 +131,7 @@ impl DeliveryStore for MemoryDeliveryStore {
             .take(limit + 1)
             .cloned()
             .collect();
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|d| cursor::encode(&d.event_id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit, |d| &d.event_id))
     }
 }
 

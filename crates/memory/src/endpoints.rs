@@ -100,20 +100,14 @@ impl EndpointStore for MemoryEndpointStore {
             None => None,
         };
         let eps = lock(&self.endpoints);
-        let mut items: Vec<Endpoint> = eps
+        let items: Vec<Endpoint> = eps
             .range((org_id.to_string(), after.clone().unwrap_or_default())..)
             .take_while(|((org, _), _)| org == org_id)
             .filter(|((_, id), _)| after.as_ref().is_none_or(|a| id > a))
             .take(limit + 1)
             .map(|(_, e)| e.clone())
             .collect();
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| cursor::encode(&e.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit, |e| &e.id))
     }
 
     async fn update(&self, endpoint: &Endpoint) -> Result<bool> {

@@ -76,6 +76,21 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page of a listing read with one item more than `limit`: that
+    /// extra item tells whether another page exists, and the cursor is the
+    /// `key` of the last item kept.
+    pub fn from_overfetch(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> &str) -> Self {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|item| cursor::encode(key(item)))
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
 /// One adapter behind every port: what a backend provides, and all that the
 /// functions and `webhooks dev` are built from. `webhooks_aws::adapters` and
 /// `webhooks_memory::MemoryBackend` make one each.
@@ -283,4 +298,22 @@ pub trait InboundStore: Send + Sync {
     async fn set_route(&self, provider: &str, address: &str, org_id: &str) -> Result<()>;
     /// Messages recorded for an org, newest first (for the sales flows and tests).
     async fn messages(&self, org_id: &str, limit: usize) -> Result<Vec<InboundRecord>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overfetched_listing_pages_by_its_last_kept_key() {
+        let keys = |p: &Page<String>| p.items.clone();
+        let items: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let full = Page::from_overfetch(items, 2, |s: &String| s.as_str());
+        assert_eq!(keys(&full), ["a", "b"]);
+        let next = full.next_cursor.expect("another page");
+        assert_eq!(cursor::decode(&next, "").unwrap(), "b");
+        let last = Page::from_overfetch(vec!["c".to_string()], 2, |s: &String| s.as_str());
+        assert_eq!(last.next_cursor, None);
+        assert_eq!(keys(&last), ["c"]);
+    }
 }
