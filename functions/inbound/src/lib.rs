@@ -20,19 +20,16 @@ mod stripe;
 mod twilio;
 mod whatsapp;
 
-use chrono::Utc;
 use lambda_http::http::{HeaderMap, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use response::{with_body, Rejection};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::env;
-use webhooks_domain::{Event, EventType};
 use webhooks_ports::{Adapters, EventStore, IdempotencyStore, InboundRecord, InboundStore};
 
 /// How long a Stripe event id keeps the id of the platform event made from it.
-const STRIPE_CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const STRIPE_CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Largest raw body or message kept on a record; larger ones are cut (the
 /// store's items are limited to 400 KB).
@@ -161,11 +158,11 @@ fn route_of(path: &str) -> Option<Route> {
 }
 
 /// A header's value, when present and printable.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn received() -> Response<Body> {
+pub(crate) fn received() -> Response<Body> {
     with_body(StatusCode::OK, "application/json", r#"{"received":true}"#)
 }
 
@@ -178,7 +175,7 @@ pub(crate) fn looks_like_json_object(body: &[u8]) -> bool {
 }
 
 /// A record's raw text, cut at a character boundary when over the limit.
-fn bounded_raw(bytes: &[u8]) -> String {
+pub(crate) fn bounded_raw(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     if text.len() <= MAX_RAW_BYTES {
         return text.into_owned();
@@ -204,261 +201,33 @@ impl Inbound {
         }
     }
 
-    async fn stripe(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let secret = self
-            .config
-            .stripe_webhook_secret
-            .as_deref()
-            .ok_or(Rejection::NotConfigured("STRIPE_WEBHOOK_SECRET"))?;
-        let body = req.body().as_ref();
-        let signature = header(req.headers(), "stripe-signature").ok_or_else(|| {
-            Rejection::InvalidSignature("the Stripe-Signature header is missing".into())
-        })?;
-        stripe::verify(
-            signature,
-            body,
-            secret,
-            self.config.stripe_tolerance,
-            Utc::now().timestamp(),
-        )
-        .map_err(|e| Rejection::InvalidSignature(e.message().into()))?;
-        let event = stripe::StripeEvent::parse(body)
-            .map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
-        let org_id = event.org_id();
-        let first = self
-            .store
-            .record(&InboundRecord {
-                provider: "stripe".into(),
-                provider_id: event.id.clone(),
-                org_id: org_id.map(str::to_string),
-                kind: event.kind.clone(),
-                from: None,
-                to: None,
-                text: None,
-                raw: bounded_raw(body),
-                received_at: Utc::now(),
-            })
-            .await?;
-        match (event.platform_event_type(), org_id) {
-            (None, _) => tracing::info!(
-                stripe_event_id = %event.id, stripe_type = %event.kind, first,
-                "Stripe event acknowledged; not a billing event"
-            ),
-            (Some(_), None) => tracing::warn!(
-                stripe_event_id = %event.id, stripe_type = %event.kind, first,
-                "unroutable Stripe event: no data.object.metadata.org_id"
-            ),
-            // Also on a repeat: an earlier attempt may have recorded the
-            // Stripe event and stopped before writing the platform event.
-            (Some(event_type), Some(org_id)) => {
-                self.emit_stripe_event(&event, event_type, org_id).await?;
-            }
-        }
-        Ok(received())
+    /// The first link of every route's chain: its secret, or 503 naming the
+    /// variable that is not set.
+    fn configured<'a>(
+        value: &'a Option<String>,
+        variable: &'static str,
+    ) -> Result<&'a str, Rejection> {
+        value.as_deref().ok_or(Rejection::NotConfigured(variable))
     }
 
-    /// Writes the platform event for a Stripe event exactly once, even when
-    /// Stripe retries after a crash between the two writes.
-    async fn emit_stripe_event(
-        &self,
-        stripe_event: &stripe::StripeEvent,
-        event_type: EventType,
-        org_id: &str,
-    ) -> Result<(), Rejection> {
-        let mut event = Event::new(org_id, event_type, stripe_event.event_data());
-        let claimed = self
-            .idempotency
-            .claim(
-                &format!("stripe:{}", stripe_event.id),
-                &event.id,
-                STRIPE_CLAIM_TTL,
-            )
-            .await?;
-        let written = match claimed {
-            None => self.events.put_if_absent(&event).await?,
-            Some(existing) => {
-                if self.events.get(org_id, &existing).await?.is_some() {
-                    false
-                } else {
-                    event.id = existing;
-                    self.events.put_if_absent(&event).await?
-                }
-            }
-        };
-        tracing::info!(
-            stripe_event_id = %stripe_event.id, org_id, event_id = %event.id,
-            event_type = event_type.as_str(), written,
-            "Stripe billing event"
+    /// The signature header `name`, or 401 saying it is missing.
+    fn signature<'a>(req: &'a Request, name: &str, shown: &str) -> Result<&'a str, Rejection> {
+        header(req.headers(), name)
+            .ok_or_else(|| Rejection::InvalidSignature(format!("the {shown} header is missing")))
+    }
+
+    /// The last links for a message (Twilio, WhatsApp): recorded once under
+    /// its provider id, and logged with the org it was routed to.
+    async fn record_message(&self, record: InboundRecord) -> Result<(), Rejection> {
+        let first = self.store.record(&record).await?;
+        log_message(
+            &record.provider,
+            &record.provider_id,
+            record.to.as_deref(),
+            record.org_id.as_deref(),
+            first,
         );
         Ok(())
-    }
-
-    async fn twilio(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let token = self
-            .config
-            .twilio_auth_token
-            .as_deref()
-            .ok_or(Rejection::NotConfigured("TWILIO_AUTH_TOKEN"))?;
-        let base = self
-            .config
-            .public_base_url
-            .as_deref()
-            .ok_or(Rejection::NotConfigured("WEBHOOKS_PUBLIC_BASE_URL"))?;
-        let body = req.body().as_ref();
-        let signature = header(req.headers(), "x-twilio-signature").ok_or_else(|| {
-            Rejection::InvalidSignature("the X-Twilio-Signature header is missing".into())
-        })?;
-        let query = req.uri().query();
-        let url = twilio::public_url(base, req.uri().path(), query);
-        let invalid = || Rejection::InvalidSignature("X-Twilio-Signature does not match".into());
-        let params: HashMap<String, String> = match twilio::body_sha256_param(query) {
-            // A JSON body: the signature covers the URL, the URL the body's hash.
-            Some(body_sha256) => {
-                let signed = twilio::signature_valid(token, &url, &[], signature);
-                if !(signed & twilio::body_hash_valid(body, &body_sha256)) {
-                    return Err(invalid());
-                }
-                let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-                    .map_err(|e| {
-                        Rejection::InvalidRequest(format!("body is not a JSON object: {e}"))
-                    })?;
-                json.into_iter()
-                    .filter_map(|(k, v)| match v {
-                        serde_json::Value::String(s) => Some((k, s)),
-                        _ => None,
-                    })
-                    .collect()
-            }
-            None => {
-                let form = twilio::form_params(body);
-                if !twilio::signature_valid(token, &url, &form, signature) {
-                    return Err(invalid());
-                }
-                // The first value of each name.
-                let mut params = HashMap::new();
-                for (k, v) in form {
-                    params.entry(k).or_insert(v);
-                }
-                params
-            }
-        };
-        let ack = with_body(StatusCode::OK, "text/xml", "<Response/>");
-        let get = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
-        let Some(sid) = get("MessageSid")
-            .or_else(|| get("SmsMessageSid"))
-            .or_else(|| get("SmsSid"))
-        else {
-            tracing::info!("Twilio request without a MessageSid acknowledged");
-            return Ok(ack);
-        };
-        if !params.contains_key("Body") && params.contains_key("MessageStatus") {
-            tracing::info!(message_sid = %sid, "Twilio status callback acknowledged");
-            return Ok(ack);
-        }
-        if sid.len() > 255 {
-            return Err(Rejection::InvalidRequest("MessageSid is too long".into()));
-        }
-        let to = get("To");
-        let org_id = match &to {
-            Some(to) => self.store.route("twilio", to).await?,
-            None => None,
-        };
-        let first = self
-            .store
-            .record(&InboundRecord {
-                provider: "twilio".into(),
-                provider_id: sid.clone(),
-                org_id: org_id.clone(),
-                kind: InboundRecord::MESSAGE.into(),
-                from: get("From"),
-                to: to.clone(),
-                text: params.get("Body").cloned(),
-                raw: bounded_raw(body),
-                received_at: Utc::now(),
-            })
-            .await?;
-        log_message("twilio", &sid, to.as_deref(), org_id.as_deref(), first);
-        Ok(ack)
-    }
-
-    fn whatsapp_handshake(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let expected = self
-            .config
-            .whatsapp_verify_token
-            .as_deref()
-            .ok_or(Rejection::NotConfigured("WHATSAPP_VERIFY_TOKEN"))?;
-        let mut query: HashMap<String, String> = HashMap::new();
-        for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-            query.entry(k.into_owned()).or_insert(v.into_owned());
-        }
-        let mode_ok = query.get("hub.mode").map(String::as_str) == Some("subscribe");
-        let token_ok = query
-            .get("hub.verify_token")
-            .is_some_and(|t| crypto::strings_equal(t, expected));
-        if !(mode_ok & token_ok) {
-            return Err(Rejection::Forbidden(
-                "hub.mode must be subscribe and hub.verify_token must match".into(),
-            ));
-        }
-        let challenge = query
-            .get("hub.challenge")
-            .ok_or_else(|| Rejection::InvalidRequest("hub.challenge is missing".into()))?;
-        Ok(with_body(StatusCode::OK, "text/plain", challenge.clone()))
-    }
-
-    async fn whatsapp(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let secret = self
-            .config
-            .whatsapp_app_secret
-            .as_deref()
-            .ok_or(Rejection::NotConfigured("WHATSAPP_APP_SECRET"))?;
-        let body = req.body().as_ref();
-        let signature = header(req.headers(), "x-hub-signature-256").ok_or_else(|| {
-            Rejection::InvalidSignature("the X-Hub-Signature-256 header is missing".into())
-        })?;
-        if !whatsapp::signature_valid(secret, signature, body) {
-            return Err(Rejection::InvalidSignature(
-                "X-Hub-Signature-256 does not match".into(),
-            ));
-        }
-        let messages =
-            whatsapp::messages(body).map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
-        let mut routes: HashMap<String, Option<String>> = HashMap::new();
-        for message in messages {
-            let org_id = match &message.phone_number_id {
-                Some(number) => match routes.get(number) {
-                    Some(org) => org.clone(),
-                    None => {
-                        let org = self.store.route("whatsapp", number).await?;
-                        routes.insert(number.clone(), org.clone());
-                        org
-                    }
-                },
-                None => None,
-            };
-            let first = self
-                .store
-                .record(&InboundRecord {
-                    provider: "whatsapp".into(),
-                    provider_id: message.id.clone(),
-                    org_id: org_id.clone(),
-                    kind: InboundRecord::MESSAGE.into(),
-                    from: message.from,
-                    to: message.phone_number_id.clone(),
-                    text: message.text,
-                    raw: bounded_raw(message.raw.as_bytes()),
-                    received_at: Utc::now(),
-                })
-                .await?;
-            log_message(
-                "whatsapp",
-                &message.id,
-                message.phone_number_id.as_deref(),
-                org_id.as_deref(),
-                first,
-            );
-        }
-        Ok(received())
     }
 }
 

@@ -2,13 +2,20 @@
 //! platform events.
 
 use crate::crypto::hmac_sha256;
+use crate::response::Rejection;
+use crate::{bounded_raw, Inbound};
+use crate::{received, STRIPE_CLAIM_TTL};
+use chrono::Utc;
 use hmac::Mac;
+use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::time::Duration;
 use webhooks_domain::event::validate_data;
+use webhooks_domain::Event;
 use webhooks_domain::EventType;
+use webhooks_ports::InboundRecord;
 
 /// Why a `Stripe-Signature` was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +256,94 @@ fn to_raw<T: Serialize>(value: &T) -> Option<Box<RawValue>> {
     serde_json::to_string(value)
         .ok()
         .and_then(|s| RawValue::from_string(s).ok())
+}
+
+/// `POST /inbound/stripe`: verify, record, acknowledge, and turn billing
+/// events into platform events.
+impl Inbound {
+    pub(crate) async fn stripe(&self, req: &Request) -> Result<Response<Body>, Rejection> {
+        let secret =
+            Inbound::configured(&self.config.stripe_webhook_secret, "STRIPE_WEBHOOK_SECRET")?;
+        let body = req.body().as_ref();
+        let signature = Inbound::signature(req, "stripe-signature", "Stripe-Signature")?;
+        verify(
+            signature,
+            body,
+            secret,
+            self.config.stripe_tolerance,
+            Utc::now().timestamp(),
+        )
+        .map_err(|e| Rejection::InvalidSignature(e.message().into()))?;
+        let event =
+            StripeEvent::parse(body).map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
+        let org_id = event.org_id();
+        let first = self
+            .store
+            .record(&InboundRecord {
+                provider: "stripe".into(),
+                provider_id: event.id.clone(),
+                org_id: org_id.map(str::to_string),
+                kind: event.kind.clone(),
+                from: None,
+                to: None,
+                text: None,
+                raw: bounded_raw(body),
+                received_at: Utc::now(),
+            })
+            .await?;
+        match (event.platform_event_type(), org_id) {
+            (None, _) => tracing::info!(
+                stripe_event_id = %event.id, stripe_type = %event.kind, first,
+                "Stripe event acknowledged; not a billing event"
+            ),
+            (Some(_), None) => tracing::warn!(
+                stripe_event_id = %event.id, stripe_type = %event.kind, first,
+                "unroutable Stripe event: no data.object.metadata.org_id"
+            ),
+            // Also on a repeat: an earlier attempt may have recorded the
+            // Stripe event and stopped before writing the platform event.
+            (Some(event_type), Some(org_id)) => {
+                self.emit_stripe_event(&event, event_type, org_id).await?;
+            }
+        }
+        Ok(received())
+    }
+
+    /// Writes the platform event for a Stripe event exactly once, even when
+    /// Stripe retries after a crash between the two writes.
+    async fn emit_stripe_event(
+        &self,
+        stripe_event: &StripeEvent,
+        event_type: EventType,
+        org_id: &str,
+    ) -> Result<(), Rejection> {
+        let mut event = Event::new(org_id, event_type, stripe_event.event_data());
+        let claimed = self
+            .idempotency
+            .claim(
+                &format!("stripe:{}", stripe_event.id),
+                &event.id,
+                STRIPE_CLAIM_TTL,
+            )
+            .await?;
+        let written = match claimed {
+            None => self.events.put_if_absent(&event).await?,
+            Some(existing) => {
+                if self.events.get(org_id, &existing).await?.is_some() {
+                    false
+                } else {
+                    event.id = existing;
+                    self.events.put_if_absent(&event).await?
+                }
+            }
+        };
+        tracing::info!(
+            stripe_event_id = %stripe_event.id, org_id, event_id = %event.id,
+            event_type = event_type.as_str(), written,
+            "Stripe billing event"
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]

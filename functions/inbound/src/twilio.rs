@@ -2,9 +2,17 @@
 //! validators compute it.
 
 use crate::crypto::{hmac_sha1, sha256_matches_hex};
+use crate::response::with_body;
+use crate::response::Rejection;
+use crate::{bounded_raw, Inbound};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use chrono::Utc;
 use hmac::Mac;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use std::collections::HashMap;
+use webhooks_ports::InboundRecord;
 
 /// The URL Twilio requested: the public base URL (without a trailing `/`),
 /// the request path, and `?` with the raw query when there is one.
@@ -106,6 +114,84 @@ pub(crate) fn body_hash_valid(body: &[u8], body_sha256: &str) -> bool {
 /// order, repeated names included.
 pub(crate) fn form_params(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// `POST /inbound/twilio`: verify, record the message, acknowledge.
+impl Inbound {
+    pub(crate) async fn twilio(&self, req: &Request) -> Result<Response<Body>, Rejection> {
+        let token = Inbound::configured(&self.config.twilio_auth_token, "TWILIO_AUTH_TOKEN")?;
+        let base = Inbound::configured(&self.config.public_base_url, "WEBHOOKS_PUBLIC_BASE_URL")?;
+        let body = req.body().as_ref();
+        let signature = Inbound::signature(req, "x-twilio-signature", "X-Twilio-Signature")?;
+        let query = req.uri().query();
+        let url = public_url(base, req.uri().path(), query);
+        let invalid = || Rejection::InvalidSignature("X-Twilio-Signature does not match".into());
+        let params: HashMap<String, String> = match body_sha256_param(query) {
+            // A JSON body: the signature covers the URL, the URL the body's hash.
+            Some(body_sha256) => {
+                let signed = signature_valid(token, &url, &[], signature);
+                if !(signed & body_hash_valid(body, &body_sha256)) {
+                    return Err(invalid());
+                }
+                let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+                    .map_err(|e| {
+                        Rejection::InvalidRequest(format!("body is not a JSON object: {e}"))
+                    })?;
+                json.into_iter()
+                    .filter_map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Some((k, s)),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            None => {
+                let form = form_params(body);
+                if !signature_valid(token, &url, &form, signature) {
+                    return Err(invalid());
+                }
+                // The first value of each name.
+                let mut params = HashMap::new();
+                for (k, v) in form {
+                    params.entry(k).or_insert(v);
+                }
+                params
+            }
+        };
+        let ack = with_body(StatusCode::OK, "text/xml", "<Response/>");
+        let get = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
+        let Some(sid) = get("MessageSid")
+            .or_else(|| get("SmsMessageSid"))
+            .or_else(|| get("SmsSid"))
+        else {
+            tracing::info!("Twilio request without a MessageSid acknowledged");
+            return Ok(ack);
+        };
+        if !params.contains_key("Body") && params.contains_key("MessageStatus") {
+            tracing::info!(message_sid = %sid, "Twilio status callback acknowledged");
+            return Ok(ack);
+        }
+        if sid.len() > 255 {
+            return Err(Rejection::InvalidRequest("MessageSid is too long".into()));
+        }
+        let to = get("To");
+        let org_id = match &to {
+            Some(to) => self.store.route("twilio", to).await?,
+            None => None,
+        };
+        self.record_message(InboundRecord {
+            provider: "twilio".into(),
+            provider_id: sid,
+            org_id,
+            kind: InboundRecord::MESSAGE.into(),
+            from: get("From"),
+            to,
+            text: params.get("Body").cloned(),
+            raw: bounded_raw(body),
+            received_at: Utc::now(),
+        })
+        .await?;
+        Ok(ack)
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,19 @@
 //! `X-Hub-Signature-256` check, and the messages of a notification.
 
 use crate::crypto::hmac_sha256;
+use crate::received;
+use crate::response::with_body;
+use crate::response::Rejection;
+use crate::{bounded_raw, Inbound};
+use chrono::Utc;
 use hmac::Mac;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::collections::HashMap;
+use webhooks_ports::InboundRecord;
 
 /// Whether `header` is `sha256=<hex HMAC-SHA256(app secret, raw body)>`.
 pub(crate) fn signature_valid(app_secret: &str, header: &str, body: &[u8]) -> bool {
@@ -127,6 +136,71 @@ pub(crate) fn messages(body: &[u8]) -> Result<Vec<Message>, MalformedNotificatio
         }
     }
     Ok(out)
+}
+
+/// `GET /inbound/whatsapp` (the handshake) and `POST /inbound/whatsapp`:
+/// verify, record each message, acknowledge.
+impl Inbound {
+    pub(crate) fn whatsapp_handshake(&self, req: &Request) -> Result<Response<Body>, Rejection> {
+        let expected =
+            Inbound::configured(&self.config.whatsapp_verify_token, "WHATSAPP_VERIFY_TOKEN")?;
+        let mut query: HashMap<String, String> = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            query.entry(k.into_owned()).or_insert(v.into_owned());
+        }
+        let mode_ok = query.get("hub.mode").map(String::as_str) == Some("subscribe");
+        let token_ok = query
+            .get("hub.verify_token")
+            .is_some_and(|t| crate::crypto::strings_equal(t, expected));
+        if !(mode_ok & token_ok) {
+            return Err(Rejection::Forbidden(
+                "hub.mode must be subscribe and hub.verify_token must match".into(),
+            ));
+        }
+        let challenge = query
+            .get("hub.challenge")
+            .ok_or_else(|| Rejection::InvalidRequest("hub.challenge is missing".into()))?;
+        Ok(with_body(StatusCode::OK, "text/plain", challenge.clone()))
+    }
+
+    pub(crate) async fn whatsapp(&self, req: &Request) -> Result<Response<Body>, Rejection> {
+        let secret = Inbound::configured(&self.config.whatsapp_app_secret, "WHATSAPP_APP_SECRET")?;
+        let body = req.body().as_ref();
+        let signature = Inbound::signature(req, "x-hub-signature-256", "X-Hub-Signature-256")?;
+        if !signature_valid(secret, signature, body) {
+            return Err(Rejection::InvalidSignature(
+                "X-Hub-Signature-256 does not match".into(),
+            ));
+        }
+        let messages = messages(body).map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
+        let mut routes: HashMap<String, Option<String>> = HashMap::new();
+        for message in messages {
+            let org_id = match &message.phone_number_id {
+                Some(number) => match routes.get(number) {
+                    Some(org) => org.clone(),
+                    None => {
+                        let org = self.store.route("whatsapp", number).await?;
+                        routes.insert(number.clone(), org.clone());
+                        org
+                    }
+                },
+                None => None,
+            };
+            self.record_message(InboundRecord {
+                provider: "whatsapp".into(),
+                provider_id: message.id,
+                org_id,
+                kind: InboundRecord::MESSAGE.into(),
+                from: message.from,
+                to: message.phone_number_id,
+                text: message.text,
+                raw: bounded_raw(message.raw.as_bytes()),
+                received_at: Utc::now(),
+            })
+            .await?;
+        }
+        Ok(received())
+    }
 }
 
 #[cfg(test)]
