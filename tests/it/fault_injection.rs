@@ -534,7 +534,7 @@ impl Figures {
     /// Adds this run to `target/fault-injection.json` under its scenario name.
     fn save(&self) {
         static FILE: Mutex<()> = Mutex::new(());
-        let _guard = FILE.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = webhooks_memory::sync::lock(&FILE);
         let dir = std::env::var("CARGO_TARGET_DIR")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));

@@ -23,19 +23,16 @@ use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use webhooks_domain::{Delivery, DeliveryStatus};
+use webhooks_memory::sync::lock;
 use webhooks_ports::{
     AttemptUpdate, BackendError, DeliveryStore, Page, Queue, ReceivedMessage, Result,
 };
 use webhooks_testkit::Received;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// SplitMix64: small, fast, and the same sequence for the same seed.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use webhooks_memory::sync::lock;
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -106,7 +107,7 @@ impl Receiver {
                                 body,
                             };
                             let n = {
-                                let mut all = rec.lock().expect("receiver lock");
+                                let mut all = lock(&rec);
                                 all.push(got.clone());
                                 all.len() - 1
                             };
@@ -157,11 +158,11 @@ impl Receiver {
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().expect("receiver lock").clone()
+        lock(&self.received).clone()
     }
 
     pub fn count(&self) -> usize {
-        self.received.lock().expect("receiver lock").len()
+        lock(&self.received).len()
     }
 
     /// Waits until at least `n` requests arrived; `false` on timeout.
