@@ -14,8 +14,7 @@
 //! Runs on the memory backend (3000 deliveries) and on moto (180).
 
 use crate::faults::{
-    rng_for, Answer, FaultKind, Faults, FaultyDeliveryStore, FaultyQueue, FaultyReceiver, Hit,
-    QueueFaults, Rng, StoreFaults,
+    rng_for, FaultKind, Faults, FaultyDeliveryStore, FaultyQueue, QueueFaults, Rng, StoreFaults,
 };
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -39,6 +38,7 @@ use webhooks_pipeline::{
 };
 use webhooks_ports::{CursorStore, DeliveryStore, EndpointStore, EventStore, Queue};
 use webhooks_testkit::signatures::verify_delivery;
+use webhooks_testkit::{Exchange, Received, Receiver, Reply};
 
 /// How often each fault happens.
 #[derive(Debug, Clone, Copy)]
@@ -310,16 +310,12 @@ async fn moto_stores(test: &str, visibility: Duration) -> Stores {
 
 /// The receiver's answer to a request: the same for the same (endpoint,
 /// event, attempt) whatever the timing.
-fn answer_for(
-    seed: u64,
-    r: Rates,
-    timeout: Duration,
-) -> impl Fn(&webhooks_testkit::Received) -> Answer {
-    move |req| {
+fn answer_for(seed: u64, r: Rates, timeout: Duration) -> impl Fn(usize, &Received) -> Reply {
+    move |_, req| {
         let id = req.header("webhook-id").unwrap_or("");
         let attempt = req.header("x-webhook-attempt").unwrap_or("");
         if rng_for(seed, &["pair", &req.path, id]).chance(r.poisoned_pairs) {
-            return Answer::Status(503);
+            return Reply::Status(503);
         }
         let mut g = rng_for(seed, &["attempt", &req.path, id, attempt]);
         let mut x = g.unit();
@@ -329,25 +325,35 @@ fn answer_for(
             hit
         };
         if pick(r.r500) {
-            Answer::Status(500)
+            Reply::Status(500)
         } else if pick(r.r429) {
-            Answer::Throttle(1)
+            Reply::Throttle(1)
         } else if pick(r.timeout) {
-            Answer::Hang(timeout + Duration::from_secs(1))
+            Reply::Delay(timeout + Duration::from_secs(1), 200)
         } else if pick(r.reset) {
-            Answer::Reset
+            Reply::Reset
         } else if pick(r.slow_body) {
             // Four pieces: some bodies end in time, some are cut by the
             // client's timeout after the 200 status line.
             let every = Duration::from_millis(20 + g.below(timeout.as_millis() as u64 / 2));
-            Answer::SlowBody {
+            Reply::SlowBody {
                 status: 200,
                 chunks: 4,
                 every,
             }
         } else {
-            Answer::Status(200)
+            Reply::Status(200)
         }
+    }
+}
+
+/// Whether the receiver accepted the delivery: it sent a 2xx status line
+/// (what a receiver does once it has processed the event). A delayed answer
+/// comes after the client's timeout here, so it does not count.
+fn accepted(reply: &Reply) -> bool {
+    match reply {
+        Reply::Status(s) | Reply::SlowBody { status: s, .. } => (200..300).contains(s),
+        _ => false,
     }
 }
 
@@ -599,7 +605,7 @@ fn seed(default: u64) -> u64 {
 async fn run(s: Scenario, stores: Stores) -> Figures {
     let started = Instant::now();
     let faults = Faults::new(s.seed);
-    let receiver = FaultyReceiver::start(answer_for(s.seed, s.rates, s.request_timeout)).await;
+    let receiver = Receiver::start(answer_for(s.seed, s.rates, s.request_timeout)).await;
     let mut h = wire(stores, &faults, &s);
 
     // Endpoints (each org's cursor made first, as the API does), plus one per
@@ -744,7 +750,7 @@ async fn run(s: Scenario, stores: Stores) -> Figures {
 
     // The accounting.
     let deliveries = all_deliveries(&h).await;
-    let hits: Vec<Hit> = receiver.hits();
+    let hits: Vec<Exchange> = receiver.exchanges();
     let published = published.lock().expect("lock").clone();
     let endpoint_of_path: HashMap<&str, &Endpoint> = h
         .endpoints
@@ -781,20 +787,21 @@ async fn run(s: Scenario, stores: Stores) -> Figures {
     // What the receiver saw, per (endpoint, webhook-id).
     let mut requests_per_pair: HashMap<(String, String), (usize, usize)> = HashMap::new();
     for hit in &hits {
-        match hit.answer {
-            Answer::Status(500) => faults.record(FaultKind::Receiver500),
-            Answer::Status(503) => faults.record(FaultKind::ReceiverPoisoned),
-            Answer::Throttle(_) => faults.record(FaultKind::Receiver429),
-            Answer::Hang(_) => faults.record(FaultKind::ReceiverTimeout),
-            Answer::Reset => faults.record(FaultKind::ReceiverReset),
-            Answer::SlowBody { .. } => faults.record(FaultKind::ReceiverSlowBody),
-            Answer::Status(_) => {}
+        match hit.reply {
+            Reply::Status(500) => faults.record(FaultKind::Receiver500),
+            Reply::Status(503) => faults.record(FaultKind::ReceiverPoisoned),
+            Reply::Throttle(_) => faults.record(FaultKind::Receiver429),
+            Reply::Delay(..) => faults.record(FaultKind::ReceiverTimeout),
+            Reply::Reset => faults.record(FaultKind::ReceiverReset),
+            Reply::SlowBody { .. } => faults.record(FaultKind::ReceiverSlowBody),
+            _ => {}
         }
         let Some(ep) = endpoint_of_path.get(hit.request.path.as_str()) else {
             f.unknown_requests += 1;
             continue;
         };
-        let pair = (ep.id.clone(), hit.webhook_id().to_string());
+        let webhook_id = hit.request.header("webhook-id").unwrap_or("");
+        let pair = (ep.id.clone(), webhook_id.to_string());
         if !expected.contains(&pair) {
             f.unknown_requests += 1;
         }
@@ -803,7 +810,7 @@ async fn run(s: Scenario, stores: Stores) -> Figures {
         }
         let entry = requests_per_pair.entry(pair).or_insert((0, 0));
         entry.0 += 1;
-        if hit.answer.accepted() {
+        if accepted(&hit.reply) {
             entry.1 += 1;
         }
     }
@@ -993,7 +1000,7 @@ fn an_event(n: u32) -> Event {
 
 async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
     use webhooks::event_sources::STREAM_MAX_RETRIES;
-    let receiver = webhooks_testkit::Receiver::always(200).await;
+    let receiver = Receiver::always(200).await;
     let w = small(receiver.url("/")).await;
     let endpoints = MemoryEndpointStore::new();
     endpoints.create(&w.endpoint).await.expect("endpoint");
@@ -1061,10 +1068,7 @@ async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
     // The first attempt fails (500) and is recorded; then the deliveries
     // table is unavailable for as many receives as the redrive policy
     // allows; then it is back.
-    let receiver = webhooks_testkit::Receiver::start(|n, _| {
-        webhooks_testkit::Reply::Status(if n == 0 { 500 } else { 200 })
-    })
-    .await;
+    let receiver = Receiver::start(|n, _| Reply::Status(if n == 0 { 500 } else { 200 })).await;
     let w = small(receiver.url("/")).await;
     let endpoints = MemoryEndpointStore::new();
     endpoints.create(&w.endpoint).await.expect("endpoint");
