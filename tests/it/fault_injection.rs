@@ -260,38 +260,9 @@ fn memory_stores(visibility: Duration) -> Stores {
 }
 
 async fn moto_stores(test: &str, visibility: Duration) -> Stores {
-    use webhooks_aws::adapters::{adapters, Locations};
-    use webhooks_aws::resources::{create_all, ResourceNames};
-    use webhooks_aws::stream::StreamReader;
-    use webhooks_aws::AwsClients;
-    let config = webhooks_testkit::aws::emulator_config().await;
-    let aws = AwsClients::from_config(&config);
-    let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
-    let urls = create_all(&aws.dynamodb, &aws.sqs, &names)
-        .await
-        .expect("create resources");
-    // A short visibility timeout, so that what a crash leaves behind comes
-    // back within the test (deployed: 180 s).
-    aws.sqs
-        .set_queue_attributes()
-        .queue_url(&urls.delivery)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            visibility.as_secs().max(1).to_string(),
-        )
-        .send()
-        .await
-        .expect("set visibility timeout");
-    let ddb = &aws.dynamodb;
-    let reader = StreamReader::open(
-        ddb,
-        aws_sdk_dynamodbstreams::Client::new(&config),
-        &names.table("events"),
-        true,
-    )
-    .await
-    .expect("open stream");
-    let a = adapters(&aws, &Locations::for_names(&names, &urls));
+    let moto = crate::support::MotoBackend::new(test).await;
+    moto.set_visibility(visibility).await;
+    let a = moto.adapters;
     Stores {
         events: a.events,
         endpoints: a.endpoints,
@@ -299,11 +270,11 @@ async fn moto_stores(test: &str, visibility: Duration) -> Stores {
         cursors: a.cursors,
         queue: a.queue,
         dead_letters: a.dead_letters,
-        stream: StreamSource::Aws(Box::new(reader)),
+        stream: StreamSource::Aws(Box::new(moto.stream)),
         depth: QueueDepth::Sqs {
-            client: aws.sqs.clone(),
-            queue: urls.delivery,
-            dead_letters: urls.dead_letter,
+            client: moto.sqs,
+            queue: moto.urls.delivery,
+            dead_letters: moto.urls.dead_letter,
         },
     }
 }
