@@ -179,8 +179,9 @@ async fn moto_backend_loses_nothing_under_faults() {
 }
 
 // Two ways to lose a delivery that the storm above does not reach at its
-// fault rates; each needs a sustained failure. They fail today and are kept
-// ignored so that the suite stays green; run them with `--ignored`.
+// fault rates; each needs a sustained failure. The first runs (the sweeper
+// catches the dropped record); the second fails today and is kept ignored
+// so that the suite stays green; run it with `--ignored`.
 
 /// A small memory system around one endpoint: its stores (the tests add
 /// the rest).
