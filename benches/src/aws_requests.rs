@@ -11,7 +11,7 @@
 
 use crate::dev::{self, ApiClient};
 use crate::measure::{cpu_time, round};
-use crate::receiver::ReceiverProcess;
+use crate::receiver::{self, ReceiverProcess};
 use anyhow::{bail, Context as _};
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::stream::StreamExt;
@@ -227,7 +227,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
     if std::env::var("AWS_ENDPOINT_URL").is_err() {
         bail!("aws-requests needs AWS_ENDPOINT_URL (run it under scripts/with-moto.sh)");
     }
-    let receiver = ReceiverProcess::spawn(1)?;
+    let receiver = receiver::spawn(1)?;
     let mut results = Vec::new();
     for &e in &opts.endpoints {
         results.push(one(opts, e, &receiver).await?);

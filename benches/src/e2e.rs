@@ -5,7 +5,7 @@
 
 use crate::dev::{self, ApiClient, CreatedEndpoint};
 use crate::measure::{cpu_time, median, peak_rss_kib, reset_peak_rss, round};
-use crate::receiver::ReceiverProcess;
+use crate::receiver::{self, ReceiverProcess};
 use anyhow::{bail, Context as _};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -58,7 +58,7 @@ impl Pass {
 /// Runs every endpoint count `runs` times, pipeline then ceiling, and
 /// returns the medians as JSON.
 pub async fn run(opts: &Options) -> anyhow::Result<Value> {
-    let receiver = ReceiverProcess::spawn(opts.receiver_threads)?;
+    let receiver = receiver::spawn(opts.receiver_threads)?;
     println!(
         "e2e: receiver pid {} on port {} ({} thread(s)); {} events of {} B data; {} pollers x {} = {} in flight",
         receiver.pid(),
@@ -363,7 +363,7 @@ async fn ceiling_pass(
 /// (stream mapping), send every delivery (queue mapping). Tells where the
 /// pipeline's CPU per delivery goes.
 pub async fn phases(opts: &Options) -> anyhow::Result<Value> {
-    let receiver = ReceiverProcess::spawn(opts.receiver_threads)?;
+    let receiver = receiver::spawn(opts.receiver_threads)?;
     let probe = reqwest::Client::builder().no_proxy().build()?;
     let mut out = Vec::new();
     for &e in &opts.endpoints {

@@ -1,41 +1,29 @@
-//! Faults to inject into a running pipeline, and a receiver that misbehaves
-//! on purpose. Every fault is decided by a seeded generator and counted by
-//! kind, so a run can report what it survived.
+//! Faults to inject into a running pipeline. Every fault is decided by a
+//! seeded generator and counted by kind, so a run can report what it
+//! survived.
 //!
 //! - [`FaultyQueue`]: SQS calls that fail (a whole send, some entries of a
 //!   batch, a visibility change, a delete).
 //! - [`FaultyDeliveryStore`]: DynamoDB writes that fail before they apply, or
 //!   after (the write happened, the caller is told it did not), and reads
 //!   that fail.
-//! - [`FaultyReceiver`]: a webhook receiver on 127.0.0.1 whose every answer
-//!   is chosen by the test: a status (500, 429 with `Retry-After`), a hang
-//!   past the client's timeout, a connection reset, a body sent slowly.
+//! - [`RecordAttemptOutage`]: a delivery store whose `record_attempt` is
+//!   down for a while.
+//!
+//! The receiver that misbehaves on purpose is testkit's
+//! ([`webhooks_testkit::Receiver`] with a [`webhooks_testkit::Reply`] per
+//! request).
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use webhooks_domain::{Delivery, DeliveryStatus};
+use webhooks_memory::sync::lock;
 use webhooks_ports::{
     AttemptUpdate, BackendError, DeliveryStore, Page, Queue, ReceivedMessage, Result,
 };
-use webhooks_testkit::Received;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// SplitMix64: small, fast, and the same sequence for the same seed.
 #[derive(Debug, Clone)]
@@ -424,172 +412,6 @@ impl DeliveryStore for FaultyDeliveryStore {
         self.inner
             .list_for_endpoint(endpoint_id, status, limit, cursor)
             .await
-    }
-}
-
-/// How the receiver answers one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// This status, no body.
-    Status(u16),
-    /// 429 with `Retry-After: <secs>`.
-    Throttle(u64),
-    /// Hold the request this long, then answer 200 (past the client's timeout).
-    Hang(Duration),
-    /// Close the connection without answering.
-    Reset,
-    /// Send `status` at once, then the body in `chunks` pieces, one every `every`.
-    SlowBody {
-        status: u16,
-        chunks: u32,
-        every: Duration,
-    },
-}
-
-impl Answer {
-    /// Whether the receiver accepted the delivery: it sent a 2xx status line
-    /// (what a receiver does once it has processed the event).
-    pub fn accepted(&self) -> bool {
-        match self {
-            Answer::Status(s) | Answer::SlowBody { status: s, .. } => (200..300).contains(s),
-            _ => false,
-        }
-    }
-}
-
-/// One request the receiver got, and how it answered.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub request: Received,
-    pub answer: Answer,
-}
-
-impl Hit {
-    pub fn webhook_id(&self) -> &str {
-        self.request.header("webhook-id").unwrap_or("")
-    }
-}
-
-type AnswerFn = dyn Fn(&Received) -> Answer + Send + Sync;
-
-/// A receiver on 127.0.0.1 that answers each request as `answer` decides and
-/// records it. Stops when dropped.
-pub struct FaultyReceiver {
-    pub addr: SocketAddr,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    task: JoinHandle<()>,
-}
-
-type Body = UnsyncBoxBody<Bytes, std::io::Error>;
-
-fn full(body: &'static str) -> Body {
-    Full::new(Bytes::from_static(body.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-async fn answer_request(
-    req: Request<Incoming>,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    answer: Arc<AnswerFn>,
-) -> std::result::Result<Response<Body>, std::io::Error> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let request = Received {
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        body,
-    };
-    let chosen = answer(&request);
-    lock(&hits).push(Hit {
-        request,
-        answer: chosen.clone(),
-    });
-    let (status, retry_after, body) = match chosen {
-        Answer::Status(s) => (s, None, full("")),
-        Answer::Throttle(secs) => (429, Some(secs), full("slow down")),
-        Answer::Hang(d) => {
-            tokio::time::sleep(d).await;
-            (200, None, full("too late"))
-        }
-        Answer::Reset => return Err(std::io::Error::other("reset")),
-        Answer::SlowBody {
-            status,
-            chunks,
-            every,
-        } => {
-            let pieces = stream::unfold(0u32, move |i| async move {
-                if i >= chunks {
-                    return None;
-                }
-                tokio::time::sleep(every).await;
-                let frame: std::result::Result<Frame<Bytes>, std::io::Error> =
-                    Ok(Frame::data(Bytes::from_static(b"slow-")));
-                Some((frame, i + 1))
-            });
-            (status, None, StreamBody::new(pieces).boxed_unsync())
-        }
-    };
-    let mut resp = Response::builder().status(status);
-    if let Some(secs) = retry_after {
-        resp = resp.header("retry-after", secs.to_string());
-    }
-    resp.body(body).map_err(std::io::Error::other)
-}
-
-impl FaultyReceiver {
-    pub async fn start(answer: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let answer: Arc<AnswerFn> = Arc::new(answer);
-        let recorded = hits.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((conn, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (hits, answer) = (recorded.clone(), answer.clone());
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| answer_request(req, hits.clone(), answer.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(conn), service)
-                        .await;
-                });
-            }
-        });
-        FaultyReceiver { addr, hits, task }
-    }
-
-    /// `http://127.0.0.1:PORT/path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub fn hits(&self) -> Vec<Hit> {
-        lock(&self.hits).clone()
-    }
-}
-
-impl Drop for FaultyReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -9,27 +9,31 @@ use webhooks_testkit::{Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn delivery_of(w: &MotoSystem, ep: &str, evt: &str) -> Option<Delivery> {
+async fn delivery_of(sys: &MotoSystem, ep: &str, evt: &str) -> Option<Delivery> {
     let id = webhooks_domain::delivery::delivery_id(ep, evt);
-    w.deliveries.get(&id).await.expect("get delivery")
+    sys.adapters
+        .deliveries
+        .get(&id)
+        .await
+        .expect("get delivery")
 }
 
-async fn status_of(w: &MotoSystem, ep: &str, evt: &str) -> Option<DeliveryStatus> {
-    delivery_of(w, ep, evt).await.map(|d| d.status)
+async fn status_of(sys: &MotoSystem, ep: &str, evt: &str) -> Option<DeliveryStatus> {
+    delivery_of(sys, ep, evt).await.map(|d| d.status)
 }
 
 #[tokio::test]
 async fn an_event_is_streamed_fanned_out_queued_signed_and_delivered() {
     let receiver = Receiver::always(204).await;
-    let mut w = MotoSystem::new("deliver", "1s,1s", 0).await;
-    let ep = w
+    let mut sys = MotoSystem::new("deliver", "1s,1s", 0).await;
+    let ep = sys
         .endpoint("org_a", receiver.url("/hooks"), &["invoice.paid"])
         .await;
-    let _other = w
+    let _other = sys
         .endpoint("org_a", receiver.url("/other"), &["lead_won"])
         .await;
-    let _other_org = w.endpoint("org_b", receiver.url("/b"), &["*"]).await;
-    let event = w
+    let _other_org = sys.endpoint("org_b", receiver.url("/b"), &["*"]).await;
+    let event = sys
         .publish(
             "org_a",
             EventType::InvoicePaid,
@@ -37,7 +41,7 @@ async fn an_event_is_streamed_fanned_out_queued_signed_and_delivered() {
         )
         .await;
 
-    let delivered = w
+    let delivered = sys
         .drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
         .await;
     assert!(delivered, "delivery did not complete");
@@ -60,12 +64,14 @@ async fn an_event_is_streamed_fanned_out_queued_signed_and_delivered() {
     assert!(req
         .header("user-agent")
         .is_some_and(|u| u.starts_with("devsphere-webhooks/")));
-    let d = delivery_of(&w, &ep.id, &event.id).await.expect("delivery");
+    let d = delivery_of(&sys, &ep.id, &event.id)
+        .await
+        .expect("delivery");
     assert_eq!(req.header("x-webhook-delivery"), Some(d.id.as_str()));
     assert_eq!(d.attempts.len(), 1);
     assert_eq!(d.attempts[0].status_code, Some(204));
     assert_eq!(
-        w.cursors.get("org_a").await.expect("cursor"),
+        sys.adapters.cursors.get("org_a").await.expect("cursor"),
         Some(event.id.clone())
     );
 }
@@ -80,12 +86,12 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt() {
         }
     })
     .await;
-    let mut w = MotoSystem::new("retry", "1s,1s,1s", 0).await;
-    let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
-    let event = w
+    let mut sys = MotoSystem::new("retry", "1s,1s,1s", 0).await;
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    let event = sys
         .publish("org", EventType::LeadWon, r#"{"lead":"l1"}"#)
         .await;
-    let ok = w
+    let ok = sys
         .drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
         .await;
     assert!(ok, "not delivered after retries");
@@ -104,7 +110,9 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt() {
         );
         verify_delivery(r, ep.secret.expose()).expect("every attempt is signed");
     }
-    let d = delivery_of(&w, &ep.id, &event.id).await.expect("delivery");
+    let d = delivery_of(&sys, &ep.id, &event.id)
+        .await
+        .expect("delivery");
     let codes: Vec<Option<u16>> = d.attempts.iter().map(|a| a.status_code).collect();
     assert_eq!(codes, vec![Some(500), Some(500), Some(200)]);
 }
@@ -112,10 +120,10 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt() {
 #[tokio::test]
 async fn a_delivery_that_keeps_failing_is_dead_lettered() {
     let receiver = Receiver::start(|_, _| Reply::StatusWithBody(500, "boom".into())).await;
-    let mut w = MotoSystem::new("dlq", "1s,1s", 0).await;
-    let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
-    let event = w.publish("org", EventType::PaymentFailed, "{}").await;
-    let ok = w
+    let mut sys = MotoSystem::new("dlq", "1s,1s", 0).await;
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    let event = sys.publish("org", EventType::PaymentFailed, "{}").await;
+    let ok = sys
         .drive_until_status(&ep.id, &event.id, DeliveryStatus::DeadLettered, WAIT)
         .await;
     assert!(ok, "never dead-lettered");
@@ -124,7 +132,9 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered() {
         3,
         "three attempts for a two-delay schedule"
     );
-    let d = delivery_of(&w, &ep.id, &event.id).await.expect("delivery");
+    let d = delivery_of(&sys, &ep.id, &event.id)
+        .await
+        .expect("delivery");
     assert_eq!(d.last_error.as_deref(), Some("HTTP 500"));
     assert_eq!(
         d.attempts
@@ -133,7 +143,8 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered() {
             .as_deref(),
         Some("boom")
     );
-    let in_dlq = w
+    let in_dlq = sys
+        .adapters
         .dead_letters
         .receive(10, Duration::from_secs(1))
         .await
@@ -141,7 +152,8 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered() {
     assert_eq!(in_dlq.len(), 1, "the message is in the dead-letter queue");
     assert!(in_dlq[0].body.contains(&d.id));
     // Nothing is left on the delivery queue.
-    assert!(w
+    assert!(sys
+        .adapters
         .queue
         .receive(10, Duration::ZERO)
         .await
@@ -152,21 +164,22 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered() {
 #[tokio::test]
 async fn a_duplicated_stream_record_yields_one_delivery() {
     let receiver = Receiver::always(200).await;
-    let mut w = MotoSystem::new("dup", "1s", 0).await;
-    let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
-    let event = w.publish("org", EventType::ClientCreated, "{}").await;
+    let mut sys = MotoSystem::new("dup", "1s", 0).await;
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    let event = sys.publish("org", EventType::ClientCreated, "{}").await;
     // The same record three times, as a replaying stream would hand it over.
     let record = webhooks_aws::stream::insert_record(&event, 1).expect("record");
     let mut batch = aws_lambda_events::event::dynamodb::Event::default();
     batch.records = vec![record.clone(), record.clone(), record];
-    let resp = webhooks_fn_fanout::fan_out_records(&w.fanout, batch.clone()).await;
+    let resp = webhooks_fn_fanout::fan_out_records(&sys.fanout, batch.clone()).await;
     assert!(resp.batch_item_failures.is_empty());
-    webhooks_fn_fanout::fan_out_records(&w.fanout, batch).await;
-    let ok = w
+    webhooks_fn_fanout::fan_out_records(&sys.fanout, batch).await;
+    let ok = sys
         .drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
         .await;
     assert!(ok);
-    let page = w
+    let page = sys
+        .adapters
         .deliveries
         .list_for_endpoint(&ep.id, None, 10, None)
         .await
@@ -184,10 +197,10 @@ async fn a_crash_between_create_and_enqueue_still_ends_delivered() {
     let receiver = Receiver::always(200).await;
     // The fan-out's first two queue sends fail, as if it died after the
     // conditional create.
-    let mut w = MotoSystem::new("crash", "1s", 2).await;
-    let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
-    let event = w.publish("org", EventType::TaskCompleted, "{}").await;
-    let ok = w
+    let mut sys = MotoSystem::new("crash", "1s", 2).await;
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    let event = sys.publish("org", EventType::TaskCompleted, "{}").await;
+    let ok = sys
         .drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
         .await;
     assert!(ok, "the stream retry re-queued the created delivery");
@@ -197,59 +210,67 @@ async fn a_crash_between_create_and_enqueue_still_ends_delivered() {
 #[tokio::test]
 async fn the_sweeper_delivers_what_the_stream_lost() {
     let receiver = Receiver::always(200).await;
-    let w = MotoSystem::new("sweep", "1s", 0).await;
-    let ep = w.endpoint("org", receiver.url("/"), &["*"]).await;
-    w.cursors.ensure("org", "evt_0").await.expect("cursor");
-    let event = w.publish("org", EventType::SurveySubmitted, "{}").await;
+    let sys = MotoSystem::new("sweep", "1s", 0).await;
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    sys.adapters
+        .cursors
+        .ensure("org", "evt_0")
+        .await
+        .expect("cursor");
+    let event = sys.publish("org", EventType::SurveySubmitted, "{}").await;
     // A delivery created before a crash, never queued; the stream record is
-    // never read (this world's stream mapping is not driven).
-    w.deliveries
+    // never read (this system's stream mapping is not driven).
+    sys.adapters
+        .deliveries
         .create_if_absent(&Delivery::new("org", &ep.id, &event.id, event.event_type))
         .await
         .expect("create");
-    let report = w.sweeper().sweep().await;
+    let report = sys.sweeper().sweep().await;
     assert_eq!(report.events, 1);
     assert_eq!(report.enqueued, 1);
     for _ in 0..50 {
-        if w.sender.step(Duration::from_millis(200)).await > 0 && receiver.count() > 0 {
+        if sys.sender.step(Duration::from_millis(200)).await > 0 && receiver.count() > 0 {
             break;
         }
     }
     assert_eq!(
-        status_of(&w, &ep.id, &event.id).await,
+        status_of(&sys, &ep.id, &event.id).await,
         Some(DeliveryStatus::Delivered)
     );
     assert_eq!(
-        w.cursors.get("org").await.expect("cursor"),
+        sys.adapters.cursors.get("org").await.expect("cursor"),
         Some(event.id.clone())
     );
     // A second sweep finds nothing new.
-    assert_eq!(w.sweeper().sweep().await.enqueued, 0);
+    assert_eq!(sys.sweeper().sweep().await.enqueued, 0);
 }
 
 #[tokio::test]
 async fn malformed_queue_messages_are_set_aside() {
-    let w = MotoSystem::new("poison", "1s", 0).await;
-    w.queue
+    let sys = MotoSystem::new("poison", "1s", 0).await;
+    sys.adapters
+        .queue
         .send_batch(&["not json".to_string()])
         .await
         .expect("send");
     let mut n = 0;
     for _ in 0..20 {
-        n += w.sender.step(Duration::from_millis(200)).await;
+        n += sys.sender.step(Duration::from_millis(200)).await;
         if n > 0 {
             break;
         }
     }
     assert_eq!(n, 1);
-    let dlq = w
+    let dlq = sys
+        .adapters
         .dead_letters
         .receive(10, Duration::from_secs(1))
         .await
         .expect("dlq");
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].body, "not json");
-    assert!(w
+    assert!(sys
+        .adapters
         .queue
         .receive(10, Duration::ZERO)
         .await
@@ -259,8 +280,8 @@ async fn malformed_queue_messages_are_set_aside() {
 
 #[tokio::test]
 async fn a_held_event_stops_the_dynamodb_cursor_until_it_is_fanned_out() {
-    let w = MotoSystem::new("hold", "1s", 0).await;
-    let c = &w.cursors;
+    let sys = MotoSystem::new("hold", "1s", 0).await;
+    let c = &sys.adapters.cursors;
     c.ensure("o", "evt_a").await.expect("ensure");
     c.hold("o", "evt_c").await.expect("hold");
     c.hold("o", "evt_d")

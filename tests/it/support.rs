@@ -8,16 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
 use webhooks_aws::adapters::{adapters, Locations};
-use webhooks_aws::resources::{create_all, ResourceNames};
+use webhooks_aws::resources::{create_all, QueueUrls, ResourceNames};
 use webhooks_aws::stream::StreamReader;
 use webhooks_aws::AwsClients;
 use webhooks_domain::{Endpoint, Event, EventType, RetrySchedule, Secret, Subscription};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
 };
-use webhooks_ports::{
-    BackendError, CursorStore, DeliveryStore, EndpointStore, EventStore, Queue, ReceivedMessage,
-};
+use webhooks_ports::{Adapters, BackendError, Queue, ReceivedMessage};
 
 /// A queue that refuses the first `fail_first` sends: an SQS outage, or a
 /// crash between creating deliveries and queueing them.
@@ -55,15 +53,63 @@ impl Queue for FlakyQueue {
     }
 }
 
+/// The emulator's backend for one test: fresh tables and queues with a
+/// unique prefix, the adapters over them, and the events table's stream.
+/// The one place the tests wire the AWS adapters.
+pub struct MotoBackend {
+    pub adapters: Adapters,
+    pub stream: StreamReader,
+    pub sqs: aws_sdk_sqs::Client,
+    pub urls: QueueUrls,
+}
+
+impl MotoBackend {
+    pub async fn new(test: &str) -> MotoBackend {
+        let config = webhooks_testkit::aws::emulator_config().await;
+        let aws = AwsClients::from_config(&config);
+        let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
+        let urls = create_all(&aws.dynamodb, &aws.sqs, &names)
+            .await
+            .expect("create resources");
+        let stream = StreamReader::open(
+            &aws.dynamodb,
+            aws_sdk_dynamodbstreams::Client::new(&config),
+            &names.table("events"),
+            true,
+        )
+        .await
+        .expect("open stream");
+        MotoBackend {
+            adapters: adapters(&aws, &Locations::for_names(&names, &urls)),
+            stream,
+            sqs: aws.sqs.clone(),
+            urls,
+        }
+    }
+
+    /// Sets the delivery queue's visibility timeout (whole seconds, at least
+    /// one), so that what a crash leaves behind comes back within the test
+    /// (deployed: 180 s).
+    pub async fn set_visibility(&self, visibility: Duration) {
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(&self.urls.delivery)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                visibility.as_secs().max(1).to_string(),
+            )
+            .send()
+            .await
+            .expect("set visibility timeout");
+    }
+}
+
 /// The assembled system on the emulator: the adapters, the fan-out (whose
 /// queue can be made to fail) and the local event source mappings.
 pub struct MotoSystem {
-    pub events: Arc<dyn EventStore>,
-    pub endpoints: Arc<dyn EndpointStore>,
-    pub deliveries: Arc<dyn DeliveryStore>,
-    pub cursors: Arc<dyn CursorStore>,
-    pub queue: Arc<dyn Queue>,
-    pub dead_letters: Arc<dyn Queue>,
+    /// The backend's adapters (the fan-out's failing queue is not among
+    /// them).
+    pub adapters: Adapters,
     pub fanout: Arc<FanOut>,
     pub stream: StreamMapping,
     pub sender: QueueMapping,
@@ -73,29 +119,18 @@ impl MotoSystem {
     /// A fresh set of resources; `fail_first_sends` injects queue failures
     /// into the fan-out.
     pub async fn new(test: &str, schedule: &str, fail_first_sends: usize) -> MotoSystem {
-        let config = webhooks_testkit::aws::emulator_config().await;
-        let aws = AwsClients::from_config(&config);
-        let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
-        let urls = create_all(&aws.dynamodb, &aws.sqs, &names)
-            .await
-            .expect("create resources");
-        let mut adapters = adapters(&aws, &Locations::for_names(&names, &urls));
-        let queue = adapters.queue.clone();
-        adapters.queue = Arc::new(FlakyQueue {
-            inner: queue.clone(),
-            fail_first: AtomicUsize::new(fail_first_sends),
-        });
-        let fanout = Arc::new(FanOut::from_adapters(&adapters));
-        adapters.queue = queue.clone();
-        let reader = StreamReader::open(
-            &aws.dynamodb,
-            aws_sdk_dynamodbstreams::Client::new(&config),
-            &names.table("events"),
-            true,
-        )
-        .await
-        .expect("open stream");
-        let stream = StreamMapping::new(StreamSource::Aws(Box::new(reader)), fanout.clone());
+        let backend = MotoBackend::new(test).await;
+        let adapters = backend.adapters;
+        let flaky = Adapters {
+            queue: Arc::new(FlakyQueue {
+                inner: adapters.queue.clone(),
+                fail_first: AtomicUsize::new(fail_first_sends),
+            }),
+            ..adapters.clone()
+        };
+        let fanout = Arc::new(FanOut::from_adapters(&flaky));
+        let stream =
+            StreamMapping::new(StreamSource::Aws(Box::new(backend.stream)), fanout.clone());
         let client = DeliveryClient::new(DeliveryClientConfig {
             request_timeout: Duration::from_secs(5),
             allow_private: true,
@@ -110,14 +145,9 @@ impl MotoSystem {
                 ..SenderConfig::default()
             },
         ));
-        let sender = QueueMapping::new(queue.clone(), sender);
+        let sender = QueueMapping::new(adapters.queue.clone(), sender);
         MotoSystem {
-            events: adapters.events,
-            endpoints: adapters.endpoints,
-            deliveries: adapters.deliveries,
-            cursors: adapters.cursors,
-            queue,
-            dead_letters: adapters.dead_letters,
+            adapters,
             fanout,
             stream,
             sender,
@@ -131,7 +161,11 @@ impl MotoSystem {
             Subscription::parse(types).expect("types"),
             Secret::generate(),
         );
-        self.endpoints.create(&ep).await.expect("create endpoint");
+        self.adapters
+            .endpoints
+            .create(&ep)
+            .await
+            .expect("create endpoint");
         ep
     }
 
@@ -141,7 +175,12 @@ impl MotoSystem {
             t,
             RawValue::from_string(data.to_string()).expect("json"),
         );
-        assert!(self.events.put_if_absent(&e).await.expect("put event"));
+        assert!(self
+            .adapters
+            .events
+            .put_if_absent(&e)
+            .await
+            .expect("put event"));
         e
     }
 
@@ -172,7 +211,7 @@ impl MotoSystem {
         status: webhooks_domain::DeliveryStatus,
         timeout: Duration,
     ) -> bool {
-        let ds = self.deliveries.clone();
+        let ds = self.adapters.deliveries.clone();
         let id = webhooks_domain::delivery::delivery_id(endpoint_id, event_id);
         self.drive_until(timeout, || {
             let (ds, id) = (ds.clone(), id.clone());
@@ -181,11 +220,11 @@ impl MotoSystem {
         .await
     }
 
-    /// A sweeper over this world's tables with no grace period.
+    /// A sweeper over this system's tables with no grace period.
     pub fn sweeper(&self) -> Sweeper {
         Sweeper::new(
-            self.events.clone(),
-            self.cursors.clone(),
+            self.adapters.events.clone(),
+            self.adapters.cursors.clone(),
             self.fanout.clone(),
             Duration::ZERO,
         )

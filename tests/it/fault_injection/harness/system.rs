@@ -1,0 +1,276 @@
+//! The faulty system: one backend's adapters, the same adapters wrapped in
+//! the scenario's faults, and the handlers over those.
+
+use crate::fault_injection::scenarios::Scenario;
+use crate::faults::{FaultKind, Faults, FaultyDeliveryStore, FaultyQueue, QueueFaults};
+use crate::support::MotoBackend;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
+use webhooks_domain::{
+    Delivery, DeliveryStatus, Endpoint, Event, RetrySchedule, Secret, Subscription,
+};
+use webhooks_memory::{MemoryBackend, MemoryQueue};
+use webhooks_pipeline::{
+    DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
+};
+use webhooks_ports::Adapters;
+use webhooks_testkit::Receiver;
+
+/// One (endpoint id, event id) pair: one delivery to make.
+pub(super) type Pair = (String, String);
+
+/// One backend as the suite needs it: its adapters (no faults), for setting
+/// up and accounting; its events' change stream; its queues' depths.
+pub(crate) struct Backend {
+    adapters: Adapters,
+    stream: StreamSource,
+    depth: QueueDepth,
+}
+
+/// The memory backend; the delivery queue redrives to the dead-letter queue
+/// after 30 receives, as deployed.
+pub(crate) fn memory_backend(visibility: Duration) -> Backend {
+    let memory = MemoryBackend::with_visibility(visibility);
+    Backend {
+        adapters: memory.adapters(),
+        stream: StreamSource::memory(memory.events.clone()),
+        depth: QueueDepth::Memory(memory.queue, memory.dead_letters),
+    }
+}
+
+/// Fresh resources on moto, with a short visibility timeout.
+pub(crate) async fn moto_backend(test: &str, visibility: Duration) -> Backend {
+    let moto = MotoBackend::new(test).await;
+    moto.set_visibility(visibility).await;
+    Backend {
+        adapters: moto.adapters,
+        stream: StreamSource::Aws(Box::new(moto.stream)),
+        depth: QueueDepth::Sqs {
+            client: moto.sqs,
+            queue: moto.urls.delivery,
+            dead_letters: moto.urls.dead_letter,
+        },
+    }
+}
+
+/// How many messages a queue holds, visible or not.
+pub(super) enum QueueDepth {
+    Memory(Arc<MemoryQueue>, Arc<MemoryQueue>),
+    Sqs {
+        client: aws_sdk_sqs::Client,
+        queue: String,
+        dead_letters: String,
+    },
+}
+
+impl QueueDepth {
+    /// (delivery queue, dead-letter queue)
+    pub(super) async fn get(&self) -> (usize, usize) {
+        match self {
+            QueueDepth::Memory(q, dlq) => (q.len(), dlq.len()),
+            QueueDepth::Sqs {
+                client,
+                queue,
+                dead_letters,
+            } => (
+                sqs_depth(client, queue).await,
+                sqs_depth(client, dead_letters).await,
+            ),
+        }
+    }
+}
+
+async fn sqs_depth(client: &aws_sdk_sqs::Client, url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("GetQueueAttributes");
+    out.attributes()
+        .map(|a| {
+            a.values()
+                .filter_map(|v| v.parse::<usize>().ok())
+                .sum::<usize>()
+        })
+        .unwrap_or(0)
+}
+
+/// The assembled system under test: the handlers over the backend's
+/// adapters wrapped in faults, and the event source mappings that drive
+/// them.
+pub(super) struct FaultySystem {
+    /// The backend's own adapters, without faults.
+    pub(super) adapters: Adapters,
+    pub(super) depth: QueueDepth,
+    pub(super) fanout: Arc<FanOut>,
+    pub(super) stream: StreamMapping,
+    pub(super) sender: Arc<QueueMapping>,
+    pub(super) sweeper: Sweeper,
+    /// Every endpoint made, with the receiver path it posts to.
+    pub(super) endpoints: Vec<(Endpoint, String)>,
+}
+
+impl FaultySystem {
+    /// Wraps the backend's delivery store and queues in the scenario's
+    /// faults: the fan-out and the sender each see their own faulty queue.
+    pub(super) fn wire(backend: Backend, faults: &Arc<Faults>, s: &Scenario) -> FaultySystem {
+        let Backend {
+            adapters,
+            stream,
+            depth,
+        } = backend;
+        let r = s.rates;
+        let deliveries =
+            FaultyDeliveryStore::wrap(adapters.deliveries.clone(), faults.clone(), r.store);
+        let fanout_side = Adapters {
+            deliveries: deliveries.clone(),
+            queue: FaultyQueue::wrap(
+                adapters.queue.clone(),
+                faults.clone(),
+                QueueFaults {
+                    send_fails: r.enqueue_fails,
+                    send_kind: Some(FaultKind::EnqueueFailed),
+                    send_hangs: r.fanout_crash,
+                    reject_entry: r.enqueue_entry_rejected,
+                    ..QueueFaults::default()
+                },
+            ),
+            ..adapters.clone()
+        };
+        let sender_side = Adapters {
+            deliveries,
+            queue: FaultyQueue::wrap(
+                adapters.queue.clone(),
+                faults.clone(),
+                QueueFaults {
+                    change_visibility_fails: r.visibility_change_fails,
+                    delete_fails: r.delete_fails,
+                    ..QueueFaults::default()
+                },
+            ),
+            dead_letters: FaultyQueue::wrap(
+                adapters.dead_letters.clone(),
+                faults.clone(),
+                QueueFaults {
+                    send_fails: r.dlq_send_fails,
+                    send_kind: Some(FaultKind::DeadLetterSendFailed),
+                    ..QueueFaults::default()
+                },
+            ),
+            ..adapters.clone()
+        };
+        let fanout = Arc::new(FanOut::from_adapters(&fanout_side));
+        let client = DeliveryClient::new(DeliveryClientConfig {
+            request_timeout: s.request_timeout,
+            allow_private: true,
+            ..DeliveryClientConfig::default()
+        })
+        .expect("delivery client");
+        let sender = Sender::from_adapters(
+            &sender_side,
+            client,
+            SenderConfig {
+                schedule: s.schedule.parse::<RetrySchedule>().expect("schedule"),
+                ..SenderConfig::default()
+            },
+        );
+        FaultySystem {
+            stream: StreamMapping::new(stream, fanout.clone()),
+            sender: Arc::new(QueueMapping::new(sender_side.queue, Arc::new(sender))),
+            sweeper: Sweeper::new(
+                adapters.events.clone(),
+                adapters.cursors.clone(),
+                fanout.clone(),
+                Duration::ZERO,
+            ),
+            fanout,
+            adapters,
+            depth,
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// Each org's endpoints subscribed to everything (its cursor made first,
+    /// as the API does), plus one subscribed to a type never published; each
+    /// posts to its own path on the receiver.
+    pub(super) async fn create_endpoints(&mut self, s: &Scenario, receiver: &Receiver) {
+        for (org, _, n) in &s.orgs {
+            for i in 0..=*n {
+                let types: &[&str] = if i < *n {
+                    &["*"]
+                } else {
+                    &["billing.suspended"]
+                };
+                let path = format!("/{org}/ep{i}");
+                let ep = Endpoint::new(
+                    org,
+                    receiver.url(&path),
+                    Subscription::parse(types).expect("types"),
+                    Secret::generate(),
+                );
+                self.adapters
+                    .cursors
+                    .ensure(
+                        org,
+                        &webhooks_domain::ids::id_floor_at("evt", ep.created_at),
+                    )
+                    .await
+                    .expect("cursor");
+                self.adapters.endpoints.create(&ep).await.expect("endpoint");
+                self.endpoints.push((ep, path));
+            }
+        }
+    }
+
+    /// The deliveries `events` must make.
+    pub(super) fn expected_pairs(&self, events: &[Event]) -> HashSet<Pair> {
+        events
+            .iter()
+            .flat_map(|e| {
+                self.endpoints
+                    .iter()
+                    .filter(|(ep, _)| ep.org_id == e.org_id && ep.wants(e.event_type))
+                    .map(|(ep, _)| (ep.id.clone(), e.id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Every delivery record of the endpoints.
+    pub(super) async fn all_deliveries(&self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for (ep, _) in &self.endpoints {
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = self
+                    .adapters
+                    .deliveries
+                    .list_for_endpoint(&ep.id, None, 100, cursor.as_deref())
+                    .await
+                    .expect("list deliveries");
+                out.extend(page.items);
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// No delivery left to make: every expected one exists, none is pending,
+    /// and the delivery queue is empty.
+    pub(super) async fn quiescent(&self, expected: usize) -> bool {
+        let ds = self.all_deliveries().await;
+        ds.len() >= expected
+            && ds.iter().all(|d| d.status != DeliveryStatus::Pending)
+            && self.depth.get().await.0 == 0
+    }
+}
