@@ -1,7 +1,7 @@
 //! The cursors table: each org's position in its event stream.
 
 use crate::error::{backend_error, is_condition_failure};
-use crate::events::s;
+use crate::items::s;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use webhooks_ports::{CursorStore, Result};

@@ -2,7 +2,7 @@
 //! uniqueness constraint: a conditional put creates a delivery at most once.
 
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::events::s;
+use crate::items::s;
 use crate::items::{AttemptItem, DeliveryItem};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{

@@ -1,7 +1,7 @@
 //! The endpoints table.
 
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::events::s;
+use crate::items::s;
 use crate::items::EndpointItem;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};

@@ -2,6 +2,7 @@
 //! fan-out.
 
 use crate::error::{backend_error, decode_error, is_condition_failure};
+use crate::items::s;
 use crate::items::{event_from_item, EventItem};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -9,10 +10,6 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use webhooks_domain::Event;
 use webhooks_ports::{EventStore, Result};
-
-pub(crate) fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
-}
 
 /// Events in DynamoDB (key: `org_id`, `event_id`).
 #[derive(Clone)]

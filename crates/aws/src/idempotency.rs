@@ -1,7 +1,7 @@
 //! The idempotency table: keys seen before, with the value first stored.
 
 use crate::error::{backend_error, is_condition_failure};
-use crate::events::s;
+use crate::items::s;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;

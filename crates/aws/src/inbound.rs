@@ -8,7 +8,7 @@
 //! | route | `route#{provider}#{address}` | `route` |
 
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::events::s;
+use crate::items::s;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};

@@ -3,6 +3,7 @@
 //! (which makes stream records for the embedded backend).
 
 use crate::error::decode_error;
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -13,6 +14,12 @@ use webhooks_ports::BackendError;
 
 /// How long events and deliveries are kept before DynamoDB's TTL removes them.
 pub const RETENTION_DAYS: i64 = 30;
+
+/// A string attribute: the one helper every table's adapter builds keys
+/// and condition values with.
+pub(crate) fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
 
 fn expires_at(from: DateTime<Utc>) -> i64 {
     (from + chrono::Duration::days(RETENTION_DAYS)).timestamp()
