@@ -234,7 +234,7 @@ mod tests {
     };
     use webhooks_ports::EndpointStore;
 
-    struct World {
+    struct TestSystem {
         endpoints: Arc<MemoryEndpointStore>,
         deliveries: Arc<MemoryDeliveryStore>,
         queue: Arc<MemoryQueue>,
@@ -242,7 +242,7 @@ mod tests {
         fanout: FanOut,
     }
 
-    fn world() -> World {
+    fn world() -> TestSystem {
         let endpoints = MemoryEndpointStore::new();
         let deliveries = MemoryDeliveryStore::new();
         let queue = MemoryQueue::new(Duration::from_secs(30));
@@ -253,7 +253,7 @@ mod tests {
             queue.clone(),
             cursors.clone(),
         );
-        World {
+        TestSystem {
             endpoints,
             deliveries,
             queue,
@@ -262,7 +262,7 @@ mod tests {
         }
     }
 
-    async fn endpoint(w: &World, org: &str, types: &[&str]) -> Endpoint {
+    async fn endpoint(w: &TestSystem, org: &str, types: &[&str]) -> Endpoint {
         let ep = Endpoint::new(
             org,
             "https://example.com/hook".into(),

@@ -17,7 +17,7 @@ use webhooks_ports::{DeliveryStore, EndpointStore, Queue};
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Receiver, Reply};
 
-struct World {
+struct TestSystem {
     endpoints: Arc<MemoryEndpointStore>,
     deliveries: Arc<MemoryDeliveryStore>,
     queue: Arc<MemoryQueue>,
@@ -25,7 +25,7 @@ struct World {
     sender: Sender,
 }
 
-fn world_with(schedule: &str, client: DeliveryClientConfig) -> World {
+fn world_with(schedule: &str, client: DeliveryClientConfig) -> TestSystem {
     let endpoints = MemoryEndpointStore::new();
     let deliveries = MemoryDeliveryStore::new();
     let dlq = MemoryQueue::new(Duration::from_secs(30));
@@ -42,7 +42,7 @@ fn world_with(schedule: &str, client: DeliveryClientConfig) -> World {
             ..SenderConfig::default()
         },
     );
-    World {
+    TestSystem {
         endpoints,
         deliveries,
         queue,
@@ -51,7 +51,7 @@ fn world_with(schedule: &str, client: DeliveryClientConfig) -> World {
     }
 }
 
-fn world(schedule: &str) -> World {
+fn world(schedule: &str) -> TestSystem {
     world_with(
         schedule,
         DeliveryClientConfig {
@@ -62,7 +62,7 @@ fn world(schedule: &str) -> World {
     )
 }
 
-impl World {
+impl TestSystem {
     async fn endpoint(&self, url: String) -> Endpoint {
         let ep = Endpoint::new("org", url, Subscription::All, Secret::generate());
         self.endpoints.create(&ep).await.expect("create");

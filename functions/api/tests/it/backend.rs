@@ -80,7 +80,7 @@ impl Queue for RefusingQueue {
     }
 }
 
-fn with_endpoints(w: &World, endpoints: Arc<dyn EndpointStore>) -> Api {
+fn with_endpoints(w: &TestSystem, endpoints: Arc<dyn EndpointStore>) -> Api {
     Api::new(
         w.events.clone(),
         endpoints,
@@ -92,7 +92,7 @@ fn with_endpoints(w: &World, endpoints: Arc<dyn EndpointStore>) -> Api {
     )
 }
 
-fn with_queue(w: &World, queue: Arc<dyn Queue>) -> Api {
+fn with_queue(w: &TestSystem, queue: Arc<dyn Queue>) -> Api {
     Api::new(
         w.events.clone(),
         w.endpoints.clone(),

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Event, EventType};
 use webhooks_ports::{AttemptUpdate, DeliveryStore, EndpointStore, EventStore};
 
-fn tasks(w: &World) -> Vec<DeliveryTask> {
+fn tasks(w: &TestSystem) -> Vec<DeliveryTask> {
     w.queue
         .bodies()
         .iter()
@@ -249,7 +249,7 @@ async fn retry_of_a_delivery_whose_endpoint_is_gone_is_404() {
 
 /// A dead-lettered delivery created at `created_at`.
 async fn dead_at(
-    w: &World,
+    w: &TestSystem,
     endpoint_id: &str,
     created_at: chrono::DateTime<Utc>,
 ) -> (Event, Delivery) {

@@ -59,7 +59,7 @@ fn gateway_event(
     .to_string()
 }
 
-async fn send_event(w: &World, event: &str) -> Reply {
+async fn send_event(w: &TestSystem, event: &str) -> Reply {
     let req = lambda_http::request::from_str(event).expect("a valid API Gateway event");
     w.send(req).await
 }

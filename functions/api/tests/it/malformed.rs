@@ -16,7 +16,7 @@ fn assert_not_5xx(r: &Reply, what: &str) {
 
 /// A world with one endpoint and one dead-lettered delivery; the route's
 /// pattern filled with their ids.
-async fn setup(pattern: &str) -> (World, String) {
+async fn setup(pattern: &str) -> (TestSystem, String) {
     let w = world();
     let ep = w.create_endpoint(&["*"]).await;
     let (_, d) = w.delivery(ORG, &ep, DeliveryStatus::DeadLettered).await;

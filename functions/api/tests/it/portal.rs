@@ -3,7 +3,7 @@
 //! `webhooks:manage` only, its expiry), that an expired portal token is 401,
 //! the RS256 issuer's discovery document and JWKS, and the page itself.
 
-use crate::support::{local_world, request, World, MANAGE, ORG, OTHER_ORG, WRITE};
+use crate::support::{local_world, request, TestSystem, MANAGE, ORG, OTHER_ORG, WRITE};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Map, Value};
@@ -13,7 +13,7 @@ const SECRET: &[u8] = b"portal-test-secret";
 const TEST_KEY: &str = include_str!("fixtures/portal-test-key.pem");
 const ISSUER: &str = "https://webhooks.example.com/portal-auth";
 
-fn world() -> World {
+fn world() -> TestSystem {
     let mut w = local_world();
     w.api = w
         .api
@@ -21,7 +21,7 @@ fn world() -> World {
     w
 }
 
-fn rs256_world() -> World {
+fn rs256_world() -> TestSystem {
     let mut w = local_world();
     let issuer = PortalIssuer::rs256_pem(TEST_KEY, ISSUER)
         .expect("the test key loads")
@@ -31,7 +31,7 @@ fn rs256_world() -> World {
 }
 
 /// The raw response, for the non-JSON resources.
-async fn raw(w: &World, method: &str, uri: &str) -> lambda_http::Response<lambda_http::Body> {
+async fn raw(w: &TestSystem, method: &str, uri: &str) -> lambda_http::Response<lambda_http::Body> {
     webhooks_fn_api::handle(&w.api, request(method, uri, "", None))
         .await
         .expect("handle never returns Err")

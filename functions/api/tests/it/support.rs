@@ -23,7 +23,7 @@ pub const WRITE: &str = "events:write";
 pub const ORG: &str = "org_a";
 pub const OTHER_ORG: &str = "org_b";
 
-pub struct World {
+pub struct TestSystem {
     pub api: Api,
     pub events: Arc<MemoryEventStore>,
     pub endpoints: Arc<MemoryEndpointStore>,
@@ -34,11 +34,11 @@ pub struct World {
 }
 
 /// The production URL policy, as in Lambda.
-pub fn world() -> World {
+pub fn world() -> TestSystem {
     world_with(ApiConfig::default())
 }
 
-pub fn world_with(config: ApiConfig) -> World {
+pub fn world_with(config: ApiConfig) -> TestSystem {
     let events = MemoryEventStore::new();
     let endpoints = MemoryEndpointStore::new();
     let deliveries = MemoryDeliveryStore::new();
@@ -54,7 +54,7 @@ pub fn world_with(config: ApiConfig) -> World {
         queue.clone(),
         config,
     );
-    World {
+    TestSystem {
         api,
         events,
         endpoints,
@@ -66,7 +66,7 @@ pub fn world_with(config: ApiConfig) -> World {
 }
 
 /// A world that accepts plain-http and loopback endpoints, as `webhooks dev`.
-pub fn local_world() -> World {
+pub fn local_world() -> TestSystem {
     world_with(ApiConfig {
         url_policy: EndpointUrlPolicy::LOCAL,
         ..ApiConfig::default()
@@ -154,7 +154,7 @@ impl Reply {
     }
 }
 
-impl World {
+impl TestSystem {
     /// Sends a prepared request.
     pub async fn send(&self, req: Request) -> Reply {
         let response = webhooks_fn_api::handle(&self.api, req)

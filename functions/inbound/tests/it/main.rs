@@ -32,20 +32,20 @@ pub fn config() -> InboundConfig {
 }
 
 /// The handler over fresh memory stores.
-pub struct Harness {
+pub struct TestSystem {
     pub inbound: Inbound,
     pub events: Arc<MemoryEventStore>,
     pub idempotency: Arc<MemoryIdempotencyStore>,
     pub store: Arc<MemoryInboundStore>,
 }
 
-impl Default for Harness {
+impl Default for TestSystem {
     fn default() -> Self {
         Self::with(config())
     }
 }
 
-impl Harness {
+impl TestSystem {
     pub fn new() -> Self {
         Self::default()
     }
@@ -55,7 +55,7 @@ impl Harness {
         let idempotency = MemoryIdempotencyStore::new();
         let store = MemoryInboundStore::new();
         let inbound = Inbound::new(events.clone(), idempotency.clone(), store.clone(), config);
-        Harness {
+        TestSystem {
             inbound,
             events,
             idempotency,

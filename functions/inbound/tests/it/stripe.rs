@@ -1,6 +1,6 @@
 //! `POST /inbound/stripe`.
 
-use crate::{now, request, request_with_body, Harness, STRIPE_SECRET};
+use crate::{now, request, request_with_body, TestSystem, STRIPE_SECRET};
 use hmac::{Hmac, Mac};
 use http::{Method, StatusCode};
 use sha2::Sha256;
@@ -51,13 +51,13 @@ fn invoice(org: &str) -> String {
     )
 }
 
-async fn send_signed(h: &Harness, body: &str) -> crate::Reply {
+async fn send_signed(h: &TestSystem, body: &str) -> crate::Reply {
     h.send(post(Some(&signed_header(body)), body)).await
 }
 
 #[tokio::test]
 async fn invoice_paid_becomes_one_platform_event_for_the_org() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let body = event_body("evt_paid_1", "invoice.paid", &invoice("org_a"));
     let reply = send_signed(&h, &body).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -88,7 +88,7 @@ async fn invoice_paid_becomes_one_platform_event_for_the_org() {
 
 #[tokio::test]
 async fn a_repeated_event_is_processed_once() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let body = event_body("evt_dup", "invoice.paid", &invoice("org_a"));
     for _ in 0..2 {
         let reply = send_signed(&h, &body).await;
@@ -102,7 +102,7 @@ async fn a_repeated_event_is_processed_once() {
 
 #[tokio::test]
 async fn a_retry_after_a_crash_writes_the_claimed_event_once() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     // An earlier attempt claimed an event id and stopped before writing it.
     let claimed = webhooks_domain::ids::new_id("evt");
     h.idempotency
@@ -118,7 +118,7 @@ async fn a_retry_after_a_crash_writes_the_claimed_event_once() {
 }
 
 async fn platform_types(kind: &str, object: &str, previous: Option<&str>) -> Vec<EventType> {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let mut body = event_body("evt_map", kind, object);
     if let Some(p) = previous {
         body = body.replace(
@@ -201,7 +201,7 @@ async fn other_types_are_acknowledged_and_ignored() {
 
 #[tokio::test]
 async fn an_event_without_org_id_is_recorded_but_makes_no_event() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let body = event_body(
         "evt_noorg",
         "invoice.paid",
@@ -218,7 +218,7 @@ async fn an_event_without_org_id_is_recorded_but_makes_no_event() {
 
 #[tokio::test]
 async fn several_v1_signatures_pass_when_one_matches() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let body = event_body("evt_multi", "invoice.paid", &invoice("org_a"));
     let t = now();
     let header = format!(
@@ -233,7 +233,7 @@ async fn several_v1_signatures_pass_when_one_matches() {
 }
 
 async fn assert_refused(header: Option<&str>, body: &str) {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let reply = h.send(post(header, body)).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{header:?}");
     assert_eq!(reply.error_code(), "invalid_signature");
@@ -284,7 +284,7 @@ async fn timestamps_outside_the_tolerance_are_refused() {
     }
     // Inside the window, either way, is fine.
     for t in [now() - 240, now() + 240] {
-        let h = Harness::new();
+        let h = TestSystem::new();
         let header = format!("t={t},v1={}", stripe_v1(STRIPE_SECRET, t, &body));
         assert_eq!(
             h.send(post(Some(&header), &body)).await.status,
@@ -301,7 +301,7 @@ async fn a_signed_malformed_body_is_a_400() {
         r#"{"type":"invoice.paid"}"#,
         "[]",
     ] {
-        let h = Harness::new();
+        let h = TestSystem::new();
         let reply = send_signed(&h, body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(reply.error_code(), "invalid_request");
@@ -313,7 +313,7 @@ async fn a_signed_malformed_body_is_a_400() {
 async fn an_unset_secret_is_a_503_naming_the_variable() {
     let mut config = crate::config();
     config.stripe_webhook_secret = None;
-    let h = Harness::with(config);
+    let h = TestSystem::with(config);
     let body = event_body("evt_bad", "invoice.paid", &invoice("org_a"));
     let reply = send_signed(&h, &body).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -326,7 +326,7 @@ async fn an_unset_secret_is_a_503_naming_the_variable() {
 
 #[tokio::test]
 async fn a_binary_body_is_verified_byte_for_byte() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let body = event_body("evt_bin", "invoice.paid", &invoice("org_ü"));
     let req = request_with_body(
         Method::POST,
@@ -340,7 +340,7 @@ async fn a_binary_body_is_verified_byte_for_byte() {
 
 #[tokio::test]
 async fn other_methods_and_paths_are_refused() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let reply = h
         .send(request(Method::GET, "/inbound/stripe", &[], ""))
         .await;

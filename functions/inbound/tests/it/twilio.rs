@@ -1,6 +1,6 @@
 //! `POST /inbound/twilio`.
 
-use crate::{request, request_with_body, Harness, BASE_URL, TWILIO_TOKEN};
+use crate::{request, request_with_body, TestSystem, BASE_URL, TWILIO_TOKEN};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -70,8 +70,8 @@ fn post(
     )
 }
 
-async fn routed_harness() -> Harness {
-    let h = Harness::new();
+async fn routed_harness() -> TestSystem {
+    let h = TestSystem::new();
     h.store.set_route("twilio", NUMBER, "org_a").await.unwrap();
     h
 }
@@ -131,7 +131,7 @@ async fn the_same_message_sid_is_processed_once() {
 
 #[tokio::test]
 async fn an_unrouted_number_is_recorded_without_org() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let params = sms("SM0003", "who?");
     let url = format!("{BASE_URL}/inbound/twilio");
     let reply = h
@@ -193,7 +193,7 @@ async fn the_url_is_accepted_with_or_without_its_port() {
         "https://hooks.example.com:8443/inbound/twilio",
         "https://hooks.example.com/inbound/twilio",
     ] {
-        let h = Harness::with(config.clone());
+        let h = TestSystem::with(config.clone());
         h.store.set_route("twilio", NUMBER, "org_a").await.unwrap();
         assert_ack(
             &h.send(post("/inbound/twilio", signed, &params, TWILIO_TOKEN))
@@ -202,7 +202,7 @@ async fn the_url_is_accepted_with_or_without_its_port() {
         assert_eq!(h.store.len(), 1);
     }
     // Another port is another URL.
-    let h = Harness::with(config);
+    let h = TestSystem::with(config);
     let reply = h
         .send(post(
             "/inbound/twilio",
@@ -355,7 +355,7 @@ async fn unset_secrets_are_a_503_naming_the_variable() {
     let url = format!("{BASE_URL}/inbound/twilio");
     let mut config = crate::config();
     config.twilio_auth_token = None;
-    let h = Harness::with(config);
+    let h = TestSystem::with(config);
     let reply = h
         .send(post("/inbound/twilio", &url, &params, TWILIO_TOKEN))
         .await;
@@ -366,7 +366,7 @@ async fn unset_secrets_are_a_503_naming_the_variable() {
     );
     let mut config = crate::config();
     config.public_base_url = None;
-    let h = Harness::with(config);
+    let h = TestSystem::with(config);
     let reply = h
         .send(post("/inbound/twilio", &url, &params, TWILIO_TOKEN))
         .await;

@@ -1,6 +1,6 @@
 //! `GET` and `POST /inbound/whatsapp`.
 
-use crate::{request, Harness, APP_SECRET, VERIFY_TOKEN};
+use crate::{request, TestSystem, APP_SECRET, VERIFY_TOKEN};
 use hmac::{Hmac, Mac};
 use http::{Method, StatusCode};
 use sha2::Sha256;
@@ -47,7 +47,7 @@ fn notification() -> String {
 
 #[tokio::test]
 async fn the_handshake_echoes_the_challenge() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let reply = h
         .send(handshake(&format!(
             "hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1158201444"
@@ -60,7 +60,7 @@ async fn the_handshake_echoes_the_challenge() {
 
 #[tokio::test]
 async fn the_handshake_refuses_a_wrong_token_or_mode() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     for query in [
         "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1".to_string(),
         "hub.mode=subscribe&hub.challenge=1".to_string(),
@@ -73,7 +73,7 @@ async fn the_handshake_refuses_a_wrong_token_or_mode() {
     }
     let mut config = crate::config();
     config.whatsapp_verify_token = None;
-    let reply = Harness::with(config)
+    let reply = TestSystem::with(config)
         .send(handshake(&format!(
             "hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"
         )))
@@ -87,7 +87,7 @@ async fn the_handshake_refuses_a_wrong_token_or_mode() {
 
 #[tokio::test]
 async fn each_message_is_recorded_once_for_the_numbers_org() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     h.store
         .set_route("whatsapp", PHONE_NUMBER_ID, "org_w")
         .await
@@ -120,7 +120,7 @@ async fn each_message_is_recorded_once_for_the_numbers_org() {
 
 #[tokio::test]
 async fn unrouted_and_status_only_notifications() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let body = notification();
     let reply = h
         .send(post(Some(&hub_signature(APP_SECRET, &body)), &body))
@@ -129,7 +129,7 @@ async fn unrouted_and_status_only_notifications() {
     assert!(h.store.records().iter().all(|r| r.org_id.is_none()));
     assert_eq!(h.store.len(), 2);
 
-    let h = Harness::new();
+    let h = TestSystem::new();
     let statuses = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1"},"statuses":[{"id":"wamid.s","status":"read"}]},"field":"messages"}]}]}"#;
     let reply = h
         .send(post(Some(&hub_signature(APP_SECRET, statuses)), statuses))
@@ -153,7 +153,7 @@ async fn tampered_unsigned_or_wrongly_signed_posts_are_refused() {
         (Some("sha256=xyz"), body.as_str()),
     ];
     for (signature, body) in cases {
-        let h = Harness::new();
+        let h = TestSystem::new();
         h.store
             .set_route("whatsapp", PHONE_NUMBER_ID, "org_w")
             .await
@@ -167,7 +167,7 @@ async fn tampered_unsigned_or_wrongly_signed_posts_are_refused() {
 
 #[tokio::test]
 async fn a_signed_malformed_body_is_a_400() {
-    let h = Harness::new();
+    let h = TestSystem::new();
     let body = r#"{"entry":[{"changes":[{"value":{"messages":"#;
     let reply = h
         .send(post(Some(&hub_signature(APP_SECRET, body)), body))
@@ -179,7 +179,7 @@ async fn a_signed_malformed_body_is_a_400() {
     let mut config = crate::config();
     config.whatsapp_app_secret = None;
     let body = notification();
-    let reply = Harness::with(config)
+    let reply = TestSystem::with(config)
         .send(post(Some(&hub_signature(APP_SECRET, &body)), &body))
         .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
