@@ -39,68 +39,21 @@ impl CursorStore for DynamoCursorStore {
             .and_then(|i| i.get("cursor").and_then(|v| v.as_s().ok().cloned())))
     }
 
-    async fn advance(&self, org_id: &str, from: &str, to: &str) -> Result<()> {
-        // The usual case, one write: no hold at or before `to`.
-        for round in 0..2 {
-            match self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("org_id", s(org_id))
-                .update_expression("SET #c = :to")
-                .condition_expression(
-                    "(attribute_not_exists(#c) OR #c < :to) AND (attribute_not_exists(#h) OR #h > :to)",
-                )
-                .expression_attribute_names("#c", "cursor")
-                .expression_attribute_names("#h", "hold")
-                .expression_attribute_values(":to", s(to))
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if is_condition_failure(&e) && round == 0 => {
-                    // Already further along, or held: release a hold inside
-                    // this range, then try once more.
-                    match self
-                        .client
-                        .update_item()
-                        .table_name(&self.table)
-                        .key("org_id", s(org_id))
-                        .update_expression("REMOVE #h")
-                        .condition_expression("#h BETWEEN :from AND :to")
-                        .expression_attribute_names("#h", "hold")
-                        .expression_attribute_values(":from", s(from))
-                        .expression_attribute_values(":to", s(to))
-                        .send()
-                        .await
-                    {
-                        Ok(_) => continue,
-                        Err(e) if is_condition_failure(&e) => return Ok(()),
-                        Err(e) => return Err(backend_error("UpdateItem cursors", e)),
-                    }
-                }
-                Err(e) if is_condition_failure(&e) => return Ok(()),
-                Err(e) => return Err(backend_error("UpdateItem cursors", e)),
-            }
-        }
-        Ok(())
-    }
-
-    async fn hold(&self, org_id: &str, event_id: &str) -> Result<()> {
+    async fn advance(&self, org_id: &str, to: &str) -> Result<()> {
         match self
             .client
             .update_item()
             .table_name(&self.table)
             .key("org_id", s(org_id))
-            .update_expression("SET #h = :e")
-            .condition_expression("attribute_not_exists(#h) OR #h > :e")
-            .expression_attribute_names("#h", "hold")
-            .expression_attribute_values(":e", s(event_id))
+            .update_expression("SET #c = :to")
+            .condition_expression("attribute_not_exists(#c) OR #c < :to")
+            .expression_attribute_names("#c", "cursor")
+            .expression_attribute_values(":to", s(to))
             .send()
             .await
         {
             Ok(_) => Ok(()),
-            // An older event is held already.
+            // Already as far or further.
             Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(backend_error("UpdateItem cursors", e)),
         }

@@ -2,10 +2,10 @@
 //! endpoint, and each new delivery is queued for the sender.
 
 use futures::stream::{self, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event};
-use webhooks_ports::{Adapters, BackendError, CursorStore, DeliveryStore, OrgEndpoints, Queue};
+use webhooks_ports::{Adapters, BackendError, DeliveryStore, OrgEndpoints, Queue};
 
 /// How many conditional creates run at once.
 const CREATE_CONCURRENCY: usize = 64;
@@ -15,7 +15,6 @@ pub struct FanOut {
     endpoints: Arc<dyn OrgEndpoints>,
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
-    cursors: Arc<dyn CursorStore>,
 }
 
 /// What a fan-out of a batch did.
@@ -40,7 +39,6 @@ impl FanOut {
             adapters.endpoints.clone(),
             adapters.deliveries.clone(),
             adapters.queue.clone(),
-            adapters.cursors.clone(),
         )
     }
 
@@ -48,13 +46,11 @@ impl FanOut {
         endpoints: Arc<dyn OrgEndpoints>,
         deliveries: Arc<dyn DeliveryStore>,
         queue: Arc<dyn Queue>,
-        cursors: Arc<dyn CursorStore>,
     ) -> Self {
         FanOut {
             endpoints,
             deliveries,
             queue,
-            cursors,
         }
     }
 
@@ -63,6 +59,17 @@ impl FanOut {
     /// never attempted is queued again in case the earlier run stopped
     /// between create and enqueue.
     pub async fn fan_out(&self, events: &[Event]) -> FanOutReport {
+        self.fan_out_with(events, false).await
+    }
+
+    /// The sweeper's fan-out of events the stream has most likely handed
+    /// over already: the deliveries are read first (a read costs less than a
+    /// refused conditional write) and only the missing ones are created.
+    pub async fn fan_out_checked(&self, events: &[Event]) -> FanOutReport {
+        self.fan_out_with(events, true).await
+    }
+
+    async fn fan_out_with(&self, events: &[Event], check_first: bool) -> FanOutReport {
         let mut report = FanOutReport::default();
         let mut failed = vec![false; events.len()];
 
@@ -101,7 +108,28 @@ impl FanOut {
                 None => failed[i] = true,
             }
         }
-        let created: Vec<(usize, Delivery, Result<Option<Delivery>, BackendError>)> =
+        let mut existing: Vec<(usize, Delivery)> = Vec::new();
+        if check_first && !wanted.is_empty() {
+            let ids: Vec<String> = wanted.iter().map(|(_, d)| d.id.clone()).collect();
+            match self.deliveries.get_many(&ids).await {
+                Ok(found) => {
+                    let mut found: HashMap<String, Delivery> =
+                        found.into_iter().map(|d| (d.id.clone(), d)).collect();
+                    wanted.retain(|(i, d)| match found.remove(&d.id) {
+                        Some(stored) => {
+                            existing.push((*i, stored));
+                            false
+                        }
+                        None => true,
+                    });
+                }
+                Err(e) => {
+                    // Not fatal: the conditional creates below still hold.
+                    tracing::warn!(error = %e, "could not read deliveries before creating them");
+                }
+            }
+        }
+        let mut created: Vec<(usize, Delivery, Result<Option<Delivery>, BackendError>)> =
             stream::iter(wanted.into_iter().map(|(i, d)| {
                 let deliveries = self.deliveries.clone();
                 async move {
@@ -112,6 +140,11 @@ impl FanOut {
             .buffer_unordered(CREATE_CONCURRENCY)
             .collect()
             .await;
+        created.extend(
+            existing
+                .into_iter()
+                .map(|(i, d)| (i, d.clone(), Ok(Some(d)))),
+        );
 
         // Each event's payload is serialized once, however many endpoints
         // it goes to.
@@ -162,60 +195,24 @@ impl FanOut {
         }
 
         report.first_failure = failed.iter().position(|f| *f);
-        let done = report.first_failure.unwrap_or(events.len());
-        self.hold_failed(&events[done..]).await;
-        self.advance_cursors(&events[..done]).await;
         report
-    }
-
-    /// Each org's oldest event that was not fully fanned out is held: the
-    /// stream may give up on it, and the sweeper must still find it.
-    async fn hold_failed(&self, not_done: &[Event]) {
-        let mut oldest: BTreeMap<&str, &str> = BTreeMap::new();
-        for e in not_done {
-            let entry = oldest.entry(&e.org_id).or_insert(&e.id);
-            if e.id.as_str() < *entry {
-                *entry = &e.id;
-            }
-        }
-        for (org, id) in oldest {
-            if let Err(e) = self.cursors.hold(org, id).await {
-                tracing::error!(org_id = org, event_id = id, error = %e, "could not hold the cursor before a failed event");
-            }
-        }
-    }
-
-    /// Moves each org's cursor over the events of this batch that are fully
-    /// fanned out.
-    async fn advance_cursors(&self, done: &[Event]) {
-        let mut range: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
-        for e in done {
-            let entry = range.entry(&e.org_id).or_insert((&e.id, &e.id));
-            if e.id.as_str() < entry.0 {
-                entry.0 = &e.id;
-            }
-            if e.id.as_str() > entry.1 {
-                entry.1 = &e.id;
-            }
-        }
-        for (org, (from, to)) in range {
-            if let Err(e) = self.cursors.advance(org, from, to).await {
-                // Not fatal: the sweeper re-reads from the older cursor and
-                // finds every delivery already made.
-                tracing::warn!(org_id = org, error = %e, "could not advance cursor");
-            }
-        }
     }
 }
 
 /// The endpoints an event goes to: the one it targets (a test event), or
-/// every enabled endpoint subscribed to its type.
+/// every enabled endpoint subscribed to its type that existed when the
+/// event was published (an old or swept event does not reach an endpoint
+/// created after it). Stored times keep whole seconds, so an event of the
+/// same second as the endpoint goes to it.
 fn targets<'a>(event: &'a Event, endpoints: &'a [Endpoint]) -> impl Iterator<Item = &'a Endpoint> {
     endpoints
         .iter()
         .filter(move |ep| match &event.target_endpoint {
             Some(target) => &ep.id == target,
-            None => ep.wants(event.event_type),
+            None => {
+                ep.wants(event.event_type)
+                    && ep.created_at.timestamp() <= event.created_at.timestamp()
+            }
         })
 }
 
@@ -229,16 +226,13 @@ mod tests {
     use serde_json::value::RawValue;
     use std::time::Duration;
     use webhooks_domain::{DeliveryTask, EventType, Secret, Subscription};
-    use webhooks_memory::{
-        MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue,
-    };
+    use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
     use webhooks_ports::EndpointStore;
 
     struct TestSystem {
         endpoints: Arc<MemoryEndpointStore>,
         deliveries: Arc<MemoryDeliveryStore>,
         queue: Arc<MemoryQueue>,
-        cursors: Arc<MemoryCursorStore>,
         fanout: FanOut,
     }
 
@@ -246,18 +240,11 @@ mod tests {
         let endpoints = MemoryEndpointStore::new();
         let deliveries = MemoryDeliveryStore::new();
         let queue = MemoryQueue::new(Duration::from_secs(30));
-        let cursors = MemoryCursorStore::new();
-        let fanout = FanOut::new(
-            endpoints.clone(),
-            deliveries.clone(),
-            queue.clone(),
-            cursors.clone(),
-        );
+        let fanout = FanOut::new(endpoints.clone(), deliveries.clone(), queue.clone());
         TestSystem {
             endpoints,
             deliveries,
             queue,
-            cursors,
             fanout,
         }
     }
@@ -305,7 +292,6 @@ mod tests {
         assert_eq!(targets, expected);
         let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
         assert_eq!(task.payload, e.payload());
-        assert_eq!(w.cursors.get("a").await.unwrap(), Some(e.id.clone()));
     }
 
     #[tokio::test]

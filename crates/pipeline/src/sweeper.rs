@@ -6,6 +6,7 @@ use crate::fanout::FanOut;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
+use webhooks_domain::ids;
 use webhooks_ports::{Adapters, CursorStore, EventStore};
 
 const PAGE: usize = 100;
@@ -55,7 +56,11 @@ impl Sweeper {
         }
     }
 
-    /// One pass over every org.
+    /// One pass over every org: the events after its cursor that are
+    /// older than the settle window are checked (their missing deliveries
+    /// created and queued), and the cursor moves over those fully done. It
+    /// stops at the first event that could not be fanned out, so that event
+    /// is checked again next time; nothing can hold the cursor for longer.
     pub async fn sweep(&self) -> SweepReport {
         let mut report = SweepReport::default();
         let orgs = match self.cursors.list().await {
@@ -66,44 +71,70 @@ impl Sweeper {
                 return report;
             }
         };
-        let cutoff = Utc::now() - chrono::Duration::from_std(self.grace).unwrap_or_default();
-        for (org, mut cursor) in orgs {
+        // Every id below this was made more than the settle window ago: its
+        // write has committed by now, or never will.
+        let settled_below = ids::id_floor_at(
+            "evt",
+            Utc::now() - chrono::Duration::from_std(self.grace).unwrap_or_default(),
+        );
+        for (org, cursor) in orgs {
             report.orgs += 1;
-            loop {
-                let page = match self.events.list_after(&org, &cursor, PAGE).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(org_id = %org, error = %e, "could not read events");
-                        report.failed_orgs += 1;
-                        break;
-                    }
-                };
-                let full = page.len() == PAGE;
-                let due: Vec<_> = page
-                    .into_iter()
-                    .take_while(|e| e.created_at <= cutoff)
-                    .collect();
-                if due.is_empty() {
-                    break;
-                }
-                let r = self.fanout.fan_out(&due).await;
-                report.deliveries_created += r.created;
-                report.enqueued += r.enqueued;
-                if let Some(i) = r.first_failure {
-                    report.events += i;
-                    report.failed_orgs += 1;
-                    break;
-                }
-                report.events += due.len();
-                if r.created > 0 {
-                    tracing::info!(org_id = %org, created = r.created, "sweeper fanned out missed events");
-                }
-                match due.last() {
-                    Some(last) if full => cursor = last.id.clone(),
-                    _ => break,
-                }
+            if !self
+                .sweep_org(&org, cursor, &settled_below, &mut report)
+                .await
+            {
+                report.failed_orgs += 1;
             }
         }
         report
+    }
+
+    /// Sweeps one org from `cursor`; `false` if it stopped at an error.
+    async fn sweep_org(
+        &self,
+        org: &str,
+        mut cursor: String,
+        settled_below: &str,
+        report: &mut SweepReport,
+    ) -> bool {
+        loop {
+            let page = match self.events.list_after(org, &cursor, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(org_id = %org, error = %e, "could not read events");
+                    return false;
+                }
+            };
+            let full = page.len() == PAGE;
+            let settled: Vec<_> = page
+                .into_iter()
+                .take_while(|e| e.id.as_str() < settled_below)
+                .collect();
+            let Some(last) = settled.last() else {
+                return true;
+            };
+            let r = self.fanout.fan_out_checked(&settled).await;
+            report.deliveries_created += r.created;
+            report.enqueued += r.enqueued;
+            if r.created > 0 {
+                tracing::info!(org_id = %org, created = r.created, "sweeper fanned out missed events");
+            }
+            let done = r.first_failure.unwrap_or(settled.len());
+            report.events += done;
+            // The cursor moves over what is done, up to the first failure.
+            if let Some(through) = done.checked_sub(1).and_then(|i| settled.get(i)) {
+                if let Err(e) = self.cursors.advance(org, &through.id).await {
+                    // Not fatal: the next sweep checks these events again.
+                    tracing::warn!(org_id = %org, error = %e, "could not advance cursor");
+                }
+            }
+            if r.first_failure.is_some() {
+                return false;
+            }
+            if !full || settled.len() < PAGE {
+                return true;
+            }
+            cursor = last.id.clone();
+        }
     }
 }

@@ -203,22 +203,20 @@ pub struct AttemptUpdate {
     pub last_error: Option<String>,
 }
 
-/// Each organization's position in its event stream: every event up to the
-/// cursor has been fanned out.
+/// Each organization's low-water mark in its event stream: every event whose
+/// id is at or below the cursor has been fanned out (or was published
+/// before the org had an endpoint). Only the sweeper moves it, over events
+/// it has checked once they are older than its settle window: ids are made
+/// before their write commits, so a later id may commit first, and only
+/// after the window can no earlier id still appear.
 #[async_trait]
 pub trait CursorStore: Send + Sync {
     async fn get(&self, org_id: &str) -> Result<Option<String>>;
-    /// Records that events `from..=to` were all fanned out: releases a hold
-    /// inside that range, then moves the cursor to `to` if that is further
-    /// along (never back) and no older event is still held.
-    async fn advance(&self, org_id: &str, from: &str, to: &str) -> Result<()>;
-    /// Records that the fan-out of `event_id` failed (the stream may give up
-    /// on it): the cursor will not pass it until it has been fanned out, so
-    /// the sweeper still finds it.
-    async fn hold(&self, org_id: &str, event_id: &str) -> Result<()>;
+    /// Moves the org's cursor to `to` if that is further along; never back.
+    async fn advance(&self, org_id: &str, to: &str) -> Result<()>;
     /// Creates the org's cursor at `event_id` unless it has one.
     async fn ensure(&self, org_id: &str, event_id: &str) -> Result<()>;
-    /// Every organization's cursor (empty for an org that has only a hold).
+    /// Every organization's cursor.
     async fn list(&self) -> Result<Vec<(String, String)>>;
 }
 

@@ -5,7 +5,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::{Endpoint, Secret, Subscription};
-use webhooks_memory::{MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
+use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
 use webhooks_pipeline::FanOut;
 use webhooks_ports::{BackendError, EndpointStore, Queue, ReceivedMessage};
 
@@ -13,20 +13,27 @@ fn fixture() -> aws_lambda_events::event::dynamodb::Event {
     serde_json::from_str(include_str!("fixtures/stream-batch.json")).expect("fixture parses")
 }
 
-#[tokio::test]
-async fn inserts_are_fanned_out_and_bad_records_are_skipped() {
-    let endpoints = MemoryEndpointStore::new();
-    let deliveries = MemoryDeliveryStore::new();
-    let queue = MemoryQueue::new(Duration::from_secs(30));
-    let cursors = MemoryCursorStore::new();
-    let ep = Endpoint::new(
+/// The fixture's org's endpoint, registered before the fixture's events
+/// were published (2026-11-27T06:00:00Z).
+fn fixture_endpoint() -> Endpoint {
+    let mut ep = Endpoint::new(
         "org_fixture",
         "https://example.com".into(),
         Subscription::All,
         Secret::generate(),
     );
+    ep.created_at = webhooks_domain::time::parse_rfc3339("2026-11-01T00:00:00Z").expect("time");
+    ep
+}
+
+#[tokio::test]
+async fn inserts_are_fanned_out_and_bad_records_are_skipped() {
+    let endpoints = MemoryEndpointStore::new();
+    let deliveries = MemoryDeliveryStore::new();
+    let queue = MemoryQueue::new(Duration::from_secs(30));
+    let ep = fixture_endpoint();
     endpoints.create(&ep).await.expect("create");
-    let fanout = FanOut::new(endpoints, deliveries.clone(), queue.clone(), cursors);
+    let fanout = FanOut::new(endpoints, deliveries.clone(), queue.clone());
     let resp = webhooks_fn_fanout::handle(&fanout, LambdaEvent::new(fixture(), Context::default()))
         .await
         .expect("handler never errors");
@@ -61,20 +68,8 @@ impl Queue for DownQueue {
 #[tokio::test]
 async fn a_transient_failure_reports_the_first_failed_record() {
     let endpoints = MemoryEndpointStore::new();
-    let ep = Endpoint::new(
-        "org_fixture",
-        "https://example.com".into(),
-        Subscription::All,
-        Secret::generate(),
-    );
-    endpoints.create(&ep).await.expect("create");
-    let cursors = MemoryCursorStore::new();
-    let fanout = FanOut::new(
-        endpoints,
-        MemoryDeliveryStore::new(),
-        Arc::new(DownQueue),
-        cursors.clone(),
-    );
+    endpoints.create(&fixture_endpoint()).await.expect("create");
+    let fanout = FanOut::new(endpoints, MemoryDeliveryStore::new(), Arc::new(DownQueue));
     let resp = webhooks_fn_fanout::handle(&fanout, LambdaEvent::new(fixture(), Context::default()))
         .await
         .expect("handler never errors");
@@ -84,10 +79,4 @@ async fn a_transient_failure_reports_the_first_failed_record() {
         .map(|f| f.item_identifier.clone())
         .collect();
     assert_eq!(ids, vec![Some("111".to_string())]);
-    use webhooks_ports::CursorStore;
-    assert_eq!(
-        cursors.get("org_fixture").await.expect("get"),
-        None,
-        "the cursor does not pass a failed event"
-    );
 }

@@ -241,7 +241,6 @@ async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
             inner: queue.clone(),
             fail_first: std::sync::atomic::AtomicUsize::new(STREAM_MAX_RETRIES as usize + 1),
         }),
-        sys.cursors.clone(),
     ));
     let mut stream = StreamMapping::new(StreamSource::memory(sys.events.clone()), fanout.clone());
     let first = an_event(1);
@@ -310,12 +309,7 @@ async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
         dead_letters.clone(),
         MAX_RECEIVE_COUNT,
     );
-    let fanout = FanOut::new(
-        endpoints.clone(),
-        sys.deliveries.clone(),
-        queue.clone(),
-        sys.cursors.clone(),
-    );
+    let fanout = FanOut::new(endpoints.clone(), sys.deliveries.clone(), queue.clone());
     let event = an_event(1);
     sys.events.put_if_absent(&event).await.expect("put");
     fanout.fan_out(std::slice::from_ref(&event)).await;
