@@ -23,6 +23,8 @@ pub enum ApiError {
     MethodNotAllowed(Vec<&'static str>),
     /// 409: the resource is not in a state that allows this.
     Conflict(String),
+    /// 422: an idempotency key reused with a different request.
+    IdempotencyKeyMismatch(String),
     /// 413: the body is over the limit.
     PayloadTooLarge(String),
     /// 503: a backend is throttling or unreachable; try again. 500: a
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Backend(f) => f.status(),
         }
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::IdempotencyKeyMismatch(_) => "idempotency_key_mismatch",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Backend(f) => f.code(),
         }
@@ -77,6 +81,7 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
+            | ApiError::IdempotencyKeyMismatch(m)
             | ApiError::PayloadTooLarge(m) => m.clone(),
             ApiError::MethodNotAllowed(allow) => {
                 format!("method not allowed here; use {}", allow.join(", "))

@@ -76,14 +76,27 @@ pub(crate) async fn publish(
     }
 
     let org_id = &caller.org_id;
+    let fingerprint = body_fingerprint(event_type, &data);
     let mut event = Event::new(org_id, event_type, data);
     if let Some(key) = key {
-        let claim = format!("events:{org_id}:{key}");
-        if let Some(first) = api
+        let claim = publish_claim_key(org_id, &key);
+        let value = format!("{} {fingerprint}", event.id);
+        if let Some(stored) = api
             .idempotency
-            .claim(&claim, &event.id, IDEMPOTENCY_TTL)
+            .claim(&claim, &value, IDEMPOTENCY_TTL)
             .await?
         {
+            // "<event id> <fingerprint>"; a bare id was claimed before
+            // fingerprints were kept, and is taken as a match.
+            let (first, first_fingerprint) = match stored.split_once(' ') {
+                Some((id, f)) => (id.to_string(), Some(f.to_string())),
+                None => (stored, None),
+            };
+            if first_fingerprint.is_some_and(|f| f != fingerprint) {
+                return Err(ApiError::IdempotencyKeyMismatch(
+                    "idempotency_key was used before with a different type or data; use a new key for a new event".into(),
+                ));
+            }
             // The first request may have stopped between claiming the key and
             // writing its event: write it now, under the claimed id.
             if api.events.get(org_id, &first).await?.is_none() {
@@ -96,6 +109,23 @@ pub(crate) async fn publish(
     api.events.put_if_absent(&event).await?;
     tracing::info!(org_id = %org_id, event_id = %event.id, event_type = %event_type, "event published");
     Ok(accepted(&event.id))
+}
+
+/// The idempotency claim of `key` in `org_id`. The org id's length comes
+/// first, so org "a" with key "b:c" and org "a:b" with key "c" differ.
+pub fn publish_claim_key(org_id: &str, key: &str) -> String {
+    format!("events:{}:{org_id}:{key}", org_id.len())
+}
+
+/// What a repeated request must match to reuse a key: the type and the
+/// data's exact bytes.
+fn body_fingerprint(event_type: EventType, data: &RawValue) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(event_type.as_str().as_bytes());
+    hash.update(b"\n");
+    hash.update(data.get().as_bytes());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn accepted(event_id: &str) -> Response<Body> {

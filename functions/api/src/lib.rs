@@ -11,7 +11,7 @@ pub mod auth;
 mod deliveries;
 mod endpoints;
 pub mod errors;
-mod events;
+pub mod events;
 pub mod input;
 pub mod portal;
 mod response;

@@ -155,7 +155,7 @@ async fn a_key_claimed_by_a_request_that_crashed_still_gets_its_event() {
     let claimed = webhooks_domain::ids::new_id("evt");
     w.idempotency
         .claim(
-            &format!("events:{ORG}:k1"),
+            &webhooks_fn_api::events::publish_claim_key(ORG, "k1"),
             &claimed,
             Duration::from_secs(60),
         )
@@ -173,4 +173,55 @@ async fn a_key_claimed_by_a_request_that_crashed_still_gets_its_event() {
     let again = w.call_as(ORG, WRITE, "POST", "/v1/events", body).await;
     assert_eq!(again.json["id"], claimed.as_str());
     assert_eq!(w.events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_body_is_refused_and_writes_nothing() {
+    let w = world();
+    let first = json!({"type": "lead_won", "data": {"n": 1}, "idempotency_key": "k2"}).to_string();
+    let r = w.call_as(ORG, WRITE, "POST", "/v1/events", first).await;
+    assert_eq!(r.status, 202);
+    for other in [
+        json!({"type": "lead_won", "data": {"n": 2}, "idempotency_key": "k2"}),
+        json!({"type": "lead_lost", "data": {"n": 1}, "idempotency_key": "k2"}),
+    ] {
+        let again = w
+            .call_as(ORG, WRITE, "POST", "/v1/events", other.to_string())
+            .await;
+        again.assert_error(422, "idempotency_key_mismatch");
+        assert!(again.error_message().contains("idempotency_key"));
+    }
+    assert_eq!(w.events.len(), 1);
+}
+
+#[tokio::test]
+async fn keys_of_orgs_whose_ids_contain_colons_do_not_collide() {
+    let w = world();
+    // Org "a" with key "b:c" and org "a:b" with key "c" are different claims.
+    let one = w
+        .call_as(
+            "a",
+            WRITE,
+            "POST",
+            "/v1/events",
+            json!({"type": "lead_won", "data": {}, "idempotency_key": "b:c"}).to_string(),
+        )
+        .await;
+    let two = w
+        .call_as(
+            "a:b",
+            WRITE,
+            "POST",
+            "/v1/events",
+            json!({"type": "lead_won", "data": {}, "idempotency_key": "c"}).to_string(),
+        )
+        .await;
+    assert_eq!((one.status, two.status), (202, 202));
+    assert_ne!(one.json["id"], two.json["id"]);
+    assert!(w
+        .events
+        .get("a:b", two.json["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .is_some());
 }
