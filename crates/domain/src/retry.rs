@@ -80,10 +80,20 @@ pub fn honour_retry_after(scheduled: Duration, retry_after: Option<Duration>) ->
     }
 }
 
-/// Reads a `Retry-After` header given in seconds (the HTTP-date form is
-/// rarely used by webhook receivers and is treated as absent).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// Reads a `Retry-After` header: delay-seconds, or an HTTP-date
+/// (`Wed, 21 Oct 2026 07:28:00 GMT`) taken as the time from `now` (zero
+/// when it has passed). Anything else is treated as absent.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 impl FromStr for RetrySchedule {
@@ -229,7 +239,22 @@ mod tests {
             honour_retry_after(s, Some(Duration::from_secs(999_999))),
             MAX_DELAY
         );
-        assert_eq!(parse_retry_after(" 30 "), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-10-21T07:26:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after(" 30 ", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date that has passed means now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

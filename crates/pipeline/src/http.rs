@@ -165,7 +165,7 @@ impl DeliveryClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         // Read at most what the log keeps; the rest is never downloaded.
         let mut kept: Vec<u8> = Vec::new();
         while kept.len() < MAX_LOGGED_RESPONSE {
