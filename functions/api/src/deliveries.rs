@@ -44,18 +44,41 @@ pub(crate) async fn list(
         .deliveries
         .list_for_endpoint(&endpoint.id, status, limit, query.cursor())
         .await?;
-    Ok(json(
-        StatusCode::OK,
-        &ListView {
-            data: page
-                .items
-                .iter()
-                .filter(|d| d.org_id == caller.org_id)
-                .map(DeliveryView::of)
-                .collect(),
-            next_cursor: page.next_cursor,
-        },
-    ))
+    let mine: Vec<&Delivery> = page
+        .items
+        .iter()
+        .filter(|d| d.org_id == caller.org_id)
+        .collect();
+    let (data, cut_at) = within_response_budget(&mine);
+    let next_cursor = match cut_at {
+        // Cut short: the next page starts after the last delivery shown.
+        Some(last) => Some(webhooks_ports::cursor::encode(&last.event_id)),
+        None => page.next_cursor,
+    };
+    Ok(json(StatusCode::OK, &ListView { data, next_cursor }))
+}
+
+/// Most bytes of deliveries one page carries: a Lambda behind API Gateway
+/// may answer at most 6 MB, and a delivery's log holds up to 1 KiB of
+/// response body per attempt.
+const RESPONSE_BUDGET: usize = 5 * 1024 * 1024;
+
+/// The views of `deliveries` that fit the response budget (at least one),
+/// and the last one shown when the page was cut short.
+fn within_response_budget<'a>(
+    deliveries: &[&'a Delivery],
+) -> (Vec<DeliveryView<'a>>, Option<&'a Delivery>) {
+    let mut views = Vec::with_capacity(deliveries.len());
+    let mut bytes = 0;
+    for (i, d) in deliveries.iter().enumerate() {
+        let view = DeliveryView::of(d);
+        bytes += serde_json::to_vec(&view).map(|v| v.len()).unwrap_or(0);
+        if bytes > RESPONSE_BUDGET && i > 0 {
+            return (views, Some(deliveries[i - 1]));
+        }
+        views.push(view);
+    }
+    (views, None)
 }
 
 /// `GET /v1/deliveries/{id}`

@@ -346,3 +346,51 @@ async fn recover_wants_a_valid_since_and_the_callers_endpoint() {
     .await
     .assert_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn a_page_of_long_delivery_logs_stays_under_lambdas_response_limit() {
+    let w = world();
+    let endpoint_id = w.create_endpoint(&["*"]).await;
+    // 100 deliveries, each with 60 attempts that kept 1 KiB of response
+    // body: about 7 MB of JSON, over the 6 MB a Lambda may answer.
+    for n in 0..100 {
+        let event_id = webhooks_domain::ids::new_id("evt");
+        let mut d = Delivery::new(ORG, &endpoint_id, &event_id, EventType::LeadWon);
+        d.attempts = (1..=60)
+            .map(|number| Attempt {
+                number,
+                at: Utc::now(),
+                status_code: Some(500),
+                error: None,
+                latency_ms: 12,
+                response_body: Some(format!("{n:04}").repeat(256)),
+            })
+            .collect();
+        w.deliveries.create_if_absent(&d).await.unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut uri = format!("/v1/endpoints/{endpoint_id}/deliveries?limit=100");
+    let mut pages = 0;
+    loop {
+        let r = w.manage("GET", &uri, "").await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.bytes.len() < 6 * 1024 * 1024,
+            "a page of {} bytes is over Lambda's limit",
+            r.bytes.len()
+        );
+        for d in r.json["data"].as_array().unwrap() {
+            assert!(
+                seen.insert(d["id"].as_str().unwrap().to_string()),
+                "a delivery twice"
+            );
+        }
+        pages += 1;
+        match r.json["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/endpoints/{endpoint_id}/deliveries?limit=100&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 100, "every delivery on some page");
+    assert!(pages >= 2);
+}
