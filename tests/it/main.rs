@@ -3,8 +3,10 @@
 //! reached through `AWS_ENDPOINT_URL`) and a real HTTP receiver on 127.0.0.1.
 //! `fault_injection` pushes thousands of deliveries through the pipeline
 //! (memory and moto) while `faults` breaks it, and accounts for every one.
-//! `fuzz_corpus` replays the fuzz targets' committed corpus.
+//! `contract` runs one contract per port against the memory and the AWS
+//! adapters. `fuzz_corpus` replays the fuzz targets' committed corpus.
 
+mod contract;
 mod fault_injection;
 mod faults;
 mod fuzz_corpus;

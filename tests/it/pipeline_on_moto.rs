@@ -281,32 +281,3 @@ async fn malformed_queue_messages_are_set_aside() {
         .expect("receive")
         .is_empty());
 }
-
-#[tokio::test]
-async fn the_dynamodb_cursor_only_moves_forward() {
-    let sys = MotoSystem::new("cursor", "1s", 0).await;
-    let c = &sys.adapters.cursors;
-    c.ensure("o", "evt_b").await.expect("ensure");
-    c.ensure("o", "evt_a")
-        .await
-        .expect("ensure keeps the first");
-    assert_eq!(c.get("o").await.expect("get").as_deref(), Some("evt_b"));
-    c.advance("o", "evt_d").await.expect("advance");
-    assert_eq!(c.get("o").await.expect("get").as_deref(), Some("evt_d"));
-    c.advance("o", "evt_c").await.expect("advance");
-    assert_eq!(
-        c.get("o").await.expect("get").as_deref(),
-        Some("evt_d"),
-        "never back"
-    );
-    c.advance("new", "evt_x").await.expect("advance creates");
-    let mut all = c.list().await.expect("list");
-    all.sort();
-    assert_eq!(
-        all,
-        [
-            ("new".to_string(), "evt_x".to_string()),
-            ("o".to_string(), "evt_d".to_string())
-        ]
-    );
-}

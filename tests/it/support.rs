@@ -169,7 +169,10 @@ impl MotoSystem {
         // As the API does: the org's sweep starts where its first endpoint did.
         self.adapters
             .cursors
-            .ensure(org, &webhooks_domain::ids::id_floor_at("evt", ep.created_at))
+            .ensure(
+                org,
+                &webhooks_domain::ids::id_floor_at("evt", ep.created_at),
+            )
             .await
             .expect("cursor");
         ep
