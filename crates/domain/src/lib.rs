@@ -11,6 +11,7 @@ pub mod ids;
 pub mod retry;
 pub mod secret;
 pub mod signing;
+pub mod stats;
 pub mod time;
 
 pub use delivery::{Attempt, Delivery, DeliveryStatus, DeliveryTask};

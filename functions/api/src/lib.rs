@@ -16,6 +16,7 @@ pub mod input;
 pub mod portal;
 mod response;
 pub mod routes;
+mod stats;
 mod views;
 
 pub use routes::ROUTES;
@@ -187,6 +188,7 @@ async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
         Operation::RecoverDeliveries => deliveries::recover(api, &caller, id, body).await,
         Operation::GetDelivery => deliveries::get(api, &caller, id).await,
         Operation::RetryDelivery => deliveries::retry(api, &caller, id).await,
+        Operation::EndpointStats => stats::get(api, &caller, id, req).await,
         Operation::CreatePortalSession => portal::create_session(api, &caller, req, body).await,
     }
 }

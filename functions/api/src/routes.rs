@@ -21,6 +21,7 @@ pub enum Operation {
     RecoverDeliveries,
     GetDelivery,
     RetryDelivery,
+    EndpointStats,
     PublishEvent,
     CreatePortalSession,
 }
@@ -72,6 +73,7 @@ route_table! {
     "POST" "/v1/endpoints/{id}/test" => SendTestEvent,
     "GET" "/v1/endpoints/{id}/deliveries" => ListDeliveries,
     "POST" "/v1/endpoints/{id}/recover" => RecoverDeliveries,
+    "GET" "/v1/endpoints/{id}/stats" => EndpointStats,
     "GET" "/v1/deliveries/{id}" => GetDelivery,
     "POST" "/v1/deliveries/{id}/retry" => RetryDelivery,
     "POST" "/v1/events" => PublishEvent,

@@ -394,3 +394,92 @@ async fn a_page_of_long_delivery_logs_stays_under_lambdas_response_limit() {
     assert_eq!(seen.len(), 100, "every delivery on some page");
     assert!(pages >= 2);
 }
+
+#[tokio::test]
+async fn stats_count_the_window_by_outcome() {
+    let w = world();
+    let endpoint_id = w.create_endpoint(&["*"]).await;
+    let attempt = |number, status_code, latency_ms| Attempt {
+        number,
+        at: Utc::now(),
+        status_code,
+        error: status_code.is_none().then(|| "timeout".to_string()),
+        latency_ms,
+        response_body: None,
+    };
+    let runs: [(DeliveryStatus, Vec<Attempt>, i64); 5] = [
+        (
+            DeliveryStatus::Delivered,
+            vec![attempt(1, Some(200), 10)],
+            0,
+        ),
+        (
+            DeliveryStatus::Delivered,
+            vec![attempt(1, Some(500), 30), attempt(2, Some(204), 20)],
+            0,
+        ),
+        (DeliveryStatus::DeadLettered, vec![attempt(1, None, 40)], 0),
+        (DeliveryStatus::Pending, vec![], 0),
+        // Two days old: outside the default window.
+        (
+            DeliveryStatus::DeadLettered,
+            vec![attempt(1, Some(500), 90)],
+            48,
+        ),
+    ];
+    for (status, attempts, hours_ago) in runs {
+        let created_at = Utc::now() - Duration::hours(hours_ago);
+        // The event was published (its id made) just before the delivery.
+        let event_id = format!(
+            "{}{:06}",
+            &webhooks_domain::ids::id_floor_at("evt", created_at)[..24],
+            w.deliveries.all().len()
+        );
+        let mut d = Delivery::new(ORG, &endpoint_id, &event_id, EventType::LeadWon);
+        d.status = status;
+        d.attempts = attempts;
+        d.created_at = created_at;
+        w.deliveries.create_if_absent(&d).await.unwrap();
+    }
+    let r = w
+        .manage("GET", &format!("/v1/endpoints/{endpoint_id}/stats"), "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json,
+        json!({"delivered": 2, "dead_lettered": 1, "pending": 1, "failed_attempts": 2,
+            "success_rate": 2.0 / 3.0, "latency_ms": {"p50": 20, "p95": 40}})
+    );
+    let since = (Utc::now() - Duration::hours(72)).to_rfc3339();
+    let all = w
+        .manage(
+            "GET",
+            &format!(
+                "/v1/endpoints/{endpoint_id}/stats?since={}",
+                since.replace('+', "%2B")
+            ),
+            "",
+        )
+        .await;
+    assert_eq!(all.json["dead_lettered"], 2);
+    assert_eq!(all.json["failed_attempts"], 3);
+
+    w.manage(
+        "GET",
+        &format!("/v1/endpoints/{endpoint_id}/stats?since=yesterday"),
+        "",
+    )
+    .await
+    .assert_invalid("since");
+    // Another org's endpoint is not found.
+    let theirs = w
+        .call_as(
+            OTHER_ORG,
+            MANAGE,
+            "GET",
+            &format!("/v1/endpoints/{endpoint_id}/stats"),
+            "",
+        )
+        .await;
+    assert_eq!(theirs.status, 404);
+}
