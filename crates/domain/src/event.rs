@@ -45,6 +45,23 @@ impl Event {
         }
     }
 
+    /// A test event for `endpoint` only, subscribed or not: `{"test":true}`
+    /// of `event_type`, or of the endpoint's first subscribed type (or
+    /// `client.created` for an endpoint subscribed to everything).
+    pub fn test_for(endpoint: &crate::Endpoint, event_type: Option<EventType>) -> Event {
+        let event_type = event_type.unwrap_or(match &endpoint.subscription {
+            crate::Subscription::Types(types) => {
+                types.first().copied().unwrap_or(EventType::ClientCreated)
+            }
+            crate::Subscription::All => EventType::ClientCreated,
+        });
+        let data = serde_json::value::to_raw_value(&serde_json::json!({ "test": true }))
+            .expect("a constant JSON object serializes");
+        let mut event = Event::new(&endpoint.org_id, event_type, data);
+        event.target_endpoint = Some(endpoint.id.clone());
+        event
+    }
+
     /// The request body every delivery of this event sends, byte for byte:
     /// `{"id":..,"type":..,"created_at":..,"data":..}`.
     pub fn payload(&self) -> String {

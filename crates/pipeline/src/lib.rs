@@ -12,6 +12,7 @@
 
 pub mod fanout;
 pub mod http;
+pub mod registration;
 pub mod requeue;
 pub mod sender;
 pub mod sweeper;

@@ -13,6 +13,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_pipeline::registration::register_endpoint;
 
 /// Longest endpoint description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -77,15 +78,7 @@ pub(crate) async fn create(
     };
     let mut endpoint = Endpoint::new(&caller.org_id, url, subscription, secret);
     endpoint.description = description;
-    // The sweeper catches up each org from its cursor; make sure this org has
-    // one before anything can be fanned out to the new endpoint.
-    api.cursors
-        .ensure(
-            &caller.org_id,
-            &ids::id_floor_at("evt", endpoint.created_at),
-        )
-        .await?;
-    api.endpoints.create(&endpoint).await?;
+    register_endpoint(api.cursors.as_ref(), api.endpoints.as_ref(), &endpoint).await?;
     tracing::info!(org_id = %caller.org_id, endpoint_id = %endpoint.id, "endpoint created");
     let mut response = json_with_secret(StatusCode::CREATED, &EndpointView::with_secret(&endpoint));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/endpoints/{}", endpoint.id)) {
@@ -241,20 +234,11 @@ pub(crate) async fn send_test(
         })
         .transpose()?;
     let endpoint = load(api, caller, id).await?;
-    let event_type = requested.unwrap_or(match &endpoint.subscription {
-        Subscription::Types(types) => types.first().copied().unwrap_or(EventType::ClientCreated),
-        Subscription::All => EventType::ClientCreated,
-    });
-    let data = RawValue::from_string(r#"{"test":true}"#.to_string()).map_err(|e| {
-        tracing::error!(error = %e, "test event data");
-        ApiError::Backend(webhooks_http::BackendFailure::Internal)
-    })?;
-    let mut event = Event::new(&caller.org_id, event_type, data);
-    event.target_endpoint = Some(endpoint.id.clone());
+    let event = Event::test_for(&endpoint, requested);
     api.events.put_if_absent(&event).await?;
     Ok(json(
         StatusCode::ACCEPTED,
-        &serde_json::json!({ "event_id": event.id, "event_type": event_type }),
+        &serde_json::json!({ "event_id": event.id, "event_type": event.event_type }),
     ))
 }
 

@@ -1,0 +1,47 @@
+//! Registering an endpoint: the org's sweep must start no later than its
+//! first endpoint, so its cursor is made before the endpoint is stored.
+
+use webhooks_domain::{ids, Endpoint};
+use webhooks_ports::{BackendError, CursorStore, EndpointStore};
+
+/// Stores `endpoint`, after making sure its org has a cursor at or before
+/// the endpoint's creation (the sweeper then checks every event that can
+/// reach it).
+pub async fn register_endpoint(
+    cursors: &dyn CursorStore,
+    endpoints: &dyn EndpointStore,
+    endpoint: &Endpoint,
+) -> Result<(), BackendError> {
+    cursors
+        .ensure(
+            &endpoint.org_id,
+            &ids::id_floor_at("evt", endpoint.created_at),
+        )
+        .await?;
+    endpoints.create(endpoint).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhooks_domain::{Secret, Subscription};
+    use webhooks_memory::MemoryBackend;
+    use webhooks_ports::EndpointLookup;
+
+    #[tokio::test]
+    async fn the_org_gets_a_cursor_no_later_than_its_endpoint() {
+        let m = MemoryBackend::new();
+        let ep = Endpoint::new(
+            "org",
+            "https://x.test".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        register_endpoint(m.cursors.as_ref(), m.endpoints.as_ref(), &ep)
+            .await
+            .unwrap();
+        let cursor = m.cursors.get("org").await.unwrap().expect("a cursor");
+        assert!(cursor <= ids::id_floor_at("evt", ep.created_at));
+        assert!(m.endpoints.get("org", &ep.id).await.unwrap().is_some());
+    }
+}
