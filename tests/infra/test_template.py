@@ -406,7 +406,8 @@ def test_function_runtime_and_build(template: dict, repo_root: Path, template_pa
     assert function["Type"] == "AWS::Serverless::Function"
     props = function_properties(template, logical_id)
     assert props["Runtime"] == "provided.al2023"
-    assert props["Architectures"] == ["arm64"]
+    # One architecture for every function, chosen at build/deploy time.
+    assert props["Architectures"] == [{"Ref": "Architecture"}]
     assert props["Handler"] == "bootstrap"
     assert isinstance(props.get("MemorySize"), int) and props["MemorySize"] >= 128
     assert isinstance(props.get("Timeout"), int) and 1 <= props["Timeout"] <= 900
@@ -422,6 +423,13 @@ def test_function_runtime_and_build(template: dict, repo_root: Path, template_pa
     assert f"functions/{name}" in workspace_manifest["workspace"]["members"]
     crate_manifest = tomllib.loads((workspace / "functions" / name / "Cargo.toml").read_text(encoding="utf-8"))
     assert name in [b["name"] for b in crate_manifest.get("bin", [])], f"functions/{name} builds no binary {name!r}"
+
+
+def test_architecture_parameter_defaults_to_arm64(template: dict) -> None:
+    parameter = template["Parameters"]["Architecture"]
+    assert parameter["Type"] == "String"
+    assert parameter["Default"] == "arm64"
+    assert sorted(parameter["AllowedValues"]) == ["arm64", "x86_64"]
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
