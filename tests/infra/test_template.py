@@ -463,6 +463,10 @@ def test_table(template: dict, logical_id: str) -> None:
     assert attribute_types == {name: "S" for name, _ in keys}
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["SSESpecification"]["SSEEnabled"] is True
+    # Kept when the stack is deleted or the table replaced, and refused by
+    # DynamoDB to a DeleteTable from anyone, console or script alike.
+    assert table.get("DeletionPolicy") == "Retain" and table.get("UpdateReplacePolicy") == "Retain"
+    assert props.get("DeletionProtectionEnabled") is True
     if has_ttl:
         assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     else:
