@@ -903,6 +903,24 @@ def test_alarm_topic_mails_the_alarm_email_when_one_is_given(template: dict) -> 
     parameter_defaults_to(template, "AlarmEmail", "")
 
 
+def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(template: dict) -> None:
+    """SNS encrypts the topic at rest. With the AWS managed key alias/aws/sns
+    CloudWatch could not publish (that key's policy cannot be changed to let
+    it), so the topic uses a key of this stack whose policy lets CloudWatch
+    generate and decrypt data keys."""
+    topic = resource(template, "AlarmTopic")["Properties"]
+    key_id = ref(topic.get("KmsMasterKeyId")) or (getatt(topic.get("KmsMasterKeyId")) or [None])[0]
+    assert key_id, "AlarmTopic has no KmsMasterKeyId of this stack (alias/aws/sns would drop alarms)"
+    key = resource(template, key_id)
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"].get("EnableKeyRotation") is True
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [s for s in statements if s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"]
+    assert len(cloudwatch) == 1, "the key policy must let cloudwatch.amazonaws.com use the key"
+    assert set(as_list(cloudwatch[0]["Action"])) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert cloudwatch[0]["Effect"] == "Allow"
+
+
 def test_queue_alarms(template: dict) -> None:
     visible = "ApproximateNumberOfMessagesVisible"
     dlq = {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}
