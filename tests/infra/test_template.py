@@ -807,6 +807,38 @@ def test_sweeper_runs_on_a_schedule(template: dict) -> None:
     assert re.fullmatch(r"rate\(\d+ minutes?\)|cron\(.+\)", expression), expression
 
 
+def rate_seconds(expression: str) -> int:
+    number, unit = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", expression).groups()
+    return int(number) * {"minute": 60, "hour": 3600, "day": 86400}[unit]
+
+
+def test_sweeper_runs_cannot_overlap(template: dict) -> None:
+    """A sweep may start late by the event's maximum age (in EventBridge's retry
+    policy and in Lambda's async queue) and run for its timeout: the shortest
+    schedule the parameter allows leaves room for both before the next run."""
+    props = function_properties(template, "SweeperFunction")
+    (schedule,) = events_of_type(template, "SweeperFunction", "Schedule")
+    invoke = props["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 0, "an async retry would overlap the next scheduled run"
+    lateness = max(int(invoke["MaximumEventAgeInSeconds"]), int(schedule["RetryPolicy"]["MaximumEventAgeInSeconds"]))
+    assert 60 <= lateness, "EventBridge and Lambda accept no maximum age below 60 s"
+    busy = int(props["Timeout"]) + lateness
+
+    parameter = template["Parameters"][ref(schedule["Schedule"])]
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch(parameter["Default"])
+    assert rate_seconds(parameter["Default"]) >= busy
+    allowed = ["rate(5 minutes)", "rate(10 minutes)", "rate(59 minutes)", "rate(1 hour)", "rate(2 hours)", "rate(1 day)"]
+    refused = ["rate(1 minute)", "rate(4 minutes)", "rate(0 minutes)", "rate(2 hour)", "cron(* * * * ? *)", ""]
+    for expression in allowed:
+        assert pattern.fullmatch(expression), f"SweepSchedule refuses {expression}"
+        assert rate_seconds(expression) >= busy, f"{expression} is shorter than {busy} s of a late, slow run"
+    for expression in refused:
+        assert not pattern.fullmatch(expression), f"SweepSchedule accepts {expression!r}"
+    shortest = min(m * 60 for m in range(1, 61) if pattern.fullmatch(f"rate({m} minutes)"))
+    assert shortest >= busy, f"SweepSchedule allows a {shortest} s period, less than {busy} s"
+
+
 def test_only_the_stream_and_queue_functions_have_those_event_sources(template: dict) -> None:
     for logical_id in FUNCTIONS.values():
         kinds = {e["Type"] for e in function_properties(template, logical_id).get("Events", {}).values()}
