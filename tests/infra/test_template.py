@@ -898,6 +898,21 @@ def test_inbound_routes_skip_the_authorizer(template: dict) -> None:
         assert event.get("Auth", {}).get("Authorizer") == "NONE", f"{route} must not require a JWT"
 
 
+def test_unauthenticated_inbound_routes_have_their_own_throttle(template: dict) -> None:
+    """Anyone can call /inbound/*: each route gets a rate and burst of its own,
+    below the stage's, so a flood on one cannot use up the management API's."""
+    parameters = template["Parameters"]
+    for route, event in http_routes(template, "InboundFunction").items():
+        settings = event.get("RouteSettings", {})
+        assert ref(settings.get("ThrottlingRateLimit")) == "InboundThrottlingRateLimit", route
+        assert ref(settings.get("ThrottlingBurstLimit")) == "InboundThrottlingBurstLimit", route
+    rate, burst = parameters["InboundThrottlingRateLimit"], parameters["InboundThrottlingBurstLimit"]
+    assert 1 <= rate["MinValue"] and 1 <= burst["MinValue"]
+    assert rate["Default"] < parameters["ApiThrottlingRateLimit"]["Default"]
+    assert burst["Default"] < parameters["ApiThrottlingBurstLimit"]["Default"]
+    assert rate["Default"] <= burst["Default"] <= burst["MaxValue"]
+
+
 # ----------------------------------------------------------------- alarms
 
 
