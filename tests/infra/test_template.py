@@ -528,6 +528,56 @@ def test_delivery_queue_visibility_is_at_least_6x_sender_timeout(template: dict)
     assert visibility >= 6 * timeout, f"VisibilityTimeout {visibility} < 6 x sender Timeout {timeout}"
 
 
+def parse_duration_seconds(text: str) -> float:
+    """webhooks_domain::retry::parse_duration, in Python: a number with an
+    optional unit ms, s, m, h or d (bare numbers are seconds)."""
+    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d|)", text).groups()
+    return float(number) * {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,12h,12h,12h,12h,8h"
+
+
+def test_retry_schedule_parameter_fits_the_delivery_queue(template: dict, repo_root: Path) -> None:
+    """Every schedule the parameter accepts is one the sender parses, with no
+    delay over SQS's 12 h visibility limit, few enough attempts for the
+    queue's maxReceiveCount (with room for a couple of receives that fail
+    before an attempt), and a total within the queue's retention."""
+    source = (repo_root / "crates" / "domain" / "src" / "retry.rs").read_text(encoding="utf-8")
+    assert f'"{DEFAULT_RETRY_SCHEDULE}"' in source, "the built-in schedule changed: update DEFAULT_RETRY_SCHEDULE"
+    pattern = re.compile(template["Parameters"]["RetrySchedule"]["AllowedPattern"])
+    queue = resource(template, "DeliveryQueue")["Properties"]
+    max_receives = int(queue["RedrivePolicy"]["maxReceiveCount"])
+    retention = int(queue["MessageRetentionPeriod"])
+
+    for accepted in ["", "none", DEFAULT_RETRY_SCHEDULE, "1s,2s,4s", "0s", "9999s", "720m", "12h", ",".join(["12h"] * 27)]:
+        assert pattern.fullmatch(accepted), f"RetrySchedule refuses {accepted!r}"
+    for refused in ["13h", "721m", "10000s", "1d", "5 s", "5s, 5m", "5s,", ",5s", "x", ",".join(["1s"] * 28)]:
+        assert not pattern.fullmatch(refused), f"RetrySchedule accepts {refused!r}"
+
+    longest = max(n for n in range(1, 100) if pattern.fullmatch(",".join(["12h"] * n)))
+    assert longest + 1 <= max_receives - 2, f"{longest + 1} attempts leave no spare receive of {max_receives}"
+    assert longest * 12 * 3600 < retention, "the longest schedule outlives the queue's retention"
+    for delay in ["9999s", "720m", "12h"]:
+        assert parse_duration_seconds(delay) <= 12 * 3600
+
+
+def test_request_timeout_parameter_is_well_under_the_senders_timeout(template: dict) -> None:
+    pattern = re.compile(template["Parameters"]["RequestTimeout"]["AllowedPattern"])
+    sender_timeout = int(function_properties(template, "SenderFunction")["Timeout"])
+    accepted = ["", "1s", "15s", "20s", "100ms", "2500ms", "20000ms"]
+    refused = ["0s", "21s", "30s", "60s", "1m", "20001ms", "99ms", "15", "15 s"]
+    for value in accepted:
+        assert pattern.fullmatch(value), f"RequestTimeout refuses {value!r}"
+        if value:
+            assert parse_duration_seconds(value) <= sender_timeout * 2 / 3, value
+    for value in refused:
+        assert not pattern.fullmatch(value), f"RequestTimeout accepts {value!r}"
+    # The largest value the pattern allows, found by search, not by reading it.
+    largest = max(ms for ms in range(100, 60001, 100) if pattern.fullmatch(f"{ms}ms"))
+    assert largest <= sender_timeout * 1000 * 2 / 3, f"{largest} ms is not well under the sender's {sender_timeout} s"
+
+
 # ----------------------------------------------------------------- functions
 
 
