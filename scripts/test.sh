@@ -8,5 +8,7 @@ echo "== Rust tests (unit, handlers, end to end on moto) =="
 scripts/with-moto.sh cargo test --workspace --no-fail-fast
 echo "== API fuzz: schemathesis against webhooks dev (no 5xx) =="
 scripts/schemathesis.sh
-echo "== Infrastructure: template wiring and cfn-lint =="
+echo "== Deploy path: sam validate --lint, sam build of every function =="
+scripts/sam-build.sh
+echo "== Infrastructure: template wiring, SAM transform and cfn-lint =="
 .venv/bin/pytest tests/infra -q
