@@ -1,12 +1,13 @@
 # The two commands of README.md, and the pieces they are made of.
-.PHONY: dev test test-rust test-infra portal-screenshots lint fmt build-lambdas bench
+.PHONY: dev test test-rust test-infra sam-build portal-screenshots lint fmt build-lambdas bench
 
 # The whole system in one process on the embedded backend.
 dev:
 	cargo run --release --bin webhooks -- dev
 
 # Every test: Rust unit, handler and end-to-end tests (with a moto server on
-# a free loopback port), the template checks, and cfn-lint.
+# a free loopback port), `sam validate --lint` and `sam build` of every
+# function, the template checks (also after the SAM transform), and cfn-lint.
 test:
 	scripts/test.sh
 
@@ -24,6 +25,11 @@ portal-screenshots:
 test-infra:
 	scripts/venv.sh
 	.venv/bin/pytest tests/infra -q
+
+# sam validate --lint and sam build, for x86_64 (SAM_ARCHITECTURE=arm64 where
+# the aarch64 Rust target is installed), checking each artifact.
+sam-build:
+	scripts/sam-build.sh
 
 lint:
 	cargo fmt --all -- --check

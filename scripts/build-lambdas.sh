@@ -88,6 +88,11 @@ with open(binary, "rb") as f, zipfile.ZipFile(archive, "w") as z:
 PY
 }
 
+# Size in bytes; `wc -c` works alike on GNU, BSD and busybox (`stat -c` is GNU's).
+bytes() {
+    wc -c <"$1" | tr -d ' '
+}
+
 human() {
     awk -v b="$1" 'BEGIN { if (b >= 1048576) printf "%.2f MiB", b / 1048576; else printf "%.1f KiB", b / 1024 }'
 }
@@ -102,7 +107,7 @@ for name in "${FUNCTIONS[@]}"; do
     fi
     rm -f "$archive"
     zip_bootstrap "$binary" "$archive"
-    rows+=("$name $(stat -c %s "$binary") $(stat -c %s "$archive")")
+    rows+=("$name $(bytes "$binary") $(bytes "$archive")")
 done
 
 # --- report -----------------------------------------------------------------

@@ -13,5 +13,7 @@ echo "== Portal in Debian's headless Chromium, against webhooks dev =="
 scripts/chromium.sh
 cargo build --quiet -p webhooks --bin webhooks
 .venv/bin/pytest tests/browser -q -p no:cacheprovider
-echo "== Infrastructure: template wiring and cfn-lint =="
+echo "== Deploy path: sam validate --lint, sam build of every function =="
+scripts/sam-build.sh
+echo "== Infrastructure: template wiring, SAM transform and cfn-lint =="
 .venv/bin/pytest tests/infra -q

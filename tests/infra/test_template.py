@@ -55,24 +55,158 @@ PROVIDER_SECRET_ENV = {
     "WHATSAPP_APP_SECRET",
 }
 
-# What each function's role must allow, on what. "X" is resource X's ARN,
-# "X.stream" its DynamoDB stream. Nothing outside these (and the function's own
-# log group) may appear in its policy.
-_TABLE_RW = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}
-REQUIRED_GRANTS = {
+# What each function's role allows, on what: exactly the store and queue
+# methods its code calls (checked against the code below), each turned into the
+# API actions its adapter in crates/aws/src makes (also checked), plus what
+# Lambda's event source mappings need. "X" is resource X's ARN, "X.stream" its
+# DynamoDB stream. Nothing more may be granted, nothing less.
+#
+# Field or variable name holding a store or queue in the functions' code ->
+# (adapter file in crates/aws/src, the resource it is built on, per function).
+RECEIVERS = {
+    "events": "EventsTable",
+    "endpoints": "EndpointsTable",
+    "health": "EndpointsTable",
+    "deliveries": "DeliveriesTable",
+    "cursors": "CursorsTable",
+    "idempotency": "IdempotencyTable",
+    "store": "InboundTable",
+    "queue": "DeliveryQueue",
+    "dead_letters": "DeliveryDeadLetterQueue",
+}
+ADAPTER_FILES = {
+    "EventsTable": "events.rs",
+    "EndpointsTable": "endpoints.rs",
+    "DeliveriesTable": "deliveries.rs",
+    "CursorsTable": "cursors.rs",
+    "IdempotencyTable": "idempotency.rs",
+    "InboundTable": "inbound.rs",
+    "DeliveryQueue": "queue.rs",
+    "DeliveryDeadLetterQueue": "queue.rs",
+}
+# Adapter method -> the IAM actions of the API calls it makes, per adapter file.
+ADAPTER_ACTIONS = {
+    "events.rs": {
+        "put_if_absent": {"dynamodb:PutItem"},
+        "get": {"dynamodb:GetItem"},
+        "list_after": {"dynamodb:Query"},
+    },
+    "endpoints.rs": {
+        "create": {"dynamodb:PutItem"},
+        "get": {"dynamodb:GetItem"},
+        "list": {"dynamodb:Query"},
+        "list_all": {"dynamodb:Query"},
+        "update": {"dynamodb:PutItem"},
+        "delete": {"dynamodb:DeleteItem"},
+        "disable": {"dynamodb:UpdateItem"},
+        "set_failing_since": {"dynamodb:UpdateItem"},
+    },
+    "deliveries.rs": {
+        # A conditional PutItem; GetItem reads the existing delivery where the
+        # condition failure does not return it.
+        "create_if_absent": {"dynamodb:PutItem", "dynamodb:GetItem"},
+        "get": {"dynamodb:GetItem"},
+        "get_many": {"dynamodb:BatchGetItem"},
+        "record_attempt": {"dynamodb:UpdateItem"},
+        "transition": {"dynamodb:UpdateItem"},
+        "list_for_endpoint": {"dynamodb:Query"},
+    },
+    "cursors.rs": {
+        "get": {"dynamodb:GetItem"},
+        "advance": {"dynamodb:UpdateItem"},
+        "ensure": {"dynamodb:PutItem"},
+        "list": {"dynamodb:Scan"},
+    },
+    "idempotency.rs": {
+        "claim": {"dynamodb:PutItem", "dynamodb:GetItem"},
+    },
+    "inbound.rs": {
+        # A record with an org is two Puts in one TransactWriteItems, which
+        # IAM authorizes as PutItem on each item's table.
+        "record": {"dynamodb:PutItem"},
+        "route": {"dynamodb:GetItem"},
+        "set_route": {"dynamodb:PutItem"},
+        "messages": {"dynamodb:Query"},
+    },
+    "queue.rs": {
+        "send_batch": {"sqs:SendMessage"},  # SendMessageBatch is authorized as SendMessage
+        "receive": {"sqs:ReceiveMessage"},
+        "change_visibility": {"sqs:ChangeMessageVisibility"},
+        "delete_batch": {"sqs:DeleteMessage"},  # DeleteMessageBatch likewise
+    },
+}
+SDK_CALL_ACTIONS = {
+    "put_item": "dynamodb:PutItem",
+    "get_item": "dynamodb:GetItem",
+    "update_item": "dynamodb:UpdateItem",
+    "delete_item": "dynamodb:DeleteItem",
+    "query": "dynamodb:Query",
+    "scan": "dynamodb:Scan",
+    "batch_get_item": "dynamodb:BatchGetItem",
+    "batch_write_item": "dynamodb:BatchWriteItem",
+    "transact_get_items": "dynamodb:GetItem",
+    "send_message": "sqs:SendMessage",
+    "send_message_batch": "sqs:SendMessage",
+    "receive_message": "sqs:ReceiveMessage",
+    "change_message_visibility": "sqs:ChangeMessageVisibility",
+    "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
+    "delete_message": "sqs:DeleteMessage",
+    "delete_message_batch": "sqs:DeleteMessage",
+    "get_queue_attributes": "sqs:GetQueueAttributes",
+}
+TRANSACT_WRITE_ACTIONS = {
+    "put": "dynamodb:PutItem",
+    "update": "dynamodb:UpdateItem",
+    "delete": "dynamodb:DeleteItem",
+    "condition_check": "dynamodb:ConditionCheckItem",
+}
+
+# The source each function's binary runs (besides crates/aws), and the store
+# and queue methods that source calls, by resource.
+FUNCTION_SOURCES = {
+    "api": ["functions/api/src", "crates/pipeline/src/requeue.rs", "crates/pipeline/src/registration.rs"],
+    "inbound": ["functions/inbound/src"],
+    "fanout": ["functions/fanout/src", "crates/pipeline/src/fanout.rs"],
+    "sender": ["functions/sender/src", "crates/pipeline/src/sender.rs"],
+    "sweeper": ["functions/sweeper/src", "crates/pipeline/src/sweeper.rs", "crates/pipeline/src/fanout.rs"],
+}
+FUNCTION_CALLS = {
     "api": {
-        "EventsTable": _TABLE_RW,
-        "EndpointsTable": _TABLE_RW | {"dynamodb:DeleteItem"},
-        "DeliveriesTable": _TABLE_RW,
-        "CursorsTable": _TABLE_RW,
-        "IdempotencyTable": _TABLE_RW,
-        "DeliveryQueue": {"sqs:SendMessage"},
+        "EventsTable": {"put_if_absent", "get"},
+        "EndpointsTable": {"create", "get", "list", "update", "delete"},
+        "DeliveriesTable": {"get", "list_for_endpoint", "transition"},
+        "CursorsTable": {"ensure"},
+        "IdempotencyTable": {"claim"},
+        "DeliveryQueue": {"send_batch"},
     },
     "inbound": {
-        "InboundTable": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
-        "IdempotencyTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
-        "EventsTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
+        "EventsTable": {"put_if_absent", "get"},
+        "IdempotencyTable": {"claim"},
+        "InboundTable": {"record", "route"},
     },
+    "fanout": {
+        "EndpointsTable": {"list_all"},
+        # get_many: the sweeper's checked fan-out, in the same source.
+        "DeliveriesTable": {"create_if_absent", "get_many"},
+        "DeliveryQueue": {"send_batch"},
+    },
+    "sender": {
+        "EndpointsTable": {"get", "disable", "set_failing_since"},
+        "DeliveriesTable": {"get_many", "record_attempt", "transition"},
+        "DeliveryQueue": {"change_visibility"},
+        "DeliveryDeadLetterQueue": {"send_batch"},
+    },
+    "sweeper": {
+        "EventsTable": {"list_after"},
+        "EndpointsTable": {"list_all"},
+        "DeliveriesTable": {"create_if_absent", "get_many"},
+        "CursorsTable": {"list", "advance"},
+        "DeliveryQueue": {"send_batch"},
+    },
+}
+# What Lambda itself does with the function's role: poll the stream or queue
+# of an event source mapping, and send to its OnFailure destination.
+EVENT_SOURCE_GRANTS = {
     "fanout": {
         "EventsTable.stream": {
             "dynamodb:DescribeStream",
@@ -80,31 +214,25 @@ REQUIRED_GRANTS = {
             "dynamodb:GetShardIterator",
             "dynamodb:ListStreams",
         },
-        "EndpointsTable": {"dynamodb:Query"},
-        "DeliveriesTable": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"},
-        "CursorsTable": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"},
-        "DeliveryQueue": {"sqs:SendMessage"},
         "FanoutFailureQueue": {"sqs:SendMessage"},
     },
     "sender": {
-        "EndpointsTable": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"},
-        "DeliveriesTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
-        "DeliveryQueue": {
-            "sqs:ReceiveMessage",
-            "sqs:DeleteMessage",
-            "sqs:ChangeMessageVisibility",
-            "sqs:GetQueueAttributes",
-        },
-        "DeliveryDeadLetterQueue": {"sqs:SendMessage"},
-    },
-    "sweeper": {
-        "EventsTable": {"dynamodb:Query"},
-        "EndpointsTable": {"dynamodb:Query"},
-        "DeliveriesTable": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
-        "CursorsTable": {"dynamodb:Scan", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"},
-        "DeliveryQueue": {"sqs:SendMessage"},
+        "DeliveryQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
     },
 }
+
+
+def expected_grants(name: str) -> dict[str, set[str]]:
+    grants: dict[str, set[str]] = {}
+    for key, methods in FUNCTION_CALLS[name].items():
+        adapter = ADAPTER_ACTIONS[ADAPTER_FILES[key]]
+        for method in methods:
+            grants.setdefault(key, set()).update(adapter[method])
+    for key, actions in EVENT_SOURCE_GRANTS.get(name, {}).items():
+        grants.setdefault(key, set()).update(actions)
+    return grants
+
+
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
 ENV_CALL = re.compile(r'env::(?:required|optional)\(\s*"([A-Z0-9_]+)"')
@@ -345,6 +473,10 @@ def test_table(template: dict, logical_id: str) -> None:
     assert attribute_types == {name: "S" for name, _ in keys}
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["SSESpecification"]["SSEEnabled"] is True
+    # Kept when the stack is deleted or the table replaced, and refused by
+    # DynamoDB to a DeleteTable from anyone, console or script alike.
+    assert table.get("DeletionPolicy") == "Retain" and table.get("UpdateReplacePolicy") == "Retain"
+    assert props.get("DeletionProtectionEnabled") is True
     if has_ttl:
         assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     else:
@@ -408,6 +540,56 @@ def test_delivery_queue_visibility_is_at_least_6x_sender_timeout(template: dict)
     assert visibility >= 6 * timeout, f"VisibilityTimeout {visibility} < 6 x sender Timeout {timeout}"
 
 
+def parse_duration_seconds(text: str) -> float:
+    """webhooks_domain::retry::parse_duration, in Python: a number with an
+    optional unit ms, s, m, h or d (bare numbers are seconds)."""
+    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d|)", text).groups()
+    return float(number) * {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,12h,12h,12h,12h,8h"
+
+
+def test_retry_schedule_parameter_fits_the_delivery_queue(template: dict, repo_root: Path) -> None:
+    """Every schedule the parameter accepts is one the sender parses, with no
+    delay over SQS's 12 h visibility limit, few enough attempts for the
+    queue's maxReceiveCount (with room for a couple of receives that fail
+    before an attempt), and a total within the queue's retention."""
+    source = (repo_root / "crates" / "domain" / "src" / "retry.rs").read_text(encoding="utf-8")
+    assert f'"{DEFAULT_RETRY_SCHEDULE}"' in source, "the built-in schedule changed: update DEFAULT_RETRY_SCHEDULE"
+    pattern = re.compile(template["Parameters"]["RetrySchedule"]["AllowedPattern"])
+    queue = resource(template, "DeliveryQueue")["Properties"]
+    max_receives = int(queue["RedrivePolicy"]["maxReceiveCount"])
+    retention = int(queue["MessageRetentionPeriod"])
+
+    for accepted in ["", "none", DEFAULT_RETRY_SCHEDULE, "1s,2s,4s", "0s", "9999s", "720m", "12h", ",".join(["12h"] * 27)]:
+        assert pattern.fullmatch(accepted), f"RetrySchedule refuses {accepted!r}"
+    for refused in ["13h", "721m", "10000s", "1d", "5 s", "5s, 5m", "5s,", ",5s", "x", ",".join(["1s"] * 28)]:
+        assert not pattern.fullmatch(refused), f"RetrySchedule accepts {refused!r}"
+
+    longest = max(n for n in range(1, 100) if pattern.fullmatch(",".join(["12h"] * n)))
+    assert longest + 1 <= max_receives - 2, f"{longest + 1} attempts leave no spare receive of {max_receives}"
+    assert longest * 12 * 3600 < retention, "the longest schedule outlives the queue's retention"
+    for delay in ["9999s", "720m", "12h"]:
+        assert parse_duration_seconds(delay) <= 12 * 3600
+
+
+def test_request_timeout_parameter_is_well_under_the_senders_timeout(template: dict) -> None:
+    pattern = re.compile(template["Parameters"]["RequestTimeout"]["AllowedPattern"])
+    sender_timeout = int(function_properties(template, "SenderFunction")["Timeout"])
+    accepted = ["", "1s", "15s", "20s", "100ms", "2500ms", "20000ms"]
+    refused = ["0s", "21s", "30s", "60s", "1m", "20001ms", "99ms", "15", "15 s"]
+    for value in accepted:
+        assert pattern.fullmatch(value), f"RequestTimeout refuses {value!r}"
+        if value:
+            assert parse_duration_seconds(value) <= sender_timeout * 2 / 3, value
+    for value in refused:
+        assert not pattern.fullmatch(value), f"RequestTimeout accepts {value!r}"
+    # The largest value the pattern allows, found by search, not by reading it.
+    largest = max(ms for ms in range(100, 60001, 100) if pattern.fullmatch(f"{ms}ms"))
+    assert largest <= sender_timeout * 1000 * 2 / 3, f"{largest} ms is not well under the sender's {sender_timeout} s"
+
+
 # ----------------------------------------------------------------- functions
 
 
@@ -418,7 +600,8 @@ def test_function_runtime_and_build(template: dict, repo_root: Path, template_pa
     assert function["Type"] == "AWS::Serverless::Function"
     props = function_properties(template, logical_id)
     assert props["Runtime"] == "provided.al2023"
-    assert props["Architectures"] == ["arm64"]
+    # One architecture for every function, chosen at build/deploy time.
+    assert props["Architectures"] == [{"Ref": "Architecture"}]
     assert props["Handler"] == "bootstrap"
     assert isinstance(props.get("MemorySize"), int) and props["MemorySize"] >= 128
     assert isinstance(props.get("Timeout"), int) and 1 <= props["Timeout"] <= 900
@@ -434,6 +617,13 @@ def test_function_runtime_and_build(template: dict, repo_root: Path, template_pa
     assert f"functions/{name}" in workspace_manifest["workspace"]["members"]
     crate_manifest = tomllib.loads((workspace / "functions" / name / "Cargo.toml").read_text(encoding="utf-8"))
     assert name in [b["name"] for b in crate_manifest.get("bin", [])], f"functions/{name} builds no binary {name!r}"
+
+
+def test_architecture_parameter_defaults_to_arm64(template: dict) -> None:
+    parameter = template["Parameters"]["Architecture"]
+    assert parameter["Type"] == "String"
+    assert parameter["Default"] == "arm64"
+    assert sorted(parameter["AllowedValues"]) == ["arm64", "x86_64"]
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
@@ -519,25 +709,119 @@ def test_no_echo_parameters_have_no_default(template: dict) -> None:
 # ----------------------------------------------------------------- IAM
 
 
+def rust_without_tests(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    cut = text.find("#[cfg(test)]")
+    return text if cut < 0 else text[:cut]
+
+
+def flat(text: str) -> str:
+    """Rust source without comments and whitespace, so that a call chained over
+    several lines (`self\n    .deliveries\n    .get_many(`) reads as one."""
+    text = re.sub(r"//[^\n]*", "", text)
+    return re.sub(r"\s+", "", text)
+
+
+def adapter_method_actions(path: Path) -> dict[str, set[str]]:
+    """Method of an adapter file -> the IAM actions of the SDK calls in its body,
+    following calls of the file's own helper methods (`self.query(...)`)."""
+    text = rust_without_tests(path)
+    bodies: dict[str, str] = {}
+    for chunk in re.split(r"\n    (?:pub )?async fn ", text)[1:]:
+        name = re.match(r"\w+", chunk).group(0)
+        bodies[name] = flat(chunk)
+
+    def actions(name: str, seen: frozenset) -> set[str]:
+        body = bodies[name]
+        found = {SDK_CALL_ACTIONS[call] for call in re.findall(r"\.(\w+)\(\)", body) if call in SDK_CALL_ACTIONS}
+        if ".transact_write_items()" in body:
+            found |= {
+                TRANSACT_WRITE_ACTIONS[kind]
+                for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
+            }
+        for helper in re.findall(r"self\.(\w+)\((?!\))", body):
+            if helper in bodies and helper not in seen:
+                found |= actions(helper, seen | {helper})
+        return found
+
+    return {name: actions(name, frozenset({name})) for name in bodies}
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTER_ACTIONS))
+def test_adapter_actions_match_the_sdk_calls_in_crates_aws(repo_root: Path, adapter: str) -> None:
+    """ADAPTER_ACTIONS, from which every role's grants are derived, says what
+    each adapter method really calls: a new or changed SDK call fails here."""
+    in_code = adapter_method_actions(repo_root / "crates" / "aws" / "src" / adapter)
+    for method, expected in ADAPTER_ACTIONS[adapter].items():
+        assert method in in_code, f"crates/aws/src/{adapter} has no method {method}"
+        assert in_code[method] == expected, (
+            f"crates/aws/src/{adapter} {method} calls {sorted(in_code[method])}, ADAPTER_ACTIONS says {sorted(expected)}"
+        )
+
+
+def code_calls(repo_root: Path, name: str) -> dict[str, set[str]]:
+    """Resource -> store/queue methods that a function's source calls on it:
+    `self.deliveries.get_many(`, `api.events.get(`, or a clone
+    (`let endpoints = self.endpoints.clone(); ... endpoints.list_all(`)."""
+    methods = {m for adapter in ADAPTER_ACTIONS.values() for m in adapter}
+    calls: dict[str, set[str]] = {}
+    paths: list[Path] = []
+    for source in FUNCTION_SOURCES[name]:
+        path = repo_root / source
+        paths.extend(sorted(path.rglob("*.rs")) if path.is_dir() else [path])
+    for path in paths:
+        text = flat(rust_without_tests(path))
+        cloned = set(re.findall(r"let(\w+)=self\.(?:\w+\.)?\1\.clone\(\);", text))
+        for receiver, method in re.findall(r"(?:self|api|inbound|sender|fanout)\.(\w+)\.(\w+)\(", text):
+            if receiver in RECEIVERS and method in methods:
+                calls.setdefault(RECEIVERS[receiver], set()).add(method)
+        # A store passed as a parameter (`cursors: &dyn CursorStore`) is
+        # called bare, like a clone.
+        params = set(re.findall(r"(\w+):&dyn\w+", text))
+        for receiver, method in re.findall(r"(?<![\w.])(\w+)\.(\w+)\(", text):
+            if receiver in (cloned | params) and receiver in RECEIVERS and method in methods:
+                calls.setdefault(RECEIVERS[receiver], set()).add(method)
+    return calls
+
+
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-def test_function_policy_names_only_its_own_resources(template: dict, name: str) -> None:
+def test_function_calls_match_the_declared_store_methods(repo_root: Path, name: str) -> None:
+    """FUNCTION_CALLS, from which the function's grants are derived, lists what
+    its code calls: a new store or queue call in the code fails here until its
+    grant is added, a removed one until its grant is dropped."""
+    assert code_calls(repo_root, name) == FUNCTION_CALLS[name]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_policy_grants_exactly_what_its_code_uses(template: dict, name: str) -> None:
     logical_id = FUNCTIONS[name]
     statements = function_statements(template, logical_id)
     grants = granted(template, statements)
 
     log_group_id = ref(function_properties(template, logical_id)["LoggingConfig"]["LogGroup"])
-    required = {**REQUIRED_GRANTS[name], log_group_id: LOG_ACTIONS}
+    expected = {**expected_grants(name), log_group_id: LOG_ACTIONS}
 
-    unexpected = set(grants) - set(required)
-    assert not unexpected, f"{name}'s policy names resources it does not own: {sorted(unexpected)}"
-    for key, actions in required.items():
+    unexpected = set(grants) - set(expected)
+    assert not unexpected, f"{name}'s policy names resources it does not use: {sorted(unexpected)}"
+    for key, actions in expected.items():
         missing = actions - grants.get(key, set())
+        extra = grants.get(key, set()) - actions
         assert not missing, f"{name} lacks {sorted(missing)} on {key}"
-    assert grants[log_group_id] == LOG_ACTIONS, f"{name} may do {sorted(grants[log_group_id])} on its logs"
-    for key, actions in grants.items():
-        service = "logs" if key == log_group_id else "sqs" if "Queue" in key else "dynamodb"
-        foreign = {a for a in actions if not a.startswith(f"{service}:")}
-        assert not foreign, f"{name} grants {sorted(foreign)} on {key}"
+        assert not extra, f"{name} may do {sorted(extra)} on {key}, which its code never does"
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_policy_has_one_statement_per_resource(template: dict, name: str) -> None:
+    """Each table (and queue, stream, log group) has its own statement, so a
+    grant can be read, and tightened, one resource at a time."""
+    keys = []
+    for statement in function_statements(template, FUNCTIONS[name]):
+        resources = as_list(statement["Resource"])
+        assert len(resources) == 1, f"{name}: statement {statement.get('Sid')} names {len(resources)} resources"
+        keys.append(policy_resource_key(template, resources[0]))
+    # The stream's ARN and its ListStreams wildcard are two resources of one stream.
+    tables = [k for k in keys if not k.endswith(".stream")]
+    assert len(tables) == len(set(tables)), f"{name}: several statements on one resource: {sorted(tables)}"
 
 
 def test_no_managed_full_access_policies(template: dict) -> None:
@@ -586,6 +870,38 @@ def test_sweeper_runs_on_a_schedule(template: dict) -> None:
     if name:
         expression = template["Parameters"][name]["Default"]
     assert re.fullmatch(r"rate\(\d+ minutes?\)|cron\(.+\)", expression), expression
+
+
+def rate_seconds(expression: str) -> int:
+    number, unit = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", expression).groups()
+    return int(number) * {"minute": 60, "hour": 3600, "day": 86400}[unit]
+
+
+def test_sweeper_runs_cannot_overlap(template: dict) -> None:
+    """A sweep may start late by the event's maximum age (in EventBridge's retry
+    policy and in Lambda's async queue) and run for its timeout: the shortest
+    schedule the parameter allows leaves room for both before the next run."""
+    props = function_properties(template, "SweeperFunction")
+    (schedule,) = events_of_type(template, "SweeperFunction", "Schedule")
+    invoke = props["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 0, "an async retry would overlap the next scheduled run"
+    lateness = max(int(invoke["MaximumEventAgeInSeconds"]), int(schedule["RetryPolicy"]["MaximumEventAgeInSeconds"]))
+    assert 60 <= lateness, "EventBridge and Lambda accept no maximum age below 60 s"
+    busy = int(props["Timeout"]) + lateness
+
+    parameter = template["Parameters"][ref(schedule["Schedule"])]
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch(parameter["Default"])
+    assert rate_seconds(parameter["Default"]) >= busy
+    allowed = ["rate(5 minutes)", "rate(10 minutes)", "rate(59 minutes)", "rate(1 hour)", "rate(2 hours)", "rate(1 day)"]
+    refused = ["rate(1 minute)", "rate(4 minutes)", "rate(0 minutes)", "rate(2 hour)", "cron(* * * * ? *)", ""]
+    for expression in allowed:
+        assert pattern.fullmatch(expression), f"SweepSchedule refuses {expression}"
+        assert rate_seconds(expression) >= busy, f"{expression} is shorter than {busy} s of a late, slow run"
+    for expression in refused:
+        assert not pattern.fullmatch(expression), f"SweepSchedule accepts {expression!r}"
+    shortest = min(m * 60 for m in range(1, 61) if pattern.fullmatch(f"rate({m} minutes)"))
+    assert shortest >= busy, f"SweepSchedule allows a {shortest} s period, less than {busy} s"
 
 
 def test_only_the_stream_and_queue_functions_have_those_event_sources(template: dict) -> None:
@@ -682,6 +998,21 @@ def test_inbound_routes_skip_the_authorizer(template: dict) -> None:
         assert event.get("Auth", {}).get("Authorizer") == "NONE", f"{route} must not require a JWT"
 
 
+def test_unauthenticated_inbound_routes_have_their_own_throttle(template: dict) -> None:
+    """Anyone can call /inbound/*: each route gets a rate and burst of its own,
+    below the stage's, so a flood on one cannot use up the management API's."""
+    parameters = template["Parameters"]
+    for route, event in http_routes(template, "InboundFunction").items():
+        settings = event.get("RouteSettings", {})
+        assert ref(settings.get("ThrottlingRateLimit")) == "InboundThrottlingRateLimit", route
+        assert ref(settings.get("ThrottlingBurstLimit")) == "InboundThrottlingBurstLimit", route
+    rate, burst = parameters["InboundThrottlingRateLimit"], parameters["InboundThrottlingBurstLimit"]
+    assert 1 <= rate["MinValue"] and 1 <= burst["MinValue"]
+    assert rate["Default"] < parameters["ApiThrottlingRateLimit"]["Default"]
+    assert burst["Default"] < parameters["ApiThrottlingBurstLimit"]["Default"]
+    assert rate["Default"] <= burst["Default"] <= burst["MaxValue"]
+
+
 # ----------------------------------------------------------------- alarms
 
 
@@ -717,6 +1048,24 @@ def test_alarm_topic_mails_the_alarm_email_when_one_is_given(template: dict) -> 
     condition = template["Conditions"][subscription["Condition"]]
     assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
     parameter_defaults_to(template, "AlarmEmail", "")
+
+
+def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(template: dict) -> None:
+    """SNS encrypts the topic at rest. With the AWS managed key alias/aws/sns
+    CloudWatch could not publish (that key's policy cannot be changed to let
+    it), so the topic uses a key of this stack whose policy lets CloudWatch
+    generate and decrypt data keys."""
+    topic = resource(template, "AlarmTopic")["Properties"]
+    key_id = ref(topic.get("KmsMasterKeyId")) or (getatt(topic.get("KmsMasterKeyId")) or [None])[0]
+    assert key_id, "AlarmTopic has no KmsMasterKeyId of this stack (alias/aws/sns would drop alarms)"
+    key = resource(template, key_id)
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"].get("EnableKeyRotation") is True
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [s for s in statements if s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"]
+    assert len(cloudwatch) == 1, "the key policy must let cloudwatch.amazonaws.com use the key"
+    assert set(as_list(cloudwatch[0]["Action"])) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert cloudwatch[0]["Effect"] == "Allow"
 
 
 def test_queue_alarms(template: dict) -> None:

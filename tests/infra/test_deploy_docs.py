@@ -1,0 +1,77 @@
+"""The deploy path a stranger follows: samconfig.toml deploys no example
+values, and README's Deploying section creates the secrets the template
+resolves and names every parameter a first deploy must answer."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def samconfig(repo_root: Path) -> dict:
+    import tomllib
+
+    return tomllib.loads((repo_root / "samconfig.toml").read_text(encoding="utf-8"))
+
+
+def test_samconfig_deploys_no_placeholder_values(repo_root: Path) -> None:
+    """A committed parameter_overrides would deploy someone's example issuer or
+    subscribe an example address; `sam deploy --guided` asks instead."""
+    text = (repo_root / "samconfig.toml").read_text(encoding="utf-8")
+    config = samconfig(repo_root)
+    for command, section in config["default"].items():
+        params = section.get("parameters", {})
+        assert "parameter_overrides" not in params, f"samconfig.toml [{command}] sets parameter_overrides"
+        assert "region" not in params, f"samconfig.toml [{command}] pins a region"
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    assert not re.search(r"example\.(com|org|net)|placeholder", code, re.I)
+
+
+def test_samconfig_points_at_the_template_and_its_build(repo_root: Path) -> None:
+    config = samconfig(repo_root)["default"]
+    assert config["build"]["parameters"]["template_file"] == "infra/template.yaml"
+    assert config["validate"]["parameters"]["template_file"] == "infra/template.yaml"
+    build_dir = config["build"]["parameters"]["build_dir"]
+    assert config["deploy"]["parameters"]["template_file"] == f"{build_dir}/template.yaml"
+    assert "/" + build_dir.split("/")[0] + "/" + build_dir.split("/")[1] in (repo_root / ".gitignore").read_text()
+    assert (repo_root / "infra" / "template.yaml").is_file()
+
+
+def deploying_section(repo_root: Path) -> str:
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Deploying")
+    end = readme.find("\n## ", start + 1)
+    return readme[start : end if end > 0 else None]
+
+
+def test_readme_creates_each_secret_the_template_resolves(template: dict, repo_root: Path) -> None:
+    """The README's create-secret commands name the secrets the template's
+    dynamic references resolve, as plain SecretStrings (the references read
+    the whole SecretString, so key/value JSON would become the secret)."""
+    section = deploying_section(repo_root)
+    commands = re.findall(
+        r"aws secretsmanager create-secret --name (\S+) (?:\\\s*\n\s*)?--secret-string (\S+)", section
+    )
+    names = {name for name, _ in commands}
+    expected = {
+        p["Default"] for key, p in template["Parameters"].items() if key.endswith("SecretName")
+    }
+    # The four providers' secrets and the portal's signing key.
+    assert len(expected) == 5
+    assert names == expected, f"README creates {sorted(names)}, the template resolves {sorted(expected)}"
+    for name, value in commands:
+        assert not value.lstrip("'\"").startswith("{"), f"{name}: a JSON SecretString would not be the secret"
+    variables = template["Resources"]["InboundFunction"]["Properties"]["Environment"]["Variables"]
+    for variable in ("STRIPE_WEBHOOK_SECRET", "TWILIO_AUTH_TOKEN", "WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET"):
+        fmt = variables[variable]["Fn::Sub"]
+        assert fmt.endswith(":SecretString}}"), f"{variable} no longer reads the whole SecretString: update README"
+
+
+def test_readme_names_every_parameter_a_deploy_must_answer(template: dict, repo_root: Path) -> None:
+    section = deploying_section(repo_root)
+    without_default = [k for k, p in template["Parameters"].items() if "Default" not in p]
+    assert without_default
+    for name in without_default + ["Architecture", "AlarmEmail"]:
+        assert f"`{name}`" in section, f"README's Deploying section does not say what to give {name}"
+    for topic in ("sam deploy --guided", "Subscription Confirmation", "sam delete", "LocalStack", "Architecture=x86_64"):
+        assert topic in section, f"README's Deploying section says nothing of {topic!r}"
