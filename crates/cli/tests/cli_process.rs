@@ -346,12 +346,27 @@ async fn events_and_deliveries_including_a_retry() {
             "publish",
             "invoice.paid",
             "--data",
-            "{\"other\":1}",
+            &at_file,
             "--idempotency-key",
             "k-1",
         ],
     );
     assert_eq!(first["id"], again["id"], "the same key gives the first id");
+    // The same key with other data is refused (422): exit 1, the API's message.
+    let other = dev.run(
+        "acme",
+        &[
+            "events",
+            "publish",
+            "invoice.paid",
+            "--data",
+            "{\"other\":1}",
+            "--idempotency-key",
+            "k-1",
+        ],
+    );
+    other.assert_status(1);
+    assert!(other.stderr.contains("idempotency_key"), "{}", other.stderr);
     let table = dev.run(
         "acme",
         &[
