@@ -56,6 +56,8 @@ pub mod cursor {
     }
 }
 
+pub mod queue_limits;
+
 /// How the delivery queues are set up, the same in the SAM template, in
 /// `--create-resources` and in the memory queue that stands in for SQS.
 pub mod queue_settings {
