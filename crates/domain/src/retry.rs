@@ -256,6 +256,8 @@ mod tests {
         // 12 attempts; the 10 h and 12 h delays (up to 14.4 h with jitter),
         // and any wait stretched by a 12 h Retry-After, take two receives.
         assert_eq!(s.max_receives(), 23);
+        // Every wait at its longest: 141.6 h.
+        assert!((s.max_span().as_secs_f64() - 509_760.0).abs() < 1.0);
         s.check_fits_queue(30, Duration::from_secs(1_209_600))
             .expect("the default schedule fits maxReceiveCount 30 and 14 days");
         // Exponential at first: each early delay is longer than the last.
