@@ -13,4 +13,5 @@ mod fuzz_corpus;
 #[path = "../../fuzz/harness.rs"]
 mod fuzz_harness;
 mod pipeline_on_moto;
+mod queue_contract;
 mod support;

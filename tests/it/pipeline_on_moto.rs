@@ -281,3 +281,39 @@ async fn malformed_queue_messages_are_set_aside() {
         .expect("receive")
         .is_empty());
 }
+
+/// Ten events of 64 KiB of data whose characters all double in the task
+/// message (escaped quotes, U+FFFF): about 1.3 MB of task messages, more
+/// than one SendMessageBatch takes, and a character SQS does not carry. All
+/// are delivered, each body byte for byte the event's payload.
+#[tokio::test]
+async fn large_events_of_the_worst_characters_are_all_delivered_byte_for_byte() {
+    let receiver = Receiver::always(204).await;
+    let mut sys = MotoSystem::new("large", "1s,1s", 0).await;
+    let ep = sys
+        .endpoint("org_a", receiver.url("/hooks"), &["invoice.paid"])
+        .await;
+    let unit = "\\\"\u{FFFF}";
+    let n = (webhooks_domain::event::MAX_DATA_BYTES - 8) / unit.len();
+    let mut events = Vec::new();
+    for i in 0..10 {
+        let data = format!(r#"{{"x":"{}","i":{i}}}"#, unit.repeat(n - 2));
+        events.push(sys.publish("org_a", EventType::InvoicePaid, &data).await);
+    }
+    for event in &events {
+        let delivered = sys
+            .drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
+            .await;
+        assert!(delivered, "{} was not delivered", event.id);
+    }
+    let got = receiver.received();
+    assert_eq!(got.len(), 10);
+    for event in &events {
+        let payload = event.payload();
+        assert!(
+            got.iter().any(|r| r.body.as_ref() == payload.as_bytes()),
+            "no request carried {}'s payload unchanged",
+            event.id
+        );
+    }
+}

@@ -8,12 +8,8 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 use futures::future::join_all;
 use std::time::Duration;
+use webhooks_ports::queue_limits::{self, MAX_BATCH_ENTRIES as SQS_BATCH, MAX_VISIBILITY};
 use webhooks_ports::{BackendError, Queue, ReceivedMessage, Result};
-
-/// SQS takes at most ten messages per batch call.
-const SQS_BATCH: usize = 10;
-/// The longest visibility timeout SQS accepts, in seconds.
-const MAX_VISIBILITY_SECS: u64 = 43_200;
 
 /// One SQS queue, by URL.
 #[derive(Clone)]
@@ -34,19 +30,20 @@ impl SqsQueue {
         &self.url
     }
 
-    async fn send_chunk(&self, offset: usize, bodies: &[String]) -> Vec<usize> {
-        let entries: Vec<SendMessageBatchRequestEntry> = bodies
+    /// One SendMessageBatch request of the bodies at `indexes`; returns the
+    /// indexes SQS did not take.
+    async fn send_chunk(&self, bodies: &[String], indexes: &[usize]) -> Vec<usize> {
+        let entries: Vec<SendMessageBatchRequestEntry> = indexes
             .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
+            .filter_map(|i| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(b)
+                    .message_body(&bodies[*i])
                     .build()
                     .ok()
             })
             .collect();
-        let all = || (offset..offset + bodies.len()).collect::<Vec<_>>();
+        let all = || indexes.to_vec();
         match self
             .client
             .send_message_batch()
@@ -59,7 +56,6 @@ impl SqsQueue {
                 .failed
                 .iter()
                 .filter_map(|f| f.id.parse::<usize>().ok())
-                .map(|i| offset + i)
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %backend_error("SendMessageBatch", e), "queue send failed");
@@ -72,11 +68,19 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
-        let chunks = bodies
-            .chunks(SQS_BATCH)
-            .enumerate()
-            .map(|(n, chunk)| self.send_chunk(n * SQS_BATCH, chunk));
+        // Cut by count and by bytes, and keep out what SQS would refuse
+        // whatever the batch: one bad message must not fail a whole request
+        // of other messages (other orgs' among them).
+        let plan = queue_limits::plan_batches(bodies);
+        for (i, reason) in &plan.refused {
+            tracing::error!(index = i, %reason, "message refused before sending");
+        }
+        let chunks = plan
+            .batches
+            .iter()
+            .map(|indexes| self.send_chunk(bodies, indexes));
         let mut failed: Vec<usize> = join_all(chunks).await.into_iter().flatten().collect();
+        failed.extend(plan.refused.iter().map(|(i, _)| *i));
         failed.sort_unstable();
         Ok(failed)
     }
@@ -118,7 +122,7 @@ impl Queue for SqsQueue {
     async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
         // Round up so that a message is never shown before it is due.
         let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-        let secs = i32::try_from(secs.min(MAX_VISIBILITY_SECS)).unwrap_or(43_200);
+        let secs = i32::try_from(secs.min(MAX_VISIBILITY.as_secs())).unwrap_or(43_200);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)

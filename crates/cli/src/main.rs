@@ -158,6 +158,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--retry-schedule: {e}"))?,
         None => RetrySchedule::default(),
     };
+    webhooks_ports::queue_settings::check_schedule(&schedule)
+        .map_err(|e| anyhow::anyhow!("--retry-schedule: {e}"))?;
     let request_timeout = parse_duration(&args.request_timeout)
         .map_err(|e| anyhow::anyhow!("--request-timeout: {e}"))?;
     let routes = args

@@ -617,3 +617,34 @@ async fn exit_statuses_and_messages() {
     out.assert_status(0);
     assert_eq!(out.stdout.trim().split('.').count(), 3);
 }
+
+#[test]
+fn dev_refuses_a_retry_schedule_the_queue_cannot_carry() {
+    // Fifteen retries that a 12 h Retry-After can each stretch over two
+    // receives: more than the queue's maxReceiveCount of 30.
+    let schedule = vec!["1s"; 15].join(",");
+    let mut child = Command::new(BIN)
+        .args(["dev", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+        .args(["--retry-schedule", &schedule])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run webhooks dev");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("webhooks dev started with a schedule the queue cannot carry");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(stderr.contains("--retry-schedule"), "{stderr}");
+    assert!(stderr.contains("maxReceiveCount of 30"), "{stderr}");
+}

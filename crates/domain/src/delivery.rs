@@ -201,10 +201,34 @@ pub struct DeliveryTask {
 }
 
 impl DeliveryTask {
-    /// The queue message's body.
+    /// The queue message's body: the task as JSON, with every character SQS
+    /// does not carry written as a `\uXXXX` escape. serde_json escapes the
+    /// control characters but leaves U+FFFE and U+FFFF as they are; they can
+    /// only stand inside a JSON string here, so the escape decodes back to
+    /// the same payload, byte for byte.
     pub fn to_message(&self) -> String {
-        serde_json::to_string(self).expect("a task of strings and a unit enum always serializes")
+        let json = serde_json::to_string(self)
+            .expect("a task of strings and a unit enum always serializes");
+        if json.chars().all(sqs_carries) {
+            return json;
+        }
+        let mut out = String::with_capacity(json.len() + 16);
+        for c in json.chars() {
+            if sqs_carries(c) {
+                out.push(c);
+            } else {
+                // Every character outside SQS's ranges is in the BMP.
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+        }
+        out
     }
+}
+
+/// Whether SQS carries `c` in a message body: #x9 #xA #xD #x20-#xD7FF
+/// #xE000-#xFFFD #x10000-#x10FFFF.
+fn sqs_carries(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
 /// What came of one HTTP attempt.
@@ -314,6 +338,55 @@ mod tests {
     }
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    fn task_with_data(data: &str) -> DeliveryTask {
+        let raw = serde_json::value::RawValue::from_string(data.to_string()).unwrap();
+        crate::event::validate_data(&raw).expect("data within the API's limit");
+        let event = crate::Event::new("org_1", crate::EventType::InvoicePaid, raw);
+        let d = Delivery::new(
+            "org_1",
+            &crate::ids::new_id("ep"),
+            &event.id,
+            event.event_type,
+        );
+        d.task(&event, event.payload())
+    }
+
+    #[test]
+    fn a_task_message_escapes_what_sqs_refuses_and_decodes_to_the_same_payload() {
+        let task = task_with_data("{\"x\":\"a\u{FFFE}b\u{FFFF}c\u{FFFD}\u{10FFFF}\"}");
+        let message = task.to_message();
+        assert!(message.chars().all(sqs_carries), "{message:?}");
+        assert!(message.contains("\\ufffe") && message.contains("\\uffff"));
+        let back: DeliveryTask = serde_json::from_str(&message).unwrap();
+        assert_eq!(back.payload.as_bytes(), task.payload.as_bytes());
+        assert!(back.payload.contains('\u{FFFF}'));
+    }
+
+    #[test]
+    fn a_64_kib_event_of_the_worst_characters_fits_one_queue_message() {
+        // Each of these doubles in the task's JSON: a quote or a backslash
+        // (escaped again), a newline between tokens, U+FFFE (3 bytes, then
+        // 6 as an escape). SQS takes 256 KiB per message.
+        const SQS_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+        let limit = crate::event::MAX_DATA_BYTES;
+        for unit in ["\\\"", "\\\\", "\u{FFFE}", "\u{FFFF}"] {
+            let head = "{\"x\":\"";
+            let tail = "\"}";
+            let n = (limit - head.len() - tail.len()) / unit.len();
+            let data = format!("{head}{}{tail}", unit.repeat(n));
+            let task = task_with_data(&data);
+            let message = task.to_message();
+            assert!(
+                message.len() <= SQS_MAX_MESSAGE_BYTES,
+                "{} bytes for {unit:?}",
+                message.len()
+            );
+            assert!(message.chars().all(sqs_carries));
+        }
+        let newlines = format!("{{{}\"x\":1}}", "\n".repeat(limit - 7));
+        assert!(task_with_data(&newlines).to_message().len() <= SQS_MAX_MESSAGE_BYTES);
+    }
 
     fn responded(status: u16) -> AttemptResult {
         AttemptResult::Responded {

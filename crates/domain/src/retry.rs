@@ -6,8 +6,23 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// SQS cannot hide a message for longer than 12 hours, so no delay is longer.
-pub const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
+/// The longest `Retry-After` honoured: 12 hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600);
+
+/// The longest the sender hides a message from one receive: SQS refuses to
+/// hide a message for more than 12 h from its receipt, and the receipt
+/// happened up to a minute before the sender saw it (batching window,
+/// invocation). A longer delay takes more than one receive: the message is
+/// hidden again, without an attempt, each time it comes back early.
+pub const MAX_HIDE_PER_RECEIVE: Duration = Duration::from_secs(43_200 - 60);
+
+/// What one receive is counted to cover when checking that a schedule fits
+/// the queue: [`MAX_HIDE_PER_RECEIVE`] less a minute for the handler's own
+/// work before it hides the message.
+const PLANNED_HOP: Duration = Duration::from_secs(43_200 - 120);
+
+/// The most a delay grows with jitter (+20 %).
+const MAX_JITTER: f64 = 1.2;
 
 /// The delays before each retry. `1s,2s,4s` means four attempts in all: the
 /// first, then one after each delay.
@@ -34,11 +49,9 @@ impl Default for RetrySchedule {
 }
 
 impl RetrySchedule {
-    /// A schedule from explicit delays (each capped at 12 h).
+    /// A schedule from explicit delays.
     pub fn new(delays: Vec<Duration>) -> Self {
-        RetrySchedule {
-            delays: delays.into_iter().map(|d| d.min(MAX_DELAY)).collect(),
-        }
+        RetrySchedule { delays }
     }
 
     /// How many attempts the schedule allows, the first included.
@@ -62,20 +75,81 @@ impl RetrySchedule {
     pub fn total(&self) -> Duration {
         self.delays.iter().sum()
     }
+
+    /// The longest each wait can be: the delay with +20 % jitter, or a
+    /// `Retry-After` of up to [`MAX_RETRY_AFTER`] if that is longer.
+    fn worst_waits(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.delays
+            .iter()
+            .map(|d| d.mul_f64(MAX_JITTER).max(MAX_RETRY_AFTER))
+    }
+
+    /// The most receives of one queue message a delivery can take: one per
+    /// attempt, and one more for each time a wait longer than one receive
+    /// can hide it ([`MAX_HIDE_PER_RECEIVE`]) brings it back early.
+    pub fn max_receives(&self) -> u32 {
+        let hop = PLANNED_HOP.as_secs_f64();
+        let receives: f64 = self
+            .worst_waits()
+            .map(|w| (w.as_secs_f64() / hop).ceil().max(1.0))
+            .sum();
+        // At most a few hundred delays fit a u32 with room to spare; a
+        // schedule so long fails the check anyway.
+        u32::try_from(receives as u64 + 1).unwrap_or(u32::MAX)
+    }
+
+    /// The longest a delivery's message can stay on the queue: every wait
+    /// at its longest.
+    pub fn max_span(&self) -> Duration {
+        self.worst_waits().sum()
+    }
+
+    /// Refuses a schedule the queue cannot carry: one whose attempts and
+    /// re-hides need more receives than the redrive's `max_receive_count`
+    /// (SQS would move the message to the dead-letter queue with the delivery
+    /// still pending), or whose waits outlast the queue's `retention` (SQS
+    /// would drop the message).
+    pub fn check_fits_queue(
+        &self,
+        max_receive_count: u32,
+        retention: Duration,
+    ) -> Result<(), ScheduleError> {
+        let err = |reason: String| ScheduleError {
+            input: self.to_string(),
+            reason,
+        };
+        let receives = self.max_receives();
+        if receives > max_receive_count {
+            return Err(err(format!(
+                "it can take {receives} receives of a message ({} attempts, and one more each time a wait longer than SQS can hide a message at once, up to 12 h per Retry-After, comes back early), more than the queue's maxReceiveCount of {max_receive_count}",
+                self.max_attempts()
+            )));
+        }
+        let span = self.max_span();
+        if span > retention {
+            return Err(err(format!(
+                "its waits can add up to {:.1} days (delays +20 % jitter, or 12 h per Retry-After), more than the queue's retention of {:.1} days",
+                span.as_secs_f64() / 86400.0,
+                retention.as_secs_f64() / 86400.0
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Spreads a delay over ±20 % so that endpoints that failed together are not
-/// retried together, capped at [`MAX_DELAY`].
+/// retried together. Delays longer than SQS can hide a message at once are
+/// kept: the sender hides the message again each time it comes back early.
 pub fn with_jitter(delay: Duration, rng: &mut impl Rng) -> Duration {
-    let factor: f64 = rng.random_range(0.8..=1.2);
-    delay.mul_f64(factor).min(MAX_DELAY)
+    let factor: f64 = rng.random_range(0.8..=MAX_JITTER);
+    delay.mul_f64(factor)
 }
 
 /// The delay to use when the receiver said `Retry-After`: at least the
-/// scheduled delay, at most [`MAX_DELAY`].
+/// scheduled delay, and the asked delay up to [`MAX_RETRY_AFTER`].
 pub fn honour_retry_after(scheduled: Duration, retry_after: Option<Duration>) -> Duration {
     match retry_after {
-        Some(asked) => asked.clamp(scheduled, MAX_DELAY.max(scheduled)),
+        Some(asked) => asked.clamp(scheduled, MAX_RETRY_AFTER.max(scheduled)),
         None => scheduled,
     }
 }
@@ -111,12 +185,6 @@ impl FromStr for RetrySchedule {
         let mut delays = Vec::new();
         for part in trimmed.split(',') {
             let d = parse_duration(part.trim()).map_err(|e| err(e.to_string()))?;
-            if d > MAX_DELAY {
-                return Err(err(format!(
-                    "'{}' is longer than the 12 h limit of SQS",
-                    part.trim()
-                )));
-            }
             delays.push(d);
         }
         Ok(RetrySchedule { delays })
@@ -191,11 +259,17 @@ mod tests {
     }
 
     #[test]
-    fn default_is_about_three_days_and_within_sqs_limits() {
+    fn default_is_about_three_days_and_fits_the_queue() {
         let s = RetrySchedule::default();
         let days = s.total().as_secs_f64() / 86400.0;
         assert!((2.9..=3.2).contains(&days), "{days} days");
-        assert!(s.delays().iter().all(|d| *d <= MAX_DELAY));
+        // 12 attempts; the 10 h and 12 h delays (up to 14.4 h with jitter),
+        // and any wait stretched by a 12 h Retry-After, take two receives.
+        assert_eq!(s.max_receives(), 23);
+        // Every wait at its longest: 141.6 h.
+        assert!((s.max_span().as_secs_f64() - 509_760.0).abs() < 1.0);
+        s.check_fits_queue(30, Duration::from_secs(1_209_600))
+            .expect("the default schedule fits maxReceiveCount 30 and 14 days");
         // Exponential at first: each early delay is longer than the last.
         assert!(s.delays().windows(2).take(5).all(|w| w[1] > w[0]));
     }
@@ -204,7 +278,8 @@ mod tests {
     fn bad_schedules_name_the_problem() {
         let e = "1s,soon".parse::<RetrySchedule>().unwrap_err();
         assert!(e.to_string().contains("soon"), "{e}");
-        assert!("13h".parse::<RetrySchedule>().is_err());
+        let long: RetrySchedule = "1d".parse().unwrap();
+        assert_eq!(long.delays(), [Duration::from_secs(86400)]);
         assert!("5x".parse::<RetrySchedule>().is_err());
         assert_eq!(
             "250ms".parse::<RetrySchedule>().unwrap().delays()[0],
@@ -213,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_within_twenty_percent_and_the_cap() {
+    fn jitter_stays_within_twenty_percent_however_long_the_delay() {
         let mut rng = StdRng::seed_from_u64(7);
         let base = Duration::from_secs(100);
         let mut seen = std::collections::HashSet::new();
@@ -223,7 +298,30 @@ mod tests {
             seen.insert(d.as_millis());
         }
         assert!(seen.len() > 100, "jitter must vary");
-        assert!(with_jitter(MAX_DELAY, &mut rng) <= MAX_DELAY);
+        // Long delays are not cut at SQS's 12 h: they take several receives.
+        let day = Duration::from_secs(86400);
+        let d = with_jitter(day, &mut rng);
+        assert!(d >= day.mul_f64(0.8) && d <= day.mul_f64(1.2), "{d:?}");
+    }
+
+    #[test]
+    fn schedules_the_queue_cannot_carry_are_refused_naming_the_limit() {
+        let retention = Duration::from_secs(1_209_600);
+        // Fifteen waits that a 12 h Retry-After can stretch: two receives each.
+        let many: RetrySchedule = vec!["1s"; 15].join(",").parse().unwrap();
+        let e = many.check_fits_queue(30, retention).unwrap_err();
+        assert!(e.to_string().contains("maxReceiveCount of 30"), "{e}");
+        assert!(e.to_string().contains("31 receives"), "{e}");
+        // With SQS's 14 days, 30 receives run out first; a shorter
+        // retention shows the other check.
+        let long: RetrySchedule = "2d,2d".parse().unwrap();
+        let e = long
+            .check_fits_queue(30, Duration::from_secs(4 * 86400))
+            .unwrap_err();
+        assert!(e.to_string().contains("retention of 4.0 days"), "{e}");
+        let fits: RetrySchedule = "1d,2d".parse().unwrap();
+        assert_eq!(fits.max_receives(), 1 + 3 + 5);
+        fits.check_fits_queue(30, retention).expect("fits");
     }
 
     #[test]
@@ -237,7 +335,7 @@ mod tests {
         assert_eq!(honour_retry_after(s, Some(Duration::from_secs(1))), s);
         assert_eq!(
             honour_retry_after(s, Some(Duration::from_secs(999_999))),
-            MAX_DELAY
+            MAX_RETRY_AFTER
         );
         let now = chrono::DateTime::parse_from_rfc3339("2026-10-21T07:26:30Z")
             .unwrap()

@@ -5,12 +5,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use webhooks_ports::queue_limits::{self, MAX_VISIBILITY};
 use webhooks_ports::{BackendError, Queue, ReceivedMessage, Result};
 
 /// An SQS queue in memory: a received message stays invisible for the
 /// visibility timeout unless deleted, comes back with a higher receive count,
 /// and moves to the dead-letter queue once received more than
-/// `max_receive_count` times.
+/// `max_receive_count` times. It refuses what SQS refuses
+/// ([`queue_limits`]): a message over 256 KiB or with a character SQS does
+/// not carry, a batch request of more than ten entries or over 1 MiB, and a
+/// visibility change that would hide a message for more than 12 h from its
+/// receipt.
 pub struct MemoryQueue {
     state: Mutex<State>,
     changed: Notify,
@@ -31,6 +36,8 @@ struct Message {
     visible_at: Instant,
     receive_count: u32,
     receipt: Option<String>,
+    /// When the current receipt was handed out.
+    received_at: Instant,
 }
 
 impl MemoryQueue {
@@ -87,6 +94,7 @@ impl MemoryQueue {
             visible_at: Instant::now(),
             receive_count,
             receipt: None,
+            received_at: Instant::now(),
         });
     }
 
@@ -123,6 +131,7 @@ impl MemoryQueue {
                 m.receive_count += 1;
                 m.visible_at = now + vt;
                 m.receipt = Some(receipt.clone());
+                m.received_at = now;
                 out.push(ReceivedMessage {
                     message_id: m.id.clone(),
                     body: m.body.clone(),
@@ -140,16 +149,35 @@ impl MemoryQueue {
         }
         (out, next_visible)
     }
+
+    /// One `SendMessageBatch` request as SQS takes it: all of it, or none
+    /// when SQS would refuse it (more than ten entries, over 1 MiB, a
+    /// message over 256 KiB or with a forbidden character).
+    pub fn send_request(&self, bodies: &[String]) -> Result<()> {
+        queue_limits::check_batch(bodies)
+            .map_err(|e| BackendError::Permanent(format!("SendMessageBatch: {e}")))?;
+        for body in bodies {
+            self.push(body.clone(), 0);
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
-        for body in bodies {
-            self.push(body.clone(), 0);
+        // Cut as the SQS adapter cuts, each batch a request SQS would take.
+        let plan = queue_limits::plan_batches(bodies);
+        let mut refused: Vec<usize> = plan.refused.iter().map(|(i, _)| *i).collect();
+        for batch in plan.batches {
+            let chunk: Vec<String> = batch.iter().map(|i| bodies[*i].clone()).collect();
+            if self.send_request(&chunk).is_err() {
+                refused.extend(batch);
+            }
         }
-        self.changed.notify_waiters();
-        Ok(Vec::new())
+        refused.sort_unstable();
+        Ok(refused)
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
@@ -181,7 +209,15 @@ impl Queue for MemoryQueue {
                 .ok_or_else(|| {
                     BackendError::Permanent("receipt handle is invalid or expired".into())
                 })?;
-            m.visible_at = Instant::now() + delay;
+            let now = Instant::now();
+            if (now + delay).duration_since(m.received_at) > MAX_VISIBILITY {
+                return Err(BackendError::Permanent(format!(
+                    "ChangeMessageVisibility: hiding the message for {} s more would take it past {} s from its receipt",
+                    delay.as_secs_f64(),
+                    MAX_VISIBILITY.as_secs()
+                )));
+            }
+            m.visible_at = now + delay;
         }
         self.changed.notify_waiters();
         Ok(())
@@ -231,6 +267,46 @@ mod tests {
             .change_visibility("rh-unknown", Duration::ZERO)
             .await
             .is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_message_stays_hidden_past_12_hours_from_its_receipt() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        q.send_batch(&["a".into()]).await.unwrap();
+        let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        q.change_visibility(&m.receipt_handle, MAX_VISIBILITY)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let e = q
+            .change_visibility(&m.receipt_handle, MAX_VISIBILITY)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("43200 s from its receipt"), "{e}");
+        q.change_visibility(&m.receipt_handle, MAX_VISIBILITY - Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn requests_sqs_refuses_are_refused() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        let eleven = vec!["a".to_string(); 11];
+        assert!(q.send_request(&eleven).is_err());
+        let big = vec!["x".repeat(queue_limits::MAX_MESSAGE_BYTES); 5];
+        assert!(q.send_request(&big).is_err());
+        assert!(q.send_request(&["\u{FFFE}".to_string()]).is_err());
+        assert!(q.send_request(&["\\ufffe".to_string()]).is_ok());
+        assert_eq!(q.len(), 1);
+        // Through the port, the same bodies are cut into requests it takes.
+        assert!(q.send_batch(&eleven).await.unwrap().is_empty());
+        assert!(q.send_batch(&big).await.unwrap().is_empty());
+        assert_eq!(q.len(), 1 + 11 + 5);
+        let refused = q
+            .send_batch(&["ok".into(), "\u{FFFF}".into(), "x".repeat(300_000)])
+            .await
+            .unwrap();
+        assert_eq!(refused, [1, 2]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
+use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
@@ -60,10 +61,21 @@ pub struct Sender {
 struct Job<'a> {
     message: &'a ReceivedMessage,
     task: DeliveryTask,
+    /// When the batch reached the sender: SQS counts its 12 h limit on
+    /// hiding a message from the receipt, just before.
+    received: tokio::time::Instant,
 }
 
-/// A message whose delivery is still pending and whose endpoint exists.
+impl Job<'_> {
+    /// The longest this message can still be hidden from now.
+    fn hide_limit(&self) -> Duration {
+        MAX_HIDE_PER_RECEIVE.saturating_sub(self.received.elapsed())
+    }
+}
+
+/// A message whose delivery is still pending, due, and whose endpoint exists.
 struct Prepared<'a> {
+    job: &'a Job<'a>,
     message: &'a ReceivedMessage,
     task: &'a DeliveryTask,
     delivery: &'a Delivery,
@@ -121,6 +133,7 @@ impl Sender {
     /// Handles a batch of queue messages concurrently, returning one outcome
     /// per message, in order.
     pub async fn process_batch(&self, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
+        let received = tokio::time::Instant::now();
         let mut outcomes = vec![MessageOutcome::Done; messages.len()];
         let mut jobs: Vec<(usize, Job)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
@@ -135,7 +148,14 @@ impl Sender {
                 {
                     tracing::info!(delivery_id = %task.delivery_id, "duplicate message in batch; dropped");
                 }
-                Ok(task) => jobs.push((i, Job { message, task })),
+                Ok(task) => jobs.push((
+                    i,
+                    Job {
+                        message,
+                        task,
+                        received,
+                    },
+                )),
                 Err(e) => {
                     tracing::error!(message_id = %message.message_id, error = %e, "malformed delivery message; moved to the dead-letter queue");
                     outcomes[i] = self.dead_letter_message(message).await;
@@ -217,8 +237,9 @@ impl Sender {
         .await
     }
 
-    /// Checks that the message's delivery is still to be attempted and its
-    /// endpoint exists; otherwise finishes the message here.
+    /// Checks that the message's delivery is still to be attempted, is due,
+    /// and its endpoint exists; otherwise finishes the message here, or
+    /// hides it again until it is due.
     async fn prepare<'a>(
         &self,
         job: &'a Job<'a>,
@@ -233,6 +254,13 @@ impl Sender {
             tracing::info!(status = %delivery.status, "already finished; skipped");
             return Err(MessageOutcome::Done);
         }
+        if let Some(due) = delivery.next_attempt_at {
+            if let Ok(early) = (due - Utc::now()).to_std() {
+                if !early.is_zero() {
+                    return Err(self.hide_until_due(job, early).await);
+                }
+            }
+        }
         let endpoint = match endpoint {
             Some(Ok(Some(ep))) => ep,
             Some(Ok(None)) => return Err(self.cancel(delivery).await),
@@ -243,12 +271,36 @@ impl Sender {
             None => return Err(MessageOutcome::Retry),
         };
         Ok(Prepared {
+            job,
             message: job.message,
             task: &job.task,
             delivery,
             endpoint,
             number: u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX - 1) + 1,
         })
+    }
+
+    /// The message came back before its delivery is due (a wait longer than
+    /// SQS can hide a message at once, or a hide that failed): it is hidden
+    /// again for the rest of the wait, as far as SQS allows from this
+    /// receipt, without an attempt.
+    async fn hide_until_due(&self, job: &Job<'_>, early: Duration) -> MessageOutcome {
+        let hide = early.min(job.hide_limit());
+        match self
+            .queue
+            .change_visibility(&job.message.receipt_handle, hide)
+            .await
+        {
+            Ok(()) => tracing::info!(
+                due_in_secs = early.as_secs(),
+                hidden_for_secs = hide.as_secs(),
+                "not due yet; hidden again without an attempt"
+            ),
+            // It comes back after the queue's visibility timeout and is
+            // checked again then.
+            Err(e) => tracing::warn!(error = %e, "not due yet, and could not hide it again"),
+        }
+        MessageOutcome::Retry
     }
 
     /// The endpoint was deleted: its pending deliveries end canceled.
@@ -377,12 +429,16 @@ impl Sender {
 
         match step {
             NextStep::RetryAfter(d) => {
+                // As long as SQS allows from this receipt; when the message
+                // comes back before `next_attempt_at`, it is hidden again.
+                let hide = d.min(prepared.job.hide_limit());
                 if let Err(e) = self
                     .queue
-                    .change_visibility(&prepared.message.receipt_handle, d)
+                    .change_visibility(&prepared.message.receipt_handle, hide)
                     .await
                 {
-                    // The message reappears after the queue's own timeout instead.
+                    // The message reappears after the queue's own timeout
+                    // instead, and is hidden again until it is due.
                     tracing::warn!(error = %e, "could not delay the retry");
                 }
                 MessageOutcome::Retry

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::{
-    Delivery, DeliveryStatus, DeliveryTask, Endpoint, Event, EventType, Secret, Subscription,
+    Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, Event, EventType, Secret,
+    Subscription,
 };
 use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
 };
 use webhooks_ports::EndpointLookup;
-use webhooks_ports::{DeliveryStore, EndpointStore, Queue};
+use webhooks_ports::{AttemptUpdate, DeliveryStore, EndpointStore, Queue};
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Receiver, Reply};
 
@@ -380,4 +381,106 @@ async fn a_connection_reset_is_retried_then_dead_lettered() {
         .iter()
         .all(|a| a.error.is_some() && a.status_code.is_none()));
     assert_eq!(w.dlq.len(), 1);
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn a_message_received_before_its_delivery_is_due_is_hidden_again_without_an_attempt() {
+    let rx = Receiver::always(500).await;
+    let w = world("1h");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    // The first attempt failed and the next is an hour away, but the message
+    // is back early (SQS refused the hide, or the wait is longer than SQS
+    // can hide a message at once).
+    let now = chrono::Utc::now();
+    let update = AttemptUpdate {
+        attempt: Attempt {
+            number: 1,
+            at: now,
+            status_code: Some(500),
+            error: None,
+            latency_ms: 1,
+            response_body: None,
+        },
+        status: DeliveryStatus::Pending,
+        next_attempt_at: Some(now + chrono::Duration::hours(1)),
+        last_error: Some("HTTP 500".into()),
+    };
+    w.deliveries
+        .record_attempt(&d.id, &update)
+        .await
+        .expect("record");
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(rx.count(), 0, "no attempt before next_attempt_at");
+    assert_eq!(w.delivery(&d.id).await.attempts.len(), 1);
+    // Hidden for the rest of the hour, not the queue's 30 s.
+    tokio::time::pause();
+    tokio::time::advance(58 * MINUTE).await;
+    assert!(!w_visible(&w).await, "back before it is due");
+    tokio::time::advance(2 * MINUTE).await;
+    assert!(w_visible(&w).await, "back when it is due");
+}
+
+/// Whether the queue hands out a message now (it stays received).
+async fn w_visible(w: &TestSystem) -> bool {
+    !w.queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_empty()
+}
+
+#[tokio::test]
+async fn a_12_hour_retry_after_is_hidden_as_long_as_sqs_allows_then_hidden_again() {
+    let rx = Receiver::start(|_, _| {
+        Reply::StatusWithHeaders(429, vec![("Retry-After".into(), "43200".into())])
+    })
+    .await;
+    let w = world("1s,1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(rx.count(), 1);
+    let due = w.delivery(&d.id).await.next_attempt_at.expect("next");
+    assert!(due - chrono::Utc::now() > chrono::Duration::hours(11));
+    // A hide of the full 12 h, asked for after the POST, takes the message
+    // past 12 h from its receipt: SQS refuses it, and the message would come
+    // back after the queue's 30 s to be attempted at once.
+    tokio::time::pause();
+    tokio::time::advance(11 * HOUR + 58 * MINUTE).await;
+    assert!(!w_visible(&w).await, "the 12 h wait was cut short");
+    tokio::time::advance(2 * MINUTE).await;
+    // Back just before 12 h from its receipt, and still not due: hidden
+    // again for the rest, without an attempt.
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(rx.count(), 1, "attempted before Retry-After");
+    assert!(!w_visible(&w).await);
+}
+
+#[tokio::test]
+async fn a_retry_longer_than_sqs_can_hide_at_once_takes_several_receives() {
+    let rx = Receiver::always(500).await;
+    let w = world("20h");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    let due = w.delivery(&d.id).await.next_attempt_at.expect("next");
+    let wait = due - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::hours(15) && wait < chrono::Duration::hours(25),
+        "20 h ± 20 %: {wait}"
+    );
+    tokio::time::pause();
+    tokio::time::advance(11 * HOUR + 58 * MINUTE).await;
+    assert!(!w_visible(&w).await);
+    tokio::time::advance(2 * MINUTE).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(rx.count(), 1, "one attempt until the 20 h have passed");
+    // The second hop is as long as SQS allows again (the rest of the wait
+    // is longer than 3 h: 16 h at least, less 12 h).
+    tokio::time::advance(3 * HOUR).await;
+    assert!(!w_visible(&w).await);
 }

@@ -56,6 +56,8 @@ pub mod cursor {
     }
 }
 
+pub mod queue_limits;
+
 /// How the delivery queues are set up, the same in the SAM template, in
 /// `--create-resources` and in the memory queue that stands in for SQS.
 pub mod queue_settings {
@@ -67,6 +69,17 @@ pub mod queue_settings {
     pub const DELIVERY_QUEUE_VISIBILITY_SECS: u32 = 180;
     /// Retention of both queues: the SQS maximum, 14 days.
     pub const QUEUE_RETENTION_SECS: u32 = 1_209_600;
+
+    /// Refuses a retry schedule these queues cannot carry (more receives
+    /// than [`MAX_RECEIVE_COUNT`], or longer than [`QUEUE_RETENTION_SECS`]).
+    pub fn check_schedule(
+        schedule: &webhooks_domain::RetrySchedule,
+    ) -> Result<(), webhooks_domain::retry::ScheduleError> {
+        schedule.check_fits_queue(
+            MAX_RECEIVE_COUNT,
+            std::time::Duration::from_secs(u64::from(QUEUE_RETENTION_SECS)),
+        )
+    }
 }
 
 /// One page of a listing; `next_cursor` fetches the next one.

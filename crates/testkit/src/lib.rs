@@ -2,9 +2,10 @@
 //! 127.0.0.1 that records what it gets and answers as told (or, for the
 //! benchmarks, only counts, in a process of its own), signature checks
 //! written from the specifications (not from the code under test), and the
-//! AWS emulator's configuration.
+//! AWS emulator's configuration, and the queue port's contract suite.
 
 pub mod aws;
+pub mod queue_contract;
 pub mod receiver;
 pub mod signatures;
 

@@ -73,6 +73,8 @@ pub fn settings_from_env() -> Result<(RetrySchedule, Duration), EnvError> {
             .map_err(|e| EnvError(format!("WEBHOOKS_RETRY_SCHEDULE: {e}")))?,
         None => RetrySchedule::default(),
     };
+    webhooks_ports::queue_settings::check_schedule(&schedule)
+        .map_err(|e| EnvError(format!("WEBHOOKS_RETRY_SCHEDULE: {e}")))?;
     let timeout = match env::optional("WEBHOOKS_REQUEST_TIMEOUT") {
         Some(s) => {
             parse_duration(&s).map_err(|e| EnvError(format!("WEBHOOKS_REQUEST_TIMEOUT: {e}")))?

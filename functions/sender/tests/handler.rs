@@ -37,6 +37,12 @@ fn settings_name_the_bad_variable() {
     unsafe { std::env::set_var("WEBHOOKS_RETRY_SCHEDULE", "1s,soon") };
     let err = webhooks_fn_sender::settings_from_env().expect_err("bad schedule");
     assert!(err.to_string().contains("WEBHOOKS_RETRY_SCHEDULE"), "{err}");
+    // Fifteen retries a 12 h Retry-After can each stretch over two receives
+    // need more than the queue's 30 before SQS dead-letters the message.
+    unsafe { std::env::set_var("WEBHOOKS_RETRY_SCHEDULE", vec!["1s"; 15].join(",")) };
+    let err = webhooks_fn_sender::settings_from_env().expect_err("too many receives");
+    assert!(err.to_string().contains("WEBHOOKS_RETRY_SCHEDULE"), "{err}");
+    assert!(err.to_string().contains("maxReceiveCount of 30"), "{err}");
     unsafe { std::env::set_var("WEBHOOKS_RETRY_SCHEDULE", "1s,2s,4s") };
     let (schedule, timeout) = webhooks_fn_sender::settings_from_env().expect("valid");
     assert_eq!(schedule.max_attempts(), 4);

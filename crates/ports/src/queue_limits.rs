@@ -1,0 +1,145 @@
+//! What SQS refuses, in one place: the SQS adapter cuts its batches by these
+//! rules and checks each message before sending, and the memory queue refuses
+//! exactly what they forbid, so that what works in `webhooks dev` and in the
+//! tests also works on AWS.
+
+use std::time::Duration;
+
+/// Entries in one `SendMessageBatch` or `DeleteMessageBatch` call.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+/// Bytes (UTF-8) of one message body. SQS has accepted 1 MiB since 2025, but
+/// LocalStack and older regions stop at 256 KiB; the smaller limit holds
+/// everywhere.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Bytes of all message bodies of one `SendMessageBatch` call.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The longest a message can stay hidden, counted from its receipt:
+/// `ChangeMessageVisibility` refuses to take it further.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
+
+/// Whether SQS accepts `c` in a message body: #x9 #xA #xD #x20-#xD7FF
+/// #xE000-#xFFFD #x10000-#x10FFFF.
+pub fn allowed_char(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// Why SQS would refuse one message body, if it would.
+pub fn check_message(body: &str) -> Result<(), String> {
+    if body.is_empty() {
+        return Err("the message body is empty".into());
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "the message is {} bytes, more than the {MAX_MESSAGE_BYTES} SQS accepts",
+            body.len()
+        ));
+    }
+    if let Some((at, c)) = body.char_indices().find(|(_, c)| !allowed_char(*c)) {
+        return Err(format!(
+            "the message has the character U+{:04X} at byte {at}, which SQS does not accept",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Why SQS would refuse one `SendMessageBatch` request, if it would.
+pub fn check_batch(bodies: &[String]) -> Result<(), String> {
+    if bodies.is_empty() {
+        return Err("a batch needs at least one message".into());
+    }
+    if bodies.len() > MAX_BATCH_ENTRIES {
+        return Err(format!(
+            "{} entries in one batch, more than the {MAX_BATCH_ENTRIES} SQS accepts",
+            bodies.len()
+        ));
+    }
+    let total: usize = bodies.iter().map(String::len).sum();
+    if total > MAX_BATCH_BYTES {
+        return Err(format!(
+            "the batch is {total} bytes, more than the {MAX_BATCH_BYTES} SQS accepts"
+        ));
+    }
+    bodies.iter().try_for_each(|b| check_message(b))
+}
+
+/// How a list of bodies is sent: the indexes of bodies SQS would refuse
+/// whatever the batch, and the rest cut into batches SQS accepts (at most
+/// ten entries and 1 MiB each, in order).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BatchPlan {
+    pub refused: Vec<(usize, String)>,
+    pub batches: Vec<Vec<usize>>,
+}
+
+/// Cuts `bodies` into batches by count and by bytes.
+pub fn plan_batches(bodies: &[String]) -> BatchPlan {
+    let mut plan = BatchPlan::default();
+    let mut current: Vec<usize> = Vec::new();
+    let mut bytes = 0;
+    for (i, body) in bodies.iter().enumerate() {
+        if let Err(reason) = check_message(body) {
+            plan.refused.push((i, reason));
+            continue;
+        }
+        if current.len() == MAX_BATCH_ENTRIES || bytes + body.len() > MAX_BATCH_BYTES {
+            plan.batches.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(i);
+        bytes += body.len();
+    }
+    if !current.is_empty() {
+        plan.batches.push(current);
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_by_count_and_by_bytes() {
+        let small: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        let plan = plan_batches(&small);
+        assert!(plan.refused.is_empty());
+        assert_eq!(
+            plan.batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [10, 10, 5]
+        );
+        let big = vec!["x".repeat(MAX_MESSAGE_BYTES); 9];
+        let plan = plan_batches(&big);
+        assert_eq!(
+            plan.batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [4, 4, 1]
+        );
+        for batch in &plan.batches {
+            let bodies: Vec<String> = batch.iter().map(|i| big[*i].clone()).collect();
+            check_batch(&bodies).expect("a planned batch is accepted");
+        }
+    }
+
+    #[test]
+    fn over_size_and_forbidden_characters_are_refused_alone() {
+        let bodies = vec![
+            "ok".to_string(),
+            "x".repeat(MAX_MESSAGE_BYTES + 1),
+            "bad \u{FFFF}".to_string(),
+            "nul \u{0}".to_string(),
+            "fine \u{FFFD} \u{10FFFF} \t\r\n".to_string(),
+        ];
+        let plan = plan_batches(&bodies);
+        assert_eq!(
+            plan.refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(
+            plan.refused[1].1.contains("U+FFFF"),
+            "{}",
+            plan.refused[1].1
+        );
+        assert_eq!(plan.batches, vec![vec![0, 4]]);
+        assert!(check_batch(&vec!["a".to_string(); 11]).is_err());
+    }
+}

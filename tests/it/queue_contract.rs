@@ -1,0 +1,74 @@
+//! The queue contract on SqsQueue against the emulator: the same checks as
+//! the memory queue's (crates/testkit/tests/queue_contract_memory.rs), on
+//! fresh queues with a unique prefix, in real time.
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_aws::queue::SqsQueue;
+use webhooks_testkit::queue_contract::{BoxFuture, QueueMaker, QueuePair};
+
+struct Moto;
+
+async fn create(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: Vec<(QueueAttributeName, String)>,
+) -> String {
+    let mut req = sqs.create_queue().queue_name(name);
+    for (k, v) in attributes {
+        req = req.attributes(k, v);
+    }
+    req.send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
+}
+
+impl QueueMaker for Moto {
+    fn make(&self, visibility: Duration, max_receive_count: u32) -> BoxFuture<'_, QueuePair> {
+        Box::pin(async move {
+            let config = webhooks_testkit::aws::emulator_config().await;
+            let sqs = aws_sdk_sqs::Client::new(&config);
+            let prefix = webhooks_testkit::aws::unique_prefix("queue-contract");
+            let dlq = create(&sqs, &format!("{prefix}-dlq"), Vec::new()).await;
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(&dlq)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .expect("queue attributes")
+                .attributes
+                .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+                .expect("queue arn");
+            let redrive = format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive_count}"}}"#
+            );
+            let queue = create(
+                &sqs,
+                &format!("{prefix}-q"),
+                vec![
+                    (QueueAttributeName::RedrivePolicy, redrive),
+                    (
+                        QueueAttributeName::VisibilityTimeout,
+                        visibility.as_secs().max(1).to_string(),
+                    ),
+                ],
+            )
+            .await;
+            QueuePair {
+                queue: Arc::new(SqsQueue::new(sqs.clone(), queue)),
+                dead_letters: Arc::new(SqsQueue::new(sqs, dlq)),
+            }
+        })
+    }
+
+    fn pass(&self, d: Duration) -> BoxFuture<'_, ()> {
+        // Real time: the emulator keeps its own clock.
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+webhooks_testkit::queue_contract_tests!(#[tokio::test], Moto);
