@@ -289,12 +289,27 @@ impl Sender {
             Ok(Lease::Granted(d)) => Ok(d),
             Ok(Lease::Refused(Some(d)))
                 if d.status == webhooks_domain::DeliveryStatus::Pending
-                    && d.chain.as_deref() == Some(message.message_id.as_str())
-                    && d.lease_until.is_some_and(|t| t >= now) =>
+                    && d.chain.as_deref() == Some(message.message_id.as_str()) =>
             {
-                // This very message, received twice at once: the other
-                // receipt holds the lease and carries the chain on.
-                tracing::info!("message received twice; the other receipt holds the lease");
+                // This message owns the chain, so it is never finished here
+                // (deleting it, even through an older receipt, would leave
+                // the delivery without a message): the count it read is
+                // stale, or
+                // its own attempt holds the lease: the same message received
+                // twice at once, or back after a failure that left its lease
+                // behind. Hidden until the lease ends, so that waiting does
+                // not use up its receives.
+                tracing::info!("this message's lease is still live; back when it ends");
+                if let Some(until) = d.lease_until.filter(|t| *t >= now) {
+                    let wait = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+                    if let Err(e) = self
+                        .queue
+                        .change_visibility(&message.receipt_handle, wait)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not hide the message until its lease ends");
+                    }
+                }
                 Err(MessageOutcome::Retry)
             }
             Ok(Lease::Refused(current)) => {
@@ -433,10 +448,12 @@ impl Sender {
         {
             Ok(true) => {}
             Ok(false) => {
-                // The lease ran out and another message recorded this
-                // attempt number first: that chain carries on.
-                tracing::warn!("attempt number already recorded by another message; dropped");
-                return MessageOutcome::Done;
+                // The lease ran out and another receipt recorded this attempt
+                // number first. Left on the queue, not deleted: it may be this
+                // very message, received again, that carries the chain on; the
+                // next receive's lease decides.
+                tracing::warn!("attempt number already recorded; left for the next receive");
+                return MessageOutcome::Retry;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not record attempt; retrying");
