@@ -473,3 +473,23 @@ async fn a_crashed_attempts_lease_ends_and_its_message_carries_on() {
     assert_eq!(stored.attempt_count, 1);
     assert_eq!(stored.lease_until, None);
 }
+
+/// Issue 10, defect 7: a delivery dead-lettered after its whole schedule
+/// ends the endpoint's run of failures, so one failure days later does not
+/// find a stale run and disable the endpoint at once.
+#[tokio::test]
+async fn a_dead_letter_by_exhaustion_ends_the_run_of_failures() {
+    let rx = Receiver::always(500).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/in")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    let open = w.endpoints.get("org", &ep.id).await.unwrap().unwrap();
+    assert!(open.failing_since.is_some(), "the first failure opens a run");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::DeadLettered);
+    let after = w.endpoints.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(after.failing_since, None, "the run ended with the dead-letter");
+    assert!(after.enabled);
+}
