@@ -5,6 +5,7 @@
 //! (memory and moto) while `faults` breaks it, and accounts for every one.
 //! `fuzz_corpus` replays the fuzz targets' committed corpus.
 
+mod contracts;
 mod fault_injection;
 mod faults;
 mod fuzz_corpus;
