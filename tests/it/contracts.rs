@@ -13,9 +13,7 @@ use webhooks_domain::{
     ids, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Secret, Subscription,
 };
 use webhooks_memory::MemoryBackend;
-use webhooks_ports::{
-    Adapters, AttemptUpdate, DeliveryStore, Lease, Updated,
-};
+use webhooks_ports::{Adapters, AttemptUpdate, DeliveryStore, Lease, Updated};
 
 fn memory() -> Adapters {
     MemoryBackend::new().adapters()
@@ -54,7 +52,14 @@ fn failed(number: u32, body: Option<String>) -> AttemptUpdate {
 async fn lease(store: &Arc<dyn DeliveryStore>, id: &str, made: u32, chain: &str) -> Lease {
     let now = Utc::now();
     store
-        .lease(id, made, chain, now + Span::seconds(60), now, now - Span::minutes(15))
+        .lease(
+            id,
+            made,
+            chain,
+            now + Span::seconds(60),
+            now,
+            now - Span::minutes(15),
+        )
         .await
         .expect("lease")
 }
@@ -67,12 +72,24 @@ pub async fn deliveries_are_unique_and_transitions_guarded(a: Adapters) {
         status: DeliveryStatus::Canceled,
         ..d.clone()
     };
-    let existing = store.create_if_absent(&again).await.unwrap().expect("existing");
-    assert_eq!(existing.status, DeliveryStatus::Pending, "nothing overwritten");
+    let existing = store
+        .create_if_absent(&again)
+        .await
+        .unwrap()
+        .expect("existing");
+    assert_eq!(
+        existing.status,
+        DeliveryStatus::Pending,
+        "nothing overwritten"
+    );
     assert_eq!(existing.attempt_count, 0);
     assert_eq!(
         store
-            .transition(&d.id, &[DeliveryStatus::DeadLettered], DeliveryStatus::Pending)
+            .transition(
+                &d.id,
+                &[DeliveryStatus::DeadLettered],
+                DeliveryStatus::Pending
+            )
             .await
             .unwrap(),
         None
@@ -85,8 +102,14 @@ pub async fn deliveries_are_unique_and_transitions_guarded(a: Adapters) {
     assert_eq!(canceled.status, DeliveryStatus::Canceled);
     assert_eq!(canceled.next_attempt_at, None);
     assert!(!store.record_attempt(&d.id, &failed(1, None)).await.unwrap());
-    assert!(matches!(lease(&store, &d.id, 0, "m1").await, Lease::Refused(Some(_))));
-    assert_eq!(lease(&store, "dlv_nope", 0, "m1").await, Lease::Refused(None));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Refused(Some(_))
+    ));
+    assert_eq!(
+        lease(&store, "dlv_nope", 0, "m1").await,
+        Lease::Refused(None)
+    );
 }
 
 pub async fn one_lease_at_a_time_and_numbers_without_gaps(a: Adapters) {
@@ -99,22 +122,40 @@ pub async fn one_lease_at_a_time_and_numbers_without_gaps(a: Adapters) {
     assert_eq!(held.chain.as_deref(), Some("m1"));
     assert!(held.lease_until.is_some());
     // While it is held: no one else, not even the same message again.
-    assert!(matches!(lease(&store, &d.id, 0, "m2").await, Lease::Refused(Some(_))));
-    assert!(matches!(lease(&store, &d.id, 0, "m1").await, Lease::Refused(Some(_))));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m2").await,
+        Lease::Refused(Some(_))
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Refused(Some(_))
+    ));
     // Numbers: only the next one is recorded.
     assert!(!store.record_attempt(&d.id, &failed(2, None)).await.unwrap());
     assert!(!store.record_attempt(&d.id, &failed(0, None)).await.unwrap());
     assert!(store.record_attempt(&d.id, &failed(1, None)).await.unwrap());
-    assert!(!store.record_attempt(&d.id, &failed(1, None)).await.unwrap(), "a repeat");
+    assert!(
+        !store.record_attempt(&d.id, &failed(1, None)).await.unwrap(),
+        "a repeat"
+    );
     let after = store.get(&d.id).await.unwrap().unwrap();
     assert_eq!(after.attempt_count, 1);
     assert_eq!(after.lease_until, None, "recording releases the lease");
     assert_eq!(after.chain.as_deref(), Some("m1"));
     // A stale count is refused; another message, while the chain waits
     // for its retry, is refused; the chain's own message goes on.
-    assert!(matches!(lease(&store, &d.id, 0, "m1").await, Lease::Refused(_)));
-    assert!(matches!(lease(&store, &d.id, 1, "m2").await, Lease::Refused(Some(_))));
-    assert!(matches!(lease(&store, &d.id, 1, "m1").await, Lease::Granted(_)));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Refused(_)
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m2").await,
+        Lease::Refused(Some(_))
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m1").await,
+        Lease::Granted(_)
+    ));
 }
 
 pub async fn an_expired_lease_and_a_stale_chain_are_taken_over(a: Adapters) {
@@ -124,17 +165,37 @@ pub async fn an_expired_lease_and_a_stale_chain_are_taken_over(a: Adapters) {
     let now = Utc::now();
     // A lease that has already ended (its holder crashed).
     let granted = store
-        .lease(&d.id, 0, "m1", now - Span::seconds(1), now, now - Span::minutes(15))
+        .lease(
+            &d.id,
+            0,
+            "m1",
+            now - Span::seconds(1),
+            now,
+            now - Span::minutes(15),
+        )
         .await
         .unwrap();
     assert!(matches!(granted, Lease::Granted(_)));
-    assert!(matches!(lease(&store, &d.id, 0, "m1").await, Lease::Granted(_)));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Granted(_)
+    ));
     // Another message takes the chain only once the delivery is overdue.
     store.record_attempt(&d.id, &failed(1, None)).await.unwrap();
-    assert!(matches!(lease(&store, &d.id, 1, "m2").await, Lease::Refused(_)));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m2").await,
+        Lease::Refused(_)
+    ));
     let later = Utc::now() + Span::hours(2);
     let taken = store
-        .lease(&d.id, 1, "m2", later + Span::seconds(60), later, later - Span::minutes(15))
+        .lease(
+            &d.id,
+            1,
+            "m2",
+            later + Span::seconds(60),
+            later,
+            later - Span::minutes(15),
+        )
         .await
         .unwrap();
     assert!(
@@ -147,20 +208,33 @@ pub async fn moving_to_pending_starts_a_new_chain(a: Adapters) {
     let store = a.deliveries;
     let d = new_delivery();
     store.create_if_absent(&d).await.unwrap();
-    assert!(matches!(lease(&store, &d.id, 0, "m1").await, Lease::Granted(_)));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Granted(_)
+    ));
     let mut dead = failed(1, None);
     dead.status = DeliveryStatus::DeadLettered;
     dead.next_attempt_at = None;
     assert!(store.record_attempt(&d.id, &dead).await.unwrap());
     let retried = store
-        .transition(&d.id, &[DeliveryStatus::DeadLettered], DeliveryStatus::Pending)
+        .transition(
+            &d.id,
+            &[DeliveryStatus::DeadLettered],
+            DeliveryStatus::Pending,
+        )
         .await
         .unwrap()
         .expect("retried");
     assert_eq!(retried.chain, None);
     assert_eq!(retried.attempt_count, 1);
-    assert!(matches!(lease(&store, &d.id, 1, "m9").await, Lease::Granted(_)));
-    assert!(matches!(lease(&store, &d.id, 1, "m1").await, Lease::Refused(_)));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m9").await,
+        Lease::Granted(_)
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m1").await,
+        Lease::Refused(_)
+    ));
 }
 
 pub async fn the_attempt_log_keeps_the_last_attempts(a: Adapters) {
@@ -171,7 +245,10 @@ pub async fn the_attempt_log_keeps_the_last_attempts(a: Adapters) {
     let total = u32::try_from(MAX_KEPT_ATTEMPTS).unwrap() + 5;
     for n in 1..=total {
         assert!(
-            store.record_attempt(&d.id, &failed(n, body.clone())).await.unwrap(),
+            store
+                .record_attempt(&d.id, &failed(n, body.clone()))
+                .await
+                .unwrap(),
             "attempt {n}"
         );
     }
@@ -241,17 +318,26 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     store.create(&ep).await.unwrap();
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     let since = Utc::now() - Span::hours(1);
-    store.set_failing_since("org", &ep.id, Some(since)).await.unwrap();
+    store
+        .set_failing_since("org", &ep.id, Some(since))
+        .await
+        .unwrap();
     // A run already open is kept, and keeping it writes nothing.
     let v = store.get("org", &ep.id).await.unwrap().unwrap().version;
-    store.set_failing_since("org", &ep.id, Some(Utc::now())).await.unwrap();
+    store
+        .set_failing_since("org", &ep.id, Some(Utc::now()))
+        .await
+        .unwrap();
     let after = store.get("org", &ep.id).await.unwrap().unwrap();
     assert_eq!(after.version, v);
     assert_eq!(
         after.failing_since.map(|t| t.timestamp()),
         Some(since.timestamp())
     );
-    store.disable("org", &ep.id, "the endpoint answered 410 Gone").await.unwrap();
+    store
+        .disable("org", &ep.id, "the endpoint answered 410 Gone")
+        .await
+        .unwrap();
     let after = store.get("org", &ep.id).await.unwrap().unwrap();
     assert!(!after.enabled);
     assert_eq!(after.description, "kept");
@@ -262,11 +348,22 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     stale.description = "stale".into();
     assert_eq!(store.update(&stale).await.unwrap(), Updated::Conflict);
     store.set_failing_since("org", &ep.id, None).await.unwrap();
-    assert_eq!(store.get("org", &ep.id).await.unwrap().unwrap().failing_since, None);
+    assert_eq!(
+        store
+            .get("org", &ep.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .failing_since,
+        None
+    );
     // Health writes to an endpoint that is gone create nothing.
     store.delete("org", &ep.id).await.unwrap();
     store.disable("org", &ep.id, "x").await.unwrap();
-    store.set_failing_since("org", &ep.id, Some(since)).await.unwrap();
+    store
+        .set_failing_since("org", &ep.id, Some(since))
+        .await
+        .unwrap();
     assert_eq!(store.get("org", &ep.id).await.unwrap(), None);
 }
 

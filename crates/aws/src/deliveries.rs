@@ -5,11 +5,11 @@ use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::events::s;
 use crate::items::{AttemptItem, DeliveryItem};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};

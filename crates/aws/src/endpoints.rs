@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::Endpoint;
 use webhooks_ports::{
-    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result,
-    Updated,
+    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
+    Result, Updated,
 };
 
 /// Endpoints in DynamoDB (key: `org_id`, `endpoint_id`).

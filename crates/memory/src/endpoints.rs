@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use webhooks_domain::Endpoint;
 use webhooks_ports::{
-    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result,
-    Updated,
+    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
+    Result, Updated,
 };
 
 /// Endpoints per org.

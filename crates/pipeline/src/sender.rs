@@ -273,7 +273,8 @@ impl Sender {
         read: &Delivery,
     ) -> Result<Delivery, MessageOutcome> {
         let now = Utc::now();
-        let until = now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
+        let until = now
+            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
         match self
             .deliveries
             .lease(

@@ -423,7 +423,11 @@ async fn messages_of_one_delivery_make_one_retry_chain() {
             w.sender.process_batch(&stale).await,
             vec![MessageOutcome::Done]
         );
-        assert_eq!(rx.count(), before + 1, "round {round}: a stale message POSTed");
+        assert_eq!(
+            rx.count(),
+            before + 1,
+            "round {round}: a stale message POSTed"
+        );
         let stored = w.delivery(&d.id).await;
         let numbers: Vec<u32> = stored.attempts.iter().map(|a| a.number).collect();
         assert_eq!(numbers, vec![1], "round {round}");
@@ -463,10 +467,16 @@ async fn a_crashed_attempts_lease_ends_and_its_message_carries_on() {
         .expect("lease");
     assert!(matches!(taken, webhooks_ports::Lease::Granted(_)));
     // Back too early (received twice): the live lease holds it off.
-    assert_eq!(w.sender.process_batch(&msg).await, vec![MessageOutcome::Retry]);
+    assert_eq!(
+        w.sender.process_batch(&msg).await,
+        vec![MessageOutcome::Retry]
+    );
     assert_eq!(rx.count(), 0);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(w.sender.process_batch(&msg).await, vec![MessageOutcome::Done]);
+    assert_eq!(
+        w.sender.process_batch(&msg).await,
+        vec![MessageOutcome::Done]
+    );
     assert_eq!(rx.count(), 1);
     let stored = w.delivery(&d.id).await;
     assert_eq!(stored.status, DeliveryStatus::Delivered);
@@ -485,11 +495,17 @@ async fn a_dead_letter_by_exhaustion_ends_the_run_of_failures() {
     let (_, d) = w.enqueue(&ep).await;
     assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
     let open = w.endpoints.get("org", &ep.id).await.unwrap().unwrap();
-    assert!(open.failing_since.is_some(), "the first failure opens a run");
+    assert!(
+        open.failing_since.is_some(),
+        "the first failure opens a run"
+    );
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
     assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::DeadLettered);
     let after = w.endpoints.get("org", &ep.id).await.unwrap().unwrap();
-    assert_eq!(after.failing_since, None, "the run ended with the dead-letter");
+    assert_eq!(
+        after.failing_since, None,
+        "the run ended with the dead-letter"
+    );
     assert!(after.enabled);
 }

@@ -55,7 +55,12 @@ impl EndpointStore for SlowReads {
     async fn create(&self, endpoint: &Endpoint) -> Result<()> {
         self.0.create(endpoint).await
     }
-    async fn list(&self, org_id: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Endpoint>> {
+    async fn list(
+        &self,
+        org_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Endpoint>> {
         self.0.list(org_id, limit, cursor).await
     }
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
@@ -122,8 +127,14 @@ async fn a_patch_does_not_undo_the_senders_disable_or_failure_run() {
             async {
                 // Lands while the PATCH holds its read.
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                w.endpoints.set_failing_since(ORG, &id, Some(since)).await.unwrap();
-                w.endpoints.disable(ORG, &id, "the endpoint answered 410 Gone").await.unwrap();
+                w.endpoints
+                    .set_failing_since(ORG, &id, Some(since))
+                    .await
+                    .unwrap();
+                w.endpoints
+                    .disable(ORG, &id, "the endpoint answered 410 Gone")
+                    .await
+                    .unwrap();
             }
         );
         assert_eq!(patched.status, 200, "{}", patched.json);
