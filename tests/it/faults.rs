@@ -15,6 +15,7 @@
 //! request).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ use std::time::Duration;
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_memory::sync::lock;
 use webhooks_ports::{
-    AttemptUpdate, BackendError, DeliveryStore, Page, Queue, ReceivedMessage, Result,
+    AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Queue, ReceivedMessage, Result,
 };
 
 /// SplitMix64: small, fast, and the same sequence for the same seed.
@@ -384,6 +385,23 @@ impl DeliveryStore for FaultyDeliveryStore {
         self.inner.get_many(delivery_ids).await
     }
 
+    async fn lease(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Lease> {
+        self.before_write()?;
+        let r = self
+            .inner
+            .lease(delivery_id, attempts_made, chain, until, now, stale_before)
+            .await;
+        self.after_write(r)
+    }
+
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool> {
         self.before_write()?;
         let r = self.inner.record_attempt(delivery_id, update).await;
@@ -452,6 +470,20 @@ impl DeliveryStore for RecordAttemptOutage {
 
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
         self.inner.get_many(delivery_ids).await
+    }
+
+    async fn lease(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Lease> {
+        self.inner
+            .lease(delivery_id, attempts_made, chain, until, now, stale_before)
+            .await
     }
 
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool> {

@@ -5,16 +5,26 @@ use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::items::s;
 use crate::items::{AttemptItem, DeliveryItem};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
 use aws_sdk_dynamodb::Client;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use webhooks_domain::delivery::parse_delivery_id;
+use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{cursor, AttemptUpdate, BackendError, DeliveryStore, Page, Result};
+use webhooks_ports::{cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Result};
+
+/// The condition that a delivery has exactly `:n` attempts (items written
+/// before `attempt_count` existed count their list).
+const HAS_N_ATTEMPTS: &str =
+    "(attempt_count = :n OR (attribute_not_exists(attempt_count) AND size(attempts) = :n))";
+
+fn number(n: impl ToString) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
 
 /// Deliveries in DynamoDB (key: `endpoint_id`, `event_id`).
 #[derive(Clone)]
@@ -143,35 +153,127 @@ impl DeliveryStore for DynamoDeliveryStore {
         Ok(found)
     }
 
+    async fn lease(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Lease> {
+        let Some(key) = key(delivery_id) else {
+            return Ok(Lease::Refused(None));
+        };
+        let condition = format!(
+            "#s = :pending AND {HAS_N_ATTEMPTS} \
+             AND (attribute_not_exists(lease_until) OR lease_until < :now) \
+             AND (attribute_not_exists(chain) OR chain = :me OR next_attempt_at < :stale)"
+        );
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET chain = :me, lease_until = :until")
+            .condition_expression(condition)
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":n", number(attempts_made))
+            .expression_attribute_values(":now", number(now.timestamp_millis()))
+            .expression_attribute_values(":me", s(chain))
+            .expression_attribute_values(":stale", s(&rfc3339(stale_before)))
+            .expression_attribute_values(":until", number(until.timestamp_millis()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match out.attributes {
+                Some(item) => Ok(Lease::Granted(from_item(item)?)),
+                None => Err(BackendError::Transient(format!(
+                    "lease of {delivery_id}: no item returned"
+                ))),
+            },
+            Err(e) if is_condition_failure(&e) => {
+                let old = match e.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                match old {
+                    Some(item) if !item.is_empty() => Ok(Lease::Refused(Some(from_item(item)?))),
+                    // Not every emulator returns the old item; read it.
+                    _ => Ok(Lease::Refused(self.get(delivery_id).await?)),
+                }
+            }
+            Err(e) => Err(backend_error("UpdateItem deliveries (lease)", e)),
+        }
+    }
+
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool> {
         let Some(key) = key(delivery_id) else {
+            return Ok(false);
+        };
+        let Some(made) = update.attempt.number.checked_sub(1) else {
             return Ok(false);
         };
         let attempt: AttributeValue =
             serde_dynamo::to_attribute_value(AttemptItem::from_attempt(&update.attempt))
                 .map_err(|e| decode_error("attempt", e))?;
+        // Past the kept number the log is rewritten whole, from a read that
+        // the attempt-count condition proves current; before that one append.
+        let attempts = if usize::try_from(made).unwrap_or(usize::MAX) >= MAX_KEPT_ATTEMPTS {
+            let Some(current) = self.get(delivery_id).await? else {
+                return Ok(false);
+            };
+            if current.attempt_count != made {
+                return Ok(false);
+            }
+            let mut kept: Vec<AttributeValue> = Vec::with_capacity(MAX_KEPT_ATTEMPTS);
+            let skip = (current.attempts.len() + 1).saturating_sub(MAX_KEPT_ATTEMPTS);
+            for a in current.attempts.iter().skip(skip) {
+                kept.push(
+                    serde_dynamo::to_attribute_value(AttemptItem::from_attempt(a))
+                        .map_err(|e| decode_error("attempt", e))?,
+                );
+            }
+            kept.push(attempt);
+            ("attempts = :all", vec![(":all", AttributeValue::L(kept))])
+        } else {
+            (
+                "attempts = list_append(if_not_exists(attempts, :empty), :a)",
+                vec![
+                    (":empty", AttributeValue::L(vec![])),
+                    (":a", AttributeValue::L(vec![attempt])),
+                ],
+            )
+        };
         let mut set = vec![
-            "attempts = list_append(if_not_exists(attempts, :empty), :a)",
+            attempts.0,
+            "attempt_count = :count",
             "#s = :status",
             "updated_at = :u",
         ];
-        let mut remove = Vec::new();
+        let mut remove = vec!["lease_until"];
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key))
             .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":a", AttributeValue::L(vec![attempt]))
+            .expression_attribute_values(":count", number(update.attempt.number))
+            .expression_attribute_values(":n", number(made))
             .expression_attribute_values(":status", s(update.status.as_str()))
             .expression_attribute_values(":u", s(&rfc3339(update.attempt.at)))
             .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
-            .condition_expression("#s = :pending");
+            .condition_expression(format!("#s = :pending AND {HAS_N_ATTEMPTS}"));
+        for (k, v) in attempts.1 {
+            req = req.expression_attribute_values(k, v);
+        }
         match update.next_attempt_at {
             Some(t) => {
-                set.push("next_attempt_at = :n");
-                req = req.expression_attribute_values(":n", s(&rfc3339(t)));
+                set.push("next_attempt_at = :next");
+                req = req.expression_attribute_values(":next", s(&rfc3339(t)));
             }
             None => remove.push("next_attempt_at"),
         }
@@ -182,10 +284,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             }
             None => remove.push("last_error"),
         }
-        let mut expression = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
-        }
+        let expression = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match req.update_expression(expression).send().await {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failure(&e) => Ok(false),
@@ -221,7 +320,10 @@ impl DeliveryStore for DynamoDeliveryStore {
             req = req.expression_attribute_values(p, s(status.as_str()));
         }
         req = if to == DeliveryStatus::Pending {
-            req.update_expression("SET #s = :to, updated_at = :u, next_attempt_at = :u")
+            // A new chain starts with the next message received.
+            req.update_expression(
+                "SET #s = :to, updated_at = :u, next_attempt_at = :u REMOVE chain, lease_until",
+            )
         } else {
             req.update_expression("SET #s = :to, updated_at = :u REMOVE next_attempt_at")
         };

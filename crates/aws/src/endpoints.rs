@@ -4,14 +4,16 @@ use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::items::s;
 use crate::items::EndpointItem;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::Endpoint;
 use webhooks_ports::{
-    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result,
+    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
+    Result, Updated,
 };
 
 /// Endpoints in DynamoDB (key: `org_id`, `endpoint_id`).
@@ -73,21 +75,31 @@ impl DynamoEndpointStore {
         Ok((items, out.last_evaluated_key))
     }
 
+    /// An attribute-level write of the sender's (health), which touches only
+    /// the attributes it names and bumps the version, so a concurrent
+    /// read-modify-write of the API notices it; a no-op when `condition`
+    /// (beyond existence) does not hold.
     async fn update_existing(
         &self,
         org_id: &str,
         endpoint_id: &str,
         expression: &str,
+        condition: Option<&str>,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<()> {
+        let condition = match condition {
+            Some(c) => format!("attribute_exists(endpoint_id) AND {c}"),
+            None => "attribute_exists(endpoint_id)".to_string(),
+        };
         let mut u = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("org_id", s(org_id))
             .key("endpoint_id", s(endpoint_id))
-            .update_expression(expression)
-            .condition_expression("attribute_exists(endpoint_id)");
+            .update_expression(format!("{expression} ADD version :one"))
+            .condition_expression(condition)
+            .expression_attribute_values(":one", AttributeValue::N("1".into()));
         for (k, v) in values {
             u = u.expression_attribute_values(k, v);
         }
@@ -139,6 +151,7 @@ impl EndpointHealth for DynamoEndpointStore {
             org_id,
             endpoint_id,
             "SET enabled = :f, disabled_reason = :r, updated_at = :u",
+            None,
             vec![
                 (":f", AttributeValue::Bool(false)),
                 (":r", s(reason)),
@@ -159,14 +172,21 @@ impl EndpointHealth for DynamoEndpointStore {
                 self.update_existing(
                     org_id,
                     endpoint_id,
-                    "SET failing_since = if_not_exists(failing_since, :t)",
+                    "SET failing_since = :t",
+                    Some("attribute_not_exists(failing_since)"),
                     vec![(":t", s(&rfc3339(t)))],
                 )
                 .await
             }
             None => {
-                self.update_existing(org_id, endpoint_id, "REMOVE failing_since", vec![])
-                    .await
+                self.update_existing(
+                    org_id,
+                    endpoint_id,
+                    "REMOVE failing_since",
+                    Some("attribute_exists(failing_since)"),
+                    vec![],
+                )
+                .await
             }
         }
     }
@@ -210,18 +230,43 @@ impl EndpointStore for DynamoEndpointStore {
         Ok(Page::from_overfetch(items, limit, |e| &e.id))
     }
 
-    async fn update(&self, endpoint: &Endpoint) -> Result<bool> {
+    async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
+        let mut next = endpoint.clone();
+        next.version = endpoint.version + 1;
+        // Items written before versions have none: version 0.
+        let condition = if endpoint.version == 0 {
+            "attribute_exists(endpoint_id) AND (attribute_not_exists(version) OR version = :v)"
+        } else {
+            "attribute_exists(endpoint_id) AND version = :v"
+        };
         match self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(endpoint)?))
-            .condition_expression("attribute_exists(endpoint_id)")
+            .set_item(Some(to_item(&next)?))
+            .condition_expression(condition)
+            .expression_attribute_values(":v", AttributeValue::N(endpoint.version.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
+            Ok(_) => Ok(Updated::Written),
+            Err(e) if is_condition_failure(&e) => {
+                let old = match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                let exists = match old {
+                    Some(item) => !item.is_empty(),
+                    // Not every emulator returns the old item; read it.
+                    None => self.get(&endpoint.org_id, &endpoint.id).await?.is_some(),
+                };
+                Ok(if exists {
+                    Updated::Conflict
+                } else {
+                    Updated::NotFound
+                })
+            }
             Err(e) => Err(backend_error("PutItem endpoints", e)),
         }
     }

@@ -90,14 +90,29 @@ pub struct EndpointItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
     pub secret: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Every earlier secret still inside its overlap, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_secrets: Vec<PreviousSecretItem>,
+    /// The single previous secret of items written before
+    /// `previous_secrets`; read, never written.
+    #[serde(default, skip_serializing)]
     pub previous_secret: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing)]
     pub previous_secret_expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<String>,
+    /// Bumped by every write; the condition of every versioned update.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// A previous secret inside an endpoint item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousSecretItem {
+    pub secret: String,
+    pub expires_at: String,
 }
 
 impl EndpointItem {
@@ -111,31 +126,47 @@ impl EndpointItem {
             enabled: e.enabled,
             disabled_reason: e.disabled_reason.clone(),
             secret: e.secret.expose().to_string(),
-            previous_secret: e
-                .previous_secret
-                .as_ref()
-                .map(|p| p.secret.expose().to_string()),
-            previous_secret_expires_at: e.previous_secret.as_ref().map(|p| rfc3339(p.expires_at)),
+            previous_secrets: e
+                .previous_secrets
+                .iter()
+                .map(|p| PreviousSecretItem {
+                    secret: p.secret.expose().to_string(),
+                    expires_at: rfc3339(p.expires_at),
+                })
+                .collect(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
             failing_since: e.failing_since.map(rfc3339),
+            version: e.version,
         }
     }
 
     pub fn into_endpoint(self) -> Result<Endpoint, BackendError> {
         let secret = |s: &str| Secret::parse(s).map_err(|e| decode_error("endpoint secret", e));
-        let previous_secret = match (&self.previous_secret, &self.previous_secret_expires_at) {
-            (Some(s), Some(t)) => Some(PreviousSecret {
+        let mut previous_secrets = self
+            .previous_secrets
+            .iter()
+            .map(|p| {
+                Ok(PreviousSecret {
+                    secret: secret(&p.secret)?,
+                    expires_at: time(&p.expires_at, "endpoint")?,
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        if let (Some(s), Some(t)) = (&self.previous_secret, &self.previous_secret_expires_at) {
+            previous_secrets.push(PreviousSecret {
                 secret: secret(s)?,
                 expires_at: time(t, "endpoint")?,
-            }),
-            _ => None,
-        };
+            });
+        }
         Ok(Endpoint {
             subscription: Subscription::parse(&self.event_types)
                 .map_err(|e| decode_error("endpoint", e))?,
             secret: secret(&self.secret)?,
-            previous_secret,
+            previous_secrets,
+            version: self.version,
             created_at: time(&self.created_at, "endpoint")?,
             updated_at: time(&self.updated_at, "endpoint")?,
             failing_since: match &self.failing_since {
@@ -201,6 +232,9 @@ pub struct DeliveryItem {
     pub status: String,
     #[serde(default)]
     pub attempts: Vec<AttemptItem>,
+    /// Every attempt recorded; items written before it count their list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,6 +242,12 @@ pub struct DeliveryItem {
     pub created_at: String,
     pub updated_at: String,
     pub expires_at: i64,
+    /// The queue message that owns the attempts (see `Delivery::chain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// The end of the current attempt's lease, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
 }
 
 impl DeliveryItem {
@@ -220,16 +260,31 @@ impl DeliveryItem {
             event_type: d.event_type.as_str().to_string(),
             status: d.status.as_str().to_string(),
             attempts: d.attempts.iter().map(AttemptItem::from_attempt).collect(),
+            attempt_count: Some(d.attempt_count),
             next_attempt_at: d.next_attempt_at.map(rfc3339),
             last_error: d.last_error.clone(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
             expires_at: expires_at(d.created_at),
+            chain: d.chain.clone(),
+            lease_until: d.lease_until.map(|t| t.timestamp_millis()),
         }
     }
 
     pub fn into_delivery(self) -> Result<Delivery, BackendError> {
+        let attempt_count = self
+            .attempt_count
+            .unwrap_or(u32::try_from(self.attempts.len()).unwrap_or(u32::MAX));
         Ok(Delivery {
+            attempt_count,
+            lease_until: match self.lease_until {
+                Some(ms) => Some(
+                    DateTime::<Utc>::from_timestamp_millis(ms)
+                        .ok_or_else(|| decode_error("delivery", format!("bad lease {ms}")))?,
+                ),
+                None => None,
+            },
+            chain: self.chain,
             event_type: self
                 .event_type
                 .parse()

@@ -111,6 +111,10 @@ impl System {
             client,
             SenderConfig {
                 schedule: settings.schedule.clone(),
+                // The lease outlasts any one attempt, however long its timeout.
+                lease: SenderConfig::default()
+                    .lease
+                    .max(settings.request_timeout * 2),
                 ..SenderConfig::default()
             },
         );

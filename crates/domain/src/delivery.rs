@@ -14,6 +14,11 @@ use std::time::Duration;
 /// Most of a response body kept in the attempt log.
 pub const MAX_LOGGED_RESPONSE: usize = 1024;
 
+/// How many of its latest attempts a delivery keeps in its log; older ones
+/// are dropped (`attempt_count` still counts them), so a delivery retried by
+/// hand again and again stays far below DynamoDB's 400 KB item limit.
+pub const MAX_KEPT_ATTEMPTS: usize = 50;
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,11 +97,19 @@ pub struct Delivery {
     pub event_id: String,
     pub event_type: EventType,
     pub status: DeliveryStatus,
+    /// The latest attempts, oldest first, at most [`MAX_KEPT_ATTEMPTS`].
     pub attempts: Vec<Attempt>,
+    /// Every attempt ever recorded: the number of the last one.
+    pub attempt_count: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The fence against a second retry chain: the queue message that owns
+    /// this delivery's attempts (the SQS message id, stable across receives),
+    /// and until when its current attempt holds the lease.
+    pub chain: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 impl Delivery {
@@ -111,10 +124,13 @@ impl Delivery {
             event_type,
             status: DeliveryStatus::Pending,
             attempts: Vec::new(),
+            attempt_count: 0,
             next_attempt_at: Some(now),
             last_error: None,
             created_at: now,
             updated_at: now,
+            chain: None,
+            lease_until: None,
         }
     }
 }

@@ -9,6 +9,11 @@ use url::{Host, Url};
 /// Longest accepted endpoint URL.
 pub const MAX_URL_LEN: usize = 2048;
 
+/// Most earlier secrets kept signing at once: rotations faster than this
+/// within one overlap drop the oldest (each adds a `v1,` entry to every
+/// delivery's `webhook-signature`, so the list must stay short).
+pub const MAX_PREVIOUS_SECRETS: usize = 10;
+
 /// Which event types an endpoint receives: all (`["*"]`) or a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subscription {
@@ -89,11 +94,15 @@ pub struct Endpoint {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub secret: Secret,
-    pub previous_secret: Option<PreviousSecret>,
+    /// Every earlier secret still inside its overlap, newest first.
+    pub previous_secrets: Vec<PreviousSecret>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When the current run of failures began; `None` after a success.
     pub failing_since: Option<DateTime<Utc>>,
+    /// Bumped by every write of the stored endpoint; a write made from an
+    /// older read is refused (optimistic concurrency).
+    pub version: u64,
 }
 
 impl Endpoint {
@@ -109,10 +118,11 @@ impl Endpoint {
             enabled: true,
             disabled_reason: None,
             secret,
-            previous_secret: None,
+            previous_secrets: Vec::new(),
             created_at: now,
             updated_at: now,
             failing_since: None,
+            version: 0,
         }
     }
 
@@ -122,24 +132,33 @@ impl Endpoint {
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, then
-    /// the previous one while its overlap lasts.
+    /// every previous one whose overlap lasts, newest first.
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
         let mut secrets = vec![&self.secret];
-        if let Some(prev) = &self.previous_secret {
-            if prev.expires_at > now {
-                secrets.push(&prev.secret);
-            }
-        }
+        secrets.extend(
+            self.previous_secrets
+                .iter()
+                .filter(|p| p.expires_at > now)
+                .map(|p| &p.secret),
+        );
         secrets
     }
 
-    /// Makes `new` the current secret; the old one keeps signing for `overlap`.
+    /// Makes `new` the current secret; the old one keeps signing for
+    /// `overlap`, and so does every earlier one still inside its own overlap
+    /// (a second rotation within the overlap drops nothing). Expired ones go,
+    /// and at most [`MAX_PREVIOUS_SECRETS`] are kept.
     pub fn rotate_secret(&mut self, new: Secret, now: DateTime<Utc>, overlap: chrono::Duration) {
         let old = std::mem::replace(&mut self.secret, new);
-        self.previous_secret = Some(PreviousSecret {
-            secret: old,
-            expires_at: now + overlap,
-        });
+        self.previous_secrets.retain(|p| p.expires_at > now);
+        self.previous_secrets.insert(
+            0,
+            PreviousSecret {
+                secret: old,
+                expires_at: now + overlap,
+            },
+        );
+        self.previous_secrets.truncate(MAX_PREVIOUS_SECRETS);
         self.updated_at = now;
     }
 
@@ -335,5 +354,48 @@ mod tests {
             ep.signing_secrets(now + chrono::Duration::hours(25)).len(),
             1
         );
+    }
+
+    #[test]
+    fn a_second_rotation_within_the_overlap_keeps_the_first_secret() {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://example.com".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        let first = ep.secret.clone();
+        let t0 = Utc::now();
+        let day = chrono::Duration::hours(24);
+        ep.rotate_secret(Secret::generate(), t0, day);
+        let second = ep.secret.clone();
+        let t1 = t0 + chrono::Duration::hours(1);
+        ep.rotate_secret(Secret::generate(), t1, day);
+        let live = ep.signing_secrets(t1);
+        assert_eq!(live.len(), 3);
+        assert_eq!(live[1], &second);
+        assert_eq!(live[2], &first);
+        // Each leaves when its own overlap ends.
+        let after_first = t0 + day + chrono::Duration::seconds(1);
+        assert_eq!(ep.signing_secrets(after_first).len(), 2);
+        assert_eq!(ep.signing_secrets(t1 + day).len(), 1);
+        // A rotation after both overlaps keeps only the one it replaces.
+        ep.rotate_secret(Secret::generate(), t1 + day * 2, day);
+        assert_eq!(ep.previous_secrets.len(), 1);
+    }
+
+    #[test]
+    fn rotations_keep_a_bounded_number_of_previous_secrets() {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://example.com".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        let now = Utc::now();
+        for _ in 0..(MAX_PREVIOUS_SECRETS + 5) {
+            ep.rotate_secret(Secret::generate(), now, chrono::Duration::hours(24));
+        }
+        assert_eq!(ep.signing_secrets(now).len(), MAX_PREVIOUS_SECRETS + 1);
     }
 }

@@ -2,12 +2,48 @@
 
 use crate::sync::lock;
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use webhooks_domain::delivery::parse_delivery_id;
+use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{cursor, AttemptUpdate, DeliveryStore, Page, Result};
+use webhooks_ports::{cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Result};
+
+/// DynamoDB's item size limit; a write that would make a bigger item is
+/// refused, as DynamoDB refuses it.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// A close upper estimate of a delivery's DynamoDB item size: attribute
+/// names and values as UTF-8, plus a few bytes per attribute.
+pub fn item_size(d: &Delivery) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let fixed = d.id.len()
+        + d.org_id.len()
+        + d.endpoint_id.len()
+        + d.event_id.len()
+        + d.event_type.as_str().len()
+        + d.status.as_str().len()
+        + opt(&d.last_error)
+        + opt(&d.chain)
+        + 4 * 32
+        + 200;
+    let attempts: usize = d
+        .attempts
+        .iter()
+        .map(|a| 120 + opt(&a.error) + opt(&a.response_body))
+        .sum();
+    fixed + attempts
+}
+
+fn refuse_oversized(d: &Delivery) -> Result<()> {
+    let size = item_size(d);
+    if size > MAX_ITEM_BYTES {
+        return Err(BackendError::Permanent(format!(
+            "ValidationException: item size {size} has exceeded the maximum allowed size of {MAX_ITEM_BYTES}"
+        )));
+    }
+    Ok(())
+}
 
 /// Deliveries keyed by (endpoint, event), like the DynamoDB table.
 #[derive(Default)]
@@ -47,6 +83,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         if let Some(existing) = ds.get(&key) {
             return Ok(Some(existing.clone()));
         }
+        refuse_oversized(delivery)?;
         ds.insert(key, delivery.clone());
         Ok(None)
     }
@@ -66,18 +103,62 @@ impl DeliveryStore for MemoryDeliveryStore {
             .collect())
     }
 
+    async fn lease(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Lease> {
+        let Some(key) = key_of(delivery_id) else {
+            return Ok(Lease::Refused(None));
+        };
+        let mut ds = lock(&self.deliveries);
+        let Some(d) = ds.get_mut(&key) else {
+            return Ok(Lease::Refused(None));
+        };
+        let owner_ok = match &d.chain {
+            None => true,
+            Some(c) if c == chain => true,
+            Some(_) => d.next_attempt_at.is_some_and(|t| t < stale_before),
+        };
+        if d.status == DeliveryStatus::Pending
+            && d.attempt_count == attempts_made
+            && d.lease_until.is_none_or(|t| t < now)
+            && owner_ok
+        {
+            d.chain = Some(chain.to_string());
+            d.lease_until = Some(until);
+            Ok(Lease::Granted(d.clone()))
+        } else {
+            Ok(Lease::Refused(Some(d.clone())))
+        }
+    }
+
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool> {
         let Some(key) = key_of(delivery_id) else {
             return Ok(false);
         };
         let mut ds = lock(&self.deliveries);
         match ds.get_mut(&key) {
-            Some(d) if d.status == DeliveryStatus::Pending => {
-                d.attempts.push(update.attempt.clone());
-                d.status = update.status;
-                d.next_attempt_at = update.next_attempt_at;
-                d.last_error.clone_from(&update.last_error);
-                d.updated_at = update.attempt.at;
+            Some(d)
+                if d.status == DeliveryStatus::Pending
+                    && update.attempt.number.checked_sub(1) == Some(d.attempt_count) =>
+            {
+                let mut next = d.clone();
+                next.attempts.push(update.attempt.clone());
+                let excess = next.attempts.len().saturating_sub(MAX_KEPT_ATTEMPTS);
+                next.attempts.drain(..excess);
+                next.attempt_count = update.attempt.number;
+                next.status = update.status;
+                next.next_attempt_at = update.next_attempt_at;
+                next.last_error.clone_from(&update.last_error);
+                next.updated_at = update.attempt.at;
+                next.lease_until = None;
+                refuse_oversized(&next)?;
+                *d = next;
                 Ok(true)
             }
             _ => Ok(false),
@@ -100,6 +181,10 @@ impl DeliveryStore for MemoryDeliveryStore {
                 d.status = to;
                 d.updated_at = now;
                 d.next_attempt_at = (to == DeliveryStatus::Pending).then_some(now);
+                if to == DeliveryStatus::Pending {
+                    d.chain = None;
+                    d.lease_until = None;
+                }
                 Ok(Some(d.clone()))
             }
             _ => Ok(None),

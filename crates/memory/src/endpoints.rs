@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use webhooks_domain::Endpoint;
 use webhooks_ports::{
-    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result,
+    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
+    Result, Updated,
 };
 
 /// Endpoints per org.
@@ -50,6 +51,7 @@ impl EndpointHealth for MemoryEndpointStore {
             lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
         {
             ep.disable(reason, Utc::now());
+            ep.version += 1;
         }
         Ok(())
     }
@@ -63,11 +65,15 @@ impl EndpointHealth for MemoryEndpointStore {
         if let Some(ep) =
             lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
         {
+            let before = ep.failing_since;
             match since {
                 Some(t) => {
                     ep.failing_since.get_or_insert(t);
                 }
                 None => ep.failing_since = None,
+            }
+            if ep.failing_since != before {
+                ep.version += 1;
             }
         }
         Ok(())
@@ -110,14 +116,16 @@ impl EndpointStore for MemoryEndpointStore {
         Ok(Page::from_overfetch(items, limit, |e| &e.id))
     }
 
-    async fn update(&self, endpoint: &Endpoint) -> Result<bool> {
+    async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
         let mut eps = lock(&self.endpoints);
         match eps.get_mut(&(endpoint.org_id.clone(), endpoint.id.clone())) {
-            Some(stored) => {
+            Some(stored) if stored.version == endpoint.version => {
                 *stored = endpoint.clone();
-                Ok(true)
+                stored.version += 1;
+                Ok(Updated::Written)
             }
-            None => Ok(false),
+            Some(_) => Ok(Updated::Conflict),
+            None => Ok(Updated::NotFound),
         }
     }
 

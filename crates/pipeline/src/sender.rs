@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
-use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
+use webhooks_domain::delivery::{next_step, AttemptResult, NextStep, STUCK_AFTER};
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
-    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointHealth, EndpointLookup, Queue,
-    ReceivedMessage,
+    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointHealth, EndpointLookup, Lease,
+    Queue, ReceivedMessage,
 };
 
 /// The error an attempt records when its endpoint is disabled.
@@ -26,6 +26,12 @@ pub struct SenderConfig {
     pub schedule: RetrySchedule,
     /// An endpoint that has not succeeded for this long is disabled.
     pub disable_failing_after: Duration,
+    /// How long one attempt holds its delivery's lease: longer than the
+    /// sender can take over one attempt (its 30 s Lambda timeout; the 15 s
+    /// request timeout locally), so a live holder never loses it, and short
+    /// enough that a crashed holder's delivery is taken up again when its
+    /// message returns (the queue's 180 s visibility timeout).
+    pub lease: Duration,
 }
 
 impl Default for SenderConfig {
@@ -33,6 +39,7 @@ impl Default for SenderConfig {
         SenderConfig {
             schedule: RetrySchedule::default(),
             disable_failing_after: Duration::from_secs(5 * 86400),
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -73,12 +80,14 @@ impl Job<'_> {
     }
 }
 
-/// A message whose delivery is still pending, due, and whose endpoint exists.
+/// A message whose delivery is still pending and due, whose endpoint exists,
+/// and which holds the lease on the delivery's next attempt.
 struct Prepared<'a> {
     job: &'a Job<'a>,
     message: &'a ReceivedMessage,
     task: &'a DeliveryTask,
-    delivery: &'a Delivery,
+    /// The delivery as the lease left it.
+    delivery: Delivery,
     endpoint: &'a Endpoint,
     /// This attempt's number, 1 for the first.
     number: u32,
@@ -238,8 +247,8 @@ impl Sender {
     }
 
     /// Checks that the message's delivery is still to be attempted, is due,
-    /// and its endpoint exists; otherwise finishes the message here, or
-    /// hides it again until it is due.
+    /// and its endpoint exists, and takes the lease on its next attempt;
+    /// otherwise finishes the message here, or hides it again until due.
     async fn prepare<'a>(
         &self,
         job: &'a Job<'a>,
@@ -270,13 +279,14 @@ impl Sender {
             }
             None => return Err(MessageOutcome::Retry),
         };
+        let delivery = self.lease(job.message, delivery).await?;
         Ok(Prepared {
             job,
             message: job.message,
             task: &job.task,
+            number: delivery.attempt_count.saturating_add(1),
             delivery,
             endpoint,
-            number: u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX - 1) + 1,
         })
     }
 
@@ -301,6 +311,72 @@ impl Sender {
             Err(e) => tracing::warn!(error = %e, "not due yet, and could not hide it again"),
         }
         MessageOutcome::Retry
+    }
+
+    /// The fence: one conditional write makes this message the holder of
+    /// the delivery's next attempt. A message that loses is finished without
+    /// a POST: its delivery is finished or has another live retry chain
+    /// (whose message carries it on; if that one is lost, the delivery goes
+    /// overdue and the next message received takes the chain over).
+    async fn lease(
+        &self,
+        message: &ReceivedMessage,
+        read: &Delivery,
+    ) -> Result<Delivery, MessageOutcome> {
+        let now = Utc::now();
+        let until = now
+            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
+        match self
+            .deliveries
+            .lease(
+                &read.id,
+                read.attempt_count,
+                &message.message_id,
+                until,
+                now,
+                now - STUCK_AFTER,
+            )
+            .await
+        {
+            Ok(Lease::Granted(d)) => Ok(d),
+            Ok(Lease::Refused(Some(d)))
+                if d.status == webhooks_domain::DeliveryStatus::Pending
+                    && d.chain.as_deref() == Some(message.message_id.as_str()) =>
+            {
+                // This message owns the chain, so it is never finished here
+                // (deleting it, even through an older receipt, would leave
+                // the delivery without a message): the count it read is
+                // stale, or
+                // its own attempt holds the lease: the same message received
+                // twice at once, or back after a failure that left its lease
+                // behind. Hidden until the lease ends, so that waiting does
+                // not use up its receives.
+                tracing::info!("this message's lease is still live; back when it ends");
+                if let Some(until) = d.lease_until.filter(|t| *t >= now) {
+                    let wait = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+                    if let Err(e) = self
+                        .queue
+                        .change_visibility(&message.receipt_handle, wait)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not hide the message until its lease ends");
+                    }
+                }
+                Err(MessageOutcome::Retry)
+            }
+            Ok(Lease::Refused(current)) => {
+                tracing::info!(
+                    status = current.as_ref().map_or("gone", |d| d.status.as_str()),
+                    attempts = current.as_ref().map_or(0, |d| d.attempt_count),
+                    "another message holds this delivery's retry chain, or it is finished; dropped without an attempt"
+                );
+                Err(MessageOutcome::Done)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the delivery's lease; retrying");
+                Err(MessageOutcome::Retry)
+            }
+        }
     }
 
     /// The endpoint was deleted: its pending deliveries end canceled.
@@ -417,13 +493,24 @@ impl Sender {
             next_attempt_at,
             last_error,
         };
-        if let Err(e) = self
+        match self
             .deliveries
             .record_attempt(&prepared.delivery.id, &update)
             .await
         {
-            tracing::warn!(error = %e, "could not record attempt; retrying");
-            return MessageOutcome::Retry;
+            Ok(true) => {}
+            Ok(false) => {
+                // The lease ran out and another receipt recorded this attempt
+                // number first. Left on the queue, not deleted: it may be this
+                // very message, received again, that carries the chain on; the
+                // next receive's lease decides.
+                tracing::warn!("attempt number already recorded; left for the next receive");
+                return MessageOutcome::Retry;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record attempt; retrying");
+                return MessageOutcome::Retry;
+            }
         }
         self.update_health(prepared.endpoint, &step, at).await;
 
@@ -460,6 +547,13 @@ impl Sender {
                     .disable(org, id, "the endpoint answered 410 Gone")
                     .await
             }
+            // The schedule ran out and the delivery was reported dead: the
+            // run of failures ends with it, so a failure days later does not
+            // find a stale run and disable the endpoint at once.
+            NextStep::DeadLetter if endpoint.failing_since.is_some() => {
+                self.health.set_failing_since(org, id, None).await
+            }
+            NextStep::DeadLetter => Ok(()),
             _ if !endpoint.enabled => Ok(()),
             _ => match endpoint.failing_since {
                 None => self.health.set_failing_since(org, id, Some(now)).await,

@@ -483,4 +483,131 @@ async fn a_retry_longer_than_sqs_can_hide_at_once_takes_several_receives() {
     // is longer than 3 h: 16 h at least, less 12 h).
     tokio::time::advance(3 * HOUR).await;
     assert!(!w_visible(&w).await);
+
+/// Issue 10, defect 4: two messages of one delivery (a replayed fan-out, an
+/// overlapping sweep) in two batches at once make one POST, not two, and a
+/// stale message arriving while the chain waits for its retry makes none.
+#[tokio::test]
+async fn messages_of_one_delivery_make_one_retry_chain() {
+    let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_millis(150), 500)).await;
+    let w = world("1h,1h,1h");
+    let ep = w.endpoint(rx.url("/in")).await;
+    for round in 0..5 {
+        let before = rx.count();
+        let (_, d) = w.enqueue(&ep).await;
+        let first = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+        w.queue
+            .send_batch(std::slice::from_ref(&first[0].body))
+            .await
+            .expect("send");
+        let second = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+        assert_eq!(second.len(), 1);
+        let (a, b) = tokio::join!(
+            w.sender.process_batch(&first),
+            w.sender.process_batch(&second)
+        );
+        let mut outcomes = vec![a[0].clone(), b[0].clone()];
+        outcomes.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(
+            outcomes,
+            vec![MessageOutcome::Done, MessageOutcome::Retry],
+            "round {round}: one message carries the chain, the other is finished"
+        );
+        assert_eq!(rx.count(), before + 1, "round {round}: concurrent POSTs");
+
+        // A third, stale message while the retry waits: no POST.
+        w.queue
+            .send_batch(std::slice::from_ref(&first[0].body))
+            .await
+            .expect("send");
+        let stale = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+        assert_eq!(
+            w.sender.process_batch(&stale).await,
+            vec![MessageOutcome::Done]
+        );
+        assert_eq!(
+            rx.count(),
+            before + 1,
+            "round {round}: a stale message POSTed"
+        );
+        let stored = w.delivery(&d.id).await;
+        let numbers: Vec<u32> = stored.attempts.iter().map(|a| a.number).collect();
+        assert_eq!(numbers, vec![1], "round {round}");
+        assert_eq!(stored.status, DeliveryStatus::Pending);
+    }
+}
+
+/// The lease of a crashed attempt ends, and the chain's own message, when it
+/// comes back, carries on with the next number.
+#[tokio::test]
+async fn a_crashed_attempts_lease_ends_and_its_message_carries_on() {
+    let rx = Receiver::always(204).await;
+    let w = world_with(
+        "1s",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(5),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+    );
+    let ep = w.endpoint(rx.url("/in")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    let msg = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+    // The crash: the lease was taken, nothing else happened.
+    let now = chrono::Utc::now();
+    let taken = w
+        .deliveries
+        .lease(
+            &d.id,
+            0,
+            &msg[0].message_id,
+            now + chrono::Duration::milliseconds(300),
+            now,
+            now - chrono::Duration::minutes(15),
+        )
+        .await
+        .expect("lease");
+    assert!(matches!(taken, webhooks_ports::Lease::Granted(_)));
+    // Back too early (received twice): the live lease holds it off.
+    assert_eq!(
+        w.sender.process_batch(&msg).await,
+        vec![MessageOutcome::Retry]
+    );
+    assert_eq!(rx.count(), 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        w.sender.process_batch(&msg).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(rx.count(), 1);
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.status, DeliveryStatus::Delivered);
+    assert_eq!(stored.attempt_count, 1);
+    assert_eq!(stored.lease_until, None);
+}
+
+/// Issue 10, defect 7: a delivery dead-lettered after its whole schedule
+/// ends the endpoint's run of failures, so one failure days later does not
+/// find a stale run and disable the endpoint at once.
+#[tokio::test]
+async fn a_dead_letter_by_exhaustion_ends_the_run_of_failures() {
+    let rx = Receiver::always(500).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/in")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    let open = w.endpoints.get("org", &ep.id).await.unwrap().unwrap();
+    assert!(
+        open.failing_since.is_some(),
+        "the first failure opens a run"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::DeadLettered);
+    let after = w.endpoints.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(
+        after.failing_since, None,
+        "the run ended with the dead-letter"
+    );
+    assert!(after.enabled);
 }

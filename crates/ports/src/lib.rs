@@ -171,10 +171,35 @@ pub trait EndpointStore: EndpointLookup + OrgEndpoints + EndpointHealth {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Endpoint>>;
-    /// Replaces a stored endpoint; `false` if it no longer exists.
-    async fn update(&self, endpoint: &Endpoint) -> Result<bool>;
+    /// Replaces a stored endpoint read at `endpoint.version`, storing it
+    /// with the next version; refused ([`Updated::Conflict`], nothing
+    /// written) when another write came in since that read.
+    async fn update(&self, endpoint: &Endpoint) -> Result<Updated>;
     /// Removes an endpoint; `false` if there was none.
     async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool>;
+}
+
+/// What a versioned update of an endpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    /// Written; the stored version is now the one read plus one.
+    Written,
+    /// The endpoint no longer exists.
+    NotFound,
+    /// The endpoint was written since it was read: read it again.
+    Conflict,
+}
+
+/// The fence of one attempt: what [`DeliveryStore::lease`] answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lease {
+    /// The caller holds the delivery's attempt `attempts_made + 1` until the
+    /// lease ends; the delivery as it now stands.
+    Granted(Delivery),
+    /// Not taken: the delivery as it stands (`None` if it is gone). It is
+    /// finished, another attempt holds a live lease, its attempt count moved
+    /// on, or another queue message owns its retry chain.
+    Refused(Option<Delivery>),
 }
 
 /// Deliveries: exactly one per (endpoint, event).
@@ -186,11 +211,32 @@ pub trait DeliveryStore: Send + Sync {
     async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>>;
     /// Several deliveries at once; missing ones are left out.
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>>;
-    /// Appends an attempt and moves a pending delivery to `status`. `false`
-    /// (and nothing written) if the delivery is not pending any more.
+    /// Takes the lease on a pending delivery's next attempt for the queue
+    /// message `chain`, one conditional write: granted only if the delivery
+    /// is pending, has `attempts_made` attempts, no live lease (none, or one
+    /// ended before `now`), and its chain is unset, is `chain`, or is stale
+    /// (the next attempt overdue since before `stale_before`: the owning
+    /// message was lost). The lease makes `chain` the owner.
+    async fn lease(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Lease>;
+    /// Appends attempt number `n` and moves a pending delivery to `status`,
+    /// releasing the lease. `false` (and nothing written) unless the delivery
+    /// is pending with exactly `n - 1` attempts: attempt numbers run 1, 2, 3
+    /// without gaps or repeats. Keeps the last [`MAX_KEPT_ATTEMPTS`] attempts.
+    ///
+    /// [`MAX_KEPT_ATTEMPTS`]: webhooks_domain::delivery::MAX_KEPT_ATTEMPTS
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool>;
     /// Moves a delivery whose status is one of `from` to `to`; returns it as
-    /// updated, or `None` if it was not in one of those states.
+    /// updated, or `None` if it was not in one of those states. Moving to
+    /// `pending` also clears its chain and lease, so the next queue message
+    /// starts a new chain (and any older message finds it owned).
     async fn transition(
         &self,
         delivery_id: &str,

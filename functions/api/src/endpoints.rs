@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_pipeline::registration::register_endpoint;
+use webhooks_ports::Updated;
 
 /// Longest endpoint description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -133,26 +134,26 @@ pub(crate) async fn update(
         .map(|d| description(d.unwrap_or_default()))
         .transpose()?;
 
-    let mut endpoint = load(api, caller, id).await?;
     if url.is_none() && subscription.is_none() && enabled.is_none() && description.is_none() {
+        let endpoint = load(api, caller, id).await?;
         return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
     }
-    if let Some(url) = url {
-        endpoint.url = url;
-    }
-    if let Some(subscription) = subscription {
-        endpoint.subscription = subscription;
-    }
-    if let Some(description) = description {
-        endpoint.description = description;
-    }
-    if let Some(enabled) = enabled {
-        endpoint.set_enabled(enabled);
-    }
-    endpoint.updated_at = Utc::now();
-    if !api.endpoints.update(&endpoint).await? {
-        return Err(endpoint_not_found());
-    }
+    let endpoint = modify(api, caller, id, |endpoint| {
+        if let Some(url) = &url {
+            endpoint.url.clone_from(url);
+        }
+        if let Some(subscription) = &subscription {
+            endpoint.subscription = subscription.clone();
+        }
+        if let Some(description) = &description {
+            endpoint.description.clone_from(description);
+        }
+        if let Some(enabled) = enabled {
+            endpoint.set_enabled(enabled);
+        }
+        endpoint.updated_at = Utc::now();
+    })
+    .await?;
     Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
 }
 
@@ -203,11 +204,10 @@ pub(crate) async fn rotate_secret(
         Some(s) => user_secret(&s)?,
         None => Secret::generate(),
     };
-    let mut endpoint = load(api, caller, id).await?;
-    endpoint.rotate_secret(secret, Utc::now(), api.config.rotation_overlap);
-    if !api.endpoints.update(&endpoint).await? {
-        return Err(endpoint_not_found());
-    }
+    let endpoint = modify(api, caller, id, |endpoint| {
+        endpoint.rotate_secret(secret.clone(), Utc::now(), api.config.rotation_overlap);
+    })
+    .await?;
     tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "secret rotated");
     Ok(json_with_secret(
         StatusCode::OK,
@@ -251,6 +251,39 @@ pub(crate) async fn load(api: &Api, caller: &Caller, id: &str) -> Result<Endpoin
         .get(&caller.org_id, id)
         .await?
         .ok_or_else(endpoint_not_found)
+}
+
+/// How many times a change is read, applied and written before a write
+/// race is answered with 409.
+pub const MODIFY_ATTEMPTS: usize = 5;
+
+/// Reads the caller's endpoint `id`, applies `change`, and writes it back
+/// only if nothing else wrote it in between (its version); on a race, reads
+/// it again and reapplies the change, so a PATCH racing a rotation or the
+/// sender's 410 disable keeps both. Returns the endpoint as stored.
+pub(crate) async fn modify(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    change: impl Fn(&mut Endpoint),
+) -> Result<Endpoint, ApiError> {
+    for _ in 0..MODIFY_ATTEMPTS {
+        let mut endpoint = load(api, caller, id).await?;
+        change(&mut endpoint);
+        match api.endpoints.update(&endpoint).await? {
+            Updated::Written => {
+                endpoint.version += 1;
+                return Ok(endpoint);
+            }
+            Updated::NotFound => return Err(endpoint_not_found()),
+            Updated::Conflict => {
+                tracing::info!(endpoint_id = %id, "endpoint changed while being updated; reading it again");
+            }
+        }
+    }
+    Err(ApiError::Conflict(
+        "the endpoint kept changing while being updated; try again".to_string(),
+    ))
 }
 
 fn endpoint_not_found() -> ApiError {

@@ -59,6 +59,8 @@ pub fn from_env(adapters: &Adapters) -> Result<Sender, Error> {
     })?;
     let config = SenderConfig {
         schedule,
+        // The lease outlasts any one attempt, however long its timeout.
+        lease: SenderConfig::default().lease.max(request_timeout * 2),
         ..SenderConfig::default()
     };
     Ok(Sender::from_adapters(adapters, client, config))

@@ -1,10 +1,11 @@
-//! One contract per port, run against both adapters behind it: the memory
+//! One contract per port (`stores`: deliveries and endpoints), run against both adapters behind it: the memory
 //! stand-in and the AWS adapter on the emulator. What one accepts or refuses,
 //! the other must too, so the two cannot drift apart.
 
 mod cursors;
 mod events;
 mod idempotency;
+mod stores;
 
 use webhooks_aws::adapters::{adapters, Locations};
 use webhooks_aws::resources::{create_all, ResourceNames};

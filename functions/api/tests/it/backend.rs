@@ -11,7 +11,7 @@ use webhooks_domain::{DeliveryStatus, Endpoint};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_ports::{
     BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Queue,
-    ReceivedMessage, Result,
+    ReceivedMessage, Result, Updated,
 };
 
 struct FailingEndpoints(BackendError);
@@ -48,7 +48,7 @@ impl EndpointStore for FailingEndpoints {
     async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page<Endpoint>> {
         Err(self.0.clone())
     }
-    async fn update(&self, _: &Endpoint) -> Result<bool> {
+    async fn update(&self, _: &Endpoint) -> Result<Updated> {
         Err(self.0.clone())
     }
     async fn delete(&self, _: &str, _: &str) -> Result<bool> {

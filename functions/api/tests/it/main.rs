@@ -11,4 +11,5 @@ mod lambda_event;
 mod malformed;
 mod openapi;
 mod portal;
+mod races;
 mod support;

@@ -178,6 +178,9 @@ impl FaultySystem {
             client,
             SenderConfig {
                 schedule: s.schedule.parse::<RetrySchedule>().expect("schedule"),
+                // Longer than an attempt takes here, scaled down with the
+                // queue's 1 s visibility as the deployed 60 s is with 180 s.
+                lease: s.request_timeout * 4,
                 ..SenderConfig::default()
             },
         );

@@ -1,0 +1,401 @@
+//! The port contracts of the delivery and endpoint stores, written once and
+//! run against the memory adapter and against the DynamoDB adapter on moto,
+//! so the stand-in cannot drift from the real thing: uniqueness, guarded
+//! transitions, the attempt fence (lease, numbered records), the kept
+//! attempt log, versioned endpoint updates and health writes that clobber
+//! nothing.
+
+use crate::support::MotoBackend;
+use chrono::{Duration as Span, Utc};
+use std::sync::Arc;
+use webhooks_domain::delivery::MAX_KEPT_ATTEMPTS;
+use webhooks_domain::{
+    ids, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Secret, Subscription,
+};
+use webhooks_memory::MemoryBackend;
+use webhooks_ports::{Adapters, AttemptUpdate, DeliveryStore, Lease, Updated};
+
+fn memory() -> Adapters {
+    MemoryBackend::new().adapters()
+}
+
+async fn moto(test: &str) -> Adapters {
+    MotoBackend::new(test).await.adapters
+}
+
+fn new_delivery() -> Delivery {
+    Delivery::new(
+        "org",
+        &ids::new_id("ep"),
+        &ids::new_id("evt"),
+        EventType::InvoicePaid,
+    )
+}
+
+fn failed(number: u32, body: Option<String>) -> AttemptUpdate {
+    AttemptUpdate {
+        attempt: Attempt {
+            number,
+            at: Utc::now(),
+            status_code: Some(500),
+            error: None,
+            latency_ms: 3,
+            response_body: body,
+        },
+        status: DeliveryStatus::Pending,
+        next_attempt_at: Some(Utc::now() + Span::hours(1)),
+        last_error: Some("HTTP 500".into()),
+    }
+}
+
+/// Takes the lease on attempt `made + 1` for `chain`, due now.
+async fn lease(store: &Arc<dyn DeliveryStore>, id: &str, made: u32, chain: &str) -> Lease {
+    let now = Utc::now();
+    store
+        .lease(
+            id,
+            made,
+            chain,
+            now + Span::seconds(60),
+            now,
+            now - Span::minutes(15),
+        )
+        .await
+        .expect("lease")
+}
+
+pub async fn deliveries_are_unique_and_transitions_guarded(a: Adapters) {
+    let store = a.deliveries;
+    let d = new_delivery();
+    assert_eq!(store.create_if_absent(&d).await.unwrap(), None);
+    let again = Delivery {
+        status: DeliveryStatus::Canceled,
+        ..d.clone()
+    };
+    let existing = store
+        .create_if_absent(&again)
+        .await
+        .unwrap()
+        .expect("existing");
+    assert_eq!(
+        existing.status,
+        DeliveryStatus::Pending,
+        "nothing overwritten"
+    );
+    assert_eq!(existing.attempt_count, 0);
+    assert_eq!(
+        store
+            .transition(
+                &d.id,
+                &[DeliveryStatus::DeadLettered],
+                DeliveryStatus::Pending
+            )
+            .await
+            .unwrap(),
+        None
+    );
+    let canceled = store
+        .transition(&d.id, &[DeliveryStatus::Pending], DeliveryStatus::Canceled)
+        .await
+        .unwrap()
+        .expect("moved");
+    assert_eq!(canceled.status, DeliveryStatus::Canceled);
+    assert_eq!(canceled.next_attempt_at, None);
+    assert!(!store.record_attempt(&d.id, &failed(1, None)).await.unwrap());
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Refused(Some(_))
+    ));
+    assert_eq!(
+        lease(&store, "dlv_nope", 0, "m1").await,
+        Lease::Refused(None)
+    );
+}
+
+pub async fn one_lease_at_a_time_and_numbers_without_gaps(a: Adapters) {
+    let store = a.deliveries;
+    let d = new_delivery();
+    store.create_if_absent(&d).await.unwrap();
+    let Lease::Granted(held) = lease(&store, &d.id, 0, "m1").await else {
+        panic!("the first lease is granted");
+    };
+    assert_eq!(held.chain.as_deref(), Some("m1"));
+    assert!(held.lease_until.is_some());
+    // While it is held: no one else, not even the same message again.
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m2").await,
+        Lease::Refused(Some(_))
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Refused(Some(_))
+    ));
+    // Numbers: only the next one is recorded.
+    assert!(!store.record_attempt(&d.id, &failed(2, None)).await.unwrap());
+    assert!(!store.record_attempt(&d.id, &failed(0, None)).await.unwrap());
+    assert!(store.record_attempt(&d.id, &failed(1, None)).await.unwrap());
+    assert!(
+        !store.record_attempt(&d.id, &failed(1, None)).await.unwrap(),
+        "a repeat"
+    );
+    let after = store.get(&d.id).await.unwrap().unwrap();
+    assert_eq!(after.attempt_count, 1);
+    assert_eq!(after.lease_until, None, "recording releases the lease");
+    assert_eq!(after.chain.as_deref(), Some("m1"));
+    // A stale count is refused; another message, while the chain waits
+    // for its retry, is refused; the chain's own message goes on.
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Refused(_)
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m2").await,
+        Lease::Refused(Some(_))
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m1").await,
+        Lease::Granted(_)
+    ));
+}
+
+pub async fn an_expired_lease_and_a_stale_chain_are_taken_over(a: Adapters) {
+    let store = a.deliveries;
+    let d = new_delivery();
+    store.create_if_absent(&d).await.unwrap();
+    let now = Utc::now();
+    // A lease that has already ended (its holder crashed).
+    let granted = store
+        .lease(
+            &d.id,
+            0,
+            "m1",
+            now - Span::seconds(1),
+            now,
+            now - Span::minutes(15),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(granted, Lease::Granted(_)));
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Granted(_)
+    ));
+    // Another message takes the chain only once the delivery is overdue.
+    store.record_attempt(&d.id, &failed(1, None)).await.unwrap();
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m2").await,
+        Lease::Refused(_)
+    ));
+    let later = Utc::now() + Span::hours(2);
+    let taken = store
+        .lease(
+            &d.id,
+            1,
+            "m2",
+            later + Span::seconds(60),
+            later,
+            later - Span::minutes(15),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&taken, Lease::Granted(x) if x.chain.as_deref() == Some("m2")),
+        "{taken:?}"
+    );
+}
+
+pub async fn moving_to_pending_starts_a_new_chain(a: Adapters) {
+    let store = a.deliveries;
+    let d = new_delivery();
+    store.create_if_absent(&d).await.unwrap();
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Granted(_)
+    ));
+    let mut dead = failed(1, None);
+    dead.status = DeliveryStatus::DeadLettered;
+    dead.next_attempt_at = None;
+    assert!(store.record_attempt(&d.id, &dead).await.unwrap());
+    let retried = store
+        .transition(
+            &d.id,
+            &[DeliveryStatus::DeadLettered],
+            DeliveryStatus::Pending,
+        )
+        .await
+        .unwrap()
+        .expect("retried");
+    assert_eq!(retried.chain, None);
+    assert_eq!(retried.attempt_count, 1);
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m9").await,
+        Lease::Granted(_)
+    ));
+    assert!(matches!(
+        lease(&store, &d.id, 1, "m1").await,
+        Lease::Refused(_)
+    ));
+}
+
+pub async fn the_attempt_log_keeps_the_last_attempts(a: Adapters) {
+    let store = a.deliveries;
+    let d = new_delivery();
+    store.create_if_absent(&d).await.unwrap();
+    let body = Some("x".repeat(1024));
+    let total = u32::try_from(MAX_KEPT_ATTEMPTS).unwrap() + 5;
+    for n in 1..=total {
+        assert!(
+            store
+                .record_attempt(&d.id, &failed(n, body.clone()))
+                .await
+                .unwrap(),
+            "attempt {n}"
+        );
+    }
+    let after = store.get(&d.id).await.unwrap().unwrap();
+    assert_eq!(after.attempt_count, total);
+    assert_eq!(after.attempts.len(), MAX_KEPT_ATTEMPTS);
+    let numbers: Vec<u32> = after.attempts.iter().map(|a| a.number).collect();
+    let expected: Vec<u32> = (6..=total).collect();
+    assert_eq!(numbers, expected);
+}
+
+pub async fn an_item_over_400_kb_is_refused(a: Adapters) {
+    let store = a.deliveries;
+    let mut d = new_delivery();
+    d.last_error = Some("e".repeat(410 * 1024));
+    assert!(store.create_if_absent(&d).await.is_err());
+    assert_eq!(store.get(&d.id).await.unwrap(), None);
+}
+
+fn new_endpoint() -> Endpoint {
+    Endpoint::new(
+        "org",
+        "https://example.com/h".into(),
+        Subscription::All,
+        Secret::generate(),
+    )
+}
+
+pub async fn endpoint_updates_are_versioned(a: Adapters) {
+    let store = a.endpoints;
+    let ep = new_endpoint();
+    store.create(&ep).await.unwrap();
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    let mut first = read.clone();
+    first.description = "first".into();
+    assert_eq!(store.update(&first).await.unwrap(), Updated::Written);
+    let mut second = read.clone();
+    second.description = "second".into();
+    assert_eq!(store.update(&second).await.unwrap(), Updated::Conflict);
+    let now = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(now.description, "first");
+    assert_eq!(now.version, read.version + 1);
+    let mut third = now.clone();
+    third.rotate_secret(Secret::generate(), Utc::now(), Span::hours(24));
+    third.rotate_secret(Secret::generate(), Utc::now(), Span::hours(24));
+    assert_eq!(store.update(&third).await.unwrap(), Updated::Written);
+    let rotated = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(rotated.signing_secrets(Utc::now()).len(), 3);
+    let secrets = |e: &Endpoint| -> Vec<String> {
+        e.previous_secrets
+            .iter()
+            .map(|p| p.secret.expose().to_string())
+            .collect()
+    };
+    assert_eq!(secrets(&rotated), secrets(&third));
+    let gone = Endpoint {
+        id: ids::new_id("ep"),
+        ..new_endpoint()
+    };
+    assert_eq!(store.update(&gone).await.unwrap(), Updated::NotFound);
+}
+
+pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
+    let store = a.endpoints;
+    let mut ep = new_endpoint();
+    ep.description = "kept".into();
+    store.create(&ep).await.unwrap();
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    let since = Utc::now() - Span::hours(1);
+    store
+        .set_failing_since("org", &ep.id, Some(since))
+        .await
+        .unwrap();
+    // A run already open is kept, and keeping it writes nothing.
+    let v = store.get("org", &ep.id).await.unwrap().unwrap().version;
+    store
+        .set_failing_since("org", &ep.id, Some(Utc::now()))
+        .await
+        .unwrap();
+    let after = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(after.version, v);
+    assert_eq!(
+        after.failing_since.map(|t| t.timestamp()),
+        Some(since.timestamp())
+    );
+    store
+        .disable("org", &ep.id, "the endpoint answered 410 Gone")
+        .await
+        .unwrap();
+    let after = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert!(!after.enabled);
+    assert_eq!(after.description, "kept");
+    assert_eq!(after.secret, ep.secret);
+    assert!(after.version > read.version);
+    // A write from the read before the health writes is refused.
+    let mut stale = read.clone();
+    stale.description = "stale".into();
+    assert_eq!(store.update(&stale).await.unwrap(), Updated::Conflict);
+    store.set_failing_since("org", &ep.id, None).await.unwrap();
+    assert_eq!(
+        store
+            .get("org", &ep.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .failing_since,
+        None
+    );
+    // Health writes to an endpoint that is gone create nothing.
+    store.delete("org", &ep.id).await.unwrap();
+    store.disable("org", &ep.id, "x").await.unwrap();
+    store
+        .set_failing_since("org", &ep.id, Some(since))
+        .await
+        .unwrap();
+    assert_eq!(store.get("org", &ep.id).await.unwrap(), None);
+}
+
+/// Each contract, once per backend.
+macro_rules! contracts {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::memory()).await;
+                }
+            )*
+        }
+        mod on_moto {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::moto(stringify!($name)).await).await;
+                }
+            )*
+        }
+    };
+}
+
+contracts!(
+    deliveries_are_unique_and_transitions_guarded,
+    one_lease_at_a_time_and_numbers_without_gaps,
+    an_expired_lease_and_a_stale_chain_are_taken_over,
+    moving_to_pending_starts_a_new_chain,
+    the_attempt_log_keeps_the_last_attempts,
+    an_item_over_400_kb_is_refused,
+    endpoint_updates_are_versioned,
+    health_writes_clobber_nothing_and_move_the_version,
+);
