@@ -263,8 +263,27 @@ impl Sender {
             tracing::info!(status = %delivery.status, "already finished; skipped");
             return Err(MessageOutcome::Done);
         }
+        // A message of another live retry chain (a replayed fan-out, an
+        // overlapping sweep) is finished here, without a write; the chain's
+        // own message carries the delivery on. A chain whose next attempt
+        // is overdue by STUCK_AFTER has lost its message: the lease below
+        // lets this one take it over.
+        let now = Utc::now();
+        let live_elsewhere = delivery
+            .chain
+            .as_deref()
+            .is_some_and(|c| c != job.message.message_id)
+            && delivery
+                .next_attempt_at
+                .is_some_and(|t| t >= now - STUCK_AFTER);
+        if live_elsewhere {
+            tracing::info!(
+                "another message holds this delivery's retry chain; dropped without an attempt"
+            );
+            return Err(MessageOutcome::Done);
+        }
         if let Some(due) = delivery.next_attempt_at {
-            if let Ok(early) = (due - Utc::now()).to_std() {
+            if let Ok(early) = (due - now).to_std() {
                 if !early.is_zero() {
                     return Err(self.hide_until_due(job, early).await);
                 }

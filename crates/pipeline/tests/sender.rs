@@ -483,6 +483,7 @@ async fn a_retry_longer_than_sqs_can_hide_at_once_takes_several_receives() {
     // is longer than 3 h: 16 h at least, less 12 h).
     tokio::time::advance(3 * HOUR).await;
     assert!(!w_visible(&w).await);
+}
 
 /// Issue 10, defect 4: two messages of one delivery (a replayed fan-out, an
 /// overlapping sweep) in two batches at once make one POST, not two, and a

@@ -72,7 +72,7 @@ impl EndpointStore for SlowReads {
 }
 
 /// A world whose API reads endpoints slowly.
-fn slow_world() -> World {
+fn slow_world() -> TestSystem {
     let mut w = world();
     w.api = Api::new(
         w.events.clone(),
