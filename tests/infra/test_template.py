@@ -96,7 +96,8 @@ ADAPTER_ACTIONS = {
         "get": {"dynamodb:GetItem"},
         "list": {"dynamodb:Query"},
         "list_all": {"dynamodb:Query"},
-        "update": {"dynamodb:PutItem"},
+        # Conditional on the version; GetItem tells a conflict from a delete.
+        "update": {"dynamodb:PutItem", "dynamodb:GetItem"},
         "delete": {"dynamodb:DeleteItem"},
         "disable": {"dynamodb:UpdateItem"},
         "set_failing_since": {"dynamodb:UpdateItem"},
@@ -107,7 +108,12 @@ ADAPTER_ACTIONS = {
         "create_if_absent": {"dynamodb:PutItem", "dynamodb:GetItem"},
         "get": {"dynamodb:GetItem"},
         "get_many": {"dynamodb:BatchGetItem"},
-        "record_attempt": {"dynamodb:UpdateItem"},
+        # Conditional on the attempt number; GetItem reads the kept attempts
+        # when the log is over its cap.
+        "record_attempt": {"dynamodb:UpdateItem", "dynamodb:GetItem"},
+        # The attempt's fence: a conditional UpdateItem, and GetItem of the
+        # current delivery where a refusal does not return it.
+        "lease": {"dynamodb:UpdateItem", "dynamodb:GetItem"},
         "transition": {"dynamodb:UpdateItem"},
         "list_for_endpoint": {"dynamodb:Query"},
     },
@@ -192,7 +198,7 @@ FUNCTION_CALLS = {
     },
     "sender": {
         "EndpointsTable": {"get", "disable", "set_failing_since"},
-        "DeliveriesTable": {"get_many", "record_attempt", "transition"},
+        "DeliveriesTable": {"get_many", "lease", "record_attempt", "transition"},
         "DeliveryQueue": {"change_visibility"},
         "DeliveryDeadLetterQueue": {"send_batch"},
     },
