@@ -173,7 +173,7 @@ FUNCTION_SOURCES = {
     "api": ["functions/api/src", "crates/pipeline/src/requeue.rs", "crates/pipeline/src/registration.rs"],
     "inbound": ["functions/inbound/src"],
     "fanout": ["functions/fanout/src", "crates/pipeline/src/fanout.rs"],
-    "sender": ["functions/sender/src", "crates/pipeline/src/sender.rs"],
+    "sender": ["functions/sender/src", "crates/pipeline/src/sender"],
     "sweeper": ["functions/sweeper/src", "crates/pipeline/src/sweeper.rs", "crates/pipeline/src/fanout.rs"],
 }
 FUNCTION_CALLS = {

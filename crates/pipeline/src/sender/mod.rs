@@ -8,13 +8,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
+
+mod fence;
+mod headers;
+mod health;
+
+pub use headers::delivery_headers;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep, STUCK_AFTER};
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
-use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
-    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointHealth, EndpointLookup, Lease,
-    Queue, ReceivedMessage,
+    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointHealth, EndpointLookup, Queue,
+    ReceivedMessage,
 };
 
 /// The error an attempt records when its endpoint is disabled.
@@ -309,95 +314,6 @@ impl Sender {
         })
     }
 
-    /// The message came back before its delivery is due (a wait longer than
-    /// SQS can hide a message at once, or a hide that failed): it is hidden
-    /// again for the rest of the wait, as far as SQS allows from this
-    /// receipt, without an attempt.
-    async fn hide_until_due(&self, job: &Job<'_>, early: Duration) -> MessageOutcome {
-        let hide = early.min(job.hide_limit());
-        match self
-            .queue
-            .change_visibility(&job.message.receipt_handle, hide)
-            .await
-        {
-            Ok(()) => tracing::info!(
-                due_in_secs = early.as_secs(),
-                hidden_for_secs = hide.as_secs(),
-                "not due yet; hidden again without an attempt"
-            ),
-            // It comes back after the queue's visibility timeout and is
-            // checked again then.
-            Err(e) => tracing::warn!(error = %e, "not due yet, and could not hide it again"),
-        }
-        MessageOutcome::Retry
-    }
-
-    /// The fence: one conditional write makes this message the holder of
-    /// the delivery's next attempt. A message that loses is finished without
-    /// a POST: its delivery is finished or has another live retry chain
-    /// (whose message carries it on; if that one is lost, the delivery goes
-    /// overdue and the next message received takes the chain over).
-    async fn lease(
-        &self,
-        message: &ReceivedMessage,
-        read: &Delivery,
-    ) -> Result<Delivery, MessageOutcome> {
-        let now = Utc::now();
-        let until = now
-            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
-        match self
-            .deliveries
-            .lease(
-                &read.id,
-                read.attempt_count,
-                &message.message_id,
-                until,
-                now,
-                now - STUCK_AFTER,
-            )
-            .await
-        {
-            Ok(Lease::Granted(d)) => Ok(d),
-            Ok(Lease::Refused(Some(d)))
-                if d.status == webhooks_domain::DeliveryStatus::Pending
-                    && d.chain.as_deref() == Some(message.message_id.as_str()) =>
-            {
-                // This message owns the chain, so it is never finished here
-                // (deleting it, even through an older receipt, would leave
-                // the delivery without a message): the count it read is
-                // stale, or
-                // its own attempt holds the lease: the same message received
-                // twice at once, or back after a failure that left its lease
-                // behind. Hidden until the lease ends, so that waiting does
-                // not use up its receives.
-                tracing::info!("this message's lease is still live; back when it ends");
-                if let Some(until) = d.lease_until.filter(|t| *t >= now) {
-                    let wait = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
-                    if let Err(e) = self
-                        .queue
-                        .change_visibility(&message.receipt_handle, wait)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not hide the message until its lease ends");
-                    }
-                }
-                Err(MessageOutcome::Retry)
-            }
-            Ok(Lease::Refused(current)) => {
-                tracing::info!(
-                    status = current.as_ref().map_or("gone", |d| d.status.as_str()),
-                    attempts = current.as_ref().map_or(0, |d| d.attempt_count),
-                    "another message holds this delivery's retry chain, or it is finished; dropped without an attempt"
-                );
-                Err(MessageOutcome::Done)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not take the delivery's lease; retrying");
-                Err(MessageOutcome::Retry)
-            }
-        }
-    }
-
     /// The endpoint was deleted: its pending deliveries end canceled.
     async fn cancel(&self, delivery: &Delivery) -> MessageOutcome {
         match self
@@ -553,55 +469,6 @@ impl Sender {
         }
     }
 
-    /// Keeps the endpoint's health up to date, writing only on a change.
-    async fn update_health(&self, endpoint: &Endpoint, step: &NextStep, now: DateTime<Utc>) {
-        let (org, id) = (&endpoint.org_id, &endpoint.id);
-        let result = match step {
-            NextStep::Delivered if endpoint.failing_since.is_some() => {
-                self.health.set_failing_since(org, id, None).await
-            }
-            NextStep::Delivered => Ok(()),
-            NextStep::Gone => {
-                self.health
-                    .disable(org, id, "the endpoint answered 410 Gone")
-                    .await
-            }
-            // The schedule ran out and the delivery was reported dead: the
-            // run of failures ends with it, so a failure days later does not
-            // find a stale run and disable the endpoint at once.
-            NextStep::DeadLetter if endpoint.failing_since.is_some() => {
-                self.health.set_failing_since(org, id, None).await
-            }
-            NextStep::DeadLetter => Ok(()),
-            _ if !endpoint.enabled => Ok(()),
-            _ => match endpoint.failing_since {
-                None => self.health.set_failing_since(org, id, Some(now)).await,
-                Some(since) => {
-                    let limit = chrono::Duration::from_std(self.config.disable_failing_after)
-                        .unwrap_or(chrono::Duration::days(5));
-                    if now - since >= limit {
-                        tracing::warn!(endpoint_id = %id, "endpoint disabled after failing since {since}");
-                        self.health
-                            .disable(
-                                org,
-                                id,
-                                &format!(
-                                    "failing without a success since {}",
-                                    webhooks_domain::time::rfc3339(since)
-                                ),
-                            )
-                            .await
-                    } else {
-                        Ok(())
-                    }
-                }
-            },
-        };
-        if let Err(e) = result {
-            tracing::warn!(endpoint_id = %id, error = %e, "could not update endpoint health");
-        }
-    }
-
     /// Moves a message to the dead-letter queue, unchanged.
     async fn dead_letter_message(&self, message: &ReceivedMessage) -> MessageOutcome {
         match self
@@ -616,33 +483,4 @@ impl Sender {
             }
         }
     }
-}
-
-/// Every header of a delivery attempt (CONTRACT section 2).
-pub fn delivery_headers(
-    task: &DeliveryTask,
-    endpoint: &Endpoint,
-    attempt: u32,
-    at: DateTime<Utc>,
-) -> Vec<(&'static str, String)> {
-    let body = task.payload.as_bytes();
-    let timestamp = at.timestamp();
-    vec![
-        ("content-type", "application/json".to_string()),
-        ("x-signature", x_signature(&endpoint.secret, body)),
-        ("webhook-id", task.event_id.clone()),
-        ("webhook-timestamp", timestamp.to_string()),
-        (
-            "webhook-signature",
-            webhook_signature_header(
-                &endpoint.signing_secrets(at),
-                &task.event_id,
-                timestamp,
-                body,
-            ),
-        ),
-        ("x-webhook-event", task.event_type.as_str().to_string()),
-        ("x-webhook-delivery", task.delivery_id.clone()),
-        ("x-webhook-attempt", attempt.to_string()),
-    ]
 }
