@@ -158,6 +158,18 @@ pub struct NotRetryable {
 }
 
 impl Delivery {
+    /// Whether another message than `message_id` owns this delivery's retry
+    /// chain and can still carry it on at `now`: a chain whose next attempt
+    /// is overdue by [`STUCK_AFTER`] has lost its message, and the next
+    /// message's lease takes it over (the adapters' lease condition says the
+    /// same in DynamoDB's terms).
+    pub fn chain_live_elsewhere(&self, message_id: &str, now: DateTime<Utc>) -> bool {
+        self.chain.as_deref().is_some_and(|c| c != message_id)
+            && self.next_attempt_at.is_some_and(|t| t >= now - STUCK_AFTER)
+    }
+}
+
+impl Delivery {
     /// Whether, and how, this delivery may be sent again by hand at `now`.
     pub fn resend(&self, now: DateTime<Utc>) -> Result<Resend, NotRetryable> {
         match self.status {
@@ -307,6 +319,24 @@ pub fn truncate_body(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_is_live_elsewhere_until_it_is_overdue_by_stuck_after() {
+        let now = Utc::now();
+        let ep = crate::ids::new_id("ep");
+        let evt = crate::ids::new_id("evt");
+        let mut d = Delivery::new("org", &ep, &evt, EventType::LeadWon);
+        assert!(!d.chain_live_elsewhere("m2", now), "no chain yet");
+        d.chain = Some("m1".into());
+        d.next_attempt_at = Some(now + chrono::Duration::hours(1));
+        assert!(d.chain_live_elsewhere("m2", now));
+        assert!(!d.chain_live_elsewhere("m1", now), "its own chain");
+        d.next_attempt_at = Some(now - STUCK_AFTER - chrono::Duration::seconds(1));
+        assert!(
+            !d.chain_live_elsewhere("m2", now),
+            "a lost chain is taken over"
+        );
+    }
 
     #[test]
     fn resend_is_for_finished_failures_and_stuck_pending_deliveries() {

@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt};
 use std::sync::Arc;
 use webhooks_domain::delivery::{NotRetryable, Resend};
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{Adapters, BackendError, DeliveryStore, EndpointLookup, EventStore, Queue};
+use webhooks_ports::{BackendError, DeliveryStore, EndpointLookup, EventStore, Queue};
 
 /// Deliveries read per page by a recovery or a cancellation.
 const PAGE: usize = 100;
@@ -49,15 +49,6 @@ pub struct Requeue {
 }
 
 impl Requeue {
-    pub fn from_adapters(adapters: &Adapters) -> Self {
-        Requeue {
-            events: adapters.events.clone(),
-            endpoints: adapters.endpoints.clone(),
-            deliveries: adapters.deliveries.clone(),
-            queue: adapters.queue.clone(),
-        }
-    }
-
     pub fn new(
         events: Arc<dyn EventStore>,
         endpoints: Arc<dyn EndpointLookup>,

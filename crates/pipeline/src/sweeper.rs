@@ -105,7 +105,6 @@ impl Sweeper {
                     return false;
                 }
             };
-            let full = page.len() == PAGE;
             let settled: Vec<_> = page
                 .into_iter()
                 .take_while(|e| e.id.as_str() < settled_below)
@@ -131,7 +130,8 @@ impl Sweeper {
             if r.first_failure.is_some() {
                 return false;
             }
-            if !full || settled.len() < PAGE {
+            // A short page, or one cut at the settle window, is the end.
+            if settled.len() < PAGE {
                 return true;
             }
             cursor = last.id.clone();

@@ -49,7 +49,7 @@ pub(crate) async fn list(
         .iter()
         .filter(|d| d.org_id == caller.org_id)
         .collect();
-    let (data, cut_at) = within_response_budget(&mine);
+    let (data, cut_at) = within_response_budget(&mine)?;
     let next_cursor = match cut_at {
         // Cut short: the next page starts after the last delivery shown.
         Some(last) => Some(webhooks_ports::cursor::encode(&last.event_id)),
@@ -64,21 +64,25 @@ pub(crate) async fn list(
 const RESPONSE_BUDGET: usize = 5 * 1024 * 1024;
 
 /// The views of `deliveries` that fit the response budget (at least one),
-/// and the last one shown when the page was cut short.
+/// each serialized once (the response reuses the bytes it measured), and
+/// the last one shown when the page was cut short.
 fn within_response_budget<'a>(
     deliveries: &[&'a Delivery],
-) -> (Vec<DeliveryView<'a>>, Option<&'a Delivery>) {
+) -> Result<(Vec<Box<RawValue>>, Option<&'a Delivery>), ApiError> {
     let mut views = Vec::with_capacity(deliveries.len());
     let mut bytes = 0;
     for (i, d) in deliveries.iter().enumerate() {
-        let view = DeliveryView::of(d);
-        bytes += serde_json::to_vec(&view).map(|v| v.len()).unwrap_or(0);
+        let view = serde_json::value::to_raw_value(&DeliveryView::of(d)).map_err(|e| {
+            tracing::error!(error = %e, "could not serialize a delivery");
+            ApiError::Backend(webhooks_http::BackendFailure::Internal)
+        })?;
+        bytes += view.get().len();
         if bytes > RESPONSE_BUDGET && i > 0 {
-            return (views, Some(deliveries[i - 1]));
+            return Ok((views, Some(deliveries[i - 1])));
         }
         views.push(view);
     }
-    (views, None)
+    Ok((views, None))
 }
 
 /// `GET /v1/deliveries/{id}`

@@ -14,7 +14,7 @@ mod headers;
 mod health;
 
 pub use headers::delivery_headers;
-use webhooks_domain::delivery::{next_step, AttemptResult, NextStep, STUCK_AFTER};
+use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
@@ -270,18 +270,9 @@ impl Sender {
         }
         // A message of another live retry chain (a replayed fan-out, an
         // overlapping sweep) is finished here, without a write; the chain's
-        // own message carries the delivery on. A chain whose next attempt
-        // is overdue by STUCK_AFTER has lost its message: the lease below
-        // lets this one take it over.
+        // own message carries the delivery on.
         let now = Utc::now();
-        let live_elsewhere = delivery
-            .chain
-            .as_deref()
-            .is_some_and(|c| c != job.message.message_id)
-            && delivery
-                .next_attempt_at
-                .is_some_and(|t| t >= now - STUCK_AFTER);
-        if live_elsewhere {
+        if delivery.chain_live_elsewhere(&job.message.message_id, now) {
             tracing::info!(
                 "another message holds this delivery's retry chain; dropped without an attempt"
             );
