@@ -116,6 +116,8 @@ ADAPTER_ACTIONS = {
         "lease": {"dynamodb:UpdateItem", "dynamodb:GetItem"},
         "transition": {"dynamodb:UpdateItem"},
         "list_for_endpoint": {"dynamodb:Query"},
+        # On the sparse index pending-by-org, not the table.
+        "overdue": {"dynamodb:Query"},
     },
     "cursors.rs": {
         "get": {"dynamodb:GetItem"},
@@ -174,7 +176,13 @@ FUNCTION_SOURCES = {
     "inbound": ["functions/inbound/src"],
     "fanout": ["functions/fanout/src", "crates/pipeline/src/fanout.rs"],
     "sender": ["functions/sender/src", "crates/pipeline/src/sender"],
-    "sweeper": ["functions/sweeper/src", "crates/pipeline/src/sweeper.rs", "crates/pipeline/src/fanout.rs"],
+    "sweeper": [
+        "functions/sweeper/src",
+        "crates/pipeline/src/sweeper.rs",
+        "crates/pipeline/src/fanout.rs",
+        "crates/pipeline/src/reconciler.rs",
+        "crates/pipeline/src/requeue.rs",
+    ],
 }
 FUNCTION_CALLS = {
     "api": {
@@ -203,9 +211,11 @@ FUNCTION_CALLS = {
         "DeliveryDeadLetterQueue": {"send_batch"},
     },
     "sweeper": {
-        "EventsTable": {"list_after"},
-        "EndpointsTable": {"list_all"},
-        "DeliveriesTable": {"create_if_absent", "get_many"},
+        # get: the reconciler's requeue reads the event and endpoint of an
+        # overdue delivery (requeue.rs, which also holds the API's recover).
+        "EventsTable": {"list_after", "get"},
+        "EndpointsTable": {"list_all", "get"},
+        "DeliveriesTable": {"create_if_absent", "get_many", "overdue", "transition", "list_for_endpoint"},
         "CursorsTable": {"list", "advance"},
         "DeliveryQueue": {"send_batch"},
     },
@@ -228,12 +238,18 @@ EVENT_SOURCE_GRANTS = {
 }
 
 
+# Methods that read a table's index: their grant is on "X.index", the
+# index's ARN, not the table's.
+INDEX_METHODS = {"overdue"}
+
+
 def expected_grants(name: str) -> dict[str, set[str]]:
     grants: dict[str, set[str]] = {}
     for key, methods in FUNCTION_CALLS[name].items():
         adapter = ADAPTER_ACTIONS[ADAPTER_FILES[key]]
         for method in methods:
-            grants.setdefault(key, set()).update(adapter[method])
+            on = f"{key}.index" if method in INDEX_METHODS else key
+            grants.setdefault(on, set()).update(adapter[method])
     for key, actions in EVENT_SOURCE_GRANTS.get(name, {}).items():
         grants.setdefault(key, set()).update(actions)
     return grants
@@ -338,6 +354,8 @@ def policy_resource_key(template: dict, value) -> str:
         assert "*" not in literal.replace("/stream/*", "").replace("/index/*", ""), (
             f"policy resource {fmt!r} widens an ARN with a wildcard"
         )
+        if "/index/" in fmt:
+            return f"{logical_id}.index"
         return f"{logical_id}.stream" if "/stream/" in fmt else logical_id
     pytest.fail(f"policy resource {value!r} is neither !GetAtt nor !Sub of this stack's resources")
 
@@ -476,7 +494,8 @@ def test_table(template: dict, logical_id: str) -> None:
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert [(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]] == keys
     attribute_types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
-    assert attribute_types == {name: "S" for name, _ in keys}
+    index_keys = [k["AttributeName"] for i in props.get("GlobalSecondaryIndexes", []) for k in i["KeySchema"]]
+    assert attribute_types == {name: "S" for name in [k for k, _ in keys] + index_keys}
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["SSESpecification"]["SSEEnabled"] is True
     # Kept when the stack is deleted or the table replaced, and refused by
@@ -489,6 +508,27 @@ def test_table(template: dict, logical_id: str) -> None:
         assert "TimeToLiveSpecification" not in props
     if logical_id == "EventsTable":
         assert props["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
+
+
+def test_deliveries_have_the_reconcilers_sparse_pending_index(template: dict, repo_root: Path) -> None:
+    """The reconciler reads pending deliveries by org and next attempt from a
+    keys-only index that `webhooks dev --create-resources` makes the same way."""
+    props = resource(template, "DeliveriesTable")["Properties"]
+    (index,) = props["GlobalSecondaryIndexes"]
+    source = (repo_root / "crates" / "aws" / "src" / "deliveries.rs").read_text(encoding="utf-8")
+    (name,) = re.findall(r'pub const PENDING_INDEX: &str = "([^"]+)";', source)
+    assert index["IndexName"] == name
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [
+        ("org_id", "HASH"),
+        ("next_attempt_at", "RANGE"),
+    ]
+    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    resources = (repo_root / "crates" / "aws" / "src" / "resources.rs").read_text(encoding="utf-8")
+    spec = re.search(r"PENDING_INDEX: IndexSpec = IndexSpec \{([^}]*)\}", resources)
+    assert spec and '"org_id"' in spec.group(1) and '"next_attempt_at"' in spec.group(1)
+    grant = {"Fn::Sub": "${DeliveriesTable.Arn}/index/" + name}
+    statements = function_statements(template, FUNCTIONS["sweeper"])
+    assert any(grant in as_list(s["Resource"]) for s in statements), "the sweeper may query the index"
 
 
 def test_tables_and_queues_match_what_webhooks_dev_creates(template: dict, repo_root: Path) -> None:

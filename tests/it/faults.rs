@@ -431,6 +431,16 @@ impl DeliveryStore for FaultyDeliveryStore {
             .list_for_endpoint(endpoint_id, status, limit, cursor)
             .await
     }
+
+    async fn overdue(
+        &self,
+        org_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.before_read()?;
+        self.inner.overdue(org_id, before, limit).await
+    }
 }
 
 /// A delivery store in which `record_attempt` fails for a while: it works
@@ -517,5 +527,14 @@ impl DeliveryStore for RecordAttemptOutage {
         self.inner
             .list_for_endpoint(endpoint_id, status, limit, cursor)
             .await
+    }
+
+    async fn overdue(
+        &self,
+        org_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.inner.overdue(org_id, before, limit).await
     }
 }

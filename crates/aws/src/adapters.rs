@@ -90,6 +90,7 @@ pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
             clients.sqs.clone(),
             at.dead_letter_queue_url.clone(),
         )),
+        clock: webhooks_ports::SystemClock::shared(),
     }
 }
 

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
+use webhooks_domain::delivery::{delivery_id, parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Result};
@@ -25,6 +25,11 @@ const HAS_N_ATTEMPTS: &str =
 fn number(n: impl ToString) -> AttributeValue {
     AttributeValue::N(n.to_string())
 }
+
+/// The sparse index of pending deliveries (hash `org_id`, range
+/// `next_attempt_at`, keys only): `next_attempt_at` exists only while a
+/// delivery is pending, so the reconciler reads overdue ones without a scan.
+pub const PENDING_INDEX: &str = "pending-by-org";
 
 /// Deliveries in DynamoDB (key: `endpoint_id`, `event_id`).
 #[derive(Clone)]
@@ -332,6 +337,42 @@ impl DeliveryStore for DynamoDeliveryStore {
             Err(e) if is_condition_failure(&e) => Ok(None),
             Err(e) => Err(backend_error("UpdateItem deliveries", e)),
         }
+    }
+
+    async fn overdue(
+        &self,
+        org_id: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        while ids.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("org_id = :o AND next_attempt_at < :b")
+                .expression_attribute_values(":o", s(org_id))
+                .expression_attribute_values(":b", s(&rfc3339(before)))
+                .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend_error("Query deliveries pending-by-org", e))?;
+            for item in out.items.unwrap_or_default() {
+                let part = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+                if let (Some(ep), Some(evt)) = (part("endpoint_id"), part("event_id")) {
+                    ids.push(delivery_id(ep, evt));
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(ids)
     }
 
     async fn list_for_endpoint(

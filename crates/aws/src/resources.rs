@@ -21,7 +21,25 @@ pub struct TableSpec {
     /// A stream of new images feeds the fan-out.
     pub stream: bool,
     pub ttl_attribute: Option<&'static str>,
+    /// A global secondary index, keys only.
+    pub index: Option<IndexSpec>,
 }
+
+/// A global secondary index that projects only the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub name: &'static str,
+    pub hash_key: &'static str,
+    pub range_key: &'static str,
+}
+
+/// The deliveries' sparse index of pending deliveries by org and next
+/// attempt ([`crate::deliveries::PENDING_INDEX`]).
+pub const PENDING_INDEX: IndexSpec = IndexSpec {
+    name: crate::deliveries::PENDING_INDEX,
+    hash_key: "org_id",
+    range_key: "next_attempt_at",
+};
 
 /// Every table.
 pub const TABLES: [TableSpec; 6] = [
@@ -31,6 +49,7 @@ pub const TABLES: [TableSpec; 6] = [
         range_key: Some("event_id"),
         stream: true,
         ttl_attribute: Some("expires_at"),
+        index: None,
     },
     TableSpec {
         name: "endpoints",
@@ -38,6 +57,7 @@ pub const TABLES: [TableSpec; 6] = [
         range_key: Some("endpoint_id"),
         stream: false,
         ttl_attribute: None,
+        index: None,
     },
     TableSpec {
         name: "deliveries",
@@ -45,6 +65,7 @@ pub const TABLES: [TableSpec; 6] = [
         range_key: Some("event_id"),
         stream: false,
         ttl_attribute: Some("expires_at"),
+        index: Some(PENDING_INDEX),
     },
     TableSpec {
         name: "cursors",
@@ -52,6 +73,7 @@ pub const TABLES: [TableSpec; 6] = [
         range_key: None,
         stream: false,
         ttl_attribute: None,
+        index: None,
     },
     TableSpec {
         name: "idempotency",
@@ -59,6 +81,7 @@ pub const TABLES: [TableSpec; 6] = [
         range_key: None,
         stream: false,
         ttl_attribute: Some("expires_at"),
+        index: None,
     },
     TableSpec {
         name: "inbound",
@@ -66,6 +89,7 @@ pub const TABLES: [TableSpec; 6] = [
         range_key: Some("sk"),
         stream: false,
         ttl_attribute: Some("expires_at"),
+        index: None,
     },
 ];
 
@@ -147,6 +171,24 @@ async fn create_table(
         req = req
             .attribute_definitions(attr(range)?)
             .key_schema(key(range, KeyType::Range)?);
+    }
+    if let Some(index) = spec.index {
+        let keys_only = aws_sdk_dynamodb::types::Projection::builder()
+            .projection_type(aws_sdk_dynamodb::types::ProjectionType::KeysOnly)
+            .build();
+        let gsi = aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
+            .index_name(index.name)
+            .key_schema(key(index.hash_key, KeyType::Hash)?)
+            .key_schema(key(index.range_key, KeyType::Range)?)
+            .projection(keys_only)
+            .build()
+            .map_err(|e| BackendError::Permanent(e.to_string()))?;
+        for name in [index.hash_key, index.range_key] {
+            if name != spec.hash_key && Some(name) != spec.range_key {
+                req = req.attribute_definitions(attr(name)?);
+            }
+        }
+        req = req.global_secondary_indexes(gsi);
     }
     if spec.stream {
         req = req.stream_specification(

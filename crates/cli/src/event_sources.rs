@@ -169,7 +169,7 @@ impl QueueMapping {
         }
         let mut event = SqsEvent::default();
         event.records = messages.iter().map(sqs_message).collect();
-        let response = webhooks_fn_sender::send_batch(&self.sender, event).await;
+        let response = webhooks_fn_sender::send_batch(&self.sender, event, None).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()

@@ -115,7 +115,18 @@ pub struct Delivery {
 impl Delivery {
     /// A pending delivery of `event_id` to `endpoint_id`, due now.
     pub fn new(org_id: &str, endpoint_id: &str, event_id: &str, event_type: EventType) -> Delivery {
-        let now = Utc::now();
+        Delivery::new_at(org_id, endpoint_id, event_id, event_type, Utc::now())
+    }
+
+    /// A pending delivery of `event_id` to `endpoint_id`, created and due at
+    /// `now`.
+    pub fn new_at(
+        org_id: &str,
+        endpoint_id: &str,
+        event_id: &str,
+        event_type: EventType,
+        now: DateTime<Utc>,
+    ) -> Delivery {
         Delivery {
             id: delivery_id(endpoint_id, event_id),
             org_id: org_id.to_string(),

@@ -1,5 +1,6 @@
 //! The deliveries table: one delivery per (endpoint, event).
 
+use crate::clock::StoreClock;
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Result};
+use webhooks_ports::{
+    cursor, AttemptUpdate, BackendError, Clock, DeliveryStore, Lease, Page, Result,
+};
 
 /// DynamoDB's item size limit; a write that would make a bigger item is
 /// refused, as DynamoDB refuses it.
@@ -49,11 +52,20 @@ fn refuse_oversized(d: &Delivery) -> Result<()> {
 #[derive(Default)]
 pub struct MemoryDeliveryStore {
     deliveries: Mutex<BTreeMap<(String, String), Delivery>>,
+    clock: StoreClock,
 }
 
 impl MemoryDeliveryStore {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An empty store that reads `clock` for the times it writes.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(MemoryDeliveryStore {
+            deliveries: Mutex::default(),
+            clock: StoreClock::new(clock),
+        })
     }
 
     /// Every delivery, for tests and benchmarks.
@@ -177,7 +189,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         let mut ds = lock(&self.deliveries);
         match ds.get_mut(&key) {
             Some(d) if from.contains(&d.status) => {
-                let now = Utc::now();
+                let now = self.clock.now();
                 d.status = to;
                 d.updated_at = now;
                 d.next_attempt_at = (to == DeliveryStatus::Pending).then_some(now);
@@ -189,6 +201,27 @@ impl DeliveryStore for MemoryDeliveryStore {
             }
             _ => Ok(None),
         }
+    }
+
+    async fn overdue(
+        &self,
+        org_id: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let ds = lock(&self.deliveries);
+        let mut due: Vec<(DateTime<Utc>, &str)> = ds
+            .values()
+            .filter(|d| d.org_id == org_id && d.status == DeliveryStatus::Pending)
+            .filter_map(|d| d.next_attempt_at.map(|at| (at, d.id.as_str())))
+            .filter(|(at, _)| *at < before)
+            .collect();
+        due.sort_unstable();
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|(_, id)| id.to_string())
+            .collect())
     }
 
     async fn list_for_endpoint(

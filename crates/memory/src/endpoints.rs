@@ -1,5 +1,6 @@
 //! The endpoints table: endpoints per org.
 
+use crate::clock::StoreClock;
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use webhooks_domain::Endpoint;
 use webhooks_ports::{
-    cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
+    cursor, BackendError, Clock, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
     Result, Updated,
 };
 
@@ -15,11 +16,20 @@ use webhooks_ports::{
 #[derive(Default)]
 pub struct MemoryEndpointStore {
     endpoints: Mutex<BTreeMap<(String, String), Endpoint>>,
+    clock: StoreClock,
 }
 
 impl MemoryEndpointStore {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An empty store that reads `clock` for the times it writes.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(MemoryEndpointStore {
+            endpoints: Mutex::default(),
+            clock: StoreClock::new(clock),
+        })
     }
 }
 
@@ -50,7 +60,7 @@ impl EndpointHealth for MemoryEndpointStore {
         if let Some(ep) =
             lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
         {
-            ep.disable(reason, Utc::now());
+            ep.disable(reason, self.clock.now());
             ep.version += 1;
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! writes that refuse duplicates, a change stream of new events, and a queue
 //! with visibility timeouts, receive counts and redrive to a dead-letter queue.
 
+mod clock;
 mod cursors;
 mod deliveries;
 mod endpoints;
@@ -23,7 +24,7 @@ pub use queue::MemoryQueue;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_ports::queue_settings::{DELIVERY_QUEUE_VISIBILITY_SECS, MAX_RECEIVE_COUNT};
-use webhooks_ports::Adapters;
+use webhooks_ports::{Adapters, Clock, SystemClock};
 
 /// The one place the memory adapters are built: every store, and the
 /// delivery queue with its redrive to the dead-letter queue set up as in
@@ -39,6 +40,7 @@ pub struct MemoryBackend {
     pub inbound: Arc<MemoryInboundStore>,
     pub queue: Arc<MemoryQueue>,
     pub dead_letters: Arc<MemoryQueue>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl MemoryBackend {
@@ -53,17 +55,25 @@ impl MemoryBackend {
     /// Empty stores and queues, with this visibility timeout on the delivery
     /// queue (tests that need what a crash leaves behind to come back soon).
     pub fn with_visibility(visibility: Duration) -> Self {
+        Self::with_clock(visibility, SystemClock::shared())
+    }
+
+    /// Empty stores and queues that read `clock` for the times they write
+    /// (a simulation's virtual clock). The queues keep time with tokio's
+    /// clock, which a simulation pauses and advances in step with `clock`.
+    pub fn with_clock(visibility: Duration, clock: Arc<dyn Clock>) -> Self {
         let dead_letters = MemoryQueue::new(Duration::from_secs(30));
         let queue = MemoryQueue::with_redrive(visibility, dead_letters.clone(), MAX_RECEIVE_COUNT);
         MemoryBackend {
             events: MemoryEventStore::new(),
-            endpoints: MemoryEndpointStore::new(),
-            deliveries: MemoryDeliveryStore::new(),
+            endpoints: MemoryEndpointStore::with_clock(clock.clone()),
+            deliveries: MemoryDeliveryStore::with_clock(clock.clone()),
             cursors: MemoryCursorStore::new(),
-            idempotency: MemoryIdempotencyStore::new(),
+            idempotency: MemoryIdempotencyStore::with_clock(clock.clone()),
             inbound: MemoryInboundStore::new(),
             queue,
             dead_letters,
+            clock,
         }
     }
 
@@ -78,6 +88,7 @@ impl MemoryBackend {
             inbound: self.inbound.clone(),
             queue: self.queue.clone(),
             dead_letters: self.dead_letters.clone(),
+            clock: self.clock.clone(),
         }
     }
 }

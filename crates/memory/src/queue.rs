@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use webhooks_ports::queue_limits::{self, MAX_VISIBILITY};
+use webhooks_ports::queue_settings::QUEUE_RETENTION_SECS;
 use webhooks_ports::{BackendError, Queue, ReceivedMessage, Result};
 
 /// An SQS queue in memory: a received message stays invisible for the
@@ -15,13 +16,17 @@ use webhooks_ports::{BackendError, Queue, ReceivedMessage, Result};
 /// ([`queue_limits`]): a message over 256 KiB or with a character SQS does
 /// not carry, a batch request of more than ten entries or over 1 MiB, and a
 /// visibility change that would hide a message for more than 12 h from its
-/// receipt.
+/// receipt. Like SQS, it deletes a message once it has been in the queue
+/// for the retention period (14 days), received or not.
 pub struct MemoryQueue {
     state: Mutex<State>,
     changed: Notify,
     visibility_timeout: Duration,
     redrive: Option<(Arc<MemoryQueue>, u32)>,
 }
+
+/// How long SQS keeps a message: the queues are set to the maximum.
+const RETENTION: Duration = Duration::from_secs(QUEUE_RETENTION_SECS as u64);
 
 #[derive(Default)]
 struct State {
@@ -38,6 +43,8 @@ struct Message {
     receipt: Option<String>,
     /// When the current receipt was handed out.
     received_at: Instant,
+    /// When it was sent: it is deleted after the retention period.
+    sent_at: Instant,
 }
 
 impl MemoryQueue {
@@ -84,6 +91,16 @@ impl MemoryQueue {
             .collect()
     }
 
+    /// When the next hidden message becomes visible (`now` if one is
+    /// visible already): how far a simulation may move its clock at once.
+    pub fn next_visible_at(&self) -> Option<Instant> {
+        lock(&self.state)
+            .messages
+            .iter()
+            .map(|m| m.visible_at)
+            .min()
+    }
+
     fn push(&self, body: String, receive_count: u32) {
         let mut st = lock(&self.state);
         st.next_id += 1;
@@ -95,6 +112,7 @@ impl MemoryQueue {
             receive_count,
             receipt: None,
             received_at: Instant::now(),
+            sent_at: Instant::now(),
         });
     }
 
@@ -110,6 +128,10 @@ impl MemoryQueue {
             let mut st = lock(&self.state);
             let mut i = 0;
             while i < st.messages.len() && out.len() < max {
+                if now.duration_since(st.messages[i].sent_at) >= RETENTION {
+                    st.messages.remove(i);
+                    continue;
+                }
                 if st.messages[i].visible_at > now {
                     let at = st.messages[i].visible_at;
                     next_visible = Some(next_visible.map_or(at, |n| n.min(at)));
@@ -250,6 +272,19 @@ mod tests {
         let again = q.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(again[0].receive_count, 2);
         assert_ne!(again[0].receipt_handle, first[0].receipt_handle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_older_than_the_retention_period_are_gone() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        q.send_batch(&["old".into()]).await.unwrap();
+        tokio::time::advance(RETENTION - Duration::from_secs(60)).await;
+        q.send_batch(&["young".into()]).await.unwrap();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let got = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "young");
+        assert_eq!(q.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,9 @@ use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event};
-use webhooks_ports::{Adapters, BackendError, DeliveryStore, OrgEndpoints, Queue};
+use webhooks_ports::{
+    Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, SystemClock,
+};
 
 /// How many conditional creates run at once.
 const CREATE_CONCURRENCY: usize = 64;
@@ -15,6 +17,7 @@ pub struct FanOut {
     endpoints: Arc<dyn OrgEndpoints>,
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
 }
 
 /// What a fan-out of a batch did.
@@ -40,6 +43,7 @@ impl FanOut {
             adapters.deliveries.clone(),
             adapters.queue.clone(),
         )
+        .with_clock(adapters.clock.clone())
     }
 
     pub fn new(
@@ -51,7 +55,14 @@ impl FanOut {
             endpoints,
             deliveries,
             queue,
+            clock: SystemClock::shared(),
         }
+    }
+
+    /// The same fan-out, stamping new deliveries with `clock`'s time.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Fans out a batch of events given in stream order. Safe to repeat: a
@@ -90,6 +101,7 @@ impl FanOut {
             .await;
 
         // One conditional create per (endpoint, event).
+        let now = self.clock.now();
         let mut wanted: Vec<(usize, Delivery)> = Vec::new();
         for (i, event) in events.iter().enumerate() {
             match loaded.get(event.org_id.as_str()) {
@@ -97,7 +109,13 @@ impl FanOut {
                     for ep in targets(event, endpoints) {
                         wanted.push((
                             i,
-                            Delivery::new(&event.org_id, &ep.id, &event.id, event.event_type),
+                            Delivery::new_at(
+                                &event.org_id,
+                                &ep.id,
+                                &event.id,
+                                event.event_type,
+                                now,
+                            ),
                         ));
                     }
                 }

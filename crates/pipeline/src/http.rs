@@ -50,6 +50,22 @@ pub struct HttpOutcome {
     pub response_body: Option<String>,
 }
 
+/// What the sender POSTs through: the [`DeliveryClient`] everywhere but in
+/// simulations, which answer for their receivers on a virtual clock.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync {
+    /// POSTs `body` to `url` with `headers`; every problem is an
+    /// [`AttemptResult::Failed`], never an error.
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome;
+}
+
+#[async_trait::async_trait]
+impl Transport for DeliveryClient {
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+        DeliveryClient::post(self, url, headers, body).await
+    }
+}
+
 /// The shared delivery client.
 #[derive(Clone)]
 pub struct DeliveryClient {

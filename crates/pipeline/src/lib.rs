@@ -7,18 +7,22 @@
 //!   delivered, retried later, or dead-lettered;
 //! - [`sweeper`]: events the stream never handed to the fan-out are fanned
 //!   out from each organization's cursor;
+//! - [`reconciler`]: pending deliveries that lost their queue message are
+//!   queued again (the sweeper runs it);
 //! - [`requeue`]: deliveries sent again by hand, or canceled with their
 //!   endpoint.
 
 pub mod fanout;
 pub mod http;
+pub mod reconciler;
 pub mod registration;
-pub mod requeue;
+mod requeue;
 pub mod sender;
 pub mod sweeper;
 
 pub use fanout::{FanOut, FanOutReport};
-pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig};
+pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig, HttpOutcome, Transport};
+pub use reconciler::{Reconciled, Reconciler};
 pub use requeue::{Requeue, RequeueError};
 pub use sender::{MessageOutcome, Sender, SenderConfig};
 pub use sweeper::{SweepReport, Sweeper};

@@ -8,7 +8,9 @@ use futures::stream::{self, StreamExt};
 use std::sync::Arc;
 use webhooks_domain::delivery::{NotRetryable, Resend};
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{BackendError, DeliveryStore, EndpointLookup, EventStore, Queue};
+use webhooks_ports::{
+    BackendError, Clock, DeliveryStore, EndpointLookup, EventStore, Queue, SystemClock,
+};
 
 /// Deliveries read per page by a recovery or a cancellation.
 const PAGE: usize = 100;
@@ -46,6 +48,7 @@ pub struct Requeue {
     endpoints: Arc<dyn EndpointLookup>,
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Requeue {
@@ -60,14 +63,21 @@ impl Requeue {
             endpoints,
             deliveries,
             queue,
+            clock: SystemClock::shared(),
         }
+    }
+
+    /// The same use cases, reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sends `delivery` (of org `org_id`) again: a dead-lettered or canceled
     /// one becomes pending and is queued; a pending one overdue by
     /// `STUCK_AFTER` has its lost message queued again.
     pub async fn retry(&self, org_id: &str, delivery: Delivery) -> Result<(), RequeueError> {
-        let how = delivery.resend(Utc::now())?;
+        let how = delivery.resend(self.clock.now())?;
         if self
             .endpoints
             .get(org_id, &delivery.endpoint_id)

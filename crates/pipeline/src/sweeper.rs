@@ -3,11 +3,11 @@
 //! cursor.
 
 use crate::fanout::FanOut;
-use chrono::Utc;
+use crate::reconciler::Reconciler;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::ids;
-use webhooks_ports::{Adapters, CursorStore, EventStore};
+use webhooks_ports::{Adapters, Clock, CursorStore, EventStore, SystemClock};
 
 const PAGE: usize = 100;
 
@@ -17,6 +17,8 @@ pub struct Sweeper {
     cursors: Arc<dyn CursorStore>,
     fanout: Arc<FanOut>,
     grace: Duration,
+    clock: Arc<dyn Clock>,
+    reconciler: Option<Reconciler>,
 }
 
 /// What a sweep did.
@@ -28,17 +30,25 @@ pub struct SweepReport {
     pub enqueued: usize,
     /// Orgs whose sweep stopped at an error (tried again next time).
     pub failed_orgs: usize,
+    /// Pending deliveries without a queue message, queued again.
+    pub reconciled: usize,
+    /// Pending deliveries of deleted endpoints, canceled.
+    pub canceled: usize,
 }
 
 impl Sweeper {
-    /// The sweeper over a backend's adapters, with a fan-out of its own.
+    /// The sweeper over a backend's adapters, with a fan-out and a
+    /// reconciler of its own.
     pub fn from_adapters(adapters: &Adapters, grace: Duration) -> Self {
-        Sweeper::new(
+        let mut sweeper = Sweeper::new(
             adapters.events.clone(),
             adapters.cursors.clone(),
             Arc::new(FanOut::from_adapters(adapters)),
             grace,
-        )
+        );
+        sweeper.clock = adapters.clock.clone();
+        sweeper.reconciler = Some(Reconciler::from_adapters(adapters));
+        sweeper
     }
 
     /// `grace`: events younger than this are left to the stream.
@@ -53,6 +63,8 @@ impl Sweeper {
             cursors,
             fanout,
             grace,
+            clock: SystemClock::shared(),
+            reconciler: None,
         }
     }
 
@@ -75,18 +87,38 @@ impl Sweeper {
         // write has committed by now, or never will.
         let settled_below = ids::id_floor_at(
             "evt",
-            Utc::now() - chrono::Duration::from_std(self.grace).unwrap_or_default(),
+            self.clock.now() - chrono::Duration::from_std(self.grace).unwrap_or_default(),
         );
         for (org, cursor) in orgs {
             report.orgs += 1;
-            if !self
+            let swept = self
                 .sweep_org(&org, cursor, &settled_below, &mut report)
-                .await
-            {
+                .await;
+            let reconciled = self.reconcile_org(&org, &mut report).await;
+            if !(swept && reconciled) {
                 report.failed_orgs += 1;
             }
         }
         report
+    }
+
+    /// Queues again the org's pending deliveries that lost their message;
+    /// `false` on an error.
+    async fn reconcile_org(&self, org: &str, report: &mut SweepReport) -> bool {
+        let Some(reconciler) = &self.reconciler else {
+            return true;
+        };
+        match reconciler.reconcile_org(org).await {
+            Ok(r) => {
+                report.reconciled += r.requeued;
+                report.canceled += r.canceled;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(org_id = %org, error = %e, "could not reconcile pending deliveries");
+                false
+            }
+        }
     }
 
     /// Sweeps one org from `cursor`; `false` if it stopped at an error.

@@ -258,6 +258,33 @@ async fn a_slow_receiver_times_out() {
     );
 }
 
+/// The request timeout (30 s here) may not outlive the invocation: a POST
+/// still running when the Lambda's remaining time is nearly up is cut off
+/// and recorded as a timeout, instead of dying unrecorded with the Lambda.
+#[tokio::test]
+async fn a_post_is_cut_off_before_the_invocation_ends() {
+    let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_secs(20), 200)).await;
+    let w = world_with(
+        "1s",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(30),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+    );
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    let started = std::time::Instant::now();
+    let budget = webhooks_pipeline::sender::RECORD_MARGIN + Duration::from_millis(500);
+    let outcomes = w.sender.process_batch_within(&msgs, Some(budget)).await;
+    assert_eq!(outcomes, vec![MessageOutcome::Retry]);
+    assert!(started.elapsed() < budget, "recorded within the budget");
+    let recorded = w.delivery(&d.id).await;
+    assert_eq!(recorded.attempt_count, 1);
+    assert_eq!(recorded.attempts[0].error.as_deref(), Some("timeout"));
+}
+
 #[tokio::test]
 async fn private_destinations_are_blocked_after_resolution() {
     let rx = Receiver::always(200).await;

@@ -58,6 +58,29 @@ pub mod cursor {
 
 pub mod queue_limits;
 
+/// What time it is. Every step of the pipeline asks this instead of the
+/// system clock, so a simulation can run days of retries on a virtual one.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock: what every deployed function uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+impl SystemClock {
+    /// The system clock behind the [`Clock`] port.
+    pub fn shared() -> Arc<dyn Clock> {
+        Arc::new(SystemClock)
+    }
+}
+
 /// How the delivery queues are set up, the same in the SAM template, in
 /// `--create-resources` and in the memory queue that stands in for SQS.
 pub mod queue_settings {
@@ -119,6 +142,8 @@ pub struct Adapters {
     pub queue: Arc<dyn Queue>,
     /// Where the messages of dead-lettered deliveries go.
     pub dead_letters: Arc<dyn Queue>,
+    /// The time the steps go by (the system clock, but in simulations).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The event stream: every platform event, per organization, in id order.
@@ -243,6 +268,15 @@ pub trait DeliveryStore: Send + Sync {
         from: &[DeliveryStatus],
         to: DeliveryStatus,
     ) -> Result<Option<Delivery>>;
+    /// The ids of the org's pending deliveries whose next attempt was due
+    /// before `before`, most overdue first, at most `limit`: what the
+    /// reconciler checks for a lost queue message.
+    async fn overdue(
+        &self,
+        org_id: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>>;
     /// A page of an endpoint's deliveries, newest first, optionally of one status.
     async fn list_for_endpoint(
         &self,

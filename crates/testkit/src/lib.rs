@@ -5,6 +5,7 @@
 //! AWS emulator's configuration, and the queue port's contract suite.
 
 pub mod aws;
+pub mod clock;
 pub mod queue_contract;
 pub mod receiver;
 pub mod signatures;

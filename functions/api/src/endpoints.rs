@@ -7,7 +7,6 @@ use crate::input::{self, json_object, optional, optional_secret, present, requir
 use crate::response::{empty, json, json_with_secret};
 use crate::views::{EndpointView, ListView, SecretView};
 use crate::Api;
-use chrono::Utc;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -151,7 +150,7 @@ pub(crate) async fn update(
         if let Some(enabled) = enabled {
             endpoint.set_enabled(enabled);
         }
-        endpoint.updated_at = Utc::now();
+        endpoint.updated_at = api.clock.now();
     })
     .await?;
     Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
@@ -205,7 +204,7 @@ pub(crate) async fn rotate_secret(
         None => Secret::generate(),
     };
     let endpoint = modify(api, caller, id, |endpoint| {
-        endpoint.rotate_secret(secret.clone(), Utc::now(), api.config.rotation_overlap);
+        endpoint.rotate_secret(secret.clone(), api.clock.now(), api.config.rotation_overlap);
     })
     .await?;
     tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "secret rotated");

@@ -32,7 +32,7 @@ use tracing::Instrument;
 use webhooks_domain::EndpointUrlPolicy;
 use webhooks_pipeline::Requeue;
 use webhooks_ports::{
-    Adapters, CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
+    Adapters, Clock, CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
 };
 
 /// How the API behaves where deployments differ.
@@ -64,6 +64,7 @@ pub struct Api {
     requeue: Requeue,
     config: ApiConfig,
     portal: Option<Arc<portal::PortalIssuer>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Api {
@@ -78,6 +79,14 @@ impl Api {
             adapters.queue.clone(),
             config,
         )
+        .with_clock(adapters.clock.clone())
+    }
+
+    /// The same API, reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.requeue = self.requeue.with_clock(clock.clone());
+        self.clock = clock;
+        self
     }
 
     /// An API over these adapters; `queue` is the delivery queue that the
@@ -100,6 +109,7 @@ impl Api {
             idempotency,
             config,
             portal: None,
+            clock: webhooks_ports::SystemClock::shared(),
         }
     }
 

@@ -33,7 +33,7 @@ pub(crate) async fn get(
 ) -> Result<Response<Body>, ApiError> {
     let query: StatsQuery = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
-    let since = since(query.since.as_deref())?;
+    let since = since(query.since.as_deref(), api.clock.now())?;
     let endpoint = endpoints::load(api, caller, endpoint_id).await?;
     let horizon = ids::id_floor_at("evt", since - chrono::Duration::hours(24));
     let mut window: Vec<Delivery> = Vec::new();
@@ -63,9 +63,9 @@ pub(crate) async fn get(
 }
 
 /// The window's start: `since`, or 24 hours ago.
-fn since(raw: Option<&str>) -> Result<DateTime<Utc>, ApiError> {
+fn since(raw: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     match raw.filter(|s| !s.is_empty()) {
-        None => Ok(Utc::now() - chrono::Duration::hours(24)),
+        None => Ok(now - chrono::Duration::hours(24)),
         Some(s) => parse_rfc3339(s).ok_or_else(|| {
             ApiError::invalid("since must be an RFC 3339 time, such as 2026-11-27T06:00:00Z")
         }),

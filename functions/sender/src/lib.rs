@@ -19,13 +19,30 @@ pub async fn handle(
     sender: &Sender,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(send_batch(sender, event.payload).await)
+    let budget = remaining(
+        event.context.deadline,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    Ok(send_batch(sender, event.payload, budget).await)
 }
 
-/// The handler's work, callable without a Lambda context.
-pub async fn send_batch(sender: &Sender, batch: SqsEvent) -> SqsBatchResponse {
+/// The invocation's time left, from its deadline in milliseconds since the
+/// epoch (`None` when the context carries none): whatever request timeout
+/// is configured, no POST outlives it.
+pub fn remaining(deadline_ms: u64, now_ms: i64) -> Option<Duration> {
+    let now = u64::try_from(now_ms).unwrap_or(0);
+    (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms.saturating_sub(now)))
+}
+
+/// The handler's work, callable without a Lambda context; `budget` is the
+/// invocation's remaining time.
+pub async fn send_batch(
+    sender: &Sender,
+    batch: SqsEvent,
+    budget: Option<Duration>,
+) -> SqsBatchResponse {
     let messages: Vec<ReceivedMessage> = batch.records.iter().map(received).collect();
-    let outcomes = sender.process_batch(&messages).await;
+    let outcomes = sender.process_batch_within(&messages, budget).await;
     let mut response = SqsBatchResponse::default();
     for (message, outcome) in messages.iter().zip(outcomes) {
         if outcome == MessageOutcome::Retry {

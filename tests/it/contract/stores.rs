@@ -367,6 +367,56 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     assert_eq!(store.get("org", &ep.id).await.unwrap(), None);
 }
 
+/// The reconciler's view: the org's pending deliveries due before a time,
+/// most overdue first; finished ones and other orgs' are not listed.
+pub async fn overdue_lists_only_pending_deliveries_due_before(a: Adapters) {
+    let store = a.deliveries;
+    let now = Utc::now();
+    let org = format!("org-{}", ids::new_id("x"));
+    let at = |minutes: i64| now - Span::minutes(minutes);
+    let made = |minutes: i64| {
+        Delivery::new_at(
+            &org,
+            &ids::new_id("ep"),
+            &ids::new_id("evt"),
+            EventType::InvoicePaid,
+            at(minutes),
+        )
+    };
+    let (oldest, older, recent, finished) = (made(60), made(30), made(1), made(90));
+    for d in [&oldest, &older, &recent, &finished] {
+        store.create_if_absent(d).await.unwrap();
+    }
+    let elsewhere = new_delivery();
+    store.create_if_absent(&elsewhere).await.unwrap();
+    store
+        .transition(
+            &finished.id,
+            &[DeliveryStatus::Pending],
+            DeliveryStatus::Canceled,
+        )
+        .await
+        .unwrap()
+        .expect("canceled");
+    let before = now - Span::minutes(15);
+    assert_eq!(
+        store.overdue(&org, before, 10).await.unwrap(),
+        vec![oldest.id.clone(), older.id.clone()]
+    );
+    assert_eq!(
+        store.overdue(&org, before, 1).await.unwrap(),
+        vec![oldest.id.clone()]
+    );
+    // A retry that moves the next attempt on takes it off the list.
+    let mut update = failed(1, None);
+    update.next_attempt_at = Some(now + Span::hours(1));
+    assert!(store.record_attempt(&oldest.id, &update).await.unwrap());
+    assert_eq!(
+        store.overdue(&org, before, 10).await.unwrap(),
+        vec![older.id.clone()]
+    );
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -398,4 +448,5 @@ contracts!(
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,
     health_writes_clobber_nothing_and_move_the_version,
+    overdue_lists_only_pending_deliveries_due_before,
 );

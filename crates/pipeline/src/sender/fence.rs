@@ -4,7 +4,6 @@
 //! delivery's retry chain.
 
 use super::{Job, MessageOutcome, Sender};
-use chrono::Utc;
 use std::time::Duration;
 use webhooks_domain::delivery::STUCK_AFTER;
 use webhooks_domain::Delivery;
@@ -44,7 +43,7 @@ impl Sender {
         message: &ReceivedMessage,
         read: &Delivery,
     ) -> Result<Delivery, MessageOutcome> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let until = now
             + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
         match self

@@ -1,11 +1,13 @@
 //! The sender: each queued delivery is signed, POSTed, and then marked
 //! delivered, put back on the queue for later, or dead-lettered.
 
-use crate::http::{DeliveryClient, HttpOutcome};
+use crate::http::{DeliveryClient, HttpOutcome, Transport};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -18,9 +20,13 @@ use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
-    Adapters, AttemptUpdate, BackendError, DeliveryStore, EndpointHealth, EndpointLookup, Queue,
-    ReceivedMessage,
+    Adapters, AttemptUpdate, BackendError, Clock, DeliveryStore, EndpointHealth, EndpointLookup,
+    Queue, ReceivedMessage, SystemClock,
 };
+
+/// What the sender keeps of an invocation's time to record its attempts
+/// after the last POST is cut off.
+pub const RECORD_MARGIN: Duration = Duration::from_secs(3);
 
 /// The error an attempt records when its endpoint is disabled.
 pub const ENDPOINT_DISABLED: &str = "endpoint_disabled";
@@ -66,8 +72,11 @@ pub struct Sender {
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
     dead_letters: Arc<dyn Queue>,
-    client: DeliveryClient,
+    transport: Arc<dyn Transport>,
     config: SenderConfig,
+    clock: Arc<dyn Clock>,
+    /// Draws the retry delays' jitter.
+    jitter: Mutex<StdRng>,
 }
 
 struct Job<'a> {
@@ -76,6 +85,9 @@ struct Job<'a> {
     /// When the batch reached the sender: SQS counts its 12 h limit on
     /// hiding a message from the receipt, just before.
     received: tokio::time::Instant,
+    /// When the POST must have ended, so that the attempt is still recorded
+    /// before the invocation's own deadline.
+    post_deadline: Option<tokio::time::Instant>,
 }
 
 impl Job<'_> {
@@ -122,6 +134,7 @@ impl Sender {
             client,
             config,
         )
+        .with_clock(adapters.clock.clone())
     }
 
     pub fn new(
@@ -139,15 +152,50 @@ impl Sender {
             deliveries,
             queue,
             dead_letters,
-            client,
+            transport: Arc::new(client),
             config,
+            clock: SystemClock::shared(),
+            jitter: Mutex::new(StdRng::from_os_rng()),
         }
+    }
+
+    /// The same sender, reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The same sender, POSTing through `transport` instead of its HTTP
+    /// client (a simulation's receivers).
+    pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The same sender, drawing jitter from a generator seeded with `seed`,
+    /// so that a simulation replays exactly.
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter = Mutex::new(StdRng::seed_from_u64(seed));
+        self
     }
 
     /// Handles a batch of queue messages concurrently, returning one outcome
     /// per message, in order.
     pub async fn process_batch(&self, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
+        self.process_batch_within(messages, None).await
+    }
+
+    /// [`Sender::process_batch`] within `budget` (the Lambda invocation's
+    /// remaining time): a POST still running [`RECORD_MARGIN`] before the
+    /// budget ends is cut off as a timeout, so every attempt made is
+    /// recorded, whatever request timeout is configured.
+    pub async fn process_batch_within(
+        &self,
+        messages: &[ReceivedMessage],
+        budget: Option<Duration>,
+    ) -> Vec<MessageOutcome> {
         let received = tokio::time::Instant::now();
+        let post_deadline = budget.map(|b| received + b.saturating_sub(RECORD_MARGIN));
         let mut outcomes = vec![MessageOutcome::Done; messages.len()];
         let mut jobs: Vec<(usize, Job)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
@@ -168,6 +216,7 @@ impl Sender {
                         message,
                         task,
                         received,
+                        post_deadline,
                     },
                 )),
                 Err(e) => {
@@ -271,7 +320,7 @@ impl Sender {
         // A message of another live retry chain (a replayed fan-out, an
         // overlapping sweep) is finished here, without a write; the chain's
         // own message carries the delivery on.
-        let now = Utc::now();
+        let now = self.clock.now();
         if delivery.chain_live_elsewhere(&job.message.message_id, now) {
             tracing::info!(
                 "another message holds this delivery's retry chain; dropped without an attempt"
@@ -327,16 +376,28 @@ impl Sender {
     /// Signs and POSTs (or, for a disabled endpoint, fails at once) and
     /// decides what follows.
     async fn attempt<'a>(&self, prepared: Prepared<'a>) -> Attempted<'a> {
-        let at = Utc::now();
+        let at = self.clock.now();
         let outcome = if prepared.endpoint.enabled {
             let headers = delivery_headers(prepared.task, prepared.endpoint, prepared.number, at);
-            self.client
-                .post(
-                    &prepared.endpoint.url,
-                    &headers,
-                    prepared.task.payload.clone(),
-                )
-                .await
+            let post = self.transport.post(
+                &prepared.endpoint.url,
+                &headers,
+                prepared.task.payload.clone(),
+            );
+            match prepared.job.post_deadline {
+                None => post.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, post).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => HttpOutcome {
+                        result: AttemptResult::Failed {
+                            error: "timeout".to_string(),
+                        },
+                        latency_ms: u64::try_from(prepared.job.received.elapsed().as_millis())
+                            .unwrap_or(u64::MAX),
+                        response_body: None,
+                    },
+                },
+            }
         } else {
             HttpOutcome {
                 result: AttemptResult::Failed {
@@ -350,7 +411,7 @@ impl Sender {
             prepared.number,
             &outcome.result,
             &self.config.schedule,
-            &mut rand::rng(),
+            &mut *self.jitter.lock().unwrap_or_else(PoisonError::into_inner),
         );
         Attempted {
             prepared,

@@ -1,0 +1,165 @@
+//! The reconciler, on a virtual clock: a pending delivery whose queue
+//! message is lost (redriven, expired, never sent) is queued again once it
+//! is overdue, and goes on to be delivered; one whose endpoint is gone ends
+//! canceled. Without the reconciler both would stay pending for ever.
+
+use async_trait::async_trait;
+use chrono::TimeZone;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_domain::delivery::{delivery_id, AttemptResult};
+use webhooks_domain::{ids, DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_memory::MemoryBackend;
+use webhooks_pipeline::{
+    DeliveryClient, DeliveryClientConfig, FanOut, HttpOutcome, MessageOutcome, Sender,
+    SenderConfig, Sweeper, Transport,
+};
+use webhooks_ports::Adapters;
+use webhooks_testkit::clock::TokioClock;
+
+/// Every POST answered 200.
+struct Accepting;
+
+#[async_trait]
+impl Transport for Accepting {
+    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+        HttpOutcome {
+            result: AttemptResult::Responded {
+                status: 200,
+                retry_after: None,
+            },
+            latency_ms: 1,
+            response_body: None,
+        }
+    }
+}
+
+struct World {
+    adapters: Adapters,
+    memory: MemoryBackend,
+    endpoint: Endpoint,
+    event: Event,
+}
+
+/// One org with one endpoint, and an event fanned out to it whose queue
+/// message is lost after the sweeper's cursor has moved over the event (so
+/// no sweep of events looks at it again).
+async fn a_delivery_that_lost_its_message() -> World {
+    let clock = TokioClock::starting_at(chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+    let memory = MemoryBackend::with_clock(Duration::from_secs(180), clock.clone());
+    let adapters = memory.adapters();
+    let mut endpoint = Endpoint::new(
+        "org",
+        "https://receiver.test/".into(),
+        Subscription::All,
+        Secret::generate(),
+    );
+    endpoint.created_at = webhooks_ports::Clock::now(clock.as_ref());
+    adapters.endpoints.create(&endpoint).await.unwrap();
+    adapters
+        .cursors
+        .ensure("org", &ids::id_floor_at("evt", endpoint.created_at))
+        .await
+        .unwrap();
+    let mut event = Event::new(
+        "org",
+        EventType::LeadWon,
+        RawValue::from_string("{}".into()).unwrap(),
+    );
+    event.created_at = endpoint.created_at + chrono::Duration::seconds(1);
+    event.id = ids::id_floor_at("evt", event.created_at);
+    adapters.events.put_if_absent(&event).await.unwrap();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let fanned = FanOut::from_adapters(&adapters)
+        .fan_out(std::slice::from_ref(&event))
+        .await;
+    assert_eq!(fanned.enqueued, 1);
+    tokio::time::advance(Duration::from_secs(120)).await;
+    Sweeper::new(
+        adapters.events.clone(),
+        adapters.cursors.clone(),
+        Arc::new(FanOut::from_adapters(&adapters)),
+        Duration::from_secs(60),
+    )
+    .sweep()
+    .await;
+    assert_eq!(
+        adapters.cursors.get("org").await.unwrap().as_deref(),
+        Some(event.id.as_str())
+    );
+    // Lost: SQS redrove it, or its retention ran out.
+    let lost = adapters.queue.receive(10, Duration::ZERO).await.unwrap();
+    let handles: Vec<String> = lost.into_iter().map(|m| m.receipt_handle).collect();
+    adapters.queue.delete_batch(&handles).await.unwrap();
+    assert!(memory.queue.is_empty());
+    World {
+        adapters,
+        memory,
+        endpoint,
+        event,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_delivery_without_a_message_is_queued_again_and_delivered() {
+    let w = a_delivery_that_lost_its_message().await;
+    let sweeper = Sweeper::from_adapters(&w.adapters, Duration::from_secs(60));
+    // Not overdue yet: its message may only be late.
+    tokio::time::advance(Duration::from_secs(10 * 60)).await;
+    assert_eq!(sweeper.sweep().await.reconciled, 0);
+    assert!(w.memory.queue.is_empty());
+    tokio::time::advance(Duration::from_secs(6 * 60)).await;
+    let report = sweeper.sweep().await;
+    assert_eq!((report.reconciled, report.failed_orgs), (1, 0));
+
+    let sender = Sender::from_adapters(
+        &w.adapters,
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_transport(Arc::new(Accepting));
+    let messages = w.adapters.queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        sender.process_batch(&messages).await,
+        vec![MessageOutcome::Done]
+    );
+    let d = w
+        .adapters
+        .deliveries
+        .get(&delivery_id(&w.endpoint.id, &w.event.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.attempt_count, 1);
+    // Nothing left to reconcile.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(sweeper.sweep().await.reconciled, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overdue_delivery_of_a_deleted_endpoint_ends_canceled() {
+    let w = a_delivery_that_lost_its_message().await;
+    // Deleted without its pending deliveries being canceled (the API's
+    // cancellation stopped half-way, say).
+    w.adapters
+        .endpoints
+        .delete("org", &w.endpoint.id)
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(16 * 60)).await;
+    let report = Sweeper::from_adapters(&w.adapters, Duration::from_secs(60))
+        .sweep()
+        .await;
+    assert_eq!((report.reconciled, report.canceled), (0, 1));
+    let d = w
+        .adapters
+        .deliveries
+        .get(&delivery_id(&w.endpoint.id, &w.event.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Canceled);
+    assert!(w.memory.queue.is_empty());
+}
