@@ -565,6 +565,46 @@ async fn messages_of_one_delivery_make_one_retry_chain() {
     }
 }
 
+/// Found by the simulation: a batch holding two messages of one delivery,
+/// the chain's owner second, dropped the owner as the in-batch duplicate and
+/// then the other as not owning the chain; the delivery was left without a
+/// message until the reconciler found it. The owner is the one kept.
+#[tokio::test]
+async fn an_in_batch_duplicate_never_drops_the_chains_own_message() {
+    let rx = Receiver::start(|_, _| Reply::Status(500)).await;
+    let w = world("1s,1s,1s");
+    let ep = w.endpoint(rx.url("/in")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    // Attempt 1: the message becomes the chain's owner.
+    let owner = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+    assert_eq!(
+        w.sender.process_batch(&owner).await,
+        vec![MessageOutcome::Retry]
+    );
+    // A replayed fan-out queues a second message of the same delivery.
+    w.queue
+        .send_batch(std::slice::from_ref(&owner[0].body))
+        .await
+        .expect("send");
+    // Past the retry's 1 s (+20 % jitter).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let mut batch = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(batch.len(), 2, "both messages visible");
+    // The duplicate first, the owner second.
+    batch.sort_by_key(|m| m.message_id != owner[0].message_id);
+    batch.reverse();
+    assert_eq!(batch[1].message_id, owner[0].message_id);
+    let outcomes = w.sender.process_batch(&batch).await;
+    assert_eq!(
+        outcomes,
+        vec![MessageOutcome::Done, MessageOutcome::Retry],
+        "the duplicate is finished, the owner carries the chain on"
+    );
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.attempt_count, 2);
+    assert_eq!(stored.chain.as_deref(), Some(owner[0].message_id.as_str()));
+}
+
 /// The lease of a crashed attempt ends, and the chain's own message, when it
 /// comes back, carries on with the next number.
 #[tokio::test]

@@ -200,16 +200,6 @@ impl Sender {
         let mut jobs: Vec<(usize, Job)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
             match serde_json::from_str::<DeliveryTask>(&message.body) {
-                // A second message for a delivery already in this batch (a
-                // replayed fan-out queues it again) would POST it twice at
-                // once; it is finished with here.
-                Ok(task)
-                    if jobs
-                        .iter()
-                        .any(|(_, j)| j.task.delivery_id == task.delivery_id) =>
-                {
-                    tracing::info!(delivery_id = %task.delivery_id, "duplicate message in batch; dropped");
-                }
                 Ok(task) => jobs.push((
                     i,
                     Job {
@@ -244,6 +234,42 @@ impl Sender {
                 return outcomes;
             }
         };
+
+        // A second message for a delivery in this batch (a replayed fan-out
+        // queues it again) would POST it twice at once: one is kept, the
+        // one that owns the delivery's retry chain if it is here (dropping
+        // the owner would leave the delivery without a message), and the
+        // others are finished with.
+        let mut kept: HashMap<&str, usize> = HashMap::new();
+        for (slot, (_, job)) in jobs.iter().enumerate() {
+            let owner = deliveries
+                .get(&job.task.delivery_id)
+                .and_then(|d| d.chain.as_deref())
+                == Some(job.message.message_id.as_str());
+            match kept.entry(job.task.delivery_id.as_str()) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(slot);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) if owner => {
+                    o.insert(slot);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {}
+            }
+        }
+        let keep: Vec<bool> = jobs
+            .iter()
+            .enumerate()
+            .map(|(slot, (_, job))| kept.get(job.task.delivery_id.as_str()) == Some(&slot))
+            .collect();
+        let mut deduped = Vec::with_capacity(jobs.len());
+        for ((i, job), keep) in jobs.into_iter().zip(keep) {
+            if keep {
+                deduped.push((i, job));
+            } else {
+                tracing::info!(delivery_id = %job.task.delivery_id, "duplicate message in batch; dropped");
+            }
+        }
+        let jobs = deduped;
 
         // Each endpoint once per batch.
         let mut keys: Vec<(String, String)> = jobs
