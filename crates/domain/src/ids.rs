@@ -12,6 +12,15 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid.to_string().to_lowercase())
 }
 
+/// An id made at `t` with the given 80 bits of `entropy` (the low bits are
+/// used): what a simulation on a virtual clock makes, so that a seed
+/// determines every id.
+pub fn id_at(prefix: &str, t: chrono::DateTime<chrono::Utc>, entropy: u128) -> String {
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+    let ulid = Ulid::from_parts(ms, entropy & ((1u128 << 80) - 1));
+    format!("{prefix}_{}", ulid.to_string().to_lowercase())
+}
+
 /// The smallest id with this prefix created at or after `t`; events after a
 /// cursor made from it are those created at or after `t`.
 pub fn id_floor_at(prefix: &str, t: chrono::DateTime<chrono::Utc>) -> String {
@@ -45,6 +54,15 @@ mod tests {
     fn floor_sorts_before_ids_made_after_it() {
         let floor = id_floor_at("evt", chrono::Utc::now() - chrono::Duration::seconds(1));
         assert!(floor < new_id("evt"));
+    }
+
+    #[test]
+    fn ids_made_at_a_time_sort_by_it() {
+        let t = chrono::Utc::now();
+        let early = id_at("evt", t, u128::MAX);
+        let late = id_at("evt", t + chrono::Duration::milliseconds(1), 0);
+        assert!(id_floor_at("evt", t) <= early && early < late);
+        assert_eq!(body(&early, "evt").map(str::len), Some(26));
     }
 
     #[test]

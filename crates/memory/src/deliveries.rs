@@ -4,7 +4,7 @@ use crate::clock::StoreClock;
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::{Delivery, DeliveryStatus};
@@ -52,7 +52,21 @@ fn refuse_oversized(d: &Delivery) -> Result<()> {
 #[derive(Default)]
 pub struct MemoryDeliveryStore {
     deliveries: Mutex<BTreeMap<(String, String), Delivery>>,
+    /// The sparse index the reconciler reads, like DynamoDB's
+    /// pending-by-org: (org, next attempt, id) of every pending delivery.
+    /// Locked after `deliveries`, never before.
+    pending: Mutex<BTreeSet<PendingKey>>,
     clock: StoreClock,
+}
+
+type PendingKey = (String, DateTime<Utc>, String);
+
+/// A delivery's entry in the pending index, if it has one.
+fn pending_key(d: &Delivery) -> Option<PendingKey> {
+    (d.status == DeliveryStatus::Pending)
+        .then_some(d.next_attempt_at)
+        .flatten()
+        .map(|at| (d.org_id.clone(), at, d.id.clone()))
 }
 
 impl MemoryDeliveryStore {
@@ -64,6 +78,7 @@ impl MemoryDeliveryStore {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(MemoryDeliveryStore {
             deliveries: Mutex::default(),
+            pending: Mutex::default(),
             clock: StoreClock::new(clock),
         })
     }
@@ -71,6 +86,39 @@ impl MemoryDeliveryStore {
     /// Every delivery, for tests and benchmarks.
     pub fn all(&self) -> Vec<Delivery> {
         lock(&self.deliveries).values().cloned().collect()
+    }
+
+    /// Moves a delivery's pending-index entry from `old` to its own.
+    fn reindex(&self, old: Option<PendingKey>, now: &Delivery) {
+        let new = pending_key(now);
+        if old != new {
+            let mut pending = lock(&self.pending);
+            if let Some(old) = old {
+                pending.remove(&old);
+            }
+            if let Some(new) = new {
+                pending.insert(new);
+            }
+        }
+    }
+
+    /// How many deliveries there are.
+    pub fn len(&self) -> usize {
+        lock(&self.deliveries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The (id, org) of every delivery with this status, without copying
+    /// the deliveries: what a simulation inspects as it runs.
+    pub fn ids_with_status(&self, status: DeliveryStatus) -> Vec<(String, String)> {
+        lock(&self.deliveries)
+            .values()
+            .filter(|d| d.status == status)
+            .map(|d| (d.id.clone(), d.org_id.clone()))
+            .collect()
     }
 
     /// How many deliveries have each status.
@@ -97,6 +145,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         }
         refuse_oversized(delivery)?;
         ds.insert(key, delivery.clone());
+        self.reindex(None, delivery);
         Ok(None)
     }
 
@@ -170,7 +219,9 @@ impl DeliveryStore for MemoryDeliveryStore {
                 next.updated_at = update.attempt.at;
                 next.lease_until = None;
                 refuse_oversized(&next)?;
+                let old = pending_key(d);
                 *d = next;
+                self.reindex(old, d);
                 Ok(true)
             }
             _ => Ok(false),
@@ -189,6 +240,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         let mut ds = lock(&self.deliveries);
         match ds.get_mut(&key) {
             Some(d) if from.contains(&d.status) => {
+                let old = pending_key(d);
                 let now = self.clock.now();
                 d.status = to;
                 d.updated_at = now;
@@ -197,6 +249,7 @@ impl DeliveryStore for MemoryDeliveryStore {
                     d.chain = None;
                     d.lease_until = None;
                 }
+                self.reindex(old, d);
                 Ok(Some(d.clone()))
             }
             _ => Ok(None),
@@ -209,18 +262,12 @@ impl DeliveryStore for MemoryDeliveryStore {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let ds = lock(&self.deliveries);
-        let mut due: Vec<(DateTime<Utc>, &str)> = ds
-            .values()
-            .filter(|d| d.org_id == org_id && d.status == DeliveryStatus::Pending)
-            .filter_map(|d| d.next_attempt_at.map(|at| (at, d.id.as_str())))
-            .filter(|(at, _)| *at < before)
-            .collect();
-        due.sort_unstable();
-        Ok(due
-            .into_iter()
+        let from = (org_id.to_string(), DateTime::<Utc>::MIN_UTC, String::new());
+        let to = (org_id.to_string(), before, String::new());
+        Ok(lock(&self.pending)
+            .range(from..to)
             .take(limit)
-            .map(|(_, id)| id.to_string())
+            .map(|(_, _, id)| id.clone())
             .collect())
     }
 

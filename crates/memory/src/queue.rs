@@ -1,6 +1,6 @@
 use crate::sync::lock;
 use async_trait::async_trait;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -28,9 +28,14 @@ pub struct MemoryQueue {
 /// How long SQS keeps a message: the queues are set to the maximum.
 const RETENTION: Duration = Duration::from_secs(QUEUE_RETENTION_SECS as u64);
 
+/// The queue's messages, indexed as SQS would need to serve them at
+/// scale: by id, by when each becomes visible, and by receipt handle.
 #[derive(Default)]
 struct State {
-    messages: VecDeque<Message>,
+    messages: BTreeMap<u64, Message>,
+    /// (visible at, id) of every message: receives take the earliest.
+    by_visibility: BTreeSet<(Instant, u64)>,
+    receipts: HashMap<String, u64>,
     next_id: u64,
     next_receipt: u64,
 }
@@ -45,6 +50,25 @@ struct Message {
     received_at: Instant,
     /// When it was sent: it is deleted after the retention period.
     sent_at: Instant,
+}
+
+impl State {
+    fn remove(&mut self, seq: u64) -> Option<Message> {
+        let m = self.messages.remove(&seq)?;
+        self.by_visibility.remove(&(m.visible_at, seq));
+        if let Some(r) = &m.receipt {
+            self.receipts.remove(r);
+        }
+        Some(m)
+    }
+
+    fn set_visible_at(&mut self, seq: u64, at: Instant) {
+        if let Some(m) = self.messages.get_mut(&seq) {
+            self.by_visibility.remove(&(m.visible_at, seq));
+            m.visible_at = at;
+            self.by_visibility.insert((at, seq));
+        }
+    }
 }
 
 impl MemoryQueue {
@@ -86,61 +110,73 @@ impl MemoryQueue {
     pub fn bodies(&self) -> Vec<String> {
         lock(&self.state)
             .messages
-            .iter()
+            .values()
             .map(|m| m.body.clone())
             .collect()
+    }
+
+    /// Reads the bodies of every message in the queue without copying them.
+    pub fn with_bodies<R>(&self, read: impl FnOnce(&mut dyn Iterator<Item = &str>) -> R) -> R {
+        let st = lock(&self.state);
+        let mut bodies = st.messages.values().map(|m| m.body.as_str());
+        read(&mut bodies)
     }
 
     /// When the next hidden message becomes visible (`now` if one is
     /// visible already): how far a simulation may move its clock at once.
     pub fn next_visible_at(&self) -> Option<Instant> {
-        lock(&self.state)
-            .messages
-            .iter()
-            .map(|m| m.visible_at)
-            .min()
+        lock(&self.state).by_visibility.first().map(|(at, _)| *at)
     }
 
     fn push(&self, body: String, receive_count: u32) {
         let mut st = lock(&self.state);
         st.next_id += 1;
-        let id = format!("msg-{}", st.next_id);
-        st.messages.push_back(Message {
-            id,
-            body,
-            visible_at: Instant::now(),
-            receive_count,
-            receipt: None,
-            received_at: Instant::now(),
-            sent_at: Instant::now(),
-        });
+        let seq = st.next_id;
+        let now = Instant::now();
+        st.messages.insert(
+            seq,
+            Message {
+                id: format!("msg-{seq}"),
+                body,
+                visible_at: now,
+                receive_count,
+                receipt: None,
+                received_at: now,
+                sent_at: now,
+            },
+        );
+        st.by_visibility.insert((now, seq));
     }
 
-    /// Takes up to `max` visible messages, moving over-received ones to the
-    /// dead-letter queue. Returns the messages and the earliest time another
+    /// Takes up to `max` visible messages, earliest visible first, moving
+    /// over-received ones to the dead-letter queue and dropping those past
+    /// retention. Returns the messages and the earliest time another
     /// message becomes visible.
     fn take_visible(&self, max: usize) -> (Vec<ReceivedMessage>, Option<Instant>) {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut to_dlq = Vec::new();
-        let mut next_visible: Option<Instant> = None;
+        let next_visible;
         {
             let mut st = lock(&self.state);
-            let mut i = 0;
-            while i < st.messages.len() && out.len() < max {
-                if now.duration_since(st.messages[i].sent_at) >= RETENTION {
-                    st.messages.remove(i);
-                    continue;
+            while out.len() < max {
+                let Some(&(at, seq)) = st.by_visibility.first() else {
+                    break;
+                };
+                if at > now {
+                    break;
                 }
-                if st.messages[i].visible_at > now {
-                    let at = st.messages[i].visible_at;
-                    next_visible = Some(next_visible.map_or(at, |n| n.min(at)));
-                    i += 1;
+                let Some(m) = st.messages.get(&seq) else {
+                    st.by_visibility.remove(&(at, seq));
+                    continue;
+                };
+                if now.duration_since(m.sent_at) >= RETENTION {
+                    st.remove(seq);
                     continue;
                 }
                 if let Some((_, max_receives)) = &self.redrive {
-                    if st.messages[i].receive_count >= *max_receives {
-                        if let Some(m) = st.messages.remove(i) {
+                    if m.receive_count >= *max_receives {
+                        if let Some(m) = st.remove(seq) {
                             to_dlq.push(m.body);
                         }
                         continue;
@@ -148,20 +184,26 @@ impl MemoryQueue {
                 }
                 st.next_receipt += 1;
                 let receipt = format!("rh-{}", st.next_receipt);
-                let vt = self.visibility_timeout;
-                let m = &mut st.messages[i];
-                m.receive_count += 1;
-                m.visible_at = now + vt;
-                m.receipt = Some(receipt.clone());
-                m.received_at = now;
-                out.push(ReceivedMessage {
-                    message_id: m.id.clone(),
-                    body: m.body.clone(),
-                    receipt_handle: receipt,
-                    receive_count: m.receive_count,
+                st.set_visible_at(seq, now + self.visibility_timeout);
+                let old = st.messages.get_mut(&seq).and_then(|m| {
+                    m.receive_count += 1;
+                    m.received_at = now;
+                    m.receipt.replace(receipt.clone())
                 });
-                i += 1;
+                if let Some(old) = old {
+                    st.receipts.remove(&old);
+                }
+                st.receipts.insert(receipt.clone(), seq);
+                if let Some(m) = st.messages.get(&seq) {
+                    out.push(ReceivedMessage {
+                        message_id: m.id.clone(),
+                        body: m.body.clone(),
+                        receipt_handle: receipt,
+                        receive_count: m.receive_count,
+                    });
+                }
             }
+            next_visible = st.by_visibility.first().map(|(at, _)| *at);
         }
         if let Some((dlq, _)) = &self.redrive {
             for body in to_dlq {
@@ -224,22 +266,18 @@ impl Queue for MemoryQueue {
     async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
         {
             let mut st = lock(&self.state);
-            let m = st
-                .messages
-                .iter_mut()
-                .find(|m| m.receipt.as_deref() == Some(receipt_handle))
-                .ok_or_else(|| {
-                    BackendError::Permanent("receipt handle is invalid or expired".into())
-                })?;
+            let invalid = || BackendError::Permanent("receipt handle is invalid or expired".into());
+            let seq = *st.receipts.get(receipt_handle).ok_or_else(invalid)?;
+            let received_at = st.messages.get(&seq).ok_or_else(invalid)?.received_at;
             let now = Instant::now();
-            if (now + delay).duration_since(m.received_at) > MAX_VISIBILITY {
+            if (now + delay).duration_since(received_at) > MAX_VISIBILITY {
                 return Err(BackendError::Permanent(format!(
                     "ChangeMessageVisibility: hiding the message for {} s more would take it past {} s from its receipt",
                     delay.as_secs_f64(),
                     MAX_VISIBILITY.as_secs()
                 )));
             }
-            m.visible_at = now + delay;
+            st.set_visible_at(seq, now + delay);
         }
         self.changed.notify_waiters();
         Ok(())
@@ -247,11 +285,11 @@ impl Queue for MemoryQueue {
 
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
         let mut st = lock(&self.state);
-        st.messages.retain(|m| {
-            !m.receipt
-                .as_ref()
-                .is_some_and(|r| receipt_handles.contains(r))
-        });
+        for handle in receipt_handles {
+            if let Some(seq) = st.receipts.get(handle).copied() {
+                st.remove(seq);
+            }
+        }
         Ok(())
     }
 }
