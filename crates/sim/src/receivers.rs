@@ -1,0 +1,356 @@
+//! The receivers: one behaviour per endpoint, answering the sender's POSTs
+//! on the virtual clock, and watching what no receiver should ever see: two
+//! POSTs of one delivery at once, an attempt number used again after it was
+//! recorded, a signature that is not the endpoint's.
+
+use crate::chaos::gate;
+use crate::check::Violations;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use webhooks_domain::delivery::AttemptResult;
+use webhooks_domain::signing::x_signature;
+use webhooks_domain::Secret;
+use webhooks_memory::MemoryDeliveryStore;
+use webhooks_pipeline::{HttpOutcome, Transport};
+use webhooks_ports::{Clock, DeliveryStore};
+
+/// How an endpoint answers.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// 2xx, but for `fail_rate` of the attempts (500, 503, a reset).
+    Healthy { fail_rate: f64 },
+    /// Often failing: 500, 400, resets and timeouts.
+    Flaky { fail_rate: f64 },
+    /// 429 with a `Retry-After` of up to `max_wait`, `rate` of the time.
+    Throttling { rate: f64, max_wait: Duration },
+    /// Down (500 or timeouts) between two times, healthy otherwise.
+    Outage {
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+    /// Healthy until `from`, then 410 Gone for ever.
+    GoneFrom(DateTime<Utc>),
+    /// Never answers: every attempt takes the whole timeout.
+    BlackHole,
+}
+
+/// What the transport knows of one endpoint.
+struct Receiver {
+    behaviour: Behaviour,
+    /// Every secret the endpoint has had, in order; the last is current.
+    secrets: Vec<(DateTime<Utc>, Secret)>,
+    /// A secret being rotated in: the API may store it (and the sender
+    /// sign with it) before the call answers.
+    incoming: Option<Secret>,
+}
+
+/// Every endpoint's receiver, keyed by URL.
+pub struct Receivers {
+    clock: Arc<dyn Clock>,
+    deliveries: Arc<MemoryDeliveryStore>,
+    request_timeout: Duration,
+    state: Mutex<State>,
+    violations: Violations,
+}
+
+struct State {
+    rng: StdRng,
+    receivers: HashMap<String, Receiver>,
+    in_flight: HashSet<String>,
+    /// The `Retry-After` answered to (delivery, attempt number).
+    retry_after: HashMap<(String, u32), Duration>,
+    posts: u64,
+}
+
+impl Receivers {
+    pub fn new(
+        seed: u64,
+        clock: Arc<dyn Clock>,
+        deliveries: Arc<MemoryDeliveryStore>,
+        request_timeout: Duration,
+        violations: Violations,
+    ) -> Arc<Self> {
+        Arc::new(Receivers {
+            clock,
+            deliveries,
+            request_timeout,
+            state: Mutex::new(State {
+                rng: StdRng::seed_from_u64(seed),
+                receivers: HashMap::new(),
+                in_flight: HashSet::new(),
+                retry_after: HashMap::new(),
+                posts: 0,
+            }),
+            violations,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds the receiver at `url`, holding `secret`.
+    pub fn add(&self, url: &str, behaviour: Behaviour, secret: Secret) {
+        let now = self.clock.now();
+        self.state().receivers.insert(
+            url.to_string(),
+            Receiver {
+                behaviour,
+                secrets: vec![(now, secret)],
+                incoming: None,
+            },
+        );
+    }
+
+    /// A rotation to `secret` is being asked for.
+    pub fn rotating(&self, url: &str, secret: Secret) {
+        if let Some(r) = self.state().receivers.get_mut(url) {
+            r.incoming = Some(secret);
+        }
+    }
+
+    /// The rotation call ended; `took`: the secret is stored.
+    pub fn rotation_done(&self, url: &str, secret: &Secret, took: bool) {
+        let now = self.clock.now();
+        if let Some(r) = self.state().receivers.get_mut(url) {
+            r.incoming = None;
+            if took {
+                r.secrets.push((now, secret.clone()));
+            }
+        }
+    }
+
+    /// The endpoint's current secret, as the sim was told.
+    pub fn current_secret(&self, url: &str) -> Option<Secret> {
+        self.state()
+            .receivers
+            .get(url)
+            .and_then(|r| r.secrets.last().map(|(_, s)| s.clone()))
+    }
+
+    /// The `Retry-After` answered to that attempt, if any.
+    pub fn retry_after(&self, delivery_id: &str, attempt: u32) -> Option<Duration> {
+        self.state()
+            .retry_after
+            .get(&(delivery_id.to_string(), attempt))
+            .copied()
+    }
+
+    pub fn posts(&self) -> u64 {
+        self.state().posts
+    }
+
+    /// Checks the POST's headers against what the receiver knows; records
+    /// it as in flight.
+    fn arrive(&self, url: &str, headers: &[(&str, String)], body: &str) -> Option<Arrival> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let delivery = header("x-webhook-delivery").unwrap_or_default().to_string();
+        let attempt: u32 = header("x-webhook-attempt")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        let signature = header("x-signature").unwrap_or_default();
+        let now = self.clock.now();
+        let mut st = self.state();
+        st.posts += 1;
+        if !st.in_flight.insert(delivery.clone()) {
+            self.violations.add(format!(
+                "two attempts of {delivery} in flight at once (attempt {attempt})"
+            ));
+        }
+        let Some(receiver) = st.receivers.get(url) else {
+            self.violations.add(format!("a POST to unknown URL {url}"));
+            return None;
+        };
+        // The current secret signs; the one before may still, for a POST
+        // whose endpoint was read just before a rotation.
+        let signed_by = receiver
+            .secrets
+            .iter()
+            .rposition(|(_, s)| x_signature(s, body.as_bytes()) == signature);
+        let newest = receiver.secrets.len() - 1;
+        let incoming = receiver
+            .incoming
+            .as_ref()
+            .is_some_and(|s| x_signature(s, body.as_bytes()) == signature);
+        match signed_by {
+            None if incoming => {}
+            None => self.violations.add(format!(
+                "{delivery} attempt {attempt}: X-Signature by no secret the endpoint ever had"
+            )),
+            Some(i) if i < newest => {
+                let replaced_at = receiver.secrets[i + 1].0;
+                if now - replaced_at > chrono::Duration::seconds(60) {
+                    self.violations.add(format!(
+                        "{delivery} attempt {attempt}: signed with a secret replaced {} s before",
+                        (now - replaced_at).num_seconds()
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+        let behaviour = receiver.behaviour.clone();
+        Some(Arrival {
+            delivery,
+            attempt,
+            behaviour,
+        })
+    }
+
+    /// What the receiver answers, and after how long.
+    fn answer(&self, arrival: &Arrival) -> (Duration, AttemptResult) {
+        let now = self.clock.now();
+        let mut st = self.state();
+        let rng = &mut st.rng;
+        let latency = Duration::from_millis(rng.random_range(5..400));
+        let ok = AttemptResult::Responded {
+            status: 200,
+            retry_after: None,
+        };
+        let status = |status| AttemptResult::Responded {
+            status,
+            retry_after: None,
+        };
+        let reset = AttemptResult::Failed {
+            error: "connection_failed: connection reset by peer".into(),
+        };
+        let timeout = (
+            self.request_timeout,
+            AttemptResult::Failed {
+                error: "timeout".into(),
+            },
+        );
+        let failure = |rng: &mut StdRng| match rng.random_range(0..4) {
+            0 => (latency, status(500)),
+            1 => (latency, status(503)),
+            2 => (latency, reset.clone()),
+            _ => (latency, status(400)),
+        };
+        match &arrival.behaviour {
+            Behaviour::Healthy { fail_rate } | Behaviour::Flaky { fail_rate } => {
+                if rng.random_bool(*fail_rate) {
+                    if rng.random_bool(0.1) {
+                        timeout
+                    } else {
+                        failure(rng)
+                    }
+                } else {
+                    (latency, ok)
+                }
+            }
+            Behaviour::Throttling { rate, max_wait } => {
+                if rng.random_bool(*rate) {
+                    let wait = Duration::from_secs(rng.random_range(1..=max_wait.as_secs().max(1)));
+                    st.retry_after
+                        .insert((arrival.delivery.clone(), arrival.attempt), wait);
+                    (
+                        latency,
+                        AttemptResult::Responded {
+                            status: 429,
+                            retry_after: Some(wait),
+                        },
+                    )
+                } else {
+                    (latency, ok)
+                }
+            }
+            Behaviour::Outage { from, until } => {
+                if (*from..*until).contains(&now) {
+                    if rng.random_bool(0.3) {
+                        timeout
+                    } else {
+                        (latency, status(500))
+                    }
+                } else {
+                    (latency, ok)
+                }
+            }
+            Behaviour::GoneFrom(from) => {
+                if now >= *from {
+                    (latency, status(410))
+                } else {
+                    (latency, ok)
+                }
+            }
+            Behaviour::BlackHole => timeout,
+        }
+    }
+
+    fn leave(&self, delivery: &str) {
+        self.state().in_flight.remove(delivery);
+    }
+}
+
+struct Arrival {
+    delivery: String,
+    attempt: u32,
+    behaviour: Behaviour,
+}
+
+/// Clears a POST from the in-flight set however it ends: answered, or
+/// dropped with its crashed invocation.
+struct InFlight<'a> {
+    receivers: &'a Receivers,
+    delivery: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.receivers.leave(&self.delivery);
+    }
+}
+
+#[async_trait]
+impl Transport for Receivers {
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+        // The Lambda may die before the request leaves.
+        if gate().await.is_err() {
+            return failed("connection_failed: simulated");
+        }
+        let Some(arrival) = self.arrive(url, headers, &body) else {
+            return failed("connection_failed: unknown host");
+        };
+        let _in_flight = InFlight {
+            receivers: self,
+            delivery: arrival.delivery.clone(),
+        };
+        // Attempt numbers run 1, 2, 3: this one may be sent again only if
+        // it was never recorded (its sender died before recording it).
+        if let Ok(Some(d)) = self.deliveries.get(&arrival.delivery).await {
+            if d.attempt_count + 1 != arrival.attempt {
+                self.violations.add(format!(
+                    "{} POSTed as attempt {} while {} attempts are recorded",
+                    arrival.delivery, arrival.attempt, d.attempt_count
+                ));
+            }
+        }
+        let (latency, result) = self.answer(&arrival);
+        tokio::time::sleep(latency).await;
+        // ...or after the receiver has it, before the answer is read.
+        let _ = gate().await;
+        HttpOutcome {
+            result,
+            latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            response_body: None,
+        }
+    }
+}
+
+fn failed(error: &str) -> HttpOutcome {
+    HttpOutcome {
+        result: AttemptResult::Failed {
+            error: error.to_string(),
+        },
+        latency_ms: 0,
+        response_body: None,
+    }
+}

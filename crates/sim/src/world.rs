@@ -1,0 +1,974 @@
+//! One simulated world: orgs and endpoints on the memory backend, the real
+//! fan-out, sender, sweeper and API wired through the chaos layer, and the
+//! drivers that stand in for AWS: publishers whose writes commit out of id
+//! order, the stream's event source mapping (batches, retries, bisection,
+//! duplicates, records aged out), SQS-triggered sender invocations, the
+//! sweeper's schedule, and API calls racing the pipeline.
+
+use crate::chaos::{chaotic, invoke, Hostility, Invocation};
+use crate::check::{Final, Known, Orphans, Violations};
+use crate::receivers::{Behaviour, Receivers};
+use crate::Report;
+use chrono::{DateTime, TimeZone, Utc};
+use futures::future::{join_all, BoxFuture, FutureExt};
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
+    ApiGatewayV2httpRequestContext,
+};
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_domain::{
+    ids, DeliveryStatus, Endpoint, Event, EventType, RetrySchedule, Secret, Subscription,
+};
+use webhooks_fn_api::{Api, ApiConfig};
+use webhooks_memory::MemoryBackend;
+use webhooks_pipeline::{
+    ClientBuildError, DeliveryClient, DeliveryClientConfig, FanOut, MessageOutcome, Sender,
+    SenderConfig, Sweeper,
+};
+use webhooks_ports::queue_settings::DELIVERY_QUEUE_VISIBILITY_SECS;
+use webhooks_ports::{Clock, CursorStore, EndpointLookup, EventStore, OrgEndpoints, Queue};
+use webhooks_testkit::clock::TokioClock;
+
+/// The sender's Lambda timeout.
+const SENDER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the sweeper runs, and how old an event must be for it.
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+const SETTLE: Duration = Duration::from_secs(120);
+/// The longest a publisher's write takes to commit after its id is made
+/// (well inside the settle window, as the design requires).
+const MAX_COMMIT_DELAY_MS: i64 = 30_000;
+/// How often pending deliveries are compared with the queue.
+const CHECK_EVERY: chrono::Duration = chrono::Duration::minutes(10);
+
+/// A batch of stream records on its way to the fan-out.
+struct StreamBatch {
+    due: DateTime<Utc>,
+    events: Vec<Event>,
+    tries: u32,
+}
+
+/// An API call to make later (an endpoint re-enabled after a while, a
+/// call that answered 5xx made again).
+struct Later {
+    at: DateTime<Utc>,
+    call: ApiCall,
+}
+
+pub struct World {
+    seed: u64,
+    rng: StdRng,
+    clock: Arc<dyn Clock>,
+    memory: MemoryBackend,
+    fanout: FanOut,
+    sender: Sender,
+    sweeper: Sweeper,
+    api: Api,
+    receivers: Arc<Receivers>,
+    violations: Violations,
+    hostility: Hostility,
+    schedule: RetrySchedule,
+    orgs: Vec<String>,
+    known: BTreeMap<String, Known>,
+    /// Events made and not yet committed, by commit time.
+    uncommitted: Vec<(DateTime<Utc>, Event)>,
+    events: Vec<Event>,
+    /// When the sweeper's cursor was first seen past each event: its
+    /// fan-out happened by then.
+    swept_at: HashMap<String, DateTime<Utc>>,
+    /// Events the cursor has not yet been seen past, by index.
+    unswept: Vec<usize>,
+    target: usize,
+    stream_position: usize,
+    stream: VecDeque<StreamBatch>,
+    stream_dropped: usize,
+    next_publish: DateTime<Utc>,
+    next_sweep: DateTime<Utc>,
+    next_api: DateTime<Utc>,
+    next_check: DateTime<Utc>,
+    later: Vec<Later>,
+    publish_until: DateTime<Utc>,
+    started: DateTime<Utc>,
+    publishing_ends: Option<DateTime<Utc>>,
+    worst: chrono::Duration,
+    api_until: DateTime<Utc>,
+    end: DateTime<Utc>,
+    /// Crashed or timed-out sender invocations that held a message of
+    /// each delivery: each delays its next attempt by the queue's
+    /// visibility timeout.
+    crash_holds: HashMap<String, u32>,
+    resent: HashSet<String>,
+    orphans: Orphans,
+    deleted_one: bool,
+    invocations: u64,
+    crashed: u64,
+}
+
+impl World {
+    /// A world for `seed`, aiming at `target` deliveries. Call inside a
+    /// runtime with paused time.
+    pub async fn new(seed: u64, target: usize) -> Result<World, ClientBuildError> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let start = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single();
+        let clock: Arc<dyn Clock> = TokioClock::starting_at(start.unwrap_or_default());
+        let memory = MemoryBackend::with_clock(
+            Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
+            clock.clone(),
+        );
+        let adapters = chaotic(&memory.adapters());
+        let violations = Violations::default();
+        let request_timeout = Duration::from_secs(15);
+        let receivers = Receivers::new(
+            rng.random(),
+            clock.clone(),
+            memory.deliveries.clone(),
+            request_timeout,
+            violations.clone(),
+        );
+        let schedule = RetrySchedule::default();
+        let config = SenderConfig {
+            schedule: schedule.clone(),
+            disable_failing_after: Duration::from_secs(if rng.random_bool(0.5) {
+                86_400
+            } else {
+                5 * 86_400
+            }),
+            ..SenderConfig::default()
+        };
+        // Built, never used: the receivers answer every POST.
+        let client = DeliveryClient::new(DeliveryClientConfig::default())?;
+        let sender = Sender::from_adapters(&adapters, client, config)
+            .with_transport(receivers.clone())
+            .with_jitter_seed(rng.random());
+        let hostility = Hostility {
+            yield_rate: 0.3,
+            fail_rate: rng.random_range(0.0..0.02),
+            // Per port call, before and after: a batch of ten deliveries
+            // makes about 120 such gates.
+            crash_rate: rng.random_range(0.0..0.003),
+        };
+        let now = clock.now();
+        let publish_until = now + chrono::Duration::hours(rng.random_range(2..8));
+        // Every delivery ends within the schedule's worst case (+20 %
+        // jitter, Retry-After up to 6 h here), a manual retry, and slack.
+        let worst: Duration = (1..)
+            .map_while(|n| schedule.delay_after(n))
+            .map(|d| d.mul_f64(1.2).max(Duration::from_secs(6 * 3600)))
+            .sum();
+        // Set when publishing ends (see `publishing_done`).
+        let api_until = now + chrono::Duration::days(30);
+        let end = api_until;
+        let mut world = World {
+            seed,
+            fanout: FanOut::from_adapters(&adapters),
+            sweeper: Sweeper::from_adapters(&adapters, SETTLE),
+            api: Api::from_adapters(&adapters, ApiConfig::default()),
+            sender,
+            rng,
+            clock,
+            memory,
+            receivers,
+            violations,
+            hostility,
+            schedule,
+            orgs: Vec::new(),
+            known: BTreeMap::new(),
+            uncommitted: Vec::new(),
+            events: Vec::new(),
+            swept_at: HashMap::new(),
+            unswept: Vec::new(),
+            target,
+            stream_position: 0,
+            stream: VecDeque::new(),
+            stream_dropped: 0,
+            next_publish: now,
+            next_sweep: now + chrono::Duration::seconds(30),
+            next_api: now + chrono::Duration::minutes(5),
+            next_check: now + CHECK_EVERY,
+            later: Vec::new(),
+            publish_until,
+            started: now,
+            publishing_ends: None,
+            worst: chrono::Duration::from_std(worst).unwrap_or_default(),
+            api_until,
+            end,
+            resent: HashSet::new(),
+            crash_holds: HashMap::new(),
+            orphans: Orphans::default(),
+            deleted_one: false,
+            invocations: 0,
+            crashed: 0,
+        };
+        world.make_orgs().await;
+        Ok(world)
+    }
+
+    /// Orgs and their endpoints, each with a receiver behaviour.
+    async fn make_orgs(&mut self) {
+        let now = self.clock.now();
+        let orgs = self.rng.random_range(2..=4);
+        for o in 0..orgs {
+            let org = format!("org_{o}");
+            let endpoints = self.rng.random_range(2..=5);
+            for _ in 0..endpoints {
+                self.make_endpoint(&org, now).await;
+            }
+            self.orgs.push(org);
+        }
+    }
+
+    async fn make_endpoint(&mut self, org: &str, now: DateTime<Utc>) {
+        let n = self.known.len();
+        let url = format!("https://ep{n}.{org}.sim.test/hooks");
+        let subscription = if self.rng.random_bool(0.4) {
+            Subscription::All
+        } else {
+            let count = self.rng.random_range(1..=4);
+            let mut types: Vec<EventType> = EventType::ALL
+                .choose_multiple(&mut self.rng, count)
+                .copied()
+                .collect();
+            types.sort_by_key(|t| t.as_str());
+            Subscription::Types(types)
+        };
+        let secret = Secret::generate();
+        let mut endpoint = Endpoint::new(org, url.clone(), subscription, secret.clone());
+        endpoint.id = ids::id_at("ep", now, self.rng.random());
+        endpoint.created_at = now;
+        endpoint.updated_at = now;
+        let hours = |h: i64| now + chrono::Duration::hours(h);
+        let behaviour = match self.rng.random_range(0..100) {
+            0..=49 => Behaviour::Healthy {
+                fail_rate: self.rng.random_range(0.0..0.05),
+            },
+            50..=64 => Behaviour::Flaky {
+                fail_rate: self.rng.random_range(0.3..0.7),
+            },
+            65..=74 => Behaviour::Throttling {
+                rate: self.rng.random_range(0.1..0.5),
+                max_wait: Duration::from_secs(self.rng.random_range(1..=6 * 3600)),
+            },
+            75..=89 => {
+                let from = hours(self.rng.random_range(0..6));
+                Behaviour::Outage {
+                    from,
+                    until: from + chrono::Duration::hours(self.rng.random_range(1..60)),
+                }
+            }
+            90..=95 => Behaviour::GoneFrom(hours(self.rng.random_range(0..12))),
+            _ => Behaviour::BlackHole,
+        };
+        self.receivers.add(&url, behaviour, secret);
+        let registered = webhooks_pipeline::registration::register_endpoint(
+            self.memory.cursors.as_ref(),
+            self.memory.endpoints.as_ref(),
+            &endpoint,
+        )
+        .await;
+        if let Err(e) = registered {
+            self.violations
+                .add(format!("registering {}: {e}", endpoint.id));
+        }
+        self.known.insert(
+            endpoint.id.clone(),
+            Known {
+                endpoint,
+                deleted_at: None,
+                disabled: Vec::new(),
+            },
+        );
+    }
+
+    fn next_seed(&mut self) -> u64 {
+        self.invocations += 1;
+        self.rng.random()
+    }
+
+    /// Runs the world to its end and checks it.
+    pub async fn run(mut self) -> Report {
+        while self.clock.now() < self.end {
+            let now = self.clock.now();
+            self.publish(now);
+            self.commit(now).await;
+            self.read_stream(now);
+            self.step(now).await;
+            self.observe_endpoints(now).await;
+            if now >= self.next_check {
+                self.check_running(now).await;
+                self.next_check = now + CHECK_EVERY;
+            }
+            let wake = self.next_wake(now);
+            let step = (wake - now).to_std().unwrap_or_default();
+            tokio::time::advance(step.max(Duration::from_millis(1))).await;
+        }
+        self.finish().await
+    }
+
+    /// Whether publishing is over: the target is reached (deliveries made,
+    /// and those the uncommitted events will make), or a day has passed.
+    fn publishing(&self, now: DateTime<Utc>) -> bool {
+        self.publishing_ends.is_none()
+            && self.memory.deliveries.len() + self.uncommitted.len() < self.target
+            && now < self.started + chrono::Duration::days(1)
+    }
+
+    /// Makes events (ids taken now) to commit a little later; once done,
+    /// API calls go on racing the pipeline for a day, and a delivery they
+    /// send again then has the whole schedule to finish.
+    fn publish(&mut self, now: DateTime<Utc>) {
+        if self.publishing_ends.is_none() && !self.publishing(now) {
+            self.publishing_ends = Some(now);
+            self.api_until = now + chrono::Duration::days(1);
+            self.end = self.api_until + self.worst + chrono::Duration::hours(4);
+        }
+        while self.next_publish <= now && self.publishing(now) {
+            let org = self.orgs[self.rng.random_range(0..self.orgs.len())].clone();
+            let event_type = EventType::ALL[self.rng.random_range(0..EventType::ALL.len())];
+            let data = RawValue::from_string(format!("{{\"n\":{}}}", self.events.len()));
+            let Ok(data) = data else { continue };
+            let mut event = Event::new(&org, event_type, data);
+            event.id = ids::id_at("evt", now, self.rng.random());
+            event.created_at = now;
+            let delay = self.rng.random_range(0..MAX_COMMIT_DELAY_MS);
+            let commit_at =
+                now + chrono::Duration::milliseconds(delay.pow(2) / MAX_COMMIT_DELAY_MS);
+            self.uncommitted.push((commit_at, event.clone()));
+            self.unswept.push(self.events.len());
+            self.events.push(event);
+            // A steady stream over the publishing window.
+            let window = (self.publish_until - now)
+                .num_milliseconds()
+                .max(10 * 60 * 1000);
+            let made = self.memory.deliveries.len().max(1);
+            let remaining = self.target.saturating_sub(made).max(1);
+            let per_event = (made / self.events.len()).max(1);
+            let events_left = i64::try_from(remaining / per_event)
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let gap = (window / events_left).max(1);
+            self.next_publish =
+                now + chrono::Duration::milliseconds(self.rng.random_range(0..=gap * 2));
+        }
+    }
+
+    /// Commits the writes that are due, in commit order (not id order).
+    async fn commit(&mut self, now: DateTime<Utc>) {
+        self.uncommitted.sort_by_key(|(at, e)| (*at, e.id.clone()));
+        let due = self.uncommitted.partition_point(|(at, _)| *at <= now);
+        let committing: Vec<(DateTime<Utc>, Event)> = self.uncommitted.drain(..due).collect();
+        for (_, event) in committing {
+            if let Err(e) = self.memory.events.put_if_absent(&event).await {
+                self.violations.add(format!("committing {}: {e}", event.id));
+            }
+        }
+    }
+
+    /// New stream records, cut into batches per shard, with the stream's
+    /// faults: a batch aged out before it was read, or handed over twice.
+    fn read_stream(&mut self, now: DateTime<Utc>) {
+        let records = self
+            .memory
+            .events
+            .read_stream(self.stream_position, usize::MAX);
+        self.stream_position += records.len();
+        if records.is_empty() {
+            return;
+        }
+        let shards = 2;
+        for shard in 0..shards {
+            let mut events: Vec<Event> = records
+                .iter()
+                .filter(|r| shard_of(&r.event.org_id, shards) == shard)
+                .map(|r| r.event.clone())
+                .collect();
+            while !events.is_empty() {
+                let size = self.rng.random_range(1..=100).min(events.len());
+                let batch: Vec<Event> = events.drain(..size).collect();
+                if self.rng.random_bool(0.005) {
+                    self.stream_dropped += batch.len();
+                    continue;
+                }
+                let lag = chrono::Duration::milliseconds(self.rng.random_range(0..2000));
+                if self.rng.random_bool(0.01) {
+                    self.stream.push_back(StreamBatch {
+                        due: now + lag + chrono::Duration::seconds(self.rng.random_range(1..90)),
+                        events: batch.clone(),
+                        tries: 0,
+                    });
+                }
+                self.stream.push_back(StreamBatch {
+                    due: now + lag,
+                    events: batch,
+                    tries: 0,
+                });
+            }
+        }
+    }
+
+    /// Everything due now, run concurrently: stream batches through the
+    /// fan-out, sender invocations, the sweeper, an API call.
+    async fn step(&mut self, now: DateTime<Utc>) {
+        let mut fanouts = Vec::new();
+        let mut i = 0;
+        while i < self.stream.len() && fanouts.len() < 4 {
+            if self.stream[i].due <= now {
+                if let Some(batch) = self.stream.remove(i) {
+                    fanouts.push(batch);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let mut batches = Vec::new();
+        let senders = self.rng.random_range(1..=3);
+        for _ in 0..senders {
+            match self.memory.queue.receive(10, Duration::ZERO).await {
+                Ok(m) if !m.is_empty() => batches.push(m),
+                _ => break,
+            }
+        }
+        let sweep = now >= self.next_sweep;
+        if sweep {
+            let jitter = self.rng.random_range(0..30);
+            self.next_sweep = now
+                + chrono::Duration::from_std(SWEEP_EVERY).unwrap_or_default()
+                + chrono::Duration::seconds(jitter);
+        }
+        let call = self.api_call(now).await;
+
+        let count =
+            fanouts.len() + batches.len() + usize::from(sweep) + usize::from(call.is_some());
+        let mut contexts: Vec<Arc<Invocation>> = (0..count)
+            .map(|_| Invocation::new(self.next_seed(), self.hostility))
+            .collect();
+        let mut ctx = move || {
+            contexts
+                .pop()
+                .unwrap_or_else(|| Invocation::new(0, Hostility::NONE))
+        };
+        let mut work: Vec<BoxFuture<'_, Step>> = Vec::new();
+        for batch in fanouts {
+            let ctx = ctx();
+            let fanout = &self.fanout;
+            work.push(
+                async move {
+                    let report =
+                        invoke(ctx, Duration::from_secs(60), fanout.fan_out(&batch.events)).await;
+                    Step::FannedOut(batch, report.map(|r| r.first_failure))
+                }
+                .boxed(),
+            );
+        }
+        for messages in batches {
+            let ctx = ctx();
+            let sender = &self.sender;
+            work.push(
+                async move {
+                    let outcomes = invoke(
+                        ctx,
+                        SENDER_TIMEOUT,
+                        sender.process_batch_within(&messages, Some(SENDER_TIMEOUT)),
+                    )
+                    .await;
+                    Step::Sent(messages, outcomes)
+                }
+                .boxed(),
+            );
+        }
+        if sweep {
+            let ctx = ctx();
+            let sweeper = &self.sweeper;
+            work.push(
+                async move {
+                    let done = invoke(ctx, Duration::from_secs(60), sweeper.sweep()).await;
+                    Step::Swept(done.is_some())
+                }
+                .boxed(),
+            );
+        }
+        if let Some(call) = call {
+            let ctx = ctx();
+            let api = &self.api;
+            work.push(
+                async move {
+                    let request = call.request();
+                    let response = invoke(
+                        ctx,
+                        Duration::from_secs(10),
+                        webhooks_fn_api::handle(api, request),
+                    )
+                    .await;
+                    let status = response.and_then(|r| r.ok()).map(|r| r.status().as_u16());
+                    Step::Called(call, status)
+                }
+                .boxed(),
+            );
+        }
+        for done in join_all(work).await {
+            self.after(done, now).await;
+        }
+    }
+
+    /// What the event source mappings and the callers do with the results.
+    async fn after(&mut self, step: Step, now: DateTime<Utc>) {
+        match step {
+            Step::FannedOut(batch, Some(None)) => drop(batch),
+            Step::FannedOut(mut batch, failed) => {
+                if failed.is_none() {
+                    self.crashed += 1;
+                }
+                // Retried from the first failed record, bisected on
+                // repeated failure, given up after three tries (the
+                // sweeper's to find).
+                if let Some(Some(i)) = failed {
+                    batch.events.drain(..i);
+                }
+                batch.tries += 1;
+                if batch.tries > 3 {
+                    self.stream_dropped += batch.events.len();
+                    return;
+                }
+                batch.due = now + chrono::Duration::seconds(1 << batch.tries);
+                if batch.tries > 1 && batch.events.len() > 1 {
+                    let half = batch.events.split_off(batch.events.len() / 2);
+                    self.stream.push_back(StreamBatch {
+                        due: batch.due,
+                        events: half,
+                        tries: batch.tries,
+                    });
+                }
+                self.stream.push_back(batch);
+            }
+            Step::Sent(messages, outcomes) if trace().is_some() => {
+                let id = trace().unwrap_or_default();
+                for (i, m) in messages.iter().enumerate() {
+                    if m.body.contains(&id) {
+                        eprintln!(
+                            "TRACE {now} {} receive {} -> {:?}",
+                            m.message_id,
+                            m.receive_count,
+                            outcomes.as_ref().map(|o| o[i].clone())
+                        );
+                    }
+                }
+                if let Some(outcomes) = outcomes {
+                    let done: Vec<String> = messages
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, o)| **o == MessageOutcome::Done)
+                        .map(|(m, _)| m.receipt_handle.clone())
+                        .collect();
+                    let _ = self.memory.queue.delete_batch(&done).await;
+                } else {
+                    self.crashed += 1;
+                    for id in messages.iter().filter_map(|m| queued_delivery(&m.body)) {
+                        *self.crash_holds.entry(id).or_insert(0) += 1;
+                    }
+                }
+            }
+            Step::Sent(messages, Some(outcomes)) => {
+                let done: Vec<String> = messages
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| **o == MessageOutcome::Done)
+                    .map(|(m, _)| m.receipt_handle.clone())
+                    .collect();
+                if let Err(e) = self.memory.queue.delete_batch(&done).await {
+                    self.violations.add(format!("deleting messages: {e}"));
+                }
+            }
+            Step::Sent(messages, None) => {
+                self.crashed += 1;
+                for id in messages.iter().filter_map(|m| queued_delivery(&m.body)) {
+                    *self.crash_holds.entry(id).or_insert(0) += 1;
+                }
+            }
+            Step::Swept(false) => self.crashed += 1,
+            Step::Swept(true) => {}
+            Step::Called(call, status) => self.called(call, status, now).await,
+        }
+    }
+
+    /// Picks an API call racing the pipeline, if one is due.
+    async fn api_call(&mut self, now: DateTime<Utc>) -> Option<ApiCall> {
+        if let Some(i) = self.later.iter().position(|l| l.at <= now) {
+            return Some(self.later.remove(i).call);
+        }
+        if now < self.next_api || now > self.api_until {
+            return None;
+        }
+        self.next_api = now + chrono::Duration::minutes(self.rng.random_range(1..40));
+        let alive: Vec<Endpoint> = self
+            .known
+            .values()
+            .filter(|k| k.deleted_at.is_none())
+            .map(|k| k.endpoint.clone())
+            .collect();
+        let ep = alive.choose(&mut self.rng)?.clone();
+        Some(match self.rng.random_range(0..100) {
+            0..=29 => ApiCall::patch(
+                &ep,
+                &format!(r#"{{"description":"changed at {}"}}"#, now.timestamp()),
+            ),
+            30..=49 => {
+                let secret = Secret::generate();
+                // The API may store it, and the sender sign with it, before
+                // the call returns.
+                self.receivers.rotating(&ep.url, secret.clone());
+                ApiCall {
+                    org: ep.org_id.clone(),
+                    method: "POST",
+                    path: format!("/v1/endpoints/{}/rotate-secret", ep.id),
+                    body: format!(r#"{{"secret":"{}"}}"#, secret.expose()),
+                    kind: CallKind::Rotate(ep.id.clone(), ep.url.clone(), secret),
+                }
+            }
+            50..=64 => {
+                self.later.push(Later {
+                    at: now + chrono::Duration::minutes(self.rng.random_range(10..180)),
+                    call: ApiCall::patch(&ep, r#"{"enabled":true}"#),
+                });
+                ApiCall::patch(&ep, r#"{"enabled":false}"#)
+            }
+            65..=84 => {
+                let dead = self
+                    .memory
+                    .deliveries
+                    .ids_with_status(DeliveryStatus::DeadLettered);
+                let (id, org) = dead.choose(&mut self.rng)?.clone();
+                self.resent.insert(id.clone());
+                ApiCall {
+                    org,
+                    method: "POST",
+                    path: format!("/v1/deliveries/{id}/retry"),
+                    body: String::new(),
+                    kind: CallKind::Other,
+                }
+            }
+            85..=96 => {
+                for status in [DeliveryStatus::DeadLettered, DeliveryStatus::Canceled] {
+                    for (id, _) in self.memory.deliveries.ids_with_status(status) {
+                        let of_ep = webhooks_domain::delivery::parse_delivery_id(&id)
+                            .is_some_and(|(e, _)| e == ep.id);
+                        if of_ep {
+                            self.resent.insert(id);
+                        }
+                    }
+                }
+                ApiCall {
+                    org: ep.org_id.clone(),
+                    method: "POST",
+                    path: format!("/v1/endpoints/{}/recover", ep.id),
+                    body: format!(
+                        r#"{{"since":"{}"}}"#,
+                        webhooks_domain::time::rfc3339(now - chrono::Duration::days(3))
+                    ),
+                    kind: CallKind::Other,
+                }
+            }
+            _ if !self.deleted_one => {
+                self.deleted_one = true;
+                ApiCall {
+                    org: ep.org_id.clone(),
+                    method: "DELETE",
+                    path: format!("/v1/endpoints/{}", ep.id),
+                    body: String::new(),
+                    kind: CallKind::Delete(ep.id.clone()),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// What the caller learns from an API call's answer (or its absence).
+    async fn called(&mut self, call: ApiCall, status: Option<u16>, now: DateTime<Utc>) {
+        match call.kind {
+            CallKind::Rotate(id, url, secret) => {
+                let stored = self.memory.endpoints.get(&call.org, &id).await;
+                let took = matches!(&stored, Ok(Some(ep)) if ep.secret.expose() == secret.expose());
+                self.receivers.rotation_done(&url, &secret, took);
+                if !took && status == Some(200) {
+                    self.violations.add(format!(
+                        "rotating {id} answered 200 but the secret is not stored"
+                    ));
+                }
+            }
+            CallKind::Delete(id) => {
+                // Deleted or not, its deliveries may now end canceled.
+                if let Some(known) = self.known.get_mut(&id) {
+                    known.deleted_at.get_or_insert(now);
+                }
+                match status {
+                    Some(204 | 404) => {}
+                    // A 5xx, or no answer: the client calls again.
+                    None | Some(500..) => self.later.push(Later {
+                        at: now + chrono::Duration::seconds(30),
+                        call: ApiCall {
+                            org: call.org,
+                            method: "DELETE",
+                            path: call.path,
+                            body: String::new(),
+                            kind: CallKind::Delete(id),
+                        },
+                    }),
+                    Some(other) => self
+                        .violations
+                        .add(format!("deleting {id} answered {other}")),
+                }
+            }
+            CallKind::Other => {}
+        }
+    }
+
+    /// Notes when an endpoint is turned off or on (by the API or the
+    /// sender): an event published meanwhile need not reach it.
+    async fn observe_endpoints(&mut self, now: DateTime<Utc>) {
+        for org in &self.orgs {
+            let Ok(endpoints) = self.memory.endpoints.list_all(org).await else {
+                continue;
+            };
+            for ep in endpoints {
+                if let Some(known) = self.known.get_mut(&ep.id) {
+                    let was = known
+                        .disabled
+                        .last()
+                        .is_none_or(|(_, until)| until.is_some());
+                    if was && !ep.enabled {
+                        known.disabled.push((now, None));
+                    } else if !was && ep.enabled {
+                        if let Some(last) = known.disabled.last_mut() {
+                            last.1 = Some(now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The invariants checked while running: no pending delivery without a
+    /// queue message for longer than the reconciler needs, and no rotated
+    /// secret reverted.
+    async fn check_running(&mut self, now: DateTime<Utc>) {
+        let mut cursors = HashMap::new();
+        for org in &self.orgs {
+            if let Ok(Some(c)) = self.memory.cursors.get(org).await {
+                cursors.insert(org.clone(), c);
+            }
+        }
+        let events = &self.events;
+        let swept_at = &mut self.swept_at;
+        self.unswept.retain(|&i| {
+            let e = &events[i];
+            let passed = cursors.get(&e.org_id).is_some_and(|c| e.id <= *c);
+            if passed {
+                swept_at.insert(e.id.clone(), now);
+            }
+            !passed
+        });
+        let queued: HashSet<String> = self
+            .memory
+            .queue
+            .with_bodies(|bodies| bodies.filter_map(queued_delivery).collect());
+        let pending: Vec<String> = self
+            .memory
+            .deliveries
+            .ids_with_status(DeliveryStatus::Pending)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        self.orphans.check(
+            now,
+            &pending,
+            &queued,
+            Orphans::limit(SWEEP_EVERY),
+            &self.violations,
+        );
+        for known in self.known.values() {
+            if known.deleted_at.is_some() {
+                continue;
+            }
+            let ep = &known.endpoint;
+            let Ok(Some(stored)) = self.memory.endpoints.get(&ep.org_id, &ep.id).await else {
+                continue;
+            };
+            let expected = self.receivers.current_secret(&ep.url);
+            if expected.is_some_and(|s| s.expose() != stored.secret.expose()) {
+                self.violations
+                    .add(format!("{}'s secret reverted to an older one", ep.id));
+            }
+        }
+    }
+
+    /// When anything next happens.
+    fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let busy = now + chrono::Duration::milliseconds(200);
+        let visible = self.memory.queue.next_visible_at().map(|at| {
+            let wait = at.saturating_duration_since(tokio::time::Instant::now());
+            now + chrono::Duration::from_std(wait).unwrap_or_default()
+        });
+        let mut wake = [
+            Some(self.next_sweep),
+            (self.next_api <= self.api_until).then_some(self.next_api),
+            Some(self.next_check),
+            Some(self.end),
+            self.publishing(now).then_some(self.next_publish),
+            self.uncommitted.iter().map(|(at, _)| *at).min(),
+            self.stream.iter().map(|b| b.due).min(),
+            self.later.iter().map(|l| l.at).min(),
+            visible,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.end);
+        if wake <= now {
+            wake = busy;
+        }
+        wake
+    }
+
+    /// The end: every invariant over the final state.
+    async fn finish(self) -> Report {
+        let deliveries = self.memory.deliveries.all();
+        let receivers = self.receivers.clone();
+        let retry_after = move |d: &str, n: u32| receivers.retry_after(d, n);
+        Final {
+            events: &self.events,
+            endpoints: &self.known,
+            deliveries: &deliveries,
+            schedule: &self.schedule,
+            sweep_every: SWEEP_EVERY,
+            swept_at: &self.swept_at,
+            resent: &self.resent,
+            crash_holds: &self.crash_holds,
+            retry_after: &retry_after,
+        }
+        .check(&self.violations);
+        // No cursor stuck: each org's has reached its last event.
+        for org in &self.orgs {
+            let last = self
+                .events
+                .iter()
+                .filter(|e| &e.org_id == org)
+                .map(|e| &e.id)
+                .max();
+            let cursor = self.memory.cursors.get(org).await.ok().flatten();
+            if let Some(last) = last {
+                if cursor.as_deref() < Some(last.as_str()) {
+                    self.violations.add(format!(
+                        "{org}'s cursor stuck at {cursor:?}, its last event is {last}"
+                    ));
+                }
+            }
+        }
+        let mut by_status = BTreeMap::new();
+        for d in &deliveries {
+            *by_status.entry(d.status.as_str().to_string()).or_insert(0) += 1;
+        }
+        Report {
+            seed: self.seed,
+            events: self.events.len(),
+            deliveries: deliveries.len(),
+            posts: self.receivers.posts(),
+            by_status,
+            virtual_days: (self.clock.now()
+                - Utc
+                    .with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
+                    .single()
+                    .unwrap_or_default())
+            .num_seconds() as f64
+                / 86_400.0,
+            invocations: self.invocations,
+            crashed: self.crashed,
+            stream_dropped: self.stream_dropped,
+            violations: self.violations.all(),
+            digest: crate::digest(&deliveries),
+        }
+    }
+}
+
+fn trace() -> Option<String> {
+    std::env::var("WEBHOOKS_SIM_TRACE").ok()
+}
+
+/// The delivery a queue message carries: the task's first field, read
+/// without parsing the payload after it.
+fn queued_delivery(body: &str) -> Option<String> {
+    const FIELD: &str = "{\"delivery_id\":\"";
+    let rest = body.strip_prefix(FIELD)?;
+    rest.find('"').map(|end| rest[..end].to_string())
+}
+
+fn shard_of(org: &str, shards: usize) -> usize {
+    org.bytes().map(usize::from).sum::<usize>() % shards
+}
+
+/// What one concurrent piece of a step came to.
+enum Step {
+    /// A stream batch and its fan-out: `None` if the invocation crashed,
+    /// else the first record that failed.
+    FannedOut(StreamBatch, Option<Option<usize>>),
+    Sent(
+        Vec<webhooks_ports::ReceivedMessage>,
+        Option<Vec<MessageOutcome>>,
+    ),
+    Swept(bool),
+    Called(ApiCall, Option<u16>),
+}
+
+/// A management API call, as an org admin makes it.
+struct ApiCall {
+    org: String,
+    method: &'static str,
+    path: String,
+    body: String,
+    kind: CallKind,
+}
+
+enum CallKind {
+    Rotate(String, String, Secret),
+    Delete(String),
+    Other,
+}
+
+impl ApiCall {
+    fn patch(ep: &Endpoint, body: &str) -> ApiCall {
+        ApiCall {
+            org: ep.org_id.clone(),
+            method: "PATCH",
+            path: format!("/v1/endpoints/{}", ep.id),
+            body: body.to_string(),
+            kind: CallKind::Other,
+        }
+    }
+
+    /// The request API Gateway would hand the function, with the claims
+    /// of the org's admin token.
+    fn request(&self) -> lambda_http::Request {
+        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+        jwt.claims = [("org_id", self.org.as_str()), ("role", "admin")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut authorizer = ApiGatewayRequestAuthorizer::default();
+        authorizer.jwt = Some(jwt);
+        let mut ctx = ApiGatewayV2httpRequestContext::default();
+        ctx.authorizer = Some(authorizer);
+        let request = lambda_http::http::Request::builder()
+            .method(self.method)
+            .uri(&self.path)
+            .header("content-type", "application/json")
+            .body(lambda_http::Body::from(self.body.clone()));
+        match request {
+            Ok(r) => r.with_request_context(RequestContext::ApiGatewayV2(ctx)),
+            Err(_) => lambda_http::Request::default(),
+        }
+    }
+}
