@@ -91,13 +91,16 @@ ADAPTER_ACTIONS = {
         "get": {"dynamodb:GetItem"},
         "list_after": {"dynamodb:Query"},
     },
+    # Writes seal the secrets (a data key: GenerateDataKey), reads that
+    # return them open them (Decrypt); the fan-out's list_all is projected
+    # to attributes without secrets and opens nothing.
     "endpoints.rs": {
-        "create": {"dynamodb:PutItem"},
-        "get": {"dynamodb:GetItem"},
-        "list": {"dynamodb:Query"},
+        "create": {"dynamodb:PutItem", "kms:GenerateDataKey"},
+        "get": {"dynamodb:GetItem", "kms:Decrypt"},
+        "list": {"dynamodb:Query", "kms:Decrypt"},
         "list_all": {"dynamodb:Query"},
         # Conditional on the version; GetItem tells a conflict from a delete.
-        "update": {"dynamodb:PutItem", "dynamodb:GetItem"},
+        "update": {"dynamodb:PutItem", "dynamodb:GetItem", "kms:GenerateDataKey", "kms:Decrypt"},
         "delete": {"dynamodb:DeleteItem"},
         "disable": {"dynamodb:UpdateItem"},
         "set_failing_since": {"dynamodb:UpdateItem"},
@@ -159,7 +162,20 @@ SDK_CALL_ACTIONS = {
     "delete_message": "sqs:DeleteMessage",
     "delete_message_batch": "sqs:DeleteMessage",
     "get_queue_attributes": "sqs:GetQueueAttributes",
+    "generate_data_key": "kms:GenerateDataKey",
+    "decrypt": "kms:Decrypt",
 }
+# The envelope cipher (crates/aws/src/envelope.rs) of the endpoints
+# adapter: `self.cipher.seal(` and `self.cipher.open(` make these KMS calls
+# (checked against envelope.rs), on the key that seals endpoint secrets.
+ENVELOPE_FILE = "envelope.rs"
+ENVELOPE_ACTIONS = {
+    "seal": {"kms:GenerateDataKey"},
+    "open": {"kms:Decrypt"},
+}
+# Where an action of another service than the adapter's own lands: the
+# endpoint secrets' KMS key.
+SERVICE_RESOURCES = {"kms": "EndpointSecretsKey"}
 TRANSACT_WRITE_ACTIONS = {
     "put": "dynamodb:PutItem",
     "update": "dynamodb:UpdateItem",
@@ -233,7 +249,9 @@ def expected_grants(name: str) -> dict[str, set[str]]:
     for key, methods in FUNCTION_CALLS[name].items():
         adapter = ADAPTER_ACTIONS[ADAPTER_FILES[key]]
         for method in methods:
-            grants.setdefault(key, set()).update(adapter[method])
+            for action in adapter[method]:
+                target = SERVICE_RESOURCES.get(action.split(":")[0], key)
+                grants.setdefault(target, set()).add(action)
     for key, actions in EVENT_SOURCE_GRANTS.get(name, {}).items():
         grants.setdefault(key, set()).update(actions)
     return grants
@@ -728,9 +746,11 @@ def flat(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def adapter_method_actions(path: Path) -> dict[str, set[str]]:
+def adapter_method_actions(path: Path, follow_bare_calls: bool = False) -> dict[str, set[str]]:
     """Method of an adapter file -> the IAM actions of the SDK calls in its body,
-    following calls of the file's own helper methods (`self.query(...)`)."""
+    following calls of the file's own helper methods (`self.query(...)`, and
+    `self.helper()` too when `follow_bare_calls`), and the KMS calls of its
+    envelope cipher (`self.cipher.seal(`)."""
     text = rust_without_tests(path)
     bodies: dict[str, str] = {}
     for chunk in re.split(r"\n    (?:pub )?async fn ", text)[1:]:
@@ -745,7 +765,10 @@ def adapter_method_actions(path: Path) -> dict[str, set[str]]:
                 TRANSACT_WRITE_ACTIONS[kind]
                 for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
             }
-        for helper in re.findall(r"self\.(\w+)\((?!\))", body):
+        for call in re.findall(r"self\.cipher\.(\w+)\(", body):
+            found |= ENVELOPE_ACTIONS.get(call, set())
+        helper_call = r"self\.(\w+)\(" if follow_bare_calls else r"self\.(\w+)\((?!\))"
+        for helper in re.findall(helper_call, body):
             if helper in bodies and helper not in seen:
                 found |= actions(helper, seen | {helper})
         return found
@@ -763,6 +786,35 @@ def test_adapter_actions_match_the_sdk_calls_in_crates_aws(repo_root: Path, adap
         assert in_code[method] == expected, (
             f"crates/aws/src/{adapter} {method} calls {sorted(in_code[method])}, ADAPTER_ACTIONS says {sorted(expected)}"
         )
+
+
+def test_envelope_actions_match_the_kms_calls_in_crates_aws(repo_root: Path) -> None:
+    """ENVELOPE_ACTIONS says which KMS calls sealing and opening make."""
+    in_code = adapter_method_actions(repo_root / "crates" / "aws" / "src" / ENVELOPE_FILE, follow_bare_calls=True)
+    for method, expected in ENVELOPE_ACTIONS.items():
+        assert in_code.get(method) == expected, (
+            f"crates/aws/src/{ENVELOPE_FILE} {method} calls {sorted(in_code.get(method, set()))}, "
+            f"ENVELOPE_ACTIONS says {sorted(expected)}"
+        )
+
+
+def test_endpoint_secrets_key_is_kept_and_rotated(template: dict) -> None:
+    """The key that seals every endpoint secret outlives the stack like the
+    table does (without it no secret can be read), rotates yearly, and only
+    the functions that sign or reveal secrets may use it."""
+    key = resource(template, "EndpointSecretsKey")
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key.get("DeletionPolicy") == "Retain" and key.get("UpdateReplacePolicy") == "Retain"
+    assert key["Properties"].get("EnableKeyRotation") is True
+    assert key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert is_getatt(variables["ENDPOINT_SECRETS_KEY_ARN"], "EndpointSecretsKey", "Arn")
+    users = {
+        name
+        for name, logical_id in FUNCTIONS.items()
+        if "EndpointSecretsKey" in granted(template, function_statements(template, logical_id))
+    }
+    assert users == {"api", "sender"}
 
 
 def code_calls(repo_root: Path, name: str) -> dict[str, set[str]]:
