@@ -19,6 +19,7 @@ pub mod queue;
 pub mod request_counter;
 #[cfg(feature = "dev")]
 pub mod resources;
+pub mod runtime_secret;
 #[cfg(feature = "dev")]
 pub mod stream;
 
