@@ -225,6 +225,10 @@ fn environment(function: &str, runtime: &str, resources: &Resources) -> Vec<(Str
             "DELIVERY_DLQ_URL".into(),
             resources.dead_letter_queue.clone(),
         ),
+        (
+            "ENDPOINT_SECRETS_KEY_ARN".into(),
+            resources.endpoint_secrets_key.clone(),
+        ),
     ];
     for table in [
         "events",
@@ -248,6 +252,7 @@ struct Resources {
     prefix: String,
     delivery_queue: String,
     dead_letter_queue: String,
+    endpoint_secrets_key: String,
     /// Tables and queues exist (moto).
     created: bool,
 }
@@ -260,13 +265,14 @@ async fn resources() -> Resources {
         let config = webhooks_aws::sdk_config().await;
         let aws = webhooks_aws::AwsClients::from_config(&config);
         let names = webhooks_aws::resources::ResourceNames::new(&prefix);
-        match webhooks_aws::resources::create_all(&aws.dynamodb, &aws.sqs, &names).await {
-            Ok(urls) => {
+        match webhooks_aws::resources::create_all(&aws, &names).await {
+            Ok(made) => {
                 return Resources {
                     endpoint,
                     prefix,
-                    delivery_queue: urls.delivery,
-                    dead_letter_queue: urls.dead_letter,
+                    delivery_queue: made.queues.delivery,
+                    dead_letter_queue: made.queues.dead_letter,
+                    endpoint_secrets_key: made.endpoint_secrets_key,
                     created: true,
                 }
             }
@@ -277,6 +283,7 @@ async fn resources() -> Resources {
         endpoint: "http://127.0.0.1:9".into(),
         delivery_queue: format!("http://127.0.0.1:9/000000000000/{prefix}-deliveries"),
         dead_letter_queue: format!("http://127.0.0.1:9/000000000000/{prefix}-deliveries-dlq"),
+        endpoint_secrets_key: format!("alias/{prefix}-endpoint-secrets"),
         prefix,
         created: false,
     }

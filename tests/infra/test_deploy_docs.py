@@ -1,6 +1,6 @@
 """The deploy path a stranger follows: samconfig.toml deploys no example
-values, and README's Deploying section creates the secrets the template
-resolves and names every parameter a first deploy must answer."""
+values, and README's Deploying section creates the secrets whose ARNs the
+template takes and names every parameter a first deploy must answer."""
 
 from __future__ import annotations
 
@@ -44,27 +44,25 @@ def deploying_section(repo_root: Path) -> str:
     return readme[start : end if end > 0 else None]
 
 
-def test_readme_creates_each_secret_the_template_resolves(template: dict, repo_root: Path) -> None:
-    """The README's create-secret commands name the secrets the template's
-    dynamic references resolve, as plain SecretStrings (the references read
-    the whole SecretString, so key/value JSON would become the secret)."""
+def test_readme_creates_each_secret_and_passes_its_arn(template: dict, repo_root: Path) -> None:
+    """The README's create-secret commands make the five secrets as plain
+    SecretStrings (the functions use the whole SecretString, so key/value
+    JSON would become the secret) and print their ARNs, and it says which
+    `*SecretArn` parameter each ARN is given as."""
     section = deploying_section(repo_root)
     commands = re.findall(
-        r"aws secretsmanager create-secret --name (\S+) (?:\\\s*\n\s*)?--secret-string (\S+)", section
+        r"aws secretsmanager create-secret --name (\S+) (?:\\\s*\n\s*)?--secret-string ('[^']*'|\"[^\"]*\"|\S+)"
+        r"(?:\s*\\\s*\n\s*|\s+)--query ARN --output text",
+        section,
     )
-    names = {name for name, _ in commands}
-    expected = {
-        p["Default"] for key, p in template["Parameters"].items() if key.endswith("SecretName")
-    }
-    # The four providers' secrets and the portal's signing key.
-    assert len(expected) == 5
-    assert names == expected, f"README creates {sorted(names)}, the template resolves {sorted(expected)}"
+    assert len({name for name, _ in commands}) == 5, f"README creates {commands}"
     for name, value in commands:
         assert not value.lstrip("'\"").startswith("{"), f"{name}: a JSON SecretString would not be the secret"
-    variables = template["Resources"]["InboundFunction"]["Properties"]["Environment"]["Variables"]
-    for variable in ("STRIPE_WEBHOOK_SECRET", "TWILIO_AUTH_TOKEN", "WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET"):
-        fmt = variables[variable]["Fn::Sub"]
-        assert fmt.endswith(":SecretString}}"), f"{variable} no longer reads the whole SecretString: update README"
+    arn_parameters = [k for k in template["Parameters"] if k.endswith("SecretArn")]
+    # The four providers' secrets and the portal's signing key.
+    assert len(arn_parameters) == 5
+    for name in arn_parameters:
+        assert f"`{name}`" in section, f"README's Deploying section does not say what to give {name}"
 
 
 def test_readme_names_every_parameter_a_deploy_must_answer(template: dict, repo_root: Path) -> None:

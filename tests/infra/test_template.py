@@ -48,11 +48,14 @@ RESOURCE_ENV = {
     "DELIVERY_DLQ_URL": "DeliveryDeadLetterQueue",
 }
 
-PROVIDER_SECRET_ENV = {
-    "STRIPE_WEBHOOK_SECRET",
-    "TWILIO_AUTH_TOKEN",
-    "WHATSAPP_VERIFY_TOKEN",
-    "WHATSAPP_APP_SECRET",
+# Variables holding the ARN of a Secrets Manager secret the function fetches
+# at run time -> the parameter that gives it (its grant: GetSecretValue on it).
+SECRET_ARN_ENV = {
+    "STRIPE_WEBHOOK_SECRET_ARN": "StripeWebhookSecretArn",
+    "TWILIO_AUTH_TOKEN_ARN": "TwilioAuthTokenSecretArn",
+    "WHATSAPP_VERIFY_TOKEN_ARN": "WhatsAppVerifyTokenSecretArn",
+    "WHATSAPP_APP_SECRET_ARN": "WhatsAppAppSecretArn",
+    "PORTAL_SIGNING_KEY_ARN": "PortalSigningKeySecretArn",
 }
 
 # What each function's role allows, on what: exactly the store and queue
@@ -91,13 +94,16 @@ ADAPTER_ACTIONS = {
         "get": {"dynamodb:GetItem"},
         "list_after": {"dynamodb:Query"},
     },
+    # Writes seal the secrets (a data key: GenerateDataKey), reads that
+    # return them open them (Decrypt); the fan-out's list_all is projected
+    # to attributes without secrets and opens nothing.
     "endpoints.rs": {
-        "create": {"dynamodb:PutItem"},
-        "get": {"dynamodb:GetItem"},
-        "list": {"dynamodb:Query"},
+        "create": {"dynamodb:PutItem", "kms:GenerateDataKey"},
+        "get": {"dynamodb:GetItem", "kms:Decrypt"},
+        "list": {"dynamodb:Query", "kms:Decrypt"},
         "list_all": {"dynamodb:Query"},
         # Conditional on the version; GetItem tells a conflict from a delete.
-        "update": {"dynamodb:PutItem", "dynamodb:GetItem"},
+        "update": {"dynamodb:PutItem", "dynamodb:GetItem", "kms:GenerateDataKey", "kms:Decrypt"},
         "delete": {"dynamodb:DeleteItem"},
         "disable": {"dynamodb:UpdateItem"},
         "set_failing_since": {"dynamodb:UpdateItem"},
@@ -161,7 +167,20 @@ SDK_CALL_ACTIONS = {
     "delete_message": "sqs:DeleteMessage",
     "delete_message_batch": "sqs:DeleteMessage",
     "get_queue_attributes": "sqs:GetQueueAttributes",
+    "generate_data_key": "kms:GenerateDataKey",
+    "decrypt": "kms:Decrypt",
 }
+# The envelope cipher (crates/aws/src/envelope.rs) of the endpoints
+# adapter: `self.cipher.seal(` and `self.cipher.open(` make these KMS calls
+# (checked against envelope.rs), on the key that seals endpoint secrets.
+ENVELOPE_FILE = "envelope.rs"
+ENVELOPE_ACTIONS = {
+    "seal": {"kms:GenerateDataKey"},
+    "open": {"kms:Decrypt"},
+}
+# Where an action of another service than the adapter's own lands: the
+# endpoint secrets' KMS key.
+SERVICE_RESOURCES = {"kms": "EndpointSecretsKey"}
 TRANSACT_WRITE_ACTIONS = {
     "put": "dynamodb:PutItem",
     "update": "dynamodb:UpdateItem",
@@ -249,7 +268,9 @@ def expected_grants(name: str) -> dict[str, set[str]]:
         adapter = ADAPTER_ACTIONS[ADAPTER_FILES[key]]
         for method in methods:
             on = f"{key}.index" if method in INDEX_METHODS else key
-            grants.setdefault(on, set()).update(adapter[method])
+            for action in adapter[method]:
+                target = SERVICE_RESOURCES.get(action.split(":")[0], on)
+                grants.setdefault(target, set()).add(action)
     for key, actions in EVENT_SOURCE_GRANTS.get(name, {}).items():
         grants.setdefault(key, set()).update(actions)
     return grants
@@ -332,6 +353,8 @@ def policy_resource_key(template: dict, value) -> str:
     ARN), or several resources at once."""
     assert value != "*", "a policy statement names Resource '*'"
     assert not isinstance(value, str), f"literal resource {value!r}: name this stack's resources with !GetAtt/!Sub"
+    if ref(value) in SECRET_ARN_ENV.values():
+        return ref(value)  # a secret made outside the stack, by its full ARN
     assert ref(value) is None, (
         f"policy resource !Ref {ref(value)} is a name or URL, not an ARN: use !GetAtt {ref(value)}.Arn"
     )
@@ -393,7 +416,15 @@ def function_statements(template: dict, logical_id: str) -> list[dict]:
         )
         documents.append(policy)
 
-    statements = [s for doc in documents for s in as_list(doc["Statement"])]
+    statements = []
+    for statement in (s for doc in documents for s in as_list(doc["Statement"])):
+        if isinstance(statement, dict) and set(statement) == {"Fn::If"}:
+            # `!If [cond, statement, !Ref AWS::NoValue]`: the grant of an
+            # optional secret, present when it is given.
+            _, present, absent = statement["Fn::If"]
+            assert ref(absent) == "AWS::NoValue", f"{logical_id}: a conditional statement must be all or nothing"
+            statement = present
+        statements.append(statement)
     assert statements, f"{logical_id} has no IAM statements"
     return statements
 
@@ -716,34 +747,53 @@ def test_function_environment_matches_what_its_code_reads(template: dict, repo_r
         )
 
 
-def test_provider_secrets_come_from_a_secret_store(template: dict) -> None:
-    parameters = template.get("Parameters", {})
-    variables = function_properties(template, "InboundFunction")["Environment"]["Variables"]
-    for variable in sorted(PROVIDER_SECRET_ENV):
-        value = variables[variable]
-        sub = sub_references(value)
-        fmt = sub[0] if sub else value if isinstance(value, str) else None
-        if fmt is not None:
-            assert fmt.startswith(("{{resolve:secretsmanager:", "{{resolve:ssm:")) and fmt.endswith("}}"), (
-                f"{variable} = {fmt!r} is not a Secrets Manager/SSM dynamic reference"
-            )
-            # What is substituted into the reference names the secret, it is not the secret.
-            for name in sub[1] if sub else []:
-                if name in parameters:
-                    default = str(parameters[name].get("Default", ""))
-                    assert re.fullmatch(r"[A-Za-z0-9/_+=.@:-]*", default), (
-                        f"{name} default {default!r} does not look like a secret name"
-                    )
-                    assert not default.startswith(("whsec_", "sk_", "rk_")), f"{name} defaults to a secret"
-            continue
-        name = ref(value)
-        assert name in parameters, f"{variable} = {value!r}: neither a dynamic reference nor a parameter"
-        parameter = parameters[name]
-        if parameter["Type"].startswith("AWS::SSM::Parameter::Value<"):
-            continue  # the Default is the SSM parameter's path, the value comes from SSM
-        assert parameter.get("NoEcho") is True and "Default" not in parameter, (
-            f"parameter {name} holds the provider secret {variable} in plain text"
-        )
+def test_secrets_are_passed_by_arn_and_optional(template: dict) -> None:
+    """Each secret reaches its function as the ARN of a Secrets Manager
+    secret, from a parameter that accepts only such an ARN; an empty one
+    leaves the variable unset (the route answers 501, no secret needed)."""
+    parameters = template["Parameters"]
+    expected = {
+        "InboundFunction": {v for v in SECRET_ARN_ENV if v != "PORTAL_SIGNING_KEY_ARN"},
+        "ApiFunction": {"PORTAL_SIGNING_KEY_ARN"},
+    }
+    for logical_id, names in expected.items():
+        variables = function_properties(template, logical_id)["Environment"]["Variables"]
+        for variable in sorted(names):
+            value = variables[variable]
+            assert is_conditional_absent(value), f"{variable} must be unset when its parameter is empty"
+            condition, present, _ = value["Fn::If"]
+            parameter_name = SECRET_ARN_ENV[variable]
+            assert ref(present) == parameter_name, f"{variable} should be !Ref {parameter_name}"
+            assert template["Conditions"][condition] == {
+                "Fn::Not": [{"Fn::Equals": [{"Ref": parameter_name}, ""]}]
+            }
+            parameter = parameters[parameter_name]
+            assert parameter["Default"] == ""
+            pattern = re.compile(parameter["AllowedPattern"])
+            arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:devsphere-webhooks/stripe-AbC123"
+            assert pattern.fullmatch(arn) and pattern.fullmatch("")
+            for refused in ["whsec_abc", "devsphere-webhooks/stripe", "{{resolve:secretsmanager:x}}"]:
+                assert not pattern.fullmatch(refused), f"{parameter_name} accepts {refused!r}"
+
+
+SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PRIVATE|SIGNING_KEY)")
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_no_environment_variable_holds_a_secret(template: dict, name: str) -> None:
+    """Anyone allowed lambda:GetFunctionConfiguration reads a function's
+    environment: no variable may hold a secret, resolve one at deploy time
+    (a dynamic reference), or take a NoEcho parameter; one named like a
+    secret holds only its ARN."""
+    parameters = template["Parameters"]
+    for variable, value in function_variables(template, FUNCTIONS[name]).items():
+        text = repr(value)
+        assert "{{resolve:" not in text, f"{name}: {variable} resolves a secret into the environment"
+        for referenced in re.findall(r"'Ref': '(\w+)'", text) + re.findall(r"\$\{(\w+)\}", text):
+            assert not parameters.get(referenced, {}).get("NoEcho"), f"{name}: {variable} takes NoEcho {referenced}"
+        if SECRET_NAME.search(variable):
+            assert variable.endswith("_ARN"), f"{name}: {variable} is named like a secret value"
+            assert isinstance(value, dict), f"{name}: {variable} is a literal"
 
 
 def test_no_echo_parameters_have_no_default(template: dict) -> None:
@@ -768,9 +818,11 @@ def flat(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def adapter_method_actions(path: Path) -> dict[str, set[str]]:
+def adapter_method_actions(path: Path, follow_bare_calls: bool = False) -> dict[str, set[str]]:
     """Method of an adapter file -> the IAM actions of the SDK calls in its body,
-    following calls of the file's own helper methods (`self.query(...)`)."""
+    following calls of the file's own helper methods (`self.query(...)`, and
+    `self.helper()` too when `follow_bare_calls`), and the KMS calls of its
+    envelope cipher (`self.cipher.seal(`)."""
     text = rust_without_tests(path)
     bodies: dict[str, str] = {}
     for chunk in re.split(r"\n    (?:pub )?async fn ", text)[1:]:
@@ -785,7 +837,10 @@ def adapter_method_actions(path: Path) -> dict[str, set[str]]:
                 TRANSACT_WRITE_ACTIONS[kind]
                 for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
             }
-        for helper in re.findall(r"self\.(\w+)\((?!\))", body):
+        for call in re.findall(r"self\.cipher\.(\w+)\(", body):
+            found |= ENVELOPE_ACTIONS.get(call, set())
+        helper_call = r"self\.(\w+)\(" if follow_bare_calls else r"self\.(\w+)\((?!\))"
+        for helper in re.findall(helper_call, body):
             if helper in bodies and helper not in seen:
                 found |= actions(helper, seen | {helper})
         return found
@@ -803,6 +858,35 @@ def test_adapter_actions_match_the_sdk_calls_in_crates_aws(repo_root: Path, adap
         assert in_code[method] == expected, (
             f"crates/aws/src/{adapter} {method} calls {sorted(in_code[method])}, ADAPTER_ACTIONS says {sorted(expected)}"
         )
+
+
+def test_envelope_actions_match_the_kms_calls_in_crates_aws(repo_root: Path) -> None:
+    """ENVELOPE_ACTIONS says which KMS calls sealing and opening make."""
+    in_code = adapter_method_actions(repo_root / "crates" / "aws" / "src" / ENVELOPE_FILE, follow_bare_calls=True)
+    for method, expected in ENVELOPE_ACTIONS.items():
+        assert in_code.get(method) == expected, (
+            f"crates/aws/src/{ENVELOPE_FILE} {method} calls {sorted(in_code.get(method, set()))}, "
+            f"ENVELOPE_ACTIONS says {sorted(expected)}"
+        )
+
+
+def test_endpoint_secrets_key_is_kept_and_rotated(template: dict) -> None:
+    """The key that seals every endpoint secret outlives the stack like the
+    table does (without it no secret can be read), rotates yearly, and only
+    the functions that sign or reveal secrets may use it."""
+    key = resource(template, "EndpointSecretsKey")
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key.get("DeletionPolicy") == "Retain" and key.get("UpdateReplacePolicy") == "Retain"
+    assert key["Properties"].get("EnableKeyRotation") is True
+    assert key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert is_getatt(variables["ENDPOINT_SECRETS_KEY_ARN"], "EndpointSecretsKey", "Arn")
+    users = {
+        name
+        for name, logical_id in FUNCTIONS.items()
+        if "EndpointSecretsKey" in granted(template, function_statements(template, logical_id))
+    }
+    assert users == {"api", "sender"}
 
 
 def code_calls(repo_root: Path, name: str) -> dict[str, set[str]]:
@@ -839,13 +923,16 @@ def test_function_calls_match_the_declared_store_methods(repo_root: Path, name: 
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-def test_function_policy_grants_exactly_what_its_code_uses(template: dict, name: str) -> None:
+def test_function_policy_grants_exactly_what_its_code_uses(template: dict, repo_root: Path, name: str) -> None:
     logical_id = FUNCTIONS[name]
     statements = function_statements(template, logical_id)
     grants = granted(template, statements)
 
     log_group_id = ref(function_properties(template, logical_id)["LoggingConfig"]["LogGroup"])
     expected = {**expected_grants(name), log_group_id: LOG_ACTIONS}
+    # Each secret whose ARN the code reads: GetSecretValue on that secret only.
+    for variable in sorted(code_env_vars(repo_root, name)[0] & set(SECRET_ARN_ENV)):
+        expected[SECRET_ARN_ENV[variable]] = {"secretsmanager:GetSecretValue"}
 
     unexpected = set(grants) - set(expected)
     assert not unexpected, f"{name}'s policy names resources it does not use: {sorted(unexpected)}"
@@ -1022,11 +1109,8 @@ def test_portal_sessions_are_trusted_only_through_their_own_issuer(template: dic
     variables = function_properties(template, "ApiFunction")["Environment"]["Variables"]
     assert variables["PORTAL_ISSUER"] == issuer
     assert ref(variables["WEBHOOKS_PUBLIC_BASE_URL"]) == "PublicBaseUrl"
-    key = variables["PORTAL_SIGNING_KEY"]
-    fmt = sub_references(key)[0] if sub_references(key) else key
-    assert fmt.startswith("{{resolve:secretsmanager:") and fmt.endswith("}}"), fmt
-    default = template["Parameters"]["PortalSigningKeySecretName"]["Default"]
-    assert "BEGIN" not in default and re.fullmatch(r"[A-Za-z0-9/_+=.@:-]+", default)
+    key = variables["PORTAL_SIGNING_KEY_ARN"]
+    assert is_conditional_absent(key) and ref(key["Fn::If"][1]) == "PortalSigningKeySecretArn"
     # The main authorizer does not trust portal tokens, nor the portal one the platform's.
     main = authorizers[resource(template, "HttpApi")["Properties"]["Auth"]["DefaultAuthorizer"]]
     assert main["JwtConfiguration"]["issuer"] != issuer

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
 use webhooks_aws::adapters::{adapters, Locations};
-use webhooks_aws::resources::{create_all, QueueUrls, ResourceNames};
+use webhooks_aws::resources::{create_all, Provisioned, QueueUrls, ResourceNames};
 use webhooks_aws::stream::StreamReader;
 use webhooks_aws::AwsClients;
 use webhooks_domain::{Endpoint, Event, EventType, RetrySchedule, Secret, Subscription};
@@ -58,6 +58,10 @@ impl Queue for FlakyQueue {
 /// The one place the tests wire the AWS adapters.
 pub struct MotoBackend {
     pub adapters: Adapters,
+    /// The clients the adapters use (a test reads the tables raw).
+    pub aws: AwsClients,
+    pub names: ResourceNames,
+    pub made: Provisioned,
     pub stream: StreamReader,
     pub sqs: aws_sdk_sqs::Client,
     pub urls: QueueUrls,
@@ -68,9 +72,8 @@ impl MotoBackend {
         let config = webhooks_testkit::aws::emulator_config().await;
         let aws = AwsClients::from_config(&config);
         let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
-        let urls = create_all(&aws.dynamodb, &aws.sqs, &names)
-            .await
-            .expect("create resources");
+        let made = create_all(&aws, &names).await.expect("create resources");
+        let urls = made.queues.clone();
         let stream = StreamReader::open(
             &aws.dynamodb,
             aws_sdk_dynamodbstreams::Client::new(&config),
@@ -80,11 +83,25 @@ impl MotoBackend {
         .await
         .expect("open stream");
         MotoBackend {
-            adapters: adapters(&aws, &Locations::for_names(&names, &urls)),
+            adapters: adapters(&aws, &Locations::for_names(&names, &made)),
+            aws: aws.clone(),
+            names: names.clone(),
+            made: made.clone(),
             stream,
             sqs: aws.sqs.clone(),
             urls,
         }
+    }
+
+    /// Another process's adapters over the same resources (its own caches),
+    /// whose every AWS request `counter` tallies.
+    pub async fn counted_adapters(
+        &self,
+        counter: &webhooks_aws::request_counter::RequestCounter,
+    ) -> Adapters {
+        let config = webhooks_testkit::aws::emulator_config().await;
+        let clients = AwsClients::counted(&config, counter);
+        adapters(&clients, &Locations::for_names(&self.names, &self.made))
     }
 
     /// Sets the delivery queue's visibility timeout (whole seconds, at least
@@ -120,6 +137,18 @@ impl MotoSystem {
     /// into the fan-out.
     pub async fn new(test: &str, schedule: &str, fail_first_sends: usize) -> MotoSystem {
         let backend = MotoBackend::new(test).await;
+        let sender_side = backend.adapters.clone();
+        Self::with_sender_adapters(backend, sender_side, schedule, fail_first_sends)
+    }
+
+    /// The system over `backend`, whose sender runs on `sender_side` (the
+    /// adapters of another process, as in Lambda).
+    pub fn with_sender_adapters(
+        backend: MotoBackend,
+        sender_side: Adapters,
+        schedule: &str,
+        fail_first_sends: usize,
+    ) -> MotoSystem {
         let adapters = backend.adapters;
         let flaky = Adapters {
             queue: Arc::new(FlakyQueue {
@@ -138,7 +167,7 @@ impl MotoSystem {
         })
         .expect("client");
         let sender = Arc::new(Sender::from_adapters(
-            &adapters,
+            &sender_side,
             client,
             SenderConfig {
                 schedule: schedule.parse::<RetrySchedule>().expect("schedule"),

@@ -1,8 +1,9 @@
-//! The one place the DynamoDB and SQS adapters are built: from the Lambda
+//! The one place the DynamoDB, SQS and KMS-backed adapters are built: from the Lambda
 //! environment (`from_env`) or from a resource-name prefix (`webhooks dev
 //! --backend aws`, the tests and the benchmarks).
 
 use crate::env::{self, EnvError};
+use crate::envelope::EnvelopeCipher;
 use crate::{
     AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
     DynamoIdempotencyStore, DynamoInboundStore, SqsQueue,
@@ -21,6 +22,8 @@ pub struct Locations {
     pub inbound_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
+    /// The KMS key (ARN, id or alias) whose data keys seal endpoint secrets.
+    pub endpoint_secrets_key: String,
 }
 
 impl Locations {
@@ -35,14 +38,16 @@ impl Locations {
             inbound_table: env::required("INBOUND_TABLE")?,
             delivery_queue_url: env::required("DELIVERY_QUEUE_URL")?,
             dead_letter_queue_url: env::required("DELIVERY_DLQ_URL")?,
+            endpoint_secrets_key: env::required("ENDPOINT_SECRETS_KEY_ARN")?,
         })
     }
 
-    /// `<prefix>-events`, `<prefix>-deliveries`, ... and the queues' URLs.
+    /// `<prefix>-events`, `<prefix>-deliveries`, ..., the queues' URLs and
+    /// the endpoint secrets' key.
     #[cfg(feature = "dev")]
     pub fn for_names(
         names: &crate::resources::ResourceNames,
-        urls: &crate::resources::QueueUrls,
+        made: &crate::resources::Provisioned,
     ) -> Self {
         Locations {
             events_table: names.table("events"),
@@ -51,8 +56,9 @@ impl Locations {
             cursors_table: names.table("cursors"),
             idempotency_table: names.table("idempotency"),
             inbound_table: names.table("inbound"),
-            delivery_queue_url: urls.delivery.clone(),
-            dead_letter_queue_url: urls.dead_letter.clone(),
+            delivery_queue_url: made.queues.delivery.clone(),
+            dead_letter_queue_url: made.queues.dead_letter.clone(),
+            endpoint_secrets_key: made.endpoint_secrets_key.clone(),
         }
     }
 }
@@ -65,6 +71,10 @@ pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
         endpoints: Arc::new(DynamoEndpointStore::new(
             ddb.clone(),
             at.endpoints_table.clone(),
+            Arc::new(EnvelopeCipher::new(
+                clients.kms.clone(),
+                at.endpoint_secrets_key.clone(),
+            )),
         )),
         deliveries: Arc::new(DynamoDeliveryStore::new(
             ddb.clone(),

@@ -1,59 +1,96 @@
 //! The endpoints table.
 
+use crate::envelope::EnvelopeCipher;
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::items::s;
-use crate::items::EndpointItem;
+use crate::items::{endpoint_aad, s, EndpointItem, EndpointSecrets, StoredSecrets, SubscriberItem};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
+use std::sync::Arc;
 use webhooks_domain::time::rfc3339;
-use webhooks_domain::Endpoint;
+use webhooks_domain::{Endpoint, Subscriber};
 use webhooks_ports::{
     cursor, BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
     Result, Updated,
 };
 
-/// Endpoints in DynamoDB (key: `org_id`, `endpoint_id`).
+/// Endpoints in DynamoDB (key: `org_id`, `endpoint_id`), their signing
+/// secrets sealed under data keys of a KMS key (`crate::envelope`).
 #[derive(Clone)]
 pub struct DynamoEndpointStore {
     client: Client,
     table: String,
-}
-
-fn from_item(item: HashMap<String, AttributeValue>) -> Result<Endpoint> {
-    let item: EndpointItem =
-        serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
-    item.into_endpoint()
-}
-
-fn to_item(e: &Endpoint) -> Result<HashMap<String, AttributeValue>> {
-    serde_dynamo::to_item(EndpointItem::from_endpoint(e)).map_err(|e| decode_error("endpoint", e))
+    cipher: Arc<EnvelopeCipher>,
 }
 
 impl DynamoEndpointStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, cipher: Arc<EnvelopeCipher>) -> Self {
         DynamoEndpointStore {
             client,
             table: table.into(),
+            cipher,
         }
     }
 
-    async fn query(
+    /// The item of an endpoint, its secrets sealed.
+    async fn seal_item(&self, e: &Endpoint) -> Result<HashMap<String, AttributeValue>> {
+        let secrets = serde_json::to_vec(&EndpointSecrets::of(e))
+            .map_err(|e| decode_error("endpoint secrets", e))?;
+        let sealed = self
+            .cipher
+            .seal(&secrets, &endpoint_aad(&e.org_id, &e.id))
+            .await?;
+        serde_dynamo::to_item(EndpointItem::from_endpoint(e, sealed))
+            .map_err(|e| decode_error("endpoint", e))
+    }
+
+    /// The endpoint of an item, its secrets opened.
+    async fn open_item(&self, item: HashMap<String, AttributeValue>) -> Result<Endpoint> {
+        let item: EndpointItem =
+            serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
+        let secrets = match item.stored_secrets()? {
+            StoredSecrets::Sealed(sealed) => {
+                let aad = endpoint_aad(&item.org_id, &item.endpoint_id);
+                let json = self.cipher.open(&sealed, &aad).await?;
+                serde_json::from_slice(&json).map_err(|e| decode_error("endpoint secrets", e))?
+            }
+            StoredSecrets::Plain(secrets) => secrets,
+        };
+        item.into_endpoint(secrets)
+    }
+
+    /// A page of the org's items, oldest first; only the `projection`
+    /// attributes when given.
+    async fn query_items(
         &self,
         org_id: &str,
         limit: Option<usize>,
         start_after: Option<&str>,
-    ) -> Result<(Vec<Endpoint>, Option<HashMap<String, AttributeValue>>)> {
+        projection: Option<&[&str]>,
+    ) -> Result<(
+        Vec<HashMap<String, AttributeValue>>,
+        Option<HashMap<String, AttributeValue>>,
+    )> {
         let mut q = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("org_id = :o")
+            .key_condition_expression("#pk = :o")
+            .expression_attribute_names("#pk", "org_id")
             .expression_attribute_values(":o", s(org_id))
             .consistent_read(true);
+        if let Some(attributes) = projection {
+            let mut names = Vec::with_capacity(attributes.len());
+            for (i, a) in attributes.iter().enumerate() {
+                let name = format!("#p{i}");
+                q = q.expression_attribute_names(&name, *a);
+                names.push(name);
+            }
+            q = q.projection_expression(names.join(", "));
+        }
         if let Some(l) = limit {
             q = q.limit(i32::try_from(l).unwrap_or(i32::MAX));
         }
@@ -66,13 +103,7 @@ impl DynamoEndpointStore {
             .send()
             .await
             .map_err(|e| backend_error("Query endpoints", e))?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item)
-            .collect::<Result<Vec<_>>>()?;
-        Ok((items, out.last_evaluated_key))
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
     }
 
     /// An attribute-level write of the sender's (health), which touches only
@@ -124,18 +155,33 @@ impl EndpointLookup for DynamoEndpointStore {
             .send()
             .await
             .map_err(|e| backend_error("GetItem endpoints", e))?;
-        out.item.map(from_item).transpose()
+        match out.item {
+            Some(item) => Ok(Some(self.open_item(item).await?)),
+            None => Ok(None),
+        }
     }
 }
 
 #[async_trait]
 impl OrgEndpoints for DynamoEndpointStore {
-    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Subscriber>> {
         let mut all = Vec::new();
         let mut start: Option<String> = None;
         loop {
-            let (items, lek) = self.query(org_id, None, start.as_deref()).await?;
-            all.extend(items);
+            // Projected: the fan-out's reads never carry a secret.
+            let (items, lek) = self
+                .query_items(
+                    org_id,
+                    None,
+                    start.as_deref(),
+                    Some(&SubscriberItem::ATTRIBUTES),
+                )
+                .await?;
+            for item in items {
+                let item: SubscriberItem =
+                    serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
+                all.push(item.into_subscriber()?);
+            }
             match lek.and_then(|k| k.get("endpoint_id").and_then(|v| v.as_s().ok().cloned())) {
                 Some(next) => start = Some(next),
                 None => return Ok(all),
@@ -199,7 +245,7 @@ impl EndpointStore for DynamoEndpointStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(endpoint)?))
+            .set_item(Some(self.seal_item(endpoint).await?))
             .condition_expression("attribute_not_exists(endpoint_id)")
             .send()
             .await
@@ -225,9 +271,13 @@ impl EndpointStore for DynamoEndpointStore {
         };
         // One more than asked tells whether another page exists.
         let (items, _) = self
-            .query(org_id, Some(limit + 1), after.as_deref())
+            .query_items(org_id, Some(limit + 1), after.as_deref(), None)
             .await?;
-        Ok(Page::from_overfetch(items, limit, |e| &e.id))
+        let mut endpoints = Vec::with_capacity(items.len());
+        for item in items {
+            endpoints.push(self.open_item(item).await?);
+        }
+        Ok(Page::from_overfetch(endpoints, limit, |e| &e.id))
     }
 
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
@@ -243,7 +293,7 @@ impl EndpointStore for DynamoEndpointStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(&next)?))
+            .set_item(Some(self.seal_item(&next).await?))
             .condition_expression(condition)
             .expression_attribute_values(":v", AttributeValue::N(endpoint.version.to_string()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)

@@ -2,6 +2,7 @@
 //! adapters, the fan-out (which reads stream images) and the local runner
 //! (which makes stream records for the embedded backend).
 
+use crate::envelope::Sealed;
 use crate::error::decode_error;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -9,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use webhooks_domain::endpoint::PreviousSecret;
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
-use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, Secret, Subscription};
+use webhooks_domain::{
+    Attempt, Delivery, DeliveryStatus, Endpoint, Event, Secret, Subscriber, Subscription,
+};
 use webhooks_ports::BackendError;
 
 /// How long events and deliveries are kept before DynamoDB's TTL removes them.
@@ -77,7 +80,9 @@ pub fn event_from_item<I: Into<serde_dynamo::Item>>(item: I) -> Result<Event, Ba
     item.into_event()
 }
 
-/// An item of the endpoints table (key: `org_id`, `endpoint_id`).
+/// An item of the endpoints table (key: `org_id`, `endpoint_id`). The
+/// signing secrets are sealed ([`EndpointSecrets`], sealed by
+/// `crate::envelope`): a scan, a backup or an export shows none of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointItem {
     pub org_id: String,
@@ -89,12 +94,18 @@ pub struct EndpointItem {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
-    pub secret: String,
-    /// Every earlier secret still inside its overlap, newest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The KMS-wrapped data key that sealed `secrets_sealed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_key: Option<Bytes>,
+    /// [`EndpointSecrets`] as JSON, sealed with AES-256-GCM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_sealed: Option<Bytes>,
+    /// The plaintext secrets of items written before sealing; read (until
+    /// the next write seals them), never written.
+    #[serde(default, skip_serializing)]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing)]
     pub previous_secrets: Vec<PreviousSecretItem>,
-    /// The single previous secret of items written before
-    /// `previous_secrets`; read, never written.
     #[serde(default, skip_serializing)]
     pub previous_secret: Option<String>,
     #[serde(default, skip_serializing)]
@@ -108,23 +119,70 @@ pub struct EndpointItem {
     pub version: u64,
 }
 
-/// A previous secret inside an endpoint item.
+/// Bytes stored as a DynamoDB binary attribute (`B`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a binary attribute")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
+
+/// A previous secret inside an endpoint's secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreviousSecretItem {
     pub secret: String,
     pub expires_at: String,
 }
 
-impl EndpointItem {
-    pub fn from_endpoint(e: &Endpoint) -> Self {
-        EndpointItem {
-            org_id: e.org_id.clone(),
-            endpoint_id: e.id.clone(),
-            url: e.url.clone(),
-            event_types: e.subscription.names(),
-            description: e.description.clone(),
-            enabled: e.enabled,
-            disabled_reason: e.disabled_reason.clone(),
+/// What is sealed into an endpoint item: the current secret and every
+/// previous one still inside its overlap, newest first.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSecrets {
+    pub secret: String,
+    #[serde(default)]
+    pub previous_secrets: Vec<PreviousSecretItem>,
+}
+
+impl std::fmt::Debug for EndpointSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EndpointSecrets(whsec_***, {} previous)",
+            self.previous_secrets.len()
+        )
+    }
+}
+
+impl EndpointSecrets {
+    pub fn of(e: &Endpoint) -> Self {
+        EndpointSecrets {
             secret: e.secret.expose().to_string(),
             previous_secrets: e
                 .previous_secrets
@@ -134,6 +192,40 @@ impl EndpointItem {
                     expires_at: rfc3339(p.expires_at),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The additional authenticated data of an endpoint's sealed secrets: its
+/// key, so sealed secrets copied onto another item do not open there.
+pub fn endpoint_aad(org_id: &str, endpoint_id: &str) -> Vec<u8> {
+    format!("endpoint:{}:{org_id}:{endpoint_id}", org_id.len()).into_bytes()
+}
+
+/// How an item holds its secrets.
+#[derive(Debug)]
+pub enum StoredSecrets {
+    /// Sealed under a data key.
+    Sealed(Sealed),
+    /// In plaintext (items written before sealing).
+    Plain(EndpointSecrets),
+}
+
+impl EndpointItem {
+    /// The item of `e`, whose secrets `sealed` holds.
+    pub fn from_endpoint(e: &Endpoint, sealed: Sealed) -> Self {
+        EndpointItem {
+            org_id: e.org_id.clone(),
+            endpoint_id: e.id.clone(),
+            url: e.url.clone(),
+            event_types: e.subscription.names(),
+            description: e.description.clone(),
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason.clone(),
+            secrets_key: Some(Bytes(sealed.wrapped_key)),
+            secrets_sealed: Some(Bytes(sealed.sealed)),
+            secret: None,
+            previous_secrets: Vec::new(),
             previous_secret: None,
             previous_secret_expires_at: None,
             created_at: rfc3339(e.created_at),
@@ -143,9 +235,36 @@ impl EndpointItem {
         }
     }
 
-    pub fn into_endpoint(self) -> Result<Endpoint, BackendError> {
+    /// Where this item's secrets are.
+    pub fn stored_secrets(&self) -> Result<StoredSecrets, BackendError> {
+        match (&self.secrets_key, &self.secrets_sealed, &self.secret) {
+            (Some(key), Some(sealed), _) => Ok(StoredSecrets::Sealed(Sealed {
+                wrapped_key: key.0.clone(),
+                sealed: sealed.0.clone(),
+            })),
+            (None, None, Some(secret)) => {
+                let mut previous_secrets = self.previous_secrets.clone();
+                if let (Some(s), Some(t)) =
+                    (&self.previous_secret, &self.previous_secret_expires_at)
+                {
+                    previous_secrets.push(PreviousSecretItem {
+                        secret: s.clone(),
+                        expires_at: t.clone(),
+                    });
+                }
+                Ok(StoredSecrets::Plain(EndpointSecrets {
+                    secret: secret.clone(),
+                    previous_secrets,
+                }))
+            }
+            _ => Err(decode_error("endpoint", "no secret, or half a sealed one")),
+        }
+    }
+
+    /// The endpoint, with its secrets as opened.
+    pub fn into_endpoint(self, secrets: EndpointSecrets) -> Result<Endpoint, BackendError> {
         let secret = |s: &str| Secret::parse(s).map_err(|e| decode_error("endpoint secret", e));
-        let mut previous_secrets = self
+        let previous_secrets = secrets
             .previous_secrets
             .iter()
             .map(|p| {
@@ -155,16 +274,10 @@ impl EndpointItem {
                 })
             })
             .collect::<Result<Vec<_>, BackendError>>()?;
-        if let (Some(s), Some(t)) = (&self.previous_secret, &self.previous_secret_expires_at) {
-            previous_secrets.push(PreviousSecret {
-                secret: secret(s)?,
-                expires_at: time(t, "endpoint")?,
-            });
-        }
         Ok(Endpoint {
             subscription: Subscription::parse(&self.event_types)
                 .map_err(|e| decode_error("endpoint", e))?,
-            secret: secret(&self.secret)?,
+            secret: secret(&secrets.secret)?,
             previous_secrets,
             version: self.version,
             created_at: time(&self.created_at, "endpoint")?,
@@ -179,6 +292,39 @@ impl EndpointItem {
             description: self.description,
             enabled: self.enabled,
             disabled_reason: self.disabled_reason,
+        })
+    }
+}
+
+/// The attributes of an endpoint item the fan-out reads, and only those: a
+/// read projected to them never carries a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberItem {
+    pub org_id: String,
+    pub endpoint_id: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub created_at: String,
+}
+
+impl SubscriberItem {
+    /// The attributes to project a read of the endpoints table to.
+    pub const ATTRIBUTES: [&'static str; 5] = [
+        "org_id",
+        "endpoint_id",
+        "event_types",
+        "enabled",
+        "created_at",
+    ];
+
+    pub fn into_subscriber(self) -> Result<Subscriber, BackendError> {
+        Ok(Subscriber {
+            subscription: Subscription::parse(&self.event_types)
+                .map_err(|e| decode_error("endpoint", e))?,
+            created_at: time(&self.created_at, "endpoint")?,
+            id: self.endpoint_id,
+            org_id: self.org_id,
+            enabled: self.enabled,
         })
     }
 }
@@ -335,10 +481,48 @@ mod tests {
             ep.created_at,
             chrono::Duration::hours(1),
         );
+        let sealed = Sealed {
+            wrapped_key: vec![1, 2, 3],
+            sealed: vec![4, 5, 6],
+        };
         let item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(EndpointItem::from_endpoint(&ep)).unwrap();
+            serde_dynamo::to_item(EndpointItem::from_endpoint(&ep, sealed.clone())).unwrap();
+        assert_eq!(item["secrets_key"], AttributeValue::B(vec![1, 2, 3].into()));
+        assert!(!item.contains_key("secret") && !item.contains_key("previous_secrets"));
         let back: EndpointItem = serde_dynamo::from_item(item).unwrap();
-        assert_eq!(back.into_endpoint().unwrap(), ep);
+        match back.stored_secrets().unwrap() {
+            StoredSecrets::Sealed(s) => assert_eq!(s, sealed),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(back.into_endpoint(EndpointSecrets::of(&ep)).unwrap(), ep);
+    }
+
+    #[test]
+    fn plaintext_items_of_before_sealing_still_read() {
+        let mut item: HashMap<String, AttributeValue> = HashMap::new();
+        for (k, v) in [
+            ("org_id", "org"),
+            ("endpoint_id", "ep_1"),
+            ("url", "https://x.test/h"),
+            ("secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("previous_secret", "whsec_C2FtcGxlc2VjcmV0c2FtcGxlc2VjcmV0"),
+            ("previous_secret_expires_at", "2026-01-02T00:00:00Z"),
+            ("created_at", "2026-01-01T00:00:00Z"),
+            ("updated_at", "2026-01-01T00:00:00Z"),
+        ] {
+            item.insert(k.into(), AttributeValue::S(v.into()));
+        }
+        item.insert(
+            "event_types".into(),
+            AttributeValue::L(vec![AttributeValue::S("*".into())]),
+        );
+        item.insert("enabled".into(), AttributeValue::Bool(true));
+        let back: EndpointItem = serde_dynamo::from_item(item).unwrap();
+        let StoredSecrets::Plain(secrets) = back.stored_secrets().unwrap() else {
+            panic!("a plaintext item reads as plaintext");
+        };
+        let ep = back.into_endpoint(secrets).unwrap();
+        assert_eq!(ep.previous_secrets.len(), 1);
     }
 
     #[test]

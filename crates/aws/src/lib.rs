@@ -8,6 +8,7 @@ pub mod cursors;
 pub mod deliveries;
 pub mod endpoints;
 pub mod env;
+pub mod envelope;
 mod error;
 pub mod events;
 pub mod idempotency;
@@ -18,6 +19,7 @@ pub mod queue;
 pub mod request_counter;
 #[cfg(feature = "dev")]
 pub mod resources;
+pub mod runtime_secret;
 #[cfg(feature = "dev")]
 pub mod stream;
 
@@ -36,11 +38,14 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
-/// The DynamoDB and SQS clients every function builds once at start.
+/// The DynamoDB, SQS and KMS clients every function builds once at start
+/// (building one makes no request).
 #[derive(Clone)]
 pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// Wraps and unwraps the data keys of endpoint secrets.
+    pub kms: aws_sdk_kms::Client,
 }
 
 impl AwsClients {
@@ -53,6 +58,7 @@ impl AwsClients {
         AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
+            kms: aws_sdk_kms::Client::new(config),
         }
     }
 
@@ -68,9 +74,13 @@ impl AwsClients {
         let sqs = aws_sdk_sqs::config::Builder::from(config)
             .interceptor(counter.clone())
             .build();
+        let kms = aws_sdk_kms::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
         AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(ddb),
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            kms: aws_sdk_kms::Client::from_conf(kms),
         }
     }
 }

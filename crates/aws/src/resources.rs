@@ -1,6 +1,6 @@
-//! The tables and queues the system needs, as `webhooks dev --backend aws
-//! --create-resources` makes them. Keys, streams, TTLs and redrive match
-//! `infra/template.yaml`; a test compares the two.
+//! The tables, queues and KMS key the system needs, as `webhooks dev
+//! --backend aws --create-resources` makes them. Keys, streams, TTLs and
+//! redrive match `infra/template.yaml`; a test compares the two.
 
 use crate::error::backend_error;
 use aws_sdk_dynamodb::types::{
@@ -121,6 +121,11 @@ impl ResourceNames {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}-deliveries-dlq", self.prefix)
     }
+
+    /// The alias of the KMS key that seals endpoint secrets.
+    pub fn endpoint_secrets_key_alias(&self) -> String {
+        format!("alias/{}-endpoint-secrets", self.prefix)
+    }
 }
 
 /// The URLs of the queues, once they exist.
@@ -130,16 +135,95 @@ pub struct QueueUrls {
     pub dead_letter: String,
 }
 
-/// Creates every table and queue that does not exist yet.
+/// What the adapters are built on besides the tables, once it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    pub queues: QueueUrls,
+    /// The ARN of the KMS key whose data keys seal endpoint secrets.
+    pub endpoint_secrets_key: String,
+}
+
+/// Creates every table, queue and key that does not exist yet.
 pub async fn create_all(
-    ddb: &aws_sdk_dynamodb::Client,
-    sqs: &aws_sdk_sqs::Client,
+    clients: &crate::AwsClients,
     names: &ResourceNames,
-) -> Result<QueueUrls, BackendError> {
+) -> Result<Provisioned, BackendError> {
     for spec in TABLES {
-        create_table(ddb, &names.table(spec.name), &spec).await?;
+        create_table(&clients.dynamodb, &names.table(spec.name), &spec).await?;
     }
-    create_queues(sqs, names).await
+    let queues = create_queues(&clients.sqs, names).await?;
+    let endpoint_secrets_key = match find_key(&clients.kms, names).await? {
+        Some(arn) => arn,
+        None => create_key(&clients.kms, names).await?,
+    };
+    Ok(Provisioned {
+        queues,
+        endpoint_secrets_key,
+    })
+}
+
+/// The queues and key of resources that already exist.
+pub async fn find_all(
+    clients: &crate::AwsClients,
+    names: &ResourceNames,
+) -> Result<Provisioned, BackendError> {
+    let queues = queue_urls(&clients.sqs, names).await?;
+    let endpoint_secrets_key = find_key(&clients.kms, names).await?.ok_or_else(|| {
+        BackendError::Permanent(format!(
+            "KMS key {} does not exist",
+            names.endpoint_secrets_key_alias()
+        ))
+    })?;
+    Ok(Provisioned {
+        queues,
+        endpoint_secrets_key,
+    })
+}
+
+/// The ARN of the key behind the endpoint secrets' alias, if there is one.
+async fn find_key(
+    kms: &aws_sdk_kms::Client,
+    names: &ResourceNames,
+) -> Result<Option<String>, BackendError> {
+    match kms
+        .describe_key()
+        .key_id(names.endpoint_secrets_key_alias())
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.key_metadata.and_then(|m| m.arn)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(backend_error("DescribeKey", e)),
+    }
+}
+
+/// A symmetric customer-managed key, as the template's
+/// `EndpointSecretsKey`, under the endpoint secrets' alias.
+async fn create_key(
+    kms: &aws_sdk_kms::Client,
+    names: &ResourceNames,
+) -> Result<String, BackendError> {
+    let arn = kms
+        .create_key()
+        .description(format!("{} endpoint signing secrets", names.prefix))
+        .send()
+        .await
+        .map_err(|e| backend_error("CreateKey", e))?
+        .key_metadata
+        .and_then(|m| m.arn)
+        .ok_or_else(|| BackendError::Permanent("CreateKey returned no key".into()))?;
+    kms.create_alias()
+        .alias_name(names.endpoint_secrets_key_alias())
+        .target_key_id(&arn)
+        .send()
+        .await
+        .map_err(|e| backend_error("CreateAlias", e))?;
+    Ok(arn)
 }
 
 async fn create_table(

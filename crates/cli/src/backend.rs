@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::adapters::{adapters, Locations};
-use webhooks_aws::resources::{create_all, queue_urls, ResourceNames};
+use webhooks_aws::resources::{create_all, find_all, ResourceNames};
 use webhooks_aws::stream::StreamReader;
 use webhooks_aws::AwsClients;
 use webhooks_domain::{EndpointUrlPolicy, RetrySchedule};
@@ -145,14 +145,14 @@ async fn aws_adapters(
         None => AwsClients::from_config(&config),
     };
     let names = ResourceNames::new(prefix);
-    let urls = if create {
-        create_all(&clients.dynamodb, &clients.sqs, &names)
+    let made = if create {
+        create_all(&clients, &names)
             .await
-            .context("creating tables and queues")?
+            .context("creating tables, queues and the endpoint secrets' KMS key")?
     } else {
-        queue_urls(&clients.sqs, &names)
+        find_all(&clients, &names)
             .await
-            .context("finding the queues (run with --create-resources to make them)")?
+            .context("finding the queues and KMS key (run with --create-resources to make them)")?
     };
     let reader = StreamReader::open(
         &clients.dynamodb,
@@ -162,6 +162,6 @@ async fn aws_adapters(
     )
     .await
     .context("opening the events table's stream")?;
-    let adapters = adapters(&clients, &Locations::for_names(&names, &urls));
+    let adapters = adapters(&clients, &Locations::for_names(&names, &made));
     Ok((adapters, StreamSource::Aws(Box::new(reader))))
 }

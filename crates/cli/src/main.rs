@@ -180,10 +180,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         request_timeout,
         allow_private: !args.block_private_endpoints,
         inbound: InboundConfig {
-            stripe_webhook_secret: optional_env("STRIPE_WEBHOOK_SECRET"),
-            twilio_auth_token: optional_env("TWILIO_AUTH_TOKEN"),
-            whatsapp_verify_token: optional_env("WHATSAPP_VERIFY_TOKEN"),
-            whatsapp_app_secret: optional_env("WHATSAPP_APP_SECRET"),
+            stripe_webhook_secret: optional_env("STRIPE_WEBHOOK_SECRET").map(Into::into),
+            twilio_auth_token: optional_env("TWILIO_AUTH_TOKEN").map(Into::into),
+            whatsapp_verify_token: optional_env("WHATSAPP_VERIFY_TOKEN").map(Into::into),
+            whatsapp_app_secret: optional_env("WHATSAPP_APP_SECRET").map(Into::into),
             public_base_url: Some(
                 args.public_base_url
                     .clone()

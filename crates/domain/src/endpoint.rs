@@ -82,6 +82,36 @@ pub struct PreviousSecret {
     pub expires_at: DateTime<Utc>,
 }
 
+/// An endpoint as the fan-out sees it: which events it takes, and nothing to
+/// reach or sign with (no URL, no secret), so the fan-out never reads those.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscriber {
+    /// `ep_...`
+    pub id: String,
+    pub org_id: String,
+    pub subscription: Subscription,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Subscriber {
+    /// Whether a new event of this type is fanned out to this endpoint.
+    pub fn wants(&self, t: EventType) -> bool {
+        self.enabled && self.subscription.matches(t)
+    }
+
+    /// What the fan-out needs of this endpoint.
+    pub fn subscriber(&self) -> Subscriber {
+        Subscriber {
+            id: self.id.clone(),
+            org_id: self.org_id.clone(),
+            subscription: self.subscription.clone(),
+            enabled: self.enabled,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// A registered webhook endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -129,6 +159,17 @@ impl Endpoint {
     /// Whether a new event of this type is fanned out to this endpoint.
     pub fn wants(&self, t: EventType) -> bool {
         self.enabled && self.subscription.matches(t)
+    }
+
+    /// What the fan-out needs of this endpoint.
+    pub fn subscriber(&self) -> Subscriber {
+        Subscriber {
+            id: self.id.clone(),
+            org_id: self.org_id.clone(),
+            subscription: self.subscription.clone(),
+            enabled: self.enabled,
+            created_at: self.created_at,
+        }
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, then

@@ -15,7 +15,7 @@ pub mod stats;
 pub mod time;
 
 pub use delivery::{Attempt, Delivery, DeliveryStatus, DeliveryTask};
-pub use endpoint::{Endpoint, EndpointUrlPolicy, Subscription};
+pub use endpoint::{Endpoint, EndpointUrlPolicy, Subscriber, Subscription};
 pub use event::Event;
 pub use event_type::EventType;
 pub use retry::RetrySchedule;

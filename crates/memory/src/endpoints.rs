@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use webhooks_domain::Endpoint;
+use webhooks_domain::{Endpoint, Subscriber};
 use webhooks_ports::{
     cursor, BackendError, Clock, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
     Result, Updated,
@@ -44,12 +44,12 @@ impl EndpointLookup for MemoryEndpointStore {
 
 #[async_trait]
 impl OrgEndpoints for MemoryEndpointStore {
-    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Subscriber>> {
         let eps = lock(&self.endpoints);
         Ok(eps
             .range((org_id.to_string(), String::new())..)
             .take_while(|((org, _), _)| org == org_id)
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| e.subscriber())
             .collect())
     }
 }

@@ -4,7 +4,7 @@
 use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
-use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event};
+use webhooks_domain::{Delivery, DeliveryStatus, Event, Subscriber};
 use webhooks_ports::{
     Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, SystemClock,
 };
@@ -88,7 +88,7 @@ impl FanOut {
         let mut orgs: Vec<String> = events.iter().map(|e| e.org_id.clone()).collect();
         orgs.sort_unstable();
         orgs.dedup();
-        let loaded: HashMap<String, Result<Vec<Endpoint>, BackendError>> =
+        let loaded: HashMap<String, Result<Vec<Subscriber>, BackendError>> =
             stream::iter(orgs.into_iter().map(|org| {
                 let endpoints = self.endpoints.clone();
                 async move {
@@ -222,7 +222,10 @@ impl FanOut {
 /// event was published (an old or swept event does not reach an endpoint
 /// created after it). Stored times keep whole seconds, so an event of the
 /// same second as the endpoint goes to it.
-fn targets<'a>(event: &'a Event, endpoints: &'a [Endpoint]) -> impl Iterator<Item = &'a Endpoint> {
+fn targets<'a>(
+    event: &'a Event,
+    endpoints: &'a [Subscriber],
+) -> impl Iterator<Item = &'a Subscriber> {
     endpoints
         .iter()
         .filter(move |ep| match &event.target_endpoint {
@@ -243,7 +246,7 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
     use std::time::Duration;
-    use webhooks_domain::{DeliveryTask, EventType, Secret, Subscription};
+    use webhooks_domain::{DeliveryTask, Endpoint, EventType, Secret, Subscription};
     use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
     use webhooks_ports::EndpointStore;
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event};
+use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
 
 /// A failure of a backend call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,10 +162,10 @@ pub trait EndpointLookup: Send + Sync {
     async fn get(&self, org_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>>;
 }
 
-/// Every endpoint of an org: the fan-out's view.
+/// Every endpoint of an org: the fan-out's view, without URLs or secrets.
 #[async_trait]
 pub trait OrgEndpoints: Send + Sync {
-    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>>;
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Subscriber>>;
 }
 
 /// What deliveries teach about an endpoint's health (the sender).

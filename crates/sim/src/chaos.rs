@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
-use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event};
+use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, BackendError, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
     EndpointStore, EventStore, Lease, OrgEndpoints, Page, Queue, ReceivedMessage, Result, Updated,
@@ -144,7 +144,7 @@ impl EndpointLookup for Chaotic<dyn EndpointStore> {
 
 #[async_trait]
 impl OrgEndpoints for Chaotic<dyn EndpointStore> {
-    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Subscriber>> {
         chaotic!(self.0.list_all(org_id))
     }
 }

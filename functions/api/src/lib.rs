@@ -121,16 +121,25 @@ impl Api {
     }
 
     /// Portal sessions as the Lambda's environment sets them: RS256 with the
-    /// stack's key (`PORTAL_SIGNING_KEY`), trusted by the portal authorizer
-    /// through the JWKS this function serves under `PORTAL_ISSUER`; none
-    /// without a key.
-    pub fn with_portal_from_env(self) -> Result<Self, webhooks_aws::env::EnvError> {
+    /// stack's key, fetched from the Secrets Manager secret whose ARN is
+    /// `PORTAL_SIGNING_KEY_ARN` (at start: a new key takes effect at the next
+    /// cold start), trusted by the portal authorizer through the JWKS this
+    /// function serves under `PORTAL_ISSUER`; none without a key.
+    pub async fn with_portal_from_env(
+        self,
+        secrets: &webhooks_aws::runtime_secret::SecretsManager,
+    ) -> Result<Self, webhooks_aws::env::EnvError> {
         use webhooks_aws::env;
-        let Some(pem) = env::optional("PORTAL_SIGNING_KEY") else {
+        let Some(arn) = env::optional("PORTAL_SIGNING_KEY_ARN") else {
             return Ok(self);
         };
+        let pem = secrets
+            .secret(arn)
+            .current()
+            .await
+            .map_err(|e| env::EnvError(format!("PORTAL_SIGNING_KEY_ARN: {e}")))?;
         let issuer = portal::PortalIssuer::rs256_pem(&pem, &env::required("PORTAL_ISSUER")?)
-            .map_err(|e| env::EnvError(format!("PORTAL_SIGNING_KEY: {e}")))?
+            .map_err(|e| env::EnvError(format!("PORTAL_SIGNING_KEY_ARN: {e}")))?
             .with_base_url(env::optional("WEBHOOKS_PUBLIC_BASE_URL"));
         Ok(self.with_portal(issuer))
     }

@@ -12,7 +12,13 @@
 //!
 //! A bad or missing signature is a 401 (`invalid_signature`) and nothing is
 //! stored; a signed but unusable body is a 400 (`invalid_request`); a route
-//! whose secret is not set is a 503 (`not_configured`).
+//! whose secret is not configured is a 501 (`not_configured`: a provider the
+//! operator does not use needs no secret), and one whose secret cannot be
+//! fetched a 503 (`secret_unavailable`, the provider retries).
+//!
+//! In Lambda each secret is a Secrets Manager ARN (`*_ARN`), fetched at run
+//! time and cached; a failed check fetches it once more (rate-limited), so a
+//! rotated secret works without a deploy.
 
 mod crypto;
 mod response;
@@ -26,6 +32,7 @@ use response::{with_body, Rejection};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::env;
+use webhooks_aws::runtime_secret::{ProviderSecret, SecretsManager};
 use webhooks_ports::{Adapters, EventStore, IdempotencyStore, InboundRecord, InboundStore};
 
 /// How long a Stripe event id keeps the id of the platform event made from it.
@@ -36,15 +43,15 @@ pub(crate) const STRIPE_CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600)
 const MAX_RAW_BYTES: usize = 256 * 1024;
 
 /// The providers' secrets and the public address the routes are reached at.
-/// A `None` secret turns its route off (503 `not_configured`).
+/// A `None` secret turns its route off (501 `not_configured`).
 #[derive(Clone)]
 pub struct InboundConfig {
     /// Stripe's endpoint signing secret (`whsec_...`).
-    pub stripe_webhook_secret: Option<String>,
-    pub twilio_auth_token: Option<String>,
+    pub stripe_webhook_secret: Option<ProviderSecret>,
+    pub twilio_auth_token: Option<ProviderSecret>,
     /// The token entered in Meta's webhook setup, echoed in the handshake.
-    pub whatsapp_verify_token: Option<String>,
-    pub whatsapp_app_secret: Option<String>,
+    pub whatsapp_verify_token: Option<ProviderSecret>,
+    pub whatsapp_app_secret: Option<ProviderSecret>,
     /// The origin Twilio calls (`https://api.example.com`), for the signed URL.
     pub public_base_url: Option<String>,
     /// How far a Stripe signature's timestamp may be from now, either way.
@@ -67,7 +74,7 @@ impl Default for InboundConfig {
 
 impl std::fmt::Debug for InboundConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = |s: &Option<String>| if s.is_some() { "<set>" } else { "<not set>" };
+        let set = |s: &Option<ProviderSecret>| if s.is_some() { "<set>" } else { "<not set>" };
         f.debug_struct("InboundConfig")
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
             .field("twilio_auth_token", &set(&self.twilio_auth_token))
@@ -80,14 +87,17 @@ impl std::fmt::Debug for InboundConfig {
 }
 
 impl InboundConfig {
-    /// The Lambda's configuration: every secret and the public base URL are
-    /// required, so a deployment missing one fails at start, naming it.
-    pub fn from_env() -> Result<Self, env::EnvError> {
+    /// The Lambda's configuration: each provider's secret is the Secrets
+    /// Manager ARN in its `*_ARN` variable, fetched at run time (a provider
+    /// without one answers 501); the public base URL is required, so a
+    /// deployment missing it fails at start, naming it.
+    pub fn from_env(secrets: &SecretsManager) -> Result<Self, env::EnvError> {
+        let arn = |name: Option<String>| name.map(|arn| secrets.secret(arn));
         Ok(InboundConfig {
-            stripe_webhook_secret: Some(env::required("STRIPE_WEBHOOK_SECRET")?),
-            twilio_auth_token: Some(env::required("TWILIO_AUTH_TOKEN")?),
-            whatsapp_verify_token: Some(env::required("WHATSAPP_VERIFY_TOKEN")?),
-            whatsapp_app_secret: Some(env::required("WHATSAPP_APP_SECRET")?),
+            stripe_webhook_secret: arn(env::optional("STRIPE_WEBHOOK_SECRET_ARN")),
+            twilio_auth_token: arn(env::optional("TWILIO_AUTH_TOKEN_ARN")),
+            whatsapp_verify_token: arn(env::optional("WHATSAPP_VERIFY_TOKEN_ARN")),
+            whatsapp_app_secret: arn(env::optional("WHATSAPP_APP_SECRET_ARN")),
             public_base_url: Some(env::required("WEBHOOKS_PUBLIC_BASE_URL")?),
             stripe_tolerance: Duration::from_secs(300),
         })
@@ -194,20 +204,48 @@ impl Inbound {
         match route {
             Route::Stripe if method == Method::POST => self.stripe(req).await,
             Route::Twilio if method == Method::POST => self.twilio(req).await,
-            Route::WhatsApp if method == Method::GET => self.whatsapp_handshake(req),
+            Route::WhatsApp if method == Method::GET => self.whatsapp_handshake(req).await,
             Route::WhatsApp if method == Method::POST => self.whatsapp(req).await,
             Route::WhatsApp => Err(Rejection::MethodNotAllowed("GET, POST")),
             Route::Stripe | Route::Twilio => Err(Rejection::MethodNotAllowed("POST")),
         }
     }
 
-    /// The first link of every route's chain: its secret, or 503 naming the
-    /// variable that is not set.
+    /// A setting of the route, or 501 naming the variable that is not set.
     fn configured<'a>(
         value: &'a Option<String>,
         variable: &'static str,
     ) -> Result<&'a str, Rejection> {
         value.as_deref().ok_or(Rejection::NotConfigured(variable))
+    }
+
+    /// The first link of every route's chain: `check` with the route's
+    /// secret (501 when it has none, 503 when it cannot be fetched). When the
+    /// check fails, it runs once more with the secret fetched again, if that
+    /// changed: a rotation since the value was cached.
+    async fn with_secret<T>(
+        secret: &Option<ProviderSecret>,
+        variable: &'static str,
+        check: impl Fn(&str) -> Result<T, Rejection>,
+    ) -> Result<T, Rejection> {
+        let secret = secret.as_ref().ok_or(Rejection::NotConfigured(variable))?;
+        let value = secret
+            .current()
+            .await
+            .map_err(Rejection::SecretUnavailable)?;
+        match check(&value) {
+            Err(refused @ (Rejection::InvalidSignature(_) | Rejection::Forbidden(_))) => {
+                match secret.refetched(&value).await {
+                    Ok(Some(newer)) => check(&newer),
+                    Ok(None) => Err(refused),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not fetch the secret again");
+                        Err(refused)
+                    }
+                }
+            }
+            other => other,
+        }
     }
 
     /// The signature header `name`, or 401 saying it is missing.

@@ -10,8 +10,11 @@ use webhooks_ports::BackendError;
 /// `Backend`.
 #[derive(Debug)]
 pub(crate) enum Rejection {
-    /// 503: the route's secret is not set; names the variable, never a value.
+    /// 501: the route's secret is not configured (a provider not in use);
+    /// names the variable, never a value.
     NotConfigured(&'static str),
+    /// 503: the route's secret could not be fetched; the provider retries.
+    SecretUnavailable(webhooks_aws::runtime_secret::SecretError),
     /// 401: a missing or wrong signature, or a Stripe timestamp out of tolerance.
     InvalidSignature(String),
     /// 400: the body is signed but unusable.
@@ -36,10 +39,18 @@ impl Rejection {
     pub(crate) fn into_response(self) -> Response<Body> {
         let (status, code, message) = match self {
             Rejection::NotConfigured(variable) => (
-                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::NOT_IMPLEMENTED,
                 "not_configured",
-                format!("{variable} is not set"),
+                format!("this route is not configured: {variable} is not set"),
             ),
+            Rejection::SecretUnavailable(e) => {
+                tracing::error!(error = %e, "inbound secret unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "secret_unavailable",
+                    "the route's secret cannot be read now; try again later".to_string(),
+                )
+            }
             Rejection::InvalidSignature(m) => (StatusCode::UNAUTHORIZED, "invalid_signature", m),
             Rejection::InvalidRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m),
             Rejection::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),

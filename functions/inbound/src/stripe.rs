@@ -258,22 +258,26 @@ fn to_raw<T: Serialize>(value: &T) -> Option<Box<RawValue>> {
         .and_then(|s| RawValue::from_string(s).ok())
 }
 
+/// What configures the Stripe route's secret (the ARN in Lambda).
+const STRIPE_SECRET_VARIABLE: &str =
+    "STRIPE_WEBHOOK_SECRET_ARN (STRIPE_WEBHOOK_SECRET in webhooks dev)";
+
 /// `POST /inbound/stripe`: verify, record, acknowledge, and turn billing
 /// events into platform events.
 impl Inbound {
     pub(crate) async fn stripe(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let secret =
-            Inbound::configured(&self.config.stripe_webhook_secret, "STRIPE_WEBHOOK_SECRET")?;
         let body = req.body().as_ref();
-        let signature = Inbound::signature(req, "stripe-signature", "Stripe-Signature")?;
-        verify(
-            signature,
-            body,
-            secret,
-            self.config.stripe_tolerance,
-            Utc::now().timestamp(),
+        let now = Utc::now().timestamp();
+        Inbound::with_secret(
+            &self.config.stripe_webhook_secret,
+            STRIPE_SECRET_VARIABLE,
+            |secret| {
+                let signature = Inbound::signature(req, "stripe-signature", "Stripe-Signature")?;
+                verify(signature, body, secret, self.config.stripe_tolerance, now)
+                    .map_err(|e| Rejection::InvalidSignature(e.message().into()))
+            },
         )
-        .map_err(|e| Rejection::InvalidSignature(e.message().into()))?;
+        .await?;
         let event =
             StripeEvent::parse(body).map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
         let org_id = event.org_id();

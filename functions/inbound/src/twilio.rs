@@ -119,44 +119,51 @@ pub(crate) fn form_params(body: &[u8]) -> Vec<(String, String)> {
 /// `POST /inbound/twilio`: verify, record the message, acknowledge.
 impl Inbound {
     pub(crate) async fn twilio(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let token = Inbound::configured(&self.config.twilio_auth_token, "TWILIO_AUTH_TOKEN")?;
         let base = Inbound::configured(&self.config.public_base_url, "WEBHOOKS_PUBLIC_BASE_URL")?;
         let body = req.body().as_ref();
-        let signature = Inbound::signature(req, "x-twilio-signature", "X-Twilio-Signature")?;
         let query = req.uri().query();
         let url = public_url(base, req.uri().path(), query);
         let invalid = || Rejection::InvalidSignature("X-Twilio-Signature does not match".into());
-        let params: HashMap<String, String> = match body_sha256_param(query) {
-            // A JSON body: the signature covers the URL, the URL the body's hash.
-            Some(body_sha256) => {
-                let signed = signature_valid(token, &url, &[], signature);
-                if !(signed & body_hash_valid(body, &body_sha256)) {
-                    return Err(invalid());
-                }
-                let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-                    .map_err(|e| {
-                        Rejection::InvalidRequest(format!("body is not a JSON object: {e}"))
-                    })?;
-                json.into_iter()
-                    .filter_map(|(k, v)| match v {
-                        serde_json::Value::String(s) => Some((k, s)),
-                        _ => None,
-                    })
-                    .collect()
-            }
-            None => {
-                let form = form_params(body);
-                if !signature_valid(token, &url, &form, signature) {
-                    return Err(invalid());
-                }
-                // The first value of each name.
-                let mut params = HashMap::new();
-                for (k, v) in form {
-                    params.entry(k).or_insert(v);
-                }
-                params
-            }
-        };
+        let params: HashMap<String, String> = Inbound::with_secret(
+            &self.config.twilio_auth_token,
+            "TWILIO_AUTH_TOKEN_ARN (TWILIO_AUTH_TOKEN in webhooks dev)",
+            |token| {
+                let signature =
+                    Inbound::signature(req, "x-twilio-signature", "X-Twilio-Signature")?;
+                Ok(match body_sha256_param(query) {
+                    // A JSON body: the signature covers the URL, the URL the body's hash.
+                    Some(body_sha256) => {
+                        let signed = signature_valid(token, &url, &[], signature);
+                        if !(signed & body_hash_valid(body, &body_sha256)) {
+                            return Err(invalid());
+                        }
+                        let json: serde_json::Map<String, serde_json::Value> =
+                            serde_json::from_slice(body).map_err(|e| {
+                                Rejection::InvalidRequest(format!("body is not a JSON object: {e}"))
+                            })?;
+                        json.into_iter()
+                            .filter_map(|(k, v)| match v {
+                                serde_json::Value::String(s) => Some((k, s)),
+                                _ => None,
+                            })
+                            .collect()
+                    }
+                    None => {
+                        let form = form_params(body);
+                        if !signature_valid(token, &url, &form, signature) {
+                            return Err(invalid());
+                        }
+                        // The first value of each name.
+                        let mut params = HashMap::new();
+                        for (k, v) in form {
+                            params.entry(k).or_insert(v);
+                        }
+                        params
+                    }
+                })
+            },
+        )
+        .await?;
         let ack = with_body(StatusCode::OK, "text/xml", "<Response/>");
         let get = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
         let Some(sid) = get("MessageSid")

@@ -141,22 +141,32 @@ pub(crate) fn messages(body: &[u8]) -> Result<Vec<Message>, MalformedNotificatio
 /// `GET /inbound/whatsapp` (the handshake) and `POST /inbound/whatsapp`:
 /// verify, record each message, acknowledge.
 impl Inbound {
-    pub(crate) fn whatsapp_handshake(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let expected =
-            Inbound::configured(&self.config.whatsapp_verify_token, "WHATSAPP_VERIFY_TOKEN")?;
+    pub(crate) async fn whatsapp_handshake(
+        &self,
+        req: &Request,
+    ) -> Result<Response<Body>, Rejection> {
         let mut query: HashMap<String, String> = HashMap::new();
         for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
             query.entry(k.into_owned()).or_insert(v.into_owned());
         }
-        let mode_ok = query.get("hub.mode").map(String::as_str) == Some("subscribe");
-        let token_ok = query
-            .get("hub.verify_token")
-            .is_some_and(|t| crate::crypto::strings_equal(t, expected));
-        if !(mode_ok & token_ok) {
-            return Err(Rejection::Forbidden(
-                "hub.mode must be subscribe and hub.verify_token must match".into(),
-            ));
-        }
+        Inbound::with_secret(
+            &self.config.whatsapp_verify_token,
+            "WHATSAPP_VERIFY_TOKEN_ARN (WHATSAPP_VERIFY_TOKEN in webhooks dev)",
+            |expected| {
+                let mode_ok = query.get("hub.mode").map(String::as_str) == Some("subscribe");
+                let token_ok = query
+                    .get("hub.verify_token")
+                    .is_some_and(|t| crate::crypto::strings_equal(t, expected));
+                if mode_ok & token_ok {
+                    Ok(())
+                } else {
+                    Err(Rejection::Forbidden(
+                        "hub.mode must be subscribe and hub.verify_token must match".into(),
+                    ))
+                }
+            },
+        )
+        .await?;
         let challenge = query
             .get("hub.challenge")
             .ok_or_else(|| Rejection::InvalidRequest("hub.challenge is missing".into()))?;
@@ -164,14 +174,23 @@ impl Inbound {
     }
 
     pub(crate) async fn whatsapp(&self, req: &Request) -> Result<Response<Body>, Rejection> {
-        let secret = Inbound::configured(&self.config.whatsapp_app_secret, "WHATSAPP_APP_SECRET")?;
         let body = req.body().as_ref();
-        let signature = Inbound::signature(req, "x-hub-signature-256", "X-Hub-Signature-256")?;
-        if !signature_valid(secret, signature, body) {
-            return Err(Rejection::InvalidSignature(
-                "X-Hub-Signature-256 does not match".into(),
-            ));
-        }
+        Inbound::with_secret(
+            &self.config.whatsapp_app_secret,
+            "WHATSAPP_APP_SECRET_ARN (WHATSAPP_APP_SECRET in webhooks dev)",
+            |secret| {
+                let signature =
+                    Inbound::signature(req, "x-hub-signature-256", "X-Hub-Signature-256")?;
+                if signature_valid(secret, signature, body) {
+                    Ok(())
+                } else {
+                    Err(Rejection::InvalidSignature(
+                        "X-Hub-Signature-256 does not match".into(),
+                    ))
+                }
+            },
+        )
+        .await?;
         let messages = messages(body).map_err(|e| Rejection::InvalidRequest(e.to_string()))?;
         let mut routes: HashMap<String, Option<String>> = HashMap::new();
         for message in messages {

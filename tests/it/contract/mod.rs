@@ -24,10 +24,10 @@ async fn moto(test: &str) -> Adapters {
     let config = webhooks_testkit::aws::emulator_config().await;
     let clients = AwsClients::from_config(&config);
     let names = ResourceNames::new(&webhooks_testkit::aws::unique_prefix(test));
-    let urls = create_all(&clients.dynamodb, &clients.sqs, &names)
+    let made = create_all(&clients, &names)
         .await
         .expect("create resources");
-    adapters(&clients, &Locations::for_names(&names, &urls))
+    adapters(&clients, &Locations::for_names(&names, &made))
 }
 
 /// Runs `$contract` against both adapters, as two tests.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::{DeliveryStatus, Endpoint};
+use webhooks_domain::{DeliveryStatus, Endpoint, Subscriber};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_ports::{
     BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Queue,
@@ -25,7 +25,7 @@ impl EndpointLookup for FailingEndpoints {
 
 #[async_trait]
 impl OrgEndpoints for FailingEndpoints {
-    async fn list_all(&self, _: &str) -> Result<Vec<Endpoint>> {
+    async fn list_all(&self, _: &str) -> Result<Vec<Subscriber>> {
         Err(self.0.clone())
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::Endpoint;
+use webhooks_domain::{Endpoint, Subscriber};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_memory::MemoryEndpointStore;
 use webhooks_ports::{
@@ -30,7 +30,7 @@ impl EndpointLookup for SlowReads {
 
 #[async_trait]
 impl OrgEndpoints for SlowReads {
-    async fn list_all(&self, org_id: &str) -> Result<Vec<Endpoint>> {
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Subscriber>> {
         self.0.list_all(org_id).await
     }
 }

@@ -310,16 +310,16 @@ async fn a_signed_malformed_body_is_a_400() {
 }
 
 #[tokio::test]
-async fn an_unset_secret_is_a_503_naming_the_variable() {
+async fn an_unset_secret_is_a_501_naming_the_variable() {
     let mut config = crate::config();
     config.stripe_webhook_secret = None;
     let h = TestSystem::with(config);
     let body = event_body("evt_bad", "invoice.paid", &invoice("org_a"));
     let reply = send_signed(&h, &body).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(
         reply.body,
-        r#"{"error":{"code":"not_configured","message":"STRIPE_WEBHOOK_SECRET is not set"}}"#
+        r#"{"error":{"code":"not_configured","message":"this route is not configured: STRIPE_WEBHOOK_SECRET_ARN (STRIPE_WEBHOOK_SECRET in webhooks dev) is not set"}}"#
     );
     h.assert_nothing_stored();
 }

@@ -349,7 +349,7 @@ async fn a_base64_delivered_body_verifies_the_same() {
 }
 
 #[tokio::test]
-async fn unset_secrets_are_a_503_naming_the_variable() {
+async fn unset_secrets_are_a_501_naming_the_variable() {
     let params = sms("SM0010", "x");
     let params = as_refs(&params);
     let url = format!("{BASE_URL}/inbound/twilio");
@@ -359,10 +359,10 @@ async fn unset_secrets_are_a_503_naming_the_variable() {
     let reply = h
         .send(post("/inbound/twilio", &url, &params, TWILIO_TOKEN))
         .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(
         reply.body,
-        r#"{"error":{"code":"not_configured","message":"TWILIO_AUTH_TOKEN is not set"}}"#
+        r#"{"error":{"code":"not_configured","message":"this route is not configured: TWILIO_AUTH_TOKEN_ARN (TWILIO_AUTH_TOKEN in webhooks dev) is not set"}}"#
     );
     let mut config = crate::config();
     config.public_base_url = None;
@@ -370,7 +370,7 @@ async fn unset_secrets_are_a_503_naming_the_variable() {
     let reply = h
         .send(post("/inbound/twilio", &url, &params, TWILIO_TOKEN))
         .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(reply.error_code(), "not_configured");
     assert!(reply.body.contains("WEBHOOKS_PUBLIC_BASE_URL"));
     assert!(!reply.body.contains(TWILIO_TOKEN));

@@ -78,10 +78,10 @@ async fn the_handshake_refuses_a_wrong_token_or_mode() {
             "hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"
         )))
         .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(
         reply.body,
-        r#"{"error":{"code":"not_configured","message":"WHATSAPP_VERIFY_TOKEN is not set"}}"#
+        r#"{"error":{"code":"not_configured","message":"this route is not configured: WHATSAPP_VERIFY_TOKEN_ARN (WHATSAPP_VERIFY_TOKEN in webhooks dev) is not set"}}"#
     );
 }
 
@@ -182,6 +182,8 @@ async fn a_signed_malformed_body_is_a_400() {
     let reply = TestSystem::with(config)
         .send(post(Some(&hub_signature(APP_SECRET, &body)), &body))
         .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(reply.body.contains("WHATSAPP_APP_SECRET is not set"));
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(reply
+        .body
+        .contains("WHATSAPP_APP_SECRET_ARN (WHATSAPP_APP_SECRET in webhooks dev) is not set"));
 }

@@ -1,0 +1,195 @@
+//! Secrets the functions read at run time rather than from their
+//! environment: a Secrets Manager secret named by its ARN, fetched when first
+//! needed, kept for [`SECRET_TTL`], and fetched once more when a signature
+//! made with it fails (at most once per [`REFETCH_INTERVAL`]), so a rotation
+//! takes effect without a deploy. `webhooks dev` gives plain values instead.
+
+use crate::error::backend_error;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use webhooks_ports::BackendError;
+
+/// How long a fetched value is used before it is fetched again.
+pub const SECRET_TTL: Duration = Duration::from_secs(300);
+/// Least time between two fetches caused by failed signatures: a flood of
+/// forged requests costs at most one `GetSecretValue` per interval.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why a secret could not be read. Names the secret's ARN, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("could not fetch secret {arn}: {reason}")]
+    Fetch { arn: String, reason: BackendError },
+    #[error("secret {0} has no SecretString (store the value as a plain string)")]
+    NotAString(String),
+}
+
+/// Fetches secrets from Secrets Manager by ARN.
+#[derive(Clone)]
+pub struct SecretsManager {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsManager {
+    /// The client of the environment's SDK configuration.
+    pub async fn load() -> Self {
+        Self::from_config(&crate::sdk_config().await)
+    }
+
+    pub fn from_config(config: &aws_config::SdkConfig) -> Self {
+        SecretsManager {
+            client: aws_sdk_secretsmanager::Client::new(config),
+        }
+    }
+
+    /// The secret `arn`, fetched when first used.
+    pub fn secret(&self, arn: impl Into<String>) -> ProviderSecret {
+        self.secret_with(arn, SECRET_TTL, REFETCH_INTERVAL)
+    }
+
+    /// The same, with other intervals (tests).
+    pub fn secret_with(
+        &self,
+        arn: impl Into<String>,
+        ttl: Duration,
+        refetch_interval: Duration,
+    ) -> ProviderSecret {
+        ProviderSecret(Arc::new(Source::Managed(Managed {
+            client: self.client.clone(),
+            arn: arn.into(),
+            ttl,
+            refetch_interval,
+            cached: Mutex::new(None),
+            last_refetch: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        })))
+    }
+}
+
+/// A secret that signs or authenticates a provider's requests. Cheap to
+/// clone; its `Debug` form shows no value.
+#[derive(Clone)]
+pub struct ProviderSecret(Arc<Source>);
+
+enum Source {
+    Plain(String),
+    Managed(Managed),
+}
+
+struct Managed {
+    client: aws_sdk_secretsmanager::Client,
+    arn: String,
+    ttl: Duration,
+    refetch_interval: Duration,
+    cached: Mutex<Option<(String, Instant)>>,
+    last_refetch: Mutex<Option<Instant>>,
+    /// One fetch at a time: concurrent requests at a cold start share it.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each guarded value is replaced whole: never left half-written.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for ProviderSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_ref() {
+            Source::Plain(_) => f.write_str("ProviderSecret(plain ***)"),
+            Source::Managed(m) => write!(f, "ProviderSecret({})", m.arn),
+        }
+    }
+}
+
+impl From<&str> for ProviderSecret {
+    fn from(value: &str) -> Self {
+        ProviderSecret::plain(value)
+    }
+}
+
+impl From<String> for ProviderSecret {
+    fn from(value: String) -> Self {
+        ProviderSecret(Arc::new(Source::Plain(value)))
+    }
+}
+
+impl ProviderSecret {
+    /// A fixed value (`webhooks dev`, tests).
+    pub fn plain(value: &str) -> Self {
+        ProviderSecret(Arc::new(Source::Plain(value.to_string())))
+    }
+
+    /// The value to check a request with: cached, or fetched once the
+    /// cache is older than its TTL. A failed fetch falls back to the value
+    /// held, if any.
+    pub async fn current(&self) -> Result<String, SecretError> {
+        let m = match self.0.as_ref() {
+            Source::Plain(v) => return Ok(v.clone()),
+            Source::Managed(m) => m,
+        };
+        if let Some(v) = m.fresh() {
+            return Ok(v);
+        }
+        let _one = m.fetching.lock().await;
+        if let Some(v) = m.fresh() {
+            return Ok(v);
+        }
+        match m.fetch().await {
+            Ok(v) => Ok(v),
+            Err(e) => match lock(&m.cached).as_ref() {
+                Some((held, _)) => {
+                    tracing::warn!(error = %e, "using the secret held past its TTL");
+                    Ok(held.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// After a check with `used` failed: the secret fetched again, when the
+    /// last such fetch is over [`REFETCH_INTERVAL`] ago and it changed
+    /// since; `None` otherwise (and always for a plain value).
+    pub async fn refetched(&self, used: &str) -> Result<Option<String>, SecretError> {
+        let m = match self.0.as_ref() {
+            Source::Plain(_) => return Ok(None),
+            Source::Managed(m) => m,
+        };
+        {
+            let mut last = lock(&m.last_refetch);
+            if last.is_some_and(|t| t.elapsed() < m.refetch_interval) {
+                return Ok(None);
+            }
+            *last = Some(Instant::now());
+        }
+        let _one = m.fetching.lock().await;
+        let fetched = m.fetch().await?;
+        Ok((fetched != used).then_some(fetched))
+    }
+}
+
+impl Managed {
+    fn fresh(&self) -> Option<String> {
+        lock(&self.cached)
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
+    }
+
+    async fn fetch(&self) -> Result<String, SecretError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.arn)
+            .send()
+            .await
+            .map_err(|e| SecretError::Fetch {
+                arn: self.arn.clone(),
+                reason: backend_error("GetSecretValue", e),
+            })?;
+        let value = out
+            .secret_string
+            .ok_or_else(|| SecretError::NotAString(self.arn.clone()))?;
+        *lock(&self.cached) = Some((value.clone(), Instant::now()));
+        Ok(value)
+    }
+}

@@ -1,0 +1,221 @@
+//! Endpoint signing secrets at rest on the emulator (DynamoDB and KMS):
+//! sealed in every item, opened only by the reads that sign or reveal, and
+//! signing deliveries with a cached data key.
+
+use crate::support::{MotoBackend, MotoSystem};
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
+use std::time::Duration;
+use webhooks_aws::request_counter::RequestCounter;
+use webhooks_domain::{DeliveryStatus, Endpoint, EventType, Secret, Subscription};
+use webhooks_ports::Updated;
+use webhooks_testkit::signatures::{verify_delivery, verify_standard};
+use webhooks_testkit::Receiver;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Every item of the table as DynamoDB holds it, one text each.
+async fn scan(backend: &MotoBackend, table: &str) -> Vec<String> {
+    let out = backend
+        .aws
+        .dynamodb
+        .scan()
+        .table_name(backend.names.table(table))
+        .send()
+        .await
+        .expect("scan");
+    out.items
+        .unwrap_or_default()
+        .iter()
+        .map(|item| format!("{item:?}"))
+        .collect()
+}
+
+/// The secret's text as it would show in a plaintext item: the whole
+/// string, and its key's base64 without the prefix.
+fn traces(secret: &Secret) -> [String; 2] {
+    let whole = secret.expose().to_string();
+    let body = whole.trim_start_matches("whsec_").to_string();
+    [whole, body]
+}
+
+fn new_endpoint(org: &str) -> Endpoint {
+    Endpoint::new(
+        org,
+        "https://hooks.test/in".into(),
+        Subscription::parse(&["invoice.paid"]).expect("types"),
+        Secret::generate(),
+    )
+}
+
+/// An endpoint's secrets, current first, as their strings.
+fn secrets_of(ep: &Endpoint) -> Vec<String> {
+    std::iter::once(&ep.secret)
+        .chain(ep.previous_secrets.iter().map(|p| &p.secret))
+        .map(|s| s.expose().to_string())
+        .collect()
+}
+
+/// KMS requests of one operation so far.
+fn kms_calls(counter: &RequestCounter, operation: &str) -> u64 {
+    counter
+        .snapshot()
+        .iter()
+        .filter(|((service, op), _)| service.eq_ignore_ascii_case("kms") && op == operation)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_scan_of_the_endpoints_table_shows_no_secret() {
+    let backend = MotoBackend::new("sealed").await;
+    let store = backend.adapters.endpoints.clone();
+    let mut ep = new_endpoint("org_a");
+    store.create(&ep).await.expect("create");
+    let mut every_secret = vec![ep.secret.clone()];
+    // Two rotations: the current secret and two kept in the overlap.
+    for _ in 0..2 {
+        ep.rotate_secret(Secret::generate(), Utc::now(), chrono::Duration::hours(24));
+        every_secret.push(ep.secret.clone());
+        assert_eq!(store.update(&ep).await.expect("update"), Updated::Written);
+        ep.version += 1;
+    }
+    let other = new_endpoint("org_b");
+    store.create(&other).await.expect("create");
+    every_secret.push(other.secret.clone());
+
+    let items = scan(&backend, "endpoints").await;
+    assert_eq!(items.len(), 2);
+    for item in &items {
+        assert!(!item.contains("whsec_"), "a secret in plain text: {item}");
+        for secret in &every_secret {
+            for trace in traces(secret) {
+                assert!(!item.contains(&trace), "a secret in an item");
+            }
+        }
+        assert!(item.contains("\"secrets_sealed\"") && item.contains("\"secrets_key\""));
+    }
+
+    // The reads that sign or reveal open them all.
+    let read = store
+        .get("org_a", &ep.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(secrets_of(&read), secrets_of(&ep));
+    assert_eq!(read.previous_secrets.len(), 2);
+    let page = store.list("org_a", 10, None).await.expect("list");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(secrets_of(&page.items[0]), secrets_of(&ep));
+    // The fan-out's read has nothing to open.
+    let subscribers = store.list_all("org_a").await.expect("list_all");
+    assert_eq!(subscribers, vec![read.subscriber()]);
+}
+
+#[tokio::test]
+async fn sealed_secrets_moved_to_another_item_do_not_open() {
+    let backend = MotoBackend::new("moved").await;
+    let store = backend.adapters.endpoints.clone();
+    let (a, b) = (new_endpoint("org_a"), new_endpoint("org_a"));
+    store.create(&a).await.expect("create");
+    store.create(&b).await.expect("create");
+    let table = backend.names.table("endpoints");
+    let item_of = |id: &str| {
+        let (ddb, table, id) = (backend.aws.dynamodb.clone(), table.clone(), id.to_string());
+        async move {
+            ddb.get_item()
+                .table_name(table)
+                .key("org_id", s("org_a"))
+                .key("endpoint_id", s(&id))
+                .send()
+                .await
+                .expect("get item")
+                .item
+                .expect("item")
+        }
+    };
+    let mut moved = item_of(&b.id).await;
+    let from_a = item_of(&a.id).await;
+    for attribute in ["secrets_key", "secrets_sealed"] {
+        moved.insert(attribute.into(), from_a[attribute].clone());
+    }
+    backend
+        .aws
+        .dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(moved))
+        .send()
+        .await
+        .expect("put item");
+    let err = store.get("org_a", &b.id).await.expect_err("must not open");
+    assert!(err.to_string().contains("do not open"), "{err}");
+    assert!(!err.to_string().contains("whsec_"));
+    let read = store
+        .get("org_a", &a.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(secrets_of(&read), secrets_of(&a));
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+#[tokio::test]
+async fn the_sender_signs_with_opened_secrets_and_one_decrypt_serves_every_delivery() {
+    let receiver = Receiver::always(204).await;
+    let backend = MotoBackend::new("signs").await;
+    // The sender is another process: its own clients and data-key cache.
+    let counter = RequestCounter::new();
+    let sender_side = backend.counted_adapters(&counter).await;
+    let mut sys = MotoSystem::with_sender_adapters(backend, sender_side, "1s", 0);
+
+    let mut ep = sys
+        .endpoint("org_a", receiver.url("/a"), &["invoice.paid"])
+        .await;
+    let old = ep.secret.clone();
+    ep.rotate_secret(Secret::generate(), Utc::now(), chrono::Duration::hours(24));
+    assert_eq!(
+        sys.adapters.endpoints.update(&ep).await.expect("rotate"),
+        Updated::Written
+    );
+    let second = sys
+        .endpoint("org_a", receiver.url("/b"), &["invoice.paid"])
+        .await;
+
+    let mut events = Vec::new();
+    for n in 0..5 {
+        events.push(
+            sys.publish("org_a", EventType::InvoicePaid, &format!(r#"{{"n":{n}}}"#))
+                .await,
+        );
+    }
+    for event in &events {
+        for id in [&ep.id, &second.id] {
+            assert!(
+                sys.drive_until_status(id, &event.id, DeliveryStatus::Delivered, WAIT)
+                    .await,
+                "delivery did not complete"
+            );
+        }
+    }
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 10);
+    for req in &got {
+        if req.path == "/a" {
+            // X-Signature with the current secret; webhook-signature with
+            // both, the old one inside its overlap.
+            verify_delivery(req, ep.secret.expose()).expect("current secret signs");
+            verify_standard(req, old.expose()).expect("the previous secret still signs");
+        } else {
+            verify_delivery(req, second.secret.expose()).expect("its own secret signs");
+        }
+    }
+    // Both endpoints were sealed under one data key by the writer, so ten
+    // deliveries cost the sender one Decrypt and no GenerateDataKey.
+    assert_eq!(kms_calls(&counter, "Decrypt"), 1);
+    assert_eq!(kms_calls(&counter, "GenerateDataKey"), 0);
+}
