@@ -31,6 +31,7 @@ pub fn settings(
         sweep_grace: Duration::from_secs(30),
         request_counter: counter,
         portal_secret: None,
+        ops_webhook: None,
     }
 }
 

@@ -7,11 +7,13 @@
 //!   delivered, retried later, or dead-lettered;
 //! - [`sweeper`]: events the stream never handed to the fan-out are fanned
 //!   out from each organization's cursor;
+//! - [`ops`]: operational notifications to the platform's operators;
 //! - [`requeue`]: deliveries sent again by hand, or canceled with their
 //!   endpoint.
 
 pub mod fanout;
 pub mod http;
+pub mod ops;
 pub mod registration;
 pub mod requeue;
 pub mod sender;
@@ -19,6 +21,7 @@ pub mod sweeper;
 
 pub use fanout::{FanOut, FanOutReport};
 pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig};
+pub use ops::{Ops, OpsEndpoint, OpsNotifier};
 pub use requeue::{Requeue, RequeueError};
 pub use sender::{MessageOutcome, Sender, SenderConfig};
 pub use sweeper::{SweepReport, Sweeper};

@@ -146,8 +146,10 @@ pub trait OrgEndpoints: Send + Sync {
 /// What deliveries teach about an endpoint's health (the sender).
 #[async_trait]
 pub trait EndpointHealth: Send + Sync {
-    /// Turns an endpoint off with a reason, leaving everything else as it is.
-    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()>;
+    /// Turns an enabled endpoint off with a reason, leaving everything else
+    /// as it is; `true` only for the write that turned it off (one
+    /// conditional write: `false` when it was already disabled or is gone).
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<bool>;
     /// Records the start of a run of failures (kept if one is already open),
     /// or its end (`None`).
     async fn set_failing_since(
@@ -310,6 +312,13 @@ pub trait Queue: Send + Sync {
     async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()>;
     /// Removes received messages.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
+}
+
+/// Where operational notifications are also published for AWS-native
+/// routing (an EventBridge bus), besides the operator's webhook.
+#[async_trait]
+pub trait OpsBus: Send + Sync {
+    async fn publish(&self, notice: &webhooks_domain::ops::OpsNotice) -> Result<()>;
 }
 
 /// A provider's event or message as it arrived at an inbound route.

@@ -12,6 +12,8 @@ use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicBool, Ordering};
+use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_pipeline::registration::register_endpoint;
 use webhooks_ports::Updated;
@@ -138,7 +140,14 @@ pub(crate) async fn update(
         let endpoint = load(api, caller, id).await?;
         return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
     }
+    // Whether the write that lands turns a disabled endpoint on: the
+    // versioned write lets exactly one PATCH make that transition.
+    let enables = AtomicBool::new(false);
     let endpoint = modify(api, caller, id, |endpoint| {
+        enables.store(
+            enabled == Some(true) && !endpoint.enabled,
+            Ordering::Relaxed,
+        );
         if let Some(url) = &url {
             endpoint.url.clone_from(url);
         }
@@ -154,6 +163,15 @@ pub(crate) async fn update(
         endpoint.updated_at = Utc::now();
     })
     .await?;
+    if enables.load(Ordering::Relaxed) {
+        api.ops
+            .notify(OpsNotice::endpoint_enabled(
+                &endpoint.id,
+                &endpoint.org_id,
+                Utc::now(),
+            ))
+            .await;
+    }
     Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
 }
 

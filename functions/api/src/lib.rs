@@ -64,6 +64,7 @@ pub struct Api {
     requeue: Requeue,
     config: ApiConfig,
     portal: Option<Arc<portal::PortalIssuer>>,
+    ops: webhooks_pipeline::OpsNotifier,
 }
 
 impl Api {
@@ -100,7 +101,15 @@ impl Api {
             idempotency,
             config,
             portal: None,
+            ops: webhooks_pipeline::OpsNotifier::default(),
         }
+    }
+
+    /// The same API, emitting `endpoint.enabled` through `ops` when a
+    /// disabled endpoint is enabled again.
+    pub fn with_ops(mut self, ops: webhooks_pipeline::OpsNotifier) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// The same API, minting portal sessions with `issuer`

@@ -334,12 +334,24 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
         after.failing_since.map(|t| t.timestamp()),
         Some(since.timestamp())
     );
-    store
-        .disable("org", &ep.id, "the endpoint answered 410 Gone")
-        .await
-        .unwrap();
+    assert!(
+        store
+            .disable("org", &ep.id, "the endpoint answered 410 Gone")
+            .await
+            .unwrap(),
+        "the write that turns it off says so"
+    );
     let after = store.get("org", &ep.id).await.unwrap().unwrap();
     assert!(!after.enabled);
+    // A second disable finds it off: it writes nothing and says so (one
+    // operational notification per transition).
+    assert!(!store.disable("org", &ep.id, "again").await.unwrap());
+    let again = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(again.version, after.version);
+    assert_eq!(
+        again.disabled_reason.as_deref(),
+        Some("the endpoint answered 410 Gone")
+    );
     assert_eq!(after.description, "kept");
     assert_eq!(after.secret, ep.secret);
     assert!(after.version > read.version);
@@ -359,7 +371,7 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     );
     // Health writes to an endpoint that is gone create nothing.
     store.delete("org", &ep.id).await.unwrap();
-    store.disable("org", &ep.id, "x").await.unwrap();
+    assert!(!store.disable("org", &ep.id, "x").await.unwrap());
     store
         .set_failing_since("org", &ep.id, Some(since))
         .await

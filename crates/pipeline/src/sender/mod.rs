@@ -12,9 +12,11 @@ use tracing::Instrument;
 mod fence;
 mod headers;
 mod health;
+mod notices;
 
 pub use headers::delivery_headers;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
+use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
@@ -68,6 +70,7 @@ pub struct Sender {
     dead_letters: Arc<dyn Queue>,
     client: DeliveryClient,
     config: SenderConfig,
+    ops: crate::ops::Ops,
 }
 
 struct Job<'a> {
@@ -141,16 +144,55 @@ impl Sender {
             dead_letters,
             client,
             config,
+            ops: crate::ops::Ops::default(),
         }
+    }
+
+    /// The same sender, emitting operational notifications and POSTing
+    /// them to the operator's webhook as `ops` says.
+    pub fn with_ops(mut self, ops: crate::ops::Ops) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// Handles a batch of queue messages concurrently, returning one outcome
     /// per message, in order.
     pub async fn process_batch(&self, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
         let received = tokio::time::Instant::now();
+        // Operational notices go to the operator's webhook, beside the deliveries.
+        let notices: Vec<(usize, OpsNotice)> = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| OpsNotice::from_message(&m.body).map(|n| (i, n)))
+            .collect();
+        let hide_limit = MAX_HIDE_PER_RECEIVE.saturating_sub(received.elapsed());
+        let (mut outcomes, notice_outcomes) = futures::join!(
+            self.process_tasks(messages, received, &notices),
+            join_all(notices.iter().map(|(i, n)| self.deliver_notice(
+                &messages[*i],
+                n,
+                hide_limit
+            )))
+        );
+        for ((i, _), outcome) in notices.iter().zip(notice_outcomes) {
+            outcomes[*i] = outcome;
+        }
+        outcomes
+    }
+
+    /// The batch's delivery tasks (every message but the `notices`).
+    async fn process_tasks(
+        &self,
+        messages: &[ReceivedMessage],
+        received: tokio::time::Instant,
+        notices: &[(usize, OpsNotice)],
+    ) -> Vec<MessageOutcome> {
         let mut outcomes = vec![MessageOutcome::Done; messages.len()];
         let mut jobs: Vec<(usize, Job)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
+            if notices.iter().any(|(n, _)| *n == i) {
+                continue;
+            }
             match serde_json::from_str::<DeliveryTask>(&message.body) {
                 // A second message for a delivery already in this batch (a
                 // replayed fan-out queues it again) would POST it twice at
@@ -439,6 +481,10 @@ impl Sender {
             }
         }
         self.update_health(prepared.endpoint, &step, at).await;
+        if update.status == DeliveryStatus::DeadLettered {
+            self.notify_dead_lettered(&prepared.delivery, update.last_error.as_deref(), at)
+                .await;
+        }
 
         match step {
             NextStep::RetryAfter(d) => {
@@ -461,7 +507,7 @@ impl Sender {
     }
 
     /// Moves a message to the dead-letter queue, unchanged.
-    async fn dead_letter_message(&self, message: &ReceivedMessage) -> MessageOutcome {
+    pub(crate) async fn dead_letter_message(&self, message: &ReceivedMessage) -> MessageOutcome {
         match self
             .dead_letters
             .send_batch(std::slice::from_ref(&message.body))
