@@ -73,6 +73,7 @@ RECEIVERS = {
     "store": "InboundTable",
     "queue": "DeliveryQueue",
     "dead_letters": "DeliveryDeadLetterQueue",
+    "bus": "OpsEventBus",
 }
 ADAPTER_FILES = {
     "EventsTable": "events.rs",
@@ -83,6 +84,7 @@ ADAPTER_FILES = {
     "InboundTable": "inbound.rs",
     "DeliveryQueue": "queue.rs",
     "DeliveryDeadLetterQueue": "queue.rs",
+    "OpsEventBus": "ops_bus.rs",
 }
 # Adapter method -> the IAM actions of the API calls it makes, per adapter file.
 ADAPTER_ACTIONS = {
@@ -140,6 +142,9 @@ ADAPTER_ACTIONS = {
         "change_visibility": {"sqs:ChangeMessageVisibility"},
         "delete_batch": {"sqs:DeleteMessage"},  # DeleteMessageBatch likewise
     },
+    "ops_bus.rs": {
+        "publish": {"events:PutEvents"},
+    },
 }
 SDK_CALL_ACTIONS = {
     "put_item": "dynamodb:PutItem",
@@ -159,6 +164,7 @@ SDK_CALL_ACTIONS = {
     "delete_message": "sqs:DeleteMessage",
     "delete_message_batch": "sqs:DeleteMessage",
     "get_queue_attributes": "sqs:GetQueueAttributes",
+    "put_events": "events:PutEvents",
 }
 TRANSACT_WRITE_ACTIONS = {
     "put": "dynamodb:PutItem",
@@ -170,10 +176,15 @@ TRANSACT_WRITE_ACTIONS = {
 # The source each function's binary runs (besides crates/aws), and the store
 # and queue methods that source calls, by resource.
 FUNCTION_SOURCES = {
-    "api": ["functions/api/src", "crates/pipeline/src/requeue.rs", "crates/pipeline/src/registration.rs"],
+    "api": [
+        "functions/api/src",
+        "crates/pipeline/src/requeue.rs",
+        "crates/pipeline/src/registration.rs",
+        "crates/pipeline/src/ops.rs",
+    ],
     "inbound": ["functions/inbound/src"],
     "fanout": ["functions/fanout/src", "crates/pipeline/src/fanout.rs"],
-    "sender": ["functions/sender/src", "crates/pipeline/src/sender"],
+    "sender": ["functions/sender/src", "crates/pipeline/src/sender", "crates/pipeline/src/ops.rs"],
     "sweeper": ["functions/sweeper/src", "crates/pipeline/src/sweeper.rs", "crates/pipeline/src/fanout.rs"],
 }
 FUNCTION_CALLS = {
@@ -184,6 +195,7 @@ FUNCTION_CALLS = {
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
         "DeliveryQueue": {"send_batch"},
+        "OpsEventBus": {"publish"},
     },
     "inbound": {
         "EventsTable": {"put_if_absent", "get"},
@@ -199,8 +211,10 @@ FUNCTION_CALLS = {
     "sender": {
         "EndpointsTable": {"get", "disable", "set_failing_since"},
         "DeliveriesTable": {"get_many", "lease", "record_attempt", "transition"},
-        "DeliveryQueue": {"change_visibility"},
+        # send_batch: operational notices ride the delivery queue.
+        "DeliveryQueue": {"change_visibility", "send_batch"},
         "DeliveryDeadLetterQueue": {"send_batch"},
+        "OpsEventBus": {"publish"},
     },
     "sweeper": {
         "EventsTable": {"list_after"},
@@ -1103,3 +1117,27 @@ def test_outputs_name_the_api_queues_and_tables(template: dict) -> None:
     named = {ref(o["Value"]) for o in outputs.values()}
     expected = set(TABLES) | {"DeliveryQueue", "DeliveryDeadLetterQueue", "FanoutFailureQueue"}
     assert expected <= named, f"outputs miss {sorted(expected - named)}"
+
+
+# ----------------------------------------------------------------- operational notifications
+
+
+def test_operational_notifications_reach_the_operator_webhook_and_the_bus(template: dict) -> None:
+    """The operator webhook's URL and secret are parameters, the secret read
+    from Secrets Manager by ARN (never a plain parameter value); the sender
+    gets both, the api only the URL (it queues endpoint.enabled for the
+    sender); both publish on the stack's own EventBridge bus."""
+    params = template["Parameters"]
+    assert params["OpsWebhookUrl"]["Default"] == ""
+    assert params["OpsWebhookSecretArn"]["Default"] == ""
+    bus = resource(template, "OpsEventBus")
+    assert bus["Type"] == "AWS::Events::EventBus"
+    sender = function_properties(template, "SenderFunction")["Environment"]["Variables"]
+    secret = sender["WEBHOOKS_OPS_WEBHOOK_SECRET"]["Fn::If"]
+    assert secret[0] == "HasOpsWebhook"
+    assert secret[1]["Fn::Sub"] == "{{resolve:secretsmanager:${OpsWebhookSecretArn}:SecretString}}"
+    api = function_properties(template, "ApiFunction")["Environment"]["Variables"]
+    assert "WEBHOOKS_OPS_WEBHOOK_SECRET" not in api
+    for env in (sender, api):
+        assert env["WEBHOOKS_OPS_WEBHOOK_URL"]["Fn::If"][0] == "HasOpsWebhook"
+        assert ref(env["WEBHOOKS_OPS_EVENT_BUS"]) == "OpsEventBus"

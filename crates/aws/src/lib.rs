@@ -13,6 +13,7 @@ pub mod events;
 pub mod idempotency;
 pub mod inbound;
 pub mod items;
+pub mod ops_bus;
 pub mod queue;
 #[cfg(feature = "dev")]
 pub mod request_counter;
@@ -27,6 +28,7 @@ pub use endpoints::DynamoEndpointStore;
 pub use events::DynamoEventStore;
 pub use idempotency::DynamoIdempotencyStore;
 pub use inbound::DynamoInboundStore;
+pub use ops_bus::EventBridgeOpsBus;
 pub use queue::SqsQueue;
 
 /// The SDK configuration from the environment (region, credentials,

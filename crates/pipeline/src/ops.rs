@@ -57,10 +57,12 @@ impl OpsNotifier {
     /// undone for it).
     pub async fn notify(&self, notice: OpsNotice) {
         tracing::info!(ops_event = %notice.event_type, notice_id = %notice.id, "operational notification");
-        if let Some(queue) = &self.queue {
+        let queue = self.queue.clone();
+        if let Some(queue) = queue {
             let message = [notice.to_message()];
             let sent = retry(|| async {
-                match queue.send_batch(&message).await {
+                let result = queue.send_batch(&message).await;
+                match result {
                     Ok(rejected) if rejected.is_empty() => Ok(()),
                     Ok(_) => Err("refused by the queue".to_string()),
                     Err(e) => Err(e.to_string()),
@@ -71,10 +73,11 @@ impl OpsNotifier {
                 tracing::error!(notice_id = %notice.id, error = %e, "could not queue an operational notification");
             }
         }
-        if let Some(bus) = &self.bus {
-            if let Err(e) =
-                retry(|| async { bus.publish(&notice).await.map_err(|e| e.to_string()) }).await
-            {
+        let bus = self.bus.clone();
+        if let Some(bus) = bus {
+            let published =
+                retry(|| async { bus.publish(&notice).await.map_err(|e| e.to_string()) }).await;
+            if let Err(e) = published {
                 tracing::error!(notice_id = %notice.id, error = %e, "could not publish an operational notification");
             }
         }

@@ -119,6 +119,23 @@ impl Api {
         self
     }
 
+    /// `endpoint.enabled` notices as the environment configures them: queued
+    /// for the sender when an operator webhook is set
+    /// (`WEBHOOKS_OPS_WEBHOOK_URL`; the sender holds its secret), published
+    /// on the EventBridge bus `WEBHOOKS_OPS_EVENT_BUS` when set.
+    pub async fn with_ops_from_env(self, adapters: &Adapters) -> Self {
+        use webhooks_aws::env;
+        let queue = env::optional("WEBHOOKS_OPS_WEBHOOK_URL").map(|_| adapters.queue.clone());
+        let bus = match env::optional("WEBHOOKS_OPS_EVENT_BUS") {
+            Some(name) => Some(Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(
+                &webhooks_aws::sdk_config().await,
+                name,
+            )) as Arc<dyn webhooks_ports::OpsBus>),
+            None => None,
+        };
+        self.with_ops(webhooks_pipeline::OpsNotifier::new(queue, bus))
+    }
+
     /// Portal sessions as the Lambda's environment sets them: RS256 with the
     /// stack's key (`PORTAL_SIGNING_KEY`), trusted by the portal authorizer
     /// through the JWKS this function serves under `PORTAL_ISSUER`; none

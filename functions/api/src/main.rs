@@ -6,7 +6,10 @@ use webhooks_fn_api::{Api, ApiConfig};
 async fn main() -> Result<(), lambda_http::Error> {
     webhooks_aws::init_lambda_logging();
     let adapters = webhooks_aws::adapters::from_env().await?;
-    let api = Api::from_adapters(&adapters, ApiConfig::default()).with_portal_from_env()?;
+    let api = Api::from_adapters(&adapters, ApiConfig::default())
+        .with_portal_from_env()?
+        .with_ops_from_env(&adapters)
+        .await;
     let api = &api;
     lambda_http::run(lambda_http::service_fn(move |req| {
         webhooks_fn_api::handle(api, req)
