@@ -32,6 +32,7 @@ pub fn settings(
         request_counter: counter,
         portal_secret: None,
         ops_webhook: None,
+        stats_every: None,
     }
 }
 

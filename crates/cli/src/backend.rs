@@ -14,7 +14,7 @@ use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_fn_inbound::{Inbound, InboundConfig};
 use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::{
-    DeliveryClient, DeliveryClientConfig, FanOut, Ops, OpsEndpoint, OpsNotifier, Sender,
+    DeliveryClient, DeliveryClientConfig, FanOut, Metrics, Ops, OpsEndpoint, OpsNotifier, Sender,
     SenderConfig, Sweeper,
 };
 use webhooks_ports::{Adapters, InboundStore, Queue};
@@ -51,6 +51,8 @@ pub struct Settings {
     /// The operator's webhook for operational notifications; `None`: they
     /// are only logged.
     pub ops_webhook: Option<OpsEndpoint>,
+    /// Print a one-line summary of the sender's figures this often.
+    pub stats_every: Option<Duration>,
 }
 
 /// The assembled system: every handler over one backend's adapters, and the
@@ -66,6 +68,8 @@ pub struct System {
     pub stream: StreamSource,
     /// The memory backend, when it is the one in use (tests, benchmarks).
     pub memory: Option<MemoryBackend>,
+    /// The sender's figures, and how often to print them (`--stats-every`).
+    pub stats: Option<(Metrics, Duration)>,
 }
 
 impl System {
@@ -135,6 +139,13 @@ impl System {
             notifier,
             endpoint: settings.ops_webhook.clone(),
         });
+        let stats = settings
+            .stats_every
+            .map(|every| (Metrics::Tally(Default::default()), every));
+        let sender = match &stats {
+            Some((metrics, _)) => sender.with_metrics(metrics.clone()),
+            None => sender,
+        };
         Ok(System {
             api: Arc::new(api),
             inbound: Arc::new(inbound),
@@ -145,6 +156,7 @@ impl System {
             queue: adapters.queue.clone(),
             stream,
             memory,
+            stats,
         })
     }
 }

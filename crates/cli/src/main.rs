@@ -89,6 +89,10 @@ struct DevArgs {
         requires = "ops_webhook_url"
     )]
     ops_webhook_secret: Option<String>,
+    /// Print a one-line summary of the sender's figures (attempts by
+    /// outcome, dead letters by cause, latency p50/p95) this often, e.g. 60s.
+    #[arg(long, env = "WEBHOOKS_STATS_EVERY")]
+    stats_every: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -210,6 +214,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         (Some(url), Some(secret)) => Some(ops_webhook(url, secret, !args.block_private_endpoints)?),
         _ => None,
     };
+    let stats_every = args
+        .stats_every
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--stats-every: {e}"))?;
+    if stats_every.is_some_and(|d| d.is_zero()) {
+        anyhow::bail!("--stats-every must be longer than zero");
+    }
     let backend = match args.backend {
         BackendKind::Memory => Backend::Memory,
         BackendKind::Aws => Backend::Aws {
@@ -240,6 +253,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             args.jwt_secret.clone(),
         )),
         ops_webhook,
+        stats_every,
     };
     webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
 }

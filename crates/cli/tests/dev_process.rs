@@ -16,6 +16,8 @@ struct Dev {
     child: Child,
     base: String,
     http: reqwest::Client,
+    /// The rest of its stdout, after `listening on`.
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Dev {
@@ -37,9 +39,8 @@ impl Dev {
             .expect("start webhooks dev");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read first line");
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line).expect("read first line");
         let base = line
             .trim()
             .strip_prefix("listening on ")
@@ -49,6 +50,7 @@ impl Dev {
             child,
             base,
             http: reqwest::Client::new(),
+            stdout,
         }
     }
 
@@ -613,4 +615,32 @@ async fn aws_backend_on_moto_sends_exactly_one_endpoint_disabled() {
         &prefix,
     ])
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_every_prints_a_one_line_summary() {
+    let rx = Receiver::always(200).await;
+    let mut dev = Dev::start(&["--stats-every", "1s"]);
+    let ep = dev.create_endpoint("acme", &rx.url("/"), &["*"]).await;
+    dev.publish("acme", "lead_won", json!({})).await;
+    assert!(rx.wait_for(1, Duration::from_secs(15)).await);
+    // Lines come every second; the one after the delivery counts it.
+    let mut seen = Vec::new();
+    let found = tokio::task::block_in_place(|| {
+        for _ in 0..20 {
+            let mut line = String::new();
+            if dev.stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                return false;
+            }
+            seen.push(line.clone());
+            if line.starts_with("stats: attempts 1 (delivered 1)") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(found, "no summary counted the delivery: {seen:?}");
+    assert!(seen.iter().all(|l| l.starts_with("stats: ")), "{seen:?}");
+    dev.wait_statuses("acme", ep["id"].as_str().expect("id"), 1, "delivered")
+        .await;
 }

@@ -13,6 +13,7 @@
 
 pub mod fanout;
 pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod registration;
 pub mod requeue;
@@ -21,6 +22,7 @@ pub mod sweeper;
 
 pub use fanout::{FanOut, FanOutReport};
 pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig};
+pub use metrics::Metrics;
 pub use ops::{Ops, OpsEndpoint, OpsNotifier};
 pub use requeue::{Requeue, RequeueError};
 pub use sender::{MessageOutcome, Sender, SenderConfig};

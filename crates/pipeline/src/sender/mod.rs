@@ -13,6 +13,7 @@ mod fence;
 mod headers;
 mod health;
 mod notices;
+use notices::outcome_name;
 
 pub use headers::delivery_headers;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
@@ -71,6 +72,7 @@ pub struct Sender {
     client: DeliveryClient,
     config: SenderConfig,
     ops: crate::ops::Ops,
+    metrics: crate::metrics::Metrics,
 }
 
 struct Job<'a> {
@@ -145,7 +147,14 @@ impl Sender {
             client,
             config,
             ops: crate::ops::Ops::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// The same sender, reporting its figures to `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same sender, emitting operational notifications and POSTing
@@ -214,7 +223,7 @@ impl Sender {
                 )),
                 Err(e) => {
                     tracing::error!(message_id = %message.message_id, error = %e, "malformed delivery message; moved to the dead-letter queue");
-                    outcomes[i] = self.dead_letter_message(message).await;
+                    outcomes[i] = self.dead_letter_poison(message).await;
                 }
             }
         }
@@ -304,7 +313,7 @@ impl Sender {
     ) -> Result<Prepared<'a>, MessageOutcome> {
         let Some(delivery) = delivery else {
             tracing::error!(message_id = %job.message.message_id, "no such delivery; moved to the dead-letter queue");
-            return Err(self.dead_letter_message(job.message).await);
+            return Err(self.dead_letter_poison(job.message).await);
         };
         if delivery.status.is_terminal() {
             tracing::info!(status = %delivery.status, "already finished; skipped");
@@ -438,6 +447,8 @@ impl Sender {
             next = ?step,
             "delivery attempt"
         );
+        self.metrics
+            .attempt(outcome_name(&step), attempt.latency_ms);
 
         let (status, next_attempt_at) = match step {
             NextStep::Delivered => (DeliveryStatus::Delivered, None),

@@ -4,6 +4,7 @@
 
 use super::{MessageOutcome, Sender};
 use crate::http::HttpOutcome;
+use crate::metrics::DeadLetterCause;
 use crate::ops::notice_headers;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -38,13 +39,15 @@ impl Sender {
         Ok(())
     }
 
-    /// The write that dead-lettered `delivery` emits `delivery.dead_lettered`.
+    /// The write that dead-lettered `delivery` counts it (a customer's dead
+    /// letter) and emits `delivery.dead_lettered`.
     pub(crate) async fn notify_dead_lettered(
         &self,
         delivery: &Delivery,
         last_error: Option<&str>,
         now: DateTime<Utc>,
     ) {
+        self.metrics.dead_letter(DeadLetterCause::Customer);
         self.ops
             .notifier
             .notify(OpsNotice::delivery_dead_lettered(delivery, last_error, now))
@@ -88,8 +91,27 @@ impl Sender {
             }
             NextStep::DeadLetter | NextStep::Gone => {
                 tracing::error!(notice_id = %notice.id, "operational notification dead-lettered");
-                self.dead_letter_message(message).await
+                self.dead_letter_poison(message).await
             }
         }
+    }
+
+    /// Moves a message the system could not handle to the dead-letter queue
+    /// and counts it: a page, unlike a customer's dead letter.
+    pub(crate) async fn dead_letter_poison(&self, message: &ReceivedMessage) -> MessageOutcome {
+        let outcome = self.dead_letter_message(message).await;
+        if outcome == MessageOutcome::Done {
+            self.metrics.dead_letter(DeadLetterCause::Poison);
+        }
+        outcome
+    }
+}
+
+/// The `Outcome` dimension of an attempt.
+pub(super) fn outcome_name(step: &NextStep) -> &'static str {
+    match step {
+        NextStep::Delivered => "delivered",
+        NextStep::RetryAfter(_) => "retry",
+        NextStep::DeadLetter | NextStep::Gone => "dead_lettered",
     }
 }
