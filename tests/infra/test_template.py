@@ -14,6 +14,7 @@ workspace's source files.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -394,12 +395,20 @@ def function_statements(template: dict, logical_id: str) -> list[dict]:
     return statements
 
 
+# X-Ray's write actions support no resource-level permission: the one grant on "*".
+TRACING_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def is_tracing_statement(statement: dict) -> bool:
+    return set(as_list(statement["Action"])) == TRACING_ACTIONS and statement["Resource"] == "*"
+
+
 def granted(template: dict, statements: list[dict]) -> dict[str, set[str]]:
-    """Resource key -> actions allowed on it."""
+    """Resource key -> actions allowed on it (the tracing statement aside)."""
     grants: dict[str, set[str]] = {}
     for statement in statements:
         assert "NotAction" not in statement and "NotResource" not in statement, statement
-        if statement.get("Effect") != "Allow":
+        if statement.get("Effect") != "Allow" or is_tracing_statement(statement):
             continue
         actions = set(as_list(statement["Action"]))
         for action in actions:
@@ -836,6 +845,8 @@ def test_function_policy_has_one_statement_per_resource(template: dict, name: st
     grant can be read, and tightened, one resource at a time."""
     keys = []
     for statement in function_statements(template, FUNCTIONS[name]):
+        if is_tracing_statement(statement):
+            continue
         resources = as_list(statement["Resource"])
         assert len(resources) == 1, f"{name}: statement {statement.get('Sid')} names {len(resources)} resources"
         keys.append(policy_resource_key(template, resources[0]))
@@ -1088,12 +1099,90 @@ def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(template: dict) 
     assert cloudwatch[0]["Effect"] == "Allow"
 
 
-def test_queue_alarms(template: dict) -> None:
-    visible = "ApproximateNumberOfMessagesVisible"
-    dlq = {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}
-    assert_alarm(template, "AWS/SQS", visible, "QueueName", dlq)
-    failures = {"Fn::GetAtt": ["FanoutFailureQueue", "QueueName"]}
-    assert_alarm(template, "AWS/SQS", visible, "QueueName", failures)
+def alarm(template: dict, logical_id: str) -> dict:
+    """An alarm's properties, after checking what every alarm of this stack
+    shares: it pages the alarm topic, says when it recovers, and treats no
+    data as all clear (an arrivals metric has none when nothing arrives)."""
+    props = resource(template, logical_id)["Properties"]
+    assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], logical_id
+    assert props["OKActions"] == [{"Ref": "AlarmTopic"}], logical_id
+    assert props["TreatMissingData"] == "notBreaching", logical_id
+    assert props["ComparisonOperator"] == "GreaterThanThreshold", logical_id
+    return props
+
+
+def math_inputs(props: dict) -> dict[str, tuple[str, str, dict, int, str]]:
+    """Metric-math alarm: id -> (namespace, metric, dimensions, period, stat)."""
+    out = {}
+    for m in props["Metrics"]:
+        if "MetricStat" in m:
+            assert m["ReturnData"] is False
+            stat = m["MetricStat"]
+            metric = stat["Metric"]
+            dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+            out[m["Id"]] = (metric["Namespace"], metric["MetricName"], dims, stat["Period"], stat["Stat"])
+    return out
+
+
+def math_expression(props: dict) -> str:
+    (returned,) = [m for m in props["Metrics"] if m.get("ReturnData")]
+    return returned["Expression"]
+
+
+def test_no_alarm_watches_a_queue_depth(template: dict) -> None:
+    """Depth alarms latch: nothing consumes the dead-letter or failure queue,
+    so after one message they stayed in ALARM and later incidents paged no one."""
+    for logical_id, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        names = [a["Properties"].get("MetricName")]
+        names += [m["MetricStat"]["Metric"]["MetricName"] for m in a["Properties"].get("Metrics", []) if "MetricStat" in m]
+        assert "ApproximateNumberOfMessagesVisible" not in names, logical_id
+
+
+def test_dead_letter_poison_alarm_pages_on_any_system_dead_letter(template: dict) -> None:
+    props = alarm(template, "DeadLetterPoisonAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("DevSphereWebhooks", "DeadLetters")
+    assert props["Dimensions"] == [{"Name": "Cause", "Value": "poison"}]
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"], props["Threshold"]) == ("Sum", 300, 1, 0)
+
+
+def test_no_alarm_pages_on_customers_dead_letters(template: dict) -> None:
+    """A customer's dead letter is a metric and an operational notification:
+    the only alarm reading it subtracts it."""
+    for logical_id, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        props = a["Properties"]
+        if props.get("MetricName") == "DeadLetters":
+            assert props["Dimensions"] == [{"Name": "Cause", "Value": "poison"}], logical_id
+        for id_, (_, metric, dims, _, _) in math_inputs(props).items() if "Metrics" in props else []:
+            if dims.get("Cause") == "customer":
+                assert f"- FILL({id_}, 0)" in math_expression(props), logical_id
+
+
+def test_dead_letter_arrivals_the_sender_did_not_count_page(template: dict) -> None:
+    props = alarm(template, "DeadLetterUnexplainedArrivalsAlarm")
+    inputs = math_inputs(props)
+    dlq = {"QueueName": {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}}
+    assert inputs["sent"] == ("AWS/SQS", "NumberOfMessagesSent", dlq, 3600, "Sum")
+    assert inputs["counted"] == ("DevSphereWebhooks", "DeadLetters", {"Cause": "customer"}, 3600, "Sum")
+    assert inputs["poison"] == ("DevSphereWebhooks", "DeadLetters", {"Cause": "poison"}, 3600, "Sum")
+    assert math_expression(props) == "FILL(sent, 0) - FILL(counted, 0) - FILL(poison, 0)"
+    assert (props["EvaluationPeriods"], props["Threshold"]) == (1, 1)
+
+
+def test_fanout_failure_queue_alarm_watches_arrivals(template: dict) -> None:
+    props = alarm(template, "FanoutFailureQueueArrivalsAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/SQS", "NumberOfMessagesSent")
+    assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["FanoutFailureQueue", "QueueName"]}}]
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"], props["Threshold"]) == ("Sum", 300, 1, 0)
+
+
+def test_fanout_destination_failures_alarm(template: dict) -> None:
+    props = alarm(template, "FanoutDestinationFailuresAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/Lambda", "DestinationDeliveryFailures")
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "FanoutFunction"}}]
+    assert (props["Statistic"], props["Period"], props["Threshold"]) == ("Sum", 300, 0)
+
+
+def test_delivery_queue_age_alarm(template: dict) -> None:
     queue = {"Fn::GetAtt": ["DeliveryQueue", "QueueName"]}
     assert_alarm(template, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", queue, "DeliveryQueueAgeAlarmSeconds")
 
@@ -1103,9 +1192,63 @@ def test_fanout_iterator_age_alarm(template: dict) -> None:
     assert_alarm(template, "AWS/Lambda", "IteratorAge", "FunctionName", fanout, "FanoutIteratorAgeAlarmMilliseconds")
 
 
-@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_lambda_throttles_alarm_sums_every_function(template: dict) -> None:
+    props = alarm(template, "LambdaThrottlesAlarm")
+    inputs = math_inputs(props)
+    assert {(ns, m, d["FunctionName"]["Ref"], p, st) for ns, m, d, p, st in inputs.values()} == {
+        ("AWS/Lambda", "Throttles", fn, 300, "Sum") for fn in FUNCTIONS.values()
+    }
+    assert math_expression(props) == " + ".join(f"FILL({i}, 0)" for i in inputs)
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (3, 2, 0)
+
+
+def test_api_5xx_rate_alarm(template: dict) -> None:
+    props = alarm(template, "Api5xxRateAlarm")
+    inputs = math_inputs(props)
+    api = {"ApiId": {"Ref": "HttpApi"}}
+    assert inputs == {
+        "errors": ("AWS/ApiGateway", "5xx", api, 300, "Sum"),
+        "requests": ("AWS/ApiGateway", "Count", api, 300, "Sum"),
+    }
+    assert math_expression(props) == "IF(requests >= 20, 100 * FILL(errors, 0) / requests, 0)"
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (2, 2, 5)
+
+
+@pytest.mark.parametrize("name", ["api", "inbound"])
+def test_error_rate_alarm(template: dict, name: str) -> None:
+    """api and inbound answer people and providers: a rate, not one error, pages."""
+    fn = FUNCTIONS[name]
+    props = alarm(template, f"{fn}ErrorRateAlarm")
+    inputs = math_inputs(props)
+    by = {"FunctionName": {"Ref": fn}}
+    assert inputs == {
+        "errors": ("AWS/Lambda", "Errors", by, 300, "Sum"),
+        "invocations": ("AWS/Lambda", "Invocations", by, 300, "Sum"),
+    }
+    assert math_expression(props) == "IF(invocations >= 20, 100 * errors / invocations, 0)"
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (2, 2, 5)
+    assert not alarms_on(template, "AWS/Lambda", "Errors", "FunctionName", {"Ref": fn})
+
+
+@pytest.mark.parametrize("name", ["fanout", "sender"])
 def test_function_errors_alarm(template: dict, name: str) -> None:
+    """A batch handler that fails at all is a fault: every error pages."""
     assert_alarm(template, "AWS/Lambda", "Errors", "FunctionName", {"Ref": FUNCTIONS[name]})
+
+
+def test_sweeper_failed_invocations_alarm(template: dict) -> None:
+    props = alarm(template, "SweeperFailedInvocationsAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "SweeperFunction"}}]
+    assert (props["Statistic"], props["Period"]) == ("Sum", 300)
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (3, 2, 0)
+
+
+def test_every_function_is_traced_and_may_write_traces(template: dict) -> None:
+    for name, logical_id in FUNCTIONS.items():
+        assert function_properties(template, logical_id)["Tracing"] == "Active", name
+        tracing = [s for s in function_statements(template, logical_id) if is_tracing_statement(s)]
+        assert len(tracing) == 1, f"{name} has no X-Ray write statement"
 
 
 # ----------------------------------------------------------------- outputs
@@ -1141,3 +1284,34 @@ def test_operational_notifications_reach_the_operator_webhook_and_the_bus(templa
     for env in (sender, api):
         assert env["WEBHOOKS_OPS_WEBHOOK_URL"]["Fn::If"][0] == "HasOpsWebhook"
         assert ref(env["WEBHOOKS_OPS_EVENT_BUS"]) == "OpsEventBus"
+
+
+# ----------------------------------------------------------------- dashboard
+
+
+def test_dashboard_shows_the_pipeline_and_every_alarm(template: dict) -> None:
+    props = resource(template, "OperationsDashboard")["Properties"]
+    assert resource(template, "OperationsDashboard")["Type"] == "AWS::CloudWatch::Dashboard"
+    text = props["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([A-Za-z0-9:.]+)\}", text))
+    for n in names - {"AWS::Region"}:
+        resource(template, n.split(".")[0])
+    body = json.loads(re.sub(r"\$\{[^}]*\}", "x", text))
+    widgets = body["widgets"]
+    (alarms,) = [w for w in widgets if w["type"] == "alarm"]
+    shown = set(re.findall(r"\$\{(\w+)\.Arn\}", text))
+    assert shown == set(resources_of_type(template, "AWS::CloudWatch::Alarm")), "every alarm, and only alarms"
+    assert len(alarms["properties"]["alarms"]) == len(shown)
+    metrics = {tuple(m[:2]) for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]}
+    for expected in [
+        ("DevSphereWebhooks", "Attempts"),
+        ("DevSphereWebhooks", "AttemptLatency"),
+        ("DevSphereWebhooks", "DeadLetters"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("AWS/SQS", "NumberOfMessagesSent"),
+        ("AWS/Lambda", "IteratorAge"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/ApiGateway", "5xx"),
+    ]:
+        assert expected in metrics, expected
