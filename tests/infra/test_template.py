@@ -45,6 +45,7 @@ RESOURCE_ENV = {
     "CURSORS_TABLE": "CursorsTable",
     "IDEMPOTENCY_TABLE": "IdempotencyTable",
     "INBOUND_TABLE": "InboundTable",
+    "STATS_TABLE": "StatsTable",
     "DELIVERY_QUEUE_URL": "DeliveryQueue",
     "DELIVERY_DLQ_URL": "DeliveryDeadLetterQueue",
 }
@@ -75,6 +76,7 @@ RECEIVERS = {
     "queue": "DeliveryQueue",
     "dead_letters": "DeliveryDeadLetterQueue",
     "bus": "OpsEventBus",
+    "stats": "StatsTable",
 }
 ADAPTER_FILES = {
     "EventsTable": "events.rs",
@@ -86,6 +88,7 @@ ADAPTER_FILES = {
     "DeliveryQueue": "queue.rs",
     "DeliveryDeadLetterQueue": "queue.rs",
     "OpsEventBus": "ops_bus.rs",
+    "StatsTable": "stats.rs",
 }
 # Adapter method -> the IAM actions of the API calls it makes, per adapter file.
 ADAPTER_ACTIONS = {
@@ -146,6 +149,10 @@ ADAPTER_ACTIONS = {
     "ops_bus.rs": {
         "publish": {"events:PutEvents"},
     },
+    "stats.rs": {
+        "add": {"dynamodb:UpdateItem"},
+        "read": {"dynamodb:Query"},
+    },
 }
 SDK_CALL_ACTIONS = {
     "put_item": "dynamodb:PutItem",
@@ -197,6 +204,8 @@ FUNCTION_CALLS = {
         "IdempotencyTable": {"claim"},
         "DeliveryQueue": {"send_batch"},
         "OpsEventBus": {"publish"},
+        # read: stats and the listing's health; add: requeue moves figures.
+        "StatsTable": {"add", "read"},
     },
     "inbound": {
         "EventsTable": {"put_if_absent", "get"},
@@ -216,6 +225,7 @@ FUNCTION_CALLS = {
         "DeliveryQueue": {"change_visibility", "send_batch"},
         "DeliveryDeadLetterQueue": {"send_batch"},
         "OpsEventBus": {"publish"},
+        "StatsTable": {"add"},
     },
     "sweeper": {
         "EventsTable": {"list_after"},
@@ -486,6 +496,7 @@ TABLES = {
     "CursorsTable": ([("org_id", "HASH")], False),
     "IdempotencyTable": ([("key", "HASH")], True),
     "InboundTable": ([("pk", "HASH"), ("sk", "RANGE")], True),
+    "StatsTable": ([("endpoint_id", "HASH"), ("hour", "RANGE")], True),
 }
 
 
@@ -524,7 +535,7 @@ def test_tables_and_queues_match_what_webhooks_dev_creates(template: dict, repo_
         fields = dict(re.findall(r"(\w+)\s*:\s*(Some\(\s*\"[^\"]*\"\s*\)|\"[^\"]*\"|None|true|false)", body))
         if "name" in fields:
             specs.append({k: re.sub(r'^Some\(\s*"|"\s*\)$|"', "", v) for k, v in fields.items()})
-    assert len(specs) == 6, f"{source_path} should declare the six TableSpecs, found {len(specs)}"
+    assert len(specs) == 7, f"{source_path} should declare the seven TableSpecs, found {len(specs)}"
     for spec in specs:
         logical_id = spec["name"].capitalize() + "Table"
         keys, has_ttl = TABLES[logical_id]
@@ -800,7 +811,7 @@ def code_calls(repo_root: Path, name: str) -> dict[str, set[str]]:
         paths.extend(sorted(path.rglob("*.rs")) if path.is_dir() else [path])
     for path in paths:
         text = flat(rust_without_tests(path))
-        cloned = set(re.findall(r"let(\w+)=self\.(?:\w+\.)?\1\.clone\(\);", text))
+        cloned = set(re.findall(r"let(\w+)=(?:self|api)\.(?:\w+\.)?\1\.clone\(\);", text))
         for receiver, method in re.findall(r"(?:self|api|inbound|sender|fanout)\.(\w+)\.(\w+)\(", text):
             if receiver in RECEIVERS and method in methods:
                 calls.setdefault(RECEIVERS[receiver], set()).add(method)

@@ -5,7 +5,7 @@
 use crate::env::{self, EnvError};
 use crate::{
     AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
-    DynamoIdempotencyStore, DynamoInboundStore, SqsQueue,
+    DynamoIdempotencyStore, DynamoInboundStore, DynamoStatsStore, SqsQueue,
 };
 use std::sync::Arc;
 use webhooks_ports::Adapters;
@@ -19,6 +19,7 @@ pub struct Locations {
     pub cursors_table: String,
     pub idempotency_table: String,
     pub inbound_table: String,
+    pub stats_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
 }
@@ -33,6 +34,7 @@ impl Locations {
             cursors_table: env::required("CURSORS_TABLE")?,
             idempotency_table: env::required("IDEMPOTENCY_TABLE")?,
             inbound_table: env::required("INBOUND_TABLE")?,
+            stats_table: env::required("STATS_TABLE")?,
             delivery_queue_url: env::required("DELIVERY_QUEUE_URL")?,
             dead_letter_queue_url: env::required("DELIVERY_DLQ_URL")?,
         })
@@ -51,6 +53,7 @@ impl Locations {
             cursors_table: names.table("cursors"),
             idempotency_table: names.table("idempotency"),
             inbound_table: names.table("inbound"),
+            stats_table: names.table("stats"),
             delivery_queue_url: urls.delivery.clone(),
             dead_letter_queue_url: urls.dead_letter.clone(),
         }
@@ -82,6 +85,7 @@ pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
             ddb.clone(),
             at.inbound_table.clone(),
         )),
+        stats: Arc::new(DynamoStatsStore::new(ddb.clone(), at.stats_table.clone())),
         queue: Arc::new(SqsQueue::new(
             clients.sqs.clone(),
             at.delivery_queue_url.clone(),

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod request_counter;
 #[cfg(feature = "dev")]
 pub mod resources;
+pub mod stats;
 #[cfg(feature = "dev")]
 pub mod stream;
 
@@ -30,6 +31,7 @@ pub use idempotency::DynamoIdempotencyStore;
 pub use inbound::DynamoInboundStore;
 pub use ops_bus::EventBridgeOpsBus;
 pub use queue::SqsQueue;
+pub use stats::DynamoStatsStore;
 
 /// The SDK configuration from the environment (region, credentials,
 /// `AWS_ENDPOINT_URL`), as every function and `webhooks dev --backend aws`

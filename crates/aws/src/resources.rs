@@ -24,7 +24,7 @@ pub struct TableSpec {
 }
 
 /// Every table.
-pub const TABLES: [TableSpec; 6] = [
+pub const TABLES: [TableSpec; 7] = [
     TableSpec {
         name: "events",
         hash_key: "org_id",
@@ -64,6 +64,13 @@ pub const TABLES: [TableSpec; 6] = [
         name: "inbound",
         hash_key: "pk",
         range_key: Some("sk"),
+        stream: false,
+        ttl_attribute: Some("expires_at"),
+    },
+    TableSpec {
+        name: "stats",
+        hash_key: "endpoint_id",
+        range_key: Some("hour"),
         stream: false,
         ttl_attribute: Some("expires_at"),
     },

@@ -644,3 +644,136 @@ async fn stats_every_prints_a_one_line_summary() {
     dev.wait_statuses("acme", ep["id"].as_str().expect("id"), 1, "delivered")
         .await;
 }
+
+/// `GET /v1/endpoints/{id}/stats` and the listing's health summary against
+/// a known run, answered from the figures the writes keep: three events to
+/// an endpoint that fails its first request once (one failed attempt, three
+/// delivered), one to an endpoint answering 410 (dead-lettered).
+async fn stats_of_a_known_run(extra: &[&str]) {
+    let flaky = Receiver::start(|n, _| {
+        if n == 0 {
+            Reply::Status(500)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let gone = Receiver::always(410).await;
+    let mut args = vec!["--retry-schedule", "200ms,200ms"];
+    args.extend(extra);
+    let dev = Dev::start(&args);
+    let ok = dev
+        .create_endpoint("acme", &flaky.url("/"), &["lead_won"])
+        .await;
+    let okid = ok["id"].as_str().expect("id");
+    let bad = dev
+        .create_endpoint("acme", &gone.url("/"), &["lead_lost"])
+        .await;
+    let badid = bad["id"].as_str().expect("id");
+    dev.publish("acme", "lead_won", json!({"n": 1})).await;
+    dev.wait_statuses("acme", okid, 1, "delivered").await;
+    for n in 2..=3 {
+        dev.publish("acme", "lead_won", json!({"n": n})).await;
+    }
+    dev.publish("acme", "lead_lost", json!({})).await;
+    dev.wait_statuses("acme", okid, 3, "delivered").await;
+    dev.wait_statuses("acme", badid, 1, "dead_lettered").await;
+
+    let (status, s) = dev
+        .call("GET", &format!("/v1/endpoints/{okid}/stats"), "acme", None)
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(
+        (
+            &s["delivered"],
+            &s["dead_lettered"],
+            &s["pending"],
+            &s["failed_attempts"]
+        ),
+        (&json!(3), &json!(0), &json!(0), &json!(1)),
+        "{s}"
+    );
+    assert_eq!(s["success_rate"], 1.0);
+    assert!(s["latency_ms"]["p50"].as_u64().is_some(), "{s}");
+    assert!(s["latency_ms"]["p95"].as_u64().is_some(), "{s}");
+    let (_, s) = dev
+        .call("GET", &format!("/v1/endpoints/{badid}/stats"), "acme", None)
+        .await;
+    assert_eq!(
+        (&s["delivered"], &s["dead_lettered"], &s["failed_attempts"]),
+        (&json!(0), &json!(1), &json!(1)),
+        "{s}"
+    );
+    assert_eq!(s["success_rate"], 0.0);
+    // A window that starts in a later hour holds none of it.
+    let (_, s) = dev
+        .call(
+            "GET",
+            &format!("/v1/endpoints/{okid}/stats?since=2999-01-01T00:00:00Z"),
+            "acme",
+            None,
+        )
+        .await;
+    assert_eq!(s["delivered"], 0, "{s}");
+    // The listing carries each endpoint's last day.
+    let (status, list) = dev.call("GET", "/v1/endpoints", "acme", None).await;
+    assert_eq!(status, 200, "{list}");
+    let health = |id: &str| {
+        list["data"]
+            .as_array()
+            .and_then(|eps| eps.iter().find(|e| e["id"] == id))
+            .map(|e| e["health"].clone())
+            .expect("listed")
+    };
+    assert_eq!(
+        health(okid),
+        json!({"window_hours": 24, "delivered": 3, "dead_lettered": 0, "pending": 0, "success_rate": 1.0})
+    );
+    assert_eq!(health(badid)["dead_lettered"], 1);
+    // Retried by hand, the dead letter moves back to pending in the figures.
+    let (_, deliveries) = dev
+        .call(
+            "GET",
+            &format!("/v1/endpoints/{badid}/deliveries"),
+            "acme",
+            None,
+        )
+        .await;
+    let did = deliveries["data"][0]["id"].as_str().expect("delivery id");
+    let (status, _) = dev
+        .call("POST", &format!("/v1/deliveries/{did}/retry"), "acme", None)
+        .await;
+    assert_eq!(status, 202);
+    dev.wait_statuses("acme", badid, 1, "dead_lettered").await;
+    let (_, s) = dev
+        .call("GET", &format!("/v1/endpoints/{badid}/stats"), "acme", None)
+        .await;
+    assert_eq!(
+        (&s["dead_lettered"], &s["pending"]),
+        (&json!(1), &json!(0)),
+        "dead-lettered again, counted once: {s}"
+    );
+}
+
+#[tokio::test]
+async fn stats_answer_a_known_run_from_precomputed_figures() {
+    stats_of_a_known_run(&[]).await;
+}
+
+#[tokio::test]
+async fn aws_backend_on_moto_keeps_the_stats_figures() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1"),
+        "AWS_ENDPOINT_URL must point at moto; run `make test`"
+    );
+    let prefix = webhooks_testkit::aws::unique_prefix("stats");
+    stats_of_a_known_run(&[
+        "--backend",
+        "aws",
+        "--create-resources",
+        "--resource-prefix",
+        &prefix,
+    ])
+    .await;
+}

@@ -115,6 +115,8 @@ pub struct Adapters {
     pub cursors: Arc<dyn CursorStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub inbound: Arc<dyn InboundStore>,
+    /// Each endpoint's hourly delivery figures.
+    pub stats: Arc<dyn EndpointStatsStore>,
     /// The delivery queue that the sender consumes.
     pub queue: Arc<dyn Queue>,
     /// Where the messages of dead-lettered deliveries go.
@@ -262,6 +264,26 @@ pub struct AttemptUpdate {
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+}
+
+/// Each endpoint's delivery figures in hourly buckets (by the hour its
+/// deliveries were created), added to by the writes that change them, so
+/// the figures are read without reading deliveries.
+#[async_trait]
+pub trait EndpointStatsStore: Send + Sync {
+    /// Adds `delta` to the endpoint's bucket of `hour` (one atomic write).
+    async fn add(
+        &self,
+        endpoint_id: &str,
+        hour: DateTime<Utc>,
+        delta: &webhooks_domain::stats::StatsDelta,
+    ) -> Result<()>;
+    /// The endpoint's buckets from `from_hour` on, oldest first.
+    async fn read(
+        &self,
+        endpoint_id: &str,
+        from_hour: DateTime<Utc>,
+    ) -> Result<Vec<webhooks_domain::stats::HourBucket>>;
 }
 
 /// Each organization's low-water mark in its event stream: every event whose

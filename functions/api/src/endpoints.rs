@@ -5,7 +5,7 @@ use crate::auth::Caller;
 use crate::errors::ApiError;
 use crate::input::{self, json_object, optional, optional_secret, present, required, BodyRule};
 use crate::response::{empty, json, json_with_secret};
-use crate::views::{EndpointView, ListView, SecretView};
+use crate::views::{EndpointView, HealthView, ListView, SecretView};
 use crate::Api;
 use chrono::Utc;
 use lambda_http::http::{header, HeaderValue, StatusCode};
@@ -102,10 +102,20 @@ pub(crate) async fn list(
         .endpoints
         .list(&caller.org_id, limit, query.cursor())
         .await?;
+    let ids: Vec<&str> = page.items.iter().map(|e| e.id.as_str()).collect();
+    let health = crate::stats::recent(api, &ids).await;
     Ok(json(
         StatusCode::OK,
         &ListView {
-            data: page.items.iter().map(EndpointView::public).collect(),
+            data: page
+                .items
+                .iter()
+                .zip(health)
+                .map(|(ep, h)| EndpointView {
+                    health: h.as_ref().map(HealthView::last_day),
+                    ..EndpointView::public(ep)
+                })
+                .collect(),
             next_cursor: page.next_cursor,
         },
     ))

@@ -32,7 +32,8 @@ use tracing::Instrument;
 use webhooks_domain::EndpointUrlPolicy;
 use webhooks_pipeline::Requeue;
 use webhooks_ports::{
-    Adapters, CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
+    Adapters, CursorStore, DeliveryStore, EndpointStatsStore, EndpointStore, EventStore,
+    IdempotencyStore, Queue,
 };
 
 /// How the API behaves where deployments differ.
@@ -65,12 +66,15 @@ pub struct Api {
     config: ApiConfig,
     portal: Option<Arc<portal::PortalIssuer>>,
     ops: webhooks_pipeline::OpsNotifier,
+    /// The endpoints' hourly figures; without them (an API built by
+    /// [`Api::new`]) stats are computed from the deliveries.
+    stats: Option<Arc<dyn EndpointStatsStore>>,
 }
 
 impl Api {
     /// The API over a backend's adapters.
     pub fn from_adapters(adapters: &Adapters, config: ApiConfig) -> Self {
-        Api::new(
+        let mut api = Api::new(
             adapters.events.clone(),
             adapters.endpoints.clone(),
             adapters.deliveries.clone(),
@@ -78,7 +82,16 @@ impl Api {
             adapters.idempotency.clone(),
             adapters.queue.clone(),
             config,
+        );
+        api.requeue = Requeue::new(
+            adapters.events.clone(),
+            adapters.endpoints.clone(),
+            adapters.deliveries.clone(),
+            adapters.queue.clone(),
         )
+        .with_stats(adapters.stats.clone());
+        api.stats = Some(adapters.stats.clone());
+        api
     }
 
     /// An API over these adapters; `queue` is the delivery queue that the
@@ -102,6 +115,7 @@ impl Api {
             config,
             portal: None,
             ops: webhooks_pipeline::OpsNotifier::default(),
+            stats: None,
         }
     }
 

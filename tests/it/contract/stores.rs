@@ -379,6 +379,73 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     assert_eq!(store.get("org", &ep.id).await.unwrap(), None);
 }
 
+/// The stats store adds deltas (counts go down as well as up, latency
+/// bins count) per (endpoint, hour), and reads an endpoint's hours from one
+/// on, oldest first, nobody else's.
+async fn stats_buckets_add_up_per_endpoint_and_hour(a: Adapters) {
+    use webhooks_domain::stats::{bucket_hour, EndpointStats, StatsDelta};
+    let store = a.stats.clone();
+    let (ep, other) = (ids::new_id("ep"), ids::new_id("ep"));
+    let now = bucket_hour(Utc::now());
+    let earlier = now - Span::hours(3);
+    let attempt = |n, to, code, ms| StatsDelta::attempt(n, to, code, ms);
+    store
+        .add(
+            &ep,
+            now,
+            &attempt(1, DeliveryStatus::Pending, Some(500), 40),
+        )
+        .await
+        .unwrap();
+    store
+        .add(
+            &ep,
+            now,
+            &attempt(2, DeliveryStatus::Delivered, Some(200), 12),
+        )
+        .await
+        .unwrap();
+    store
+        .add(
+            &ep,
+            earlier,
+            &attempt(1, DeliveryStatus::DeadLettered, Some(410), 3),
+        )
+        .await
+        .unwrap();
+    store
+        .add(
+            &other,
+            now,
+            &attempt(1, DeliveryStatus::Delivered, Some(200), 1),
+        )
+        .await
+        .unwrap();
+    // A delta with nothing in it writes nothing and fails nothing.
+    store.add(&ep, now, &StatsDelta::default()).await.unwrap();
+
+    let all = store.read(&ep, earlier).await.unwrap();
+    assert_eq!(
+        all.iter().map(|b| b.hour).collect::<Vec<_>>(),
+        [earlier, now]
+    );
+    let s = EndpointStats::from_buckets(&all);
+    assert_eq!(
+        (s.delivered, s.dead_lettered, s.pending, s.failed_attempts),
+        (1, 1, 0, 2)
+    );
+    assert_eq!(s.success_rate, Some(0.5));
+    assert_eq!((s.latency_ms.p50, s.latency_ms.p95), (Some(20), Some(50)));
+    let recent = store.read(&ep, now).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(EndpointStats::from_buckets(&recent).dead_lettered, 0);
+    assert!(store
+        .read(&ids::new_id("ep"), earlier)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -410,4 +477,5 @@ contracts!(
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,
     health_writes_clobber_nothing_and_move_the_version,
+    stats_buckets_add_up_per_endpoint_and_hour,
 );

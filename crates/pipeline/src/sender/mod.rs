@@ -13,6 +13,7 @@ mod fence;
 mod headers;
 mod health;
 mod notices;
+mod stats;
 use notices::outcome_name;
 
 pub use headers::delivery_headers;
@@ -73,6 +74,7 @@ pub struct Sender {
     config: SenderConfig,
     ops: crate::ops::Ops,
     metrics: crate::metrics::Metrics,
+    stats: Option<Arc<dyn webhooks_ports::EndpointStatsStore>>,
 }
 
 struct Job<'a> {
@@ -127,6 +129,7 @@ impl Sender {
             client,
             config,
         )
+        .with_stats(adapters.stats.clone())
     }
 
     pub fn new(
@@ -148,7 +151,15 @@ impl Sender {
             config,
             ops: crate::ops::Ops::default(),
             metrics: crate::metrics::Metrics::default(),
+            stats: None,
         }
+    }
+
+    /// The same sender, keeping each endpoint's hourly figures in `stats`
+    /// with every attempt it records.
+    pub fn with_stats(mut self, stats: Arc<dyn webhooks_ports::EndpointStatsStore>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// The same sender, reporting its figures to `metrics`.
@@ -491,6 +502,7 @@ impl Sender {
                 return MessageOutcome::Retry;
             }
         }
+        self.count_attempt(&prepared.delivery, &update).await;
         self.update_health(prepared.endpoint, &step, at).await;
         if update.status == DeliveryStatus::DeadLettered {
             self.notify_dead_lettered(&prepared.delivery, update.last_error.as_deref(), at)
