@@ -633,7 +633,10 @@ async fn stats_every_prints_a_one_line_summary() {
                 return false;
             }
             seen.push(line.clone());
-            if line.starts_with("stats: attempts 1 (delivered 1)") {
+            if line.starts_with("stats: attempts 1 (delivered 1)")
+                && line.contains("ms · queue age p95 ")
+                && !line.trim_end().ends_with('-')
+            {
                 return true;
             }
         }

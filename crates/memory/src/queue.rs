@@ -38,6 +38,8 @@ struct Message {
     receipt: Option<String>,
     /// When the current receipt was handed out.
     received_at: Instant,
+    /// When the queue took it.
+    sent_at: Instant,
 }
 
 impl MemoryQueue {
@@ -95,6 +97,7 @@ impl MemoryQueue {
             receive_count,
             receipt: None,
             received_at: Instant::now(),
+            sent_at: Instant::now(),
         });
     }
 
@@ -137,6 +140,7 @@ impl MemoryQueue {
                     body: m.body.clone(),
                     receipt_handle: receipt,
                     receive_count: m.receive_count,
+                    age: Some(now.duration_since(m.sent_at)),
                 });
                 i += 1;
             }

@@ -39,6 +39,8 @@ pub struct Tally {
     pub dead_letters: BTreeMap<&'static str, u64>,
     /// Every attempt's latency, for the percentiles (cleared by [`Tally::take`]).
     pub latencies_ms: Vec<u64>,
+    /// Each first receipt's time on the queue.
+    pub queue_ages_ms: Vec<u64>,
 }
 
 impl Tally {
@@ -52,18 +54,19 @@ impl Tally {
                 .join(", ")
         };
         let dead: u64 = self.dead_letters.values().sum();
-        let mut l = self.latencies_ms.clone();
-        l.sort_unstable();
-        let pct = |p: usize| {
+        let pct = |values: &[u64], p: usize| {
+            let mut l = values.to_vec();
+            l.sort_unstable();
             l.get((l.len().saturating_sub(1)) * p / 100)
                 .map_or("-".to_string(), |v| format!("{v} ms"))
         };
         format!(
-            "stats: attempts {total} ({}) · dead letters {dead} ({}) · latency p50 {} p95 {}",
+            "stats: attempts {total} ({}) · dead letters {dead} ({}) · latency p50 {} p95 {} · queue age p95 {}",
             by(&self.attempts),
             by(&self.dead_letters),
-            pct(50),
-            pct(95),
+            pct(&self.latencies_ms, 50),
+            pct(&self.latencies_ms, 95),
+            pct(&self.queue_ages_ms, 95),
         )
     }
 }
@@ -100,6 +103,20 @@ impl Metrics {
                 *t.attempts.entry(outcome).or_default() += 1;
                 t.latencies_ms.push(latency_ms);
             }
+        }
+    }
+
+    /// How long a message waited on the queue before its first receipt.
+    pub fn queue_age(&self, age: std::time::Duration) {
+        let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        match self {
+            Metrics::Off => {}
+            Metrics::Emf => println!("{}", emf(&[], &[("QueueAgeAtReceipt", "Milliseconds", ms)])),
+            Metrics::Tally(t) => t
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .queue_ages_ms
+                .push(ms),
         }
     }
 
@@ -189,10 +206,24 @@ mod tests {
         m.attempt("retry", 20);
         m.dead_letter(DeadLetterCause::Customer);
         let t = m.take().unwrap();
+        assert!(t.queue_ages_ms.is_empty());
         assert_eq!(
             t.summary(),
-            "stats: attempts 3 (delivered 2, retry 1) · dead letters 1 (customer 1) · latency p50 20 ms p95 20 ms"
+            "stats: attempts 3 (delivered 2, retry 1) · dead letters 1 (customer 1) · latency p50 20 ms p95 20 ms · queue age p95 -"
         );
         assert_eq!(m.take().unwrap(), Tally::default());
+        m.queue_age(std::time::Duration::from_millis(7));
+        assert!(m.take().unwrap().summary().ends_with("queue age p95 7 ms"));
+    }
+
+    #[test]
+    fn a_dimensionless_emf_line_declares_an_empty_dimension_set() {
+        let v: serde_json::Value =
+            serde_json::from_str(&emf(&[], &[("QueueAgeAtReceipt", "Milliseconds", 3)])).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([[]])
+        );
+        assert_eq!(v["QueueAgeAtReceipt"], 3);
     }
 }

@@ -319,6 +319,9 @@ pub struct ReceivedMessage {
     pub receipt_handle: String,
     /// How many times the message has been received, this time included.
     pub receive_count: u32,
+    /// How long ago the queue first took the message (SQS `SentTimestamp`),
+    /// when known.
+    pub age: Option<Duration>,
 }
 
 /// A queue with SQS semantics: at-least-once, invisible while being worked

@@ -49,6 +49,10 @@ fn received(m: &SqsMessage) -> ReceivedMessage {
             .get("ApproximateReceiveCount")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
+        age: m
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|v| webhooks_ports::queue_limits::age_of_sent_timestamp(v)),
     }
 }
 

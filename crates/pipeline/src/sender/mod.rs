@@ -179,6 +179,11 @@ impl Sender {
     /// per message, in order.
     pub async fn process_batch(&self, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
         let received = tokio::time::Instant::now();
+        for m in messages.iter().filter(|m| m.receive_count == 1) {
+            if let Some(age) = m.age {
+                self.metrics.queue_age(age);
+            }
+        }
         // Operational notices go to the operator's webhook, beside the deliveries.
         let notices: Vec<(usize, OpsNotice)> = messages
             .iter()
