@@ -31,6 +31,8 @@ pub fn settings(
         sweep_grace: Duration::from_secs(30),
         request_counter: counter,
         portal_secret: None,
+        ops_webhook: None,
+        stats_every: None,
     }
 }
 

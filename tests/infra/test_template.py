@@ -14,6 +14,7 @@ workspace's source files.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ RESOURCE_ENV = {
     "CURSORS_TABLE": "CursorsTable",
     "IDEMPOTENCY_TABLE": "IdempotencyTable",
     "INBOUND_TABLE": "InboundTable",
+    "STATS_TABLE": "StatsTable",
     "DELIVERY_QUEUE_URL": "DeliveryQueue",
     "DELIVERY_DLQ_URL": "DeliveryDeadLetterQueue",
 }
@@ -76,6 +78,8 @@ RECEIVERS = {
     "store": "InboundTable",
     "queue": "DeliveryQueue",
     "dead_letters": "DeliveryDeadLetterQueue",
+    "bus": "OpsEventBus",
+    "stats": "StatsTable",
 }
 ADAPTER_FILES = {
     "EventsTable": "events.rs",
@@ -86,6 +90,8 @@ ADAPTER_FILES = {
     "InboundTable": "inbound.rs",
     "DeliveryQueue": "queue.rs",
     "DeliveryDeadLetterQueue": "queue.rs",
+    "OpsEventBus": "ops_bus.rs",
+    "StatsTable": "stats.rs",
 }
 # Adapter method -> the IAM actions of the API calls it makes, per adapter file.
 ADAPTER_ACTIONS = {
@@ -148,6 +154,13 @@ ADAPTER_ACTIONS = {
         "change_visibility": {"sqs:ChangeMessageVisibility"},
         "delete_batch": {"sqs:DeleteMessage"},  # DeleteMessageBatch likewise
     },
+    "ops_bus.rs": {
+        "publish": {"events:PutEvents"},
+    },
+    "stats.rs": {
+        "add": {"dynamodb:UpdateItem"},
+        "read": {"dynamodb:Query"},
+    },
 }
 SDK_CALL_ACTIONS = {
     "put_item": "dynamodb:PutItem",
@@ -169,6 +182,7 @@ SDK_CALL_ACTIONS = {
     "get_queue_attributes": "sqs:GetQueueAttributes",
     "generate_data_key": "kms:GenerateDataKey",
     "decrypt": "kms:Decrypt",
+    "put_events": "events:PutEvents",
 }
 # The envelope cipher (crates/aws/src/envelope.rs) of the endpoints
 # adapter: `self.cipher.seal(` and `self.cipher.open(` make these KMS calls
@@ -191,10 +205,15 @@ TRANSACT_WRITE_ACTIONS = {
 # The source each function's binary runs (besides crates/aws), and the store
 # and queue methods that source calls, by resource.
 FUNCTION_SOURCES = {
-    "api": ["functions/api/src", "crates/pipeline/src/requeue.rs", "crates/pipeline/src/registration.rs"],
+    "api": [
+        "functions/api/src",
+        "crates/pipeline/src/requeue.rs",
+        "crates/pipeline/src/registration.rs",
+        "crates/pipeline/src/ops.rs",
+    ],
     "inbound": ["functions/inbound/src"],
     "fanout": ["functions/fanout/src", "crates/pipeline/src/fanout.rs"],
-    "sender": ["functions/sender/src", "crates/pipeline/src/sender"],
+    "sender": ["functions/sender/src", "crates/pipeline/src/sender", "crates/pipeline/src/ops.rs"],
     "sweeper": [
         "functions/sweeper/src",
         "crates/pipeline/src/sweeper.rs",
@@ -211,6 +230,9 @@ FUNCTION_CALLS = {
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
         "DeliveryQueue": {"send_batch"},
+        "OpsEventBus": {"publish"},
+        # read: stats and the listing's health; add: requeue moves figures.
+        "StatsTable": {"add", "read"},
     },
     "inbound": {
         "EventsTable": {"put_if_absent", "get"},
@@ -226,8 +248,11 @@ FUNCTION_CALLS = {
     "sender": {
         "EndpointsTable": {"get", "disable", "set_failing_since"},
         "DeliveriesTable": {"get_many", "lease", "record_attempt", "transition"},
-        "DeliveryQueue": {"change_visibility"},
+        # send_batch: operational notices ride the delivery queue.
+        "DeliveryQueue": {"change_visibility", "send_batch"},
         "DeliveryDeadLetterQueue": {"send_batch"},
+        "OpsEventBus": {"publish"},
+        "StatsTable": {"add"},
     },
     "sweeper": {
         # get: the reconciler's requeue reads the event and endpoint of an
@@ -429,12 +454,20 @@ def function_statements(template: dict, logical_id: str) -> list[dict]:
     return statements
 
 
+# X-Ray's write actions support no resource-level permission: the one grant on "*".
+TRACING_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def is_tracing_statement(statement: dict) -> bool:
+    return set(as_list(statement["Action"])) == TRACING_ACTIONS and statement["Resource"] == "*"
+
+
 def granted(template: dict, statements: list[dict]) -> dict[str, set[str]]:
-    """Resource key -> actions allowed on it."""
+    """Resource key -> actions allowed on it (the tracing statement aside)."""
     grants: dict[str, set[str]] = {}
     for statement in statements:
         assert "NotAction" not in statement and "NotResource" not in statement, statement
-        if statement.get("Effect") != "Allow":
+        if statement.get("Effect") != "Allow" or is_tracing_statement(statement):
             continue
         actions = set(as_list(statement["Action"]))
         for action in actions:
@@ -512,6 +545,7 @@ TABLES = {
     "CursorsTable": ([("org_id", "HASH")], False),
     "IdempotencyTable": ([("key", "HASH")], True),
     "InboundTable": ([("pk", "HASH"), ("sk", "RANGE")], True),
+    "StatsTable": ([("endpoint_id", "HASH"), ("hour", "RANGE")], True),
 }
 
 
@@ -572,7 +606,7 @@ def test_tables_and_queues_match_what_webhooks_dev_creates(template: dict, repo_
         fields = dict(re.findall(r"(\w+)\s*:\s*(Some\(\s*\"[^\"]*\"\s*\)|\"[^\"]*\"|None|true|false)", body))
         if "name" in fields:
             specs.append({k: re.sub(r'^Some\(\s*"|"\s*\)$|"', "", v) for k, v in fields.items()})
-    assert len(specs) == 6, f"{source_path} should declare the six TableSpecs, found {len(specs)}"
+    assert len(specs) == 7, f"{source_path} should declare the seven TableSpecs, found {len(specs)}"
     for spec in specs:
         logical_id = spec["name"].capitalize() + "Table"
         keys, has_ttl = TABLES[logical_id]
@@ -901,7 +935,7 @@ def code_calls(repo_root: Path, name: str) -> dict[str, set[str]]:
         paths.extend(sorted(path.rglob("*.rs")) if path.is_dir() else [path])
     for path in paths:
         text = flat(rust_without_tests(path))
-        cloned = set(re.findall(r"let(\w+)=self\.(?:\w+\.)?\1\.clone\(\);", text))
+        cloned = set(re.findall(r"let(\w+)=(?:self|api)\.(?:\w+\.)?\1\.clone\(\);", text))
         for receiver, method in re.findall(r"(?:self|api|inbound|sender|fanout)\.(\w+)\.(\w+)\(", text):
             if receiver in RECEIVERS and method in methods:
                 calls.setdefault(RECEIVERS[receiver], set()).add(method)
@@ -949,6 +983,8 @@ def test_function_policy_has_one_statement_per_resource(template: dict, name: st
     grant can be read, and tightened, one resource at a time."""
     keys = []
     for statement in function_statements(template, FUNCTIONS[name]):
+        if is_tracing_statement(statement):
+            continue
         resources = as_list(statement["Resource"])
         assert len(resources) == 1, f"{name}: statement {statement.get('Sid')} names {len(resources)} resources"
         keys.append(policy_resource_key(template, resources[0]))
@@ -1198,12 +1234,90 @@ def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(template: dict) 
     assert cloudwatch[0]["Effect"] == "Allow"
 
 
-def test_queue_alarms(template: dict) -> None:
-    visible = "ApproximateNumberOfMessagesVisible"
-    dlq = {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}
-    assert_alarm(template, "AWS/SQS", visible, "QueueName", dlq)
-    failures = {"Fn::GetAtt": ["FanoutFailureQueue", "QueueName"]}
-    assert_alarm(template, "AWS/SQS", visible, "QueueName", failures)
+def alarm(template: dict, logical_id: str) -> dict:
+    """An alarm's properties, after checking what every alarm of this stack
+    shares: it pages the alarm topic, says when it recovers, and treats no
+    data as all clear (an arrivals metric has none when nothing arrives)."""
+    props = resource(template, logical_id)["Properties"]
+    assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], logical_id
+    assert props["OKActions"] == [{"Ref": "AlarmTopic"}], logical_id
+    assert props["TreatMissingData"] == "notBreaching", logical_id
+    assert props["ComparisonOperator"] == "GreaterThanThreshold", logical_id
+    return props
+
+
+def math_inputs(props: dict) -> dict[str, tuple[str, str, dict, int, str]]:
+    """Metric-math alarm: id -> (namespace, metric, dimensions, period, stat)."""
+    out = {}
+    for m in props["Metrics"]:
+        if "MetricStat" in m:
+            assert m["ReturnData"] is False
+            stat = m["MetricStat"]
+            metric = stat["Metric"]
+            dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+            out[m["Id"]] = (metric["Namespace"], metric["MetricName"], dims, stat["Period"], stat["Stat"])
+    return out
+
+
+def math_expression(props: dict) -> str:
+    (returned,) = [m for m in props["Metrics"] if m.get("ReturnData")]
+    return returned["Expression"]
+
+
+def test_no_alarm_watches_a_queue_depth(template: dict) -> None:
+    """Depth alarms latch: nothing consumes the dead-letter or failure queue,
+    so after one message they stayed in ALARM and later incidents paged no one."""
+    for logical_id, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        names = [a["Properties"].get("MetricName")]
+        names += [m["MetricStat"]["Metric"]["MetricName"] for m in a["Properties"].get("Metrics", []) if "MetricStat" in m]
+        assert "ApproximateNumberOfMessagesVisible" not in names, logical_id
+
+
+def test_dead_letter_poison_alarm_pages_on_any_system_dead_letter(template: dict) -> None:
+    props = alarm(template, "DeadLetterPoisonAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("DevSphereWebhooks", "DeadLetters")
+    assert props["Dimensions"] == [{"Name": "Cause", "Value": "poison"}]
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"], props["Threshold"]) == ("Sum", 300, 1, 0)
+
+
+def test_no_alarm_pages_on_customers_dead_letters(template: dict) -> None:
+    """A customer's dead letter is a metric and an operational notification:
+    the only alarm reading it subtracts it."""
+    for logical_id, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        props = a["Properties"]
+        if props.get("MetricName") == "DeadLetters":
+            assert props["Dimensions"] == [{"Name": "Cause", "Value": "poison"}], logical_id
+        for id_, (_, metric, dims, _, _) in math_inputs(props).items() if "Metrics" in props else []:
+            if dims.get("Cause") == "customer":
+                assert f"- FILL({id_}, 0)" in math_expression(props), logical_id
+
+
+def test_dead_letter_arrivals_the_sender_did_not_count_page(template: dict) -> None:
+    props = alarm(template, "DeadLetterUnexplainedArrivalsAlarm")
+    inputs = math_inputs(props)
+    dlq = {"QueueName": {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}}
+    assert inputs["sent"] == ("AWS/SQS", "NumberOfMessagesSent", dlq, 3600, "Sum")
+    assert inputs["counted"] == ("DevSphereWebhooks", "DeadLetters", {"Cause": "customer"}, 3600, "Sum")
+    assert inputs["poison"] == ("DevSphereWebhooks", "DeadLetters", {"Cause": "poison"}, 3600, "Sum")
+    assert math_expression(props) == "FILL(sent, 0) - FILL(counted, 0) - FILL(poison, 0)"
+    assert (props["EvaluationPeriods"], props["Threshold"]) == (1, 1)
+
+
+def test_fanout_failure_queue_alarm_watches_arrivals(template: dict) -> None:
+    props = alarm(template, "FanoutFailureQueueArrivalsAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/SQS", "NumberOfMessagesSent")
+    assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["FanoutFailureQueue", "QueueName"]}}]
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"], props["Threshold"]) == ("Sum", 300, 1, 0)
+
+
+def test_fanout_destination_failures_alarm(template: dict) -> None:
+    props = alarm(template, "FanoutDestinationFailuresAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/Lambda", "DestinationDeliveryFailures")
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "FanoutFunction"}}]
+    assert (props["Statistic"], props["Period"], props["Threshold"]) == ("Sum", 300, 0)
+
+
+def test_delivery_queue_age_alarm(template: dict) -> None:
     queue = {"Fn::GetAtt": ["DeliveryQueue", "QueueName"]}
     assert_alarm(template, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", queue, "DeliveryQueueAgeAlarmSeconds")
 
@@ -1213,9 +1327,63 @@ def test_fanout_iterator_age_alarm(template: dict) -> None:
     assert_alarm(template, "AWS/Lambda", "IteratorAge", "FunctionName", fanout, "FanoutIteratorAgeAlarmMilliseconds")
 
 
-@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_lambda_throttles_alarm_sums_every_function(template: dict) -> None:
+    props = alarm(template, "LambdaThrottlesAlarm")
+    inputs = math_inputs(props)
+    assert {(ns, m, d["FunctionName"]["Ref"], p, st) for ns, m, d, p, st in inputs.values()} == {
+        ("AWS/Lambda", "Throttles", fn, 300, "Sum") for fn in FUNCTIONS.values()
+    }
+    assert math_expression(props) == " + ".join(f"FILL({i}, 0)" for i in inputs)
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (3, 2, 0)
+
+
+def test_api_5xx_rate_alarm(template: dict) -> None:
+    props = alarm(template, "Api5xxRateAlarm")
+    inputs = math_inputs(props)
+    api = {"ApiId": {"Ref": "HttpApi"}}
+    assert inputs == {
+        "errors": ("AWS/ApiGateway", "5xx", api, 300, "Sum"),
+        "requests": ("AWS/ApiGateway", "Count", api, 300, "Sum"),
+    }
+    assert math_expression(props) == "IF(requests >= 20, 100 * FILL(errors, 0) / requests, 0)"
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (2, 2, 5)
+
+
+@pytest.mark.parametrize("name", ["api", "inbound"])
+def test_error_rate_alarm(template: dict, name: str) -> None:
+    """api and inbound answer people and providers: a rate, not one error, pages."""
+    fn = FUNCTIONS[name]
+    props = alarm(template, f"{fn}ErrorRateAlarm")
+    inputs = math_inputs(props)
+    by = {"FunctionName": {"Ref": fn}}
+    assert inputs == {
+        "errors": ("AWS/Lambda", "Errors", by, 300, "Sum"),
+        "invocations": ("AWS/Lambda", "Invocations", by, 300, "Sum"),
+    }
+    assert math_expression(props) == "IF(invocations >= 20, 100 * errors / invocations, 0)"
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (2, 2, 5)
+    assert not alarms_on(template, "AWS/Lambda", "Errors", "FunctionName", {"Ref": fn})
+
+
+@pytest.mark.parametrize("name", ["fanout", "sender"])
 def test_function_errors_alarm(template: dict, name: str) -> None:
+    """A batch handler that fails at all is a fault: every error pages."""
     assert_alarm(template, "AWS/Lambda", "Errors", "FunctionName", {"Ref": FUNCTIONS[name]})
+
+
+def test_sweeper_failed_invocations_alarm(template: dict) -> None:
+    props = alarm(template, "SweeperFailedInvocationsAlarm")
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "SweeperFunction"}}]
+    assert (props["Statistic"], props["Period"]) == ("Sum", 300)
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (3, 2, 0)
+
+
+def test_every_function_is_traced_and_may_write_traces(template: dict) -> None:
+    for name, logical_id in FUNCTIONS.items():
+        assert function_properties(template, logical_id)["Tracing"] == "Active", name
+        tracing = [s for s in function_statements(template, logical_id) if is_tracing_statement(s)]
+        assert len(tracing) == 1, f"{name} has no X-Ray write statement"
 
 
 # ----------------------------------------------------------------- outputs
@@ -1227,3 +1395,61 @@ def test_outputs_name_the_api_queues_and_tables(template: dict) -> None:
     named = {ref(o["Value"]) for o in outputs.values()}
     expected = set(TABLES) | {"DeliveryQueue", "DeliveryDeadLetterQueue", "FanoutFailureQueue"}
     assert expected <= named, f"outputs miss {sorted(expected - named)}"
+
+
+# ----------------------------------------------------------------- operational notifications
+
+
+def test_operational_notifications_reach_the_operator_webhook_and_the_bus(template: dict) -> None:
+    """The operator webhook's URL and secret are parameters, the secret read
+    from Secrets Manager by ARN (never a plain parameter value); the sender
+    gets both, the api only the URL (it queues endpoint.enabled for the
+    sender); both publish on the stack's own EventBridge bus."""
+    params = template["Parameters"]
+    assert params["OpsWebhookUrl"]["Default"] == ""
+    assert params["OpsWebhookSecretArn"]["Default"] == ""
+    bus = resource(template, "OpsEventBus")
+    assert bus["Type"] == "AWS::Events::EventBus"
+    sender = function_properties(template, "SenderFunction")["Environment"]["Variables"]
+    secret = sender["WEBHOOKS_OPS_WEBHOOK_SECRET"]["Fn::If"]
+    assert secret[0] == "HasOpsWebhook"
+    assert secret[1]["Fn::Sub"] == "{{resolve:secretsmanager:${OpsWebhookSecretArn}:SecretString}}"
+    api = function_properties(template, "ApiFunction")["Environment"]["Variables"]
+    assert "WEBHOOKS_OPS_WEBHOOK_SECRET" not in api
+    for env in (sender, api):
+        assert env["WEBHOOKS_OPS_WEBHOOK_URL"]["Fn::If"][0] == "HasOpsWebhook"
+        assert ref(env["WEBHOOKS_OPS_EVENT_BUS"]) == "OpsEventBus"
+
+
+# ----------------------------------------------------------------- dashboard
+
+
+def test_dashboard_shows_the_pipeline_and_every_alarm(template: dict) -> None:
+    props = resource(template, "OperationsDashboard")["Properties"]
+    assert resource(template, "OperationsDashboard")["Type"] == "AWS::CloudWatch::Dashboard"
+    text = props["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([A-Za-z0-9:.]+)\}", text))
+    for n in names - {"AWS::Region"}:
+        resource(template, n.split(".")[0])
+    body = json.loads(re.sub(r"\$\{[^}]*\}", "x", text))
+    widgets = body["widgets"]
+    (alarms,) = [w for w in widgets if w["type"] == "alarm"]
+    shown = set(re.findall(r"\$\{(\w+)\.Arn\}", text))
+    assert shown == set(resources_of_type(template, "AWS::CloudWatch::Alarm")), "every alarm, and only alarms"
+    assert len(alarms["properties"]["alarms"]) == len(shown)
+    metrics = {tuple(m[:2]) for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]}
+    for expected in [
+        ("DevSphereWebhooks", "Attempts"),
+        ("DevSphereWebhooks", "AttemptLatency"),
+        ("DevSphereWebhooks", "DeadLetters"),
+        ("DevSphereWebhooks", "QueueAgeAtReceipt"),
+        ("DevSphereWebhooks", "FanoutLag"),
+        ("DevSphereWebhooks", "SweeperDeliveriesCreated"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("AWS/SQS", "NumberOfMessagesSent"),
+        ("AWS/Lambda", "IteratorAge"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/ApiGateway", "5xx"),
+    ]:
+        assert expected in metrics, expected

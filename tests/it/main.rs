@@ -14,6 +14,7 @@ mod faults;
 mod fuzz_corpus;
 #[path = "../../fuzz/harness.rs"]
 mod fuzz_harness;
+mod ops_bus_on_moto;
 mod pipeline_on_moto;
 mod provider_secrets;
 mod queue_contract;

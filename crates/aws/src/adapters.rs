@@ -6,7 +6,7 @@ use crate::env::{self, EnvError};
 use crate::envelope::EnvelopeCipher;
 use crate::{
     AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
-    DynamoIdempotencyStore, DynamoInboundStore, SqsQueue,
+    DynamoIdempotencyStore, DynamoInboundStore, DynamoStatsStore, SqsQueue,
 };
 use std::sync::Arc;
 use webhooks_ports::Adapters;
@@ -20,6 +20,7 @@ pub struct Locations {
     pub cursors_table: String,
     pub idempotency_table: String,
     pub inbound_table: String,
+    pub stats_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
     /// The KMS key (ARN, id or alias) whose data keys seal endpoint secrets.
@@ -36,6 +37,7 @@ impl Locations {
             cursors_table: env::required("CURSORS_TABLE")?,
             idempotency_table: env::required("IDEMPOTENCY_TABLE")?,
             inbound_table: env::required("INBOUND_TABLE")?,
+            stats_table: env::required("STATS_TABLE")?,
             delivery_queue_url: env::required("DELIVERY_QUEUE_URL")?,
             dead_letter_queue_url: env::required("DELIVERY_DLQ_URL")?,
             endpoint_secrets_key: env::required("ENDPOINT_SECRETS_KEY_ARN")?,
@@ -56,6 +58,7 @@ impl Locations {
             cursors_table: names.table("cursors"),
             idempotency_table: names.table("idempotency"),
             inbound_table: names.table("inbound"),
+            stats_table: names.table("stats"),
             delivery_queue_url: made.queues.delivery.clone(),
             dead_letter_queue_url: made.queues.dead_letter.clone(),
             endpoint_secrets_key: made.endpoint_secrets_key.clone(),
@@ -92,6 +95,7 @@ pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
             ddb.clone(),
             at.inbound_table.clone(),
         )),
+        stats: Arc::new(DynamoStatsStore::new(ddb.clone(), at.stats_table.clone())),
         queue: Arc::new(SqsQueue::new(
             clients.sqs.clone(),
             at.delivery_queue_url.clone(),

@@ -117,7 +117,7 @@ impl DynamoEndpointStore {
         expression: &str,
         condition: Option<&str>,
         values: Vec<(&str, AttributeValue)>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let condition = match condition {
             Some(c) => format!("attribute_exists(endpoint_id) AND {c}"),
             None => "attribute_exists(endpoint_id)".to_string(),
@@ -135,8 +135,8 @@ impl DynamoEndpointStore {
             u = u.expression_attribute_values(k, v);
         }
         match u.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(backend_error("UpdateItem endpoints", e)),
         }
     }
@@ -192,13 +192,15 @@ impl OrgEndpoints for DynamoEndpointStore {
 
 #[async_trait]
 impl EndpointHealth for DynamoEndpointStore {
-    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<bool> {
+        // Only the write that finds it enabled turns it off (and says so).
         self.update_existing(
             org_id,
             endpoint_id,
             "SET enabled = :f, disabled_reason = :r, updated_at = :u",
-            None,
+            Some("enabled = :t"),
             vec![
+                (":t", AttributeValue::Bool(true)),
                 (":f", AttributeValue::Bool(false)),
                 (":r", s(reason)),
                 (":u", s(&rfc3339(Utc::now()))),
@@ -213,7 +215,7 @@ impl EndpointHealth for DynamoEndpointStore {
         endpoint_id: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        match since {
+        let changed = match since {
             Some(t) => {
                 self.update_existing(
                     org_id,
@@ -234,7 +236,8 @@ impl EndpointHealth for DynamoEndpointStore {
                 )
                 .await
             }
-        }
+        };
+        changed.map(|_| ())
     }
 }
 

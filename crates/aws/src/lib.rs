@@ -14,12 +14,14 @@ pub mod events;
 pub mod idempotency;
 pub mod inbound;
 pub mod items;
+pub mod ops_bus;
 pub mod queue;
 #[cfg(feature = "dev")]
 pub mod request_counter;
 #[cfg(feature = "dev")]
 pub mod resources;
 pub mod runtime_secret;
+pub mod stats;
 #[cfg(feature = "dev")]
 pub mod stream;
 
@@ -29,7 +31,9 @@ pub use endpoints::DynamoEndpointStore;
 pub use events::DynamoEventStore;
 pub use idempotency::DynamoIdempotencyStore;
 pub use inbound::DynamoInboundStore;
+pub use ops_bus::EventBridgeOpsBus;
 pub use queue::SqsQueue;
+pub use stats::DynamoStatsStore;
 
 /// The SDK configuration from the environment (region, credentials,
 /// `AWS_ENDPOINT_URL`), as every function and `webhooks dev --backend aws`

@@ -95,6 +95,7 @@ impl Queue for SqsQueue {
             // short poll that spins on an empty queue.
             .wait_time_seconds(i32::try_from(wait.as_millis().div_ceil(1000).min(20)).unwrap_or(20))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| backend_error("ReceiveMessage", e))?;
@@ -109,11 +110,17 @@ impl Queue for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
+                let age = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|v| webhooks_ports::queue_limits::age_of_sent_timestamp(v));
                 Some(ReceivedMessage {
                     message_id: m.message_id?,
                     body: m.body.unwrap_or_default(),
                     receipt_handle: m.receipt_handle?,
                     receive_count,
+                    age,
                 })
             })
             .collect())

@@ -42,7 +42,7 @@ pub const PENDING_INDEX: IndexSpec = IndexSpec {
 };
 
 /// Every table.
-pub const TABLES: [TableSpec; 6] = [
+pub const TABLES: [TableSpec; 7] = [
     TableSpec {
         name: "events",
         hash_key: "org_id",
@@ -87,6 +87,14 @@ pub const TABLES: [TableSpec; 6] = [
         name: "inbound",
         hash_key: "pk",
         range_key: Some("sk"),
+        stream: false,
+        ttl_attribute: Some("expires_at"),
+        index: None,
+    },
+    TableSpec {
+        name: "stats",
+        hash_key: "endpoint_id",
+        range_key: Some("hour"),
         stream: false,
         ttl_attribute: Some("expires_at"),
         index: None,

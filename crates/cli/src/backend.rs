@@ -14,7 +14,8 @@ use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_fn_inbound::{Inbound, InboundConfig};
 use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::{
-    DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
+    DeliveryClient, DeliveryClientConfig, FanOut, Metrics, Ops, OpsEndpoint, OpsNotifier, Sender,
+    SenderConfig, Sweeper,
 };
 use webhooks_ports::{Adapters, InboundStore, Queue};
 
@@ -47,6 +48,11 @@ pub struct Settings {
     /// Sign portal sessions with HS256 and this secret (the local gateway's
     /// `--jwt-secret`, so the gateway accepts them); `None`: no portal sessions.
     pub portal_secret: Option<webhooks_fn_api::portal::DevSigningSecret>,
+    /// The operator's webhook for operational notifications; `None`: they
+    /// are only logged.
+    pub ops_webhook: Option<OpsEndpoint>,
+    /// Print a one-line summary of the sender's figures this often.
+    pub stats_every: Option<Duration>,
 }
 
 /// The assembled system: every handler over one backend's adapters, and the
@@ -62,6 +68,8 @@ pub struct System {
     pub stream: StreamSource,
     /// The memory backend, when it is the one in use (tests, benchmarks).
     pub memory: Option<MemoryBackend>,
+    /// The sender's figures, and how often to print them (`--stats-every`).
+    pub stats: Option<(Metrics, Duration)>,
 }
 
 impl System {
@@ -100,6 +108,15 @@ impl System {
             )),
             None => api,
         };
+        // Notices ride the delivery queue when there is an operator webhook.
+        let notifier = OpsNotifier::new(
+            settings
+                .ops_webhook
+                .as_ref()
+                .map(|_| adapters.queue.clone()),
+            None,
+        );
+        let api = api.with_ops(notifier.clone());
         let inbound = Inbound::from_adapters(&adapters, settings.inbound.clone());
         let client = DeliveryClient::new(DeliveryClientConfig {
             request_timeout: settings.request_timeout,
@@ -117,7 +134,18 @@ impl System {
                     .max(settings.request_timeout * 2),
                 ..SenderConfig::default()
             },
-        );
+        )
+        .with_ops(Ops {
+            notifier,
+            endpoint: settings.ops_webhook.clone(),
+        });
+        let stats = settings
+            .stats_every
+            .map(|every| (Metrics::Tally(Default::default()), every));
+        let sender = match &stats {
+            Some((metrics, _)) => sender.with_metrics(metrics.clone()),
+            None => sender,
+        };
         Ok(System {
             api: Arc::new(api),
             inbound: Arc::new(inbound),
@@ -128,6 +156,7 @@ impl System {
             queue: adapters.queue.clone(),
             stream,
             memory,
+            stats,
         })
     }
 }

@@ -85,6 +85,22 @@ impl System {
         running.tasks.push(tokio::spawn(
             QueueMapping::new(self.queue.clone(), self.sender.clone()).run(POLLERS, stop.clone()),
         ));
+        if let Some((metrics, every)) = self.stats.clone() {
+            let mut stats_stop = stop.clone();
+            running.tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {
+                            if let Some(tally) = metrics.take() {
+                                println!("{}", tally.summary());
+                                let _ = std::io::stdout().flush();
+                            }
+                        }
+                        _ = stats_stop.changed() => break,
+                    }
+                }
+            }));
+        }
         let sweeper = self.sweeper.clone();
         let mut sweep_stop = stop;
         running.tasks.push(tokio::spawn(async move {

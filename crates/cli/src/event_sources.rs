@@ -219,5 +219,12 @@ fn sqs_message(m: &ReceivedMessage) -> SqsMessage {
         "ApproximateReceiveCount".to_string(),
         m.receive_count.to_string(),
     );
+    // As Lambda passes it: when the queue took the message, epoch ms.
+    if let Some(age) = m.age {
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let sent = chrono::Utc::now().timestamp_millis().saturating_sub(age_ms);
+        msg.attributes
+            .insert("SentTimestamp".to_string(), sent.to_string());
+    }
     msg
 }

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API, inbound routes, fan-out, sender and sweeper in one process.
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     #[command(flatten)]
     Api(webhooks::commands::ApiCommand),
 }
@@ -72,6 +72,27 @@ struct DevArgs {
     /// twilio:+15550001111=org_a or whatsapp:1234567890=org_a. Repeatable.
     #[arg(long = "inbound-route", value_name = "PROVIDER:ADDRESS=ORG")]
     inbound_routes: Vec<String>,
+    /// Operator URL that receives the operational notifications
+    /// (endpoint.disabled, endpoint.enabled, delivery.dead_lettered), signed
+    /// with --ops-webhook-secret.
+    #[arg(
+        long,
+        env = "WEBHOOKS_OPS_WEBHOOK_URL",
+        requires = "ops_webhook_secret"
+    )]
+    ops_webhook_url: Option<String>,
+    /// The operator webhook's signing secret (whsec_ + base64 of 24 to 64 bytes).
+    #[arg(
+        long,
+        env = "WEBHOOKS_OPS_WEBHOOK_SECRET",
+        hide_env_values = true,
+        requires = "ops_webhook_url"
+    )]
+    ops_webhook_secret: Option<String>,
+    /// Print a one-line summary of the sender's figures (attempts by
+    /// outcome, dead letters by cause, latency p50/p95) this often, e.g. 60s.
+    #[arg(long, env = "WEBHOOKS_STATS_EVERY")]
+    stats_every: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +145,28 @@ fn parse_route(s: &str) -> anyhow::Result<(String, String, String)> {
     Ok((provider.to_string(), address.to_string(), org.to_string()))
 }
 
+/// The operator's webhook from its flags: a URL endpoints could have, and a
+/// secret of the contract's shape (never echoed in an error).
+fn ops_webhook(
+    url: &str,
+    secret: &str,
+    allow_private: bool,
+) -> anyhow::Result<webhooks_pipeline::OpsEndpoint> {
+    let policy = webhooks_domain::EndpointUrlPolicy {
+        allow_http: true,
+        allow_private,
+    };
+    let url = policy
+        .check(url.trim())
+        .map_err(|e| anyhow::anyhow!("--ops-webhook-url: {e}"))?;
+    let secret = webhooks_domain::Secret::parse(secret)
+        .map_err(|e| anyhow::anyhow!("--ops-webhook-secret: {e}"))?;
+    Ok(webhooks_pipeline::OpsEndpoint {
+        url: url.to_string(),
+        secret,
+    })
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
@@ -167,6 +210,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| parse_route(r))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let ops_webhook = match (&args.ops_webhook_url, &args.ops_webhook_secret) {
+        (Some(url), Some(secret)) => Some(ops_webhook(url, secret, !args.block_private_endpoints)?),
+        _ => None,
+    };
+    let stats_every = args
+        .stats_every
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--stats-every: {e}"))?;
+    if stats_every.is_some_and(|d| d.is_zero()) {
+        anyhow::bail!("--stats-every must be longer than zero");
+    }
     let backend = match args.backend {
         BackendKind::Memory => Backend::Memory,
         BackendKind::Aws => Backend::Aws {
@@ -196,6 +252,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         portal_secret: Some(webhooks_fn_api::portal::DevSigningSecret(
             args.jwt_secret.clone(),
         )),
+        ops_webhook,
+        stats_every,
     };
     webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
 }
@@ -204,7 +262,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dev(args) => dev(args).await,
+        Command::Dev(args) => dev(*args).await,
         Command::Api(command) => {
             std::process::exit(webhooks::commands::run(&cli.global, command).await)
         }

@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod event;
 pub mod event_type;
 pub mod ids;
+pub mod ops;
 pub mod retry;
 pub mod secret;
 pub mod signing;

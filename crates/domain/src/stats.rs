@@ -60,6 +60,158 @@ impl EndpointStats {
     }
 }
 
+/// Upper bounds (ms) of the attempt-latency bins of the precomputed
+/// figures; one more bin holds everything slower. A percentile read from
+/// them is the upper bound of the bin it falls in (at most about 1.5 times
+/// the true value).
+pub const LATENCY_BINS_MS: [u64; 21] = [
+    5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500,
+    10_000, 15_000, 30_000,
+];
+
+/// The bin of an attempt's latency: an index into [`LATENCY_BINS_MS`], or its
+/// length for the slowest.
+pub fn latency_bin(ms: u64) -> usize {
+    LATENCY_BINS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(LATENCY_BINS_MS.len())
+}
+
+/// The hour whose bucket counts a delivery: its creation time, cut to the hour.
+pub fn bucket_hour(created_at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    created_at
+        .duration_trunc(TimeDelta::hours(1))
+        .unwrap_or(created_at)
+}
+
+/// What one write adds to the hourly bucket of a delivery's creation hour:
+/// counts that may go down (a delivery leaves `pending`) and the attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsDelta {
+    pub delivered: i64,
+    pub dead_lettered: i64,
+    pub pending: i64,
+    pub failed_attempts: i64,
+    /// The attempt's latency bin, when the write records an attempt.
+    pub latency_bin: Option<usize>,
+}
+
+impl StatsDelta {
+    /// A delivery leaving `from` for `to` (`None`: counted in no status). A
+    /// delivery counts as pending once it has an attempt.
+    pub fn moved(from: Option<DeliveryStatus>, to: Option<DeliveryStatus>) -> StatsDelta {
+        let mut d = StatsDelta::default();
+        for (status, n) in [(from, -1), (to, 1)] {
+            match status {
+                Some(DeliveryStatus::Delivered) => d.delivered += n,
+                Some(DeliveryStatus::DeadLettered) => d.dead_lettered += n,
+                Some(DeliveryStatus::Pending) => d.pending += n,
+                Some(DeliveryStatus::Canceled) | None => {}
+            }
+        }
+        d
+    }
+
+    /// Attempt `number` recorded, leaving its delivery `to`: it was pending
+    /// (counted from its first attempt on) or, for the first, not yet counted.
+    pub fn attempt(
+        number: u32,
+        to: DeliveryStatus,
+        status_code: Option<u16>,
+        latency_ms: u64,
+    ) -> StatsDelta {
+        let from = (number > 1).then_some(DeliveryStatus::Pending);
+        StatsDelta {
+            failed_attempts: i64::from(!status_code.is_some_and(|s| (200..300).contains(&s))),
+            latency_bin: Some(latency_bin(latency_ms)),
+            ..StatsDelta::moved(from, Some(to))
+        }
+    }
+}
+
+/// One endpoint's hour: the sums of every delta of the deliveries created in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HourBucket {
+    pub hour: chrono::DateTime<chrono::Utc>,
+    pub delivered: i64,
+    pub dead_lettered: i64,
+    pub pending: i64,
+    pub failed_attempts: i64,
+    /// Attempts per latency bin (`LATENCY_BINS_MS.len() + 1` entries).
+    pub latency: Vec<u64>,
+}
+
+impl HourBucket {
+    /// Adds a delta (what the stores do, atomically, per write).
+    pub fn add(&mut self, d: &StatsDelta) {
+        self.delivered += d.delivered;
+        self.dead_lettered += d.dead_lettered;
+        self.pending += d.pending;
+        self.failed_attempts += d.failed_attempts;
+        if let Some(bin) = d.latency_bin {
+            if self.latency.len() <= bin {
+                self.latency.resize(bin + 1, 0);
+            }
+            self.latency[bin] += 1;
+        }
+    }
+}
+
+impl EndpointStats {
+    /// The figures of hourly buckets (precomputed; no delivery is read).
+    pub fn from_buckets(buckets: &[HourBucket]) -> Self {
+        let sum = |f: fn(&HourBucket) -> i64| {
+            u64::try_from(buckets.iter().map(f).sum::<i64>().max(0)).unwrap_or(0)
+        };
+        let (delivered, dead_lettered) = (sum(|b| b.delivered), sum(|b| b.dead_lettered));
+        let mut bins = vec![0u64; LATENCY_BINS_MS.len() + 1];
+        for b in buckets {
+            for (i, n) in b.latency.iter().enumerate() {
+                if let Some(slot) = bins.get_mut(i) {
+                    *slot += n;
+                }
+            }
+        }
+        let finished = delivered + dead_lettered;
+        EndpointStats {
+            delivered,
+            dead_lettered,
+            pending: sum(|b| b.pending),
+            failed_attempts: sum(|b| b.failed_attempts),
+            success_rate: (finished > 0).then(|| delivered as f64 / finished as f64),
+            latency_ms: Latency {
+                p50: bin_percentile(&bins, 50),
+                p95: bin_percentile(&bins, 95),
+            },
+        }
+    }
+}
+
+/// The nearest-rank percentile of binned values: the upper bound of the bin
+/// holding that rank (the slowest bin answers its lower bound).
+fn bin_percentile(bins: &[u64], p: u64) -> Option<u64> {
+    let total: u64 = bins.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (p * total).div_ceil(100).max(1);
+    let mut seen = 0;
+    for (i, n) in bins.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(
+                LATENCY_BINS_MS
+                    .get(i)
+                    .copied()
+                    .unwrap_or(LATENCY_BINS_MS[LATENCY_BINS_MS.len() - 1]),
+            );
+        }
+    }
+    None
+}
+
 /// The nearest-rank percentile of sorted values.
 fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
     if sorted.is_empty() {
@@ -119,6 +271,61 @@ mod tests {
         // Latencies 10 20 30 40 50 15000: p50 is the 3rd, p95 the 6th.
         assert_eq!(s.latency_ms.p50, Some(30));
         assert_eq!(s.latency_ms.p95, Some(15_000));
+    }
+
+    #[test]
+    fn buckets_kept_by_the_writes_give_the_figures_of_the_deliveries() {
+        // The known run of `figures_of_a_known_run`, as its writes count it.
+        let mut b = HourBucket::default();
+        let run: [&[(Option<u16>, u64, DeliveryStatus)]; 4] = [
+            &[(Some(200), 10, DeliveryStatus::Delivered)],
+            &[
+                (Some(500), 30, DeliveryStatus::Pending),
+                (Some(204), 20, DeliveryStatus::Delivered),
+            ],
+            &[(Some(201), 40, DeliveryStatus::Delivered)],
+            &[
+                (None, 15_000, DeliveryStatus::Pending),
+                (Some(410), 50, DeliveryStatus::DeadLettered),
+            ],
+        ];
+        for attempts in run {
+            for (i, (code, ms, to)) in attempts.iter().enumerate() {
+                b.add(&StatsDelta::attempt(i as u32 + 1, *to, *code, *ms));
+            }
+        }
+        // A fifth delivery, attempted once and still pending.
+        b.add(&StatsDelta::attempt(
+            1,
+            DeliveryStatus::Pending,
+            Some(503),
+            5,
+        ));
+        let s = EndpointStats::from_buckets(&[b.clone()]);
+        assert_eq!((s.delivered, s.dead_lettered, s.pending), (3, 1, 1));
+        assert_eq!(s.failed_attempts, 4);
+        assert_eq!(s.success_rate, Some(0.75));
+        // Latencies 5 10 20 30 40 50 15000: p50 the 4th (30), p95 the 7th (15 000).
+        assert_eq!(s.latency_ms.p50, Some(30));
+        assert_eq!(s.latency_ms.p95, Some(15_000));
+        // Retried by hand: dead-lettered -> pending.
+        b.add(&StatsDelta::moved(
+            Some(DeliveryStatus::DeadLettered),
+            Some(DeliveryStatus::Pending),
+        ));
+        let s = EndpointStats::from_buckets(&[b]);
+        assert_eq!((s.delivered, s.dead_lettered, s.pending), (3, 0, 2));
+        assert_eq!(EndpointStats::from_buckets(&[]).success_rate, None);
+    }
+
+    #[test]
+    fn latency_bins_and_hours() {
+        assert_eq!(latency_bin(0), 0);
+        assert_eq!(latency_bin(5), 0);
+        assert_eq!(latency_bin(6), 1);
+        assert_eq!(latency_bin(30_001), LATENCY_BINS_MS.len());
+        let t = crate::time::parse_rfc3339("2026-11-27T06:59:59Z").unwrap();
+        assert_eq!(crate::time::rfc3339(bucket_hour(t)), "2026-11-27T06:00:00Z");
     }
 
     #[test]

@@ -56,14 +56,15 @@ impl OrgEndpoints for MemoryEndpointStore {
 
 #[async_trait]
 impl EndpointHealth for MemoryEndpointStore {
-    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
-        if let Some(ep) =
-            lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string()))
-        {
-            ep.disable(reason, self.clock.now());
-            ep.version += 1;
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<bool> {
+        match lock(&self.endpoints).get_mut(&(org_id.to_string(), endpoint_id.to_string())) {
+            Some(ep) if ep.enabled => {
+                ep.disable(reason, self.clock.now());
+                ep.version += 1;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn set_failing_since(

@@ -11,6 +11,7 @@ mod events;
 mod idempotency;
 mod inbound;
 mod queue;
+mod stats;
 pub mod sync;
 
 pub use cursors::MemoryCursorStore;
@@ -20,6 +21,7 @@ pub use events::{MemoryEventStore, StreamRecord};
 pub use idempotency::MemoryIdempotencyStore;
 pub use inbound::MemoryInboundStore;
 pub use queue::MemoryQueue;
+pub use stats::MemoryStatsStore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,7 @@ pub struct MemoryBackend {
     pub cursors: Arc<MemoryCursorStore>,
     pub idempotency: Arc<MemoryIdempotencyStore>,
     pub inbound: Arc<MemoryInboundStore>,
+    pub stats: Arc<MemoryStatsStore>,
     pub queue: Arc<MemoryQueue>,
     pub dead_letters: Arc<MemoryQueue>,
     pub clock: Arc<dyn Clock>,
@@ -71,6 +74,7 @@ impl MemoryBackend {
             cursors: MemoryCursorStore::new(),
             idempotency: MemoryIdempotencyStore::with_clock(clock.clone()),
             inbound: MemoryInboundStore::new(),
+            stats: MemoryStatsStore::new(),
             queue,
             dead_letters,
             clock,
@@ -86,6 +90,7 @@ impl MemoryBackend {
             cursors: self.cursors.clone(),
             idempotency: self.idempotency.clone(),
             inbound: self.inbound.clone(),
+            stats: self.stats.clone(),
             queue: self.queue.clone(),
             dead_letters: self.dead_letters.clone(),
             clock: self.clock.clone(),

@@ -200,6 +200,7 @@ impl MemoryQueue {
                         body: m.body.clone(),
                         receipt_handle: receipt,
                         receive_count: m.receive_count,
+                        age: Some(now.duration_since(m.sent_at)),
                     });
                 }
             }

@@ -9,11 +9,14 @@
 //!   out from each organization's cursor;
 //! - [`reconciler`]: pending deliveries that lost their queue message are
 //!   queued again (the sweeper runs it);
+//! - [`ops`]: operational notifications to the platform's operators;
 //! - [`requeue`]: deliveries sent again by hand, or canceled with their
 //!   endpoint.
 
 pub mod fanout;
 pub mod http;
+pub mod metrics;
+pub mod ops;
 pub mod reconciler;
 pub mod registration;
 mod requeue;
@@ -22,6 +25,8 @@ pub mod sweeper;
 
 pub use fanout::{FanOut, FanOutReport};
 pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig, HttpOutcome, Transport};
+pub use metrics::Metrics;
+pub use ops::{Ops, OpsEndpoint, OpsNotifier};
 pub use reconciler::{Reconciled, Reconciler};
 pub use requeue::{Requeue, RequeueError};
 pub use sender::{MessageOutcome, Sender, SenderConfig};

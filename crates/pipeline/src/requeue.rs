@@ -7,9 +7,11 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use std::sync::Arc;
 use webhooks_domain::delivery::{NotRetryable, Resend};
+use webhooks_domain::stats::{bucket_hour, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
-    BackendError, Clock, DeliveryStore, EndpointLookup, EventStore, Queue, SystemClock,
+    BackendError, Clock, DeliveryStore, EndpointLookup, EndpointStatsStore, EventStore, Queue,
+    SystemClock,
 };
 
 /// Deliveries read per page by a recovery or a cancellation.
@@ -49,9 +51,16 @@ pub struct Requeue {
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
+    stats: Option<Arc<dyn EndpointStatsStore>>,
 }
 
 impl Requeue {
+    /// The same use cases, keeping the endpoints' hourly figures in `stats`.
+    pub fn with_stats(mut self, stats: Arc<dyn EndpointStatsStore>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
     pub fn new(
         events: Arc<dyn EventStore>,
         endpoints: Arc<dyn EndpointLookup>,
@@ -64,6 +73,7 @@ impl Requeue {
             deliveries,
             queue,
             clock: SystemClock::shared(),
+            stats: None,
         }
     }
 
@@ -263,6 +273,14 @@ impl Requeue {
                 return Err(e.into());
             }
         };
+        self.count_requeued(
+            items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !rejected.contains(i))
+                .map(|(_, r)| &r.delivery),
+        )
+        .await;
         if rejected.is_empty() {
             return Ok(items.len());
         }
@@ -277,6 +295,25 @@ impl Requeue {
         )
         .await;
         Err(RequeueError::QueueRefused)
+    }
+
+    /// Moves requeued deliveries (as they were before) out of their status in
+    /// the figures, into pending once attempted.
+    async fn count_requeued(&self, deliveries: impl Iterator<Item = &Delivery>) {
+        let stats = self.stats.clone();
+        let Some(stats) = stats else {
+            return;
+        };
+        for d in deliveries {
+            let to = (d.attempt_count > 0).then_some(DeliveryStatus::Pending);
+            let delta = StatsDelta::moved(Some(d.status), to);
+            let r = stats
+                .add(&d.endpoint_id, bucket_hour(d.created_at), &delta)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(delivery_id = %d.id, error = %e, "could not update the endpoint's figures");
+            }
+        }
     }
 
     /// Puts deliveries that could not be queued back in their earlier status.

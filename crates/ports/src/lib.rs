@@ -138,6 +138,8 @@ pub struct Adapters {
     pub cursors: Arc<dyn CursorStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub inbound: Arc<dyn InboundStore>,
+    /// Each endpoint's hourly delivery figures.
+    pub stats: Arc<dyn EndpointStatsStore>,
     /// The delivery queue that the sender consumes.
     pub queue: Arc<dyn Queue>,
     /// Where the messages of dead-lettered deliveries go.
@@ -171,8 +173,10 @@ pub trait OrgEndpoints: Send + Sync {
 /// What deliveries teach about an endpoint's health (the sender).
 #[async_trait]
 pub trait EndpointHealth: Send + Sync {
-    /// Turns an endpoint off with a reason, leaving everything else as it is.
-    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()>;
+    /// Turns an enabled endpoint off with a reason, leaving everything else
+    /// as it is; `true` only for the write that turned it off (one
+    /// conditional write: `false` when it was already disabled or is gone).
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<bool>;
     /// Records the start of a run of failures (kept if one is already open),
     /// or its end (`None`).
     async fn set_failing_since(
@@ -296,6 +300,26 @@ pub struct AttemptUpdate {
     pub last_error: Option<String>,
 }
 
+/// Each endpoint's delivery figures in hourly buckets (by the hour its
+/// deliveries were created), added to by the writes that change them, so
+/// the figures are read without reading deliveries.
+#[async_trait]
+pub trait EndpointStatsStore: Send + Sync {
+    /// Adds `delta` to the endpoint's bucket of `hour` (one atomic write).
+    async fn add(
+        &self,
+        endpoint_id: &str,
+        hour: DateTime<Utc>,
+        delta: &webhooks_domain::stats::StatsDelta,
+    ) -> Result<()>;
+    /// The endpoint's buckets from `from_hour` on, oldest first.
+    async fn read(
+        &self,
+        endpoint_id: &str,
+        from_hour: DateTime<Utc>,
+    ) -> Result<Vec<webhooks_domain::stats::HourBucket>>;
+}
+
 /// Each organization's low-water mark in its event stream: every event whose
 /// id is at or below the cursor has been fanned out (or was published
 /// before the org had an endpoint). Only the sweeper moves it, over events
@@ -329,6 +353,9 @@ pub struct ReceivedMessage {
     pub receipt_handle: String,
     /// How many times the message has been received, this time included.
     pub receive_count: u32,
+    /// How long ago the queue first took the message (SQS `SentTimestamp`),
+    /// when known.
+    pub age: Option<Duration>,
 }
 
 /// A queue with SQS semantics: at-least-once, invisible while being worked
@@ -344,6 +371,13 @@ pub trait Queue: Send + Sync {
     async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()>;
     /// Removes received messages.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
+}
+
+/// Where operational notifications are also published for AWS-native
+/// routing (an EventBridge bus), besides the operator's webhook.
+#[async_trait]
+pub trait OpsBus: Send + Sync {
+    async fn publish(&self, notice: &webhooks_domain::ops::OpsNotice) -> Result<()>;
 }
 
 /// A provider's event or message as it arrived at an inbound route.

@@ -95,6 +95,16 @@ pub fn plan_batches(bodies: &[String]) -> BatchPlan {
     plan
 }
 
+/// How long ago a message was sent, from SQS's `SentTimestamp` attribute
+/// (epoch milliseconds); `None` if it does not read as one.
+pub fn age_of_sent_timestamp(sent_ms: &str) -> Option<std::time::Duration> {
+    let sent = sent_ms.parse::<i64>().ok()?;
+    let now = chrono::Utc::now().timestamp_millis();
+    u64::try_from(now.saturating_sub(sent))
+        .ok()
+        .map(std::time::Duration::from_millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +151,14 @@ mod tests {
         );
         assert_eq!(plan.batches, vec![vec![0, 4]]);
         assert!(check_batch(&vec!["a".to_string(); 11]).is_err());
+    }
+
+    #[test]
+    fn a_sent_timestamp_gives_the_message_age() {
+        let sent = (chrono::Utc::now().timestamp_millis() - 1500).to_string();
+        let age = age_of_sent_timestamp(&sent).expect("an age");
+        assert!(age >= std::time::Duration::from_millis(1500), "{age:?}");
+        assert!(age < std::time::Duration::from_secs(60), "{age:?}");
+        assert_eq!(age_of_sent_timestamp("soon"), None);
     }
 }

@@ -15,10 +15,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
+use webhooks_domain::stats::{HourBucket, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, BackendError, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
-    EndpointStore, EventStore, Lease, OrgEndpoints, Page, Queue, ReceivedMessage, Result, Updated,
+    EndpointStatsStore, EndpointStore, EventStore, Lease, OrgEndpoints, Page, Queue,
+    ReceivedMessage, Result, Updated,
 };
 
 tokio::task_local! {
@@ -151,7 +153,7 @@ impl OrgEndpoints for Chaotic<dyn EndpointStore> {
 
 #[async_trait]
 impl EndpointHealth for Chaotic<dyn EndpointStore> {
-    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<bool> {
         chaotic!(self.0.disable(org_id, endpoint_id, reason))
     }
     async fn set_failing_since(
@@ -256,6 +258,16 @@ impl CursorStore for Chaotic<dyn CursorStore> {
 }
 
 #[async_trait]
+impl EndpointStatsStore for Chaotic<dyn EndpointStatsStore> {
+    async fn add(&self, endpoint_id: &str, hour: DateTime<Utc>, delta: &StatsDelta) -> Result<()> {
+        chaotic!(self.0.add(endpoint_id, hour, delta))
+    }
+    async fn read(&self, endpoint_id: &str, from_hour: DateTime<Utc>) -> Result<Vec<HourBucket>> {
+        chaotic!(self.0.read(endpoint_id, from_hour))
+    }
+}
+
+#[async_trait]
 impl Queue for Chaotic<dyn Queue> {
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
         chaotic!(self.0.send_batch(bodies))
@@ -282,6 +294,7 @@ pub fn chaotic(adapters: &webhooks_ports::Adapters) -> webhooks_ports::Adapters 
         inbound: adapters.inbound.clone(),
         queue: Arc::new(Chaotic(adapters.queue.clone())),
         dead_letters: Arc::new(Chaotic(adapters.dead_letters.clone())),
+        stats: Arc::new(Chaotic(adapters.stats.clone())),
         clock: adapters.clock.clone(),
     }
 }

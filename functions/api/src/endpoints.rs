@@ -5,12 +5,14 @@ use crate::auth::Caller;
 use crate::errors::ApiError;
 use crate::input::{self, json_object, optional, optional_secret, present, required, BodyRule};
 use crate::response::{empty, json, json_with_secret};
-use crate::views::{EndpointView, ListView, SecretView};
+use crate::views::{EndpointView, HealthView, ListView, SecretView};
 use crate::Api;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicBool, Ordering};
+use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_pipeline::registration::register_endpoint;
 use webhooks_ports::Updated;
@@ -99,10 +101,20 @@ pub(crate) async fn list(
         .endpoints
         .list(&caller.org_id, limit, query.cursor())
         .await?;
+    let ids: Vec<&str> = page.items.iter().map(|e| e.id.as_str()).collect();
+    let health = crate::stats::recent(api, &ids).await;
     Ok(json(
         StatusCode::OK,
         &ListView {
-            data: page.items.iter().map(EndpointView::public).collect(),
+            data: page
+                .items
+                .iter()
+                .zip(health)
+                .map(|(ep, h)| EndpointView {
+                    health: h.as_ref().map(HealthView::last_day),
+                    ..EndpointView::public(ep)
+                })
+                .collect(),
             next_cursor: page.next_cursor,
         },
     ))
@@ -137,7 +149,14 @@ pub(crate) async fn update(
         let endpoint = load(api, caller, id).await?;
         return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
     }
+    // Whether the write that lands turns a disabled endpoint on: the
+    // versioned write lets exactly one PATCH make that transition.
+    let enables = AtomicBool::new(false);
     let endpoint = modify(api, caller, id, |endpoint| {
+        enables.store(
+            enabled == Some(true) && !endpoint.enabled,
+            Ordering::Relaxed,
+        );
         if let Some(url) = &url {
             endpoint.url.clone_from(url);
         }
@@ -153,6 +172,15 @@ pub(crate) async fn update(
         endpoint.updated_at = api.clock.now();
     })
     .await?;
+    if enables.load(Ordering::Relaxed) {
+        api.ops
+            .notify(OpsNotice::endpoint_enabled(
+                &endpoint.id,
+                &endpoint.org_id,
+                api.clock.now(),
+            ))
+            .await;
+    }
     Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
 }
 

@@ -32,7 +32,8 @@ use tracing::Instrument;
 use webhooks_domain::EndpointUrlPolicy;
 use webhooks_pipeline::Requeue;
 use webhooks_ports::{
-    Adapters, Clock, CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
+    Adapters, Clock, CursorStore, DeliveryStore, EndpointStatsStore, EndpointStore, EventStore,
+    IdempotencyStore, Queue,
 };
 
 /// How the API behaves where deployments differ.
@@ -65,12 +66,16 @@ pub struct Api {
     config: ApiConfig,
     portal: Option<Arc<portal::PortalIssuer>>,
     clock: Arc<dyn Clock>,
+    ops: webhooks_pipeline::OpsNotifier,
+    /// The endpoints' hourly figures; without them (an API built by
+    /// [`Api::new`]) stats are computed from the deliveries.
+    stats: Option<Arc<dyn EndpointStatsStore>>,
 }
 
 impl Api {
     /// The API over a backend's adapters.
     pub fn from_adapters(adapters: &Adapters, config: ApiConfig) -> Self {
-        Api::new(
+        let mut api = Api::new(
             adapters.events.clone(),
             adapters.endpoints.clone(),
             adapters.deliveries.clone(),
@@ -78,8 +83,16 @@ impl Api {
             adapters.idempotency.clone(),
             adapters.queue.clone(),
             config,
+        );
+        api.requeue = Requeue::new(
+            adapters.events.clone(),
+            adapters.endpoints.clone(),
+            adapters.deliveries.clone(),
+            adapters.queue.clone(),
         )
-        .with_clock(adapters.clock.clone())
+        .with_stats(adapters.stats.clone());
+        api.stats = Some(adapters.stats.clone());
+        api.with_clock(adapters.clock.clone())
     }
 
     /// The same API, reading time from `clock`.
@@ -110,7 +123,16 @@ impl Api {
             config,
             portal: None,
             clock: webhooks_ports::SystemClock::shared(),
+            ops: webhooks_pipeline::OpsNotifier::default(),
+            stats: None,
         }
+    }
+
+    /// The same API, emitting `endpoint.enabled` through `ops` when a
+    /// disabled endpoint is enabled again.
+    pub fn with_ops(mut self, ops: webhooks_pipeline::OpsNotifier) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// The same API, minting portal sessions with `issuer`
@@ -118,6 +140,23 @@ impl Api {
     pub fn with_portal(mut self, issuer: portal::PortalIssuer) -> Self {
         self.portal = Some(Arc::new(issuer));
         self
+    }
+
+    /// `endpoint.enabled` notices as the environment configures them: queued
+    /// for the sender when an operator webhook is set
+    /// (`WEBHOOKS_OPS_WEBHOOK_URL`; the sender holds its secret), published
+    /// on the EventBridge bus `WEBHOOKS_OPS_EVENT_BUS` when set.
+    pub async fn with_ops_from_env(self, adapters: &Adapters) -> Self {
+        use webhooks_aws::env;
+        let queue = env::optional("WEBHOOKS_OPS_WEBHOOK_URL").map(|_| adapters.queue.clone());
+        let bus = match env::optional("WEBHOOKS_OPS_EVENT_BUS") {
+            Some(name) => Some(Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(
+                &webhooks_aws::sdk_config().await,
+                name,
+            )) as Arc<dyn webhooks_ports::OpsBus>),
+            None => None,
+        };
+        self.with_ops(webhooks_pipeline::OpsNotifier::new(queue, bus))
     }
 
     /// Portal sessions as the Lambda's environment sets them: RS256 with the

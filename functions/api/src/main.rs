@@ -9,7 +9,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let secrets = webhooks_aws::runtime_secret::SecretsManager::load().await;
     let api = Api::from_adapters(&adapters, ApiConfig::default())
         .with_portal_from_env(&secrets)
-        .await?;
+        .await?
+        .with_ops_from_env(&adapters)
+        .await;
     let api = &api;
     lambda_http::run(lambda_http::service_fn(move |req| {
         webhooks_fn_api::handle(api, req)

@@ -25,6 +25,32 @@ pub struct EndpointView<'a> {
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<&'a str>,
+    /// In listings: the last 24 hours' figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthView>,
+}
+
+/// An endpoint's health at a glance: its deliveries of the last 24 hours
+/// (by the hour they were created).
+#[derive(Debug, Serialize)]
+pub struct HealthView {
+    pub window_hours: u32,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+    pub pending: u64,
+    pub success_rate: Option<f64>,
+}
+
+impl HealthView {
+    pub fn last_day(s: &webhooks_domain::stats::EndpointStats) -> Self {
+        HealthView {
+            window_hours: 24,
+            delivered: s.delivered,
+            dead_lettered: s.dead_lettered,
+            pending: s.pending,
+            success_rate: s.success_rate,
+        }
+    }
 }
 
 impl<'a> EndpointView<'a> {
@@ -40,6 +66,7 @@ impl<'a> EndpointView<'a> {
             created_at: rfc3339(ep.created_at),
             updated_at: rfc3339(ep.updated_at),
             secret: None,
+            health: None,
         }
     }
 

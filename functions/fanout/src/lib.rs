@@ -12,7 +12,28 @@ pub async fn handle(
     fanout: &FanOut,
     event: LambdaEvent<StreamEvent>,
 ) -> Result<DynamoDbEventResponse, Error> {
-    Ok(fan_out_records(fanout, event.payload).await)
+    let lag = lag_ms(&event.payload, chrono::Utc::now());
+    let response = fan_out_records(fanout, event.payload).await;
+    // The fan-out's lag behind the events table: its oldest record's wait
+    // from the write to this batch (CloudWatch EMF, no dimension).
+    if let Some(ms) = lag {
+        println!(
+            "{}",
+            webhooks_pipeline::metrics::emf(&[], &[("FanoutLag", "Milliseconds", ms)])
+        );
+    }
+    Ok(response)
+}
+
+/// How long the batch's oldest record waited since its write; `None` for
+/// an empty batch.
+pub fn lag_ms(batch: &StreamEvent, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
+    batch
+        .records
+        .iter()
+        .map(|r| r.change.approximate_creation_date_time)
+        .min()
+        .map(|oldest| u64::try_from((now - oldest).num_milliseconds()).unwrap_or(0))
 }
 
 /// The handler's work, callable without a Lambda context.

@@ -80,3 +80,18 @@ async fn a_transient_failure_reports_the_first_failed_record() {
         .collect();
     assert_eq!(ids, vec![Some("111".to_string())]);
 }
+
+#[test]
+fn the_lag_is_the_oldest_records_wait_since_its_write() {
+    let batch = fixture();
+    let oldest = batch
+        .records
+        .iter()
+        .map(|r| r.change.approximate_creation_date_time)
+        .min()
+        .expect("records");
+    let now = oldest + chrono::Duration::milliseconds(1500);
+    assert_eq!(webhooks_fn_fanout::lag_ms(&batch, now), Some(1500));
+    let empty = aws_lambda_events::event::dynamodb::Event::default();
+    assert_eq!(webhooks_fn_fanout::lag_ms(&empty, now), None);
+}

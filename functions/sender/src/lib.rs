@@ -5,12 +5,14 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::env::{self, EnvError};
 use webhooks_domain::retry::parse_duration;
 use webhooks_domain::RetrySchedule;
 use webhooks_pipeline::{
-    DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
+    DeliveryClient, DeliveryClientConfig, MessageOutcome, Ops, OpsEndpoint, OpsNotifier, Sender,
+    SenderConfig,
 };
 use webhooks_ports::{Adapters, ReceivedMessage};
 
@@ -64,6 +66,10 @@ fn received(m: &SqsMessage) -> ReceivedMessage {
             .get("ApproximateReceiveCount")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
+        age: m
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|v| webhooks_ports::queue_limits::age_of_sent_timestamp(v)),
     }
 }
 
@@ -81,6 +87,41 @@ pub fn from_env(adapters: &Adapters) -> Result<Sender, Error> {
         ..SenderConfig::default()
     };
     Ok(Sender::from_adapters(adapters, client, config))
+}
+
+/// Operational notifications as the environment configures them: the
+/// operator's webhook (`WEBHOOKS_OPS_WEBHOOK_URL` and its secret
+/// `WEBHOOKS_OPS_WEBHOOK_SECRET`, both or neither) and the EventBridge bus
+/// (`WEBHOOKS_OPS_EVENT_BUS`), each optional.
+pub async fn ops_from_env(adapters: &Adapters) -> Result<Ops, EnvError> {
+    let endpoint = match (
+        env::optional("WEBHOOKS_OPS_WEBHOOK_URL"),
+        env::optional("WEBHOOKS_OPS_WEBHOOK_SECRET"),
+    ) {
+        (Some(url), Some(secret)) => Some(OpsEndpoint {
+            url,
+            secret: webhooks_domain::Secret::parse(secret.trim())
+                .map_err(|e| EnvError(format!("WEBHOOKS_OPS_WEBHOOK_SECRET: {e}")))?,
+        }),
+        (Some(_), None) => {
+            return Err(EnvError(
+                "WEBHOOKS_OPS_WEBHOOK_URL is set but WEBHOOKS_OPS_WEBHOOK_SECRET is not".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    let bus = match env::optional("WEBHOOKS_OPS_EVENT_BUS") {
+        Some(name) => Some(Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(
+            &webhooks_aws::sdk_config().await,
+            name,
+        )) as Arc<dyn webhooks_ports::OpsBus>),
+        None => None,
+    };
+    let queue = endpoint.as_ref().map(|_| adapters.queue.clone());
+    Ok(Ops {
+        notifier: OpsNotifier::new(queue, bus),
+        endpoint,
+    })
 }
 
 /// The sender's settings from `WEBHOOKS_RETRY_SCHEDULE` (e.g. `1s,2s,4s`)

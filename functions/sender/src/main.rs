@@ -4,7 +4,10 @@
 async fn main() -> Result<(), lambda_runtime::Error> {
     webhooks_aws::init_lambda_logging();
     let adapters = webhooks_aws::adapters::from_env().await?;
-    let sender = &webhooks_fn_sender::from_env(&adapters)?;
+    let ops = webhooks_fn_sender::ops_from_env(&adapters).await?;
+    let sender = &webhooks_fn_sender::from_env(&adapters)?
+        .with_ops(ops)
+        .with_metrics(webhooks_pipeline::Metrics::Emf);
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         webhooks_fn_sender::handle(sender, event)
     }))

@@ -22,6 +22,21 @@ pub async fn handle(
         failed_orgs = r.failed_orgs,
         "sweep"
     );
+    // What the net under the stream found: deliveries the stream never made.
+    println!(
+        "{}",
+        webhooks_pipeline::metrics::emf(
+            &[],
+            &[
+                (
+                    "SweeperDeliveriesCreated",
+                    "Count",
+                    r.deliveries_created as u64
+                ),
+                ("SweeperFailedOrgs", "Count", r.failed_orgs as u64),
+            ]
+        )
+    );
     Ok(serde_json::json!({
         "orgs": r.orgs,
         "events": r.events,

@@ -334,12 +334,24 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
         after.failing_since.map(|t| t.timestamp()),
         Some(since.timestamp())
     );
-    store
-        .disable("org", &ep.id, "the endpoint answered 410 Gone")
-        .await
-        .unwrap();
+    assert!(
+        store
+            .disable("org", &ep.id, "the endpoint answered 410 Gone")
+            .await
+            .unwrap(),
+        "the write that turns it off says so"
+    );
     let after = store.get("org", &ep.id).await.unwrap().unwrap();
     assert!(!after.enabled);
+    // A second disable finds it off: it writes nothing and says so (one
+    // operational notification per transition).
+    assert!(!store.disable("org", &ep.id, "again").await.unwrap());
+    let again = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(again.version, after.version);
+    assert_eq!(
+        again.disabled_reason.as_deref(),
+        Some("the endpoint answered 410 Gone")
+    );
     assert_eq!(after.description, "kept");
     assert_eq!(after.secret, ep.secret);
     assert!(after.version > read.version);
@@ -359,7 +371,7 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     );
     // Health writes to an endpoint that is gone create nothing.
     store.delete("org", &ep.id).await.unwrap();
-    store.disable("org", &ep.id, "x").await.unwrap();
+    assert!(!store.disable("org", &ep.id, "x").await.unwrap());
     store
         .set_failing_since("org", &ep.id, Some(since))
         .await
@@ -417,6 +429,73 @@ pub async fn overdue_lists_only_pending_deliveries_due_before(a: Adapters) {
     );
 }
 
+/// The stats store adds deltas (counts go down as well as up, latency
+/// bins count) per (endpoint, hour), and reads an endpoint's hours from one
+/// on, oldest first, nobody else's.
+async fn stats_buckets_add_up_per_endpoint_and_hour(a: Adapters) {
+    use webhooks_domain::stats::{bucket_hour, EndpointStats, StatsDelta};
+    let store = a.stats.clone();
+    let (ep, other) = (ids::new_id("ep"), ids::new_id("ep"));
+    let now = bucket_hour(Utc::now());
+    let earlier = now - Span::hours(3);
+    let attempt = |n, to, code, ms| StatsDelta::attempt(n, to, code, ms);
+    store
+        .add(
+            &ep,
+            now,
+            &attempt(1, DeliveryStatus::Pending, Some(500), 40),
+        )
+        .await
+        .unwrap();
+    store
+        .add(
+            &ep,
+            now,
+            &attempt(2, DeliveryStatus::Delivered, Some(200), 12),
+        )
+        .await
+        .unwrap();
+    store
+        .add(
+            &ep,
+            earlier,
+            &attempt(1, DeliveryStatus::DeadLettered, Some(410), 3),
+        )
+        .await
+        .unwrap();
+    store
+        .add(
+            &other,
+            now,
+            &attempt(1, DeliveryStatus::Delivered, Some(200), 1),
+        )
+        .await
+        .unwrap();
+    // A delta with nothing in it writes nothing and fails nothing.
+    store.add(&ep, now, &StatsDelta::default()).await.unwrap();
+
+    let all = store.read(&ep, earlier).await.unwrap();
+    assert_eq!(
+        all.iter().map(|b| b.hour).collect::<Vec<_>>(),
+        [earlier, now]
+    );
+    let s = EndpointStats::from_buckets(&all);
+    assert_eq!(
+        (s.delivered, s.dead_lettered, s.pending, s.failed_attempts),
+        (1, 1, 0, 2)
+    );
+    assert_eq!(s.success_rate, Some(0.5));
+    assert_eq!((s.latency_ms.p50, s.latency_ms.p95), (Some(20), Some(50)));
+    let recent = store.read(&ep, now).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(EndpointStats::from_buckets(&recent).dead_lettered, 0);
+    assert!(store
+        .read(&ids::new_id("ep"), earlier)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -449,4 +528,5 @@ contracts!(
     endpoint_updates_are_versioned,
     health_writes_clobber_nothing_and_move_the_version,
     overdue_lists_only_pending_deliveries_due_before,
+    stats_buckets_add_up_per_endpoint_and_hour,
 );

@@ -21,8 +21,7 @@ impl Sender {
             }
             NextStep::Delivered => Ok(()),
             NextStep::Gone => {
-                self.health
-                    .disable(org, id, "the endpoint answered 410 Gone")
+                self.disable_endpoint(endpoint, "the endpoint answered 410 Gone", now)
                     .await
             }
             // The schedule ran out and the delivery was reported dead: the
@@ -40,16 +39,15 @@ impl Sender {
                         .unwrap_or(chrono::Duration::days(5));
                     if now - since >= limit {
                         tracing::warn!(endpoint_id = %id, "endpoint disabled after failing since {since}");
-                        self.health
-                            .disable(
-                                org,
-                                id,
-                                &format!(
-                                    "failing without a success since {}",
-                                    webhooks_domain::time::rfc3339(since)
-                                ),
-                            )
-                            .await
+                        self.disable_endpoint(
+                            endpoint,
+                            &format!(
+                                "failing without a success since {}",
+                                webhooks_domain::time::rfc3339(since)
+                            ),
+                            now,
+                        )
+                        .await
                     } else {
                         Ok(())
                     }

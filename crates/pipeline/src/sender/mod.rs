@@ -14,9 +14,13 @@ use tracing::Instrument;
 mod fence;
 mod headers;
 mod health;
+mod notices;
+mod stats;
+use notices::outcome_name;
 
 pub use headers::delivery_headers;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
+use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
@@ -77,6 +81,9 @@ pub struct Sender {
     clock: Arc<dyn Clock>,
     /// Draws the retry delays' jitter.
     jitter: Mutex<StdRng>,
+    ops: crate::ops::Ops,
+    metrics: crate::metrics::Metrics,
+    stats: Option<Arc<dyn webhooks_ports::EndpointStatsStore>>,
 }
 
 struct Job<'a> {
@@ -135,6 +142,7 @@ impl Sender {
             config,
         )
         .with_clock(adapters.clock.clone())
+        .with_stats(adapters.stats.clone())
     }
 
     pub fn new(
@@ -156,6 +164,9 @@ impl Sender {
             config,
             clock: SystemClock::shared(),
             jitter: Mutex::new(StdRng::from_os_rng()),
+            ops: crate::ops::Ops::default(),
+            metrics: crate::metrics::Metrics::default(),
+            stats: None,
         }
     }
 
@@ -178,6 +189,25 @@ impl Sender {
         self.jitter = Mutex::new(StdRng::seed_from_u64(seed));
         self
     }
+    /// The same sender, keeping each endpoint's hourly figures in `stats`
+    /// with every attempt it records.
+    pub fn with_stats(mut self, stats: Arc<dyn webhooks_ports::EndpointStatsStore>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// The same sender, reporting its figures to `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The same sender, emitting operational notifications and POSTing
+    /// them to the operator's webhook as `ops` says.
+    pub fn with_ops(mut self, ops: crate::ops::Ops) -> Self {
+        self.ops = ops;
+        self
+    }
 
     /// Handles a batch of queue messages concurrently, returning one outcome
     /// per message, in order.
@@ -196,9 +226,46 @@ impl Sender {
     ) -> Vec<MessageOutcome> {
         let received = tokio::time::Instant::now();
         let post_deadline = budget.map(|b| received + b.saturating_sub(RECORD_MARGIN));
+        for m in messages.iter().filter(|m| m.receive_count == 1) {
+            if let Some(age) = m.age {
+                self.metrics.queue_age(age);
+            }
+        }
+        // Operational notices go to the operator's webhook, beside the deliveries.
+        let notices: Vec<(usize, OpsNotice)> = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| OpsNotice::from_message(&m.body).map(|n| (i, n)))
+            .collect();
+        let hide_limit = MAX_HIDE_PER_RECEIVE.saturating_sub(received.elapsed());
+        let (mut outcomes, notice_outcomes) = futures::join!(
+            self.process_tasks(messages, received, post_deadline, &notices),
+            join_all(notices.iter().map(|(i, n)| self.deliver_notice(
+                &messages[*i],
+                n,
+                hide_limit
+            )))
+        );
+        for ((i, _), outcome) in notices.iter().zip(notice_outcomes) {
+            outcomes[*i] = outcome;
+        }
+        outcomes
+    }
+
+    /// The batch's delivery tasks (every message but the `notices`).
+    async fn process_tasks(
+        &self,
+        messages: &[ReceivedMessage],
+        received: tokio::time::Instant,
+        post_deadline: Option<tokio::time::Instant>,
+        notices: &[(usize, OpsNotice)],
+    ) -> Vec<MessageOutcome> {
         let mut outcomes = vec![MessageOutcome::Done; messages.len()];
         let mut jobs: Vec<(usize, Job)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
+            if notices.iter().any(|(n, _)| *n == i) {
+                continue;
+            }
             match serde_json::from_str::<DeliveryTask>(&message.body) {
                 Ok(task) => jobs.push((
                     i,
@@ -211,7 +278,7 @@ impl Sender {
                 )),
                 Err(e) => {
                     tracing::error!(message_id = %message.message_id, error = %e, "malformed delivery message; moved to the dead-letter queue");
-                    outcomes[i] = self.dead_letter_message(message).await;
+                    outcomes[i] = self.dead_letter_poison(message).await;
                 }
             }
         }
@@ -337,7 +404,7 @@ impl Sender {
     ) -> Result<Prepared<'a>, MessageOutcome> {
         let Some(delivery) = delivery else {
             tracing::error!(message_id = %job.message.message_id, "no such delivery; moved to the dead-letter queue");
-            return Err(self.dead_letter_message(job.message).await);
+            return Err(self.dead_letter_poison(job.message).await);
         };
         if delivery.status.is_terminal() {
             tracing::info!(status = %delivery.status, "already finished; skipped");
@@ -483,6 +550,8 @@ impl Sender {
             next = ?step,
             "delivery attempt"
         );
+        self.metrics
+            .attempt(outcome_name(&step), attempt.latency_ms);
 
         let (status, next_attempt_at) = match step {
             NextStep::Delivered => (DeliveryStatus::Delivered, None),
@@ -525,7 +594,12 @@ impl Sender {
                 return MessageOutcome::Retry;
             }
         }
+        self.count_attempt(&prepared.delivery, &update).await;
         self.update_health(prepared.endpoint, &step, at).await;
+        if update.status == DeliveryStatus::DeadLettered {
+            self.notify_dead_lettered(&prepared.delivery, update.last_error.as_deref(), at)
+                .await;
+        }
 
         match step {
             NextStep::RetryAfter(d) => {
@@ -548,7 +622,7 @@ impl Sender {
     }
 
     /// Moves a message to the dead-letter queue, unchanged.
-    async fn dead_letter_message(&self, message: &ReceivedMessage) -> MessageOutcome {
+    pub(crate) async fn dead_letter_message(&self, message: &ReceivedMessage) -> MessageOutcome {
         match self
             .dead_letters
             .send_batch(std::slice::from_ref(&message.body))

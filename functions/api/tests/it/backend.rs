@@ -32,7 +32,7 @@ impl OrgEndpoints for FailingEndpoints {
 
 #[async_trait]
 impl EndpointHealth for FailingEndpoints {
-    async fn disable(&self, _: &str, _: &str, _: &str) -> Result<()> {
+    async fn disable(&self, _: &str, _: &str, _: &str) -> Result<bool> {
         Err(self.0.clone())
     }
     async fn set_failing_since(&self, _: &str, _: &str, _: Option<DateTime<Utc>>) -> Result<()> {

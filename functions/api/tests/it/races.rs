@@ -37,7 +37,7 @@ impl OrgEndpoints for SlowReads {
 
 #[async_trait]
 impl EndpointHealth for SlowReads {
-    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<()> {
+    async fn disable(&self, org_id: &str, endpoint_id: &str, reason: &str) -> Result<bool> {
         self.0.disable(org_id, endpoint_id, reason).await
     }
     async fn set_failing_since(
