@@ -45,7 +45,7 @@ def deploying_section(repo_root: Path) -> str:
 
 
 def test_readme_creates_each_secret_and_passes_its_arn(template: dict, repo_root: Path) -> None:
-    """The README's create-secret commands make the five secrets as plain
+    """The README's create-secret commands make the six secrets as plain
     SecretStrings (the functions use the whole SecretString, so key/value
     JSON would become the secret) and print their ARNs, and it says which
     `*SecretArn` parameter each ARN is given as."""
@@ -55,12 +55,13 @@ def test_readme_creates_each_secret_and_passes_its_arn(template: dict, repo_root
         r"(?:\s*\\\s*\n\s*|\s+)--query ARN --output text",
         section,
     )
-    assert len({name for name, _ in commands}) == 5, f"README creates {commands}"
+    assert len({name for name, _ in commands}) == 6, f"README creates {commands}"
     for name, value in commands:
         assert not value.lstrip("'\"").startswith("{"), f"{name}: a JSON SecretString would not be the secret"
     arn_parameters = [k for k in template["Parameters"] if k.endswith("SecretArn")]
-    # The four providers' secrets and the portal's signing key.
-    assert len(arn_parameters) == 5
+    # The four providers' secrets, the portal's signing key and the
+    # operator webhook's secret.
+    assert len(arn_parameters) == 6
     for name in arn_parameters:
         assert f"`{name}`" in section, f"README's Deploying section does not say what to give {name}"
 

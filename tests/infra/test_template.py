@@ -58,6 +58,7 @@ SECRET_ARN_ENV = {
     "WHATSAPP_VERIFY_TOKEN_ARN": "WhatsAppVerifyTokenSecretArn",
     "WHATSAPP_APP_SECRET_ARN": "WhatsAppAppSecretArn",
     "PORTAL_SIGNING_KEY_ARN": "PortalSigningKeySecretArn",
+    "WEBHOOKS_OPS_WEBHOOK_SECRET_ARN": "OpsWebhookSecretArn",
 }
 
 # What each function's role allows, on what: exactly the store and queue
@@ -225,7 +226,8 @@ FUNCTION_SOURCES = {
 FUNCTION_CALLS = {
     "api": {
         "EventsTable": {"put_if_absent", "get"},
-        "EndpointsTable": {"create", "get", "list", "update", "delete"},
+        # list_all: requeue.rs checks that a retried delivery's endpoint exists.
+        "EndpointsTable": {"create", "get", "list", "list_all", "update", "delete"},
         "DeliveriesTable": {"get", "list_for_endpoint", "transition"},
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
@@ -255,10 +257,12 @@ FUNCTION_CALLS = {
         "StatsTable": {"add"},
     },
     "sweeper": {
-        # get: the reconciler's requeue reads the event and endpoint of an
-        # overdue delivery (requeue.rs, which also holds the API's recover).
+        # get: the reconciler's requeue reads the event of an overdue
+        # delivery (requeue.rs, which also holds the API's recover, and
+        # moves a recovered delivery's figures: StatsTable add).
         "EventsTable": {"list_after", "get"},
-        "EndpointsTable": {"list_all", "get"},
+        "EndpointsTable": {"list_all"},
+        "StatsTable": {"add"},
         "DeliveriesTable": {"create_if_absent", "get_many", "overdue", "transition", "list_for_endpoint"},
         "CursorsTable": {"list", "advance"},
         "DeliveryQueue": {"send_batch"},
@@ -787,8 +791,11 @@ def test_secrets_are_passed_by_arn_and_optional(template: dict) -> None:
     leaves the variable unset (the route answers 501, no secret needed)."""
     parameters = template["Parameters"]
     expected = {
-        "InboundFunction": {v for v in SECRET_ARN_ENV if v != "PORTAL_SIGNING_KEY_ARN"},
+        "InboundFunction": {
+            v for v in SECRET_ARN_ENV if v not in ("PORTAL_SIGNING_KEY_ARN", "WEBHOOKS_OPS_WEBHOOK_SECRET_ARN")
+        },
         "ApiFunction": {"PORTAL_SIGNING_KEY_ARN"},
+        "SenderFunction": {"WEBHOOKS_OPS_WEBHOOK_SECRET_ARN"},
     }
     for logical_id, names in expected.items():
         variables = function_properties(template, logical_id)["Environment"]["Variables"]
@@ -1401,8 +1408,9 @@ def test_outputs_name_the_api_queues_and_tables(template: dict) -> None:
 
 
 def test_operational_notifications_reach_the_operator_webhook_and_the_bus(template: dict) -> None:
-    """The operator webhook's URL and secret are parameters, the secret read
-    from Secrets Manager by ARN (never a plain parameter value); the sender
+    """The operator webhook's URL and secret are parameters, the secret's
+    ARN fetched from Secrets Manager at run time (never a value in the
+    environment); the sender
     gets both, the api only the URL (it queues endpoint.enabled for the
     sender); both publish on the stack's own EventBridge bus."""
     params = template["Parameters"]
@@ -1411,11 +1419,11 @@ def test_operational_notifications_reach_the_operator_webhook_and_the_bus(templa
     bus = resource(template, "OpsEventBus")
     assert bus["Type"] == "AWS::Events::EventBus"
     sender = function_properties(template, "SenderFunction")["Environment"]["Variables"]
-    secret = sender["WEBHOOKS_OPS_WEBHOOK_SECRET"]["Fn::If"]
-    assert secret[0] == "HasOpsWebhook"
-    assert secret[1]["Fn::Sub"] == "{{resolve:secretsmanager:${OpsWebhookSecretArn}:SecretString}}"
+    secret = sender["WEBHOOKS_OPS_WEBHOOK_SECRET_ARN"]["Fn::If"]
+    assert secret[0] == "HasOpsWebhookSecret"
+    assert ref(secret[1]) == "OpsWebhookSecretArn"
     api = function_properties(template, "ApiFunction")["Environment"]["Variables"]
-    assert "WEBHOOKS_OPS_WEBHOOK_SECRET" not in api
+    assert "WEBHOOKS_OPS_WEBHOOK_SECRET_ARN" not in api
     for env in (sender, api):
         assert env["WEBHOOKS_OPS_WEBHOOK_URL"]["Fn::If"][0] == "HasOpsWebhook"
         assert ref(env["WEBHOOKS_OPS_EVENT_BUS"]) == "OpsEventBus"

@@ -10,7 +10,7 @@ use webhooks_domain::delivery::{NotRetryable, Resend};
 use webhooks_domain::stats::{bucket_hour, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
-    BackendError, Clock, DeliveryStore, EndpointLookup, EndpointStatsStore, EventStore, Queue,
+    BackendError, Clock, DeliveryStore, EndpointStatsStore, EventStore, OrgEndpoints, Queue,
     SystemClock,
 };
 
@@ -47,7 +47,7 @@ struct Ready {
 /// The requeue use cases over the stores and the delivery queue.
 pub struct Requeue {
     events: Arc<dyn EventStore>,
-    endpoints: Arc<dyn EndpointLookup>,
+    endpoints: Arc<dyn OrgEndpoints>,
     deliveries: Arc<dyn DeliveryStore>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
@@ -63,7 +63,7 @@ impl Requeue {
 
     pub fn new(
         events: Arc<dyn EventStore>,
-        endpoints: Arc<dyn EndpointLookup>,
+        endpoints: Arc<dyn OrgEndpoints>,
         deliveries: Arc<dyn DeliveryStore>,
         queue: Arc<dyn Queue>,
     ) -> Self {
@@ -88,12 +88,10 @@ impl Requeue {
     /// `STUCK_AFTER` has its lost message queued again.
     pub async fn retry(&self, org_id: &str, delivery: Delivery) -> Result<(), RequeueError> {
         let how = delivery.resend(self.clock.now())?;
-        if self
-            .endpoints
-            .get(org_id, &delivery.endpoint_id)
-            .await?
-            .is_none()
-        {
+        // The org's subscribers, not the endpoint itself: a read that opens
+        // no signing secret (the sweeper's reconciler may not).
+        let subscribers = self.endpoints.list_all(org_id).await?;
+        if !subscribers.iter().any(|s| s.id == delivery.endpoint_id) {
             return Err(RequeueError::EndpointGone);
         }
         let event = self

@@ -90,23 +90,35 @@ pub fn from_env(adapters: &Adapters) -> Result<Sender, Error> {
 }
 
 /// Operational notifications as the environment configures them: the
-/// operator's webhook (`WEBHOOKS_OPS_WEBHOOK_URL` and its secret
-/// `WEBHOOKS_OPS_WEBHOOK_SECRET`, both or neither) and the EventBridge bus
+/// operator's webhook (`WEBHOOKS_OPS_WEBHOOK_URL`, and the ARN of its
+/// secret in Secrets Manager, `WEBHOOKS_OPS_WEBHOOK_SECRET_ARN`, fetched
+/// here at start: both or neither) and the EventBridge bus
 /// (`WEBHOOKS_OPS_EVENT_BUS`), each optional.
-pub async fn ops_from_env(adapters: &Adapters) -> Result<Ops, EnvError> {
+pub async fn ops_from_env(
+    adapters: &Adapters,
+    secrets: &webhooks_aws::runtime_secret::SecretsManager,
+) -> Result<Ops, EnvError> {
+    const ARN: &str = "WEBHOOKS_OPS_WEBHOOK_SECRET_ARN";
     let endpoint = match (
         env::optional("WEBHOOKS_OPS_WEBHOOK_URL"),
-        env::optional("WEBHOOKS_OPS_WEBHOOK_SECRET"),
+        env::optional("WEBHOOKS_OPS_WEBHOOK_SECRET_ARN"),
     ) {
-        (Some(url), Some(secret)) => Some(OpsEndpoint {
-            url,
-            secret: webhooks_domain::Secret::parse(secret.trim())
-                .map_err(|e| EnvError(format!("WEBHOOKS_OPS_WEBHOOK_SECRET: {e}")))?,
-        }),
+        (Some(url), Some(arn)) => {
+            let value = secrets
+                .secret(arn)
+                .current()
+                .await
+                .map_err(|e| EnvError(format!("{ARN}: {e}")))?;
+            Some(OpsEndpoint {
+                url,
+                secret: webhooks_domain::Secret::parse(value.trim())
+                    .map_err(|e| EnvError(format!("{ARN}: {e}")))?,
+            })
+        }
         (Some(_), None) => {
-            return Err(EnvError(
-                "WEBHOOKS_OPS_WEBHOOK_URL is set but WEBHOOKS_OPS_WEBHOOK_SECRET is not".into(),
-            ))
+            return Err(EnvError(format!(
+                "WEBHOOKS_OPS_WEBHOOK_URL is set but {ARN} is not"
+            )))
         }
         (None, _) => None,
     };
