@@ -43,6 +43,8 @@ pub struct EventItem {
     pub data: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     pub expires_at: i64,
 }
 
@@ -55,6 +57,7 @@ impl EventItem {
             created_at: rfc3339(e.created_at),
             data: e.data.get().to_string(),
             target_endpoint: e.target_endpoint.clone(),
+            trace_id: e.trace_id.clone(),
             expires_at: expires_at(e.created_at),
         }
     }
@@ -70,6 +73,7 @@ impl EventItem {
             id: self.event_id,
             org_id: self.org_id,
             target_endpoint: self.target_endpoint,
+            trace_id: self.trace_id,
         })
     }
 }

@@ -205,6 +205,7 @@ impl Delivery {
             event_id: event.id.clone(),
             event_type: event.event_type,
             payload,
+            trace_id: event.trace_id.clone(),
         }
     }
 }
@@ -237,6 +238,9 @@ pub struct DeliveryTask {
     pub event_type: EventType,
     /// The exact request body.
     pub payload: String,
+    /// The publishing request's X-Ray trace, for the sender's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl DeliveryTask {
@@ -395,6 +399,23 @@ mod tests {
     }
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn the_publishing_trace_rides_the_task_and_is_left_out_when_absent() {
+        let mut task = task_with_data("{}");
+        assert!(!task.to_message().contains("trace_id"));
+        task.trace_id = crate::event::trace_root(
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        );
+        assert_eq!(
+            task.trace_id.as_deref(),
+            Some("1-5759e988-bd862e3fe1be46a994272793")
+        );
+        let back: DeliveryTask = serde_json::from_str(&task.to_message()).unwrap();
+        assert_eq!(back, task);
+        assert_eq!(crate::event::trace_root("Root=<script>"), None);
+        assert_eq!(crate::event::trace_root("Parent=1"), None);
+    }
 
     fn task_with_data(data: &str) -> DeliveryTask {
         let raw = serde_json::value::RawValue::from_string(data.to_string()).unwrap();

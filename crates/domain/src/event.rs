@@ -6,6 +6,18 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+/// The trace id in an `X-Amzn-Trace-Id` header (`Root=1-5759e988-bd862e3fe1be46a994272793;Parent=...;Sampled=1`),
+/// if it has a well-formed root.
+pub fn trace_root(header: &str) -> Option<String> {
+    let root = header
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("Root="))?;
+    let ok = root.len() <= 64
+        && root.starts_with("1-")
+        && root.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    ok.then(|| root.to_string())
+}
+
 /// Largest accepted `data`, in bytes of JSON.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
 
@@ -21,6 +33,9 @@ pub struct Event {
     pub data: Box<RawValue>,
     /// Set on test events: only this endpoint receives it, subscribed or not.
     pub target_endpoint: Option<String>,
+    /// The X-Ray trace of the request that published it (`1-...`), carried
+    /// in its deliveries' queue messages to the sender's logs.
+    pub trace_id: Option<String>,
 }
 
 /// Why event data was refused.
@@ -42,6 +57,7 @@ impl Event {
             created_at: Utc::now(),
             data,
             target_endpoint: None,
+            trace_id: None,
         }
     }
 

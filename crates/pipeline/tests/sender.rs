@@ -86,6 +86,7 @@ impl TestSystem {
             event_id: event.id.clone(),
             event_type: event.event_type,
             payload: event.payload(),
+            trace_id: None,
         };
         self.queue
             .send_batch(&[serde_json::to_string(&task).expect("task")])

@@ -53,6 +53,7 @@ pub(crate) async fn publish(
     api: &Api,
     caller: &Caller,
     body: &[u8],
+    trace_id: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let body: PublishBody = json_object(body, BodyRule::Required)?;
     let type_name: String = required("type", body.event_type.as_deref())?;
@@ -78,6 +79,7 @@ pub(crate) async fn publish(
     let org_id = &caller.org_id;
     let fingerprint = body_fingerprint(event_type, &data);
     let mut event = Event::new(org_id, event_type, data);
+    event.trace_id = trace_id;
     if let Some(key) = key {
         let claim = publish_claim_key(org_id, &key);
         let value = format!("{} {fingerprint}", event.id);

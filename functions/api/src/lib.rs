@@ -233,7 +233,14 @@ async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
     match operation {
         Operation::Health => Ok(health()),
         Operation::ListEventTypes => Ok(events::list_types()),
-        Operation::PublishEvent => events::publish(api, &caller, body).await,
+        Operation::PublishEvent => {
+            let trace = req
+                .headers()
+                .get("x-amzn-trace-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(webhooks_domain::event::trace_root);
+            events::publish(api, &caller, body, trace).await
+        }
         Operation::CreateEndpoint => endpoints::create(api, &caller, body).await,
         Operation::ListEndpoints => endpoints::list(api, &caller, req).await,
         Operation::GetEndpoint => endpoints::get(api, &caller, id).await,

@@ -379,6 +379,7 @@ impl Sender {
             delivery_id = %job.task.delivery_id,
             endpoint_id = %job.task.endpoint_id,
             attempt = tracing::field::Empty,
+            trace_id = job.task.trace_id.as_deref().unwrap_or(""),
         );
         async move {
             let prepared = match self.prepare(job, delivery, endpoint).await {

@@ -192,6 +192,7 @@ async fn retry_requeues_dead_lettered_and_canceled_deliveries() {
                 event_id: event.id.clone(),
                 event_type: EventType::InvoicePaid,
                 payload: event.payload(),
+                trace_id: None,
             }
         );
     }

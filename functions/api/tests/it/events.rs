@@ -37,6 +37,53 @@ async fn event_types_are_listed_with_descriptions() {
     );
 }
 
+/// The X-Ray trace API Gateway gives the publishing request is kept on the
+/// event, so its deliveries' queue messages and the sender's logs carry it.
+#[tokio::test]
+async fn a_published_event_keeps_the_requests_trace() {
+    let w = world();
+    let mut req = request(
+        "POST",
+        "/v1/events",
+        r#"{"type":"lead_won","data":{}}"#,
+        Some(&[("org_id", ORG), ("scope", WRITE)]),
+    );
+    req.headers_mut().insert(
+        "x-amzn-trace-id",
+        "Root=1-67891233-abcdef012345678912345678;Parent=463ac35c9f6413ad;Sampled=1"
+            .parse()
+            .unwrap(),
+    );
+    let r = w.send(req).await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let event = w
+        .events
+        .get(ORG, r.json["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event.trace_id.as_deref(),
+        Some("1-67891233-abcdef012345678912345678")
+    );
+    let plain = w
+        .call_as(
+            ORG,
+            WRITE,
+            "POST",
+            "/v1/events",
+            r#"{"type":"lead_won","data":{}}"#,
+        )
+        .await;
+    let untraced = w
+        .events
+        .get(ORG, plain.json["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untraced.trace_id, None);
+}
+
 #[tokio::test]
 async fn a_published_event_keeps_its_data_bytes() {
     let w = world();
