@@ -209,10 +209,12 @@ fn environment(function: &str, runtime: &str, resources: &Resources) -> Vec<(Str
         ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         // Every AWS call goes to moto, or to a closed loopback port.
         ("AWS_ENDPOINT_URL".into(), resources.endpoint.clone()),
-        ("STRIPE_WEBHOOK_SECRET".into(), "whsec_bench".into()),
-        ("TWILIO_AUTH_TOKEN".into(), "bench".into()),
-        ("WHATSAPP_VERIFY_TOKEN".into(), VERIFY_TOKEN.into()),
-        ("WHATSAPP_APP_SECRET".into(), "bench".into()),
+        // Fetched from Secrets Manager (moto) by the inbound function at
+        // its first WhatsApp handshake, as deployed.
+        (
+            "WHATSAPP_VERIFY_TOKEN_ARN".into(),
+            resources.verify_token_arn.clone(),
+        ),
         (
             "WEBHOOKS_PUBLIC_BASE_URL".into(),
             "https://bench.example.com".into(),
@@ -237,6 +239,7 @@ fn environment(function: &str, runtime: &str, resources: &Resources) -> Vec<(Str
         "cursors",
         "idempotency",
         "inbound",
+        "stats",
     ] {
         env.push((
             format!("{}_TABLE", table.to_ascii_uppercase()),
@@ -253,6 +256,8 @@ struct Resources {
     delivery_queue: String,
     dead_letter_queue: String,
     endpoint_secrets_key: String,
+    /// The ARN of the WhatsApp verify token's secret.
+    verify_token_arn: String,
     /// Tables and queues exist (moto).
     created: bool,
 }
@@ -267,14 +272,30 @@ async fn resources() -> Resources {
         let names = webhooks_aws::resources::ResourceNames::new(&prefix);
         match webhooks_aws::resources::create_all(&aws, &names).await {
             Ok(made) => {
+                let secret = aws_sdk_secretsmanager::Client::new(&config)
+                    .create_secret()
+                    .name(format!("{prefix}-whatsapp-verify-token"))
+                    .secret_string(VERIFY_TOKEN)
+                    .send()
+                    .await;
+                let verify_token_arn = match secret.map(|s| s.arn) {
+                    Ok(Some(arn)) => arn,
+                    other => {
+                        eprintln!(
+                            "cold-start: could not create the verify token's secret: {other:?}"
+                        );
+                        String::new()
+                    }
+                };
                 return Resources {
                     endpoint,
                     prefix,
                     delivery_queue: made.queues.delivery,
                     dead_letter_queue: made.queues.dead_letter,
                     endpoint_secrets_key: made.endpoint_secrets_key,
+                    verify_token_arn,
                     created: true,
-                }
+                };
             }
             Err(e) => eprintln!("cold-start: could not create tables on {endpoint}: {e}"),
         }
@@ -284,6 +305,9 @@ async fn resources() -> Resources {
         delivery_queue: format!("http://127.0.0.1:9/000000000000/{prefix}-deliveries"),
         dead_letter_queue: format!("http://127.0.0.1:9/000000000000/{prefix}-deliveries-dlq"),
         endpoint_secrets_key: format!("alias/{prefix}-endpoint-secrets"),
+        verify_token_arn: format!(
+            "arn:aws:secretsmanager:us-east-1:000000000000:secret:{prefix}-whatsapp-verify-token"
+        ),
         prefix,
         created: false,
     }
