@@ -53,6 +53,14 @@ bench:
 	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	.venv/bin/python scripts/plot_bench.py target/bench/results.json docs/bench-endpoints.png
 
+# The deterministic simulation, longer than the test command runs it: 1 000
+# seeds (SIM_SEEDS) of 20 000 deliveries, optimized. A failure prints each
+# seed and the command that replays it.
+.PHONY: sim-long
+SIM_SEEDS ?= 1000
+sim-long:
+	cargo run --release -p webhooks-sim -- --seeds $(SIM_SEEDS) --deliveries 20000
+
 # Fuzzing, longer than the test command runs it.
 .PHONY: fuzz schemathesis
 # cargo-fuzz on every parser of untrusted input, FUZZ_SECONDS (default 10)
