@@ -17,10 +17,6 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use lambda_http::aws_lambda_events::apigw::{
-    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
-    ApiGatewayV2httpRequestContext,
-};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 use std::sync::Arc;
@@ -108,16 +104,7 @@ impl RawRequest {
 }
 
 fn context(claims: &[(&str, &str)]) -> RequestContext {
-    let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
-    jwt.claims = claims
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut authorizer = ApiGatewayRequestAuthorizer::default();
-    authorizer.jwt = Some(jwt);
-    let mut ctx = ApiGatewayV2httpRequestContext::default();
-    ctx.authorizer = Some(authorizer);
-    RequestContext::ApiGatewayV2(ctx)
+    webhooks_fn_api::auth::context_with_claims(claims)
 }
 
 /// Checks that an error answer has the contract's shape.

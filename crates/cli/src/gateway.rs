@@ -4,10 +4,7 @@
 //! the same handler functions.
 
 use crate::token;
-use aws_lambda_events::apigw::{
-    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
-    ApiGatewayV2httpRequestContext,
-};
+use aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -112,11 +109,7 @@ pub fn to_lambda_request(
     ctx.stage = Some("$default".to_string());
     ctx.request_id = Some(uuid_like());
     if let Some(claims) = claims {
-        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
-        jwt.claims = claims;
-        let mut authorizer = ApiGatewayRequestAuthorizer::default();
-        authorizer.jwt = Some(jwt);
-        ctx.authorizer = Some(authorizer);
+        ctx.authorizer = Some(webhooks_fn_api::auth::authorizer_with_claims(claims));
     }
     let query: std::collections::HashMap<String, String> = parts
         .uri

@@ -11,11 +11,6 @@ use crate::receivers::{Behaviour, Receivers};
 use crate::Report;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::{join_all, BoxFuture, FutureExt};
-use lambda_http::aws_lambda_events::apigw::{
-    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
-    ApiGatewayV2httpRequestContext,
-};
-use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -952,22 +947,15 @@ impl ApiCall {
     /// The request API Gateway would hand the function, with the claims
     /// of the org's admin token.
     fn request(&self) -> lambda_http::Request {
-        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
-        jwt.claims = [("org_id", self.org.as_str()), ("role", "admin")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut authorizer = ApiGatewayRequestAuthorizer::default();
-        authorizer.jwt = Some(jwt);
-        let mut ctx = ApiGatewayV2httpRequestContext::default();
-        ctx.authorizer = Some(authorizer);
+        let ctx =
+            webhooks_fn_api::auth::context_with_claims(&[("org_id", &self.org), ("role", "admin")]);
         let request = lambda_http::http::Request::builder()
             .method(self.method)
             .uri(&self.path)
             .header("content-type", "application/json")
             .body(lambda_http::Body::from(self.body.clone()));
         match request {
-            Ok(r) => r.with_request_context(RequestContext::ApiGatewayV2(ctx)),
+            Ok(r) => r.with_request_context(ctx),
             Err(_) => lambda_http::Request::default(),
         }
     }

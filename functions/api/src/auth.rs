@@ -11,6 +11,33 @@ pub const SCOPE_MANAGE: &str = "webhooks:manage";
 /// Publish events.
 pub const SCOPE_EVENTS_WRITE: &str = "events:write";
 
+/// The authorizer part of a request context holding these JWT claims: what
+/// API Gateway's JWT authorizer puts there, and what `webhooks dev`'s
+/// gateway, the tests and the simulation put there in its place.
+pub fn authorizer_with_claims(
+    claims: HashMap<String, String>,
+) -> lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer {
+    use lambda_http::aws_lambda_events::apigw::{
+        ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
+    };
+    let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+    jwt.claims = claims;
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
+    authorizer.jwt = Some(jwt);
+    authorizer
+}
+
+/// A whole HTTP API (payload v2) request context holding these claims.
+pub fn context_with_claims(claims: &[(&str, &str)]) -> RequestContext {
+    let claims = claims
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut ctx = lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext::default();
+    ctx.authorizer = Some(authorizer_with_claims(claims));
+    RequestContext::ApiGatewayV2(ctx)
+}
+
 /// The authenticated caller: a tenant and what it may do there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

@@ -1,10 +1,6 @@
 //! A world of memory adapters around one `Api`, and requests carrying the
 //! claims an API Gateway JWT authorizer would put in the request context.
 
-use lambda_http::aws_lambda_events::apigw::{
-    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
-    ApiGatewayV2httpRequestContext,
-};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 use serde_json::Value;
@@ -75,16 +71,7 @@ pub fn local_world() -> TestSystem {
 
 /// The request context of a token with these claims.
 pub fn context(claims: &[(&str, &str)]) -> RequestContext {
-    let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
-    jwt.claims = claims
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut authorizer = ApiGatewayRequestAuthorizer::default();
-    authorizer.jwt = Some(jwt);
-    let mut ctx = ApiGatewayV2httpRequestContext::default();
-    ctx.authorizer = Some(authorizer);
-    RequestContext::ApiGatewayV2(ctx)
+    webhooks_fn_api::auth::context_with_claims(claims)
 }
 
 /// A request; `claims: None` sends it without any request context.
