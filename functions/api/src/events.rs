@@ -47,6 +47,44 @@ pub(crate) fn list_types() -> Response<Body> {
     )
 }
 
+/// An event that passed validation and may be written.
+struct NewEvent {
+    event_type: EventType,
+    /// Kept as raw JSON: the receiver gets these bytes exactly.
+    data: Box<RawValue>,
+    idempotency_key: Option<String>,
+}
+
+impl NewEvent {
+    /// Checks each field as `POST /v1/events` documents it; the error names
+    /// the field.
+    fn validate(body: PublishBody) -> Result<NewEvent, ApiError> {
+        let type_name: String = required("type", body.event_type.as_deref())?;
+        let event_type: EventType = type_name
+            .parse()
+            .map_err(|e| ApiError::invalid(naming("type", &e)))?;
+        let data = body
+            .data
+            .ok_or_else(|| ApiError::invalid("data is required"))?;
+        validate_data(&data).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let key = optional::<Option<String>>("idempotency_key", body.idempotency_key.as_deref())?
+            .flatten();
+        if let Some(key) = &key {
+            let chars = key.chars().count();
+            if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&chars) {
+                return Err(ApiError::invalid(format!(
+                    "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+                )));
+            }
+        }
+        Ok(NewEvent {
+            event_type,
+            data,
+            idempotency_key: key,
+        })
+    }
+}
+
 /// `POST /v1/events`: writes the event to the org's stream; a repeated
 /// idempotency key answers with the first event's id and writes nothing new.
 pub(crate) async fn publish(
@@ -56,31 +94,30 @@ pub(crate) async fn publish(
     trace_id: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let body: PublishBody = json_object(body, BodyRule::Required)?;
-    let type_name: String = required("type", body.event_type.as_deref())?;
-    let event_type: EventType = type_name
-        .parse()
-        .map_err(|e| ApiError::invalid(naming("type", &e)))?;
-    // Kept as raw JSON: the receiver gets these bytes exactly.
-    let data = body
-        .data
-        .ok_or_else(|| ApiError::invalid("data is required"))?;
-    validate_data(&data).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let key =
-        optional::<Option<String>>("idempotency_key", body.idempotency_key.as_deref())?.flatten();
-    if let Some(key) = &key {
-        let chars = key.chars().count();
-        if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&chars) {
-            return Err(ApiError::invalid(format!(
-                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
-            )));
-        }
-    }
+    let event = NewEvent::validate(body)?;
+    let id = write_event(api, &caller.org_id, event, trace_id).await?;
+    Ok(accepted(&id))
+}
 
-    let org_id = &caller.org_id;
+/// Claims the event's idempotency key (if any) and writes the event to the
+/// org's stream; answers the id the caller should hold: the first event's
+/// for a repeated key, else the new one's. A key reused with another type or
+/// data is refused and writes nothing.
+async fn write_event(
+    api: &Api,
+    org_id: &str,
+    new: NewEvent,
+    trace_id: Option<String>,
+) -> Result<String, ApiError> {
+    let NewEvent {
+        event_type,
+        data,
+        idempotency_key,
+    } = new;
     let fingerprint = body_fingerprint(event_type, &data);
     let mut event = Event::new(org_id, event_type, data);
     event.trace_id = trace_id;
-    if let Some(key) = key {
+    if let Some(key) = idempotency_key {
         let claim = publish_claim_key(org_id, &key);
         let value = format!("{} {fingerprint}", event.id);
         if let Some(stored) = api
@@ -105,12 +142,12 @@ pub(crate) async fn publish(
                 event.id = first.clone();
                 api.events.put_if_absent(&event).await?;
             }
-            return Ok(accepted(&first));
+            return Ok(first);
         }
     }
     api.events.put_if_absent(&event).await?;
     tracing::info!(org_id = %org_id, event_id = %event.id, event_type = %event_type, "event published");
-    Ok(accepted(&event.id))
+    Ok(event.id)
 }
 
 /// The idempotency claim of `key` in `org_id`. The org id's length comes
