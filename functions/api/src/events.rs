@@ -1,4 +1,5 @@
-//! Event routes: the event type catalogue and publishing an event.
+//! Event routes: the event type catalogue and publishing events, one or a
+//! batch at a time.
 
 use crate::auth::Caller;
 use crate::errors::ApiError;
@@ -6,9 +7,10 @@ use crate::input::{json_object, naming, optional, present, required, BodyRule};
 use crate::response::json;
 use crate::views::{EventTypeView, ListView};
 use crate::Api;
+use futures::stream::{self, StreamExt};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::time::Duration;
 use webhooks_domain::event::validate_data;
@@ -45,6 +47,18 @@ pub(crate) fn list_types() -> Response<Body> {
             next_cursor: None,
         },
     )
+}
+
+/// Most events in one `POST /v1/events/batch`.
+pub const MAX_BATCH_EVENTS: usize = 100;
+/// How many events of a batch are claimed and written at once.
+const BATCH_WRITE_CONCURRENCY: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    #[serde(default, deserialize_with = "present")]
+    events: Option<Box<RawValue>>,
 }
 
 /// An event that passed validation and may be written.
@@ -97,6 +111,88 @@ pub(crate) async fn publish(
     let event = NewEvent::validate(body)?;
     let id = write_event(api, &caller.org_id, event, trace_id).await?;
     Ok(accepted(&id))
+}
+
+/// `POST /v1/events/batch`: up to [`MAX_BATCH_EVENTS`] events, each
+/// validated, claimed and written as `POST /v1/events` does it, answered 207
+/// with one result per event in request order. A refused event writes
+/// nothing and does not stop the others.
+pub(crate) async fn publish_batch(
+    api: &Api,
+    caller: &Caller,
+    body: &[u8],
+    trace_id: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let body: BatchBody = json_object(body, BodyRule::Required)?;
+    let items: Vec<Box<RawValue>> = required("events", body.events.as_deref())?;
+    if !(1..=MAX_BATCH_EVENTS).contains(&items.len()) {
+        return Err(ApiError::invalid(format!(
+            "events must hold 1 to {MAX_BATCH_EVENTS} events; it holds {}",
+            items.len()
+        )));
+    }
+    let org_id = caller.org_id.as_str();
+    let results: Vec<BatchResult> = stream::iter(items)
+        .map(|item| {
+            let trace_id = trace_id.clone();
+            async move {
+                let outcome = match batch_item(&item) {
+                    Ok(event) => write_event(api, org_id, event, trace_id).await,
+                    Err(e) => Err(e),
+                };
+                BatchResult::from(outcome)
+            }
+        })
+        .buffered(BATCH_WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(json(
+        StatusCode::MULTI_STATUS,
+        &serde_json::json!({ "results": results }),
+    ))
+}
+
+/// One event of a batch, checked as the body of `POST /v1/events` is.
+fn batch_item(item: &RawValue) -> Result<NewEvent, ApiError> {
+    if !item.get().trim_start().starts_with('{') {
+        return Err(ApiError::invalid("each of events must be a JSON object"));
+    }
+    let body: PublishBody = serde_json::from_str(item.get())
+        .map_err(|e| ApiError::invalid(format!("invalid event: {e}")))?;
+    NewEvent::validate(body)
+}
+
+/// One event's outcome in a batch's answer: `{"status":202,"id":...}` or
+/// `{"status":<4xx|5xx>,"error":{"code":...,"message":...}}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchResult {
+    Accepted { status: u16, id: String },
+    Refused { status: u16, error: ErrorBody },
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+impl From<Result<String, ApiError>> for BatchResult {
+    fn from(outcome: Result<String, ApiError>) -> Self {
+        match outcome {
+            Ok(id) => BatchResult::Accepted {
+                status: StatusCode::ACCEPTED.as_u16(),
+                id,
+            },
+            Err(e) => BatchResult::Refused {
+                status: e.status().as_u16(),
+                error: ErrorBody {
+                    code: e.code(),
+                    message: e.message(),
+                },
+            },
+        }
+    }
 }
 
 /// Claims the event's idempotency key (if any) and writes the event to the
