@@ -173,6 +173,61 @@ async fn memory_backend_delivers_a_signed_webhook() {
 }
 
 #[tokio::test]
+async fn a_batch_is_answered_per_event_and_its_accepted_events_delivered() {
+    let rx = Receiver::always(204).await;
+    let dev = Dev::start(&[]);
+    let ep = dev
+        .create_endpoint("acme", &rx.url("/hooks"), &["invoice.paid"])
+        .await;
+    let events = json!({"events": [
+        {"type": "invoice.paid", "data": {"invoice_id": "in_1"}, "idempotency_key": "in_1"},
+        {"type": "invoice.created", "data": {}},
+        {"type": "invoice.paid", "data": {"invoice_id": "in_2"}},
+    ]});
+    let (status, body) = dev
+        .call("POST", "/v1/events/batch", "acme", Some(events.clone()))
+        .await;
+    assert_eq!(status, 207, "{body}");
+    let results = body["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), 3, "{body}");
+    assert_eq!(results[0]["status"], 202);
+    assert_eq!(results[1]["status"], 400);
+    assert_eq!(results[1]["error"]["code"], "invalid_request");
+    assert_eq!(results[2]["status"], 202);
+    assert!(
+        rx.wait_for(2, Duration::from_secs(15)).await,
+        "the batch's events were not delivered"
+    );
+    let mut delivered: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").expect("webhook-id").to_string())
+        .collect();
+    delivered.sort();
+    let mut accepted = vec![
+        results[0]["id"].as_str().expect("id").to_string(),
+        results[2]["id"].as_str().expect("id").to_string(),
+    ];
+    accepted.sort();
+    assert_eq!(delivered, accepted);
+    dev.wait_statuses("acme", ep["id"].as_str().expect("id"), 2, "delivered")
+        .await;
+    // The keyed event again: its first id, nothing new delivered.
+    let (status, again) = dev
+        .call(
+            "POST",
+            "/v1/events/batch",
+            "acme",
+            Some(json!({"events": [events["events"][0]]})),
+        )
+        .await;
+    assert_eq!(status, 207, "{again}");
+    assert_eq!(again["results"][0], results[0]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.received().len(), 2);
+}
+
+#[tokio::test]
 async fn retries_dead_letter_then_manual_retry_and_recover_redeliver() {
     // Fails until told otherwise.
     let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

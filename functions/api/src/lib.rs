@@ -233,14 +233,8 @@ async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
     match operation {
         Operation::Health => Ok(health()),
         Operation::ListEventTypes => Ok(events::list_types()),
-        Operation::PublishEvent => {
-            let trace = req
-                .headers()
-                .get("x-amzn-trace-id")
-                .and_then(|v| v.to_str().ok())
-                .and_then(webhooks_domain::event::trace_root);
-            events::publish(api, &caller, body, trace).await
-        }
+        Operation::PublishEvent => events::publish(api, &caller, body, trace_id(req)).await,
+        Operation::PublishEvents => events::publish_batch(api, &caller, body, trace_id(req)).await,
         Operation::CreateEndpoint => endpoints::create(api, &caller, body).await,
         Operation::ListEndpoints => endpoints::list(api, &caller, req).await,
         Operation::GetEndpoint => endpoints::get(api, &caller, id).await,
@@ -256,6 +250,14 @@ async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
         Operation::EndpointStats => stats::get(api, &caller, id, req).await,
         Operation::CreatePortalSession => portal::create_session(api, &caller, req, body).await,
     }
+}
+
+/// The X-Ray trace root API Gateway gave the request, kept on its events.
+fn trace_id(req: &Request) -> Option<String> {
+    req.headers()
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(webhooks_domain::event::trace_root)
 }
 
 fn health() -> Response<Body> {

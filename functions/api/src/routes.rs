@@ -23,6 +23,7 @@ pub enum Operation {
     RetryDelivery,
     EndpointStats,
     PublishEvent,
+    PublishEvents,
     CreatePortalSession,
 }
 
@@ -43,7 +44,7 @@ impl Operation {
         match self {
             Operation::Health => Access::Public,
             Operation::ListEventTypes => Access::Authenticated,
-            Operation::PublishEvent => Access::Scope(SCOPE_EVENTS_WRITE),
+            Operation::PublishEvent | Operation::PublishEvents => Access::Scope(SCOPE_EVENTS_WRITE),
             _ => Access::Scope(SCOPE_MANAGE),
         }
     }
@@ -77,6 +78,7 @@ route_table! {
     "GET" "/v1/deliveries/{id}" => GetDelivery,
     "POST" "/v1/deliveries/{id}/retry" => RetryDelivery,
     "POST" "/v1/events" => PublishEvent,
+    "POST" "/v1/events/batch" => PublishEvents,
     "POST" "/v1/portal-sessions" => CreatePortalSession,
 }
 
@@ -188,6 +190,10 @@ mod tests {
         assert_eq!(Operation::ListEventTypes.access(), Access::Authenticated);
         assert_eq!(
             Operation::PublishEvent.access(),
+            Access::Scope(SCOPE_EVENTS_WRITE)
+        );
+        assert_eq!(
+            Operation::PublishEvents.access(),
             Access::Scope(SCOPE_EVENTS_WRITE)
         );
         assert_eq!(

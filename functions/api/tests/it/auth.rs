@@ -50,7 +50,7 @@ async fn scoped_routes_want_their_scope() {
         if *pattern == "/healthz" || *pattern == "/v1/event-types" {
             continue;
         }
-        let wrong = if *pattern == "/v1/events" {
+        let wrong = if *pattern == "/v1/events" || *pattern == "/v1/events/batch" {
             MANAGE
         } else {
             WRITE
