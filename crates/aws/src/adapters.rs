@@ -108,9 +108,10 @@ pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
     }
 }
 
-/// What a Lambda function is built from: the SDK's configuration and the
-/// resource names of its environment.
-pub async fn from_env() -> Result<Adapters, EnvError> {
+/// What a Lambda function is built from: the SDK's configuration (loaded
+/// once by its `main`, [`crate::sdk_config`], and shared with its other
+/// clients) and the resource names of its environment.
+pub fn from_env(config: &aws_config::SdkConfig) -> Result<Adapters, EnvError> {
     let at = Locations::from_env()?;
-    Ok(adapters(&AwsClients::load().await, &at))
+    Ok(adapters(&AwsClients::from_config(config), &at))
 }

@@ -25,6 +25,7 @@ pub mod stats;
 #[cfg(feature = "dev")]
 pub mod stream;
 
+pub use aws_config::SdkConfig;
 pub use cursors::DynamoCursorStore;
 pub use deliveries::DynamoDeliveryStore;
 pub use endpoints::DynamoEndpointStore;
@@ -53,11 +54,6 @@ pub struct AwsClients {
 }
 
 impl AwsClients {
-    /// Clients from the environment's SDK configuration.
-    pub async fn load() -> Self {
-        Self::from_config(&sdk_config().await)
-    }
-
     pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),

@@ -31,11 +31,6 @@ pub struct SecretsManager {
 }
 
 impl SecretsManager {
-    /// The client of the environment's SDK configuration.
-    pub async fn load() -> Self {
-        Self::from_config(&crate::sdk_config().await)
-    }
-
     pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         SecretsManager {
             client: aws_sdk_secretsmanager::Client::new(config),

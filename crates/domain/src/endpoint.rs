@@ -99,17 +99,6 @@ impl Subscriber {
     pub fn wants(&self, t: EventType) -> bool {
         self.enabled && self.subscription.matches(t)
     }
-
-    /// What the fan-out needs of this endpoint.
-    pub fn subscriber(&self) -> Subscriber {
-        Subscriber {
-            id: self.id.clone(),
-            org_id: self.org_id.clone(),
-            subscription: self.subscription.clone(),
-            enabled: self.enabled,
-            created_at: self.created_at,
-        }
-    }
 }
 
 /// A registered webhook endpoint.

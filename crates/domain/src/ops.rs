@@ -118,6 +118,11 @@ impl OpsNotice {
 
     /// The notice in a delivery-queue message, if it is one.
     pub fn from_message(body: &str) -> Option<OpsNotice> {
+        // Every delivery task goes through here first: tell them apart by
+        // the prefix `to_message` writes, without parsing their payload.
+        if !body.starts_with("{\"ops_notice\":") {
+            return None;
+        }
         #[derive(Deserialize)]
         struct Message {
             ops_notice: OpsNotice,

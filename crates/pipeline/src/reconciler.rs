@@ -12,7 +12,7 @@ use crate::requeue::{Requeue, RequeueError};
 use std::sync::Arc;
 use webhooks_domain::delivery::STUCK_AFTER;
 use webhooks_domain::DeliveryStatus;
-use webhooks_ports::{Adapters, BackendError, Clock, DeliveryStore};
+use webhooks_ports::{Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints};
 
 /// Overdue deliveries looked at per org and pass.
 const PER_ORG: usize = 100;
@@ -29,6 +29,7 @@ pub struct Reconciled {
 /// The reconciler step (run by the sweeper, once per org and pass).
 pub struct Reconciler {
     deliveries: Arc<dyn DeliveryStore>,
+    endpoints: Arc<dyn OrgEndpoints>,
     requeue: Requeue,
     clock: Arc<dyn Clock>,
 }
@@ -38,6 +39,7 @@ impl Reconciler {
     pub fn from_adapters(adapters: &Adapters) -> Self {
         Reconciler {
             deliveries: adapters.deliveries.clone(),
+            endpoints: adapters.endpoints.clone(),
             requeue: Requeue::new(
                 adapters.events.clone(),
                 adapters.endpoints.clone(),
@@ -59,17 +61,20 @@ impl Reconciler {
         if ids.is_empty() {
             return Ok(done);
         }
+        // The org's endpoints once, for all its overdue deliveries.
+        let subscribers = self.endpoints.list_all(org_id).await?;
         for delivery in self.deliveries.get_many(&ids).await? {
             let id = delivery.id.clone();
-            match self.requeue.retry(org_id, delivery).await {
+            if !subscribers.iter().any(|s| s.id == delivery.endpoint_id) {
+                let canceled = self
+                    .deliveries
+                    .transition(&id, &[DeliveryStatus::Pending], DeliveryStatus::Canceled)
+                    .await?;
+                done.canceled += usize::from(canceled.is_some());
+                continue;
+            }
+            match self.requeue.retry_existing(org_id, delivery).await {
                 Ok(()) => done.requeued += 1,
-                Err(RequeueError::EndpointGone) => {
-                    let canceled = self
-                        .deliveries
-                        .transition(&id, &[DeliveryStatus::Pending], DeliveryStatus::Canceled)
-                        .await?;
-                    done.canceled += usize::from(canceled.is_some());
-                }
                 // Attempted or finished since the index was read.
                 Err(RequeueError::NotRetryable(_) | RequeueError::Changed) => {}
                 Err(RequeueError::Backend(e)) => return Err(e),

@@ -87,13 +87,24 @@ impl Requeue {
     /// one becomes pending and is queued; a pending one overdue by
     /// `STUCK_AFTER` has its lost message queued again.
     pub async fn retry(&self, org_id: &str, delivery: Delivery) -> Result<(), RequeueError> {
-        let how = delivery.resend(self.clock.now())?;
         // The org's subscribers, not the endpoint itself: a read that opens
         // no signing secret (the sweeper's reconciler may not).
         let subscribers = self.endpoints.list_all(org_id).await?;
         if !subscribers.iter().any(|s| s.id == delivery.endpoint_id) {
             return Err(RequeueError::EndpointGone);
         }
+        self.retry_existing(org_id, delivery).await
+    }
+
+    /// [`Requeue::retry`] of a delivery whose endpoint the caller has
+    /// already seen exist (the reconciler reads an org's subscribers once
+    /// for all its overdue deliveries).
+    pub async fn retry_existing(
+        &self,
+        org_id: &str,
+        delivery: Delivery,
+    ) -> Result<(), RequeueError> {
+        let how = delivery.resend(self.clock.now())?;
         let event = self
             .events
             .get(org_id, &delivery.event_id)

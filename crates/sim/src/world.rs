@@ -99,6 +99,9 @@ pub struct World {
     /// each delivery: each delays its next attempt by the queue's
     /// visibility timeout.
     crash_holds: HashMap<String, u32>,
+    /// A delivery whose messages are printed as they are handled
+    /// (`WEBHOOKS_SIM_TRACE`).
+    trace: Option<String>,
     resent: HashSet<String>,
     orphans: Orphans,
     deleted_one: bool,
@@ -196,6 +199,7 @@ impl World {
             end,
             resent: HashSet::new(),
             crash_holds: HashMap::new(),
+            trace: std::env::var("WEBHOOKS_SIM_TRACE").ok(),
             orphans: Orphans::default(),
             deleted_one: false,
             invocations: 0,
@@ -541,48 +545,39 @@ impl World {
                 }
                 self.stream.push_back(batch);
             }
-            Step::Sent(messages, outcomes) if trace().is_some() => {
-                let id = trace().unwrap_or_default();
-                for (i, m) in messages.iter().enumerate() {
-                    if m.body.contains(&id) {
-                        eprintln!(
-                            "TRACE {now} {} receive {} -> {:?}",
-                            m.message_id,
-                            m.receive_count,
-                            outcomes.as_ref().map(|o| o[i].clone())
-                        );
+            Step::Sent(messages, outcomes) => {
+                if let Some(id) = &self.trace {
+                    for (i, m) in messages.iter().enumerate() {
+                        if m.body.contains(id.as_str()) {
+                            eprintln!(
+                                "TRACE {now} {} receive {} -> {:?}",
+                                m.message_id,
+                                m.receive_count,
+                                outcomes.as_ref().map(|o| o[i].clone())
+                            );
+                        }
                     }
                 }
-                if let Some(outcomes) = outcomes {
-                    let done: Vec<String> = messages
-                        .iter()
-                        .zip(&outcomes)
-                        .filter(|(_, o)| **o == MessageOutcome::Done)
-                        .map(|(m, _)| m.receipt_handle.clone())
-                        .collect();
-                    let _ = self.memory.queue.delete_batch(&done).await;
-                } else {
-                    self.crashed += 1;
-                    for id in messages.iter().filter_map(|m| queued_delivery(&m.body)) {
-                        *self.crash_holds.entry(id).or_insert(0) += 1;
+                match outcomes {
+                    // The event source mapping deletes what was finished.
+                    Some(outcomes) => {
+                        let done: Vec<String> = messages
+                            .iter()
+                            .zip(&outcomes)
+                            .filter(|(_, o)| **o == MessageOutcome::Done)
+                            .map(|(m, _)| m.receipt_handle.clone())
+                            .collect();
+                        if let Err(e) = self.memory.queue.delete_batch(&done).await {
+                            self.violations.add(format!("deleting messages: {e}"));
+                        }
                     }
-                }
-            }
-            Step::Sent(messages, Some(outcomes)) => {
-                let done: Vec<String> = messages
-                    .iter()
-                    .zip(&outcomes)
-                    .filter(|(_, o)| **o == MessageOutcome::Done)
-                    .map(|(m, _)| m.receipt_handle.clone())
-                    .collect();
-                if let Err(e) = self.memory.queue.delete_batch(&done).await {
-                    self.violations.add(format!("deleting messages: {e}"));
-                }
-            }
-            Step::Sent(messages, None) => {
-                self.crashed += 1;
-                for id in messages.iter().filter_map(|m| queued_delivery(&m.body)) {
-                    *self.crash_holds.entry(id).or_insert(0) += 1;
+                    // Crashed or timed out: every message comes back.
+                    None => {
+                        self.crashed += 1;
+                        for id in messages.iter().filter_map(|m| queued_delivery(&m.body)) {
+                            *self.crash_holds.entry(id).or_insert(0) += 1;
+                        }
+                    }
                 }
             }
             Step::Swept(false) => self.crashed += 1,
@@ -887,10 +882,6 @@ impl World {
             digest: crate::digest(&deliveries),
         }
     }
-}
-
-fn trace() -> Option<String> {
-    std::env::var("WEBHOOKS_SIM_TRACE").ok()
 }
 
 /// The delivery a queue message carries: the task's first field, read

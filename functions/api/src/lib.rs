@@ -146,16 +146,13 @@ impl Api {
     /// for the sender when an operator webhook is set
     /// (`WEBHOOKS_OPS_WEBHOOK_URL`; the sender holds its secret), published
     /// on the EventBridge bus `WEBHOOKS_OPS_EVENT_BUS` when set.
-    pub async fn with_ops_from_env(self, adapters: &Adapters) -> Self {
+    pub fn with_ops_from_env(self, adapters: &Adapters, aws: &webhooks_aws::SdkConfig) -> Self {
         use webhooks_aws::env;
         let queue = env::optional("WEBHOOKS_OPS_WEBHOOK_URL").map(|_| adapters.queue.clone());
-        let bus = match env::optional("WEBHOOKS_OPS_EVENT_BUS") {
-            Some(name) => Some(Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(
-                &webhooks_aws::sdk_config().await,
-                name,
-            )) as Arc<dyn webhooks_ports::OpsBus>),
-            None => None,
-        };
+        let bus = env::optional("WEBHOOKS_OPS_EVENT_BUS").map(|name| {
+            Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(aws, name))
+                as Arc<dyn webhooks_ports::OpsBus>
+        });
         self.with_ops(webhooks_pipeline::OpsNotifier::new(queue, bus))
     }
 

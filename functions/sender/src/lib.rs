@@ -96,8 +96,9 @@ pub fn from_env(adapters: &Adapters) -> Result<Sender, Error> {
 /// (`WEBHOOKS_OPS_EVENT_BUS`), each optional.
 pub async fn ops_from_env(
     adapters: &Adapters,
-    secrets: &webhooks_aws::runtime_secret::SecretsManager,
+    aws: &webhooks_aws::SdkConfig,
 ) -> Result<Ops, EnvError> {
+    let secrets = webhooks_aws::runtime_secret::SecretsManager::from_config(aws);
     const ARN: &str = "WEBHOOKS_OPS_WEBHOOK_SECRET_ARN";
     let endpoint = match (
         env::optional("WEBHOOKS_OPS_WEBHOOK_URL"),
@@ -122,13 +123,10 @@ pub async fn ops_from_env(
         }
         (None, _) => None,
     };
-    let bus = match env::optional("WEBHOOKS_OPS_EVENT_BUS") {
-        Some(name) => Some(Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(
-            &webhooks_aws::sdk_config().await,
-            name,
-        )) as Arc<dyn webhooks_ports::OpsBus>),
-        None => None,
-    };
+    let bus = env::optional("WEBHOOKS_OPS_EVENT_BUS").map(|name| {
+        Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(aws, name))
+            as Arc<dyn webhooks_ports::OpsBus>
+    });
     let queue = endpoint.as_ref().map(|_| adapters.queue.clone());
     Ok(Ops {
         notifier: OpsNotifier::new(queue, bus),

@@ -3,9 +3,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     webhooks_aws::init_lambda_logging();
-    let adapters = webhooks_aws::adapters::from_env().await?;
-    let secrets = webhooks_aws::runtime_secret::SecretsManager::load().await;
-    let ops = webhooks_fn_sender::ops_from_env(&adapters, &secrets).await?;
+    let aws = webhooks_aws::sdk_config().await;
+    let adapters = webhooks_aws::adapters::from_env(&aws)?;
+    let ops = webhooks_fn_sender::ops_from_env(&adapters, &aws).await?;
     let sender = &webhooks_fn_sender::from_env(&adapters)?
         .with_ops(ops)
         .with_metrics(webhooks_pipeline::Metrics::Emf);

@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     webhooks_aws::init_lambda_logging();
-    let adapters = webhooks_aws::adapters::from_env().await?;
+    let adapters = webhooks_aws::adapters::from_env(&webhooks_aws::sdk_config().await)?;
     let sweeper = &webhooks_fn_sweeper::from_env(&adapters)?;
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         webhooks_fn_sweeper::handle(sweeper, event)
