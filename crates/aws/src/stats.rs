@@ -71,10 +71,18 @@ impl EndpointStatsStore for DynamoStatsStore {
                 update = update.expression_attribute_values(format!(":{name}"), n(v));
             }
         }
-        if let Some(bin) = delta.latency_bin {
-            let attr = bin_attribute(bin.min(LATENCY_BINS_MS.len()));
-            adds.push(format!("{attr} :one"));
-            update = update.expression_attribute_values(":one", n(1));
+        // Bins past the last are counted in the last, as the domain does.
+        let mut bins = vec![0u64; LATENCY_BINS_MS.len() + 1];
+        for (bin, count) in delta.latency.iter().enumerate() {
+            bins[bin.min(LATENCY_BINS_MS.len())] += count;
+        }
+        for (bin, count) in bins.into_iter().enumerate().filter(|(_, c)| *c > 0) {
+            let attr = bin_attribute(bin);
+            adds.push(format!("{attr} :{attr}"));
+            update = update.expression_attribute_values(
+                format!(":{attr}"),
+                n(i64::try_from(count).unwrap_or(i64::MAX)),
+            );
         }
         if adds.is_empty() {
             return Ok(());

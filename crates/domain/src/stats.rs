@@ -87,15 +87,17 @@ pub fn bucket_hour(created_at: chrono::DateTime<chrono::Utc>) -> chrono::DateTim
 }
 
 /// What one write adds to the hourly bucket of a delivery's creation hour:
-/// counts that may go down (a delivery leaves `pending`) and the attempt.
+/// counts that may go down (a delivery leaves `pending`) and the attempts.
+/// Deltas of one bucket add up ([`StatsDelta::merge`]), so a sender writes
+/// each bucket once per batch, not once per attempt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsDelta {
     pub delivered: i64,
     pub dead_lettered: i64,
     pub pending: i64,
     pub failed_attempts: i64,
-    /// The attempt's latency bin, when the write records an attempt.
-    pub latency_bin: Option<usize>,
+    /// Attempts per latency bin (empty when the write records none).
+    pub latency: Vec<u64>,
 }
 
 impl StatsDelta {
@@ -123,11 +125,42 @@ impl StatsDelta {
         latency_ms: u64,
     ) -> StatsDelta {
         let from = (number > 1).then_some(DeliveryStatus::Pending);
+        let mut latency = vec![0; latency_bin(latency_ms) + 1];
+        if let Some(last) = latency.last_mut() {
+            *last = 1;
+        }
         StatsDelta {
             failed_attempts: i64::from(!status_code.is_some_and(|s| (200..300).contains(&s))),
-            latency_bin: Some(latency_bin(latency_ms)),
+            latency,
             ..StatsDelta::moved(from, Some(to))
         }
+    }
+
+    /// Adds `other` to this delta: one write of the sum counts as both.
+    pub fn merge(&mut self, other: &StatsDelta) {
+        self.delivered += other.delivered;
+        self.dead_lettered += other.dead_lettered;
+        self.pending += other.pending;
+        self.failed_attempts += other.failed_attempts;
+        add_bins(&mut self.latency, &other.latency);
+    }
+
+    /// Whether adding this changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.delivered == 0
+            && self.dead_lettered == 0
+            && self.pending == 0
+            && self.failed_attempts == 0
+            && self.latency.iter().all(|n| *n == 0)
+    }
+}
+
+fn add_bins(into: &mut Vec<u64>, bins: &[u64]) {
+    if into.len() < bins.len() {
+        into.resize(bins.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(bins) {
+        *a += b;
     }
 }
 
@@ -150,12 +183,7 @@ impl HourBucket {
         self.dead_lettered += d.dead_lettered;
         self.pending += d.pending;
         self.failed_attempts += d.failed_attempts;
-        if let Some(bin) = d.latency_bin {
-            if self.latency.len() <= bin {
-                self.latency.resize(bin + 1, 0);
-            }
-            self.latency[bin] += 1;
-        }
+        add_bins(&mut self.latency, &d.latency);
     }
 }
 
@@ -316,6 +344,35 @@ mod tests {
         let s = EndpointStats::from_buckets(&[b]);
         assert_eq!((s.delivered, s.dead_lettered, s.pending), (3, 0, 2));
         assert_eq!(EndpointStats::from_buckets(&[]).success_rate, None);
+    }
+
+    #[test]
+    fn merged_deltas_add_up_to_the_writes_they_replace() {
+        let deltas = [
+            StatsDelta::attempt(1, DeliveryStatus::Delivered, Some(200), 3),
+            StatsDelta::attempt(1, DeliveryStatus::Pending, Some(500), 40),
+            StatsDelta::attempt(2, DeliveryStatus::Delivered, Some(204), 3),
+            StatsDelta::attempt(1, DeliveryStatus::DeadLettered, None, 30_001),
+        ];
+        let mut one_by_one = HourBucket::default();
+        let mut merged = StatsDelta::default();
+        assert!(merged.is_empty());
+        for d in &deltas {
+            one_by_one.add(d);
+            merged.merge(d);
+        }
+        assert!(!merged.is_empty());
+        let mut at_once = HourBucket::default();
+        at_once.add(&merged);
+        assert_eq!(at_once, one_by_one);
+        assert_eq!(
+            (at_once.delivered, at_once.pending, at_once.dead_lettered),
+            (2, 0, 1)
+        );
+        assert_eq!(at_once.failed_attempts, 2);
+        assert_eq!(at_once.latency[0], 2);
+        assert_eq!(at_once.latency[LATENCY_BINS_MS.len()], 1);
+        assert_eq!(at_once.latency.iter().sum::<u64>(), 4);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
 };
 use webhooks_ports::EndpointLookup;
-use webhooks_ports::{AttemptUpdate, DeliveryStore, EndpointStore, Queue};
+use webhooks_ports::{AttemptUpdate, DeliveryStore, EndpointStatsStore, EndpointStore, Queue};
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Receiver, Reply};
 
@@ -679,4 +679,75 @@ async fn a_dead_letter_by_exhaustion_ends_the_run_of_failures() {
         "the run ended with the dead-letter"
     );
     assert!(after.enabled);
+}
+
+/// Counts the stats store's writes, passing them on.
+struct CountingStats {
+    inner: Arc<webhooks_memory::MemoryStatsStore>,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl webhooks_ports::EndpointStatsStore for CountingStats {
+    async fn add(
+        &self,
+        endpoint_id: &str,
+        hour: chrono::DateTime<chrono::Utc>,
+        delta: &webhooks_domain::stats::StatsDelta,
+    ) -> webhooks_ports::Result<()> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.add(endpoint_id, hour, delta).await
+    }
+
+    async fn read(
+        &self,
+        endpoint_id: &str,
+        from_hour: chrono::DateTime<chrono::Utc>,
+    ) -> webhooks_ports::Result<Vec<webhooks_domain::stats::HourBucket>> {
+        self.inner.read(endpoint_id, from_hour).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_writes_each_endpoints_figures_once() {
+    let ok = Receiver::always(204).await;
+    let failing = Receiver::always(500).await;
+    let stats = Arc::new(CountingStats {
+        inner: webhooks_memory::MemoryStatsStore::new(),
+        writes: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mut w = world("1h");
+    w.sender = w.sender.with_stats(stats.clone());
+    let good = w.endpoint(ok.url("/")).await;
+    let bad = w.endpoint(failing.url("/")).await;
+    for _ in 0..7 {
+        w.enqueue(&good).await;
+    }
+    for _ in 0..3 {
+        w.enqueue(&bad).await;
+    }
+    let outcomes = w.run_once().await;
+    assert_eq!(outcomes.len(), 10);
+    // Ten attempts, two endpoints: two writes, not ten.
+    assert_eq!(stats.writes.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let since = chrono::Utc::now() - chrono::Duration::hours(2);
+    let good_hours = stats.read(&good.id, since).await.expect("read");
+    let bad_hours = stats.read(&bad.id, since).await.expect("read");
+    let sum = |b: &[webhooks_domain::stats::HourBucket]| {
+        b.iter().fold((0, 0, 0, 0), |(d, p, f, l), h| {
+            (
+                d + h.delivered,
+                p + h.pending,
+                f + h.failed_attempts,
+                l + h.latency.iter().sum::<u64>(),
+            )
+        })
+    };
+    // (delivered, pending, failed attempts, attempts timed)
+    assert_eq!(sum(&good_hours), (7, 0, 0, 7));
+    assert_eq!(sum(&bad_hours), (0, 3, 3, 3));
+    // Nothing left over for the next batch to write.
+    assert_eq!(w.run_once().await, vec![]);
+    assert_eq!(stats.writes.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

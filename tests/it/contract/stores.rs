@@ -494,6 +494,38 @@ async fn stats_buckets_add_up_per_endpoint_and_hour(a: Adapters) {
         .await
         .unwrap()
         .is_empty());
+
+    // A batch's deltas summed into one write count as the writes they replace.
+    let (one_by_one, summed) = (ids::new_id("ep"), ids::new_id("ep"));
+    let batch = [
+        attempt(1, DeliveryStatus::Delivered, Some(200), 2),
+        attempt(1, DeliveryStatus::Delivered, Some(204), 3),
+        attempt(1, DeliveryStatus::Pending, None, 30_001),
+        attempt(2, DeliveryStatus::Delivered, Some(200), 40),
+    ];
+    let mut sum = StatsDelta::default();
+    for d in &batch {
+        store.add(&one_by_one, now, d).await.unwrap();
+        sum.merge(d);
+    }
+    store.add(&summed, now, &sum).await.unwrap();
+    let read = |ep: String| {
+        let store = store.clone();
+        async move {
+            let mut b = store.read(&ep, now).await.unwrap();
+            assert_eq!(b.len(), 1);
+            let mut b = b.remove(0);
+            while b.latency.last() == Some(&0) {
+                b.latency.pop();
+            }
+            b
+        }
+    };
+    let (a, b) = (read(one_by_one).await, read(summed).await);
+    assert_eq!(a, b);
+    assert_eq!((b.delivered, b.pending, b.failed_attempts), (3, 0, 1));
+    assert_eq!(b.latency.iter().sum::<u64>(), 4);
+    assert_eq!(b.latency[0], 2);
 }
 
 /// Each contract, once per backend.

@@ -84,6 +84,8 @@ pub struct Sender {
     ops: crate::ops::Ops,
     metrics: crate::metrics::Metrics,
     stats: Option<Arc<dyn webhooks_ports::EndpointStatsStore>>,
+    /// Figures counted and not yet written to `stats`.
+    tally: stats::Tally,
 }
 
 struct Job<'a> {
@@ -167,6 +169,7 @@ impl Sender {
             ops: crate::ops::Ops::default(),
             metrics: crate::metrics::Metrics::default(),
             stats: None,
+            tally: stats::Tally::default(),
         }
     }
 
@@ -249,6 +252,7 @@ impl Sender {
         for ((i, _), outcome) in notices.iter().zip(notice_outcomes) {
             outcomes[*i] = outcome;
         }
+        self.write_stats().await;
         outcomes
     }
 
@@ -595,7 +599,7 @@ impl Sender {
                 return MessageOutcome::Retry;
             }
         }
-        self.count_attempt(&prepared.delivery, &update).await;
+        self.count_attempt(&prepared.delivery, &update);
         self.update_health(prepared.endpoint, &step, at).await;
         if update.status == DeliveryStatus::DeadLettered {
             self.notify_dead_lettered(&prepared.delivery, update.last_error.as_deref(), at)
