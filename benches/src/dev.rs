@@ -33,6 +33,7 @@ pub fn settings(
         portal_secret: None,
         ops_webhook: None,
         stats_every: None,
+        slow_lane_cap: webhooks::backend::DEFAULT_SLOW_LANE_CAP,
     }
 }
 

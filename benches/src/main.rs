@@ -7,6 +7,7 @@ mod cold_start;
 mod dev;
 mod e2e;
 mod measure;
+mod noisy;
 mod receiver;
 mod signing;
 
@@ -39,6 +40,8 @@ enum Command {
     ColdStart(ColdStartArgs),
     /// HMAC-SHA256 throughput next to `openssl speed -hmac sha256`.
     Signing(SigningArgs),
+    /// Healthy endpoints' latency beside one that never answers.
+    Noisy(noisy::NoisyArgs),
     /// Everything above, written as JSON.
     All(AllArgs),
     /// The receiver the end-to-end benchmarks start as a child process.
@@ -313,6 +316,8 @@ async fn all(a: AllArgs) -> anyhow::Result<()> {
     section(&mut results, "aws_requests", aws);
     let wide = aws_requests::wide_fanout(1000, Duration::from_secs(300)).await;
     section(&mut results, "wide_fanout", wide);
+    let noisy_run = async { noisy::run(&noisy::NoisyArgs::defaults()?.options()).await };
+    section(&mut results, "noisy", noisy_run.await);
     results["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -366,6 +371,10 @@ fn main() -> anyhow::Result<()> {
         Command::ColdStart(a) => {
             let v = runtime()?.block_on(cold_start::run(&cold_start_options(&a)))?;
             print(&v);
+            Ok(())
+        }
+        Command::Noisy(a) => {
+            print(&runtime()?.block_on(noisy::run(&a.options()))?);
             Ok(())
         }
         Command::All(a) => runtime()?.block_on(all(a)),

@@ -121,6 +121,9 @@ pub struct EndpointItem {
     /// Bumped by every write; the condition of every versioned update.
     #[serde(default)]
     pub version: u64,
+    /// Deliveries per second the endpoint takes; absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
 }
 
 /// Bytes stored as a DynamoDB binary attribute (`B`).
@@ -236,6 +239,7 @@ impl EndpointItem {
             updated_at: rfc3339(e.updated_at),
             failing_since: e.failing_since.map(rfc3339),
             version: e.version,
+            rate_limit: e.rate_limit,
         }
     }
 
@@ -296,6 +300,7 @@ impl EndpointItem {
             description: self.description,
             enabled: self.enabled,
             disabled_reason: self.disabled_reason,
+            rate_limit: self.rate_limit,
         })
     }
 }
@@ -480,6 +485,7 @@ mod tests {
         );
         ep.created_at = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
         ep.updated_at = ep.created_at;
+        ep.rate_limit = Some(25);
         ep.rotate_secret(
             Secret::generate(),
             ep.created_at,
@@ -527,6 +533,10 @@ mod tests {
         };
         let ep = back.into_endpoint(secrets).unwrap();
         assert_eq!(ep.previous_secrets.len(), 1);
+        assert_eq!(
+            ep.rate_limit, None,
+            "items without a rate limit are unlimited"
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum Backend {
     },
 }
 
+/// The slow lane's cap `webhooks dev` uses unless told otherwise.
+pub const DEFAULT_SLOW_LANE_CAP: Option<u32> =
+    Some(webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP);
+
 /// What the system is built from.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -53,6 +57,8 @@ pub struct Settings {
     pub ops_webhook: Option<OpsEndpoint>,
     /// Print a one-line summary of the sender's figures this often.
     pub stats_every: Option<Duration>,
+    /// Most POSTs in flight at once to a slow endpoint; `None`: no cap.
+    pub slow_lane_cap: Option<u32>,
 }
 
 /// The assembled system: every handler over one backend's adapters, and the
@@ -132,6 +138,10 @@ impl System {
                 lease: SenderConfig::default()
                     .lease
                     .max(settings.request_timeout * 2),
+                lanes: webhooks_pipeline::sender::limits::LaneConfig {
+                    slow_cap: settings.slow_lane_cap,
+                    ..Default::default()
+                },
                 ..SenderConfig::default()
             },
         )

@@ -64,6 +64,9 @@ pub struct Endpoint {
     pub description: String,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// Deliveries per second; `None`: unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
     pub created_at: String,
     #[serde(default)]
     pub updated_at: String,
@@ -121,6 +124,9 @@ pub struct EndpointUpdate {
     pub enabled: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `Some(None)` lifts the limit (`null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Option<u32>>,
 }
 
 /// A new endpoint.
@@ -130,6 +136,8 @@ pub struct NewEndpoint {
     pub event_types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
 }
 
 /// The management API at one base URL, with one bearer token.

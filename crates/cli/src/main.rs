@@ -93,6 +93,11 @@ struct DevArgs {
     /// outcome, dead letters by cause, latency p50/p95) this often, e.g. 60s.
     #[arg(long, env = "WEBHOOKS_STATS_EVERY")]
     stats_every: Option<String>,
+    /// Most requests in flight at once to an endpoint whose requests take
+    /// over 2 s (the slow lane); further messages for it wait on the queue.
+    /// 0: no cap.
+    #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP)]
+    slow_lane_cap: u32,
 }
 
 #[derive(Subcommand)]
@@ -234,6 +239,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         backend,
         schedule,
         request_timeout,
+        slow_lane_cap: Some(args.slow_lane_cap).filter(|c| *c > 0),
         allow_private: !args.block_private_endpoints,
         inbound: InboundConfig {
             stripe_webhook_secret: optional_env("STRIPE_WEBHOOK_SECRET").map(Into::into),

@@ -14,6 +14,9 @@ pub const MAX_URL_LEN: usize = 2048;
 /// delivery's `webhook-signature`, so the list must stay short).
 pub const MAX_PREVIOUS_SECRETS: usize = 10;
 
+/// Highest `rate_limit` an endpoint may declare, in deliveries per second.
+pub const MAX_RATE_LIMIT: u32 = 10_000;
+
 /// Which event types an endpoint receives: all (`["*"]`) or a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subscription {
@@ -122,6 +125,9 @@ pub struct Endpoint {
     /// Bumped by every write of the stored endpoint; a write made from an
     /// older read is refused (optimistic concurrency).
     pub version: u64,
+    /// Most deliveries per second the endpoint takes (1 to
+    /// [`MAX_RATE_LIMIT`]); `None`: as fast as the sender goes.
+    pub rate_limit: Option<u32>,
 }
 
 impl Endpoint {
@@ -142,6 +148,7 @@ impl Endpoint {
             updated_at: now,
             failing_since: None,
             version: 0,
+            rate_limit: None,
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Tally {
     pub latencies_ms: Vec<u64>,
     /// Each first receipt's time on the queue.
     pub queue_ages_ms: Vec<u64>,
+    /// Messages deferred by their endpoint's limits, by limit
+    /// (`slow_lane`, `rate_limit`).
+    pub deferrals: BTreeMap<&'static str, u64>,
 }
 
 impl Tally {
@@ -67,7 +70,11 @@ impl Tally {
             pct(&self.latencies_ms, 50),
             pct(&self.latencies_ms, 95),
             pct(&self.queue_ages_ms, 95),
-        )
+        ) + &if self.deferrals.is_empty() {
+            String::new()
+        } else {
+            format!(" · deferred ({})", by(&self.deferrals))
+        }
     }
 }
 
@@ -102,6 +109,21 @@ impl Metrics {
                 let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
                 *t.attempts.entry(outcome).or_default() += 1;
                 t.latencies_ms.push(latency_ms);
+            }
+        }
+    }
+
+    /// A message deferred, without an attempt, by its endpoint's `limit`.
+    pub fn deferred(&self, limit: &'static str) {
+        match self {
+            Metrics::Off => {}
+            Metrics::Emf => println!("{}", emf(&[("Limit", limit)], &[("Deferrals", "Count", 1)])),
+            Metrics::Tally(t) => {
+                *t.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .deferrals
+                    .entry(limit)
+                    .or_default() += 1;
             }
         }
     }

@@ -10,6 +10,7 @@ use webhooks_domain::{
     Subscription,
 };
 use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
+use webhooks_pipeline::sender::limits::LaneConfig;
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
 };
@@ -27,6 +28,10 @@ struct TestSystem {
 }
 
 fn world_with(schedule: &str, client: DeliveryClientConfig) -> TestSystem {
+    world_with_lanes(schedule, client, LaneConfig::default())
+}
+
+fn world_with_lanes(schedule: &str, client: DeliveryClientConfig, lanes: LaneConfig) -> TestSystem {
     let endpoints = MemoryEndpointStore::new();
     let deliveries = MemoryDeliveryStore::new();
     let dlq = MemoryQueue::new(Duration::from_secs(30));
@@ -40,6 +45,7 @@ fn world_with(schedule: &str, client: DeliveryClientConfig) -> TestSystem {
         DeliveryClient::new(client).expect("client"),
         SenderConfig {
             schedule: schedule.parse().expect("schedule"),
+            lanes,
             ..SenderConfig::default()
         },
     );
@@ -116,6 +122,124 @@ impl TestSystem {
     async fn delivery(&self, id: &str) -> Delivery {
         self.deliveries.get(id).await.expect("get").expect("exists")
     }
+
+    /// The same system, its sender reading time from tokio's clock, so
+    /// that advancing paused time also moves rate-limit tokens.
+    fn on_tokio_clock(self) -> Self {
+        TestSystem {
+            sender: self
+                .sender
+                .with_clock(webhooks_testkit::clock::TokioClock::starting_at(
+                    chrono::Utc::now(),
+                )),
+            ..self
+        }
+    }
+}
+
+/// Moves tokio's clock (and the memory queue's) on by `by`, then lets real
+/// time run again for the POSTs that follow.
+async fn skip(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn a_rate_limited_endpoint_defers_without_an_attempt_then_delivers() {
+    let rx = Receiver::always(204).await;
+    let w = world("1s").on_tokio_clock();
+    let mut ep = Endpoint::new("org", rx.url("/"), Subscription::All, Secret::generate());
+    ep.rate_limit = Some(1);
+    w.endpoints.create(&ep).await.expect("create");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(w.enqueue(&ep).await.1.id);
+    }
+    let outcomes = w.run_once().await;
+    let done = outcomes
+        .iter()
+        .filter(|o| **o == MessageOutcome::Done)
+        .count();
+    assert_eq!(done, 1, "one token a second: {outcomes:?}");
+    assert_eq!(rx.count(), 1);
+    for id in &ids {
+        let d = w.delivery(id).await;
+        assert_eq!(d.status == DeliveryStatus::Delivered, d.attempt_count == 1);
+        if d.status == DeliveryStatus::Pending {
+            assert_eq!(d.attempt_count, 0, "a deferral is no attempt");
+            assert!(d.attempts.is_empty() && d.lease_until.is_none());
+        }
+    }
+    // Deferred by the time to their tokens: one second, then two.
+    assert!(!w_visible(&w).await, "deferred, not left visible");
+    skip(Duration::from_millis(1000)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    skip(Duration::from_millis(1000)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(rx.count(), 3);
+    for id in &ids {
+        let d = w.delivery(id).await;
+        assert_eq!(d.status, DeliveryStatus::Delivered);
+        assert_eq!(d.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), [1]);
+    }
+    assert!(w.dlq.is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_over_its_cap_is_deferred_without_an_attempt_then_delivered() {
+    // The first request is held past the timeout; the rest are answered.
+    let rx = Receiver::start(|n, _| {
+        if n == 0 {
+            Reply::Delay(Duration::from_secs(5), 200)
+        } else {
+            Reply::Status(204)
+        }
+    })
+    .await;
+    let w = world_with_lanes(
+        "1h",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_millis(500),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+        LaneConfig {
+            slow_cap: Some(1),
+            slow_after: Duration::from_millis(400),
+        },
+    );
+    let ep = w.endpoint(rx.url("/")).await;
+    w.enqueue(&ep).await;
+    // It times out: the endpoint is slow now.
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    let (_, b) = w.enqueue(&ep).await;
+    let (_, c) = w.enqueue(&ep).await;
+    let outcomes = w.run_once().await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == MessageOutcome::Done)
+            .count(),
+        1,
+        "one POST at a time to a slow endpoint: {outcomes:?}"
+    );
+    assert_eq!(rx.count(), 2);
+    let (b, c) = (w.delivery(&b.id).await, w.delivery(&c.id).await);
+    let deferred = if b.status == DeliveryStatus::Pending {
+        b
+    } else {
+        c
+    };
+    assert_eq!(deferred.attempt_count, 0, "a deferral is no attempt");
+    assert!(!w_visible(&w).await, "deferred, not left visible");
+    // Back after the shortest deferral; the endpoint answered quickly
+    // meanwhile, so it is no longer capped.
+    skip(webhooks_pipeline::sender::limits::MIN_DEFER).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    let d = w.delivery(&deferred.id).await;
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), [1]);
 }
 
 #[tokio::test]

@@ -117,6 +117,31 @@ pub struct Final<'a> {
     pub crash_holds: &'a HashMap<String, u32>,
     /// The `Retry-After` answered to (delivery, attempt).
     pub retry_after: &'a dyn Fn(&str, u32) -> Option<Duration>,
+    /// How much later than its schedule the sender's per-endpoint limits
+    /// may make a retry of this delivery (see [`deferral_slack`]).
+    pub deferral_slack: &'a dyn Fn(&Delivery) -> chrono::Duration,
+}
+
+/// How late the sender's per-endpoint limits may make one retry: they
+/// defer a message at most `max_deferrals` times
+/// ([`deferral_budget`]), the slow lane for at most
+/// [`MAX_SLOW_DEFER`] each, the rate limit for at most the time the
+/// endpoint's whole backlog (`endpoint_deliveries`) takes at its rate.
+/// Deferring is the limits' purpose, so a retry late by this much keeps
+/// the schedule as the endpoint allows it.
+///
+/// [`deferral_budget`]: webhooks_pipeline::sender::limits::deferral_budget
+/// [`MAX_SLOW_DEFER`]: webhooks_pipeline::sender::limits::MAX_SLOW_DEFER
+pub fn deferral_slack(
+    max_deferrals: u32,
+    rate_limit: Option<u32>,
+    endpoint_deliveries: usize,
+) -> chrono::Duration {
+    let by_rate = rate_limit.map_or(Duration::ZERO, |r| {
+        Duration::from_secs_f64(endpoint_deliveries as f64 / f64::from(r.max(1)))
+    });
+    let each = by_rate.max(webhooks_pipeline::sender::limits::MAX_SLOW_DEFER);
+    chrono::Duration::from_std(each * max_deferrals).unwrap_or(chrono::Duration::MAX)
 }
 
 impl Final<'_> {
@@ -219,7 +244,8 @@ impl Final<'_> {
                 .unwrap_or(i32::MAX);
             let max = chrono::Duration::from_std(delay.mul_f64(1.2).max(asked)).unwrap_or_default()
                 + late_slack(self.sweep_every)
-                + chrono::Duration::seconds(240) * crashes;
+                + chrono::Duration::seconds(240) * crashes
+                + (self.deferral_slack)(d);
             if gap < min {
                 violations.add(format!(
                     "{} attempt {} came {} s after attempt {}, before the scheduled {} s (-20 %)",
@@ -307,6 +333,7 @@ mod tests {
             resent: &HashSet::new(),
             crash_holds: &HashMap::new(),
             retry_after: &|_, _| None,
+            deferral_slack: &|_| chrono::Duration::zero(),
         }
         .check(&v);
         v.all()

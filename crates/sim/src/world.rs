@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::{
-    ids, DeliveryStatus, Endpoint, Event, EventType, RetrySchedule, Secret, Subscription,
+    ids, Delivery, DeliveryStatus, Endpoint, Event, EventType, RetrySchedule, Secret, Subscription,
 };
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_memory::MemoryBackend;
@@ -242,6 +242,10 @@ impl World {
         endpoint.id = ids::id_at("ep", now, self.rng.random());
         endpoint.created_at = now;
         endpoint.updated_at = now;
+        // Some endpoints declare a rate limit, low enough to be reached.
+        if self.rng.random_bool(0.25) {
+            endpoint.rate_limit = Some(self.rng.random_range(1..=3));
+        }
         let hours = |h: i64| now + chrono::Duration::hours(h);
         let behaviour = match self.rng.random_range(0..100) {
             0..=49 => Behaviour::Healthy {
@@ -829,6 +833,23 @@ impl World {
         let deliveries = self.memory.deliveries.all();
         let receivers = self.receivers.clone();
         let retry_after = move |d: &str, n: u32| receivers.retry_after(d, n);
+        let mut per_endpoint: HashMap<&str, usize> = HashMap::new();
+        for d in &deliveries {
+            *per_endpoint.entry(d.endpoint_id.as_str()).or_default() += 1;
+        }
+        let max_deferrals = webhooks_pipeline::sender::limits::deferral_budget(&self.schedule);
+        let deferral_slack = |d: &Delivery| {
+            crate::check::deferral_slack(
+                max_deferrals,
+                self.known
+                    .get(&d.endpoint_id)
+                    .and_then(|k| k.endpoint.rate_limit),
+                per_endpoint
+                    .get(d.endpoint_id.as_str())
+                    .copied()
+                    .unwrap_or(0),
+            )
+        };
         Final {
             events: &self.events,
             endpoints: &self.known,
@@ -839,6 +860,7 @@ impl World {
             resent: &self.resent,
             crash_holds: &self.crash_holds,
             retry_after: &retry_after,
+            deferral_slack: &deferral_slack,
         }
         .check(&self.violations);
         // No cursor stuck: each org's has reached its last event.

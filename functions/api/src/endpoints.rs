@@ -12,6 +12,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
+use webhooks_domain::endpoint::MAX_RATE_LIMIT;
 use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_pipeline::registration::register_endpoint;
@@ -31,6 +32,8 @@ struct CreateBody {
     description: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     secret: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +47,8 @@ struct UpdateBody {
     enabled: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     description: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -74,12 +79,14 @@ pub(crate) async fn create(
             .flatten()
             .unwrap_or_default(),
     )?;
+    let rate_limit = rate_limit(body.rate_limit.as_deref())?.flatten();
     let secret = match optional_secret("secret", body.secret.as_deref())? {
         Some(s) => user_secret(&s)?,
         None => Secret::generate(),
     };
     let mut endpoint = Endpoint::new(&caller.org_id, url, subscription, secret);
     endpoint.description = description;
+    endpoint.rate_limit = rate_limit;
     register_endpoint(api.cursors.as_ref(), api.endpoints.as_ref(), &endpoint).await?;
     tracing::info!(org_id = %caller.org_id, endpoint_id = %endpoint.id, "endpoint created");
     let mut response = json_with_secret(StatusCode::CREATED, &EndpointView::with_secret(&endpoint));
@@ -144,8 +151,14 @@ pub(crate) async fn update(
     let description = optional::<Option<String>>("description", body.description.as_deref())?
         .map(|d| description(d.unwrap_or_default()))
         .transpose()?;
+    let rate_limit = rate_limit(body.rate_limit.as_deref())?;
 
-    if url.is_none() && subscription.is_none() && enabled.is_none() && description.is_none() {
+    if url.is_none()
+        && subscription.is_none()
+        && enabled.is_none()
+        && description.is_none()
+        && rate_limit.is_none()
+    {
         let endpoint = load(api, caller, id).await?;
         return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
     }
@@ -168,6 +181,9 @@ pub(crate) async fn update(
         }
         if let Some(enabled) = enabled {
             endpoint.set_enabled(enabled);
+        }
+        if let Some(rate_limit) = rate_limit {
+            endpoint.rate_limit = rate_limit;
         }
         endpoint.updated_at = api.clock.now();
     })
@@ -339,6 +355,27 @@ fn description(text: String) -> Result<String, ApiError> {
         )));
     }
     Ok(text)
+}
+
+/// A `rate_limit` field: absent (`None`), `null` to lift the limit
+/// (`Some(None)`), or a whole number of deliveries per second from 1 to
+/// [`MAX_RATE_LIMIT`].
+fn rate_limit(raw: Option<&RawValue>) -> Result<Option<Option<u32>>, ApiError> {
+    let invalid = || {
+        ApiError::invalid(format!(
+            "rate_limit must be a whole number of deliveries per second from 1 to {MAX_RATE_LIMIT}, or null for no limit"
+        ))
+    };
+    match optional::<serde_json::Value>("rate_limit", raw)? {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=MAX_RATE_LIMIT).contains(n))
+            .map(|n| Some(Some(n)))
+            .ok_or_else(invalid),
+    }
 }
 
 /// A caller-chosen secret; the error never contains it.

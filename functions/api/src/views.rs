@@ -21,6 +21,8 @@ pub struct EndpointView<'a> {
     pub description: &'a str,
     pub enabled: bool,
     pub disabled_reason: Option<&'a str>,
+    /// Deliveries per second; `null`: unlimited.
+    pub rate_limit: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +65,7 @@ impl<'a> EndpointView<'a> {
             description: &ep.description,
             enabled: ep.enabled,
             disabled_reason: ep.disabled_reason.as_deref(),
+            rate_limit: ep.rate_limit,
             created_at: rfc3339(ep.created_at),
             updated_at: rfc3339(ep.updated_at),
             secret: None,

@@ -284,12 +284,14 @@ pub async fn endpoint_updates_are_versioned(a: Adapters) {
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     let mut first = read.clone();
     first.description = "first".into();
+    first.rate_limit = Some(7);
     assert_eq!(store.update(&first).await.unwrap(), Updated::Written);
     let mut second = read.clone();
     second.description = "second".into();
     assert_eq!(store.update(&second).await.unwrap(), Updated::Conflict);
     let now = store.get("org", &ep.id).await.unwrap().unwrap();
     assert_eq!(now.description, "first");
+    assert_eq!(now.rate_limit, Some(7));
     assert_eq!(now.version, read.version + 1);
     let mut third = now.clone();
     third.rotate_secret(Secret::generate(), Utc::now(), Span::hours(24));
@@ -315,6 +317,7 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     let store = a.endpoints;
     let mut ep = new_endpoint();
     ep.description = "kept".into();
+    ep.rate_limit = Some(3);
     store.create(&ep).await.unwrap();
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     let since = Utc::now() - Span::hours(1);
@@ -353,6 +356,7 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
         Some("the endpoint answered 410 Gone")
     );
     assert_eq!(after.description, "kept");
+    assert_eq!(after.rate_limit, Some(3));
     assert_eq!(after.secret, ep.secret);
     assert!(after.version > read.version);
     // A write from the read before the health writes is refused.

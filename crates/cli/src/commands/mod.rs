@@ -97,6 +97,9 @@ pub enum EndpointsCommand {
         events: Vec<String>,
         #[arg(long)]
         description: Option<String>,
+        /// Most deliveries per second the endpoint takes (default: no limit).
+        #[arg(long, value_name = "PER_SECOND")]
+        rate_limit: Option<u32>,
     },
     /// Change an endpoint.
     Update {
@@ -110,6 +113,12 @@ pub enum EndpointsCommand {
         enabled: Option<bool>,
         #[arg(long)]
         description: Option<String>,
+        /// Most deliveries per second the endpoint takes.
+        #[arg(long, value_name = "PER_SECOND", conflicts_with = "no_rate_limit")]
+        rate_limit: Option<u32>,
+        /// Lift the endpoint's rate limit.
+        #[arg(long)]
+        no_rate_limit: bool,
     },
     /// Delete an endpoint; its pending deliveries are canceled.
     Delete { id: String },
@@ -284,12 +293,14 @@ async fn endpoints(client: &Client, output: Output, c: EndpointsCommand) -> Resu
             url,
             events,
             description,
+            rate_limit,
         } => {
             let r = client
                 .create_endpoint(&NewEndpoint {
                     url,
                     event_types: trimmed(events),
                     description,
+                    rate_limit,
                 })
                 .await?;
             print(output, &r, |e| endpoint_details(e, e.secret.as_deref()));
@@ -300,12 +311,19 @@ async fn endpoints(client: &Client, output: Output, c: EndpointsCommand) -> Resu
             events,
             enabled,
             description,
+            rate_limit,
+            no_rate_limit,
         } => {
             let update = EndpointUpdate {
                 url,
                 event_types: events.map(trimmed),
                 enabled,
                 description,
+                rate_limit: if no_rate_limit {
+                    Some(None)
+                } else {
+                    rate_limit.map(Some)
+                },
             };
             let r = client.update_endpoint(&id, &update).await?;
             print(output, &r, |e| endpoint_details(e, None));
@@ -481,6 +499,11 @@ fn endpoint_details(e: &crate::client::Endpoint, secret: Option<&str>) -> String
             enabled_text(e.enabled, e.disabled_reason.as_deref()),
         ),
         ("description", e.description.clone()),
+        (
+            "rate limit",
+            e.rate_limit
+                .map_or("none".to_string(), |r| format!("{r}/s")),
+        ),
         ("created", e.created_at.clone()),
     ];
     if let Some(s) = secret {

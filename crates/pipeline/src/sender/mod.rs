@@ -14,6 +14,7 @@ use tracing::Instrument;
 mod fence;
 mod headers;
 mod health;
+pub mod limits;
 mod notices;
 mod stats;
 use notices::outcome_name;
@@ -47,6 +48,8 @@ pub struct SenderConfig {
     /// enough that a crashed holder's delivery is taken up again when its
     /// message returns (the queue's 180 s visibility timeout).
     pub lease: Duration,
+    /// How much of the sender one endpoint may hold.
+    pub lanes: limits::LaneConfig,
 }
 
 impl Default for SenderConfig {
@@ -55,6 +58,7 @@ impl Default for SenderConfig {
             schedule: RetrySchedule::default(),
             disable_failing_after: Duration::from_secs(5 * 86400),
             lease: Duration::from_secs(60),
+            lanes: limits::LaneConfig::default(),
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct Sender {
     stats: Option<Arc<dyn webhooks_ports::EndpointStatsStore>>,
     /// Figures counted and not yet written to `stats`.
     tally: stats::Tally,
+    /// Each endpoint's share of this process's sender.
+    limits: limits::Limits,
 }
 
 struct Job<'a> {
@@ -117,6 +123,8 @@ struct Prepared<'a> {
     endpoint: &'a Endpoint,
     /// This attempt's number, 1 for the first.
     number: u32,
+    /// The endpoint's place for this POST (none for a disabled endpoint).
+    permit: Option<limits::Permit>,
 }
 
 /// An attempt made, and what follows it.
@@ -156,7 +164,9 @@ impl Sender {
         client: DeliveryClient,
         config: SenderConfig,
     ) -> Self {
+        let budget = limits::deferral_budget(&config.schedule);
         Sender {
+            limits: limits::Limits::new(config.lanes.clone(), budget),
             endpoints,
             health,
             deliveries,
@@ -441,8 +451,29 @@ impl Sender {
             }
             None => return Err(MessageOutcome::Retry),
         };
+        // Over its endpoint's limits, the message waits, before the lease:
+        // no attempt is taken, nothing written.
+        let permit = if endpoint.enabled {
+            // Receives beyond this one and one per earlier attempt.
+            let extra_receives = job
+                .message
+                .receive_count
+                .saturating_sub(delivery.attempt_count.saturating_add(1));
+            match self
+                .limits
+                .admit(&job.message.message_id, extra_receives, endpoint, now)
+            {
+                limits::Admission::Go(permit) => Some(permit),
+                limits::Admission::Defer { delay, reason } => {
+                    return Err(self.defer(job, delay, reason).await)
+                }
+            }
+        } else {
+            None
+        };
         let delivery = self.lease(job.message, delivery).await?;
         Ok(Prepared {
+            permit,
             job,
             message: job.message,
             task: &job.task,
@@ -473,7 +504,8 @@ impl Sender {
 
     /// Signs and POSTs (or, for a disabled endpoint, fails at once) and
     /// decides what follows.
-    async fn attempt<'a>(&self, prepared: Prepared<'a>) -> Attempted<'a> {
+    async fn attempt<'a>(&self, mut prepared: Prepared<'a>) -> Attempted<'a> {
+        let permit = prepared.permit.take();
         let at = self.clock.now();
         let outcome = if prepared.endpoint.enabled {
             let headers = delivery_headers(prepared.task, prepared.endpoint, prepared.number, at);
@@ -505,6 +537,9 @@ impl Sender {
                 response_body: None,
             }
         };
+        if let Some(permit) = permit {
+            permit.posted();
+        }
         let step = next_step(
             prepared.number,
             &outcome.result,

@@ -6,7 +6,7 @@ use webhooks_domain::{DeliveryStatus, EventType, Secret};
 use webhooks_ports::EndpointHealth;
 use webhooks_ports::EndpointLookup;
 use webhooks_ports::OrgEndpoints;
-use webhooks_ports::{CursorStore, EventStore};
+use webhooks_ports::{CursorStore, EndpointStore, EventStore};
 
 fn user_secret() -> String {
     format!(
@@ -613,4 +613,78 @@ async fn test_events_target_their_endpoint() {
     .await
     .assert_error(404, "not_found");
     assert_eq!(w.events.len(), 3);
+}
+
+#[tokio::test]
+async fn rate_limit_is_optional_checked_and_kept() {
+    let w = world();
+    let r = w
+        .manage(
+            "POST",
+            "/v1/endpoints",
+            json!({"url": "https://example.com/r", "event_types": ["*"], "rate_limit": 50})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["rate_limit"], 50);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let uri = format!("/v1/endpoints/{id}");
+    assert_eq!(
+        w.endpoints.get(ORG, &id).await.unwrap().unwrap().rate_limit,
+        Some(50)
+    );
+    assert_eq!(w.manage("GET", &uri, "").await.json["rate_limit"], 50);
+    // Absent: unlimited.
+    let unlimited = w.create_endpoint(&["*"]).await;
+    let r = w
+        .manage("GET", &format!("/v1/endpoints/{unlimited}"), "")
+        .await;
+    assert_eq!(r.json["rate_limit"], Value::Null);
+
+    let r = w.manage("PATCH", &uri, r#"{"rate_limit": 10000}"#).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["rate_limit"], 10000);
+    // Other changes keep it.
+    let r = w.manage("PATCH", &uri, r#"{"description": "x"}"#).await;
+    assert_eq!(r.json["rate_limit"], 10000);
+    // null lifts it.
+    let r = w.manage("PATCH", &uri, r#"{"rate_limit": null}"#).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["rate_limit"], Value::Null);
+    assert_eq!(
+        w.endpoints.get(ORG, &id).await.unwrap().unwrap().rate_limit,
+        None
+    );
+
+    // Refused with the field named, and nothing written.
+    let count = |w: &TestSystem| {
+        let endpoints = w.endpoints.clone();
+        async move { endpoints.list(ORG, 100, None).await.unwrap().items.len() }
+    };
+    let before = count(&w).await;
+    let stored = w.endpoints.get(ORG, &id).await.unwrap().unwrap();
+    for bad in [
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(2.0),
+        json!("5"),
+        json!(10_001),
+        json!(u64::MAX),
+        json!(1e20),
+        json!(true),
+        json!([5]),
+    ] {
+        let create =
+            json!({"url": "https://example.com/x", "event_types": ["*"], "rate_limit": bad});
+        w.manage("POST", "/v1/endpoints", create.to_string())
+            .await
+            .assert_invalid("rate_limit");
+        w.manage("PATCH", &uri, json!({ "rate_limit": bad }).to_string())
+            .await
+            .assert_invalid("rate_limit");
+    }
+    assert_eq!(count(&w).await, before);
+    assert_eq!(w.endpoints.get(ORG, &id).await.unwrap().unwrap(), stored);
 }

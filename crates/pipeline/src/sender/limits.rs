@@ -1,0 +1,589 @@
+//! Per-endpoint limits on the sender, so that one endpoint cannot starve
+//! the others: the slow lane (an endpoint whose POSTs take long may hold
+//! only [`LaneConfig::slow_cap`] of the sender's requests at once) and the
+//! endpoint's declared `rate_limit` (a token bucket). One [`Limits`] per
+//! sender, shared by every batch the process handles. A message over a
+//! limit is deferred: hidden on the queue for a while, not POSTed, and not
+//! counted as an attempt.
+//!
+//! Why a slow lane rather than a flat cap: the sender starts a batch's ten
+//! POSTs at once, so a flat per-endpoint cap small enough to bound a
+//! timing-out endpoint would also throttle a single fast endpoint (the
+//! usual set-up). Only an endpoint whose POSTs take long holds the
+//! sender's concurrency, so only such an endpoint is capped.
+
+use super::{Job, MessageOutcome, Sender};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+use webhooks_domain::Endpoint;
+
+/// Most POSTs in flight at once, per process, to an endpoint in the slow
+/// lane: a quarter of `webhooks dev`'s eight batches, two of a Lambda
+/// environment's batch of ten.
+pub const DEFAULT_SLOW_CAP: u32 = 2;
+/// POSTs taking this long put their endpoint in the slow lane: receivers
+/// that answer in time answer well within it.
+pub const DEFAULT_SLOW_AFTER: Duration = Duration::from_secs(2);
+/// The shortest deferral.
+pub const MIN_DEFER: Duration = Duration::from_secs(1);
+/// The longest deferral by the slow lane: a message comes back at least
+/// this often to find a free slot.
+pub const MAX_SLOW_DEFER: Duration = Duration::from_secs(300);
+/// How long a deferred message's reserved token is kept for it.
+const PROMISE_KEPT: chrono::Duration = chrono::Duration::minutes(10);
+/// Endpoints remembered before idle ones are forgotten.
+const MAX_REMEMBERED: usize = 10_000;
+/// An endpoint idle this long is forgotten first.
+const IDLE: Duration = Duration::from_secs(600);
+
+/// The most deferrals a message gets: half of the receives that `schedule`
+/// leaves spare under the queue's [`MAX_RECEIVE_COUNT`] even at its longest
+/// (every delay +20 %, every `Retry-After` at 12 h). Each deferral spends a
+/// receive; the other half stays for what the spare was for (failed
+/// handling, crashed invocations), so deferrals never bring the queue's
+/// redrive on where it would not have come without them.
+///
+/// [`MAX_RECEIVE_COUNT`]: webhooks_ports::queue_settings::MAX_RECEIVE_COUNT
+pub fn deferral_budget(schedule: &webhooks_domain::RetrySchedule) -> u32 {
+    webhooks_ports::queue_settings::MAX_RECEIVE_COUNT.saturating_sub(schedule.max_receives()) / 2
+}
+
+/// How the sender shares its concurrency among endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneConfig {
+    /// Most POSTs in flight at once to an endpoint in the slow lane;
+    /// `None`: no cap.
+    pub slow_cap: Option<u32>,
+    /// An endpoint is in the slow lane while its recent POSTs took this
+    /// long on average, or one of its POSTs has run this long.
+    pub slow_after: Duration,
+}
+
+impl Default for LaneConfig {
+    fn default() -> Self {
+        LaneConfig {
+            slow_cap: Some(DEFAULT_SLOW_CAP),
+            slow_after: DEFAULT_SLOW_AFTER,
+        }
+    }
+}
+
+/// Which limit deferred a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeferReason {
+    /// The endpoint is slow and already holds its share of the sender.
+    SlowLane,
+    /// The endpoint's `rate_limit`.
+    RateLimit,
+}
+
+impl DeferReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeferReason::SlowLane => "slow_lane",
+            DeferReason::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// What the limits say about a message.
+#[derive(Debug)]
+pub enum Admission {
+    /// POST it now; the permit holds its place until dropped.
+    Go(Permit),
+    /// Hide it for `delay`, without an attempt.
+    Defer {
+        delay: Duration,
+        reason: DeferReason,
+    },
+}
+
+/// The per-endpoint limits of one sender process.
+pub struct Limits {
+    config: LaneConfig,
+    /// Receives of a message beyond one per attempt (deferrals, failures,
+    /// re-hides) under which it may still be deferred ([`deferral_budget`]).
+    budget: u32,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    endpoints: HashMap<String, Lane>,
+    next_post: u64,
+}
+
+/// What is known of one endpoint.
+struct Lane {
+    /// POSTs in flight, by number, and when each started.
+    in_flight: HashMap<u64, Instant>,
+    /// Recent POSTs' duration, averaged (`None` before the first ends).
+    average: Option<Duration>,
+    /// When the last message the slow lane deferred was told to come back.
+    line: Option<Instant>,
+    bucket: Option<TokenBucket>,
+    last_used: Instant,
+}
+
+impl Lane {
+    fn new(now: Instant) -> Self {
+        Lane {
+            in_flight: HashMap::new(),
+            average: None,
+            line: None,
+            bucket: None,
+            last_used: now,
+        }
+    }
+
+    fn is_slow(&self, slow_after: Duration, now: Instant) -> bool {
+        self.average.is_some_and(|a| a >= slow_after)
+            || self
+                .in_flight
+                .values()
+                .any(|started| now.saturating_duration_since(*started) >= slow_after)
+    }
+
+    /// When a message the slow lane defers now should come back: a slot
+    /// frees about every `average / cap`, so deferred messages are spread
+    /// over the line at that pace rather than all coming back at once.
+    fn defer_slow(&mut self, cap: u32, slow_after: Duration, now: Instant) -> Duration {
+        let hold = self.average.unwrap_or(slow_after).max(slow_after);
+        let spacing = hold / cap.max(1);
+        let earliest = now + MIN_DEFER;
+        let slot = match self.line {
+            Some(line) if line + spacing > earliest => line + spacing,
+            _ => earliest,
+        };
+        let slot = slot.min(now + MAX_SLOW_DEFER);
+        self.line = Some(slot);
+        slot - now
+    }
+}
+
+impl Limits {
+    /// Limits as `config` says; a message is deferred only while it has
+    /// had fewer than `budget` receives beyond one per attempt.
+    pub fn new(config: LaneConfig, budget: u32) -> Self {
+        Limits {
+            config,
+            budget,
+            state: Arc::default(),
+        }
+    }
+
+    /// Whether the message `message_id`, received `extra_receives` times
+    /// beyond one per attempt, may be POSTed to `endpoint` at `now` (the
+    /// sender's clock; the slow lane goes by tokio's).
+    pub fn admit(
+        &self,
+        message_id: &str,
+        extra_receives: u32,
+        endpoint: &Endpoint,
+        now: DateTime<Utc>,
+    ) -> Admission {
+        let instant = Instant::now();
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State {
+            endpoints,
+            next_post,
+        } = &mut *guard;
+        if endpoints.len() >= MAX_REMEMBERED && !endpoints.contains_key(&endpoint.id) {
+            endpoints.retain(|_, lane| {
+                !lane.in_flight.is_empty()
+                    || instant.saturating_duration_since(lane.last_used) < IDLE
+            });
+        }
+        let may_defer = extra_receives < self.budget;
+        let lane = endpoints
+            .entry(endpoint.id.clone())
+            .or_insert_with(|| Lane::new(instant));
+        lane.last_used = instant;
+        if let Some(cap) = self.config.slow_cap {
+            let full = u32::try_from(lane.in_flight.len()).unwrap_or(u32::MAX) >= cap;
+            // Slow start: until one of its POSTs has ended, an endpoint is
+            // held to the cap too, or a burst for an endpoint that never
+            // answers would take every slot before anything is learnt.
+            let unknown = lane.average.is_none();
+            let slow = lane.is_slow(self.config.slow_after, instant);
+            if full && (slow || unknown) {
+                if may_defer {
+                    let delay = if slow {
+                        lane.defer_slow(cap, self.config.slow_after, instant)
+                    } else {
+                        MIN_DEFER
+                    };
+                    return Admission::Defer {
+                        delay,
+                        reason: DeferReason::SlowLane,
+                    };
+                }
+                tracing::warn!(
+                    extra_receives,
+                    "slow endpoint over its cap, but this message cannot be deferred again without risking the queue's redrive; sent"
+                );
+            }
+        }
+        match (endpoint.rate_limit, &mut lane.bucket) {
+            (None, bucket) => *bucket = None,
+            (Some(rate), Some(bucket)) => bucket.set_rate(rate),
+            (Some(rate), bucket) => *bucket = Some(TokenBucket::new(rate, now)),
+        }
+        if let Some(bucket) = &mut lane.bucket {
+            if let Err(wait) = bucket.take(message_id, now) {
+                if may_defer {
+                    return Admission::Defer {
+                        delay: wait.max(Duration::from_millis(1)),
+                        reason: DeferReason::RateLimit,
+                    };
+                }
+                bucket.forget(message_id);
+                tracing::warn!(
+                    extra_receives,
+                    "endpoint over its rate limit, but this message cannot be deferred again without risking the queue's redrive; sent"
+                );
+            }
+        }
+        let number = *next_post;
+        *next_post = number.wrapping_add(1);
+        lane.in_flight.insert(number, instant);
+        Admission::Go(Permit {
+            state: self.state.clone(),
+            endpoint_id: endpoint.id.clone(),
+            number,
+            started: instant,
+            posted: false,
+        })
+    }
+}
+
+/// A POST's place among its endpoint's in-flight POSTs; dropping it ends
+/// the POST and teaches the lane how long it took.
+#[derive(Debug)]
+pub struct Permit {
+    state: Arc<Mutex<State>>,
+    endpoint_id: String,
+    number: u64,
+    started: Instant,
+    /// Whether a POST was made: only then does its time teach the lane.
+    posted: bool,
+}
+
+impl Permit {
+    /// The POST was made (and has ended, or been cut off).
+    pub fn posted(mut self) {
+        self.posted = true;
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "State({} endpoints)", self.endpoints.len())
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(lane) = state.endpoints.get_mut(&self.endpoint_id) {
+            lane.in_flight.remove(&self.number);
+            if !self.posted {
+                return;
+            }
+            // Recent POSTs weigh most: a slow endpoint that answers quickly
+            // again leaves the slow lane within a few POSTs.
+            lane.average = Some(match lane.average {
+                None => took,
+                Some(a) => a.mul_f64(0.6) + took.mul_f64(0.4),
+            });
+        }
+    }
+}
+
+/// An endpoint's `rate_limit` as a token bucket holding a second's worth
+/// of tokens (GCRA: the time the next token is due). A message over the
+/// rate is promised the next free token, so it is sent when it comes back
+/// rather than queued behind newer messages again.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: u32,
+    /// When the bucket is empty again if no token is taken.
+    next_due: DateTime<Utc>,
+    /// Deferred messages, and when their token is due.
+    promised: HashMap<String, DateTime<Utc>>,
+    last_pruned: DateTime<Utc>,
+}
+
+impl TokenBucket {
+    /// A full bucket of `rate` tokens a second.
+    pub fn new(rate: u32, now: DateTime<Utc>) -> Self {
+        TokenBucket {
+            rate: rate.max(1),
+            next_due: now,
+            promised: HashMap::new(),
+            last_pruned: now,
+        }
+    }
+
+    /// The endpoint's rate changed.
+    pub fn set_rate(&mut self, rate: u32) {
+        self.rate = rate.max(1);
+    }
+
+    fn interval(&self) -> chrono::Duration {
+        chrono::Duration::nanoseconds(1_000_000_000 / i64::from(self.rate))
+    }
+
+    /// Takes a token for `message_id` at `now`, or promises it the next
+    /// free one and says how long until it is due.
+    pub fn take(&mut self, message_id: &str, now: DateTime<Utc>) -> Result<(), Duration> {
+        if let Some(due) = self.promised.get(message_id).copied() {
+            if due <= now {
+                self.promised.remove(message_id);
+                return Ok(());
+            }
+            return Err((due - now).to_std().unwrap_or_default());
+        }
+        if now - self.last_pruned > chrono::Duration::seconds(10) {
+            self.promised.retain(|_, due| *due > now - PROMISE_KEPT);
+            self.last_pruned = now;
+        }
+        let interval = self.interval();
+        // A second's worth of tokens may go at once.
+        let burst = interval * i32::try_from(self.rate - 1).unwrap_or(i32::MAX);
+        let next_due = self.next_due.max(now);
+        let due = next_due - burst;
+        self.next_due = next_due + interval;
+        if due <= now {
+            Ok(())
+        } else {
+            self.promised.insert(message_id.to_string(), due);
+            Err((due - now).to_std().unwrap_or_default())
+        }
+    }
+
+    /// Drops a promise (its message was sent without it).
+    pub fn forget(&mut self, message_id: &str) {
+        self.promised.remove(message_id);
+    }
+}
+
+impl Sender {
+    /// Hides a message that is over its endpoint's limit for `delay`,
+    /// without an attempt: it comes back then and is tried again.
+    pub(super) async fn defer(
+        &self,
+        job: &Job<'_>,
+        delay: Duration,
+        reason: DeferReason,
+    ) -> MessageOutcome {
+        let hide = delay.min(job.hide_limit());
+        self.metrics.deferred(reason.as_str());
+        match self
+            .queue
+            .change_visibility(&job.message.receipt_handle, hide)
+            .await
+        {
+            Ok(()) => tracing::info!(
+                reason = reason.as_str(),
+                deferred_ms = u64::try_from(hide.as_millis()).unwrap_or(u64::MAX),
+                "over the endpoint's limit; deferred without an attempt"
+            ),
+            // It comes back after the queue's visibility timeout instead.
+            Err(e) => {
+                tracing::warn!(error = %e, reason = reason.as_str(), "over the endpoint's limit, and could not defer it")
+            }
+        }
+        MessageOutcome::Retry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhooks_domain::{Secret, Subscription};
+
+    fn endpoint(rate_limit: Option<u32>) -> Endpoint {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://x.test/".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        ep.rate_limit = rate_limit;
+        ep
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH
+    }
+
+    fn ms(n: i64) -> chrono::Duration {
+        chrono::Duration::milliseconds(n)
+    }
+
+    #[test]
+    fn a_bucket_lets_a_seconds_worth_through_then_one_per_interval() {
+        let mut b = TokenBucket::new(4, t0());
+        for i in 0..4 {
+            assert_eq!(b.take(&format!("m{i}"), t0()), Ok(()), "{i}");
+        }
+        assert_eq!(b.take("m4", t0()), Err(Duration::from_millis(250)));
+        assert_eq!(b.take("m5", t0()), Err(Duration::from_millis(500)));
+        // Each deferred message finds its token when it comes back, ahead
+        // of newer ones.
+        assert_eq!(b.take("m4", t0() + ms(250)), Ok(()));
+        assert_eq!(
+            b.take("m6", t0() + ms(250)),
+            Err(Duration::from_millis(500))
+        );
+        assert_eq!(b.take("m5", t0() + ms(500)), Ok(()));
+        // Back early: told to wait for its token again.
+        assert_eq!(
+            b.take("m6", t0() + ms(600)),
+            Err(Duration::from_millis(150))
+        );
+        assert_eq!(b.take("m6", t0() + ms(750)), Ok(()));
+    }
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_and_holds_no_more_than_a_second() {
+        let mut b = TokenBucket::new(2, t0());
+        assert!(b.take("a", t0()).is_ok());
+        assert!(b.take("b", t0()).is_ok());
+        assert!(b.take("c", t0()).is_err());
+        let later = t0() + chrono::Duration::seconds(60);
+        assert!(b.take("d", later).is_ok());
+        assert!(b.take("e", later).is_ok());
+        assert_eq!(b.take("f", later), Err(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_rate_of_one_spaces_every_message_a_second_apart() {
+        let mut b = TokenBucket::new(1, t0());
+        assert!(b.take("a", t0()).is_ok());
+        assert_eq!(b.take("b", t0()), Err(Duration::from_secs(1)));
+        assert_eq!(b.take("c", t0()), Err(Duration::from_secs(2)));
+    }
+
+    fn go(a: Admission) -> Permit {
+        match a {
+            Admission::Go(p) => p,
+            other => panic!("expected to go, got {other:?}"),
+        }
+    }
+
+    fn deferred(a: Admission) -> (Duration, DeferReason) {
+        match a {
+            Admission::Defer { delay, reason } => (delay, reason),
+            Admission::Go(_) => panic!("expected a deferral"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_endpoint_is_never_capped() {
+        let limits = Limits::new(LaneConfig::default(), 10);
+        let ep = endpoint(None);
+        // Slow start: two at once until a POST has ended...
+        let first = go(limits.admit("first", 0, &ep, t0()));
+        let _second = go(limits.admit("second", 0, &ep, t0()));
+        let (delay, reason) = deferred(limits.admit("third", 0, &ep, t0()));
+        assert_eq!((delay, reason), (MIN_DEFER, DeferReason::SlowLane));
+        // ... and no cap once one ended quickly.
+        first.posted();
+        let permits: Vec<Permit> = (0..50)
+            .map(|i| go(limits.admit(&format!("m{i}"), 0, &ep, t0())))
+            .collect();
+        assert_eq!(permits.len(), 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_endpoint_holds_at_most_its_cap() {
+        let limits = Limits::new(LaneConfig::default(), 10);
+        let slow = endpoint(None);
+        let other = endpoint(None);
+        // Its first two POSTs go (slow start); once one has run past
+        // `slow_after`, the endpoint is slow and the rest wait for a slot.
+        let first: Vec<Permit> = (0..2)
+            .map(|i| go(limits.admit(&format!("m{i}"), 0, &slow, t0())))
+            .collect();
+        tokio::time::advance(DEFAULT_SLOW_AFTER).await;
+        let (delay, reason) = deferred(limits.admit("m3", 0, &slow, t0()));
+        assert_eq!(reason, DeferReason::SlowLane);
+        assert!(delay >= MIN_DEFER && delay <= MAX_SLOW_DEFER, "{delay:?}");
+        // Deferred messages are spread out, not sent back all at once.
+        let (next, _) = deferred(limits.admit("m4", 0, &slow, t0()));
+        assert!(next > delay, "{next:?} after {delay:?}");
+        // Other endpoints are untouched.
+        let _other = go(limits.admit("o", 0, &other, t0()));
+        let _other2 = go(limits.admit("o2", 0, &other, t0()));
+        // The slow POSTs end: its average keeps it slow, capped at two.
+        first.into_iter().for_each(Permit::posted);
+        let a = go(limits.admit("m5", 0, &slow, t0()));
+        let b = go(limits.admit("m6", 0, &slow, t0()));
+        deferred(limits.admit("m7", 0, &slow, t0()));
+        a.posted();
+        b.posted();
+        // Fast answers bring it back to the fast lane.
+        for i in 0..6 {
+            go(limits.admit(&format!("f{i}"), 0, &slow, t0())).posted();
+        }
+        let many: Vec<Permit> = (0..5)
+            .map(|i| go(limits.admit(&format!("g{i}"), 0, &slow, t0())))
+            .collect();
+        assert_eq!(many.len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_cap_means_no_deferral() {
+        let config = LaneConfig {
+            slow_cap: None,
+            ..LaneConfig::default()
+        };
+        let limits = Limits::new(config, 10);
+        let ep = endpoint(None);
+        let _held: Vec<Permit> = (0..3)
+            .map(|i| go(limits.admit(&format!("m{i}"), 0, &ep, t0())))
+            .collect();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let _more = go(limits.admit("m3", 0, &ep, t0()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_defers_by_the_time_to_the_next_token() {
+        let limits = Limits::new(LaneConfig::default(), 10);
+        let ep = endpoint(Some(1));
+        drop(go(limits.admit("a", 0, &ep, t0())));
+        let (delay, reason) = deferred(limits.admit("b", 0, &ep, t0()));
+        assert_eq!(
+            (delay, reason),
+            (Duration::from_secs(1), DeferReason::RateLimit)
+        );
+        drop(go(limits.admit("b", 0, &ep, t0() + ms(1000))));
+        // The limit lifted: everything goes.
+        let open = endpoint(None);
+        let mut lifted = open.clone();
+        lifted.id.clone_from(&ep.id);
+        for i in 0..10 {
+            drop(go(limits.admit(
+                &format!("c{i}"),
+                0,
+                &lifted,
+                t0() + ms(1000),
+            )));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_out_of_deferrals_is_sent_over_the_limit() {
+        let limits = Limits::new(LaneConfig::default(), 3);
+        let ep = endpoint(Some(1));
+        drop(go(limits.admit("a", 0, &ep, t0())));
+        deferred(limits.admit("b", 2, &ep, t0()));
+        drop(go(limits.admit("c", 3, &ep, t0())));
+    }
+}
