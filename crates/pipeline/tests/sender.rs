@@ -841,7 +841,19 @@ async fn a_batch_writes_each_endpoints_figures_once() {
         inner: webhooks_memory::MemoryStatsStore::new(),
         writes: std::sync::atomic::AtomicUsize::new(0),
     });
-    let mut w = world("1h");
+    // No slow lane: its slow start would defer most of a first batch.
+    let mut w = world_with_lanes(
+        "1h",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(5),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+        LaneConfig {
+            slow_cap: None,
+            ..LaneConfig::default()
+        },
+    );
     w.sender = w.sender.with_stats(stats.clone());
     let good = w.endpoint(ok.url("/")).await;
     let bad = w.endpoint(failing.url("/")).await;
