@@ -48,7 +48,7 @@ build-lambdas:
 # Writes target/bench/results.json and docs/bench-endpoints.png.
 bench:
 	cargo build --release --bins -p webhooks-fn-api -p webhooks-fn-inbound -p webhooks-fn-fanout -p webhooks-fn-sender -p webhooks-fn-sweeper
-	cargo build --release -p webhooks-bench
+	cargo build --release -p webhooks-bench -p webhooks --bins
 	scripts/with-moto.sh $${CARGO_TARGET_DIR:-target}/release/webhooks-bench all --out target/bench/results.json
 	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	.venv/bin/python scripts/plot_bench.py target/bench/results.json docs/bench-endpoints.png

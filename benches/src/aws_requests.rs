@@ -8,9 +8,13 @@
 //! queue mapping feeding `sender`). The sender phase starts when the
 //! fan-out is done, so queue batches are full, as the template's 1 s
 //! `MaximumBatchingWindowInSeconds` makes them at volume.
+//!
+//! Publication is also measured through `POST /v1/events/batch` (issue 14):
+//! 100 events per request, so API Gateway and Lambda are paid per batch.
 
 use crate::dev::{self, ApiClient};
 use crate::measure::{cpu_time, round};
+use crate::publisher::{self, PublisherProcess, BATCH_EVENTS};
 use crate::receiver::{self, ReceiverProcess};
 use anyhow::{bail, Context as _};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -232,7 +236,12 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
     for &e in &opts.endpoints {
         results.push(one(opts, e, &receiver).await?);
     }
+    let single = results
+        .first()
+        .and_then(|r| r["publication_usd_per_million_events"].as_f64());
+    let batched = batched_publication(opts, single).await?;
     Ok(json!({
+        "publication_batched": batched,
         "events": opts.events,
         "data_bytes": opts.data_bytes,
         "prices_usd": {
@@ -548,11 +557,127 @@ async fn measure(
             "delivery_total": round(delivery_cost, 4),
             "plus_lambda_if_receivers_take_100ms": round(wait_100ms, 4),
             "publication_share": round(publish_cost, 4),
+            "publication_per_million_events": round(publish_cost_per_event * per_million, 4),
             "delivery_and_publication": round(delivery_cost + publish_cost, 4),
             "eventbridge_api_destinations": round(eventbridge, 4),
         },
+        "publication_usd_per_million_events": round(publish_cost_per_event * per_million, 4),
         "targets_met": targets,
     }))
+}
+
+/// Events published through `POST /v1/events/batch` per measurement: a
+/// few dozen requests at least, for a CPU time worth reading.
+const BATCHED_EVENTS_MIN: usize = 2_000;
+
+/// Publication through `POST /v1/events/batch`, 100 events per request,
+/// from a publisher process (so this process's CPU time is the api's): AWS
+/// requests per event and the cost per million events, next to the single
+/// route's (`single`, from the E = 1 run).
+async fn batched_publication(opts: &Options, single: Option<f64>) -> anyhow::Result<Value> {
+    let counter = RequestCounter::new();
+    let prefix = format!(
+        "bench-batch-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let names = ResourceNames::new(&prefix);
+    let system = System::build(&dev::settings(
+        Backend::Aws {
+            prefix: prefix.clone(),
+            create_resources: true,
+        },
+        Some(counter.clone()),
+    ))
+    .await?;
+    let plain = AwsClients::from_config(&webhooks_aws::sdk_config().await);
+    let result = async {
+        let gateway = Running::serve(&system, dev::loopback().await?, dev::JWT_SECRET.into())?;
+        let events = opts.events.max(BATCHED_EVENTS_MIN);
+        let job = publisher::Job {
+            base_url: gateway.base_url(),
+            events,
+            data_bytes: opts.data_bytes,
+            concurrency: opts.publish_concurrency.min(4),
+            route: publisher::Route::Batch,
+        };
+        counter.reset();
+        let cpu = cpu_time();
+        let mut child = PublisherProcess::spawn(&job)?;
+        let t0 = Instant::now();
+        let seconds = loop {
+            if let Some(r) = child.finished() {
+                break r?;
+            }
+            if t0.elapsed() > opts.timeout {
+                bail!("batched publication took more than {:?}", opts.timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let cpu = (cpu_time() - cpu).as_secs_f64();
+        let counts = counter.snapshot();
+        gateway.stop().await;
+        let stored = scan(&plain.dynamodb, &names.table("events")).await?;
+        if stored.len() != events {
+            bail!("{} of {events} batched events stored", stored.len());
+        }
+        let n = events as f64;
+        let event_size = mean_size(&stored);
+        let requests = events.div_ceil(BATCH_EVENTS) as f64;
+        let other_writes = total(&counts, Kind::DynamoWrite) - count(&counts, "PutItem");
+        let wru = count(&counts, "PutItem") as f64 * units(event_size, 1024.0) + other_writes as f64;
+        let rru = total(&counts, Kind::DynamoRead) as f64;
+        let per_million = 1e6;
+        let usd_ddb_w = wru / n * prices::DDB_WRU * per_million;
+        let usd_ddb_r = rru / n * prices::DDB_RRU * per_million;
+        let usd_sqs = total(&counts, Kind::Sqs) as f64 / n * prices::SQS_REQUEST * per_million;
+        let usd_http = requests / n * prices::HTTP_API_REQUEST * per_million;
+        let usd_inv = requests / n * prices::LAMBDA_INVOCATION * per_million;
+        let usd_gbs = gb_seconds(cpu / n) * prices::LAMBDA_GB_S * per_million;
+        let usd = usd_ddb_w + usd_ddb_r + usd_sqs + usd_http + usd_inv + usd_gbs;
+        println!(
+            "aws-requests batched publication: {events} events in {} requests of {BATCH_EVENTS} ({:.1} s on moto); per event: {} AWS requests, WRU {:.2} (event item {:.0} B); $ per million events: DynamoDB {:.3} + {:.3}, API Gateway {:.3}, Lambda {:.3} + {:.4} = {:.3} (single route {})",
+            requests,
+            seconds,
+            round(counts.values().sum::<u64>() as f64 / n, 4),
+            wru / n,
+            event_size,
+            usd_ddb_w,
+            usd_ddb_r,
+            usd_http,
+            usd_inv,
+            usd_gbs,
+            usd,
+            single.map_or("not measured".to_string(), |s| format!("{s:.3}")),
+        );
+        for ((svc, op), v) in &counts {
+            println!("    batched publication {svc}.{op}: {v} ({:.4} per event)", *v as f64 / n);
+        }
+        Ok(json!({
+            "events": events,
+            "events_per_request": BATCH_EVENTS,
+            "http_requests": requests,
+            "aws_requests_per_event": per(&counts, n),
+            "aws_requests_per_event_total": round(counts.values().sum::<u64>() as f64 / n, 4),
+            "event_item_bytes": round(event_size, 0),
+            "dynamodb_wru_per_event": round(wru / n, 4),
+            "api_cpu_s_per_event": round(cpu / n, 7),
+            "usd_per_million_events": {
+                "dynamodb_writes": round(usd_ddb_w, 4),
+                "dynamodb_reads": round(usd_ddb_r, 4),
+                "sqs": round(usd_sqs, 4),
+                "http_api": round(usd_http, 4),
+                "lambda_invocations": round(usd_inv, 4),
+                "lambda_gb_s_cpu": round(usd_gbs, 4),
+                "total": round(usd, 4),
+                "single_route_total": single.map(|s| round(s, 4)),
+            },
+            "target_max_0_50_met": usd <= 0.5,
+        }))
+    }
+    .await;
+    delete_resources(&plain, &names).await;
+    result
 }
 
 /// The issue's fan-out target: one event to `endpoints` endpoints on moto

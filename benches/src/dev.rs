@@ -34,6 +34,8 @@ pub fn settings(
         ops_webhook: None,
         stats_every: None,
         slow_lane_cap: webhooks::backend::DEFAULT_SLOW_LANE_CAP,
+        // Every delivery kept: the benchmarks count them.
+        retention: webhooks_memory::Retention::as_deployed(),
     }
 }
 
@@ -128,6 +130,48 @@ impl ApiClient {
                     if status != 202 {
                         bail!(
                             "publishing answered {status}: {}",
+                            String::from_utf8_lossy(&bytes)
+                        );
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+impl ApiClient {
+    /// Publishes `count` events with `data` through `POST /v1/events/batch`,
+    /// `batch` per request (at most 100), `concurrency` requests at a time;
+    /// fails on the first answer that is not 207 with every event 202.
+    pub async fn publish_batches(
+        &self,
+        count: usize,
+        data: &str,
+        batch: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<()> {
+        let batch = batch.clamp(1, 100);
+        let event = format!(r#"{{"type":"{EVENT_TYPE}","data":{data}}}"#);
+        let sizes: Vec<usize> = (0..count)
+            .step_by(batch)
+            .map(|start| batch.min(count - start))
+            .collect();
+        let results: Vec<anyhow::Result<()>> = stream::iter(sizes)
+            .map(|n| {
+                let body = format!(r#"{{"events":[{}]}}"#, vec![event.as_str(); n].join(","));
+                async move {
+                    let (status, bytes) = self.post("/v1/events/batch", body).await?;
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    let accepted = v["results"]
+                        .as_array()
+                        .map_or(0, |r| r.iter().filter(|r| r["status"] == 202).count());
+                    if status != 207 || accepted != n {
+                        bail!(
+                            "publishing a batch of {n} answered {status} with {accepted} accepted: {}",
                             String::from_utf8_lossy(&bytes)
                         );
                     }

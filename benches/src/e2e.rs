@@ -2,9 +2,14 @@
 //! in-process `webhooks dev` (memory backend) until every delivery is
 //! `delivered`, then, in the same run, the same number of signed POSTs of
 //! the same bodies straight to the same receiver (the ceiling).
+//!
+//! The receiver runs in a process of its own, and so does the publisher
+//! (issue 14), so neither's CPU time counts as the pipeline's; `--publisher
+//! in-process` publishes from this process as before, for comparison.
 
 use crate::dev::{self, ApiClient, CreatedEndpoint};
 use crate::measure::{cpu_time, median, peak_rss_kib, reset_peak_rss, round};
+use crate::publisher::{self, PublisherProcess, Route};
 use crate::receiver::{self, ReceiverProcess};
 use anyhow::{bail, Context as _};
 use futures::stream::{self, StreamExt};
@@ -32,6 +37,62 @@ pub struct Options {
     pub timeout: Duration,
     /// Receiver worker threads (1: a current-thread runtime).
     pub receiver_threads: usize,
+    /// Where the publisher runs.
+    pub publisher: PublisherMode,
+    /// The route events are published through.
+    pub publish_route: Route,
+}
+
+/// Where the events are published from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublisherMode {
+    /// A child process (`webhooks-bench publisher`), like the receiver.
+    Process,
+    /// A task of this process: its CPU time counts as the pipeline's.
+    InProcess,
+}
+
+/// The publisher of one pass, wherever it runs.
+enum Publishing {
+    Task(tokio::task::JoinHandle<anyhow::Result<f64>>),
+    Child(PublisherProcess),
+}
+
+impl Publishing {
+    fn start(opts: &Options, base_url: &str) -> anyhow::Result<Self> {
+        let job = publisher::Job {
+            base_url: base_url.to_string(),
+            events: opts.events,
+            data_bytes: opts.data_bytes,
+            concurrency: opts.publish_concurrency,
+            route: opts.publish_route,
+        };
+        Ok(match opts.publisher {
+            PublisherMode::Process => Publishing::Child(PublisherProcess::spawn(&job)?),
+            PublisherMode::InProcess => {
+                Publishing::Task(tokio::spawn(async move { publisher::publish(&job).await }))
+            }
+        })
+    }
+
+    /// `None` while publishing; then its seconds, or why it failed.
+    async fn finished(&mut self) -> Option<anyhow::Result<f64>> {
+        match self {
+            Publishing::Child(child) => child.finished(),
+            Publishing::Task(task) if task.is_finished() => Some(match task.await {
+                Ok(r) => r.context("publishing events"),
+                Err(e) => Err(anyhow::anyhow!("the publisher panicked: {e}")),
+            }),
+            Publishing::Task(_) => None,
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Publishing::Task(task) => task.abort(),
+            Publishing::Child(child) => drop(child),
+        }
+    }
 }
 
 /// One measured pass.
@@ -60,10 +121,12 @@ impl Pass {
 pub async fn run(opts: &Options) -> anyhow::Result<Value> {
     let receiver = receiver::spawn(opts.receiver_threads)?;
     println!(
-        "e2e: receiver pid {} on port {} ({} thread(s)); {} events of {} B data; {} pollers x {} = {} in flight",
+        "e2e: receiver pid {} on port {} ({} thread(s)); publisher {:?} through the {} route; {} events of {} B data; {} pollers x {} = {} in flight",
         receiver.pid(),
         receiver.port,
         opts.receiver_threads,
+        opts.publisher,
+        opts.publish_route.as_str(),
         opts.events,
         opts.data_bytes,
         dev::POLLERS,
@@ -138,6 +201,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
         per_endpoints.push(summary);
     }
     Ok(json!({
+        "publisher": match opts.publisher {
+            PublisherMode::Process => "own process",
+            PublisherMode::InProcess => "in the pipeline's process",
+        },
+        "publish_route": opts.publish_route.as_str(),
         "receiver_threads": opts.receiver_threads,
         "in_flight": dev::POLLERS * dev::BATCH,
         "publish_concurrency": opts.publish_concurrency,
@@ -166,23 +234,15 @@ async fn pipeline_pass(
         endpoints.push(api.create_endpoint(&receiver.url()).await?);
     }
     let expected = opts.events * e;
-    let data = dev::event_data(opts.data_bytes);
     let probe = reqwest::Client::builder().no_proxy().build()?;
     let base = receiver.count(&probe).await?;
 
     reset_peak_rss();
     let cpu0 = cpu_time();
     let t0 = Instant::now();
-    // Seconds from the start until the last event was accepted.
+    // Seconds the publisher took to have every event accepted.
     let mut published: Option<f64> = None;
-    let mut publisher = {
-        let api = api.clone();
-        let (n, c) = (opts.events, opts.publish_concurrency);
-        tokio::spawn(async move {
-            api.publish(n, &data, c).await?;
-            Ok::<f64, anyhow::Error>(t0.elapsed().as_secs_f64())
-        })
-    };
+    let mut publisher = Publishing::start(opts, &running.base_url())?;
     // Wait cheaply on the receiver's count, then confirm in the store that
     // every delivery is recorded `delivered` (scanning the store is costly
     // at 100 000 deliveries, so it is done rarely until the end).
@@ -204,12 +264,12 @@ async fn pipeline_pass(
                 break Err(anyhow::anyhow!("deliveries failed: {counts:?}"));
             }
         }
-        if publisher.is_finished() && published.is_none() {
+        if published.is_none() {
             // Stop waiting at once if publishing failed.
-            match (&mut publisher).await {
-                Ok(Ok(secs)) => published = Some(secs),
-                Ok(Err(e)) => break Err(e.context("publishing events")),
-                Err(e) => break Err(anyhow::anyhow!("the publisher panicked: {e}")),
+            match publisher.finished().await {
+                Some(Ok(secs)) => published = Some(secs),
+                Some(Err(e)) => break Err(e),
+                None => {}
             }
         }
         if t0.elapsed() > opts.timeout {
@@ -223,17 +283,20 @@ async fn pipeline_pass(
     let seconds = t0.elapsed().as_secs_f64();
     let cpu_seconds = (cpu_time() - cpu0).as_secs_f64();
     let peak = peak_rss_kib(None).unwrap_or(0);
-    if published.is_none() {
-        if outcome.is_ok() {
-            // Every delivery is done, so the publisher is reading its last answers.
-            if let Ok(Ok(Ok(secs))) =
-                tokio::time::timeout(Duration::from_secs(10), &mut publisher).await
-            {
-                published = Some(secs);
+    if published.is_none() && outcome.is_ok() {
+        // Every delivery is done, so the publisher is reading its last answers.
+        let waited = Instant::now();
+        while waited.elapsed() < Duration::from_secs(10) {
+            match publisher.finished().await {
+                Some(r) => {
+                    published = r.ok();
+                    break;
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
-        publisher.abort();
     }
+    publisher.stop();
     running.stop().await;
     outcome?;
     Ok((

@@ -1,13 +1,15 @@
-//! `webhooks-bench`: the benchmarks of issue 7. Each subcommand prints its
+//! `webhooks-bench`: the benchmarks of issues 7 and 14. Each subcommand prints its
 //! figures; `all` runs every one it can and writes them as JSON.
 //! BENCHMARKS.md says how to run them and what they showed.
 
 mod aws_requests;
 mod cold_start;
 mod dev;
+mod dev_rss;
 mod e2e;
 mod measure;
 mod noisy;
+mod publisher;
 mod receiver;
 mod signing;
 
@@ -30,9 +32,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Events through an in-process `webhooks dev` (memory backend) to a
-    /// receiver process, against a bare sign+POST ceiling in the same run.
+    /// Events from a publisher process through an in-process `webhooks dev`
+    /// (memory backend) to a receiver process, against a bare sign+POST
+    /// ceiling in the same run.
     E2e(E2eArgs),
+    /// The `webhooks dev` binary's peak RSS over a long run (a million
+    /// deliveries by default), and its deliveries per second.
+    DevRss(DevRssArgs),
     /// AWS requests per delivery against moto (needs AWS_ENDPOINT_URL), and
     /// the cost per million deliveries they imply.
     AwsRequests(AwsArgs),
@@ -46,6 +52,9 @@ enum Command {
     All(AllArgs),
     /// The receiver the end-to-end benchmarks start as a child process.
     Receiver(ReceiverArgs),
+    /// The publisher the end-to-end benchmark starts as a child process:
+    /// publishes N events through the API and prints the seconds it took.
+    Publisher(PublisherArgs),
 }
 
 #[derive(Args, Clone)]
@@ -75,6 +84,61 @@ struct E2eArgs {
     /// with the CPU time of each phase (no ceiling).
     #[arg(long)]
     phases: bool,
+    /// Where the events are published from.
+    #[arg(long, value_enum, default_value = "process")]
+    publisher: e2e::PublisherMode,
+    /// The route they are published through (batch: 100 per request).
+    #[arg(long, value_enum, default_value = "single")]
+    publish_route: publisher::Route,
+}
+
+#[derive(Args, Clone)]
+struct DevRssArgs {
+    /// Deliveries to reach the receiver.
+    #[arg(long, default_value_t = 1_000_000)]
+    deliveries: usize,
+    /// Endpoints per event.
+    #[arg(long, default_value_t = 1)]
+    endpoints: usize,
+    /// Bytes of each event's `data`.
+    #[arg(long, default_value_t = 1024)]
+    data_bytes: usize,
+    /// Batch requests (100 events each) in flight.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Most deliveries published but not yet received.
+    #[arg(long, default_value_t = 20_000)]
+    max_backlog: usize,
+    /// The `webhooks` binary (default: the one next to this executable).
+    #[arg(long)]
+    webhooks_bin: Option<PathBuf>,
+    /// An argument for `webhooks dev`, e.g. --dev-arg=--retain-deliveries=50000.
+    /// Repeatable.
+    #[arg(long = "dev-arg", allow_hyphen_values = true)]
+    dev_args: Vec<String>,
+    /// Stop early, and say so, if `webhooks dev`'s RSS passes this (MiB).
+    #[arg(long, default_value_t = 4096)]
+    rss_limit_mib: u64,
+    /// Upper bound of the run, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_secs: u64,
+}
+
+#[derive(Args, Clone)]
+struct PublisherArgs {
+    /// The API's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    base_url: String,
+    #[arg(long)]
+    events: usize,
+    /// Bytes of each event's `data`.
+    #[arg(long, default_value_t = 1024)]
+    data_bytes: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, value_enum, default_value = "single")]
+    route: publisher::Route,
 }
 
 #[derive(Args, Clone)]
@@ -143,6 +207,9 @@ struct AllArgs {
     /// Events per endpoint count of the AWS request count.
     #[arg(long, default_value_t = 200)]
     aws_events: usize,
+    /// Deliveries of the `webhooks dev` RSS run (0: skip it).
+    #[arg(long, default_value_t = 1_000_000)]
+    dev_rss_deliveries: usize,
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Where the JSON goes (default: the workspace's target/bench/results.json).
@@ -174,6 +241,26 @@ fn e2e_options(a: &E2eArgs) -> e2e::Options {
         publish_concurrency: a.publish_concurrency,
         timeout: Duration::from_secs(a.timeout_secs),
         receiver_threads: a.receiver_threads,
+        publisher: a.publisher,
+        publish_route: a.publish_route,
+    }
+}
+
+fn dev_rss_options(a: &DevRssArgs) -> dev_rss::Options {
+    dev_rss::Options {
+        deliveries: a.deliveries,
+        endpoints: a.endpoints,
+        data_bytes: a.data_bytes,
+        concurrency: a.concurrency.max(1),
+        max_backlog: a.max_backlog,
+        webhooks_bin: a
+            .webhooks_bin
+            .clone()
+            .unwrap_or_else(dev_rss::default_webhooks_bin),
+        dev_args: a.dev_args.clone(),
+        rss_limit_mib: a.rss_limit_mib,
+        timeout: Duration::from_secs(a.timeout_secs),
+        log: workspace().join("target/bench/dev-rss.log"),
     }
 }
 
@@ -297,6 +384,8 @@ async fn all(a: AllArgs) -> anyhow::Result<()> {
         timeout_secs: 600,
         receiver_threads: 1,
         phases: false,
+        publisher: e2e::PublisherMode::Process,
+        publish_route: publisher::Route::Single,
     }))
     .await;
     section(&mut results, "e2e", e2e);
@@ -318,6 +407,21 @@ async fn all(a: AllArgs) -> anyhow::Result<()> {
     section(&mut results, "wide_fanout", wide);
     let noisy_run = async { noisy::run(&noisy::NoisyArgs::defaults()?.options()).await };
     section(&mut results, "noisy", noisy_run.await);
+    if a.dev_rss_deliveries > 0 {
+        let rss = dev_rss::run(&dev_rss_options(&DevRssArgs {
+            deliveries: a.dev_rss_deliveries,
+            endpoints: 1,
+            data_bytes: 1024,
+            concurrency: 4,
+            max_backlog: 20_000,
+            webhooks_bin: None,
+            dev_args: Vec::new(),
+            rss_limit_mib: 4096,
+            timeout_secs: 1800,
+        }))
+        .await;
+        section(&mut results, "dev_rss", rss);
+    }
     results["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -342,6 +446,22 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Receiver(a) => receiver::run(a.port, a.threads),
+        Command::Publisher(a) => {
+            let job = publisher::Job {
+                base_url: a.base_url,
+                events: a.events,
+                data_bytes: a.data_bytes,
+                concurrency: a.concurrency,
+                route: a.route,
+            };
+            publisher::check(&job)?;
+            publisher::run(&job)
+        }
+        Command::DevRss(a) => {
+            let v = runtime()?.block_on(dev_rss::run(&dev_rss_options(&a)))?;
+            print(&v);
+            Ok(())
+        }
         Command::Signing(a) => {
             print(&signing::run(&signing_options(&a))?);
             Ok(())

@@ -25,6 +25,17 @@ pub fn cpu_time() -> Duration {
 /// Peak resident set size (`VmHWM`) of a process, in KiB; `None` once the
 /// process is gone.
 pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size now (`VmRSS`) of a process, in KiB; `None` once the
+/// process is gone.
+pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".to_string(),
@@ -32,7 +43,7 @@ pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -77,6 +88,7 @@ mod tests {
     #[test]
     fn this_process_has_a_peak_rss_and_cpu_time() {
         assert!(peak_rss_kib(None).unwrap() > 0);
+        assert!(rss_kib(None).unwrap() <= peak_rss_kib(None).unwrap());
         let start = cpu_time();
         let mut x = 0u64;
         for i in 0..5_000_000u64 {

@@ -20,7 +20,7 @@ use webhooks_domain::time::parse_rfc3339;
 use webhooks_ports::{BackendError, InboundRecord, InboundStore, Result};
 
 /// How long records and messages are kept before DynamoDB's TTL removes them.
-pub const INBOUND_RETENTION_DAYS: i64 = 90;
+pub const INBOUND_RETENTION_DAYS: i64 = webhooks_ports::table_retention::INBOUND_DAYS;
 
 const RECORD_SK: &str = "record";
 const ROUTE_SK: &str = "route";

@@ -16,7 +16,7 @@ use webhooks_domain::{
 use webhooks_ports::BackendError;
 
 /// How long events and deliveries are kept before DynamoDB's TTL removes them.
-pub const RETENTION_DAYS: i64 = 30;
+pub const RETENTION_DAYS: i64 = webhooks_ports::table_retention::RECORD_DAYS;
 
 /// A string attribute: the one helper every table's adapter builds keys
 /// and condition values with.

@@ -14,7 +14,7 @@ use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_ports::{EndpointStatsStore, Result};
 
 /// How long a bucket is kept after its hour.
-const KEEP_DAYS: i64 = 35;
+const KEEP_DAYS: i64 = webhooks_ports::table_retention::STATS_DAYS;
 
 const COUNTS: [&str; 4] = ["delivered", "dead_lettered", "pending", "failed_attempts"];
 

@@ -12,12 +12,13 @@ use webhooks_aws::AwsClients;
 use webhooks_domain::{EndpointUrlPolicy, RetrySchedule};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_fn_inbound::{Inbound, InboundConfig};
-use webhooks_memory::MemoryBackend;
+use webhooks_memory::{MemoryBackend, Retention};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, Metrics, Ops, OpsEndpoint, OpsNotifier, Sender,
     SenderConfig, Sweeper,
 };
-use webhooks_ports::{Adapters, InboundStore, Queue};
+use webhooks_ports::queue_settings::DELIVERY_QUEUE_VISIBILITY_SECS;
+use webhooks_ports::{Adapters, InboundStore, Queue, SystemClock};
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub struct Settings {
     pub stats_every: Option<Duration>,
     /// Most POSTs in flight at once to a slow endpoint; `None`: no cap.
     pub slow_lane_cap: Option<u32>,
+    /// With the memory backend: how long events and finished deliveries
+    /// are kept, and how many.
+    pub retention: Retention,
 }
 
 /// The assembled system: every handler over one backend's adapters, and the
@@ -83,7 +87,11 @@ impl System {
     pub async fn build(settings: &Settings) -> anyhow::Result<System> {
         let (adapters, stream, memory) = match &settings.backend {
             Backend::Memory => {
-                let memory = MemoryBackend::new();
+                let memory = MemoryBackend::with_retention(
+                    Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
+                    SystemClock::shared(),
+                    settings.retention,
+                );
                 let stream = StreamSource::memory(memory.events.clone());
                 (memory.adapters(), stream, Some(memory))
             }

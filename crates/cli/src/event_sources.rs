@@ -42,7 +42,10 @@ impl StreamSource {
             StreamSource::Memory { store, position } => {
                 store.wait_for_stream(*position, wait).await;
                 let records = store.read_stream(*position, STREAM_BATCH);
-                *position += records.len();
+                // By number: records trimmed unread are skipped over.
+                if let Some(last) = records.last() {
+                    *position = usize::try_from(last.sequence_number).unwrap_or(usize::MAX);
+                }
                 records
                     .iter()
                     .map(|r| insert_record(&r.event, r.sequence_number))

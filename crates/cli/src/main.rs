@@ -8,6 +8,7 @@ use webhooks::backend::{Backend, Settings};
 use webhooks_domain::retry::parse_duration;
 use webhooks_domain::RetrySchedule;
 use webhooks_fn_inbound::InboundConfig;
+use webhooks_memory::Retention;
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +99,15 @@ struct DevArgs {
     /// 0: no cap.
     #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP)]
     slow_lane_cap: u32,
+    /// With --backend memory: how long events and finished deliveries are
+    /// kept, as the tables' TTL keeps them (pending deliveries always are).
+    #[arg(long, env = "WEBHOOKS_RETENTION", default_value = "30d")]
+    retention: String,
+    /// With --backend memory: keep at most this many finished deliveries,
+    /// and this many events (the oldest go first), so memory stays bounded
+    /// however many are published.
+    #[arg(long, env = "WEBHOOKS_RETAIN_DELIVERIES", default_value_t = Retention::DEFAULT_MAX_KEPT)]
+    retain_deliveries: usize,
 }
 
 #[derive(Subcommand)]
@@ -172,6 +182,21 @@ fn ops_webhook(
     })
 }
 
+/// The memory backend's retention from `--retention` and
+/// `--retain-deliveries`: both must keep something.
+fn retention(ttl: &str, max_kept: usize) -> anyhow::Result<Retention> {
+    let ttl = parse_duration(ttl).map_err(|e| anyhow::anyhow!("--retention: {e}"))?;
+    let ttl = chrono::Duration::from_std(ttl)
+        .ok()
+        .filter(|t| *t > chrono::Duration::zero())
+        .context("--retention must be longer than zero")?;
+    anyhow::ensure!(max_kept > 0, "--retain-deliveries must be at least 1");
+    Ok(Retention {
+        ttl,
+        max_kept: Some(max_kept),
+    })
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
@@ -228,6 +253,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if stats_every.is_some_and(|d| d.is_zero()) {
         anyhow::bail!("--stats-every must be longer than zero");
     }
+    let retention = retention(&args.retention, args.retain_deliveries)?;
     let backend = match args.backend {
         BackendKind::Memory => Backend::Memory,
         BackendKind::Aws => Backend::Aws {
@@ -260,6 +286,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )),
         ops_webhook,
         stats_every,
+        retention,
     };
     webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
 }

@@ -1,6 +1,8 @@
 //! The deliveries table: one delivery per (endpoint, event).
 
 use crate::clock::StoreClock;
+use crate::events::MemoryEventStore;
+use crate::expiry::{FinishedDeliveries, Retention};
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -58,6 +60,12 @@ pub struct MemoryDeliveryStore {
     /// Locked after `deliveries`, never before.
     pending: Mutex<BTreeSet<PendingKey>>,
     clock: StoreClock,
+    /// What expires, and when (see [`crate::expiry`]); locked after
+    /// `deliveries`.
+    finished: Mutex<FinishedDeliveries>,
+    retention: Retention,
+    /// Where the events of deliveries removed for the bound go too.
+    events: Option<Arc<MemoryEventStore>>,
 }
 
 type PendingKey = (String, DateTime<Utc>, String);
@@ -77,11 +85,50 @@ impl MemoryDeliveryStore {
 
     /// An empty store that reads `clock` for the times it writes.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Self::with_retention(clock, Retention::as_deployed(), None)
+    }
+
+    /// An empty store that reads `clock`, keeps finished deliveries as
+    /// `retention` says, and removes from `events` the event of each
+    /// delivery removed for the bound on the count.
+    pub fn with_retention(
+        clock: Arc<dyn Clock>,
+        retention: Retention,
+        events: Option<Arc<MemoryEventStore>>,
+    ) -> Arc<Self> {
         Arc::new(MemoryDeliveryStore {
             deliveries: Mutex::default(),
             pending: Mutex::default(),
             clock: StoreClock::new(clock),
+            finished: Mutex::default(),
+            retention,
+            events,
         })
+    }
+
+    /// Notes a delivery that has just finished, and removes what is past
+    /// its retention (see [`crate::expiry`]).
+    fn retire(&self, ds: &mut BTreeMap<(String, String), Delivery>, key: &(String, String)) {
+        let now = self.clock.now();
+        let gone = lock(&self.finished).finished(ds, key, &self.retention, now);
+        self.forget_events(gone);
+    }
+
+    fn forget_events(&self, gone: Vec<(String, String)>) {
+        if let Some(events) = &self.events {
+            for (org, event) in gone {
+                events.remove(&org, &event);
+            }
+        }
+    }
+
+    /// Removes what has expired now, however much (tests; each finished
+    /// delivery does a little of it).
+    pub fn expire(&self) {
+        let now = self.clock.now();
+        let mut ds = lock(&self.deliveries);
+        let gone = lock(&self.finished).expire(&mut ds, &self.retention, now, usize::MAX);
+        self.forget_events(gone);
     }
 
     /// Every delivery, for tests and benchmarks.
@@ -145,8 +192,11 @@ impl DeliveryStore for MemoryDeliveryStore {
             return Ok(Some(existing.clone()));
         }
         refuse_oversized(delivery)?;
-        ds.insert(key, delivery.clone());
+        ds.insert(key.clone(), delivery.clone());
         self.reindex(None, delivery);
+        if delivery.status != DeliveryStatus::Pending {
+            self.retire(&mut ds, &key);
+        }
         Ok(None)
     }
 
@@ -223,6 +273,9 @@ impl DeliveryStore for MemoryDeliveryStore {
                 let old = pending_key(d);
                 *d = next;
                 self.reindex(old, d);
+                if d.status != DeliveryStatus::Pending {
+                    self.retire(&mut ds, &key);
+                }
                 Ok(true)
             }
             _ => Ok(false),
@@ -251,7 +304,11 @@ impl DeliveryStore for MemoryDeliveryStore {
                     d.lease_until = None;
                 }
                 self.reindex(old, d);
-                Ok(Some(d.clone()))
+                let after = d.clone();
+                if to != DeliveryStatus::Pending {
+                    self.retire(&mut ds, &key);
+                }
+                Ok(Some(after))
             }
             _ => Ok(None),
         }

@@ -1,13 +1,15 @@
 //! The events table: events per org, with a change stream of inserts.
 
+use crate::clock::StoreClock;
+use crate::expiry::{Retention, EXPIRY_BUDGET};
 use crate::sync::lock;
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use webhooks_domain::Event;
-use webhooks_ports::{EventStore, Result};
+use webhooks_ports::{Clock, EventStore, Result};
 
 /// One entry of the event store's change stream, like a DynamoDB stream
 /// record of an INSERT.
@@ -18,12 +20,66 @@ pub struct StreamRecord {
     pub event: Event,
 }
 
-/// Events per org, with a change stream of inserts.
+/// Events per org, with a change stream of inserts. Events expire (see
+/// [`crate::expiry`]); the stream holds the events kept, in the order they
+/// were written, and is trimmed with them.
 #[derive(Default)]
 pub struct MemoryEventStore {
-    events: Mutex<BTreeMap<(String, String), Event>>,
-    stream: Mutex<Vec<StreamRecord>>,
+    state: Mutex<State>,
     appended: Notify,
+    clock: StoreClock,
+    retention: Retention,
+}
+
+#[derive(Default)]
+struct State {
+    /// Shared with `stream`: each event is held once.
+    events: BTreeMap<(String, String), Arc<Event>>,
+    /// The change stream from position `trimmed` on (position p has
+    /// sequence number p + 1).
+    stream: VecDeque<Arc<Event>>,
+    trimmed: usize,
+    /// Positions below this have been read: only those may go for the bound
+    /// on the count (the TTL takes what it takes, read or not).
+    read: usize,
+}
+
+impl State {
+    fn end(&self) -> usize {
+        self.trimmed + self.stream.len()
+    }
+
+    /// Removes the event if it is this very one (not one written again
+    /// with the same id after it expired).
+    fn forget(&mut self, event: &Arc<Event>) {
+        let key = (event.org_id.clone(), event.id.clone());
+        if self
+            .events
+            .get(&key)
+            .is_some_and(|kept| Arc::ptr_eq(kept, event))
+        {
+            self.events.remove(&key);
+        }
+    }
+
+    /// Trims the stream's oldest records, and their events: those past the
+    /// TTL, and (once read) those over the bound; at most `budget`.
+    fn expire(&mut self, retention: &Retention, now: chrono::DateTime<chrono::Utc>, budget: usize) {
+        for _ in 0..budget {
+            let Some(oldest) = self.stream.front() else {
+                return;
+            };
+            let expired = oldest.created_at + retention.ttl <= now;
+            let over = retention.over(self.stream.len()) && self.trimmed < self.read;
+            if !(expired || over) {
+                return;
+            }
+            if let Some(oldest) = self.stream.pop_front() {
+                self.trimmed += 1;
+                self.forget(&oldest);
+            }
+        }
+    }
 }
 
 impl MemoryEventStore {
@@ -31,10 +87,36 @@ impl MemoryEventStore {
         Arc::new(Self::default())
     }
 
-    /// Stream records from position `from` (0-based index), at most `limit`.
+    /// An empty store that reads `clock` to expire events, and keeps them
+    /// as `retention` says.
+    pub fn with_retention(clock: Arc<dyn Clock>, retention: Retention) -> Arc<Self> {
+        Arc::new(MemoryEventStore {
+            state: Mutex::default(),
+            appended: Notify::new(),
+            clock: StoreClock::new(clock),
+            retention,
+        })
+    }
+
+    /// Stream records from position `from` (0-based index), at most
+    /// `limit`. Records trimmed before they were read are skipped, as a
+    /// DynamoDB stream's are after 24 hours.
     pub fn read_stream(&self, from: usize, limit: usize) -> Vec<StreamRecord> {
-        let stream = lock(&self.stream);
-        stream.iter().skip(from).take(limit).cloned().collect()
+        let mut state = lock(&self.state);
+        let start = from.max(state.trimmed);
+        let records: Vec<StreamRecord> = state
+            .stream
+            .iter()
+            .skip(start - state.trimmed)
+            .take(limit)
+            .zip(start..)
+            .map(|(event, position)| StreamRecord {
+                sequence_number: position as u64 + 1,
+                event: Event::clone(event),
+            })
+            .collect();
+        state.read = state.read.max(start + records.len());
+        records
     }
 
     /// Waits until the stream holds more than `len` records or `timeout` ends.
@@ -42,7 +124,7 @@ impl MemoryEventStore {
         let notified = self.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if lock(&self.stream).len() > len {
+        if lock(&self.state).end() > len {
             return;
         }
         let _ = tokio::time::timeout(timeout, notified).await;
@@ -50,11 +132,26 @@ impl MemoryEventStore {
 
     /// How many events are stored.
     pub fn len(&self) -> usize {
-        lock(&self.events).len()
+        lock(&self.state).events.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Removes what has expired now, however much (tests; writes do a
+    /// little of it each).
+    pub fn expire(&self) {
+        let now = self.clock.now();
+        lock(&self.state).expire(&self.retention, now, usize::MAX);
+    }
+
+    /// Removes an event whose finished deliveries are being removed (see
+    /// [`crate::expiry`]); its stream record stays until it is trimmed.
+    pub(crate) fn remove(&self, org_id: &str, event_id: &str) {
+        lock(&self.state)
+            .events
+            .remove(&(org_id.to_string(), event_id.to_string()));
     }
 }
 
@@ -62,38 +159,38 @@ impl MemoryEventStore {
 impl EventStore for MemoryEventStore {
     async fn put_if_absent(&self, event: &Event) -> Result<bool> {
         let key = (event.org_id.clone(), event.id.clone());
+        let now = self.clock.now();
         {
-            let mut events = lock(&self.events);
-            if events.contains_key(&key) {
+            let mut state = lock(&self.state);
+            if state.events.contains_key(&key) {
                 return Ok(false);
             }
-            events.insert(key, event.clone());
-            let mut stream = lock(&self.stream);
-            let sequence_number = stream.len() as u64 + 1;
-            stream.push(StreamRecord {
-                sequence_number,
-                event: event.clone(),
-            });
+            let event = Arc::new(event.clone());
+            state.events.insert(key, event.clone());
+            state.stream.push_back(event);
+            state.expire(&self.retention, now, EXPIRY_BUDGET);
         }
         self.appended.notify_waiters();
         Ok(true)
     }
 
     async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>> {
-        Ok(lock(&self.events)
+        Ok(lock(&self.state)
+            .events
             .get(&(org_id.to_string(), event_id.to_string()))
-            .cloned())
+            .map(|e| Event::clone(e)))
     }
 
     async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
-        let events = lock(&self.events);
+        let state = lock(&self.state);
         let start = (org_id.to_string(), after.to_string());
-        Ok(events
+        Ok(state
+            .events
             .range(start..)
             .take_while(|((org, _), _)| org == org_id)
             .filter(|((_, id), _)| id.as_str() > after)
             .take(limit)
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| Event::clone(e))
             .collect())
     }
 }

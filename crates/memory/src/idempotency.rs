@@ -1,6 +1,7 @@
 //! The idempotency table: keys seen before, with expiry.
 
 use crate::clock::StoreClock;
+use crate::expiry::{expire, ExpiryQueue, EXPIRY_BUDGET};
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,6 +14,9 @@ use webhooks_ports::{Clock, IdempotencyStore, Result};
 #[derive(Default)]
 pub struct MemoryIdempotencyStore {
     keys: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
+    /// The keys in the order they were claimed, to remove them once
+    /// expired; locked after `keys`.
+    expiring: Mutex<ExpiryQueue<String>>,
     clock: StoreClock,
 }
 
@@ -25,8 +29,39 @@ impl MemoryIdempotencyStore {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(MemoryIdempotencyStore {
             keys: Mutex::default(),
+            expiring: Mutex::default(),
             clock: StoreClock::new(clock),
         })
+    }
+
+    /// How many keys are stored, expired or not.
+    pub fn len(&self) -> usize {
+        lock(&self.keys).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes the expired keys at the front of the queue, at most `budget`.
+    fn expire_keys(
+        &self,
+        keys: &mut HashMap<String, (String, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+        budget: usize,
+    ) {
+        expire(&mut lock(&self.expiring), now, budget, |at, key| {
+            // Claimed again since: its entry is the later one.
+            if keys.get(&key).is_some_and(|(_, expires)| *expires == at) {
+                keys.remove(&key);
+            }
+        });
+    }
+
+    /// Removes every expired key now (tests; claims do a little of it).
+    pub fn expire(&self) {
+        let now = self.clock.now();
+        self.expire_keys(&mut lock(&self.keys), now, usize::MAX);
     }
 }
 
@@ -35,6 +70,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<Option<String>> {
         let now = self.clock.now();
         let mut keys = lock(&self.keys);
+        self.expire_keys(&mut keys, now, EXPIRY_BUDGET);
         if let Some((existing, expires)) = keys.get(key) {
             if *expires > now {
                 return Ok(Some(existing.clone()));
@@ -42,6 +78,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         }
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
         keys.insert(key.to_string(), (value.to_string(), expires));
+        lock(&self.expiring).push(expires, key.to_string());
         Ok(None)
     }
 }

@@ -1,23 +1,49 @@
 //! Inbound provider events and messages, and the routes of receiving
 //! addresses to orgs.
 
+use crate::clock::StoreClock;
+use crate::expiry::EXPIRY_BUDGET;
 use crate::sync::lock;
 use async_trait::async_trait;
-use std::collections::{HashMap, HashSet};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use webhooks_ports::{InboundRecord, InboundStore, Result};
+use webhooks_ports::table_retention::INBOUND_DAYS;
+use webhooks_ports::{Clock, InboundRecord, InboundStore, Result};
 
-/// Inbound records keyed by (provider, provider id), recorded once each.
+/// Inbound records keyed by (provider, provider id), recorded once each and
+/// kept [`INBOUND_DAYS`] after their receipt.
 #[derive(Default)]
 pub struct MemoryInboundStore {
     records: Mutex<Records>,
     routes: Mutex<HashMap<(String, String), String>>,
+    clock: StoreClock,
 }
 
 #[derive(Default)]
 struct Records {
-    in_order: Vec<InboundRecord>,
+    in_order: VecDeque<InboundRecord>,
     keys: HashSet<(String, String)>,
+}
+
+impl Records {
+    /// Removes the oldest records once past their retention, at most
+    /// `budget` (lazy, as DynamoDB's TTL: a record received out of order
+    /// waits behind the front).
+    fn expire(&mut self, now: DateTime<Utc>, budget: usize) {
+        for _ in 0..budget {
+            let expired = self
+                .in_order
+                .front()
+                .is_some_and(|r| r.received_at + chrono::Duration::days(INBOUND_DAYS) <= now);
+            if !expired {
+                return;
+            }
+            if let Some(r) = self.in_order.pop_front() {
+                self.keys.remove(&(r.provider, r.provider_id));
+            }
+        }
+    }
 }
 
 impl MemoryInboundStore {
@@ -25,9 +51,23 @@ impl MemoryInboundStore {
         Arc::new(Self::default())
     }
 
+    /// An empty store that reads `clock` to expire records.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(MemoryInboundStore {
+            clock: StoreClock::new(clock),
+            ..Self::default()
+        })
+    }
+
     /// Every record, in the order they were recorded.
     pub fn records(&self) -> Vec<InboundRecord> {
-        lock(&self.records).in_order.clone()
+        lock(&self.records).in_order.iter().cloned().collect()
+    }
+
+    /// Removes every expired record now (tests; writes do a little of it).
+    pub fn expire(&self) {
+        let now = self.clock.now();
+        lock(&self.records).expire(now, usize::MAX);
     }
 
     /// How many records are stored.
@@ -43,12 +83,14 @@ impl MemoryInboundStore {
 #[async_trait]
 impl InboundStore for MemoryInboundStore {
     async fn record(&self, record: &InboundRecord) -> Result<bool> {
+        let now = self.clock.now();
         let mut records = lock(&self.records);
+        records.expire(now, EXPIRY_BUDGET);
         let key = (record.provider.clone(), record.provider_id.clone());
         if !records.keys.insert(key) {
             return Ok(false);
         }
-        records.in_order.push(record.clone());
+        records.in_order.push_back(record.clone());
         Ok(true)
     }
 

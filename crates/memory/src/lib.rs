@@ -2,12 +2,14 @@
 //! tests. They keep the promises of the services they stand for: conditional
 //! writes that refuse duplicates, a change stream of new events, and a queue
 //! with visibility timeouts, receive counts and redrive to a dead-letter queue.
+//! What the tables' TTL removes, they remove too (see [`expiry`]).
 
 mod clock;
 mod cursors;
 mod deliveries;
 mod endpoints;
 mod events;
+pub mod expiry;
 mod idempotency;
 mod inbound;
 mod queue;
@@ -18,6 +20,7 @@ pub use cursors::MemoryCursorStore;
 pub use deliveries::MemoryDeliveryStore;
 pub use endpoints::MemoryEndpointStore;
 pub use events::{MemoryEventStore, StreamRecord};
+pub use expiry::Retention;
 pub use idempotency::MemoryIdempotencyStore;
 pub use inbound::MemoryInboundStore;
 pub use queue::MemoryQueue;
@@ -65,20 +68,46 @@ impl MemoryBackend {
     /// (a simulation's virtual clock). The queues keep time with tokio's
     /// clock, which a simulation pauses and advances in step with `clock`.
     pub fn with_clock(visibility: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self::with_retention(visibility, clock, Retention::as_deployed())
+    }
+
+    /// Empty stores and queues that read `clock`, and keep events and
+    /// finished deliveries as `retention` says (`webhooks dev` bounds
+    /// their count).
+    pub fn with_retention(
+        visibility: Duration,
+        clock: Arc<dyn Clock>,
+        retention: Retention,
+    ) -> Self {
+        let events = MemoryEventStore::with_retention(clock.clone(), retention);
         let dead_letters = MemoryQueue::new(Duration::from_secs(30));
         let queue = MemoryQueue::with_redrive(visibility, dead_letters.clone(), MAX_RECEIVE_COUNT);
         MemoryBackend {
-            events: MemoryEventStore::new(),
+            deliveries: MemoryDeliveryStore::with_retention(
+                clock.clone(),
+                retention,
+                Some(events.clone()),
+            ),
+            events,
             endpoints: MemoryEndpointStore::with_clock(clock.clone()),
-            deliveries: MemoryDeliveryStore::with_clock(clock.clone()),
             cursors: MemoryCursorStore::new(),
             idempotency: MemoryIdempotencyStore::with_clock(clock.clone()),
-            inbound: MemoryInboundStore::new(),
-            stats: MemoryStatsStore::new(),
+            inbound: MemoryInboundStore::with_clock(clock.clone()),
+            stats: MemoryStatsStore::with_clock(clock.clone()),
             queue,
             dead_letters,
             clock,
         }
+    }
+
+    /// Removes everything that has expired by the clock now, in every
+    /// store (tests; writes do a little of it each).
+    pub fn expire(&self) {
+        self.deliveries.expire();
+        self.events.expire();
+        self.idempotency.expire();
+        self.inbound.expire();
+        self.stats.expire();
     }
 
     /// The same adapters behind the ports.

@@ -105,6 +105,17 @@ pub mod queue_settings {
     }
 }
 
+/// How long the tables keep what their TTL removes, the same in DynamoDB
+/// (the items' `expires_at`) and in the memory backend that stands in for it.
+pub mod table_retention {
+    /// Events and deliveries, from their creation.
+    pub const RECORD_DAYS: i64 = 30;
+    /// Inbound records and messages, from their receipt.
+    pub const INBOUND_DAYS: i64 = 90;
+    /// Each endpoint's hourly stats bucket, from its hour.
+    pub const STATS_DAYS: i64 = 35;
+}
+
 /// One page of a listing; `next_cursor` fetches the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {

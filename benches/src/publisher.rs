@@ -1,0 +1,142 @@
+//! The publisher the end-to-end benchmark starts as a child process
+//! (`webhooks-bench publisher`), like the receiver, so the CPU time spent
+//! making and sending events is not counted as the pipeline's: it publishes
+//! N events through the API with the bench org's bearer token, 32 requests
+//! in flight, through `POST /v1/events` or `POST /v1/events/batch`, prints
+//! how long that took, and exits.
+
+use crate::dev::{self, ApiClient};
+use anyhow::{bail, Context as _};
+use clap::ValueEnum;
+use std::io::Read as _;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+/// The route events are published through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Route {
+    /// `POST /v1/events`, one event per request.
+    Single,
+    /// `POST /v1/events/batch`, 100 events per request.
+    Batch,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Single => "single",
+            Route::Batch => "batch",
+        }
+    }
+}
+
+/// Events per `POST /v1/events/batch`.
+pub const BATCH_EVENTS: usize = 100;
+
+/// What to publish, and where.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub base_url: String,
+    pub events: usize,
+    pub data_bytes: usize,
+    pub concurrency: usize,
+    pub route: Route,
+}
+
+/// Publishes `job` from this process; returns the seconds it took.
+pub async fn publish(job: &Job) -> anyhow::Result<f64> {
+    let api = ApiClient::new(&job.base_url)?;
+    let data = dev::event_data(job.data_bytes);
+    let t0 = Instant::now();
+    match job.route {
+        Route::Single => api.publish(job.events, &data, job.concurrency).await?,
+        Route::Batch => {
+            api.publish_batches(job.events, &data, BATCH_EVENTS, job.concurrency)
+                .await?
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The child's side: publishes on one thread and prints the seconds it
+/// took on stdout.
+pub fn run(job: &Job) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let seconds = runtime.block_on(publish(job))?;
+    println!("{seconds}");
+    Ok(())
+}
+
+/// A publisher running in a child process; killed when dropped.
+pub struct PublisherProcess {
+    child: Child,
+}
+
+impl PublisherProcess {
+    /// Starts `webhooks-bench publisher` for `job`.
+    pub fn spawn(job: &Job) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let child = Command::new(exe)
+            .args([
+                "publisher",
+                "--base-url",
+                &job.base_url,
+                "--events",
+                &job.events.to_string(),
+                "--data-bytes",
+                &job.data_bytes.to_string(),
+                "--concurrency",
+                &job.concurrency.to_string(),
+                "--route",
+                job.route.as_str(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the publisher process")?;
+        Ok(PublisherProcess { child })
+    }
+
+    /// `None` while it runs; then the seconds it took, or why it failed.
+    pub fn finished(&mut self) -> Option<anyhow::Result<f64>> {
+        let status = match self.child.try_wait() {
+            Ok(None) => return None,
+            Ok(Some(status)) => status,
+            Err(e) => return Some(Err(e).context("waiting for the publisher")),
+        };
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        Some(if status.success() {
+            out.trim()
+                .parse::<f64>()
+                .with_context(|| format!("the publisher printed {out:?}, not its seconds"))
+        } else {
+            Err(anyhow::anyhow!(
+                "the publisher failed ({status}); see its error above"
+            ))
+        })
+    }
+}
+
+impl Drop for PublisherProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Refuses a job that cannot run.
+pub fn check(job: &Job) -> anyhow::Result<()> {
+    if job.events == 0 {
+        bail!("--events must be at least 1");
+    }
+    if job.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    Ok(())
+}
