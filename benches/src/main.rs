@@ -2,6 +2,10 @@
 //! figures; `all` runs every one it can and writes them as JSON.
 //! BENCHMARKS.md says how to run them and what they showed.
 
+// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod aws_requests;
 mod cold_start;
 mod dev;

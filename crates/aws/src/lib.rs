@@ -86,14 +86,57 @@ impl AwsClients {
 }
 
 /// Structured JSON logs for Lambda (CloudWatch), filtered by `RUST_LOG`
-/// (default `info`).
+/// (default `info`): a level, `target=level` directives or both, as in
+/// `info,webhooks=debug`. An unset, empty or unreadable `RUST_LOG` means
+/// `info`. (`tracing_subscriber`'s `Targets`, not its regex-based
+/// `EnvFilter`: the same directives without span and field filters, and a
+/// smaller binary.)
 pub fn init_lambda_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_target(false)
         .without_time()
+        .finish()
+        .with(filter)
         .try_init();
+}
+
+/// The filter a `RUST_LOG` value describes.
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
+    rust_log
+        .map(str::trim)
+        .filter(|directives| !directives.is_empty())
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::level_filters::LevelFilter::INFO)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::level_filters::LevelFilter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_sets_the_level_and_per_target_levels() {
+        let f = log_filter(Some("warn,webhooks=debug"));
+        assert!(f.would_enable("webhooks_pipeline::sender", &Level::DEBUG));
+        assert!(!f.would_enable("webhooks_pipeline::sender", &Level::TRACE));
+        assert!(f.would_enable("aws_smithy_runtime", &Level::WARN));
+        assert!(!f.would_enable("aws_smithy_runtime", &Level::INFO));
+    }
+
+    #[test]
+    fn unset_empty_or_unreadable_rust_log_means_info() {
+        for value in [None, Some(""), Some("  "), Some("webhooks=loud")] {
+            let f = log_filter(value);
+            assert_eq!(f.default_level(), Some(LevelFilter::INFO), "{value:?}");
+            assert!(!f.would_enable("webhooks_pipeline", &Level::DEBUG));
+        }
+    }
 }

@@ -16,36 +16,48 @@ fn mac(key: &[u8]) -> HmacSha256 {
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret string bytes, body)>`.
 pub fn x_signature(secret: &Secret, body: &[u8]) -> String {
+    const PREFIX: &[u8] = b"sha256=";
     let mut m = mac(secret.expose().as_bytes());
     m.update(body);
-    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    // Hex-encoded in place: one allocation, the returned string.
+    let mut out = [0u8; PREFIX.len() + 64];
+    out[..PREFIX.len()].copy_from_slice(PREFIX);
+    hex::encode_to_slice(m.finalize().into_bytes(), &mut out[PREFIX.len()..])
+        .expect("32 bytes are 64 hex digits");
+    String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
 }
 
 /// One Standard Webhooks signature: `v1,<base64 HMAC-SHA256(key,
 /// "{id}.{timestamp}.{body}")>`.
 pub fn standard_signature(secret: &Secret, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut m = mac(secret.key());
-    m.update(msg_id.as_bytes());
-    m.update(b".");
-    m.update(timestamp.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    format!("v1,{}", STANDARD.encode(m.finalize().into_bytes()))
+    webhook_signature_header(&[secret], msg_id, timestamp, body)
 }
 
 /// The `webhook-signature` header value: one `v1,` entry per live secret,
-/// separated by spaces.
+/// separated by spaces, written into one string.
 pub fn webhook_signature_header(
     secrets: &[&Secret],
     msg_id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    secrets
-        .iter()
-        .map(|s| standard_signature(s, msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let timestamp = timestamp.to_string();
+    // "v1," and 44 base64 characters per entry, a space between entries.
+    let mut header = String::with_capacity(secrets.len() * 48);
+    for (i, secret) in secrets.iter().enumerate() {
+        if i > 0 {
+            header.push(' ');
+        }
+        let mut m = mac(secret.key());
+        m.update(msg_id.as_bytes());
+        m.update(b".");
+        m.update(timestamp.as_bytes());
+        m.update(b".");
+        m.update(body);
+        header.push_str("v1,");
+        STANDARD.encode_string(m.finalize().into_bytes(), &mut header);
+    }
+    header
 }
 
 /// Checks an `X-Signature` header in constant time.

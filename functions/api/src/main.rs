@@ -1,5 +1,9 @@
 //! Lambda `api`: the management API and the portal behind API Gateway.
 
+// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use webhooks_fn_api::{Api, ApiConfig};
 
 #[tokio::main]

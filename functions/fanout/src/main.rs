@@ -1,5 +1,9 @@
 //! Lambda `fanout`: the DynamoDB stream of the events table.
 
+// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use webhooks_pipeline::FanOut;
 
 #[tokio::main]

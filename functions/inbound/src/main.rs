@@ -1,5 +1,9 @@
 //! Lambda `inbound`: the Stripe, Twilio and WhatsApp webhook routes.
 
+// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use webhooks_fn_inbound::{Inbound, InboundConfig};
 
 #[tokio::main]

@@ -1,5 +1,9 @@
 //! Lambda `sweeper`: on a schedule, fans out what the stream never handed over.
 
+// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     webhooks_aws::init_lambda_logging();
