@@ -43,9 +43,9 @@ fmt:
 build-lambdas:
 	scripts/build-lambdas.sh
 
-# The benchmarks of BENCHMARKS.md: release builds (the Lambdas alone, as
-# they ship), every figure with moto on a free loopback port, then the plot,
-# then the crates that take the most room in each function (cargo bloat).
+# The benchmarks of BENCHMARKS.md (the per-function size table comes from
+# `make bloat`, a release build of its own): release builds (the Lambdas alone, as
+# they ship), every figure with moto on a free loopback port, then the plot.
 # Writes target/bench/results.json and docs/bench-endpoints.png.
 bench:
 	cargo build --release --bins -p webhooks-fn-api -p webhooks-fn-inbound -p webhooks-fn-fanout -p webhooks-fn-sender -p webhooks-fn-sweeper
@@ -53,7 +53,6 @@ bench:
 	scripts/with-moto.sh $${CARGO_TARGET_DIR:-target}/release/webhooks-bench all --out target/bench/results.json
 	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	.venv/bin/python scripts/plot_bench.py target/bench/results.json docs/bench-endpoints.png
-	scripts/bloat.sh
 
 # The top crates by code size in each Lambda's release binary (cargo bloat;
 # installs it into .tools/ on first use). BLOAT_TOP crates per function.
