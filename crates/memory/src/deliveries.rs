@@ -55,8 +55,7 @@ fn refuse_oversized(d: &Delivery) -> Result<()> {
 pub struct MemoryDeliveryStore {
     deliveries: Mutex<BTreeMap<(String, String), Delivery>>,
     /// The sparse index the reconciler reads, like DynamoDB's
-    /// pending-by-org: (org, next attempt, id) of every pending delivery
-    /// with a retry scheduled.
+    /// pending-by-org: (org, next attempt, id) of every pending delivery.
     /// Locked after `deliveries`, never before.
     pending: Mutex<BTreeSet<PendingKey>>,
     clock: StoreClock,
@@ -234,7 +233,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         let owner_ok = match &d.chain {
             None => true,
             Some(c) if c == chain => true,
-            Some(_) => d.due_at() < stale_before,
+            Some(_) => d.next_attempt_at.is_some_and(|t| t < stale_before),
         };
         if d.status == DeliveryStatus::Pending
             && d.attempt_count == attempts_made
