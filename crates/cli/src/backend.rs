@@ -33,9 +33,9 @@ pub enum Backend {
     },
 }
 
-/// The slow lane's cap `webhooks dev` uses unless told otherwise.
-pub const DEFAULT_SLOW_LANE_CAP: Option<u32> =
-    Some(webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP);
+/// The slow lane's cap `webhooks dev` uses unless told otherwise: none
+/// (see `LaneConfig`'s default).
+pub const DEFAULT_SLOW_LANE_CAP: Option<u32> = None;
 
 /// What the system is built from.
 #[derive(Debug, Clone)]

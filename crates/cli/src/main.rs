@@ -100,8 +100,9 @@ struct DevArgs {
     stats_every: Option<String>,
     /// Most requests in flight at once to an endpoint whose requests take
     /// over 2 s (the slow lane); further messages for it wait on the queue.
-    /// 0: no cap.
-    #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP)]
+    /// 0 (the default): no cap. 2 is the suggested cap; it can make a
+    /// backed-up slow endpoint's retries late (README, Noisy neighbours).
+    #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = 0)]
     slow_lane_cap: u32,
     /// With --backend memory: how long events and finished deliveries are
     /// kept, as the tables' TTL keeps them (pending deliveries always are).

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use webhooks_domain::Endpoint;
 
 /// Most POSTs in flight at once, per process, to an endpoint in the slow
-/// lane: a quarter of `webhooks dev`'s eight batches, two of a Lambda
-/// environment's batch of ten.
+/// lane when it is turned on: a quarter of `webhooks dev`'s eight batches,
+/// two of a Lambda environment's batch of ten.
 pub const DEFAULT_SLOW_CAP: u32 = 2;
 /// POSTs taking this long put their endpoint in the slow lane: receivers
 /// that answer in time answer well within it.
@@ -62,11 +62,27 @@ pub struct LaneConfig {
     pub slow_after: Duration,
 }
 
+/// Off by default (no cap; `rate_limit` still holds): the simulation found
+/// that a slow endpoint with a large backlog of failing deliveries, held to
+/// the cap, gets its retries hours later than its schedule allows (seed 0
+/// of the test command's 100: attempt 6 came 2.2 h late), more than the
+/// deferral budget accounts for. Until that is bounded the cap is opt-in
+/// ([`LaneConfig::capped`], `webhooks dev --slow-lane-cap 2`).
 impl Default for LaneConfig {
     fn default() -> Self {
         LaneConfig {
-            slow_cap: Some(DEFAULT_SLOW_CAP),
+            slow_cap: None,
             slow_after: DEFAULT_SLOW_AFTER,
+        }
+    }
+}
+
+impl LaneConfig {
+    /// The slow lane on, at [`DEFAULT_SLOW_CAP`].
+    pub fn capped() -> Self {
+        LaneConfig {
+            slow_cap: Some(DEFAULT_SLOW_CAP),
+            ..LaneConfig::default()
         }
     }
 }
@@ -486,7 +502,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fast_endpoint_is_never_capped() {
-        let limits = Limits::new(LaneConfig::default(), 10);
+        let limits = Limits::new(LaneConfig::capped(), 10);
         let ep = endpoint(None);
         // Slow start: two at once until a POST has ended...
         let first = go(limits.admit("first", 0, &ep, t0()));
@@ -503,7 +519,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_endpoint_holds_at_most_its_cap() {
-        let limits = Limits::new(LaneConfig::default(), 10);
+        let limits = Limits::new(LaneConfig::capped(), 10);
         let slow = endpoint(None);
         let other = endpoint(None);
         // Its first two POSTs go (slow start); once one has run past
@@ -555,7 +571,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_defers_by_the_time_to_the_next_token() {
-        let limits = Limits::new(LaneConfig::default(), 10);
+        let limits = Limits::new(LaneConfig::capped(), 10);
         let ep = endpoint(Some(1));
         drop(go(limits.admit("a", 0, &ep, t0())));
         let (delay, reason) = deferred(limits.admit("b", 0, &ep, t0()));
@@ -580,7 +596,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_message_out_of_deferrals_is_sent_over_the_limit() {
-        let limits = Limits::new(LaneConfig::default(), 3);
+        let limits = Limits::new(LaneConfig::capped(), 3);
         let ep = endpoint(Some(1));
         drop(go(limits.admit("a", 0, &ep, t0())));
         deferred(limits.admit("b", 2, &ep, t0()));
