@@ -57,7 +57,8 @@ impl Sender {
     /// records are the truth (as a crash between recording an attempt and
     /// this write loses its count, and nothing else).
     pub(super) async fn write_stats(&self) {
-        let Some(stats) = self.stats.clone() else {
+        let stats = self.stats.clone();
+        let Some(stats) = stats else {
             return;
         };
         let tally = self.tally.take();
