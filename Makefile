@@ -61,6 +61,15 @@ BLOAT_TOP ?= 15
 bloat:
 	scripts/bloat.sh $(BLOAT_TOP)
 
+# Where `webhooks dev` spends its CPU while delivering: a perf profile of
+# the real binary under `webhooks-bench dev-rss` (PROFILE_DELIVERIES,
+# PROFILE_ENDPOINTS), its top functions and crates by self time.
+.PHONY: profile
+PROFILE_DELIVERIES ?= 200000
+PROFILE_ENDPOINTS ?= 1
+profile:
+	scripts/profile.sh $(PROFILE_DELIVERIES) $(PROFILE_ENDPOINTS)
+
 # The deterministic simulation, longer than the test command runs it: 1 000
 # seeds (SIM_SEEDS) of 20 000 deliveries, optimized. A failure prints each
 # seed and the command that replays it.
