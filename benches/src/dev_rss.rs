@@ -52,7 +52,7 @@ pub fn default_webhooks_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("webhooks"))
 }
 
-/// `webhooks dev` in a child process; killed when dropped.
+/// `webhooks dev` in a child process; stopped when dropped.
 struct DevProcess {
     child: Child,
 }
@@ -97,7 +97,23 @@ impl DevProcess {
 }
 
 impl Drop for DevProcess {
+    /// SIGTERM first, as a terminal or an orchestrator would stop it, so it
+    /// shuts down as it does there (and a wrapper such as a profiler can
+    /// write its data); SIGKILL if it has not exited once its grace is over.
+    // kill(2): std's Child::kill sends SIGKILL only.
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
+        let stop_by = Instant::now() + webhooks::dev::SHUTDOWN_GRACE + Duration::from_secs(10);
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) with our own child's pid; no memory is shared.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            while Instant::now() < stop_by {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
