@@ -210,10 +210,13 @@ async fn write_event(
         data,
         idempotency_key,
     } = new;
-    let fingerprint = body_fingerprint(event_type, &data);
+    // Only a keyed request is compared with an earlier one.
+    let fingerprint = idempotency_key
+        .as_ref()
+        .map(|_| body_fingerprint(event_type, &data));
     let mut event = Event::new(org_id, event_type, data);
     event.trace_id = trace_id;
-    if let Some(key) = idempotency_key {
+    if let (Some(key), Some(fingerprint)) = (idempotency_key, fingerprint) {
         let claim = publish_claim_key(org_id, &key);
         let value = format!("{} {fingerprint}", event.id);
         if let Some(stored) = api
@@ -260,7 +263,7 @@ fn body_fingerprint(event_type: EventType, data: &RawValue) -> String {
     hash.update(event_type.as_str().as_bytes());
     hash.update(b"\n");
     hash.update(data.get().as_bytes());
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 fn accepted(event_id: &str) -> Response<Body> {
