@@ -37,9 +37,13 @@ pub fn check_message(body: &str) -> Result<(), String> {
     // Bodies are JSON, nearly always ASCII: every printable ASCII byte is
     // allowed, so only a body with a control or non-ASCII byte needs the
     // scan by character (the sender's profile had this check at 3 %).
-    let plain_ascii = body
-        .bytes()
-        .all(|b| (0x20..0x80).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'));
+    // In blocks without an early exit, so that the compiler vectorizes it; a
+    // tab or line break takes the scan by character, which allows them.
+    let plain_ascii = body.as_bytes().chunks(64).all(|block| {
+        block
+            .iter()
+            .fold(true, |ok, b| ok & (0x20..0x80).contains(b))
+    });
     if plain_ascii {
         return Ok(());
     }
