@@ -9,6 +9,14 @@
 #   scripts/profile.sh                # 200 000 deliveries, 1 endpoint per event
 #   scripts/profile.sh 500000 5       # 500 000 deliveries, 5 endpoints per event
 #   PROFILE_TOP=25 scripts/profile.sh
+#   PROFILE_TOOL=callgrind scripts/profile.sh 5000
+#
+# PROFILE_TOOL=callgrind counts instructions instead (valgrind): the same
+# count for the same binary and input whatever else the machine is doing,
+# so two builds can be compared on a busy machine; it prints the program's
+# total and the top functions, inclusive and self. Under valgrind sha2 runs
+# its portable code (no SHA extensions), so hashing weighs more than on
+# the hardware; perf's percentages are the ones to quote for where time goes.
 #
 # Builds the `bloat` profile (Cargo.toml: the release build with its symbols)
 # of `webhooks` and `webhooks-bench` into their own directory of the target
@@ -36,6 +44,26 @@ fi
 
 cargo build --profile bloat -p webhooks --bin webhooks
 cargo build --profile bloat -p webhooks-bench --bin webhooks-bench
+
+if [ "${PROFILE_TOOL:-perf}" = callgrind ]; then
+  command -v valgrind >/dev/null || { echo "profile: needs valgrind (Debian's valgrind)" >&2; exit 1; }
+  rm -f "$out"/callgrind.out.*
+  wrapper="$out/webhooks-under-callgrind"
+  printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s/callgrind.out.%%p %s "$@"\n' \
+    "$(realpath "$out")" "$(realpath "$target/bloat/webhooks")" >"$wrapper"
+  chmod +x "$wrapper"
+  echo "== callgrind on webhooks dev: $deliveries deliveries, $endpoints endpoint(s) per event =="
+  "$target/bloat/webhooks-bench" dev-rss --deliveries "$deliveries" --endpoints "$endpoints" \
+    --webhooks-bin "$wrapper" --timeout-secs 3600 >"$out/profile-run.log"
+  report=$(ls "$out"/callgrind.out.* | head -n 1)
+  callgrind_annotate "$report" 2>/dev/null | grep 'PROGRAM TOTALS'
+  echo "-- top $top functions, inclusive --"
+  callgrind_annotate --inclusive=yes "$report" 2>/dev/null | grep -E '^ *[0-9,]+ \(' \
+    | grep -v -E 'PROGRAM TOTALS|tokio::runtime|std::sys|pthread_create|core::ops::function' | head -n "$top"
+  echo "-- top $top functions, self --"
+  callgrind_annotate "$report" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | grep -v 'PROGRAM TOTALS' | head -n "$top"
+  exit 0
+fi
 
 data="$out/perf.data"
 echo "== profiling webhooks dev: $deliveries deliveries, $endpoints endpoint(s) per event =="
