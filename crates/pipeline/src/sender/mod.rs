@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::Instrument;
 
+mod adopt;
 mod fence;
 mod headers;
 mod health;
 pub mod limits;
 mod notices;
+mod renew;
 mod stats;
 use notices::outcome_name;
 
@@ -305,6 +307,10 @@ impl Sender {
             .iter()
             .map(|(_, j)| j.task.delivery_id.clone())
             .collect();
+        let delivery_of: HashMap<usize, String> = jobs
+            .iter()
+            .map(|(i, j)| (*i, j.task.delivery_id.clone()))
+            .collect();
         let deliveries: HashMap<String, Delivery> = match self.deliveries.get_many(&ids).await {
             Ok(ds) => ds.into_iter().map(|d| (d.id.clone(), d)).collect(),
             Err(e) => {
@@ -312,6 +318,8 @@ impl Sender {
                 for (i, _) in &jobs {
                     outcomes[*i] = MessageOutcome::Retry;
                 }
+                self.renew_worn(messages, &HashMap::new(), &delivery_of, &mut outcomes)
+                    .await;
                 return outcomes;
             }
         };
@@ -377,6 +385,8 @@ impl Sender {
         for ((i, _), outcome) in jobs.iter().zip(results) {
             outcomes[*i] = outcome;
         }
+        self.renew_worn(messages, &deliveries, &delivery_of, &mut outcomes)
+            .await;
         outcomes
     }
 
@@ -417,9 +427,13 @@ impl Sender {
         delivery: Option<&'a Delivery>,
         endpoint: Option<&'a Result<Option<Endpoint>, BackendError>>,
     ) -> Result<Prepared<'a>, MessageOutcome> {
-        let Some(delivery) = delivery else {
-            tracing::error!(message_id = %job.message.message_id, "no such delivery; moved to the dead-letter queue");
-            return Err(self.dead_letter_poison(job.message).await);
+        let adopted;
+        let delivery = match delivery {
+            Some(d) => d,
+            None => {
+                adopted = self.adopt(job).await?;
+                &adopted
+            }
         };
         if delivery.status.is_terminal() {
             tracing::info!(status = %delivery.status, "already finished; skipped");
