@@ -116,10 +116,13 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
-        let mut keys: Vec<HashMap<String, AttributeValue>> =
-            delivery_ids.iter().filter_map(|id| key(id)).collect();
-        keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        keys.dedup();
+        // Each id once: BatchGetItem refuses a key named twice. (Deduped
+        // as ids, not as keys: two equal maps need not print alike.)
+        let mut ids: Vec<&String> = delivery_ids.iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let keys: Vec<HashMap<String, AttributeValue>> =
+            ids.into_iter().filter_map(|id| key(id)).collect();
         let mut found = Vec::new();
         for chunk in keys.chunks(BATCH_GET_LIMIT) {
             let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();

@@ -573,6 +573,31 @@ async fn stats_buckets_add_up_per_endpoint_and_hour(a: Adapters) {
     assert_eq!(b.latency[0], 2);
 }
 
+/// A sender's batch may hold two messages of one delivery (a replayed
+/// fan-out queues it again): its one read names the delivery twice, and
+/// gets it. (BatchGetItem refuses a request that names a key twice.)
+pub async fn a_read_of_many_may_name_a_delivery_twice(a: Adapters) {
+    let store = a.deliveries;
+    let (d, other) = (new_delivery(), new_delivery());
+    store.create_if_absent(&d).await.unwrap();
+    store.create_if_absent(&other).await.unwrap();
+    let mut ids = vec![d.id.clone(); 8];
+    ids.push(other.id.clone());
+    ids.push(d.id.clone());
+    let mut found: Vec<String> = store
+        .get_many(&ids)
+        .await
+        .expect("get_many")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    found.sort();
+    found.dedup();
+    let mut expected = vec![d.id, other.id];
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -606,4 +631,5 @@ contracts!(
     health_writes_clobber_nothing_and_move_the_version,
     overdue_lists_only_pending_deliveries_due_before,
     stats_buckets_add_up_per_endpoint_and_hour,
+    a_read_of_many_may_name_a_delivery_twice,
 );
