@@ -243,7 +243,7 @@ FUNCTION_CALLS = {
     },
     "fanout": {
         "EndpointsTable": {"list_all"},
-        # get_many: the sweeper's checked fan-out, in the same source.
+        # get_many: the batch's deliveries, read before they are queued.
         "DeliveriesTable": {"create_if_absent", "get_many"},
         "DeliveryQueue": {"send_batch"},
     },

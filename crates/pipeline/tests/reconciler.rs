@@ -274,3 +274,54 @@ async fn an_overdue_delivery_of_a_deleted_endpoint_ends_canceled() {
     assert_eq!(d.status, DeliveryStatus::Canceled);
     assert!(w.memory.queue.is_empty());
 }
+
+/// The sender over `w`'s adapters, every POST answered by `transport`.
+fn sender_answering(w: &World, transport: impl Transport + 'static) -> Sender {
+    Sender::from_adapters(
+        &w.adapters,
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_transport(Arc::new(transport))
+}
+
+/// The delivery of `w`'s event.
+async fn the_delivery(w: &World) -> webhooks_domain::Delivery {
+    w.adapters
+        .deliveries
+        .get(&delivery_id(&w.endpoint.id, &w.event.id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_batch_retried_after_its_sends_queues_no_copy_of_an_attempted_delivery() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    let first = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        sender_answering(&w, Unavailable)
+            .process_batch(&first)
+            .await,
+        vec![MessageOutcome::Retry]
+    );
+    // Lambda retries the batch that timed out after its sends (here ten
+    // times, its MaximumRetryAttempts): the delivery exists and has been
+    // attempted, its own message carries its retry.
+    let fanout = FanOut::from_adapters(&w.adapters);
+    for _ in 0..10 {
+        let r = fanout.fan_out(std::slice::from_ref(&w.event)).await;
+        assert_eq!((r.created, r.existing, r.first_failure), (0, 1, None));
+    }
+    assert_eq!(w.memory.queue.len(), 1, "only the retry's own message");
+    tokio::time::advance(Duration::from_secs(181)).await;
+    let retry = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(
+        sender_answering(&w, Accepting).process_batch(&retry).await,
+        vec![MessageOutcome::Done]
+    );
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 2));
+}
