@@ -20,7 +20,7 @@ use webhooks_pipeline::{
     SenderConfig, Sweeper, Transport,
 };
 use webhooks_ports::queue_settings::MAX_RECEIVE_COUNT;
-use webhooks_ports::{Adapters, BackendError, EndpointLookup};
+use webhooks_ports::{Adapters, BackendError, EndpointLookup, ReceivedMessage};
 use webhooks_testkit::clock::TokioClock;
 
 /// Every POST answered 200.
@@ -324,4 +324,46 @@ async fn a_stream_batch_retried_after_its_sends_queues_no_copy_of_an_attempted_d
     );
     let d = the_delivery(&w).await;
     assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 2));
+}
+
+/// Hands `messages` to `sender` and deletes those it finished with, as the
+/// queue mapping does.
+async fn process_as_the_mapping_does(w: &World, sender: &Sender, messages: &[ReceivedMessage]) {
+    let outcomes = sender.process_batch(messages).await;
+    let done: Vec<String> = messages
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| *o == MessageOutcome::Done)
+        .map(|(m, _)| m.receipt_handle.clone())
+        .collect();
+    w.adapters.queue.delete_batch(&done).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worn_message_whose_first_attempt_fails_carries_its_retry() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    // Received and left until one receive before SQS's redrive (the
+    // sender's invocations cut off before they got to it, say).
+    for _ in 1..MAX_RECEIVE_COUNT - 1 {
+        assert_eq!(queue.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    let worn = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(worn[0].receive_count, MAX_RECEIVE_COUNT - 1);
+    // Its first attempt fails: the message now holds the delivery's retry
+    // chain. Renewed, its copy would be turned away by that chain and the
+    // delivery left pending with no message, out of the reconciler's reach
+    // until it is overdue by STUCK_AFTER.
+    process_as_the_mapping_does(&w, &sender_answering(&w, Unavailable), &worn).await;
+    let accepting = sender_answering(&w, Accepting);
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(181)).await;
+        let messages = queue.receive(10, Duration::ZERO).await.unwrap();
+        process_as_the_mapping_does(&w, &accepting, &messages).await;
+    }
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 2));
+    assert!(w.memory.queue.is_empty());
+    assert!(w.memory.dead_letters.is_empty());
 }

@@ -16,7 +16,7 @@
 
 use super::{MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use webhooks_domain::Delivery;
 use webhooks_ports::queue_settings::{MAX_RECEIVE_COUNT, QUEUE_RETENTION_SECS};
@@ -42,17 +42,24 @@ pub(super) fn is_worn(
 
 impl Sender {
     /// Renews the worn messages among those left for another try;
-    /// `delivery_of` gives the delivery id of a message (by index).
+    /// `delivery_of` gives the delivery id of a message (by index),
+    /// `deliveries` the deliveries as read before the batch's attempts.
+    /// Never one of the `leased` (by index): such a message took its
+    /// delivery's lease in this batch, which that read does not show; it
+    /// holds the retry chain now (an attempt failed, or its record did and
+    /// the lease is live), so its copy would be turned away and the
+    /// delivery left without a message.
     pub(super) async fn renew_worn(
         &self,
         messages: &[ReceivedMessage],
         deliveries: &HashMap<String, Delivery>,
         delivery_of: &HashMap<usize, String>,
+        leased: &HashSet<usize>,
         outcomes: &mut [MessageOutcome],
     ) {
         let now = self.clock.now();
         for (i, message) in messages.iter().enumerate() {
-            if outcomes[i] != MessageOutcome::Retry {
+            if outcomes[i] != MessageOutcome::Retry || leased.contains(&i) {
                 continue;
             }
             let Some(id) = delivery_of.get(&i) else {
