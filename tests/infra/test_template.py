@@ -249,7 +249,8 @@ FUNCTION_CALLS = {
     },
     "sender": {
         "EndpointsTable": {"get", "disable", "set_failing_since"},
-        "DeliveriesTable": {"get_many", "lease", "record_attempt", "transition"},
+        # create_if_absent: a message that arrives before its record.
+        "DeliveriesTable": {"create_if_absent", "get_many", "lease", "record_attempt", "transition"},
         # send_batch: operational notices ride the delivery queue.
         "DeliveryQueue": {"change_visibility", "send_batch"},
         "DeliveryDeadLetterQueue": {"send_batch"},
