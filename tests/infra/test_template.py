@@ -243,13 +243,14 @@ FUNCTION_CALLS = {
     },
     "fanout": {
         "EndpointsTable": {"list_all"},
-        # get_many: the sweeper's checked fan-out, in the same source.
+        # get_many: the batch's deliveries, read before they are queued.
         "DeliveriesTable": {"create_if_absent", "get_many"},
         "DeliveryQueue": {"send_batch"},
     },
     "sender": {
         "EndpointsTable": {"get", "disable", "set_failing_since"},
-        "DeliveriesTable": {"get_many", "lease", "record_attempt", "transition"},
+        # create_if_absent: a message that arrives before its record.
+        "DeliveriesTable": {"create_if_absent", "get_many", "lease", "record_attempt", "transition"},
         # send_batch: operational notices ride the delivery queue.
         "DeliveryQueue": {"change_visibility", "send_batch"},
         "DeliveryDeadLetterQueue": {"send_batch"},

@@ -26,9 +26,10 @@ fn number(n: impl ToString) -> AttributeValue {
     AttributeValue::N(n.to_string())
 }
 
-/// The sparse index of pending deliveries (hash `org_id`, range
+/// The sparse index of scheduled retries (hash `org_id`, range
 /// `next_attempt_at`, keys only): `next_attempt_at` exists only while a
-/// delivery is pending, so the reconciler reads overdue ones without a scan.
+/// pending delivery has a retry scheduled, so the reconciler reads overdue
+/// ones without a scan, and a first-try success writes no index entry.
 pub const PENDING_INDEX: &str = "pending-by-org";
 
 /// Deliveries in DynamoDB (key: `endpoint_id`, `event_id`).
@@ -115,10 +116,13 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
-        let mut keys: Vec<HashMap<String, AttributeValue>> =
-            delivery_ids.iter().filter_map(|id| key(id)).collect();
-        keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        keys.dedup();
+        // Each id once: BatchGetItem refuses a key named twice. (Deduped
+        // as ids, not as keys: two equal maps need not print alike.)
+        let mut ids: Vec<&String> = delivery_ids.iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let keys: Vec<HashMap<String, AttributeValue>> =
+            ids.into_iter().filter_map(|id| key(id)).collect();
         let mut found = Vec::new();
         for chunk in keys.chunks(BATCH_GET_LIMIT) {
             let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();
@@ -173,7 +177,8 @@ impl DeliveryStore for DynamoDeliveryStore {
         let condition = format!(
             "#s = :pending AND {HAS_N_ATTEMPTS} \
              AND (attribute_not_exists(lease_until) OR lease_until < :now) \
-             AND (attribute_not_exists(chain) OR chain = :me OR next_attempt_at < :stale)"
+             AND (attribute_not_exists(chain) OR chain = :me OR next_attempt_at < :stale \
+                  OR (attribute_not_exists(next_attempt_at) AND created_at < :stale))"
         );
         let result = self
             .client

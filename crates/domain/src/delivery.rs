@@ -119,7 +119,9 @@ impl Delivery {
     }
 
     /// A pending delivery of `event_id` to `endpoint_id`, created and due at
-    /// `now`.
+    /// `now`. No retry is scheduled (`next_attempt_at` is unset until an
+    /// attempt fails or it is queued again by hand), so the stores' index of
+    /// scheduled retries is written only for deliveries that need one.
     pub fn new_at(
         org_id: &str,
         endpoint_id: &str,
@@ -136,7 +138,7 @@ impl Delivery {
             status: DeliveryStatus::Pending,
             attempts: Vec::new(),
             attempt_count: 0,
-            next_attempt_at: Some(now),
+            next_attempt_at: None,
             last_error: None,
             created_at: now,
             updated_at: now,
@@ -175,8 +177,13 @@ impl Delivery {
     /// message's lease takes it over (the adapters' lease condition says the
     /// same in DynamoDB's terms).
     pub fn chain_live_elsewhere(&self, message_id: &str, now: DateTime<Utc>) -> bool {
-        self.chain.as_deref().is_some_and(|c| c != message_id)
-            && self.next_attempt_at.is_some_and(|t| t >= now - STUCK_AFTER)
+        self.chain.as_deref().is_some_and(|c| c != message_id) && self.due_at() >= now - STUCK_AFTER
+    }
+
+    /// When its next attempt is due: the scheduled retry, or for one never
+    /// attempted, its creation.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.next_attempt_at.unwrap_or(self.created_at)
     }
 }
 
@@ -185,11 +192,7 @@ impl Delivery {
     pub fn resend(&self, now: DateTime<Utc>) -> Result<Resend, NotRetryable> {
         match self.status {
             DeliveryStatus::DeadLettered | DeliveryStatus::Canceled => Ok(Resend::Requeue),
-            DeliveryStatus::Pending
-                if self.next_attempt_at.is_none_or(|t| t < now - STUCK_AFTER) =>
-            {
-                Ok(Resend::Unstick)
-            }
+            DeliveryStatus::Pending if self.due_at() < now - STUCK_AFTER => Ok(Resend::Unstick),
             status => Err(NotRetryable { status }),
         }
     }
@@ -371,7 +374,11 @@ mod tests {
         );
         d.next_attempt_at = Some(now - STUCK_AFTER - chrono::Duration::seconds(1));
         assert_eq!(d.resend(now), Ok(Resend::Unstick));
+        // Never attempted: due since its creation.
         d.next_attempt_at = None;
+        d.created_at = now;
+        assert!(d.resend(now).is_err(), "just queued");
+        d.created_at = now - STUCK_AFTER - chrono::Duration::seconds(1);
         assert_eq!(d.resend(now), Ok(Resend::Unstick));
         for s in [DeliveryStatus::DeadLettered, DeliveryStatus::Canceled] {
             d.status = s;

@@ -55,7 +55,8 @@ fn refuse_oversized(d: &Delivery) -> Result<()> {
 pub struct MemoryDeliveryStore {
     deliveries: Mutex<BTreeMap<(String, String), Delivery>>,
     /// The sparse index the reconciler reads, like DynamoDB's
-    /// pending-by-org: (org, next attempt, id) of every pending delivery.
+    /// pending-by-org: (org, next attempt, id) of every pending delivery
+    /// with a retry scheduled.
     /// Locked after `deliveries`, never before.
     pending: Mutex<BTreeSet<PendingKey>>,
     clock: StoreClock,
@@ -233,7 +234,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         let owner_ok = match &d.chain {
             None => true,
             Some(c) if c == chain => true,
-            Some(_) => d.next_attempt_at.is_some_and(|t| t < stale_before),
+            Some(_) => d.due_at() < stale_before,
         };
         if d.status == DeliveryStatus::Pending
             && d.attempt_count == attempts_made

@@ -27,8 +27,7 @@ pub struct FanOutReport {
     pub created: usize,
     /// Deliveries that already existed (a replayed event).
     pub existing: usize,
-    /// Messages queued (new deliveries, and pending ones that may never have
-    /// been queued).
+    /// Messages queued (new deliveries, and pending ones never attempted).
     pub enqueued: usize,
     /// Index of the first event that could not be fully fanned out; it and
     /// the events after it must be offered again.
@@ -65,22 +64,19 @@ impl FanOut {
         self
     }
 
-    /// Fans out a batch of events given in stream order. Safe to repeat: a
-    /// delivery that exists is not created again, and a pending one that was
-    /// never attempted is queued again in case the earlier run stopped
-    /// between create and enqueue.
+    /// Fans out a batch of events given in stream order (the stream's, or
+    /// the sweeper's of events the stream has most likely handed over
+    /// already). Safe to repeat: the deliveries are read first, and only the
+    /// missing ones are queued and created; one that exists is queued again
+    /// only while pending and never attempted.
+    ///
+    /// The read is what makes a replay cheap now that messages go before
+    /// records: without it every replay (Lambda retries a batch after a
+    /// partial failure or a timeout, from the failed record on) would queue
+    /// a message for every delivery of the batch again, whatever became of
+    /// it, and a batch that keeps timing out after its sends would flood the
+    /// queue with copies for as long as it is retried.
     pub async fn fan_out(&self, events: &[Event]) -> FanOutReport {
-        self.fan_out_with(events, false).await
-    }
-
-    /// The sweeper's fan-out of events the stream has most likely handed
-    /// over already: the deliveries are read first (a read costs less than a
-    /// refused conditional write) and only the missing ones are created.
-    pub async fn fan_out_checked(&self, events: &[Event]) -> FanOutReport {
-        self.fan_out_with(events, true).await
-    }
-
-    async fn fan_out_with(&self, events: &[Event], check_first: bool) -> FanOutReport {
         let mut report = FanOutReport::default();
         let mut failed = vec![false; events.len()];
 
@@ -126,8 +122,14 @@ impl FanOut {
                 None => failed[i] = true,
             }
         }
+        // An event handed over twice in one batch makes one delivery.
+        let mut seen = std::collections::HashSet::new();
+        wanted.retain(|(_, d)| seen.insert(d.id.clone()));
+
+        // Read first: deliveries already attempted or finished are left
+        // alone, pending ones never attempted are queued again.
         let mut existing: Vec<(usize, Delivery)> = Vec::new();
-        if check_first && !wanted.is_empty() {
+        if !wanted.is_empty() {
             let ids: Vec<String> = wanted.iter().map(|(_, d)| d.id.clone()).collect();
             match self.deliveries.get_many(&ids).await {
                 Ok(found) => {
@@ -142,12 +144,58 @@ impl FanOut {
                     });
                 }
                 Err(e) => {
-                    // Not fatal: the conditional creates below still hold.
+                    // Not fatal: queueing and the conditional creates below
+                    // still hold.
                     tracing::warn!(error = %e, "could not read deliveries before creating them");
                 }
             }
         }
-        let mut created: Vec<(usize, Delivery, Result<Option<Delivery>, BackendError>)> =
+        report.existing += existing.len();
+
+        // Queued first, created after: a delivery's record never exists
+        // without its message having been sent (a crash in between leaves a
+        // message whose record the sender creates), so a delivery never
+        // attempted needs no index entry for the reconciler to find it.
+        // Each event's payload is serialized once, however many endpoints
+        // it goes to.
+        let mut payloads: Vec<Option<String>> = vec![None; events.len()];
+        let mut payload_of = |i: usize| -> String {
+            payloads[i]
+                .get_or_insert_with(|| events[i].payload())
+                .clone()
+        };
+        let mut to_queue: Vec<(usize, String)> = Vec::new();
+        for (i, d) in wanted.iter().chain(
+            existing
+                .iter()
+                .filter(|(_, d)| d.status == DeliveryStatus::Pending && d.attempts.is_empty()),
+        ) {
+            to_queue.push((*i, task_body(&events[*i], d, payload_of(*i))));
+        }
+        to_queue.sort_by_key(|(i, _)| *i);
+        let bodies: Vec<String> = to_queue.iter().map(|(_, b)| b.clone()).collect();
+        let mut unsent = vec![false; events.len()];
+        match self.queue.send_batch(&bodies).await {
+            Ok(rejected) => {
+                report.enqueued = bodies.len() - rejected.len();
+                for r in rejected {
+                    if let Some((i, _)) = to_queue.get(r) {
+                        unsent[*i] = true;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not queue deliveries");
+                for (i, _) in &to_queue {
+                    unsent[*i] = true;
+                }
+            }
+        }
+
+        // An event whose messages did not all go is offered again, before
+        // any of its deliveries is created.
+        wanted.retain(|(i, _)| !unsent[*i]);
+        let created: Vec<(usize, Delivery, Result<Option<Delivery>, BackendError>)> =
             stream::iter(wanted.into_iter().map(|(i, d)| {
                 let deliveries = self.deliveries.clone();
                 async move {
@@ -158,58 +206,18 @@ impl FanOut {
             .buffer_unordered(CREATE_CONCURRENCY)
             .collect()
             .await;
-        created.extend(
-            existing
-                .into_iter()
-                .map(|(i, d)| (i, d.clone(), Ok(Some(d)))),
-        );
-
-        // Each event's payload is serialized once, however many endpoints
-        // it goes to.
-        let mut payloads: Vec<Option<String>> = vec![None; events.len()];
-        let mut payload_of = |i: usize| -> String {
-            payloads[i]
-                .get_or_insert_with(|| events[i].payload())
-                .clone()
-        };
-        let mut to_queue: Vec<(usize, String)> = Vec::new();
         for (i, delivery, result) in created {
             match result {
-                Ok(None) => {
-                    report.created += 1;
-                    to_queue.push((i, task_body(&events[i], &delivery, payload_of(i))));
-                }
-                Ok(Some(existing)) => {
-                    report.existing += 1;
-                    if existing.status == DeliveryStatus::Pending && existing.attempts.is_empty() {
-                        to_queue.push((i, task_body(&events[i], &existing, payload_of(i))));
-                    }
-                }
+                Ok(None) => report.created += 1,
+                Ok(Some(_)) => report.existing += 1,
                 Err(e) => {
                     tracing::warn!(delivery_id = %delivery.id, error = %e, "could not create delivery");
                     failed[i] = true;
                 }
             }
         }
-
-        // Queue in batches; a delivery that did not make it fails its event.
-        to_queue.sort_by_key(|(i, _)| *i);
-        let bodies: Vec<String> = to_queue.iter().map(|(_, b)| b.clone()).collect();
-        match self.queue.send_batch(&bodies).await {
-            Ok(rejected) => {
-                report.enqueued = bodies.len() - rejected.len();
-                for r in rejected {
-                    if let Some((i, _)) = to_queue.get(r) {
-                        failed[*i] = true;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not queue deliveries");
-                for (i, _) in &to_queue {
-                    failed[*i] = true;
-                }
-            }
+        for (f, u) in failed.iter_mut().zip(unsent) {
+            *f |= u;
         }
 
         report.first_failure = failed.iter().position(|f| *f);
@@ -321,7 +329,6 @@ mod tests {
         endpoint(&w, "a", &["*"]).await;
         let e = event("a", EventType::LeadWon);
         w.fanout.fan_out(std::slice::from_ref(&e)).await;
-        // Attempted once: the replay must not queue it again.
         let d = w.deliveries.all().remove(0);
         w.deliveries
             .record_attempt(
@@ -342,10 +349,50 @@ mod tests {
             )
             .await
             .unwrap();
+        // Attempted once: the replay (the event twice in it) must not queue
+        // it again.
         let r = w.fanout.fan_out(&[e.clone(), e]).await;
-        assert_eq!((r.created, r.existing, r.enqueued), (0, 2, 0));
+        assert_eq!((r.created, r.existing, r.enqueued), (0, 1, 0));
         assert_eq!(w.deliveries.all().len(), 1);
         assert_eq!(w.queue.len(), 1);
+    }
+
+    /// A queue that refuses every send.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl Queue for Down {
+        async fn send_batch(&self, _: &[String]) -> Result<Vec<usize>, BackendError> {
+            Err(BackendError::Transient("down".into()))
+        }
+        async fn receive(
+            &self,
+            _: usize,
+            _: Duration,
+        ) -> Result<Vec<webhooks_ports::ReceivedMessage>, BackendError> {
+            Ok(vec![])
+        }
+        async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn delete_batch(&self, _: &[String]) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_created_only_after_its_message_was_sent() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        let down = FanOut::new(w.endpoints.clone(), w.deliveries.clone(), Arc::new(Down));
+        let e = event("a", EventType::LeadWon);
+        let r = down.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!(r.first_failure, Some(0));
+        assert_eq!((r.created, r.enqueued), (0, 0));
+        assert!(w.deliveries.all().is_empty(), "no record without a message");
+        // Offered again once the queue is back.
+        let r = w.fanout.fan_out(&[e]).await;
+        assert_eq!((r.created, r.enqueued, r.first_failure), (1, 1, None));
     }
 
     #[tokio::test]

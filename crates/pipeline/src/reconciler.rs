@@ -1,8 +1,12 @@
-//! The reconciler: finds pending deliveries that have lost their queue
-//! message and queues them again. A message goes missing when SQS moves it
-//! to the dead-letter queue after `maxReceiveCount` receives or deletes it
-//! after its retention, when a fan-out or a recovery stops between marking a
-//! delivery pending and queueing it, or when a send is refused. Such a
+//! The reconciler: finds pending deliveries with a retry scheduled that
+//! have lost their queue message, and queues them again. A message goes
+//! missing when SQS moves it to the dead-letter queue after
+//! `maxReceiveCount` receives or deletes it after its retention, when a
+//! recovery stops between marking a delivery pending and queueing it, or
+//! when a send is refused. (A delivery never attempted has no retry
+//! scheduled and is not looked at here: its record is created only after
+//! its message was sent, and the sender renews its message before SQS would
+//! drop it; see `sender::renew`.) Such a
 //! delivery stays pending with its next attempt in the past; once that is
 //! overdue by [`STUCK_AFTER`], the lease lets a new message take its retry
 //! chain over, so queueing one is all it takes, and is harmless if the old

@@ -144,7 +144,7 @@ impl Sweeper {
             let Some(last) = settled.last() else {
                 return true;
             };
-            let r = self.fanout.fan_out_checked(&settled).await;
+            let r = self.fanout.fan_out(&settled).await;
             report.deliveries_created += r.created;
             report.enqueued += r.enqueued;
             if r.created > 0 {

@@ -1,7 +1,11 @@
 //! The reconciler, on a virtual clock: a pending delivery whose queue
-//! message is lost (redriven, expired, never sent) is queued again once it
-//! is overdue, and goes on to be delivered; one whose endpoint is gone ends
-//! canceled. Without the reconciler both would stay pending for ever.
+//! message is lost (redriven, expired, never sent) after a failed attempt
+//! scheduled its retry is queued again once it is overdue, and goes on to be
+//! delivered; one whose endpoint is gone ends canceled. Without the
+//! reconciler both would stay pending for ever. (A delivery never attempted
+//! is not in the index the reconciler reads: its record is created only
+//! after its message was sent, and the sender renews a message before SQS
+//! would drop it: `a_worn_message_of_a_delivery_never_attempted_is_renewed`.)
 
 use async_trait::async_trait;
 use chrono::TimeZone;
@@ -15,11 +19,29 @@ use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, HttpOutcome, MessageOutcome, Sender,
     SenderConfig, Sweeper, Transport,
 };
-use webhooks_ports::Adapters;
+use webhooks_ports::queue_settings::MAX_RECEIVE_COUNT;
+use webhooks_ports::{Adapters, BackendError, EndpointLookup, ReceivedMessage};
 use webhooks_testkit::clock::TokioClock;
 
 /// Every POST answered 200.
 struct Accepting;
+
+/// Every POST answered 503.
+struct Unavailable;
+
+#[async_trait]
+impl Transport for Unavailable {
+    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+        HttpOutcome {
+            result: AttemptResult::Responded {
+                status: 503,
+                retry_after: None,
+            },
+            latency_ms: 1,
+            response_body: None,
+        }
+    }
+}
 
 #[async_trait]
 impl Transport for Accepting {
@@ -42,10 +64,8 @@ struct World {
     event: Event,
 }
 
-/// One org with one endpoint, and an event fanned out to it whose queue
-/// message is lost after the sweeper's cursor has moved over the event (so
-/// no sweep of events looks at it again).
-async fn a_delivery_that_lost_its_message() -> World {
+/// One org with one endpoint, and an event fanned out to it.
+async fn a_fanned_out_event() -> World {
     let clock = TokioClock::starting_at(chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
     let memory = MemoryBackend::with_clock(Duration::from_secs(180), clock.clone());
     let adapters = memory.adapters();
@@ -75,11 +95,36 @@ async fn a_delivery_that_lost_its_message() -> World {
         .fan_out(std::slice::from_ref(&event))
         .await;
     assert_eq!(fanned.enqueued, 1);
+    World {
+        adapters,
+        memory,
+        endpoint,
+        event,
+    }
+}
+
+/// [`a_fanned_out_event`] whose first attempt fails and whose queue message
+/// is then lost after the sweeper's cursor has moved over the event (so no
+/// sweep of events looks at it again).
+async fn a_delivery_that_lost_its_message() -> World {
+    let w = a_fanned_out_event().await;
+    let (adapters, event) = (&w.adapters, &w.event);
+    let failing = Sender::from_adapters(
+        adapters,
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_transport(Arc::new(Unavailable));
+    let first = adapters.queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        failing.process_batch(&first).await,
+        vec![MessageOutcome::Retry]
+    );
     tokio::time::advance(Duration::from_secs(120)).await;
     Sweeper::new(
         adapters.events.clone(),
         adapters.cursors.clone(),
-        Arc::new(FanOut::from_adapters(&adapters)),
+        Arc::new(FanOut::from_adapters(adapters)),
         Duration::from_secs(60),
     )
     .sweep()
@@ -92,13 +137,79 @@ async fn a_delivery_that_lost_its_message() -> World {
     let lost = adapters.queue.receive(10, Duration::ZERO).await.unwrap();
     let handles: Vec<String> = lost.into_iter().map(|m| m.receipt_handle).collect();
     adapters.queue.delete_batch(&handles).await.unwrap();
-    assert!(memory.queue.is_empty());
-    World {
-        adapters,
-        memory,
-        endpoint,
-        event,
+    assert!(w.memory.queue.is_empty());
+    w
+}
+
+/// Endpoints that cannot be read (the table throttled for an hour and a half).
+struct Unreadable;
+
+#[async_trait]
+impl EndpointLookup for Unreadable {
+    async fn get(&self, _: &str, _: &str) -> webhooks_ports::Result<Option<Endpoint>> {
+        Err(BackendError::Transient("throttled".into()))
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worn_message_of_a_delivery_never_attempted_is_renewed() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    let client = || DeliveryClient::new(DeliveryClientConfig::default()).unwrap();
+    let unlucky = Sender::new(
+        Arc::new(Unreadable),
+        w.adapters.endpoints.clone(),
+        w.adapters.deliveries.clone(),
+        queue.clone(),
+        w.adapters.dead_letters.clone(),
+        client(),
+        SenderConfig::default(),
+    )
+    .with_clock(w.adapters.clock.clone());
+    // Receive after receive comes to nothing: its endpoint cannot be read.
+    let mut last = Vec::new();
+    for n in 1..MAX_RECEIVE_COUNT {
+        last = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(last.len(), 1, "receive {n}");
+        assert_eq!(last[0].receive_count, n);
+        let expected = if n + 1 < MAX_RECEIVE_COUNT {
+            MessageOutcome::Retry
+        } else {
+            // One receive before SQS would move it to the dead-letter
+            // queue, where no reconciler would look for it.
+            MessageOutcome::Done
+        };
+        assert_eq!(unlucky.process_batch(&last).await, vec![expected.clone()]);
+        if expected == MessageOutcome::Done {
+            // As the queue mapping does with a finished message.
+            queue
+                .delete_batch(&[last[0].receipt_handle.clone()])
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    let renewed = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(renewed.len(), 1);
+    assert_eq!(renewed[0].receive_count, 1);
+    assert_ne!(renewed[0].message_id, last[0].message_id);
+    assert_eq!(renewed[0].body, last[0].body);
+    assert!(w.memory.dead_letters.is_empty());
+
+    let sender = Sender::from_adapters(&w.adapters, client(), SenderConfig::default())
+        .with_transport(Arc::new(Accepting));
+    assert_eq!(
+        sender.process_batch(&renewed).await,
+        vec![MessageOutcome::Done]
+    );
+    let d = w
+        .adapters
+        .deliveries
+        .get(&delivery_id(&w.endpoint.id, &w.event.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -132,7 +243,7 @@ async fn a_pending_delivery_without_a_message_is_queued_again_and_delivered() {
         .unwrap()
         .unwrap();
     assert_eq!(d.status, DeliveryStatus::Delivered);
-    assert_eq!(d.attempt_count, 1);
+    assert_eq!(d.attempt_count, 2);
     // Nothing left to reconcile.
     tokio::time::advance(Duration::from_secs(3600)).await;
     assert_eq!(sweeper.sweep().await.reconciled, 0);
@@ -162,4 +273,97 @@ async fn an_overdue_delivery_of_a_deleted_endpoint_ends_canceled() {
         .unwrap();
     assert_eq!(d.status, DeliveryStatus::Canceled);
     assert!(w.memory.queue.is_empty());
+}
+
+/// The sender over `w`'s adapters, every POST answered by `transport`.
+fn sender_answering(w: &World, transport: impl Transport + 'static) -> Sender {
+    Sender::from_adapters(
+        &w.adapters,
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_transport(Arc::new(transport))
+}
+
+/// The delivery of `w`'s event.
+async fn the_delivery(w: &World) -> webhooks_domain::Delivery {
+    w.adapters
+        .deliveries
+        .get(&delivery_id(&w.endpoint.id, &w.event.id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_batch_retried_after_its_sends_queues_no_copy_of_an_attempted_delivery() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    let first = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        sender_answering(&w, Unavailable)
+            .process_batch(&first)
+            .await,
+        vec![MessageOutcome::Retry]
+    );
+    // Lambda retries the batch that timed out after its sends (here ten
+    // times, its MaximumRetryAttempts): the delivery exists and has been
+    // attempted, its own message carries its retry.
+    let fanout = FanOut::from_adapters(&w.adapters);
+    for _ in 0..10 {
+        let r = fanout.fan_out(std::slice::from_ref(&w.event)).await;
+        assert_eq!((r.created, r.existing, r.first_failure), (0, 1, None));
+    }
+    assert_eq!(w.memory.queue.len(), 1, "only the retry's own message");
+    tokio::time::advance(Duration::from_secs(181)).await;
+    let retry = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(
+        sender_answering(&w, Accepting).process_batch(&retry).await,
+        vec![MessageOutcome::Done]
+    );
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 2));
+}
+
+/// Hands `messages` to `sender` and deletes those it finished with, as the
+/// queue mapping does.
+async fn process_as_the_mapping_does(w: &World, sender: &Sender, messages: &[ReceivedMessage]) {
+    let outcomes = sender.process_batch(messages).await;
+    let done: Vec<String> = messages
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| *o == MessageOutcome::Done)
+        .map(|(m, _)| m.receipt_handle.clone())
+        .collect();
+    w.adapters.queue.delete_batch(&done).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worn_message_whose_first_attempt_fails_carries_its_retry() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    // Received and left until one receive before SQS's redrive (the
+    // sender's invocations cut off before they got to it, say).
+    for _ in 1..MAX_RECEIVE_COUNT - 1 {
+        assert_eq!(queue.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    let worn = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(worn[0].receive_count, MAX_RECEIVE_COUNT - 1);
+    // Its first attempt fails: the message now holds the delivery's retry
+    // chain. Renewed, its copy would be turned away by that chain and the
+    // delivery left pending with no message, out of the reconciler's reach
+    // until it is overdue by STUCK_AFTER.
+    process_as_the_mapping_does(&w, &sender_answering(&w, Unavailable), &worn).await;
+    let accepting = sender_answering(&w, Accepting);
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(181)).await;
+        let messages = queue.receive(10, Duration::ZERO).await.unwrap();
+        process_as_the_mapping_does(&w, &accepting, &messages).await;
+    }
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 2));
+    assert!(w.memory.queue.is_empty());
+    assert!(w.memory.dead_letters.is_empty());
 }

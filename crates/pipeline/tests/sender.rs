@@ -887,3 +887,79 @@ async fn a_batch_writes_each_endpoints_figures_once() {
     assert_eq!(w.run_once().await, vec![]);
     assert_eq!(stats.writes.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// Queues the task of a new event to `ep` without creating its delivery,
+/// as a fan-out that stopped between queueing and creating leaves it.
+async fn queue_without_record(w: &TestSystem, ep: &Endpoint, delivery_id: String) -> Event {
+    let event = Event::new(
+        "org",
+        EventType::InvoicePaid,
+        RawValue::from_string(r#"{"x":1}"#.into()).expect("json"),
+    );
+    let task = DeliveryTask {
+        delivery_id,
+        org_id: "org".into(),
+        endpoint_id: ep.id.clone(),
+        event_id: event.id.clone(),
+        event_type: event.event_type,
+        payload: event.payload(),
+        trace_id: None,
+    };
+    w.queue
+        .send_batch(&[task.to_message()])
+        .await
+        .expect("send");
+    event
+}
+
+#[tokio::test]
+async fn a_message_whose_delivery_is_not_created_yet_creates_it_and_is_delivered() {
+    let rx = Receiver::always(204).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let event = Event::new(
+        "org",
+        EventType::InvoicePaid,
+        RawValue::from_string(r#"{"x":1}"#.into()).expect("json"),
+    );
+    let id = webhooks_domain::delivery::delivery_id(&ep.id, &event.id);
+    let task = DeliveryTask {
+        delivery_id: id.clone(),
+        org_id: "org".into(),
+        endpoint_id: ep.id.clone(),
+        event_id: event.id.clone(),
+        event_type: event.event_type,
+        payload: event.payload(),
+        trace_id: None,
+    };
+    w.queue
+        .send_batch(&[task.to_message()])
+        .await
+        .expect("send");
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(rx.received().len(), 1);
+    let d = w.delivery(&id).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+    assert_eq!(
+        (d.org_id.as_str(), d.event_id.as_str()),
+        ("org", event.id.as_str())
+    );
+    assert!(w.dlq.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_naming_a_delivery_its_ids_do_not_make_is_set_aside() {
+    let rx = Receiver::always(204).await;
+    let w = world("1s");
+    let ep = w.endpoint(rx.url("/")).await;
+    let other = w.endpoint(rx.url("/other")).await;
+    let id = webhooks_domain::delivery::delivery_id(&other.id, "evt_01kt07nxw8b8zhz7tggwtgajvb");
+    queue_without_record(&w, &ep, id.clone()).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert!(rx.received().is_empty(), "no POST");
+    assert!(
+        w.deliveries.get(&id).await.expect("get").is_none(),
+        "nothing created"
+    );
+    assert_eq!(w.dlq.len(), 1);
+}

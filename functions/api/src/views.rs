@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use webhooks_domain::time::rfc3339;
-use webhooks_domain::{Attempt, Delivery, Endpoint, EventType};
+use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, EventType};
 
 /// One page of a listing: `{"data": [...], "next_cursor": "..." | null}`.
 #[derive(Debug, Serialize)]
@@ -113,7 +113,8 @@ impl<'a> DeliveryView<'a> {
             event_type: d.event_type,
             status: d.status.as_str(),
             attempts: &d.attempts,
-            next_attempt_at: d.next_attempt_at.map(rfc3339),
+            // A pending delivery never attempted is due since its creation.
+            next_attempt_at: (d.status == DeliveryStatus::Pending).then(|| rfc3339(d.due_at())),
             last_error: d.last_error.as_deref(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
@@ -152,7 +153,9 @@ mod tests {
     #[test]
     fn deliveries_show_nulls_where_not_applicable() {
         let mut d = Delivery::new("org", "ep_1", "evt_1", EventType::LeadWon);
-        d.next_attempt_at = None;
+        let fresh = serde_json::to_value(DeliveryView::of(&d)).unwrap();
+        assert_eq!(fresh["next_attempt_at"], rfc3339(d.created_at));
+        d.status = DeliveryStatus::DeadLettered;
         d.attempts.push(Attempt {
             number: 1,
             at: d.created_at,
@@ -162,7 +165,7 @@ mod tests {
             response_body: None,
         });
         let v = serde_json::to_value(DeliveryView::of(&d)).unwrap();
-        assert_eq!(v["status"], "pending");
+        assert_eq!(v["status"], "dead_lettered");
         assert_eq!(v["next_attempt_at"], serde_json::Value::Null);
         assert_eq!(v["attempts"][0]["status_code"], serde_json::Value::Null);
         assert_eq!(v["attempts"][0]["error"], "timeout");

@@ -383,8 +383,10 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     assert_eq!(store.get("org", &ep.id).await.unwrap(), None);
 }
 
-/// The reconciler's view: the org's pending deliveries due before a time,
-/// most overdue first; finished ones and other orgs' are not listed.
+/// The reconciler's view: the org's pending deliveries whose scheduled
+/// retry was due before a time, most overdue first; finished ones, ones
+/// never attempted (no retry scheduled: not indexed) and other orgs' are
+/// not listed.
 pub async fn overdue_lists_only_pending_deliveries_due_before(a: Adapters) {
     let store = a.deliveries;
     let now = Utc::now();
@@ -396,12 +398,18 @@ pub async fn overdue_lists_only_pending_deliveries_due_before(a: Adapters) {
             &ids::new_id("ep"),
             &ids::new_id("evt"),
             EventType::InvoicePaid,
-            at(minutes),
+            at(minutes + 1),
         )
     };
     let (oldest, older, recent, finished) = (made(60), made(30), made(1), made(90));
-    for d in [&oldest, &older, &recent, &finished] {
+    let never_attempted = made(120);
+    store.create_if_absent(&never_attempted).await.unwrap();
+    for (d, minutes) in [(&oldest, 60), (&older, 30), (&recent, 1), (&finished, 90)] {
         store.create_if_absent(d).await.unwrap();
+        // Its first attempt failed and scheduled the retry `minutes` ago.
+        let mut update = failed(1, None);
+        update.next_attempt_at = Some(at(minutes));
+        assert!(store.record_attempt(&d.id, &update).await.unwrap());
     }
     let elsewhere = new_delivery();
     store.create_if_absent(&elsewhere).await.unwrap();
@@ -424,12 +432,45 @@ pub async fn overdue_lists_only_pending_deliveries_due_before(a: Adapters) {
         vec![oldest.id.clone()]
     );
     // A retry that moves the next attempt on takes it off the list.
-    let mut update = failed(1, None);
+    let mut update = failed(2, None);
     update.next_attempt_at = Some(now + Span::hours(1));
     assert!(store.record_attempt(&oldest.id, &update).await.unwrap());
     assert_eq!(
         store.overdue(&org, before, 10).await.unwrap(),
         vec![older.id.clone()]
+    );
+    // Queued again by hand, a never-attempted delivery has its retry
+    // scheduled (now), and is listed once that is due.
+    let canceled = store
+        .transition(
+            &never_attempted.id,
+            &[DeliveryStatus::Pending],
+            DeliveryStatus::Canceled,
+        )
+        .await
+        .unwrap()
+        .expect("canceled");
+    assert_eq!(canceled.next_attempt_at, None);
+    let requeued = store
+        .transition(
+            &never_attempted.id,
+            &[DeliveryStatus::Canceled],
+            DeliveryStatus::Pending,
+        )
+        .await
+        .unwrap()
+        .expect("pending again");
+    assert!(requeued.next_attempt_at.is_some());
+    assert_eq!(
+        store
+            .overdue(&org, Utc::now() + Span::seconds(1), 10)
+            .await
+            .unwrap(),
+        vec![
+            older.id.clone(),
+            recent.id.clone(),
+            never_attempted.id.clone()
+        ]
     );
 }
 
@@ -532,6 +573,31 @@ async fn stats_buckets_add_up_per_endpoint_and_hour(a: Adapters) {
     assert_eq!(b.latency[0], 2);
 }
 
+/// A sender's batch may hold two messages of one delivery (a replayed
+/// fan-out queues it again): its one read names the delivery twice, and
+/// gets it. (BatchGetItem refuses a request that names a key twice.)
+pub async fn a_read_of_many_may_name_a_delivery_twice(a: Adapters) {
+    let store = a.deliveries;
+    let (d, other) = (new_delivery(), new_delivery());
+    store.create_if_absent(&d).await.unwrap();
+    store.create_if_absent(&other).await.unwrap();
+    let mut ids = vec![d.id.clone(); 8];
+    ids.push(other.id.clone());
+    ids.push(d.id.clone());
+    let mut found: Vec<String> = store
+        .get_many(&ids)
+        .await
+        .expect("get_many")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    found.sort();
+    found.dedup();
+    let mut expected = vec![d.id, other.id];
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -565,4 +631,5 @@ contracts!(
     health_writes_clobber_nothing_and_move_the_version,
     overdue_lists_only_pending_deliveries_due_before,
     stats_buckets_add_up_per_endpoint_and_hour,
+    a_read_of_many_may_name_a_delivery_twice,
 );

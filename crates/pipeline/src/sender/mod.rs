@@ -6,16 +6,18 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::Instrument;
 
+mod adopt;
 mod fence;
 mod headers;
 mod health;
 pub mod limits;
 mod notices;
+mod renew;
 mod stats;
 use notices::outcome_name;
 
@@ -305,6 +307,10 @@ impl Sender {
             .iter()
             .map(|(_, j)| j.task.delivery_id.clone())
             .collect();
+        let delivery_of: HashMap<usize, String> = jobs
+            .iter()
+            .map(|(i, j)| (*i, j.task.delivery_id.clone()))
+            .collect();
         let deliveries: HashMap<String, Delivery> = match self.deliveries.get_many(&ids).await {
             Ok(ds) => ds.into_iter().map(|d| (d.id.clone(), d)).collect(),
             Err(e) => {
@@ -312,6 +318,14 @@ impl Sender {
                 for (i, _) in &jobs {
                     outcomes[*i] = MessageOutcome::Retry;
                 }
+                self.renew_worn(
+                    messages,
+                    &HashMap::new(),
+                    &delivery_of,
+                    &HashSet::new(),
+                    &mut outcomes,
+                )
+                .await;
                 return outcomes;
             }
         };
@@ -374,20 +388,29 @@ impl Sender {
             self.process_one(job, delivery, endpoint)
         }))
         .await;
-        for ((i, _), outcome) in jobs.iter().zip(results) {
+        // The messages that took their delivery's lease here hold its retry
+        // chain now, whatever the read before said.
+        let mut leased: HashSet<usize> = HashSet::new();
+        for ((i, _), (outcome, took_lease)) in jobs.iter().zip(results) {
             outcomes[*i] = outcome;
+            if took_lease {
+                leased.insert(*i);
+            }
         }
+        self.renew_worn(messages, &deliveries, &delivery_of, &leased, &mut outcomes)
+            .await;
         outcomes
     }
 
     /// One message, under a span naming its delivery, endpoint and attempt:
-    /// prepared -> attempted -> recorded.
+    /// prepared -> attempted -> recorded. With its outcome, whether it took
+    /// the delivery's lease (and so holds its retry chain).
     async fn process_one(
         &self,
         job: &Job<'_>,
         delivery: Option<&Delivery>,
         endpoint: Option<&Result<Option<Endpoint>, BackendError>>,
-    ) -> MessageOutcome {
+    ) -> (MessageOutcome, bool) {
         let span = tracing::info_span!(
             "delivery",
             delivery_id = %job.task.delivery_id,
@@ -398,11 +421,11 @@ impl Sender {
         async move {
             let prepared = match self.prepare(job, delivery, endpoint).await {
                 Ok(p) => p,
-                Err(finished) => return finished,
+                Err(finished) => return (finished, false),
             };
             tracing::Span::current().record("attempt", prepared.number);
             let attempted = self.attempt(prepared).await;
-            self.record(attempted).await
+            (self.record(attempted).await, true)
         }
         .instrument(span)
         .await
@@ -417,9 +440,13 @@ impl Sender {
         delivery: Option<&'a Delivery>,
         endpoint: Option<&'a Result<Option<Endpoint>, BackendError>>,
     ) -> Result<Prepared<'a>, MessageOutcome> {
-        let Some(delivery) = delivery else {
-            tracing::error!(message_id = %job.message.message_id, "no such delivery; moved to the dead-letter queue");
-            return Err(self.dead_letter_poison(job.message).await);
+        let adopted;
+        let delivery = match delivery {
+            Some(d) => d,
+            None => {
+                adopted = self.adopt(job).await?;
+                &adopted
+            }
         };
         if delivery.status.is_terminal() {
             tracing::info!(status = %delivery.status, "already finished; skipped");

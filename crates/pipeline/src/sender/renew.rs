@@ -1,0 +1,129 @@
+//! The net under deliveries never attempted: the reconciler finds lost
+//! messages through the index of scheduled retries, which a delivery enters
+//! only when an attempt fails (so a first-try success writes no index
+//! entry). A never-attempted delivery whose message keeps failing (its
+//! delivery or endpoint unreadable for an hour and a half) would otherwise
+//! reach SQS's `maxReceiveCount` and be moved to the dead-letter queue with
+//! nothing left to find it; and a message that waits out the queue's
+//! retention (14 days) is deleted. Its message is renewed instead, one
+//! receive before the first or a day before the second: sent again as a new
+//! message (receive count 0, retention anew) and the worn one finished.
+//!
+//! The copy is a new message id: if the worn message had taken the lease
+//! (the delivery's chain), the copy takes the chain over once the delivery
+//! is overdue by `STUCK_AFTER`, as every lost chain is; a message received
+//! this often is past that already.
+
+use super::{MessageOutcome, Sender};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use webhooks_domain::Delivery;
+use webhooks_ports::queue_settings::{MAX_RECEIVE_COUNT, QUEUE_RETENTION_SECS};
+use webhooks_ports::ReceivedMessage;
+
+/// A message this old is renewed: a day before the queue deletes it.
+const RENEW_AGE: Duration = Duration::from_secs(QUEUE_RETENTION_SECS as u64 - 86_400);
+
+/// Whether a message left for another try is one receive from being moved
+/// to the dead-letter queue by SQS, or a day from its retention's end, for a
+/// delivery the reconciler cannot find: never attempted, or not read at
+/// all. Not while an attempt holds the lease: a copy would be turned away
+/// by it; the next receive renews.
+pub(super) fn is_worn(
+    message: &ReceivedMessage,
+    delivery: Option<&Delivery>,
+    now: DateTime<Utc>,
+) -> bool {
+    (message.receive_count >= MAX_RECEIVE_COUNT.saturating_sub(1)
+        || message.age.is_some_and(|age| age >= RENEW_AGE))
+        && delivery.is_none_or(|d| d.attempt_count == 0 && d.lease_until.is_none_or(|t| t < now))
+}
+
+impl Sender {
+    /// Renews the worn messages among those left for another try;
+    /// `delivery_of` gives the delivery id of a message (by index),
+    /// `deliveries` the deliveries as read before the batch's attempts.
+    /// Never one of the `leased` (by index): such a message took its
+    /// delivery's lease in this batch, which that read does not show; it
+    /// holds the retry chain now (an attempt failed, or its record did and
+    /// the lease is live), so its copy would be turned away and the
+    /// delivery left without a message.
+    pub(super) async fn renew_worn(
+        &self,
+        messages: &[ReceivedMessage],
+        deliveries: &HashMap<String, Delivery>,
+        delivery_of: &HashMap<usize, String>,
+        leased: &HashSet<usize>,
+        outcomes: &mut [MessageOutcome],
+    ) {
+        let now = self.clock.now();
+        for (i, message) in messages.iter().enumerate() {
+            if outcomes[i] != MessageOutcome::Retry || leased.contains(&i) {
+                continue;
+            }
+            let Some(id) = delivery_of.get(&i) else {
+                continue;
+            };
+            if !is_worn(message, deliveries.get(id), now) {
+                continue;
+            }
+            match self
+                .queue
+                .send_batch(std::slice::from_ref(&message.body))
+                .await
+            {
+                Ok(rejected) if rejected.is_empty() => {
+                    tracing::warn!(delivery_id = %id, receives = message.receive_count, "message nearly worn out before a first attempt; sent again as a new message");
+                    outcomes[i] = MessageOutcome::Done;
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(delivery_id = %id, "could not renew a worn message; SQS will move it to the dead-letter queue");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhooks_domain::EventType;
+
+    fn message(receive_count: u32) -> ReceivedMessage {
+        ReceivedMessage {
+            message_id: "m1".into(),
+            receipt_handle: "r1".into(),
+            body: "{}".into(),
+            receive_count,
+            age: None,
+        }
+    }
+
+    #[test]
+    fn only_never_attempted_or_unread_deliveries_near_the_limits_are_worn() {
+        let mut d = Delivery::new("org", "ep_1", "evt_1", EventType::LeadWon);
+        let now = d.created_at;
+        let near = MAX_RECEIVE_COUNT - 1;
+        assert!(!is_worn(&message(near - 1), Some(&d), now));
+        assert!(is_worn(&message(near), Some(&d), now));
+        assert!(is_worn(&message(near), None, now), "unread");
+        let mut old = message(1);
+        old.age = Some(Duration::from_secs(13 * 86_400));
+        assert!(is_worn(&old, Some(&d), now), "a day before retention ends");
+        old.age = Some(Duration::from_secs(12 * 86_400));
+        assert!(!is_worn(&old, Some(&d), now));
+        d.lease_until = Some(now + chrono::Duration::seconds(1));
+        assert!(
+            !is_worn(&message(near), Some(&d), now),
+            "a live lease would turn the copy away"
+        );
+        d.lease_until = Some(now - chrono::Duration::seconds(1));
+        assert!(is_worn(&message(near), Some(&d), now));
+        d.attempt_count = 1;
+        assert!(
+            !is_worn(&message(MAX_RECEIVE_COUNT), Some(&d), now),
+            "the reconciler finds an attempted delivery"
+        );
+    }
+}
