@@ -449,8 +449,9 @@ async fn measure(
     let sender_invocations = nonempty.load(Ordering::SeqCst) as f64;
 
     // Request units, from the operations each phase makes (see the
-    // adapters in crates/aws): fan-out puts each delivery and updates the
-    // org's cursor, queries the org's endpoints; the sender batch-reads its
+    // adapters in crates/aws): fan-out batch-reads its deliveries, puts each
+    // new one and updates the org's cursor, queries the org's endpoints;
+    // the sender batch-reads its
     // deliveries (one unit per item), gets each endpoint, updates each
     // delivery (the larger of its before and after sizes).
     let known = ["PutItem", "UpdateItem", "Query", "BatchGetItem", "GetItem"];
@@ -465,7 +466,15 @@ async fn measure(
         + count(&send, "UpdateItem") as f64 * units(delivery_final, 1024.0)
         + count(&send, "PutItem") as f64 * units(delivery_final, 1024.0)
         + other(&pipeline, Kind::DynamoWrite);
-    let rru = n * units(delivery_pending, 4096.0)
+    // The fan-out reads each delivery before creating it (BatchGetItem,
+    // strongly consistent): one unit per key asked for, found or not.
+    let fanout_reads = if count(&fanout, "BatchGetItem") > 0 {
+        n
+    } else {
+        0.0
+    };
+    let rru = fanout_reads
+        + n * units(delivery_pending, 4096.0)
         + count(&send, "GetItem") as f64 * units(endpoint_size, 4096.0)
         + count(&fanout, "Query") as f64 * units(endpoint_size * e as f64, 4096.0)
         + count(&fanout, "GetItem") as f64
