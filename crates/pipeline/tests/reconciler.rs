@@ -202,13 +202,7 @@ async fn a_worn_message_of_a_delivery_never_attempted_is_renewed() {
         sender.process_batch(&renewed).await,
         vec![MessageOutcome::Done]
     );
-    let d = w
-        .adapters
-        .deliveries
-        .get(&delivery_id(&w.endpoint.id, &w.event.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = the_delivery(&w).await;
     assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
 }
 
@@ -235,13 +229,7 @@ async fn a_pending_delivery_without_a_message_is_queued_again_and_delivered() {
         sender.process_batch(&messages).await,
         vec![MessageOutcome::Done]
     );
-    let d = w
-        .adapters
-        .deliveries
-        .get(&delivery_id(&w.endpoint.id, &w.event.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = the_delivery(&w).await;
     assert_eq!(d.status, DeliveryStatus::Delivered);
     assert_eq!(d.attempt_count, 2);
     // Nothing left to reconcile.
@@ -264,13 +252,7 @@ async fn an_overdue_delivery_of_a_deleted_endpoint_ends_canceled() {
         .sweep()
         .await;
     assert_eq!((report.reconciled, report.canceled), (0, 1));
-    let d = w
-        .adapters
-        .deliveries
-        .get(&delivery_id(&w.endpoint.id, &w.event.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = the_delivery(&w).await;
     assert_eq!(d.status, DeliveryStatus::Canceled);
     assert!(w.memory.queue.is_empty());
 }

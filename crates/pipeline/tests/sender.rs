@@ -76,28 +76,13 @@ impl TestSystem {
         ep
     }
 
-    /// Creates a delivery of a new event to `ep` and queues it.
+    /// Queues a new event's task to `ep` and creates its delivery, in the
+    /// fan-out's order.
     async fn enqueue(&self, ep: &Endpoint) -> (Event, Delivery) {
-        let event = Event::new(
-            "org",
-            EventType::InvoicePaid,
-            RawValue::from_string(r#"{"x":1}"#.into()).expect("json"),
-        );
+        let (event, id) = queue_without_record(self, ep, None).await;
         let d = Delivery::new("org", &ep.id, &event.id, event.event_type);
+        assert_eq!(d.id, id);
         self.deliveries.create_if_absent(&d).await.expect("create");
-        let task = DeliveryTask {
-            delivery_id: d.id.clone(),
-            org_id: "org".into(),
-            endpoint_id: ep.id.clone(),
-            event_id: event.id.clone(),
-            event_type: event.event_type,
-            payload: event.payload(),
-            trace_id: None,
-        };
-        self.queue
-            .send_batch(&[serde_json::to_string(&task).expect("task")])
-            .await
-            .expect("send");
         (event, d)
     }
 
@@ -889,15 +874,23 @@ async fn a_batch_writes_each_endpoints_figures_once() {
 }
 
 /// Queues the task of a new event to `ep` without creating its delivery,
-/// as a fan-out that stopped between queueing and creating leaves it.
-async fn queue_without_record(w: &TestSystem, ep: &Endpoint, delivery_id: String) -> Event {
+/// as a fan-out that stopped between queueing and creating leaves it. The
+/// task names `delivery_id`, or by default the id that `ep` and the event
+/// make; returns the event and the id named.
+async fn queue_without_record(
+    w: &TestSystem,
+    ep: &Endpoint,
+    delivery_id: Option<String>,
+) -> (Event, String) {
     let event = Event::new(
         "org",
         EventType::InvoicePaid,
         RawValue::from_string(r#"{"x":1}"#.into()).expect("json"),
     );
+    let delivery_id =
+        delivery_id.unwrap_or_else(|| webhooks_domain::delivery::delivery_id(&ep.id, &event.id));
     let task = DeliveryTask {
-        delivery_id,
+        delivery_id: delivery_id.clone(),
         org_id: "org".into(),
         endpoint_id: ep.id.clone(),
         event_id: event.id.clone(),
@@ -909,7 +902,7 @@ async fn queue_without_record(w: &TestSystem, ep: &Endpoint, delivery_id: String
         .send_batch(&[task.to_message()])
         .await
         .expect("send");
-    event
+    (event, delivery_id)
 }
 
 #[tokio::test]
@@ -917,25 +910,7 @@ async fn a_message_whose_delivery_is_not_created_yet_creates_it_and_is_delivered
     let rx = Receiver::always(204).await;
     let w = world("1s");
     let ep = w.endpoint(rx.url("/")).await;
-    let event = Event::new(
-        "org",
-        EventType::InvoicePaid,
-        RawValue::from_string(r#"{"x":1}"#.into()).expect("json"),
-    );
-    let id = webhooks_domain::delivery::delivery_id(&ep.id, &event.id);
-    let task = DeliveryTask {
-        delivery_id: id.clone(),
-        org_id: "org".into(),
-        endpoint_id: ep.id.clone(),
-        event_id: event.id.clone(),
-        event_type: event.event_type,
-        payload: event.payload(),
-        trace_id: None,
-    };
-    w.queue
-        .send_batch(&[task.to_message()])
-        .await
-        .expect("send");
+    let (event, id) = queue_without_record(&w, &ep, None).await;
     assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
     assert_eq!(rx.received().len(), 1);
     let d = w.delivery(&id).await;
@@ -954,7 +929,7 @@ async fn a_message_naming_a_delivery_its_ids_do_not_make_is_set_aside() {
     let ep = w.endpoint(rx.url("/")).await;
     let other = w.endpoint(rx.url("/other")).await;
     let id = webhooks_domain::delivery::delivery_id(&other.id, "evt_01kt07nxw8b8zhz7tggwtgajvb");
-    queue_without_record(&w, &ep, id.clone()).await;
+    queue_without_record(&w, &ep, Some(id.clone())).await;
     assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
     assert!(rx.received().is_empty(), "no POST");
     assert!(
