@@ -247,7 +247,7 @@ fn injected(what: &str) -> BackendError {
 
 #[async_trait]
 impl Queue for FaultyQueue {
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
+    async fn send_batch(&self, bodies: &[webhooks_ports::QueueMessage]) -> Result<Vec<usize>> {
         if self
             .faults
             .roll(FaultKind::FanOutCrash, self.plan.send_hangs)
@@ -269,7 +269,8 @@ impl Queue for FaultyQueue {
         self.faults
             .record_n(FaultKind::EnqueuePartiallyRejected, refused.len() as u64);
         let kept: Vec<usize> = (0..bodies.len()).filter(|i| !refused.contains(i)).collect();
-        let to_send: Vec<String> = kept.iter().map(|i| bodies[*i].clone()).collect();
+        let to_send: Vec<webhooks_ports::QueueMessage> =
+            kept.iter().map(|i| bodies[*i].clone()).collect();
         let mut failed = refused;
         match self.inner.send_batch(&to_send).await {
             Ok(rejected) => failed.extend(rejected.into_iter().map(|r| kept[r])),

@@ -254,7 +254,7 @@ async fn malformed_queue_messages_are_set_aside() {
     let sys = MotoSystem::new("poison", "1s", 0).await;
     sys.adapters
         .queue
-        .send_batch(&["not json".to_string()])
+        .send_batch(&[webhooks_ports::QueueMessage::untagged("not json")])
         .await
         .expect("send");
     let mut n = 0;

@@ -26,7 +26,10 @@ pub struct FlakyQueue {
 
 #[async_trait]
 impl Queue for FlakyQueue {
-    async fn send_batch(&self, bodies: &[String]) -> webhooks_ports::Result<Vec<usize>> {
+    async fn send_batch(
+        &self,
+        bodies: &[webhooks_ports::QueueMessage],
+    ) -> webhooks_ports::Result<Vec<usize>> {
         if self
             .fail_first
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -9,7 +9,7 @@ use aws_sdk_sqs::Client;
 use futures::future::join_all;
 use std::time::Duration;
 use webhooks_ports::queue_limits::{self, MAX_BATCH_ENTRIES as SQS_BATCH, MAX_VISIBILITY};
-use webhooks_ports::{BackendError, Queue, ReceivedMessage, Result};
+use webhooks_ports::{BackendError, Queue, QueueMessage, ReceivedMessage, Result};
 
 /// One SQS queue, by URL.
 #[derive(Clone)]
@@ -30,15 +30,18 @@ impl SqsQueue {
         &self.url
     }
 
-    /// One SendMessageBatch request of the bodies at `indexes`; returns the
-    /// indexes SQS did not take.
-    async fn send_chunk(&self, bodies: &[String], indexes: &[usize]) -> Vec<usize> {
+    /// One SendMessageBatch request of the messages at `indexes`, each with
+    /// its tenant as `MessageGroupId` (the delivery queue is a fair queue);
+    /// returns the indexes SQS did not take.
+    async fn send_chunk(&self, messages: &[QueueMessage], indexes: &[usize]) -> Vec<usize> {
         let entries: Vec<SendMessageBatchRequestEntry> = indexes
             .iter()
             .filter_map(|i| {
+                let m = &messages[*i];
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(&bodies[*i])
+                    .message_body(&m.body)
+                    .set_message_group_id(m.tenant.clone())
                     .build()
                     .ok()
             })
@@ -67,18 +70,18 @@ impl SqsQueue {
 
 #[async_trait]
 impl Queue for SqsQueue {
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
+    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
         // Cut by count and by bytes, and keep out what SQS would refuse
         // whatever the batch: one bad message must not fail a whole request
         // of other messages (other orgs' among them).
-        let plan = queue_limits::plan_batches(bodies);
+        let plan = queue_limits::plan_batches(messages);
         for (i, reason) in &plan.refused {
             tracing::error!(index = i, %reason, "message refused before sending");
         }
         let chunks = plan
             .batches
             .iter()
-            .map(|indexes| self.send_chunk(bodies, indexes));
+            .map(|indexes| self.send_chunk(messages, indexes));
         let mut failed: Vec<usize> = join_all(chunks).await.into_iter().flatten().collect();
         failed.extend(plan.refused.iter().map(|(i, _)| *i));
         failed.sort_unstable();
@@ -96,6 +99,7 @@ impl Queue for SqsQueue {
             .wait_time_seconds(i32::try_from(wait.as_millis().div_ceil(1000).min(20)).unwrap_or(20))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
             .await
             .map_err(|e| backend_error("ReceiveMessage", e))?;
@@ -115,9 +119,15 @@ impl Queue for SqsQueue {
                     .as_ref()
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|v| webhooks_ports::queue_limits::age_of_sent_timestamp(v));
+                let tenant = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned();
                 Some(ReceivedMessage {
                     message_id: m.message_id?,
                     body: m.body.unwrap_or_default(),
+                    tenant,
                     receipt_handle: m.receipt_handle?,
                     receive_count,
                     age,

@@ -222,6 +222,10 @@ fn sqs_message(m: &ReceivedMessage) -> SqsMessage {
         "ApproximateReceiveCount".to_string(),
         m.receive_count.to_string(),
     );
+    if let Some(tenant) = &m.tenant {
+        msg.attributes
+            .insert("MessageGroupId".to_string(), tenant.clone());
+    }
     // As Lambda passes it: when the queue took the message, epoch ms.
     if let Some(age) = m.age {
         let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);

@@ -247,6 +247,12 @@ pub struct DeliveryTask {
 }
 
 impl DeliveryTask {
+    /// The queue tenant of this task's message: its org
+    /// ([`crate::tenant::org_tenant`]).
+    pub fn tenant(&self) -> String {
+        crate::tenant::org_tenant(&self.org_id)
+    }
+
     /// The queue message's body: the task as JSON, with every character SQS
     /// does not carry written as a `\uXXXX` escape. serde_json escapes the
     /// control characters but leaves U+FFFE and U+FFFF as they are; they can

@@ -13,6 +13,7 @@ pub mod retry;
 pub mod secret;
 pub mod signing;
 pub mod stats;
+pub mod tenant;
 pub mod time;
 
 pub use delivery::{Attempt, Delivery, DeliveryStatus, DeliveryTask};

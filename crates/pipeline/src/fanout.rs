@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use webhooks_domain::{Delivery, DeliveryStatus, Event, Subscriber};
 use webhooks_ports::{
-    Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, SystemClock,
+    Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, QueueMessage, SystemClock,
 };
 
 /// How many conditional creates run at once.
@@ -164,29 +164,36 @@ impl FanOut {
                 .get_or_insert_with(|| events[i].payload())
                 .clone()
         };
-        let mut to_queue: Vec<(usize, String)> = Vec::new();
+        let mut to_queue: Vec<(usize, QueueMessage)> = Vec::new();
         for (i, d) in wanted.iter().chain(
             existing
                 .iter()
                 .filter(|(_, d)| d.status == DeliveryStatus::Pending && d.attempts.is_empty()),
         ) {
-            to_queue.push((*i, task_body(&events[*i], d, payload_of(*i))));
+            to_queue.push((*i, task_message(&events[*i], d, payload_of(*i))));
         }
         to_queue.sort_by_key(|(i, _)| *i);
-        let bodies: Vec<String> = to_queue.iter().map(|(_, b)| b.clone()).collect();
+        let mut queued_for: Vec<usize> = Vec::with_capacity(to_queue.len());
+        let messages: Vec<QueueMessage> = to_queue
+            .into_iter()
+            .map(|(i, m)| {
+                queued_for.push(i);
+                m
+            })
+            .collect();
         let mut unsent = vec![false; events.len()];
-        match self.queue.send_batch(&bodies).await {
+        match self.queue.send_batch(&messages).await {
             Ok(rejected) => {
-                report.enqueued = bodies.len() - rejected.len();
+                report.enqueued = messages.len() - rejected.len();
                 for r in rejected {
-                    if let Some((i, _)) = to_queue.get(r) {
+                    if let Some(i) = queued_for.get(r) {
                         unsent[*i] = true;
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not queue deliveries");
-                for (i, _) in &to_queue {
+                for i in &queued_for {
                     unsent[*i] = true;
                 }
             }
@@ -245,8 +252,9 @@ fn targets<'a>(
         })
 }
 
-fn task_body(event: &Event, delivery: &Delivery, payload: String) -> String {
-    delivery.task(event, payload).to_message()
+/// The queue message of `delivery`'s task, of its org's tenant.
+fn task_message(event: &Event, delivery: &Delivery, payload: String) -> QueueMessage {
+    QueueMessage::task(&delivery.task(event, payload))
 }
 
 #[cfg(test)]
@@ -324,6 +332,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_message_carries_its_org_as_the_fair_queue_tenant() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "b", &["*"]).await;
+        let events = [
+            event("a", EventType::LeadWon),
+            event("b", EventType::LeadWon),
+        ];
+        let r = w.fanout.fan_out(&events).await;
+        assert_eq!(r.enqueued, 3);
+        let mut tenants: Vec<Option<String>> =
+            w.queue.messages().into_iter().map(|m| m.tenant).collect();
+        tenants.sort();
+        let a = Some(webhooks_domain::tenant::org_tenant("a"));
+        let b = Some(webhooks_domain::tenant::org_tenant("b"));
+        assert_eq!(tenants, [a.clone(), a, b]);
+    }
+
+    #[tokio::test]
     async fn a_replayed_event_creates_nothing_new() {
         let w = world();
         endpoint(&w, "a", &["*"]).await;
@@ -362,7 +390,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Queue for Down {
-        async fn send_batch(&self, _: &[String]) -> Result<Vec<usize>, BackendError> {
+        async fn send_batch(&self, _: &[QueueMessage]) -> Result<Vec<usize>, BackendError> {
             Err(BackendError::Transient("down".into()))
         }
         async fn receive(

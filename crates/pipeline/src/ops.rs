@@ -15,7 +15,7 @@ use std::time::Duration;
 use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::Secret;
-use webhooks_ports::{OpsBus, Queue};
+use webhooks_ports::{OpsBus, Queue, QueueMessage};
 
 /// Sends of a notice to the queue or bus before giving up on it.
 const NOTIFY_TRIES: u32 = 3;
@@ -59,7 +59,10 @@ impl OpsNotifier {
         tracing::info!(ops_event = %notice.event_type, notice_id = %notice.id, "operational notification");
         let queue = self.queue.clone();
         if let Some(queue) = queue {
-            let message = [notice.to_message()];
+            let message = [QueueMessage::new(
+                notice.to_message(),
+                webhooks_domain::tenant::OPS_TENANT,
+            )];
             let sent = retry(|| async {
                 let result = queue.send_batch(&message).await;
                 match result {

@@ -11,7 +11,7 @@ use webhooks_domain::stats::{bucket_hour, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
     BackendError, Clock, DeliveryStore, EndpointStatsStore, EventStore, OrgEndpoints, Queue,
-    SystemClock,
+    QueueMessage, SystemClock,
 };
 
 /// Deliveries read per page by a recovery or a cancellation.
@@ -41,7 +41,7 @@ pub enum RequeueError {
 /// A delivery just moved to pending, with the queue message that sends it.
 struct Ready {
     delivery: Delivery,
-    task: String,
+    task: QueueMessage,
 }
 
 /// The requeue use cases over the stores and the delivery queue.
@@ -110,7 +110,7 @@ impl Requeue {
             .get(org_id, &delivery.event_id)
             .await?
             .ok_or(RequeueError::EventGone)?;
-        let task = delivery.task(&event, event.payload()).to_message();
+        let task = QueueMessage::task(&delivery.task(&event, event.payload()));
         if how == Resend::Unstick {
             let rejected = self.queue.send_batch(std::slice::from_ref(&task)).await?;
             if !rejected.is_empty() {
@@ -256,7 +256,7 @@ impl Requeue {
             tracing::warn!(delivery_id = %delivery.id, event_id = %delivery.event_id, "event gone; not requeued");
             return Ok(None);
         };
-        let task = delivery.task(&event, event.payload()).to_message();
+        let task = QueueMessage::task(&delivery.task(&event, event.payload()));
         let moved = self
             .deliveries
             .transition(
@@ -274,8 +274,8 @@ impl Requeue {
         if items.is_empty() {
             return Ok(0);
         }
-        let bodies: Vec<String> = items.iter().map(|r| r.task.clone()).collect();
-        let rejected = match self.queue.send_batch(&bodies).await {
+        let messages: Vec<QueueMessage> = items.iter().map(|r| r.task.clone()).collect();
+        let rejected = match self.queue.send_batch(&messages).await {
             Ok(rejected) => rejected,
             Err(e) => {
                 self.revert(items.iter().map(|r| &r.delivery)).await;

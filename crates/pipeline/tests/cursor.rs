@@ -23,7 +23,10 @@ struct SwitchableQueue {
 
 #[async_trait]
 impl Queue for SwitchableQueue {
-    async fn send_batch(&self, bodies: &[String]) -> webhooks_ports::Result<Vec<usize>> {
+    async fn send_batch(
+        &self,
+        bodies: &[webhooks_ports::QueueMessage],
+    ) -> webhooks_ports::Result<Vec<usize>> {
         if self.down.load(Ordering::SeqCst) {
             return Err(BackendError::Transient("injected: queue down".into()));
         }

@@ -635,7 +635,7 @@ async fn messages_of_one_delivery_make_one_retry_chain() {
         let (_, d) = w.enqueue(&ep).await;
         let first = w.queue.receive(1, Duration::ZERO).await.expect("receive");
         w.queue
-            .send_batch(std::slice::from_ref(&first[0].body))
+            .send_batch(&[webhooks_ports::QueueMessage::again(&first[0])])
             .await
             .expect("send");
         let second = w.queue.receive(1, Duration::ZERO).await.expect("receive");
@@ -655,7 +655,7 @@ async fn messages_of_one_delivery_make_one_retry_chain() {
 
         // A third, stale message while the retry waits: no POST.
         w.queue
-            .send_batch(std::slice::from_ref(&first[0].body))
+            .send_batch(&[webhooks_ports::QueueMessage::again(&first[0])])
             .await
             .expect("send");
         let stale = w.queue.receive(1, Duration::ZERO).await.expect("receive");
@@ -693,7 +693,7 @@ async fn an_in_batch_duplicate_never_drops_the_chains_own_message() {
     );
     // A replayed fan-out queues a second message of the same delivery.
     w.queue
-        .send_batch(std::slice::from_ref(&owner[0].body))
+        .send_batch(&[webhooks_ports::QueueMessage::again(&owner[0])])
         .await
         .expect("send");
     // Past the retry's 1 s (+20 % jitter).
@@ -899,7 +899,7 @@ async fn queue_without_record(
         trace_id: None,
     };
     w.queue
-        .send_batch(&[task.to_message()])
+        .send_batch(&[webhooks_ports::QueueMessage::task(&task)])
         .await
         .expect("send");
     (event, delivery_id)

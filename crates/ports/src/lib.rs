@@ -356,11 +356,58 @@ pub trait IdempotencyStore: Send + Sync {
     async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<Option<String>>;
 }
 
+/// A message to put on a queue: its body and the tenant it belongs to.
+/// The delivery queue is an SQS fair queue; the tenant is the message's
+/// `MessageGroupId` (see [`webhooks_domain::tenant`]), and a message
+/// without one counts as a tenant of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub body: String,
+    pub tenant: Option<String>,
+}
+
+impl QueueMessage {
+    /// A message of `tenant`.
+    pub fn new(body: impl Into<String>, tenant: impl Into<String>) -> Self {
+        QueueMessage {
+            body: body.into(),
+            tenant: Some(tenant.into()),
+        }
+    }
+
+    /// A message of no tenant (a tenant of its own on a fair queue).
+    pub fn untagged(body: impl Into<String>) -> Self {
+        QueueMessage {
+            body: body.into(),
+            tenant: None,
+        }
+    }
+
+    /// A delivery task's message, of the task's org.
+    pub fn task(task: &webhooks_domain::DeliveryTask) -> Self {
+        QueueMessage {
+            body: task.to_message(),
+            tenant: Some(task.tenant()),
+        }
+    }
+
+    /// The same message again (a renewal, a move to the dead-letter
+    /// queue), with its tenant.
+    pub fn again(message: &ReceivedMessage) -> Self {
+        QueueMessage {
+            body: message.body.clone(),
+            tenant: message.tenant.clone(),
+        }
+    }
+}
+
 /// A message taken from a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
     pub message_id: String,
     pub body: String,
+    /// Its tenant (`MessageGroupId`), when it was sent with one.
+    pub tenant: Option<String>,
     pub receipt_handle: String,
     /// How many times the message has been received, this time included.
     pub receive_count: u32,
@@ -373,9 +420,9 @@ pub struct ReceivedMessage {
 /// on, visible again when the visibility timeout ends.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Sends the bodies, batching as the queue allows; returns the indexes of
-    /// those that were not accepted.
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>>;
+    /// Sends the messages, batching as the queue allows; returns the
+    /// indexes of those that were not accepted.
+    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>>;
     /// Up to `max` visible messages, waiting up to `wait` for the first.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
     /// Hides a received message for `delay` from now.

@@ -3,6 +3,7 @@
 //! exactly what they forbid, so that what works in `webhooks dev` and in the
 //! tests also works on AWS.
 
+use crate::QueueMessage;
 use std::time::Duration;
 
 /// Entries in one `SendMessageBatch` or `DeleteMessageBatch` call.
@@ -56,24 +57,36 @@ pub fn check_message(body: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why SQS would refuse one message with its group id, if it would.
+pub fn check_entry(message: &QueueMessage) -> Result<(), String> {
+    check_message(&message.body)?;
+    match &message.tenant {
+        Some(t) if !webhooks_domain::tenant::is_valid_tenant(t) => Err(format!(
+            "the MessageGroupId {t:?} is not 1 to {} letters, digits or punctuation, which SQS requires",
+            webhooks_domain::tenant::MAX_TENANT_CHARS
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Why SQS would refuse one `SendMessageBatch` request, if it would.
-pub fn check_batch(bodies: &[String]) -> Result<(), String> {
-    if bodies.is_empty() {
+pub fn check_batch(messages: &[QueueMessage]) -> Result<(), String> {
+    if messages.is_empty() {
         return Err("a batch needs at least one message".into());
     }
-    if bodies.len() > MAX_BATCH_ENTRIES {
+    if messages.len() > MAX_BATCH_ENTRIES {
         return Err(format!(
             "{} entries in one batch, more than the {MAX_BATCH_ENTRIES} SQS accepts",
-            bodies.len()
+            messages.len()
         ));
     }
-    let total: usize = bodies.iter().map(String::len).sum();
+    let total: usize = messages.iter().map(|m| m.body.len()).sum();
     if total > MAX_BATCH_BYTES {
         return Err(format!(
             "the batch is {total} bytes, more than the {MAX_BATCH_BYTES} SQS accepts"
         ));
     }
-    bodies.iter().try_for_each(|b| check_message(b))
+    messages.iter().try_for_each(check_entry)
 }
 
 /// How a list of bodies is sent: the indexes of bodies SQS would refuse
@@ -85,16 +98,17 @@ pub struct BatchPlan {
     pub batches: Vec<Vec<usize>>,
 }
 
-/// Cuts `bodies` into batches by count and by bytes.
-pub fn plan_batches(bodies: &[String]) -> BatchPlan {
+/// Cuts `messages` into batches by count and by bytes.
+pub fn plan_batches(messages: &[QueueMessage]) -> BatchPlan {
     let mut plan = BatchPlan::default();
     let mut current: Vec<usize> = Vec::new();
     let mut bytes = 0;
-    for (i, body) in bodies.iter().enumerate() {
-        if let Err(reason) = check_message(body) {
+    for (i, message) in messages.iter().enumerate() {
+        if let Err(reason) = check_entry(message) {
             plan.refused.push((i, reason));
             continue;
         }
+        let body = &message.body;
         if current.len() == MAX_BATCH_ENTRIES || bytes + body.len() > MAX_BATCH_BYTES {
             plan.batches.push(std::mem::take(&mut current));
             bytes = 0;
@@ -122,36 +136,40 @@ pub fn age_of_sent_timestamp(sent_ms: &str) -> Option<std::time::Duration> {
 mod tests {
     use super::*;
 
+    fn untagged(bodies: &[String]) -> Vec<QueueMessage> {
+        bodies.iter().map(QueueMessage::untagged).collect()
+    }
+
     #[test]
     fn batches_are_cut_by_count_and_by_bytes() {
-        let small: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        let small = untagged(&(0..25).map(|i| format!("m{i}")).collect::<Vec<_>>());
         let plan = plan_batches(&small);
         assert!(plan.refused.is_empty());
         assert_eq!(
             plan.batches.iter().map(Vec::len).collect::<Vec<_>>(),
             [10, 10, 5]
         );
-        let big = vec!["x".repeat(MAX_MESSAGE_BYTES); 9];
+        let big = untagged(&vec!["x".repeat(MAX_MESSAGE_BYTES); 9]);
         let plan = plan_batches(&big);
         assert_eq!(
             plan.batches.iter().map(Vec::len).collect::<Vec<_>>(),
             [4, 4, 1]
         );
         for batch in &plan.batches {
-            let bodies: Vec<String> = batch.iter().map(|i| big[*i].clone()).collect();
-            check_batch(&bodies).expect("a planned batch is accepted");
+            let messages: Vec<QueueMessage> = batch.iter().map(|i| big[*i].clone()).collect();
+            check_batch(&messages).expect("a planned batch is accepted");
         }
     }
 
     #[test]
     fn over_size_and_forbidden_characters_are_refused_alone() {
-        let bodies = vec![
+        let bodies = untagged(&[
             "ok".to_string(),
             "x".repeat(MAX_MESSAGE_BYTES + 1),
             "bad \u{FFFF}".to_string(),
             "nul \u{0}".to_string(),
             "fine \u{FFFD} \u{10FFFF} \t\r\n".to_string(),
-        ];
+        ]);
         let plan = plan_batches(&bodies);
         assert_eq!(
             plan.refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
@@ -163,7 +181,30 @@ mod tests {
             plan.refused[1].1
         );
         assert_eq!(plan.batches, vec![vec![0, 4]]);
-        assert!(check_batch(&vec!["a".to_string(); 11]).is_err());
+        assert!(check_batch(&untagged(&vec!["a".to_string(); 11])).is_err());
+    }
+
+    #[test]
+    fn a_group_id_sqs_would_refuse_is_refused_alone() {
+        let messages = vec![
+            QueueMessage::new("a", "org:acme"),
+            QueueMessage::new("b", "has space"),
+            QueueMessage::new("c", ""),
+            QueueMessage::new("d", "x".repeat(129)),
+            QueueMessage::untagged("e"),
+        ];
+        let plan = plan_batches(&messages);
+        assert_eq!(
+            plan.refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(
+            plan.refused[0].1.contains("MessageGroupId"),
+            "{}",
+            plan.refused[0].1
+        );
+        assert_eq!(plan.batches, vec![vec![0, 4]]);
+        assert!(check_batch(&messages).is_err());
     }
 
     #[test]

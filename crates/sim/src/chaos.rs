@@ -269,7 +269,7 @@ impl EndpointStatsStore for Chaotic<dyn EndpointStatsStore> {
 
 #[async_trait]
 impl Queue for Chaotic<dyn Queue> {
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
+    async fn send_batch(&self, bodies: &[webhooks_ports::QueueMessage]) -> Result<Vec<usize>> {
         chaotic!(self.0.send_batch(bodies))
     }
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_ports::queue_limits::{MAX_MESSAGE_BYTES, MAX_VISIBILITY};
-use webhooks_ports::{Queue, ReceivedMessage};
+use webhooks_ports::{Queue, QueueMessage, ReceivedMessage};
 
 /// A queue with its dead-letter queue.
 pub struct QueuePair {
@@ -64,12 +64,25 @@ fn bodies_of(messages: &[ReceivedMessage]) -> BTreeSet<String> {
     messages.iter().map(|m| m.body.clone()).collect()
 }
 
+/// Messages of no tenant, one per body.
+fn untagged(bodies: &[String]) -> Vec<QueueMessage> {
+    bodies.iter().map(QueueMessage::untagged).collect()
+}
+
+fn one(body: &str) -> [QueueMessage; 1] {
+    [QueueMessage::untagged(body)]
+}
+
 /// Sent messages are received once each, hidden while received, and gone
 /// once deleted.
 pub async fn sent_messages_are_received_hidden_and_deleted(m: &impl QueueMaker) {
     let q = m.make(VISIBILITY, 5).await.queue;
     let sent: Vec<String> = (0..3).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
-    assert!(q.send_batch(&sent).await.expect("send").is_empty());
+    assert!(q
+        .send_batch(&untagged(&sent))
+        .await
+        .expect("send")
+        .is_empty());
     let got = receive_n(q.as_ref(), 3).await;
     assert_eq!(bodies_of(&got), sent.iter().cloned().collect());
     assert!(got.iter().all(|m| m.receive_count == 1), "{got:?}");
@@ -87,7 +100,7 @@ pub async fn sent_messages_are_received_hidden_and_deleted(m: &impl QueueMaker) 
 /// with a higher receive count and a new receipt handle.
 pub async fn an_undeleted_message_comes_back_after_the_visibility_timeout(m: &impl QueueMaker) {
     let q = m.make(VISIBILITY, 5).await.queue;
-    q.send_batch(&["again".into()]).await.expect("send");
+    q.send_batch(&one("again")).await.expect("send");
     let first = receive_n(q.as_ref(), 1).await.remove(0);
     m.pass(PAST_VISIBILITY).await;
     let second = receive_n(q.as_ref(), 1).await.remove(0);
@@ -101,7 +114,7 @@ pub async fn an_undeleted_message_comes_back_after_the_visibility_timeout(m: &im
 /// now; zero shows it at once.
 pub async fn change_visibility_sets_when_a_message_is_seen_again(m: &impl QueueMaker) {
     let q = m.make(Duration::from_secs(30), 5).await.queue;
-    q.send_batch(&["later".into()]).await.expect("send");
+    q.send_batch(&one("later")).await.expect("send");
     let msg = receive_n(q.as_ref(), 1).await.remove(0);
     q.change_visibility(&msg.receipt_handle, Duration::ZERO)
         .await
@@ -124,7 +137,7 @@ pub async fn change_visibility_sets_when_a_message_is_seen_again(m: &impl QueueM
 /// refused.
 pub async fn no_hide_goes_past_12_hours_from_the_receipt(m: &impl QueueMaker) {
     let q = m.make(Duration::from_secs(30), 5).await.queue;
-    q.send_batch(&["long".into()]).await.expect("send");
+    q.send_batch(&one("long")).await.expect("send");
     let msg = receive_n(q.as_ref(), 1).await.remove(0);
     q.change_visibility(
         &msg.receipt_handle,
@@ -147,10 +160,7 @@ pub async fn no_hide_goes_past_12_hours_from_the_receipt(m: &impl QueueMaker) {
 /// the dead-letter queue, unchanged.
 pub async fn redrive_moves_a_message_after_max_receive_count(m: &impl QueueMaker) {
     let pair = m.make(VISIBILITY, 2).await;
-    pair.queue
-        .send_batch(&["poison".into()])
-        .await
-        .expect("send");
+    pair.queue.send_batch(&one("poison")).await.expect("send");
     for n in 1..=2 {
         let msg = receive_n(pair.queue.as_ref(), 1).await.remove(0);
         assert_eq!(msg.receive_count, n);
@@ -177,7 +187,7 @@ pub async fn messages_sqs_refuses_are_refused_alone(m: &impl QueueMaker) {
         at_limit.clone(),
         "fine \u{FFFD} \u{10FFFF} \t\r\n".to_string(),
     ];
-    let refused = q.send_batch(&bodies).await.expect("send");
+    let refused = q.send_batch(&untagged(&bodies)).await.expect("send");
     assert_eq!(refused, [1, 2, 3]);
     let got = receive_n(q.as_ref(), 3).await;
     assert_eq!(
@@ -197,10 +207,43 @@ pub async fn batches_are_cut_by_count_and_bytes(m: &impl QueueMaker) {
     let bodies: Vec<String> = (0..12)
         .map(|i| format!("{i:02}{}", "z".repeat(200 * 1024)))
         .collect();
-    let refused = q.send_batch(&bodies).await.expect("send");
+    let refused = q.send_batch(&untagged(&bodies)).await.expect("send");
     assert!(refused.is_empty(), "refused {refused:?}");
     let got = receive_n(q.as_ref(), 12).await;
     assert_eq!(bodies_of(&got), bodies.iter().cloned().collect());
+}
+
+/// A message's tenant (`MessageGroupId`, which makes a standard queue a
+/// fair queue) is accepted on a standard queue and comes back with the
+/// message; a message without one comes back without one; a group id SQS
+/// would refuse (over 128 characters, or other than letters, digits and
+/// punctuation) is refused alone.
+pub async fn a_tenant_travels_with_its_message(m: &impl QueueMaker) {
+    let q = m.make(Duration::from_secs(30), 5).await.queue;
+    let refused = q
+        .send_batch(&[
+            QueueMessage::new("of acme", "org:acme"),
+            QueueMessage::untagged("of nobody"),
+            QueueMessage::new("bad group", "no spaces allowed"),
+            QueueMessage::new("long group", "g".repeat(129)),
+            QueueMessage::new("of globex", "org:globex"),
+        ])
+        .await
+        .expect("send");
+    assert_eq!(refused, [2, 3]);
+    let got = receive_n(q.as_ref(), 3).await;
+    let tenants: BTreeSet<(String, Option<String>)> = got
+        .iter()
+        .map(|m| (m.body.clone(), m.tenant.clone()))
+        .collect();
+    assert_eq!(
+        tenants,
+        BTreeSet::from([
+            ("of acme".to_string(), Some("org:acme".to_string())),
+            ("of globex".to_string(), Some("org:globex".to_string())),
+            ("of nobody".to_string(), None),
+        ])
+    );
 }
 
 /// Every contract check as a `#[tokio::test]` for one queue implementation:
@@ -216,6 +259,7 @@ macro_rules! queue_contract_tests {
             redrive_moves_a_message_after_max_receive_count,
             messages_sqs_refuses_are_refused_alone,
             batches_are_cut_by_count_and_bytes,
+            a_tenant_travels_with_its_message,
         );
     };
     (@each #[$test:meta], $maker:expr, $($name:ident,)*) => {

@@ -51,7 +51,10 @@ struct DownQueue;
 
 #[async_trait]
 impl Queue for DownQueue {
-    async fn send_batch(&self, _: &[String]) -> webhooks_ports::Result<Vec<usize>> {
+    async fn send_batch(
+        &self,
+        _: &[webhooks_ports::QueueMessage],
+    ) -> webhooks_ports::Result<Vec<usize>> {
         Err(BackendError::Transient("SQS is down".into()))
     }
     async fn receive(&self, _: usize, _: Duration) -> webhooks_ports::Result<Vec<ReceivedMessage>> {

@@ -60,6 +60,8 @@ fn received(m: &SqsMessage) -> ReceivedMessage {
     ReceivedMessage {
         message_id: m.message_id.clone().unwrap_or_default(),
         body: m.body.clone().unwrap_or_default(),
+        // A fair queue's tenant, as Lambda passes it.
+        tenant: m.attributes.get("MessageGroupId").cloned(),
         receipt_handle: m.receipt_handle.clone().unwrap_or_default(),
         receive_count: m
             .attributes

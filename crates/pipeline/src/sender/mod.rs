@@ -692,7 +692,7 @@ impl Sender {
     pub(crate) async fn dead_letter_message(&self, message: &ReceivedMessage) -> MessageOutcome {
         match self
             .dead_letters
-            .send_batch(std::slice::from_ref(&message.body))
+            .send_batch(&[webhooks_ports::QueueMessage::again(message)])
             .await
         {
             Ok(rejected) if rejected.is_empty() => MessageOutcome::Done,

@@ -68,11 +68,15 @@ impl Sender {
             if !is_worn(message, deliveries.get(id), now) {
                 continue;
             }
-            match self
-                .queue
-                .send_batch(std::slice::from_ref(&message.body))
-                .await
-            {
+            // Its tenant as it came, or its delivery's org where the event
+            // source did not pass the group id on.
+            let mut copy = webhooks_ports::QueueMessage::again(message);
+            if copy.tenant.is_none() {
+                copy.tenant = deliveries
+                    .get(id)
+                    .map(|d| webhooks_domain::tenant::org_tenant(&d.org_id));
+            }
+            match self.queue.send_batch(&[copy]).await {
                 Ok(rejected) if rejected.is_empty() => {
                     tracing::warn!(delivery_id = %id, receives = message.receive_count, "message nearly worn out before a first attempt; sent again as a new message");
                     outcomes[i] = MessageOutcome::Done;
@@ -95,6 +99,7 @@ mod tests {
             message_id: "m1".into(),
             receipt_handle: "r1".into(),
             body: "{}".into(),
+            tenant: None,
             receive_count,
             age: None,
         }

@@ -63,7 +63,7 @@ struct RefusingQueue {
 
 #[async_trait]
 impl Queue for RefusingQueue {
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<usize>> {
+    async fn send_batch(&self, bodies: &[webhooks_ports::QueueMessage]) -> Result<Vec<usize>> {
         match &self.error {
             Some(e) => Err(e.clone()),
             None => Ok((0..bodies.len()).collect()),
