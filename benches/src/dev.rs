@@ -34,6 +34,7 @@ pub fn settings(
         ops_webhook: None,
         stats_every: None,
         slow_lane_cap: webhooks::backend::DEFAULT_SLOW_LANE_CAP,
+        org_slow_lane_cap: webhooks::backend::DEFAULT_ORG_SLOW_LANE_CAP,
         // Every delivery kept: the benchmarks count them.
         retention: webhooks_memory::Retention::as_deployed(),
     }

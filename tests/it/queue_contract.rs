@@ -109,8 +109,7 @@ async fn moto_keeps_message_group_ids_but_not_fair_queue_order() {
         .expect("receive");
     assert!(!got.is_empty());
     assert!(
-        got.iter()
-            .all(|m| m.tenant.as_deref() == Some("org:noisy")),
+        got.iter().all(|m| m.tenant.as_deref() == Some("org:noisy")),
         "moto now orders by tenant; the memory queue's fair order can be checked against it: {:?}",
         got.iter().map(|m| &m.body).collect::<Vec<_>>()
     );

@@ -33,9 +33,13 @@ pub enum Backend {
     },
 }
 
-/// The slow lane's cap `webhooks dev` uses unless told otherwise: none
-/// (see `LaneConfig`'s default).
-pub const DEFAULT_SLOW_LANE_CAP: Option<u32> = None;
+/// The slow lane's cap `webhooks dev` uses unless told otherwise
+/// (`LaneConfig`'s default).
+pub const DEFAULT_SLOW_LANE_CAP: Option<u32> =
+    Some(webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP);
+/// The org share of the slow lane `webhooks dev` uses unless told otherwise.
+pub const DEFAULT_ORG_SLOW_LANE_CAP: Option<u32> =
+    Some(webhooks_pipeline::sender::limits::DEFAULT_ORG_SLOW_CAP);
 
 /// What the system is built from.
 #[derive(Debug, Clone)]
@@ -60,6 +64,9 @@ pub struct Settings {
     pub stats_every: Option<Duration>,
     /// Most POSTs in flight at once to a slow endpoint; `None`: no cap.
     pub slow_lane_cap: Option<u32>,
+    /// Most slow-lane POSTs in flight at once to one org's endpoints while
+    /// another org has work; `None`: no org share.
+    pub org_slow_lane_cap: Option<u32>,
     /// With the memory backend: how long events and finished deliveries
     /// are kept, and how many.
     pub retention: Retention,
@@ -148,6 +155,7 @@ impl System {
                     .max(settings.request_timeout * 2),
                 lanes: webhooks_pipeline::sender::limits::LaneConfig {
                     slow_cap: settings.slow_lane_cap,
+                    org_slow_cap: settings.org_slow_lane_cap,
                     ..Default::default()
                 },
                 ..SenderConfig::default()

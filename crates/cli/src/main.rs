@@ -99,11 +99,17 @@ struct DevArgs {
     #[arg(long, env = "WEBHOOKS_STATS_EVERY")]
     stats_every: Option<String>,
     /// Most requests in flight at once to an endpoint whose requests take
-    /// over 2 s (the slow lane); further messages for it wait on the queue.
-    /// 0 (the default): no cap. 2 is the suggested cap; it can make a
-    /// backed-up slow endpoint's retries late (README, Noisy neighbours).
-    #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = 0)]
+    /// over 2 s, or that has not answered yet (the slow lane); further
+    /// messages for it wait on the queue. 0: no slow lane (and no org
+    /// share), so one endpoint that never answers can hold every poller
+    /// (README, Noisy neighbours).
+    #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP)]
     slow_lane_cap: u32,
+    /// Most slow-lane requests in flight at once to all of one org's
+    /// endpoints together, while another org has work waiting. 0: no org
+    /// share.
+    #[arg(long, env = "WEBHOOKS_ORG_SLOW_LANE_CAP", default_value_t = webhooks_pipeline::sender::limits::DEFAULT_ORG_SLOW_CAP)]
+    org_slow_lane_cap: u32,
     /// With --backend memory: how long events and finished deliveries are
     /// kept, as the tables' TTL keeps them (pending deliveries always are).
     #[arg(long, env = "WEBHOOKS_RETENTION", default_value = "30d")]
@@ -271,6 +277,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         schedule,
         request_timeout,
         slow_lane_cap: Some(args.slow_lane_cap).filter(|c| *c > 0),
+        org_slow_lane_cap: Some(args.org_slow_lane_cap).filter(|c| *c > 0),
         allow_private: !args.block_private_endpoints,
         inbound: InboundConfig {
             stripe_webhook_secret: optional_env("STRIPE_WEBHOOK_SECRET").map(Into::into),

@@ -192,6 +192,7 @@ async fn a_slow_endpoint_over_its_cap_is_deferred_without_an_attempt_then_delive
         LaneConfig {
             slow_cap: Some(1),
             slow_after: Duration::from_millis(400),
+            ..LaneConfig::default()
         },
     );
     let ep = w.endpoint(rx.url("/")).await;
@@ -834,10 +835,7 @@ async fn a_batch_writes_each_endpoints_figures_once() {
             allow_private: true,
             static_hosts: HashMap::new(),
         },
-        LaneConfig {
-            slow_cap: None,
-            ..LaneConfig::default()
-        },
+        LaneConfig::uncapped(),
     );
     w.sender = w.sender.with_stats(stats.clone());
     let good = w.endpoint(ok.url("/")).await;

@@ -1,6 +1,8 @@
-//! Per-endpoint limits on the sender, so that one endpoint cannot starve
-//! the others: the slow lane (an endpoint whose POSTs take long may hold
-//! only [`LaneConfig::slow_cap`] of the sender's requests at once) and the
+//! Per-endpoint and per-org limits on the sender, so that one endpoint or
+//! one org cannot starve the others: the slow lane (an endpoint whose POSTs
+//! take long may hold only [`LaneConfig::slow_cap`] of the sender's
+//! requests at once, and all of one org's slow endpoints together only
+//! [`LaneConfig::org_slow_cap`] while another org has work here) and the
 //! endpoint's declared `rate_limit` (a token bucket). One [`Limits`] per
 //! sender, shared by every batch the process handles. A message over a
 //! limit is deferred: hidden on the queue for a while, not POSTed, and not
@@ -21,9 +23,17 @@ use tokio::time::Instant;
 use webhooks_domain::Endpoint;
 
 /// Most POSTs in flight at once, per process, to an endpoint in the slow
-/// lane when it is turned on: a quarter of `webhooks dev`'s eight batches,
-/// two of a Lambda environment's batch of ten.
+/// lane: a quarter of `webhooks dev`'s eight batches, two of a Lambda
+/// environment's batch of ten.
 pub const DEFAULT_SLOW_CAP: u32 = 2;
+/// Most slow-lane POSTs in flight at once, per process, to all of one
+/// org's endpoints together, while another org has work in the process:
+/// half of `webhooks dev`'s eight batches, so that an org with many slow
+/// endpoints cannot hold every poller.
+pub const DEFAULT_ORG_SLOW_CAP: u32 = 4;
+/// Another org counts as having work here for this long after its last
+/// message reached the limits.
+pub const OTHER_ORG_WINDOW: Duration = Duration::from_secs(30);
 /// POSTs taking this long put their endpoint in the slow lane: receivers
 /// that answer in time answer well within it.
 pub const DEFAULT_SLOW_AFTER: Duration = Duration::from_secs(2);
@@ -39,12 +49,16 @@ const MAX_REMEMBERED: usize = 10_000;
 /// An endpoint idle this long is forgotten first.
 const IDLE: Duration = Duration::from_secs(600);
 
-/// The most deferrals a message gets: half of the receives that `schedule`
-/// leaves spare under the queue's [`MAX_RECEIVE_COUNT`] even at its longest
-/// (every delay +20 %, every `Retry-After` at 12 h). Each deferral spends a
-/// receive; the other half stays for what the spare was for (failed
-/// handling, crashed invocations), so deferrals never bring the queue's
-/// redrive on where it would not have come without them.
+/// The most deferrals a message of a delivery already attempted gets: half
+/// of the receives that `schedule` leaves spare under the queue's
+/// [`MAX_RECEIVE_COUNT`] even at its longest (every delay +20 %, every
+/// `Retry-After` at 12 h). Each deferral spends a receive; the other half
+/// stays for what the spare was for (failed handling, crashed
+/// invocations), so deferrals never bring the queue's redrive on where it
+/// would not have come without them. A delivery never attempted has no
+/// such budget: its message is renewed (sent again as a new one) one
+/// receive before the redrive (`renew.rs`), so it may wait as long as its
+/// endpoint's limits need.
 ///
 /// [`MAX_RECEIVE_COUNT`]: webhooks_ports::queue_settings::MAX_RECEIVE_COUNT
 pub fn deferral_budget(schedule: &webhooks_domain::RetrySchedule) -> u32 {
@@ -57,31 +71,38 @@ pub struct LaneConfig {
     /// Most POSTs in flight at once to an endpoint in the slow lane;
     /// `None`: no cap.
     pub slow_cap: Option<u32>,
+    /// Most slow-lane POSTs in flight at once to one org's endpoints
+    /// together, while another org has had work here within
+    /// [`OTHER_ORG_WINDOW`]; `None`: no cap. Applies only with `slow_cap`.
+    pub org_slow_cap: Option<u32>,
     /// An endpoint is in the slow lane while its recent POSTs took this
     /// long on average, or one of its POSTs has run this long.
     pub slow_after: Duration,
 }
 
-/// Off by default (no cap; `rate_limit` still holds): the simulation found
-/// that a slow endpoint with a large backlog of failing deliveries, held to
-/// the cap, gets its retries hours later than its schedule allows (seed 0
-/// of the test command's 100: attempt 6 came 2.2 h late), more than the
-/// deferral budget accounts for. Until that is bounded the cap is opt-in
-/// ([`LaneConfig::capped`], `webhooks dev --slow-lane-cap 2`).
+/// On by default: [`DEFAULT_SLOW_CAP`] per endpoint,
+/// [`DEFAULT_ORG_SLOW_CAP`] per org.
 impl Default for LaneConfig {
     fn default() -> Self {
         LaneConfig {
-            slow_cap: None,
+            slow_cap: Some(DEFAULT_SLOW_CAP),
+            org_slow_cap: Some(DEFAULT_ORG_SLOW_CAP),
             slow_after: DEFAULT_SLOW_AFTER,
         }
     }
 }
 
 impl LaneConfig {
-    /// The slow lane on, at [`DEFAULT_SLOW_CAP`].
+    /// The slow lane on, at its defaults.
     pub fn capped() -> Self {
+        LaneConfig::default()
+    }
+
+    /// No slow lane: only `rate_limit` defers.
+    pub fn uncapped() -> Self {
         LaneConfig {
-            slow_cap: Some(DEFAULT_SLOW_CAP),
+            slow_cap: None,
+            org_slow_cap: None,
             ..LaneConfig::default()
         }
     }
@@ -92,6 +113,9 @@ impl LaneConfig {
 pub enum DeferReason {
     /// The endpoint is slow and already holds its share of the sender.
     SlowLane,
+    /// The endpoint is slow and its org's slow endpoints already hold the
+    /// org's share of the sender, while another org has work here.
+    OrgShare,
     /// The endpoint's `rate_limit`.
     RateLimit,
 }
@@ -100,6 +124,7 @@ impl DeferReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DeferReason::SlowLane => "slow_lane",
+            DeferReason::OrgShare => "org_share",
             DeferReason::RateLimit => "rate_limit",
         }
     }
@@ -129,7 +154,36 @@ pub struct Limits {
 #[derive(Default)]
 struct State {
     endpoints: HashMap<String, Lane>,
+    /// Slow-lane POSTs in flight per org.
+    orgs: HashMap<String, u32>,
+    /// The org whose message last reached the limits, and when; and the
+    /// last other org before it: together, when any org other than a given
+    /// one last had work here.
+    latest: Option<(String, Instant)>,
+    latest_other: Option<(String, Instant)>,
     next_post: u64,
+}
+
+impl State {
+    /// `org`'s message reached the limits at `now`.
+    fn seen(&mut self, org: &str, now: Instant) {
+        match &mut self.latest {
+            Some((latest, at)) if latest == org => *at = now,
+            _ => {
+                self.latest_other = self.latest.take();
+                self.latest = Some((org.to_string(), now));
+            }
+        }
+    }
+
+    /// Whether an org other than `org` had work here within
+    /// [`OTHER_ORG_WINDOW`] of `now`.
+    fn others_active(&self, org: &str, now: Instant) -> bool {
+        [&self.latest, &self.latest_other]
+            .into_iter()
+            .flatten()
+            .any(|(o, at)| o != org && now.saturating_duration_since(*at) < OTHER_ORG_WINDOW)
+    }
 }
 
 /// What is known of one endpoint.
@@ -193,19 +247,26 @@ impl Limits {
 
     /// Whether the message `message_id`, received `extra_receives` times
     /// beyond one per attempt, may be POSTed to `endpoint` at `now` (the
-    /// sender's clock; the slow lane goes by tokio's).
+    /// sender's clock; the slow lane goes by tokio's). `first_attempt`:
+    /// its delivery was never attempted, so it may be deferred whatever
+    /// its receives (see [`deferral_budget`]).
     pub fn admit(
         &self,
         message_id: &str,
         extra_receives: u32,
+        first_attempt: bool,
         endpoint: &Endpoint,
         now: DateTime<Utc>,
     ) -> Admission {
         let instant = Instant::now();
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.seen(&endpoint.org_id, instant);
+        let others_active = guard.others_active(&endpoint.org_id, instant);
         let State {
             endpoints,
+            orgs,
             next_post,
+            ..
         } = &mut *guard;
         if endpoints.len() >= MAX_REMEMBERED && !endpoints.contains_key(&endpoint.id) {
             endpoints.retain(|_, lane| {
@@ -213,33 +274,46 @@ impl Limits {
                     || instant.saturating_duration_since(lane.last_used) < IDLE
             });
         }
-        let may_defer = extra_receives < self.budget;
+        let may_defer = first_attempt || extra_receives < self.budget;
         let lane = endpoints
             .entry(endpoint.id.clone())
             .or_insert_with(|| Lane::new(instant));
         lane.last_used = instant;
+        let mut in_slow_lane = false;
         if let Some(cap) = self.config.slow_cap {
-            let full = u32::try_from(lane.in_flight.len()).unwrap_or(u32::MAX) >= cap;
             // Slow start: until one of its POSTs has ended, an endpoint is
             // held to the cap too, or a burst for an endpoint that never
             // answers would take every slot before anything is learnt.
             let unknown = lane.average.is_none();
             let slow = lane.is_slow(self.config.slow_after, instant);
-            if full && (slow || unknown) {
+            in_slow_lane = slow || unknown;
+            let full = u32::try_from(lane.in_flight.len()).unwrap_or(u32::MAX) >= cap;
+            let org_slow = orgs.get(&endpoint.org_id).copied().unwrap_or(0);
+            let org_full = others_active
+                && self
+                    .config
+                    .org_slow_cap
+                    .is_some_and(|org_cap| org_slow >= org_cap);
+            let reason = if full {
+                Some(DeferReason::SlowLane)
+            } else if org_full {
+                Some(DeferReason::OrgShare)
+            } else {
+                None
+            };
+            if let (true, Some(reason)) = (in_slow_lane, reason) {
                 if may_defer {
                     let delay = if slow {
                         lane.defer_slow(cap, self.config.slow_after, instant)
                     } else {
                         MIN_DEFER
                     };
-                    return Admission::Defer {
-                        delay,
-                        reason: DeferReason::SlowLane,
-                    };
+                    return Admission::Defer { delay, reason };
                 }
                 tracing::warn!(
                     extra_receives,
-                    "slow endpoint over its cap, but this message cannot be deferred again without risking the queue's redrive; sent"
+                    reason = reason.as_str(),
+                    "slow endpoint over its share, but this message cannot be deferred again without risking the queue's redrive; sent"
                 );
             }
         }
@@ -266,9 +340,14 @@ impl Limits {
         let number = *next_post;
         *next_post = number.wrapping_add(1);
         lane.in_flight.insert(number, instant);
+        let org_slot = in_slow_lane.then(|| {
+            *orgs.entry(endpoint.org_id.clone()).or_default() += 1;
+            endpoint.org_id.clone()
+        });
         Admission::Go(Permit {
             state: self.state.clone(),
             endpoint_id: endpoint.id.clone(),
+            org_slot,
             number,
             started: instant,
             posted: false,
@@ -282,6 +361,8 @@ impl Limits {
 pub struct Permit {
     state: Arc<Mutex<State>>,
     endpoint_id: String,
+    /// The org whose slow-lane share this POST holds, if it holds one.
+    org_slot: Option<String>,
     number: u64,
     started: Instant,
     /// Whether a POST was made: only then does its time teach the lane.
@@ -305,6 +386,14 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let took = self.started.elapsed();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(org) = &self.org_slot {
+            if let Some(n) = state.orgs.get_mut(org) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.orgs.remove(org);
+                }
+            }
+        }
         if let Some(lane) = state.endpoints.get_mut(&self.endpoint_id) {
             lane.in_flight.remove(&self.number);
             if !self.posted {
@@ -505,14 +594,14 @@ mod tests {
         let limits = Limits::new(LaneConfig::capped(), 10);
         let ep = endpoint(None);
         // Slow start: two at once until a POST has ended...
-        let first = go(limits.admit("first", 0, &ep, t0()));
-        let _second = go(limits.admit("second", 0, &ep, t0()));
-        let (delay, reason) = deferred(limits.admit("third", 0, &ep, t0()));
+        let first = go(limits.admit("first", 0, false, &ep, t0()));
+        let _second = go(limits.admit("second", 0, false, &ep, t0()));
+        let (delay, reason) = deferred(limits.admit("third", 0, false, &ep, t0()));
         assert_eq!((delay, reason), (MIN_DEFER, DeferReason::SlowLane));
         // ... and no cap once one ended quickly.
         first.posted();
         let permits: Vec<Permit> = (0..50)
-            .map(|i| go(limits.admit(&format!("m{i}"), 0, &ep, t0())))
+            .map(|i| go(limits.admit(&format!("m{i}"), 0, false, &ep, t0())))
             .collect();
         assert_eq!(permits.len(), 50);
     }
@@ -525,31 +614,31 @@ mod tests {
         // Its first two POSTs go (slow start); once one has run past
         // `slow_after`, the endpoint is slow and the rest wait for a slot.
         let first: Vec<Permit> = (0..2)
-            .map(|i| go(limits.admit(&format!("m{i}"), 0, &slow, t0())))
+            .map(|i| go(limits.admit(&format!("m{i}"), 0, false, &slow, t0())))
             .collect();
         tokio::time::advance(DEFAULT_SLOW_AFTER).await;
-        let (delay, reason) = deferred(limits.admit("m3", 0, &slow, t0()));
+        let (delay, reason) = deferred(limits.admit("m3", 0, false, &slow, t0()));
         assert_eq!(reason, DeferReason::SlowLane);
         assert!(delay >= MIN_DEFER && delay <= MAX_SLOW_DEFER, "{delay:?}");
         // Deferred messages are spread out, not sent back all at once.
-        let (next, _) = deferred(limits.admit("m4", 0, &slow, t0()));
+        let (next, _) = deferred(limits.admit("m4", 0, false, &slow, t0()));
         assert!(next > delay, "{next:?} after {delay:?}");
         // Other endpoints are untouched.
-        let _other = go(limits.admit("o", 0, &other, t0()));
-        let _other2 = go(limits.admit("o2", 0, &other, t0()));
+        let _other = go(limits.admit("o", 0, false, &other, t0()));
+        let _other2 = go(limits.admit("o2", 0, false, &other, t0()));
         // The slow POSTs end: its average keeps it slow, capped at two.
         first.into_iter().for_each(Permit::posted);
-        let a = go(limits.admit("m5", 0, &slow, t0()));
-        let b = go(limits.admit("m6", 0, &slow, t0()));
-        deferred(limits.admit("m7", 0, &slow, t0()));
+        let a = go(limits.admit("m5", 0, false, &slow, t0()));
+        let b = go(limits.admit("m6", 0, false, &slow, t0()));
+        deferred(limits.admit("m7", 0, false, &slow, t0()));
         a.posted();
         b.posted();
         // Fast answers bring it back to the fast lane.
         for i in 0..6 {
-            go(limits.admit(&format!("f{i}"), 0, &slow, t0())).posted();
+            go(limits.admit(&format!("f{i}"), 0, false, &slow, t0())).posted();
         }
         let many: Vec<Permit> = (0..5)
-            .map(|i| go(limits.admit(&format!("g{i}"), 0, &slow, t0())))
+            .map(|i| go(limits.admit(&format!("g{i}"), 0, false, &slow, t0())))
             .collect();
         assert_eq!(many.len(), 5);
     }
@@ -563,23 +652,23 @@ mod tests {
         let limits = Limits::new(config, 10);
         let ep = endpoint(None);
         let _held: Vec<Permit> = (0..3)
-            .map(|i| go(limits.admit(&format!("m{i}"), 0, &ep, t0())))
+            .map(|i| go(limits.admit(&format!("m{i}"), 0, false, &ep, t0())))
             .collect();
         tokio::time::advance(Duration::from_secs(30)).await;
-        let _more = go(limits.admit("m3", 0, &ep, t0()));
+        let _more = go(limits.admit("m3", 0, false, &ep, t0()));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_defers_by_the_time_to_the_next_token() {
         let limits = Limits::new(LaneConfig::capped(), 10);
         let ep = endpoint(Some(1));
-        drop(go(limits.admit("a", 0, &ep, t0())));
-        let (delay, reason) = deferred(limits.admit("b", 0, &ep, t0()));
+        drop(go(limits.admit("a", 0, false, &ep, t0())));
+        let (delay, reason) = deferred(limits.admit("b", 0, false, &ep, t0()));
         assert_eq!(
             (delay, reason),
             (Duration::from_secs(1), DeferReason::RateLimit)
         );
-        drop(go(limits.admit("b", 0, &ep, t0() + ms(1000))));
+        drop(go(limits.admit("b", 0, false, &ep, t0() + ms(1000))));
         // The limit lifted: everything goes.
         let open = endpoint(None);
         let mut lifted = open.clone();
@@ -588,6 +677,7 @@ mod tests {
             drop(go(limits.admit(
                 &format!("c{i}"),
                 0,
+                false,
                 &lifted,
                 t0() + ms(1000),
             )));
@@ -598,8 +688,78 @@ mod tests {
     async fn a_message_out_of_deferrals_is_sent_over_the_limit() {
         let limits = Limits::new(LaneConfig::capped(), 3);
         let ep = endpoint(Some(1));
-        drop(go(limits.admit("a", 0, &ep, t0())));
-        deferred(limits.admit("b", 2, &ep, t0()));
-        drop(go(limits.admit("c", 3, &ep, t0())));
+        drop(go(limits.admit("a", 0, false, &ep, t0())));
+        deferred(limits.admit("b", 2, false, &ep, t0()));
+        drop(go(limits.admit("c", 3, false, &ep, t0())));
+    }
+
+    fn endpoint_of(org: &str) -> Endpoint {
+        Endpoint::new(
+            org,
+            "https://x.test/".into(),
+            Subscription::All,
+            Secret::generate(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_orgs_slow_endpoints_share_its_slots_while_another_org_has_work() {
+        let limits = Limits::new(LaneConfig::default(), 10);
+        let slow: Vec<Endpoint> = (0..3).map(|_| endpoint_of("noisy")).collect();
+        // Alone in the process: each new endpoint may hold its own cap.
+        let mut held: Vec<Permit> = Vec::new();
+        for ep in &slow {
+            for i in 0..2 {
+                held.push(go(limits.admit(
+                    &format!("{}-{i}", ep.id),
+                    0,
+                    false,
+                    ep,
+                    t0(),
+                )));
+            }
+        }
+        assert_eq!(held.len(), 6);
+        held.clear();
+        // Another org has work here: the noisy org's slow-lane POSTs
+        // together stop at its share.
+        let quiet = endpoint_of("quiet");
+        drop(go(limits.admit("q", 0, false, &quiet, t0())));
+        for ep in &slow[..2] {
+            for i in 0..2 {
+                held.push(go(limits.admit(
+                    &format!("{}-b{i}", ep.id),
+                    0,
+                    false,
+                    ep,
+                    t0(),
+                )));
+            }
+        }
+        assert_eq!(held.len(), DEFAULT_ORG_SLOW_CAP as usize);
+        let (_, reason) = deferred(limits.admit("over", 0, false, &slow[2], t0()));
+        assert_eq!(reason, DeferReason::OrgShare);
+        // The quiet org is not held up by it.
+        drop(go(limits.admit("q2", 0, false, &quiet, t0())));
+        // A slot freed is a slot to take.
+        held.pop();
+        drop(go(limits.admit("next", 0, false, &slow[2], t0())));
+        // Once the other org has been idle for the window, the share lifts.
+        tokio::time::advance(OTHER_ORG_WINDOW).await;
+        let _more = go(limits.admit("alone", 0, false, &slow[2], t0()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_may_wait_past_the_budget_a_retry_may_not() {
+        let limits = Limits::new(LaneConfig::default(), 3);
+        let ep = endpoint(None);
+        let _held: Vec<Permit> = (0..2)
+            .map(|i| go(limits.admit(&format!("m{i}"), 0, false, &ep, t0())))
+            .collect();
+        // Far past the budget, a never-attempted delivery still waits:
+        // its message is renewed before SQS's redrive.
+        deferred(limits.admit("first", 25, true, &ep, t0()));
+        // A retry out of deferrals is sent over the cap.
+        drop(go(limits.admit("retry", 3, false, &ep, t0())));
     }
 }

@@ -94,6 +94,9 @@ pub struct Sender {
     tally: stats::Tally,
     /// Each endpoint's share of this process's sender.
     limits: limits::Limits,
+    /// Receives after which a never-attempted delivery's message is
+    /// renewed ([`renew::worn_after`]).
+    worn_at: u32,
 }
 
 struct Job<'a> {
@@ -105,6 +108,10 @@ struct Job<'a> {
     /// When the POST must have ended, so that the attempt is still recorded
     /// before the invocation's own deadline.
     post_deadline: Option<tokio::time::Instant>,
+    /// Whether this message asked for its delivery's lease: a lease write
+    /// that answered an error may still have been made, so the message may
+    /// hold the delivery's retry chain whatever the answer.
+    lease_asked: std::sync::atomic::AtomicBool,
 }
 
 impl Job<'_> {
@@ -169,6 +176,7 @@ impl Sender {
         let budget = limits::deferral_budget(&config.schedule);
         Sender {
             limits: limits::Limits::new(config.lanes.clone(), budget),
+            worn_at: renew::worn_after(budget),
             endpoints,
             health,
             deliveries,
@@ -290,6 +298,7 @@ impl Sender {
                         task,
                         received,
                         post_deadline,
+                        lease_asked: std::sync::atomic::AtomicBool::new(false),
                     },
                 )),
                 Err(e) => {
@@ -421,7 +430,12 @@ impl Sender {
         async move {
             let prepared = match self.prepare(job, delivery, endpoint).await {
                 Ok(p) => p,
-                Err(finished) => return (finished, false),
+                // A lease asked for and answered with an error may have
+                // been taken: this message may hold the chain.
+                Err(finished) => {
+                    let maybe_leased = job.lease_asked.load(std::sync::atomic::Ordering::Relaxed);
+                    return (finished, maybe_leased);
+                }
             };
             tracing::Span::current().record("attempt", prepared.number);
             let attempted = self.attempt(prepared).await;
@@ -486,10 +500,14 @@ impl Sender {
                 .message
                 .receive_count
                 .saturating_sub(delivery.attempt_count.saturating_add(1));
-            match self
-                .limits
-                .admit(&job.message.message_id, extra_receives, endpoint, now)
-            {
+            match self.limits.admit(
+                &job.message.message_id,
+                extra_receives,
+                // Renewed before its receives run short (renew.rs).
+                renew::copy_carries_on(delivery, now),
+                endpoint,
+                now,
+            ) {
                 limits::Admission::Go(permit) => Some(permit),
                 limits::Admission::Defer { delay, reason } => {
                     return Err(self.defer(job, delay, reason).await)
@@ -498,6 +516,8 @@ impl Sender {
         } else {
             None
         };
+        job.lease_asked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let delivery = self.lease(job.message, delivery).await?;
         Ok(Prepared {
             permit,

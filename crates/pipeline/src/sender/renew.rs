@@ -5,9 +5,14 @@
 //! delivery or endpoint unreadable for an hour and a half) would otherwise
 //! reach SQS's `maxReceiveCount` and be moved to the dead-letter queue with
 //! nothing left to find it; and a message that waits out the queue's
-//! retention (14 days) is deleted. Its message is renewed instead, one
-//! receive before the first or a day before the second: sent again as a new
-//! message (receive count 0, retention anew) and the worn one finished.
+//! retention (14 days) is deleted. Its message is renewed instead: sent
+//! again as a new message (receive count 0, retention anew) and the worn
+//! one finished, a day before the retention ends, and as soon as it has
+//! been received more often than its delivery can spare before a first
+//! attempt ([`worn_after`]): a message that waited behind its endpoint's
+//! limits (deferrals spend receives) then starts its retries with the
+//! receives its schedule needs, which the redrive would otherwise cut
+//! short once they hold the delivery's retry chain.
 //!
 //! The copy is a new message id: if the worn message had taken the lease
 //! (the delivery's chain), the copy takes the chain over once the delivery
@@ -25,19 +30,47 @@ use webhooks_ports::ReceivedMessage;
 /// A message this old is renewed: a day before the queue deletes it.
 const RENEW_AGE: Duration = Duration::from_secs(QUEUE_RETENTION_SECS as u64 - 86_400);
 
-/// Whether a message left for another try is one receive from being moved
-/// to the dead-letter queue by SQS, or a day from its retention's end, for a
-/// delivery the reconciler cannot find: never attempted, or not read at
-/// all. Not while an attempt holds the lease: a copy would be turned away
-/// by it; the next receive renews.
+/// Receives after which a message of a never-attempted delivery is worn:
+/// one beyond the `spare` receives (beyond one per attempt) its schedule
+/// leaves under SQS's `maxReceiveCount`, and never later than one receive
+/// before that redrive.
+pub(super) fn worn_after(spare: u32) -> u32 {
+    spare
+        .saturating_add(1)
+        .min(MAX_RECEIVE_COUNT.saturating_sub(1))
+}
+
+/// Whether a copy of a message of `delivery`, under a new message id,
+/// would carry it on: never attempted, no live lease, and no other message
+/// holding its retry chain (a lease taken and crashed before its attempt
+/// was recorded) unless that chain is lost already.
+pub(super) fn copy_carries_on(delivery: &Delivery, now: DateTime<Utc>) -> bool {
+    delivery.attempt_count == 0
+        && delivery.lease_until.is_none_or(|t| t < now)
+        && !delivery.chain_live_elsewhere(NEW_MESSAGE, now)
+}
+
+/// The id a copy does not have yet: it is no message's.
+const NEW_MESSAGE: &str = "";
+
+/// Whether a message left for another try is worn, for a delivery the
+/// reconciler cannot find (never attempted, or not read at all): received
+/// `worn_at` times (see [`worn_after`]) when its copy would carry the
+/// delivery on, or in any case one receive before SQS's redrive or a day
+/// before its retention's end. Not while an attempt holds the lease: a
+/// copy would be turned away by it; the next receive renews.
 pub(super) fn is_worn(
     message: &ReceivedMessage,
     delivery: Option<&Delivery>,
     now: DateTime<Utc>,
+    worn_at: u32,
 ) -> bool {
-    (message.receive_count >= MAX_RECEIVE_COUNT.saturating_sub(1)
+    let early =
+        message.receive_count >= worn_at && delivery.is_some_and(|d| copy_carries_on(d, now));
+    let late = (message.receive_count >= MAX_RECEIVE_COUNT.saturating_sub(1)
         || message.age.is_some_and(|age| age >= RENEW_AGE))
-        && delivery.is_none_or(|d| d.attempt_count == 0 && d.lease_until.is_none_or(|t| t < now))
+        && delivery.is_none_or(|d| d.attempt_count == 0 && d.lease_until.is_none_or(|t| t < now));
+    early || late
 }
 
 impl Sender {
@@ -65,7 +98,7 @@ impl Sender {
             let Some(id) = delivery_of.get(&i) else {
                 continue;
             };
-            if !is_worn(message, deliveries.get(id), now) {
+            if !is_worn(message, deliveries.get(id), now, self.worn_at) {
                 continue;
             }
             // Its tenant as it came, or its delivery's org where the event
@@ -110,6 +143,7 @@ mod tests {
         let mut d = Delivery::new("org", "ep_1", "evt_1", EventType::LeadWon);
         let now = d.created_at;
         let near = MAX_RECEIVE_COUNT - 1;
+        let is_worn = |m: &ReceivedMessage, d: Option<&Delivery>, now| is_worn(m, d, now, near);
         assert!(!is_worn(&message(near - 1), Some(&d), now));
         assert!(is_worn(&message(near), Some(&d), now));
         assert!(is_worn(&message(near), None, now), "unread");
@@ -130,5 +164,32 @@ mod tests {
             !is_worn(&message(MAX_RECEIVE_COUNT), Some(&d), now),
             "the reconciler finds an attempted delivery"
         );
+    }
+
+    #[test]
+    fn a_message_is_worn_once_it_used_the_receives_its_schedule_can_spare() {
+        let default =
+            crate::sender::limits::deferral_budget(&webhooks_domain::RetrySchedule::default());
+        assert_eq!(worn_after(default), default + 1);
+        assert_eq!(worn_after(0), 1);
+        assert_eq!(worn_after(100), MAX_RECEIVE_COUNT - 1);
+        let mut d = Delivery::new("org", "ep_1", "evt_1", EventType::LeadWon);
+        let now = d.created_at;
+        let at = worn_after(default);
+        assert!(!is_worn(&message(at - 1), Some(&d), now, at));
+        assert!(is_worn(&message(at), Some(&d), now, at));
+        assert!(
+            !is_worn(&message(at), None, now, at),
+            "unread: only near the redrive"
+        );
+        // A message that took the lease and crashed holds the chain: a copy
+        // would be turned away until the chain is lost (STUCK_AFTER), so
+        // it is not worn early...
+        d.chain = Some("m1".into());
+        assert!(!is_worn(&message(at), Some(&d), now, at));
+        // ... only once the chain is lost, or near the redrive.
+        let later = now + webhooks_domain::delivery::STUCK_AFTER + chrono::Duration::seconds(1);
+        assert!(is_worn(&message(at), Some(&d), later, at));
+        assert!(is_worn(&message(MAX_RECEIVE_COUNT - 1), Some(&d), now, at));
     }
 }
