@@ -649,6 +649,19 @@ def test_delivery_queue_redrives_to_its_dead_letter_queue(template: dict) -> Non
     assert int(redrive["maxReceiveCount"]) == 30
 
 
+def test_delivery_queue_is_a_standard_queue_the_sqs_adapter_makes_fair(template: dict, repo_root: Path) -> None:
+    """Tenant isolation rests on SQS fair queues: a standard queue whose
+    messages carry a MessageGroupId. A FIFO queue would serialize each org's
+    deliveries instead (one in flight per group), and nothing else turns
+    fairness on, so the adapter must set the group id on every send."""
+    props = resource(template, "DeliveryQueue")["Properties"]
+    assert "FifoQueue" not in props and "ContentBasedDeduplication" not in props
+    assert not str(props.get("QueueName", "")).endswith(".fifo")
+    adapter = (repo_root / "crates" / "aws" / "src" / "queue.rs").read_text(encoding="utf-8")
+    assert ".set_message_group_id(" in adapter
+    assert "MessageSystemAttributeName::MessageGroupId" in adapter
+
+
 def test_delivery_queue_visibility_is_at_least_6x_sender_timeout(template: dict) -> None:
     timeout = int(function_properties(template, "SenderFunction")["Timeout"])
     assert timeout == 30
