@@ -6,8 +6,6 @@ use futures::stream::{self, StreamExt};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use webhooks::backend::{Backend, Settings};
-use webhooks_domain::RetrySchedule;
-use webhooks_fn_inbound::InboundConfig;
 
 pub use webhooks::dev::{BATCH, POLLERS};
 /// The secret the in-process gateway verifies tokens with.
@@ -17,25 +15,19 @@ pub const ORG: &str = "bench-org";
 /// The event type every benchmark event has.
 pub const EVENT_TYPE: &str = "invoice.paid";
 
-/// The settings `webhooks dev` would use, on `backend`.
+/// The settings `webhooks dev` would use, on `backend`: its defaults
+/// ([`Settings::dev_defaults`]), except that every delivery is kept (the
+/// benchmarks count them) and there are no portal sessions.
 pub fn settings(
     backend: Backend,
     counter: Option<webhooks_aws::request_counter::RequestCounter>,
 ) -> Settings {
     Settings {
         backend,
-        schedule: RetrySchedule::default(),
-        request_timeout: Duration::from_secs(15),
-        allow_private: true,
-        inbound: InboundConfig::default(),
-        sweep_grace: Duration::from_secs(30),
         request_counter: counter,
         portal_secret: None,
-        ops_webhook: None,
-        stats_every: None,
-        slow_lane_cap: webhooks::backend::DEFAULT_SLOW_LANE_CAP,
-        // Every delivery kept: the benchmarks count them.
         retention: webhooks_memory::Retention::as_deployed(),
+        ..Settings::dev_defaults()
     }
 }
 
