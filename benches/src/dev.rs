@@ -45,7 +45,8 @@ pub struct CreatedEndpoint {
     pub secret: String,
 }
 
-/// A client of the management API with a token for [`ORG`].
+/// A client of the management API with a token for one org ([`ORG`] unless
+/// made with [`ApiClient::for_org`]).
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
@@ -55,9 +56,15 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        Self::for_org(base, ORG, JWT_SECRET)
+    }
+
+    /// A client acting for `org`, with a token signed with `jwt_secret` (the
+    /// gateway's).
+    pub fn for_org(base: &str, org: &str, jwt_secret: &str) -> anyhow::Result<Self> {
         let token = webhooks::token::issue(
-            JWT_SECRET,
-            ORG,
+            jwt_secret,
+            org,
             "webhooks:manage events:write",
             None,
             Duration::from_secs(3600),
@@ -86,6 +93,53 @@ impl ApiClient {
             .with_context(|| format!("POST {path}"))?;
         let status = resp.status().as_u16();
         Ok((status, resp.bytes().await?))
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<(u16, bytes::Bytes)> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query)?;
+        let resp = self
+            .http
+            .get(url)
+            .header("authorization", &self.auth)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.bytes().await?))
+    }
+
+    /// How many of the endpoint's deliveries have `status`, read through
+    /// `GET /v1/endpoints/{id}/deliveries?status=` page by page (at most
+    /// `max_pages` pages of 250).
+    pub async fn count_deliveries(
+        &self,
+        endpoint_id: &str,
+        status: &str,
+        max_pages: usize,
+    ) -> anyhow::Result<usize> {
+        let path = format!("/v1/endpoints/{endpoint_id}/deliveries");
+        let mut cursor: Option<String> = None;
+        let mut count = 0;
+        for _ in 0..max_pages {
+            let mut query = vec![("status", status), ("limit", "250")];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c));
+            }
+            let (code, bytes) = self.get(&path, &query).await?;
+            if code != 200 {
+                bail!(
+                    "listing deliveries answered {code}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+            count += v["data"].as_array().map_or(0, Vec::len);
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(count),
+            }
+        }
+        Ok(count)
     }
 
     /// Registers an endpoint at `url` subscribed to every event type.
