@@ -6,8 +6,6 @@ use futures::stream::{self, StreamExt};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use webhooks::backend::{Backend, Settings};
-use webhooks_domain::RetrySchedule;
-use webhooks_fn_inbound::InboundConfig;
 
 pub use webhooks::dev::{BATCH, POLLERS};
 /// The secret the in-process gateway verifies tokens with.
@@ -17,26 +15,20 @@ pub const ORG: &str = "bench-org";
 /// The event type every benchmark event has.
 pub const EVENT_TYPE: &str = "invoice.paid";
 
-/// The settings `webhooks dev` would use, on `backend`.
+/// The settings `webhooks dev` would use, on `backend`: its defaults
+/// ([`Settings::dev_defaults`]), except that every delivery is kept (the
+/// benchmarks count them) and there are no portal sessions.
 pub fn settings(
     backend: Backend,
     counter: Option<webhooks_aws::request_counter::RequestCounter>,
 ) -> Settings {
     Settings {
         backend,
-        schedule: RetrySchedule::default(),
-        request_timeout: Duration::from_secs(15),
-        allow_private: true,
-        inbound: InboundConfig::default(),
-        sweep_grace: Duration::from_secs(30),
         request_counter: counter,
         portal_secret: None,
-        ops_webhook: None,
-        stats_every: None,
-        slow_lane_cap: webhooks::backend::DEFAULT_SLOW_LANE_CAP,
-        org_slow_lane_cap: webhooks::backend::DEFAULT_ORG_SLOW_LANE_CAP,
         // Every delivery kept: the benchmarks count them.
         retention: webhooks_memory::Retention::as_deployed(),
+        ..Settings::dev_defaults()
     }
 }
 
@@ -54,7 +46,8 @@ pub struct CreatedEndpoint {
     pub secret: String,
 }
 
-/// A client of the management API with a token for [`ORG`].
+/// A client of the management API with a token for one org ([`ORG`] unless
+/// made with [`ApiClient::for_org`]).
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
@@ -64,9 +57,15 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        Self::for_org(base, ORG, JWT_SECRET)
+    }
+
+    /// A client acting for `org`, with a token signed with `jwt_secret` (the
+    /// gateway's).
+    pub fn for_org(base: &str, org: &str, jwt_secret: &str) -> anyhow::Result<Self> {
         let token = webhooks::token::issue(
-            JWT_SECRET,
-            ORG,
+            jwt_secret,
+            org,
             "webhooks:manage events:write",
             None,
             Duration::from_secs(3600),
@@ -95,6 +94,53 @@ impl ApiClient {
             .with_context(|| format!("POST {path}"))?;
         let status = resp.status().as_u16();
         Ok((status, resp.bytes().await?))
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<(u16, bytes::Bytes)> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query)?;
+        let resp = self
+            .http
+            .get(url)
+            .header("authorization", &self.auth)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.bytes().await?))
+    }
+
+    /// How many of the endpoint's deliveries have `status`, read through
+    /// `GET /v1/endpoints/{id}/deliveries?status=` page by page (at most
+    /// `max_pages` pages of 250).
+    pub async fn count_deliveries(
+        &self,
+        endpoint_id: &str,
+        status: &str,
+        max_pages: usize,
+    ) -> anyhow::Result<usize> {
+        let path = format!("/v1/endpoints/{endpoint_id}/deliveries");
+        let mut cursor: Option<String> = None;
+        let mut count = 0;
+        for _ in 0..max_pages {
+            let mut query = vec![("status", status), ("limit", "250")];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c));
+            }
+            let (code, bytes) = self.get(&path, &query).await?;
+            if code != 200 {
+                bail!(
+                    "listing deliveries answered {code}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+            count += v["data"].as_array().map_or(0, Vec::len);
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(count),
+            }
+        }
+        Ok(count)
     }
 
     /// Registers an endpoint at `url` subscribed to every event type.

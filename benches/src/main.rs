@@ -1,4 +1,4 @@
-//! `webhooks-bench`: the benchmarks of issues 7 and 14. Each subcommand prints its
+//! `webhooks-bench`: the benchmarks of issues 7, 14 and 21. Each subcommand prints its
 //! figures; `all` runs every one it can and writes them as JSON.
 //! BENCHMARKS.md says how to run them and what they showed.
 
@@ -11,6 +11,7 @@ mod cold_start;
 mod dev;
 mod dev_rss;
 mod e2e;
+mod isolation;
 mod measure;
 mod noisy;
 mod publisher;
@@ -52,6 +53,10 @@ enum Command {
     Signing(SigningArgs),
     /// Healthy endpoints' latency beside one that never answers.
     Noisy(noisy::NoisyArgs),
+    /// Issue 21: a healthy org's latency beside another org's dead endpoint
+    /// or many slow endpoints, against the same org alone, with `webhooks
+    /// dev`'s default settings; and the other org's drain time.
+    Isolation(isolation::IsolationArgs),
     /// Everything above, written as JSON.
     All(AllArgs),
     /// The receiver the end-to-end benchmarks start as a child process.
@@ -211,6 +216,9 @@ struct AllArgs {
     /// Events per endpoint count of the AWS request count.
     #[arg(long, default_value_t = 200)]
     aws_events: usize,
+    /// Runs of each isolation measurement (0: skip the isolation benchmark).
+    #[arg(long, default_value_t = 3)]
+    isolation_runs: usize,
     /// Deliveries of the `webhooks dev` RSS run (0: skip it).
     #[arg(long, default_value_t = 1_000_000)]
     dev_rss_deliveries: usize,
@@ -411,6 +419,10 @@ async fn all(a: AllArgs) -> anyhow::Result<()> {
     section(&mut results, "wide_fanout", wide);
     let noisy_run = async { noisy::run(&noisy::NoisyArgs::defaults()?.options()).await };
     section(&mut results, "noisy", noisy_run.await);
+    if a.isolation_runs > 0 {
+        let opts = isolation::IsolationArgs::full(a.isolation_runs).options();
+        section(&mut results, "isolation", isolation::run(&opts).await);
+    }
     if a.dev_rss_deliveries > 0 {
         let rss = dev_rss::run(&dev_rss_options(&DevRssArgs {
             deliveries: a.dev_rss_deliveries,
@@ -499,6 +511,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Noisy(a) => {
             print(&runtime()?.block_on(noisy::run(&a.options()))?);
+            Ok(())
+        }
+        Command::Isolation(a) => {
+            print(&runtime()?.block_on(isolation::run(&a.options()))?);
             Ok(())
         }
         Command::All(a) => runtime()?.block_on(all(a)),

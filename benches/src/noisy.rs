@@ -188,7 +188,8 @@ async fn pass(opts: &Options, noisy: bool, cap: Option<u32>) -> anyhow::Result<L
     }
 }
 
-fn now_us() -> u128 {
+/// Microseconds since the Unix epoch: the publication stamp of an event.
+pub(crate) fn now_us() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
@@ -196,7 +197,7 @@ fn now_us() -> u128 {
 }
 
 /// Milliseconds since the `sent_us` stamped in a delivery's body.
-fn latency_ms(body: &[u8]) -> Option<f64> {
+pub(crate) fn latency_ms(body: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(body).ok()?;
     let start = text.find(r#""sent_us":"#)? + r#""sent_us":"#.len();
     let digits: String = text[start..]

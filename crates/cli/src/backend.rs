@@ -9,6 +9,7 @@ use webhooks_aws::adapters::{adapters, Locations};
 use webhooks_aws::resources::{create_all, find_all, ResourceNames};
 use webhooks_aws::stream::StreamReader;
 use webhooks_aws::AwsClients;
+use webhooks_domain::retry::parse_duration;
 use webhooks_domain::{EndpointUrlPolicy, RetrySchedule};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_fn_inbound::{Inbound, InboundConfig};
@@ -40,6 +41,14 @@ pub const DEFAULT_SLOW_LANE_CAP: Option<u32> =
 /// The org share of the slow lane `webhooks dev` uses unless told otherwise.
 pub const DEFAULT_ORG_SLOW_LANE_CAP: Option<u32> =
     Some(webhooks_pipeline::sender::limits::DEFAULT_ORG_SLOW_CAP);
+/// `webhooks dev --request-timeout` unless told otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "15s";
+/// `webhooks dev --retention` unless told otherwise (as deployed).
+pub const DEFAULT_RETENTION: &str = "30d";
+/// `webhooks dev --jwt-secret` unless told otherwise.
+pub const DEFAULT_JWT_SECRET: &str = "dev-secret";
+/// How old an event must be before `webhooks dev`'s sweeper takes it.
+pub const DEFAULT_SWEEP_GRACE: Duration = Duration::from_secs(30);
 
 /// What the system is built from.
 #[derive(Debug, Clone)]
@@ -70,6 +79,50 @@ pub struct Settings {
     /// With the memory backend: how long events and finished deliveries
     /// are kept, and how many.
     pub retention: Retention,
+}
+
+impl Settings {
+    /// What `webhooks dev` runs with when given no flag and no environment
+    /// variable: the memory backend, the default retry schedule, request
+    /// timeout, slow lane and retention, private endpoints allowed, no
+    /// inbound secrets. `webhooks dev` starts from these and the benchmarks
+    /// measure them, so a changed default changes both.
+    pub fn dev_defaults() -> Settings {
+        Settings {
+            backend: Backend::Memory,
+            schedule: RetrySchedule::default(),
+            request_timeout: parse_duration(DEFAULT_REQUEST_TIMEOUT)
+                .expect("DEFAULT_REQUEST_TIMEOUT is a duration"),
+            allow_private: true,
+            inbound: InboundConfig::default(),
+            sweep_grace: DEFAULT_SWEEP_GRACE,
+            request_counter: None,
+            portal_secret: Some(webhooks_fn_api::portal::DevSigningSecret(
+                DEFAULT_JWT_SECRET.to_string(),
+            )),
+            ops_webhook: None,
+            stats_every: None,
+            slow_lane_cap: DEFAULT_SLOW_LANE_CAP,
+            org_slow_lane_cap: DEFAULT_ORG_SLOW_LANE_CAP,
+            retention: retention(DEFAULT_RETENTION, Retention::DEFAULT_MAX_KEPT)
+                .expect("DEFAULT_RETENTION and DEFAULT_MAX_KEPT keep something"),
+        }
+    }
+}
+
+/// The memory backend's retention from `--retention` and
+/// `--retain-deliveries`: both must keep something.
+pub fn retention(ttl: &str, max_kept: usize) -> anyhow::Result<Retention> {
+    let ttl = parse_duration(ttl).map_err(|e| anyhow::anyhow!("--retention: {e}"))?;
+    let ttl = chrono::Duration::from_std(ttl)
+        .ok()
+        .filter(|t| *t > chrono::Duration::zero())
+        .context("--retention must be longer than zero")?;
+    anyhow::ensure!(max_kept > 0, "--retain-deliveries must be at least 1");
+    Ok(Retention {
+        ttl,
+        max_kept: Some(max_kept),
+    })
 }
 
 /// The assembled system: every handler over one backend's adapters, and the
@@ -219,4 +272,21 @@ async fn aws_adapters(
     .context("opening the events table's stream")?;
     let adapters = adapters(&clients, &Locations::for_names(&names, &made));
     Ok((adapters, StreamSource::Aws(Box::new(reader))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_defaults_are_the_documented_ones() {
+        let s = Settings::dev_defaults();
+        assert_eq!(s.backend, Backend::Memory);
+        assert_eq!(s.request_timeout, Duration::from_secs(15));
+        assert_eq!(s.schedule.delays(), RetrySchedule::default().delays());
+        assert_eq!(s.slow_lane_cap, Some(2));
+        assert_eq!(s.org_slow_lane_cap, Some(4));
+        assert!(s.allow_private);
+        assert_eq!(s.retention, Retention::bounded(Retention::DEFAULT_MAX_KEPT));
+    }
 }

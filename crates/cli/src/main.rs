@@ -7,8 +7,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
-use std::time::Duration;
-use webhooks::backend::{Backend, Settings};
+use webhooks::backend::{
+    Backend, Settings, DEFAULT_JWT_SECRET, DEFAULT_ORG_SLOW_LANE_CAP, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETENTION, DEFAULT_SLOW_LANE_CAP,
+};
 use webhooks_domain::retry::parse_duration;
 use webhooks_domain::RetrySchedule;
 use webhooks_fn_inbound::InboundConfig;
@@ -57,7 +59,7 @@ struct DevArgs {
     #[arg(
         long,
         env = "WEBHOOKS_JWT_SECRET",
-        default_value = "dev-secret",
+        default_value = DEFAULT_JWT_SECRET,
         hide_env_values = true
     )]
     jwt_secret: String,
@@ -65,7 +67,7 @@ struct DevArgs {
     #[arg(long, env = "WEBHOOKS_RETRY_SCHEDULE")]
     retry_schedule: Option<String>,
     /// Time limit of one delivery attempt.
-    #[arg(long, env = "WEBHOOKS_REQUEST_TIMEOUT", default_value = "15s")]
+    #[arg(long, env = "WEBHOOKS_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT)]
     request_timeout: String,
     /// Refuse loopback, private and link-local endpoints, as in production.
     #[arg(long, env = "WEBHOOKS_BLOCK_PRIVATE_ENDPOINTS")]
@@ -103,16 +105,16 @@ struct DevArgs {
     /// messages for it wait on the queue. 0: no slow lane (and no org
     /// share), so one endpoint that never answers can hold every poller
     /// (README, Noisy neighbours).
-    #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = webhooks_pipeline::sender::limits::DEFAULT_SLOW_CAP)]
+    #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = DEFAULT_SLOW_LANE_CAP.unwrap_or(0))]
     slow_lane_cap: u32,
     /// Most slow-lane requests in flight at once to all of one org's
     /// endpoints together, while another org has work waiting. 0: no org
     /// share.
-    #[arg(long, env = "WEBHOOKS_ORG_SLOW_LANE_CAP", default_value_t = webhooks_pipeline::sender::limits::DEFAULT_ORG_SLOW_CAP)]
+    #[arg(long, env = "WEBHOOKS_ORG_SLOW_LANE_CAP", default_value_t = DEFAULT_ORG_SLOW_LANE_CAP.unwrap_or(0))]
     org_slow_lane_cap: u32,
     /// With --backend memory: how long events and finished deliveries are
     /// kept, as the tables' TTL keeps them (pending deliveries always are).
-    #[arg(long, env = "WEBHOOKS_RETENTION", default_value = "30d")]
+    #[arg(long, env = "WEBHOOKS_RETENTION", default_value = DEFAULT_RETENTION)]
     retention: String,
     /// With --backend memory: keep at most this many finished deliveries,
     /// and this many events (the oldest go first), so memory stays bounded
@@ -142,7 +144,7 @@ struct TokenArgs {
     #[arg(
         long,
         env = "WEBHOOKS_JWT_SECRET",
-        default_value = "dev-secret",
+        default_value = DEFAULT_JWT_SECRET,
         hide_env_values = true
     )]
     jwt_secret: String,
@@ -190,21 +192,6 @@ fn ops_webhook(
     Ok(webhooks_pipeline::OpsEndpoint {
         url: url.to_string(),
         secret,
-    })
-}
-
-/// The memory backend's retention from `--retention` and
-/// `--retain-deliveries`: both must keep something.
-fn retention(ttl: &str, max_kept: usize) -> anyhow::Result<Retention> {
-    let ttl = parse_duration(ttl).map_err(|e| anyhow::anyhow!("--retention: {e}"))?;
-    let ttl = chrono::Duration::from_std(ttl)
-        .ok()
-        .filter(|t| *t > chrono::Duration::zero())
-        .context("--retention must be longer than zero")?;
-    anyhow::ensure!(max_kept > 0, "--retain-deliveries must be at least 1");
-    Ok(Retention {
-        ttl,
-        max_kept: Some(max_kept),
     })
 }
 
@@ -264,7 +251,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if stats_every.is_some_and(|d| d.is_zero()) {
         anyhow::bail!("--stats-every must be longer than zero");
     }
-    let retention = retention(&args.retention, args.retain_deliveries)?;
+    let retention = webhooks::backend::retention(&args.retention, args.retain_deliveries)?;
     let backend = match args.backend {
         BackendKind::Memory => Backend::Memory,
         BackendKind::Aws => Backend::Aws {
@@ -289,16 +276,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(|| format!("http://{}", args.listen)),
             ),
-            stripe_tolerance: Duration::from_secs(300),
+            ..InboundConfig::default()
         },
-        sweep_grace: Duration::from_secs(30),
-        request_counter: None,
         portal_secret: Some(webhooks_fn_api::portal::DevSigningSecret(
             args.jwt_secret.clone(),
         )),
         ops_webhook,
         stats_every,
         retention,
+        ..Settings::dev_defaults()
     };
     webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
 }

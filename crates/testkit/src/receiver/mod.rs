@@ -145,3 +145,33 @@ impl Drop for Receiver {
         self.task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Receiver, Reply};
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn dropping_the_receiver_ends_a_request_it_holds() {
+        let receiver = Receiver::start(|_, _| Reply::Delay(Duration::from_secs(60), 204)).await;
+        let url = receiver.url("/held");
+        let request = tokio::spawn(async move {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()?
+                .post(url)
+                .body("{}")
+                .send()
+                .await
+        });
+        assert!(receiver.wait_for(1, Duration::from_secs(10)).await);
+        let dropped = Instant::now();
+        drop(receiver);
+        let answer = tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .expect("the held request ends with the receiver")
+            .expect("the client task");
+        assert!(answer.is_err(), "no answer comes from a dropped receiver");
+        assert!(dropped.elapsed() < Duration::from_secs(10));
+    }
+}

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use webhooks_memory::sync::lock;
 
 type ReplyFn = dyn Fn(usize, &Received) -> Reply + Send + Sync;
@@ -101,19 +102,31 @@ impl Shared {
 }
 
 /// Serves every connection `listener` accepts until the task is dropped.
+/// The connections are this future's own: dropping it (the [`Receiver`]
+/// dropped, its process's parent gone) ends them too, a request still held
+/// by [`Reply::Delay`] included, so nothing of the receiver outlives it.
+///
+/// [`Receiver`]: super::Receiver
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, shared.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(req, shared.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            // Reaps finished connections, so the set holds only open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
 }
 
