@@ -874,11 +874,11 @@ def adapter_method_actions(path: Path, follow_bare_calls: bool = False) -> dict[
     def actions(name: str, seen: frozenset) -> set[str]:
         body = bodies[name]
         found = {SDK_CALL_ACTIONS[call] for call in re.findall(r"\.(\w+)\(\)", body) if call in SDK_CALL_ACTIONS}
-        if ".transact_write_items()" in body:
-            found |= {
-                TRANSACT_WRITE_ACTIONS[kind]
-                for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
-            }
+        # An item built for TransactWriteItems is that kind of write, whether
+        # the method sends the transaction itself or through a helper.
+        found |= {
+            TRANSACT_WRITE_ACTIONS[kind] for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
+        }
         for call in re.findall(r"self\.cipher\.(\w+)\(", body):
             found |= ENVELOPE_ACTIONS.get(call, set())
         helper_call = r"self\.(\w+)\(" if follow_bare_calls else r"self\.(\w+)\((?!\))"
