@@ -105,13 +105,17 @@ ADAPTER_ACTIONS = {
     # return them open them (Decrypt); the fan-out's list_all is projected
     # to attributes without secrets and opens nothing.
     "endpoints.rs": {
-        "create": {"dynamodb:PutItem", "kms:GenerateDataKey"},
+        # The endpoint's Put and its org's counter Update in one
+        # TransactWriteItems; GetItem reads the counter that refused, Query
+        # (Select=COUNT) counts an org never counted.
+        "create": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query", "kms:GenerateDataKey"},
         "get": {"dynamodb:GetItem", "kms:Decrypt"},
         "list": {"dynamodb:Query", "kms:Decrypt"},
         "list_all": {"dynamodb:Query"},
         # Conditional on the version; GetItem tells a conflict from a delete.
         "update": {"dynamodb:PutItem", "dynamodb:GetItem", "kms:GenerateDataKey", "kms:Decrypt"},
-        "delete": {"dynamodb:DeleteItem"},
+        # The Delete and the counter's Update in one TransactWriteItems.
+        "delete": {"dynamodb:DeleteItem", "dynamodb:UpdateItem"},
         "disable": {"dynamodb:UpdateItem"},
         "set_failing_since": {"dynamodb:UpdateItem"},
     },

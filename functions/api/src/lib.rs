@@ -29,6 +29,7 @@ use lambda_http::{Body, Error, Request, RequestExt, Response};
 use routes::{Access, Operation};
 use std::sync::Arc;
 use tracing::Instrument;
+use webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG;
 use webhooks_domain::EndpointUrlPolicy;
 use webhooks_pipeline::Requeue;
 use webhooks_ports::{
@@ -43,14 +44,19 @@ pub struct ApiConfig {
     pub url_policy: EndpointUrlPolicy,
     /// How long a rotated-out secret keeps signing.
     pub rotation_overlap: chrono::Duration,
+    /// Most endpoints an org may have; `POST /v1/endpoints` past it is 422
+    /// `limit_exceeded`.
+    pub max_endpoints_per_org: u32,
 }
 
 impl Default for ApiConfig {
-    /// Production: public `https` endpoints only, 24 h rotation overlap.
+    /// Production: public `https` endpoints only, 24 h rotation overlap,
+    /// 100 endpoints per org.
     fn default() -> Self {
         ApiConfig {
             url_policy: EndpointUrlPolicy::PRODUCTION,
             rotation_overlap: chrono::Duration::hours(24),
+            max_endpoints_per_org: DEFAULT_MAX_ENDPOINTS_PER_ORG,
         }
     }
 }
