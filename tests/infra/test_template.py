@@ -1176,6 +1176,29 @@ def test_inbound_routes_skip_the_authorizer(template: dict) -> None:
         assert event.get("Auth", {}).get("Authorizer") == "NONE", f"{route} must not require a JWT"
 
 
+def test_max_endpoints_per_org_parameter_reaches_only_the_api(template: dict, repo_root: Path) -> None:
+    """CONTRACT section 11: at most 100 endpoints per org unless the stack
+    says otherwise (at least 1). The api reads the limit at start; unset,
+    the code's own default is the template's."""
+    parameter = template["Parameters"]["MaxEndpointsPerOrg"]
+    assert parameter["Type"] == "Number"
+    assert int(parameter["Default"]) == 100
+    assert int(parameter["MinValue"]) == 1
+    source = (repo_root / "crates" / "domain" / "src" / "endpoint.rs").read_text(encoding="utf-8")
+    assert "pub const DEFAULT_MAX_ENDPOINTS_PER_ORG: u32 = 100;" in source, "the code's default differs from the template's"
+    variable = "WEBHOOKS_MAX_ENDPOINTS_PER_ORG"
+    for name, logical_id in FUNCTIONS.items():
+        variables = function_variables(template, logical_id)
+        if name == "api":
+            assert ref(variables.get(variable)) == "MaxEndpointsPerOrg", f"api: {variable} is {variables.get(variable)!r}"
+        else:
+            assert variable not in variables, f"{name} is given {variable} but does not enforce it"
+    every, required = code_env_vars(repo_root, "api")
+    assert variable in every and variable not in required
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    assert any("MaxEndpointsPerOrg" in group["Parameters"] for group in groups)
+
+
 def test_unauthenticated_inbound_routes_have_their_own_throttle(template: dict) -> None:
     """Anyone can call /inbound/*: each route gets a rate and burst of its own,
     below the stage's, so a flood on one cannot use up the management API's."""
