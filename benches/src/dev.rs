@@ -27,6 +27,8 @@ pub fn settings(
         schedule: RetrySchedule::default(),
         request_timeout: Duration::from_secs(15),
         allow_private: true,
+        // No limit: the wide fan-out gives one org 1000 endpoints.
+        max_endpoints_per_org: u32::MAX,
         inbound: InboundConfig::default(),
         sweep_grace: Duration::from_secs(30),
         request_counter: counter,

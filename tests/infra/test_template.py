@@ -1178,8 +1178,9 @@ def test_inbound_routes_skip_the_authorizer(template: dict) -> None:
 
 def test_max_endpoints_per_org_parameter_reaches_only_the_api(template: dict, repo_root: Path) -> None:
     """CONTRACT section 11: at most 100 endpoints per org unless the stack
-    says otherwise (at least 1). The api reads the limit at start; unset,
-    the code's own default is the template's."""
+    says otherwise (at least 1). The api reads the limit at start from the
+    same variable `webhooks dev --max-endpoints-per-org` takes; unset, the
+    code's own default is the template's."""
     parameter = template["Parameters"]["MaxEndpointsPerOrg"]
     assert parameter["Type"] == "Number"
     assert int(parameter["Default"]) == 100
@@ -1195,6 +1196,8 @@ def test_max_endpoints_per_org_parameter_reaches_only_the_api(template: dict, re
             assert variable not in variables, f"{name} is given {variable} but does not enforce it"
     every, required = code_env_vars(repo_root, "api")
     assert variable in every and variable not in required
+    cli = flat((repo_root / "crates" / "cli" / "src" / "main.rs").read_text(encoding="utf-8"))
+    assert f'env="{variable}"' in cli, f"webhooks dev --max-endpoints-per-org does not read {variable}"
     groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
     assert any("MaxEndpointsPerOrg" in group["Parameters"] for group in groups)
 

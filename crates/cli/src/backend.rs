@@ -45,6 +45,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Let endpoints be plain http and loopback/private (local dev default).
     pub allow_private: bool,
+    /// Most endpoints an org may have (`--max-endpoints-per-org`).
+    pub max_endpoints_per_org: u32,
     pub inbound: InboundConfig,
     /// How old an event must be before the sweeper takes it.
     pub sweep_grace: Duration,
@@ -112,6 +114,7 @@ impl System {
                     allow_http: true,
                     allow_private: settings.allow_private,
                 },
+                max_endpoints_per_org: settings.max_endpoints_per_org,
                 ..ApiConfig::default()
             },
         );

@@ -104,6 +104,15 @@ struct DevArgs {
     /// backed-up slow endpoint's retries late (README, Noisy neighbours).
     #[arg(long, env = "WEBHOOKS_SLOW_LANE_CAP", default_value_t = 0)]
     slow_lane_cap: u32,
+    /// Most endpoints one organization may have (at least 1); POST
+    /// /v1/endpoints past it answers 422 limit_exceeded and writes nothing.
+    #[arg(
+        long,
+        env = "WEBHOOKS_MAX_ENDPOINTS_PER_ORG",
+        default_value_t = webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        value_parser = webhooks_fn_api::parse_max_endpoints_per_org
+    )]
+    max_endpoints_per_org: u32,
     /// With --backend memory: how long events and finished deliveries are
     /// kept, as the tables' TTL keeps them (pending deliveries always are).
     #[arg(long, env = "WEBHOOKS_RETENTION", default_value = "30d")]
@@ -272,6 +281,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         request_timeout,
         slow_lane_cap: Some(args.slow_lane_cap).filter(|c| *c > 0),
         allow_private: !args.block_private_endpoints,
+        max_endpoints_per_org: args.max_endpoints_per_org,
         inbound: InboundConfig {
             stripe_webhook_secret: optional_env("STRIPE_WEBHOOK_SECRET").map(Into::into),
             twilio_auth_token: optional_env("TWILIO_AUTH_TOKEN").map(Into::into),
