@@ -190,7 +190,14 @@ async fn api_world() -> ApiWorld {
         Subscription::parse(&["*"]).expect("types"),
         Secret::generate(),
     );
-    endpoints.create(&ep).await.expect("endpoint");
+    let created = endpoints
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("endpoint");
+    assert_eq!(created, webhooks_ports::Created::Written);
     let d = Delivery::new(
         ORG,
         &ep.id,

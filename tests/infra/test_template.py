@@ -105,13 +105,17 @@ ADAPTER_ACTIONS = {
     # return them open them (Decrypt); the fan-out's list_all is projected
     # to attributes without secrets and opens nothing.
     "endpoints.rs": {
-        "create": {"dynamodb:PutItem", "kms:GenerateDataKey"},
+        # The endpoint's Put and its org's counter Update in one
+        # TransactWriteItems; GetItem reads the counter that refused, Query
+        # (Select=COUNT) counts an org never counted.
+        "create": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query", "kms:GenerateDataKey"},
         "get": {"dynamodb:GetItem", "kms:Decrypt"},
         "list": {"dynamodb:Query", "kms:Decrypt"},
         "list_all": {"dynamodb:Query"},
         # Conditional on the version; GetItem tells a conflict from a delete.
         "update": {"dynamodb:PutItem", "dynamodb:GetItem", "kms:GenerateDataKey", "kms:Decrypt"},
-        "delete": {"dynamodb:DeleteItem"},
+        # The Delete and the counter's Update in one TransactWriteItems.
+        "delete": {"dynamodb:DeleteItem", "dynamodb:UpdateItem"},
         "disable": {"dynamodb:UpdateItem"},
         "set_failing_since": {"dynamodb:UpdateItem"},
     },
@@ -887,11 +891,11 @@ def adapter_method_actions(path: Path, follow_bare_calls: bool = False) -> dict[
     def actions(name: str, seen: frozenset) -> set[str]:
         body = bodies[name]
         found = {SDK_CALL_ACTIONS[call] for call in re.findall(r"\.(\w+)\(\)", body) if call in SDK_CALL_ACTIONS}
-        if ".transact_write_items()" in body:
-            found |= {
-                TRANSACT_WRITE_ACTIONS[kind]
-                for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
-            }
+        # An item built for TransactWriteItems is that kind of write, whether
+        # the method sends the transaction itself or through a helper.
+        found |= {
+            TRANSACT_WRITE_ACTIONS[kind] for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
+        }
         for call in re.findall(r"self\.cipher\.(\w+)\(", body):
             found |= ENVELOPE_ACTIONS.get(call, set())
         helper_call = r"self\.(\w+)\(" if follow_bare_calls else r"self\.(\w+)\((?!\))"
@@ -1183,6 +1187,32 @@ def test_inbound_routes_skip_the_authorizer(template: dict) -> None:
     }
     for route, event in routes.items():
         assert event.get("Auth", {}).get("Authorizer") == "NONE", f"{route} must not require a JWT"
+
+
+def test_max_endpoints_per_org_parameter_reaches_only_the_api(template: dict, repo_root: Path) -> None:
+    """CONTRACT section 11: at most 100 endpoints per org unless the stack
+    says otherwise (at least 1). The api reads the limit at start from the
+    same variable `webhooks dev --max-endpoints-per-org` takes; unset, the
+    code's own default is the template's."""
+    parameter = template["Parameters"]["MaxEndpointsPerOrg"]
+    assert parameter["Type"] == "Number"
+    assert int(parameter["Default"]) == 100
+    assert int(parameter["MinValue"]) == 1
+    source = (repo_root / "crates" / "domain" / "src" / "endpoint.rs").read_text(encoding="utf-8")
+    assert "pub const DEFAULT_MAX_ENDPOINTS_PER_ORG: u32 = 100;" in source, "the code's default differs from the template's"
+    variable = "WEBHOOKS_MAX_ENDPOINTS_PER_ORG"
+    for name, logical_id in FUNCTIONS.items():
+        variables = function_variables(template, logical_id)
+        if name == "api":
+            assert ref(variables.get(variable)) == "MaxEndpointsPerOrg", f"api: {variable} is {variables.get(variable)!r}"
+        else:
+            assert variable not in variables, f"{name} is given {variable} but does not enforce it"
+    every, required = code_env_vars(repo_root, "api")
+    assert variable in every and variable not in required
+    cli = flat((repo_root / "crates" / "cli" / "src" / "main.rs").read_text(encoding="utf-8"))
+    assert f'env="{variable}"' in cli, f"webhooks dev --max-endpoints-per-org does not read {variable}"
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    assert any("MaxEndpointsPerOrg" in group["Parameters"] for group in groups)
 
 
 def test_unauthenticated_inbound_routes_have_their_own_throttle(template: dict) -> None:

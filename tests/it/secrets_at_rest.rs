@@ -8,7 +8,7 @@ use chrono::Utc;
 use std::time::Duration;
 use webhooks_aws::request_counter::RequestCounter;
 use webhooks_domain::{DeliveryStatus, Endpoint, EventType, Secret, Subscription};
-use webhooks_ports::Updated;
+use webhooks_ports::{Created, Updated};
 use webhooks_testkit::signatures::{verify_delivery, verify_standard};
 use webhooks_testkit::Receiver;
 
@@ -71,7 +71,14 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     let backend = MotoBackend::new("sealed").await;
     let store = backend.adapters.endpoints.clone();
     let mut ep = new_endpoint("org_a");
-    store.create(&ep).await.expect("create");
+    let created = store
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
     let mut every_secret = vec![ep.secret.clone()];
     // Two rotations: the current secret and two kept in the overlap.
     for _ in 0..2 {
@@ -81,11 +88,20 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
         ep.version += 1;
     }
     let other = new_endpoint("org_b");
-    store.create(&other).await.expect("create");
+    let created = store
+        .create(
+            &other,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
     every_secret.push(other.secret.clone());
 
     let items = scan(&backend, "endpoints").await;
-    assert_eq!(items.len(), 2);
+    // Two endpoints, and each org's counter of its endpoints.
+    assert_eq!(items.len(), 4);
+    let mut counters = 0;
     for item in &items {
         assert!(!item.contains("whsec_"), "a secret in plain text: {item}");
         for secret in &every_secret {
@@ -93,8 +109,13 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
                 assert!(!item.contains(&trace), "a secret in an item");
             }
         }
+        if item.contains("\"endpoint_count\"") {
+            counters += 1;
+            continue;
+        }
         assert!(item.contains("\"secrets_sealed\"") && item.contains("\"secrets_key\""));
     }
+    assert_eq!(counters, 2);
 
     // The reads that sign or reveal open them all.
     let read = store
@@ -117,8 +138,16 @@ async fn sealed_secrets_moved_to_another_item_do_not_open() {
     let backend = MotoBackend::new("moved").await;
     let store = backend.adapters.endpoints.clone();
     let (a, b) = (new_endpoint("org_a"), new_endpoint("org_a"));
-    store.create(&a).await.expect("create");
-    store.create(&b).await.expect("create");
+    let created = store
+        .create(&a, webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG)
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
+    let created = store
+        .create(&b, webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG)
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
     let table = backend.names.table("endpoints");
     let item_of = |id: &str| {
         let (ddb, table, id) = (backend.aws.dynamodb.clone(), table.clone(), id.to_string());

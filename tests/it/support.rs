@@ -193,11 +193,16 @@ impl MotoSystem {
             Subscription::parse(types).expect("types"),
             Secret::generate(),
         );
-        self.adapters
+        let created = self
+            .adapters
             .endpoints
-            .create(&ep)
+            .create(
+                &ep,
+                webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+            )
             .await
             .expect("create endpoint");
+        assert_eq!(created, webhooks_ports::Created::Written);
         // As the API does: the org's sweep starts where its first endpoint did.
         self.adapters
             .cursors

@@ -14,6 +14,7 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalFailure",
     "ServiceUnavailable",
     "TransactionConflictException",
+    "TransactionInProgressException",
     "LimitExceededException",
     "KMSThrottlingException",
     "RequestThrottled",

@@ -58,6 +58,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Let endpoints be plain http and loopback/private (local dev default).
     pub allow_private: bool,
+    /// Most endpoints an org may have (`--max-endpoints-per-org`).
+    pub max_endpoints_per_org: u32,
     pub inbound: InboundConfig,
     /// How old an event must be before the sweeper takes it.
     pub sweep_grace: Duration,
@@ -94,6 +96,7 @@ impl Settings {
             request_timeout: parse_duration(DEFAULT_REQUEST_TIMEOUT)
                 .expect("DEFAULT_REQUEST_TIMEOUT is a duration"),
             allow_private: true,
+            max_endpoints_per_org: webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
             inbound: InboundConfig::default(),
             sweep_grace: DEFAULT_SWEEP_GRACE,
             request_counter: None,
@@ -172,6 +175,7 @@ impl System {
                     allow_http: true,
                     allow_private: settings.allow_private,
                 },
+                max_endpoints_per_org: settings.max_endpoints_per_org,
                 ..ApiConfig::default()
             },
         );

@@ -112,6 +112,15 @@ struct DevArgs {
     /// share.
     #[arg(long, env = "WEBHOOKS_ORG_SLOW_LANE_CAP", default_value_t = DEFAULT_ORG_SLOW_LANE_CAP.unwrap_or(0))]
     org_slow_lane_cap: u32,
+    /// Most endpoints one organization may have (at least 1); POST
+    /// /v1/endpoints past it answers 422 limit_exceeded and writes nothing.
+    #[arg(
+        long,
+        env = "WEBHOOKS_MAX_ENDPOINTS_PER_ORG",
+        default_value_t = webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        value_parser = webhooks_fn_api::parse_max_endpoints_per_org
+    )]
+    max_endpoints_per_org: u32,
     /// With --backend memory: how long events and finished deliveries are
     /// kept, as the tables' TTL keeps them (pending deliveries always are).
     #[arg(long, env = "WEBHOOKS_RETENTION", default_value = DEFAULT_RETENTION)]
@@ -266,6 +275,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         slow_lane_cap: Some(args.slow_lane_cap).filter(|c| *c > 0),
         org_slow_lane_cap: Some(args.org_slow_lane_cap).filter(|c| *c > 0),
         allow_private: !args.block_private_endpoints,
+        max_endpoints_per_org: args.max_endpoints_per_org,
         inbound: InboundConfig {
             stripe_webhook_secret: optional_env("STRIPE_WEBHOOK_SECRET").map(Into::into),
             twilio_auth_token: optional_env("TWILIO_AUTH_TOKEN").map(Into::into),

@@ -391,6 +391,103 @@ async fn aws_backend_on_moto_delivers_a_signed_webhook() {
         .await;
 }
 
+/// `--max-endpoints-per-org 2`: the third create of an org is 422
+/// `limit_exceeded` naming the limit, and writes nothing; another org has
+/// its own two; a delete frees a slot.
+async fn two_endpoints_per_org(extra: &[&str]) {
+    let mut args = vec!["--max-endpoints-per-org", "2"];
+    args.extend(extra);
+    let dev = Dev::start(&args);
+    let url = "http://127.0.0.1:9/hook";
+    let first = dev.create_endpoint("acme", url, &["*"]).await;
+    dev.create_endpoint("acme", url, &["*"]).await;
+    let third = json!({"url": "http://127.0.0.1:9/third", "event_types": ["*"]});
+    let (status, body) = dev
+        .call("POST", "/v1/endpoints", "acme", Some(third.clone()))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "limit_exceeded", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("limit of 2 endpoints") && message.contains("max_endpoints_per_org"),
+        "{message}"
+    );
+    let listed = |org: &'static str| {
+        let dev = &dev;
+        async move {
+            let (status, body) = dev.call("GET", "/v1/endpoints", org, None).await;
+            assert_eq!(status, 200, "{body}");
+            body["data"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let held = listed("acme").await;
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held.iter().all(|e| e["url"] == url), "{held:?}");
+    // Another org has slots of its own.
+    dev.create_endpoint("globex", url, &["*"]).await;
+    dev.create_endpoint("globex", url, &["*"]).await;
+    // A delete frees one slot, and only one.
+    let id = first["id"].as_str().expect("id");
+    let (status, body) = dev
+        .call("DELETE", &format!("/v1/endpoints/{id}"), "acme", None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    dev.create_endpoint("acme", "http://127.0.0.1:9/third", &["*"])
+        .await;
+    let (status, body) = dev.call("POST", "/v1/endpoints", "acme", Some(third)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(listed("acme").await.len(), 2);
+    assert_eq!(listed("globex").await.len(), 2);
+}
+
+#[tokio::test]
+async fn max_endpoints_per_org_refuses_the_third_create() {
+    two_endpoints_per_org(&[]).await;
+}
+
+#[tokio::test]
+async fn aws_backend_on_moto_refuses_the_third_create() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1"),
+        "AWS_ENDPOINT_URL must point at moto; run `make test`"
+    );
+    let prefix = webhooks_testkit::aws::unique_prefix("limit");
+    two_endpoints_per_org(&[
+        "--backend",
+        "aws",
+        "--create-resources",
+        "--resource-prefix",
+        &prefix,
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn max_endpoints_per_org_below_one_is_a_usage_error() {
+    for bad in ["0", "-3", "many"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_webhooks"))
+            .args(["dev", "--listen", "127.0.0.1:0"])
+            .arg(format!("--max-endpoints-per-org={bad}"))
+            .output()
+            .expect("run webhooks dev");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--max-endpoints-per-org"), "{stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_webhooks"))
+        .args(["dev", "--help"])
+        .output()
+        .expect("run webhooks dev --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--max-endpoints-per-org")
+            && help.contains("WEBHOOKS_MAX_ENDPOINTS_PER_ORG")
+            && help.contains("limit_exceeded"),
+        "{help}"
+    );
+}
+
 /// The operator's webhook secret of the tests (whsec_ + base64 of 32 bytes).
 const OPS_SECRET: &str = "whsec_b3BzLW5vdGlmaWNhdGlvbnMtb2YtdGhlLXRlc3RzISE=";
 

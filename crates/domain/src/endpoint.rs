@@ -17,6 +17,11 @@ pub const MAX_PREVIOUS_SECRETS: usize = 10;
 /// Highest `rate_limit` an endpoint may declare, in deliveries per second.
 pub const MAX_RATE_LIMIT: u32 = 10_000;
 
+/// Most endpoints an organization may have unless the deployment says
+/// otherwise (`webhooks dev --max-endpoints-per-org`, the template's
+/// `MaxEndpointsPerOrg`).
+pub const DEFAULT_MAX_ENDPOINTS_PER_ORG: u32 = 100;
+
 /// Which event types an endpoint receives: all (`["*"]`) or a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subscription {

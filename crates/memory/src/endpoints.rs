@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use webhooks_domain::{Endpoint, Subscriber};
 use webhooks_ports::{
-    cursor, BackendError, Clock, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
-    Result, Updated,
+    cursor, BackendError, Clock, Created, EndpointHealth, EndpointLookup, EndpointStore,
+    OrgEndpoints, Page, Result, Updated,
 };
 
 /// Endpoints per org.
@@ -93,7 +93,7 @@ impl EndpointHealth for MemoryEndpointStore {
 
 #[async_trait]
 impl EndpointStore for MemoryEndpointStore {
-    async fn create(&self, endpoint: &Endpoint) -> Result<()> {
+    async fn create(&self, endpoint: &Endpoint, max_per_org: u32) -> Result<Created> {
         let key = (endpoint.org_id.clone(), endpoint.id.clone());
         let mut eps = lock(&self.endpoints);
         if eps.contains_key(&key) {
@@ -102,8 +102,19 @@ impl EndpointStore for MemoryEndpointStore {
                 endpoint.id
             )));
         }
+        // Counted and written under one lock: as atomic as DynamoDB's
+        // transaction of the counter and the item.
+        let limit = usize::try_from(max_per_org).unwrap_or(usize::MAX);
+        let held = eps
+            .range((endpoint.org_id.clone(), String::new())..)
+            .take_while(|((org, _), _)| *org == endpoint.org_id)
+            .take(limit)
+            .count();
+        if held >= limit {
+            return Ok(Created::LimitReached);
+        }
         eps.insert(key, endpoint.clone());
-        Ok(())
+        Ok(Created::Written)
     }
 
     async fn list(
@@ -163,7 +174,7 @@ mod tests {
                 Subscription::All,
                 Secret::generate(),
             );
-            store.create(&ep).await.unwrap();
+            assert_eq!(store.create(&ep, 5).await.unwrap(), Created::Written);
         }
         let p1 = store.list("org", 2, None).await.unwrap();
         assert_eq!(p1.items.len(), 2);

@@ -2,23 +2,26 @@
 //! first endpoint, so its cursor is made before the endpoint is stored.
 
 use webhooks_domain::{ids, Endpoint};
-use webhooks_ports::{BackendError, CursorStore, EndpointStore};
+use webhooks_ports::{BackendError, Created, CursorStore, EndpointStore};
 
-/// Stores `endpoint`, after making sure its org has a cursor at or before
-/// the endpoint's creation (the sweeper then checks every event that can
-/// reach it).
+/// Stores `endpoint` unless its org already has `max_per_org` endpoints,
+/// after making sure its org has a cursor at or before the endpoint's
+/// creation (the sweeper then checks every event that can reach it). An
+/// org at its limit has an endpoint, hence a cursor already: a refused
+/// create writes nothing.
 pub async fn register_endpoint(
     cursors: &dyn CursorStore,
     endpoints: &dyn EndpointStore,
     endpoint: &Endpoint,
-) -> Result<(), BackendError> {
+    max_per_org: u32,
+) -> Result<Created, BackendError> {
     cursors
         .ensure(
             &endpoint.org_id,
             &ids::id_floor_at("evt", endpoint.created_at),
         )
         .await?;
-    endpoints.create(endpoint).await
+    endpoints.create(endpoint, max_per_org).await
 }
 
 #[cfg(test)]
@@ -37,9 +40,10 @@ mod tests {
             Subscription::All,
             Secret::generate(),
         );
-        register_endpoint(m.cursors.as_ref(), m.endpoints.as_ref(), &ep)
+        let created = register_endpoint(m.cursors.as_ref(), m.endpoints.as_ref(), &ep, 1)
             .await
             .unwrap();
+        assert_eq!(created, Created::Written);
         let cursor = m.cursors.get("org").await.unwrap().expect("a cursor");
         assert!(cursor <= ids::id_floor_at("evt", ep.created_at));
         assert!(m.endpoints.get("org", &ep.id).await.unwrap().is_some());

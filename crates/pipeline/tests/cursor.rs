@@ -67,7 +67,15 @@ async fn org_with_an_endpoint() -> Org {
         Subscription::All,
         Secret::generate(),
     );
-    adapters.endpoints.create(&endpoint).await.unwrap();
+    let created = adapters
+        .endpoints
+        .create(
+            &endpoint,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, webhooks_ports::Created::Written);
     adapters
         .cursors
         .ensure("org", &ids::id_floor_at("evt", endpoint.created_at))

@@ -76,7 +76,15 @@ async fn a_fanned_out_event() -> World {
         Secret::generate(),
     );
     endpoint.created_at = webhooks_ports::Clock::now(clock.as_ref());
-    adapters.endpoints.create(&endpoint).await.unwrap();
+    let created = adapters
+        .endpoints
+        .create(
+            &endpoint,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, webhooks_ports::Created::Written);
     adapters
         .cursors
         .ensure("org", &ids::id_floor_at("evt", endpoint.created_at))

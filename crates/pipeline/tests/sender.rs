@@ -72,7 +72,15 @@ fn world(schedule: &str) -> TestSystem {
 impl TestSystem {
     async fn endpoint(&self, url: String) -> Endpoint {
         let ep = Endpoint::new("org", url, Subscription::All, Secret::generate());
-        self.endpoints.create(&ep).await.expect("create");
+        let created = self
+            .endpoints
+            .create(
+                &ep,
+                webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+            )
+            .await
+            .expect("create");
+        assert_eq!(created, webhooks_ports::Created::Written);
         ep
     }
 
@@ -136,7 +144,15 @@ async fn a_rate_limited_endpoint_defers_without_an_attempt_then_delivers() {
     let w = world("1s").on_tokio_clock();
     let mut ep = Endpoint::new("org", rx.url("/"), Subscription::All, Secret::generate());
     ep.rate_limit = Some(1);
-    w.endpoints.create(&ep).await.expect("create");
+    let created = w
+        .endpoints
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, webhooks_ports::Created::Written);
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(w.enqueue(&ep).await.1.id);

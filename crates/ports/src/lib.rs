@@ -202,8 +202,12 @@ pub trait EndpointHealth: Send + Sync {
 /// pipeline's steps ask only for the narrower traits above.
 #[async_trait]
 pub trait EndpointStore: EndpointLookup + OrgEndpoints + EndpointHealth {
-    /// Stores a new endpoint.
-    async fn create(&self, endpoint: &Endpoint) -> Result<()>;
+    /// Stores a new endpoint unless its org already has `max_per_org`
+    /// endpoints: then [`Created::LimitReached`] and nothing is written.
+    /// The count and the write are one atomic step, so concurrent creates
+    /// never take an org past the limit; a delete frees a slot. Another
+    /// org's endpoints never count.
+    async fn create(&self, endpoint: &Endpoint, max_per_org: u32) -> Result<Created>;
     /// A page of the org's endpoints, oldest first.
     async fn list(
         &self,
@@ -215,8 +219,19 @@ pub trait EndpointStore: EndpointLookup + OrgEndpoints + EndpointHealth {
     /// with the next version; refused ([`Updated::Conflict`], nothing
     /// written) when another write came in since that read.
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated>;
-    /// Removes an endpoint; `false` if there was none.
+    /// Removes an endpoint, freeing its slot in the org's count; `false` if
+    /// there was none.
     async fn delete(&self, org_id: &str, endpoint_id: &str) -> Result<bool>;
+}
+
+/// What [`EndpointStore::create`] did: a refusal must not pass for success.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Stored; it counts toward its org's endpoints.
+    Written,
+    /// Not stored: the org already has the most endpoints allowed.
+    LimitReached,
 }
 
 /// What a versioned update of an endpoint did.

@@ -18,9 +18,9 @@ use tokio::sync::Notify;
 use webhooks_domain::stats::{HourBucket, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
 use webhooks_ports::{
-    AttemptUpdate, BackendError, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
-    EndpointStatsStore, EndpointStore, EventStore, Lease, OrgEndpoints, Page, Queue,
-    ReceivedMessage, Result, Updated,
+    AttemptUpdate, BackendError, Created, CursorStore, DeliveryStore, EndpointHealth,
+    EndpointLookup, EndpointStatsStore, EndpointStore, EventStore, Lease, OrgEndpoints, Page,
+    Queue, ReceivedMessage, Result, Updated,
 };
 
 tokio::task_local! {
@@ -168,8 +168,8 @@ impl EndpointHealth for Chaotic<dyn EndpointStore> {
 
 #[async_trait]
 impl EndpointStore for Chaotic<dyn EndpointStore> {
-    async fn create(&self, endpoint: &Endpoint) -> Result<()> {
-        chaotic!(self.0.create(endpoint))
+    async fn create(&self, endpoint: &Endpoint, max_per_org: u32) -> Result<Created> {
+        chaotic!(self.0.create(endpoint, max_per_org))
     }
     async fn list(
         &self,

@@ -273,11 +273,17 @@ impl World {
             self.memory.cursors.as_ref(),
             self.memory.endpoints.as_ref(),
             &endpoint,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
         )
         .await;
-        if let Err(e) = registered {
-            self.violations
-                .add(format!("registering {}: {e}", endpoint.id));
+        match registered {
+            Ok(webhooks_ports::Created::Written) => {}
+            Ok(webhooks_ports::Created::LimitReached) => self
+                .violations
+                .add(format!("registering {}: the org is full", endpoint.id)),
+            Err(e) => self
+                .violations
+                .add(format!("registering {}: {e}", endpoint.id)),
         }
         self.known.insert(
             endpoint.id.clone(),

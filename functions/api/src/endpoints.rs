@@ -16,7 +16,7 @@ use webhooks_domain::endpoint::MAX_RATE_LIMIT;
 use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_pipeline::registration::register_endpoint;
-use webhooks_ports::Updated;
+use webhooks_ports::{Created, Updated};
 
 /// Longest endpoint description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -87,7 +87,16 @@ pub(crate) async fn create(
     let mut endpoint = Endpoint::new(&caller.org_id, url, subscription, secret);
     endpoint.description = description;
     endpoint.rate_limit = rate_limit;
-    register_endpoint(api.cursors.as_ref(), api.endpoints.as_ref(), &endpoint).await?;
+    let max = api.config.max_endpoints_per_org;
+    match register_endpoint(api.cursors.as_ref(), api.endpoints.as_ref(), &endpoint, max).await? {
+        Created::Written => {}
+        Created::LimitReached => {
+            tracing::info!(org_id = %caller.org_id, max, "endpoint refused: the org is at its limit");
+            return Err(ApiError::LimitExceeded(format!(
+                "this organization has reached its limit of {max} endpoints (max_endpoints_per_org); delete an endpoint to add another"
+            )));
+        }
+    }
     tracing::info!(org_id = %caller.org_id, endpoint_id = %endpoint.id, "endpoint created");
     let mut response = json_with_secret(StatusCode::CREATED, &EndpointView::with_secret(&endpoint));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/endpoints/{}", endpoint.id)) {

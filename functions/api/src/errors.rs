@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict(String),
     /// 422: an idempotency key reused with a different request.
     IdempotencyKeyMismatch(String),
+    /// 422: a limit of the platform reached (CONTRACT section 11); the
+    /// message names the limit.
+    LimitExceeded(String),
     /// 413: the body is over the limit.
     PayloadTooLarge(String),
     /// 503: a backend is throttling or unreachable; try again. 500: a
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::LimitExceeded(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Backend(f) => f.status(),
         }
@@ -68,6 +72,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyKeyMismatch(_) => "idempotency_key_mismatch",
+            ApiError::LimitExceeded(_) => "limit_exceeded",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Backend(f) => f.code(),
         }
@@ -82,6 +87,7 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::IdempotencyKeyMismatch(m)
+            | ApiError::LimitExceeded(m)
             | ApiError::PayloadTooLarge(m) => m.clone(),
             ApiError::MethodNotAllowed(allow) => {
                 format!("method not allowed here; use {}", allow.join(", "))
@@ -147,6 +153,21 @@ mod tests {
         let cursor = ApiError::from(BackendError::InvalidCursor);
         assert_eq!(cursor.code(), "invalid_request");
         assert!(cursor.message().contains("cursor"));
+    }
+
+    #[test]
+    fn a_limit_reached_is_422_limit_exceeded_with_its_message() {
+        let e = ApiError::LimitExceeded("at most 3 endpoints (max_endpoints_per_org)".into());
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.code(), "limit_exceeded");
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: serde_json::Value = serde_json::from_slice(r.body().as_ref()).unwrap();
+        assert_eq!(body["error"]["code"], "limit_exceeded");
+        assert_eq!(
+            body["error"]["message"],
+            "at most 3 endpoints (max_endpoints_per_org)"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use lambda_http::{Body, Error, Request, RequestExt, Response};
 use routes::{Access, Operation};
 use std::sync::Arc;
 use tracing::Instrument;
+use webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG;
 use webhooks_domain::EndpointUrlPolicy;
 use webhooks_pipeline::Requeue;
 use webhooks_ports::{
@@ -43,15 +44,44 @@ pub struct ApiConfig {
     pub url_policy: EndpointUrlPolicy,
     /// How long a rotated-out secret keeps signing.
     pub rotation_overlap: chrono::Duration,
+    /// Most endpoints an org may have; `POST /v1/endpoints` past it is 422
+    /// `limit_exceeded`.
+    pub max_endpoints_per_org: u32,
 }
 
 impl Default for ApiConfig {
-    /// Production: public `https` endpoints only, 24 h rotation overlap.
+    /// Production: public `https` endpoints only, 24 h rotation overlap,
+    /// 100 endpoints per org.
     fn default() -> Self {
         ApiConfig {
             url_policy: EndpointUrlPolicy::PRODUCTION,
             rotation_overlap: chrono::Duration::hours(24),
+            max_endpoints_per_org: DEFAULT_MAX_ENDPOINTS_PER_ORG,
         }
+    }
+}
+
+impl ApiConfig {
+    /// Production's configuration with the deployment's settings from the
+    /// environment: `WEBHOOKS_MAX_ENDPOINTS_PER_ORG` (the template's
+    /// `MaxEndpointsPerOrg`; unset: 100).
+    pub fn from_env() -> Result<Self, webhooks_aws::env::EnvError> {
+        use webhooks_aws::env;
+        let mut config = ApiConfig::default();
+        if let Some(text) = env::optional("WEBHOOKS_MAX_ENDPOINTS_PER_ORG") {
+            config.max_endpoints_per_org = parse_max_endpoints_per_org(&text)
+                .map_err(|e| env::EnvError(format!("WEBHOOKS_MAX_ENDPOINTS_PER_ORG {e}")))?;
+        }
+        Ok(config)
+    }
+}
+
+/// A configured maximum of endpoints per org: a whole number, at least 1
+/// (the error does not repeat the text).
+pub fn parse_max_endpoints_per_org(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {}", u32::MAX)),
     }
 }
 
@@ -259,4 +289,21 @@ fn trace_id(req: &Request) -> Option<String> {
 
 fn health() -> Response<Body> {
     response::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_limit_is_a_whole_number_of_at_least_one() {
+        assert_eq!(parse_max_endpoints_per_org("100"), Ok(100));
+        assert_eq!(parse_max_endpoints_per_org(" 3 "), Ok(3));
+        assert_eq!(parse_max_endpoints_per_org("1"), Ok(1));
+        for refused in ["0", "-1", "", "1.5", "ten", "4294967296"] {
+            let e = parse_max_endpoints_per_org(refused).unwrap_err();
+            assert!(e.contains("at least") || e.contains("from 1"), "{e}");
+        }
+        assert_eq!(ApiConfig::default().max_endpoints_per_org, 100);
+    }
 }

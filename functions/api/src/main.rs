@@ -12,7 +12,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let aws = webhooks_aws::sdk_config().await;
     let adapters = webhooks_aws::adapters::from_env(&aws)?;
     let secrets = webhooks_aws::runtime_secret::SecretsManager::from_config(&aws);
-    let api = Api::from_adapters(&adapters, ApiConfig::default())
+    let api = Api::from_adapters(&adapters, ApiConfig::from_env()?)
         .with_portal_from_env(&secrets)
         .await?
         .with_ops_from_env(&adapters, &aws);

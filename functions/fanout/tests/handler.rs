@@ -32,7 +32,14 @@ async fn inserts_are_fanned_out_and_bad_records_are_skipped() {
     let deliveries = MemoryDeliveryStore::new();
     let queue = MemoryQueue::new(Duration::from_secs(30));
     let ep = fixture_endpoint();
-    endpoints.create(&ep).await.expect("create");
+    let created = endpoints
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, webhooks_ports::Created::Written);
     let fanout = FanOut::new(endpoints, deliveries.clone(), queue.clone());
     let resp = webhooks_fn_fanout::handle(&fanout, LambdaEvent::new(fixture(), Context::default()))
         .await
@@ -71,7 +78,14 @@ impl Queue for DownQueue {
 #[tokio::test]
 async fn a_transient_failure_reports_the_first_failed_record() {
     let endpoints = MemoryEndpointStore::new();
-    endpoints.create(&fixture_endpoint()).await.expect("create");
+    let created = endpoints
+        .create(
+            &fixture_endpoint(),
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, webhooks_ports::Created::Written);
     let fanout = FanOut::new(endpoints, MemoryDeliveryStore::new(), Arc::new(DownQueue));
     let resp = webhooks_fn_fanout::handle(&fanout, LambdaEvent::new(fixture(), Context::default()))
         .await

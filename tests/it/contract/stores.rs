@@ -2,8 +2,8 @@
 //! run against the memory adapter and against the DynamoDB adapter on moto,
 //! so the stand-in cannot drift from the real thing: uniqueness, guarded
 //! transitions, the attempt fence (lease, numbered records), the kept
-//! attempt log, versioned endpoint updates and health writes that clobber
-//! nothing.
+//! attempt log, versioned endpoint updates, health writes that clobber
+//! nothing, and each org's limit of endpoints.
 
 use crate::support::MotoBackend;
 use chrono::{Duration as Span, Utc};
@@ -13,7 +13,9 @@ use webhooks_domain::{
     ids, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Secret, Subscription,
 };
 use webhooks_memory::MemoryBackend;
-use webhooks_ports::{Adapters, AttemptUpdate, DeliveryStore, Lease, Updated};
+use webhooks_ports::{
+    Adapters, AttemptUpdate, Created, DeliveryStore, EndpointStore, Lease, Updated,
+};
 
 fn memory() -> Adapters {
     MemoryBackend::new().adapters()
@@ -280,7 +282,16 @@ fn new_endpoint() -> Endpoint {
 pub async fn endpoint_updates_are_versioned(a: Adapters) {
     let store = a.endpoints;
     let ep = new_endpoint();
-    store.create(&ep).await.unwrap();
+    assert_eq!(
+        store
+            .create(
+                &ep,
+                webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG
+            )
+            .await
+            .unwrap(),
+        Created::Written
+    );
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     let mut first = read.clone();
     first.description = "first".into();
@@ -318,7 +329,16 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     let mut ep = new_endpoint();
     ep.description = "kept".into();
     ep.rate_limit = Some(3);
-    store.create(&ep).await.unwrap();
+    assert_eq!(
+        store
+            .create(
+                &ep,
+                webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG
+            )
+            .await
+            .unwrap(),
+        Created::Written
+    );
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     let since = Utc::now() - Span::hours(1);
     store
@@ -381,6 +401,232 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
         .await
         .unwrap();
     assert_eq!(store.get("org", &ep.id).await.unwrap(), None);
+}
+
+fn endpoint_of(org: &str) -> Endpoint {
+    Endpoint {
+        org_id: org.to_string(),
+        ..new_endpoint()
+    }
+}
+
+/// The org's endpoint ids, from the API's listing and the fan-out's.
+async fn ids_of(store: &Arc<dyn EndpointStore>, org: &str) -> (Vec<String>, Vec<String>) {
+    let listed = store.list(org, 250, None).await.unwrap();
+    assert_eq!(listed.next_cursor, None);
+    let mut all: Vec<String> = store
+        .list_all(org)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    all.sort();
+    (listed.items.into_iter().map(|e| e.id).collect(), all)
+}
+
+/// An org holds at most `max_per_org` endpoints: a create past it is
+/// refused and writes nothing; a delete frees a slot (a delete of nothing
+/// frees none); another org's endpoints never count; the limit is the
+/// caller's, per create.
+pub async fn creates_stop_at_the_orgs_limit_and_deletes_free_a_slot(a: Adapters) {
+    let store = a.endpoints;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let ep = endpoint_of("org_full");
+        assert_eq!(store.create(&ep, 3).await.unwrap(), Created::Written);
+        held.push(ep.id);
+    }
+    let refused = endpoint_of("org_full");
+    assert_eq!(
+        store.create(&refused, 3).await.unwrap(),
+        Created::LimitReached
+    );
+    assert_eq!(store.get("org_full", &refused.id).await.unwrap(), None);
+    let (listed, all) = ids_of(&store, "org_full").await;
+    assert_eq!(listed, held);
+    assert_eq!(all, held);
+
+    // Another org is not counted with this one.
+    let elsewhere = endpoint_of("org_other");
+    assert_eq!(store.create(&elsewhere, 3).await.unwrap(), Created::Written);
+    assert_eq!(
+        store.create(&endpoint_of("org_full"), 3).await.unwrap(),
+        Created::LimitReached
+    );
+
+    // Deleting nothing frees nothing; deleting one frees one slot.
+    assert!(!store.delete("org_full", &refused.id).await.unwrap());
+    assert!(!store.delete("org_full", &elsewhere.id).await.unwrap());
+    assert_eq!(
+        store.create(&endpoint_of("org_full"), 3).await.unwrap(),
+        Created::LimitReached
+    );
+    assert!(store.delete("org_full", &held[0]).await.unwrap());
+    assert!(!store.delete("org_full", &held[0]).await.unwrap());
+    let again = endpoint_of("org_full");
+    assert_eq!(store.create(&again, 3).await.unwrap(), Created::Written);
+    assert_eq!(
+        store.create(&endpoint_of("org_full"), 3).await.unwrap(),
+        Created::LimitReached
+    );
+    // An id that exists is refused whatever the count.
+    assert!(store.create(&again, 10).await.is_err());
+    // A higher limit lets the org grow; a lower one keeps what it has.
+    assert_eq!(
+        store.create(&endpoint_of("org_full"), 4).await.unwrap(),
+        Created::Written
+    );
+    assert_eq!(
+        store.create(&endpoint_of("org_full"), 2).await.unwrap(),
+        Created::LimitReached
+    );
+    let (listed, all) = ids_of(&store, "org_full").await;
+    assert_eq!(listed.len(), 4);
+    assert_eq!(all.len(), 4);
+    assert_eq!(ids_of(&store, "org_other").await.0, vec![elsewhere.id]);
+}
+
+/// Creates racing for an org's last slot: exactly one gets it.
+pub async fn concurrent_creates_take_the_last_slot_once(a: Adapters) {
+    let store = a.endpoints;
+    for _ in 0..4 {
+        let ep = endpoint_of("org_race");
+        assert_eq!(store.create(&ep, 5).await.unwrap(), Created::Written);
+    }
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (store, ep) = (store.clone(), endpoint_of("org_race"));
+        racers.spawn(async move { store.create(&ep, 5).await });
+    }
+    let outcomes = racers.join_all().await;
+    let written = outcomes
+        .iter()
+        .filter(|o| **o == Ok(Created::Written))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| **o == Ok(Created::LimitReached))
+        .count();
+    assert_eq!((written, refused), (1, 5), "{outcomes:?}");
+    let (listed, all) = ids_of(&store, "org_race").await;
+    assert_eq!((listed.len(), all.len()), (5, 5));
+}
+
+/// The counter item of an org in the endpoints table on moto, as stored.
+async fn counter_item(
+    backend: &MotoBackend,
+    org: &str,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    backend
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(backend.names.table("endpoints"))
+        .key(
+            "org_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(org.into()),
+        )
+        .key(
+            "endpoint_id",
+            aws_sdk_dynamodb::types::AttributeValue::S("#endpoint-count".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item
+}
+
+/// The counter's `endpoint_count`, if the org was counted.
+async fn stored_count(backend: &MotoBackend, org: &str) -> Option<String> {
+    counter_item(backend, org)
+        .await?
+        .get("endpoint_count")
+        .and_then(|v| v.as_n().ok().cloned())
+}
+
+/// DynamoDB only: endpoints written before the counter existed (an org
+/// without a counter item) are counted at the org's first create, and a
+/// delete before that count keeps it right; the counter item is never an
+/// endpoint.
+#[tokio::test]
+async fn on_moto_an_org_never_counted_is_counted_at_its_first_create() {
+    let backend = MotoBackend::new("uncounted").await;
+    let store = backend.adapters.endpoints.clone();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let ep = endpoint_of("org_old");
+        assert_eq!(store.create(&ep, 10).await.unwrap(), Created::Written);
+        held.push(ep.id);
+    }
+    assert_eq!(
+        stored_count(&backend, "org_old").await.as_deref(),
+        Some("3")
+    );
+    let forget = || async {
+        backend
+            .aws
+            .dynamodb
+            .delete_item()
+            .table_name(backend.names.table("endpoints"))
+            .key(
+                "org_id",
+                aws_sdk_dynamodb::types::AttributeValue::S("org_old".into()),
+            )
+            .key(
+                "endpoint_id",
+                aws_sdk_dynamodb::types::AttributeValue::S("#endpoint-count".into()),
+            )
+            .send()
+            .await
+            .expect("delete the counter");
+    };
+    forget().await;
+    // Deleted while uncounted: the counter's version moves, no count is made.
+    assert!(store.delete("org_old", &held[0]).await.unwrap());
+    assert!(counter_item(&backend, "org_old").await.is_some());
+    assert_eq!(stored_count(&backend, "org_old").await, None);
+    // Two held under a limit of 3: the first create counts them.
+    assert_eq!(
+        store.create(&endpoint_of("org_old"), 3).await.unwrap(),
+        Created::Written
+    );
+    assert_eq!(
+        stored_count(&backend, "org_old").await.as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        store.create(&endpoint_of("org_old"), 3).await.unwrap(),
+        Created::LimitReached
+    );
+    // Already over the limit when first counted: refused, nothing written.
+    forget().await;
+    assert_eq!(
+        store.create(&endpoint_of("org_old"), 2).await.unwrap(),
+        Created::LimitReached
+    );
+    assert_eq!(stored_count(&backend, "org_old").await, None);
+    let (listed, all) = ids_of(&store, "org_old").await;
+    assert_eq!((listed.len(), all.len()), (3, 3));
+    // The counter item is no endpoint to the store's callers.
+    assert_eq!(store.get("org_old", "#endpoint-count").await.unwrap(), None);
+    assert!(!store.delete("org_old", "#endpoint-count").await.unwrap());
+    assert_eq!(
+        store
+            .update(&Endpoint {
+                id: "#endpoint-count".into(),
+                ..endpoint_of("org_old")
+            })
+            .await
+            .unwrap(),
+        Updated::NotFound
+    );
+    assert!(!store
+        .disable("org_old", "#endpoint-count", "x")
+        .await
+        .unwrap());
+    assert!(counter_item(&backend, "org_old").await.is_none());
 }
 
 /// The reconciler's view: the org's pending deliveries whose scheduled
@@ -629,6 +875,8 @@ contracts!(
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,
     health_writes_clobber_nothing_and_move_the_version,
+    creates_stop_at_the_orgs_limit_and_deletes_free_a_slot,
+    concurrent_creates_take_the_last_slot_once,
     overdue_lists_only_pending_deliveries_due_before,
     stats_buckets_add_up_per_endpoint_and_hour,
     a_read_of_many_may_name_a_delivery_twice,

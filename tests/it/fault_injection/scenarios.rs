@@ -229,7 +229,14 @@ async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
     let receiver = Receiver::always(200).await;
     let sys = small_system(receiver.url("/")).await;
     let endpoints = MemoryEndpointStore::new();
-    endpoints.create(&sys.endpoint).await.expect("endpoint");
+    let created = endpoints
+        .create(
+            &sys.endpoint,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("endpoint");
+    assert_eq!(created, webhooks_ports::Created::Written);
     let queue = MemoryQueue::new(Duration::from_secs(1));
     let dead_letters = MemoryQueue::new(Duration::from_secs(1));
     // SQS refuses the fan-out's sends for as long as the stream retries the
@@ -302,7 +309,14 @@ async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
     let receiver = Receiver::start(|n, _| Reply::Status(if n == 0 { 500 } else { 200 })).await;
     let sys = small_system(receiver.url("/")).await;
     let endpoints = MemoryEndpointStore::new();
-    endpoints.create(&sys.endpoint).await.expect("endpoint");
+    let created = endpoints
+        .create(
+            &sys.endpoint,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("endpoint");
+    assert_eq!(created, webhooks_ports::Created::Written);
     let dead_letters = MemoryQueue::new(Duration::from_secs(30));
     let queue = MemoryQueue::with_redrive(
         Duration::from_millis(50),

@@ -10,8 +10,8 @@ use std::time::Duration;
 use webhooks_domain::{DeliveryStatus, Endpoint, Subscriber};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_ports::{
-    BackendError, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Queue,
-    ReceivedMessage, Result, Updated,
+    BackendError, Created, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
+    Queue, ReceivedMessage, Result, Updated,
 };
 
 struct FailingEndpoints(BackendError);
@@ -42,7 +42,7 @@ impl EndpointHealth for FailingEndpoints {
 
 #[async_trait]
 impl EndpointStore for FailingEndpoints {
-    async fn create(&self, _: &Endpoint) -> Result<()> {
+    async fn create(&self, _: &Endpoint, _: u32) -> Result<Created> {
         Err(self.0.clone())
     }
     async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page<Endpoint>> {

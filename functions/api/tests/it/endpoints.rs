@@ -688,3 +688,184 @@ async fn rate_limit_is_optional_checked_and_kept() {
     assert_eq!(count(&w).await, before);
     assert_eq!(w.endpoints.get(ORG, &id).await.unwrap().unwrap(), stored);
 }
+
+// ---- Endpoints per org (CONTRACT section 11) ----
+
+/// A world whose orgs may have at most `max` endpoints.
+fn world_with_limit(max: u32) -> TestSystem {
+    world_with(webhooks_fn_api::ApiConfig {
+        max_endpoints_per_org: max,
+        ..webhooks_fn_api::ApiConfig::default()
+    })
+}
+
+/// `POST /v1/endpoints` from `org` with a URL of its own; the reply.
+async fn try_create(w: &TestSystem, org: &str, url: &str) -> Reply {
+    w.call_as(
+        org,
+        MANAGE,
+        "POST",
+        "/v1/endpoints",
+        json!({"url": url, "event_types": ["*"]}).to_string(),
+    )
+    .await
+}
+
+/// The org's stored endpoint URLs, from the store itself.
+async fn stored_urls(w: &TestSystem, org: &str) -> Vec<String> {
+    let page = w.endpoints.list(org, 1000, None).await.unwrap();
+    assert_eq!(page.next_cursor, None);
+    page.items.into_iter().map(|e| e.url).collect()
+}
+
+/// Fills `org` with `n` endpoints through the API.
+async fn fill(w: &TestSystem, org: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(
+            w.create_endpoint_for(org, &["*"]).await["id"]
+                .as_str()
+                .expect("an id")
+                .to_string(),
+        );
+    }
+    ids
+}
+
+/// Asserts a 422 `limit_exceeded` that names the limit and its value.
+fn assert_limit_exceeded(r: &Reply, max: u32) {
+    r.assert_error(422, "limit_exceeded");
+    let message = r.error_message();
+    assert!(
+        message.contains("max_endpoints_per_org") && message.contains(&format!(" {max} ")),
+        "the message does not name the limit of {max}: {message}"
+    );
+    assert!(!String::from_utf8_lossy(&r.bytes).contains("whsec_"));
+    assert!(!r.headers.contains_key("location"));
+}
+
+#[tokio::test]
+async fn the_101st_endpoint_is_422_limit_exceeded_and_writes_nothing() {
+    let w = world();
+    fill(&w, ORG, 100).await;
+    let before = stored_urls(&w, ORG).await;
+    let cursor = w.cursors.get(ORG).await.unwrap();
+    let r = try_create(&w, ORG, "https://example.com/the-101st").await;
+    assert_limit_exceeded(&r, 100);
+    assert_eq!(
+        r.error_message(),
+        "this organization has reached its limit of 100 endpoints (max_endpoints_per_org); delete an endpoint to add another"
+    );
+    // Nothing written: the same endpoints, the same cursor, nothing listed.
+    assert_eq!(stored_urls(&w, ORG).await, before);
+    assert!(!before.iter().any(|u| u.ends_with("the-101st")));
+    assert_eq!(w.cursors.get(ORG).await.unwrap(), cursor);
+    let listed = w.manage("GET", "/v1/endpoints?limit=250", "").await;
+    assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(100));
+    // Asking again changes nothing.
+    assert_limit_exceeded(&try_create(&w, ORG, "https://example.com/again").await, 100);
+    assert_eq!(stored_urls(&w, ORG).await.len(), 100);
+}
+
+#[tokio::test]
+async fn deleting_an_endpoint_frees_a_slot_for_one_more() {
+    let w = world();
+    let ids = fill(&w, ORG, 100).await;
+    assert_limit_exceeded(&try_create(&w, ORG, "https://example.com/full").await, 100);
+    let r = w
+        .manage("DELETE", &format!("/v1/endpoints/{}", ids[17]), "")
+        .await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    // A delete of nothing (already gone) frees nothing more.
+    let r = w
+        .manage("DELETE", &format!("/v1/endpoints/{}", ids[17]), "")
+        .await;
+    assert_eq!(r.status, 404, "{}", r.json);
+    let r = try_create(&w, ORG, "https://example.com/freed").await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_limit_exceeded(&try_create(&w, ORG, "https://example.com/next").await, 100);
+    let urls = stored_urls(&w, ORG).await;
+    assert_eq!(urls.len(), 100);
+    assert!(urls.iter().any(|u| u.ends_with("/freed")));
+    assert!(!urls.iter().any(|u| u.ends_with("/next")));
+}
+
+#[tokio::test]
+async fn another_orgs_endpoints_never_count() {
+    let w = world();
+    fill(&w, ORG, 100).await;
+    assert_limit_exceeded(&try_create(&w, ORG, "https://example.com/a").await, 100);
+    // The second org starts from nothing, and can fill up on its own.
+    let ids = fill(&w, OTHER_ORG, 100).await;
+    assert_eq!(stored_urls(&w, OTHER_ORG).await.len(), 100);
+    assert_limit_exceeded(
+        &try_create(&w, OTHER_ORG, "https://example.com/b").await,
+        100,
+    );
+    // Its deletes free its own slots, not the first org's.
+    let r = w
+        .call_as(
+            OTHER_ORG,
+            MANAGE,
+            "DELETE",
+            &format!("/v1/endpoints/{}", ids[0]),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    assert_limit_exceeded(&try_create(&w, ORG, "https://example.com/c").await, 100);
+    assert_eq!(
+        try_create(&w, OTHER_ORG, "https://example.com/d")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(stored_urls(&w, ORG).await.len(), 100);
+}
+
+#[tokio::test]
+async fn a_configured_limit_holds_instead_of_100() {
+    let w = world_with_limit(3);
+    fill(&w, ORG, 3).await;
+    let r = try_create(&w, ORG, "https://example.com/fourth").await;
+    assert_limit_exceeded(&r, 3);
+    assert!(
+        r.error_message().contains("limit of 3 endpoints"),
+        "{}",
+        r.error_message()
+    );
+    assert!(!r.error_message().contains("100"), "{}", r.error_message());
+    assert_eq!(stored_urls(&w, ORG).await.len(), 3);
+    // A limit of one: the first endpoint fills the org.
+    let w = world_with_limit(1);
+    fill(&w, OTHER_ORG, 1).await;
+    assert_limit_exceeded(&try_create(&w, OTHER_ORG, "https://example.com/2").await, 1);
+}
+
+#[tokio::test]
+async fn creates_racing_for_the_last_slot_pass_once() {
+    let w = world_with_limit(3);
+    fill(&w, ORG, 2).await;
+    let urls: Vec<String> = (0..5)
+        .map(|i| format!("https://example.com/racer-{i}"))
+        .collect();
+    let (a, b, c, d, e) = tokio::join!(
+        try_create(&w, ORG, &urls[0]),
+        try_create(&w, ORG, &urls[1]),
+        try_create(&w, ORG, &urls[2]),
+        try_create(&w, ORG, &urls[3]),
+        try_create(&w, ORG, &urls[4]),
+    );
+    let replies = [a, b, c, d, e];
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in replies.iter().filter(|r| r.status != 201) {
+        assert_limit_exceeded(r, 3);
+    }
+    assert_eq!(stored_urls(&w, ORG).await.len(), 3);
+}

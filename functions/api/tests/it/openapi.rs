@@ -55,3 +55,25 @@ fn every_operation_documents_its_security_and_responses() {
         }
     }
 }
+
+#[test]
+fn creating_an_endpoint_documents_the_limit_exceeded_422() {
+    let doc = document();
+    let response = &doc["paths"]["/v1/endpoints"]["post"]["responses"]["422"];
+    assert_eq!(
+        response["$ref"].as_str(),
+        Some("#/components/responses/LimitExceeded")
+    );
+    let limit = &doc["components"]["responses"]["LimitExceeded"];
+    assert_eq!(
+        limit["content"]["application/json"]["schema"]["$ref"].as_str(),
+        Some("#/components/schemas/Error")
+    );
+    assert!(limit["description"]
+        .as_str()
+        .is_some_and(|d| d.contains("limit_exceeded") && d.contains("max_endpoints_per_org")));
+    let codes = doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"]
+        .as_sequence()
+        .expect("the error codes");
+    assert!(codes.iter().any(|c| c.as_str() == Some("limit_exceeded")));
+}

@@ -12,7 +12,7 @@ use webhooks_domain::{Endpoint, Subscriber};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_memory::MemoryEndpointStore;
 use webhooks_ports::{
-    EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result, Updated,
+    Created, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page, Result, Updated,
 };
 
 /// The memory store, with a pause after each read: the window in which a
@@ -52,8 +52,8 @@ impl EndpointHealth for SlowReads {
 
 #[async_trait]
 impl EndpointStore for SlowReads {
-    async fn create(&self, endpoint: &Endpoint) -> Result<()> {
-        self.0.create(endpoint).await
+    async fn create(&self, endpoint: &Endpoint, max_per_org: u32) -> Result<Created> {
+        self.0.create(endpoint, max_per_org).await
     }
     async fn list(
         &self,

@@ -226,7 +226,16 @@ impl FaultySystem {
                     )
                     .await
                     .expect("cursor");
-                self.adapters.endpoints.create(&ep).await.expect("endpoint");
+                let created = self
+                    .adapters
+                    .endpoints
+                    .create(
+                        &ep,
+                        webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+                    )
+                    .await
+                    .expect("endpoint");
+                assert_eq!(created, webhooks_ports::Created::Written);
                 self.endpoints.push((ep, path));
             }
         }
