@@ -17,6 +17,7 @@ mod headers;
 mod health;
 pub mod limits;
 mod notices;
+mod rate;
 mod renew;
 mod stats;
 use notices::outcome_name;
