@@ -302,6 +302,9 @@ impl World {
             self.commit(now).await;
             self.read_stream(now);
             self.step(now).await;
+            // The step took time (its POSTs): what follows, and the next
+            // wake, go from when it ended.
+            let now = self.clock.now();
             self.observe_endpoints(now).await;
             if now >= self.next_check {
                 self.check_running(now).await;
