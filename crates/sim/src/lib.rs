@@ -10,7 +10,8 @@
 //! - [`chaos`]: crashes, failures and interleavings at every port call;
 //! - [`receivers`]: endpoints that answer 2xx, 4xx, 410, 429 with
 //!   `Retry-After`, time out or reset, some down for days;
-//! - [`world`]: orgs, endpoints, publishers, the drivers and the API calls;
+//! - [`world`]: orgs (quiet ones, noisy ones, random ones), endpoints,
+//!   publishers, the drivers and the API calls;
 //! - [`check`]: the invariants.
 
 pub mod chaos;
@@ -21,6 +22,35 @@ pub mod world;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use webhooks_domain::Delivery;
+
+/// What an org is in the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Healthy endpoints that answer quickly and a small share of the
+    /// events: the tenant the fair queue and the slow lane are for. Its
+    /// first attempts are held to a bound.
+    Quiet,
+    /// A noisy neighbour: one of its endpoints never answers (every POST
+    /// takes the whole request timeout), and it publishes a large share of
+    /// the events, so hundreds of deliveries wait for that endpoint.
+    DeadEndpoint,
+    /// A noisy neighbour: many endpoints subscribed to everything, each
+    /// answering 2xx in about a second, and a large share of the events.
+    BigTenant,
+    /// Endpoints of random behaviours.
+    Other,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Quiet => "quiet",
+            Role::DeadEndpoint => "dead-endpoint",
+            Role::BigTenant => "big-tenant",
+            Role::Other => "other",
+        }
+    }
+}
 
 /// What one seed's run came to.
 #[derive(Debug, Clone)]
@@ -38,6 +68,8 @@ pub struct Report {
     /// Stream records never handed to the fan-out (aged out, given up).
     pub stream_dropped: usize,
     pub violations: Vec<String>,
+    /// The most deliveries of the dead endpoint pending at once.
+    pub dead_backlog: usize,
     /// A hash of every delivery's final state: the same seed gives the
     /// same digest.
     pub digest: u64,
@@ -61,6 +93,7 @@ pub fn run(seed: u64, target: usize) -> Report {
         crashed: 0,
         stream_dropped: 0,
         violations: vec![what],
+        dead_backlog: 0,
         digest: 0,
     };
     let runtime = match runtime {

@@ -70,8 +70,8 @@ fn main() -> ExitCode {
         args.threads,
         |r| {
             println!(
-            "seed {:>6}: {:>6} events {:>7} deliveries {:>7} POSTs {:>5.1} days {:>4} crashed {:>3} dropped {:?} violations {}",
-            r.seed, r.events, r.deliveries, r.posts, r.virtual_days, r.crashed, r.stream_dropped, r.by_status, r.violations.len()
+            "seed {:>6}: {:>6} events {:>7} deliveries {:>7} POSTs {:>5.1} days {:>4} crashed {:>3} dropped {:?} violations {}; dead endpoint pending at most {}",
+            r.seed, r.events, r.deliveries, r.posts, r.virtual_days, r.crashed, r.stream_dropped, r.by_status, r.violations.len(), r.dead_backlog
         );
         },
     );

@@ -144,6 +144,14 @@ impl Receivers {
             .copied()
     }
 
+    /// Whether the endpoint at `url` never answers.
+    pub fn is_black_hole(&self, url: &str) -> bool {
+        self.state()
+            .receivers
+            .get(url)
+            .is_some_and(|r| matches!(r.behaviour, Behaviour::BlackHole))
+    }
+
     pub fn posts(&self) -> u64 {
         self.state().posts
     }

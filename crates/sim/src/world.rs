@@ -8,7 +8,7 @@
 use crate::chaos::{chaotic, invoke, Hostility, Invocation};
 use crate::check::{Final, Known, Orphans, Violations};
 use crate::receivers::{Behaviour, Receivers};
-use crate::Report;
+use crate::{Report, Role};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::{join_all, BoxFuture, FutureExt};
 use lambda_http::RequestExt;
@@ -42,6 +42,14 @@ const SETTLE: Duration = Duration::from_secs(120);
 const MAX_COMMIT_DELAY_MS: i64 = 30_000;
 /// How often pending deliveries are compared with the queue.
 const CHECK_EVERY: chrono::Duration = chrono::Duration::minutes(10);
+/// The share of the deliveries each role's orgs get (the `Other` orgs the
+/// rest): the dead endpoint's org floods it with hundreds of deliveries,
+/// the big tenant's events each fan out to all of its endpoints.
+const QUIET_SHARE: f64 = 0.06;
+const DEAD_ENDPOINT_SHARE: f64 = 0.15;
+const BIG_TENANT_SHARE: f64 = 0.35;
+/// How long the big tenant's endpoints take to answer.
+const BIG_TENANT_LATENCY: Duration = Duration::from_secs(1);
 
 /// A batch of stream records on its way to the fan-out.
 struct StreamBatch {
@@ -71,6 +79,9 @@ pub struct World {
     hostility: Hostility,
     schedule: RetrySchedule,
     orgs: Vec<String>,
+    /// Each org's role, and its weight when an event's org is drawn.
+    roles: HashMap<String, Role>,
+    weights: Vec<f64>,
     known: BTreeMap<String, Known>,
     /// Events made and not yet committed, by commit time.
     uncommitted: Vec<(DateTime<Utc>, Event)>,
@@ -99,6 +110,8 @@ pub struct World {
     /// each delivery: each delays its next attempt by the queue's
     /// visibility timeout.
     crash_holds: HashMap<String, u32>,
+    /// The most deliveries of the dead endpoint pending at once.
+    dead_backlog: usize,
     /// A delivery whose messages are printed as they are handled
     /// (`WEBHOOKS_SIM_TRACE`).
     trace: Option<String>,
@@ -177,6 +190,8 @@ impl World {
             hostility,
             schedule,
             orgs: Vec::new(),
+            roles: HashMap::new(),
+            weights: Vec::new(),
             known: BTreeMap::new(),
             uncommitted: Vec::new(),
             events: Vec::new(),
@@ -199,6 +214,7 @@ impl World {
             end,
             resent: HashSet::new(),
             crash_holds: HashMap::new(),
+            dead_backlog: 0,
             trace: std::env::var("WEBHOOKS_SIM_TRACE").ok(),
             orphans: Orphans::default(),
             deleted_one: false,
@@ -209,24 +225,78 @@ impl World {
         Ok(world)
     }
 
-    /// Orgs and their endpoints, each with a receiver behaviour.
+    /// Orgs and their endpoints, each with a receiver behaviour: one or
+    /// two quiet orgs (healthy endpoints that answer quickly), the dead
+    /// endpoint's org (one endpoint that never answers, flooded with a
+    /// large share of the events), the big tenant (20 to 50 endpoints
+    /// subscribed to everything, each answering in about a second), and
+    /// one or two orgs of random endpoints.
     async fn make_orgs(&mut self) {
         let now = self.clock.now();
-        let orgs = self.rng.random_range(2..=4);
-        for o in 0..orgs {
+        let mut roles = vec![Role::Quiet; self.rng.random_range(1..=2)];
+        roles.extend([Role::DeadEndpoint, Role::BigTenant]);
+        roles.extend(vec![Role::Other; self.rng.random_range(1..=2)]);
+        let count = |role: Role| roles.iter().filter(|r| **r == role).count() as f64;
+        let (quiet, others) = (count(Role::Quiet), count(Role::Other));
+        for (o, role) in roles.iter().copied().enumerate() {
             let org = format!("org_{o}");
-            let endpoints = self.rng.random_range(2..=5);
-            for _ in 0..endpoints {
-                self.make_endpoint(&org, now).await;
+            let mut endpoints = Vec::new();
+            match role {
+                Role::Quiet => {
+                    for _ in 0..self.rng.random_range(2..=4) {
+                        let fail_rate = self.rng.random_range(0.0..0.02);
+                        let subscription = self.subscription();
+                        endpoints.push((Behaviour::Healthy { fail_rate }, subscription, None));
+                    }
+                }
+                Role::DeadEndpoint => {
+                    endpoints.push((Behaviour::BlackHole, Subscription::All, None));
+                    for _ in 0..self.rng.random_range(1..=2) {
+                        endpoints.push(self.random_endpoint(now));
+                    }
+                }
+                Role::BigTenant => {
+                    for _ in 0..self.rng.random_range(20..=50) {
+                        let behaviour = Behaviour::Slow {
+                            latency: BIG_TENANT_LATENCY,
+                            fail_rate: self.rng.random_range(0.0..0.02),
+                        };
+                        endpoints.push((behaviour, Subscription::All, None));
+                    }
+                }
+                Role::Other => {
+                    for _ in 0..self.rng.random_range(2..=5) {
+                        endpoints.push(self.random_endpoint(now));
+                    }
+                }
             }
+            // Deliveries per event, on average over the types.
+            let per_event = EventType::ALL
+                .iter()
+                .map(|t| endpoints.iter().filter(|e| e.1.matches(*t)).count())
+                .sum::<usize>() as f64
+                / EventType::ALL.len() as f64;
+            let share = match role {
+                Role::Quiet => QUIET_SHARE / quiet,
+                Role::DeadEndpoint => DEAD_ENDPOINT_SHARE,
+                Role::BigTenant => BIG_TENANT_SHARE,
+                Role::Other => {
+                    (1.0 - QUIET_SHARE - DEAD_ENDPOINT_SHARE - BIG_TENANT_SHARE) / others
+                }
+            };
+            self.weights.push(share / per_event.max(0.1));
+            for (behaviour, subscription, rate_limit) in endpoints {
+                self.make_endpoint(&org, now, behaviour, subscription, rate_limit)
+                    .await;
+            }
+            self.roles.insert(org.clone(), role);
             self.orgs.push(org);
         }
     }
 
-    async fn make_endpoint(&mut self, org: &str, now: DateTime<Utc>) {
-        let n = self.known.len();
-        let url = format!("https://ep{n}.{org}.sim.test/hooks");
-        let subscription = if self.rng.random_bool(0.4) {
+    /// A subscription to everything (40 %) or to one to four types.
+    fn subscription(&mut self) -> Subscription {
+        if self.rng.random_bool(0.4) {
             Subscription::All
         } else {
             let count = self.rng.random_range(1..=4);
@@ -236,16 +306,17 @@ impl World {
                 .collect();
             types.sort_by_key(|t| t.as_str());
             Subscription::Types(types)
-        };
-        let secret = Secret::generate();
-        let mut endpoint = Endpoint::new(org, url.clone(), subscription, secret.clone());
-        endpoint.id = ids::id_at("ep", now, self.rng.random());
-        endpoint.created_at = now;
-        endpoint.updated_at = now;
-        // Some endpoints declare a rate limit, low enough to be reached.
-        if self.rng.random_bool(0.25) {
-            endpoint.rate_limit = Some(self.rng.random_range(1..=3));
         }
+    }
+
+    /// An endpoint of random behaviour and subscription; a quarter declare
+    /// a rate limit, low enough to be reached.
+    fn random_endpoint(&mut self, now: DateTime<Utc>) -> (Behaviour, Subscription, Option<u32>) {
+        let subscription = self.subscription();
+        let rate_limit = self
+            .rng
+            .random_bool(0.25)
+            .then(|| self.rng.random_range(1..=3));
         let hours = |h: i64| now + chrono::Duration::hours(h);
         let behaviour = match self.rng.random_range(0..100) {
             0..=49 => Behaviour::Healthy {
@@ -268,6 +339,25 @@ impl World {
             90..=95 => Behaviour::GoneFrom(hours(self.rng.random_range(0..12))),
             _ => Behaviour::BlackHole,
         };
+        (behaviour, subscription, rate_limit)
+    }
+
+    async fn make_endpoint(
+        &mut self,
+        org: &str,
+        now: DateTime<Utc>,
+        behaviour: Behaviour,
+        subscription: Subscription,
+        rate_limit: Option<u32>,
+    ) {
+        let n = self.known.len();
+        let url = format!("https://ep{n}.{org}.sim.test/hooks");
+        let secret = Secret::generate();
+        let mut endpoint = Endpoint::new(org, url.clone(), subscription, secret.clone());
+        endpoint.id = ids::id_at("ep", now, self.rng.random());
+        endpoint.created_at = now;
+        endpoint.updated_at = now;
+        endpoint.rate_limit = rate_limit;
         self.receivers.add(&url, behaviour, secret);
         let registered = webhooks_pipeline::registration::register_endpoint(
             self.memory.cursors.as_ref(),
@@ -335,7 +425,8 @@ impl World {
             self.end = self.api_until + self.worst + chrono::Duration::hours(4);
         }
         while self.next_publish <= now && self.publishing(now) {
-            let org = self.orgs[self.rng.random_range(0..self.orgs.len())].clone();
+            let drawn = self.draw_org();
+            let org = self.orgs[drawn].clone();
             let event_type = EventType::ALL[self.rng.random_range(0..EventType::ALL.len())];
             let data = RawValue::from_string(format!("{{\"n\":{}}}", self.events.len()));
             let Ok(data) = data else { continue };
@@ -362,6 +453,19 @@ impl World {
             self.next_publish =
                 now + chrono::Duration::milliseconds(self.rng.random_range(0..=gap * 2));
         }
+    }
+
+    /// An org for the next event, by the orgs' weights.
+    fn draw_org(&mut self) -> usize {
+        let total: f64 = self.weights.iter().sum();
+        let mut x = self.rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
+        for (i, w) in self.weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        self.weights.len().saturating_sub(1)
     }
 
     /// Commits the writes that are due, in commit order (not id order).
@@ -602,10 +706,13 @@ impl World {
             return None;
         }
         self.next_api = now + chrono::Duration::minutes(self.rng.random_range(1..40));
+        // An org first, then one of its endpoints: the big tenant's many
+        // endpoints take no more of the calls than any other org's.
+        let org = self.orgs.choose(&mut self.rng)?.clone();
         let alive: Vec<Endpoint> = self
             .known
             .values()
-            .filter(|k| k.deleted_at.is_none())
+            .filter(|k| k.deleted_at.is_none() && k.endpoint.org_id == org)
             .map(|k| k.endpoint.clone())
             .collect();
         let ep = alive.choose(&mut self.rng)?.clone();
@@ -780,6 +887,19 @@ impl World {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        // The dead endpoint's delivery ids all start with its own part.
+        let dead: Vec<String> = self
+            .known
+            .values()
+            .filter(|k| self.roles.get(&k.endpoint.org_id) == Some(&Role::DeadEndpoint))
+            .filter(|k| self.receivers.is_black_hole(&k.endpoint.url))
+            .map(|k| webhooks_domain::delivery::delivery_id(&k.endpoint.id, ""))
+            .collect();
+        let dead_pending = pending
+            .iter()
+            .filter(|id| dead.iter().any(|prefix| id.starts_with(prefix.as_str())))
+            .count();
+        self.dead_backlog = self.dead_backlog.max(dead_pending);
         self.orphans.check(
             now,
             &pending,
@@ -904,6 +1024,7 @@ impl World {
             crashed: self.crashed,
             stream_dropped: self.stream_dropped,
             violations: self.violations.all(),
+            dead_backlog: self.dead_backlog,
             digest: crate::digest(&deliveries),
         }
     }
