@@ -6,9 +6,10 @@
 //! sweeper's schedule, and API calls racing the pipeline.
 
 use crate::chaos::{chaotic, invoke, Hostility, Invocation};
-use crate::check::{Final, Known, Orphans, Violations};
+use crate::check::{Final, FirstAttempt, Known, Orphans, Pace, Ready, Violations};
+use crate::ledger::{Ledger, LedgerQueue};
 use crate::receivers::{Behaviour, Receivers};
-use crate::{Report, Role};
+use crate::{Lateness, Report, Role};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::{join_all, BoxFuture, FutureExt};
 use lambda_http::RequestExt;
@@ -34,12 +35,25 @@ use webhooks_testkit::clock::TokioClock;
 
 /// The sender's Lambda timeout.
 const SENDER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a receiver takes to answer (or not): the sender's request
+/// timeout. A step's invocations start their POSTs together, and nothing
+/// else they do takes virtual time, so no step lasts longer (checked).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the sweeper runs, and how old an event must be for it.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 const SETTLE: Duration = Duration::from_secs(120);
 /// The longest a publisher's write takes to commit after its id is made
 /// (well inside the settle window, as the design requires).
 const MAX_COMMIT_DELAY_MS: i64 = 30_000;
+/// What bounds a first attempt's lateness (see [`Pace`]).
+const PACE: Pace = Pace {
+    step: REQUEST_TIMEOUT,
+    stream_lag: STREAM_LAG,
+};
+/// Stream batches fanned out at once, at most.
+const FANOUTS_PER_STEP: usize = 4;
+/// The most a stream batch waits before the fan-out is invoked with it.
+const STREAM_LAG: Duration = Duration::from_secs(2);
 /// How often pending deliveries are compared with the queue.
 const CHECK_EVERY: chrono::Duration = chrono::Duration::minutes(10);
 /// The share of the deliveries each role's orgs get (the `Other` orgs the
@@ -56,6 +70,9 @@ struct StreamBatch {
     due: DateTime<Utc>,
     events: Vec<Event>,
     tries: u32,
+    /// Steps that began with it due and left it for later (at most
+    /// [`FANOUTS_PER_STEP`] batches are fanned out at once).
+    waited: u32,
 }
 
 /// An API call to make later (an endpoint re-enabled after a while, a
@@ -110,11 +127,26 @@ pub struct World {
     /// each delivery: each delays its next attempt by the queue's
     /// visibility timeout.
     crash_holds: HashMap<String, u32>,
+    /// When each event was committed.
+    committed_at: HashMap<String, DateTime<Utc>>,
+    /// Events a fan-out has had in hand (the stream's, by this world's
+    /// account), and, of those, the ones whose first fan-out went through
+    /// without a fault, with when it ended: their deliveries' whole path
+    /// from the commit is the pipeline's.
+    fanned: HashSet<String>,
+    clean_fanout: HashMap<String, (DateTime<Utc>, u32)>,
+    /// Each delivery's first message and the receives that left it queued.
+    ledger: Ledger,
+    /// When the step in progress ended (set before its results are read).
+    step_ended: DateTime<Utc>,
+    /// The longest a step took.
+    longest_step: Duration,
     /// The most deliveries of the dead endpoint pending at once.
     dead_backlog: usize,
     /// A delivery whose messages are printed as they are handled
     /// (`WEBHOOKS_SIM_TRACE`).
     trace: Option<String>,
+    trace_event: Option<String>,
     resent: HashSet<String>,
     orphans: Orphans,
     deleted_one: bool,
@@ -133,14 +165,23 @@ impl World {
             Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
             clock.clone(),
         );
-        let adapters = chaotic(&memory.adapters());
+        // The queue as the pipeline sees it writes each delivery's first
+        // message and its receives' holds in the ledger, under the chaos.
+        let ledger = Ledger::default();
+        let mut plain = memory.adapters();
+        plain.queue = Arc::new(LedgerQueue::new(
+            plain.queue.clone(),
+            ledger.clone(),
+            clock.clone(),
+            queued_delivery,
+        ));
+        let adapters = chaotic(&plain);
         let violations = Violations::default();
-        let request_timeout = Duration::from_secs(15);
         let receivers = Receivers::new(
             rng.random(),
             clock.clone(),
             memory.deliveries.clone(),
-            request_timeout,
+            REQUEST_TIMEOUT,
             violations.clone(),
         );
         let schedule = RetrySchedule::default();
@@ -214,8 +255,18 @@ impl World {
             end,
             resent: HashSet::new(),
             crash_holds: HashMap::new(),
+            committed_at: HashMap::new(),
+            fanned: HashSet::new(),
+            clean_fanout: HashMap::new(),
+            ledger,
+            step_ended: now,
+            longest_step: Duration::ZERO,
             dead_backlog: 0,
             trace: std::env::var("WEBHOOKS_SIM_TRACE").ok(),
+            trace_event: std::env::var("WEBHOOKS_SIM_TRACE")
+                .ok()
+                .and_then(|id| webhooks_domain::delivery::parse_delivery_id(&id))
+                .map(|(_, event)| event),
             orphans: Orphans::default(),
             deleted_one: false,
             invocations: 0,
@@ -379,6 +430,11 @@ impl World {
         );
     }
 
+    /// The event of the traced delivery, if one is traced.
+    fn traced_event(&self) -> Option<&str> {
+        self.trace_event.as_deref()
+    }
+
     fn next_seed(&mut self) -> u64 {
         self.invocations += 1;
         self.rng.random()
@@ -477,6 +533,10 @@ impl World {
             if let Err(e) = self.memory.events.put_if_absent(&event).await {
                 self.violations.add(format!("committing {}: {e}", event.id));
             }
+            if self.traced_event() == Some(event.id.as_str()) {
+                eprintln!("TRACE {now} {} committed", event.id);
+            }
+            self.committed_at.insert(event.id.clone(), now);
         }
     }
 
@@ -505,18 +565,22 @@ impl World {
                     self.stream_dropped += batch.len();
                     continue;
                 }
-                let lag = chrono::Duration::milliseconds(self.rng.random_range(0..2000));
+                let lag = chrono::Duration::milliseconds(
+                    self.rng.random_range(0..STREAM_LAG.as_millis() as i64),
+                );
                 if self.rng.random_bool(0.01) {
                     self.stream.push_back(StreamBatch {
                         due: now + lag + chrono::Duration::seconds(self.rng.random_range(1..90)),
                         events: batch.clone(),
                         tries: 0,
+                        waited: 0,
                     });
                 }
                 self.stream.push_back(StreamBatch {
                     due: now + lag,
                     events: batch,
                     tries: 0,
+                    waited: 0,
                 });
             }
         }
@@ -527,12 +591,15 @@ impl World {
     async fn step(&mut self, now: DateTime<Utc>) {
         let mut fanouts = Vec::new();
         let mut i = 0;
-        while i < self.stream.len() && fanouts.len() < 4 {
-            if self.stream[i].due <= now {
+        while i < self.stream.len() {
+            if self.stream[i].due <= now && fanouts.len() < FANOUTS_PER_STEP {
                 if let Some(batch) = self.stream.remove(i) {
                     fanouts.push(batch);
                 }
             } else {
+                if self.stream[i].due <= now {
+                    self.stream[i].waited += 1;
+                }
                 i += 1;
             }
         }
@@ -621,13 +688,49 @@ impl World {
                 .boxed(),
             );
         }
-        for done in join_all(work).await {
+        let done = join_all(work).await;
+        self.step_ended = self.clock.now();
+        let took = (self.step_ended - now).to_std().unwrap_or_default();
+        self.longest_step = self.longest_step.max(took);
+        // The first-attempt bound counts on steps no longer than this.
+        if took > REQUEST_TIMEOUT + Duration::from_millis(100) {
+            self.violations.add(format!(
+                "a step took {:.1} s, longer than the request timeout",
+                took.as_secs_f64()
+            ));
+        }
+        for done in done {
             self.after(done, now).await;
         }
     }
 
     /// What the event source mappings and the callers do with the results.
     async fn after(&mut self, step: Step, now: DateTime<Utc>) {
+        if let Step::FannedOut(batch, failed) = &step {
+            // An event's first fan-out, if it is this one: clean when the
+            // stream handed it over first time and it went through.
+            let through = match failed {
+                Some(None) => batch.events.len(),
+                Some(Some(i)) => *i,
+                None => 0,
+            };
+            for (i, e) in batch.events.iter().enumerate() {
+                if self.traced_event() == Some(e.id.as_str()) {
+                    eprintln!(
+                        "TRACE {now}..{} {} stream fan-out try {} of {} events: {}",
+                        self.step_ended,
+                        e.id,
+                        batch.tries,
+                        batch.events.len(),
+                        if i < through { "done" } else { "failed" }
+                    );
+                }
+                if self.fanned.insert(e.id.clone()) && batch.tries == 0 && i < through {
+                    self.clean_fanout
+                        .insert(e.id.clone(), (self.step_ended, batch.waited));
+                }
+            }
+        }
         match step {
             Step::FannedOut(batch, Some(None)) => drop(batch),
             Step::FannedOut(mut batch, failed) => {
@@ -652,6 +755,7 @@ impl World {
                         due: batch.due,
                         events: half,
                         tries: batch.tries,
+                        waited: batch.waited,
                     });
                 }
                 self.stream.push_back(batch);
@@ -668,6 +772,18 @@ impl World {
                             );
                         }
                     }
+                }
+                for (i, m) in messages.iter().enumerate() {
+                    let finished = outcomes
+                        .as_ref()
+                        .is_some_and(|o| o[i] == MessageOutcome::Done);
+                    self.ledger.received(
+                        queued_delivery(&m.body),
+                        &m.receipt_handle,
+                        finished,
+                        self.step_ended,
+                        Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
+                    );
                 }
                 match outcomes {
                     // The event source mapping deletes what was finished.
@@ -951,6 +1067,46 @@ impl World {
         wake
     }
 
+    /// Every first attempt's lateness, by its org's role; a quiet org's
+    /// checked against what its path and its holds allow.
+    fn first_attempts(&self, deliveries: &[Delivery]) -> (BTreeMap<Role, Lateness>, Lateness) {
+        let mut lateness: BTreeMap<Role, Lateness> = BTreeMap::new();
+        let mut quiet_fault_free = Lateness::default();
+        for d in deliveries {
+            let Some(first) = d.attempts.iter().find(|a| a.number == 1) else {
+                continue;
+            };
+            let Some(role) = self.roles.get(&d.org_id).copied() else {
+                continue;
+            };
+            let first_queued = self.ledger.first_queued(&d.id);
+            let committed = self.committed_at.get(&d.event_id);
+            let clean = self.clean_fanout.get(&d.event_id);
+            let (ready, stream_waits) = match (committed, clean, first_queued) {
+                (Some(c), Some((done, waited)), Some(q)) if q <= *done => {
+                    (Ready::Committed(*c), *waited)
+                }
+                (_, _, Some(q)) => (Ready::Queued(q), 0),
+                (_, _, None) => (Ready::Queued(d.created_at), 0),
+            };
+            let holds = self.ledger.holds(&d.id);
+            let fa = FirstAttempt {
+                ready,
+                stream_waits,
+                attempted: first.at,
+                holds: &holds,
+            };
+            lateness.entry(role).or_default().add(fa.lateness());
+            if role == Role::Quiet {
+                fa.check(&d.id, PACE, &self.violations);
+                if fa.held() == 0 && stream_waits == 0 {
+                    quiet_fault_free.add(fa.lateness());
+                }
+            }
+        }
+        (lateness, quiet_fault_free)
+    }
+
     /// The end: every invariant over the final state.
     async fn finish(self) -> Report {
         let deliveries = self.memory.deliveries.all();
@@ -986,6 +1142,7 @@ impl World {
             deferral_slack: &deferral_slack,
         }
         .check(&self.violations);
+        let (lateness, quiet_fault_free) = self.first_attempts(&deliveries);
         // No cursor stuck: each org's has reached its last event.
         for org in &self.orgs {
             let last = self
@@ -1024,7 +1181,10 @@ impl World {
             crashed: self.crashed,
             stream_dropped: self.stream_dropped,
             violations: self.violations.all(),
+            lateness,
+            quiet_fault_free,
             dead_backlog: self.dead_backlog,
+            longest_step: self.longest_step,
             digest: crate::digest(&deliveries),
         }
     }
