@@ -270,6 +270,137 @@ impl Final<'_> {
     }
 }
 
+/// From when a delivery could first be attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Its event's commit: its first message came out of the event's first
+    /// fan-out by the stream, which went through, so the whole way from the
+    /// commit is the pipeline's (stream, fan-out, queue, sender).
+    Committed(DateTime<Utc>),
+    /// Its first message: its event's fan-out was retried, given up (the
+    /// sweeper's), or came from elsewhere. What came before is the
+    /// stream's and the sweeper's, bounded by the cursor and orphan checks.
+    Queued(DateTime<Utc>),
+}
+
+impl Ready {
+    pub fn at(self) -> DateTime<Utc> {
+        match self {
+            Ready::Committed(t) | Ready::Queued(t) => t,
+        }
+    }
+}
+
+/// How long the simulation's steps and the stream may take, which bound a
+/// first attempt's lateness.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// The longest a step takes: every invocation of a step runs at once,
+    /// and the next step starts when all have ended, so a step lasts as
+    /// long as its slowest POST (the request timeout) and no longer.
+    pub step: Duration,
+    /// The longest the stream takes to hand a committed record over.
+    pub stream_lag: Duration,
+}
+
+impl Pace {
+    fn step(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.step).unwrap_or_default()
+    }
+
+    /// The longest a visible message of a quiet org waits to be received:
+    /// the step in progress when it becomes visible, and one step more.
+    /// That one is the fair queue's: a tenant's messages are handed out in
+    /// arrival order with the quiet ones until the queue sees it as noisy
+    /// (30 in flight, or over 10 % of the recent processing time), which
+    /// one step of its slow POSTs makes it; so at most one step of a noisy
+    /// tenant not yet seen as noisy (at the start, after a lull) comes
+    /// ahead of a quiet message, and otherwise only other quiet tenants'
+    /// short bursts (a few steps of quick POSTs, seconds in all).
+    pub fn queue_wait(&self) -> chrono::Duration {
+        self.step() * 2
+    }
+}
+
+/// A quiet org's delivery's first attempt, and what delayed it.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstAttempt<'a> {
+    pub ready: Ready,
+    /// From a commit: steps that began with its stream batch due and left
+    /// it for later, behind the batches fanned out at once.
+    pub stream_waits: u32,
+    pub attempted: DateTime<Utc>,
+    /// Every receive of its messages that left it on the queue.
+    pub holds: &'a [crate::ledger::Hold],
+}
+
+/// What a first attempt may be late by beyond its steps: the world polls
+/// for due work every 200 ms between steps.
+pub const FIRST_ATTEMPT_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
+
+impl FirstAttempt<'_> {
+    pub fn lateness(&self) -> chrono::Duration {
+        (self.attempted - self.ready.at()).max(chrono::Duration::zero())
+    }
+
+    /// How late it may be at `pace`. From a commit: the stream's lag, the
+    /// step in progress when its batch is due (and each step that left the
+    /// batch for later), then the step fanning it out, in which its message
+    /// is sent, and the message's [`Pace::queue_wait`]. From a first
+    /// message, its queue wait. And for each receive before the attempt
+    /// that left its message on the queue: the time it hid the message (a
+    /// deferral, or the queue's visibility timeout after a crash, a
+    /// throttled store call or a failed visibility change) and the queue
+    /// wait once it is visible again. Nothing else: the fair queue hands a
+    /// quiet org's messages out before a noisy one's, so a queue full of
+    /// the noisy orgs' messages adds nothing, and the slow lane keeps their
+    /// slow POSTs from holding every step for long.
+    pub fn allowed(&self, pace: Pace) -> chrono::Duration {
+        let step = pace.step();
+        let waits = i32::try_from(self.stream_waits).unwrap_or(i32::MAX);
+        let path = match self.ready {
+            Ready::Committed(_) => {
+                chrono::Duration::from_std(pace.stream_lag).unwrap_or_default()
+                    + step * (1 + waits)
+                    + pace.queue_wait()
+            }
+            Ready::Queued(_) => pace.queue_wait(),
+        };
+        let holds: chrono::Duration = self
+            .holds
+            .iter()
+            .filter(|h| h.step_ended < self.attempted)
+            .map(|h| chrono::Duration::from_std(h.hidden).unwrap_or_default() + pace.queue_wait())
+            .sum();
+        path + holds + FIRST_ATTEMPT_MARGIN
+    }
+
+    /// The receives before the attempt that left the message queued.
+    pub fn held(&self) -> usize {
+        self.holds
+            .iter()
+            .filter(|h| h.step_ended < self.attempted)
+            .count()
+    }
+
+    /// Adds a violation if it came later than [`FirstAttempt::allowed`].
+    pub fn check(&self, delivery_id: &str, pace: Pace, violations: &Violations) {
+        let (late, allowed) = (self.lateness(), self.allowed(pace));
+        if late > allowed {
+            let from = match self.ready {
+                Ready::Committed(_) => "its event's commit",
+                Ready::Queued(_) => "its first message",
+            };
+            violations.add(format!(
+                "{delivery_id} (a quiet org's) first attempted {:.1} s after {from}, over the {:.1} s allowed ({} receives held it)",
+                late.num_milliseconds() as f64 / 1000.0,
+                allowed.num_milliseconds() as f64 / 1000.0,
+                self.held()
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,5 +520,62 @@ mod tests {
         orphans.check(at(22), &pending, &queued, limit, &v);
         assert_eq!(v.all().len(), 1);
         assert!(v.all()[0].starts_with("dlv_a"));
+    }
+
+    #[test]
+    fn a_first_attempt_may_be_late_by_its_steps_and_its_holds_only() {
+        use crate::ledger::Hold;
+        let pace = Pace {
+            step: Duration::from_secs(15),
+            stream_lag: Duration::from_secs(2),
+        };
+        let committed = at(0);
+        let seconds = |s: i64| committed + chrono::Duration::seconds(s);
+        let fa = |ready, attempted, holds| FirstAttempt {
+            ready,
+            stream_waits: 0,
+            attempted,
+            holds,
+        };
+        let v = Violations::default();
+        // From the commit: the stream's lag, the step in progress, the
+        // fan-out's step and the queue's wait of two; from a first message
+        // the queue's wait; a second of margin.
+        fa(Ready::Committed(committed), seconds(2 + 15 + 30 + 1), &[]).check("a", pace, &v);
+        fa(Ready::Queued(committed), seconds(31), &[]).check("b", pace, &v);
+        assert!(v.all().is_empty(), "{:?}", v.all());
+        fa(Ready::Committed(committed), seconds(49), &[]).check("c", pace, &v);
+        fa(Ready::Queued(committed), seconds(32), &[]).check("d", pace, &v);
+        assert_eq!(v.all().len(), 2, "{:?}", v.all());
+        // A stream batch left for later allows a step more.
+        let waited = FirstAttempt {
+            stream_waits: 1,
+            ..fa(Ready::Committed(committed), seconds(63), &[])
+        };
+        waited.check("e", pace, &v);
+        assert_eq!(v.all().len(), 2, "{:?}", v.all());
+        // A receive that left the message hidden for the visibility
+        // timeout allows that and the queue's wait again; one in the
+        // attempt's own step (its retry's hide) allows nothing.
+        let held = [
+            Hold {
+                step_ended: seconds(10),
+                hidden: Duration::from_secs(180),
+            },
+            Hold {
+                step_ended: seconds(300),
+                hidden: Duration::from_secs(180),
+            },
+        ];
+        let late = fa(Ready::Queued(committed), seconds(241), &held);
+        assert_eq!(late.held(), 1);
+        assert_eq!(
+            late.allowed(pace),
+            chrono::Duration::seconds(30 + 180 + 30 + 1)
+        );
+        late.check("f", pace, &v);
+        assert_eq!(v.all().len(), 2, "{:?}", v.all());
+        fa(Ready::Queued(committed), seconds(242), &held).check("g", pace, &v);
+        assert_eq!(v.all().len(), 3, "{:?}", v.all());
     }
 }

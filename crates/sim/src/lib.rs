@@ -10,17 +10,97 @@
 //! - [`chaos`]: crashes, failures and interleavings at every port call;
 //! - [`receivers`]: endpoints that answer 2xx, 4xx, 410, 429 with
 //!   `Retry-After`, time out or reset, some down for days;
-//! - [`world`]: orgs, endpoints, publishers, the drivers and the API calls;
+//! - [`world`]: orgs (quiet ones, noisy ones, random ones), endpoints,
+//!   publishers, the drivers and the API calls;
+//! - [`ledger`]: what happened to each delivery before its first attempt;
 //! - [`check`]: the invariants.
 
 pub mod chaos;
 pub mod check;
+pub mod ledger;
 pub mod receivers;
 pub mod world;
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use webhooks_domain::Delivery;
+
+/// What an org is in the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Healthy endpoints that answer quickly and a small share of the
+    /// events: the tenant the fair queue and the slow lane are for. Its
+    /// first attempts are held to a bound.
+    Quiet,
+    /// A noisy neighbour: one of its endpoints never answers (every POST
+    /// takes the whole request timeout), and it publishes a large share of
+    /// the events, so hundreds of deliveries wait for that endpoint.
+    DeadEndpoint,
+    /// A noisy neighbour: many endpoints subscribed to everything, each
+    /// answering 2xx in about a second, and a large share of the events.
+    BigTenant,
+    /// Endpoints of random behaviours.
+    Other,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Quiet => "quiet",
+            Role::DeadEndpoint => "dead-endpoint",
+            Role::BigTenant => "big-tenant",
+            Role::Other => "other",
+        }
+    }
+}
+
+/// First-attempt lateness of a set of deliveries, in milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Lateness {
+    ms: Vec<u64>,
+    sorted: bool,
+}
+
+impl Lateness {
+    pub fn add(&mut self, late: chrono::Duration) {
+        self.ms
+            .push(u64::try_from(late.num_milliseconds()).unwrap_or(0));
+        self.sorted = false;
+    }
+
+    pub fn merge(&mut self, other: &Lateness) {
+        self.ms.extend_from_slice(&other.ms);
+        self.sorted = false;
+    }
+
+    pub fn count(&self) -> usize {
+        self.ms.len()
+    }
+
+    /// The `p`-th percentile (0 to 100), in seconds.
+    pub fn percentile(&mut self, p: f64) -> f64 {
+        if !self.sorted {
+            self.ms.sort_unstable();
+            self.sorted = true;
+        }
+        if self.ms.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * self.ms.len() as f64).ceil() as usize;
+        self.ms[rank.clamp(1, self.ms.len()) - 1] as f64 / 1000.0
+    }
+
+    /// `n=… p50 … p99 … max …` (seconds).
+    pub fn summary(&mut self) -> String {
+        format!(
+            "n={} p50 {:.1} s p99 {:.1} s max {:.1} s",
+            self.count(),
+            self.percentile(50.0),
+            self.percentile(99.0),
+            self.percentile(100.0)
+        )
+    }
+}
 
 /// What one seed's run came to.
 #[derive(Debug, Clone)]
@@ -38,6 +118,15 @@ pub struct Report {
     /// Stream records never handed to the fan-out (aged out, given up).
     pub stream_dropped: usize,
     pub violations: Vec<String>,
+    /// First-attempt lateness, by the role of the delivery's org.
+    pub lateness: BTreeMap<Role, Lateness>,
+    /// The same, of the quiet orgs' deliveries that nothing held up: no
+    /// receive left their message queued, no stream batch waited.
+    pub quiet_fault_free: Lateness,
+    /// The most deliveries of the dead endpoint pending at once.
+    pub dead_backlog: usize,
+    /// The longest step of the simulation (every invocation at once).
+    pub longest_step: std::time::Duration,
     /// A hash of every delivery's final state: the same seed gives the
     /// same digest.
     pub digest: u64,
@@ -61,6 +150,10 @@ pub fn run(seed: u64, target: usize) -> Report {
         crashed: 0,
         stream_dropped: 0,
         violations: vec![what],
+        lateness: BTreeMap::new(),
+        quiet_fault_free: Lateness::default(),
+        dead_backlog: 0,
+        longest_step: std::time::Duration::ZERO,
         digest: 0,
     };
     let runtime = match runtime {
@@ -90,6 +183,49 @@ pub fn digest(deliveries: &[Delivery]) -> u64 {
         }
     }
     h.finish()
+}
+
+impl Report {
+    /// Quiet orgs' first attempts measured.
+    pub fn quiet_first_attempts(&self) -> usize {
+        self.lateness.get(&Role::Quiet).map_or(0, Lateness::count)
+    }
+
+    /// `quiet n=… p50 …; quiet without faults …; dead-endpoint …` for
+    /// every role measured.
+    pub fn lateness_summary(&self) -> String {
+        summarize(self.lateness.clone(), self.quiet_fault_free.clone())
+    }
+}
+
+/// One line of each role's lateness figures, the quiet orgs' fault-free
+/// ones after theirs.
+pub fn summarize(mut lateness: BTreeMap<Role, Lateness>, mut quiet_fault_free: Lateness) -> String {
+    let mut parts = Vec::new();
+    for (role, l) in &mut lateness {
+        parts.push(format!("{} {}", role.as_str(), l.summary()));
+        if *role == Role::Quiet {
+            parts.push(format!(
+                "quiet without faults {}",
+                quiet_fault_free.summary()
+            ));
+        }
+    }
+    parts.join("; ")
+}
+
+/// Every report's lateness figures together: by role, and the quiet
+/// orgs' fault-free ones.
+pub fn lateness_of(reports: &[Report]) -> (BTreeMap<Role, Lateness>, Lateness) {
+    let mut all: BTreeMap<Role, Lateness> = BTreeMap::new();
+    let mut fault_free = Lateness::default();
+    for r in reports {
+        for (role, l) in &r.lateness {
+            all.entry(*role).or_default().merge(l);
+        }
+        fault_free.merge(&r.quiet_fault_free);
+    }
+    (all, fault_free)
 }
 
 /// The one command that replays a seed.

@@ -70,8 +70,9 @@ fn main() -> ExitCode {
         args.threads,
         |r| {
             println!(
-            "seed {:>6}: {:>6} events {:>7} deliveries {:>7} POSTs {:>5.1} days {:>4} crashed {:>3} dropped {:?} violations {}",
-            r.seed, r.events, r.deliveries, r.posts, r.virtual_days, r.crashed, r.stream_dropped, r.by_status, r.violations.len()
+            "seed {:>6}: {:>6} events {:>7} deliveries {:>7} POSTs {:>5.1} days {:>4} crashed {:>3} dropped {:?} violations {}\n    first attempts: {}; dead endpoint pending at most {}; longest step {:.1} s",
+            r.seed, r.events, r.deliveries, r.posts, r.virtual_days, r.crashed, r.stream_dropped, r.by_status, r.violations.len(),
+            r.lateness_summary(), r.dead_backlog, r.longest_step.as_secs_f64()
         );
         },
     );
@@ -86,6 +87,11 @@ fn main() -> ExitCode {
         reports.len(),
         started.elapsed().as_secs_f64(),
         failed.len()
+    );
+    let (lateness, quiet_fault_free) = webhooks_sim::lateness_of(&reports);
+    println!(
+        "first-attempt lateness over all seeds: {}",
+        webhooks_sim::summarize(lateness, quiet_fault_free)
     );
     for r in &failed {
         println!("seed {} violated:", r.seed);

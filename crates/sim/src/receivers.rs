@@ -24,6 +24,9 @@ use webhooks_ports::{Clock, DeliveryStore};
 pub enum Behaviour {
     /// 2xx, but for `fail_rate` of the attempts (500, 503, a reset).
     Healthy { fail_rate: f64 },
+    /// As `Healthy`, but every answer takes about `latency` (±20 %): a
+    /// receiver that does its work before answering.
+    Slow { latency: Duration, fail_rate: f64 },
     /// Often failing: 500, 400, resets and timeouts.
     Flaky { fail_rate: f64 },
     /// 429 with a `Retry-After` of up to `max_wait`, `rate` of the time.
@@ -141,6 +144,14 @@ impl Receivers {
             .copied()
     }
 
+    /// Whether the endpoint at `url` never answers.
+    pub fn is_black_hole(&self, url: &str) -> bool {
+        self.state()
+            .receivers
+            .get(url)
+            .is_some_and(|r| matches!(r.behaviour, Behaviour::BlackHole))
+    }
+
     pub fn posts(&self) -> u64 {
         self.state().posts
     }
@@ -236,6 +247,15 @@ impl Receivers {
             _ => (latency, status(400)),
         };
         match &arrival.behaviour {
+            Behaviour::Slow { latency, fail_rate } => {
+                let latency = latency.mul_f64(rng.random_range(0.8..1.2));
+                if rng.random_bool(*fail_rate) {
+                    let (_, result) = failure(rng);
+                    (latency, result)
+                } else {
+                    (latency, ok)
+                }
+            }
             Behaviour::Healthy { fail_rate } | Behaviour::Flaky { fail_rate } => {
                 if rng.random_bool(*fail_rate) {
                     if rng.random_bool(0.1) {

@@ -6,9 +6,10 @@
 //! sweeper's schedule, and API calls racing the pipeline.
 
 use crate::chaos::{chaotic, invoke, Hostility, Invocation};
-use crate::check::{Final, Known, Orphans, Violations};
+use crate::check::{Final, FirstAttempt, Known, Orphans, Pace, Ready, Violations};
+use crate::ledger::{Ledger, LedgerQueue};
 use crate::receivers::{Behaviour, Receivers};
-use crate::Report;
+use crate::{Lateness, Report, Role};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::{join_all, BoxFuture, FutureExt};
 use lambda_http::RequestExt;
@@ -34,20 +35,44 @@ use webhooks_testkit::clock::TokioClock;
 
 /// The sender's Lambda timeout.
 const SENDER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a receiver takes to answer (or not): the sender's request
+/// timeout. A step's invocations start their POSTs together, and nothing
+/// else they do takes virtual time, so no step lasts longer (checked).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the sweeper runs, and how old an event must be for it.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 const SETTLE: Duration = Duration::from_secs(120);
 /// The longest a publisher's write takes to commit after its id is made
 /// (well inside the settle window, as the design requires).
 const MAX_COMMIT_DELAY_MS: i64 = 30_000;
+/// What bounds a first attempt's lateness (see [`Pace`]).
+const PACE: Pace = Pace {
+    step: REQUEST_TIMEOUT,
+    stream_lag: STREAM_LAG,
+};
+/// Stream batches fanned out at once, at most.
+const FANOUTS_PER_STEP: usize = 4;
+/// The most a stream batch waits before the fan-out is invoked with it.
+const STREAM_LAG: Duration = Duration::from_secs(2);
 /// How often pending deliveries are compared with the queue.
 const CHECK_EVERY: chrono::Duration = chrono::Duration::minutes(10);
+/// The share of the deliveries each role's orgs get (the `Other` orgs the
+/// rest): the dead endpoint's org floods it with hundreds of deliveries,
+/// the big tenant's events each fan out to all of its endpoints.
+const QUIET_SHARE: f64 = 0.06;
+const DEAD_ENDPOINT_SHARE: f64 = 0.15;
+const BIG_TENANT_SHARE: f64 = 0.35;
+/// How long the big tenant's endpoints take to answer.
+const BIG_TENANT_LATENCY: Duration = Duration::from_secs(1);
 
 /// A batch of stream records on its way to the fan-out.
 struct StreamBatch {
     due: DateTime<Utc>,
     events: Vec<Event>,
     tries: u32,
+    /// Steps that began with it due and left it for later (at most
+    /// [`FANOUTS_PER_STEP`] batches are fanned out at once).
+    waited: u32,
 }
 
 /// An API call to make later (an endpoint re-enabled after a while, a
@@ -71,6 +96,9 @@ pub struct World {
     hostility: Hostility,
     schedule: RetrySchedule,
     orgs: Vec<String>,
+    /// Each org's role, and its weight when an event's org is drawn.
+    roles: HashMap<String, Role>,
+    weights: Vec<f64>,
     known: BTreeMap<String, Known>,
     /// Events made and not yet committed, by commit time.
     uncommitted: Vec<(DateTime<Utc>, Event)>,
@@ -99,9 +127,26 @@ pub struct World {
     /// each delivery: each delays its next attempt by the queue's
     /// visibility timeout.
     crash_holds: HashMap<String, u32>,
+    /// When each event was committed.
+    committed_at: HashMap<String, DateTime<Utc>>,
+    /// Events a fan-out has had in hand (the stream's, by this world's
+    /// account), and, of those, the ones whose first fan-out went through
+    /// without a fault, with when it ended: their deliveries' whole path
+    /// from the commit is the pipeline's.
+    fanned: HashSet<String>,
+    clean_fanout: HashMap<String, (DateTime<Utc>, u32)>,
+    /// Each delivery's first message and the receives that left it queued.
+    ledger: Ledger,
+    /// When the step in progress ended (set before its results are read).
+    step_ended: DateTime<Utc>,
+    /// The longest a step took.
+    longest_step: Duration,
+    /// The most deliveries of the dead endpoint pending at once.
+    dead_backlog: usize,
     /// A delivery whose messages are printed as they are handled
     /// (`WEBHOOKS_SIM_TRACE`).
     trace: Option<String>,
+    trace_event: Option<String>,
     resent: HashSet<String>,
     orphans: Orphans,
     deleted_one: bool,
@@ -120,14 +165,23 @@ impl World {
             Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
             clock.clone(),
         );
-        let adapters = chaotic(&memory.adapters());
+        // The queue as the pipeline sees it writes each delivery's first
+        // message and its receives' holds in the ledger, under the chaos.
+        let ledger = Ledger::default();
+        let mut plain = memory.adapters();
+        plain.queue = Arc::new(LedgerQueue::new(
+            plain.queue.clone(),
+            ledger.clone(),
+            clock.clone(),
+            queued_delivery,
+        ));
+        let adapters = chaotic(&plain);
         let violations = Violations::default();
-        let request_timeout = Duration::from_secs(15);
         let receivers = Receivers::new(
             rng.random(),
             clock.clone(),
             memory.deliveries.clone(),
-            request_timeout,
+            REQUEST_TIMEOUT,
             violations.clone(),
         );
         let schedule = RetrySchedule::default();
@@ -177,6 +231,8 @@ impl World {
             hostility,
             schedule,
             orgs: Vec::new(),
+            roles: HashMap::new(),
+            weights: Vec::new(),
             known: BTreeMap::new(),
             uncommitted: Vec::new(),
             events: Vec::new(),
@@ -199,7 +255,18 @@ impl World {
             end,
             resent: HashSet::new(),
             crash_holds: HashMap::new(),
+            committed_at: HashMap::new(),
+            fanned: HashSet::new(),
+            clean_fanout: HashMap::new(),
+            ledger,
+            step_ended: now,
+            longest_step: Duration::ZERO,
+            dead_backlog: 0,
             trace: std::env::var("WEBHOOKS_SIM_TRACE").ok(),
+            trace_event: std::env::var("WEBHOOKS_SIM_TRACE")
+                .ok()
+                .and_then(|id| webhooks_domain::delivery::parse_delivery_id(&id))
+                .map(|(_, event)| event),
             orphans: Orphans::default(),
             deleted_one: false,
             invocations: 0,
@@ -209,24 +276,78 @@ impl World {
         Ok(world)
     }
 
-    /// Orgs and their endpoints, each with a receiver behaviour.
+    /// Orgs and their endpoints, each with a receiver behaviour: one or
+    /// two quiet orgs (healthy endpoints that answer quickly), the dead
+    /// endpoint's org (one endpoint that never answers, flooded with a
+    /// large share of the events), the big tenant (20 to 50 endpoints
+    /// subscribed to everything, each answering in about a second), and
+    /// one or two orgs of random endpoints.
     async fn make_orgs(&mut self) {
         let now = self.clock.now();
-        let orgs = self.rng.random_range(2..=4);
-        for o in 0..orgs {
+        let mut roles = vec![Role::Quiet; self.rng.random_range(1..=2)];
+        roles.extend([Role::DeadEndpoint, Role::BigTenant]);
+        roles.extend(vec![Role::Other; self.rng.random_range(1..=2)]);
+        let count = |role: Role| roles.iter().filter(|r| **r == role).count() as f64;
+        let (quiet, others) = (count(Role::Quiet), count(Role::Other));
+        for (o, role) in roles.iter().copied().enumerate() {
             let org = format!("org_{o}");
-            let endpoints = self.rng.random_range(2..=5);
-            for _ in 0..endpoints {
-                self.make_endpoint(&org, now).await;
+            let mut endpoints = Vec::new();
+            match role {
+                Role::Quiet => {
+                    for _ in 0..self.rng.random_range(2..=4) {
+                        let fail_rate = self.rng.random_range(0.0..0.02);
+                        let subscription = self.subscription();
+                        endpoints.push((Behaviour::Healthy { fail_rate }, subscription, None));
+                    }
+                }
+                Role::DeadEndpoint => {
+                    endpoints.push((Behaviour::BlackHole, Subscription::All, None));
+                    for _ in 0..self.rng.random_range(1..=2) {
+                        endpoints.push(self.random_endpoint(now));
+                    }
+                }
+                Role::BigTenant => {
+                    for _ in 0..self.rng.random_range(20..=50) {
+                        let behaviour = Behaviour::Slow {
+                            latency: BIG_TENANT_LATENCY,
+                            fail_rate: self.rng.random_range(0.0..0.02),
+                        };
+                        endpoints.push((behaviour, Subscription::All, None));
+                    }
+                }
+                Role::Other => {
+                    for _ in 0..self.rng.random_range(2..=5) {
+                        endpoints.push(self.random_endpoint(now));
+                    }
+                }
             }
+            // Deliveries per event, on average over the types.
+            let per_event = EventType::ALL
+                .iter()
+                .map(|t| endpoints.iter().filter(|e| e.1.matches(*t)).count())
+                .sum::<usize>() as f64
+                / EventType::ALL.len() as f64;
+            let share = match role {
+                Role::Quiet => QUIET_SHARE / quiet,
+                Role::DeadEndpoint => DEAD_ENDPOINT_SHARE,
+                Role::BigTenant => BIG_TENANT_SHARE,
+                Role::Other => {
+                    (1.0 - QUIET_SHARE - DEAD_ENDPOINT_SHARE - BIG_TENANT_SHARE) / others
+                }
+            };
+            self.weights.push(share / per_event.max(0.1));
+            for (behaviour, subscription, rate_limit) in endpoints {
+                self.make_endpoint(&org, now, behaviour, subscription, rate_limit)
+                    .await;
+            }
+            self.roles.insert(org.clone(), role);
             self.orgs.push(org);
         }
     }
 
-    async fn make_endpoint(&mut self, org: &str, now: DateTime<Utc>) {
-        let n = self.known.len();
-        let url = format!("https://ep{n}.{org}.sim.test/hooks");
-        let subscription = if self.rng.random_bool(0.4) {
+    /// A subscription to everything (40 %) or to one to four types.
+    fn subscription(&mut self) -> Subscription {
+        if self.rng.random_bool(0.4) {
             Subscription::All
         } else {
             let count = self.rng.random_range(1..=4);
@@ -236,16 +357,17 @@ impl World {
                 .collect();
             types.sort_by_key(|t| t.as_str());
             Subscription::Types(types)
-        };
-        let secret = Secret::generate();
-        let mut endpoint = Endpoint::new(org, url.clone(), subscription, secret.clone());
-        endpoint.id = ids::id_at("ep", now, self.rng.random());
-        endpoint.created_at = now;
-        endpoint.updated_at = now;
-        // Some endpoints declare a rate limit, low enough to be reached.
-        if self.rng.random_bool(0.25) {
-            endpoint.rate_limit = Some(self.rng.random_range(1..=3));
         }
+    }
+
+    /// An endpoint of random behaviour and subscription; a quarter declare
+    /// a rate limit, low enough to be reached.
+    fn random_endpoint(&mut self, now: DateTime<Utc>) -> (Behaviour, Subscription, Option<u32>) {
+        let subscription = self.subscription();
+        let rate_limit = self
+            .rng
+            .random_bool(0.25)
+            .then(|| self.rng.random_range(1..=3));
         let hours = |h: i64| now + chrono::Duration::hours(h);
         let behaviour = match self.rng.random_range(0..100) {
             0..=49 => Behaviour::Healthy {
@@ -268,6 +390,25 @@ impl World {
             90..=95 => Behaviour::GoneFrom(hours(self.rng.random_range(0..12))),
             _ => Behaviour::BlackHole,
         };
+        (behaviour, subscription, rate_limit)
+    }
+
+    async fn make_endpoint(
+        &mut self,
+        org: &str,
+        now: DateTime<Utc>,
+        behaviour: Behaviour,
+        subscription: Subscription,
+        rate_limit: Option<u32>,
+    ) {
+        let n = self.known.len();
+        let url = format!("https://ep{n}.{org}.sim.test/hooks");
+        let secret = Secret::generate();
+        let mut endpoint = Endpoint::new(org, url.clone(), subscription, secret.clone());
+        endpoint.id = ids::id_at("ep", now, self.rng.random());
+        endpoint.created_at = now;
+        endpoint.updated_at = now;
+        endpoint.rate_limit = rate_limit;
         self.receivers.add(&url, behaviour, secret);
         let registered = webhooks_pipeline::registration::register_endpoint(
             self.memory.cursors.as_ref(),
@@ -295,6 +436,11 @@ impl World {
         );
     }
 
+    /// The event of the traced delivery, if one is traced.
+    fn traced_event(&self) -> Option<&str> {
+        self.trace_event.as_deref()
+    }
+
     fn next_seed(&mut self) -> u64 {
         self.invocations += 1;
         self.rng.random()
@@ -308,6 +454,9 @@ impl World {
             self.commit(now).await;
             self.read_stream(now);
             self.step(now).await;
+            // The step took time (its POSTs): what follows, and the next
+            // wake, go from when it ended.
+            let now = self.clock.now();
             self.observe_endpoints(now).await;
             if now >= self.next_check {
                 self.check_running(now).await;
@@ -338,7 +487,8 @@ impl World {
             self.end = self.api_until + self.worst + chrono::Duration::hours(4);
         }
         while self.next_publish <= now && self.publishing(now) {
-            let org = self.orgs[self.rng.random_range(0..self.orgs.len())].clone();
+            let drawn = self.draw_org();
+            let org = self.orgs[drawn].clone();
             let event_type = EventType::ALL[self.rng.random_range(0..EventType::ALL.len())];
             let data = RawValue::from_string(format!("{{\"n\":{}}}", self.events.len()));
             let Ok(data) = data else { continue };
@@ -367,6 +517,19 @@ impl World {
         }
     }
 
+    /// An org for the next event, by the orgs' weights.
+    fn draw_org(&mut self) -> usize {
+        let total: f64 = self.weights.iter().sum();
+        let mut x = self.rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
+        for (i, w) in self.weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        self.weights.len().saturating_sub(1)
+    }
+
     /// Commits the writes that are due, in commit order (not id order).
     async fn commit(&mut self, now: DateTime<Utc>) {
         self.uncommitted.sort_by_key(|(at, e)| (*at, e.id.clone()));
@@ -376,6 +539,10 @@ impl World {
             if let Err(e) = self.memory.events.put_if_absent(&event).await {
                 self.violations.add(format!("committing {}: {e}", event.id));
             }
+            if self.traced_event() == Some(event.id.as_str()) {
+                eprintln!("TRACE {now} {} committed", event.id);
+            }
+            self.committed_at.insert(event.id.clone(), now);
         }
     }
 
@@ -404,18 +571,22 @@ impl World {
                     self.stream_dropped += batch.len();
                     continue;
                 }
-                let lag = chrono::Duration::milliseconds(self.rng.random_range(0..2000));
+                let lag = chrono::Duration::milliseconds(
+                    self.rng.random_range(0..STREAM_LAG.as_millis() as i64),
+                );
                 if self.rng.random_bool(0.01) {
                     self.stream.push_back(StreamBatch {
                         due: now + lag + chrono::Duration::seconds(self.rng.random_range(1..90)),
                         events: batch.clone(),
                         tries: 0,
+                        waited: 0,
                     });
                 }
                 self.stream.push_back(StreamBatch {
                     due: now + lag,
                     events: batch,
                     tries: 0,
+                    waited: 0,
                 });
             }
         }
@@ -426,12 +597,15 @@ impl World {
     async fn step(&mut self, now: DateTime<Utc>) {
         let mut fanouts = Vec::new();
         let mut i = 0;
-        while i < self.stream.len() && fanouts.len() < 4 {
-            if self.stream[i].due <= now {
+        while i < self.stream.len() {
+            if self.stream[i].due <= now && fanouts.len() < FANOUTS_PER_STEP {
                 if let Some(batch) = self.stream.remove(i) {
                     fanouts.push(batch);
                 }
             } else {
+                if self.stream[i].due <= now {
+                    self.stream[i].waited += 1;
+                }
                 i += 1;
             }
         }
@@ -520,13 +694,49 @@ impl World {
                 .boxed(),
             );
         }
-        for done in join_all(work).await {
+        let done = join_all(work).await;
+        self.step_ended = self.clock.now();
+        let took = (self.step_ended - now).to_std().unwrap_or_default();
+        self.longest_step = self.longest_step.max(took);
+        // The first-attempt bound counts on steps no longer than this.
+        if took > REQUEST_TIMEOUT + Duration::from_millis(100) {
+            self.violations.add(format!(
+                "a step took {:.1} s, longer than the request timeout",
+                took.as_secs_f64()
+            ));
+        }
+        for done in done {
             self.after(done, now).await;
         }
     }
 
     /// What the event source mappings and the callers do with the results.
     async fn after(&mut self, step: Step, now: DateTime<Utc>) {
+        if let Step::FannedOut(batch, failed) = &step {
+            // An event's first fan-out, if it is this one: clean when the
+            // stream handed it over first time and it went through.
+            let through = match failed {
+                Some(None) => batch.events.len(),
+                Some(Some(i)) => *i,
+                None => 0,
+            };
+            for (i, e) in batch.events.iter().enumerate() {
+                if self.traced_event() == Some(e.id.as_str()) {
+                    eprintln!(
+                        "TRACE {now}..{} {} stream fan-out try {} of {} events: {}",
+                        self.step_ended,
+                        e.id,
+                        batch.tries,
+                        batch.events.len(),
+                        if i < through { "done" } else { "failed" }
+                    );
+                }
+                if self.fanned.insert(e.id.clone()) && batch.tries == 0 && i < through {
+                    self.clean_fanout
+                        .insert(e.id.clone(), (self.step_ended, batch.waited));
+                }
+            }
+        }
         match step {
             Step::FannedOut(batch, Some(None)) => drop(batch),
             Step::FannedOut(mut batch, failed) => {
@@ -551,6 +761,7 @@ impl World {
                         due: batch.due,
                         events: half,
                         tries: batch.tries,
+                        waited: batch.waited,
                     });
                 }
                 self.stream.push_back(batch);
@@ -567,6 +778,18 @@ impl World {
                             );
                         }
                     }
+                }
+                for (i, m) in messages.iter().enumerate() {
+                    let finished = outcomes
+                        .as_ref()
+                        .is_some_and(|o| o[i] == MessageOutcome::Done);
+                    self.ledger.received(
+                        queued_delivery(&m.body),
+                        &m.receipt_handle,
+                        finished,
+                        self.step_ended,
+                        Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
+                    );
                 }
                 match outcomes {
                     // The event source mapping deletes what was finished.
@@ -605,10 +828,13 @@ impl World {
             return None;
         }
         self.next_api = now + chrono::Duration::minutes(self.rng.random_range(1..40));
+        // An org first, then one of its endpoints: the big tenant's many
+        // endpoints take no more of the calls than any other org's.
+        let org = self.orgs.choose(&mut self.rng)?.clone();
         let alive: Vec<Endpoint> = self
             .known
             .values()
-            .filter(|k| k.deleted_at.is_none())
+            .filter(|k| k.deleted_at.is_none() && k.endpoint.org_id == org)
             .map(|k| k.endpoint.clone())
             .collect();
         let ep = alive.choose(&mut self.rng)?.clone();
@@ -783,6 +1009,19 @@ impl World {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        // The dead endpoint's delivery ids all start with its own part.
+        let dead: Vec<String> = self
+            .known
+            .values()
+            .filter(|k| self.roles.get(&k.endpoint.org_id) == Some(&Role::DeadEndpoint))
+            .filter(|k| self.receivers.is_black_hole(&k.endpoint.url))
+            .map(|k| webhooks_domain::delivery::delivery_id(&k.endpoint.id, ""))
+            .collect();
+        let dead_pending = pending
+            .iter()
+            .filter(|id| dead.iter().any(|prefix| id.starts_with(prefix.as_str())))
+            .count();
+        self.dead_backlog = self.dead_backlog.max(dead_pending);
         self.orphans.check(
             now,
             &pending,
@@ -834,6 +1073,46 @@ impl World {
         wake
     }
 
+    /// Every first attempt's lateness, by its org's role; a quiet org's
+    /// checked against what its path and its holds allow.
+    fn first_attempts(&self, deliveries: &[Delivery]) -> (BTreeMap<Role, Lateness>, Lateness) {
+        let mut lateness: BTreeMap<Role, Lateness> = BTreeMap::new();
+        let mut quiet_fault_free = Lateness::default();
+        for d in deliveries {
+            let Some(first) = d.attempts.iter().find(|a| a.number == 1) else {
+                continue;
+            };
+            let Some(role) = self.roles.get(&d.org_id).copied() else {
+                continue;
+            };
+            let first_queued = self.ledger.first_queued(&d.id);
+            let committed = self.committed_at.get(&d.event_id);
+            let clean = self.clean_fanout.get(&d.event_id);
+            let (ready, stream_waits) = match (committed, clean, first_queued) {
+                (Some(c), Some((done, waited)), Some(q)) if q <= *done => {
+                    (Ready::Committed(*c), *waited)
+                }
+                (_, _, Some(q)) => (Ready::Queued(q), 0),
+                (_, _, None) => (Ready::Queued(d.created_at), 0),
+            };
+            let holds = self.ledger.holds(&d.id);
+            let fa = FirstAttempt {
+                ready,
+                stream_waits,
+                attempted: first.at,
+                holds: &holds,
+            };
+            lateness.entry(role).or_default().add(fa.lateness());
+            if role == Role::Quiet {
+                fa.check(&d.id, PACE, &self.violations);
+                if fa.held() == 0 && stream_waits == 0 {
+                    quiet_fault_free.add(fa.lateness());
+                }
+            }
+        }
+        (lateness, quiet_fault_free)
+    }
+
     /// The end: every invariant over the final state.
     async fn finish(self) -> Report {
         let deliveries = self.memory.deliveries.all();
@@ -869,6 +1148,7 @@ impl World {
             deferral_slack: &deferral_slack,
         }
         .check(&self.violations);
+        let (lateness, quiet_fault_free) = self.first_attempts(&deliveries);
         // No cursor stuck: each org's has reached its last event.
         for org in &self.orgs {
             let last = self
@@ -907,6 +1187,10 @@ impl World {
             crashed: self.crashed,
             stream_dropped: self.stream_dropped,
             violations: self.violations.all(),
+            lateness,
+            quiet_fault_free,
+            dead_backlog: self.dead_backlog,
+            longest_step: self.longest_step,
             digest: crate::digest(&deliveries),
         }
     }
