@@ -173,14 +173,8 @@ impl FanOut {
             to_queue.push((*i, task_message(&events[*i], d, payload_of(*i))));
         }
         to_queue.sort_by_key(|(i, _)| *i);
-        let mut queued_for: Vec<usize> = Vec::with_capacity(to_queue.len());
-        let messages: Vec<QueueMessage> = to_queue
-            .into_iter()
-            .map(|(i, m)| {
-                queued_for.push(i);
-                m
-            })
-            .collect();
+        // Each message, and the index of the event it is for.
+        let (queued_for, messages): (Vec<usize>, Vec<QueueMessage>) = to_queue.into_iter().unzip();
         let mut unsent = vec![false; events.len()];
         match self.queue.send_batch(&messages).await {
             Ok(rejected) => {

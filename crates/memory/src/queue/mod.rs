@@ -425,17 +425,20 @@ impl Queue for MemoryQueue {
             }
             st.expire_flights(now);
             st.land(seq, now);
-            let was_in_flight = st
+            let (hidden_until, tenant) = st
                 .messages
                 .get(&seq)
-                .is_some_and(|m| st.in_flight.contains(&(m.visible_at, seq)));
-            st.leave_flight(seq);
+                .map(|m| (m.visible_at, m.tenant.clone()))
+                .ok_or_else(invalid)?;
+            let was_in_flight = st.in_flight.remove(&(hidden_until, seq));
             st.set_visible_at(seq, now + delay);
             // Hidden again, it stays in flight; made visible, it is back.
-            if was_in_flight && !delay.is_zero() {
-                st.in_flight.insert((now + delay, seq));
-                let tenant = st.messages.get(&seq).and_then(|m| m.tenant.clone());
-                st.fairness.received(tenant.as_deref(), now);
+            if was_in_flight {
+                if delay.is_zero() {
+                    st.fairness.released(tenant.as_deref());
+                } else {
+                    st.in_flight.insert((now + delay, seq));
+                }
             }
         }
         self.changed.notify_waiters();
