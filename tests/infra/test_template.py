@@ -695,9 +695,9 @@ def test_retry_schedule_parameter_fits_the_delivery_queue(template: dict, repo_r
     max_receives = int(queue["RedrivePolicy"]["maxReceiveCount"])
     retention = int(queue["MessageRetentionPeriod"])
 
-    for accepted in ["", "none", DEFAULT_RETRY_SCHEDULE, "1s,2s,4s", "0s", "9999s", "720m", "12h", ",".join(["12h"] * 27)]:
+    for accepted in ["", "none", DEFAULT_RETRY_SCHEDULE, "1s,2s,4s", "0s", "9999s", "720m", "12h", ",".join(["12h"] * 14)]:
         assert pattern.fullmatch(accepted), f"RetrySchedule refuses {accepted!r}"
-    for refused in ["13h", "721m", "10000s", "1d", "5 s", "5s, 5m", "5s,", ",5s", "x", ",".join(["1s"] * 28)]:
+    for refused in ["13h", "721m", "10000s", "1d", "5 s", "5s, 5m", "5s,", ",5s", "x", ",".join(["1s"] * 15)]:
         assert not pattern.fullmatch(refused), f"RetrySchedule accepts {refused!r}"
 
     longest = max(n for n in range(1, 100) if pattern.fullmatch(",".join(["12h"] * n)))
