@@ -51,11 +51,46 @@ pub fn from_env(adapters: &Adapters) -> Result<Sweeper, EnvError> {
     Ok(Sweeper::from_adapters(adapters, grace_from_env()?))
 }
 
+/// The shortest settle window: writes commit up to 30 s after their id is
+/// made, so a shorter one could move a cursor over an event still to commit.
+pub const MIN_GRACE: Duration = Duration::from_secs(30);
+/// The longest settle window: past an hour the net under the stream is too
+/// late to be one.
+pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+
 /// How old an event must be before the sweeper takes it from the stream
-/// (`WEBHOOKS_SWEEP_GRACE`, default 2 minutes).
+/// (`WEBHOOKS_SWEEP_GRACE`, default 2 minutes, from [`MIN_GRACE`] to
+/// [`MAX_GRACE`]: the template's `SweepGrace` pattern allows the same).
 pub fn grace_from_env() -> Result<Duration, EnvError> {
     match env::optional("WEBHOOKS_SWEEP_GRACE") {
-        Some(s) => parse_duration(&s).map_err(|e| EnvError(format!("WEBHOOKS_SWEEP_GRACE: {e}"))),
+        Some(s) => parse_grace(&s).map_err(|e| EnvError(format!("WEBHOOKS_SWEEP_GRACE: {e}"))),
         None => Ok(Duration::from_secs(120)),
+    }
+}
+
+/// A settle window from its text, within [`MIN_GRACE`] and [`MAX_GRACE`].
+pub fn parse_grace(s: &str) -> Result<Duration, String> {
+    let grace = parse_duration(s).map_err(|e| e.to_string())?;
+    if !(MIN_GRACE..=MAX_GRACE).contains(&grace) {
+        return Err(format!(
+            "'{s}' is outside 30s to 60m (writes commit up to 30 s late; longer leaves missed events too long)"
+        ));
+    }
+    Ok(grace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grace_is_between_thirty_seconds_and_an_hour() {
+        assert_eq!(parse_grace("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_grace("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_grace("60m"), Ok(Duration::from_secs(3600)));
+        for refused in ["29s", "0s", "61m", "2h", "soon"] {
+            let e = parse_grace(refused).expect_err(refused);
+            assert!(e.contains(refused), "{e}");
+        }
     }
 }
