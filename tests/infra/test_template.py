@@ -1424,9 +1424,10 @@ def test_function_errors_alarm(template: dict, name: str) -> None:
 
 def test_sweeper_failed_invocations_alarm(template: dict) -> None:
     props = alarm(template, "SweeperFailedInvocationsAlarm")
-    assert (props["Namespace"], props["MetricName"]) == ("AWS/Lambda", "Errors")
-    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "SweeperFunction"}}]
-    assert (props["Statistic"], props["Period"]) == ("Sum", 300)
+    errors = next(m for m in props["Metrics"] if m["Id"] == "errors")["MetricStat"]
+    assert (errors["Metric"]["Namespace"], errors["Metric"]["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Metric"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "SweeperFunction"}}]
+    assert (errors["Stat"], errors["Period"]) == ("Sum", 300)
     assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["Threshold"]) == (3, 2, 0)
 
 
@@ -1505,3 +1506,41 @@ def test_dashboard_shows_the_pipeline_and_every_alarm(template: dict) -> None:
         ("AWS/ApiGateway", "5xx"),
     ]:
         assert expected in metrics, expected
+
+
+def test_sweep_grace_parameter_is_what_the_sweeper_accepts(template: dict, repo_root: Path) -> None:
+    """SweepGrace takes 30 s to 60 min, the range the sweeper's
+    parse_grace accepts (functions/sweeper/src/lib.rs): shorter could move a
+    cursor over an event still to commit, longer leaves the net too late."""
+    source = (repo_root / "functions" / "sweeper" / "src" / "lib.rs").read_text(encoding="utf-8")
+    assert "Duration::from_secs(30)" in source and "Duration::from_secs(3600)" in source
+    pattern = re.compile(template["Parameters"]["SweepGrace"]["AllowedPattern"])
+    for accepted in ["", "30s", "45s", "120s", "999s", "3599s", "3600s", "1m", "2m", "59m", "60m"]:
+        assert pattern.fullmatch(accepted), f"SweepGrace refuses {accepted!r}"
+    for refused in ["29s", "0s", "5s", "3601s", "4000s", "61m", "0m", "1h", "2 m", "120"]:
+        assert not pattern.fullmatch(refused), f"SweepGrace accepts {refused!r}"
+
+
+def test_an_ops_webhook_url_needs_its_secret(template: dict) -> None:
+    """OpsWebhookUrl without OpsWebhookSecretArn would pass every parameter
+    pattern and stop each sender start; a rule refuses the deploy instead."""
+    rule = template["Rules"]["OpsWebhookNeedsItsSecret"]
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OpsWebhookUrl"}, ""]}]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OpsWebhookSecretArn"}, ""]}]}
+    for name in ["OpsWebhookUrl", "PublicBaseUrl"]:
+        pattern = re.compile(template["Parameters"][name]["AllowedPattern"])
+        assert pattern.fullmatch("https://ops.example.com/hooks"), name
+        assert not pattern.fullmatch("http://ops.example.com/hooks"), f"{name} accepts plain http"
+    assert re.compile(template["Parameters"]["OpsWebhookUrl"]["AllowedPattern"]).fullmatch("")
+
+
+def test_the_sweeper_alarm_counts_orgs_a_sweep_could_not_finish(template: dict, repo_root: Path) -> None:
+    """sweep() answers success with failed_orgs counted, so the alarm watches
+    the SweeperFailedOrgs metric the sweeper emits, as well as its errors."""
+    alarm = resource(template, "SweeperFailedInvocationsAlarm")["Properties"]
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    assert metrics["failedorgs"]["MetricStat"]["Metric"]["MetricName"] == "SweeperFailedOrgs"
+    assert metrics["errors"]["MetricStat"]["Metric"]["MetricName"] == "Errors"
+    assert "failedorgs" in metrics["failures"]["Expression"] and "errors" in metrics["failures"]["Expression"]
+    source = (repo_root / "functions" / "sweeper" / "src" / "lib.rs").read_text(encoding="utf-8")
+    assert '"SweeperFailedOrgs"' in source, "the sweeper no longer emits the metric the alarm watches"
