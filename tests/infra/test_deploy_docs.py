@@ -16,12 +16,16 @@ def samconfig(repo_root: Path) -> dict:
 
 def test_samconfig_deploys_no_placeholder_values(repo_root: Path) -> None:
     """A committed parameter_overrides would deploy someone's example issuer or
-    subscribe an example address; `sam deploy --guided` asks instead."""
+    subscribe an example address; `sam deploy --guided` asks instead. The one
+    exception is Architecture, in the global section that `sam build` and
+    `sam deploy` both read, so the two agree on it."""
     text = (repo_root / "samconfig.toml").read_text(encoding="utf-8")
     config = samconfig(repo_root)
+    assert config["default"]["global"]["parameters"]["parameter_overrides"] == "Architecture=arm64"
     for command, section in config["default"].items():
         params = section.get("parameters", {})
-        assert "parameter_overrides" not in params, f"samconfig.toml [{command}] sets parameter_overrides"
+        if command != "global":
+            assert "parameter_overrides" not in params, f"samconfig.toml [{command}] sets parameter_overrides"
         assert "region" not in params, f"samconfig.toml [{command}] pins a region"
     code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     assert not re.search(r"example\.(com|org|net)|placeholder", code, re.I)
@@ -72,5 +76,5 @@ def test_readme_names_every_parameter_a_deploy_must_answer(template: dict, repo_
     assert without_default
     for name in without_default + ["Architecture", "AlarmEmail"]:
         assert f"`{name}`" in section, f"README's Deploying section does not say what to give {name}"
-    for topic in ("sam deploy --guided", "Subscription Confirmation", "sam delete", "LocalStack", "Architecture=x86_64"):
+    for topic in ("sam deploy --guided", "Subscription Confirmation", "sam delete", "LocalStack", "Architecture=x86_64", "ROLLBACK_COMPLETE", "schedule-key-deletion"):
         assert topic in section, f"README's Deploying section says nothing of {topic!r}"
