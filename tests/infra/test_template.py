@@ -1317,11 +1317,21 @@ def math_expression(props: dict) -> str:
 
 def test_no_alarm_watches_a_queue_depth(template: dict) -> None:
     """Depth alarms latch: nothing consumes the dead-letter or failure queue,
-    so after one message they stayed in ALARM and later incidents paged no one."""
+    so after one message they stayed in ALARM and later incidents paged no one.
+    A depth is read only through its change (DIFF), which returns to zero."""
     for logical_id, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
         names = [a["Properties"].get("MetricName")]
-        names += [m["MetricStat"]["Metric"]["MetricName"] for m in a["Properties"].get("Metrics", []) if "MetricStat" in m]
+        depths = [
+            m["Id"]
+            for m in a["Properties"].get("Metrics", [])
+            if "MetricStat" in m and m["MetricStat"]["Metric"]["MetricName"].startswith("ApproximateNumberOfMessages")
+        ]
         assert "ApproximateNumberOfMessagesVisible" not in names, logical_id
+        if depths:
+            expression = math_expression(a["Properties"])
+            inside_diff = expression[expression.index("DIFF(") :] if "DIFF(" in expression else ""
+            for id_ in depths:
+                assert f"FILL({id_}, REPEAT)" in inside_diff, f"{logical_id} reads the depth {id_} outside DIFF"
 
 
 def test_dead_letter_poison_alarm_pages_on_any_system_dead_letter(template: dict) -> None:
@@ -1352,6 +1362,29 @@ def test_dead_letter_arrivals_the_sender_did_not_count_page(template: dict) -> N
     assert inputs["poison"] == ("DevSphereWebhooks", "DeadLetters", {"Cause": "poison"}, 3600, "Sum")
     assert math_expression(props) == "FILL(sent, 0) - FILL(counted, 0) - FILL(poison, 0)"
     assert (props["EvaluationPeriods"], props["Threshold"]) == (1, 1)
+
+
+def test_redrives_into_the_dead_letter_queue_page(template: dict) -> None:
+    """SQS's redrive is not in NumberOfMessagesSent: the alarm reads the
+    queue's depth change (returning to OK between incidents), adds what was
+    deleted and subtracts what was sent."""
+    props = alarm(template, "DeadLetterRedrivesAlarm")
+    inputs = math_inputs(props)
+    dlq = {"QueueName": {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}}
+    assert inputs["visible"] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq, 300, "Maximum")
+    assert inputs["hidden"] == ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", dlq, 300, "Maximum")
+    assert inputs["deleted"] == ("AWS/SQS", "NumberOfMessagesDeleted", dlq, 300, "Sum")
+    assert inputs["sent"] == ("AWS/SQS", "NumberOfMessagesSent", dlq, 300, "Sum")
+    expression = math_expression(props)
+    assert expression.startswith("DIFF(") and "- FILL(sent, 0)" in expression and "+ FILL(deleted, 0)" in expression
+    assert (props["EvaluationPeriods"], props["Threshold"]) == (1, 0.5)
+    # Evaluate the expression on a story: 3 redriven, then quiet with them
+    # still queued, then the net deletes them, then the sender dead-letters 2.
+    depth = [0, 3, 3, 0, 2]
+    deleted = [0, 0, 0, 3, 0]
+    sent = [0, 0, 0, 0, 2]
+    redriven = [depth[i] - depth[i - 1] + deleted[i] - sent[i] for i in range(1, len(depth))]
+    assert [r > props["Threshold"] for r in redriven] == [True, False, False, False]
 
 
 def test_fanout_failure_queue_alarm_watches_arrivals(template: dict) -> None:
