@@ -2,7 +2,8 @@
 //! against a real AWS emulator (moto server, started by `make test` and
 //! reached through `AWS_ENDPOINT_URL`) and a real HTTP receiver on 127.0.0.1.
 //! `fault_injection` pushes thousands of deliveries through the pipeline
-//! (memory and moto) while `faults` breaks it, and accounts for every one.
+//! (memory and moto) while the fault layer (`webhooks_faults`) breaks it,
+//! and accounts for every one.
 //! `provider_secrets` fetches inbound secrets from Secrets Manager (moto).
 //! `secrets_at_rest` proves endpoint secrets are sealed in DynamoDB (KMS).
 //! `contract` runs one contract per port against the memory and the AWS
@@ -10,7 +11,6 @@
 
 mod contract;
 mod fault_injection;
-mod faults;
 mod fuzz_corpus;
 #[path = "../../fuzz/harness.rs"]
 mod fuzz_harness;

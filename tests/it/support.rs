@@ -1,9 +1,7 @@
 //! A whole pipeline on the emulator: tables and queues with a unique prefix,
 //! the Lambda handlers, and local event source mappings driving them.
 
-use async_trait::async_trait;
 use serde_json::value::RawValue;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
@@ -12,49 +10,11 @@ use webhooks_aws::resources::{create_all, Provisioned, QueueUrls, ResourceNames}
 use webhooks_aws::stream::StreamReader;
 use webhooks_aws::AwsClients;
 use webhooks_domain::{Endpoint, Event, EventType, RetrySchedule, Secret, Subscription};
+use webhooks_faults::{Faulty, Op, Script};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
 };
-use webhooks_ports::{Adapters, BackendError, Queue, ReceivedMessage};
-
-/// A queue that refuses the first `fail_first` sends: an SQS outage, or a
-/// crash between creating deliveries and queueing them.
-pub struct FlakyQueue {
-    pub inner: Arc<dyn Queue>,
-    pub fail_first: AtomicUsize,
-}
-
-#[async_trait]
-impl Queue for FlakyQueue {
-    async fn send_batch(
-        &self,
-        bodies: &[webhooks_ports::QueueMessage],
-    ) -> webhooks_ports::Result<Vec<usize>> {
-        if self
-            .fail_first
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(BackendError::Transient(
-                "injected: SendMessageBatch failed".into(),
-            ));
-        }
-        self.inner.send_batch(bodies).await
-    }
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-    ) -> webhooks_ports::Result<Vec<ReceivedMessage>> {
-        self.inner.receive(max, wait).await
-    }
-    async fn change_visibility(&self, r: &str, d: Duration) -> webhooks_ports::Result<()> {
-        self.inner.change_visibility(r, d).await
-    }
-    async fn delete_batch(&self, r: &[String]) -> webhooks_ports::Result<()> {
-        self.inner.delete_batch(r).await
-    }
-}
+use webhooks_ports::Adapters;
 
 /// The emulator's backend for one test: fresh tables and queues with a
 /// unique prefix, the adapters over them, and the events table's stream.
@@ -138,7 +98,7 @@ pub struct MotoSystem {
 impl MotoSystem {
     /// A fresh set of resources; `fail_first_sends` injects queue failures
     /// into the fan-out.
-    pub async fn new(test: &str, schedule: &str, fail_first_sends: usize) -> MotoSystem {
+    pub async fn new(test: &str, schedule: &str, fail_first_sends: u64) -> MotoSystem {
         let backend = MotoBackend::new(test).await;
         let sender_side = backend.adapters.clone();
         Self::with_sender_adapters(backend, sender_side, schedule, fail_first_sends)
@@ -150,14 +110,14 @@ impl MotoSystem {
         backend: MotoBackend,
         sender_side: Adapters,
         schedule: &str,
-        fail_first_sends: usize,
+        fail_first_sends: u64,
     ) -> MotoSystem {
         let adapters = backend.adapters;
         let flaky = Adapters {
-            queue: Arc::new(FlakyQueue {
-                inner: adapters.queue.clone(),
-                fail_first: AtomicUsize::new(fail_first_sends),
-            }),
+            queue: Arc::new(Faulty::new(
+                adapters.queue.clone(),
+                Arc::new(Script::new().fail(Op::Send, ..=fail_first_sends)),
+            )),
             ..adapters.clone()
         };
         let fanout = Arc::new(FanOut::from_adapters(&flaky));

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::delivery::{delivery_id, AttemptResult};
 use webhooks_domain::{ids, DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_faults::{Faulty, Op, Script};
 use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, HttpOutcome, MessageOutcome, Sender,
@@ -363,77 +364,6 @@ async fn a_worn_message_whose_first_attempt_fails_carries_its_retry() {
     assert!(w.memory.dead_letters.is_empty());
 }
 
-/// The deliveries store of `w`, whose lease writes take effect but answer
-/// an error (a throttle after the write, a lost response).
-struct LeaseAnswersError(Arc<dyn webhooks_ports::DeliveryStore>);
-
-#[async_trait]
-impl webhooks_ports::DeliveryStore for LeaseAnswersError {
-    async fn create_if_absent(
-        &self,
-        d: &webhooks_domain::Delivery,
-    ) -> webhooks_ports::Result<Option<webhooks_domain::Delivery>> {
-        self.0.create_if_absent(d).await
-    }
-    async fn get(&self, id: &str) -> webhooks_ports::Result<Option<webhooks_domain::Delivery>> {
-        self.0.get(id).await
-    }
-    async fn get_many(
-        &self,
-        ids: &[String],
-    ) -> webhooks_ports::Result<Vec<webhooks_domain::Delivery>> {
-        self.0.get_many(ids).await
-    }
-    async fn lease(
-        &self,
-        id: &str,
-        attempts_made: u32,
-        chain: &str,
-        until: chrono::DateTime<chrono::Utc>,
-        now: chrono::DateTime<chrono::Utc>,
-        stale_before: chrono::DateTime<chrono::Utc>,
-    ) -> webhooks_ports::Result<webhooks_ports::Lease> {
-        self.0
-            .lease(id, attempts_made, chain, until, now, stale_before)
-            .await?;
-        Err(BackendError::Transient("throttled after the write".into()))
-    }
-    async fn record_attempt(
-        &self,
-        id: &str,
-        update: &webhooks_ports::AttemptUpdate,
-    ) -> webhooks_ports::Result<bool> {
-        self.0.record_attempt(id, update).await
-    }
-    async fn transition(
-        &self,
-        id: &str,
-        from: &[DeliveryStatus],
-        to: DeliveryStatus,
-    ) -> webhooks_ports::Result<Option<webhooks_domain::Delivery>> {
-        self.0.transition(id, from, to).await
-    }
-    async fn overdue(
-        &self,
-        org_id: &str,
-        before: chrono::DateTime<chrono::Utc>,
-        limit: usize,
-    ) -> webhooks_ports::Result<Vec<String>> {
-        self.0.overdue(org_id, before, limit).await
-    }
-    async fn list_for_endpoint(
-        &self,
-        endpoint_id: &str,
-        status: Option<DeliveryStatus>,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> webhooks_ports::Result<webhooks_ports::Page<webhooks_domain::Delivery>> {
-        self.0
-            .list_for_endpoint(endpoint_id, status, limit, cursor)
-            .await
-    }
-}
-
 /// Found by the simulation once the slow lane was on by default: a
 /// message worn early (it waited behind its endpoint's limits) asks for
 /// its delivery's lease, the write takes effect but answers an error, and
@@ -457,7 +387,12 @@ async fn a_message_whose_lease_answered_an_error_is_not_renewed() {
     let unlucky = Sender::new(
         w.adapters.endpoints.clone(),
         w.adapters.endpoints.clone(),
-        Arc::new(LeaseAnswersError(w.adapters.deliveries.clone())),
+        // Its lease writes take effect but answer an error (a throttle
+        // after the write, a lost response).
+        Arc::new(Faulty::new(
+            w.adapters.deliveries.clone(),
+            Arc::new(Script::new().fail_after(Op::Lease, ..)),
+        )),
         queue.clone(),
         w.adapters.dead_letters.clone(),
         DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),

@@ -14,10 +14,13 @@
 //! Runs on the memory backend (3000 deliveries) and on moto (180).
 //!
 //! - `scenarios`: the fault rates, the scenarios and the tests.
-//! - `harness`: the faulty system (the backend's adapters wrapped in faults),
-//!   the loops that drive it, and the accounting of what came out.
+//! - `harness`: the faulty system (the backend's adapters wrapped in the
+//!   shared fault layer, `webhooks_faults`, at the scenario's odds), the
+//!   loops that drive it, and the accounting of what came out.
+//! - `kinds`: every fault a run injects, by name.
 //! - `figures`: what a run found, printed, saved and checked.
 
 mod figures;
 mod harness;
+mod kinds;
 mod scenarios;

@@ -4,7 +4,6 @@
 
 use super::figures::print_and_check;
 use super::harness::{memory_backend, moto_backend, run};
-use crate::faults::StoreFaults;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +11,7 @@ use tokio::time::Instant;
 use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
 use webhooks_domain::delivery::delivery_id;
 use webhooks_domain::{DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_faults::{Faulty, Op, Script};
 use webhooks_memory::{
     MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryEventStore, MemoryQueue,
 };
@@ -49,7 +49,18 @@ pub(super) struct Rates {
     /// the fan-out handler again.
     pub(super) duplicate_batch: f64,
     /// Per delivery-store call.
-    pub(super) store: StoreFaults,
+    pub(super) store: StoreRates,
+}
+
+/// How often a delivery-store call fails.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StoreRates {
+    /// A write fails and nothing is written.
+    pub(super) write_fails: f64,
+    /// A write is made, and the caller is told it failed (a timeout after
+    /// the commit).
+    pub(super) write_ack_lost: f64,
+    pub(super) read_fails: f64,
 }
 
 pub(super) struct Scenario {
@@ -122,7 +133,7 @@ async fn memory_backend_loses_nothing_under_faults() {
             visibility_change_fails: 0.02,
             delete_fails: 0.02,
             duplicate_batch: 0.1,
-            store: StoreFaults {
+            store: StoreRates {
                 write_fails: 0.0004,
                 write_ack_lost: 0.0002,
                 read_fails: 0.005,
@@ -166,7 +177,7 @@ async fn moto_backend_loses_nothing_under_faults() {
             visibility_change_fails: 0.02,
             delete_fails: 0.02,
             duplicate_batch: 0.2,
-            store: StoreFaults {
+            store: StoreRates {
                 write_fails: 0.002,
                 write_ack_lost: 0.001,
                 read_fails: 0.01,
@@ -244,10 +255,10 @@ async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
     let fanout = Arc::new(FanOut::new(
         endpoints.clone(),
         sys.deliveries.clone(),
-        Arc::new(crate::support::FlakyQueue {
-            inner: queue.clone(),
-            fail_first: std::sync::atomic::AtomicUsize::new(STREAM_MAX_RETRIES as usize + 1),
-        }),
+        Arc::new(Faulty::new(
+            queue.clone(),
+            Arc::new(Script::new().fail(Op::Send, ..=u64::from(STREAM_MAX_RETRIES) + 1)),
+        )),
     ));
     let mut stream = StreamMapping::new(StreamSource::memory(sys.events.clone()), fanout.clone());
     let first = an_event(1);
@@ -332,11 +343,12 @@ async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
         Arc::new(Sender::new(
             endpoints.clone(),
             endpoints.clone(),
-            crate::faults::RecordAttemptOutage::wrap(
+            Arc::new(Faulty::new(
                 sys.deliveries.clone(),
-                1,
-                MAX_RECEIVE_COUNT as usize,
-            ),
+                Arc::new(
+                    Script::new().fail(Op::RecordAttempt, 2..=1 + u64::from(MAX_RECEIVE_COUNT)),
+                ),
+            )),
             queue.clone(),
             dead_letters.clone(),
             DeliveryClient::new(DeliveryClientConfig {

@@ -3,10 +3,11 @@
 
 use super::system::{FaultySystem, Pair};
 use crate::fault_injection::figures::Figures;
-use crate::faults::{FaultKind, Faults};
+use crate::fault_injection::kinds;
 use std::collections::{HashMap, HashSet};
 use webhooks_domain::delivery::delivery_id;
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint};
+use webhooks_faults::Faults;
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Exchange, Reply};
 
@@ -21,14 +22,14 @@ fn accepted(reply: &Reply) -> bool {
 }
 
 /// The fault a receiver's answer injected, if any.
-fn receiver_fault(reply: &Reply) -> Option<FaultKind> {
+fn receiver_fault(reply: &Reply) -> Option<&'static str> {
     match reply {
-        Reply::Status(500) => Some(FaultKind::Receiver500),
-        Reply::Status(503) => Some(FaultKind::ReceiverPoisoned),
-        Reply::Throttle(_) => Some(FaultKind::Receiver429),
-        Reply::Delay(..) => Some(FaultKind::ReceiverTimeout),
-        Reply::Reset => Some(FaultKind::ReceiverReset),
-        Reply::SlowBody { .. } => Some(FaultKind::ReceiverSlowBody),
+        Reply::Status(500) => Some(kinds::RECEIVER_500),
+        Reply::Status(503) => Some(kinds::RECEIVER_POISONED),
+        Reply::Throttle(_) => Some(kinds::RECEIVER_429),
+        Reply::Delay(..) => Some(kinds::RECEIVER_TIMEOUT),
+        Reply::Reset => Some(kinds::RECEIVER_RESET),
+        Reply::SlowBody { .. } => Some(kinds::RECEIVER_SLOW_BODY),
         _ => None,
     }
 }

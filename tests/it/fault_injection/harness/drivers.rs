@@ -2,14 +2,15 @@
 //! (some of their invocations killed) and the publisher of the events.
 
 use super::system::FaultySystem;
+use crate::fault_injection::kinds;
 use crate::fault_injection::scenarios::Scenario;
-use crate::faults::{FaultKind, Faults};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use webhooks::event_sources::QueueMapping;
 use webhooks_domain::Event;
+use webhooks_faults::Faults;
 use webhooks_ports::EventStore;
 
 /// The sender's pollers, as Lambda runs several invocations at once.
@@ -64,7 +65,7 @@ async fn poll_loop(
                 Err(_) => {
                     task.abort();
                     let _ = task.await;
-                    faults.record(FaultKind::SenderCrash);
+                    faults.record(kinds::SENDER_CRASH);
                     1
                 }
             }

@@ -9,8 +9,8 @@ mod system;
 pub(super) use system::{memory_backend, moto_backend};
 
 use super::figures::Figures;
+use super::kinds;
 use super::scenarios::{Rates, Scenario};
-use crate::faults::{rng_for, FaultKind, Faults, Rng};
 use accounting::{count_outcomes, count_records, count_requests};
 use drivers::{Pollers, Publisher};
 use serde_json::value::RawValue;
@@ -19,6 +19,7 @@ use std::time::Duration;
 use system::{Backend, FaultySystem};
 use tokio::time::Instant;
 use webhooks_domain::{Event, EventType};
+use webhooks_faults::{rng_for, Faults, Rng};
 use webhooks_testkit::{Received, Receiver, Reply};
 
 /// The receiver's answer to a request: the same for the same (endpoint,
@@ -107,7 +108,7 @@ async fn storm(
         if faults.chance(s.rates.duplicate_batch) {
             let batch = publisher.replayed_batch(faults);
             if !batch.records.is_empty() {
-                faults.record(FaultKind::DuplicatedStreamBatch);
+                faults.record(kinds::DUPLICATED_STREAM_BATCH);
                 invoke(
                     limit,
                     webhooks_fn_fanout::fan_out_records(&sys.fanout, batch),

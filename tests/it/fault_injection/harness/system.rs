@@ -1,8 +1,8 @@
 //! The faulty system: one backend's adapters, the same adapters wrapped in
 //! the scenario's faults, and the handlers over those.
 
-use crate::fault_injection::scenarios::Scenario;
-use crate::faults::{FaultKind, Faults, FaultyDeliveryStore, FaultyQueue, QueueFaults};
+use crate::fault_injection::kinds;
+use crate::fault_injection::scenarios::{Rates, Scenario};
 use crate::support::MotoBackend;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,11 +11,12 @@ use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
 use webhooks_domain::{
     Delivery, DeliveryStatus, Endpoint, Event, RetrySchedule, Secret, Subscription,
 };
+use webhooks_faults::{Calls, Faults, Faulty, Op, Seeded};
 use webhooks_memory::{MemoryBackend, MemoryQueue};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
 };
-use webhooks_ports::Adapters;
+use webhooks_ports::{Adapters, DeliveryStore};
 use webhooks_testkit::Receiver;
 
 /// One (endpoint id, event id) pair: one delivery to make.
@@ -102,6 +103,57 @@ async fn sqs_depth(client: &aws_sdk_sqs::Client, url: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The scenario's rates as the fault layer's policies, one per wrapped
+/// port; every one draws from and counts in the run's [`Faults`].
+struct Odds {
+    faults: Arc<Faults>,
+    rates: Rates,
+}
+
+impl Odds {
+    /// Writes that fail before they apply or after (the caller is told
+    /// they failed), and reads that fail.
+    fn delivery_store(&self) -> Seeded {
+        let r = self.rates.store;
+        Seeded::new(self.faults.clone())
+            .fail(Calls::Writes, r.write_fails, kinds::STORE_WRITE_FAILED)
+            .fail_after(Calls::Writes, r.write_ack_lost, kinds::STORE_WRITE_ACK_LOST)
+            .fail(Calls::Reads, r.read_fails, kinds::STORE_READ_FAILED)
+    }
+
+    /// The fan-out's sends: it dies at one (after the creates), a whole
+    /// send fails, or some of its messages are refused.
+    fn fanout_queue(&self) -> Seeded {
+        let r = self.rates;
+        Seeded::new(self.faults.clone())
+            .hang(Op::Send, r.fanout_crash, kinds::FAN_OUT_CRASH)
+            .fail(Op::Send, r.enqueue_fails, kinds::ENQUEUE_FAILED)
+            .refusing(r.enqueue_entry_rejected, kinds::ENQUEUE_PARTIALLY_REJECTED)
+    }
+
+    /// The sender's visibility changes and deletes.
+    fn sender_queue(&self) -> Seeded {
+        let r = self.rates;
+        Seeded::new(self.faults.clone())
+            .fail(
+                Op::ChangeVisibility,
+                r.visibility_change_fails,
+                kinds::VISIBILITY_CHANGE_FAILED,
+            )
+            .fail(Op::Delete, r.delete_fails, kinds::DELETE_FAILED)
+    }
+
+    /// The sender's sends to the dead-letter queue.
+    fn dead_letter_queue(&self) -> Seeded {
+        let r = self.rates;
+        Seeded::new(self.faults.clone()).fail(
+            Op::Send,
+            r.dlq_send_fails,
+            kinds::DEAD_LETTER_SEND_FAILED,
+        )
+    }
+}
+
 /// The assembled system under test: the handlers over the backend's
 /// adapters wrapped in faults, and the event source mappings that drive
 /// them.
@@ -126,44 +178,32 @@ impl FaultySystem {
             stream,
             depth,
         } = backend;
-        let r = s.rates;
-        let deliveries =
-            FaultyDeliveryStore::wrap(adapters.deliveries.clone(), faults.clone(), r.store);
+        let odds = Odds {
+            faults: faults.clone(),
+            rates: s.rates,
+        };
+        let deliveries: Arc<dyn DeliveryStore> = Arc::new(Faulty::new(
+            adapters.deliveries.clone(),
+            Arc::new(odds.delivery_store()),
+        ));
         let fanout_side = Adapters {
             deliveries: deliveries.clone(),
-            queue: FaultyQueue::wrap(
+            queue: Arc::new(Faulty::new(
                 adapters.queue.clone(),
-                faults.clone(),
-                QueueFaults {
-                    send_fails: r.enqueue_fails,
-                    send_kind: Some(FaultKind::EnqueueFailed),
-                    send_hangs: r.fanout_crash,
-                    reject_entry: r.enqueue_entry_rejected,
-                    ..QueueFaults::default()
-                },
-            ),
+                Arc::new(odds.fanout_queue()),
+            )),
             ..adapters.clone()
         };
         let sender_side = Adapters {
             deliveries,
-            queue: FaultyQueue::wrap(
+            queue: Arc::new(Faulty::new(
                 adapters.queue.clone(),
-                faults.clone(),
-                QueueFaults {
-                    change_visibility_fails: r.visibility_change_fails,
-                    delete_fails: r.delete_fails,
-                    ..QueueFaults::default()
-                },
-            ),
-            dead_letters: FaultyQueue::wrap(
+                Arc::new(odds.sender_queue()),
+            )),
+            dead_letters: Arc::new(Faulty::new(
                 adapters.dead_letters.clone(),
-                faults.clone(),
-                QueueFaults {
-                    send_fails: r.dlq_send_fails,
-                    send_kind: Some(FaultKind::DeadLetterSendFailed),
-                    ..QueueFaults::default()
-                },
-            ),
+                Arc::new(odds.dead_letter_queue()),
+            )),
             ..adapters.clone()
         };
         let fanout = Arc::new(FanOut::from_adapters(&fanout_side));
