@@ -309,3 +309,24 @@ def test_the_page_is_usable_by_keyboard(dev, browser):
       }).map(e => e.outerHTML);
     """)
     assert unnamed == []
+
+
+def test_no_page_may_frame_the_portal(dev, browser):
+    d = browser
+    # Even a page of the API's own origin: frame-ancestors 'none'.
+    d.get(dev.base + "/healthz")
+    d.execute_script("""
+      const f = document.createElement('iframe');
+      f.id = 'frame';
+      f.onload = () => { f.dataset.loaded = '1'; };
+      f.src = '/portal';
+      document.body.appendChild(f);
+    """)
+    wait(d, lambda d: d.execute_script("return document.getElementById('frame').dataset.loaded === '1'"))
+    framed = d.execute_script("""
+      try {
+        const doc = document.getElementById('frame').contentDocument;
+        return !!(doc && doc.getElementById('main'));
+      } catch (e) { return false; }
+    """)
+    assert framed is False, "the portal rendered inside a frame"

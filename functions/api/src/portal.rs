@@ -49,10 +49,11 @@ const APP_CSS: &str = include_str!("../portal/app.css");
 const ICON_SVG: &str = include_str!("../portal/icon.svg");
 
 /// The page's Content-Security-Policy: everything from this origin only,
-/// no inline script or style, no plugins, no form posts elsewhere.
+/// no inline script or style, no plugins, no form posts elsewhere, and no
+/// page of any origin may frame it (clickjacking).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
-form-action 'none'; object-src 'none'";
+form-action 'none'; object-src 'none'; frame-ancestors 'none'";
 
 /// What signs portal tokens.
 enum Signer {
@@ -357,6 +358,8 @@ pub(crate) fn public_resource(api: &Api, req: &Request) -> Option<Response<Body>
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
+    // For browsers older than frame-ancestors.
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -323,6 +323,9 @@ async fn dev_has_no_jwks_and_the_page_is_public_with_a_strict_csp() {
         CONTENT_SECURITY_POLICY
     );
     assert!(CONTENT_SECURITY_POLICY.contains("default-src 'none'"));
+    // No other site may frame the page (clickjacking).
+    assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
     assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
     let html = std::str::from_utf8(page.body().as_ref()).unwrap();
     assert!(html.contains(r#"<script type="module" src="portal/app.js">"#));
