@@ -47,6 +47,8 @@ pub struct Caller {
     pub scopes: Vec<String>,
     /// `role: admin` holds every scope, within its own organization.
     pub admin: bool,
+    /// When the caller's token stops working (its `exp`), if it says.
+    pub expires_at: Option<i64>,
 }
 
 impl Caller {
@@ -89,6 +91,7 @@ impl Caller {
             org_id: org_id.to_string(),
             scopes,
             admin,
+            expires_at: claims.get("exp").and_then(|e| unix_seconds(e)),
         })
     }
 
@@ -107,6 +110,14 @@ impl Caller {
             )))
         }
     }
+}
+
+/// A NumericDate claim as API Gateway passes it (`"1700000000"`, or with a
+/// fraction), in whole seconds; `None` if it is not a finite number.
+fn unix_seconds(claim: &str) -> Option<i64> {
+    let seconds = claim.trim().parse::<f64>().ok().filter(|s| s.is_finite())?;
+    // `as` saturates at i64's bounds.
+    Some(seconds.floor() as i64)
 }
 
 /// The words of a space-separated claim. API Gateway hands over claims that
@@ -183,6 +194,22 @@ mod tests {
                 "unauthorized"
             );
         }
+    }
+
+    #[test]
+    fn the_token_expiry_is_read_in_whole_seconds() {
+        let c = |exp: &str| {
+            Caller::from_claims(&claims(&[("org_id", "o"), ("exp", exp)]), None)
+                .unwrap()
+                .expires_at
+        };
+        assert_eq!(c("1700000000"), Some(1_700_000_000));
+        assert_eq!(c(" 1700000000.9 "), Some(1_700_000_000));
+        for bad in ["", "soon", "NaN", "inf"] {
+            assert_eq!(c(bad), None, "{bad}");
+        }
+        let none = Caller::from_claims(&claims(&[("org_id", "o")]), None).unwrap();
+        assert_eq!(none.expires_at, None);
     }
 
     #[test]

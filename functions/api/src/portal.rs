@@ -210,7 +210,8 @@ struct SessionBody {
     ttl_seconds: Option<Box<RawValue>>,
 }
 
-/// `POST /v1/portal-sessions` -> 201 `{url, expires_at}`.
+/// `POST /v1/portal-sessions` -> 201 `{url, expires_at}`: a session that
+/// ends after `ttl_seconds`, or with the caller's own token if sooner.
 pub(crate) async fn create_session(
     api: &Api,
     caller: &Caller,
@@ -228,7 +229,7 @@ pub(crate) async fn create_session(
         return Err(ApiError::not_found("the portal is not configured here"));
     };
     let now = chrono::Utc::now().timestamp();
-    let expires_at = now + ttl;
+    let expires_at = session_end(now, ttl, caller.expires_at)?;
     let token = issuer.token(&caller.org_id, now, expires_at)?;
     let base = issuer
         .base_url
@@ -237,7 +238,7 @@ pub(crate) async fn create_session(
     let expires = chrono::DateTime::from_timestamp(expires_at, 0)
         .map(webhooks_domain::time::rfc3339)
         .unwrap_or_default();
-    tracing::info!(org_id = %caller.org_id, ttl_seconds = ttl, "portal session opened");
+    tracing::info!(org_id = %caller.org_id, ttl_seconds = expires_at - now, "portal session opened");
     let mut response = json(
         StatusCode::CREATED,
         &json_value!({ "url": format!("{base}/portal#token={token}"), "expires_at": expires }),
@@ -246,6 +247,21 @@ pub(crate) async fn create_session(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// When a session opened at `now` for `ttl` seconds ends: never after the
+/// `exp` of the caller's own token, which must still be valid.
+fn session_end(now: i64, ttl: i64, caller_expires_at: Option<i64>) -> Result<i64, ApiError> {
+    let end = match caller_expires_at {
+        Some(exp) if exp <= now => {
+            return Err(ApiError::Unauthorized(
+                "the bearer token has expired".into(),
+            ))
+        }
+        Some(exp) => exp.min(now + ttl),
+        None => now + ttl,
+    };
+    Ok(end)
 }
 
 /// The requested lifetime: [`DEFAULT_TTL_SECONDS`], or 1 to [`MAX_TTL_SECONDS`].
@@ -430,6 +446,20 @@ mod tests {
             "/portal-apix/v1/endpoints"
         );
         assert_eq!(api_path("/v1/endpoints"), "/v1/endpoints");
+    }
+
+    #[test]
+    fn a_session_ends_with_the_token_that_opened_it_if_sooner() {
+        assert_eq!(session_end(1000, 3600, None), Ok(4600));
+        assert_eq!(session_end(1000, 3600, Some(1600)), Ok(1600));
+        assert_eq!(session_end(1000, 60, Some(9000)), Ok(1060));
+        assert_eq!(session_end(1000, 60, Some(1060)), Ok(1060));
+        for expired in [1000, 999, 0, i64::MIN] {
+            assert_eq!(
+                session_end(1000, 60, Some(expired)).map_err(|e| e.code()),
+                Err("unauthorized")
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,47 @@ fn token_of(url: &str) -> &str {
 }
 
 #[tokio::test]
+async fn a_session_never_outlives_the_token_that_opened_it() {
+    let w = world();
+    let now = chrono::Utc::now().timestamp();
+    // The caller's token ends in 10 minutes: so does the session, whatever
+    // the ttl asked.
+    let caller_exp = (now + 600).to_string();
+    for body in ["", r#"{"ttl_seconds":3600}"#, r#"{"ttl_seconds":86400}"#] {
+        let r = w
+            .send(request(
+                "POST",
+                "/v1/portal-sessions",
+                body,
+                Some(&[("org_id", ORG), ("scope", MANAGE), ("exp", &caller_exp)]),
+            ))
+            .await;
+        assert_eq!(r.status, 201, "{body}: {}", r.json);
+        let claims = hs256_claims(token_of(r.json["url"].as_str().unwrap()));
+        assert_eq!(claims["exp"].as_i64(), Some(now + 600), "{body}");
+        let expires_at =
+            chrono::DateTime::parse_from_rfc3339(r.json["expires_at"].as_str().unwrap()).unwrap();
+        assert_eq!(expires_at.timestamp(), now + 600, "{body}");
+    }
+    // A caller whose token outlives the ttl gets the ttl.
+    let long = (now + 2 * 86_400).to_string();
+    let r = w
+        .send(request(
+            "POST",
+            "/v1/portal-sessions",
+            r#"{"ttl_seconds":120}"#,
+            Some(&[("org_id", ORG), ("scope", MANAGE), ("exp", &long)]),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let claims = hs256_claims(token_of(r.json["url"].as_str().unwrap()));
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120
+    );
+}
+
+#[tokio::test]
 async fn a_session_is_a_link_holding_a_token_for_one_org_and_manage_only() {
     let w = world();
     let r = w.manage("POST", "/v1/portal-sessions", "").await;
