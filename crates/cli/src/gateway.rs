@@ -1,7 +1,8 @@
 //! The local stand-in for API Gateway: an HTTP server that turns each request
 //! into the `lambda_http` request the Lambda would get (with the JWT
-//! authorizer's claims filled in from a verified HS256 token) and hands it to
-//! the same handler functions.
+//! authorizer's claims filled in from a verified HS256 token, checked for the
+//! configured issuer and audience too) and hands it to the same handler
+//! functions.
 
 use crate::token;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
@@ -25,7 +26,8 @@ const MAX_BODY: usize = 1024 * 1024;
 pub struct Gateway {
     pub api: Arc<webhooks_fn_api::Api>,
     pub inbound: Option<Arc<webhooks_fn_inbound::Inbound>>,
-    pub jwt_secret: String,
+    /// What a `/v1` bearer token is checked against.
+    pub tokens: token::Verifier,
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -66,7 +68,7 @@ impl Gateway {
                     v.strip_prefix("Bearer ")
                         .or_else(|| v.strip_prefix("bearer "))
                 })
-                .and_then(|t| token::verify(&self.jwt_secret, t.trim()))
+                .and_then(|t| self.tokens.verify(t.trim()))
         };
         let request = to_lambda_request(parts, body, claims);
         let result = if inbound {
