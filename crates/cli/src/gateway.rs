@@ -1,8 +1,9 @@
 //! The local stand-in for API Gateway: an HTTP server that turns each request
-//! into the `lambda_http` request the Lambda would get (with the JWT
-//! authorizer's claims filled in from a verified HS256 token, checked for the
-//! configured issuer and audience too) and hands it to the same handler
-//! functions.
+//! into the `lambda_http` request the Lambda would get and hands it to the
+//! same handler functions. As the template's JWT authorizer does on `/v1`
+//! routes only, it verifies the HS256 bearer token (and its issuer and
+//! audience, when configured) and fills in its claims; every other route
+//! (health, portal page, `/portal-api`, inbound) has no authorizer.
 
 use crate::token;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
@@ -57,7 +58,7 @@ impl Gateway {
         };
         let path = parts.uri.path().to_string();
         let inbound = path.starts_with("/inbound/");
-        let claims = if inbound {
+        let claims = if !has_authorizer(&path) {
             None
         } else {
             parts
@@ -96,6 +97,12 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Whether the template puts the JWT authorizer in front of `path`: the
+/// `/v1` routes only.
+fn has_authorizer(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
 }
 
 /// The request as Lambda would receive it from an HTTP API.

@@ -494,17 +494,27 @@ async fn portal_prints_a_link() {
         .as_str()
         .is_some_and(|t| t.ends_with('Z')));
 
-    // The link's token works for the org's endpoints, and only those.
+    // The link's token works for the org's endpoints, and only those, under
+    // /portal-api where the page calls the API.
     let token = url.split("#token=").nth(1).expect("token");
-    let list = dev.run_with(token, &["--output", "json", "endpoints", "list"]);
-    list.assert_status(0);
-    let publish = dev.run_with(token, &["events", "publish", "lead_won", "--data", "{}"]);
+    let portal_api = |args: &[&str]| {
+        run(Command::new(BIN)
+            .args(args)
+            .env("WEBHOOKS_API_URL", format!("{}/portal-api", dev.base))
+            .env("WEBHOOKS_TOKEN", token))
+    };
+    portal_api(&["--output", "json", "endpoints", "list"]).assert_status(0);
+    let publish = portal_api(&["events", "publish", "lead_won", "--data", "{}"]);
     publish.assert_status(1);
     assert!(
         publish.stderr.contains("events:write"),
         "{}",
         publish.stderr
     );
+    // Not on /v1, where (as in AWS) only the platform's tokens are accepted.
+    let v1 = dev.run_with(token, &["--output", "json", "endpoints", "list"]);
+    v1.assert_status(1);
+    assert!(v1.stderr.contains("/portal-api"), "{}", v1.stderr);
 
     let out = dev.run("acme", &["portal", "--ttl", "0"]);
     out.assert_status(1);
@@ -722,6 +732,17 @@ async fn dev_checks_the_issuer_and_audience_when_they_are_given() {
         let token = dev_token(&["--jwt-issuer", ISS, "--jwt-audience", audience]);
         dev.run_with(&token, &["event-types"]).assert_status(0);
     }
+    // Portal sessions have their own issuer and audience, which the api
+    // checks under /portal-api whatever the platform's are.
+    let token = dev_token(&["--jwt-issuer", ISS, "--jwt-audience", "webhooks-api"]);
+    let link = dev.run_with(&token, &["--output", "table", "portal"]);
+    link.assert_status(0);
+    let portal_token = link.stdout.trim().split("#token=").nth(1).expect("a link");
+    run(Command::new(BIN)
+        .args(["endpoints", "list"])
+        .env("WEBHOOKS_API_URL", format!("{}/portal-api", dev.base))
+        .env("WEBHOOKS_TOKEN", portal_token))
+    .assert_status(0);
     for (what, extra) in [
         ("no iss, no aud", &[][..]),
         ("no aud", &["--jwt-issuer", ISS][..]),
