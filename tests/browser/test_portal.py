@@ -60,6 +60,11 @@ def dead_row(driver):
 
 
 def open_portal(driver, url):
+    """Opens a portal link as in a new tab: no session of an earlier test
+    is left in this tab's sessionStorage (a link for another org would ask
+    before switching)."""
+    if driver.current_url.startswith(url.split("/portal", 1)[0]):
+        driver.execute_script("sessionStorage.clear()")
     driver.get("about:blank")
     driver.get(url)
     wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").is_displayed())
@@ -309,3 +314,78 @@ def test_the_page_is_usable_by_keyboard(dev, browser):
       }).map(e => e.outerHTML);
     """)
     assert unnamed == []
+
+
+def session_token(driver):
+    return driver.execute_script("return sessionStorage.getItem('webhooks.portal.token')")
+
+
+def test_a_link_for_another_org_asks_before_it_switches(dev, browser):
+    d = browser
+    acme_url = dev.portal_url("acme")
+    acme_token = acme_url.split("#token=", 1)[1]
+    open_portal(d, acme_url)
+    assert wait(d, lambda d: d.find_element(By.ID, "org").text == "acme")
+
+    # A link for globex opened in the same tab: the page asks first, with the
+    # safe answer focused; staying keeps acme's session.
+    d.get(dev.portal_url("globex"))
+    prompt = wait(d, lambda d: d.find_element(By.ID, "switch-org"))
+    assert "acme" in prompt.text and "globex" in prompt.text, prompt.text
+    assert "token=" not in d.current_url
+    assert rows(d, "endpoint-row") == []
+    assert d.switch_to.active_element.text == "Stay in acme"
+    screenshot(d, "portal-switch-org.png")
+    button(d, "Stay in acme").click()
+    assert wait(d, lambda d: d.find_element(By.ID, "org").text == "acme")
+    assert wait(d, lambda d: not d.find_elements(By.ID, "switch-org"))
+    assert session_token(d) == acme_token
+
+    # Asked again, switching takes globex's session.
+    globex_url = dev.portal_url("globex")
+    d.get(globex_url)
+    wait(d, lambda d: d.find_element(By.ID, "switch-org"))
+    button(d, "Switch to globex").click()
+    assert wait(d, lambda d: d.find_element(By.ID, "org").text == "globex")
+    assert session_token(d) == globex_url.split("#token=", 1)[1]
+
+    # A new link for the same org does not ask.
+    again = dev.portal_url("globex", ttl=600)
+    d.get(again)
+    assert wait(d, lambda d: session_token(d) == again.split("#token=", 1)[1])
+    assert wait(d, lambda d: "No endpoints yet" in d.page_source or rows(d, "endpoint-row"))
+    assert not d.find_elements(By.ID, "switch-org")
+
+    # Nor does a link for another org once the tab's session has expired
+    # (left in sessionStorage while the tab was elsewhere).
+    short = dev.portal_url("acme", ttl=5)
+    d.get(short)
+    wait(d, lambda d: d.find_element(By.ID, "switch-org"))
+    button(d, "Switch to acme").click()
+    assert wait(d, lambda d: session_token(d) == short.split("#token=", 1)[1])
+    d.get("about:blank")
+    time.sleep(5.2)
+    d.get(dev.portal_url("globex"))
+    assert wait(d, lambda d: d.find_element(By.ID, "org").text == "globex")
+    assert not d.find_elements(By.ID, "switch-org")
+
+
+def test_no_page_may_frame_the_portal(dev, browser):
+    d = browser
+    # Even a page of the API's own origin: frame-ancestors 'none'.
+    d.get(dev.base + "/healthz")
+    d.execute_script("""
+      const f = document.createElement('iframe');
+      f.id = 'frame';
+      f.onload = () => { f.dataset.loaded = '1'; };
+      f.src = '/portal';
+      document.body.appendChild(f);
+    """)
+    wait(d, lambda d: d.execute_script("return document.getElementById('frame').dataset.loaded === '1'"))
+    framed = d.execute_script("""
+      try {
+        const doc = document.getElementById('frame').contentDocument;
+        return !!(doc && doc.getElementById('main'));
+      } catch (e) { return false; }
+    """)
+    assert framed is False, "the portal rendered inside a frame"

@@ -1145,35 +1145,42 @@ def test_api_routes(template: dict) -> None:
         ("ANY", "/portal-api/v1/{proxy+}"),
         ("GET", "/portal"),
         ("GET", "/portal/{proxy+}"),
-        ("GET", "/portal-auth/{proxy+}"),
     }
     v1_auth = routes[("ANY", "/v1/{proxy+}")].get("Auth", {}).get("Authorizer")
     assert v1_auth in (None, resource(template, "HttpApi")["Properties"]["Auth"]["DefaultAuthorizer"])
-    assert routes[("ANY", "/portal-api/v1/{proxy+}")]["Auth"]["Authorizer"] == "PortalJwtAuthorizer"
-    # The page, its assets and the issuer's keys need no token.
-    for route in [("GET", "/healthz"), ("GET", "/portal"), ("GET", "/portal/{proxy+}"), ("GET", "/portal-auth/{proxy+}")]:
+    # The page and its assets need no token; the portal's API calls carry a
+    # portal session token, which the api checks itself.
+    for route in [("GET", "/healthz"), ("GET", "/portal"), ("GET", "/portal/{proxy+}"), ("ANY", "/portal-api/v1/{proxy+}")]:
         assert routes[route]["Auth"]["Authorizer"] == "NONE", route
 
 
-def test_portal_sessions_are_trusted_only_through_their_own_issuer(template: dict) -> None:
-    """The portal authorizer trusts exactly the issuer whose keys the api
-    serves (PublicBaseUrl/portal-auth, the api's PORTAL_ISSUER), for the
-    portal audience; the signing key comes from Secrets Manager."""
-    authorizers = resource(template, "HttpApi")["Properties"]["Auth"]["Authorizers"]
-    portal = authorizers["PortalJwtAuthorizer"]
-    assert portal["IdentitySource"] == "$request.header.Authorization"
-    issuer = portal["JwtConfiguration"]["issuer"]
-    assert sub_references(issuer) == ("${PublicBaseUrl}/portal-auth", ["PublicBaseUrl"]) or issuer == {
-        "Fn::Sub": "${PublicBaseUrl}/portal-auth"
-    }
-    assert portal["JwtConfiguration"]["audience"] == ["webhooks-portal"]
+def test_no_authorizer_trusts_an_issuer_this_stack_serves(template: dict) -> None:
+    """API Gateway fetches a JWT authorizer's `<issuer>/.well-known/
+    openid-configuration` while it creates it; an issuer served by this
+    stack's own API (PublicBaseUrl, a custom domain, the API's URL) does not
+    exist yet then, so the first deploy fails and rolls back. The only
+    authorizer trusts the identity provider's issuer, a parameter."""
+    auth = resource(template, "HttpApi")["Properties"]["Auth"]
+    assert list(auth["Authorizers"]) == [auth["DefaultAuthorizer"]]
+    for name, authorizer in auth["Authorizers"].items():
+        issuer = authorizer["JwtConfiguration"]["issuer"]
+        assert ref(issuer) == "JwtIssuer", (name, issuer)
+
+
+def test_portal_tokens_are_checked_by_the_api_with_its_own_key(template: dict) -> None:
+    """The api signs and checks portal sessions with the key of the secret
+    named by PortalSigningKeySecretArn, as issuer PublicBaseUrl/portal (not
+    the platform's JwtIssuer, so the platform's authorizer refuses them on
+    /v1)."""
     variables = function_properties(template, "ApiFunction")["Environment"]["Variables"]
-    assert variables["PORTAL_ISSUER"] == issuer
+    issuer = variables["PORTAL_ISSUER"]
+    assert sub_references(issuer) == ("${PublicBaseUrl}/portal", ["PublicBaseUrl"]) or issuer == {
+        "Fn::Sub": "${PublicBaseUrl}/portal"
+    }
     assert ref(variables["WEBHOOKS_PUBLIC_BASE_URL"]) == "PublicBaseUrl"
     key = variables["PORTAL_SIGNING_KEY_ARN"]
     assert is_conditional_absent(key) and ref(key["Fn::If"][1]) == "PortalSigningKeySecretArn"
-    # The main authorizer does not trust portal tokens, nor the portal one the platform's.
-    main = authorizers[resource(template, "HttpApi")["Properties"]["Auth"]["DefaultAuthorizer"]]
+    main = resource(template, "HttpApi")["Properties"]["Auth"]["Authorizers"]["JwtAuthorizer"]
     assert main["JwtConfiguration"]["issuer"] != issuer
 
 

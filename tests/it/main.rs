@@ -4,7 +4,8 @@
 //! `fault_injection` pushes thousands of deliveries through the pipeline
 //! (memory and moto) while the fault layer (`webhooks_faults`) breaks it,
 //! and accounts for every one.
-//! `provider_secrets` fetches inbound secrets from Secrets Manager (moto).
+//! `provider_secrets` fetches inbound secrets from Secrets Manager (moto),
+//! `portal_secret` the api's portal signing key.
 //! `secrets_at_rest` proves endpoint secrets are sealed in DynamoDB (KMS).
 //! `contract` runs one contract per port against the memory and the AWS
 //! adapters. `fuzz_corpus` replays the fuzz targets' committed corpus.
@@ -16,6 +17,7 @@ mod fuzz_corpus;
 mod fuzz_harness;
 mod ops_bus_on_moto;
 mod pipeline_on_moto;
+mod portal_secret;
 mod provider_secrets;
 mod queue_contract;
 mod secrets_at_rest;

@@ -65,8 +65,8 @@ pub struct Settings {
     pub sweep_grace: Duration,
     /// With the aws backend: tally every SDK request here (benchmarks).
     pub request_counter: Option<webhooks_aws::request_counter::RequestCounter>,
-    /// Sign portal sessions with HS256 and this secret (the local gateway's
-    /// `--jwt-secret`, so the gateway accepts them); `None`: no portal sessions.
+    /// Sign and check portal sessions with HS256 and this secret (the
+    /// `--jwt-secret`); `None`: no portal sessions.
     pub portal_secret: Option<webhooks_fn_api::portal::DevSigningSecret>,
     /// The operator's webhook for operational notifications; `None`: they
     /// are only logged.

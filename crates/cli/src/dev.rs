@@ -45,14 +45,14 @@ impl Running {
     pub fn serve(
         system: &System,
         listener: TcpListener,
-        jwt_secret: String,
+        tokens: crate::token::Verifier,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr().context("reading the bound address")?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let gateway = Arc::new(Gateway {
             api: system.api.clone(),
             inbound: Some(system.inbound.clone()),
-            jwt_secret,
+            tokens,
         });
         let http = tokio::spawn(serve(listener, gateway, stop_rx.clone(), SHUTDOWN_GRACE));
         Ok(Running {
@@ -76,8 +76,12 @@ impl System {
     /// Everything of `webhooks dev`: the gateway on `listener`, the stream
     /// mapping feeding the fan-out, [`POLLERS`] queue pollers feeding the
     /// sender, and the sweeper every [`SWEEP_EVERY`].
-    pub fn start(self, listener: TcpListener, jwt_secret: String) -> anyhow::Result<Running> {
-        let mut running = Running::serve(&self, listener, jwt_secret)?;
+    pub fn start(
+        self,
+        listener: TcpListener,
+        tokens: crate::token::Verifier,
+    ) -> anyhow::Result<Running> {
+        let mut running = Running::serve(&self, listener, tokens)?;
         let stop = running.stop_rx.clone();
         running.tasks.push(tokio::spawn(
             StreamMapping::new(self.stream, self.fanout.clone()).run(stop.clone()),
@@ -119,7 +123,7 @@ impl System {
 /// routes to register first (provider, address, org).
 pub async fn run(
     listen: SocketAddr,
-    jwt_secret: String,
+    tokens: crate::token::Verifier,
     settings: Settings,
     routes: Vec<(String, String, String)>,
 ) -> anyhow::Result<()> {
@@ -134,7 +138,7 @@ pub async fn run(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let running = system.start(listener, jwt_secret)?;
+    let running = system.start(listener, tokens)?;
     println!("listening on {}", running.base_url());
     let _ = std::io::stdout().flush();
 

@@ -1,7 +1,9 @@
 //! The local stand-in for API Gateway: an HTTP server that turns each request
-//! into the `lambda_http` request the Lambda would get (with the JWT
-//! authorizer's claims filled in from a verified HS256 token) and hands it to
-//! the same handler functions.
+//! into the `lambda_http` request the Lambda would get and hands it to the
+//! same handler functions. As the template's JWT authorizer does on `/v1`
+//! routes only, it verifies the HS256 bearer token (and its issuer and
+//! audience, when configured) and fills in its claims; every other route
+//! (health, portal page, `/portal-api`, inbound) has no authorizer.
 
 use crate::token;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
@@ -25,7 +27,8 @@ const MAX_BODY: usize = 1024 * 1024;
 pub struct Gateway {
     pub api: Arc<webhooks_fn_api::Api>,
     pub inbound: Option<Arc<webhooks_fn_inbound::Inbound>>,
-    pub jwt_secret: String,
+    /// What a `/v1` bearer token is checked against.
+    pub tokens: token::Verifier,
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -55,7 +58,7 @@ impl Gateway {
         };
         let path = parts.uri.path().to_string();
         let inbound = path.starts_with("/inbound/");
-        let claims = if inbound {
+        let claims = if !has_authorizer(&path) {
             None
         } else {
             parts
@@ -66,7 +69,7 @@ impl Gateway {
                     v.strip_prefix("Bearer ")
                         .or_else(|| v.strip_prefix("bearer "))
                 })
-                .and_then(|t| token::verify(&self.jwt_secret, t.trim()))
+                .and_then(|t| self.tokens.verify(t.trim()))
         };
         let request = to_lambda_request(parts, body, claims);
         let result = if inbound {
@@ -94,6 +97,12 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Whether the template puts the JWT authorizer in front of `path`: the
+/// `/v1` routes only.
+fn has_authorizer(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
 }
 
 /// The request as Lambda would receive it from an HTTP API.

@@ -42,7 +42,8 @@ enum Command {
 struct DevArgs {
     #[command(subcommand)]
     command: Option<DevCommand>,
-    /// Address to serve on.
+    /// Address to serve on: loopback unless you give it another. Beyond
+    /// loopback it needs a --jwt-secret of your own.
     #[arg(long, env = "WEBHOOKS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// memory (embedded, nothing to install) or aws (the AWS SDK's default
@@ -63,6 +64,8 @@ struct DevArgs {
         hide_env_values = true
     )]
     jwt_secret: String,
+    #[command(flatten)]
+    jwt: JwtAudienceArgs,
     /// Delays before each retry, e.g. 1s,2s,4s (four attempts in all).
     #[arg(long, env = "WEBHOOKS_RETRY_SCHEDULE")]
     retry_schedule: Option<String>,
@@ -132,6 +135,33 @@ struct DevArgs {
     retain_deliveries: usize,
 }
 
+/// The `iss` and `aud` of management-API tokens, as the template's
+/// `JwtIssuer` and `JwtAudience` give them to API Gateway's authorizer.
+#[derive(Args)]
+struct JwtAudienceArgs {
+    /// Issuer (`iss`) that tokens must carry; unset: any.
+    #[arg(long, env = "WEBHOOKS_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Audiences, comma-separated: a token's `aud` (or, without one, its
+    /// `client_id`) must be one of them; unset: any.
+    #[arg(long, env = "WEBHOOKS_JWT_AUDIENCE", value_delimiter = ',')]
+    jwt_audience: Vec<String>,
+}
+
+impl JwtAudienceArgs {
+    fn audience(&self) -> webhooks::token::Audience {
+        webhooks::token::Audience {
+            issuer: self.jwt_issuer.clone().filter(|i| !i.trim().is_empty()),
+            audience: self
+                .jwt_audience
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum DevCommand {
     /// Print a bearer token for `webhooks dev`.
@@ -157,6 +187,9 @@ struct TokenArgs {
         hide_env_values = true
     )]
     jwt_secret: String,
+    /// The token's `iss` and `aud`: as the server's, to be accepted.
+    #[command(flatten)]
+    jwt: JwtAudienceArgs,
     /// How long the token is valid.
     #[arg(long, default_value = "24h")]
     ttl: String,
@@ -226,11 +259,19 @@ fn optional_env(name: &str) -> Option<String> {
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some(DevCommand::Token(t)) = args.command {
         let ttl = parse_duration(&t.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
-        let token = webhooks::token::issue(&t.jwt_secret, &t.org, &t.scope, t.role.as_deref(), ttl)
-            .map_err(anyhow::Error::msg)?;
+        let token = webhooks::token::issue_for(
+            &t.jwt_secret,
+            &t.org,
+            &t.scope,
+            t.role.as_deref(),
+            ttl,
+            &t.jwt.audience(),
+        )
+        .map_err(anyhow::Error::msg)?;
         println!("{token}");
         return Ok(());
     }
+    check_listen(args.listen, &args.jwt_secret)?;
     init_logging();
     let schedule = match &args.retry_schedule {
         Some(s) => s
@@ -296,7 +337,21 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         retention,
         ..Settings::dev_defaults()
     };
-    webhooks::dev::run(args.listen, args.jwt_secret, settings, routes).await
+    let tokens = webhooks::token::Verifier::new(args.jwt_secret, args.jwt.audience());
+    webhooks::dev::run(args.listen, tokens, settings, routes).await
+}
+
+/// Refuses to serve beyond loopback with the well-known default secret,
+/// with which anyone who reaches the server could sign tokens for any org.
+fn check_listen(listen: SocketAddr, jwt_secret: &str) -> anyhow::Result<()> {
+    if listen.ip().to_canonical().is_loopback() || jwt_secret != DEFAULT_JWT_SECRET {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing --listen {listen} with the default --jwt-secret: anyone who can reach \
+         {listen} could sign tokens for any org with it. Give a secret of your own \
+         (--jwt-secret or WEBHOOKS_JWT_SECRET), or listen on loopback (--listen 127.0.0.1:8080)"
+    )
 }
 
 #[tokio::main]
@@ -311,5 +366,53 @@ async fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_listens_on_loopback_by_default() {
+        let cli = Cli::try_parse_from(["webhooks", "dev"]).unwrap();
+        let Command::Dev(args) = cli.command else {
+            panic!("not dev")
+        };
+        // The environment may set WEBHOOKS_LISTEN; the default is loopback.
+        if std::env::var_os("WEBHOOKS_LISTEN").is_none() {
+            assert!(args.listen.ip().is_loopback(), "{}", args.listen);
+        }
+    }
+
+    #[test]
+    fn beyond_loopback_a_secret_of_ones_own_is_needed() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for loopback in [
+            "127.0.0.1:8080",
+            "127.0.0.2:1",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(
+                check_listen(addr(loopback), DEFAULT_JWT_SECRET).is_ok(),
+                "{loopback}"
+            );
+        }
+        for open in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.168.1.2:8080",
+            "[::ffff:10.0.0.1]:80",
+        ] {
+            let e = check_listen(addr(open), DEFAULT_JWT_SECRET)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--listen") && e.contains("--jwt-secret"), "{e}");
+            assert!(
+                check_listen(addr(open), "a-secret-of-my-own").is_ok(),
+                "{open}"
+            );
+        }
     }
 }

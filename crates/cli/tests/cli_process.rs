@@ -494,17 +494,27 @@ async fn portal_prints_a_link() {
         .as_str()
         .is_some_and(|t| t.ends_with('Z')));
 
-    // The link's token works for the org's endpoints, and only those.
+    // The link's token works for the org's endpoints, and only those, under
+    // /portal-api where the page calls the API.
     let token = url.split("#token=").nth(1).expect("token");
-    let list = dev.run_with(token, &["--output", "json", "endpoints", "list"]);
-    list.assert_status(0);
-    let publish = dev.run_with(token, &["events", "publish", "lead_won", "--data", "{}"]);
+    let portal_api = |args: &[&str]| {
+        run(Command::new(BIN)
+            .args(args)
+            .env("WEBHOOKS_API_URL", format!("{}/portal-api", dev.base))
+            .env("WEBHOOKS_TOKEN", token))
+    };
+    portal_api(&["--output", "json", "endpoints", "list"]).assert_status(0);
+    let publish = portal_api(&["events", "publish", "lead_won", "--data", "{}"]);
     publish.assert_status(1);
     assert!(
         publish.stderr.contains("events:write"),
         "{}",
         publish.stderr
     );
+    // Not on /v1, where (as in AWS) only the platform's tokens are accepted.
+    let v1 = dev.run_with(token, &["--output", "json", "endpoints", "list"]);
+    v1.assert_status(1);
+    assert!(v1.stderr.contains("/portal-api"), "{}", v1.stderr);
 
     let out = dev.run("acme", &["portal", "--ttl", "0"]);
     out.assert_status(1);
@@ -647,4 +657,112 @@ fn dev_refuses_a_retry_schedule_the_queue_cannot_carry() {
     assert!(!status.success());
     assert!(stderr.contains("--retry-schedule"), "{stderr}");
     assert!(stderr.contains("maxReceiveCount of 30"), "{stderr}");
+}
+
+/// `webhooks dev ARGS` that must refuse to start: its stderr, once it has
+/// exited unsuccessfully (within 30 s, never serving).
+fn dev_refusal(args: &[&str]) -> String {
+    let mut child = Command::new(BIN)
+        .arg("dev")
+        .args(args)
+        .env_remove("WEBHOOKS_JWT_SECRET")
+        .env_remove("WEBHOOKS_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run webhooks dev");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("webhooks dev {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!status.success(), "{args:?}: {stdout}");
+    assert!(!stdout.contains("listening on"), "{args:?}: {stdout}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn dev_refuses_to_listen_beyond_loopback_with_the_default_secret() {
+    // Anyone who can reach the server could sign tokens with the well-known
+    // default secret. 192.0.2.1 (TEST-NET-1) is on no interface: before the
+    // check, dev fails to bind it; with the check it never tries.
+    for listen in ["192.0.2.1:0", "0.0.0.0:0", "[::]:0"] {
+        for secret in [&[][..], &["--jwt-secret", "dev-secret"][..]] {
+            let mut args = vec!["--listen", listen];
+            args.extend_from_slice(secret);
+            let stderr = dev_refusal(&args);
+            assert!(
+                stderr.contains("--listen") && stderr.contains("--jwt-secret"),
+                "{args:?}: {stderr}"
+            );
+            assert!(stderr.contains(listen), "{args:?}: {stderr}");
+        }
+    }
+}
+
+/// A token from `webhooks dev token` with these extra arguments.
+fn dev_token(extra: &[&str]) -> String {
+    let out = run(Command::new(BIN)
+        .args(["dev", "token", "--org", "acme", "--jwt-secret", SECRET])
+        .args(extra));
+    out.assert_status(0);
+    out.stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_checks_the_issuer_and_audience_when_they_are_given() {
+    const ISS: &str = "https://idp.example.com/";
+    let dev = Dev::start(&[
+        "--jwt-issuer",
+        ISS,
+        "--jwt-audience",
+        "webhooks-api,webhooks-admin",
+    ]);
+    for audience in ["webhooks-api", "webhooks-admin"] {
+        let token = dev_token(&["--jwt-issuer", ISS, "--jwt-audience", audience]);
+        dev.run_with(&token, &["event-types"]).assert_status(0);
+    }
+    // Portal sessions have their own issuer and audience, which the api
+    // checks under /portal-api whatever the platform's are.
+    let token = dev_token(&["--jwt-issuer", ISS, "--jwt-audience", "webhooks-api"]);
+    let link = dev.run_with(&token, &["--output", "table", "portal"]);
+    link.assert_status(0);
+    let portal_token = link.stdout.trim().split("#token=").nth(1).expect("a link");
+    run(Command::new(BIN)
+        .args(["endpoints", "list"])
+        .env("WEBHOOKS_API_URL", format!("{}/portal-api", dev.base))
+        .env("WEBHOOKS_TOKEN", portal_token))
+    .assert_status(0);
+    for (what, extra) in [
+        ("no iss, no aud", &[][..]),
+        ("no aud", &["--jwt-issuer", ISS][..]),
+        ("no iss", &["--jwt-audience", "webhooks-api"][..]),
+        (
+            "another audience",
+            &["--jwt-issuer", ISS, "--jwt-audience", "elsewhere"][..],
+        ),
+        (
+            "another issuer",
+            &[
+                "--jwt-issuer",
+                "https://other.example.com/",
+                "--jwt-audience",
+                "webhooks-api",
+            ][..],
+        ),
+    ] {
+        let out = dev.run_with(&dev_token(extra), &["event-types"]);
+        out.assert_status(1);
+        assert!(out.stderr.contains("token"), "{what}: {}", out.stderr);
+    }
 }

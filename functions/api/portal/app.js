@@ -10,13 +10,14 @@ const STATUSES = ['pending', 'delivered', 'dead_lettered', 'canceled'];
 
 // ---------------------------------------------------------------- session
 
-function takeToken() {
-  const m = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
-    history.replaceState(null, '', location.pathname + location.search + '#/endpoints');
-  }
-  return sessionStorage.getItem(KEY);
+const LINK = /(?:^|[#&])token=([^&]+)/;
+
+// The token of a portal link in the address bar, removed from it at once.
+function linkToken() {
+  const m = LINK.exec(location.hash);
+  if (!m) return null;
+  history.replaceState(null, '', location.pathname + location.search + '#/endpoints');
+  try { return decodeURIComponent(m[1]); } catch { return m[1]; }
 }
 
 function claimsOf(token) {
@@ -28,8 +29,39 @@ function claimsOf(token) {
   }
 }
 
-const token = takeToken();
-const claims = token ? claimsOf(token) : null;
+const live = (c) => !!c && !(c.exp && c.exp * 1000 <= Date.now());
+
+// The session of this tab. A link for another org than the tab's live
+// session asks before it replaces it: a link someone else sent could
+// otherwise slip their org in, and endpoints added then would be theirs.
+async function takeToken() {
+  const incoming = linkToken();
+  const stored = sessionStorage.getItem(KEY);
+  if (incoming && incoming !== stored) {
+    const was = stored ? claimsOf(stored) : null;
+    const next = claimsOf(incoming);
+    if (!live(was) || was.org_id === next?.org_id || await confirmSwitch(was.org_id, next?.org_id)) {
+      sessionStorage.setItem(KEY, incoming);
+    }
+  }
+  return sessionStorage.getItem(KEY);
+}
+
+// Asks in the page whether to switch organizations; the safe answer (stay)
+// has the focus.
+function confirmSwitch(from, to) {
+  return new Promise((resolve) => {
+    const stay = h('button', { class: 'primary', onclick: () => resolve(false) }, `Stay in ${from}`);
+    const go = h('button', { onclick: () => resolve(true) }, `Switch to ${to || 'the other organization'}`);
+    main.replaceChildren(h('div', { class: 'notice card', id: 'switch-org', role: 'alertdialog', 'aria-labelledby': 'switch-title', 'aria-describedby': 'switch-text' },
+      h('h1', { id: 'switch-title' }, 'Switch organization?'),
+      h('p', { id: 'switch-text' }, 'This tab has a portal session for organization ', h('b', {}, from),
+        '. The link you opened is for ', to ? h('span', {}, 'organization ', h('b', {}, to)) : 'another organization', '.'),
+      h('p', { class: 'muted' }, 'Switch only if you meant to manage that organization\'s webhooks: whatever you add after switching belongs to it.'),
+      h('div', { class: 'actions switch' }, stay, go)));
+    stay.focus();
+  });
+}
 
 class ApiError extends Error {
   constructor(status, message) {
@@ -579,6 +611,11 @@ function route() {
   main.focus({ preventScroll: true });
 }
 
-addEventListener('hashchange', route);
+const token = await takeToken();
+const claims = token ? claimsOf(token) : null;
+
+// A portal link opened in this tab while the page is open: load it afresh,
+// so it goes through takeToken like any other.
+addEventListener('hashchange', () => (LINK.test(location.hash) ? location.reload() : route()));
 header();
 route();

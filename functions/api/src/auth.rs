@@ -1,5 +1,7 @@
-//! Who is calling: the claims that the API Gateway JWT authorizer (or
-//! `webhooks dev`, playing it) put in the request context.
+//! Who is calling: on `/v1`, the claims that the API Gateway JWT authorizer
+//! (or `webhooks dev`, playing it) put in the request context; under
+//! `/portal-api`, the portal session token that this function checks itself
+//! (`crate::portal`).
 
 use crate::errors::ApiError;
 use lambda_http::request::RequestContext;
@@ -47,6 +49,11 @@ pub struct Caller {
     pub scopes: Vec<String>,
     /// `role: admin` holds every scope, within its own organization.
     pub admin: bool,
+    /// When the caller's token stops working (its `exp`), if it says.
+    pub expires_at: Option<i64>,
+    /// A portal session (checked by this function under `/portal-api`),
+    /// rather than a token of the platform's identity provider.
+    pub portal: bool,
 }
 
 impl Caller {
@@ -67,12 +74,19 @@ impl Caller {
         Caller::from_claims(&jwt.claims, jwt.scopes.as_deref())
     }
 
-    /// The caller described by JWT claims; `granted` are scopes the
-    /// authorizer listed separately.
+    /// The caller described by the claims of a platform token; `granted`
+    /// are scopes the authorizer listed separately. A portal session's
+    /// claims are refused (401): portal tokens are checked, and accepted,
+    /// only under `/portal-api`.
     pub fn from_claims(
         claims: &HashMap<String, String>,
         granted: Option<&[String]>,
     ) -> Result<Caller, ApiError> {
+        if claims.get("token_use").map(String::as_str) == Some(crate::portal::TOKEN_USE) {
+            return Err(ApiError::Unauthorized(
+                "a portal session token is accepted only by the portal (under /portal-api)".into(),
+            ));
+        }
         let org_id = claims
             .get("org_id")
             .map(|s| s.trim())
@@ -89,7 +103,20 @@ impl Caller {
             org_id: org_id.to_string(),
             scopes,
             admin,
+            expires_at: claims.get("exp").and_then(|e| unix_seconds(e)),
+            portal: false,
         })
+    }
+
+    /// The caller of a checked portal session token.
+    pub fn portal_session(org_id: &str, scope: &str, expires_at: i64) -> Caller {
+        Caller {
+            org_id: org_id.to_string(),
+            scopes: words(scope),
+            admin: false,
+            expires_at: Some(expires_at),
+            portal: true,
+        }
     }
 
     /// Whether the caller holds `scope`.
@@ -107,6 +134,14 @@ impl Caller {
             )))
         }
     }
+}
+
+/// A NumericDate claim as API Gateway passes it (`"1700000000"`, or with a
+/// fraction), in whole seconds; `None` if it is not a finite number.
+fn unix_seconds(claim: &str) -> Option<i64> {
+    let seconds = claim.trim().parse::<f64>().ok().filter(|s| s.is_finite())?;
+    // `as` saturates at i64's bounds.
+    Some(seconds.floor() as i64)
 }
 
 /// The words of a space-separated claim. API Gateway hands over claims that
@@ -183,6 +218,38 @@ mod tests {
                 "unauthorized"
             );
         }
+    }
+
+    #[test]
+    fn the_token_expiry_is_read_in_whole_seconds() {
+        let c = |exp: &str| {
+            Caller::from_claims(&claims(&[("org_id", "o"), ("exp", exp)]), None)
+                .unwrap()
+                .expires_at
+        };
+        assert_eq!(c("1700000000"), Some(1_700_000_000));
+        assert_eq!(c(" 1700000000.9 "), Some(1_700_000_000));
+        for bad in ["", "soon", "NaN", "inf"] {
+            assert_eq!(c(bad), None, "{bad}");
+        }
+        let none = Caller::from_claims(&claims(&[("org_id", "o")]), None).unwrap();
+        assert_eq!(none.expires_at, None);
+        assert!(!none.portal);
+    }
+
+    #[test]
+    fn portal_session_claims_are_refused_as_platform_claims() {
+        let e = Caller::from_claims(
+            &claims(&[
+                ("org_id", "o"),
+                ("scope", "webhooks:manage"),
+                ("token_use", "portal"),
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "unauthorized");
+        assert!(e.message().contains("/portal-api"));
     }
 
     #[test]

@@ -165,8 +165,9 @@ impl Api {
         self
     }
 
-    /// The same API, minting portal sessions with `issuer`
-    /// (`POST /v1/portal-sessions` is 404 without one).
+    /// The same API, minting portal sessions with `issuer` and accepting
+    /// them under `/portal-api` (`POST /v1/portal-sessions` is 404 without
+    /// one).
     pub fn with_portal(mut self, issuer: portal::PortalIssuer) -> Self {
         self.portal = Some(Arc::new(issuer));
         self
@@ -184,30 +185,6 @@ impl Api {
                 as Arc<dyn webhooks_ports::OpsBus>
         });
         self.with_ops(webhooks_pipeline::OpsNotifier::new(queue, bus))
-    }
-
-    /// Portal sessions as the Lambda's environment sets them: RS256 with the
-    /// stack's key, fetched from the Secrets Manager secret whose ARN is
-    /// `PORTAL_SIGNING_KEY_ARN` (at start: a new key takes effect at the next
-    /// cold start), trusted by the portal authorizer through the JWKS this
-    /// function serves under `PORTAL_ISSUER`; none without a key.
-    pub async fn with_portal_from_env(
-        self,
-        secrets: &webhooks_aws::runtime_secret::SecretsManager,
-    ) -> Result<Self, webhooks_aws::env::EnvError> {
-        use webhooks_aws::env;
-        let Some(arn) = env::optional("PORTAL_SIGNING_KEY_ARN") else {
-            return Ok(self);
-        };
-        let pem = secrets
-            .secret(arn)
-            .current()
-            .await
-            .map_err(|e| env::EnvError(format!("PORTAL_SIGNING_KEY_ARN: {e}")))?;
-        let issuer = portal::PortalIssuer::rs256_pem(&pem, &env::required("PORTAL_ISSUER")?)
-            .map_err(|e| env::EnvError(format!("PORTAL_SIGNING_KEY_ARN: {e}")))?
-            .with_base_url(env::optional("WEBHOOKS_PUBLIC_BASE_URL"));
-        Ok(self.with_portal(issuer))
     }
 }
 
@@ -241,17 +218,23 @@ pub async fn handle(api: &Api, req: Request) -> Result<Response<Body>, Error> {
 }
 
 async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
-    if let Some(page) = portal::public_resource(api, req) {
+    if let Some(page) = portal::public_resource(req) {
         return Ok(page);
     }
-    let matched = routes::resolve(req.method().as_str(), portal::api_path(req.uri().path()))?;
+    let path = req.uri().path();
+    let portal_path = portal::api_path(path);
+    let matched = routes::resolve(req.method().as_str(), portal_path.unwrap_or(path))?;
     let operation = matched.operation;
     // The health check is the only public route.
     if operation.access() == Access::Public {
         return Ok(health());
     }
-    let caller = Caller::from_request(req)?;
-    portal::check_expiry(req)?;
+    // `/v1`: the gateway's authorizer checked the token; `/portal-api`: no
+    // authorizer, this function checks the portal session's token itself.
+    let caller = match portal_path {
+        Some(_) => portal::caller(api, req).await?,
+        None => Caller::from_request(req)?,
+    };
     if let Access::Scope(scope) = operation.access() {
         caller.require(scope)?;
     }

@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let secrets = webhooks_aws::runtime_secret::SecretsManager::from_config(&aws);
     let api = Api::from_adapters(&adapters, ApiConfig::from_env()?)
         .with_portal_from_env(&secrets)
-        .await?
+        .await
         .with_ops_from_env(&adapters, &aws);
     let api = &api;
     lambda_http::run(lambda_http::service_fn(move |req| {

@@ -4,44 +4,56 @@
 //! A portal session is a JWT that this API signs itself, with its own issuer,
 //! holding `org_id`, `scope: webhooks:manage` and `token_use: portal`, and
 //! nothing more: it cannot publish events, act for another org, or mint
-//! further sessions, and it stops working at `exp` (checked here too, with
-//! no leeway). It travels in the URL fragment (`/portal#token=...`), which
-//! browsers never send, so it never reaches a server or access log.
+//! further sessions; it never outlives the token that opened it, and it
+//! stops working at `exp` (no leeway). It travels in the URL fragment
+//! (`/portal#token=...`), which browsers never send, so it never reaches a
+//! server or access log.
 //!
-//! - In AWS it is signed with RS256 by a key of the stack's own; the API
-//!   publishes the issuer's OpenID discovery document and JWKS under
-//!   `/portal-auth/`, and the template trusts that issuer in a second JWT
-//!   authorizer on `/portal-api/v1/{proxy+}`, which the page calls. Requests
-//!   there are served exactly like `/v1/...`.
-//! - In `webhooks dev` it is signed with HS256 by the `--jwt-secret`, which
-//!   the local gateway already verifies.
+//! The page calls the API under `/portal-api/v1/...`, served exactly like
+//! `/v1/...` except for who the caller is: no gateway authorizer stands in
+//! front of those routes, and this function checks the bearer token itself
+//! (signed by one of its keys; `iss`, `aud`, `token_use`, `nbf`, `exp`). So
+//! the stack needs no second JWT authorizer, whose issuer API Gateway would
+//! have to fetch from this very API while creating it (which failed the
+//! first deploy), and no public discovery document or JWKS.
+//!
+//! - In AWS tokens are signed with RS256 by a key of the stack's own, read
+//!   from Secrets Manager; several keys check, so a key rotates with no
+//!   window ([`keys`]). A secret that cannot be used turns the portal off,
+//!   never the API ([`source`]).
+//! - In `webhooks dev` they are signed with HS256 by the `--jwt-secret`.
+
+pub mod keys;
+mod source;
 
 use crate::auth::{Caller, SCOPE_MANAGE};
 use crate::errors::ApiError;
 use crate::input::{json_object, optional, present, BodyRule};
 use crate::response::json;
 use crate::Api;
-use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use keys::{PortalKeys, SigningKeyError, TokenRefusal};
 use lambda_http::http::{header, HeaderValue, StatusCode};
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json as json_value, Map, Value};
+use source::{KeySource, SecretKeys};
+use std::sync::Arc;
+use std::time::Duration;
+use webhooks_aws::runtime_secret::ProviderSecret;
+
+pub use source::RECHECK_INTERVAL;
 
 /// Default lifetime of a portal session.
 pub const DEFAULT_TTL_SECONDS: i64 = 3600;
 /// Longest lifetime of a portal session.
 pub const MAX_TTL_SECONDS: i64 = 86_400;
-/// The `aud` claim of portal tokens (the portal authorizer's audience).
+/// The `aud` claim of portal tokens.
 pub const AUDIENCE: &str = "webhooks-portal";
 /// The `token_use` claim that marks a portal token.
 pub const TOKEN_USE: &str = "portal";
 /// Path prefix the page calls the API under; same routes as `/v1`.
 pub const API_PREFIX: &str = "/portal-api";
-/// Path prefix of the issuer's discovery document and keys.
-pub const AUTH_PREFIX: &str = "/portal-auth";
 
 const INDEX_HTML: &str = include_str!("../portal/index.html");
 const APP_JS: &str = include_str!("../portal/app.js");
@@ -49,22 +61,18 @@ const APP_CSS: &str = include_str!("../portal/app.css");
 const ICON_SVG: &str = include_str!("../portal/icon.svg");
 
 /// The page's Content-Security-Policy: everything from this origin only,
-/// no inline script or style, no plugins, no form posts elsewhere.
+/// no inline script or style, no plugins, no form posts elsewhere, and no
+/// page of any origin may frame it (clickjacking).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
-form-action 'none'; object-src 'none'";
+form-action 'none'; object-src 'none'; frame-ancestors 'none'";
 
-/// What signs portal tokens.
-enum Signer {
-    /// Shared secret (`webhooks dev`: its `--jwt-secret`).
-    Hs256(EncodingKey),
-    /// The stack's RSA key; the public half is published as a JWKS.
-    Rs256 { key: EncodingKey, jwk: Box<Jwk> },
-}
+/// What the API answers, on `/portal-api`, while it has no usable keys.
+const UNAVAILABLE: &str = "portal sessions are not available here";
 
-/// Mints portal sessions.
+/// Mints portal sessions and checks their tokens.
 pub struct PortalIssuer {
-    signer: Signer,
+    keys: KeySource,
     issuer: String,
     base_url: Option<String>,
 }
@@ -78,52 +86,38 @@ impl std::fmt::Debug for PortalIssuer {
     }
 }
 
-/// Why the portal signing key cannot be used; never contains the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SigningKeyError {
-    #[error("the portal signing key is not an RSA private key in PEM")]
-    NotRsaPem,
-    #[error("the portal signing key cannot be encoded")]
-    Unencodable,
-    #[error("the portal signing key has no usable public key")]
-    NoPublicKey,
-}
-
 impl PortalIssuer {
-    /// Signs with HS256 and `secret` (the local gateway's secret).
-    pub fn hs256(secret: &[u8], issuer: &str) -> Self {
+    fn with_keys(keys: KeySource, issuer: &str) -> Self {
         PortalIssuer {
-            signer: Signer::Hs256(EncodingKey::from_secret(secret)),
-            issuer: issuer.to_string(),
+            keys,
+            issuer: issuer.trim_end_matches('/').to_string(),
             base_url: None,
         }
     }
 
-    /// Signs with RS256 and an RSA private key in PEM (PKCS#1 or PKCS#8).
-    /// The error never contains the key.
+    /// Signs and checks with HS256 and `secret` (`webhooks dev`).
+    pub fn hs256(secret: &[u8], issuer: &str) -> Self {
+        Self::with_keys(
+            KeySource::Fixed(Arc::new(PortalKeys::hs256(secret))),
+            issuer,
+        )
+    }
+
+    /// Signs with RS256 and the RSA private key of `pem`, and checks with it
+    /// and any public keys after it ([`PortalKeys::from_pem`]). The error
+    /// never contains the key.
     pub fn rs256_pem(pem: &str, issuer: &str) -> Result<Self, SigningKeyError> {
-        use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
-        use rsa::pkcs8::DecodePrivateKey;
-        let private = rsa::RsaPrivateKey::from_pkcs8_pem(pem.trim())
-            .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem.trim()))
-            .map_err(|_| SigningKeyError::NotRsaPem)?;
-        let der = private
-            .to_pkcs1_der()
-            .map_err(|_| SigningKeyError::Unencodable)?;
-        let key = EncodingKey::from_rsa_der(der.as_bytes());
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256)
-            .map_err(|_| SigningKeyError::NoPublicKey)?;
-        jwk.common.key_id = Some(key_id(&jwk));
-        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);
-        Ok(PortalIssuer {
-            signer: Signer::Rs256 {
-                key,
-                jwk: Box::new(jwk),
-            },
-            issuer: issuer.trim_end_matches('/').to_string(),
-            base_url: None,
-        })
+        Ok(Self::with_keys(
+            KeySource::Fixed(Arc::new(PortalKeys::from_pem(pem)?)),
+            issuer,
+        ))
+    }
+
+    /// RS256 with the keys that `secret` holds, looked at again every
+    /// `recheck` ([`RECHECK_INTERVAL`] in the Lambda). No usable value means
+    /// no sessions, never a failure.
+    pub fn from_secret(secret: ProviderSecret, issuer: &str, recheck: Duration) -> Self {
+        Self::with_keys(KeySource::Secret(SecretKeys::new(secret, recheck)), issuer)
     }
 
     /// Links point at `base_url` (scheme and host, no trailing slash)
@@ -140,8 +134,23 @@ impl PortalIssuer {
         &self.issuer
     }
 
-    /// A signed portal token for `org_id`, valid until `expires_at`.
-    pub fn token(&self, org_id: &str, now: i64, expires_at: i64) -> Result<String, ApiError> {
+    /// The keys in use, `None` while there are none that work (reading
+    /// them, in AWS, when they are due).
+    pub async fn keys(&self) -> Option<Arc<PortalKeys>> {
+        self.keys.current().await
+    }
+
+    /// A signed portal token for `org_id`, valid from `now` until
+    /// `expires_at`; `None` while there are no usable keys.
+    pub async fn token(
+        &self,
+        org_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(keys) = self.keys().await else {
+            return Ok(None);
+        };
         let mut claims = Map::new();
         claims.insert("iss".into(), Value::from(self.issuer.as_str()));
         claims.insert("sub".into(), Value::from(format!("portal:{org_id}")));
@@ -152,43 +161,65 @@ impl PortalIssuer {
         claims.insert("iat".into(), Value::from(now));
         claims.insert("nbf".into(), Value::from(now));
         claims.insert("exp".into(), Value::from(expires_at));
-        let (header, key) = match &self.signer {
-            Signer::Hs256(key) => (Header::new(Algorithm::HS256), key),
-            Signer::Rs256 { key, jwk } => {
-                let mut header = Header::new(Algorithm::RS256);
-                header.kid = jwk.common.key_id.clone();
-                (header, key)
-            }
-        };
-        jsonwebtoken::encode(&header, &claims, key).map_err(|e| {
+        keys.sign(&claims).map(Some).map_err(|e| {
             tracing::error!(error = %e, "could not sign a portal token");
             ApiError::Backend(webhooks_http::BackendFailure::Internal)
         })
     }
 
-    /// The public keys, when tokens are signed with RS256.
-    pub fn jwks(&self) -> Option<JwkSet> {
-        match &self.signer {
-            Signer::Rs256 { jwk, .. } => Some(JwkSet {
-                keys: vec![jwk.as_ref().clone()],
-            }),
-            Signer::Hs256(_) => None,
+    /// The caller a portal token stands for, or 401 (saying so when it has
+    /// expired).
+    pub async fn caller(&self, token: &str, now: i64) -> Result<Caller, ApiError> {
+        let Some(keys) = self.keys().await else {
+            return Err(ApiError::Unauthorized(UNAVAILABLE.into()));
+        };
+        match keys.verify(token, &self.issuer, now) {
+            Ok(claims) => Ok(Caller::portal_session(
+                &claims.org_id,
+                &claims.scope,
+                claims.exp,
+            )),
+            Err(TokenRefusal::Expired) => Err(ApiError::Unauthorized(
+                "the portal session has expired; open a new one".into(),
+            )),
+            Err(TokenRefusal::Invalid) => Err(ApiError::Unauthorized(
+                "missing or invalid portal session token".into(),
+            )),
         }
     }
 }
 
-/// The key's RFC 7638 thumbprint (base64url SHA-256 of its canonical JWK),
-/// so a new key gets a new id and verifiers fetch it.
-fn key_id(jwk: &Jwk) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    match &jwk.algorithm {
-        jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) => {
-            let canonical = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, rsa.e, rsa.n);
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(sha2::Sha256::digest(canonical.as_bytes()))
-        }
-        _ => "portal".to_string(),
+impl Api {
+    /// Portal sessions as the Lambda's environment sets them: RS256 with the
+    /// keys of the Secrets Manager secret whose ARN is
+    /// `PORTAL_SIGNING_KEY_ARN`, as issuer `PORTAL_ISSUER`, links under
+    /// `WEBHOOKS_PUBLIC_BASE_URL`; none without an ARN. Never fails: a
+    /// secret that cannot be read or used is logged as an error and leaves
+    /// the portal off until it can, while `/healthz` and `/v1` serve.
+    pub async fn with_portal_from_env(
+        self,
+        secrets: &webhooks_aws::runtime_secret::SecretsManager,
+    ) -> Self {
+        use webhooks_aws::env;
+        let Some(arn) = env::optional("PORTAL_SIGNING_KEY_ARN") else {
+            return self;
+        };
+        let Some(issuer) = env::optional("PORTAL_ISSUER") else {
+            tracing::error!(
+                "PORTAL_SIGNING_KEY_ARN is set but PORTAL_ISSUER is not: no portal sessions"
+            );
+            return self;
+        };
+        let issuer = PortalIssuer::from_secret(secrets.secret(arn), &issuer, RECHECK_INTERVAL)
+            .with_base_url(env::optional("WEBHOOKS_PUBLIC_BASE_URL"));
+        self.with_portal_loaded(issuer).await
+    }
+
+    /// The same API with `issuer`, whose keys are read now, so that a cold
+    /// start logs at once whether portal sessions work.
+    pub async fn with_portal_loaded(self, issuer: PortalIssuer) -> Self {
+        let _ = issuer.keys().await;
+        self.with_portal(issuer)
     }
 }
 
@@ -209,7 +240,8 @@ struct SessionBody {
     ttl_seconds: Option<Box<RawValue>>,
 }
 
-/// `POST /v1/portal-sessions` -> 201 `{url, expires_at}`.
+/// `POST /v1/portal-sessions` -> 201 `{url, expires_at}`: a session that
+/// ends after `ttl_seconds`, or with the caller's own token if sooner.
 pub(crate) async fn create_session(
     api: &Api,
     caller: &Caller,
@@ -218,17 +250,19 @@ pub(crate) async fn create_session(
 ) -> Result<Response<Body>, ApiError> {
     let body: SessionBody = json_object(body, BodyRule::Optional)?;
     let ttl = ttl_seconds(body.ttl_seconds.as_deref())?;
-    if is_portal_token(req) {
+    if caller.portal {
         return Err(ApiError::Forbidden(
             "a portal session cannot open another portal session".into(),
         ));
     }
-    let Some(issuer) = api.portal.as_deref() else {
-        return Err(ApiError::not_found("the portal is not configured here"));
-    };
+    let not_configured = || ApiError::not_found("the portal is not configured here");
+    let issuer = api.portal.as_deref().ok_or_else(not_configured)?;
     let now = chrono::Utc::now().timestamp();
-    let expires_at = now + ttl;
-    let token = issuer.token(&caller.org_id, now, expires_at)?;
+    let expires_at = session_end(now, ttl, caller.expires_at)?;
+    let token = issuer
+        .token(&caller.org_id, now, expires_at)
+        .await?
+        .ok_or_else(not_configured)?;
     let base = issuer
         .base_url
         .clone()
@@ -236,7 +270,7 @@ pub(crate) async fn create_session(
     let expires = chrono::DateTime::from_timestamp(expires_at, 0)
         .map(webhooks_domain::time::rfc3339)
         .unwrap_or_default();
-    tracing::info!(org_id = %caller.org_id, ttl_seconds = ttl, "portal session opened");
+    tracing::info!(org_id = %caller.org_id, ttl_seconds = expires_at - now, "portal session opened");
     let mut response = json(
         StatusCode::CREATED,
         &json_value!({ "url": format!("{base}/portal#token={token}"), "expires_at": expires }),
@@ -245,6 +279,21 @@ pub(crate) async fn create_session(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// When a session opened at `now` for `ttl` seconds ends: never after the
+/// `exp` of the caller's own token, which must still be valid.
+fn session_end(now: i64, ttl: i64, caller_expires_at: Option<i64>) -> Result<i64, ApiError> {
+    let end = match caller_expires_at {
+        Some(exp) if exp <= now => {
+            return Err(ApiError::Unauthorized(
+                "the bearer token has expired".into(),
+            ))
+        }
+        Some(exp) => exp.min(now + ttl),
+        None => now + ttl,
+    };
+    Ok(end)
 }
 
 /// The requested lifetime: [`DEFAULT_TTL_SECONDS`], or 1 to [`MAX_TTL_SECONDS`].
@@ -286,62 +335,43 @@ fn request_origin(req: &Request) -> String {
     format!("{scheme}://{host}")
 }
 
-/// The authorizer's claims of the request, if any.
-fn claims(req: &Request) -> Option<&std::collections::HashMap<String, String>> {
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.jwt.as_ref())
-            .map(|j| &j.claims),
+/// The API path a request under `/portal-api` addresses (`/portal-api/v1/...`
+/// is `/v1/...`); `None` for every other path.
+pub(crate) fn api_path(path: &str) -> Option<&str> {
+    match path.strip_prefix(API_PREFIX) {
+        Some(rest) if rest.starts_with("/v1/") || rest == "/v1" => Some(rest),
         _ => None,
     }
 }
 
-/// Whether the request carries a portal token.
-fn is_portal_token(req: &Request) -> bool {
-    claims(req).is_some_and(|c| c.get("token_use").map(String::as_str) == Some(TOKEN_USE))
+/// The caller of a `/portal-api` request: its bearer token, checked here
+/// (the gateway has no authorizer on these routes); claims a gateway may
+/// have put in the request context are never read.
+pub(crate) async fn caller(api: &Api, req: &Request) -> Result<Caller, ApiError> {
+    let Some(issuer) = api.portal.as_deref() else {
+        return Err(ApiError::Unauthorized(UNAVAILABLE.into()));
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("missing or invalid portal session token".into()))?;
+    issuer.caller(token, chrono::Utc::now().timestamp()).await
 }
 
-/// 401 when the request carries a portal token past its `exp` (no leeway,
-/// whatever the authorizer allowed).
-pub(crate) fn check_expiry(req: &Request) -> Result<(), ApiError> {
-    if !is_portal_token(req) {
-        return Ok(());
-    }
-    let exp = claims(req)
-        .and_then(|c| c.get("exp"))
-        .and_then(|e| e.trim().parse::<f64>().ok());
-    match exp {
-        Some(exp) if exp > chrono::Utc::now().timestamp() as f64 => Ok(()),
-        _ => Err(ApiError::Unauthorized(
-            "the portal session has expired; open a new one".into(),
-        )),
-    }
-}
-
-/// The API path a request addresses: `/portal-api/v1/...` is `/v1/...`.
-pub(crate) fn api_path(path: &str) -> &str {
-    match path.strip_prefix(API_PREFIX) {
-        Some(rest) if rest.starts_with("/v1/") || rest == "/v1" => rest,
-        _ => path,
-    }
-}
-
-/// The public portal resources (the page, its assets, the issuer's
-/// discovery document and keys); `None` for every other path.
-pub(crate) fn public_resource(api: &Api, req: &Request) -> Option<Response<Body>> {
+/// The page and its assets; `None` for every other path.
+pub(crate) fn public_resource(req: &Request) -> Option<Response<Body>> {
     let path = req.uri().path();
-    let is_portal = path == "/portal" || path.starts_with("/portal/");
-    let is_auth = path.starts_with("/portal-auth/");
-    if !is_portal && !is_auth {
+    if path != "/portal" && !path.starts_with("/portal/") {
         return None;
     }
     if req.method() != lambda_http::http::Method::GET && req.method() != "HEAD" {
         return Some(ApiError::MethodNotAllowed(vec!["GET", "HEAD"]).into_response());
-    }
-    if is_auth {
-        return Some(auth_resource(api, path));
     }
     let (content_type, body) = match path {
         "/portal" => ("text/html; charset=utf-8", INDEX_HTML),
@@ -357,6 +387,8 @@ pub(crate) fn public_resource(api: &Api, req: &Request) -> Option<Response<Body>
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
+    // For browsers older than frame-ancestors.
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -369,64 +401,31 @@ pub(crate) fn public_resource(api: &Api, req: &Request) -> Option<Response<Body>
     Some(response)
 }
 
-fn auth_resource(api: &Api, path: &str) -> Response<Body> {
-    let Some(issuer) = api.portal.as_deref() else {
-        return ApiError::not_found("the portal issuer is not configured here").into_response();
-    };
-    let Some(jwks) = issuer.jwks() else {
-        return ApiError::not_found("portal tokens here are not signed with a public key")
-            .into_response();
-    };
-    let mut response = match path.strip_prefix(AUTH_PREFIX) {
-        Some("/.well-known/openid-configuration") => json(
-            StatusCode::OK,
-            &json_value!({
-                "issuer": issuer.issuer,
-                "jwks_uri": format!("{}/.well-known/jwks.json", issuer.issuer),
-                "response_types_supported": ["id_token"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-            }),
-        ),
-        Some("/.well-known/jwks.json") => json(StatusCode::OK, &jwks),
-        _ => return ApiError::not_found(format!("no such document {path}")).into_response(),
-    };
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::jwk::{AlgorithmParameters, CommonParameters, RSAKeyParameters, RSAKeyType};
-
-    #[test]
-    fn key_ids_are_rfc_7638_thumbprints() {
-        // The example of RFC 7638, section 3.1.
-        let jwk = Jwk {
-            common: CommonParameters::default(),
-            algorithm: AlgorithmParameters::RSA(RSAKeyParameters {
-                key_type: RSAKeyType::RSA,
-                n: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw".into(),
-                e: "AQAB".into(),
-            }),
-        };
-        assert_eq!(key_id(&jwk), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
-    }
 
     #[test]
     fn api_paths_under_the_portal_prefix_are_v1_paths() {
-        assert_eq!(api_path("/portal-api/v1/endpoints"), "/v1/endpoints");
-        assert_eq!(api_path("/portal-api/v1"), "/v1");
-        assert_eq!(api_path("/portal-api/healthz"), "/portal-api/healthz");
-        assert_eq!(
-            api_path("/portal-apix/v1/endpoints"),
-            "/portal-apix/v1/endpoints"
-        );
-        assert_eq!(api_path("/v1/endpoints"), "/v1/endpoints");
+        assert_eq!(api_path("/portal-api/v1/endpoints"), Some("/v1/endpoints"));
+        assert_eq!(api_path("/portal-api/v1"), Some("/v1"));
+        assert_eq!(api_path("/portal-api/healthz"), None);
+        assert_eq!(api_path("/portal-apix/v1/endpoints"), None);
+        assert_eq!(api_path("/v1/endpoints"), None);
+    }
+
+    #[test]
+    fn a_session_ends_with_the_token_that_opened_it_if_sooner() {
+        assert_eq!(session_end(1000, 3600, None), Ok(4600));
+        assert_eq!(session_end(1000, 3600, Some(1600)), Ok(1600));
+        assert_eq!(session_end(1000, 60, Some(9000)), Ok(1060));
+        assert_eq!(session_end(1000, 60, Some(1060)), Ok(1060));
+        for expired in [1000, 999, 0, i64::MIN] {
+            assert_eq!(
+                session_end(1000, 60, Some(expired)).map_err(|e| e.code()),
+                Err("unauthorized")
+            );
+        }
     }
 
     #[test]

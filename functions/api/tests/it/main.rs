@@ -11,5 +11,6 @@ mod lambda_event;
 mod malformed;
 mod openapi;
 mod portal;
+mod portal_tokens;
 mod races;
 mod support;

@@ -1,23 +1,22 @@
-//! `POST /v1/portal-sessions` and the portal's public resources: the ttl
-//! rules, who may open a session, what the token holds (one org,
-//! `webhooks:manage` only, its expiry), that an expired portal token is 401,
-//! the RS256 issuer's discovery document and JWKS, and the page itself.
+//! `POST /v1/portal-sessions` and the portal's API and page: the ttl rules,
+//! who may open a session, what the token holds (one org, `webhooks:manage`
+//! only, an expiry never after the opening token's), that `/portal-api`
+//! checks the token itself (an expired one is 401), and the page with its
+//! headers. How tokens are checked and keys rotate: `portal_tokens`.
 
 use crate::support::{local_world, request, TestSystem, MANAGE, ORG, OTHER_ORG, WRITE};
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Map, Value};
 use webhooks_fn_api::portal::{PortalIssuer, AUDIENCE, CONTENT_SECURITY_POLICY, MAX_TTL_SECONDS};
 
 const SECRET: &[u8] = b"portal-test-secret";
-const TEST_KEY: &str = include_str!("fixtures/portal-test-key.pem");
-const ISSUER: &str = "https://webhooks.example.com/portal-auth";
+const DEV_ISSUER: &str = "test-portal";
+pub const TEST_KEY: &str = include_str!("fixtures/portal-test-key.pem");
+pub const ISSUER: &str = "https://webhooks.example.com/portal";
 
 fn world() -> TestSystem {
     let mut w = local_world();
-    w.api = w
-        .api
-        .with_portal(PortalIssuer::hs256(SECRET, "test-portal"));
+    w.api = w.api.with_portal(PortalIssuer::hs256(SECRET, DEV_ISSUER));
     w
 }
 
@@ -46,8 +45,99 @@ fn hs256_claims(token: &str) -> Map<String, Value> {
         .claims
 }
 
-fn token_of(url: &str) -> &str {
+pub fn token_of(url: &str) -> &str {
     url.split_once("/portal#token=").expect("a portal link").1
+}
+
+/// A request as API Gateway passes it on a route without an authorizer:
+/// the bearer token in its header, no claims in its context.
+pub fn bearer(method: &str, uri: &str, body: &str, token: &str) -> lambda_http::Request {
+    lambda_http::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(lambda_http::Body::from(body.to_string()))
+        .expect("a valid test request")
+}
+
+/// A portal link for [`ORG`], opened with a plain manage token.
+async fn open_session(w: &TestSystem, body: &str) -> String {
+    let r = w
+        .manage("POST", "/v1/portal-sessions", body.to_string())
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    r.json["url"].as_str().expect("url").to_string()
+}
+
+#[tokio::test]
+async fn a_session_never_outlives_the_token_that_opened_it() {
+    let w = world();
+    let now = chrono::Utc::now().timestamp();
+    // The caller's token ends in 10 minutes: so does the session, whatever
+    // the ttl asked.
+    let caller_exp = (now + 600).to_string();
+    for body in ["", r#"{"ttl_seconds":3600}"#, r#"{"ttl_seconds":86400}"#] {
+        let r = w
+            .send(request(
+                "POST",
+                "/v1/portal-sessions",
+                body,
+                Some(&[("org_id", ORG), ("scope", MANAGE), ("exp", &caller_exp)]),
+            ))
+            .await;
+        assert_eq!(r.status, 201, "{body}: {}", r.json);
+        let claims = hs256_claims(token_of(r.json["url"].as_str().unwrap()));
+        assert_eq!(claims["exp"].as_i64(), Some(now + 600), "{body}");
+        let expires_at =
+            chrono::DateTime::parse_from_rfc3339(r.json["expires_at"].as_str().unwrap()).unwrap();
+        assert_eq!(expires_at.timestamp(), now + 600, "{body}");
+    }
+    // A caller whose token outlives the ttl gets the ttl.
+    let long = (now + 2 * 86_400).to_string();
+    let r = w
+        .send(request(
+            "POST",
+            "/v1/portal-sessions",
+            r#"{"ttl_seconds":120}"#,
+            Some(&[("org_id", ORG), ("scope", MANAGE), ("exp", &long)]),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let claims = hs256_claims(token_of(r.json["url"].as_str().unwrap()));
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120
+    );
+}
+
+#[tokio::test]
+async fn the_portal_api_checks_the_session_token_itself() {
+    let w = world();
+    let ep = w.create_endpoint(&["lead_won"]).await;
+    let url = open_session(&w, "").await;
+    let token = token_of(&url);
+    // No authorizer in front of /portal-api: the bearer token alone.
+    let r = w
+        .send(bearer("GET", "/portal-api/v1/endpoints", "", token))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["data"][0]["id"], ep.as_str());
+    let r = w
+        .send(bearer(
+            "GET",
+            &format!("/portal-api/v1/endpoints/{ep}"),
+            "",
+            token,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    // Without a token, or with one that is not a portal session: 401.
+    w.send(request("GET", "/portal-api/v1/endpoints", "", None))
+        .await
+        .assert_error(401, "unauthorized");
+    w.send(bearer("GET", "/portal-api/v1/endpoints", "", "not.a.token"))
+        .await
+        .assert_error(401, "unauthorized");
 }
 
 #[tokio::test]
@@ -61,7 +151,7 @@ async fn a_session_is_a_link_holding_a_token_for_one_org_and_manage_only() {
     assert_eq!(claims["org_id"], ORG);
     assert_eq!(claims["scope"], MANAGE);
     assert_eq!(claims["token_use"], "portal");
-    assert_eq!(claims["iss"], "test-portal");
+    assert_eq!(claims["iss"], DEV_ISSUER);
     assert!(
         claims.get("role").is_none(),
         "no role: admin would grant every scope"
@@ -137,33 +227,52 @@ async fn only_manage_callers_open_sessions_and_portal_tokens_cannot() {
         ))
         .await;
     assert_eq!(admin.status, 201);
-    let exp = (chrono::Utc::now().timestamp() + 600).to_string();
-    let portal = [
-        ("org_id", ORG),
-        ("scope", MANAGE),
-        ("token_use", "portal"),
-        ("exp", exp.as_str()),
-    ];
+    let url = open_session(&w, "").await;
+    let token = token_of(&url);
     let r = w
-        .send(request("POST", "/v1/portal-sessions", "{}", Some(&portal)))
+        .send(bearer(
+            "POST",
+            "/portal-api/v1/portal-sessions",
+            "{}",
+            token,
+        ))
         .await;
     r.assert_error(403, "forbidden");
     assert!(r.error_message().contains("portal session"));
     // Nor can it publish events.
-    w.send(request(
+    w.send(bearer(
         "POST",
-        "/v1/events",
+        "/portal-api/v1/events",
         r#"{"type":"lead_won","data":{}}"#,
-        Some(&portal),
+        token,
     ))
     .await
     .assert_error(403, "forbidden");
+    // Portal claims on /v1 (where the platform's authorizer stands) are
+    // refused: portal tokens work under /portal-api only.
+    let exp = (chrono::Utc::now().timestamp() + 600).to_string();
+    let r = w
+        .send(request(
+            "GET",
+            "/v1/endpoints",
+            "",
+            Some(&[
+                ("org_id", ORG),
+                ("scope", MANAGE),
+                ("token_use", "portal"),
+                ("exp", exp.as_str()),
+            ]),
+        ))
+        .await;
+    r.assert_error(401, "unauthorized");
+    assert!(r.error_message().contains("/portal-api"));
 }
 
 #[tokio::test]
 async fn an_expired_portal_token_is_401_with_no_leeway() {
     let w = world();
     let ep = w.create_endpoint(&["lead_won"]).await;
+    let issuer = PortalIssuer::hs256(SECRET, DEV_ISSUER);
     let now = chrono::Utc::now().timestamp();
     for (exp, status) in [
         (now + 60, 200),
@@ -171,59 +280,91 @@ async fn an_expired_portal_token_is_401_with_no_leeway() {
         (now - 1, 401),
         (now - 3600, 401),
     ] {
-        let exp = exp.to_string();
+        let token = issuer
+            .token(ORG, now - 7200, exp)
+            .await
+            .expect("signed")
+            .expect("keys");
         let r = w
-            .send(request(
+            .send(bearer(
                 "GET",
-                &format!("/v1/endpoints/{ep}"),
+                &format!("/portal-api/v1/endpoints/{ep}"),
                 "",
-                Some(&[
-                    ("org_id", ORG),
-                    ("scope", MANAGE),
-                    ("token_use", "portal"),
-                    ("exp", &exp),
-                ]),
+                &token,
             ))
             .await;
         assert_eq!(r.status, status, "exp {exp}: {}", r.json);
         if status == 401 {
-            assert!(r.error_message().contains("expired"));
+            assert_eq!(r.error_code(), "unauthorized");
+            assert!(r.error_message().contains("expired"), "{}", r.json);
         }
     }
     // A portal token without exp is refused too.
-    w.send(request(
-        "GET",
-        "/v1/endpoints",
-        "",
-        Some(&[("org_id", ORG), ("scope", MANAGE), ("token_use", "portal")]),
-    ))
-    .await
-    .assert_error(401, "unauthorized");
+    let mut claims = Map::new();
+    for (k, v) in [
+        ("iss", DEV_ISSUER),
+        ("aud", AUDIENCE),
+        ("org_id", ORG),
+        ("scope", MANAGE),
+        ("token_use", "portal"),
+    ] {
+        claims.insert(k.into(), Value::from(v));
+    }
+    claims.insert("nbf".into(), Value::from(now));
+    let no_exp = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    w.send(bearer("GET", "/portal-api/v1/endpoints", "", &no_exp))
+        .await
+        .assert_error(401, "unauthorized");
 }
 
 #[tokio::test]
 async fn the_portal_prefix_serves_the_same_routes_for_the_same_org_only() {
     let w = world();
     let ep = w.create_endpoint(&["lead_won"]).await;
+    let token = token_of(&open_session(&w, "").await).to_string();
     let direct = w.manage("GET", "/v1/endpoints", "").await;
-    let prefixed = w.manage("GET", "/portal-api/v1/endpoints", "").await;
+    let prefixed = w
+        .send(bearer("GET", "/portal-api/v1/endpoints", "", &token))
+        .await;
     assert_eq!(prefixed.status, 200);
     assert_eq!(prefixed.json, direct.json);
-    w.call_as(
-        OTHER_ORG,
-        MANAGE,
+    // Claims a gateway might put in the context are never read there: the
+    // token alone says who calls.
+    let mut req = bearer("GET", "/portal-api/v1/endpoints", "", &token);
+    req = lambda_http::RequestExt::with_request_context(
+        req,
+        crate::support::context(&[("org_id", OTHER_ORG), ("scope", MANAGE)]),
+    );
+    assert_eq!(w.send(req).await.json, direct.json);
+    let other = w
+        .send(request(
+            "POST",
+            "/v1/portal-sessions",
+            "",
+            Some(&[("org_id", OTHER_ORG), ("scope", MANAGE)]),
+        ))
+        .await;
+    let other_token = token_of(other.json["url"].as_str().unwrap()).to_string();
+    w.send(bearer(
         "GET",
         &format!("/portal-api/v1/endpoints/{ep}"),
         "",
-    )
+        &other_token,
+    ))
     .await
     .assert_error(404, "not_found");
     for path in [
         "/portal-api/v2/endpoints",
         "/portal-api",
         "/portal-api/healthz",
+        "/portal-auth/.well-known/jwks.json",
     ] {
-        w.manage("GET", path, "")
+        w.send(bearer("GET", path, "", &token))
             .await
             .assert_error(404, "not_found");
     }
@@ -232,14 +373,21 @@ async fn the_portal_prefix_serves_the_same_routes_for_the_same_org_only() {
 #[tokio::test]
 async fn without_an_issuer_there_are_no_sessions() {
     let w = local_world();
-    w.manage("POST", "/v1/portal-sessions", "")
+    let r = w.manage("POST", "/v1/portal-sessions", "").await;
+    r.assert_error(404, "not_found");
+    assert_eq!(r.error_message(), "the portal is not configured here");
+    let token = token_of(&open_session(&world(), "").await).to_string();
+    w.send(bearer("GET", "/portal-api/v1/endpoints", "", &token))
         .await
-        .assert_error(404, "not_found");
+        .assert_error(401, "unauthorized");
 }
 
 #[tokio::test]
-async fn rs256_tokens_verify_against_the_published_jwks() {
+async fn rs256_sessions_are_signed_by_the_stacks_key_and_checked_by_the_api() {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    use rsa::pkcs8::DecodePrivateKey;
     let w = rs256_world();
+    let ep = w.create_endpoint(&["lead_won"]).await;
     let r = w
         .manage("POST", "/v1/portal-sessions", r#"{"ttl_seconds":120}"#)
         .await;
@@ -251,70 +399,54 @@ async fn rs256_tokens_verify_against_the_published_jwks() {
     );
     let token = token_of(url);
 
-    let discovery = raw(&w, "GET", "/portal-auth/.well-known/openid-configuration").await;
-    assert_eq!(discovery.status(), 200);
-    let discovery: Value = serde_json::from_slice(discovery.body().as_ref()).unwrap();
-    assert_eq!(discovery["issuer"], ISSUER);
-    assert_eq!(
-        discovery["jwks_uri"],
-        format!("{ISSUER}/.well-known/jwks.json")
-    );
-    let jwks = raw(&w, "GET", "/portal-auth/.well-known/jwks.json").await;
-    assert_eq!(jwks.status(), 200);
-    let jwks: JwkSet = serde_json::from_slice(jwks.body().as_ref()).expect("a JWKS");
-    assert_eq!(jwks.keys.len(), 1);
-    let text = serde_json::to_string(&jwks).unwrap();
-    assert!(!text.contains("\"d\""), "no private parts in the JWKS");
-
+    // Signed with the key of the secret, named by its RFC 7638 thumbprint.
+    let private = rsa::RsaPrivateKey::from_pkcs8_pem(TEST_KEY).unwrap();
+    let public_der = private.to_public_key().to_pkcs1_der().unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, Algorithm::RS256);
-    let key = jwks
-        .find(header.kid.as_deref().expect("a kid"))
-        .expect("the kid is published");
+    let keys = PortalIssuer::rs256_pem(TEST_KEY, ISSUER)
+        .unwrap()
+        .keys()
+        .await
+        .unwrap();
+    assert_eq!(header.kid.as_deref(), keys.signing_key_id());
+    assert_eq!(keys.signing_key_id().map(str::len), Some(43));
     let mut v = Validation::new(Algorithm::RS256);
     v.set_audience(&[AUDIENCE]);
     v.set_issuer(&[ISSUER]);
     v.leeway = 0;
-    let claims =
-        jsonwebtoken::decode::<Map<String, Value>>(token, &DecodingKey::from_jwk(key).unwrap(), &v)
-            .expect("verifies with the published key")
-            .claims;
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(
+        token,
+        &DecodingKey::from_rsa_der(public_der.as_bytes()),
+        &v,
+    )
+    .expect("verifies with the key's public half")
+    .claims;
     assert_eq!(claims["org_id"], ORG);
     assert_eq!(claims["scope"], MANAGE);
-    // Not with the HS256 secret, nor after tampering.
-    let mut parts: Vec<&str> = token.split('.').collect();
-    let forged_claims = base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        serde_json::to_vec(&json!({"org_id": OTHER_ORG, "scope": MANAGE, "aud": AUDIENCE, "iss": ISSUER, "exp": claims["exp"]})).unwrap(),
-    );
-    parts[1] = &forged_claims;
-    let forged = parts.join(".");
-    assert!(jsonwebtoken::decode::<Map<String, Value>>(
-        &forged,
-        &DecodingKey::from_jwk(key).unwrap(),
-        &v
-    )
-    .is_err());
-}
 
-#[test]
-fn a_bad_signing_key_is_refused_without_echoing_it() {
-    let e = PortalIssuer::rs256_pem(
-        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----",
-        ISSUER,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(!e.contains("c2VjcmV0"), "{e}");
-    assert!(e.contains("RSA private key"));
+    // The api accepts it under /portal-api, by itself.
+    let r = w
+        .send(bearer(
+            "GET",
+            &format!("/portal-api/v1/endpoints/{ep}"),
+            "",
+            token,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    // No discovery document or JWKS is published any more: nothing needs them.
+    for path in [
+        "/portal-auth/.well-known/openid-configuration",
+        "/portal-auth/.well-known/jwks.json",
+    ] {
+        assert_eq!(raw(&w, "GET", path).await.status(), 404, "{path}");
+    }
 }
 
 #[tokio::test]
-async fn dev_has_no_jwks_and_the_page_is_public_with_a_strict_csp() {
+async fn the_page_is_public_with_a_strict_csp_and_no_framing() {
     let w = world();
-    let r = raw(&w, "GET", "/portal-auth/.well-known/jwks.json").await;
-    assert_eq!(r.status(), 404);
-
     let page = raw(&w, "GET", "/portal").await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
@@ -323,6 +455,9 @@ async fn dev_has_no_jwks_and_the_page_is_public_with_a_strict_csp() {
         CONTENT_SECURITY_POLICY
     );
     assert!(CONTENT_SECURITY_POLICY.contains("default-src 'none'"));
+    // No other site may frame the page (clickjacking).
+    assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
     assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
     let html = std::str::from_utf8(page.body().as_ref()).unwrap();
     assert!(html.contains(r#"<script type="module" src="portal/app.js">"#));
