@@ -7,6 +7,7 @@ mod backend;
 mod deliveries;
 mod endpoints;
 mod events;
+mod filters;
 mod lambda_event;
 mod malformed;
 mod openapi;
