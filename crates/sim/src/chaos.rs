@@ -135,6 +135,13 @@ impl EventStore for Chaotic<dyn EventStore> {
     async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
         chaotic!(self.0.list_after(org_id, after, limit))
     }
+    async fn log_page(
+        &self,
+        org_id: &str,
+        query: &webhooks_ports::EventLogQuery,
+    ) -> Result<webhooks_ports::Page<webhooks_ports::EventSummary>> {
+        chaotic!(self.0.log_page(org_id, query))
+    }
 }
 
 #[async_trait]

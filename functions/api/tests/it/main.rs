@@ -6,6 +6,7 @@ mod auth;
 mod backend;
 mod deliveries;
 mod endpoints;
+mod event_log;
 mod events;
 mod filters;
 mod lambda_event;
