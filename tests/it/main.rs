@@ -9,9 +9,11 @@
 //! `secrets_at_rest` proves endpoint secrets are sealed in DynamoDB (KMS).
 //! `contract` runs one contract per port against the memory and the AWS
 //! adapters. `fuzz_corpus` replays the fuzz targets' committed corpus.
+//! `filters` measures what payload filters cost the fan-out.
 
 mod contract;
 mod fault_injection;
+mod filters;
 mod fuzz_corpus;
 #[path = "../../fuzz/harness.rs"]
 mod fuzz_harness;

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+use webhooks_domain::time::parse_rfc3339;
 use webhooks_domain::Event;
-use webhooks_ports::{EventStore, Result};
+use webhooks_ports::{EventLogQuery, EventStore, EventSummary, Page, Result};
 
 /// Events in DynamoDB (key: `org_id`, `event_id`).
 #[derive(Clone)]
@@ -80,5 +81,73 @@ impl EventStore for DynamoEventStore {
             .into_iter()
             .map(event_from_item)
             .collect()
+    }
+
+    /// One backward `Query` over the window's ids, `Limit` the read budget,
+    /// the type a `FilterExpression`, projected to what the log shows.
+    async fn log_page(&self, org_id: &str, query: &EventLogQuery) -> Result<Page<EventSummary>> {
+        let Some(range) = query.id_range()? else {
+            return Ok(query.page(Vec::new(), None));
+        };
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#o = :o AND #e BETWEEN :low AND :high")
+            .expression_attribute_names("#o", "org_id")
+            .expression_attribute_names("#e", "event_id")
+            .expression_attribute_names("#t", "event_type")
+            .expression_attribute_names("#c", "created_at")
+            .expression_attribute_values(":o", s(org_id))
+            .expression_attribute_values(":low", s(&range.low))
+            .expression_attribute_values(":high", s(&range.high))
+            .projection_expression("#e, #t, #c")
+            .scan_index_forward(false)
+            .limit(i32::try_from(query.read_budget()).unwrap_or(i32::MAX))
+            .consistent_read(true);
+        if let Some(t) = query.event_type {
+            q = q
+                .filter_expression("#t = :t")
+                .expression_attribute_values(":t", s(t.as_str()));
+        }
+        let out = q
+            .send()
+            .await
+            .map_err(|e| backend_error("Query events (log)", e))?;
+        let mut listed = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let item: SummaryItem =
+                serde_dynamo::from_item(item).map_err(|e| decode_error("event", e))?;
+            let summary = item.into_summary()?;
+            if range.lists(&summary.id) && query.wants(summary.event_type) {
+                listed.push(summary);
+            }
+        }
+        let stopped_at = out
+            .last_evaluated_key
+            .and_then(|k| k.get("event_id").and_then(|v| v.as_s().ok().cloned()));
+        Ok(query.page(listed, stopped_at))
+    }
+}
+
+/// The attributes of an event item the log shows.
+#[derive(serde::Deserialize)]
+struct SummaryItem {
+    event_id: String,
+    event_type: String,
+    created_at: String,
+}
+
+impl SummaryItem {
+    fn into_summary(self) -> Result<EventSummary> {
+        Ok(EventSummary {
+            event_type: self
+                .event_type
+                .parse()
+                .map_err(|e| decode_error("event", e))?,
+            created_at: parse_rfc3339(&self.created_at)
+                .ok_or_else(|| decode_error("event", format!("bad time '{}'", self.created_at)))?,
+            id: self.event_id,
+        })
     }
 }

@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use webhooks_domain::endpoint::PreviousSecret;
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_domain::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, Event, Secret, Subscriber, Subscription,
+    Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventFilter, Secret, Subscriber,
+    Subscription,
 };
 use webhooks_ports::BackendError;
 
@@ -124,6 +125,17 @@ pub struct EndpointItem {
     /// Deliveries per second the endpoint takes; absent: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u32>,
+    /// The payload filter as compact JSON text; absent: none. In plain, not
+    /// sealed: the fan-out reads it (projected, see [`SubscriberItem`]) and
+    /// it holds no secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+/// A stored payload filter, read back as it was checked when set.
+fn stored_filter(text: Option<&str>) -> Result<Option<EventFilter>, BackendError> {
+    text.map(|t| EventFilter::from_json(t).map_err(|e| decode_error("endpoint filter", e)))
+        .transpose()
 }
 
 /// Bytes stored as a DynamoDB binary attribute (`B`).
@@ -240,6 +252,7 @@ impl EndpointItem {
             failing_since: e.failing_since.map(rfc3339),
             version: e.version,
             rate_limit: e.rate_limit,
+            filter: e.filter.as_ref().map(EventFilter::to_json),
         }
     }
 
@@ -283,6 +296,7 @@ impl EndpointItem {
             })
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(Endpoint {
+            filter: stored_filter(self.filter.as_deref())?,
             subscription: Subscription::parse(&self.event_types)
                 .map_err(|e| decode_error("endpoint", e))?,
             secret: secret(&secrets.secret)?,
@@ -314,20 +328,24 @@ pub struct SubscriberItem {
     pub event_types: Vec<String>,
     pub enabled: bool,
     pub created_at: String,
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 impl SubscriberItem {
     /// The attributes to project a read of the endpoints table to.
-    pub const ATTRIBUTES: [&'static str; 5] = [
+    pub const ATTRIBUTES: [&'static str; 6] = [
         "org_id",
         "endpoint_id",
         "event_types",
         "enabled",
         "created_at",
+        "filter",
     ];
 
     pub fn into_subscriber(self) -> Result<Subscriber, BackendError> {
         Ok(Subscriber {
+            filter: stored_filter(self.filter.as_deref())?,
             subscription: Subscription::parse(&self.event_types)
                 .map_err(|e| decode_error("endpoint", e))?,
             created_at: time(&self.created_at, "endpoint")?,

@@ -67,6 +67,9 @@ pub struct Endpoint {
     /// Deliveries per second; `None`: unlimited.
     #[serde(default)]
     pub rate_limit: Option<u32>,
+    /// The payload filter (an event pattern); `None`: none.
+    #[serde(default)]
+    pub filter: Option<Value>,
     pub created_at: String,
     #[serde(default)]
     pub updated_at: String,
@@ -100,6 +103,44 @@ pub struct Delivery {
     pub created_at: String,
 }
 
+/// An entry of the event log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventEntry {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub created_at: String,
+}
+
+/// Where an event went.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventDelivery {
+    pub id: String,
+    pub endpoint_id: String,
+    pub status: String,
+}
+
+/// One event with its data and its deliveries.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventDetail {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub created_at: String,
+    pub data: Value,
+    pub deliveries: Vec<EventDelivery>,
+}
+
+/// Which events `GET /v1/events` lists.
+#[derive(Debug, Clone, Default)]
+pub struct EventLogQuery {
+    pub event_type: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
 /// `{"secret": "whsec_..."}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SecretReply {
@@ -127,6 +168,9 @@ pub struct EndpointUpdate {
     /// `Some(None)` lifts the limit (`null`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<Option<u32>>,
+    /// An event pattern, or `Value::Null` to remove the filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
 }
 
 /// A new endpoint.
@@ -138,6 +182,9 @@ pub struct NewEndpoint {
     pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u32>,
+    /// An event pattern.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
 }
 
 /// The management API at one base URL, with one bearer token.
@@ -299,6 +346,28 @@ impl Client {
             body["idempotency_key"] = Value::from(k);
         }
         self.call(Method::POST, "/v1/events", Some(&body)).await
+    }
+
+    /// `GET /v1/events`
+    pub async fn list_events(
+        &self,
+        q: &EventLogQuery,
+    ) -> Result<Reply<List<EventEntry>>, ClientError> {
+        let q = query(&[
+            ("type", q.event_type.clone()),
+            ("since", q.since.clone()),
+            ("until", q.until.clone()),
+            ("limit", q.limit.map(|l| l.to_string())),
+            ("cursor", q.cursor.clone()),
+        ]);
+        self.call(Method::GET, &format!("/v1/events{q}"), None)
+            .await
+    }
+
+    /// `GET /v1/events/{id}`
+    pub async fn get_event(&self, id: &str) -> Result<Reply<EventDetail>, ClientError> {
+        self.call(Method::GET, &format!("/v1/events/{}", seg(id)), None)
+            .await
     }
 
     /// `GET /v1/endpoints/{id}/deliveries`

@@ -474,6 +474,171 @@ async fn events_and_deliveries_including_a_retry() {
     assert!(out.stderr.contains("not found"), "{}", out.stderr);
 }
 
+/// Issue 25: `endpoints create|update --filter`, and `events list|get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_and_the_event_log() {
+    let dev = Dev::start(&[]);
+    let rx = Receiver::always(200).await;
+    let dir = std::env::temp_dir().join(format!("webhooks-cli-filter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("filter.json");
+    std::fs::write(&file, r#"{"data": {"currency": ["eur"]}}"#).expect("write filter");
+    let at_file = format!("@{}", file.display());
+    let ep = dev.json(
+        "acme",
+        &[
+            "endpoints",
+            "create",
+            "--url",
+            &rx.url("/eur"),
+            "--events",
+            "invoice.paid",
+            "--filter",
+            &at_file,
+        ],
+    );
+    assert_eq!(
+        ep["filter"],
+        serde_json::json!({"data": {"currency": ["eur"]}})
+    );
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+
+    let eur = dev.json(
+        "acme",
+        &[
+            "events",
+            "publish",
+            "invoice.paid",
+            "--data",
+            r#"{"currency":"eur"}"#,
+        ],
+    )["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let usd = dev.json(
+        "acme",
+        &[
+            "events",
+            "publish",
+            "invoice.paid",
+            "--data",
+            r#"{"currency":"usd"}"#,
+        ],
+    )["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert!(
+        rx.wait_for(1, Duration::from_secs(15)).await,
+        "the eur event is delivered"
+    );
+    let body: Value = serde_json::from_slice(&rx.received()[0].body).expect("json");
+    assert_eq!(body["id"], eur.as_str());
+
+    let log = dev.json("acme", &["events", "list"]);
+    let ids: Vec<&str> = log["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids, [usd.as_str(), eur.as_str()], "newest first");
+    let none = dev.json("acme", &["events", "list", "--type", "lead_won"]);
+    assert_eq!(none["data"], serde_json::json!([]));
+    let paged = dev.json("acme", &["events", "list", "--limit", "1"]);
+    let cursor = paged["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let next = dev.json(
+        "acme",
+        &["events", "list", "--limit", "1", "--cursor", &cursor],
+    );
+    assert_eq!(next["data"][0]["id"], eur.as_str());
+    let table = dev.run(
+        "acme",
+        &["--output", "table", "events", "list", "--limit", "1"],
+    );
+    table.assert_status(0);
+    let (rows, more) = table
+        .stdout
+        .split_once("more: --cursor ")
+        .expect("a line for the next page");
+    assert_aligned(rows, &["ID", "TYPE", "CREATED"]);
+    assert_eq!(more.trim(), cursor);
+
+    // Where each went: the eur event to the endpoint, the usd one nowhere.
+    let mut went = Value::Null;
+    for _ in 0..100 {
+        went = dev.json("acme", &["events", "get", &eur]);
+        if went["deliveries"][0]["status"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(went["data"], serde_json::json!({"currency": "eur"}));
+    assert_eq!(went["deliveries"][0]["endpoint_id"], ep_id.as_str());
+    assert_eq!(went["deliveries"][0]["status"], "delivered");
+    let filtered = dev.json("acme", &["events", "get", &usd]);
+    assert_eq!(filtered["deliveries"], serde_json::json!([]));
+    let table = dev.run("acme", &["--output", "table", "events", "get", &eur]);
+    table.assert_status(0);
+    assert!(
+        table.stdout.contains("\"currency\": \"eur\"") && table.stdout.contains("delivered"),
+        "{}",
+        table.stdout
+    );
+    let out = dev.run("globex", &["events", "get", &eur]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+
+    // Change, refuse and remove the filter.
+    let changed = dev.json(
+        "acme",
+        &[
+            "endpoints",
+            "update",
+            &ep_id,
+            "--filter",
+            r#"{"data":{"amount":[{"numeric":[">",100]}]}}"#,
+        ],
+    );
+    assert_eq!(changed["filter"]["data"]["amount"][0]["numeric"][1], 100);
+    let bad = dev.run(
+        "acme",
+        &[
+            "endpoints",
+            "update",
+            &ep_id,
+            "--filter",
+            r#"{"data":{"amount":[{"numeric":[">","100"]}]}}"#,
+        ],
+    );
+    bad.assert_status(1);
+    assert!(
+        bad.stderr.contains("filter.data.amount[0].numeric[1]"),
+        "{}",
+        bad.stderr
+    );
+    let malformed = dev.run("acme", &["endpoints", "update", &ep_id, "--filter", "{"]);
+    malformed.assert_status(2);
+    assert!(
+        malformed.stderr.contains("--filter"),
+        "{}",
+        malformed.stderr
+    );
+    let table = dev.run("acme", &["--output", "table", "endpoints", "get", &ep_id]);
+    assert!(
+        table.stdout.contains(r#"{"data":{"amount""#),
+        "{}",
+        table.stdout
+    );
+    let removed = dev.json("acme", &["endpoints", "update", &ep_id, "--no-filter"]);
+    assert_eq!(removed["filter"], Value::Null);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portal_prints_a_link() {
     let dev = Dev::start(&[]);

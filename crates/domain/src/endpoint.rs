@@ -1,6 +1,7 @@
 //! An organization's webhook endpoint: where to send, what, and how to sign.
 
 use crate::event_type::EventType;
+use crate::filter::EventFilter;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
@@ -91,7 +92,8 @@ pub struct PreviousSecret {
 }
 
 /// An endpoint as the fan-out sees it: which events it takes, and nothing to
-/// reach or sign with (no URL, no secret), so the fan-out never reads those.
+/// reach, sign or authenticate with (no URL, secret, headers or auth), so
+/// the fan-out never reads those.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscriber {
     /// `ep_...`
@@ -100,12 +102,26 @@ pub struct Subscriber {
     pub subscription: Subscription,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Its payload filter; `None`: every event of a subscribed type.
+    pub filter: Option<EventFilter>,
 }
 
 impl Subscriber {
-    /// Whether a new event of this type is fanned out to this endpoint.
+    /// Whether a new event of this type is fanned out to this endpoint,
+    /// before its payload filter is asked.
     pub fn wants(&self, t: EventType) -> bool {
         self.enabled && self.subscription.matches(t)
+    }
+
+    /// Whether its filter lets through an event whose body is `body`
+    /// (`None`: a body that cannot be read, which only an endpoint without
+    /// a filter takes). Called once [`Subscriber::wants`] said yes: the body
+    /// is made (once per event) only for an endpoint that filters.
+    pub fn passes<'b>(&self, body: impl FnOnce() -> Option<&'b serde_json::Value>) -> bool {
+        match &self.filter {
+            None => true,
+            Some(filter) => body().is_some_and(|b| filter.matches(b)),
+        }
     }
 }
 
@@ -133,6 +149,12 @@ pub struct Endpoint {
     /// Most deliveries per second the endpoint takes (1 to
     /// [`MAX_RATE_LIMIT`]); `None`: as fast as the sender goes.
     pub rate_limit: Option<u32>,
+    /// Its payload filter (CONTRACT section 12): an event of a subscribed
+    /// type makes a delivery only when this matches its body. Not a
+    /// secret: stored in plain and read by the fan-out with the
+    /// subscription. (Headers and auth, which are secrets, go with the
+    /// sealed secrets instead, and the fan-out never reads them.)
+    pub filter: Option<EventFilter>,
 }
 
 impl Endpoint {
@@ -154,6 +176,7 @@ impl Endpoint {
             failing_since: None,
             version: 0,
             rate_limit: None,
+            filter: None,
         }
     }
 
@@ -170,6 +193,7 @@ impl Endpoint {
             subscription: self.subscription.clone(),
             enabled: self.enabled,
             created_at: self.created_at,
+            filter: self.filter.clone(),
         }
     }
 

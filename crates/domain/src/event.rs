@@ -97,6 +97,13 @@ impl Event {
         })
         .expect("a payload of strings and valid JSON always serializes")
     }
+
+    /// The body its receivers get ([`Event::payload`]) as a JSON value, for
+    /// payload filters to match; `None` when it cannot be read as one (data
+    /// nested deeper than serde_json's parser follows, 128 levels).
+    pub fn filter_body(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.payload()).ok()
+    }
 }
 
 /// Checks that `data` is a JSON object within the size limit.

@@ -37,6 +37,7 @@ pub enum Op {
     PutEvent,
     GetEvent,
     ListEvents,
+    EventLogPage,
     // EndpointStore and the three small ports it is made of
     GetEndpoint,
     ListSubscribers,
@@ -78,6 +79,7 @@ impl Op {
             self,
             Op::GetEvent
                 | Op::ListEvents
+                | Op::EventLogPage
                 | Op::GetEndpoint
                 | Op::ListSubscribers
                 | Op::ListEndpoints

@@ -11,7 +11,7 @@ use webhooks_domain::stats::{HourBucket, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, Created, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
-    EndpointStatsStore, EndpointStore, EventStore, Lease, OrgEndpoints, Page, Queue, QueueMessage,
+    EndpointStatsStore, EndpointStore, EventLogQuery, EventStore, EventSummary, Lease, OrgEndpoints, Page, Queue, QueueMessage,
     ReceivedMessage, Result, Updated,
 };
 
@@ -47,6 +47,10 @@ impl<T: EventStore + ?Sized, P: Policy> EventStore for Faulty<T, P> {
     }
     async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
         self.around(Op::ListEvents, self.inner.list_after(org_id, after, limit))
+            .await
+    }
+    async fn log_page(&self, org_id: &str, query: &EventLogQuery) -> Result<Page<EventSummary>> {
+        self.around(Op::EventLogPage, self.inner.log_page(org_id, query))
             .await
     }
 }

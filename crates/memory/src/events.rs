@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use webhooks_domain::Event;
-use webhooks_ports::{Clock, EventStore, Result};
+use webhooks_ports::event_log::QUERY_PAGE_BYTES;
+use webhooks_ports::{Clock, EventLogQuery, EventStore, EventSummary, Page, Result};
 
 /// One entry of the event store's change stream, like a DynamoDB stream
 /// record of an INSERT.
@@ -193,6 +194,46 @@ impl EventStore for MemoryEventStore {
             .map(|(_, e)| Event::clone(e))
             .collect())
     }
+
+    /// As DynamoDB's backward `Query` with `Limit` and a `FilterExpression`:
+    /// the read stops after the budget or the 1 MB page (counting each
+    /// event's stored bytes), whichever comes first, and says where.
+    async fn log_page(&self, org_id: &str, query: &EventLogQuery) -> Result<Page<EventSummary>> {
+        let Some(range) = query.id_range()? else {
+            return Ok(query.page(Vec::new(), None));
+        };
+        let state = lock(&self.state);
+        let from = (org_id.to_string(), range.low.clone());
+        let to = (org_id.to_string(), range.high.clone());
+        let budget = query.read_budget();
+        let mut read = 0;
+        let mut bytes = 0;
+        let mut listed = Vec::new();
+        let mut stopped_at = None;
+        for ((_, id), event) in state.events.range(from..=to).rev() {
+            read += 1;
+            bytes += stored_bytes(event);
+            if range.lists(id) && query.wants(event.event_type) {
+                listed.push(EventSummary {
+                    id: id.clone(),
+                    event_type: event.event_type,
+                    created_at: event.created_at,
+                });
+            }
+            if read >= budget || bytes >= QUERY_PAGE_BYTES {
+                stopped_at = Some(id.clone());
+                break;
+            }
+        }
+        Ok(query.page(listed, stopped_at))
+    }
+}
+
+/// About the bytes of an event's item, as DynamoDB sizes reads: its data
+/// and its other attributes.
+fn stored_bytes(event: &Event) -> usize {
+    const OTHER_ATTRIBUTES: usize = 200;
+    event.data.get().len() + event.org_id.len() + OTHER_ATTRIBUTES
 }
 
 #[cfg(test)]
@@ -207,6 +248,65 @@ mod tests {
             EventType::LeadWon,
             RawValue::from_string("{}".into()).unwrap(),
         )
+    }
+
+    fn log_query(event_type: Option<EventType>, limit: usize) -> EventLogQuery {
+        EventLogQuery {
+            event_type,
+            since: None,
+            until: None,
+            limit,
+            cursor: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filtered_log_page_reads_at_most_its_budget_and_says_where_it_stopped() {
+        use webhooks_ports::event_log::TYPE_FILTER_READ_BUDGET;
+        let store = MemoryEventStore::new();
+        let mut rare = event("a");
+        rare.event_type = EventType::LeadLost;
+        store.put_if_absent(&rare).await.unwrap();
+        for _ in 0..TYPE_FILTER_READ_BUDGET + 10 {
+            store.put_if_absent(&event("a")).await.unwrap();
+        }
+        let mut query = log_query(Some(EventType::LeadLost), 50);
+        let first = store.log_page("a", &query).await.unwrap();
+        assert!(
+            first.items.is_empty(),
+            "the budget ends before the rare event"
+        );
+        query.cursor = first.next_cursor;
+        assert!(query.cursor.is_some());
+        let second = store.log_page("a", &query).await.unwrap();
+        let ids: Vec<String> = second.items.into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, [rare.id]);
+        assert_eq!(second.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn a_log_page_stops_at_a_megabyte_of_events() {
+        let store = MemoryEventStore::new();
+        let data = format!(r#"{{"x":"{}"}}"#, "a".repeat(60 * 1024));
+        for _ in 0..30 {
+            let e = Event::new(
+                "a",
+                EventType::LeadWon,
+                RawValue::from_string(data.clone()).unwrap(),
+            );
+            store.put_if_absent(&e).await.unwrap();
+        }
+        let mut query = log_query(None, 100);
+        let first = store.log_page("a", &query).await.unwrap();
+        assert!(
+            (16..=18).contains(&first.items.len()),
+            "{}",
+            first.items.len()
+        );
+        query.cursor = first.next_cursor;
+        let second = store.log_page("a", &query).await.unwrap();
+        assert_eq!(first.items.len() + second.items.len(), 30);
+        assert_eq!(second.next_cursor, None);
     }
 
     #[tokio::test]

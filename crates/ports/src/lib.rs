@@ -56,7 +56,10 @@ pub mod cursor {
     }
 }
 
+pub mod event_log;
 pub mod queue_limits;
+
+pub use event_log::{EventLogQuery, EventSummary};
 
 /// What time it is. Every step of the pipeline asks this instead of the
 /// system clock, so a simulation can run days of retries on a virtual one.
@@ -167,6 +170,12 @@ pub trait EventStore: Send + Sync {
     async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>>;
     /// The org's events with ids greater than `after`, in id order.
     async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>>;
+    /// A page of the org's event log, newest first: one read of at most
+    /// [`EventLogQuery::read_budget`] events (and [`QUERY_PAGE_BYTES`]) in
+    /// [`EventLogQuery::id_range`], paged by [`EventLogQuery::page`].
+    ///
+    /// [`QUERY_PAGE_BYTES`]: event_log::QUERY_PAGE_BYTES
+    async fn log_page(&self, org_id: &str, query: &EventLogQuery) -> Result<Page<EventSummary>>;
 }
 
 /// Reads one endpoint (the sender, the requeue use cases).

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use webhooks_domain::endpoint::MAX_RATE_LIMIT;
 use webhooks_domain::ops::OpsNotice;
-use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_domain::{ids, Endpoint, Event, EventFilter, EventType, Secret, Subscription};
 use webhooks_pipeline::registration::register_endpoint;
 use webhooks_ports::{Created, Updated};
 
@@ -34,6 +34,8 @@ struct CreateBody {
     secret: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    filter: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +51,8 @@ struct UpdateBody {
     description: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    filter: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +84,7 @@ pub(crate) async fn create(
             .unwrap_or_default(),
     )?;
     let rate_limit = rate_limit(body.rate_limit.as_deref())?.flatten();
+    let filter = filter(body.filter.as_deref())?.flatten();
     let secret = match optional_secret("secret", body.secret.as_deref())? {
         Some(s) => user_secret(&s)?,
         None => Secret::generate(),
@@ -87,6 +92,7 @@ pub(crate) async fn create(
     let mut endpoint = Endpoint::new(&caller.org_id, url, subscription, secret);
     endpoint.description = description;
     endpoint.rate_limit = rate_limit;
+    endpoint.filter = filter;
     let max = api.config.max_endpoints_per_org;
     match register_endpoint(api.cursors.as_ref(), api.endpoints.as_ref(), &endpoint, max).await? {
         Created::Written => {}
@@ -161,12 +167,14 @@ pub(crate) async fn update(
         .map(|d| description(d.unwrap_or_default()))
         .transpose()?;
     let rate_limit = rate_limit(body.rate_limit.as_deref())?;
+    let filter = filter(body.filter.as_deref())?;
 
     if url.is_none()
         && subscription.is_none()
         && enabled.is_none()
         && description.is_none()
         && rate_limit.is_none()
+        && filter.is_none()
     {
         let endpoint = load(api, caller, id).await?;
         return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
@@ -193,6 +201,9 @@ pub(crate) async fn update(
         }
         if let Some(rate_limit) = rate_limit {
             endpoint.rate_limit = rate_limit;
+        }
+        if let Some(filter) = &filter {
+            endpoint.filter.clone_from(filter);
         }
         endpoint.updated_at = api.clock.now();
     })
@@ -384,6 +395,19 @@ fn rate_limit(raw: Option<&RawValue>) -> Result<Option<Option<u32>>, ApiError> {
             .filter(|n| (1..=MAX_RATE_LIMIT).contains(n))
             .map(|n| Some(Some(n)))
             .ok_or_else(invalid),
+    }
+}
+
+/// A `filter` field: absent (`None`), `null` to remove the filter
+/// (`Some(None)`), or an event pattern, checked as `EventFilter::parse`
+/// says (the error names the place: `filter.data.amount[0].numeric`).
+fn filter(raw: Option<&RawValue>) -> Result<Option<Option<EventFilter>>, ApiError> {
+    match optional::<serde_json::Value>("filter", raw)? {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(pattern) => EventFilter::parse(&pattern)
+            .map(|f| Some(Some(f)))
+            .map_err(|e| ApiError::invalid(e.to_string())),
     }
 }
 

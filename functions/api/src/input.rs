@@ -114,6 +114,13 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// A delivery status filter (delivery listings only).
     pub status: Option<String>,
+    /// An event type filter (the event log only).
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// The start of a time window, RFC 3339 (the event log only).
+    pub since: Option<String>,
+    /// The end of a time window, RFC 3339 (the event log only).
+    pub until: Option<String>,
 }
 
 impl ListQuery {
@@ -145,6 +152,29 @@ impl ListQuery {
     /// The status filter, if one was given.
     pub fn status(&self) -> Option<&str> {
         non_empty(&self.status)
+    }
+
+    /// The event type filter, if one was given.
+    pub fn event_type(&self) -> Option<&str> {
+        non_empty(&self.event_type)
+    }
+
+    /// The time parameter `name` (`since` or `until`), if given: an RFC
+    /// 3339 time, or a 400 naming it.
+    pub fn time(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+        let value = match name {
+            "since" => non_empty(&self.since),
+            _ => non_empty(&self.until),
+        };
+        value
+            .map(|text| {
+                webhooks_domain::time::parse_rfc3339(text).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "{name} must be an RFC 3339 time, such as 2026-11-27T06:00:00Z"
+                    ))
+                })
+            })
+            .transpose()
     }
 }
 

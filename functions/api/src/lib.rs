@@ -11,6 +11,7 @@ pub mod auth;
 mod deliveries;
 mod endpoints;
 pub mod errors;
+mod event_log;
 pub mod events;
 pub mod input;
 pub mod portal;
@@ -245,6 +246,8 @@ async fn serve(api: &Api, req: &Request) -> Result<Response<Body>, ApiError> {
         Operation::ListEventTypes => Ok(events::list_types()),
         Operation::PublishEvent => events::publish(api, &caller, body, trace_id(req)).await,
         Operation::PublishEvents => events::publish_batch(api, &caller, body, trace_id(req)).await,
+        Operation::ListEvents => event_log::list(api, &caller, req).await,
+        Operation::GetEvent => event_log::get(api, &caller, id).await,
         Operation::CreateEndpoint => endpoints::create(api, &caller, body).await,
         Operation::ListEndpoints => endpoints::list(api, &caller, req).await,
         Operation::GetEndpoint => endpoints::get(api, &caller, id).await,

@@ -24,6 +24,8 @@ pub enum Operation {
     EndpointStats,
     PublishEvent,
     PublishEvents,
+    ListEvents,
+    GetEvent,
     CreatePortalSession,
 }
 
@@ -78,7 +80,9 @@ route_table! {
     "GET" "/v1/deliveries/{id}" => GetDelivery,
     "POST" "/v1/deliveries/{id}/retry" => RetryDelivery,
     "POST" "/v1/events" => PublishEvent,
+    "GET" "/v1/events" => ListEvents,
     "POST" "/v1/events/batch" => PublishEvents,
+    "GET" "/v1/events/{id}" => GetEvent,
     "POST" "/v1/portal-sessions" => CreatePortalSession,
 }
 
@@ -199,6 +203,30 @@ mod tests {
         assert_eq!(
             Operation::RetryDelivery.access(),
             Access::Scope(SCOPE_MANAGE)
+        );
+        for op in [Operation::ListEvents, Operation::GetEvent] {
+            assert_eq!(op.access(), Access::Scope(SCOPE_MANAGE));
+        }
+    }
+
+    #[test]
+    fn the_event_log_shares_its_paths_with_publishing() {
+        assert_eq!(
+            resolve("GET", "/v1/events").unwrap().operation,
+            Operation::ListEvents
+        );
+        assert_eq!(
+            resolve("POST", "/v1/events").unwrap().operation,
+            Operation::PublishEvent
+        );
+        let one = resolve("GET", "/v1/events/evt_1").unwrap();
+        assert_eq!(
+            (one.operation, one.id.as_deref()),
+            (Operation::GetEvent, Some("evt_1"))
+        );
+        assert_eq!(
+            resolve("POST", "/v1/events/batch").unwrap().operation,
+            Operation::PublishEvents
         );
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use webhooks_domain::time::rfc3339;
-use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, EventType};
+use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, EventFilter, EventType};
 
 /// One page of a listing: `{"data": [...], "next_cursor": "..." | null}`.
 #[derive(Debug, Serialize)]
@@ -23,6 +23,8 @@ pub struct EndpointView<'a> {
     pub disabled_reason: Option<&'a str>,
     /// Deliveries per second; `null`: unlimited.
     pub rate_limit: Option<u32>,
+    /// The payload filter as set; `null`: none.
+    pub filter: Option<&'a EventFilter>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +68,7 @@ impl<'a> EndpointView<'a> {
             enabled: ep.enabled,
             disabled_reason: ep.disabled_reason.as_deref(),
             rate_limit: ep.rate_limit,
+            filter: ep.filter.as_ref(),
             created_at: rfc3339(ep.created_at),
             updated_at: rfc3339(ep.updated_at),
             secret: None,

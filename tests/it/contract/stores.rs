@@ -324,6 +324,51 @@ pub async fn endpoint_updates_are_versioned(a: Adapters) {
     assert_eq!(store.update(&gone).await.unwrap(), Updated::NotFound);
 }
 
+/// A payload filter is kept as set, changed and removed by an update, and
+/// the fan-out's listing (no secrets) carries it.
+pub async fn endpoint_filters_are_kept_and_listed_for_the_fan_out(a: Adapters) {
+    let store = a.endpoints;
+    let pattern = serde_json::json!({
+        "data": {"amount": [{"numeric": [">", 100.25]}], "currency": ["eur", "é\u{2028}"]},
+        "type": [{"anything-but": {"prefix": "lead"}}]
+    });
+    let filter = webhooks_domain::EventFilter::parse(&pattern).unwrap();
+    let mut ep = new_endpoint();
+    ep.filter = Some(filter.clone());
+    let plain = new_endpoint();
+    for e in [&ep, &plain] {
+        assert_eq!(store.create(e, 10).await.unwrap(), Created::Written);
+    }
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(read.filter.as_ref(), Some(&filter));
+    assert_eq!(read.filter.as_ref().map(|f| f.pattern()), Some(&pattern));
+    let listed = store.list_all("org").await.unwrap();
+    let of = |id: &str| listed.iter().find(|s| s.id == id).map(|s| s.filter.clone());
+    assert_eq!(of(&ep.id), Some(Some(filter.clone())));
+    assert_eq!(of(&plain.id), Some(None));
+
+    let mut changed = read.clone();
+    let other = webhooks_domain::EventFilter::parse(
+        &serde_json::json!({"data": {"x": [{"exists": false}]}}),
+    )
+    .unwrap();
+    changed.filter = Some(other.clone());
+    assert_eq!(store.update(&changed).await.unwrap(), Updated::Written);
+    assert_eq!(
+        store.get("org", &ep.id).await.unwrap().unwrap().filter,
+        Some(other)
+    );
+    let mut removed = store.get("org", &ep.id).await.unwrap().unwrap();
+    removed.filter = None;
+    assert_eq!(store.update(&removed).await.unwrap(), Updated::Written);
+    assert_eq!(
+        store.get("org", &ep.id).await.unwrap().unwrap().filter,
+        None
+    );
+    let listed = store.list_all("org").await.unwrap();
+    assert!(listed.iter().all(|s| s.filter.is_none()));
+}
+
 pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     let store = a.endpoints;
     let mut ep = new_endpoint();
@@ -874,6 +919,7 @@ contracts!(
     the_attempt_log_keeps_the_last_attempts,
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,
+    endpoint_filters_are_kept_and_listed_for_the_fan_out,
     health_writes_clobber_nothing_and_move_the_version,
     creates_stop_at_the_orgs_limit_and_deletes_free_a_slot,
     concurrent_creates_take_the_last_slot_once,

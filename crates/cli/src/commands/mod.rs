@@ -5,7 +5,7 @@
 
 mod table;
 
-use crate::client::{Client, ClientError, EndpointUpdate, NewEndpoint, Reply};
+use crate::client::{Client, ClientError, EndpointUpdate, EventLogQuery, NewEndpoint, Reply};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 use std::io::IsTerminal as _;
@@ -100,6 +100,10 @@ pub enum EndpointsCommand {
         /// Most deliveries per second the endpoint takes (default: no limit).
         #[arg(long, value_name = "PER_SECOND")]
         rate_limit: Option<u32>,
+        /// Only events whose body matches this EventBridge-style pattern,
+        /// e.g. '{"data":{"currency":["eur"]}}': JSON, or @FILE.
+        #[arg(long, value_name = "JSON|@FILE")]
+        filter: Option<String>,
     },
     /// Change an endpoint.
     Update {
@@ -119,6 +123,12 @@ pub enum EndpointsCommand {
         /// Lift the endpoint's rate limit.
         #[arg(long)]
         no_rate_limit: bool,
+        /// Replace the payload filter: an event pattern as JSON, or @FILE.
+        #[arg(long, value_name = "JSON|@FILE", conflicts_with = "no_filter")]
+        filter: Option<String>,
+        /// Remove the payload filter.
+        #[arg(long)]
+        no_filter: bool,
     },
     /// Delete an endpoint; its pending deliveries are canceled.
     Delete { id: String },
@@ -148,6 +158,26 @@ pub enum EventsCommand {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// The org's events, newest first.
+    List {
+        /// Only events of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: Option<String>,
+        /// Only events created at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events created before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Page size (1 to 250).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The next_cursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One event: its data and where it went.
+    Get { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -235,12 +265,27 @@ async fn execute(client: &Client, output: Output, command: ApiCommand) -> Result
             });
         }
         ApiCommand::Endpoints(c) => endpoints(client, output, c).await?,
-        ApiCommand::Events(EventsCommand::Publish {
+        ApiCommand::Events(c) => events(client, output, c).await?,
+        ApiCommand::Deliveries(c) => deliveries(client, output, c).await?,
+        ApiCommand::Portal { ttl } => {
+            let r = client.portal_session(ttl).await?;
+            print(output, &r, |s| {
+                eprintln!("This link opens the portal until {}.", s.expires_at);
+                format!("{}\n", s.url)
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn events(client: &Client, output: Output, c: EventsCommand) -> Result<(), Failure> {
+    match c {
+        EventsCommand::Publish {
             event_type,
             data,
             idempotency_key,
-        }) => {
-            let data = read_data(&data).map_err(Failure::Usage)?;
+        } => {
+            let data = read_json("--data", &data).map_err(Failure::Usage)?;
             let r = client
                 .publish(&event_type, &data, idempotency_key.as_deref())
                 .await?;
@@ -248,12 +293,63 @@ async fn execute(client: &Client, output: Output, command: ApiCommand) -> Result
                 format!("published {}\n", v["id"].as_str().unwrap_or("?"))
             });
         }
-        ApiCommand::Deliveries(c) => deliveries(client, output, c).await?,
-        ApiCommand::Portal { ttl } => {
-            let r = client.portal_session(ttl).await?;
-            print(output, &r, |s| {
-                eprintln!("This link opens the portal until {}.", s.expires_at);
-                format!("{}\n", s.url)
+        EventsCommand::List {
+            event_type,
+            since,
+            until,
+            limit,
+            cursor,
+        } => {
+            let r = client
+                .list_events(&EventLogQuery {
+                    event_type,
+                    since,
+                    until,
+                    limit,
+                    cursor,
+                })
+                .await?;
+            print(output, &r, |l| {
+                let mut s = if l.data.is_empty() {
+                    "no events\n".to_string()
+                } else {
+                    let mut t = Table::new(&["ID", "TYPE", "CREATED"]);
+                    for e in &l.data {
+                        t.row(vec![
+                            e.id.clone(),
+                            e.event_type.clone(),
+                            e.created_at.clone(),
+                        ]);
+                    }
+                    t.render()
+                };
+                if let Some(c) = &l.next_cursor {
+                    s.push_str(&format!("more: --cursor {c}\n"));
+                }
+                s
+            });
+        }
+        EventsCommand::Get { id } => {
+            let r = client.get_event(&id).await?;
+            print(output, &r, |e| {
+                let mut s = Table::pairs(&[
+                    ("id", e.id.clone()),
+                    ("type", e.event_type.clone()),
+                    ("created", e.created_at.clone()),
+                ]);
+                s.push_str("\ndata:\n");
+                s.push_str(&serde_json::to_string_pretty(&e.data).unwrap_or_default());
+                s.push_str("\n\n");
+                if e.deliveries.is_empty() {
+                    s.push_str("no deliveries\n");
+                } else {
+                    let mut t = Table::new(&["DELIVERY", "ENDPOINT", "STATUS"]);
+                    for d in &e.deliveries {
+                        t.row(vec![d.id.clone(), d.endpoint_id.clone(), d.status.clone()]);
+                    }
+                    s.push_str(&t.render());
+                }
+                s
             });
         }
     }
@@ -294,13 +390,19 @@ async fn endpoints(client: &Client, output: Output, c: EndpointsCommand) -> Resu
             events,
             description,
             rate_limit,
+            filter,
         } => {
+            let filter = filter
+                .map(|f| read_json("--filter", &f))
+                .transpose()
+                .map_err(Failure::Usage)?;
             let r = client
                 .create_endpoint(&NewEndpoint {
                     url,
                     event_types: trimmed(events),
                     description,
                     rate_limit,
+                    filter,
                 })
                 .await?;
             print(output, &r, |e| endpoint_details(e, e.secret.as_deref()));
@@ -313,8 +415,16 @@ async fn endpoints(client: &Client, output: Output, c: EndpointsCommand) -> Resu
             description,
             rate_limit,
             no_rate_limit,
+            filter,
+            no_filter,
         } => {
+            let filter = match (filter, no_filter) {
+                (_, true) => Some(Value::Null),
+                (Some(f), false) => Some(read_json("--filter", &f).map_err(Failure::Usage)?),
+                (None, false) => None,
+            };
             let update = EndpointUpdate {
+                filter,
                 url,
                 event_types: events.map(trimmed),
                 enabled,
@@ -440,18 +550,18 @@ async fn deliveries(client: &Client, output: Output, c: DeliveriesCommand) -> Re
     Ok(())
 }
 
-/// `--data`: inline JSON, or `@FILE`.
-fn read_data(arg: &str) -> Result<Value, Usage> {
+/// A JSON argument (`--data`, `--filter`): inline JSON, or `@FILE`.
+fn read_json(flag: &str, arg: &str) -> Result<Value, Usage> {
     let (text, source) = match arg.strip_prefix('@') {
         Some(path) => (
             std::fs::read_to_string(path)
-                .map_err(|e| Usage(format!("--data: cannot read {path}: {e}")))?,
+                .map_err(|e| Usage(format!("{flag}: cannot read {path}: {e}")))?,
             path.to_string(),
         ),
-        None => (arg.to_string(), "--data".to_string()),
+        None => (arg.to_string(), flag.to_string()),
     };
     serde_json::from_str(&text)
-        .map_err(|e| Usage(format!("--data: {source} is not valid JSON: {e}")))
+        .map_err(|e| Usage(format!("{flag}: {source} is not valid JSON: {e}")))
 }
 
 fn trimmed(list: Vec<String>) -> Vec<String> {
@@ -503,6 +613,12 @@ fn endpoint_details(e: &crate::client::Endpoint, secret: Option<&str>) -> String
             "rate limit",
             e.rate_limit
                 .map_or("none".to_string(), |r| format!("{r}/s")),
+        ),
+        (
+            "filter",
+            e.filter
+                .as_ref()
+                .map_or("none".to_string(), Value::to_string),
         ),
         ("created", e.created_at.clone()),
     ];
