@@ -334,6 +334,8 @@ mod tests {
             "https://169.254.169.254/latest/meta-data",
             "https://[::1]/",
             "https://[::ffff:10.0.0.1]/",
+            "https://[::ffff:8.8.8.8]/",
+            "https://[2002:a00:1::1]/",
             "https://localhost:8443/",
         ] {
             assert_eq!(p.check(url), Err(UrlError::PrivateAddress), "{url}");
