@@ -2,7 +2,10 @@
 
 use crate::envelope::EnvelopeCipher;
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::items::{endpoint_aad, s, EndpointItem, EndpointSecrets, StoredSecrets, SubscriberItem};
+use crate::items::{
+    endpoint_aad, s, EndpointItem, EndpointSecrets, EndpointSummaryItem, StoredSecrets,
+    SubscriberItem,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -16,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::time::rfc3339;
-use webhooks_domain::{Endpoint, Subscriber};
+use webhooks_domain::{Endpoint, EndpointSummary, Subscriber};
 use webhooks_ports::{
     cursor, BackendError, Created, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints,
     Page, Result, Updated,
@@ -541,18 +544,26 @@ impl EndpointStore for DynamoEndpointStore {
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>> {
+    ) -> Result<Page<EndpointSummary>> {
         let after = match cursor {
             Some(c) => Some(cursor::decode(c, "ep_")?),
             None => None,
         };
-        // One more than asked tells whether another page exists.
+        // One more than asked tells whether another page exists. Projected:
+        // a listing reads no secret and calls no KMS.
         let (items, _) = self
-            .query_items(org_id, Some(limit + 1), after.as_deref(), None)
+            .query_items(
+                org_id,
+                Some(limit + 1),
+                after.as_deref(),
+                Some(&EndpointSummaryItem::ATTRIBUTES),
+            )
             .await?;
         let mut endpoints = Vec::with_capacity(items.len());
         for item in items {
-            endpoints.push(self.open_item(item).await?);
+            let item: EndpointSummaryItem =
+                serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
+            endpoints.push(item.into_summary()?);
         }
         Ok(Page::from_overfetch(endpoints, limit, |e| &e.id))
     }

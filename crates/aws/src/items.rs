@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use webhooks_domain::endpoint::PreviousSecret;
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_domain::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, Event, Secret, Subscriber, Subscription,
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Secret, Subscriber,
+    Subscription,
 };
 use webhooks_ports::BackendError;
 
@@ -288,6 +289,64 @@ impl EndpointItem {
             secret: secret(&secrets.secret)?,
             previous_secrets,
             version: self.version,
+            created_at: time(&self.created_at, "endpoint")?,
+            updated_at: time(&self.updated_at, "endpoint")?,
+            failing_since: match &self.failing_since {
+                Some(t) => Some(time(t, "endpoint")?),
+                None => None,
+            },
+            id: self.endpoint_id,
+            org_id: self.org_id,
+            url: self.url,
+            description: self.description,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+            rate_limit: self.rate_limit,
+        })
+    }
+}
+
+/// The attributes of an endpoint item a listing reads, and only those: a
+/// read projected to them carries no secret, sealed or not, and opens none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSummaryItem {
+    pub org_id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub failing_since: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+}
+
+impl EndpointSummaryItem {
+    /// The attributes to project a listing's read to.
+    pub const ATTRIBUTES: [&'static str; 11] = [
+        "org_id",
+        "endpoint_id",
+        "url",
+        "event_types",
+        "description",
+        "enabled",
+        "disabled_reason",
+        "created_at",
+        "updated_at",
+        "failing_since",
+        "rate_limit",
+    ];
+
+    pub fn into_summary(self) -> Result<EndpointSummary, BackendError> {
+        Ok(EndpointSummary {
+            subscription: Subscription::parse(&self.event_types)
+                .map_err(|e| decode_error("endpoint", e))?,
             created_at: time(&self.created_at, "endpoint")?,
             updated_at: time(&self.updated_at, "endpoint")?,
             failing_since: match &self.failing_since {

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
+use webhooks_domain::{
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber,
+};
 
 /// A failure of a backend call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,13 +210,14 @@ pub trait EndpointStore: EndpointLookup + OrgEndpoints + EndpointHealth {
     /// never take an org past the limit; a delete frees a slot. Another
     /// org's endpoints never count.
     async fn create(&self, endpoint: &Endpoint, max_per_org: u32) -> Result<Created>;
-    /// A page of the org's endpoints, oldest first.
+    /// A page of the org's endpoints, oldest first, without their secrets:
+    /// no secret is opened, so one that does not open cannot fail it.
     async fn list(
         &self,
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>>;
+    ) -> Result<Page<EndpointSummary>>;
     /// Replaces a stored endpoint read at `endpoint.version`, storing it
     /// with the next version; refused ([`Updated::Conflict`], nothing
     /// written) when another write came in since that read.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 use webhooks_domain::stats::{HourBucket, StatsDelta};
-use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
+use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, BackendError, Created, CursorStore, DeliveryStore, EndpointHealth,
     EndpointLookup, EndpointStatsStore, EndpointStore, EventStore, Lease, OrgEndpoints, Page,
@@ -176,7 +176,7 @@ impl EndpointStore for Chaotic<dyn EndpointStore> {
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>> {
+    ) -> Result<Page<EndpointSummary>> {
         chaotic!(self.0.list(org_id, limit, cursor))
     }
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {

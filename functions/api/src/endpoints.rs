@@ -128,7 +128,7 @@ pub(crate) async fn list(
                 .zip(health)
                 .map(|(ep, h)| EndpointView {
                     health: h.as_ref().map(HealthView::last_day),
-                    ..EndpointView::public(ep)
+                    ..EndpointView::listed(ep)
                 })
                 .collect(),
             next_cursor: page.next_cursor,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::{DeliveryStatus, Endpoint, Subscriber};
+use webhooks_domain::{DeliveryStatus, Endpoint, EndpointSummary, Subscriber};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_ports::{
     BackendError, Created, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
@@ -45,7 +45,7 @@ impl EndpointStore for FailingEndpoints {
     async fn create(&self, _: &Endpoint, _: u32) -> Result<Created> {
         Err(self.0.clone())
     }
-    async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page<Endpoint>> {
+    async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page<EndpointSummary>> {
         Err(self.0.clone())
     }
     async fn update(&self, _: &Endpoint) -> Result<Updated> {
