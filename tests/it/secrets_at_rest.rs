@@ -168,7 +168,7 @@ async fn move_sealed_secrets(backend: &MotoBackend, from: &str, onto: &str) {
 }
 
 #[tokio::test]
-async fn a_listing_opens_no_secret_so_one_that_does_not_open_cannot_fail_it() {
+async fn listings_and_summaries_open_no_secret_so_one_that_does_not_open_cannot_fail_them() {
     let backend = MotoBackend::new("listing").await;
     let store = backend.adapters.endpoints.clone();
     let (a, b) = (new_endpoint("org_a"), new_endpoint("org_a"));
@@ -196,6 +196,13 @@ async fn a_listing_opens_no_secret_so_one_that_does_not_open_cannot_fail_it() {
         page.items.iter().find(|e| e.id == a.id),
         Some(&read_a.summary())
     );
+    // So does a read of one endpoint without its secrets.
+    let summary = cold
+        .endpoints
+        .summary("org_a", &b.id)
+        .await
+        .expect("summary");
+    assert_eq!(summary.map(|e| e.id), Some(b.id.clone()));
     assert_eq!(kms_calls(&counter, "Decrypt"), 0);
     assert_eq!(kms_calls(&counter, "GenerateDataKey"), 0);
 }

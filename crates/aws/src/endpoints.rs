@@ -568,6 +568,38 @@ impl EndpointStore for DynamoEndpointStore {
         Ok(Page::from_overfetch(endpoints, limit, |e| &e.id))
     }
 
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        if is_counter(endpoint_id) {
+            return Ok(None);
+        }
+        let mut get = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .key("endpoint_id", s(endpoint_id))
+            .consistent_read(true);
+        let mut names = Vec::with_capacity(EndpointSummaryItem::ATTRIBUTES.len());
+        for (i, a) in EndpointSummaryItem::ATTRIBUTES.iter().enumerate() {
+            let name = format!("#p{i}");
+            get = get.expression_attribute_names(&name, *a);
+            names.push(name);
+        }
+        let out = get
+            .projection_expression(names.join(", "))
+            .send()
+            .await
+            .map_err(|e| backend_error("GetItem endpoints (summary)", e))?;
+        match out.item {
+            Some(item) => {
+                let item: EndpointSummaryItem =
+                    serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
+                Ok(Some(item.into_summary()?))
+            }
+            None => Ok(None),
+        }
+    }
+
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
         if is_counter(&endpoint.id) {
             return Ok(Updated::NotFound);

@@ -138,6 +138,12 @@ impl EndpointStore for MemoryEndpointStore {
         Ok(Page::from_overfetch(items, limit, |e| &e.id))
     }
 
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        Ok(lock(&self.endpoints)
+            .get(&(org_id.to_string(), endpoint_id.to_string()))
+            .map(Endpoint::summary))
+    }
+
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
         let mut eps = lock(&self.endpoints);
         match eps.get_mut(&(endpoint.org_id.clone(), endpoint.id.clone())) {

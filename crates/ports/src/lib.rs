@@ -218,6 +218,10 @@ pub trait EndpointStore: EndpointLookup + OrgEndpoints + EndpointHealth {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<EndpointSummary>>;
+    /// One of the org's endpoints without its secrets, opening none: what
+    /// the reads that show no secret (and the checks that an endpoint is
+    /// the caller's) need.
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>>;
     /// Replaces a stored endpoint read at `endpoint.version`, storing it
     /// with the next version; refused ([`Updated::Conflict`], nothing
     /// written) when another write came in since that read.

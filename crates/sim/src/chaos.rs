@@ -179,6 +179,9 @@ impl EndpointStore for Chaotic<dyn EndpointStore> {
     ) -> Result<Page<EndpointSummary>> {
         chaotic!(self.0.list(org_id, limit, cursor))
     }
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        chaotic!(self.0.summary(org_id, endpoint_id))
+    }
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
         chaotic!(self.0.update(endpoint))
     }

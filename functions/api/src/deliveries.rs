@@ -39,7 +39,7 @@ pub(crate) async fn list(
                 .map_err(|e| ApiError::invalid(naming("status", &e)))
         })
         .transpose()?;
-    let endpoint = endpoints::load(api, caller, endpoint_id).await?;
+    let endpoint = endpoints::load_summary(api, caller, endpoint_id).await?;
     let page = api
         .deliveries
         .list_for_endpoint(&endpoint.id, status, limit, query.cursor())
@@ -120,7 +120,7 @@ pub(crate) async fn recover(
     let since = parse_rfc3339(&since_text).ok_or_else(|| {
         ApiError::invalid("since must be an RFC 3339 time, such as 2026-11-27T06:00:00Z")
     })?;
-    let endpoint = endpoints::load(api, caller, endpoint_id).await?;
+    let endpoint = endpoints::load_summary(api, caller, endpoint_id).await?;
     let requeued = api
         .requeue
         .recover(&caller.org_id, &endpoint.id, since)

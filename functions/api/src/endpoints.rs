@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use webhooks_domain::endpoint::MAX_RATE_LIMIT;
 use webhooks_domain::ops::OpsNotice;
-use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_domain::{ids, Endpoint, EndpointSummary, Event, EventType, Secret, Subscription};
 use webhooks_pipeline::registration::register_endpoint;
 use webhooks_ports::{Created, Updated};
 
@@ -128,7 +128,7 @@ pub(crate) async fn list(
                 .zip(health)
                 .map(|(ep, h)| EndpointView {
                     health: h.as_ref().map(HealthView::last_day),
-                    ..EndpointView::listed(ep)
+                    ..EndpointView::summary(ep)
                 })
                 .collect(),
             next_cursor: page.next_cursor,
@@ -136,10 +136,10 @@ pub(crate) async fn list(
     ))
 }
 
-/// `GET /v1/endpoints/{id}`
+/// `GET /v1/endpoints/{id}`: no secret is opened.
 pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
-    let endpoint = load(api, caller, id).await?;
-    Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
+    let endpoint = load_summary(api, caller, id).await?;
+    Ok(json(StatusCode::OK, &EndpointView::summary(&endpoint)))
 }
 
 /// `PATCH /v1/endpoints/{id}`
@@ -168,8 +168,8 @@ pub(crate) async fn update(
         && description.is_none()
         && rate_limit.is_none()
     {
-        let endpoint = load(api, caller, id).await?;
-        return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
+        let endpoint = load_summary(api, caller, id).await?;
+        return Ok(json(StatusCode::OK, &EndpointView::summary(&endpoint)));
     }
     // Whether the write that lands turns a disabled endpoint on: the
     // versioned write lets exactly one PATCH make that transition.
@@ -301,6 +301,22 @@ pub(crate) async fn load(api: &Api, caller: &Caller, id: &str) -> Result<Endpoin
     }
     api.endpoints
         .get(&caller.org_id, id)
+        .await?
+        .ok_or_else(endpoint_not_found)
+}
+
+/// The caller's endpoint `id` without its secrets (none is opened), or 404
+/// (malformed, unknown, or another org's).
+pub(crate) async fn load_summary(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+) -> Result<EndpointSummary, ApiError> {
+    if ids::body(id, "ep").is_none() {
+        return Err(endpoint_not_found());
+    }
+    api.endpoints
+        .summary(&caller.org_id, id)
         .await?
         .ok_or_else(endpoint_not_found)
 }

@@ -73,8 +73,8 @@ impl<'a> EndpointView<'a> {
         }
     }
 
-    /// An endpoint as a listing has it (no secret was read).
-    pub fn listed(ep: &'a EndpointSummary) -> Self {
+    /// An endpoint read without its secret.
+    pub fn summary(ep: &'a EndpointSummary) -> Self {
         EndpointView {
             id: &ep.id,
             url: &ep.url,
@@ -166,7 +166,7 @@ mod tests {
         let full = serde_json::to_value(EndpointView::with_secret(&ep)).unwrap();
         assert_eq!(full["secret"], ep.secret.expose());
         let summary = ep.summary();
-        let listed = serde_json::to_value(EndpointView::listed(&summary)).unwrap();
+        let listed = serde_json::to_value(EndpointView::summary(&summary)).unwrap();
         assert_eq!(listed, public, "a listing shows what a read shows");
     }
 

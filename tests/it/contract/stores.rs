@@ -324,6 +324,36 @@ pub async fn endpoint_updates_are_versioned(a: Adapters) {
     assert_eq!(store.update(&gone).await.unwrap(), Updated::NotFound);
 }
 
+pub async fn summaries_are_what_reads_show_without_the_secrets(a: Adapters) {
+    let store = a.endpoints;
+    let mut ep = new_endpoint();
+    ep.description = "summarised".into();
+    ep.rate_limit = Some(3);
+    let created = store
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, Created::Written);
+    assert!(store.disable("org", &ep.id, "410 Gone").await.unwrap());
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(
+        store.summary("org", &ep.id).await.unwrap(),
+        Some(read.summary())
+    );
+    let listed = store.list("org", 10, None).await.unwrap();
+    assert_eq!(listed.items, vec![read.summary()]);
+    assert_eq!(store.summary("other", &ep.id).await.unwrap(), None);
+    assert_eq!(
+        store.summary("org", &ids::new_id("ep")).await.unwrap(),
+        None
+    );
+    // The org's counter of its endpoints is no endpoint.
+    assert_eq!(store.summary("org", "#endpoint-count").await.unwrap(), None);
+}
+
 pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     let store = a.endpoints;
     let mut ep = new_endpoint();
@@ -874,6 +904,7 @@ contracts!(
     the_attempt_log_keeps_the_last_attempts,
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,
+    summaries_are_what_reads_show_without_the_secrets,
     health_writes_clobber_nothing_and_move_the_version,
     creates_stop_at_the_orgs_limit_and_deletes_free_a_slot,
     concurrent_creates_take_the_last_slot_once,

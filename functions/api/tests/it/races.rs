@@ -63,6 +63,9 @@ impl EndpointStore for SlowReads {
     ) -> Result<Page<EndpointSummary>> {
         self.0.list(org_id, limit, cursor).await
     }
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        self.0.summary(org_id, endpoint_id).await
+    }
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
         self.0.update(endpoint).await
     }
