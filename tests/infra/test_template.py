@@ -1450,6 +1450,18 @@ def test_outputs_name_the_api_queues_and_tables(template: dict) -> None:
     assert expected <= named, f"outputs miss {sorted(expected - named)}"
 
 
+def test_outputs_give_the_seal_migration_its_table_and_key(template: dict, repo_root: Path) -> None:
+    """`webhooks migrate seal-secrets` takes the endpoints table and the
+    secrets' key from the stack's outputs, as the README says."""
+    outputs = template["Outputs"]
+    assert ref(outputs["EndpointsTableName"]["Value"]) == "EndpointsTable"
+    assert is_getatt(outputs["EndpointSecretsKeyArn"]["Value"], "EndpointSecretsKey", "Arn")
+    readme = (repo_root / "README.md").read_text()
+    assert "webhooks migrate seal-secrets" in readme
+    for output in ("EndpointsTableName", "EndpointSecretsKeyArn"):
+        assert output in readme, f"the README does not say where {output} goes"
+
+
 # ----------------------------------------------------------------- operational notifications
 
 

@@ -4,7 +4,8 @@
 //! `fault_injection` pushes thousands of deliveries through the pipeline
 //! (memory and moto) while `faults` breaks it, and accounts for every one.
 //! `provider_secrets` fetches inbound secrets from Secrets Manager (moto).
-//! `secrets_at_rest` proves endpoint secrets are sealed in DynamoDB (KMS).
+//! `secrets_at_rest` proves endpoint secrets are sealed in DynamoDB (KMS);
+//! `seal_migration` seals those of older items (`webhooks migrate`).
 //! `contract` runs one contract per port against the memory and the AWS
 //! adapters. `fuzz_corpus` replays the fuzz targets' committed corpus.
 
@@ -18,5 +19,6 @@ mod ops_bus_on_moto;
 mod pipeline_on_moto;
 mod provider_secrets;
 mod queue_contract;
+mod seal_migration;
 mod secrets_at_rest;
 mod support;

@@ -294,3 +294,119 @@ async fn the_sender_signs_with_opened_secrets_and_one_decrypt_serves_every_deliv
     assert_eq!(kms_calls(&counter, "Decrypt"), 1);
     assert_eq!(kms_calls(&counter, "GenerateDataKey"), 0);
 }
+
+/// The raw item of endpoint `id` of org_a.
+async fn raw_item(
+    backend: &MotoBackend,
+    id: &str,
+) -> std::collections::HashMap<String, AttributeValue> {
+    backend
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(backend.names.table("endpoints"))
+        .key("org_id", s("org_a"))
+        .key("endpoint_id", s(id))
+        .send()
+        .await
+        .expect("get item")
+        .item
+        .expect("item")
+}
+
+async fn put_raw(backend: &MotoBackend, item: std::collections::HashMap<String, AttributeValue>) {
+    backend
+        .aws
+        .dynamodb
+        .put_item()
+        .table_name(backend.names.table("endpoints"))
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("put item");
+}
+
+#[tokio::test]
+async fn an_older_seal_of_the_same_endpoint_put_back_does_not_open() {
+    let backend = MotoBackend::new("rollback").await;
+    let store = backend.adapters.endpoints.clone();
+    let mut ep = new_endpoint("org_a");
+    let created = store
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
+    let before_rotation = raw_item(&backend, &ep.id).await;
+    // The secret leaks; its owner rotates it (twice: no overlap left to
+    // the leaked one).
+    for _ in 0..2 {
+        ep.rotate_secret(Secret::generate(), Utc::now(), chrono::Duration::zero());
+        assert_eq!(store.update(&ep).await.expect("rotate"), Updated::Written);
+        ep.version += 1;
+    }
+    // Health writes since do not stop the current seal opening.
+    assert!(store
+        .disable("org_a", &ep.id, "test")
+        .await
+        .expect("disable"));
+    let read = store
+        .get("org_a", &ep.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(read.secret.expose(), ep.secret.expose());
+
+    // Whoever knows the leaked secret puts its seal back.
+    let mut rolled_back = raw_item(&backend, &ep.id).await;
+    for attribute in ["secrets_key", "secrets_sealed"] {
+        rolled_back.insert(attribute.into(), before_rotation[attribute].clone());
+    }
+    put_raw(&backend, rolled_back).await;
+    let err = store
+        .get("org_a", &ep.id)
+        .await
+        .expect_err("an older seal must not open");
+    assert!(err.to_string().contains("do not open"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plaintext_secret_is_refused_naming_the_endpoint_and_the_migration() {
+    let backend = MotoBackend::new("plaintext").await;
+    let store = backend.adapters.endpoints.clone();
+    let ep = new_endpoint("org_a");
+    let created = store
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
+    // An item as written before secrets were sealed.
+    let mut plain = raw_item(&backend, &ep.id).await;
+    plain.remove("secrets_key");
+    plain.remove("secrets_sealed");
+    plain.remove("secrets_version");
+    plain.insert("secret".into(), s(ep.secret.expose()));
+    put_raw(&backend, plain).await;
+
+    let err = store
+        .get("org_a", &ep.id)
+        .await
+        .expect_err("a plaintext secret must not be used");
+    let message = err.to_string();
+    assert!(message.contains(&ep.id), "{message}");
+    assert!(
+        message.contains("webhooks migrate seal-secrets"),
+        "{message}"
+    );
+    for trace in traces(&ep.secret) {
+        assert!(!message.contains(&trace), "the error shows the secret");
+    }
+    // A listing still shows it.
+    let page = store.list("org_a", 10, None).await.expect("list");
+    assert_eq!(page.items.len(), 1);
+}

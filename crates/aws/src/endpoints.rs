@@ -1,6 +1,6 @@
 //! The endpoints table.
 
-use crate::envelope::EnvelopeCipher;
+use crate::envelope::{EnvelopeCipher, EnvelopeError};
 use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::items::{
     endpoint_aad, s, EndpointItem, EndpointSecrets, EndpointSummaryItem, StoredSecrets,
@@ -90,6 +90,16 @@ async fn back_off(round: u32) {
     tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
+/// The refusal of an item whose secrets are stored as they were before
+/// sealing with the endpoint's version; names the item, never a secret.
+fn needs_migration(item: &EndpointItem, how: &str) -> BackendError {
+    BackendError::Permanent(format!(
+        "endpoint {} of org {}: its signing secrets {how}, and are not used until \
+         `webhooks migrate seal-secrets` seals them (README: Endpoint secrets at rest)",
+        item.endpoint_id, item.org_id
+    ))
+}
+
 /// Whether an id names the counter item rather than an endpoint.
 fn is_counter(endpoint_id: &str) -> bool {
     endpoint_id == COUNTER_KEY
@@ -134,29 +144,38 @@ impl DynamoEndpointStore {
         }
     }
 
-    /// The item of an endpoint, its secrets sealed.
+    /// The item of an endpoint at `e.version`, its secrets sealed for it.
     async fn seal_item(&self, e: &Endpoint) -> Result<HashMap<String, AttributeValue>> {
         let secrets = serde_json::to_vec(&EndpointSecrets::of(e))
             .map_err(|e| decode_error("endpoint secrets", e))?;
         let sealed = self
             .cipher
-            .seal(&secrets, &endpoint_aad(&e.org_id, &e.id))
+            .seal(&secrets, &endpoint_aad(&e.org_id, &e.id, e.version))
             .await?;
         serde_dynamo::to_item(EndpointItem::from_endpoint(e, sealed))
             .map_err(|e| decode_error("endpoint", e))
     }
 
-    /// The endpoint of an item, its secrets opened.
+    /// The endpoint of an item, its secrets opened. Secrets in plaintext,
+    /// or sealed without the endpoint version, are refused, never used:
+    /// the error names the endpoint and the command that seals them.
     async fn open_item(&self, item: HashMap<String, AttributeValue>) -> Result<Endpoint> {
         let item: EndpointItem =
             serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
         let secrets = match item.stored_secrets()? {
-            StoredSecrets::Sealed(sealed) => {
-                let aad = endpoint_aad(&item.org_id, &item.endpoint_id);
+            // Sealed at a version the endpoint never reached: not its seal.
+            StoredSecrets::Sealed { version, .. } if version > item.version => {
+                return Err(EnvelopeError::Tampered.into())
+            }
+            StoredSecrets::Sealed { sealed, version } => {
+                let aad = endpoint_aad(&item.org_id, &item.endpoint_id, version);
                 let json = self.cipher.open(&sealed, &aad).await?;
                 serde_json::from_slice(&json).map_err(|e| decode_error("endpoint secrets", e))?
             }
-            StoredSecrets::Plain(secrets) => secrets,
+            StoredSecrets::SealedUnversioned(_) => {
+                return Err(needs_migration(&item, "are sealed without its version"))
+            }
+            StoredSecrets::Plain(_) => return Err(needs_migration(&item, "are in plaintext")),
         };
         item.into_endpoint(secrets)
     }
