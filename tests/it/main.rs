@@ -8,7 +8,9 @@
 //! `seal_migration` seals those of older items (`webhooks migrate`).
 //! `contract` runs one contract per port against the memory and the AWS
 //! adapters. `fuzz_corpus` replays the fuzz targets' committed corpus.
+//! `bounded_reads` counts one request's DynamoDB work on a big partition.
 
+mod bounded_reads;
 mod contract;
 mod fault_injection;
 mod faults;

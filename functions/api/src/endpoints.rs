@@ -220,10 +220,19 @@ pub(crate) async fn delete(
         return Err(endpoint_not_found());
     }
     tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "endpoint deleted");
-    // The endpoint is gone either way; a delivery left pending here is
-    // canceled by the sender when it next comes up.
-    if let Err(e) = api.requeue.cancel_pending(id).await {
-        tracing::warn!(endpoint_id = %id, error = %e, "could not cancel every pending delivery");
+    // The endpoint is gone either way; a delivery left pending here (past
+    // the bounded reads of one request, or after an error) is canceled by
+    // the sender or the reconciler when it next comes up.
+    match api.requeue.cancel_pending(id).await {
+        Ok(c) if c.complete => {}
+        Ok(c) => tracing::info!(
+            endpoint_id = %id,
+            canceled = c.canceled,
+            "pending deliveries past this request's reads end canceled when next taken"
+        ),
+        Err(e) => {
+            tracing::warn!(endpoint_id = %id, error = %e, "could not cancel every pending delivery")
+        }
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }
