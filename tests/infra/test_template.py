@@ -102,15 +102,17 @@ ADAPTER_ACTIONS = {
         "list_after": {"dynamodb:Query"},
     },
     # Writes seal the secrets (a data key: GenerateDataKey), reads that
-    # return them open them (Decrypt); the fan-out's list_all is projected
-    # to attributes without secrets and opens nothing.
+    # return them open them (Decrypt); the fan-out's list_all, the API's
+    # list and summary are projected to attributes without secrets and
+    # open nothing.
     "endpoints.rs": {
         # The endpoint's Put and its org's counter Update in one
         # TransactWriteItems; GetItem reads the counter that refused, Query
         # (Select=COUNT) counts an org never counted.
         "create": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query", "kms:GenerateDataKey"},
         "get": {"dynamodb:GetItem", "kms:Decrypt"},
-        "list": {"dynamodb:Query", "kms:Decrypt"},
+        "list": {"dynamodb:Query"},
+        "summary": {"dynamodb:GetItem"},
         "list_all": {"dynamodb:Query"},
         # Conditional on the version; GetItem tells a conflict from a delete.
         "update": {"dynamodb:PutItem", "dynamodb:GetItem", "kms:GenerateDataKey", "kms:Decrypt"},
@@ -231,7 +233,7 @@ FUNCTION_CALLS = {
     "api": {
         "EventsTable": {"put_if_absent", "get"},
         # list_all: requeue.rs checks that a retried delivery's endpoint exists.
-        "EndpointsTable": {"create", "get", "list", "list_all", "update", "delete"},
+        "EndpointsTable": {"create", "get", "summary", "list", "list_all", "update", "delete"},
         "DeliveriesTable": {"get", "list_for_endpoint", "transition"},
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
@@ -1487,6 +1489,18 @@ def test_outputs_name_the_api_queues_and_tables(template: dict) -> None:
     named = {ref(o["Value"]) for o in outputs.values()}
     expected = set(TABLES) | {"DeliveryQueue", "DeliveryDeadLetterQueue", "FanoutFailureQueue"}
     assert expected <= named, f"outputs miss {sorted(expected - named)}"
+
+
+def test_outputs_give_the_seal_migration_its_table_and_key(template: dict, repo_root: Path) -> None:
+    """`webhooks migrate seal-secrets` takes the endpoints table and the
+    secrets' key from the stack's outputs, as the README says."""
+    outputs = template["Outputs"]
+    assert ref(outputs["EndpointsTableName"]["Value"]) == "EndpointsTable"
+    assert is_getatt(outputs["EndpointSecretsKeyArn"]["Value"], "EndpointSecretsKey", "Arn")
+    readme = (repo_root / "README.md").read_text()
+    assert "webhooks migrate seal-secrets" in readme
+    for output in ("EndpointsTableName", "EndpointSecretsKeyArn"):
+        assert output in readme, f"the README does not say where {output} goes"
 
 
 # ----------------------------------------------------------------- operational notifications

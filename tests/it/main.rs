@@ -6,11 +6,14 @@
 //! and accounts for every one.
 //! `provider_secrets` fetches inbound secrets from Secrets Manager (moto),
 //! `portal_secret` the api's portal signing key.
-//! `secrets_at_rest` proves endpoint secrets are sealed in DynamoDB (KMS).
+//! `secrets_at_rest` proves endpoint secrets are sealed in DynamoDB (KMS);
+//! `seal_migration` seals those of older items (`webhooks migrate`).
 //! `contract` runs one contract per port against the memory and the AWS
 //! adapters. `fuzz_corpus` replays the fuzz targets' committed corpus.
 //! `filters` measures what payload filters cost the fan-out.
+//! `bounded_reads` counts one request's DynamoDB work on a big partition.
 
+mod bounded_reads;
 mod contract;
 mod fault_injection;
 mod filters;
@@ -22,5 +25,6 @@ mod pipeline_on_moto;
 mod portal_secret;
 mod provider_secrets;
 mod queue_contract;
+mod seal_migration;
 mod secrets_at_rest;
 mod support;

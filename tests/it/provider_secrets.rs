@@ -1,11 +1,13 @@
 //! Provider secrets fetched at run time from Secrets Manager (moto): a
 //! rotated secret is picked up after a signature fails, without a restart,
-//! and such fetches are rate-limited.
+//! and such fetches are rate-limited; a failed fetch is remembered, so
+//! forged requests cannot each cost one.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;
-use webhooks_aws::runtime_secret::SecretsManager;
+use webhooks_aws::request_counter::RequestCounter;
+use webhooks_aws::runtime_secret::{SecretsManager, FAILED_FETCH_TTL};
 use webhooks_fn_inbound::{Inbound, InboundConfig};
 use webhooks_memory::MemoryBackend;
 
@@ -130,4 +132,96 @@ async fn a_secret_that_cannot_be_fetched_is_a_503_the_provider_retries() {
     let body = String::from_utf8_lossy(response.body().as_ref()).to_string();
     assert!(body.contains("secret_unavailable"), "{body}");
     assert!(!body.contains(arn), "the answer names no secret: {body}");
+}
+
+fn get_secret_value_calls(counter: &RequestCounter) -> u64 {
+    counter
+        .snapshot()
+        .iter()
+        .filter(|((_, op), _)| op == "GetSecretValue")
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A `POST /inbound/stripe` with a forged signature: what anyone can send.
+fn forged_request(n: usize) -> lambda_http::Request {
+    stripe_request(&format!("evt_forged_{n}"), "whsec_guessed")
+}
+
+#[tokio::test]
+async fn forged_requests_cannot_each_cost_a_fetch_of_a_secret_that_fails() {
+    let config = webhooks_testkit::aws::emulator_config().await;
+    let counter = RequestCounter::new();
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:does-not-exist-AbCdEf";
+    let inbound = Inbound::from_adapters(
+        &MemoryBackend::new().adapters(),
+        InboundConfig {
+            stripe_webhook_secret: Some(SecretsManager::counted(&config, &counter).secret(arn)),
+            ..InboundConfig::default()
+        },
+    );
+    let answers = futures::future::join_all((0..40).map(|n| {
+        let inbound = &inbound;
+        async move { webhooks_fn_inbound::handle(inbound, forged_request(n)).await }
+    }))
+    .await;
+    // One fetch failed; the other 39 requests were answered from that failure.
+    assert_eq!(get_secret_value_calls(&counter), 1);
+    for response in answers {
+        let response = response.expect("a response");
+        assert_eq!(response.status().as_u16(), 503);
+        let retry_after: u64 = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("a Retry-After in seconds");
+        assert!((1..=FAILED_FETCH_TTL.as_secs()).contains(&retry_after));
+    }
+}
+
+#[tokio::test]
+async fn a_secret_held_past_its_ttl_is_not_fetched_per_request_while_fetches_fail() {
+    let config = webhooks_testkit::aws::emulator_config().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    let name = webhooks_testkit::aws::unique_prefix("stripe-held");
+    let arn = sm
+        .create_secret()
+        .name(&name)
+        .secret_string("whsec_held")
+        .send()
+        .await
+        .expect("create secret")
+        .arn
+        .expect("an ARN");
+    let counter = RequestCounter::new();
+    // Stale at once: every request would fetch it again.
+    let secret = SecretsManager::counted(&config, &counter).secret_with(&arn, Duration::ZERO, HOUR);
+    let inbound = Inbound::from_adapters(
+        &MemoryBackend::new().adapters(),
+        InboundConfig {
+            stripe_webhook_secret: Some(secret),
+            ..InboundConfig::default()
+        },
+    );
+    assert_eq!(
+        status(&inbound, stripe_request("evt_1", "whsec_held")).await,
+        200
+    );
+    sm.delete_secret()
+        .secret_id(&arn)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .expect("delete secret");
+    let before = get_secret_value_calls(&counter);
+    for n in 0..30 {
+        assert_eq!(status(&inbound, forged_request(n)).await, 401);
+    }
+    // The held value still verifies what it signed.
+    assert_eq!(
+        status(&inbound, stripe_request("evt_2", "whsec_held")).await,
+        200
+    );
+    assert_eq!(get_secret_value_calls(&counter) - before, 1);
 }

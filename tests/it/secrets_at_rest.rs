@@ -1,6 +1,6 @@
 //! Endpoint signing secrets at rest on the emulator (DynamoDB and KMS):
-//! sealed in every item, opened only by the reads that sign or reveal, and
-//! signing deliveries with a cached data key.
+//! sealed in every item, opened only by the reads that sign or reveal (a
+//! listing opens none), and signing deliveries with a cached data key.
 
 use crate::support::{MotoBackend, MotoSystem};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -127,10 +127,84 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     assert_eq!(read.previous_secrets.len(), 2);
     let page = store.list("org_a", 10, None).await.expect("list");
     assert_eq!(page.items.len(), 1);
-    assert_eq!(secrets_of(&page.items[0]), secrets_of(&ep));
+    assert_eq!(page.items[0], read.summary());
     // The fan-out's read has nothing to open.
     let subscribers = store.list_all("org_a").await.expect("list_all");
     assert_eq!(subscribers, vec![read.subscriber()]);
+}
+
+/// Another item's sealed secrets put onto endpoint `onto` (both of org_a):
+/// what a write to the table that bypasses the store could do.
+async fn move_sealed_secrets(backend: &MotoBackend, from: &str, onto: &str) {
+    let table = backend.names.table("endpoints");
+    let item_of = |id: &str| {
+        let (ddb, table, id) = (backend.aws.dynamodb.clone(), table.clone(), id.to_string());
+        async move {
+            ddb.get_item()
+                .table_name(table)
+                .key("org_id", s("org_a"))
+                .key("endpoint_id", s(&id))
+                .send()
+                .await
+                .expect("get item")
+                .item
+                .expect("item")
+        }
+    };
+    let mut moved = item_of(onto).await;
+    let source = item_of(from).await;
+    for attribute in ["secrets_key", "secrets_sealed"] {
+        moved.insert(attribute.into(), source[attribute].clone());
+    }
+    backend
+        .aws
+        .dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(moved))
+        .send()
+        .await
+        .expect("put item");
+}
+
+#[tokio::test]
+async fn listings_and_summaries_open_no_secret_so_one_that_does_not_open_cannot_fail_them() {
+    let backend = MotoBackend::new("listing").await;
+    let store = backend.adapters.endpoints.clone();
+    let (a, b) = (new_endpoint("org_a"), new_endpoint("org_a"));
+    for ep in [&a, &b] {
+        let created = store
+            .create(ep, webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG)
+            .await
+            .expect("create");
+        assert_eq!(created, Created::Written);
+    }
+    move_sealed_secrets(&backend, &a.id, &b.id).await;
+    assert!(store.get("org_a", &b.id).await.is_err(), "b does not open");
+
+    // Another process, with no data key cached: a listing calls no KMS.
+    let counter = RequestCounter::new();
+    let cold = backend.counted_adapters(&counter).await;
+    let page = cold.endpoints.list("org_a", 10, None).await.expect("list");
+    let mut listed: Vec<_> = page.items.iter().map(|e| e.id.clone()).collect();
+    listed.sort();
+    let mut expected = vec![a.id.clone(), b.id.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let read_a = store.get("org_a", &a.id).await.expect("get").expect("a");
+    assert_eq!(
+        page.items.iter().find(|e| e.id == a.id),
+        Some(&read_a.summary())
+    );
+    // So does a read of one endpoint without its secrets.
+    let summary = cold
+        .endpoints
+        .summary("org_a", &b.id)
+        .await
+        .expect("summary");
+    assert_eq!(summary.map(|e| e.id), Some(b.id.clone()));
+    assert_eq!(kms_calls(&counter, "Decrypt"), 0);
+    assert_eq!(kms_calls(&counter, "GenerateDataKey"), 0);
 }
 
 #[tokio::test]
@@ -148,35 +222,7 @@ async fn sealed_secrets_moved_to_another_item_do_not_open() {
         .await
         .expect("create");
     assert_eq!(created, Created::Written);
-    let table = backend.names.table("endpoints");
-    let item_of = |id: &str| {
-        let (ddb, table, id) = (backend.aws.dynamodb.clone(), table.clone(), id.to_string());
-        async move {
-            ddb.get_item()
-                .table_name(table)
-                .key("org_id", s("org_a"))
-                .key("endpoint_id", s(&id))
-                .send()
-                .await
-                .expect("get item")
-                .item
-                .expect("item")
-        }
-    };
-    let mut moved = item_of(&b.id).await;
-    let from_a = item_of(&a.id).await;
-    for attribute in ["secrets_key", "secrets_sealed"] {
-        moved.insert(attribute.into(), from_a[attribute].clone());
-    }
-    backend
-        .aws
-        .dynamodb
-        .put_item()
-        .table_name(&table)
-        .set_item(Some(moved))
-        .send()
-        .await
-        .expect("put item");
+    move_sealed_secrets(&backend, &a.id, &b.id).await;
     let err = store.get("org_a", &b.id).await.expect_err("must not open");
     assert!(err.to_string().contains("do not open"), "{err}");
     assert!(!err.to_string().contains("whsec_"));
@@ -247,4 +293,120 @@ async fn the_sender_signs_with_opened_secrets_and_one_decrypt_serves_every_deliv
     // deliveries cost the sender one Decrypt and no GenerateDataKey.
     assert_eq!(kms_calls(&counter, "Decrypt"), 1);
     assert_eq!(kms_calls(&counter, "GenerateDataKey"), 0);
+}
+
+/// The raw item of endpoint `id` of org_a.
+async fn raw_item(
+    backend: &MotoBackend,
+    id: &str,
+) -> std::collections::HashMap<String, AttributeValue> {
+    backend
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(backend.names.table("endpoints"))
+        .key("org_id", s("org_a"))
+        .key("endpoint_id", s(id))
+        .send()
+        .await
+        .expect("get item")
+        .item
+        .expect("item")
+}
+
+async fn put_raw(backend: &MotoBackend, item: std::collections::HashMap<String, AttributeValue>) {
+    backend
+        .aws
+        .dynamodb
+        .put_item()
+        .table_name(backend.names.table("endpoints"))
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("put item");
+}
+
+#[tokio::test]
+async fn an_older_seal_of_the_same_endpoint_put_back_does_not_open() {
+    let backend = MotoBackend::new("rollback").await;
+    let store = backend.adapters.endpoints.clone();
+    let mut ep = new_endpoint("org_a");
+    let created = store
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
+    let before_rotation = raw_item(&backend, &ep.id).await;
+    // The secret leaks; its owner rotates it (twice: no overlap left to
+    // the leaked one).
+    for _ in 0..2 {
+        ep.rotate_secret(Secret::generate(), Utc::now(), chrono::Duration::zero());
+        assert_eq!(store.update(&ep).await.expect("rotate"), Updated::Written);
+        ep.version += 1;
+    }
+    // Health writes since do not stop the current seal opening.
+    assert!(store
+        .disable("org_a", &ep.id, "test")
+        .await
+        .expect("disable"));
+    let read = store
+        .get("org_a", &ep.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(read.secret.expose(), ep.secret.expose());
+
+    // Whoever knows the leaked secret puts its seal back.
+    let mut rolled_back = raw_item(&backend, &ep.id).await;
+    for attribute in ["secrets_key", "secrets_sealed"] {
+        rolled_back.insert(attribute.into(), before_rotation[attribute].clone());
+    }
+    put_raw(&backend, rolled_back).await;
+    let err = store
+        .get("org_a", &ep.id)
+        .await
+        .expect_err("an older seal must not open");
+    assert!(err.to_string().contains("do not open"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plaintext_secret_is_refused_naming_the_endpoint_and_the_migration() {
+    let backend = MotoBackend::new("plaintext").await;
+    let store = backend.adapters.endpoints.clone();
+    let ep = new_endpoint("org_a");
+    let created = store
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Written);
+    // An item as written before secrets were sealed.
+    let mut plain = raw_item(&backend, &ep.id).await;
+    plain.remove("secrets_key");
+    plain.remove("secrets_sealed");
+    plain.remove("secrets_version");
+    plain.insert("secret".into(), s(ep.secret.expose()));
+    put_raw(&backend, plain).await;
+
+    let err = store
+        .get("org_a", &ep.id)
+        .await
+        .expect_err("a plaintext secret must not be used");
+    let message = err.to_string();
+    assert!(message.contains(&ep.id), "{message}");
+    assert!(
+        message.contains("webhooks migrate seal-secrets"),
+        "{message}"
+    );
+    for trace in traces(&ep.secret) {
+        assert!(!message.contains(&trace), "the error shows the secret");
+    }
+    // A listing still shows it.
+    let page = store.list("org_a", 10, None).await.expect("list");
+    assert_eq!(page.items.len(), 1);
 }

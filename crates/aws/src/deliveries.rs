@@ -15,7 +15,10 @@ use std::collections::HashMap;
 use webhooks_domain::delivery::{delivery_id, parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Result};
+use webhooks_ports::{
+    cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Result,
+    DELIVERIES_EXAMINED_PER_PAGE,
+};
 
 /// The condition that a delivery has exactly `:n` attempts (items written
 /// before `attempt_count` existed count their list).
@@ -60,6 +63,24 @@ impl DynamoDeliveryStore {
             table: table.into(),
         }
     }
+}
+
+/// Most `Query` requests one listing of an endpoint's deliveries makes.
+pub const QUERIES_PER_PAGE: usize = 4;
+
+/// How many deliveries the `query`-th `Query` (from 0) of a listing
+/// examines, `wanted` matches still missing and `left` of its budget:
+/// without a filter, what is wanted; with one, the first as if every
+/// delivery matched (a dense page costs one query), the others the rest of
+/// the budget in equal parts (a sparse filter reaches it within
+/// [`QUERIES_PER_PAGE`]). At least one.
+fn examine_next(query: usize, wanted: usize, left: usize, filtered: bool) -> usize {
+    let share = if query == 0 || !filtered {
+        wanted
+    } else {
+        left.div_ceil(QUERIES_PER_PAGE.saturating_sub(query).max(1))
+    };
+    share.min(left).max(1)
 }
 
 /// Most keys one BatchGetItem takes.
@@ -392,9 +413,13 @@ impl DeliveryStore for DynamoDeliveryStore {
             None => None,
         };
         let mut items: Vec<Delivery> = Vec::new();
-        // A filter applies after the read limit, so read until the page is
-        // full (plus one, to know whether more exist) or the partition ends.
-        loop {
+        let budget = DELIVERIES_EXAMINED_PER_PAGE.max(limit + 1);
+        let mut examined = 0usize;
+        // A filter applies after the read limit (`Limit` counts what is
+        // examined), so read until the page is full (plus one, to know
+        // whether more exist), the partition ends, or the budget of
+        // examined deliveries or of queries is spent.
+        for query in 0..QUERIES_PER_PAGE {
             let mut q = self
                 .client
                 .query()
@@ -403,7 +428,15 @@ impl DeliveryStore for DynamoDeliveryStore {
                 .expression_attribute_values(":e", s(endpoint_id))
                 .scan_index_forward(false)
                 .consistent_read(true)
-                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX));
+                .limit(
+                    i32::try_from(examine_next(
+                        query,
+                        limit + 1 - items.len(),
+                        budget - examined,
+                        status.is_some(),
+                    ))
+                    .unwrap_or(i32::MAX),
+                );
             if let Some(st) = status {
                 q = q
                     .filter_expression("#s = :s")
@@ -419,17 +452,22 @@ impl DeliveryStore for DynamoDeliveryStore {
                 .send()
                 .await
                 .map_err(|e| backend_error("Query deliveries", e))?;
+            examined += usize::try_from(out.scanned_count).unwrap_or(0);
             for item in out.items.unwrap_or_default() {
                 items.push(from_item(item)?);
             }
-            let lek = out
+            start = out
                 .last_evaluated_key
                 .and_then(|k| k.get("event_id").and_then(|v| v.as_s().ok().cloned()));
-            match lek {
-                Some(next) if items.len() <= limit => start = Some(next),
-                _ => break,
+            if start.is_none() || items.len() > limit || examined >= budget {
+                break;
             }
         }
-        Ok(Page::from_overfetch(items, limit, |d| &d.event_id))
+        Ok(Page::from_examined(
+            items,
+            limit,
+            |d| &d.event_id,
+            start.as_deref(),
+        ))
     }
 }

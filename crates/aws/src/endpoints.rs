@@ -1,8 +1,11 @@
 //! The endpoints table.
 
-use crate::envelope::EnvelopeCipher;
+use crate::envelope::{EnvelopeCipher, EnvelopeError};
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::items::{endpoint_aad, s, EndpointItem, EndpointSecrets, StoredSecrets, SubscriberItem};
+use crate::items::{
+    endpoint_aad, s, EndpointItem, EndpointSecrets, EndpointSummaryItem, StoredSecrets,
+    SubscriberItem,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -16,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::time::rfc3339;
-use webhooks_domain::{Endpoint, Subscriber};
+use webhooks_domain::{Endpoint, EndpointSummary, Subscriber};
 use webhooks_ports::{
     cursor, BackendError, Created, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints,
     Page, Result, Updated,
@@ -87,6 +90,16 @@ async fn back_off(round: u32) {
     tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
+/// The refusal of an item whose secrets are stored as they were before
+/// sealing with the endpoint's version; names the item, never a secret.
+fn needs_migration(item: &EndpointItem, how: &str) -> BackendError {
+    BackendError::Permanent(format!(
+        "endpoint {} of org {}: its signing secrets {how}, and are not used until \
+         `webhooks migrate seal-secrets` seals them (README: Endpoint secrets at rest)",
+        item.endpoint_id, item.org_id
+    ))
+}
+
 /// Whether an id names the counter item rather than an endpoint.
 fn is_counter(endpoint_id: &str) -> bool {
     endpoint_id == COUNTER_KEY
@@ -131,29 +144,38 @@ impl DynamoEndpointStore {
         }
     }
 
-    /// The item of an endpoint, its secrets sealed.
+    /// The item of an endpoint at `e.version`, its secrets sealed for it.
     async fn seal_item(&self, e: &Endpoint) -> Result<HashMap<String, AttributeValue>> {
         let secrets = serde_json::to_vec(&EndpointSecrets::of(e))
             .map_err(|e| decode_error("endpoint secrets", e))?;
         let sealed = self
             .cipher
-            .seal(&secrets, &endpoint_aad(&e.org_id, &e.id))
+            .seal(&secrets, &endpoint_aad(&e.org_id, &e.id, e.version))
             .await?;
         serde_dynamo::to_item(EndpointItem::from_endpoint(e, sealed))
             .map_err(|e| decode_error("endpoint", e))
     }
 
-    /// The endpoint of an item, its secrets opened.
+    /// The endpoint of an item, its secrets opened. Secrets in plaintext,
+    /// or sealed without the endpoint version, are refused, never used:
+    /// the error names the endpoint and the command that seals them.
     async fn open_item(&self, item: HashMap<String, AttributeValue>) -> Result<Endpoint> {
         let item: EndpointItem =
             serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
         let secrets = match item.stored_secrets()? {
-            StoredSecrets::Sealed(sealed) => {
-                let aad = endpoint_aad(&item.org_id, &item.endpoint_id);
+            // Sealed at a version the endpoint never reached: not its seal.
+            StoredSecrets::Sealed { version, .. } if version > item.version => {
+                return Err(EnvelopeError::Tampered.into())
+            }
+            StoredSecrets::Sealed { sealed, version } => {
+                let aad = endpoint_aad(&item.org_id, &item.endpoint_id, version);
                 let json = self.cipher.open(&sealed, &aad).await?;
                 serde_json::from_slice(&json).map_err(|e| decode_error("endpoint secrets", e))?
             }
-            StoredSecrets::Plain(secrets) => secrets,
+            StoredSecrets::SealedUnversioned(_) => {
+                return Err(needs_migration(&item, "are sealed without its version"))
+            }
+            StoredSecrets::Plain(_) => return Err(needs_migration(&item, "are in plaintext")),
         };
         item.into_endpoint(secrets)
     }
@@ -541,20 +563,60 @@ impl EndpointStore for DynamoEndpointStore {
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>> {
+    ) -> Result<Page<EndpointSummary>> {
         let after = match cursor {
             Some(c) => Some(cursor::decode(c, "ep_")?),
             None => None,
         };
-        // One more than asked tells whether another page exists.
+        // One more than asked tells whether another page exists. Projected:
+        // a listing reads no secret and calls no KMS.
         let (items, _) = self
-            .query_items(org_id, Some(limit + 1), after.as_deref(), None)
+            .query_items(
+                org_id,
+                Some(limit + 1),
+                after.as_deref(),
+                Some(&EndpointSummaryItem::ATTRIBUTES),
+            )
             .await?;
         let mut endpoints = Vec::with_capacity(items.len());
         for item in items {
-            endpoints.push(self.open_item(item).await?);
+            let item: EndpointSummaryItem =
+                serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
+            endpoints.push(item.into_summary()?);
         }
         Ok(Page::from_overfetch(endpoints, limit, |e| &e.id))
+    }
+
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        if is_counter(endpoint_id) {
+            return Ok(None);
+        }
+        let mut get = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("org_id", s(org_id))
+            .key("endpoint_id", s(endpoint_id))
+            .consistent_read(true);
+        let mut names = Vec::with_capacity(EndpointSummaryItem::ATTRIBUTES.len());
+        for (i, a) in EndpointSummaryItem::ATTRIBUTES.iter().enumerate() {
+            let name = format!("#p{i}");
+            get = get.expression_attribute_names(&name, *a);
+            names.push(name);
+        }
+        let out = get
+            .projection_expression(names.join(", "))
+            .send()
+            .await
+            .map_err(|e| backend_error("GetItem endpoints (summary)", e))?;
+        match out.item {
+            Some(item) => {
+                let item: EndpointSummaryItem =
+                    serde_dynamo::from_item(item).map_err(|e| decode_error("endpoint", e))?;
+                Ok(Some(item.into_summary()?))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {

@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use webhooks_domain::endpoint::PreviousSecret;
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_domain::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventFilter, Secret, Subscriber,
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, EventFilter, Secret,
+    Subscriber,
     Subscription,
 };
 use webhooks_ports::BackendError;
@@ -87,7 +88,8 @@ pub fn event_from_item<I: Into<serde_dynamo::Item>>(item: I) -> Result<Event, Ba
 
 /// An item of the endpoints table (key: `org_id`, `endpoint_id`). The
 /// signing secrets are sealed ([`EndpointSecrets`], sealed by
-/// `crate::envelope`): a scan, a backup or an export shows none of them.
+/// `crate::envelope` for [`endpoint_aad`]): a scan, a backup or an export
+/// shows none of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointItem {
     pub org_id: String,
@@ -105,8 +107,14 @@ pub struct EndpointItem {
     /// [`EndpointSecrets`] as JSON, sealed with AES-256-GCM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_sealed: Option<Bytes>,
-    /// The plaintext secrets of items written before sealing; read (until
-    /// the next write seals them), never written.
+    /// The endpoint's `version` when its secrets were sealed, part of their
+    /// [`endpoint_aad`]. Absent on items sealed before it was (the
+    /// migration re-seals those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_version: Option<u64>,
+    /// The plaintext secrets of items written before sealing: never
+    /// written, never used to sign; `webhooks migrate seal-secrets` reads
+    /// them once to seal them.
     #[serde(default, skip_serializing)]
     pub secret: Option<String>,
     #[serde(default, skip_serializing)]
@@ -216,22 +224,40 @@ impl EndpointSecrets {
 }
 
 /// The additional authenticated data of an endpoint's sealed secrets: its
-/// key, so sealed secrets copied onto another item do not open there.
-pub fn endpoint_aad(org_id: &str, endpoint_id: &str) -> Vec<u8> {
+/// key and the endpoint version they were sealed at, so sealed secrets
+/// copied onto another item do not open there, nor does an older seal of
+/// the same endpoint put back in place of the current one.
+pub fn endpoint_aad(org_id: &str, endpoint_id: &str, secrets_version: u64) -> Vec<u8> {
+    format!(
+        "endpoint-v2:{}:{org_id}:{endpoint_id}:{secrets_version}",
+        org_id.len()
+    )
+    .into_bytes()
+}
+
+/// The additional authenticated data of secrets sealed before the version
+/// was part of it: only `webhooks migrate seal-secrets` opens these, to
+/// seal them again for [`endpoint_aad`].
+pub fn unversioned_endpoint_aad(org_id: &str, endpoint_id: &str) -> Vec<u8> {
     format!("endpoint:{}:{org_id}:{endpoint_id}", org_id.len()).into_bytes()
 }
 
 /// How an item holds its secrets.
 #[derive(Debug)]
 pub enum StoredSecrets {
-    /// Sealed under a data key.
-    Sealed(Sealed),
-    /// In plaintext (items written before sealing).
+    /// Sealed under a data key for [`endpoint_aad`] at endpoint `version`.
+    Sealed { sealed: Sealed, version: u64 },
+    /// Sealed for [`unversioned_endpoint_aad`]: refused until the
+    /// migration seals them again.
+    SealedUnversioned(Sealed),
+    /// In plaintext (items written before sealing): refused until the
+    /// migration seals them.
     Plain(EndpointSecrets),
 }
 
 impl EndpointItem {
-    /// The item of `e`, whose secrets `sealed` holds.
+    /// The item of `e`, whose secrets `sealed` holds, sealed for
+    /// [`endpoint_aad`] at `e.version` (the version this item stores).
     pub fn from_endpoint(e: &Endpoint, sealed: Sealed) -> Self {
         EndpointItem {
             org_id: e.org_id.clone(),
@@ -243,6 +269,7 @@ impl EndpointItem {
             disabled_reason: e.disabled_reason.clone(),
             secrets_key: Some(Bytes(sealed.wrapped_key)),
             secrets_sealed: Some(Bytes(sealed.sealed)),
+            secrets_version: Some(e.version),
             secret: None,
             previous_secrets: Vec::new(),
             previous_secret: None,
@@ -259,10 +286,16 @@ impl EndpointItem {
     /// Where this item's secrets are.
     pub fn stored_secrets(&self) -> Result<StoredSecrets, BackendError> {
         match (&self.secrets_key, &self.secrets_sealed, &self.secret) {
-            (Some(key), Some(sealed), _) => Ok(StoredSecrets::Sealed(Sealed {
-                wrapped_key: key.0.clone(),
-                sealed: sealed.0.clone(),
-            })),
+            (Some(key), Some(sealed), _) => {
+                let sealed = Sealed {
+                    wrapped_key: key.0.clone(),
+                    sealed: sealed.0.clone(),
+                };
+                Ok(match self.secrets_version {
+                    Some(version) => StoredSecrets::Sealed { sealed, version },
+                    None => StoredSecrets::SealedUnversioned(sealed),
+                })
+            }
             (None, None, Some(secret)) => {
                 let mut previous_secrets = self.previous_secrets.clone();
                 if let (Some(s), Some(t)) =
@@ -302,6 +335,68 @@ impl EndpointItem {
             secret: secret(&secrets.secret)?,
             previous_secrets,
             version: self.version,
+            created_at: time(&self.created_at, "endpoint")?,
+            updated_at: time(&self.updated_at, "endpoint")?,
+            failing_since: match &self.failing_since {
+                Some(t) => Some(time(t, "endpoint")?),
+                None => None,
+            },
+            id: self.endpoint_id,
+            org_id: self.org_id,
+            url: self.url,
+            description: self.description,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+            rate_limit: self.rate_limit,
+            filter: stored_filter(self.filter.as_deref())?,
+        })
+    }
+}
+
+/// The attributes of an endpoint item a listing reads, and only those: a
+/// read projected to them carries no secret, sealed or not, and opens none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSummaryItem {
+    pub org_id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub failing_since: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+impl EndpointSummaryItem {
+    /// The attributes to project a listing's read to.
+    pub const ATTRIBUTES: [&'static str; 12] = [
+        "org_id",
+        "endpoint_id",
+        "url",
+        "event_types",
+        "description",
+        "enabled",
+        "disabled_reason",
+        "created_at",
+        "updated_at",
+        "failing_since",
+        "rate_limit",
+        "filter",
+    ];
+
+    pub fn into_summary(self) -> Result<EndpointSummary, BackendError> {
+        Ok(EndpointSummary {
+            subscription: Subscription::parse(&self.event_types)
+                .map_err(|e| decode_error("endpoint", e))?,
             created_at: time(&self.created_at, "endpoint")?,
             updated_at: time(&self.updated_at, "endpoint")?,
             failing_since: match &self.failing_since {
@@ -519,14 +614,17 @@ mod tests {
         assert!(!item.contains_key("secret") && !item.contains_key("previous_secrets"));
         let back: EndpointItem = serde_dynamo::from_item(item).unwrap();
         match back.stored_secrets().unwrap() {
-            StoredSecrets::Sealed(s) => assert_eq!(s, sealed),
+            StoredSecrets::Sealed { sealed: s, version } => {
+                assert_eq!(s, sealed);
+                assert_eq!(version, ep.version);
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(back.into_endpoint(EndpointSecrets::of(&ep)).unwrap(), ep);
     }
 
     #[test]
-    fn plaintext_items_of_before_sealing_still_read() {
+    fn plaintext_items_of_before_sealing_are_recognised() {
         let mut item: HashMap<String, AttributeValue> = HashMap::new();
         for (k, v) in [
             ("org_id", "org"),

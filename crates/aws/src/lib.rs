@@ -21,6 +21,8 @@ pub mod request_counter;
 #[cfg(feature = "dev")]
 pub mod resources;
 pub mod runtime_secret;
+#[cfg(feature = "dev")]
+pub mod seal_migration;
 pub mod stats;
 #[cfg(feature = "dev")]
 pub mod stream;

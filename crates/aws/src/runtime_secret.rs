@@ -2,7 +2,11 @@
 //! environment: a Secrets Manager secret named by its ARN, fetched when first
 //! needed, kept for [`SECRET_TTL`], and fetched once more when a signature
 //! made with it fails (at most once per [`REFETCH_INTERVAL`]), so a rotation
-//! takes effect without a deploy. `webhooks dev` gives plain values instead.
+//! takes effect without a deploy. A failed fetch is remembered for
+//! [`FAILED_FETCH_TTL`]: while Secrets Manager refuses or is unreachable,
+//! requests (forged ones included) are answered from that failure, or with
+//! the value held, and never each cost a `GetSecretValue`. `webhooks dev`
+//! gives plain values instead.
 
 use crate::error::backend_error;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,6 +18,10 @@ pub const SECRET_TTL: Duration = Duration::from_secs(300);
 /// Least time between two fetches caused by failed signatures: a flood of
 /// forged requests costs at most one `GetSecretValue` per interval.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a failed fetch is remembered: no fetch is made within it, so
+/// each warm function asks at most once per interval while fetches fail.
+/// Also the `Retry-After` of the inbound routes' `503 secret_unavailable`.
+pub const FAILED_FETCH_TTL: Duration = Duration::from_secs(10);
 
 /// Why a secret could not be read. Names the secret's ARN, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +45,20 @@ impl SecretsManager {
         }
     }
 
+    /// A client whose every request `counter` tallies.
+    #[cfg(feature = "dev")]
+    pub fn counted(
+        config: &aws_config::SdkConfig,
+        counter: &crate::request_counter::RequestCounter,
+    ) -> Self {
+        let conf = aws_sdk_secretsmanager::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
+        SecretsManager {
+            client: aws_sdk_secretsmanager::Client::from_conf(conf),
+        }
+    }
+
     /// The secret `arn`, fetched when first used.
     pub fn secret(&self, arn: impl Into<String>) -> ProviderSecret {
         self.secret_with(arn, SECRET_TTL, REFETCH_INTERVAL)
@@ -49,15 +71,16 @@ impl SecretsManager {
         ttl: Duration,
         refetch_interval: Duration,
     ) -> ProviderSecret {
-        ProviderSecret(Arc::new(Source::Managed(Managed {
+        ProviderSecret(Arc::new(Source::Managed(Box::new(Managed {
             client: self.client.clone(),
             arn: arn.into(),
             ttl,
             refetch_interval,
             cached: Mutex::new(None),
+            failed: Mutex::new(None),
             last_refetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
-        })))
+        }))))
     }
 }
 
@@ -68,7 +91,7 @@ pub struct ProviderSecret(Arc<Source>);
 
 enum Source {
     Plain(String),
-    Managed(Managed),
+    Managed(Box<Managed>),
 }
 
 struct Managed {
@@ -77,6 +100,8 @@ struct Managed {
     ttl: Duration,
     refetch_interval: Duration,
     cached: Mutex<Option<(String, Instant)>>,
+    /// The last fetch's failure and when, until a fetch succeeds.
+    failed: Mutex<Option<(SecretError, Instant)>>,
     last_refetch: Mutex<Option<Instant>>,
     /// One fetch at a time: concurrent requests at a cold start share it.
     fetching: tokio::sync::Mutex<()>,
@@ -116,25 +141,26 @@ impl ProviderSecret {
 
     /// The value to check a request with: cached, or fetched once the
     /// cache is older than its TTL. A failed fetch falls back to the value
-    /// held, if any.
+    /// held, if any; within [`FAILED_FETCH_TTL`] of one, nothing is fetched.
     pub async fn current(&self) -> Result<String, SecretError> {
         let m = match self.0.as_ref() {
             Source::Plain(v) => return Ok(v.clone()),
             Source::Managed(m) => m,
         };
-        if let Some(v) = m.fresh() {
-            return Ok(v);
+        if let Some(answer) = m.without_fetching() {
+            return answer;
         }
+        // Requests waiting here share the outcome of the fetch ahead of them.
         let _one = m.fetching.lock().await;
-        if let Some(v) = m.fresh() {
-            return Ok(v);
+        if let Some(answer) = m.without_fetching() {
+            return answer;
         }
         match m.fetch().await {
             Ok(v) => Ok(v),
-            Err(e) => match lock(&m.cached).as_ref() {
-                Some((held, _)) => {
+            Err(e) => match m.held() {
+                Some(held) => {
                     tracing::warn!(error = %e, "using the secret held past its TTL");
-                    Ok(held.clone())
+                    Ok(held)
                 }
                 None => Err(e),
             },
@@ -142,13 +168,17 @@ impl ProviderSecret {
     }
 
     /// After a check with `used` failed: the secret fetched again, when the
-    /// last such fetch is over [`REFETCH_INTERVAL`] ago and it changed
-    /// since; `None` otherwise (and always for a plain value).
+    /// last such fetch is over [`REFETCH_INTERVAL`] ago, no fetch failed
+    /// within [`FAILED_FETCH_TTL`], and it changed since; `None` otherwise
+    /// (and always for a plain value).
     pub async fn refetched(&self, used: &str) -> Result<Option<String>, SecretError> {
         let m = match self.0.as_ref() {
             Source::Plain(_) => return Ok(None),
             Source::Managed(m) => m,
         };
+        if m.failed_lately() {
+            return Ok(None);
+        }
         {
             let mut last = lock(&m.last_refetch);
             if last.is_some_and(|t| t.elapsed() < m.refetch_interval) {
@@ -170,7 +200,47 @@ impl Managed {
             .map(|(v, _)| v.clone())
     }
 
+    /// The value held, however old.
+    fn held(&self) -> Option<String> {
+        lock(&self.cached).as_ref().map(|(v, _)| v.clone())
+    }
+
+    /// The failure of a fetch within the last [`FAILED_FETCH_TTL`].
+    fn recent_failure(&self) -> Option<SecretError> {
+        lock(&self.failed)
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < FAILED_FETCH_TTL)
+            .map(|(e, _)| e.clone())
+    }
+
+    fn failed_lately(&self) -> bool {
+        self.recent_failure().is_some()
+    }
+
+    /// The answer when no fetch is due: the fresh value, or, within
+    /// [`FAILED_FETCH_TTL`] of a failed fetch, the value held or that failure.
+    fn without_fetching(&self) -> Option<Result<String, SecretError>> {
+        if let Some(v) = self.fresh() {
+            return Some(Ok(v));
+        }
+        let failure = self.recent_failure()?;
+        Some(self.held().ok_or(failure))
+    }
+
+    /// One `GetSecretValue`; its value is cached, or its failure remembered.
     async fn fetch(&self) -> Result<String, SecretError> {
+        let fetched = self.get_secret_value().await;
+        match &fetched {
+            Ok(value) => {
+                *lock(&self.cached) = Some((value.clone(), Instant::now()));
+                *lock(&self.failed) = None;
+            }
+            Err(e) => *lock(&self.failed) = Some((e.clone(), Instant::now())),
+        }
+        fetched
+    }
+
+    async fn get_secret_value(&self) -> Result<String, SecretError> {
         let out = self
             .client
             .get_secret_value()
@@ -181,10 +251,7 @@ impl Managed {
                 arn: self.arn.clone(),
                 reason: backend_error("GetSecretValue", e),
             })?;
-        let value = out
-            .secret_string
-            .ok_or_else(|| SecretError::NotAString(self.arn.clone()))?;
-        *lock(&self.cached) = Some((value.clone(), Instant::now()));
-        Ok(value)
+        out.secret_string
+            .ok_or_else(|| SecretError::NotAString(self.arn.clone()))
     }
 }

@@ -11,6 +11,8 @@
 //! - [`token`]: HS256 tokens for the local authorizer.
 //! - [`client`]: a typed client of the management API.
 //! - [`commands`]: the commands that use it (`webhooks endpoints ...`).
+//! - [`migrate`]: one-off migrations of a deployed stack's tables
+//!   (`webhooks migrate seal-secrets`).
 
 pub mod backend;
 pub mod client;
@@ -18,4 +20,5 @@ pub mod commands;
 pub mod dev;
 pub mod event_sources;
 pub mod gateway;
+pub mod migrate;
 pub mod token;

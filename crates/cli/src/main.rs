@@ -33,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run the API, inbound routes, fan-out, sender and sweeper in one process.
     Dev(Box<DevArgs>),
+    /// One-off migrations of a deployed stack's tables (AWS credentials).
+    #[command(subcommand)]
+    Migrate(webhooks::migrate::MigrateCommand),
     #[command(flatten)]
     Api(webhooks::commands::ApiCommand),
 }
@@ -359,6 +362,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev(*args).await,
+        Command::Migrate(command) => std::process::exit(webhooks::migrate::run(command).await),
         Command::Api(command) => {
             std::process::exit(webhooks::commands::run(&cli.global, command).await)
         }

@@ -125,6 +125,26 @@ impl Subscriber {
     }
 }
 
+/// An endpoint as a listing shows it: everything but its secrets. A
+/// listing reads these and opens no secret, so a secret that does not open
+/// (or a key service that is down) cannot fail it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSummary {
+    /// `ep_...`
+    pub id: String,
+    pub org_id: String,
+    pub url: String,
+    pub subscription: Subscription,
+    pub description: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub rate_limit: Option<u32>,
+    pub filter: Option<EventFilter>,
+}
+
 /// A registered webhook endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -193,6 +213,24 @@ impl Endpoint {
             subscription: self.subscription.clone(),
             enabled: self.enabled,
             created_at: self.created_at,
+            filter: self.filter.clone(),
+        }
+    }
+
+    /// What a listing shows of this endpoint.
+    pub fn summary(&self) -> EndpointSummary {
+        EndpointSummary {
+            id: self.id.clone(),
+            org_id: self.org_id.clone(),
+            url: self.url.clone(),
+            subscription: self.subscription.clone(),
+            description: self.description.clone(),
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            failing_since: self.failing_since,
+            rate_limit: self.rate_limit,
             filter: self.filter.clone(),
         }
     }
@@ -358,6 +396,8 @@ mod tests {
             "https://169.254.169.254/latest/meta-data",
             "https://[::1]/",
             "https://[::ffff:10.0.0.1]/",
+            "https://[::ffff:8.8.8.8]/",
+            "https://[2002:a00:1::1]/",
             "https://localhost:8443/",
         ] {
             assert_eq!(p.check(url), Err(UrlError::PrivateAddress), "{url}");

@@ -18,7 +18,7 @@ pub mod tenant;
 pub mod time;
 
 pub use delivery::{Attempt, Delivery, DeliveryStatus, DeliveryTask};
-pub use endpoint::{Endpoint, EndpointUrlPolicy, Subscriber, Subscription};
+pub use endpoint::{Endpoint, EndpointSummary, EndpointUrlPolicy, Subscriber, Subscription};
 pub use event::Event;
 pub use event_type::EventType;
 pub use filter::EventFilter;

@@ -45,6 +45,7 @@ pub enum Op {
     SetFailingSince,
     CreateEndpoint,
     ListEndpoints,
+    EndpointSummary,
     UpdateEndpoint,
     DeleteEndpoint,
     // DeliveryStore
@@ -83,6 +84,7 @@ impl Op {
                 | Op::GetEndpoint
                 | Op::ListSubscribers
                 | Op::ListEndpoints
+                | Op::EndpointSummary
                 | Op::GetDelivery
                 | Op::GetDeliveries
                 | Op::Overdue

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::stats::{HourBucket, StatsDelta};
-use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
+use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, Created, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
     EndpointStatsStore, EndpointStore, EventLogQuery, EventStore, EventSummary, Lease, OrgEndpoints, Page, Queue, QueueMessage,
@@ -108,8 +108,12 @@ impl<T: EndpointStore + ?Sized, P: Policy> EndpointStore for Faulty<T, P> {
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>> {
+    ) -> Result<Page<EndpointSummary>> {
         self.around(Op::ListEndpoints, self.inner.list(org_id, limit, cursor))
+            .await
+    }
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        self.around(Op::EndpointSummary, self.inner.summary(org_id, endpoint_id))
             .await
     }
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {

@@ -12,6 +12,7 @@ use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
     cursor, AttemptUpdate, BackendError, Clock, DeliveryStore, Lease, Page, Result,
+    DELIVERIES_EXAMINED_PER_PAGE,
 };
 
 /// DynamoDB's item size limit; a write that would make a bigger item is
@@ -346,15 +347,30 @@ impl DeliveryStore for MemoryDeliveryStore {
             endpoint_id.to_string(),
             before.clone().unwrap_or_else(|| "\u{10FFFF}".to_string()),
         );
-        let items: Vec<Delivery> = ds
-            .range(lower..upper)
-            .rev()
-            .map(|(_, d)| d)
-            .filter(|d| status.is_none_or(|s| d.status == s))
-            .take(limit + 1)
-            .cloned()
-            .collect();
-        Ok(Page::from_overfetch(items, limit, |d| &d.event_id))
+        // As DynamoDB's adapter: at most the budget examined, matching or not.
+        let budget = DELIVERIES_EXAMINED_PER_PAGE.max(limit + 1);
+        let mut items: Vec<Delivery> = Vec::new();
+        let mut last_examined: Option<&str> = None;
+        let mut newest_first = ds.range(lower..upper).rev().map(|(_, d)| d).peekable();
+        for (examined, d) in (1..).zip(newest_first.by_ref()) {
+            last_examined = Some(d.event_id.as_str());
+            if status.is_none_or(|s| d.status == s) {
+                items.push(d.clone());
+            }
+            if items.len() > limit || examined >= budget {
+                break;
+            }
+        }
+        // The end of the partition: nothing to carry on from.
+        if newest_first.peek().is_none() {
+            last_examined = None;
+        }
+        Ok(Page::from_examined(
+            items,
+            limit,
+            |d| &d.event_id,
+            last_examined,
+        ))
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use webhooks_domain::{Endpoint, Subscriber};
+use webhooks_domain::{Endpoint, EndpointSummary, Subscriber};
 use webhooks_ports::{
     cursor, BackendError, Clock, Created, EndpointHealth, EndpointLookup, EndpointStore,
     OrgEndpoints, Page, Result, Updated,
@@ -122,20 +122,26 @@ impl EndpointStore for MemoryEndpointStore {
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>> {
+    ) -> Result<Page<EndpointSummary>> {
         let after = match cursor {
             Some(c) => Some(cursor::decode(c, "ep_")?),
             None => None,
         };
         let eps = lock(&self.endpoints);
-        let items: Vec<Endpoint> = eps
+        let items: Vec<EndpointSummary> = eps
             .range((org_id.to_string(), after.clone().unwrap_or_default())..)
             .take_while(|((org, _), _)| org == org_id)
             .filter(|((_, id), _)| after.as_ref().is_none_or(|a| id > a))
             .take(limit + 1)
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| e.summary())
             .collect();
         Ok(Page::from_overfetch(items, limit, |e| &e.id))
+    }
+
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        Ok(lock(&self.endpoints)
+            .get(&(org_id.to_string(), endpoint_id.to_string()))
+            .map(Endpoint::summary))
     }
 
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {

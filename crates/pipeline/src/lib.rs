@@ -28,6 +28,8 @@ pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig, HttpOutco
 pub use metrics::Metrics;
 pub use ops::{Ops, OpsEndpoint, OpsNotifier};
 pub use reconciler::{Reconciled, Reconciler};
-pub use requeue::{Requeue, RequeueError};
+pub use requeue::{
+    Canceled, Recovered, Requeue, RequeueError, PAGES_PER_CALL as REQUEUE_PAGES_PER_CALL,
+};
 pub use sender::{MessageOutcome, Sender, SenderConfig};
 pub use sweeper::{SweepReport, Sweeper};

@@ -16,6 +16,29 @@ use webhooks_ports::{
 
 /// Deliveries read per page by a recovery or a cancellation.
 const PAGE: usize = 100;
+/// Pages one call of [`Requeue::recover`] or [`Requeue::cancel_pending`]
+/// reads: with each page's own bound
+/// ([`webhooks_ports::DELIVERIES_EXAMINED_PER_PAGE`] examined), the bound on
+/// one request's reads and writes, however many deliveries the endpoint has.
+pub const PAGES_PER_CALL: usize = 2;
+
+/// What one call of [`Requeue::recover`] did, and where the next goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Deliveries queued again by this call.
+    pub requeued: usize,
+    /// `None` when the endpoint's deliveries are all examined; otherwise
+    /// the cursor of the next call.
+    pub next_cursor: Option<String>,
+}
+
+/// What one call of [`Requeue::cancel_pending`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canceled {
+    pub canceled: usize,
+    /// Whether every delivery of the endpoint was examined.
+    pub complete: bool,
+}
 /// Deliveries prepared or canceled at once.
 const CONCURRENCY: usize = 16;
 
@@ -136,17 +159,20 @@ impl Requeue {
         Ok(())
     }
 
-    /// Queues again every dead-lettered delivery of the endpoint (of org
-    /// `org_id`) created since `since`; returns how many.
+    /// Queues again the dead-lettered deliveries of the endpoint (of org
+    /// `org_id`) created since `since`, reading at most [`PAGES_PER_CALL`]
+    /// pages from `cursor` (`None`: the newest); the next call goes on
+    /// from [`Recovered::next_cursor`], as a listing's does.
     pub async fn recover(
         &self,
         org_id: &str,
         endpoint_id: &str,
         since: DateTime<Utc>,
-    ) -> Result<usize, RequeueError> {
+        cursor: Option<&str>,
+    ) -> Result<Recovered, RequeueError> {
         let mut requeued = 0;
-        let mut cursor: Option<String> = None;
-        loop {
+        let mut cursor: Option<String> = cursor.map(str::to_string);
+        for _ in 0..PAGES_PER_CALL {
             let page = self
                 .deliveries
                 .list_for_endpoint(
@@ -162,21 +188,32 @@ impl Requeue {
                 .filter(|d| d.org_id == org_id && d.created_at >= since)
                 .collect();
             requeued += self.requeue_dead_lettered(org_id, candidates).await?;
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
             }
         }
-        tracing::info!(endpoint_id, requeued, "deliveries recovered");
-        Ok(requeued)
+        tracing::info!(
+            endpoint_id,
+            requeued,
+            more = cursor.is_some(),
+            "deliveries recovered"
+        );
+        Ok(Recovered {
+            requeued,
+            next_cursor: cursor,
+        })
     }
 
-    /// Ends every pending delivery of a deleted endpoint as `canceled`;
-    /// returns how many.
-    pub async fn cancel_pending(&self, endpoint_id: &str) -> Result<usize, BackendError> {
+    /// Ends the pending deliveries of a deleted endpoint as `canceled`,
+    /// reading at most [`PAGES_PER_CALL`] pages (the newest). Those beyond
+    /// end canceled when the sender next takes their message, or the
+    /// reconciler finds them overdue: both cancel a delivery whose endpoint
+    /// is gone.
+    pub async fn cancel_pending(&self, endpoint_id: &str) -> Result<Canceled, BackendError> {
         let mut canceled = 0;
         let mut cursor: Option<String> = None;
-        loop {
+        for _ in 0..PAGES_PER_CALL {
             let page = self
                 .deliveries
                 .list_for_endpoint(
@@ -204,11 +241,15 @@ impl Requeue {
                     canceled += 1;
                 }
             }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(canceled),
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
             }
         }
+        Ok(Canceled {
+            canceled,
+            complete: cursor.is_none(),
+        })
     }
 
     /// Makes each dead-lettered delivery pending and queues it; returns how

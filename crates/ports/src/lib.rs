@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
+use webhooks_domain::{
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber,
+};
 
 /// A failure of a backend call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +121,12 @@ pub mod table_retention {
     pub const STATS_DAYS: i64 = 35;
 }
 
+/// Most deliveries one call of [`DeliveryStore::list_for_endpoint`]
+/// examines, matching its status filter or not: the bound on one request's
+/// reads, however many deliveries the endpoint has. A filtered page can end
+/// short of its limit, empty even, with a `next_cursor` to carry on from.
+pub const DELIVERIES_EXAMINED_PER_PAGE: usize = 1000;
+
 /// One page of a listing; `next_cursor` fetches the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -138,6 +146,25 @@ impl<T> Page<T> {
             None
         };
         Page { items, next_cursor }
+    }
+
+    /// The page of a listing that stopped examining keys at
+    /// `last_examined` (`None`: at the end of the listing), keeping the
+    /// matches `items`, read for one more than `limit`: a full page goes on
+    /// after its last kept item, a short one after the last key examined.
+    pub fn from_examined(
+        items: Vec<T>,
+        limit: usize,
+        key: impl Fn(&T) -> &str,
+        last_examined: Option<&str>,
+    ) -> Self {
+        if items.len() > limit {
+            return Page::from_overfetch(items, limit, key);
+        }
+        Page {
+            items,
+            next_cursor: last_examined.map(cursor::encode),
+        }
     }
 }
 
@@ -217,13 +244,18 @@ pub trait EndpointStore: EndpointLookup + OrgEndpoints + EndpointHealth {
     /// never take an org past the limit; a delete frees a slot. Another
     /// org's endpoints never count.
     async fn create(&self, endpoint: &Endpoint, max_per_org: u32) -> Result<Created>;
-    /// A page of the org's endpoints, oldest first.
+    /// A page of the org's endpoints, oldest first, without their secrets:
+    /// no secret is opened, so one that does not open cannot fail it.
     async fn list(
         &self,
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>>;
+    ) -> Result<Page<EndpointSummary>>;
+    /// One of the org's endpoints without its secrets, opening none: what
+    /// the reads that show no secret (and the checks that an endpoint is
+    /// the caller's) need.
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>>;
     /// Replaces a stored endpoint read at `endpoint.version`, storing it
     /// with the next version; refused ([`Updated::Conflict`], nothing
     /// written) when another write came in since that read.
@@ -316,7 +348,10 @@ pub trait DeliveryStore: Send + Sync {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<String>>;
-    /// A page of an endpoint's deliveries, newest first, optionally of one status.
+    /// A page of an endpoint's deliveries, newest first, optionally of one
+    /// status. Examines at most [`DELIVERIES_EXAMINED_PER_PAGE`] deliveries
+    /// (beyond `limit + 1`), matching or not: a filtered page may hold fewer
+    /// than `limit`, none even, and still have a `next_cursor`.
     async fn list_for_endpoint(
         &self,
         endpoint_id: &str,
@@ -522,5 +557,24 @@ mod tests {
         let last = Page::from_overfetch(vec!["c".to_string()], 2, |s: &String| s.as_str());
         assert_eq!(last.next_cursor, None);
         assert_eq!(keys(&last), ["c"]);
+    }
+
+    #[test]
+    fn a_short_page_goes_on_after_the_last_key_examined() {
+        let keep = |items: Vec<&'static str>, examined| {
+            Page::from_examined(items, 2, |s: &&str| s, examined)
+        };
+        let cut = keep(vec!["a"], Some("q"));
+        assert_eq!(cut.items, ["a"]);
+        assert_eq!(
+            cursor::decode(&cut.next_cursor.expect("more"), "").unwrap(),
+            "q"
+        );
+        assert_eq!(keep(vec![], None).next_cursor, None);
+        let full = keep(vec!["a", "b", "c"], Some("q"));
+        assert_eq!(
+            cursor::decode(&full.next_cursor.expect("more"), "").unwrap(),
+            "b"
+        );
     }
 }

@@ -353,9 +353,18 @@ async function endpointView(id) {
   async function loadDeliveries() {
     clearTimeout(refreshTimer);
     const q = filter.value ? `&status=${filter.value}` : '';
-    let page;
+    // Each request examines a bounded number of deliveries, so a filtered
+    // page can come back short with a cursor: follow a few to fill it.
+    const page = { data: [], next_cursor: null };
     try {
-      page = await api('GET', `endpoints/${ep.id}/deliveries?limit=50${q}`);
+      let cursor = null;
+      for (let n = 0; n < 5 && page.data.length < 50; n++) {
+        const c = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+        const part = await api('GET', `endpoints/${ep.id}/deliveries?limit=${50 - page.data.length}${q}${c}`);
+        page.data = page.data.concat(part.data);
+        cursor = part.next_cursor;
+        if (!cursor) break;
+      }
     } catch (e) {
       deliveriesBox.replaceChildren(errorBox(e));
       return;
@@ -371,7 +380,19 @@ async function endpointView(id) {
   const recoverBtn = h('button', { onclick: async () => {
     const d = new Date(since.value);
     if (Number.isNaN(d.getTime())) { toast('Choose the time to recover from', true); return; }
-    const r = await attempt(() => api('POST', `endpoints/${ep.id}/recover`, { since: d.toISOString().replace(/\.\d{3}Z$/, 'Z') }));
+    // One request goes through a bounded part of the endpoint's
+    // deliveries; its next_cursor says where the next goes on.
+    const from = d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const r = await attempt(async () => {
+      let requeued = 0;
+      let cursor = null;
+      do {
+        const part = await api('POST', `endpoints/${ep.id}/recover`, { since: from, cursor });
+        requeued += part.requeued;
+        cursor = part.next_cursor;
+      } while (cursor);
+      return { requeued };
+    });
     if (r) { toast(`${r.requeued} dead-lettered ${r.requeued === 1 ? 'delivery' : 'deliveries'} sent again`); loadDeliveries(); }
   } }, 'Recover dead-lettered');
 

@@ -4,7 +4,7 @@
 use crate::auth::Caller;
 use crate::endpoints;
 use crate::errors::ApiError;
-use crate::input::{self, json_object, naming, present, required, BodyRule};
+use crate::input::{self, json_object, naming, optional, present, required, BodyRule};
 use crate::response::json;
 use crate::views::{DeliveryView, ListView};
 use crate::Api;
@@ -21,6 +21,8 @@ use webhooks_domain::{Delivery, DeliveryStatus};
 struct RecoverBody {
     #[serde(default, deserialize_with = "present")]
     since: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    cursor: Option<Box<RawValue>>,
 }
 
 /// `GET /v1/endpoints/{id}/deliveries`, newest first.
@@ -39,7 +41,7 @@ pub(crate) async fn list(
                 .map_err(|e| ApiError::invalid(naming("status", &e)))
         })
         .transpose()?;
-    let endpoint = endpoints::load(api, caller, endpoint_id).await?;
+    let endpoint = endpoints::load_summary(api, caller, endpoint_id).await?;
     let page = api
         .deliveries
         .list_for_endpoint(&endpoint.id, status, limit, query.cursor())
@@ -107,8 +109,10 @@ pub(crate) async fn retry(
     ))
 }
 
-/// `POST /v1/endpoints/{id}/recover`: every dead-lettered delivery of the
-/// endpoint created since `since` is queued again.
+/// `POST /v1/endpoints/{id}/recover`: the dead-lettered deliveries of the
+/// endpoint created since `since` are queued again, a bounded part of the
+/// endpoint's deliveries per request: while `next_cursor` is not null, the
+/// same request with `cursor` set to it goes on (as a listing's pages do).
 pub(crate) async fn recover(
     api: &Api,
     caller: &Caller,
@@ -120,14 +124,18 @@ pub(crate) async fn recover(
     let since = parse_rfc3339(&since_text).ok_or_else(|| {
         ApiError::invalid("since must be an RFC 3339 time, such as 2026-11-27T06:00:00Z")
     })?;
-    let endpoint = endpoints::load(api, caller, endpoint_id).await?;
-    let requeued = api
+    let cursor = optional::<Option<String>>("cursor", body.cursor.as_deref())?.flatten();
+    let endpoint = endpoints::load_summary(api, caller, endpoint_id).await?;
+    let recovered = api
         .requeue
-        .recover(&caller.org_id, &endpoint.id, since)
+        .recover(&caller.org_id, &endpoint.id, since, cursor.as_deref())
         .await?;
     Ok(json(
         StatusCode::ACCEPTED,
-        &serde_json::json!({ "requeued": requeued }),
+        &serde_json::json!({
+            "requeued": recovered.requeued,
+            "next_cursor": recovered.next_cursor,
+        }),
     ))
 }
 

@@ -14,7 +14,9 @@ use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use webhooks_domain::endpoint::MAX_RATE_LIMIT;
 use webhooks_domain::ops::OpsNotice;
-use webhooks_domain::{ids, Endpoint, Event, EventFilter, EventType, Secret, Subscription};
+use webhooks_domain::{
+    ids, Endpoint, EndpointSummary, Event, EventFilter, EventType, Secret, Subscription,
+};
 use webhooks_pipeline::registration::register_endpoint;
 use webhooks_ports::{Created, Updated};
 
@@ -134,7 +136,7 @@ pub(crate) async fn list(
                 .zip(health)
                 .map(|(ep, h)| EndpointView {
                     health: h.as_ref().map(HealthView::last_day),
-                    ..EndpointView::public(ep)
+                    ..EndpointView::summary(ep)
                 })
                 .collect(),
             next_cursor: page.next_cursor,
@@ -142,10 +144,10 @@ pub(crate) async fn list(
     ))
 }
 
-/// `GET /v1/endpoints/{id}`
+/// `GET /v1/endpoints/{id}`: no secret is opened.
 pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
-    let endpoint = load(api, caller, id).await?;
-    Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)))
+    let endpoint = load_summary(api, caller, id).await?;
+    Ok(json(StatusCode::OK, &EndpointView::summary(&endpoint)))
 }
 
 /// `PATCH /v1/endpoints/{id}`
@@ -176,8 +178,8 @@ pub(crate) async fn update(
         && rate_limit.is_none()
         && filter.is_none()
     {
-        let endpoint = load(api, caller, id).await?;
-        return Ok(json(StatusCode::OK, &EndpointView::public(&endpoint)));
+        let endpoint = load_summary(api, caller, id).await?;
+        return Ok(json(StatusCode::OK, &EndpointView::summary(&endpoint)));
     }
     // Whether the write that lands turns a disabled endpoint on: the
     // versioned write lets exactly one PATCH make that transition.
@@ -231,10 +233,19 @@ pub(crate) async fn delete(
         return Err(endpoint_not_found());
     }
     tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "endpoint deleted");
-    // The endpoint is gone either way; a delivery left pending here is
-    // canceled by the sender when it next comes up.
-    if let Err(e) = api.requeue.cancel_pending(id).await {
-        tracing::warn!(endpoint_id = %id, error = %e, "could not cancel every pending delivery");
+    // The endpoint is gone either way; a delivery left pending here (past
+    // the bounded reads of one request, or after an error) is canceled by
+    // the sender or the reconciler when it next comes up.
+    match api.requeue.cancel_pending(id).await {
+        Ok(c) if c.complete => {}
+        Ok(c) => tracing::info!(
+            endpoint_id = %id,
+            canceled = c.canceled,
+            "pending deliveries past this request's reads end canceled when next taken"
+        ),
+        Err(e) => {
+            tracing::warn!(endpoint_id = %id, error = %e, "could not cancel every pending delivery")
+        }
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -312,6 +323,22 @@ pub(crate) async fn load(api: &Api, caller: &Caller, id: &str) -> Result<Endpoin
     }
     api.endpoints
         .get(&caller.org_id, id)
+        .await?
+        .ok_or_else(endpoint_not_found)
+}
+
+/// The caller's endpoint `id` without its secrets (none is opened), or 404
+/// (malformed, unknown, or another org's).
+pub(crate) async fn load_summary(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+) -> Result<EndpointSummary, ApiError> {
+    if ids::body(id, "ep").is_none() {
+        return Err(endpoint_not_found());
+    }
+    api.endpoints
+        .summary(&caller.org_id, id)
         .await?
         .ok_or_else(endpoint_not_found)
 }

@@ -53,7 +53,7 @@ pub(crate) async fn get(
     let query: StatsQuery = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
     let since = since(query.since.as_deref(), api.clock.now())?;
-    let endpoint = endpoints::load(api, caller, endpoint_id).await?;
+    let endpoint = endpoints::load_summary(api, caller, endpoint_id).await?;
     // Precomputed: the hourly buckets from the hour of `since` on.
     let stats = api.stats.clone();
     if let Some(stats) = stats {

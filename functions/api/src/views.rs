@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 use webhooks_domain::time::rfc3339;
-use webhooks_domain::{Attempt, Delivery, DeliveryStatus, Endpoint, EventFilter, EventType};
+use webhooks_domain::{
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, EventFilter, EventType,
+};
 
 /// One page of a listing: `{"data": [...], "next_cursor": "..." | null}`.
 #[derive(Debug, Serialize)]
@@ -60,6 +62,24 @@ impl HealthView {
 impl<'a> EndpointView<'a> {
     /// The endpoint without its secret.
     pub fn public(ep: &'a Endpoint) -> Self {
+        EndpointView {
+            id: &ep.id,
+            url: &ep.url,
+            event_types: ep.subscription.names(),
+            description: &ep.description,
+            enabled: ep.enabled,
+            disabled_reason: ep.disabled_reason.as_deref(),
+            rate_limit: ep.rate_limit,
+            filter: ep.filter.as_ref(),
+            created_at: rfc3339(ep.created_at),
+            updated_at: rfc3339(ep.updated_at),
+            secret: None,
+            health: None,
+        }
+    }
+
+    /// An endpoint read without its secret.
+    pub fn summary(ep: &'a EndpointSummary) -> Self {
         EndpointView {
             id: &ep.id,
             url: &ep.url,
@@ -151,6 +171,9 @@ mod tests {
         assert_eq!(public["disabled_reason"], serde_json::Value::Null);
         let full = serde_json::to_value(EndpointView::with_secret(&ep)).unwrap();
         assert_eq!(full["secret"], ep.secret.expose());
+        let summary = ep.summary();
+        let listed = serde_json::to_value(EndpointView::summary(&summary)).unwrap();
+        assert_eq!(listed, public, "a listing shows what a read shows");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
+use webhooks_aws::runtime_secret::FAILED_FETCH_TTL;
 use webhooks_http::{error, BackendFailure};
 use webhooks_ports::BackendError;
 
@@ -45,11 +46,17 @@ impl Rejection {
             ),
             Rejection::SecretUnavailable(e) => {
                 tracing::error!(error = %e, "inbound secret unavailable");
-                (
+                let mut response = error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "secret_unavailable",
-                    "the route's secret cannot be read now; try again later".to_string(),
-                )
+                    "the route's secret cannot be read now; try again later",
+                );
+                // No fetch is tried again before then (runtime_secret.rs).
+                let after = FAILED_FETCH_TTL.as_secs().max(1);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(after));
+                return response;
             }
             Rejection::InvalidSignature(m) => (StatusCode::UNAUTHORIZED, "invalid_signature", m),
             Rejection::InvalidRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m),

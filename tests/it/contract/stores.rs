@@ -7,6 +7,7 @@
 
 use crate::support::MotoBackend;
 use chrono::{Duration as Span, Utc};
+use futures::StreamExt as _;
 use std::sync::Arc;
 use webhooks_domain::delivery::MAX_KEPT_ATTEMPTS;
 use webhooks_domain::{
@@ -15,6 +16,7 @@ use webhooks_domain::{
 use webhooks_memory::MemoryBackend;
 use webhooks_ports::{
     Adapters, AttemptUpdate, Created, DeliveryStore, EndpointStore, Lease, Updated,
+    DELIVERIES_EXAMINED_PER_PAGE,
 };
 
 fn memory() -> Adapters {
@@ -369,6 +371,36 @@ pub async fn endpoint_filters_are_kept_and_listed_for_the_fan_out(a: Adapters) {
     assert!(listed.iter().all(|s| s.filter.is_none()));
 }
 
+pub async fn summaries_are_what_reads_show_without_the_secrets(a: Adapters) {
+    let store = a.endpoints;
+    let mut ep = new_endpoint();
+    ep.description = "summarised".into();
+    ep.rate_limit = Some(3);
+    let created = store
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, Created::Written);
+    assert!(store.disable("org", &ep.id, "410 Gone").await.unwrap());
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(
+        store.summary("org", &ep.id).await.unwrap(),
+        Some(read.summary())
+    );
+    let listed = store.list("org", 10, None).await.unwrap();
+    assert_eq!(listed.items, vec![read.summary()]);
+    assert_eq!(store.summary("other", &ep.id).await.unwrap(), None);
+    assert_eq!(
+        store.summary("org", &ids::new_id("ep")).await.unwrap(),
+        None
+    );
+    // The org's counter of its endpoints is no endpoint.
+    assert_eq!(store.summary("org", "#endpoint-count").await.unwrap(), None);
+}
+
 pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     let store = a.endpoints;
     let mut ep = new_endpoint();
@@ -674,6 +706,74 @@ async fn on_moto_an_org_never_counted_is_counted_at_its_first_create() {
     assert!(counter_item(&backend, "org_old").await.is_none());
 }
 
+/// An endpoint's deliveries of `statuses`, oldest first, written
+/// `CONCURRENCY` at a time.
+async fn deliveries_of(
+    store: &Arc<dyn DeliveryStore>,
+    endpoint_id: &str,
+    statuses: impl Iterator<Item = DeliveryStatus>,
+) -> Vec<Delivery> {
+    let made: Vec<Delivery> = statuses
+        .map(|status| {
+            let mut d = Delivery::new("org", endpoint_id, &ids::new_id("evt"), EventType::LeadWon);
+            d.status = status;
+            d
+        })
+        .collect();
+    let written: Vec<_> = futures::stream::iter(made.iter().map(|d| store.create_if_absent(d)))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for w in written {
+        assert_eq!(w.unwrap(), None);
+    }
+    made
+}
+
+/// A status filter examines at most DELIVERIES_EXAMINED_PER_PAGE
+/// deliveries per call: past that, the page ends (empty, here) with a
+/// cursor, and the cursors lead on to the match.
+pub async fn a_filtered_listing_examines_a_bounded_number_per_page(a: Adapters) {
+    let store = a.deliveries;
+    let ep = ids::new_id("ep");
+    let statuses = std::iter::once(DeliveryStatus::DeadLettered).chain(std::iter::repeat_n(
+        DeliveryStatus::Delivered,
+        DELIVERIES_EXAMINED_PER_PAGE + 1,
+    ));
+    let made = deliveries_of(&store, &ep, statuses).await;
+    let first = store
+        .list_for_endpoint(&ep, Some(DeliveryStatus::DeadLettered), 1, None)
+        .await
+        .unwrap();
+    assert!(
+        first.items.is_empty(),
+        "the match is past the first page's reads"
+    );
+    let mut cursor = first.next_cursor.expect("a cursor to carry on from");
+    let mut found = Vec::new();
+    let mut pages = 1;
+    loop {
+        let page = store
+            .list_for_endpoint(&ep, Some(DeliveryStatus::DeadLettered), 1, Some(&cursor))
+            .await
+            .unwrap();
+        pages += 1;
+        found.extend(page.items.into_iter().map(|d| d.id));
+        match page.next_cursor {
+            Some(next) if pages < 5 => cursor = next,
+            Some(_) => panic!("more pages than the deliveries need"),
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![made[0].id.clone()]);
+    // Without a filter, pages are full as before.
+    let newest = store.list_for_endpoint(&ep, None, 3, None).await.unwrap();
+    let ids: Vec<&str> = newest.items.iter().map(|d| d.id.as_str()).collect();
+    let expected: Vec<&str> = made.iter().rev().take(3).map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, expected);
+    assert!(newest.next_cursor.is_some());
+}
+
 /// The reconciler's view: the org's pending deliveries whose scheduled
 /// retry was due before a time, most overdue first; finished ones, ones
 /// never attempted (no retry scheduled: not indexed) and other orgs' are
@@ -920,10 +1020,12 @@ contracts!(
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,
     endpoint_filters_are_kept_and_listed_for_the_fan_out,
+    summaries_are_what_reads_show_without_the_secrets,
     health_writes_clobber_nothing_and_move_the_version,
     creates_stop_at_the_orgs_limit_and_deletes_free_a_slot,
     concurrent_creates_take_the_last_slot_once,
     overdue_lists_only_pending_deliveries_due_before,
+    a_filtered_listing_examines_a_bounded_number_per_page,
     stats_buckets_add_up_per_endpoint_and_hour,
     a_read_of_many_may_name_a_delivery_twice,
 );

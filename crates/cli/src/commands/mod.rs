@@ -5,7 +5,9 @@
 
 mod table;
 
-use crate::client::{Client, ClientError, EndpointUpdate, EventLogQuery, NewEndpoint, Reply};
+use crate::client::{
+    Client, ClientError, Delivery, EndpointUpdate, EventLogQuery, List, NewEndpoint, Reply,
+};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 use std::io::IsTerminal as _;
@@ -238,6 +240,43 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         Failure::Client(e)
     }
+}
+
+/// A page of deliveries as a table; a page with none says whether more
+/// follow (a filtered page examines a bounded part of the log, so an empty
+/// one can have more after it).
+fn deliveries_table(l: &List<Delivery>) -> String {
+    if l.data.is_empty() {
+        return match &l.next_cursor {
+            Some(c) => {
+                format!("none among the deliveries this page examined\nmore: --cursor {c}\n")
+            }
+            None => "no deliveries\n".to_string(),
+        };
+    }
+    let mut t = Table::new(&[
+        "ID",
+        "STATUS",
+        "EVENT TYPE",
+        "ATTEMPTS",
+        "LAST RESULT",
+        "CREATED",
+    ]);
+    for d in &l.data {
+        t.row(vec![
+            d.id.clone(),
+            d.status.clone(),
+            d.event_type.clone(),
+            d.attempts.len().to_string(),
+            d.attempts.last().map(attempt_result).unwrap_or_default(),
+            d.created_at.clone(),
+        ]);
+    }
+    let mut s = t.render();
+    if let Some(c) = &l.next_cursor {
+        s.push_str(&format!("more: --cursor {c}\n"));
+    }
+    s
 }
 
 /// Prints an answer: its raw body for json, else the table `render` makes.
@@ -478,34 +517,7 @@ async fn deliveries(client: &Client, output: Output, c: DeliveriesCommand) -> Re
             let r = client
                 .list_deliveries(&endpoint_id, status.as_deref(), limit, cursor.as_deref())
                 .await?;
-            print(output, &r, |l| {
-                if l.data.is_empty() {
-                    return "no deliveries\n".to_string();
-                }
-                let mut t = Table::new(&[
-                    "ID",
-                    "STATUS",
-                    "EVENT TYPE",
-                    "ATTEMPTS",
-                    "LAST RESULT",
-                    "CREATED",
-                ]);
-                for d in &l.data {
-                    t.row(vec![
-                        d.id.clone(),
-                        d.status.clone(),
-                        d.event_type.clone(),
-                        d.attempts.len().to_string(),
-                        d.attempts.last().map(attempt_result).unwrap_or_default(),
-                        d.created_at.clone(),
-                    ]);
-                }
-                let mut s = t.render();
-                if let Some(c) = &l.next_cursor {
-                    s.push_str(&format!("more: --cursor {c}\n"));
-                }
-                s
-            });
+            print(output, &r, deliveries_table);
         }
         DeliveriesCommand::Get { id } => {
             let r = client.get_delivery(&id).await?;
@@ -626,4 +638,21 @@ fn endpoint_details(e: &crate::client::Endpoint, secret: Option<&str>) -> String
         pairs.push(("secret", s.to_string()));
     }
     Table::pairs(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_page_of_deliveries_says_whether_more_follow() {
+        let page = |next: Option<&str>| List::<Delivery> {
+            data: Vec::new(),
+            next_cursor: next.map(str::to_string),
+        };
+        assert_eq!(deliveries_table(&page(None)), "no deliveries\n");
+        let more = deliveries_table(&page(Some("abc")));
+        assert!(more.ends_with("more: --cursor abc\n"), "{more}");
+        assert!(!more.contains("no deliveries"), "{more}");
+    }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::{DeliveryStatus, Endpoint, Subscriber};
+use webhooks_domain::{DeliveryStatus, Endpoint, EndpointSummary, Subscriber};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_ports::{
     BackendError, Created, EndpointHealth, EndpointLookup, EndpointStore, OrgEndpoints, Page,
@@ -45,7 +45,10 @@ impl EndpointStore for FailingEndpoints {
     async fn create(&self, _: &Endpoint, _: u32) -> Result<Created> {
         Err(self.0.clone())
     }
-    async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page<Endpoint>> {
+    async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<Page<EndpointSummary>> {
+        Err(self.0.clone())
+    }
+    async fn summary(&self, _: &str, _: &str) -> Result<Option<EndpointSummary>> {
         Err(self.0.clone())
     }
     async fn update(&self, _: &Endpoint) -> Result<Updated> {
@@ -170,4 +173,106 @@ async fn a_retry_the_queue_refuses_is_503_and_leaves_the_delivery_as_it_was() {
     for (id, status) in refused {
         assert_eq!(w.status_of(&id).await, status);
     }
+}
+
+/// The memory endpoints, but every secret fails to open (a seal altered or
+/// put back, KMS down): reads that show no secret must not care.
+struct SecretsDoNotOpen(Arc<webhooks_memory::MemoryEndpointStore>);
+
+fn do_not_open() -> BackendError {
+    BackendError::Permanent(
+        "sealed secrets do not open: altered, or sealed for another item".into(),
+    )
+}
+
+#[async_trait]
+impl EndpointLookup for SecretsDoNotOpen {
+    async fn get(&self, _: &str, _: &str) -> Result<Option<Endpoint>> {
+        Err(do_not_open())
+    }
+}
+
+#[async_trait]
+impl OrgEndpoints for SecretsDoNotOpen {
+    async fn list_all(&self, org_id: &str) -> Result<Vec<Subscriber>> {
+        self.0.list_all(org_id).await
+    }
+}
+
+#[async_trait]
+impl EndpointHealth for SecretsDoNotOpen {
+    async fn disable(&self, org_id: &str, id: &str, reason: &str) -> Result<bool> {
+        self.0.disable(org_id, id, reason).await
+    }
+    async fn set_failing_since(
+        &self,
+        org_id: &str,
+        id: &str,
+        t: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        self.0.set_failing_since(org_id, id, t).await
+    }
+}
+
+#[async_trait]
+impl EndpointStore for SecretsDoNotOpen {
+    async fn create(&self, e: &Endpoint, max: u32) -> Result<Created> {
+        self.0.create(e, max).await
+    }
+    async fn list(
+        &self,
+        org_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<EndpointSummary>> {
+        self.0.list(org_id, limit, cursor).await
+    }
+    async fn summary(&self, org_id: &str, id: &str) -> Result<Option<EndpointSummary>> {
+        self.0.summary(org_id, id).await
+    }
+    async fn update(&self, e: &Endpoint) -> Result<Updated> {
+        self.0.update(e).await
+    }
+    async fn delete(&self, org_id: &str, id: &str) -> Result<bool> {
+        self.0.delete(org_id, id).await
+    }
+}
+
+#[tokio::test]
+async fn routes_that_show_no_secret_do_not_open_it() {
+    let mut w = world();
+    let ep = w.create_endpoint(&["*"]).await;
+    let (_, dead) = w.delivery(ORG, &ep, DeliveryStatus::DeadLettered).await;
+    w.api = with_endpoints(&w, Arc::new(SecretsDoNotOpen(w.endpoints.clone())));
+    for (method, uri, body, status) in [
+        ("GET", "/v1/endpoints".to_string(), "", 200),
+        ("GET", format!("/v1/endpoints/{ep}"), "", 200),
+        ("GET", format!("/v1/endpoints/{ep}/deliveries"), "", 200),
+        ("GET", format!("/v1/endpoints/{ep}/stats"), "", 200),
+        (
+            "POST",
+            format!("/v1/endpoints/{ep}/recover"),
+            r#"{"since":"2000-01-01T00:00:00Z"}"#,
+            202,
+        ),
+    ] {
+        let r = w.manage(method, &uri, body).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{method} {uri}: {}",
+            String::from_utf8_lossy(&r.bytes)
+        );
+    }
+    assert_eq!(w.status_of(&dead.id).await, DeliveryStatus::Pending);
+    // A read of another org's endpoint is still a 404.
+    let r = w
+        .call_as(OTHER_ORG, MANAGE, "GET", &format!("/v1/endpoints/{ep}"), "")
+        .await;
+    r.assert_error(404, "not_found");
+    // Those that need the secret fail, and say nothing of it.
+    let r = w
+        .manage("GET", &format!("/v1/endpoints/{ep}/secret"), "")
+        .await;
+    r.assert_error(500, "internal_error");
 }

@@ -289,7 +289,7 @@ async fn recover_requeues_every_dead_lettered_delivery_since_a_time() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.json);
-    assert_eq!(r.json, json!({"requeued": 130}));
+    assert_eq!(r.json, json!({"requeued": 130, "next_cursor": null}));
     for (event, d) in &recent {
         assert_eq!(w.status_of(&d.id).await, DeliveryStatus::Pending);
         assert!(tasks(&w)
@@ -314,7 +314,59 @@ async fn recover_requeues_every_dead_lettered_delivery_since_a_time() {
             json!({"since": "2000-01-01T00:00:00+02:00"}).to_string(),
         )
         .await;
-    assert_eq!(r.json, json!({"requeued": 3}));
+    assert_eq!(r.json, json!({"requeued": 3, "next_cursor": null}));
+}
+
+#[tokio::test]
+async fn recover_goes_on_from_its_cursor_a_bounded_part_of_the_endpoint_per_request() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let long_ago = Utc::now() - Duration::days(2);
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        dead.push(dead_at(&w, &id, long_ago).await.1);
+    }
+    // Newer than those: more than one request examines.
+    let newer = webhooks_pipeline::REQUEUE_PAGES_PER_CALL
+        * webhooks_ports::DELIVERIES_EXAMINED_PER_PAGE
+        + 50;
+    for _ in 0..newer {
+        let event_id = webhooks_domain::ids::new_id("evt");
+        let mut d = Delivery::new(ORG, &id, &event_id, EventType::LeadWon);
+        d.status = DeliveryStatus::Delivered;
+        w.deliveries.create_if_absent(&d).await.unwrap();
+    }
+    let uri = format!("/v1/endpoints/{id}/recover");
+    let first = w
+        .manage("POST", &uri, r#"{"since":"2000-01-01T00:00:00Z"}"#)
+        .await;
+    assert_eq!(first.status, 202, "{}", first.json);
+    assert_eq!(first.json["requeued"], 0);
+    let cursor = first.json["next_cursor"]
+        .as_str()
+        .expect("a cursor to go on from")
+        .to_string();
+    let second = w
+        .manage(
+            "POST",
+            &uri,
+            json!({"since": "2000-01-01T00:00:00Z", "cursor": cursor}).to_string(),
+        )
+        .await;
+    assert_eq!(second.json, json!({"requeued": 3, "next_cursor": null}));
+    for d in &dead {
+        assert_eq!(w.status_of(&d.id).await, DeliveryStatus::Pending);
+    }
+    // A cursor this API did not hand out, or not a string, is refused.
+    for bad in [json!("garbage!"), json!(5)] {
+        w.manage(
+            "POST",
+            &uri,
+            json!({"since": "2000-01-01T00:00:00Z", "cursor": bad}).to_string(),
+        )
+        .await
+        .assert_invalid("cursor");
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use webhooks_domain::{Endpoint, Subscriber};
+use webhooks_domain::{Endpoint, EndpointSummary, Subscriber};
 use webhooks_fn_api::{Api, ApiConfig};
 use webhooks_memory::MemoryEndpointStore;
 use webhooks_ports::{
@@ -60,8 +60,11 @@ impl EndpointStore for SlowReads {
         org_id: &str,
         limit: usize,
         cursor: Option<&str>,
-    ) -> Result<Page<Endpoint>> {
+    ) -> Result<Page<EndpointSummary>> {
         self.0.list(org_id, limit, cursor).await
+    }
+    async fn summary(&self, org_id: &str, endpoint_id: &str) -> Result<Option<EndpointSummary>> {
+        self.0.summary(org_id, endpoint_id).await
     }
     async fn update(&self, endpoint: &Endpoint) -> Result<Updated> {
         self.0.update(endpoint).await
