@@ -227,6 +227,8 @@ FUNCTION_SOURCES = {
         "crates/pipeline/src/fanout.rs",
         "crates/pipeline/src/reconciler.rs",
         "crates/pipeline/src/requeue.rs",
+        "crates/pipeline/src/redrive.rs",
+        "crates/pipeline/src/ops.rs",
     ],
 }
 FUNCTION_CALLS = {
@@ -267,12 +269,28 @@ FUNCTION_CALLS = {
         # get: the reconciler's requeue reads the event of an overdue
         # delivery (requeue.rs, which also holds the API's recover, and
         # moves a recovered delivery's figures: StatsTable add).
+        # The redrive net (redrive.rs) also reads an event whose delivery
+        # has no record, and dead-letters a delivery whose message SQS
+        # redrove twice: lease, record_attempt, its figures (add) and
+        # delivery.dead_lettered (ops.rs: the delivery queue and the bus).
         "EventsTable": {"list_after", "get"},
         "EndpointsTable": {"list_all"},
         "StatsTable": {"add"},
-        "DeliveriesTable": {"create_if_absent", "get_many", "overdue", "transition", "list_for_endpoint"},
+        "DeliveriesTable": {
+            "create_if_absent",
+            "get_many",
+            "overdue",
+            "transition",
+            "list_for_endpoint",
+            "lease",
+            "record_attempt",
+        },
         "CursorsTable": {"list", "advance"},
         "DeliveryQueue": {"send_batch"},
+        # The redrive net reads the dead-letter queue, deletes what it
+        # settled and hides what it leaves for the operators.
+        "DeliveryDeadLetterQueue": {"receive", "change_visibility", "delete_batch"},
+        "OpsEventBus": {"publish"},
     },
 }
 # What Lambda itself does with the function's role: poll the stream or queue
@@ -1510,8 +1528,9 @@ def test_operational_notifications_reach_the_operator_webhook_and_the_bus(templa
     """The operator webhook's URL and secret are parameters, the secret's
     ARN fetched from Secrets Manager at run time (never a value in the
     environment); the sender
-    gets both, the api only the URL (it queues endpoint.enabled for the
-    sender); both publish on the stack's own EventBridge bus."""
+    gets both, the api and the sweeper only the URL (they queue
+    endpoint.enabled and delivery.dead_lettered for the sender); all
+    publish on the stack's own EventBridge bus."""
     params = template["Parameters"]
     assert params["OpsWebhookUrl"]["Default"] == ""
     assert params["OpsWebhookSecretArn"]["Default"] == ""
@@ -1523,7 +1542,11 @@ def test_operational_notifications_reach_the_operator_webhook_and_the_bus(templa
     assert ref(secret[1]) == "OpsWebhookSecretArn"
     api = function_properties(template, "ApiFunction")["Environment"]["Variables"]
     assert "WEBHOOKS_OPS_WEBHOOK_SECRET_ARN" not in api
-    for env in (sender, api):
+    # The sweeper's redrive net emits delivery.dead_lettered, as the api
+    # emits endpoint.enabled: queued for the sender, published on the bus.
+    sweeper = function_properties(template, "SweeperFunction")["Environment"]["Variables"]
+    assert "WEBHOOKS_OPS_WEBHOOK_SECRET_ARN" not in sweeper
+    for env in (sender, api, sweeper):
         assert env["WEBHOOKS_OPS_WEBHOOK_URL"]["Fn::If"][0] == "HasOpsWebhook"
         assert ref(env["WEBHOOKS_OPS_EVENT_BUS"]) == "OpsEventBus"
 
@@ -1552,6 +1575,7 @@ def test_dashboard_shows_the_pipeline_and_every_alarm(template: dict) -> None:
         ("DevSphereWebhooks", "QueueAgeAtReceipt"),
         ("DevSphereWebhooks", "FanoutLag"),
         ("DevSphereWebhooks", "SweeperDeliveriesCreated"),
+        ("DevSphereWebhooks", "RedrivenMessages"),
         ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
         ("AWS/SQS", "NumberOfMessagesSent"),
         ("AWS/Lambda", "IteratorAge"),

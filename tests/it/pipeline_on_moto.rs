@@ -197,17 +197,17 @@ async fn a_duplicated_stream_record_yields_one_delivery() {
 }
 
 #[tokio::test]
-async fn a_crash_between_create_and_enqueue_still_ends_delivered() {
+async fn a_fanout_whose_queue_sends_fail_still_ends_delivered() {
     let receiver = Receiver::always(200).await;
-    // The fan-out's first two queue sends fail, as if it died after the
-    // conditional create.
+    // The fan-out's first two queue sends fail: it creates no record (the
+    // message goes first), and the stream's retry queues and creates it.
     let mut sys = MotoSystem::new("crash", "1s", 2).await;
     let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
     let event = sys.publish("org", EventType::TaskCompleted, "{}").await;
     let ok = sys
         .drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
         .await;
-    assert!(ok, "the stream retry re-queued the created delivery");
+    assert!(ok, "the stream's retry queued and created the delivery");
     assert_eq!(receiver.count(), 1);
 }
 
@@ -221,17 +221,12 @@ async fn the_sweeper_delivers_what_the_stream_lost() {
         .ensure("org", "evt_0")
         .await
         .expect("cursor");
+    // The stream record is never read (this system's stream mapping is not
+    // driven): no delivery, no message.
     let event = sys.publish("org", EventType::SurveySubmitted, "{}").await;
-    // A delivery created before a crash, never queued; the stream record is
-    // never read (this system's stream mapping is not driven).
-    sys.adapters
-        .deliveries
-        .create_if_absent(&Delivery::new("org", &ep.id, &event.id, event.event_type))
-        .await
-        .expect("create");
     let report = sys.sweeper().sweep().await;
     assert_eq!(report.events, 1);
-    assert_eq!(report.enqueued, 1);
+    assert_eq!((report.deliveries_created, report.enqueued), (1, 1));
     for _ in 0..50 {
         if sys.sender.step(Duration::from_millis(200)).await > 0 && receiver.count() > 0 {
             break;
@@ -316,4 +311,92 @@ async fn large_events_of_the_worst_characters_are_all_delivered_byte_for_byte() 
             event.id
         );
     }
+}
+
+/// Receives the delivery queue's messages as often as its redrive policy
+/// allows, handling none (the sender's invocations die at them) and making
+/// each visible again at once, until SQS moves them to the dead-letter
+/// queue.
+async fn redrive_on_moto(sys: &MotoSystem) {
+    for _ in 0..=webhooks_ports::queue_settings::MAX_RECEIVE_COUNT {
+        let got = sys
+            .adapters
+            .queue
+            .receive(10, Duration::ZERO)
+            .await
+            .expect("receive");
+        for m in &got {
+            sys.adapters
+                .queue
+                .change_visibility(&m.receipt_handle, Duration::ZERO)
+                .await
+                .expect("visible again");
+        }
+    }
+    assert!(sys
+        .adapters
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_empty());
+}
+
+/// Issue 22, defect 1, on SQS's own redrive: a never-attempted delivery
+/// whose message SQS moves to the dead-letter queue is sent again once by
+/// the sweeper's redrive net; when that message is redriven too, the
+/// delivery ends dead-lettered with its cause, its message parked in the
+/// dead-letter queue.
+#[tokio::test]
+async fn a_delivery_whose_message_sqs_redrives_is_sent_again_then_dead_lettered() {
+    let receiver = Receiver::always(200).await;
+    let sys = MotoSystem::new("redrive", "1s", 0).await;
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    let event = sys.publish("org", EventType::LeadWon, "{}").await;
+    let fanned = sys.fanout.fan_out(std::slice::from_ref(&event)).await;
+    assert_eq!((fanned.created, fanned.enqueued), (1, 1));
+    // The sweeper's cursor is past the event: no sweep of events looks at it.
+    sys.adapters
+        .cursors
+        .advance("org", &event.id)
+        .await
+        .expect("cursor");
+    let sweeper = webhooks_pipeline::Sweeper::from_adapters(&sys.adapters, Duration::ZERO);
+
+    redrive_on_moto(&sys).await;
+    let r = sweeper.sweep().await.redriven;
+    assert_eq!(
+        (r.retried, r.dead_lettered, r.failed),
+        (1, 0, false),
+        "{r:?}"
+    );
+    let again = sys
+        .adapters
+        .queue
+        .receive(10, Duration::from_secs(1))
+        .await
+        .expect("receive");
+    assert_eq!(again.len(), 1);
+    let task: webhooks_domain::DeliveryTask = serde_json::from_str(&again[0].body).expect("a task");
+    assert!(task.redriven, "marked as sent again by the net");
+    sys.adapters
+        .queue
+        .change_visibility(&again[0].receipt_handle, Duration::ZERO)
+        .await
+        .expect("visible again");
+
+    redrive_on_moto(&sys).await;
+    let r = sweeper.sweep().await.redriven;
+    assert_eq!((r.retried, r.dead_lettered), (0, 1), "{r:?}");
+    let d = delivery_of(&sys, &ep.id, &event.id)
+        .await
+        .expect("delivery");
+    assert_eq!(d.status, DeliveryStatus::DeadLettered);
+    assert_eq!(
+        d.last_error.as_deref(),
+        Some(webhooks_pipeline::redrive::MESSAGE_REDRIVEN)
+    );
+    assert_eq!(receiver.count(), 0);
+    // Parked (hidden for 12 h): the next pass does not read it again.
+    assert_eq!(sweeper.sweep().await.redriven, Default::default());
 }

@@ -195,6 +195,7 @@ impl System {
             None,
         );
         let api = api.with_ops(notifier.clone());
+        let sweeper_notifier = notifier.clone();
         let inbound = Inbound::from_adapters(&adapters, settings.inbound.clone());
         let client = DeliveryClient::new(DeliveryClientConfig {
             request_timeout: settings.request_timeout,
@@ -235,7 +236,9 @@ impl System {
             inbound_store: adapters.inbound.clone(),
             fanout: Arc::new(FanOut::from_adapters(&adapters)),
             sender: Arc::new(sender),
-            sweeper: Arc::new(Sweeper::from_adapters(&adapters, settings.sweep_grace)),
+            sweeper: Arc::new(
+                Sweeper::from_adapters(&adapters, settings.sweep_grace).with_ops(sweeper_notifier),
+            ),
             queue: adapters.queue.clone(),
             stream,
             memory,

@@ -209,6 +209,7 @@ impl Delivery {
             event_type: event.event_type,
             payload,
             trace_id: event.trace_id.clone(),
+            redriven: false,
         }
     }
 }
@@ -244,6 +245,12 @@ pub struct DeliveryTask {
     /// The publishing request's X-Ray trace, for the sender's logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Set on the message the redrive net sends for a delivery whose
+    /// message SQS moved to the dead-letter queue: a second redrive
+    /// dead-letters the delivery instead (`pipeline::redrive`). Renewals
+    /// copy it with the body.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redriven: bool,
 }
 
 impl DeliveryTask {
@@ -444,6 +451,16 @@ mod tests {
             event.event_type,
         );
         d.task(&event, event.payload())
+    }
+
+    #[test]
+    fn only_the_redrive_nets_task_carries_its_mark() {
+        let mut task = task_with_data(r#"{"a":1}"#);
+        assert!(!task.redriven);
+        assert!(!task.to_message().contains("redriven"), "absent unless set");
+        task.redriven = true;
+        let back: DeliveryTask = serde_json::from_str(&task.to_message()).unwrap();
+        assert_eq!(back, task);
     }
 
     #[test]

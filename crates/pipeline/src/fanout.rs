@@ -3,9 +3,9 @@
 
 use futures::stream::{self, StreamExt};
 use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use webhooks_domain::{Delivery, DeliveryStatus, Event, Subscriber};
+use webhooks_domain::{Delivery, Event, Subscriber};
 use webhooks_ports::{
     Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, QueueMessage, SystemClock,
 };
@@ -28,7 +28,7 @@ pub struct FanOutReport {
     pub created: usize,
     /// Deliveries that already existed (a replayed event).
     pub existing: usize,
-    /// Messages queued (new deliveries, and pending ones never attempted).
+    /// Messages queued (one per new delivery; an existing one has its own).
     pub enqueued: usize,
     /// Index of the first event that could not be fully fanned out; it and
     /// the events after it must be offered again.
@@ -68,15 +68,22 @@ impl FanOut {
     /// Fans out a batch of events given in stream order (the stream's, or
     /// the sweeper's of events the stream has most likely handed over
     /// already). Safe to repeat: the deliveries are read first, and only the
-    /// missing ones are queued and created; one that exists is queued again
-    /// only while pending and never attempted.
+    /// missing ones are queued and created. One that exists is left alone,
+    /// whatever its state: its record was created after its message was
+    /// sent, and that message is on the queue still (waiting behind a
+    /// backlog, deferred by its endpoint's limits), or SQS moved it to the
+    /// dead-letter queue, where the redrive net finds it
+    /// ([`crate::redrive`]). So a replay or a sweep never gives a delivery
+    /// that merely waits a second message.
     ///
     /// The read is what makes a replay cheap now that messages go before
     /// records: without it every replay (Lambda retries a batch after a
     /// partial failure or a timeout, from the failed record on) would queue
     /// a message for every delivery of the batch again, whatever became of
     /// it, and a batch that keeps timing out after its sends would flood the
-    /// queue with copies for as long as it is retried.
+    /// queue with copies for as long as it is retried. When the read fails,
+    /// nothing is queued or created: every event with a delivery to make is
+    /// offered again.
     pub async fn fan_out(&self, events: &[Event]) -> FanOutReport {
         let mut report = FanOutReport::default();
         let mut failed = vec![false; events.len()];
@@ -124,34 +131,31 @@ impl FanOut {
             }
         }
         // An event handed over twice in one batch makes one delivery.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         wanted.retain(|(_, d)| seen.insert(d.id.clone()));
 
-        // Read first: deliveries already attempted or finished are left
-        // alone, pending ones never attempted are queued again.
-        let mut existing: Vec<(usize, Delivery)> = Vec::new();
+        // Read first: the deliveries that exist are left alone (each has
+        // its own message); only the missing ones are queued and created.
         if !wanted.is_empty() {
             let ids: Vec<String> = wanted.iter().map(|(_, d)| d.id.clone()).collect();
             match self.deliveries.get_many(&ids).await {
                 Ok(found) => {
-                    let mut found: HashMap<String, Delivery> =
-                        found.into_iter().map(|d| (d.id.clone(), d)).collect();
-                    wanted.retain(|(i, d)| match found.remove(&d.id) {
-                        Some(stored) => {
-                            existing.push((*i, stored));
-                            false
-                        }
-                        None => true,
-                    });
+                    let found: HashSet<String> = found.into_iter().map(|d| d.id).collect();
+                    let before = wanted.len();
+                    wanted.retain(|(_, d)| !found.contains(&d.id));
+                    report.existing += before - wanted.len();
                 }
                 Err(e) => {
-                    // Not fatal: queueing and the conditional creates below
-                    // still hold.
-                    tracing::warn!(error = %e, "could not read deliveries before creating them");
+                    // Queueing blind would give every delivery that exists
+                    // a second message, finished ones too: the events are
+                    // offered again instead.
+                    tracing::warn!(error = %e, "could not read deliveries before creating them; offered again");
+                    for (i, _) in wanted.drain(..) {
+                        failed[i] = true;
+                    }
                 }
             }
         }
-        report.existing += existing.len();
 
         // Queued first, created after: a delivery's record never exists
         // without its message having been sent (a crash in between leaves a
@@ -165,17 +169,12 @@ impl FanOut {
                 .get_or_insert_with(|| events[i].payload())
                 .clone()
         };
-        let mut to_queue: Vec<(usize, QueueMessage)> = Vec::new();
-        for (i, d) in wanted.iter().chain(
-            existing
-                .iter()
-                .filter(|(_, d)| d.status == DeliveryStatus::Pending && d.attempts.is_empty()),
-        ) {
-            to_queue.push((*i, task_message(&events[*i], d, payload_of(*i))));
-        }
-        to_queue.sort_by_key(|(i, _)| *i);
-        // Each message, and the index of the event it is for.
-        let (queued_for, messages): (Vec<usize>, Vec<QueueMessage>) = to_queue.into_iter().unzip();
+        // Each message, and the index of the event it is for (`wanted` is in
+        // event order).
+        let (queued_for, messages): (Vec<usize>, Vec<QueueMessage>) = wanted
+            .iter()
+            .map(|(i, d)| (*i, task_message(&events[*i], d, payload_of(*i))))
+            .unzip();
         let mut unsent = vec![false; events.len()];
         match self.queue.send_batch(&messages).await {
             Ok(rejected) => {
@@ -274,7 +273,9 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
     use std::time::Duration;
-    use webhooks_domain::{DeliveryTask, Endpoint, EventType, Secret, Subscription};
+    use webhooks_domain::{
+        DeliveryStatus, DeliveryTask, Endpoint, EventType, Secret, Subscription,
+    };
     use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
     use webhooks_ports::EndpointStore;
 
@@ -438,18 +439,131 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_delivery_created_but_never_queued_is_queued_on_replay() {
+    async fn a_replay_gives_a_waiting_delivery_no_second_message() {
         let w = world();
-        let ep = endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "a", &["*"]).await;
         let e = event("a", EventType::LeadWon);
-        // The crash: created, never queued.
+        w.fanout.fan_out(std::slice::from_ref(&e)).await;
+        // Pending, never attempted: its message waits on the queue (a
+        // backlog, a deferral). A replay, or a sweep, leaves it alone.
+        for _ in 0..3 {
+            let r = w.fanout.fan_out(std::slice::from_ref(&e)).await;
+            assert_eq!((r.created, r.existing, r.enqueued), (0, 1, 0));
+            assert_eq!(r.first_failure, None);
+        }
+        assert_eq!(w.queue.len(), 1);
+    }
+
+    /// The deliveries of `inner`, whose reads (`get_many`) fail.
+    struct Unreadable(Arc<MemoryDeliveryStore>);
+
+    #[async_trait::async_trait]
+    impl DeliveryStore for Unreadable {
+        async fn create_if_absent(&self, d: &Delivery) -> webhooks_ports::Result<Option<Delivery>> {
+            self.0.create_if_absent(d).await
+        }
+        async fn get(&self, id: &str) -> webhooks_ports::Result<Option<Delivery>> {
+            self.0.get(id).await
+        }
+        async fn get_many(&self, _: &[String]) -> webhooks_ports::Result<Vec<Delivery>> {
+            Err(BackendError::Transient("throttled".into()))
+        }
+        async fn lease(
+            &self,
+            id: &str,
+            made: u32,
+            chain: &str,
+            until: chrono::DateTime<chrono::Utc>,
+            now: chrono::DateTime<chrono::Utc>,
+            stale: chrono::DateTime<chrono::Utc>,
+        ) -> webhooks_ports::Result<webhooks_ports::Lease> {
+            self.0.lease(id, made, chain, until, now, stale).await
+        }
+        async fn record_attempt(
+            &self,
+            id: &str,
+            update: &webhooks_ports::AttemptUpdate,
+        ) -> webhooks_ports::Result<bool> {
+            self.0.record_attempt(id, update).await
+        }
+        async fn transition(
+            &self,
+            id: &str,
+            from: &[DeliveryStatus],
+            to: DeliveryStatus,
+        ) -> webhooks_ports::Result<Option<Delivery>> {
+            self.0.transition(id, from, to).await
+        }
+        async fn overdue(
+            &self,
+            org: &str,
+            before: chrono::DateTime<chrono::Utc>,
+            limit: usize,
+        ) -> webhooks_ports::Result<Vec<String>> {
+            self.0.overdue(org, before, limit).await
+        }
+        async fn list_for_endpoint(
+            &self,
+            endpoint: &str,
+            status: Option<DeliveryStatus>,
+            limit: usize,
+            cursor: Option<&str>,
+        ) -> webhooks_ports::Result<webhooks_ports::Page<Delivery>> {
+            self.0
+                .list_for_endpoint(endpoint, status, limit, cursor)
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_queues_nothing_and_offers_the_events_again() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "b", &["*"]).await;
+        let quiet = event("c", EventType::LeadWon);
+        let done = event("a", EventType::LeadWon);
+        w.fanout.fan_out(std::slice::from_ref(&done)).await;
+        // Delivered since: a blind send would queue it again.
+        let d = w.deliveries.all().remove(0);
         w.deliveries
-            .create_if_absent(&Delivery::new("a", &ep.id, &e.id, e.event_type))
+            .record_attempt(
+                &d.id,
+                &webhooks_ports::AttemptUpdate {
+                    attempt: webhooks_domain::Attempt {
+                        number: 1,
+                        at: chrono::Utc::now(),
+                        status_code: Some(200),
+                        error: None,
+                        latency_ms: 1,
+                        response_body: None,
+                    },
+                    status: DeliveryStatus::Delivered,
+                    next_attempt_at: None,
+                    last_error: None,
+                },
+            )
             .await
             .unwrap();
-        let r = w.fanout.fan_out(&[e]).await;
-        assert_eq!((r.created, r.existing, r.enqueued), (0, 1, 1));
-        assert_eq!(w.queue.len(), 1);
+        let queued = w.queue.len();
+        let fresh = event("b", EventType::LeadWon);
+        let blind = FanOut::new(
+            w.endpoints.clone(),
+            Arc::new(Unreadable(w.deliveries.clone())),
+            w.queue.clone(),
+        );
+        let batch = [quiet, done, fresh.clone()];
+        let r = blind.fan_out(&batch).await;
+        assert_eq!((r.created, r.existing, r.enqueued), (0, 0, 0));
+        // The first event has no endpoint: nothing to do, nothing to offer.
+        assert_eq!(r.first_failure, Some(1));
+        assert_eq!(w.queue.len(), queued, "nothing queued");
+        assert_eq!(w.deliveries.all().len(), 1, "nothing created");
+        // Offered again once the table answers: only the missing one goes.
+        let r = w.fanout.fan_out(&batch[1..]).await;
+        assert_eq!((r.created, r.existing, r.enqueued), (1, 1, 1));
+        assert_eq!(r.first_failure, None);
+        let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[queued]).unwrap();
+        assert_eq!(task.event_id, fresh.id);
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@
 //!   out from each organization's cursor;
 //! - [`reconciler`]: pending deliveries that lost their queue message are
 //!   queued again (the sweeper runs it);
+//! - [`redrive`]: what SQS moved to the dead-letter queue is sent again
+//!   once, left to the reconciler, or dead-lettered (the sweeper runs it);
 //! - [`ops`]: operational notifications to the platform's operators;
 //! - [`requeue`]: deliveries sent again by hand, or canceled with their
 //!   endpoint.
@@ -18,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod reconciler;
+pub mod redrive;
 pub mod registration;
 mod requeue;
 pub mod sender;
@@ -28,6 +31,7 @@ pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig, HttpOutco
 pub use metrics::Metrics;
 pub use ops::{Ops, OpsEndpoint, OpsNotifier};
 pub use reconciler::{Reconciled, Reconciler};
+pub use redrive::{RedriveBudget, RedriveNet, Redriven};
 pub use requeue::{
     Canceled, Recovered, Requeue, RequeueError, PAGES_PER_CALL as REQUEUE_PAGES_PER_CALL,
 };

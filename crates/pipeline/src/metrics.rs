@@ -19,6 +19,10 @@ pub enum DeadLetterCause {
     /// The system's: a message that is no delivery task, names no delivery,
     /// or an operational notice the operator's webhook never took.
     Poison,
+    /// The system's too: a delivery whose message SQS redrove twice (the
+    /// sender could not get through it in 30 receives, twice), ended by the
+    /// sweeper's redrive net (`redrive`).
+    Redriven,
 }
 
 impl DeadLetterCause {
@@ -26,6 +30,7 @@ impl DeadLetterCause {
         match self {
             DeadLetterCause::Customer => "customer",
             DeadLetterCause::Poison => "poison",
+            DeadLetterCause::Redriven => "redriven",
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The sweeper: fans out events that the stream never handed to the fan-out
 //! (lost or expired stream records), reading each org's events after its
-//! cursor.
+//! cursor. Each pass first runs the redrive net over the dead-letter queue
+//! (`redrive`), then, per org, the sweep and the reconciler.
 
 use crate::fanout::FanOut;
 use crate::reconciler::Reconciler;
+use crate::redrive::{RedriveNet, Redriven};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::ids;
@@ -19,6 +21,7 @@ pub struct Sweeper {
     grace: Duration,
     clock: Arc<dyn Clock>,
     reconciler: Option<Reconciler>,
+    redrive: Option<RedriveNet>,
 }
 
 /// What a sweep did.
@@ -34,11 +37,13 @@ pub struct SweepReport {
     pub reconciled: usize,
     /// Pending deliveries of deleted endpoints, canceled.
     pub canceled: usize,
+    /// What the redrive net did with the dead-letter queue.
+    pub redriven: Redriven,
 }
 
 impl Sweeper {
-    /// The sweeper over a backend's adapters, with a fan-out and a
-    /// reconciler of its own.
+    /// The sweeper over a backend's adapters, with a fan-out, a reconciler
+    /// and a redrive net of its own.
     pub fn from_adapters(adapters: &Adapters, grace: Duration) -> Self {
         let mut sweeper = Sweeper::new(
             adapters.events.clone(),
@@ -48,7 +53,21 @@ impl Sweeper {
         );
         sweeper.clock = adapters.clock.clone();
         sweeper.reconciler = Some(Reconciler::from_adapters(adapters));
+        sweeper.redrive = Some(RedriveNet::from_adapters(adapters));
         sweeper
+    }
+
+    /// The same sweeper, running `net` over the dead-letter queue each pass.
+    pub fn with_redrive(mut self, net: RedriveNet) -> Self {
+        self.redrive = Some(net);
+        self
+    }
+
+    /// The same sweeper, its redrive net emitting `delivery.dead_lettered`
+    /// through `notifier`.
+    pub fn with_ops(mut self, notifier: crate::ops::OpsNotifier) -> Self {
+        self.redrive = self.redrive.take().map(|net| net.with_ops(notifier));
+        self
     }
 
     /// `grace`: events younger than this are left to the stream.
@@ -65,6 +84,7 @@ impl Sweeper {
             grace,
             clock: SystemClock::shared(),
             reconciler: None,
+            redrive: None,
         }
     }
 
@@ -75,6 +95,9 @@ impl Sweeper {
     /// is checked again next time; nothing can hold the cursor for longer.
     pub async fn sweep(&self) -> SweepReport {
         let mut report = SweepReport::default();
+        if let Some(net) = &self.redrive {
+            report.redriven = net.run().await;
+        }
         let orgs = match self.cursors.list().await {
             Ok(o) => o,
             Err(e) => {

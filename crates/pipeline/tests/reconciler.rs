@@ -2,10 +2,13 @@
 //! message is lost (redriven, expired, never sent) after a failed attempt
 //! scheduled its retry is queued again once it is overdue, and goes on to be
 //! delivered; one whose endpoint is gone ends canceled. Without the
-//! reconciler both would stay pending for ever. (A delivery never attempted
+//! reconciler both would stay pending for ever. A delivery never attempted
 //! is not in the index the reconciler reads: its record is created only
-//! after its message was sent, and the sender renews a message before SQS
-//! would drop it: `a_worn_message_of_a_delivery_never_attempted_is_renewed`.)
+//! after its message was sent, the sender renews a message before SQS
+//! would drop it (`a_worn_message_of_a_delivery_never_attempted_is_renewed`),
+//! and the redrive net settles one SQS redrove all the same (the tests
+//! after "the redrive net" below). A sweep gives a delivery that merely
+//! waits no second message (`a_sweep_gives_a_waiting_backlog_no_second_message`).
 
 use async_trait::async_trait;
 use chrono::TimeZone;
@@ -415,4 +418,355 @@ async fn a_message_whose_lease_answered_an_error_is_not_renewed() {
     let d = the_delivery(&w).await;
     assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
     assert!(w.memory.queue.is_empty());
+}
+
+// ---------------------------------------------------------------- the redrive net
+
+/// `n` more events of `w`'s org, made now (by `w`'s clock) and stored.
+async fn more_events(w: &World, n: usize) -> Vec<Event> {
+    let now = webhooks_ports::Clock::now(w.adapters.clock.as_ref());
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut e = Event::new(
+            "org",
+            EventType::LeadWon,
+            RawValue::from_string("{}".into()).unwrap(),
+        );
+        e.created_at = now;
+        e.id = ids::id_at("evt", now, u128::try_from(i).unwrap() + 1);
+        assert!(w.adapters.events.put_if_absent(&e).await.unwrap());
+        events.push(e);
+    }
+    events
+}
+
+/// The delivery of `event` to `w`'s endpoint.
+async fn delivery_of(w: &World, event: &Event) -> Option<webhooks_domain::Delivery> {
+    w.adapters
+        .deliveries
+        .get(&delivery_id(&w.endpoint.id, &event.id))
+        .await
+        .unwrap()
+}
+
+/// Receives every message of the delivery queue, handling none (the
+/// sender's invocations die at them), until SQS's redrive has moved them
+/// all to the dead-letter queue.
+async fn redrive_all(w: &World) {
+    while !w.memory.queue.is_empty() {
+        w.adapters.queue.receive(10, Duration::ZERO).await.unwrap();
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+}
+
+/// The sweeper as deployed over `w` (its reconciler and redrive net), its
+/// notices queued for the operator's webhook.
+fn sweeper(w: &World) -> Sweeper {
+    Sweeper::from_adapters(&w.adapters, Duration::from_secs(120)).with_ops(
+        webhooks_pipeline::OpsNotifier::new(Some(w.adapters.queue.clone()), None),
+    )
+}
+
+/// Issue 22, defect 1: receives 29 and 30 of a never-attempted delivery's
+/// message take its lease and POST, and their record fails; a message
+/// that leased in its batch is not renewed (its copy would be turned away
+/// by the chain), so SQS redrives it on receive 31. The delivery, pending
+/// with no attempt and no retry scheduled, is in no index, and the
+/// sweeper's cursor is past its event: before the redrive net it stayed
+/// pending for ever. The net sends it again and it is delivered.
+#[tokio::test(start_paused = true)]
+async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending() {
+    let w = a_fanned_out_event().await;
+    // A sweep moved over the event long ago: no sweep of events looks at it.
+    w.adapters
+        .cursors
+        .advance("org", &w.event.id)
+        .await
+        .unwrap();
+    let queue = &w.adapters.queue;
+    for _ in 1..MAX_RECEIVE_COUNT - 1 {
+        assert_eq!(queue.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    let unlucky = Sender::new(
+        w.adapters.endpoints.clone(),
+        w.adapters.endpoints.clone(),
+        // Every record of an attempt fails, writing nothing (the table
+        // throttled).
+        Arc::new(Faulty::new(
+            w.adapters.deliveries.clone(),
+            Arc::new(Script::new().fail(Op::RecordAttempt, ..)),
+        )),
+        queue.clone(),
+        w.adapters.dead_letters.clone(),
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_clock(w.adapters.clock.clone())
+    .with_transport(Arc::new(Accepting));
+    for n in [MAX_RECEIVE_COUNT - 1, MAX_RECEIVE_COUNT] {
+        let worn = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(worn[0].receive_count, n);
+        process_as_the_mapping_does(&w, &unlucky, &worn).await;
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    assert!(w.memory.queue.is_empty(), "SQS redrove it");
+    assert_eq!(w.memory.dead_letters.len(), 1);
+    let d = the_delivery(&w).await;
+    assert_eq!(
+        (d.status, d.attempt_count, d.next_attempt_at),
+        (DeliveryStatus::Pending, 0, None)
+    );
+
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let report = sweeper(&w).sweep().await;
+    let messages = queue.receive(10, Duration::ZERO).await.unwrap();
+    process_as_the_mapping_does(&w, &sender_answering(&w, Accepting), &messages).await;
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+    assert_eq!((report.redriven.retried, report.failed_orgs), (1, 0));
+    assert!(w.memory.dead_letters.is_empty(), "settled: deleted");
+    assert!(w.memory.queue.is_empty());
+}
+
+/// Every message in the dead-letter queue is settled by what its delivery
+/// needs: a never-attempted delivery (with or without a record) is sent
+/// again; one with a retry scheduled is the reconciler's (no second
+/// message); finished deliveries, poison and records gone with their event
+/// are left for the operators, hidden so that the next pass does not read
+/// them again.
+#[tokio::test(start_paused = true)]
+async fn each_dead_letter_is_settled_by_what_its_delivery_needs() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    let [attempted, delivered, unrecorded]: [Event; 3] =
+        more_events(&w, 3).await.try_into().unwrap();
+    FanOut::from_adapters(&w.adapters)
+        .fan_out(&[attempted.clone(), delivered.clone()])
+        .await;
+    let task = |e: &Event| {
+        let d = webhooks_domain::Delivery::new("org", &w.endpoint.id, &e.id, e.event_type);
+        webhooks_ports::QueueMessage::task(&d.task(e, e.payload()))
+    };
+    // The fan-out of `unrecorded` sent its message and stopped before the
+    // create (and the sweeper's cursor is past it, so only the net is
+    // left to find it).
+    queue.send_batch(&[task(&unrecorded)]).await.unwrap();
+    w.adapters
+        .cursors
+        .advance("org", &unrecorded.id)
+        .await
+        .unwrap();
+    // `attempted` fails its first attempt, `delivered` is delivered.
+    let first = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 4);
+    for m in &first {
+        if m.body.contains(&attempted.id) {
+            process_as_the_mapping_does(
+                &w,
+                &sender_answering(&w, Unavailable),
+                std::slice::from_ref(m),
+            )
+            .await;
+        } else if m.body.contains(&delivered.id) {
+            process_as_the_mapping_does(
+                &w,
+                &sender_answering(&w, Accepting),
+                std::slice::from_ref(m),
+            )
+            .await;
+        }
+    }
+    assert_eq!(
+        delivery_of(&w, &delivered).await.unwrap().status,
+        DeliveryStatus::Delivered
+    );
+    // In the dead-letter queue already: a duplicate message of `delivered`
+    // that SQS redrove, the sender's dead letter of a delivery that has
+    // since expired with its event (never stored here), and poison.
+    let expired = Event::new(
+        "org",
+        EventType::LeadWon,
+        RawValue::from_string("{}".into()).unwrap(),
+    );
+    w.adapters
+        .dead_letters
+        .send_batch(&[
+            task(&delivered),
+            task(&expired),
+            webhooks_ports::QueueMessage::untagged("not json"),
+        ])
+        .await
+        .unwrap();
+    redrive_all(&w).await;
+    assert_eq!(w.memory.dead_letters.len(), 6);
+
+    let report = sweeper(&w).sweep().await;
+    let r = &report.redriven;
+    assert_eq!(
+        (
+            r.retried,
+            r.to_reconciler,
+            r.parked,
+            r.dead_lettered,
+            r.waiting
+        ),
+        (2, 1, 3, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(report.reconciled, 1, "the reconciler queued `attempted`");
+    assert_eq!(w.memory.dead_letters.len(), 3, "the parked ones");
+    let tasks: Vec<webhooks_domain::DeliveryTask> = w
+        .memory
+        .queue
+        .bodies()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let mut queued: Vec<(&str, bool)> = tasks
+        .iter()
+        .map(|t| (t.event_id.as_str(), t.redriven))
+        .collect();
+    queued.sort_unstable();
+    let mut expected = vec![
+        (w.event.id.as_str(), true),
+        (unrecorded.id.as_str(), true),
+        (attempted.id.as_str(), false),
+    ];
+    expected.sort_unstable();
+    assert_eq!(
+        queued, expected,
+        "one message each, none from the net for `attempted`"
+    );
+
+    // The parked ones are not read again by the next pass.
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert_eq!(
+        sweeper(&w).sweep().await.redriven,
+        webhooks_pipeline::Redriven::default()
+    );
+
+    let accepting = sender_answering(&w, Accepting);
+    while !w.memory.queue.is_empty() {
+        let messages = queue.receive(10, Duration::ZERO).await.unwrap();
+        process_as_the_mapping_does(&w, &accepting, &messages).await;
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    for (e, attempts) in [(&w.event, 1), (&unrecorded, 1), (&attempted, 2)] {
+        let d = delivery_of(&w, e).await.unwrap();
+        assert_eq!(
+            (d.status, d.attempt_count),
+            (DeliveryStatus::Delivered, attempts)
+        );
+    }
+    assert!(delivery_of(&w, &expired).await.is_none(), "not made again");
+    assert_eq!(w.memory.dead_letters.len(), 3);
+}
+
+/// A delivery whose message SQS redrives again after the net sent it once
+/// (a crash loop) ends dead-lettered with its cause, counted and notified
+/// as any dead letter, instead of going round for ever.
+#[tokio::test(start_paused = true)]
+async fn a_delivery_whose_message_is_redriven_twice_ends_dead_lettered_with_its_cause() {
+    let w = a_fanned_out_event().await;
+    redrive_all(&w).await;
+    assert_eq!(sweeper(&w).sweep().await.redriven.retried, 1);
+    redrive_all(&w).await;
+    assert_eq!(w.memory.dead_letters.len(), 1);
+    let report = sweeper(&w).sweep().await;
+    assert_eq!(
+        (report.redriven.dead_lettered, report.redriven.retried),
+        (1, 0)
+    );
+    let d = the_delivery(&w).await;
+    assert_eq!(d.status, DeliveryStatus::DeadLettered);
+    assert_eq!(
+        d.last_error.as_deref(),
+        Some(webhooks_pipeline::redrive::MESSAGE_REDRIVEN)
+    );
+    assert_eq!(d.attempt_count, 1);
+    assert_eq!(
+        d.attempts[0].error.as_deref(),
+        Some(webhooks_pipeline::redrive::MESSAGE_REDRIVEN)
+    );
+    assert_eq!(d.attempts[0].status_code, None);
+    // Its message stays in the dead-letter queue, as every dead-lettered
+    // delivery's does; the operators are told.
+    assert_eq!(w.memory.dead_letters.len(), 1);
+    let notices: Vec<webhooks_domain::ops::OpsNotice> = w
+        .memory
+        .queue
+        .bodies()
+        .iter()
+        .filter_map(|b| webhooks_domain::ops::OpsNotice::from_message(b))
+        .collect();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].event_type, "delivery.dead_lettered");
+    assert!(notices[0].payload.contains("message_redriven"));
+    let figures = w
+        .adapters
+        .stats
+        .read(&w.endpoint.id, d.created_at - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let dead: i64 = figures.iter().map(|b| b.dead_lettered).sum();
+    assert_eq!(dead, 1);
+}
+
+/// While another message holds the delivery's lease, the net waits (the
+/// dead letter hidden until the lease ends) instead of sending a copy.
+#[tokio::test(start_paused = true)]
+async fn the_net_waits_while_another_message_holds_the_lease() {
+    let w = a_fanned_out_event().await;
+    redrive_all(&w).await;
+    let now = webhooks_ports::Clock::now(w.adapters.clock.as_ref());
+    let id = delivery_id(&w.endpoint.id, &w.event.id);
+    let lease = w
+        .adapters
+        .deliveries
+        .lease(
+            &id,
+            0,
+            "another",
+            now + chrono::Duration::seconds(60),
+            now,
+            now - webhooks_domain::delivery::STUCK_AFTER,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(lease, webhooks_ports::Lease::Granted(_)));
+    assert_eq!(sweeper(&w).sweep().await.redriven.waiting, 1);
+    assert!(w.memory.queue.is_empty());
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(
+        sweeper(&w).sweep().await.redriven,
+        webhooks_pipeline::Redriven::default(),
+        "hidden until the lease ends"
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(sweeper(&w).sweep().await.redriven.retried, 1);
+    assert_eq!(w.memory.queue.len(), 1);
+}
+
+/// Issue 22, defect 5: a sweep re-queued every pending, never-attempted
+/// delivery of the events it settled, so every delivery that merely waits
+/// (a backlog, a deferral) got a second message.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_gives_a_waiting_backlog_no_second_message() {
+    let w = a_fanned_out_event().await;
+    let events = more_events(&w, 999).await;
+    let r = FanOut::from_adapters(&w.adapters).fan_out(&events).await;
+    assert_eq!((r.created, r.enqueued), (999, 999));
+    assert_eq!(w.memory.queue.len(), 1_000);
+    // Nobody sends: the backlog waits.
+    tokio::time::advance(Duration::from_secs(180)).await;
+    let report = sweeper(&w).sweep().await;
+    assert_eq!((report.events, report.deliveries_created), (1_000, 0));
+    assert_eq!(report.enqueued, 0);
+    assert_eq!(w.memory.queue.len(), 1_000);
+    assert_eq!(
+        w.adapters.cursors.get("org").await.unwrap(),
+        events.last().map(|e| e.id.clone())
+    );
 }

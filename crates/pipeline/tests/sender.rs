@@ -911,6 +911,7 @@ async fn queue_without_record(
         event_type: event.event_type,
         payload: event.payload(),
         trace_id: None,
+        redriven: false,
     };
     w.queue
         .send_batch(&[webhooks_ports::QueueMessage::task(&task)])

@@ -1,10 +1,14 @@
-//! Lambda `sweeper`: on a schedule, fans out events that the stream never
-//! handed to the fan-out, from each org's cursor.
+//! Lambda `sweeper`: on a schedule, settles what SQS redrove to the
+//! dead-letter queue, fans out events that the stream never handed to the
+//! fan-out, from each org's cursor, and queues again the deliveries that
+//! lost their message.
 
 use lambda_runtime::{Error, LambdaEvent};
+use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::env::{self, EnvError};
 use webhooks_domain::retry::parse_duration;
+use webhooks_pipeline::metrics::DeadLetterCause;
 use webhooks_pipeline::Sweeper;
 use webhooks_ports::Adapters;
 
@@ -20,9 +24,13 @@ pub async fn handle(
         created = r.deliveries_created,
         enqueued = r.enqueued,
         failed_orgs = r.failed_orgs,
+        redriven = r.redriven.redriven(),
+        redrive_dead_lettered = r.redriven.dead_lettered,
         "sweep"
     );
-    // What the net under the stream found: deliveries the stream never made.
+    // What the net under the stream found: deliveries the stream never made;
+    // and what SQS redrove to the dead-letter queue (no SQS metric counts a
+    // redrive: NumberOfMessagesSent leaves it out).
     println!(
         "{}",
         webhooks_pipeline::metrics::emf(
@@ -34,21 +42,43 @@ pub async fn handle(
                     r.deliveries_created as u64
                 ),
                 ("SweeperFailedOrgs", "Count", r.failed_orgs as u64),
+                ("RedrivenMessages", "Count", r.redriven.redriven() as u64),
             ]
         )
     );
+    if r.redriven.dead_lettered > 0 {
+        println!(
+            "{}",
+            webhooks_pipeline::metrics::emf(
+                &[("Cause", DeadLetterCause::Redriven.as_str())],
+                &[("DeadLetters", "Count", r.redriven.dead_lettered as u64)]
+            )
+        );
+    }
     Ok(serde_json::json!({
         "orgs": r.orgs,
         "events": r.events,
         "deliveries_created": r.deliveries_created,
         "enqueued": r.enqueued,
         "failed_orgs": r.failed_orgs,
+        "redriven": r.redriven.redriven(),
+        "redrive_dead_lettered": r.redriven.dead_lettered,
     }))
 }
 
-/// The sweeper over `adapters`, configured from the environment.
-pub fn from_env(adapters: &Adapters) -> Result<Sweeper, EnvError> {
-    Ok(Sweeper::from_adapters(adapters, grace_from_env()?))
+/// The sweeper over `adapters`, configured from the environment; its
+/// redrive net's `delivery.dead_lettered` notices are queued for the
+/// sender when an operator webhook is set (`WEBHOOKS_OPS_WEBHOOK_URL`; the
+/// sender holds its secret) and published on the EventBridge bus
+/// `WEBHOOKS_OPS_EVENT_BUS` when set.
+pub fn from_env(adapters: &Adapters, aws: &webhooks_aws::SdkConfig) -> Result<Sweeper, EnvError> {
+    let queue = env::optional("WEBHOOKS_OPS_WEBHOOK_URL").map(|_| adapters.queue.clone());
+    let bus = env::optional("WEBHOOKS_OPS_EVENT_BUS").map(|name| {
+        Arc::new(webhooks_aws::EventBridgeOpsBus::with_config(aws, name))
+            as Arc<dyn webhooks_ports::OpsBus>
+    });
+    Ok(Sweeper::from_adapters(adapters, grace_from_env()?)
+        .with_ops(webhooks_pipeline::OpsNotifier::new(queue, bus)))
 }
 
 /// The shortest settle window: writes commit up to 30 s after their id is

@@ -7,19 +7,21 @@ use super::harness::{memory_backend, moto_backend, run};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 use webhooks::event_sources::{QueueMapping, StreamMapping, StreamSource};
 use webhooks_domain::delivery::delivery_id;
+use webhooks_domain::delivery::AttemptResult;
 use webhooks_domain::{DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_faults::{Faulty, Op, Script};
+use webhooks_memory::MemoryBackend;
 use webhooks_memory::{
     MemoryCursorStore, MemoryDeliveryStore, MemoryEndpointStore, MemoryEventStore, MemoryQueue,
 };
 use webhooks_pipeline::{
-    DeliveryClient, DeliveryClientConfig, FanOut, Sender, SenderConfig, Sweeper,
+    DeliveryClient, DeliveryClientConfig, FanOut, HttpOutcome, Sender, SenderConfig, Sweeper,
+    Transport,
 };
 use webhooks_ports::{CursorStore, DeliveryStore, EndpointStore, EventStore};
-use webhooks_testkit::{Receiver, Reply};
+use webhooks_testkit::Receiver;
 
 /// How often each fault happens.
 #[derive(Debug, Clone, Copy)]
@@ -190,9 +192,9 @@ async fn moto_backend_loses_nothing_under_faults() {
 }
 
 // Two ways to lose a delivery that the storm above does not reach at its
-// fault rates; each needs a sustained failure. The first runs (the sweeper
-// catches the dropped record); the second fails today and is kept ignored
-// so that the suite stays green; run it with `--ignored`.
+// fault rates; each needs a sustained failure: the sweeper catches the
+// dropped record, and the sweeper's redrive net and reconciler the message
+// SQS redrove.
 
 /// A small memory system around one endpoint: its stores (the tests add
 /// the rest).
@@ -251,7 +253,7 @@ async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
     let queue = MemoryQueue::new(Duration::from_secs(1));
     let dead_letters = MemoryQueue::new(Duration::from_secs(1));
     // SQS refuses the fan-out's sends for as long as the stream retries the
-    // first event's record (the deliveries are created, never queued).
+    // first event's record (its delivery is never queued, so never created).
     let fanout = Arc::new(FanOut::new(
         endpoints.clone(),
         sys.deliveries.clone(),
@@ -306,95 +308,144 @@ async fn a_stream_record_dropped_after_its_retries_is_still_delivered() {
     assert_eq!(
         status(&first).await,
         Some(DeliveryStatus::Delivered),
-        "the first event's delivery was created but never queued, and nothing will queue it: the cursor is past it"
+        "the stream dropped the first event's record: only the sweeper makes its delivery"
     );
 }
 
-#[tokio::test]
-#[ignore = "known gap, not automatic: after SQS redrives a message (30 receives with the deliveries table down) its delivery stays pending until an operator calls POST /v1/deliveries/{id}/retry, which re-queues pending deliveries overdue by 15 minutes"]
+/// Answers 500 to the first POST and 200 to every later one.
+struct FailsOnce(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl Transport for FailsOnce {
+    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        HttpOutcome {
+            result: AttemptResult::Responded {
+                status: if n == 0 { 500 } else { 200 },
+                retry_after: None,
+            },
+            latency_ms: 1,
+            response_body: None,
+        }
+    }
+}
+
+/// The first attempt fails (500) and is recorded; then the deliveries
+/// table refuses every record for as many receives as SQS's redrive policy
+/// allows, and SQS moves the message to the dead-letter queue. The sweeper
+/// settles it: its redrive net sees a delivery with a retry scheduled and
+/// leaves it to the reconciler (no second message of its own), which
+/// queues it again as overdue; it is delivered. On a virtual clock, with
+/// the memory backend's SQS redrive and the sweeper as deployed.
+#[tokio::test(start_paused = true)]
 async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
-    use webhooks_aws::resources::MAX_RECEIVE_COUNT;
-    // The first attempt fails (500) and is recorded; then the deliveries
-    // table is unavailable for as many receives as the redrive policy
-    // allows; then it is back.
-    let receiver = Receiver::start(|n, _| Reply::Status(if n == 0 { 500 } else { 200 })).await;
-    let sys = small_system(receiver.url("/")).await;
-    let endpoints = MemoryEndpointStore::new();
-    let created = endpoints
+    use chrono::TimeZone;
+    use webhooks_ports::queue_settings::MAX_RECEIVE_COUNT;
+    let clock = webhooks_testkit::clock::TokioClock::starting_at(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
+            .single()
+            .expect("time"),
+    );
+    let memory = MemoryBackend::with_clock(Duration::from_secs(180), clock.clone());
+    let adapters = memory.adapters();
+    let mut endpoint = Endpoint::new(
+        "org",
+        "https://receiver.test/".into(),
+        Subscription::All,
+        Secret::generate(),
+    );
+    endpoint.created_at = webhooks_ports::Clock::now(clock.as_ref());
+    let created = adapters
+        .endpoints
         .create(
-            &sys.endpoint,
+            &endpoint,
             webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
         )
         .await
         .expect("endpoint");
     assert_eq!(created, webhooks_ports::Created::Written);
-    let dead_letters = MemoryQueue::new(Duration::from_secs(30));
-    let queue = MemoryQueue::with_redrive(
-        Duration::from_millis(50),
-        dead_letters.clone(),
-        MAX_RECEIVE_COUNT,
-    );
-    let fanout = FanOut::new(endpoints.clone(), sys.deliveries.clone(), queue.clone());
-    let event = an_event(1);
-    sys.events.put_if_absent(&event).await.expect("put");
-    fanout.fan_out(std::slice::from_ref(&event)).await;
+    adapters
+        .cursors
+        .ensure(
+            "org",
+            &webhooks_domain::ids::id_floor_at("evt", endpoint.created_at),
+        )
+        .await
+        .expect("cursor");
+    let mut event = an_event(1);
+    event.created_at = endpoint.created_at + chrono::Duration::seconds(1);
+    event.id = webhooks_domain::ids::id_floor_at("evt", event.created_at);
+    adapters.events.put_if_absent(&event).await.expect("put");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let fanned = FanOut::from_adapters(&adapters)
+        .fan_out(std::slice::from_ref(&event))
+        .await;
+    assert_eq!(fanned.enqueued, 1);
+
+    let posts = Arc::new(FailsOnce(std::sync::atomic::AtomicUsize::new(0)));
     let sender = QueueMapping::new(
-        queue.clone(),
-        Arc::new(Sender::new(
-            endpoints.clone(),
-            endpoints.clone(),
-            Arc::new(Faulty::new(
-                sys.deliveries.clone(),
-                Arc::new(
-                    Script::new().fail(Op::RecordAttempt, 2..=1 + u64::from(MAX_RECEIVE_COUNT)),
-                ),
-            )),
-            queue.clone(),
-            dead_letters.clone(),
-            DeliveryClient::new(DeliveryClientConfig {
-                allow_private: true,
-                ..DeliveryClientConfig::default()
-            })
-            .expect("client"),
-            SenderConfig {
-                schedule: "50ms,50ms,50ms".parse().expect("schedule"),
-                ..SenderConfig::default()
-            },
-        )),
+        adapters.queue.clone(),
+        Arc::new(
+            Sender::new(
+                adapters.endpoints.clone(),
+                adapters.endpoints.clone(),
+                Arc::new(Faulty::new(
+                    adapters.deliveries.clone(),
+                    Arc::new(
+                        Script::new()
+                            .fail(Op::RecordAttempt, 2..=u64::from(MAX_RECEIVE_COUNT)),
+                    ),
+                )),
+                adapters.queue.clone(),
+                adapters.dead_letters.clone(),
+                DeliveryClient::new(DeliveryClientConfig::default()).expect("client"),
+                SenderConfig {
+                    schedule: "1m,1m,1m".parse().expect("schedule"),
+                    ..SenderConfig::default()
+                },
+            )
+            .with_clock(clock.clone())
+            .with_transport(posts.clone()),
+        ),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !queue.is_empty() && Instant::now() < deadline {
-        sender.step(Duration::from_millis(100)).await;
+    while !memory.queue.is_empty() {
+        sender.step(Duration::ZERO).await;
+        tokio::time::advance(Duration::from_secs(181)).await;
     }
-    Sweeper::new(
-        sys.events.clone(),
-        sys.cursors.clone(),
-        Arc::new(fanout),
-        Duration::ZERO,
-    )
-    .sweep()
-    .await;
-    while sender.step(Duration::from_millis(200)).await > 0 {}
-    let d = sys
+    assert_eq!(memory.dead_letters.len(), 1, "SQS redrove it");
+    let id = delivery_id(&endpoint.id, &event.id);
+    let d = adapters
         .deliveries
-        .get(&delivery_id(&sys.endpoint.id, &event.id))
+        .get(&id)
         .await
         .expect("get")
         .expect("delivery");
-    println!(
-        "status {} after {} recorded attempts; receiver got {} requests; delivery queue {} messages, dead-letter queue {}",
-        d.status,
-        d.attempts.len(),
-        receiver.count(),
-        queue.len(),
-        dead_letters.len()
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Pending, 1));
+
+    let report = Sweeper::from_adapters(&adapters, Duration::from_secs(120))
+        .sweep()
+        .await;
+    let r = &report.redriven;
+    assert_eq!(
+        (r.to_reconciler, r.retried, r.dead_lettered),
+        (1, 0, 0),
+        "{r:?}"
     );
-    assert!(
-        matches!(
-            d.status,
-            DeliveryStatus::Delivered | DeliveryStatus::DeadLettered
-        ),
-        "the delivery is {} with its message gone from the queue: nothing will ever attempt or dead-letter it",
-        d.status
-    );
+    assert_eq!(report.reconciled, 1);
+    assert!(memory.dead_letters.is_empty());
+    assert_eq!(memory.queue.len(), 1, "one message: the reconciler's");
+    while !memory.queue.is_empty() {
+        sender.step(Duration::ZERO).await;
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    let d = adapters
+        .deliveries
+        .get(&id)
+        .await
+        .expect("get")
+        .expect("delivery");
+    let codes: Vec<Option<u16>> = d.attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(codes, [Some(500), Some(200)]);
 }

@@ -18,7 +18,7 @@ mod health;
 pub mod limits;
 mod notices;
 mod rate;
-mod renew;
+pub(crate) mod renew;
 mod stats;
 use notices::outcome_name;
 

@@ -3,9 +3,11 @@
 //! only when an attempt fails (so a first-try success writes no index
 //! entry). A never-attempted delivery whose message keeps failing (its
 //! delivery or endpoint unreadable for an hour and a half) would otherwise
-//! reach SQS's `maxReceiveCount` and be moved to the dead-letter queue with
-//! nothing left to find it; and a message that waits out the queue's
-//! retention (14 days) is deleted. Its message is renewed instead: sent
+//! reach SQS's `maxReceiveCount` and be moved to the dead-letter queue,
+//! where only the sweeper's redrive net finds it (`crate::redrive`, which
+//! sends it again once and dead-letters it the second time); and a message
+//! that waits out the queue's retention (14 days) is deleted. Its message
+//! is renewed instead: sent
 //! again as a new message (receive count 0, retention anew) and the worn
 //! one finished, a day before the retention ends, and as soon as it has
 //! been received more often than its delivery can spare before a first
@@ -44,7 +46,7 @@ pub(super) fn worn_after(spare: u32) -> u32 {
 /// would carry it on: never attempted, no live lease, and no other message
 /// holding its retry chain (a lease taken and crashed before its attempt
 /// was recorded) unless that chain is lost already.
-pub(super) fn copy_carries_on(delivery: &Delivery, now: DateTime<Utc>) -> bool {
+pub(crate) fn copy_carries_on(delivery: &Delivery, now: DateTime<Utc>) -> bool {
     delivery.attempt_count == 0
         && delivery.lease_until.is_none_or(|t| t < now)
         && !delivery.chain_live_elsewhere(NEW_MESSAGE, now)

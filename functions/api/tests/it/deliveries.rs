@@ -193,6 +193,7 @@ async fn retry_requeues_dead_lettered_and_canceled_deliveries() {
                 event_type: EventType::InvoicePaid,
                 payload: event.payload(),
                 trace_id: None,
+                redriven: false,
             }
         );
     }

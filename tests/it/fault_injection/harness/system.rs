@@ -227,11 +227,21 @@ impl FaultySystem {
         FaultySystem {
             stream: StreamMapping::new(stream, fanout.clone()),
             sender: Arc::new(QueueMapping::new(sender_side.queue, Arc::new(sender))),
+            // With its redrive net: what SQS redrove (30 receives of the
+            // 1 s visibility) is sent again or dead-lettered.
             sweeper: Sweeper::new(
                 adapters.events.clone(),
                 adapters.cursors.clone(),
                 fanout.clone(),
                 Duration::ZERO,
+            )
+            .with_redrive(
+                webhooks_pipeline::RedriveNet::from_adapters(&adapters).with_budget(
+                    webhooks_pipeline::RedriveBudget {
+                        wait: Duration::ZERO,
+                        ..Default::default()
+                    },
+                ),
             ),
             fanout,
             adapters,
