@@ -215,8 +215,9 @@ FUNCTION_SOURCES = {
         "crates/pipeline/src/requeue.rs",
         "crates/pipeline/src/registration.rs",
         "crates/pipeline/src/ops.rs",
+        "crates/pipeline/src/publish.rs",
     ],
-    "inbound": ["functions/inbound/src"],
+    "inbound": ["functions/inbound/src", "crates/pipeline/src/publish.rs"],
     "fanout": ["functions/fanout/src", "crates/pipeline/src/fanout.rs"],
     "sender": ["functions/sender/src", "crates/pipeline/src/sender", "crates/pipeline/src/ops.rs"],
     "sweeper": [

@@ -11,12 +11,15 @@
 //!   queued again (the sweeper runs it);
 //! - [`ops`]: operational notifications to the platform's operators;
 //! - [`requeue`]: deliveries sent again by hand, or canceled with their
-//!   endpoint.
+//!   endpoint;
+//! - [`publish`]: events written under an idempotency claim (the api's
+//!   keyed publish, Stripe's billing events), never behind the cursor.
 
 pub mod fanout;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod publish;
 pub mod reconciler;
 pub mod registration;
 mod requeue;

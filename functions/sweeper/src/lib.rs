@@ -4,6 +4,7 @@
 use lambda_runtime::{Error, LambdaEvent};
 use std::time::Duration;
 use webhooks_aws::env::{self, EnvError};
+use webhooks_domain::event::MIN_SETTLE_WINDOW;
 use webhooks_domain::retry::parse_duration;
 use webhooks_pipeline::Sweeper;
 use webhooks_ports::Adapters;
@@ -55,7 +56,34 @@ pub fn from_env(adapters: &Adapters) -> Result<Sweeper, EnvError> {
 /// (`WEBHOOKS_SWEEP_GRACE`, default 2 minutes).
 pub fn grace_from_env() -> Result<Duration, EnvError> {
     match env::optional("WEBHOOKS_SWEEP_GRACE") {
-        Some(s) => parse_duration(&s).map_err(|e| EnvError(format!("WEBHOOKS_SWEEP_GRACE: {e}"))),
+        Some(s) => parse_grace(&s).map_err(|e| EnvError(format!("WEBHOOKS_SWEEP_GRACE: {e}"))),
         None => Ok(Duration::from_secs(120)),
+    }
+}
+
+/// A settle window: a duration no shorter than [`MIN_SETTLE_WINDOW`], the
+/// least that covers every event write (a shorter one would move the cursor
+/// past an event still to be written).
+pub fn parse_grace(text: &str) -> Result<Duration, String> {
+    let grace = parse_duration(text).map_err(|e| e.to_string())?;
+    if grace < MIN_SETTLE_WINDOW {
+        return Err(format!(
+            "must be at least {} s: an event may be written up to that long after its id is made",
+            MIN_SETTLE_WINDOW.as_secs()
+        ));
+    }
+    Ok(grace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settle_window_shorter_than_the_writes_is_refused() {
+        assert_eq!(parse_grace("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_grace("60s"), Ok(MIN_SETTLE_WINDOW));
+        assert!(parse_grace("30s").unwrap_err().contains("at least 60 s"));
+        assert!(parse_grace("soon").is_err());
     }
 }

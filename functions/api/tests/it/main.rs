@@ -12,4 +12,5 @@ mod malformed;
 mod openapi;
 mod portal;
 mod races;
+mod replay;
 mod support;
