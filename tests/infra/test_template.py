@@ -217,8 +217,9 @@ FUNCTION_SOURCES = {
         "crates/pipeline/src/requeue.rs",
         "crates/pipeline/src/registration.rs",
         "crates/pipeline/src/ops.rs",
+        "crates/pipeline/src/publish.rs",
     ],
-    "inbound": ["functions/inbound/src"],
+    "inbound": ["functions/inbound/src", "crates/pipeline/src/publish.rs"],
     "fanout": ["functions/fanout/src", "crates/pipeline/src/fanout.rs"],
     "sender": ["functions/sender/src", "crates/pipeline/src/sender", "crates/pipeline/src/ops.rs"],
     "sweeper": [
@@ -1587,15 +1588,17 @@ def test_dashboard_shows_the_pipeline_and_every_alarm(template: dict) -> None:
 
 
 def test_sweep_grace_parameter_is_what_the_sweeper_accepts(template: dict, repo_root: Path) -> None:
-    """SweepGrace takes 30 s to 60 min, the range the sweeper's
+    """SweepGrace takes 60 s to 60 min, the range the sweeper's
     parse_grace accepts (functions/sweeper/src/lib.rs): shorter could move a
     cursor over an event still to commit, longer leaves the net too late."""
     source = (repo_root / "functions" / "sweeper" / "src" / "lib.rs").read_text(encoding="utf-8")
-    assert "Duration::from_secs(30)" in source and "Duration::from_secs(3600)" in source
+    assert "MIN_GRACE: Duration = MIN_SETTLE_WINDOW" in source and "Duration::from_secs(3600)" in source
+    event = (repo_root / "crates" / "domain" / "src" / "event.rs").read_text(encoding="utf-8")
+    assert "MIN_SETTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60)" in event
     pattern = re.compile(template["Parameters"]["SweepGrace"]["AllowedPattern"])
-    for accepted in ["", "30s", "45s", "120s", "999s", "3599s", "3600s", "1m", "2m", "59m", "60m"]:
+    for accepted in ["", "60s", "75s", "120s", "999s", "3599s", "3600s", "1m", "2m", "59m", "60m"]:
         assert pattern.fullmatch(accepted), f"SweepGrace refuses {accepted!r}"
-    for refused in ["29s", "0s", "5s", "3601s", "4000s", "61m", "0m", "1h", "2 m", "120"]:
+    for refused in ["30s", "59s", "0s", "5s", "3601s", "4000s", "61m", "0m", "1h", "2 m", "120"]:
         assert not pattern.fullmatch(refused), f"SweepGrace accepts {refused!r}"
 
 

@@ -2,7 +2,7 @@
 //! uniqueness constraint: a conditional put creates a delivery at most once.
 
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::items::s;
+use crate::items::{expires_at, s};
 use crate::items::{AttemptItem, DeliveryItem};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -301,6 +301,11 @@ impl DeliveryStore for DynamoDeliveryStore {
         for (k, v) in attempts.1 {
             req = req.expression_attribute_values(k, v);
         }
+        if update.status == DeliveryStatus::Pending {
+            // Still being retried: its time to live starts again.
+            set.push("expires_at = :exp");
+            req = req.expression_attribute_values(":exp", number(expires_at(update.attempt.at)));
+        }
         match update.next_attempt_at {
             Some(t) => {
                 set.push("next_attempt_at = :next");
@@ -335,34 +340,69 @@ impl DeliveryStore for DynamoDeliveryStore {
         if from.is_empty() {
             return Ok(None);
         }
-        let now = rfc3339(Utc::now());
+        let now = Utc::now();
         let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":f{i}")).collect();
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":u", s(&now))
-            .condition_expression(format!("#s IN ({})", placeholders.join(", ")))
-            .return_values(ReturnValue::AllNew);
-        for (p, status) in placeholders.iter().zip(from) {
-            req = req.expression_attribute_values(p, s(status.as_str()));
-        }
-        req = if to == DeliveryStatus::Pending {
-            // A new chain starts with the next message received.
-            req.update_expression(
-                "SET #s = :to, updated_at = :u, next_attempt_at = :u REMOVE chain, lease_until",
-            )
+        let in_from = format!("#s IN ({})", placeholders.join(", "));
+        let unleased = "(attribute_not_exists(lease_until) OR lease_until < :now)";
+        // A move to pending is one of two conditional writes: without a
+        // live lease it starts a new chain; with one, the attempt under way
+        // keeps its lease and its chain. Each is refused when the other
+        // applies (or when the status is not in `from`). A lease can only
+        // end between them (none is taken on a delivery that is not
+        // pending), so the first form, tried again, settles it.
+        let tries: &[bool] = if to == DeliveryStatus::Pending {
+            &[false, true, false]
         } else {
-            req.update_expression("SET #s = :to, updated_at = :u REMOVE next_attempt_at")
+            &[false]
         };
-        match req.send().await {
-            Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(backend_error("UpdateItem deliveries", e)),
+        for &leased in tries {
+            let (condition, update) = match (to, leased) {
+                (DeliveryStatus::Pending, false) => (
+                    format!("{in_from} AND {unleased}"),
+                    "SET #s = :to, updated_at = :u, next_attempt_at = :u, expires_at = :exp \
+                     REMOVE chain, lease_until",
+                ),
+                (DeliveryStatus::Pending, true) => (
+                    format!("{in_from} AND lease_until >= :now"),
+                    "SET #s = :to, updated_at = :u, next_attempt_at = :u, expires_at = :exp",
+                ),
+                // Out of pending only without a live lease: an attempt under
+                // way records its outcome.
+                _ => (
+                    format!("{in_from} AND (#s <> :pending OR {unleased})"),
+                    "SET #s = :to, updated_at = :u REMOVE next_attempt_at",
+                ),
+            };
+            let mut req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":to", s(to.as_str()))
+                .expression_attribute_values(":u", s(&rfc3339(now)))
+                .expression_attribute_values(":now", number(now.timestamp_millis()))
+                .condition_expression(condition)
+                .update_expression(update)
+                .return_values(ReturnValue::AllNew);
+            if to == DeliveryStatus::Pending {
+                req = req.expression_attribute_values(":exp", number(expires_at(now)));
+            } else {
+                req = req
+                    .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()));
+            }
+            for (p, status) in placeholders.iter().zip(from) {
+                req = req.expression_attribute_values(p, s(status.as_str()));
+            }
+            match req.send().await {
+                Ok(out) => return out.attributes.map(from_item).transpose(),
+                // Not in `from`, under a live lease (out of pending), or the
+                // other form of a move to pending applies.
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(backend_error("UpdateItem deliveries", e)),
+            }
         }
+        Ok(None)
     }
 
     async fn overdue(

@@ -26,7 +26,10 @@ pub(crate) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_string())
 }
 
-fn expires_at(from: DateTime<Utc>) -> i64 {
+/// The `expires_at` (Unix seconds) of an item kept [`RETENTION_DAYS`] from
+/// `from`: an event's or a delivery's creation, a delivery's move to
+/// pending or its last attempt while pending.
+pub(crate) fn expires_at(from: DateTime<Utc>) -> i64 {
     (from + chrono::Duration::days(RETENTION_DAYS)).timestamp()
 }
 

@@ -47,8 +47,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: &str = "15s";
 pub const DEFAULT_RETENTION: &str = "30d";
 /// `webhooks dev --jwt-secret` unless told otherwise.
 pub const DEFAULT_JWT_SECRET: &str = "dev-secret";
-/// How old an event must be before `webhooks dev`'s sweeper takes it.
-pub const DEFAULT_SWEEP_GRACE: Duration = Duration::from_secs(30);
+/// How old an event must be before `webhooks dev`'s sweeper takes it: the
+/// least that covers every event write.
+pub const DEFAULT_SWEEP_GRACE: Duration = webhooks_domain::event::MIN_SETTLE_WINDOW;
 
 /// What the system is built from.
 #[derive(Debug, Clone)]

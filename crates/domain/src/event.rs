@@ -21,6 +21,18 @@ pub fn trace_root(header: &str) -> Option<String> {
 /// Largest accepted `data`, in bytes of JSON.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
 
+/// How long after making an event id a request may still write its event:
+/// every request that publishes ends within it (API Gateway ends a request
+/// at 29 s, and the api and inbound functions time out at 10 s).
+pub const WRITE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The shortest settle window the sweeper may be given: every event id
+/// made longer ago than this has been written, or never will be. Twice
+/// [`WRITE_WINDOW`], because a repeated request may write the id that the
+/// request before it made, if that was made within the write window, and
+/// takes up to a write window itself.
+pub const MIN_SETTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Something that happened in an organization.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -55,6 +67,25 @@ impl Event {
             org_id: org_id.to_string(),
             event_type,
             created_at: Utc::now(),
+            data,
+            target_endpoint: None,
+            trace_id: None,
+        }
+    }
+
+    /// A new event with a fresh id, created at `now` (the publishing step's
+    /// clock).
+    pub fn new_at(
+        org_id: &str,
+        event_type: EventType,
+        data: Box<RawValue>,
+        now: DateTime<Utc>,
+    ) -> Event {
+        Event {
+            id: ids::new_id_at("evt", now),
+            org_id: org_id.to_string(),
+            event_type,
+            created_at: now,
             data,
             target_endpoint: None,
             trace_id: None,
@@ -135,6 +166,11 @@ mod tests {
             e.payload(),
             r#"{"id":"evt_x","type":"invoice.paid","created_at":"2026-11-27T06:00:00Z","data":{"b":1, "a":[2]}}"#
         );
+    }
+
+    #[test]
+    fn the_settle_window_covers_a_write_finished_by_a_repeated_request() {
+        assert!(MIN_SETTLE_WINDOW >= 2 * WRITE_WINDOW);
     }
 
     #[test]

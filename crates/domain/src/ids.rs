@@ -21,6 +21,19 @@ pub fn id_at(prefix: &str, t: chrono::DateTime<chrono::Utc>, entropy: u128) -> S
     format!("{prefix}_{}", ulid.to_string().to_lowercase())
 }
 
+/// A new id made at `t`, the time a step's clock reads (a simulation's
+/// virtual time too), with 80 random bits: ids made in one millisecond are
+/// in no set order.
+pub fn new_id_at(prefix: &str, t: chrono::DateTime<chrono::Utc>) -> String {
+    id_at(prefix, t, rand::random::<u128>())
+}
+
+/// When an id with this prefix was made (to the millisecond), if it is one.
+pub fn made_at(id: &str, prefix: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let ulid = Ulid::from_string(&body(id, prefix)?.to_uppercase()).ok()?;
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ulid.timestamp_ms()).ok()?)
+}
+
 /// The smallest id with this prefix created at or after `t`; events after a
 /// cursor made from it are those created at or after `t`.
 pub fn id_floor_at(prefix: &str, t: chrono::DateTime<chrono::Utc>) -> String {
@@ -63,6 +76,23 @@ mod tests {
         let late = id_at("evt", t + chrono::Duration::milliseconds(1), 0);
         assert!(id_floor_at("evt", t) <= early && early < late);
         assert_eq!(body(&early, "evt").map(str::len), Some(26));
+    }
+
+    #[test]
+    fn an_id_tells_when_it_was_made() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let id = new_id_at("evt", t);
+        assert_eq!(made_at(&id, "evt"), Some(t));
+        assert!(
+            id_floor_at("evt", t) <= id
+                && id < id_floor_at("evt", t + chrono::Duration::milliseconds(1))
+        );
+        assert_ne!(new_id_at("evt", t), id, "random below the millisecond");
+        assert!(made_at(&new_id("evt"), "evt").is_some());
+        assert_eq!(made_at(&id, "ep"), None);
+        assert_eq!(made_at("evt_not-an-id", "evt"), None);
     }
 
     #[test]

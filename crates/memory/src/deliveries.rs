@@ -2,7 +2,7 @@
 
 use crate::clock::StoreClock;
 use crate::events::MemoryEventStore;
-use crate::expiry::{FinishedDeliveries, Retention};
+use crate::expiry::{DeliveryExpiry, DeliveryKey, Removed, Retention};
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -62,8 +62,8 @@ pub struct MemoryDeliveryStore {
     pending: Mutex<BTreeSet<PendingKey>>,
     clock: StoreClock,
     /// What expires, and when (see [`crate::expiry`]); locked after
-    /// `deliveries`.
-    finished: Mutex<FinishedDeliveries>,
+    /// `deliveries`, never with `pending`.
+    expiry: Mutex<DeliveryExpiry>,
     retention: Retention,
     /// Where the events of deliveries removed for the bound go too.
     events: Option<Arc<MemoryEventStore>>,
@@ -101,7 +101,7 @@ impl MemoryDeliveryStore {
             deliveries: Mutex::default(),
             pending: Mutex::default(),
             clock: StoreClock::new(clock),
-            finished: Mutex::default(),
+            expiry: Mutex::default(),
             retention,
             events,
         })
@@ -109,27 +109,52 @@ impl MemoryDeliveryStore {
 
     /// Notes a delivery that has just finished, and removes what is past
     /// its retention (see [`crate::expiry`]).
-    fn retire(&self, ds: &mut BTreeMap<(String, String), Delivery>, key: &(String, String)) {
+    fn retire(&self, ds: &mut BTreeMap<DeliveryKey, Delivery>, key: &DeliveryKey) {
         let now = self.clock.now();
-        let gone = lock(&self.finished).finished(ds, key, &self.retention, now);
-        self.forget_events(gone);
+        let gone = lock(&self.expiry).finished(ds, key, &self.retention, now);
+        self.forget(gone);
     }
 
-    fn forget_events(&self, gone: Vec<(String, String)>) {
+    /// Notes a pending delivery's `expires_at`, `retention`'s TTL from `from`
+    /// (its creation, its move to pending, its last attempt), and removes
+    /// what has expired (see [`crate::expiry`]).
+    fn keep_pending(
+        &self,
+        ds: &mut BTreeMap<DeliveryKey, Delivery>,
+        key: &DeliveryKey,
+        from: DateTime<Utc>,
+    ) {
+        let now = self.clock.now();
+        let mut expiry = lock(&self.expiry);
+        expiry.set(key, from + self.retention.ttl, true);
+        let gone = expiry.expire(ds, &self.retention, now, crate::expiry::EXPIRY_BUDGET);
+        drop(expiry);
+        self.forget(gone);
+    }
+
+    /// Takes what expiry removed out of the pending index, and the events
+    /// of deliveries removed for the bound out of the events.
+    fn forget(&self, gone: Removed) {
+        if !gone.pending.is_empty() {
+            let mut pending = lock(&self.pending);
+            for key in gone.pending.iter().filter_map(pending_key) {
+                pending.remove(&key);
+            }
+        }
         if let Some(events) = &self.events {
-            for (org, event) in gone {
+            for (org, event) in gone.events {
                 events.remove(&org, &event);
             }
         }
     }
 
-    /// Removes what has expired now, however much (tests; each finished
-    /// delivery does a little of it).
+    /// Removes what has expired now, however much (tests; each write does a
+    /// little of it).
     pub fn expire(&self) {
         let now = self.clock.now();
         let mut ds = lock(&self.deliveries);
-        let gone = lock(&self.finished).expire(&mut ds, &self.retention, now, usize::MAX);
-        self.forget_events(gone);
+        let gone = lock(&self.expiry).expire(&mut ds, &self.retention, now, usize::MAX);
+        self.forget(gone);
     }
 
     /// Every delivery, for tests and benchmarks.
@@ -195,7 +220,10 @@ impl DeliveryStore for MemoryDeliveryStore {
         refuse_oversized(delivery)?;
         ds.insert(key.clone(), delivery.clone());
         self.reindex(None, delivery);
-        if delivery.status != DeliveryStatus::Pending {
+        if delivery.status == DeliveryStatus::Pending {
+            self.keep_pending(&mut ds, &key, delivery.created_at);
+        } else {
+            lock(&self.expiry).set(&key, delivery.created_at + self.retention.ttl, false);
             self.retire(&mut ds, &key);
         }
         Ok(None)
@@ -274,7 +302,10 @@ impl DeliveryStore for MemoryDeliveryStore {
                 let old = pending_key(d);
                 *d = next;
                 self.reindex(old, d);
-                if d.status != DeliveryStatus::Pending {
+                if d.status == DeliveryStatus::Pending {
+                    // Still being retried: its time to live starts again.
+                    self.keep_pending(&mut ds, &key, update.attempt.at);
+                } else {
                     self.retire(&mut ds, &key);
                 }
                 Ok(true)
@@ -293,20 +324,28 @@ impl DeliveryStore for MemoryDeliveryStore {
             return Ok(None);
         };
         let mut ds = lock(&self.deliveries);
+        let now = self.clock.now();
         match ds.get_mut(&key) {
             Some(d) if from.contains(&d.status) => {
+                // A live lease is an attempt under way: it stays with its
+                // delivery, which it may record on.
+                let leased = d.lease_until.is_some_and(|t| t >= now);
+                if leased && d.status == DeliveryStatus::Pending && to != DeliveryStatus::Pending {
+                    return Ok(None);
+                }
                 let old = pending_key(d);
-                let now = self.clock.now();
                 d.status = to;
                 d.updated_at = now;
                 d.next_attempt_at = (to == DeliveryStatus::Pending).then_some(now);
-                if to == DeliveryStatus::Pending {
+                if to == DeliveryStatus::Pending && !leased {
                     d.chain = None;
                     d.lease_until = None;
                 }
                 self.reindex(old, d);
                 let after = d.clone();
-                if to != DeliveryStatus::Pending {
+                if to == DeliveryStatus::Pending {
+                    self.keep_pending(&mut ds, &key, now);
+                } else {
                     self.retire(&mut ds, &key);
                 }
                 Ok(Some(after))

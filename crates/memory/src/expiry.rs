@@ -2,16 +2,20 @@
 //! long-running `webhooks dev` stays within bounded memory.
 //!
 //! Like DynamoDB, the stores keep an item until some time after its
-//! `expires_at` (events and deliveries 30 days after creation, inbound
-//! records 90 days after receipt, stats buckets 35 days after their hour,
-//! idempotency keys when their claim runs out), reading the backend's
+//! `expires_at` (events 30 days after creation; deliveries 30 days after
+//! their creation, their last move to pending or their last attempt
+//! recorded while pending, whichever is latest; inbound records 90 days
+//! after receipt, stats buckets 35 days after their hour, idempotency keys
+//! when their claim runs out), reading the backend's
 //! [`Clock`](webhooks_ports::Clock), so a simulation's virtual days expire
 //! them too. Removal is lazy and cheap: each write pops a few entries off the
-//! front of a first-in first-out queue, never scanning a table; until then
-//! an expired item can still be read, as in DynamoDB.
+//! front of a first-in first-out queue (or, for pending deliveries, an
+//! ordered set), never scanning a table; until then an expired item can
+//! still be read, as in DynamoDB.
 //!
-//! A pending delivery never expires: only a finished one (delivered,
-//! dead-lettered, canceled) is ever removed.
+//! A pending delivery expires like any other item, as DynamoDB's TTL removes
+//! it: one still being retried never does, since each attempt and each move
+//! to pending pushes its `expires_at` 30 days on.
 //!
 //! What DynamoDB does not have: [`Retention::max_kept`] also bounds how many
 //! finished deliveries and events are kept (`webhooks dev` publishes a
@@ -21,7 +25,7 @@
 //! deliveries are gone and makes them again).
 
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::table_retention::RECORD_DAYS;
 
@@ -132,53 +136,95 @@ pub(crate) fn expire<K>(
 /// A delivery's key in the deliveries table: (endpoint, event).
 pub(crate) type DeliveryKey = (String, String);
 
-/// The finished deliveries, in the order they finished. A delivery retried
-/// by hand after it finished is pending again: its entry is passed over,
-/// and it gets a new one when it finishes again.
-#[derive(Default)]
-pub(crate) struct FinishedDeliveries {
-    queue: ExpiryQueue<DeliveryKey>,
+/// What leaves the deliveries table at once: the pending deliveries the TTL
+/// removed (their entries in the pending index go with them), and the
+/// (org, event) of the deliveries removed for the bound on the count, whose
+/// events go with them.
+#[derive(Debug, Default)]
+pub(crate) struct Removed {
+    pub pending: Vec<Delivery>,
+    pub events: Vec<(String, String)>,
 }
 
-impl FinishedDeliveries {
-    /// Notes that `key`'s delivery has just finished, then removes from
-    /// `deliveries` what is past `retention` by `now`. Returns the
-    /// (org, event) of the deliveries removed for the bound on the count,
-    /// whose events go with them.
+/// When each delivery expires, as DynamoDB's TTL reads its `expires_at`:
+/// set at its creation and moved on by every move to pending and every
+/// attempt recorded while it stays pending (see the deliveries store). The
+/// TTL removes a delivery pending or not, as DynamoDB's does.
+#[derive(Default)]
+pub(crate) struct DeliveryExpiry {
+    /// Each delivery's `expires_at`.
+    expires: HashMap<DeliveryKey, DateTime<Utc>>,
+    /// The pending deliveries by when they expire: exact, and small (few
+    /// deliveries are pending at once).
+    pending: BTreeSet<(DateTime<Utc>, DeliveryKey)>,
+    /// The finished deliveries, in the order they finished. A delivery
+    /// retried by hand after it finished is pending again: its entry is
+    /// passed over, and it gets a new one when it finishes again.
+    finished: ExpiryQueue<DeliveryKey>,
+}
+
+impl DeliveryExpiry {
+    /// Notes `key`'s delivery's new `expires_at`, and whether it is pending.
+    pub fn set(&mut self, key: &DeliveryKey, expires: DateTime<Utc>, pending: bool) {
+        if let Some(old) = self.expires.insert(key.clone(), expires) {
+            self.pending.remove(&(old, key.clone()));
+        }
+        if pending {
+            self.pending.insert((expires, key.clone()));
+        }
+    }
+
+    /// Notes that `key`'s delivery has just finished (its `expires_at` as it
+    /// was), then removes from `deliveries` what is past its time or over
+    /// `retention`'s bound by `now`.
     pub fn finished(
         &mut self,
         deliveries: &mut BTreeMap<DeliveryKey, Delivery>,
         key: &DeliveryKey,
         retention: &Retention,
         now: DateTime<Utc>,
-    ) -> Vec<(String, String)> {
-        if let Some(d) = deliveries.get(key) {
-            self.queue.push(d.created_at + retention.ttl, key.clone());
+    ) -> Removed {
+        if let Some(at) = self.expires.get(key).copied() {
+            self.pending.remove(&(at, key.clone()));
+            self.finished.push(at, key.clone());
         }
         self.expire(deliveries, retention, now, EXPIRY_BUDGET)
     }
 
-    /// Removes from `deliveries` the finished ones past their TTL (at most
-    /// `budget` looked at) and those over the bound, oldest first; returns
-    /// the (org, event) of the latter.
+    /// Removes from `deliveries` those past their `expires_at` (at most
+    /// `budget` looked at of the pending, and of the finished) and the
+    /// finished ones over the bound, oldest first.
     pub fn expire(
         &mut self,
         deliveries: &mut BTreeMap<DeliveryKey, Delivery>,
         retention: &Retention,
         now: DateTime<Utc>,
         budget: usize,
-    ) -> Vec<(String, String)> {
-        expire(&mut self.queue, now, budget, |_, key| {
-            let due = deliveries.get(&key).is_some_and(|d| {
-                d.status != DeliveryStatus::Pending && d.created_at + retention.ttl <= now
-            });
-            if due {
+    ) -> Removed {
+        let mut removed = Removed::default();
+        for _ in 0..budget {
+            let Some(first) = self.pending.first().filter(|(at, _)| *at <= now).cloned() else {
+                break;
+            };
+            self.pending.remove(&first);
+            let (_, key) = first;
+            self.expires.remove(&key);
+            if let Some(d) = deliveries.remove(&key) {
+                removed.pending.push(d);
+            }
+        }
+        let expires = &mut self.expires;
+        expire(&mut self.finished, now, budget, |_, key| {
+            let finished = deliveries
+                .get(&key)
+                .is_some_and(|d| d.status != DeliveryStatus::Pending);
+            if finished && expires.get(&key).is_some_and(|at| *at <= now) {
                 deliveries.remove(&key);
+                expires.remove(&key);
             }
         });
-        let mut events = Vec::new();
-        while retention.over(self.queue.len()) {
-            let Some((_, key)) = self.queue.pop_oldest() else {
+        while retention.over(self.finished.len()) {
+            let Some((_, key)) = self.finished.pop_oldest() else {
                 break;
             };
             let finished = deliveries
@@ -186,11 +232,12 @@ impl FinishedDeliveries {
                 .is_some_and(|d| d.status != DeliveryStatus::Pending);
             if finished {
                 if let Some(d) = deliveries.remove(&key) {
-                    events.push((d.org_id, d.event_id));
+                    self.expires.remove(&key);
+                    removed.events.push((d.org_id, d.event_id));
                 }
             }
         }
-        events
+        removed
     }
 }
 
@@ -313,7 +360,7 @@ mod backend_tests {
     }
 
     #[tokio::test]
-    async fn finished_deliveries_and_events_expire_after_the_ttl_by_the_clock() {
+    async fn deliveries_and_events_expire_after_the_ttl_by_the_clock() {
         let (m, clock) = backend(Retention::as_deployed());
         let ep = new_id("ep");
         let (event, done) = published(&m, &ep).await;
@@ -327,18 +374,18 @@ mod backend_tests {
 
         clock.advance(Duration::days(1));
         m.expire();
-        // Gone as DynamoDB's TTL deletes it: not read, not listed.
+        // Gone as DynamoDB's TTL deletes them: not read, not listed. A
+        // pending delivery too, when nothing moved its time on.
         assert!(!exists(&m, &done).await);
+        assert!(!exists(&m, &waiting).await);
         assert!(m.events.get("org", &event.id).await.unwrap().is_none());
-        assert_eq!(listed(&m, &ep).await, std::slice::from_ref(&waiting.id));
-        assert_eq!(
-            m.deliveries
-                .get_many(&[done.id.clone(), waiting.id.clone()])
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        assert!(listed(&m, &ep).await.is_empty());
+        assert!(m
+            .deliveries
+            .get_many(&[done.id.clone(), waiting.id.clone()])
+            .await
+            .unwrap()
+            .is_empty());
         assert!(m
             .events
             .list_after("org", "", 10)
@@ -346,11 +393,82 @@ mod backend_tests {
             .unwrap()
             .iter()
             .all(|e| e.id != event.id));
-        // The pending one never expires; a year on it is still there.
-        clock.advance(Duration::days(365));
+        assert_eq!(m.deliveries.len(), 0);
+    }
+
+    /// A failed attempt that schedules a retry: the delivery stays pending.
+    async fn retry_later(m: &MemoryBackend, d: &Delivery, number: u32) {
+        let now = m.clock.now();
+        let update = AttemptUpdate {
+            attempt: Attempt {
+                number,
+                at: now,
+                status_code: Some(503),
+                error: None,
+                latency_ms: 3,
+                response_body: None,
+            },
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(now + Duration::hours(1)),
+            last_error: Some("HTTP 503".into()),
+        };
+        assert!(m.deliveries.record_attempt(&d.id, &update).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_move_to_pending_and_an_attempt_while_pending_renew_the_ttl() {
+        let (m, clock) = backend(Retention::as_deployed());
+        let ep = new_id("ep");
+        let (_, retried) = published(&m, &ep).await;
+        let (_, retrying) = published(&m, &ep).await;
+        // Dead-lettered at once, then retried by hand on day 29.
+        m.deliveries
+            .transition(
+                &retried.id,
+                &[DeliveryStatus::Pending],
+                DeliveryStatus::DeadLettered,
+            )
+            .await
+            .unwrap();
+        retry_later(&m, &retrying, 1).await;
+        clock.advance(Duration::days(29));
+        m.deliveries
+            .transition(
+                &retried.id,
+                &[DeliveryStatus::DeadLettered],
+                DeliveryStatus::Pending,
+            )
+            .await
+            .unwrap()
+            .expect("pending again");
+        retry_later(&m, &retrying, 2).await;
+        clock.advance(Duration::days(2));
         m.expire();
-        assert!(exists(&m, &waiting).await);
-        assert_eq!(m.deliveries.len(), 1);
+        for d in [&retried, &retrying] {
+            assert!(exists(&m, d).await, "expired while being retried");
+        }
+        assert_eq!(
+            m.deliveries
+                .get(&retrying.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .attempt_count,
+            2
+        );
+        let org_due = |m: MemoryBackend| async move {
+            m.deliveries
+                .overdue("org", m.clock.now(), 10)
+                .await
+                .unwrap()
+        };
+        assert_eq!(org_due(m.clone()).await.len(), 2);
+        // Thirty days after the last of it, both go, out of the index too.
+        clock.advance(Duration::days(28));
+        m.expire();
+        assert!(!exists(&m, &retried).await);
+        assert!(!exists(&m, &retrying).await);
+        assert!(org_due(m.clone()).await.is_empty());
     }
 
     #[tokio::test]

@@ -13,12 +13,15 @@
 //!   once, left to the reconciler, or dead-lettered (the sweeper runs it);
 //! - [`ops`]: operational notifications to the platform's operators;
 //! - [`requeue`]: deliveries sent again by hand, or canceled with their
-//!   endpoint.
+//!   endpoint;
+//! - [`publish`]: events written under an idempotency claim (the api's
+//!   keyed publish, Stripe's billing events), never behind the cursor.
 
 pub mod fanout;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod publish;
 pub mod reconciler;
 pub mod redrive;
 pub mod registration;

@@ -311,40 +311,42 @@ impl Requeue {
 
     /// Queues the tasks of deliveries just moved to pending. Any the queue
     /// does not take go back to their previous status, and the call fails.
+    /// A send that answers an error may still have been taken (SQS accepted
+    /// it, and the answer was lost): a delivery the sender has leased since
+    /// is not moved back (the lease is live; see
+    /// [`DeliveryStore::transition`]), and counts as queued.
     async fn enqueue(&self, items: Vec<Ready>) -> Result<usize, RequeueError> {
         if items.is_empty() {
             return Ok(0);
         }
         let messages: Vec<QueueMessage> = items.iter().map(|r| r.task.clone()).collect();
-        let rejected = match self.queue.send_batch(&messages).await {
-            Ok(rejected) => rejected,
-            Err(e) => {
-                self.revert(items.iter().map(|r| &r.delivery)).await;
-                return Err(e.into());
+        let (refused, error) = match self.queue.send_batch(&messages).await {
+            Ok(rejected) if rejected.is_empty() => (Vec::new(), None),
+            Ok(rejected) => {
+                tracing::warn!(
+                    rejected = rejected.len(),
+                    "the queue refused some delivery tasks"
+                );
+                (rejected, Some(RequeueError::QueueRefused))
             }
+            Err(e) => ((0..items.len()).collect(), Some(e.into())),
         };
+        let refused: Vec<&Delivery> = refused
+            .iter()
+            .filter_map(|&i| items.get(i).map(|r| &r.delivery))
+            .collect();
+        let moved_back = self.revert(refused.iter().copied()).await;
         self.count_requeued(
             items
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| !rejected.contains(i))
-                .map(|(_, r)| &r.delivery),
+                .map(|r| &r.delivery)
+                .filter(|d| !moved_back.contains(&d.id.as_str())),
         )
         .await;
-        if rejected.is_empty() {
-            return Ok(items.len());
+        match error {
+            Some(e) if !moved_back.is_empty() => Err(e),
+            _ => Ok(items.len() - moved_back.len()),
         }
-        tracing::warn!(
-            rejected = rejected.len(),
-            "the queue refused some delivery tasks"
-        );
-        self.revert(
-            rejected
-                .iter()
-                .filter_map(|&i| items.get(i).map(|r| &r.delivery)),
-        )
-        .await;
-        Err(RequeueError::QueueRefused)
     }
 
     /// Moves requeued deliveries (as they were before) out of their status in
@@ -366,16 +368,28 @@ impl Requeue {
         }
     }
 
-    /// Puts deliveries that could not be queued back in their earlier status.
-    async fn revert(&self, deliveries: impl Iterator<Item = &Delivery>) {
+    /// Puts deliveries that could not be queued back in their earlier
+    /// status; returns the ids of those it moved back, or could not tell
+    /// (an error). One that is no longer pending without a live lease was
+    /// reached by a message after all: it is left as it is.
+    async fn revert<'a>(&self, deliveries: impl Iterator<Item = &'a Delivery>) -> Vec<&'a str> {
+        let mut moved_back = Vec::new();
         for d in deliveries {
-            if let Err(e) = self
+            match self
                 .deliveries
                 .transition(&d.id, &[DeliveryStatus::Pending], d.status)
                 .await
             {
-                tracing::error!(delivery_id = %d.id, error = %e, "could not restore status after a failed enqueue");
+                Ok(Some(_)) => moved_back.push(d.id.as_str()),
+                Ok(None) => {
+                    tracing::warn!(delivery_id = %d.id, "queued after all: its message was received before the send's error");
+                }
+                Err(e) => {
+                    tracing::error!(delivery_id = %d.id, error = %e, "could not restore status after a failed enqueue");
+                    moved_back.push(d.id.as_str());
+                }
             }
         }
+        moved_back
     }
 }

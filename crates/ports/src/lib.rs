@@ -113,7 +113,9 @@ pub mod queue_settings {
 /// How long the tables keep what their TTL removes, the same in DynamoDB
 /// (the items' `expires_at`) and in the memory backend that stands in for it.
 pub mod table_retention {
-    /// Events and deliveries, from their creation.
+    /// Events, from their creation; deliveries, from their creation, their
+    /// last move to pending, or their last attempt recorded while pending,
+    /// whichever is latest (so a delivery being retried never expires).
     pub const RECORD_DAYS: i64 = 30;
     /// Inbound records and messages, from their receipt.
     pub const INBOUND_DAYS: i64 = 90;
@@ -326,13 +328,23 @@ pub trait DeliveryStore: Send + Sync {
     /// releasing the lease. `false` (and nothing written) unless the delivery
     /// is pending with exactly `n - 1` attempts: attempt numbers run 1, 2, 3
     /// without gaps or repeats. Keeps the last [`MAX_KEPT_ATTEMPTS`] attempts.
+    /// A delivery left pending has its time to live renewed from the
+    /// attempt's time.
     ///
     /// [`MAX_KEPT_ATTEMPTS`]: webhooks_domain::delivery::MAX_KEPT_ATTEMPTS
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool>;
     /// Moves a delivery whose status is one of `from` to `to`; returns it as
-    /// updated, or `None` if it was not in one of those states. Moving to
-    /// `pending` also clears its chain and lease, so the next queue message
-    /// starts a new chain (and any older message finds it owned).
+    /// updated, or `None` if it was not in one of those states.
+    ///
+    /// A live lease (one not ended before now) is an attempt under way, and
+    /// is never taken from it: a pending delivery under a live lease is not
+    /// moved out of `pending` (`None`), so the attempt can record its
+    /// outcome. Moving to `pending` clears the chain and an ended lease, so
+    /// the next queue message starts a new chain (and any older message
+    /// finds it owned); a live lease stays, with its chain, and its attempt
+    /// carries the delivery on. Moving to `pending` also schedules the next
+    /// attempt now and renews the delivery's time to live (its
+    /// `table_retention::RECORD_DAYS` start again).
     async fn transition(
         &self,
         delivery_id: &str,
@@ -395,7 +407,10 @@ pub trait EndpointStatsStore: Send + Sync {
 /// before the org had an endpoint). Only the sweeper moves it, over events
 /// it has checked once they are older than its settle window: ids are made
 /// before their write commits, so a later id may commit first, and only
-/// after the window can no earlier id still appear.
+/// after the window can no earlier id still appear. That holds because every
+/// event is written within `MIN_SETTLE_WINDOW` of its id being made, a
+/// repeated keyed request included: one that comes later writes an id of
+/// its own instead (`webhooks_pipeline::publish`).
 #[async_trait]
 pub trait CursorStore: Send + Sync {
     async fn get(&self, org_id: &str) -> Result<Option<String>>;

@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict(String),
     /// 422: an idempotency key reused with a different request.
     IdempotencyKeyMismatch(String),
+    /// 503 with `Retry-After`: an earlier request with this idempotency key
+    /// may still be writing its event; try again after this long.
+    KeyInUse(std::time::Duration),
     /// 422: a limit of the platform reached (CONTRACT section 11); the
     /// message names the limit.
     LimitExceeded(String),
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::KeyInUse(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::LimitExceeded(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Backend(f) => f.status(),
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyKeyMismatch(_) => "idempotency_key_mismatch",
+            ApiError::KeyInUse(_) => "idempotency_key_in_use",
             ApiError::LimitExceeded(_) => "limit_exceeded",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Backend(f) => f.code(),
@@ -92,6 +97,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 format!("method not allowed here; use {}", allow.join(", "))
             }
+            ApiError::KeyInUse(wait) => format!(
+                "an earlier request with this idempotency_key may still be writing its event; retry in {} s",
+                retry_after_secs(*wait)
+            ),
             ApiError::Backend(f) => f.message().to_string(),
         }
     }
@@ -107,8 +116,19 @@ impl ApiError {
                 response.headers_mut().insert(header::ALLOW, v);
             }
         }
+        if let ApiError::KeyInUse(wait) = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(*wait)),
+            );
+        }
         response
     }
+}
+
+/// A wait in whole seconds, rounded up, at least one.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<BackendError> for ApiError {

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use std::time::Duration;
 use webhooks_domain::event::validate_data;
 use webhooks_domain::{Event, EventType};
+use webhooks_pipeline::publish::{publish_claimed, Claim, PublishError};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -198,7 +199,8 @@ impl From<Result<String, ApiError>> for BatchResult {
 /// Claims the event's idempotency key (if any) and writes the event to the
 /// org's stream; answers the id the caller should hold: the first event's
 /// for a repeated key, else the new one's. A key reused with another type or
-/// data is refused and writes nothing.
+/// data is refused and writes nothing. (What a repeat does when the first
+/// request never wrote its event: [`webhooks_pipeline::publish`].)
 async fn write_event(
     api: &Api,
     org_id: &str,
@@ -214,39 +216,32 @@ async fn write_event(
     let fingerprint = idempotency_key
         .as_ref()
         .map(|_| body_fingerprint(event_type, &data));
-    let mut event = Event::new(org_id, event_type, data);
+    let now = api.clock.now();
+    let mut event = Event::new_at(org_id, event_type, data, now);
     event.trace_id = trace_id;
-    if let (Some(key), Some(fingerprint)) = (idempotency_key, fingerprint) {
-        let claim = publish_claim_key(org_id, &key);
-        let value = format!("{} {fingerprint}", event.id);
-        if let Some(stored) = api
-            .idempotency
-            .claim(&claim, &value, IDEMPOTENCY_TTL)
-            .await?
-        {
-            // "<event id> <fingerprint>"; a bare id was claimed before
-            // fingerprints were kept, and is taken as a match.
-            let (first, first_fingerprint) = match stored.split_once(' ') {
-                Some((id, f)) => (id.to_string(), Some(f.to_string())),
-                None => (stored, None),
-            };
-            if first_fingerprint.is_some_and(|f| f != fingerprint) {
-                return Err(ApiError::IdempotencyKeyMismatch(
-                    "idempotency_key was used before with a different type or data; use a new key for a new event".into(),
-                ));
+    let (Some(key), Some(fingerprint)) = (idempotency_key, fingerprint) else {
+        api.events.put_if_absent(&event).await?;
+        tracing::info!(org_id = %org_id, event_id = %event.id, event_type = %event_type, "event published");
+        return Ok(event.id);
+    };
+    let claim = Claim {
+        key: &publish_claim_key(org_id, &key),
+        fingerprint: Some(&fingerprint),
+        ttl: IDEMPOTENCY_TTL,
+    };
+    match publish_claimed(api.events.as_ref(), api.idempotency.as_ref(), &claim, event, now).await {
+        Ok(published) => {
+            if published.written {
+                tracing::info!(org_id = %org_id, event_id = %published.id, event_type = %event_type, "event published");
             }
-            // The first request may have stopped between claiming the key and
-            // writing its event: write it now, under the claimed id.
-            if api.events.get(org_id, &first).await?.is_none() {
-                event.id = first.clone();
-                api.events.put_if_absent(&event).await?;
-            }
-            return Ok(first);
+            Ok(published.id)
         }
+        Err(PublishError::Mismatch) => Err(ApiError::IdempotencyKeyMismatch(
+            "idempotency_key was used before with a different type or data; use a new key for a new event".into(),
+        )),
+        Err(PublishError::InProgress { retry_after }) => Err(ApiError::KeyInUse(retry_after)),
+        Err(PublishError::Backend(e)) => Err(e.into()),
     }
-    api.events.put_if_absent(&event).await?;
-    tracing::info!(org_id = %org_id, event_id = %event.id, event_type = %event_type, "event published");
-    Ok(event.id)
 }
 
 /// The idempotency claim of `key` in `org_id`. The org id's length comes

@@ -33,7 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::env;
 use webhooks_aws::runtime_secret::{ProviderSecret, SecretsManager};
-use webhooks_ports::{Adapters, EventStore, IdempotencyStore, InboundRecord, InboundStore};
+use webhooks_ports::{
+    Adapters, Clock, EventStore, IdempotencyStore, InboundRecord, InboundStore, SystemClock,
+};
 
 /// How long a Stripe event id keeps the id of the platform event made from it.
 pub(crate) const STRIPE_CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -110,6 +112,9 @@ pub struct Inbound {
     idempotency: Arc<dyn IdempotencyStore>,
     store: Arc<dyn InboundStore>,
     config: InboundConfig,
+    /// What time it is: Stripe's signature tolerance, and the platform
+    /// events made from Stripe's.
+    clock: Arc<dyn Clock>,
 }
 
 impl Inbound {
@@ -121,6 +126,13 @@ impl Inbound {
             adapters.inbound.clone(),
             config,
         )
+        .with_clock(adapters.clock.clone())
+    }
+
+    /// The same routes, reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn new(
@@ -134,6 +146,7 @@ impl Inbound {
             idempotency,
             store,
             config,
+            clock: SystemClock::shared(),
         }
     }
 }

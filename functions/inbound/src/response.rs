@@ -26,6 +26,9 @@ pub(crate) enum Rejection {
     NotFound,
     /// 405: the route exists, the method does not.
     MethodNotAllowed(&'static str),
+    /// 503 with `Retry-After`: an earlier delivery of this provider event
+    /// may still be writing its platform event; the provider retries.
+    InProgress(std::time::Duration),
     /// 503 (transient) or 500: the stores failed; the provider retries.
     Backend(BackendError),
 }
@@ -75,6 +78,18 @@ impl Rejection {
                 response
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
+                return response;
+            }
+            Rejection::InProgress(wait) => {
+                let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "in_progress",
+                    &format!("an earlier delivery of this event is still being processed; retry in {secs} s"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 return response;
             }
             Rejection::Backend(e) => {

@@ -5,7 +5,6 @@ use crate::crypto::hmac_sha256;
 use crate::response::Rejection;
 use crate::{bounded_raw, Inbound};
 use crate::{received, STRIPE_CLAIM_TTL};
-use chrono::Utc;
 use hmac::Mac;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
@@ -15,7 +14,8 @@ use std::time::Duration;
 use webhooks_domain::event::validate_data;
 use webhooks_domain::Event;
 use webhooks_domain::EventType;
-use webhooks_ports::InboundRecord;
+use webhooks_pipeline::publish::{publish_claimed, Claim, PublishError};
+use webhooks_ports::{BackendError, InboundRecord};
 
 /// Why a `Stripe-Signature` was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +267,7 @@ const STRIPE_SECRET_VARIABLE: &str =
 impl Inbound {
     pub(crate) async fn stripe(&self, req: &Request) -> Result<Response<Body>, Rejection> {
         let body = req.body().as_ref();
-        let now = Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         Inbound::with_secret(
             &self.config.stripe_webhook_secret,
             STRIPE_SECRET_VARIABLE,
@@ -292,7 +292,7 @@ impl Inbound {
                 to: None,
                 text: None,
                 raw: bounded_raw(body),
-                received_at: Utc::now(),
+                received_at: self.clock.now(),
             })
             .await?;
         match (event.platform_event_type(), org_id) {
@@ -314,36 +314,43 @@ impl Inbound {
     }
 
     /// Writes the platform event for a Stripe event exactly once, even when
-    /// Stripe retries after a crash between the two writes.
+    /// Stripe retries after a crash between the two writes (see
+    /// [`webhooks_pipeline::publish`]).
     async fn emit_stripe_event(
         &self,
         stripe_event: &StripeEvent,
         event_type: EventType,
         org_id: &str,
     ) -> Result<(), Rejection> {
-        let mut event = Event::new(org_id, event_type, stripe_event.event_data());
-        let claimed = self
-            .idempotency
-            .claim(
-                &format!("stripe:{}", stripe_event.id),
-                &event.id,
-                STRIPE_CLAIM_TTL,
-            )
-            .await?;
-        let written = match claimed {
-            None => self.events.put_if_absent(&event).await?,
-            Some(existing) => {
-                if self.events.get(org_id, &existing).await?.is_some() {
-                    false
-                } else {
-                    event.id = existing;
-                    self.events.put_if_absent(&event).await?
-                }
+        let now = self.clock.now();
+        let event = Event::new_at(org_id, event_type, stripe_event.event_data(), now);
+        let claim = Claim {
+            key: &format!("stripe:{}", stripe_event.id),
+            fingerprint: None,
+            ttl: STRIPE_CLAIM_TTL,
+        };
+        let published = match publish_claimed(
+            self.events.as_ref(),
+            self.idempotency.as_ref(),
+            &claim,
+            event,
+            now,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(PublishError::InProgress { retry_after }) => {
+                return Err(Rejection::InProgress(retry_after))
+            }
+            Err(PublishError::Backend(e)) => return Err(e.into()),
+            // A claim without a fingerprint matches any repeat.
+            Err(e @ PublishError::Mismatch) => {
+                return Err(BackendError::Permanent(e.to_string()).into())
             }
         };
         tracing::info!(
-            stripe_event_id = %stripe_event.id, org_id, event_id = %event.id,
-            event_type = event_type.as_str(), written,
+            stripe_event_id = %stripe_event.id, org_id, event_id = %published.id,
+            event_type = event_type.as_str(), written = published.written,
             "Stripe billing event"
         );
         Ok(())

@@ -7,6 +7,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_aws::env::{self, EnvError};
+use webhooks_domain::event::MIN_SETTLE_WINDOW;
 use webhooks_domain::retry::parse_duration;
 use webhooks_pipeline::metrics::DeadLetterCause;
 use webhooks_pipeline::Sweeper;
@@ -81,9 +82,10 @@ pub fn from_env(adapters: &Adapters, aws: &webhooks_aws::SdkConfig) -> Result<Sw
         .with_ops(webhooks_pipeline::OpsNotifier::new(queue, bus)))
 }
 
-/// The shortest settle window: writes commit up to 30 s after their id is
-/// made, so a shorter one could move a cursor over an event still to commit.
-pub const MIN_GRACE: Duration = Duration::from_secs(30);
+/// The shortest settle window: an event may be written up to
+/// [`MIN_SETTLE_WINDOW`] after its id is made, so a shorter one could move a
+/// cursor over an event still to commit.
+pub const MIN_GRACE: Duration = MIN_SETTLE_WINDOW;
 /// The longest settle window: past an hour the net under the stream is too
 /// late to be one.
 pub const MAX_GRACE: Duration = Duration::from_secs(3600);
@@ -103,7 +105,8 @@ pub fn parse_grace(s: &str) -> Result<Duration, String> {
     let grace = parse_duration(s).map_err(|e| e.to_string())?;
     if !(MIN_GRACE..=MAX_GRACE).contains(&grace) {
         return Err(format!(
-            "'{s}' is outside 30s to 60m (writes commit up to 30 s late; longer leaves missed events too long)"
+            "'{s}' is outside 60s to 60m (an event may be written up to {} s after its id is made; longer leaves missed events too long)",
+            MIN_SETTLE_WINDOW.as_secs()
         ));
     }
     Ok(grace)
@@ -114,11 +117,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_grace_is_between_thirty_seconds_and_an_hour() {
-        assert_eq!(parse_grace("30s"), Ok(Duration::from_secs(30)));
+    fn a_grace_is_between_a_minute_and_an_hour() {
+        assert_eq!(parse_grace("60s"), Ok(MIN_SETTLE_WINDOW));
         assert_eq!(parse_grace("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_grace("60m"), Ok(Duration::from_secs(3600)));
-        for refused in ["29s", "0s", "61m", "2h", "soon"] {
+        for refused in ["30s", "59s", "0s", "61m", "2h", "soon"] {
             let e = parse_grace(refused).expect_err(refused);
             assert!(e.contains(refused), "{e}");
         }

@@ -241,6 +241,102 @@ pub async fn moving_to_pending_starts_a_new_chain(a: Adapters) {
     ));
 }
 
+/// A live lease is an attempt under way: no move takes the delivery from
+/// it. Out of pending it is refused; into pending (from a status it could
+/// only have been left in by a writer that ignored the lease) the lease and
+/// its chain stay, so no other message can take the same attempt, and the
+/// holder records it. An ended lease is cleared as before.
+pub async fn a_live_lease_is_never_taken_by_a_move(a: Adapters) {
+    let store = a.deliveries;
+    let d = new_delivery();
+    store.create_if_absent(&d).await.unwrap();
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m1").await,
+        Lease::Granted(_)
+    ));
+    for to in [DeliveryStatus::DeadLettered, DeliveryStatus::Canceled] {
+        assert_eq!(
+            store
+                .transition(&d.id, &[DeliveryStatus::Pending], to)
+                .await
+                .unwrap(),
+            None,
+            "moved to {to} under a live lease"
+        );
+    }
+    let held = store.get(&d.id).await.unwrap().unwrap();
+    assert_eq!(held.status, DeliveryStatus::Pending);
+    assert_eq!(held.chain.as_deref(), Some("m1"));
+    // Recorded, the lease is released, and the move is allowed.
+    assert!(store.record_attempt(&d.id, &failed(1, None)).await.unwrap());
+    let dead = store
+        .transition(
+            &d.id,
+            &[DeliveryStatus::Pending],
+            DeliveryStatus::DeadLettered,
+        )
+        .await
+        .unwrap()
+        .expect("moved once the attempt is recorded");
+    assert_eq!(dead.status, DeliveryStatus::DeadLettered);
+
+    // Dead-lettered under a live lease, then retried: the lease stays.
+    let now = Utc::now();
+    let leased = Delivery {
+        status: DeliveryStatus::DeadLettered,
+        next_attempt_at: None,
+        chain: Some("m1".into()),
+        lease_until: Some(now + Span::seconds(60)),
+        ..new_delivery()
+    };
+    store.create_if_absent(&leased).await.unwrap();
+    let retried = store
+        .transition(
+            &leased.id,
+            &[DeliveryStatus::DeadLettered],
+            DeliveryStatus::Pending,
+        )
+        .await
+        .unwrap()
+        .expect("retried");
+    assert_eq!(retried.status, DeliveryStatus::Pending);
+    assert_eq!(retried.chain.as_deref(), Some("m1"));
+    let until = retried.lease_until.expect("the live lease is kept");
+    assert!(until > now, "{until}");
+    assert!(matches!(
+        lease(&store, &leased.id, 0, "m2").await,
+        Lease::Refused(_)
+    ));
+    assert!(store
+        .record_attempt(&leased.id, &failed(1, None))
+        .await
+        .unwrap());
+
+    // An ended lease is cleared with its chain.
+    let ended = Delivery {
+        status: DeliveryStatus::DeadLettered,
+        next_attempt_at: None,
+        chain: Some("m1".into()),
+        lease_until: Some(now - Span::seconds(1)),
+        ..new_delivery()
+    };
+    store.create_if_absent(&ended).await.unwrap();
+    let retried = store
+        .transition(
+            &ended.id,
+            &[DeliveryStatus::DeadLettered],
+            DeliveryStatus::Pending,
+        )
+        .await
+        .unwrap()
+        .expect("retried");
+    assert_eq!((retried.chain, retried.lease_until), (None, None));
+    assert!(matches!(
+        lease(&store, &ended.id, 0, "m2").await,
+        Lease::Granted(_)
+    ));
+}
+
 pub async fn the_attempt_log_keeps_the_last_attempts(a: Adapters) {
     let store = a.deliveries;
     let d = new_delivery();
@@ -989,6 +1085,91 @@ pub async fn a_read_of_many_may_name_a_delivery_twice(a: Adapters) {
     assert_eq!(found, expected);
 }
 
+/// A delivery item's `expires_at` on moto, as stored.
+async fn stored_expiry(backend: &MotoBackend, d: &Delivery) -> i64 {
+    let item = backend
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(backend.names.table("deliveries"))
+        .key(
+            "endpoint_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(d.endpoint_id.clone()),
+        )
+        .key(
+            "event_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(d.event_id.clone()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item
+        .expect("the item");
+    item["expires_at"].as_n().unwrap().parse().unwrap()
+}
+
+/// DynamoDB only (the memory store's expiry is tested with its clock): the
+/// TTL attribute starts again with every move to pending and every attempt
+/// recorded while pending, so a delivery retried by hand near the end of
+/// its 30 days, or still being retried, is not deleted under it; a finished
+/// one keeps its time.
+#[tokio::test]
+async fn on_moto_a_move_to_pending_and_an_attempt_while_pending_renew_the_ttl() {
+    let backend = MotoBackend::new("ttl").await;
+    let store = backend.adapters.deliveries.clone();
+    let days = |n: i64| Span::days(n).num_seconds();
+    let old = Utc::now() - Span::days(29);
+    let d = Delivery::new_at(
+        "org",
+        &ids::new_id("ep"),
+        &ids::new_id("evt"),
+        EventType::InvoicePaid,
+        old,
+    );
+    store.create_if_absent(&d).await.unwrap();
+    assert_eq!(
+        stored_expiry(&backend, &d).await,
+        old.timestamp() + days(30)
+    );
+    let mut dead = failed(1, None);
+    dead.status = DeliveryStatus::DeadLettered;
+    dead.next_attempt_at = None;
+    dead.attempt.at = old;
+    assert!(store.record_attempt(&d.id, &dead).await.unwrap());
+    assert_eq!(
+        stored_expiry(&backend, &d).await,
+        old.timestamp() + days(30)
+    );
+
+    let before = Utc::now().timestamp();
+    store
+        .transition(
+            &d.id,
+            &[DeliveryStatus::DeadLettered],
+            DeliveryStatus::Pending,
+        )
+        .await
+        .unwrap()
+        .expect("retried by hand");
+    let renewed = stored_expiry(&backend, &d).await;
+    assert!(
+        renewed >= before + days(30),
+        "{renewed} < {}",
+        before + days(30)
+    );
+
+    let mut retry = failed(2, None);
+    retry.attempt.at = Utc::now() + Span::days(2);
+    assert!(store.record_attempt(&d.id, &retry).await.unwrap());
+    assert_eq!(
+        stored_expiry(&backend, &d).await,
+        retry.attempt.at.timestamp() + days(30)
+    );
+    let after = store.get(&d.id).await.unwrap().unwrap();
+    assert_eq!(after.attempt_count, 2);
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -1016,6 +1197,7 @@ contracts!(
     one_lease_at_a_time_and_numbers_without_gaps,
     an_expired_lease_and_a_stale_chain_are_taken_over,
     moving_to_pending_starts_a_new_chain,
+    a_live_lease_is_never_taken_by_a_move,
     the_attempt_log_keeps_the_last_attempts,
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,

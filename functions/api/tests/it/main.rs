@@ -15,4 +15,5 @@ mod openapi;
 mod portal;
 mod portal_tokens;
 mod races;
+mod replay;
 mod support;

@@ -3,6 +3,7 @@
 //! the verifiers under test.
 
 mod stripe;
+mod stripe_replay;
 mod twilio;
 mod whatsapp;
 

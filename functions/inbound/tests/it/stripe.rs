@@ -10,7 +10,7 @@ use webhooks_ports::{IdempotencyStore, InboundStore};
 
 /// Stripe's scheme: `v1` is the hex HMAC-SHA256, keyed with the endpoint
 /// secret, of `"{t}.{raw body}"`.
-fn stripe_v1(secret: &str, t: i64, body: &str) -> String {
+pub(crate) fn stripe_v1(secret: &str, t: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
@@ -23,7 +23,7 @@ fn signed_header(body: &str) -> String {
     format!("t={t},v1={}", stripe_v1(STRIPE_SECRET, t, body))
 }
 
-fn post(header: Option<&str>, body: &str) -> lambda_http::Request {
+pub(crate) fn post(header: Option<&str>, body: &str) -> lambda_http::Request {
     let mut headers = vec![("content-type", "application/json; charset=utf-8")];
     if let Some(h) = header {
         headers.push(("stripe-signature", h));
@@ -31,7 +31,7 @@ fn post(header: Option<&str>, body: &str) -> lambda_http::Request {
     request(Method::POST, "/inbound/stripe", &headers, body)
 }
 
-fn event_body(id: &str, kind: &str, object: &str) -> String {
+pub(crate) fn event_body(id: &str, kind: &str, object: &str) -> String {
     format!(
         r#"{{
   "id": "{id}",
@@ -45,7 +45,7 @@ fn event_body(id: &str, kind: &str, object: &str) -> String {
     )
 }
 
-fn invoice(org: &str) -> String {
+pub(crate) fn invoice(org: &str) -> String {
     format!(
         r#"{{"id":"in_1","object":"invoice","amount_paid":4900,"currency":"eur","metadata":{{"org_id":"{org}"}}}}"#
     )
