@@ -438,9 +438,25 @@ impl DeliveryStore for FaultyDeliveryStore {
         org_id: &str,
         before: chrono::DateTime<chrono::Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
         self.before_read()?;
-        self.inner.overdue(org_id, before, limit).await
+        self.inner.overdue(org_id, before, limit, cursor).await
+    }
+
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.before_write()?;
+        let r = self
+            .inner
+            .mark_requeued(delivery_id, attempts_made, now, stale_before)
+            .await;
+        self.after_write(r)
     }
 }
 
@@ -535,7 +551,20 @@ impl DeliveryStore for RecordAttemptOutage {
         org_id: &str,
         before: chrono::DateTime<chrono::Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
-        self.inner.overdue(org_id, before, limit).await
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
+        self.inner.overdue(org_id, before, limit, cursor).await
+    }
+
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner
+            .mark_requeued(delivery_id, attempts_made, now, stale_before)
+            .await
     }
 }

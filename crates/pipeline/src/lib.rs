@@ -6,7 +6,8 @@
 //! - [`sender`]: a queued delivery is signed, POSTed, and then marked
 //!   delivered, retried later, or dead-lettered;
 //! - [`sweeper`]: events the stream never handed to the fan-out are fanned
-//!   out from each organization's cursor;
+//!   out from each organization's cursor, fairly among orgs and within a
+//!   time budget;
 //! - [`reconciler`]: pending deliveries that lost their queue message are
 //!   queued again (the sweeper runs it);
 //! - [`ops`]: operational notifications to the platform's operators;
@@ -27,7 +28,7 @@ pub use fanout::{FanOut, FanOutReport};
 pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig, HttpOutcome, Transport};
 pub use metrics::Metrics;
 pub use ops::{Ops, OpsEndpoint, OpsNotifier};
-pub use reconciler::{Reconciled, Reconciler};
-pub use requeue::{Requeue, RequeueError};
+pub use reconciler::{OrgProgress, Reconciled, Reconciler};
+pub use requeue::{Requeue, RequeueError, Unstuck};
 pub use sender::{MessageOutcome, Sender, SenderConfig};
-pub use sweeper::{SweepReport, Sweeper};
+pub use sweeper::{Budget, SweepReport, Sweeper};

@@ -19,8 +19,8 @@ use webhooks_domain::stats::{HourBucket, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, BackendError, Created, CursorStore, DeliveryStore, EndpointHealth,
-    EndpointLookup, EndpointStatsStore, EndpointStore, EventStore, Lease, OrgEndpoints, Page,
-    Queue, ReceivedMessage, Result, Updated,
+    EndpointLookup, EndpointStatsStore, EndpointStore, EventStore, Lease, Listed, OrgEndpoints,
+    Page, Queue, ReceivedMessage, Result, Updated,
 };
 
 tokio::task_local! {
@@ -132,7 +132,10 @@ impl EventStore for Chaotic<dyn EventStore> {
     async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>> {
         chaotic!(self.0.get(org_id, event_id))
     }
-    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
+    async fn get_many(&self, org_id: &str, event_ids: &[String]) -> Result<Vec<Listed>> {
+        chaotic!(self.0.get_many(org_id, event_ids))
+    }
+    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
         chaotic!(self.0.list_after(org_id, after, limit))
     }
 }
@@ -227,8 +230,20 @@ impl DeliveryStore for Chaotic<dyn DeliveryStore> {
         org_id: &str,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
-        chaotic!(self.0.overdue(org_id, before, limit))
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
+        chaotic!(self.0.overdue(org_id, before, limit, cursor))
+    }
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        chaotic!(self
+            .0
+            .mark_requeued(delivery_id, attempts_made, now, stale_before))
     }
     async fn list_for_endpoint(
         &self,
@@ -254,6 +269,12 @@ impl CursorStore for Chaotic<dyn CursorStore> {
     }
     async fn list(&self) -> Result<Vec<(String, String)>> {
         chaotic!(self.0.list())
+    }
+    async fn resume_at(&self) -> Result<Option<String>> {
+        chaotic!(self.0.resume_at())
+    }
+    async fn set_resume_at(&self, org_id: Option<&str>) -> Result<()> {
+        chaotic!(self.0.set_resume_at(org_id))
     }
 }
 
