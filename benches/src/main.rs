@@ -1,4 +1,4 @@
-//! `webhooks-bench`: the benchmarks of issues 7, 14 and 21. Each subcommand prints its
+//! `webhooks-bench`: the benchmarks of issues 7, 14, 21 and 22. Each subcommand prints its
 //! figures; `all` runs every one it can and writes them as JSON.
 //! BENCHMARKS.md says how to run them and what they showed.
 
@@ -16,6 +16,7 @@ mod measure;
 mod noisy;
 mod publisher;
 mod receiver;
+mod reconcile;
 mod signing;
 
 use anyhow::Context as _;
@@ -57,6 +58,10 @@ enum Command {
     /// or many slow endpoints, against the same org alone, with `webhooks
     /// dev`'s default settings; and the other org's drain time.
     Isolation(isolation::IsolationArgs),
+    /// Issue 22: one sweep pass queueing again 10 000 overdue deliveries'
+    /// lost messages, in one org and among 1 000, on moto (needs
+    /// AWS_ENDPOINT_URL), against the sweeper Lambda's budget.
+    Reconcile(ReconcileArgs),
     /// Everything above, written as JSON.
     All(AllArgs),
     /// The receiver the end-to-end benchmarks start as a child process.
@@ -204,6 +209,19 @@ struct SigningArgs {
 }
 
 #[derive(Args, Clone)]
+struct ReconcileArgs {
+    /// Overdue deliveries per scenario.
+    #[arg(long, default_value_t = 10_000)]
+    deliveries: usize,
+    /// Orgs they are spread among, one scenario each, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    orgs: Vec<usize>,
+    /// Passes per scenario; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+#[derive(Args, Clone)]
 struct AllArgs {
     /// Events per end-to-end run.
     #[arg(long, default_value_t = 20_000)]
@@ -219,6 +237,9 @@ struct AllArgs {
     /// Runs of each isolation measurement (0: skip the isolation benchmark).
     #[arg(long, default_value_t = 3)]
     isolation_runs: usize,
+    /// Passes of each reconciler scenario (0: skip the reconciler benchmark).
+    #[arg(long, default_value_t = 3)]
+    reconcile_runs: usize,
     /// Deliveries of the `webhooks dev` RSS run (0: skip it).
     #[arg(long, default_value_t = 1_000_000)]
     dev_rss_deliveries: usize,
@@ -423,6 +444,14 @@ async fn all(a: AllArgs) -> anyhow::Result<()> {
         let opts = isolation::IsolationArgs::full(a.isolation_runs).options();
         section(&mut results, "isolation", isolation::run(&opts).await);
     }
+    if a.reconcile_runs > 0 {
+        let opts = reconcile::Options {
+            deliveries: 10_000,
+            orgs: vec![1, 1000],
+            runs: a.reconcile_runs,
+        };
+        section(&mut results, "reconcile", reconcile::run(&opts).await);
+    }
     if a.dev_rss_deliveries > 0 {
         let rss = dev_rss::run(&dev_rss_options(&DevRssArgs {
             deliveries: a.dev_rss_deliveries,
@@ -515,6 +544,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Isolation(a) => {
             print(&runtime()?.block_on(isolation::run(&a.options()))?);
+            Ok(())
+        }
+        Command::Reconcile(a) => {
+            let opts = reconcile::Options {
+                deliveries: a.deliveries,
+                orgs: a.orgs,
+                runs: a.runs,
+            };
+            print(&runtime()?.block_on(reconcile::run(&opts))?);
             Ok(())
         }
         Command::All(a) => runtime()?.block_on(all(a)),

@@ -99,6 +99,7 @@ ADAPTER_ACTIONS = {
     "events.rs": {
         "put_if_absent": {"dynamodb:PutItem"},
         "get": {"dynamodb:GetItem"},
+        "get_many": {"dynamodb:BatchGetItem"},
         "list_after": {"dynamodb:Query"},
     },
     # Writes seal the secrets (a data key: GenerateDataKey), reads that
@@ -134,6 +135,8 @@ ADAPTER_ACTIONS = {
         # current delivery where a refusal does not return it.
         "lease": {"dynamodb:UpdateItem", "dynamodb:GetItem"},
         "transition": {"dynamodb:UpdateItem"},
+        # Conditional: the reconciler's note that it queued a lost message.
+        "mark_requeued": {"dynamodb:UpdateItem"},
         "list_for_endpoint": {"dynamodb:Query"},
         # On the sparse index pending-by-org, not the table.
         "overdue": {"dynamodb:Query"},
@@ -143,6 +146,9 @@ ADAPTER_ACTIONS = {
         "advance": {"dynamodb:UpdateItem"},
         "ensure": {"dynamodb:PutItem"},
         "list": {"dynamodb:Scan"},
+        # The sweeper's resume point, an item beside the cursors.
+        "resume_at": {"dynamodb:GetItem"},
+        "set_resume_at": {"dynamodb:UpdateItem"},
     },
     "idempotency.rs": {
         "claim": {"dynamodb:PutItem", "dynamodb:GetItem"},
@@ -234,10 +240,12 @@ FUNCTION_SOURCES = {
 }
 FUNCTION_CALLS = {
     "api": {
-        "EventsTable": {"put_if_absent", "get"},
+        # get_many: requeue.rs reads the events of stuck deliveries at once.
+        "EventsTable": {"put_if_absent", "get", "get_many"},
         # list_all: requeue.rs checks that a retried delivery's endpoint exists.
         "EndpointsTable": {"create", "get", "summary", "list", "list_all", "update", "delete"},
-        "DeliveriesTable": {"get", "list_for_endpoint", "transition"},
+        # mark_requeued: a stuck pending delivery retried by hand (requeue.rs).
+        "DeliveriesTable": {"get", "list_for_endpoint", "transition", "mark_requeued"},
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
         "DeliveryQueue": {"send_batch"},
@@ -267,26 +275,30 @@ FUNCTION_CALLS = {
         "StatsTable": {"add"},
     },
     "sweeper": {
-        # get: the reconciler's requeue reads the event of an overdue
-        # delivery (requeue.rs, which also holds the API's recover, and
-        # moves a recovered delivery's figures: StatsTable add).
+        # get_many: the reconciler reads the events of a page of overdue
+        # deliveries at once; get: requeue.rs, which also holds the API's
+        # recover (and moves a recovered delivery's figures: StatsTable add).
         # The redrive net (redrive.rs) also reads an event whose delivery
         # has no record, and dead-letters a delivery whose message SQS
         # redrove twice: lease, record_attempt, its figures (add) and
         # delivery.dead_lettered (ops.rs: the delivery queue and the bus).
-        "EventsTable": {"list_after", "get"},
+        "EventsTable": {"list_after", "get", "get_many"},
         "EndpointsTable": {"list_all"},
         "StatsTable": {"add"},
+        # get: the reconciler reads one by one a page it cannot read whole;
+        # mark_requeued: a delivery whose lost message it queued again.
         "DeliveriesTable": {
             "create_if_absent",
+            "get",
             "get_many",
             "overdue",
             "transition",
+            "mark_requeued",
             "list_for_endpoint",
             "lease",
             "record_attempt",
         },
-        "CursorsTable": {"list", "advance"},
+        "CursorsTable": {"list", "advance", "resume_at", "set_resume_at"},
         "DeliveryQueue": {"send_batch"},
         # The redrive net reads the dead-letter queue, deletes what it
         # settled and hides what it leaves for the operators.

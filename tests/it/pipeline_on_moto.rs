@@ -4,6 +4,7 @@
 use crate::support::MotoSystem;
 use std::time::Duration;
 use webhooks_domain::{Delivery, DeliveryStatus, EventType};
+use webhooks_pipeline::Sweeper;
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Receiver, Reply};
 
@@ -399,4 +400,63 @@ async fn a_delivery_whose_message_sqs_redrives_is_sent_again_then_dead_lettered(
     assert_eq!(receiver.count(), 0);
     // Parked (hidden for 12 h): the next pass does not read it again.
     assert_eq!(sweeper.sweep().await.redriven, Default::default());
+}
+
+/// Issue 22: one item of the events table that cannot be decoded (here
+/// written raw, without its `data`) used to fail every listing of its org's
+/// events, so the sweeper stopped at it for good. It is passed over, logged
+/// and counted; the events around it are fanned out and the cursor moves
+/// past it.
+#[tokio::test]
+async fn the_sweeper_passes_over_an_undecodable_event() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let receiver = Receiver::always(200).await;
+    let backend = crate::support::MotoBackend::new("undecodable").await;
+    let dynamodb = backend.aws.dynamodb.clone();
+    let events_table = backend.names.table("events");
+    let adapters = backend.adapters.clone();
+    let sys = MotoSystem::with_sender_adapters(backend, adapters, "1s", 0);
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    let before = sys.publish("org", EventType::SurveySubmitted, "{}").await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let broken = webhooks_domain::ids::new_id("evt");
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let after = sys.publish("org", EventType::SurveySubmitted, "{}").await;
+    dynamodb
+        .put_item()
+        .table_name(&events_table)
+        .item("org_id", AttributeValue::S("org".into()))
+        .item("event_id", AttributeValue::S(broken.clone()))
+        .item("event_type", AttributeValue::S("survey.submitted".into()))
+        .send()
+        .await
+        .expect("put a raw item");
+    let listed = sys
+        .adapters
+        .events
+        .list_after("org", "evt_", 10)
+        .await
+        .expect("the listing itself works");
+    assert_eq!(listed.len(), 3);
+    assert!(
+        matches!(&listed[1], Err(u) if u.event_id == broken),
+        "{listed:?}"
+    );
+
+    let sweeper = Sweeper::from_adapters(&sys.adapters, Duration::ZERO);
+    let report = sweeper.sweep().await;
+    assert_eq!(report.failed_orgs, 0, "{report:?}");
+    assert_eq!((report.undecodable_events, report.events), (1, 2));
+    for e in [&before, &after] {
+        assert_eq!(
+            status_of(&sys, &ep.id, &e.id).await,
+            Some(DeliveryStatus::Pending),
+            "created and queued"
+        );
+    }
+    assert_eq!(
+        sys.adapters.cursors.get("org").await.expect("cursor"),
+        Some(after.id.clone())
+    );
+    assert_eq!(sweeper.sweep().await.undecodable_events, 0);
 }

@@ -6,6 +6,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use webhooks_ports::{CursorStore, Result};
 
+/// The item beside the cursors that holds where the sweeper's next pass
+/// starts (attribute `resume_at`), under a reserved key that no org of the
+/// platform is expected to have, and that [`CursorStore::list`] leaves out.
+pub const RESUME_KEY: &str = "#sweep-resume";
+
 /// Cursors in DynamoDB (key: `org_id`; attribute `cursor`).
 #[derive(Clone)]
 pub struct DynamoCursorStore {
@@ -91,7 +96,7 @@ impl CursorStore for DynamoCursorStore {
             for item in out.items.unwrap_or_default() {
                 let org = item.get("org_id").and_then(|v| v.as_s().ok());
                 let cursor = item.get("cursor").and_then(|v| v.as_s().ok());
-                if let Some(o) = org {
+                if let Some(o) = org.filter(|o| o.as_str() != RESUME_KEY) {
                     all.push((o.clone(), cursor.cloned().unwrap_or_default()));
                 }
             }
@@ -100,5 +105,38 @@ impl CursorStore for DynamoCursorStore {
                 _ => return Ok(all),
             }
         }
+    }
+
+    async fn resume_at(&self) -> Result<Option<String>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("org_id", s(RESUME_KEY))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend_error("GetItem cursors", e))?;
+        Ok(out
+            .item
+            .and_then(|i| i.get("resume_at").and_then(|v| v.as_s().ok().cloned())))
+    }
+
+    async fn set_resume_at(&self, org_id: Option<&str>) -> Result<()> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("org_id", s(RESUME_KEY));
+        let req = match org_id {
+            Some(org) => req
+                .update_expression("SET resume_at = :o")
+                .expression_attribute_values(":o", s(org)),
+            None => req.update_expression("REMOVE resume_at"),
+        };
+        req.send()
+            .await
+            .map_err(|e| backend_error("UpdateItem cursors", e))?;
+        Ok(())
     }
 }

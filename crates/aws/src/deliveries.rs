@@ -410,10 +410,31 @@ impl DeliveryStore for DynamoDeliveryStore {
         org_id: &str,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
+        if limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: cursor.map(str::to_string),
+            });
+        }
+        // The index's key of the last item of the page before: its sort
+        // key and the table's key (the index holds keys only).
+        let mut start: Option<HashMap<String, AttributeValue>> = match cursor {
+            Some(c) => {
+                let (at, id) = cursor::decode_pair(c)?;
+                let mut k = key(&id).ok_or(BackendError::InvalidCursor)?;
+                k.insert("org_id".to_string(), s(org_id));
+                k.insert("next_attempt_at".to_string(), s(&at));
+                Some(k)
+            }
+            None => None,
+        };
         let mut ids = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        while ids.len() < limit {
+        let mut last: Option<(String, String)> = None;
+        // A Query stops at `Limit` items or 1 MB, whichever comes first, so
+        // read on until the page is full or the index range ends.
+        let more = loop {
             let out = self
                 .client
                 .query()
@@ -429,16 +450,75 @@ impl DeliveryStore for DynamoDeliveryStore {
                 .map_err(|e| backend_error("Query deliveries pending-by-org", e))?;
             for item in out.items.unwrap_or_default() {
                 let part = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
-                if let (Some(ep), Some(evt)) = (part("endpoint_id"), part("event_id")) {
-                    ids.push(delivery_id(ep, evt));
+                if let (Some(ep), Some(evt), Some(at)) = (
+                    part("endpoint_id"),
+                    part("event_id"),
+                    part("next_attempt_at"),
+                ) {
+                    let id = delivery_id(ep, evt);
+                    ids.push(id.clone());
+                    last = Some((at.clone(), id));
                 }
             }
             match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+                Some(k) if !k.is_empty() => {
+                    if ids.len() >= limit {
+                        break true;
+                    }
+                    start = Some(k);
+                }
+                _ => break false,
             }
+        };
+        let next_cursor = if more {
+            last.map(|(at, id)| cursor::encode_pair(&at, &id))
+        } else {
+            None
+        };
+        Ok(Page {
+            items: ids,
+            next_cursor,
+        })
+    }
+
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(key) = key(delivery_id) else {
+            return Ok(false);
+        };
+        // Overdue as the lease's condition has it (a delivery never
+        // attempted is due from its creation).
+        let condition = format!(
+            "#s = :pending AND {HAS_N_ATTEMPTS} \
+             AND (attribute_not_exists(lease_until) OR lease_until < :now) \
+             AND (next_attempt_at < :stale \
+                  OR (attribute_not_exists(next_attempt_at) AND created_at < :stale))"
+        );
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET next_attempt_at = :next REMOVE chain")
+            .condition_expression(condition)
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":n", number(attempts_made))
+            .expression_attribute_values(":now", number(now.timestamp_millis()))
+            .expression_attribute_values(":stale", s(&rfc3339(stale_before)))
+            .expression_attribute_values(":next", s(&rfc3339(now)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("UpdateItem deliveries (requeued)", e)),
         }
-        Ok(ids)
     }
 
     async fn list_for_endpoint(

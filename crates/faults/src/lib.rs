@@ -36,6 +36,7 @@ pub enum Op {
     // EventStore
     PutEvent,
     GetEvent,
+    GetEvents,
     ListEvents,
     EventLogPage,
     // EndpointStore and the three small ports it is made of
@@ -56,12 +57,15 @@ pub enum Op {
     RecordAttempt,
     Transition,
     Overdue,
+    MarkRequeued,
     ListDeliveries,
     // CursorStore
     GetCursor,
     AdvanceCursor,
     EnsureCursor,
     ListCursors,
+    GetResumeAt,
+    SetResumeAt,
     // EndpointStatsStore
     AddStats,
     ReadStats,
@@ -79,6 +83,7 @@ impl Op {
         !matches!(
             self,
             Op::GetEvent
+                | Op::GetEvents
                 | Op::ListEvents
                 | Op::EventLogPage
                 | Op::GetEndpoint
@@ -91,6 +96,7 @@ impl Op {
                 | Op::ListDeliveries
                 | Op::GetCursor
                 | Op::ListCursors
+                | Op::GetResumeAt
                 | Op::ReadStats
         )
     }

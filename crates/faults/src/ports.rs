@@ -11,7 +11,7 @@ use webhooks_domain::stats::{HourBucket, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, Created, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
-    EndpointStatsStore, EndpointStore, EventLogQuery, EventStore, EventSummary, Lease, OrgEndpoints, Page, Queue, QueueMessage,
+    EndpointStatsStore, EndpointStore, EventLogQuery, EventStore, EventSummary, Listed, Lease, OrgEndpoints, Page, Queue, QueueMessage,
     ReceivedMessage, Result, Updated,
 };
 
@@ -45,7 +45,11 @@ impl<T: EventStore + ?Sized, P: Policy> EventStore for Faulty<T, P> {
         self.around(Op::GetEvent, self.inner.get(org_id, event_id))
             .await
     }
-    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
+    async fn get_many(&self, org_id: &str, event_ids: &[String]) -> Result<Vec<Listed>> {
+        self.around(Op::GetEvents, self.inner.get_many(org_id, event_ids))
+            .await
+    }
+    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
         self.around(Op::ListEvents, self.inner.list_after(org_id, after, limit))
             .await
     }
@@ -175,9 +179,27 @@ impl<T: DeliveryStore + ?Sized, P: Policy> DeliveryStore for Faulty<T, P> {
         org_id: &str,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
-        self.around(Op::Overdue, self.inner.overdue(org_id, before, limit))
-            .await
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
+        self.around(
+            Op::Overdue,
+            self.inner.overdue(org_id, before, limit, cursor),
+        )
+        .await
+    }
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.around(
+            Op::MarkRequeued,
+            self.inner
+                .mark_requeued(delivery_id, attempts_made, now, stale_before),
+        )
+        .await
     }
     async fn list_for_endpoint(
         &self,
@@ -208,6 +230,13 @@ impl<T: CursorStore + ?Sized, P: Policy> CursorStore for Faulty<T, P> {
     }
     async fn list(&self) -> Result<Vec<(String, String)>> {
         self.around(Op::ListCursors, self.inner.list()).await
+    }
+    async fn resume_at(&self) -> Result<Option<String>> {
+        self.around(Op::GetResumeAt, self.inner.resume_at()).await
+    }
+    async fn set_resume_at(&self, org_id: Option<&str>) -> Result<()> {
+        self.around(Op::SetResumeAt, self.inner.set_resume_at(org_id))
+            .await
     }
 }
 

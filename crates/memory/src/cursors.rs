@@ -10,6 +10,8 @@ use webhooks_ports::{CursorStore, Result};
 #[derive(Default)]
 pub struct MemoryCursorStore {
     cursors: Mutex<BTreeMap<String, String>>,
+    /// Where the sweeper's next pass starts.
+    resume_at: Mutex<Option<String>>,
 }
 
 impl MemoryCursorStore {
@@ -45,6 +47,15 @@ impl CursorStore for MemoryCursorStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    async fn resume_at(&self) -> Result<Option<String>> {
+        Ok(lock(&self.resume_at).clone())
+    }
+
+    async fn set_resume_at(&self, org_id: Option<&str>) -> Result<()> {
+        *lock(&self.resume_at) = org_id.map(str::to_string);
+        Ok(())
     }
 }
 

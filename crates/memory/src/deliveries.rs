@@ -5,8 +5,9 @@ use crate::events::MemoryEventStore;
 use crate::expiry::{DeliveryExpiry, DeliveryKey, Removed, Retention};
 use crate::sync::lock;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::{Delivery, DeliveryStatus};
@@ -359,14 +360,77 @@ impl DeliveryStore for MemoryDeliveryStore {
         org_id: &str,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
-        let from = (org_id.to_string(), DateTime::<Utc>::MIN_UTC, String::new());
-        let to = (org_id.to_string(), before, String::new());
-        Ok(lock(&self.pending)
-            .range(from..to)
-            .take(limit)
-            .map(|(_, _, id)| id.clone())
-            .collect())
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
+        // After the cursor's key, or from the org's first.
+        let (start, excluded) = match cursor {
+            Some(c) => {
+                let (at, id) = cursor::decode_pair(c)?;
+                let at = DateTime::parse_from_rfc3339(&at)
+                    .map_err(|_| BackendError::InvalidCursor)?
+                    .with_timezone(&Utc);
+                ((org_id.to_string(), at, id), true)
+            }
+            None => (
+                (org_id.to_string(), DateTime::<Utc>::MIN_UTC, String::new()),
+                false,
+            ),
+        };
+        let end = (org_id.to_string(), before, String::new());
+        if start >= end {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let from = if excluded {
+            Bound::Excluded(start)
+        } else {
+            Bound::Included(start)
+        };
+        let to = Bound::Excluded(end);
+        let keys: Vec<PendingKey> = lock(&self.pending)
+            .range((from, to))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let page = Page::from_overfetch(keys, limit, |(_, _, id)| id);
+        // The cursor holds the last key's place: its time and its id.
+        let next_cursor = page.next_cursor.and(page.items.last()).map(|(_, at, id)| {
+            cursor::encode_pair(&at.to_rfc3339_opts(SecondsFormat::Nanos, true), id)
+        });
+        Ok(Page {
+            items: page.items.into_iter().map(|(_, _, id)| id).collect(),
+            next_cursor,
+        })
+    }
+
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(key) = key_of(delivery_id) else {
+            return Ok(false);
+        };
+        let mut ds = lock(&self.deliveries);
+        match ds.get_mut(&key) {
+            Some(d)
+                if d.status == DeliveryStatus::Pending
+                    && d.attempt_count == attempts_made
+                    && d.lease_until.is_none_or(|t| t < now)
+                    && d.due_at() < stale_before =>
+            {
+                let old = pending_key(d);
+                d.next_attempt_at = Some(now);
+                d.chain = None;
+                self.reindex(old, d);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn list_for_endpoint(

@@ -10,7 +10,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use webhooks_domain::Event;
 use webhooks_ports::event_log::QUERY_PAGE_BYTES;
-use webhooks_ports::{Clock, EventLogQuery, EventStore, EventSummary, Page, Result};
+use webhooks_ports::{
+    BackendError, Clock, EventLogQuery, EventStore, EventSummary, Listed, Page, Result,
+    Undecodable,
+};
 
 /// One entry of the event store's change stream, like a DynamoDB stream
 /// record of an INSERT.
@@ -43,6 +46,9 @@ struct State {
     /// Positions below this have been read: only those may go for the bound
     /// on the count (the TTL takes what it takes, read or not).
     read: usize,
+    /// Items stored under an org and event id that are no readable event
+    /// (see [`MemoryEventStore::put_undecodable`]), with why.
+    undecodable: BTreeMap<(String, String), String>,
 }
 
 impl State {
@@ -147,6 +153,17 @@ impl MemoryEventStore {
         lock(&self.state).expire(&self.retention, now, usize::MAX);
     }
 
+    /// Stores an item under `org_id` and `event_id` that cannot be read as
+    /// an event, as a damaged item (or one a later version wrote) sits in
+    /// the DynamoDB table: listed as [`Undecodable`], and a failed read for
+    /// `get`. It is on no change stream.
+    pub fn put_undecodable(&self, org_id: &str, event_id: &str, error: &str) {
+        lock(&self.state).undecodable.insert(
+            (org_id.to_string(), event_id.to_string()),
+            error.to_string(),
+        );
+    }
+
     /// Removes an event whose finished deliveries are being removed (see
     /// [`crate::expiry`]); its stream record stays until it is trimmed.
     pub(crate) fn remove(&self, org_id: &str, event_id: &str) {
@@ -176,23 +193,65 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>> {
-        Ok(lock(&self.state)
-            .events
-            .get(&(org_id.to_string(), event_id.to_string()))
-            .map(|e| Event::clone(e)))
+        let state = lock(&self.state);
+        let key = (org_id.to_string(), event_id.to_string());
+        if let Some(error) = state.undecodable.get(&key) {
+            return Err(BackendError::Permanent(format!(
+                "stored event is malformed: {error}"
+            )));
+        }
+        Ok(state.events.get(&key).map(|e| Event::clone(e)))
     }
 
-    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
+    async fn get_many(&self, org_id: &str, event_ids: &[String]) -> Result<Vec<Listed>> {
+        let state = lock(&self.state);
+        let mut ids: Vec<&String> = event_ids.iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = (org_id.to_string(), id.clone());
+            if let Some(error) = state.undecodable.get(&key) {
+                found.push(Err(Undecodable {
+                    event_id: id.clone(),
+                    error: error.clone(),
+                }));
+            } else if let Some(e) = state.events.get(&key) {
+                found.push(Ok(Event::clone(e)));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
         let state = lock(&self.state);
         let start = (org_id.to_string(), after.to_string());
-        Ok(state
+        let after_start = |(org, id): &(String, String)| org == org_id && id.as_str() > after;
+        let events = state
             .events
-            .range(start..)
-            .take_while(|((org, _), _)| org == org_id)
-            .filter(|((_, id), _)| id.as_str() > after)
+            .range(start.clone()..)
+            .take_while(|(key, _)| key.0 == org_id)
+            .filter(|(key, _)| after_start(key))
             .take(limit)
-            .map(|(_, e)| Event::clone(e))
-            .collect())
+            .map(|((_, id), e)| (id.clone(), Ok(Event::clone(e))));
+        let undecodable = state
+            .undecodable
+            .range(start..)
+            .take_while(|(key, _)| key.0 == org_id)
+            .filter(|(key, _)| after_start(key))
+            .take(limit)
+            .map(|((_, id), error)| {
+                let item = Undecodable {
+                    event_id: id.clone(),
+                    error: error.clone(),
+                };
+                (id.clone(), Err(item))
+            });
+        // Both in id order, merged.
+        let mut merged: Vec<(String, Listed)> = events.chain(undecodable).collect();
+        merged.sort_by(|a, b| a.0.cmp(&b.0));
+        merged.truncate(limit);
+        Ok(merged.into_iter().map(|(_, l)| l).collect())
     }
 
     /// As DynamoDB's backward `Query` with `Limit` and a `FilterExpression`:
@@ -327,7 +386,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| e.id)
+            .map(|e| e.unwrap().id)
             .collect();
         assert_eq!(after, vec![later.id]);
     }

@@ -392,7 +392,7 @@ mod backend_tests {
             .await
             .unwrap()
             .iter()
-            .all(|e| e.id != event.id));
+            .all(|e| e.as_ref().is_ok_and(|e| e.id != event.id)));
         assert_eq!(m.deliveries.len(), 0);
     }
 

@@ -6,7 +6,8 @@
 //! - [`sender`]: a queued delivery is signed, POSTed, and then marked
 //!   delivered, retried later, or dead-lettered;
 //! - [`sweeper`]: events the stream never handed to the fan-out are fanned
-//!   out from each organization's cursor;
+//!   out from each organization's cursor, fairly among orgs and within a
+//!   time budget;
 //! - [`reconciler`]: pending deliveries that lost their queue message are
 //!   queued again (the sweeper runs it);
 //! - [`redrive`]: what SQS moved to the dead-letter queue is sent again
@@ -33,10 +34,10 @@ pub use fanout::{FanOut, FanOutReport};
 pub use http::{ClientBuildError, DeliveryClient, DeliveryClientConfig, HttpOutcome, Transport};
 pub use metrics::Metrics;
 pub use ops::{Ops, OpsEndpoint, OpsNotifier};
-pub use reconciler::{Reconciled, Reconciler};
+pub use reconciler::{OrgProgress, Reconciled, Reconciler};
 pub use redrive::{RedriveBudget, RedriveNet, Redriven};
 pub use requeue::{
-    Canceled, Recovered, Requeue, RequeueError, PAGES_PER_CALL as REQUEUE_PAGES_PER_CALL,
+    Canceled, Recovered, Requeue, RequeueError, Unstuck, PAGES_PER_CALL as REQUEUE_PAGES_PER_CALL,
 };
 pub use sender::{MessageOutcome, Sender, SenderConfig};
-pub use sweeper::{SweepReport, Sweeper};
+pub use sweeper::{Budget, SweepReport, Sweeper};

@@ -5,13 +5,14 @@
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
+use std::collections::HashMap;
 use std::sync::Arc;
-use webhooks_domain::delivery::{NotRetryable, Resend};
+use webhooks_domain::delivery::{NotRetryable, Resend, STUCK_AFTER};
 use webhooks_domain::stats::{bucket_hour, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
-    BackendError, Clock, DeliveryStore, EndpointStatsStore, EventStore, OrgEndpoints, Queue,
-    QueueMessage, SystemClock,
+    BackendError, Clock, DeliveryStore, EndpointStatsStore, EventStore, Listed, OrgEndpoints,
+    Queue, QueueMessage, SystemClock,
 };
 
 /// Deliveries read per page by a recovery or a cancellation.
@@ -40,7 +41,12 @@ pub struct Canceled {
     pub complete: bool,
 }
 /// Deliveries prepared or canceled at once.
-const CONCURRENCY: usize = 16;
+pub(crate) const CONCURRENCY: usize = 16;
+/// Overdue deliveries queued again that are marked at once (one
+/// conditional write each, the reconciler's most numerous request).
+const MARK_CONCURRENCY: usize = 32;
+/// Messages handed to the queue per call (it sends them ten a request).
+const SEND_CHUNK: usize = 100;
 
 /// Why a delivery was not sent again.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,21 @@ pub enum RequeueError {
     QueueRefused,
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+/// What became of an overdue pending delivery that [`Requeue::unstick`]
+/// was to queue again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unstuck {
+    /// A new message was sent (and the delivery marked, unless it changed
+    /// meanwhile or the mark failed).
+    Queued,
+    /// Its event no longer exists; nothing was sent.
+    EventGone,
+    /// The queue did not take the message.
+    Refused,
+    /// Its event could not be read, or the send failed.
+    Failed(BackendError),
 }
 
 /// A delivery just moved to pending, with the queue message that sends it.
@@ -120,28 +141,32 @@ impl Requeue {
     }
 
     /// [`Requeue::retry`] of a delivery whose endpoint the caller has
-    /// already seen exist (the reconciler reads an org's subscribers once
-    /// for all its overdue deliveries).
+    /// already seen exist.
     pub async fn retry_existing(
         &self,
         org_id: &str,
         delivery: Delivery,
     ) -> Result<(), RequeueError> {
         let how = delivery.resend(self.clock.now())?;
+        if how == Resend::Unstick {
+            let id = delivery.id.clone();
+            let mut outcomes = self.unstick(org_id, vec![delivery]).await;
+            return match outcomes.pop().map(|(_, o)| o) {
+                Some(Unstuck::Queued) => {
+                    tracing::warn!(delivery_id = %id, "overdue pending delivery queued again");
+                    Ok(())
+                }
+                Some(Unstuck::EventGone) => Err(RequeueError::EventGone),
+                Some(Unstuck::Failed(e)) => Err(RequeueError::Backend(e)),
+                Some(Unstuck::Refused) | None => Err(RequeueError::QueueRefused),
+            };
+        }
         let event = self
             .events
             .get(org_id, &delivery.event_id)
             .await?
             .ok_or(RequeueError::EventGone)?;
         let task = QueueMessage::task(&delivery.task(&event, event.payload()));
-        if how == Resend::Unstick {
-            let rejected = self.queue.send_batch(std::slice::from_ref(&task)).await?;
-            if !rejected.is_empty() {
-                return Err(RequeueError::QueueRefused);
-            }
-            tracing::warn!(delivery_id = %delivery.id, "overdue pending delivery queued again");
-            return Ok(());
-        }
         let moved = self
             .deliveries
             .transition(
@@ -157,6 +182,114 @@ impl Requeue {
         self.enqueue(vec![Ready { delivery, task }]).await?;
         tracing::info!(delivery_id = %id, "delivery retried");
         Ok(())
+    }
+
+    /// Queues a new message for each of the org's pending deliveries that
+    /// lost theirs (overdue by `STUCK_AFTER`; the caller has seen their
+    /// endpoints exist): their events read once each, the messages sent in
+    /// batches, and each delivery then marked as requeued
+    /// ([`DeliveryStore::mark_requeued`]), so that it is not sent again
+    /// while the new message waits in the queue. Each delivery's outcome,
+    /// in no particular order.
+    pub async fn unstick(
+        &self,
+        org_id: &str,
+        deliveries: Vec<Delivery>,
+    ) -> Vec<(Delivery, Unstuck)> {
+        let now = self.clock.now();
+        let mut event_ids: Vec<String> = deliveries.iter().map(|d| d.event_id.clone()).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let events: HashMap<String, Listed> = match self.events.get_many(org_id, &event_ids).await {
+            Ok(found) => found
+                .into_iter()
+                .map(|l| {
+                    (
+                        l.as_ref()
+                            .map_or_else(|u| u.event_id.clone(), |e| e.id.clone()),
+                        l,
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                outcomes.extend(
+                    deliveries
+                        .into_iter()
+                        .map(|d| (d, Unstuck::Failed(e.clone()))),
+                );
+                return outcomes;
+            }
+        };
+        let mut ready: Vec<(Delivery, QueueMessage)> = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match events.get(&d.event_id) {
+                Some(Ok(event)) => {
+                    let task = QueueMessage::task(&d.task(event, event.payload()));
+                    ready.push((d, task));
+                }
+                Some(Err(u)) => {
+                    let e =
+                        BackendError::Permanent(format!("stored event is malformed: {}", u.error));
+                    outcomes.push((d, Unstuck::Failed(e)));
+                }
+                None => outcomes.push((d, Unstuck::EventGone)),
+            }
+        }
+        // A hundred messages a call (ten SQS batches, which the queue
+        // sends at once), one call after another.
+        let mut sent = Vec::with_capacity(ready.len());
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let chunk: Vec<(Delivery, QueueMessage)> = ready.by_ref().take(SEND_CHUNK).collect();
+            let messages: Vec<QueueMessage> = chunk.iter().map(|(_, m)| m.clone()).collect();
+            match self.queue.send_batch(&messages).await {
+                Ok(rejected) => {
+                    for (i, (d, _)) in chunk.into_iter().enumerate() {
+                        if rejected.contains(&i) {
+                            outcomes.push((d, Unstuck::Refused));
+                        } else {
+                            sent.push(d);
+                        }
+                    }
+                }
+                Err(e) => {
+                    outcomes.extend(
+                        chunk
+                            .into_iter()
+                            .map(|(d, _)| (d, Unstuck::Failed(e.clone()))),
+                    );
+                }
+            }
+        }
+        // Only after the send: a delivery marked whose message then failed
+        // to go would wait STUCK_AFTER more before it is found again. A mark
+        // that fails leaves it overdue, and the next pass sends another
+        // message, which the fence makes harmless.
+        let stale_before = now - STUCK_AFTER;
+        let marks: Vec<BoxFuture<'_, (Delivery, Unstuck)>> = sent
+            .into_iter()
+            .map(|d| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let marked = self
+                        .deliveries
+                        .mark_requeued(&d.id, d.attempt_count, now, stale_before)
+                        .await;
+                    // `Ok(false)`: attempted (or leased, or finished) since
+                    // it was read; the new message finds that out.
+                    if let Err(e) = marked {
+                        tracing::warn!(delivery_id = %d.id, error = %e, "queued again, but could not note it; it may be queued once more");
+                    }
+                    (d, Unstuck::Queued)
+                })
+            })
+            .collect();
+        let marked: Vec<(Delivery, Unstuck)> = stream::iter(marks)
+            .buffer_unordered(MARK_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.extend(marked);
+        outcomes
     }
 
     /// Queues again the dead-lettered deliveries of the endpoint (of org

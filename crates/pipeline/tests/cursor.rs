@@ -13,7 +13,7 @@ use webhooks_domain::delivery::delivery_id;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::{FanOut, Sweeper};
-use webhooks_ports::{Adapters, BackendError, Queue, ReceivedMessage};
+use webhooks_ports::{Adapters, BackendError, EventStore, Queue, ReceivedMessage};
 
 /// A queue that refuses every send while `down` is set.
 struct SwitchableQueue {
@@ -203,4 +203,117 @@ async fn an_endpoint_gets_no_event_published_before_it_existed() {
         .fan_out(std::slice::from_ref(&old))
         .await;
     assert!(!delivered_to(&org, &old).await);
+}
+
+/// Events whose `list_after` fails while `down` is set (a throttled table).
+struct SwitchableEvents {
+    inner: Arc<dyn EventStore>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl EventStore for SwitchableEvents {
+    async fn put_if_absent(&self, event: &Event) -> webhooks_ports::Result<bool> {
+        self.inner.put_if_absent(event).await
+    }
+    async fn get(&self, org_id: &str, event_id: &str) -> webhooks_ports::Result<Option<Event>> {
+        self.inner.get(org_id, event_id).await
+    }
+    async fn get_many(
+        &self,
+        org_id: &str,
+        event_ids: &[String],
+    ) -> webhooks_ports::Result<Vec<webhooks_ports::Listed>> {
+        self.inner.get_many(org_id, event_ids).await
+    }
+    async fn list_after(
+        &self,
+        org_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> webhooks_ports::Result<Vec<webhooks_ports::Listed>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(BackendError::Transient("injected: throttled".into()));
+        }
+        self.inner.list_after(org_id, after, limit).await
+    }
+}
+
+/// Issue 22: one event item that could not be decoded failed every listing
+/// of its org's events, so the org's sweep stopped there for good. Now it
+/// is passed over (logged at error with its id, counted in the report), the
+/// events around it are fanned out, and the cursor moves past it; while a
+/// read that may succeed later still stops the org's sweep, to be tried
+/// again next pass.
+#[tokio::test]
+async fn an_undecodable_event_is_passed_over_and_a_failed_read_is_retried() {
+    let memory = MemoryBackend::new();
+    let mut adapters = memory.adapters();
+    let events = Arc::new(SwitchableEvents {
+        inner: adapters.events.clone(),
+        down: AtomicBool::new(false),
+    });
+    adapters.events = events.clone();
+    let endpoint = Endpoint::new(
+        "org",
+        "https://receiver.test/hooks".into(),
+        Subscription::All,
+        Secret::generate(),
+    );
+    let created = adapters
+        .endpoints
+        .create(
+            &endpoint,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, webhooks_ports::Created::Written);
+    adapters
+        .cursors
+        .ensure("org", &ids::id_floor_at("evt", endpoint.created_at))
+        .await
+        .unwrap();
+    let org = Org {
+        adapters: adapters.clone(),
+        queue: Arc::new(SwitchableQueue {
+            inner: adapters.queue.clone(),
+            down: AtomicBool::new(false),
+        }),
+        endpoint,
+    };
+    let before = made().await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let broken = ids::new_id("evt");
+    let after = made().await;
+    for e in [&before, &after] {
+        assert!(adapters.events.put_if_absent(e).await.unwrap());
+    }
+    memory
+        .events
+        .put_undecodable("org", &broken, "missing field `data`");
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let sweeper = Sweeper::from_adapters(&adapters, Duration::ZERO);
+
+    // The table is throttled: the org's sweep stops, the cursor stays.
+    events.down.store(true, Ordering::SeqCst);
+    let report = sweeper.sweep().await;
+    assert_eq!((report.failed_orgs, report.events), (1, 0));
+    assert!(adapters.cursors.get("org").await.unwrap().unwrap() < before.id);
+
+    events.down.store(false, Ordering::SeqCst);
+    let report = sweeper.sweep().await;
+    assert_eq!(report.failed_orgs, 0);
+    assert_eq!(report.undecodable_events, 1);
+    assert_eq!(report.events, 2);
+    assert!(delivered_to(&org, &before).await);
+    assert!(delivered_to(&org, &after).await);
+    assert_eq!(
+        adapters.cursors.get("org").await.unwrap().as_deref(),
+        Some(after.id.as_str()),
+        "past the undecodable event"
+    );
+    // Passed over once: not counted (nor logged) again.
+    let report = sweeper.sweep().await;
+    assert_eq!((report.undecodable_events, report.failed_orgs), (0, 0));
 }

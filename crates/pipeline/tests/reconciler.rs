@@ -274,6 +274,65 @@ async fn an_overdue_delivery_of_a_deleted_endpoint_ends_canceled() {
     assert!(w.memory.queue.is_empty());
 }
 
+/// Every POST answered 200, and counted.
+#[derive(Default)]
+struct CountingAccepting(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl Transport for CountingAccepting {
+    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Accepting.post("", &[], String::new()).await
+    }
+}
+
+/// Issue 22, defect 4: the reconciler sent the same overdue delivery again
+/// at every pass (every 5 minutes) while its new message waited in the
+/// queue, since the delivery stayed overdue until that message was leased.
+/// Now queueing it again moves its next attempt to now: it is sent again
+/// only once that message has waited STUCK_AFTER too (lost, or a backlog
+/// that long), and then whichever message leases first makes the one POST.
+#[tokio::test(start_paused = true)]
+async fn a_requeued_delivery_is_not_sent_again_while_its_message_waits() {
+    let w = a_delivery_that_lost_its_message().await;
+    let sweeper = Sweeper::from_adapters(&w.adapters, Duration::from_secs(60));
+    tokio::time::advance(Duration::from_secs(16 * 60)).await;
+    let report = sweeper.sweep().await;
+    assert_eq!((report.reconciled, report.failed_orgs), (1, 0));
+    assert_eq!(w.memory.queue.len(), 1);
+    let requeued_at = webhooks_ports::Clock::now(w.adapters.clock.as_ref());
+    let d = the_delivery(&w).await;
+    assert_eq!(d.next_attempt_at, Some(requeued_at), "due now");
+    assert_eq!(d.chain, None, "the new message takes the chain over");
+    // Its message waits in a backlog: nobody receives it for a while.
+    for _ in 0..2 {
+        tokio::time::advance(Duration::from_secs(5 * 60)).await;
+        assert_eq!(sweeper.sweep().await.reconciled, 0);
+    }
+    assert_eq!(w.memory.queue.len(), 1, "not sent again while it waits");
+    // Still not taken once STUCK_AFTER has passed: lost as far as anyone
+    // can tell, so it is sent once more.
+    tokio::time::advance(Duration::from_secs(6 * 60)).await;
+    assert_eq!(sweeper.sweep().await.reconciled, 1);
+    assert_eq!(w.memory.queue.len(), 2);
+    // Both turn up at once: one POST, by whichever leased first.
+    let transport = Arc::new(CountingAccepting::default());
+    let sender = Sender::from_adapters(
+        &w.adapters,
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_transport(transport.clone());
+    let messages = w.adapters.queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(messages.len(), 2);
+    process_as_the_mapping_does(&w, &sender, &messages).await;
+    assert_eq!(transport.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 2));
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(sweeper.sweep().await.reconciled, 0);
+}
+
 /// The sender over `w`'s adapters, every POST answered by `transport`.
 fn sender_answering(w: &World, transport: impl Transport + 'static) -> Sender {
     Sender::from_adapters(

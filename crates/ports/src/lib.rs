@@ -56,6 +56,20 @@ pub mod cursor {
             Err(BackendError::InvalidCursor)
         }
     }
+
+    /// Wraps a key of two parts, neither holding a space (an index's sort
+    /// key and the item's id).
+    pub fn encode_pair(first: &str, second: &str) -> String {
+        encode(&format!("{first} {second}"))
+    }
+
+    /// Unwraps a cursor made by [`encode_pair`].
+    pub fn decode_pair(cursor: &str) -> Result<(String, String), BackendError> {
+        let key = decode(cursor, "")?;
+        key.split_once(' ')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .ok_or(BackendError::InvalidCursor)
+    }
 }
 
 pub mod event_log;
@@ -191,14 +205,36 @@ pub struct Adapters {
     pub clock: Arc<dyn Clock>,
 }
 
+/// A stored item of the event stream that is no event this code can read
+/// (damaged, or written by a version that stores events otherwise). A
+/// listing names it by its id, in its place, so that a reader can pass over
+/// it instead of stopping there for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    pub event_id: String,
+    /// What made it unreadable.
+    pub error: String,
+}
+
+/// One item of an org's event stream as listed: an event, or one that
+/// cannot be read.
+pub type Listed = std::result::Result<Event, Undecodable>;
+
 /// The event stream: every platform event, per organization, in id order.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Writes the event unless one with its id exists; `false` if it did.
     async fn put_if_absent(&self, event: &Event) -> Result<bool>;
     async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>>;
-    /// The org's events with ids greater than `after`, in id order.
-    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>>;
+    /// Several of the org's events at once (the reconciler's, for a page of
+    /// deliveries), in no particular order: missing ones are left out, one
+    /// that cannot be read is listed as [`Undecodable`].
+    async fn get_many(&self, org_id: &str, event_ids: &[String]) -> Result<Vec<Listed>>;
+    /// The org's events with ids greater than `after`, in id order, at most
+    /// `limit` (fewer only at the end of the stream). An item that cannot
+    /// be read is listed in its place as [`Undecodable`]; the call fails
+    /// only when the listing itself does.
+    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Listed>>;
     /// A page of the org's event log, newest first: one read of at most
     /// [`EventLogQuery::read_budget`] events (and [`QUERY_PAGE_BYTES`]) in
     /// [`EventLogQuery::id_range`], paged by [`EventLogQuery::page`].
@@ -351,15 +387,35 @@ pub trait DeliveryStore: Send + Sync {
         from: &[DeliveryStatus],
         to: DeliveryStatus,
     ) -> Result<Option<Delivery>>;
-    /// The ids of the org's pending deliveries whose next attempt was due
-    /// before `before`, most overdue first, at most `limit`: what the
-    /// reconciler checks for a lost queue message.
+    /// A page of the ids of the org's pending deliveries whose next attempt
+    /// was due before `before`, most overdue first, at most `limit`, after
+    /// the page that handed out `cursor`: what the reconciler checks for a
+    /// lost queue message. The cursor holds the last id's place in the
+    /// index, so the next page follows it even if that delivery has left
+    /// the index meanwhile.
     async fn overdue(
         &self,
         org_id: &str,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>>;
+        cursor: Option<&str>,
+    ) -> Result<Page<String>>;
+    /// Notes that a new queue message was sent for a pending delivery that
+    /// lost its own, one conditional write: only if the delivery is still
+    /// pending with `attempts_made` attempts, still overdue (due before
+    /// `stale_before`: no attempt was recorded since it was read) and holds
+    /// no live lease at `now`. Its next attempt becomes `now`, so it is
+    /// overdue again only if the new message is lost too, and its chain is
+    /// cleared, so the new message's lease takes the chain over (and the
+    /// old message, if it turns up after all, races it for the lease as
+    /// before: one of them wins). `false` (and nothing written) otherwise.
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool>;
     /// A page of an endpoint's deliveries, newest first, optionally of one
     /// status. Examines at most [`DELIVERIES_EXAMINED_PER_PAGE`] deliveries
     /// (beyond `limit + 1`), matching or not: a filtered page may hold fewer
@@ -420,6 +476,12 @@ pub trait CursorStore: Send + Sync {
     async fn ensure(&self, org_id: &str, event_id: &str) -> Result<()>;
     /// Every organization's cursor.
     async fn list(&self) -> Result<Vec<(String, String)>>;
+    /// The org the sweeper's next pass starts with, where the last pass ran
+    /// out of time before it (`None`: from the first). Kept beside the
+    /// cursors, and never listed among them.
+    async fn resume_at(&self) -> Result<Option<String>>;
+    /// Sets (or, with `None`, clears) where the next pass starts.
+    async fn set_resume_at(&self, org_id: Option<&str>) -> Result<()>;
 }
 
 /// Keys seen before, for idempotent writes.

@@ -1,7 +1,7 @@
 //! Lambda `sweeper`: on a schedule, settles what SQS redrove to the
 //! dead-letter queue, fans out events that the stream never handed to the
-//! fan-out, from each org's cursor, and queues again the deliveries that
-//! lost their message.
+//! fan-out, from each org's cursor, and queues again the overdue deliveries
+//! that lost their message; within the invocation's time, less a margin.
 
 use lambda_runtime::{Error, LambdaEvent};
 use std::sync::Arc;
@@ -10,28 +10,61 @@ use webhooks_aws::env::{self, EnvError};
 use webhooks_domain::event::MIN_SETTLE_WINDOW;
 use webhooks_domain::retry::parse_duration;
 use webhooks_pipeline::metrics::DeadLetterCause;
-use webhooks_pipeline::Sweeper;
+use webhooks_pipeline::{Budget, SweepReport, Sweeper};
 use webhooks_ports::Adapters;
+
+/// What a pass leaves of the invocation's time: after its budget it starts
+/// no new work and finishes what is running (a page of events or of overdue
+/// deliveries, a few seconds at worst), then notes where the next pass
+/// starts.
+pub const MARGIN: Duration = Duration::from_secs(40);
 
 /// Handles one scheduled invocation; answers with what the sweep did.
 pub async fn handle(
     sweeper: &Sweeper,
-    _event: LambdaEvent<serde_json::Value>,
+    event: LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, Error> {
-    let r = sweeper.sweep().await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let budget = budget(event.context.deadline, now_ms);
+    let r = sweeper.sweep_within(budget).await;
+    Ok(report(&r))
+}
+
+/// The pass's budget: the invocation's time left (from its deadline, in
+/// milliseconds since the epoch) less [`MARGIN`]; the sweeper's own
+/// when the context carries no deadline.
+pub fn budget(deadline_ms: u64, now_ms: u64) -> Budget {
+    if deadline_ms == 0 {
+        return Budget::of(webhooks_pipeline::sweeper::DEFAULT_BUDGET);
+    }
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Budget::of(left.saturating_sub(MARGIN))
+}
+
+/// Logs the pass, prints its metrics, and makes the invocation's answer.
+pub fn report(r: &SweepReport) -> serde_json::Value {
     tracing::info!(
         orgs = r.orgs,
         events = r.events,
         created = r.deliveries_created,
         enqueued = r.enqueued,
         failed_orgs = r.failed_orgs,
+        reconciled = r.reconciled,
+        canceled = r.canceled,
+        undecodable_events = r.undecodable_events,
+        unreadable_deliveries = r.unreadable_deliveries,
+        out_of_time = r.out_of_time,
+        orgs_not_reached = r.orgs_not_reached,
         redriven = r.redriven.redriven(),
         redrive_dead_lettered = r.redriven.dead_lettered,
         "sweep"
     );
-    // What the net under the stream found: deliveries the stream never made;
-    // and what SQS redrove to the dead-letter queue (no SQS metric counts a
-    // redrive: NumberOfMessagesSent leaves it out).
+    // What the net under the stream found: deliveries the stream never
+    // made, messages lost, what the sweep could not get through, and what
+    // SQS redrove to the dead-letter queue (no SQS metric counts a redrive:
+    // NumberOfMessagesSent leaves it out).
     println!(
         "{}",
         webhooks_pipeline::metrics::emf(
@@ -43,6 +76,13 @@ pub async fn handle(
                     r.deliveries_created as u64
                 ),
                 ("SweeperFailedOrgs", "Count", r.failed_orgs as u64),
+                ("SweeperRequeued", "Count", r.reconciled as u64),
+                (
+                    "SweeperUndecodableEvents",
+                    "Count",
+                    r.undecodable_events as u64
+                ),
+                ("SweeperOrgsNotReached", "Count", r.orgs_not_reached as u64),
                 ("RedrivenMessages", "Count", r.redriven.redriven() as u64),
             ]
         )
@@ -56,15 +96,21 @@ pub async fn handle(
             )
         );
     }
-    Ok(serde_json::json!({
+    serde_json::json!({
         "orgs": r.orgs,
         "events": r.events,
         "deliveries_created": r.deliveries_created,
         "enqueued": r.enqueued,
         "failed_orgs": r.failed_orgs,
+        "reconciled": r.reconciled,
+        "canceled": r.canceled,
+        "undecodable_events": r.undecodable_events,
+        "unreadable_deliveries": r.unreadable_deliveries,
+        "out_of_time": r.out_of_time,
+        "orgs_not_reached": r.orgs_not_reached,
         "redriven": r.redriven.redriven(),
         "redrive_dead_lettered": r.redriven.dead_lettered,
-    }))
+    })
 }
 
 /// The sweeper over `adapters`, configured from the environment; its

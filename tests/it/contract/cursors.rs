@@ -31,6 +31,15 @@ async fn cursors_contract(a: Adapters) {
             ("o".to_string(), "evt_d".to_string())
         ]
     );
+    // Where the sweeper's next pass starts: kept beside the cursors, never
+    // listed among them.
+    assert_eq!(c.resume_at().await.unwrap(), None);
+    c.set_resume_at(Some("o")).await.unwrap();
+    assert_eq!(c.resume_at().await.unwrap().as_deref(), Some("o"));
+    assert_eq!(c.list().await.unwrap().len(), 2, "not an org's cursor");
+    c.set_resume_at(None).await.unwrap();
+    assert_eq!(c.resume_at().await.unwrap(), None);
+    assert_eq!(c.list().await.unwrap().len(), 2);
 }
 
 on_both_backends!(cursors_contract, memory_cursors, moto_cursors);

@@ -911,19 +911,22 @@ pub async fn overdue_lists_only_pending_deliveries_due_before(a: Adapters) {
         .expect("canceled");
     let before = now - Span::minutes(15);
     assert_eq!(
-        store.overdue(&org, before, 10).await.unwrap(),
+        ids_overdue(&store, &org, before, 10).await,
         vec![oldest.id.clone(), older.id.clone()]
     );
-    assert_eq!(
-        store.overdue(&org, before, 1).await.unwrap(),
-        vec![oldest.id.clone()]
-    );
+    let first = store.overdue(&org, before, 1, None).await.unwrap();
+    assert_eq!(first.items, vec![oldest.id.clone()]);
+    let second = store
+        .overdue(&org, before, 1, first.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(second.items, vec![older.id.clone()]);
     // A retry that moves the next attempt on takes it off the list.
     let mut update = failed(2, None);
     update.next_attempt_at = Some(now + Span::hours(1));
     assert!(store.record_attempt(&oldest.id, &update).await.unwrap());
     assert_eq!(
-        store.overdue(&org, before, 10).await.unwrap(),
+        ids_overdue(&store, &org, before, 10).await,
         vec![older.id.clone()]
     );
     // Queued again by hand, a never-attempted delivery has its retry
@@ -949,16 +952,212 @@ pub async fn overdue_lists_only_pending_deliveries_due_before(a: Adapters) {
         .expect("pending again");
     assert!(requeued.next_attempt_at.is_some());
     assert_eq!(
-        store
-            .overdue(&org, Utc::now() + Span::seconds(1), 10)
-            .await
-            .unwrap(),
+        ids_overdue(&store, &org, Utc::now() + Span::seconds(1), 10).await,
         vec![
             older.id.clone(),
             recent.id.clone(),
             never_attempted.id.clone()
         ]
     );
+}
+
+/// Every id `overdue` lists, page by page of `limit`.
+async fn ids_overdue(
+    store: &Arc<dyn DeliveryStore>,
+    org: &str,
+    before: chrono::DateTime<Utc>,
+    limit: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .overdue(org, before, limit, cursor.as_deref())
+            .await
+            .unwrap();
+        assert!(page.items.len() <= limit);
+        ids.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return ids,
+        }
+    }
+}
+
+/// Pending deliveries of `org`, each with a failed first attempt whose
+/// retry was due `minutes_ago[i]` minutes ago.
+async fn overdue_deliveries(
+    store: &Arc<dyn DeliveryStore>,
+    org: &str,
+    minutes_ago: impl Iterator<Item = i64>,
+) -> Vec<Delivery> {
+    let now = Utc::now();
+    let made: Vec<(Delivery, i64)> = minutes_ago
+        .map(|m| {
+            let d = Delivery::new_at(
+                org,
+                &ids::new_id("ep"),
+                &ids::new_id("evt"),
+                EventType::InvoicePaid,
+                now - Span::minutes(m + 1),
+            );
+            (d, m)
+        })
+        .collect();
+    for (d, m) in &made {
+        store.create_if_absent(d).await.unwrap();
+        let mut update = failed(1, None);
+        update.next_attempt_at = Some(now - Span::minutes(*m));
+        assert!(store.record_attempt(&d.id, &update).await.unwrap());
+    }
+    made.into_iter().map(|(d, _)| d).collect()
+}
+
+/// The reconciler pages through an org's whole backlog: `overdue` hands
+/// out a cursor while more is left, each page at most its limit, and the
+/// pages together list every overdue delivery once, most overdue first.
+/// On DynamoDB a Query stops at its `Limit` (or 1 MB), so the adapter
+/// reads on, and its cursor is the index's key of the page's last item.
+pub async fn overdue_pages_through_a_backlog(a: Adapters) {
+    let store = a.deliveries;
+    let org = format!("org-{}", ids::new_id("x"));
+    // 250 overdue deliveries, several due in the same second (the index's
+    // sort key is not unique), and one not yet overdue.
+    let made = overdue_deliveries(&store, &org, (0..250).map(|i| 20 + i / 3)).await;
+    overdue_deliveries(&store, &org, std::iter::once(1)).await;
+    let before = Utc::now() - Span::minutes(15);
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .overdue(&org, before, 100, cursor.as_deref())
+            .await
+            .unwrap();
+        pages.push(page.items.len());
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [100, 100, 50]);
+    let listed = ids_overdue(&store, &org, before, 100).await;
+    let mut once = listed.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), 250, "each listed once");
+    let mut made: Vec<String> = made.into_iter().map(|d| d.id).collect();
+    made.sort();
+    assert_eq!(once, made, "every overdue one, and only those");
+    let due_at: std::collections::HashMap<String, chrono::DateTime<Utc>> = store
+        .get_many(&listed)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id.clone(), d.next_attempt_at.unwrap()))
+        .collect();
+    let due: Vec<chrono::DateTime<Utc>> = listed.iter().map(|id| due_at[id]).collect();
+    assert!(due.windows(2).all(|w| w[0] <= w[1]), "most overdue first");
+    // A page whose deliveries leave the index meanwhile (queued again) does
+    // not lose the next page's place.
+    let first = store.overdue(&org, before, 100, None).await.unwrap();
+    let now = Utc::now();
+    for id in &first.items {
+        assert!(store
+            .mark_requeued(id, 1, now, now - Span::minutes(15))
+            .await
+            .unwrap());
+    }
+    let rest = ids_overdue(&store, &org, before, 100).await;
+    assert_eq!(rest.len(), 150);
+    let after = store
+        .overdue(&org, before, 100, first.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(after.items, rest[..100]);
+}
+
+/// What the reconciler writes after queueing a lost message again: the
+/// delivery leaves the overdue range (its next attempt is now), its chain is
+/// cleared (the new message's lease takes it over); and nothing is written
+/// unless it is still pending, with the attempts read, overdue, and without
+/// a live lease.
+pub async fn a_requeued_delivery_is_marked_only_as_read(a: Adapters) {
+    let store = a.deliveries;
+    let org = format!("org-{}", ids::new_id("x"));
+    let made = overdue_deliveries(&store, &org, [60, 60, 60, 60].into_iter()).await;
+    let (plain, leased, attempted, owned) = (&made[0], &made[1], &made[2], &made[3]);
+    let now = Utc::now();
+    let stale = now - Span::minutes(15);
+    // A live lease (its attempt may be running): not marked.
+    let granted = store
+        .lease(
+            &leased.id,
+            1,
+            "msg-live",
+            now + Span::minutes(1),
+            now,
+            stale,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(granted, Lease::Granted(_)));
+    assert!(!store
+        .mark_requeued(&leased.id, 1, now, stale)
+        .await
+        .unwrap());
+    // Attempted since it was read: not marked.
+    assert!(!store
+        .mark_requeued(&attempted.id, 0, now, stale)
+        .await
+        .unwrap());
+    // Owned by a lost message whose lease ended: marked, its chain cleared.
+    let granted = store
+        .lease(
+            &owned.id,
+            1,
+            "msg-lost",
+            now - Span::minutes(30),
+            now - Span::minutes(31),
+            stale,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(granted, Lease::Granted(_)));
+    for d in [plain, owned] {
+        assert!(store.mark_requeued(&d.id, 1, now, stale).await.unwrap());
+        let back = store.get(&d.id).await.unwrap().unwrap();
+        assert_eq!(back.chain, None);
+        assert_eq!(back.status, DeliveryStatus::Pending);
+        assert_eq!(back.attempt_count, 1);
+        let next = back.next_attempt_at.unwrap();
+        assert!((next - now).num_seconds().abs() <= 1, "due now: {next}");
+        // No longer overdue: not marked again.
+        assert!(!store.mark_requeued(&d.id, 1, now, stale).await.unwrap());
+        // The new message takes the chain.
+        let granted = store
+            .lease(&d.id, 1, "msg-new", now + Span::minutes(1), now, stale)
+            .await
+            .unwrap();
+        assert!(matches!(granted, Lease::Granted(_)), "{granted:?}");
+    }
+    let mut left = ids_overdue(&store, &org, stale, 10).await;
+    left.sort();
+    let mut expected = vec![leased.id.clone(), attempted.id.clone()];
+    expected.sort();
+    assert_eq!(left, expected);
+    // Finished: not marked.
+    store
+        .transition(
+            &attempted.id,
+            &[DeliveryStatus::Pending],
+            DeliveryStatus::Delivered,
+        )
+        .await
+        .unwrap();
+    assert!(!store
+        .mark_requeued(&attempted.id, 1, now, stale)
+        .await
+        .unwrap());
 }
 
 /// The stats store adds deltas (counts go down as well as up, latency
@@ -1208,6 +1407,8 @@ contracts!(
     concurrent_creates_take_the_last_slot_once,
     overdue_lists_only_pending_deliveries_due_before,
     a_filtered_listing_examines_a_bounded_number_per_page,
+    overdue_pages_through_a_backlog,
+    a_requeued_delivery_is_marked_only_as_read,
     stats_buckets_add_up_per_endpoint_and_hour,
     a_read_of_many_may_name_a_delivery_twice,
 );

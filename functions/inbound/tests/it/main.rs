@@ -80,7 +80,13 @@ impl TestSystem {
 
     /// The org's platform events, in id order.
     pub async fn events_of(&self, org_id: &str) -> Vec<Event> {
-        self.events.list_after(org_id, "", 100).await.unwrap()
+        self.events
+            .list_after(org_id, "", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.expect("a readable event"))
+            .collect()
     }
 
     /// Checks that a refused request left no trace in the stores.
