@@ -3,6 +3,7 @@
 use crate::clock::StoreClock;
 use crate::events::MemoryEventStore;
 use crate::expiry::{FinishedDeliveries, Retention};
+use crate::index_lag::{IndexLag, LagSeen, LaggingIndex};
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -66,6 +67,10 @@ pub struct MemoryDeliveryStore {
     retention: Retention,
     /// Where the events of deliveries removed for the bound go too.
     events: Option<Arc<MemoryEventStore>>,
+    /// The index as DynamoDB's eventually consistent queries see it, when
+    /// modelled ([`MemoryDeliveryStore::lag_index`]); locked after
+    /// `pending`.
+    lagging: Mutex<Option<LaggingIndex>>,
 }
 
 type PendingKey = (String, DateTime<Utc>, String);
@@ -103,7 +108,24 @@ impl MemoryDeliveryStore {
             finished: Mutex::default(),
             retention,
             events,
+            lagging: Mutex::default(),
         })
+    }
+
+    /// From now on, `overdue` reads the index as DynamoDB's queries of a
+    /// global secondary index do: behind the table by `lag` (see
+    /// [`crate::index_lag`]). Set before the first write.
+    pub fn lag_index(&self, lag: IndexLag) {
+        *lock(&self.lagging) = Some(LaggingIndex::new(lag));
+    }
+
+    /// What `overdue` showed since the last call that the table did not
+    /// say (nothing unless the index lags).
+    pub fn take_index_lag_seen(&self) -> LagSeen {
+        lock(&self.lagging)
+            .as_mut()
+            .map(LaggingIndex::take_seen)
+            .unwrap_or_default()
     }
 
     /// Notes a delivery that has just finished, and removes what is past
@@ -141,11 +163,14 @@ impl MemoryDeliveryStore {
         let new = pending_key(now);
         if old != new {
             let mut pending = lock(&self.pending);
-            if let Some(old) = old {
-                pending.remove(&old);
+            if let Some(old) = &old {
+                pending.remove(old);
             }
-            if let Some(new) = new {
-                pending.insert(new);
+            if let Some(new) = &new {
+                pending.insert(new.clone());
+            }
+            if let Some(lagging) = lock(&self.lagging).as_mut() {
+                lagging.write(&now.id, old, new, self.clock.now());
             }
         }
     }
@@ -322,7 +347,11 @@ impl DeliveryStore for MemoryDeliveryStore {
     ) -> Result<Vec<String>> {
         let from = (org_id.to_string(), DateTime::<Utc>::MIN_UTC, String::new());
         let to = (org_id.to_string(), before, String::new());
-        Ok(lock(&self.pending)
+        let pending = lock(&self.pending);
+        if let Some(lagging) = lock(&self.lagging).as_mut() {
+            return Ok(lagging.query(&from, &to, limit, &pending, self.clock.now()));
+        }
+        Ok(pending
             .range(from..to)
             .take(limit)
             .map(|(_, _, id)| id.clone())
