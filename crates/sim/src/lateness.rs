@@ -37,6 +37,8 @@ pub struct Sweep {
     pub end: DateTime<Utc>,
     /// It went through every org without an error or a crash.
     pub complete: bool,
+    /// It ran out of its time before it was done.
+    pub cut: bool,
 }
 
 /// What explains a wait, besides the delivery's own timeline.
@@ -122,11 +124,11 @@ impl Rules<'_> {
         }
     }
 
-    /// How long after `from` a delivery without a message is explained
+    /// Until when a delivery without a message since `from` is explained
     /// to stay so: it is overdue for the reconciler `stuck_after` after
-    /// `due`; then one sweep period, and one more for each sweep that did
-    /// not finish, or whose read of the index missed it (`missed`), in
-    /// between.
+    /// `due`; the first sweep to start after that queues it again by its
+    /// end, or the next one for each sweep in between that may have missed
+    /// it ([`missed_passes`]); then a poll.
     fn lost_until(
         &self,
         from: DateTime<Utc>,
@@ -135,15 +137,38 @@ impl Rules<'_> {
         to: DateTime<Utc>,
     ) -> DateTime<Utc> {
         let overdue = from.max(due + self.stuck_after);
-        let failed = self
+        let passes = missed_passes(self.sweeps, from, to, missed) + 1;
+        let by = match self
             .sweeps
             .iter()
-            .filter(|s| !s.complete && s.start >= from && s.start < to)
-            .count()
-            + missed.iter().filter(|at| **at >= from && **at < to).count();
-        let passes = i32::try_from(failed + 1).unwrap_or(i32::MAX);
-        overdue + self.sweep_period * passes + self.poll
+            .filter(|s| s.start >= overdue)
+            .nth(passes - 1)
+        {
+            Some(sweep) => sweep.end,
+            None => overdue + self.sweep_period * i32::try_from(passes).unwrap_or(i32::MAX),
+        };
+        by + self.poll
     }
+}
+
+/// The sweeps in `[from, to)` that may not have reached a delivery: each
+/// that crashed or failed, each whose read of the index missed it
+/// (`missed`), and one for passes cut by their time limit (an org not
+/// reached in one goes first in the next; several cut passes in a row
+/// explain no more).
+pub fn missed_passes(
+    sweeps: &[Sweep],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    missed: &[DateTime<Utc>],
+) -> usize {
+    let within = |at: DateTime<Utc>| at >= from && at < to;
+    let failed = sweeps
+        .iter()
+        .filter(|s| !s.complete && !s.cut && within(s.start))
+        .count();
+    let cut = usize::from(sweeps.iter().any(|s| s.cut && within(s.start)));
+    failed + cut + missed.iter().filter(|at| within(**at)).count()
 }
 
 /// One gap's lateness and what of it nothing explains.
@@ -419,6 +444,7 @@ mod tests {
             start: at(1100),
             end: at(1101),
             complete: false,
+            cut: false,
         }];
         assert_eq!(unexplained(&t(1400), 100, 1401, &rules(&[], &failed)), 0);
         let mut missed = t(1400);

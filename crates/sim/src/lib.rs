@@ -18,6 +18,7 @@
 //! - [`lateness`]: each wait for an attempt explained by what happened in
 //!   it;
 //! - [`coverage`]: how often each rare path ran;
+//! - [`outage`]: the deliveries table throttled for a while;
 //! - [`check`]: the invariants.
 
 pub mod chaos;
@@ -25,6 +26,7 @@ pub mod check;
 pub mod coverage;
 pub mod lateness;
 pub mod ledger;
+pub mod outage;
 pub mod receivers;
 pub mod tap;
 pub mod world;
@@ -50,6 +52,9 @@ pub enum Role {
     BigTenant,
     /// Endpoints of random behaviours.
     Other,
+    /// One of the many small orgs of a crowded world: one healthy
+    /// endpoint and a few events each.
+    Crowd,
 }
 
 impl Role {
@@ -59,6 +64,7 @@ impl Role {
             Role::DeadEndpoint => "dead-endpoint",
             Role::BigTenant => "big-tenant",
             Role::Other => "other",
+            Role::Crowd => "crowd",
         }
     }
 }
@@ -145,6 +151,10 @@ pub struct Report {
     pub first_lateness: Lateness,
     /// How often each rare path ran.
     pub coverage: Counts,
+    /// What kind of world it was: `crowded` (many small orgs against the
+    /// sweeper's time limit), `outage` (its deliveries table throttled
+    /// for a while).
+    pub kind: Vec<&'static str>,
 }
 
 /// Runs the world of `seed` with about `target` deliveries to its end, on a
@@ -173,6 +183,7 @@ pub fn run(seed: u64, target: usize) -> Report {
         retry_lateness: Lateness::default(),
         first_lateness: Lateness::default(),
         coverage: Counts::default(),
+        kind: Vec::new(),
     };
     let runtime = match runtime {
         Ok(r) => r,

@@ -11,7 +11,7 @@ use crate::coverage::{Coverage, Path};
 use crate::lateness::{held, Rules, Sweep};
 use crate::ledger::{Ledger, Outcome, Receive};
 use crate::receivers::{Behaviour, Receivers};
-use crate::tap::{tapped, whole_seconds, Role as Lambda};
+use crate::tap::{one_invocation, tapped, whole_seconds, Role as Lambda, Taps};
 use crate::{Lateness, Report, Role};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::{join_all, BoxFuture, FutureExt};
@@ -55,8 +55,22 @@ const MAX_COMMIT_DELAY_MS: i64 = 30_000;
 /// API, 7 days for Stripe); and how late, at most.
 const LATE_COMMIT_RATE: f64 = 0.003;
 const LATEST_COMMIT: chrono::Duration = chrono::Duration::hours(24);
+/// The share of seeds whose deliveries table is throttled for a while
+/// (see [`crate::outage`]).
+const OUTAGE_RATE: f64 = 0.1;
 /// The sweeper's Lambda timeout.
 const SWEEPER_TIMEOUT: Duration = Duration::from_secs(240);
+/// Crowded worlds: many small orgs against the sweeper's time limit. A
+/// pass makes about two calls per org (its events, its overdue
+/// deliveries), 10 ms each ([`crate::tap::STORE_LATENCY_MS`]): 15 000
+/// orgs take 300 s before any work, more than the Lambda's 240 s. The
+/// simulation keeps those ratios at 1:50: 300 orgs, and 4.8 s for the
+/// sweeper.
+const CROWD_RATE: f64 = 0.125;
+const CROWD_ORGS: usize = 300;
+const CROWD_SCALE: u32 = 50;
+/// The crowd's share of the events, all its orgs together.
+const CROWD_SHARE: f64 = 0.02;
 /// The most the sweep's start drifts after its period.
 const SWEEP_JITTER_SECS: i64 = 30;
 /// How soon the world looks again while work is waiting.
@@ -134,7 +148,19 @@ pub struct World {
     memory: MemoryBackend,
     fanout: FanOut,
     sender: Sender,
-    sweeper: Sweeper,
+    sweeper: Arc<Sweeper>,
+    /// The sweep running in the background, if any: when it started, and
+    /// its invocation.
+    sweeping: Option<(DateTime<Utc>, tokio::task::JoinHandle<Option<SweepReport>>)>,
+    /// The sweeper's time limit in this world (see [`CROWD_ORGS`]).
+    sweeper_limit: Duration,
+    /// What kind of world it is (crowded, with an outage).
+    kind: Vec<&'static str>,
+    /// Its deliveries table's outage, if any, and when the queue had
+    /// caught up after it (the first step after it that left no visible
+    /// message behind).
+    outages: Arc<Vec<(DateTime<Utc>, DateTime<Utc>)>>,
+    caught_up: Option<DateTime<Utc>>,
     api: Api,
     receivers: Arc<Receivers>,
     violations: Violations,
@@ -154,6 +180,9 @@ pub struct World {
     /// Events the cursor has not yet been seen past, by index.
     unswept: Vec<usize>,
     target: usize,
+    /// The deliveries the events published so far make (whether or not
+    /// their fan-out has made them yet).
+    expected: usize,
     stream_position: usize,
     stream: VecDeque<StreamBatch>,
     stream_dropped: usize,
@@ -237,9 +266,43 @@ impl World {
             queued_delivery,
         );
         memory.queue.watch(Arc::new(ledger.clone()));
-        let plain = memory.adapters();
-        let adapters = |role| chaotic(&tapped(&plain, role, &ledger, &coverage));
+        let crowded = rng.random_bool(CROWD_RATE);
+        let sweeper_limit = if crowded {
+            SWEEPER_TIMEOUT / CROWD_SCALE
+        } else {
+            SWEEPER_TIMEOUT
+        };
+        // Some seeds' deliveries table is throttled for a while.
+        let start = clock.now();
+        let outages: Arc<Vec<(DateTime<Utc>, DateTime<Utc>)>> =
+            Arc::new(if rng.random_bool(OUTAGE_RATE) {
+                let from = start + chrono::Duration::minutes(rng.random_range(20..240));
+                vec![(
+                    from,
+                    from + chrono::Duration::minutes(rng.random_range(95..120)),
+                )]
+            } else {
+                Vec::new()
+            });
+        let kind = [(crowded, "crowded"), (!outages.is_empty(), "outage")]
+            .into_iter()
+            .filter_map(|(is, name)| is.then_some(name))
+            .collect();
+        let mut plain = memory.adapters();
+        plain.deliveries = Arc::new(crate::outage::Throttled {
+            inner: plain.deliveries.clone(),
+            clock: clock.clone(),
+            outages: outages.clone(),
+        });
         let violations = Violations::default();
+        let taps = Taps {
+            ledger: ledger.clone(),
+            coverage: coverage.clone(),
+            violations: violations.clone(),
+            delivery_of: queued_delivery,
+            latency: crate::tap::Latency::new(rng.random()),
+        };
+        let adapters = |role| chaotic(&tapped(&plain, role, &taps));
         let receivers = Receivers::new(
             rng.random(),
             clock.clone(),
@@ -283,7 +346,12 @@ impl World {
         let mut world = World {
             seed,
             fanout: FanOut::from_adapters(&adapters(Lambda::FanOut)),
-            sweeper: Sweeper::from_adapters(&adapters(Lambda::Sweeper), SETTLE),
+            sweeper: Arc::new(Sweeper::from_adapters(&adapters(Lambda::Sweeper), SETTLE)),
+            sweeping: None,
+            sweeper_limit,
+            kind,
+            outages: outages.clone(),
+            caught_up: None,
             api: Api::from_adapters(&adapters(Lambda::Api), ApiConfig::default()),
             sender,
             rng,
@@ -302,6 +370,7 @@ impl World {
             swept_at: HashMap::new(),
             unswept: Vec::new(),
             target,
+            expected: 0,
             stream_position: 0,
             stream: VecDeque::new(),
             stream_dropped: 0,
@@ -339,7 +408,7 @@ impl World {
             invocations: 0,
             crashed: 0,
         };
-        world.make_orgs().await;
+        world.make_orgs(crowded).await;
         Ok(world)
     }
 
@@ -349,15 +418,24 @@ impl World {
     /// large share of the events), the big tenant (20 to 50 endpoints
     /// subscribed to everything, each answering in about a second), and
     /// one or two orgs of random endpoints.
-    async fn make_orgs(&mut self) {
+    async fn make_orgs(&mut self, crowded: bool) {
         let now = self.clock.now();
         let mut roles = vec![Role::Quiet; self.rng.random_range(1..=2)];
         roles.extend([Role::DeadEndpoint, Role::BigTenant]);
         roles.extend(vec![Role::Other; self.rng.random_range(1..=2)]);
+        if crowded {
+            roles.extend(vec![Role::Crowd; CROWD_ORGS]);
+        }
         let count = |role: Role| roles.iter().filter(|r| **r == role).count() as f64;
-        let (quiet, others) = (count(Role::Quiet), count(Role::Other));
+        let (quiet, others, crowd) = (count(Role::Quiet), count(Role::Other), count(Role::Crowd));
+        let crowd_share = if crowded { CROWD_SHARE } else { 0.0 };
         for (o, role) in roles.iter().copied().enumerate() {
-            let org = format!("org_{o}");
+            // The crowd's names sort first: the sweeper's scan order puts
+            // the other orgs last.
+            let org = match role {
+                Role::Crowd => format!("crowd_{o:04}"),
+                _ => format!("org_{o}"),
+            };
             let mut endpoints = Vec::new();
             match role {
                 Role::Quiet => {
@@ -387,6 +465,10 @@ impl World {
                         endpoints.push(self.random_endpoint(now));
                     }
                 }
+                Role::Crowd => {
+                    let behaviour = Behaviour::Healthy { fail_rate: 0.01 };
+                    endpoints.push((behaviour, Subscription::All, None));
+                }
             }
             // Deliveries per event, on average over the types.
             let per_event = EventType::ALL
@@ -399,8 +481,10 @@ impl World {
                 Role::DeadEndpoint => DEAD_ENDPOINT_SHARE,
                 Role::BigTenant => BIG_TENANT_SHARE,
                 Role::Other => {
-                    (1.0 - QUIET_SHARE - DEAD_ENDPOINT_SHARE - BIG_TENANT_SHARE) / others
+                    (1.0 - QUIET_SHARE - DEAD_ENDPOINT_SHARE - BIG_TENANT_SHARE - crowd_share)
+                        / others
                 }
+                Role::Crowd => crowd_share / crowd,
             };
             self.weights.push(share / per_event.max(0.1));
             for (behaviour, subscription, rate_limit) in endpoints {
@@ -513,6 +597,70 @@ impl World {
         self.rng.random()
     }
 
+    /// Starts the sweeper when it is due, in the background (its store
+    /// calls take time, and a pass over many orgs outlasts steps), unless
+    /// the last run is still going: the schedule's runs never overlap.
+    fn start_sweep(&mut self, now: DateTime<Utc>) {
+        if now < self.next_sweep {
+            return;
+        }
+        let jitter = self.rng.random_range(0..SWEEP_JITTER_SECS);
+        self.next_sweep = now
+            + chrono::Duration::from_std(SWEEP_EVERY).unwrap_or_default()
+            + chrono::Duration::seconds(jitter);
+        if self.sweeping.is_some() {
+            return;
+        }
+        let ctx = Invocation::new(self.next_seed(), self.hostility);
+        let sweeper = self.sweeper.clone();
+        let limit = self.sweeper_limit;
+        let run = async move { invoke(ctx, limit, one_invocation(sweeper.sweep())).await };
+        self.sweeping = Some((now, tokio::spawn(run)));
+    }
+
+    /// What a finished sweep did, if it has finished.
+    async fn sweep_done(&mut self, now: DateTime<Utc>) {
+        if !self
+            .sweeping
+            .as_ref()
+            .is_some_and(|(_, run)| run.is_finished())
+        {
+            return;
+        }
+        let Some((start, run)) = self.sweeping.take() else {
+            return;
+        };
+        let report = run.await.ok().flatten();
+        // Out of time, as a Lambda is stopped at its timeout; else crashed.
+        let cut =
+            report.is_none() && (now - start).to_std().unwrap_or_default() >= self.sweeper_limit;
+        self.sweeps.push(Sweep {
+            start,
+            end: now,
+            complete: report.as_ref().is_some_and(|r| r.failed_orgs == 0),
+            cut,
+        });
+        match report {
+            Some(r) => self.coverage.add_n(
+                Path::ReconcilerRequeue,
+                u64::try_from(r.reconciled).unwrap_or(0),
+            ),
+            None if cut => self.coverage.add(Path::SweepCutShort),
+            None => self.crashed += 1,
+        }
+        // What the reconciler's reads of the lagging index missed.
+        let seen = self.memory.deliveries.take_index_lag_seen();
+        for (id, at) in &seen.missed {
+            self.ledger.index_missed(id, *at);
+        }
+        self.coverage.add_n(
+            Path::IndexLagMissed,
+            u64::try_from(seen.missed.len()).unwrap_or(0),
+        );
+        self.coverage
+            .add_n(Path::IndexLagStale, u64::try_from(seen.stale).unwrap_or(0));
+    }
+
     /// How long a batch received now waits for its handler, and whether
     /// that is a throttled invoke (retried after a while).
     fn handler_wait(&mut self) -> (Duration, bool) {
@@ -543,9 +691,12 @@ impl World {
                 self.check_running(now).await;
                 self.next_check = now + CHECK_EVERY;
             }
+            self.sweep_done(now).await;
             let wake = self.next_wake(now);
             let step = (wake - now).to_std().unwrap_or_default();
-            tokio::time::advance(step.max(Duration::from_millis(1))).await;
+            // Slept, not advanced: a sweep in the background runs its
+            // store calls at their own times meanwhile.
+            tokio::time::sleep(step.max(Duration::from_millis(1))).await;
         }
         self.finish().await
     }
@@ -554,7 +705,7 @@ impl World {
     /// and those the uncommitted events will make), or a day has passed.
     fn publishing(&self, now: DateTime<Utc>) -> bool {
         self.publishing_ends.is_none()
-            && self.memory.deliveries.len() + self.uncommitted.len() < self.target
+            && self.expected < self.target
             && now < self.started + chrono::Duration::days(1)
     }
 
@@ -587,6 +738,13 @@ impl World {
                 commit_at = now + chrono::Duration::seconds(late);
                 self.late.insert(event.id.clone(), self.events.len());
             }
+            self.expected += self
+                .known
+                .values()
+                .filter(|k| k.deleted_at.is_none() && k.endpoint.org_id == org)
+                .filter(|k| k.endpoint.subscription.matches(event_type))
+                .filter(|k| k.disabled.last().is_none_or(|(_, on)| on.is_some()))
+                .count();
             self.uncommitted.push((commit_at, event.clone()));
             self.unswept.push(self.events.len());
             self.events.push(event);
@@ -594,7 +752,7 @@ impl World {
             let window = (self.publish_until - now)
                 .num_milliseconds()
                 .max(10 * 60 * 1000);
-            let made = self.memory.deliveries.len().max(1);
+            let made = self.expected.max(1);
             let remaining = self.target.saturating_sub(made).max(1);
             let per_event = (made / self.events.len()).max(1);
             let events_left = i64::try_from(remaining / per_event)
@@ -739,17 +897,10 @@ impl World {
                 i += 1;
             }
         }
-        let sweep = now >= self.next_sweep;
-        if sweep {
-            let jitter = self.rng.random_range(0..SWEEP_JITTER_SECS);
-            self.next_sweep = now
-                + chrono::Duration::from_std(SWEEP_EVERY).unwrap_or_default()
-                + chrono::Duration::seconds(jitter);
-        }
+        self.start_sweep(now);
         let call = self.api_call(now).await;
 
-        let count =
-            fanouts.len() + batches.len() + usize::from(sweep) + usize::from(call.is_some());
+        let count = fanouts.len() + batches.len() + usize::from(call.is_some());
         let mut contexts: Vec<Arc<Invocation>> = (0..count)
             .map(|_| Invocation::new(self.next_seed(), self.hostility))
             .collect();
@@ -764,8 +915,8 @@ impl World {
             let fanout = &self.fanout;
             work.push(
                 async move {
-                    let report =
-                        invoke(ctx, Duration::from_secs(60), fanout.fan_out(&batch.events)).await;
+                    let work = one_invocation(fanout.fan_out(&batch.events));
+                    let report = invoke(ctx, Duration::from_secs(60), work).await;
                     Step::FannedOut(batch, report.map(|r| r.first_failure))
                 }
                 .boxed(),
@@ -794,17 +945,6 @@ impl World {
                 .boxed(),
             );
         }
-        if sweep {
-            let ctx = ctx();
-            let sweeper = &self.sweeper;
-            work.push(
-                async move {
-                    let done = invoke(ctx, SWEEPER_TIMEOUT, sweeper.sweep()).await;
-                    Step::Swept(done)
-                }
-                .boxed(),
-            );
-        }
         if let Some(call) = call {
             let ctx = ctx();
             let api = &self.api;
@@ -827,6 +967,8 @@ impl World {
         self.step_ended = self.clock.now();
         if saturated {
             self.saturated.push((now, self.step_ended));
+        } else if self.caught_up.is_none() && self.outages.iter().any(|(_, until)| *until <= now) {
+            self.caught_up = Some(now);
         }
         let took = (self.step_ended - now).to_std().unwrap_or_default();
         self.longest_step = self.longest_step.max(took);
@@ -944,31 +1086,6 @@ impl World {
                     None => self.crashed += 1,
                 }
             }
-            Step::Swept(report) => {
-                self.sweeps.push(Sweep {
-                    start: now,
-                    end: self.step_ended,
-                    complete: report.as_ref().is_some_and(|r| r.failed_orgs == 0),
-                });
-                match report {
-                    Some(r) => self.coverage.add_n(
-                        Path::ReconcilerRequeue,
-                        u64::try_from(r.reconciled).unwrap_or(0),
-                    ),
-                    None => self.crashed += 1,
-                }
-                // What the reconciler's reads of the lagging index missed.
-                let seen = self.memory.deliveries.take_index_lag_seen();
-                for (id, at) in &seen.missed {
-                    self.ledger.index_missed(id, *at);
-                }
-                self.coverage.add_n(
-                    Path::IndexLagMissed,
-                    u64::try_from(seen.missed.len()).unwrap_or(0),
-                );
-                self.coverage
-                    .add_n(Path::IndexLagStale, u64::try_from(seen.stale).unwrap_or(0));
-            }
             Step::Called(call, status) => self.called(call, status, now).await,
         }
     }
@@ -984,7 +1101,12 @@ impl World {
         self.next_api = now + chrono::Duration::minutes(self.rng.random_range(1..40));
         // An org first, then one of its endpoints: the big tenant's many
         // endpoints take no more of the calls than any other org's.
-        let org = self.orgs.choose(&mut self.rng)?.clone();
+        let callers: Vec<&String> = self
+            .orgs
+            .iter()
+            .filter(|o| self.roles.get(*o) != Some(&Role::Crowd))
+            .collect();
+        let org = (*callers.choose(&mut self.rng)?).clone();
         let alive: Vec<Endpoint> = self
             .known
             .values()
@@ -1110,7 +1232,13 @@ impl World {
     /// Notes when an endpoint is turned off or on (by the API or the
     /// sender): an event published meanwhile need not reach it.
     async fn observe_endpoints(&mut self, now: DateTime<Utc>) {
-        for org in &self.orgs {
+        // The crowd's endpoints are healthy and left alone by the API
+        // calls: none is ever turned off.
+        for org in self
+            .orgs
+            .iter()
+            .filter(|o| self.roles.get(*o) != Some(&Role::Crowd))
+        {
             let Ok(endpoints) = self.memory.endpoints.list_all(org).await else {
                 continue;
             };
@@ -1179,17 +1307,9 @@ impl World {
         let sweeps = &self.sweeps;
         let ledger = &self.ledger;
         let missed = |id: &str, since: DateTime<Utc>| {
-            let failed = sweeps
-                .iter()
-                .filter(|s| !s.complete && s.start >= since)
-                .count();
-            let index = ledger
-                .timeline(id)
-                .index_missed
-                .iter()
-                .filter(|at| **at >= since)
-                .count();
-            i32::try_from(failed + index).unwrap_or(i32::MAX)
+            let index = ledger.timeline(id).index_missed;
+            let passes = crate::lateness::missed_passes(sweeps, since, now, &index);
+            i32::try_from(passes).unwrap_or(i32::MAX)
         };
         self.orphans
             .check(now, &pending, &queued, &missed, &self.violations);
@@ -1289,7 +1409,14 @@ impl World {
                 handler_delay,
             };
             lateness.entry(role).or_default().add(fa.lateness());
-            if role == Role::Quiet {
+            // An outage makes every org's backlog at once: no org is quiet
+            // until the queue has caught up with it.
+            let in_outage = first_queued.is_some_and(|q| {
+                self.outages.iter().any(|(from, _)| {
+                    q >= *from && self.caught_up.is_none_or(|caught_up| q <= caught_up)
+                })
+            });
+            if role == Role::Quiet && !in_outage {
                 fa.check(&d.id, PACE, &self.violations);
                 if fa.held() == 0 && stream_waits == 0 {
                     quiet_fault_free.add(fa.lateness());
@@ -1399,6 +1526,7 @@ impl World {
             retry_lateness: waits.retries,
             first_lateness: waits.first,
             coverage: self.coverage.counts(),
+            kind: self.kind,
         }
     }
 }
@@ -1430,8 +1558,6 @@ enum Step {
         Vec<webhooks_ports::ReceivedMessage>,
         Option<Vec<MessageOutcome>>,
     ),
-    /// The sweep's report, `None` if it crashed or ran out of time.
-    Swept(Option<SweepReport>),
     Called(ApiCall, Option<u16>),
 }
 
