@@ -3,6 +3,7 @@
 use crate::clock::StoreClock;
 use crate::events::MemoryEventStore;
 use crate::expiry::{DeliveryExpiry, DeliveryKey, Removed, Retention};
+use crate::index_lag::{IndexLag, LagSeen, LaggingIndex};
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -68,6 +69,10 @@ pub struct MemoryDeliveryStore {
     retention: Retention,
     /// Where the events of deliveries removed for the bound go too.
     events: Option<Arc<MemoryEventStore>>,
+    /// The index as DynamoDB's eventually consistent queries see it, when
+    /// modelled ([`MemoryDeliveryStore::lag_index`]); locked after
+    /// `pending`.
+    lagging: Mutex<Option<LaggingIndex>>,
 }
 
 type PendingKey = (String, DateTime<Utc>, String);
@@ -105,7 +110,24 @@ impl MemoryDeliveryStore {
             expiry: Mutex::default(),
             retention,
             events,
+            lagging: Mutex::default(),
         })
+    }
+
+    /// From now on, `overdue` reads the index as DynamoDB's queries of a
+    /// global secondary index do: behind the table by `lag` (see
+    /// [`crate::index_lag`]). Set before the first write.
+    pub fn lag_index(&self, lag: IndexLag) {
+        *lock(&self.lagging) = Some(LaggingIndex::new(lag));
+    }
+
+    /// What `overdue` showed since the last call that the table did not
+    /// say (nothing unless the index lags).
+    pub fn take_index_lag_seen(&self) -> LagSeen {
+        lock(&self.lagging)
+            .as_mut()
+            .map(LaggingIndex::take_seen)
+            .unwrap_or_default()
     }
 
     /// Notes a delivery that has just finished, and removes what is past
@@ -168,11 +190,14 @@ impl MemoryDeliveryStore {
         let new = pending_key(now);
         if old != new {
             let mut pending = lock(&self.pending);
-            if let Some(old) = old {
-                pending.remove(&old);
+            if let Some(old) = &old {
+                pending.remove(old);
             }
-            if let Some(new) = new {
-                pending.insert(new);
+            if let Some(new) = &new {
+                pending.insert(new.clone());
+            }
+            if let Some(lagging) = lock(&self.lagging).as_mut() {
+                lagging.write(&now.id, old, new, self.clock.now());
             }
         }
     }
@@ -389,11 +414,16 @@ impl DeliveryStore for MemoryDeliveryStore {
             Bound::Included(start)
         };
         let to = Bound::Excluded(end);
-        let keys: Vec<PendingKey> = lock(&self.pending)
-            .range((from, to))
-            .take(limit + 1)
-            .cloned()
-            .collect();
+        let keys: Vec<PendingKey> = {
+            let pending = lock(&self.pending);
+            match lock(&self.lagging).as_mut() {
+                // The index as a query sees it, behind its table.
+                Some(lagging) => {
+                    lagging.query_keys((from, to), limit + 1, &pending, self.clock.now())
+                }
+                None => pending.range((from, to)).take(limit + 1).cloned().collect(),
+            }
+        };
         let page = Page::from_overfetch(keys, limit, |(_, _, id)| id);
         // The cursor holds the last key's place: its time and its id.
         let next_cursor = page.next_cursor.and(page.items.last()).map(|(_, at, id)| {

@@ -4,6 +4,7 @@
 //! with visibility timeouts, receive counts and redrive to a dead-letter queue.
 //! What the tables' TTL removes, they remove too (see [`expiry`]).
 
+mod chance;
 mod clock;
 mod cursors;
 mod deliveries;
@@ -12,6 +13,7 @@ mod events;
 pub mod expiry;
 mod idempotency;
 mod inbound;
+pub mod index_lag;
 mod queue;
 mod stats;
 pub mod sync;
@@ -23,7 +25,7 @@ pub use events::{MemoryEventStore, StreamRecord};
 pub use expiry::Retention;
 pub use idempotency::MemoryIdempotencyStore;
 pub use inbound::MemoryInboundStore;
-pub use queue::MemoryQueue;
+pub use queue::{MemoryQueue, QueueEvent, QueueWatch, SqsBehaviour};
 pub use stats::MemoryStatsStore;
 
 use std::sync::Arc;

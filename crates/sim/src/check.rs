@@ -1,5 +1,11 @@
 //! The invariants, checked as the simulation runs and at its end.
 
+use crate::coverage::{Coverage, Path};
+use crate::lateness::{explain, Rules};
+use crate::ledger::{Recorded, Timeline};
+use crate::receivers::Answer;
+use crate::tap::whole_seconds;
+use crate::Lateness;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,27 +53,41 @@ impl Known {
 }
 
 /// Pending deliveries without a queue message, and since when.
-#[derive(Default)]
 pub struct Orphans {
     since: HashMap<String, DateTime<Utc>>,
+    /// The longest a pending delivery may be without a message.
+    limit: chrono::Duration,
+    /// What each sweep that missed it adds.
+    period: chrono::Duration,
 }
 
 impl Orphans {
-    /// The longest a pending delivery may be without a message: the
-    /// reconciler's threshold, a sweep period, and a minute of slack.
-    pub fn limit(sweep_every: Duration) -> chrono::Duration {
-        STUCK_AFTER
-            + chrono::Duration::from_std(sweep_every).unwrap_or_default()
-            + chrono::Duration::minutes(1)
+    /// Pending deliveries may be without a message for the reconciler's
+    /// threshold, a sweep period (`period`, its jitter included) and a
+    /// minute of slack, and a period more for each sweep that missed them.
+    pub fn new(period: chrono::Duration) -> Self {
+        Orphans {
+            since: HashMap::new(),
+            limit: STUCK_AFTER + period + chrono::Duration::minutes(1),
+            period,
+        }
     }
 
-    /// Compares the pending deliveries with the queue's messages at `now`.
+    /// The longest a pending delivery may be without a message when no
+    /// sweep missed it.
+    pub fn limit(&self) -> chrono::Duration {
+        self.limit
+    }
+
+    /// Compares the pending deliveries with the queue's messages at `now`;
+    /// `missed(id, since)`: the sweeps since then that did not finish or
+    /// whose read of the index missed the delivery.
     pub fn check(
         &mut self,
         now: DateTime<Utc>,
         pending: &[String],
         queued: &HashSet<String>,
-        limit: chrono::Duration,
+        missed: &dyn Fn(&str, DateTime<Utc>) -> i32,
         violations: &Violations,
     ) {
         let mut still = HashMap::new();
@@ -76,7 +96,7 @@ impl Orphans {
                 continue;
             }
             let since = self.since.get(id).copied().unwrap_or(now);
-            if now - since > limit {
+            if now - since > self.limit + self.period * missed(id, since) {
                 violations.add(format!(
                     "{id} pending without a queue message for {} min",
                     (now - since).num_minutes()
@@ -91,61 +111,47 @@ impl Orphans {
     }
 }
 
-/// Slack on a retry's lateness: a crashed holder's lease (60 s) and
-/// message visibility (180 s), or a lost message found by the reconciler.
-fn late_slack(sweep_every: Duration) -> chrono::Duration {
-    Orphans::limit(sweep_every) + chrono::Duration::seconds(240)
-}
-
 /// Checks every delivery at the end: each published event reached each
-/// endpoint subscribed when it was published (delivered, dead-lettered with
-/// its last error, or canceled with its deleted endpoint), nothing else
-/// was created, attempt numbers run 1..n, and retries kept the schedule.
+/// endpoint subscribed when it was published, and no other; each ended as
+/// its attempts say (delivered after a 2xx the receiver answered;
+/// dead-lettered after a 410, or after the schedule's last attempt;
+/// canceled with its deleted endpoint); attempt numbers run 1..n; each
+/// retry came no earlier than the time it was scheduled for, which keeps
+/// the schedule and `Retry-After`; and each wait for an attempt is
+/// explained by what happened to the delivery in it ([`crate::lateness`]).
 pub struct Final<'a> {
     pub events: &'a [Event],
     pub endpoints: &'a BTreeMap<String, Known>,
     pub deliveries: &'a [Delivery],
     pub schedule: &'a RetrySchedule,
-    pub sweep_every: Duration,
     /// When the sweeper's cursor was seen past each event: its fan-out
     /// happened between its publication and then, and an endpoint off at
     /// any time in that span may or may not get it.
     pub swept_at: &'a HashMap<String, DateTime<Utc>>,
     /// Deliveries sent again by hand: their gaps follow no schedule.
     pub resent: &'a HashSet<String>,
-    /// How many crashed sender invocations held each delivery's message.
-    pub crash_holds: &'a HashMap<String, u32>,
-    /// The `Retry-After` answered to (delivery, attempt).
-    pub retry_after: &'a dyn Fn(&str, u32) -> Option<Duration>,
-    /// How much later than its schedule the sender's per-endpoint limits
-    /// may make a retry of this delivery (see [`deferral_slack`]).
-    pub deferral_slack: &'a dyn Fn(&Delivery) -> chrono::Duration,
+    /// What the receiver answered to each POST of (delivery, attempt).
+    pub answered: &'a dyn Fn(&str, u32) -> Vec<Answer>,
+    /// Each delivery's timeline.
+    pub timeline: &'a dyn Fn(&str) -> Timeline,
+    pub rules: &'a Rules<'a>,
+    /// How long the sender may hide a due message of this delivery: a
+    /// deferral by its endpoint's limits, or a wait for a live lease.
+    pub due_hide: &'a dyn Fn(&Delivery) -> Duration,
+    pub coverage: &'a Coverage,
 }
 
-/// How late the sender's per-endpoint limits may make one retry: they
-/// defer a message at most `max_deferrals` times
-/// ([`deferral_budget`]), the slow lane for at most
-/// [`MAX_SLOW_DEFER`] each, the rate limit for at most the time the
-/// endpoint's whole backlog (`endpoint_deliveries`) takes at its rate.
-/// Deferring is the limits' purpose, so a retry late by this much keeps
-/// the schedule as the endpoint allows it.
-///
-/// [`deferral_budget`]: webhooks_pipeline::sender::limits::deferral_budget
-/// [`MAX_SLOW_DEFER`]: webhooks_pipeline::sender::limits::MAX_SLOW_DEFER
-pub fn deferral_slack(
-    max_deferrals: u32,
-    rate_limit: Option<u32>,
-    endpoint_deliveries: usize,
-) -> chrono::Duration {
-    let by_rate = rate_limit.map_or(Duration::ZERO, |r| {
-        Duration::from_secs_f64(endpoint_deliveries as f64 / f64::from(r.max(1)))
-    });
-    let each = by_rate.max(webhooks_pipeline::sender::limits::MAX_SLOW_DEFER);
-    chrono::Duration::from_std(each * max_deferrals).unwrap_or(chrono::Duration::MAX)
+/// What the retries' waits came to.
+#[derive(Debug, Clone, Default)]
+pub struct Waits {
+    /// How late each retry was after its scheduled time.
+    pub retries: Lateness,
+    /// How late each first attempt was after its first message.
+    pub first: Lateness,
 }
 
 impl Final<'_> {
-    pub fn check(&self, violations: &Violations) {
+    pub fn check(&self, violations: &Violations) -> Waits {
         let by_id: HashMap<&str, &Delivery> =
             self.deliveries.iter().map(|d| (d.id.as_str(), d)).collect();
         let mut expected: HashSet<String> = HashSet::new();
@@ -165,6 +171,7 @@ impl Final<'_> {
                     .swept_at
                     .get(&event.id)
                     .copied()
+                    .filter(|at| *at >= published)
                     .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 let optional = known.deleted_at.is_some()
                     || known.off_during(published - chrono::Duration::seconds(2), fanned_out_by);
@@ -178,6 +185,7 @@ impl Final<'_> {
                 }
             }
         }
+        let mut waits = Waits::default();
         for d in self.deliveries {
             if !expected.contains(&d.id) {
                 violations.add(format!(
@@ -186,24 +194,73 @@ impl Final<'_> {
                 ));
             }
             self.numbered(d, violations);
+            self.answered_as_recorded(d, violations);
             if !self.resent.contains(&d.id) {
-                self.on_schedule(d, violations);
+                self.on_time(d, &mut waits, violations);
             }
         }
+        waits
     }
 
+    /// Its end state, by its cause.
     fn finished(&self, d: &Delivery, endpoint_deleted: bool, violations: &Violations) {
+        let last = d.attempts.last();
+        let code = last.and_then(|a| a.status_code);
         match d.status {
-            DeliveryStatus::Delivered => {}
-            DeliveryStatus::DeadLettered if d.last_error.is_some() => {}
+            DeliveryStatus::Delivered => {
+                if !code.is_some_and(|c| (200..300).contains(&c)) {
+                    violations.add(format!(
+                        "{} delivered, but its last attempt answered {code:?}",
+                        d.id
+                    ));
+                }
+            }
             DeliveryStatus::DeadLettered => {
-                violations.add(format!("{} dead-lettered without its last error", d.id))
+                let exhausted = d.attempt_count == self.schedule.max_attempts();
+                if code == Some(410) {
+                    self.coverage.add(Path::Gone410);
+                } else if exhausted {
+                    self.coverage.add(Path::Exhausted);
+                } else {
+                    violations.add(format!(
+                        "{} dead-lettered after attempt {} of {} without a 410 (last {code:?})",
+                        d.id,
+                        d.attempt_count,
+                        self.schedule.max_attempts()
+                    ));
+                }
+                let kept = last.map(|a| match (a.status_code, &a.error) {
+                    (Some(c), _) => format!("HTTP {c}"),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => String::new(),
+                });
+                if d.last_error.is_none() || d.last_error != kept {
+                    violations.add(format!(
+                        "{} dead-lettered with last error {:?}, its last attempt says {kept:?}",
+                        d.id, d.last_error
+                    ));
+                }
             }
             DeliveryStatus::Canceled if endpoint_deleted => {}
             status => violations.add(format!(
                 "{} ended {status} after {} attempts",
                 d.id, d.attempt_count
             )),
+        }
+    }
+
+    /// Every attempt recorded with an HTTP status got that status from the
+    /// receiver, at one of the POSTs of that attempt number.
+    fn answered_as_recorded(&self, d: &Delivery, violations: &Violations) {
+        for a in &d.attempts {
+            let Some(code) = a.status_code else { continue };
+            let answers = (self.answered)(&d.id, a.number);
+            if !answers.iter().any(|x| x.status == Some(code)) {
+                violations.add(format!(
+                    "{} attempt {} recorded HTTP {code}, which the receiver never answered to it",
+                    d.id, a.number
+                ));
+            }
         }
     }
 
@@ -222,50 +279,123 @@ impl Final<'_> {
         }
     }
 
-    fn on_schedule(&self, d: &Delivery, violations: &Violations) {
-        for pair in d.attempts.windows(2) {
+    /// Each retry at or after its scheduled time, that time within the
+    /// schedule (its jitter, its `Retry-After`), and each wait explained.
+    fn on_time(&self, d: &Delivery, waits: &mut Waits, violations: &Violations) {
+        let timeline = (self.timeline)(&d.id);
+        let margin = self.rules.margin;
+        crate::lateness::check_hides(&d.id, &timeline, (self.due_hide)(d), margin, violations);
+        let first_attempt = timeline.recorded.first().filter(|a| a.number == 1);
+        if let (Some(first), Some(a)) = (timeline.first_queued(), first_attempt) {
+            let e = explain(&timeline, first, a.at, self.rules);
+            waits.first.add(e.lateness);
+            self.report_unexplained(d, 1, &e, violations);
+        }
+        for pair in timeline.recorded.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
-            let Some(delay) = self.schedule.delay_after(a.number) else {
+            if b.number != a.number + 1 {
+                continue;
+            }
+            let Some(due) = a.next else {
                 violations.add(format!(
-                    "{} attempt {} after the schedule's last",
-                    d.id, b.number
+                    "{} attempt {} after attempt {}, which scheduled none",
+                    d.id, b.number, a.number
                 ));
                 continue;
             };
-            let gap = b.at - a.at;
-            let min = chrono::Duration::from_std(delay.mul_f64(0.8)).unwrap_or_default()
-                - chrono::Duration::seconds(1);
-            let asked = (self.retry_after)(&d.id, a.number)
-                .map(|w| w.min(webhooks_domain::retry::MAX_RETRY_AFTER))
-                .unwrap_or_default();
-            // Each crash that held its message hides it for the queue's
-            // visibility timeout (and its lease may outlive the crash).
-            let crashes = i32::try_from(self.crash_holds.get(&d.id).copied().unwrap_or(0))
-                .unwrap_or(i32::MAX);
-            let max = chrono::Duration::from_std(delay.mul_f64(1.2).max(asked)).unwrap_or_default()
-                + late_slack(self.sweep_every)
-                + chrono::Duration::seconds(240) * crashes
-                + (self.deferral_slack)(d);
-            if gap < min {
+            self.scheduled_as_due(d, a, due, violations);
+            if whole_seconds(b.at) < whole_seconds(due) {
                 violations.add(format!(
-                    "{} attempt {} came {} s after attempt {}, before the scheduled {} s (-20 %)",
-                    d.id,
-                    b.number,
-                    gap.num_seconds(),
-                    a.number,
-                    delay.as_secs()
-                ));
-            } else if gap > max {
-                violations.add(format!(
-                    "{} attempt {} came {} s after attempt {}, later than the scheduled {} s (+20 %, Retry-After {} s)",
-                    d.id,
-                    b.number,
-                    gap.num_seconds(),
-                    a.number,
-                    delay.as_secs(),
-                    asked.as_secs()
+                    "{} attempt {} at {}, before its retry was due at {due}",
+                    d.id, b.number, b.at
                 ));
             }
+            let e = explain(&timeline, due, b.at, self.rules);
+            waits.retries.add(e.lateness);
+            self.report_unexplained(d, b.number, &e, violations);
+        }
+    }
+
+    /// The retry scheduled after attempt `a` for `due`: its delay with
+    /// jitter (-20 % to +20 %), or the `Retry-After` of the answer it
+    /// recorded, up to 12 h, when longer; never shorter than either.
+    fn scheduled_as_due(
+        &self,
+        d: &Delivery,
+        a: &Recorded,
+        due: DateTime<Utc>,
+        violations: &Violations,
+    ) {
+        let number = a.number;
+        let Some(delay) = self.schedule.delay_after(number) else {
+            violations.add(format!(
+                "{} attempt {number} scheduled a retry after the schedule's last",
+                d.id
+            ));
+            return;
+        };
+        // The answer recorded: one of that attempt's POSTs with its
+        // status (a POST whose invocation died is sent again).
+        let mut asked: Vec<Duration> = (self.answered)(&d.id, number)
+            .iter()
+            .filter(|x| x.status == a.status_code && a.status_code.is_some())
+            .map(|x| match x.status {
+                // Honoured on these only.
+                Some(429 | 503) => x
+                    .retry_after
+                    .unwrap_or_default()
+                    .min(webhooks_domain::retry::MAX_RETRY_AFTER),
+                _ => Duration::ZERO,
+            })
+            .collect();
+        if asked.is_empty() {
+            asked.push(Duration::ZERO);
+        }
+        let ms = |x: Duration| chrono::Duration::from_std(x).unwrap_or_default();
+        let waited = due - a.at;
+        // A millisecond either way: the jitter's float.
+        let ulp = chrono::Duration::milliseconds(1);
+        let within = |asked: &Duration| {
+            let min = ms(delay.mul_f64(0.8).max(*asked));
+            let max = ms(delay.mul_f64(1.2).max(*asked));
+            waited + ulp >= min && waited <= max + ulp
+        };
+        let Some(kept) = asked.iter().find(|x| within(x)) else {
+            violations.add(format!(
+                "{} attempt {number} scheduled its retry {:.1} s later, outside the schedule's {} s (-20 %/+20 %) and Retry-After {:?} s",
+                d.id,
+                waited.num_milliseconds() as f64 / 1000.0,
+                delay.as_secs(),
+                asked.iter().map(Duration::as_secs).collect::<Vec<_>>()
+            ));
+            return;
+        };
+        if *kept > delay.mul_f64(1.2) {
+            self.coverage.add(Path::RetryAfterHonoured);
+        }
+        if waited > ms(webhooks_domain::retry::MAX_HIDE_PER_RECEIVE) {
+            self.coverage.add(Path::Hop12h);
+        }
+    }
+
+    fn report_unexplained(
+        &self,
+        d: &Delivery,
+        number: u32,
+        e: &crate::lateness::Explained,
+        violations: &Violations,
+    ) {
+        if e.unexplained > chrono::Duration::zero() {
+            let hole = e
+                .hole
+                .map(|(a, b)| format!(", the longest from {a} to {b}"))
+                .unwrap_or_default();
+            violations.add(format!(
+                "{} attempt {number} came {:.1} s late, {:.1} s of it unexplained{hole}",
+                d.id,
+                e.lateness.num_milliseconds() as f64 / 1000.0,
+                e.unexplained.num_milliseconds() as f64 / 1000.0
+            ));
         }
     }
 }
@@ -331,7 +461,21 @@ pub struct FirstAttempt<'a> {
     pub stream_waits: u32,
     pub attempted: DateTime<Utc>,
     /// Every receive of its messages that left it on the queue.
-    pub holds: &'a [crate::ledger::Hold],
+    pub holds: &'a [Hold],
+    /// How long the batch of the receive that made the attempt waited for
+    /// its handler.
+    pub handler_delay: chrono::Duration,
+}
+
+/// One receive of a delivery's message that left it on the queue (not
+/// the one whose handler made the attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// When the queue handed it out.
+    pub received: DateTime<Utc>,
+    /// How long the message was hidden from the receive on (its handler's
+    /// wait to start included).
+    pub hidden: Duration,
 }
 
 /// What a first attempt may be late by beyond its steps: the world polls
@@ -369,17 +513,17 @@ impl FirstAttempt<'_> {
         let holds: chrono::Duration = self
             .holds
             .iter()
-            .filter(|h| h.step_ended < self.attempted)
+            .filter(|h| h.received < self.attempted)
             .map(|h| chrono::Duration::from_std(h.hidden).unwrap_or_default() + pace.queue_wait())
             .sum();
-        path + holds + FIRST_ATTEMPT_MARGIN
+        path + holds + self.handler_delay + FIRST_ATTEMPT_MARGIN
     }
 
     /// The receives before the attempt that left the message queued.
     pub fn held(&self) -> usize {
         self.holds
             .iter()
-            .filter(|h| h.step_ended < self.attempted)
+            .filter(|h| h.received < self.attempted)
             .count()
     }
 
@@ -440,10 +584,48 @@ mod tests {
         Attempt {
             number,
             at: at(minute),
-            status_code: Some(500),
+            status_code: Some(503),
             error: None,
             latency_ms: 1,
             response_body: None,
+        }
+    }
+
+    /// One message, received for each attempt and hidden by it until the
+    /// retry it scheduled; `attempts`: (number, minute, retry's minute).
+    fn timeline(attempts: &[(u32, i64, Option<i64>)]) -> Timeline {
+        use crate::ledger::{Message, Outcome, Receive, Recorded};
+        let receives = attempts
+            .iter()
+            .map(|(_, minute, next)| Receive {
+                receipt: format!("r{minute}"),
+                at: at(*minute),
+                started: Some(at(*minute)),
+                until: next.map_or(at(*minute), at),
+                hides: Vec::new(),
+                outcome: Some(Outcome::Retry),
+                step_ended: Some(at(*minute)),
+            })
+            .collect();
+        Timeline {
+            messages: vec![Message {
+                id: "m1".into(),
+                sent: at(1),
+                receives,
+                gone: None,
+            }],
+            emptied: Vec::new(),
+            recorded: attempts
+                .iter()
+                .map(|(number, minute, next)| Recorded {
+                    number: *number,
+                    at: at(*minute),
+                    next: next.map(at),
+                    status_code: Some(503),
+                    written: at(*minute),
+                })
+                .collect(),
+            index_missed: Vec::new(),
         }
     }
 
@@ -451,80 +633,165 @@ mod tests {
         events: &[Event],
         known: &BTreeMap<String, Known>,
         d: &[Delivery],
+        ledger: &Timeline,
+        retry_after: Option<Duration>,
     ) -> Vec<String> {
         let v = Violations::default();
         let schedule: RetrySchedule = "5m,1h".parse().unwrap();
+        let rules = Rules {
+            poll: chrono::Duration::seconds(31),
+            busy: chrono::Duration::milliseconds(200),
+            saturated: &[],
+            sweeps: &[],
+            stuck_after: STUCK_AFTER,
+            sweep_period: chrono::Duration::seconds(330),
+            margin: chrono::Duration::seconds(1),
+        };
+        // The receiver answered what each attempt recorded.
+        let answered = |id: &str, n: u32| {
+            d.iter()
+                .filter(|x| x.id == id)
+                .flat_map(|x| &x.attempts)
+                .filter(|a| a.number == n)
+                .map(|a| Answer {
+                    status: a.status_code,
+                    retry_after: retry_after.filter(|_| n == 1),
+                })
+                .collect()
+        };
         Final {
             events,
             endpoints: known,
             deliveries: d,
             schedule: &schedule,
-            sweep_every: Duration::from_secs(300),
             swept_at: &HashMap::new(),
             resent: &HashSet::new(),
-            crash_holds: &HashMap::new(),
-            retry_after: &|_, _| None,
-            deferral_slack: &|_| chrono::Duration::zero(),
+            answered: &answered,
+            timeline: &|_| ledger.clone(),
+            rules: &rules,
+            due_hide: &|_| Duration::from_secs(300),
+            coverage: &Coverage::default(),
         }
         .check(&v);
         v.all()
+    }
+
+    fn ok(code: u16) -> impl Fn(Attempt) -> Attempt {
+        move |mut a| {
+            a.status_code = Some(code);
+            a
+        }
     }
 
     #[test]
     fn a_delivered_delivery_on_schedule_passes() {
         let (event, known, mut d) = world();
         d.status = DeliveryStatus::Delivered;
-        d.attempts = vec![attempt(1, 1), attempt(2, 6)];
+        d.attempts = vec![attempt(1, 1), ok(200)(attempt(2, 6))];
         d.attempt_count = 2;
-        assert_eq!(violations_of(&[event], &known, &[d]), Vec::<String>::new());
+        let t = timeline(&[(1, 1, Some(6)), (2, 6, None)]);
+        let v = violations_of(&[event], &known, &[d], &t, None);
+        assert_eq!(v, Vec::<String>::new());
     }
 
     #[test]
     fn a_missing_pending_early_or_misnumbered_delivery_is_caught() {
         let (event, known, d) = world();
-        let missing = violations_of(std::slice::from_ref(&event), &known, &[]);
+        let none = Timeline::default();
+        let events = std::slice::from_ref(&event);
+        let missing = violations_of(events, &known, &[], &none, None);
         assert!(missing[0].contains("never reached"), "{missing:?}");
 
-        let pending = violations_of(
-            std::slice::from_ref(&event),
-            &known,
-            std::slice::from_ref(&d),
-        );
+        let pending = violations_of(events, &known, std::slice::from_ref(&d), &none, None);
         assert!(pending[0].contains("ended pending"), "{pending:?}");
 
         let mut early = d.clone();
         early.status = DeliveryStatus::Delivered;
-        early.attempts = vec![attempt(1, 1), attempt(2, 2)];
+        early.attempts = vec![attempt(1, 1), ok(200)(attempt(2, 2))];
         early.attempt_count = 2;
-        let early = violations_of(std::slice::from_ref(&event), &known, &[early]);
-        assert!(early[0].contains("before the scheduled"), "{early:?}");
+        let t = timeline(&[(1, 1, Some(6)), (2, 2, None)]);
+        let early = violations_of(events, &known, &[early], &t, None);
+        assert!(
+            early.iter().any(|v| v.contains("before its retry was due")),
+            "{early:?}"
+        );
 
         let mut gap = d;
         gap.status = DeliveryStatus::Delivered;
-        gap.attempts = vec![attempt(1, 1), attempt(3, 6)];
+        gap.attempts = vec![attempt(1, 1), ok(200)(attempt(3, 6))];
         gap.attempt_count = 3;
-        let gap = violations_of(&[event], &known, &[gap]);
+        let gap = violations_of(&[event], &known, &[gap], &none, None);
         assert!(gap.iter().any(|v| v.contains("attempt numbers")), "{gap:?}");
+    }
+
+    #[test]
+    fn a_retry_keeps_its_schedule_and_its_retry_after_as_an_early_bound() {
+        let (event, known, mut d) = world();
+        d.status = DeliveryStatus::Delivered;
+        d.attempts = vec![attempt(1, 1), ok(200)(attempt(2, 11))];
+        d.attempt_count = 2;
+        let events = std::slice::from_ref(&event);
+        let ten_minutes = Some(Duration::from_secs(600));
+        // Ten minutes after a 5-minute delay: only with a Retry-After.
+        let t = timeline(&[(1, 1, Some(11)), (2, 11, None)]);
+        let late = violations_of(events, &known, std::slice::from_ref(&d), &t, None);
+        assert!(late[0].contains("outside the schedule"), "{late:?}");
+        let v = violations_of(events, &known, std::slice::from_ref(&d), &t, ten_minutes);
+        assert_eq!(v, Vec::<String>::new());
+        // A Retry-After of 10 minutes, and a retry scheduled after 5.
+        d.attempts[1] = ok(200)(attempt(2, 6));
+        let t = timeline(&[(1, 1, Some(6)), (2, 6, None)]);
+        let early = violations_of(events, &known, &[d], &t, ten_minutes);
+        assert!(early[0].contains("Retry-After [600] s"), "{early:?}");
+    }
+
+    #[test]
+    fn an_end_state_needs_its_cause() {
+        let (event, known, mut d) = world();
+        let events = std::slice::from_ref(&event);
+        let t = timeline(&[(1, 1, None)]);
+        // Dead-lettered after attempt 1 of 3: only by a 410.
+        d.status = DeliveryStatus::DeadLettered;
+        d.attempts = vec![attempt(1, 1)];
+        d.attempt_count = 1;
+        d.last_error = Some("HTTP 503".into());
+        let v = violations_of(events, &known, std::slice::from_ref(&d), &t, None);
+        assert!(v[0].contains("without a 410"), "{v:?}");
+        d.attempts = vec![ok(410)(attempt(1, 1))];
+        d.last_error = Some("HTTP 410".into());
+        let v = violations_of(events, &known, std::slice::from_ref(&d), &t, None);
+        assert_eq!(v, Vec::<String>::new());
+        // ... its last error is its last attempt's.
+        d.last_error = Some("HTTP 503".into());
+        let v = violations_of(events, &known, std::slice::from_ref(&d), &t, None);
+        assert!(v[0].contains("its last attempt says"), "{v:?}");
+        // Delivered: after a 2xx.
+        d.status = DeliveryStatus::Delivered;
+        d.attempts = vec![attempt(1, 1)];
+        let v = violations_of(events, &known, &[d], &t, None);
+        assert!(v[0].contains("delivered, but"), "{v:?}");
     }
 
     #[test]
     fn a_pending_delivery_without_a_message_is_reported_after_the_limit() {
         let v = Violations::default();
-        let mut orphans = Orphans::default();
-        let limit = Orphans::limit(Duration::from_secs(300));
+        let mut orphans = Orphans::new(chrono::Duration::seconds(300));
         let pending = vec!["dlv_a".to_string(), "dlv_b".to_string()];
         let queued = HashSet::from(["dlv_b".to_string()]);
-        orphans.check(at(0), &pending, &queued, limit, &v);
-        orphans.check(at(20), &pending, &queued, limit, &v);
+        let missed_none = |_: &str, _| 0;
+        orphans.check(at(0), &pending, &queued, &missed_none, &v);
+        orphans.check(at(20), &pending, &queued, &missed_none, &v);
         assert!(v.all().is_empty(), "within the limit");
-        orphans.check(at(22), &pending, &queued, limit, &v);
+        // A sweep that missed it allows a period more.
+        orphans.check(at(22), &pending, &queued, &|_, _| 1, &v);
+        assert!(v.all().is_empty(), "within the limit and a period");
+        orphans.check(at(22), &pending, &queued, &missed_none, &v);
         assert_eq!(v.all().len(), 1);
         assert!(v.all()[0].starts_with("dlv_a"));
     }
 
     #[test]
     fn a_first_attempt_may_be_late_by_its_steps_and_its_holds_only() {
-        use crate::ledger::Hold;
         let pace = Pace {
             step: Duration::from_secs(15),
             stream_lag: Duration::from_secs(2),
@@ -536,6 +803,7 @@ mod tests {
             stream_waits: 0,
             attempted,
             holds,
+            handler_delay: chrono::Duration::zero(),
         };
         let v = Violations::default();
         // From the commit: the stream's lag, the step in progress, the
@@ -559,11 +827,11 @@ mod tests {
         // attempt's own step (its retry's hide) allows nothing.
         let held = [
             Hold {
-                step_ended: seconds(10),
+                received: seconds(10),
                 hidden: Duration::from_secs(180),
             },
             Hold {
-                step_ended: seconds(300),
+                received: seconds(300),
                 hidden: Duration::from_secs(180),
             },
         ];

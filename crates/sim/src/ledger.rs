@@ -1,143 +1,318 @@
-//! What happened to each delivery before its first attempt, as the queue
-//! saw it: when its first message was sent, and every receive of its
-//! messages that ended without finishing the message, with how long that
-//! receive hid it (a deferral or a hide for as long as the sender asked,
-//! or the queue's whole visibility timeout when nothing was asked: a
-//! crashed invocation, a throttled store call, a failed visibility
-//! change). The first-attempt lateness invariant ([`crate::check`])
-//! allows each such receive its hold and no more.
+//! What happened to each delivery, message by message: every message of it
+//! the queue took (and when it left), every receive (when its handler
+//! started, how it ended, until when it hid the message), and every
+//! attempt the sender recorded with the retry it scheduled. The queue's
+//! side comes from its [`QueueWatch`], the handlers' from the world, the
+//! records from the store taps ([`crate::tap`]). The lateness invariants
+//! ([`crate::lateness`]) explain each wait from these and nothing else.
 
-use async_trait::async_trait;
+use crate::coverage::{Coverage, Path};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use webhooks_ports::{Clock, Queue, QueueMessage, ReceivedMessage, Result};
+use webhooks_memory::{QueueEvent, QueueWatch};
+use webhooks_ports::Clock;
 
-/// One receive of a delivery's message that left it on the queue.
+/// One receive of a message.
+#[derive(Debug, Clone)]
+pub struct Receive {
+    pub receipt: String,
+    /// When the queue handed it out.
+    pub at: DateTime<Utc>,
+    /// When its handler started (after the event source mapping held the
+    /// batch a while); `None` until then.
+    pub started: Option<DateTime<Utc>>,
+    /// When the message is (or was) visible again after this receive: the
+    /// visibility timeout from the receive, or what a visibility change
+    /// through its receipt set; the receive itself for one handed out
+    /// twice.
+    pub until: DateTime<Utc>,
+    /// The visibility changes made through its receipt: (when, for how
+    /// long).
+    pub hides: Vec<(DateTime<Utc>, Duration)>,
+    /// How its handler ended with it, once known.
+    pub outcome: Option<Outcome>,
+    /// When the step that handled it ended.
+    pub step_ended: Option<DateTime<Utc>>,
+}
+
+impl Receive {
+    /// Whether its handler was running at `at` (and so may have made an
+    /// attempt then).
+    pub fn made(&self, at: DateTime<Utc>) -> bool {
+        let started = self.started.unwrap_or(self.at).max(self.at);
+        self.step_ended
+            .is_some_and(|end| (started..=end).contains(&at))
+    }
+}
+
+/// How a handler ended with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hold {
-    /// When the step that received it ended: a first attempt made in that
-    /// step is no later than this, one made after it came later.
-    pub step_ended: DateTime<Utc>,
-    /// How long the message was hidden from the receive on.
-    pub hidden: Duration,
+pub enum Outcome {
+    /// Finished: the event source mapping deletes it.
+    Done,
+    /// Left on the queue.
+    Retry,
+    /// The invocation crashed or timed out.
+    Crashed,
 }
 
-#[derive(Default)]
+/// One message of a delivery.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub sent: DateTime<Utc>,
+    pub receives: Vec<Receive>,
+    /// When it left the queue (deleted, redriven, expired).
+    pub gone: Option<DateTime<Utc>>,
+}
+
+/// An attempt as the sender recorded it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recorded {
+    pub number: u32,
+    /// When its POST started (before the store rounds it).
+    pub at: DateTime<Utc>,
+    /// The retry it scheduled, if any (before the store rounds it).
+    pub next: Option<DateTime<Utc>>,
+    pub status_code: Option<u16>,
+    /// When the record was written: a handler that read the delivery
+    /// before then did not see it.
+    pub written: DateTime<Utc>,
+}
+
+/// Everything the ledger holds of one delivery.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub messages: Vec<Message>,
+    /// When its last message in the queue left it (it had none from then
+    /// until the next was sent).
+    pub emptied: Vec<DateTime<Utc>>,
+    pub recorded: Vec<Recorded>,
+    /// When the reconciler's read of the index missed it (the index had
+    /// not caught up with its write).
+    pub index_missed: Vec<DateTime<Utc>>,
+}
+
+impl Timeline {
+    /// When its first message was sent, if one was.
+    pub fn first_queued(&self) -> Option<DateTime<Utc>> {
+        self.messages.iter().map(|m| m.sent).min()
+    }
+
+    /// Messages in the queue now.
+    fn live(&self) -> usize {
+        self.messages.iter().filter(|m| m.gone.is_none()).count()
+    }
+}
+
 struct State {
-    first_queued: HashMap<String, DateTime<Utc>>,
-    /// Visibility changes that took effect, by receipt handle, not yet
-    /// matched with their receive.
-    changed: HashMap<String, Duration>,
-    holds: HashMap<String, Vec<Hold>>,
+    deliveries: HashMap<String, Timeline>,
+    /// Message id -> (delivery id, index in its timeline).
+    messages: HashMap<String, (String, usize)>,
+    /// Receipt -> (message id, index of the receive).
+    receipts: HashMap<String, (String, usize)>,
 }
 
-/// The per-delivery record, shared by the queue wrapper and the world.
-#[derive(Clone, Default)]
-pub struct Ledger(Arc<Mutex<State>>);
+/// The per-delivery record, shared by the queue's watch, the taps and the
+/// world.
+#[derive(Clone)]
+pub struct Ledger {
+    state: Arc<Mutex<State>>,
+    clock: Arc<dyn Clock>,
+    coverage: Coverage,
+    /// The queue's visibility timeout.
+    visibility: chrono::Duration,
+    /// The delivery id a message body carries.
+    delivery_of: fn(&str) -> Option<String>,
+}
 
 impl Ledger {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        coverage: Coverage,
+        visibility: Duration,
+        delivery_of: fn(&str) -> Option<String>,
+    ) -> Self {
+        Ledger {
+            state: Arc::new(Mutex::new(State {
+                deliveries: HashMap::new(),
+                messages: HashMap::new(),
+                receipts: HashMap::new(),
+            })),
+            clock,
+            coverage,
+            visibility: chrono::Duration::from_std(visibility).unwrap_or_default(),
+            delivery_of,
+        }
     }
 
-    /// When the first message of `delivery_id` was sent, if one was.
-    pub fn first_queued(&self, delivery_id: &str) -> Option<DateTime<Utc>> {
-        self.state().first_queued.get(delivery_id).copied()
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The receives of `delivery_id`'s messages that left it on the queue.
-    pub fn holds(&self, delivery_id: &str) -> Vec<Hold> {
+    /// Everything known of `delivery_id`.
+    pub fn timeline(&self, delivery_id: &str) -> Timeline {
         self.state()
-            .holds
+            .deliveries
             .get(delivery_id)
             .cloned()
             .unwrap_or_default()
     }
 
-    /// A message of `delivery_id`, received with `receipt` in a step that
-    /// ended at `step_ended`, was left on the queue (`finished`: false), or
-    /// finished with; `visibility`: how long the queue hides a message it
-    /// was not told otherwise about.
-    pub fn received(
-        &self,
-        delivery_id: Option<String>,
-        receipt: &str,
-        finished: bool,
-        step_ended: DateTime<Utc>,
-        visibility: Duration,
-    ) {
+    /// When the first message of `delivery_id` was sent, if one was.
+    pub fn first_queued(&self, delivery_id: &str) -> Option<DateTime<Utc>> {
+        self.state()
+            .deliveries
+            .get(delivery_id)
+            .and_then(Timeline::first_queued)
+    }
+
+    /// The handler of the receive `receipt` started at `at`.
+    pub fn started(&self, receipt: &str, at: DateTime<Utc>) {
+        self.with_receive(receipt, |r| r.started = Some(at));
+    }
+
+    /// The handler of the receive `receipt` ended with it so, in a step
+    /// that ended at `step_ended`.
+    pub fn ended(&self, receipt: &str, outcome: Outcome, step_ended: DateTime<Utc>) {
+        self.with_receive(receipt, |r| {
+            r.outcome = Some(outcome);
+            r.step_ended = Some(step_ended);
+        });
+    }
+
+    /// The sender recorded attempt `recorded` of `delivery_id`.
+    pub fn recorded(&self, delivery_id: &str, recorded: Recorded) {
+        self.state()
+            .deliveries
+            .entry(delivery_id.to_string())
+            .or_default()
+            .recorded
+            .push(recorded);
+    }
+
+    /// The reconciler's read of the index at `at` missed `delivery_id`.
+    pub fn index_missed(&self, delivery_id: &str, at: DateTime<Utc>) {
+        self.state()
+            .deliveries
+            .entry(delivery_id.to_string())
+            .or_default()
+            .index_missed
+            .push(at);
+    }
+
+    fn with_receive(&self, receipt: &str, f: impl FnOnce(&mut Receive)) {
         let mut st = self.state();
-        let changed = st.changed.remove(receipt);
-        if finished {
+        let Some((message, i)) = st.receipts.get(receipt).cloned() else {
             return;
+        };
+        let Some((delivery, m)) = st.messages.get(&message).cloned() else {
+            return;
+        };
+        let receive = st
+            .deliveries
+            .get_mut(&delivery)
+            .and_then(|t| t.messages.get_mut(m))
+            .and_then(|m| m.receives.get_mut(i));
+        if let Some(r) = receive {
+            f(r);
         }
-        if let Some(id) = delivery_id {
-            st.holds.entry(id).or_default().push(Hold {
-                step_ended,
-                hidden: changed.unwrap_or(visibility),
-            });
+    }
+
+    /// The message `id`'s place: its delivery's timeline and its index.
+    fn message<'a>(st: &'a mut State, id: &str) -> Option<(&'a mut Timeline, usize)> {
+        let (delivery, m) = st.messages.get(id)?.clone();
+        st.deliveries.get_mut(&delivery).map(|t| (t, m))
+    }
+
+    /// The message `id` left the queue at `now`.
+    fn gone(st: &mut State, id: &str, now: DateTime<Utc>) {
+        if let Some((t, m)) = Self::message(st, id) {
+            t.messages[m].gone = Some(now);
+            if t.live() == 0 {
+                t.emptied.push(now);
+            }
         }
     }
 }
 
-/// A queue that writes what it was asked to do, and did, in a [`Ledger`].
-pub struct LedgerQueue {
-    inner: Arc<dyn Queue>,
-    ledger: Ledger,
-    clock: Arc<dyn Clock>,
-    /// The delivery id a message body carries.
-    delivery_of: fn(&str) -> Option<String>,
-}
-
-impl LedgerQueue {
-    pub fn new(
-        inner: Arc<dyn Queue>,
-        ledger: Ledger,
-        clock: Arc<dyn Clock>,
-        delivery_of: fn(&str) -> Option<String>,
-    ) -> Self {
-        LedgerQueue {
-            inner,
-            ledger,
-            clock,
-            delivery_of,
-        }
-    }
-}
-
-#[async_trait]
-impl Queue for LedgerQueue {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
-        let refused = self.inner.send_batch(messages).await?;
+impl QueueWatch for Ledger {
+    fn saw(&self, event: QueueEvent<'_>) {
         let now = self.clock.now();
-        let mut st = self.ledger.state();
-        for (i, m) in messages.iter().enumerate() {
-            if refused.contains(&i) {
-                continue;
+        let mut st = self.state();
+        match event {
+            QueueEvent::Sent { id, body } => {
+                let Some(delivery) = (self.delivery_of)(body) else {
+                    return;
+                };
+                let t = st.deliveries.entry(delivery.clone()).or_default();
+                t.messages.push(Message {
+                    id: id.to_string(),
+                    sent: now,
+                    receives: Vec::new(),
+                    gone: None,
+                });
+                let m = t.messages.len() - 1;
+                st.messages.insert(id.to_string(), (delivery, m));
             }
-            if let Some(id) = (self.delivery_of)(&m.body) {
-                st.first_queued.entry(id).or_insert(now);
+            QueueEvent::Received {
+                id,
+                receipt,
+                duplicate,
+                ..
+            } => {
+                if duplicate {
+                    self.coverage.add(Path::SqsDuplicate);
+                }
+                let visibility = self.visibility;
+                let Some((t, m)) = Self::message(&mut st, id) else {
+                    return;
+                };
+                let receives = &mut t.messages[m].receives;
+                receives.push(Receive {
+                    receipt: receipt.to_string(),
+                    at: now,
+                    started: None,
+                    until: if duplicate { now } else { now + visibility },
+                    hides: Vec::new(),
+                    outcome: None,
+                    step_ended: None,
+                });
+                let i = receives.len() - 1;
+                st.receipts.insert(receipt.to_string(), (id.to_string(), i));
+            }
+            QueueEvent::Hidden {
+                id, receipt, delay, ..
+            } => {
+                let Some(&(_, i)) = st.receipts.get(receipt) else {
+                    return;
+                };
+                if let Some((t, m)) = Self::message(&mut st, id) {
+                    if let Some(r) = t.messages[m].receives.get_mut(i) {
+                        r.hides.push((now, delay));
+                        r.until = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                    }
+                }
+            }
+            QueueEvent::Deleted { id, stale, .. } => {
+                if stale {
+                    self.coverage.add(Path::StaleReceipt);
+                }
+                Self::gone(&mut st, id, now);
+            }
+            QueueEvent::KeptOnStaleDelete { .. } | QueueEvent::StaleVisibilityChange { .. } => {
+                self.coverage.add(Path::StaleReceipt);
+            }
+            QueueEvent::Redriven { id, .. } => {
+                self.coverage.add(Path::SqsRedrive);
+                Self::gone(&mut st, id, now);
+            }
+            QueueEvent::Expired { id, .. } => {
+                self.coverage.add(Path::QueueRetention);
+                Self::gone(&mut st, id, now);
             }
         }
-        Ok(refused)
-    }
-
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
-        self.inner.receive(max, wait).await
-    }
-
-    async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
-        self.inner.change_visibility(receipt_handle, delay).await?;
-        self.ledger
-            .state()
-            .changed
-            .insert(receipt_handle.to_string(), delay);
-        Ok(())
-    }
-
-    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
-        self.inner.delete_batch(receipt_handles).await
     }
 }

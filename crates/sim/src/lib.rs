@@ -12,15 +12,26 @@
 //!   `Retry-After`, time out or reset, some down for days;
 //! - [`world`]: orgs (quiet ones, noisy ones, random ones), endpoints,
 //!   publishers, the drivers and the API calls;
-//! - [`ledger`]: what happened to each delivery before its first attempt;
+//! - [`tap`]: the ports as each Lambda sees them, in DynamoDB's whole
+//!   seconds, noting what the pipeline recorded;
+//! - [`ledger`]: what happened to each delivery, message by message;
+//! - [`lateness`]: each wait for an attempt explained by what happened in
+//!   it;
+//! - [`coverage`]: how often each rare path ran;
+//! - [`outage`]: the deliveries table throttled for a while;
 //! - [`check`]: the invariants.
 
 pub mod chaos;
 pub mod check;
+pub mod coverage;
+pub mod lateness;
 pub mod ledger;
+pub mod outage;
 pub mod receivers;
+pub mod tap;
 pub mod world;
 
+use coverage::Counts;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use webhooks_domain::Delivery;
@@ -41,6 +52,9 @@ pub enum Role {
     BigTenant,
     /// Endpoints of random behaviours.
     Other,
+    /// One of the many small orgs of a crowded world: one healthy
+    /// endpoint and a few events each.
+    Crowd,
 }
 
 impl Role {
@@ -50,6 +64,7 @@ impl Role {
             Role::DeadEndpoint => "dead-endpoint",
             Role::BigTenant => "big-tenant",
             Role::Other => "other",
+            Role::Crowd => "crowd",
         }
     }
 }
@@ -130,6 +145,16 @@ pub struct Report {
     /// A hash of every delivery's final state: the same seed gives the
     /// same digest.
     pub digest: u64,
+    /// How late each retry came after the time it was scheduled for.
+    pub retry_lateness: Lateness,
+    /// How late each first attempt came after its first message.
+    pub first_lateness: Lateness,
+    /// How often each rare path ran.
+    pub coverage: Counts,
+    /// What kind of world it was: `crowded` (many small orgs against the
+    /// sweeper's time limit), `outage` (its deliveries table throttled
+    /// for a while).
+    pub kind: Vec<&'static str>,
 }
 
 /// Runs the world of `seed` with about `target` deliveries to its end, on a
@@ -155,6 +180,10 @@ pub fn run(seed: u64, target: usize) -> Report {
         dead_backlog: 0,
         longest_step: std::time::Duration::ZERO,
         digest: 0,
+        retry_lateness: Lateness::default(),
+        first_lateness: Lateness::default(),
+        coverage: Counts::default(),
+        kind: Vec::new(),
     };
     let runtime = match runtime {
         Ok(r) => r,
@@ -226,6 +255,24 @@ pub fn lateness_of(reports: &[Report]) -> (BTreeMap<Role, Lateness>, Lateness) {
         fault_free.merge(&r.quiet_fault_free);
     }
     (all, fault_free)
+}
+
+/// The coverage counts of every report, summed.
+pub fn coverage_of(reports: &[Report]) -> Counts {
+    let mut all = Counts::default();
+    for r in reports {
+        all.merge(&r.coverage);
+    }
+    all
+}
+
+/// Every report's retry lateness, together.
+pub fn retry_lateness_of(reports: &[Report]) -> Lateness {
+    let mut all = Lateness::default();
+    for r in reports {
+        all.merge(&r.retry_lateness);
+    }
+    all
 }
 
 /// The one command that replays a seed.

@@ -70,9 +70,10 @@ fn main() -> ExitCode {
         args.threads,
         |r| {
             println!(
-            "seed {:>6}: {:>6} events {:>7} deliveries {:>7} POSTs {:>5.1} days {:>4} crashed {:>3} dropped {:?} violations {}\n    first attempts: {}; dead endpoint pending at most {}; longest step {:.1} s",
-            r.seed, r.events, r.deliveries, r.posts, r.virtual_days, r.crashed, r.stream_dropped, r.by_status, r.violations.len(),
-            r.lateness_summary(), r.dead_backlog, r.longest_step.as_secs_f64()
+            "seed {:>6}{}: {:>6} events {:>7} deliveries {:>7} POSTs {:>5.1} days {:>4} crashed {:>3} dropped {:?} violations {}\n    first attempts: {}; dead endpoint pending at most {}; longest step {:.1} s\n    retries after their time: {}\n    paths: {}",
+            r.seed, r.kind.iter().map(|k| format!(" ({k})")).collect::<String>(), r.events, r.deliveries, r.posts, r.virtual_days, r.crashed, r.stream_dropped, r.by_status, r.violations.len(),
+            r.lateness_summary(), r.dead_backlog, r.longest_step.as_secs_f64(),
+            r.retry_lateness.clone().summary(), r.coverage.summary()
         );
         },
     );
@@ -93,9 +94,21 @@ fn main() -> ExitCode {
         "first-attempt lateness over all seeds: {}",
         webhooks_sim::summarize(lateness, quiet_fault_free)
     );
+    println!(
+        "retries after their time over all seeds: {}",
+        webhooks_sim::retry_lateness_of(&reports).summary()
+    );
+    let coverage = webhooks_sim::coverage_of(&reports);
+    println!("paths over all seeds: {}", coverage.summary());
     for r in &failed {
         println!("seed {} violated:", r.seed);
-        for v in r.violations.iter().take(20) {
+        // WEBHOOKS_SIM_ALL_VIOLATIONS=1: every one, not the first 20.
+        let shown = if std::env::var_os("WEBHOOKS_SIM_ALL_VIOLATIONS").is_some() {
+            usize::MAX
+        } else {
+            20
+        };
+        for v in r.violations.iter().take(shown) {
             println!("  {v}");
         }
         println!(

@@ -65,8 +65,9 @@ struct State {
     rng: StdRng,
     receivers: HashMap<String, Receiver>,
     in_flight: HashSet<String>,
-    /// The `Retry-After` answered to (delivery, attempt number).
-    retry_after: HashMap<(String, u32), Duration>,
+    /// Every answer to (delivery, attempt number): its HTTP status, or
+    /// none (a timeout, a reset), and its `Retry-After`.
+    answers: HashMap<(String, u32), Vec<Answer>>,
     posts: u64,
 }
 
@@ -86,7 +87,7 @@ impl Receivers {
                 rng: StdRng::seed_from_u64(seed),
                 receivers: HashMap::new(),
                 in_flight: HashSet::new(),
-                retry_after: HashMap::new(),
+                answers: HashMap::new(),
                 posts: 0,
             }),
             violations,
@@ -136,12 +137,13 @@ impl Receivers {
             .and_then(|r| r.secrets.last().map(|(_, s)| s.clone()))
     }
 
-    /// The `Retry-After` answered to that attempt, if any.
-    pub fn retry_after(&self, delivery_id: &str, attempt: u32) -> Option<Duration> {
+    /// What the receiver answered to each POST of that attempt.
+    pub fn answered(&self, delivery_id: &str, attempt: u32) -> Vec<Answer> {
         self.state()
-            .retry_after
+            .answers
             .get(&(delivery_id.to_string(), attempt))
-            .copied()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the endpoint at `url` never answers.
@@ -270,8 +272,6 @@ impl Receivers {
             Behaviour::Throttling { rate, max_wait } => {
                 if rng.random_bool(*rate) {
                     let wait = Duration::from_secs(rng.random_range(1..=max_wait.as_secs().max(1)));
-                    st.retry_after
-                        .insert((arrival.delivery.clone(), arrival.attempt), wait);
                     (
                         latency,
                         AttemptResult::Responded {
@@ -308,6 +308,14 @@ impl Receivers {
     fn leave(&self, delivery: &str) {
         self.state().in_flight.remove(delivery);
     }
+}
+
+/// One answer of a receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// Its HTTP status; none for a timeout or a reset.
+    pub status: Option<u16>,
+    pub retry_after: Option<Duration>,
 }
 
 struct Arrival {
@@ -354,6 +362,24 @@ impl Transport for Receivers {
             }
         }
         let (latency, result) = self.answer(&arrival);
+        let answer = match &result {
+            AttemptResult::Responded {
+                status,
+                retry_after,
+            } => Answer {
+                status: Some(*status),
+                retry_after: *retry_after,
+            },
+            AttemptResult::Failed { .. } => Answer {
+                status: None,
+                retry_after: None,
+            },
+        };
+        self.state()
+            .answers
+            .entry((arrival.delivery.clone(), arrival.attempt))
+            .or_default()
+            .push(answer);
         tokio::time::sleep(latency).await;
         // ...or after the receiver has it, before the answer is read.
         let _ = gate().await;

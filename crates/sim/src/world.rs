@@ -6,9 +6,12 @@
 //! sweeper's schedule, and API calls racing the pipeline.
 
 use crate::chaos::{chaotic, invoke, Hostility, Invocation};
-use crate::check::{Final, FirstAttempt, Known, Orphans, Pace, Ready, Violations};
-use crate::ledger::{Ledger, LedgerQueue};
+use crate::check::{Final, FirstAttempt, Hold, Known, Orphans, Pace, Ready, Violations};
+use crate::coverage::{Coverage, Path};
+use crate::lateness::{held, Rules, Sweep};
+use crate::ledger::{Ledger, Outcome, Receive};
 use crate::receivers::{Behaviour, Receivers};
+use crate::tap::{one_invocation, tapped, whole_seconds, Role as Lambda, Taps};
 use crate::{Lateness, Report, Role};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::{join_all, BoxFuture, FutureExt};
@@ -24,10 +27,11 @@ use webhooks_domain::{
     ids, Delivery, DeliveryStatus, Endpoint, Event, EventType, RetrySchedule, Secret, Subscription,
 };
 use webhooks_fn_api::{Api, ApiConfig};
-use webhooks_memory::MemoryBackend;
+use webhooks_memory::index_lag::IndexLag;
+use webhooks_memory::{MemoryBackend, SqsBehaviour};
 use webhooks_pipeline::{
     ClientBuildError, DeliveryClient, DeliveryClientConfig, FanOut, MessageOutcome, Sender,
-    SenderConfig, Sweeper,
+    SenderConfig, SweepReport, Sweeper,
 };
 use webhooks_ports::queue_settings::DELIVERY_QUEUE_VISIBILITY_SECS;
 use webhooks_ports::{Clock, CursorStore, EndpointLookup, EventStore, OrgEndpoints, Queue};
@@ -45,9 +49,57 @@ const SETTLE: Duration = Duration::from_secs(120);
 /// The longest a publisher's write takes to commit after its id is made
 /// (well inside the settle window, as the design requires).
 const MAX_COMMIT_DELAY_MS: i64 = 30_000;
+/// The share of events written much later than their id was made: the
+/// API's and the Stripe inbound's replay of a claim whose first request
+/// died between claiming the id and writing (the claim lives 24 h for the
+/// API, 7 days for Stripe); and how late, at most.
+const LATE_COMMIT_RATE: f64 = 0.003;
+const LATEST_COMMIT: chrono::Duration = chrono::Duration::hours(24);
+/// The share of seeds whose deliveries table is throttled for a while
+/// (see [`crate::outage`]).
+const OUTAGE_RATE: f64 = 0.1;
+/// The sweeper's Lambda timeout.
+const SWEEPER_TIMEOUT: Duration = Duration::from_secs(240);
+/// Crowded worlds: many small orgs against the sweeper's time limit. A
+/// pass makes about two calls per org (its events, its overdue
+/// deliveries), 10 ms each ([`crate::tap::STORE_LATENCY_MS`]): 15 000
+/// orgs take 300 s before any work, more than the Lambda's 240 s. The
+/// simulation keeps those ratios at 1:50: 300 orgs, and 4.8 s for the
+/// sweeper.
+const CROWD_RATE: f64 = 0.125;
+const CROWD_ORGS: usize = 300;
+const CROWD_SCALE: u32 = 50;
+/// The crowd's share of the events, all its orgs together.
+const CROWD_SHARE: f64 = 0.02;
+/// The most the sweep's start drifts after its period.
+const SWEEP_JITTER_SECS: i64 = 30;
+/// How soon the world looks again while work is waiting.
+const BUSY: chrono::Duration = chrono::Duration::milliseconds(200);
+/// Between its receipt and its handler's start a batch waits for the
+/// invoke (up to 100 ms), now and then a cold start (up to 1.5 s), and
+/// rarely a throttled invoke retried (10 s to 2 minutes): its messages'
+/// visibility runs all the while. The first two run within the step; a
+/// throttled batch starts at the first step after its wait.
+const INVOKE_MS: u64 = 100;
+const COLD_START_RATE: f64 = 0.03;
+const COLD_START_MS: u64 = 1_500;
+const THROTTLED_RATE: f64 = 0.002;
+const THROTTLED_MS: std::ops::Range<u64> = 10_000..120_000;
+/// The share of finished messages whose delete by the event source
+/// mapping fails (they come back after the visibility timeout).
+const ESM_DELETE_FAILURE_RATE: f64 = 0.003;
+/// SQS: the share of receives that hand a message out again at once, and
+/// of deletes through a stale receipt that delete it.
+const SQS_DUPLICATE_RATE: f64 = 0.002;
+const STALE_DELETE_DELETES: f64 = 0.5;
+/// The `pending-by-org` index: how far behind its table it runs, usually
+/// and now and then.
+const INDEX_LAG: Duration = Duration::from_secs(1);
+const SLOW_INDEX_RATE: f64 = 0.02;
+const SLOW_INDEX_LAG: Duration = Duration::from_secs(300);
 /// What bounds a first attempt's lateness (see [`Pace`]).
 const PACE: Pace = Pace {
-    step: REQUEST_TIMEOUT,
+    step: REQUEST_TIMEOUT.saturating_add(Duration::from_millis(COLD_START_MS)),
     stream_lag: STREAM_LAG,
 };
 /// Stream batches fanned out at once, at most.
@@ -75,6 +127,13 @@ struct StreamBatch {
     waited: u32,
 }
 
+/// A batch the sender's event source mapping has received and not yet
+/// handed to an invocation.
+struct Parked {
+    start: DateTime<Utc>,
+    messages: Vec<webhooks_ports::ReceivedMessage>,
+}
+
 /// An API call to make later (an endpoint re-enabled after a while, a
 /// call that answered 5xx made again).
 struct Later {
@@ -89,7 +148,19 @@ pub struct World {
     memory: MemoryBackend,
     fanout: FanOut,
     sender: Sender,
-    sweeper: Sweeper,
+    sweeper: Arc<Sweeper>,
+    /// The sweep running in the background, if any: when it started, and
+    /// its invocation.
+    sweeping: Option<(DateTime<Utc>, tokio::task::JoinHandle<Option<SweepReport>>)>,
+    /// The sweeper's time limit in this world (see [`CROWD_ORGS`]).
+    sweeper_limit: Duration,
+    /// What kind of world it is (crowded, with an outage).
+    kind: Vec<&'static str>,
+    /// Its deliveries table's outage, if any, and when the queue had
+    /// caught up after it (the first step after it that left no visible
+    /// message behind).
+    outages: Arc<Vec<(DateTime<Utc>, DateTime<Utc>)>>,
+    caught_up: Option<DateTime<Utc>>,
     api: Api,
     receivers: Arc<Receivers>,
     violations: Violations,
@@ -109,6 +180,9 @@ pub struct World {
     /// Events the cursor has not yet been seen past, by index.
     unswept: Vec<usize>,
     target: usize,
+    /// The deliveries the events published so far make (whether or not
+    /// their fan-out has made them yet).
+    expected: usize,
     stream_position: usize,
     stream: VecDeque<StreamBatch>,
     stream_dropped: usize,
@@ -123,10 +197,15 @@ pub struct World {
     worst: chrono::Duration,
     api_until: DateTime<Utc>,
     end: DateTime<Utc>,
-    /// Crashed or timed-out sender invocations that held a message of
-    /// each delivery: each delays its next attempt by the queue's
-    /// visibility timeout.
-    crash_holds: HashMap<String, u32>,
+    /// Received batches waiting for their handler.
+    parked: Vec<Parked>,
+    /// The steps that left visible messages on the queue: (start, end).
+    saturated: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Every sweep invocation.
+    sweeps: Vec<Sweep>,
+    /// Events whose write commits long after their id, by id: their index.
+    late: HashMap<String, usize>,
+    coverage: Coverage,
     /// When each event was committed.
     committed_at: HashMap<String, DateTime<Utc>>,
     /// Events a fan-out has had in hand (the stream's, by this world's
@@ -135,7 +214,7 @@ pub struct World {
     /// from the commit is the pipeline's.
     fanned: HashSet<String>,
     clean_fanout: HashMap<String, (DateTime<Utc>, u32)>,
-    /// Each delivery's first message and the receives that left it queued.
+    /// What happened to each delivery, message by message.
     ledger: Ledger,
     /// When the step in progress ended (set before its results are read).
     step_ended: DateTime<Utc>,
@@ -165,18 +244,65 @@ impl World {
             Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
             clock.clone(),
         );
-        // The queue as the pipeline sees it writes each delivery's first
-        // message and its receives' holds in the ledger, under the chaos.
-        let ledger = Ledger::default();
-        let mut plain = memory.adapters();
-        plain.queue = Arc::new(LedgerQueue::new(
-            plain.queue.clone(),
-            ledger.clone(),
+        // What AWS does now and then within its contracts.
+        memory.queue.behave(SqsBehaviour {
+            duplicate_rate: SQS_DUPLICATE_RATE,
+            stale_delete_deletes: STALE_DELETE_DELETES,
+            whole_seconds: true,
+            seed: rng.random(),
+        });
+        memory.deliveries.lag_index(IndexLag {
+            usual: INDEX_LAG,
+            slow_rate: SLOW_INDEX_RATE,
+            longest: SLOW_INDEX_LAG,
+            seed: rng.random(),
+        });
+        // Every message followed, every record noted, per delivery.
+        let coverage = Coverage::default();
+        let ledger = Ledger::new(
             clock.clone(),
+            coverage.clone(),
+            Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
             queued_delivery,
-        ));
-        let adapters = chaotic(&plain);
+        );
+        memory.queue.watch(Arc::new(ledger.clone()));
+        let crowded = rng.random_bool(CROWD_RATE);
+        let sweeper_limit = if crowded {
+            SWEEPER_TIMEOUT / CROWD_SCALE
+        } else {
+            SWEEPER_TIMEOUT
+        };
+        // Some seeds' deliveries table is throttled for a while.
+        let start = clock.now();
+        let outages: Arc<Vec<(DateTime<Utc>, DateTime<Utc>)>> =
+            Arc::new(if rng.random_bool(OUTAGE_RATE) {
+                let from = start + chrono::Duration::minutes(rng.random_range(20..240));
+                vec![(
+                    from,
+                    from + chrono::Duration::minutes(rng.random_range(95..120)),
+                )]
+            } else {
+                Vec::new()
+            });
+        let kind = [(crowded, "crowded"), (!outages.is_empty(), "outage")]
+            .into_iter()
+            .filter_map(|(is, name)| is.then_some(name))
+            .collect();
+        let mut plain = memory.adapters();
+        plain.deliveries = Arc::new(crate::outage::Throttled {
+            inner: plain.deliveries.clone(),
+            clock: clock.clone(),
+            outages: outages.clone(),
+        });
         let violations = Violations::default();
+        let taps = Taps {
+            ledger: ledger.clone(),
+            coverage: coverage.clone(),
+            violations: violations.clone(),
+            delivery_of: queued_delivery,
+            latency: crate::tap::Latency::new(rng.random()),
+        };
+        let adapters = |role| chaotic(&tapped(&plain, role, &taps));
         let receivers = Receivers::new(
             rng.random(),
             clock.clone(),
@@ -196,7 +322,7 @@ impl World {
         };
         // Built, never used: the receivers answer every POST.
         let client = DeliveryClient::new(DeliveryClientConfig::default())?;
-        let sender = Sender::from_adapters(&adapters, client, config)
+        let sender = Sender::from_adapters(&adapters(Lambda::Sender), client, config)
             .with_transport(receivers.clone())
             .with_jitter_seed(rng.random());
         let hostility = Hostility {
@@ -219,9 +345,14 @@ impl World {
         let end = api_until;
         let mut world = World {
             seed,
-            fanout: FanOut::from_adapters(&adapters),
-            sweeper: Sweeper::from_adapters(&adapters, SETTLE),
-            api: Api::from_adapters(&adapters, ApiConfig::default()),
+            fanout: FanOut::from_adapters(&adapters(Lambda::FanOut)),
+            sweeper: Arc::new(Sweeper::from_adapters(&adapters(Lambda::Sweeper), SETTLE)),
+            sweeping: None,
+            sweeper_limit,
+            kind,
+            outages: outages.clone(),
+            caught_up: None,
+            api: Api::from_adapters(&adapters(Lambda::Api), ApiConfig::default()),
             sender,
             rng,
             clock,
@@ -239,6 +370,7 @@ impl World {
             swept_at: HashMap::new(),
             unswept: Vec::new(),
             target,
+            expected: 0,
             stream_position: 0,
             stream: VecDeque::new(),
             stream_dropped: 0,
@@ -254,7 +386,11 @@ impl World {
             api_until,
             end,
             resent: HashSet::new(),
-            crash_holds: HashMap::new(),
+            parked: Vec::new(),
+            saturated: Vec::new(),
+            sweeps: Vec::new(),
+            late: HashMap::new(),
+            coverage,
             committed_at: HashMap::new(),
             fanned: HashSet::new(),
             clean_fanout: HashMap::new(),
@@ -267,12 +403,12 @@ impl World {
                 .ok()
                 .and_then(|id| webhooks_domain::delivery::parse_delivery_id(&id))
                 .map(|(_, event)| event),
-            orphans: Orphans::default(),
+            orphans: Orphans::new(sweep_period()),
             deleted_one: false,
             invocations: 0,
             crashed: 0,
         };
-        world.make_orgs().await;
+        world.make_orgs(crowded).await;
         Ok(world)
     }
 
@@ -282,15 +418,24 @@ impl World {
     /// large share of the events), the big tenant (20 to 50 endpoints
     /// subscribed to everything, each answering in about a second), and
     /// one or two orgs of random endpoints.
-    async fn make_orgs(&mut self) {
+    async fn make_orgs(&mut self, crowded: bool) {
         let now = self.clock.now();
         let mut roles = vec![Role::Quiet; self.rng.random_range(1..=2)];
         roles.extend([Role::DeadEndpoint, Role::BigTenant]);
         roles.extend(vec![Role::Other; self.rng.random_range(1..=2)]);
+        if crowded {
+            roles.extend(vec![Role::Crowd; CROWD_ORGS]);
+        }
         let count = |role: Role| roles.iter().filter(|r| **r == role).count() as f64;
-        let (quiet, others) = (count(Role::Quiet), count(Role::Other));
+        let (quiet, others, crowd) = (count(Role::Quiet), count(Role::Other), count(Role::Crowd));
+        let crowd_share = if crowded { CROWD_SHARE } else { 0.0 };
         for (o, role) in roles.iter().copied().enumerate() {
-            let org = format!("org_{o}");
+            // The crowd's names sort first: the sweeper's scan order puts
+            // the other orgs last.
+            let org = match role {
+                Role::Crowd => format!("crowd_{o:04}"),
+                _ => format!("org_{o}"),
+            };
             let mut endpoints = Vec::new();
             match role {
                 Role::Quiet => {
@@ -320,6 +465,10 @@ impl World {
                         endpoints.push(self.random_endpoint(now));
                     }
                 }
+                Role::Crowd => {
+                    let behaviour = Behaviour::Healthy { fail_rate: 0.01 };
+                    endpoints.push((behaviour, Subscription::All, None));
+                }
             }
             // Deliveries per event, on average over the types.
             let per_event = EventType::ALL
@@ -332,8 +481,10 @@ impl World {
                 Role::DeadEndpoint => DEAD_ENDPOINT_SHARE,
                 Role::BigTenant => BIG_TENANT_SHARE,
                 Role::Other => {
-                    (1.0 - QUIET_SHARE - DEAD_ENDPOINT_SHARE - BIG_TENANT_SHARE) / others
+                    (1.0 - QUIET_SHARE - DEAD_ENDPOINT_SHARE - BIG_TENANT_SHARE - crowd_share)
+                        / others
                 }
+                Role::Crowd => crowd_share / crowd,
             };
             self.weights.push(share / per_event.max(0.1));
             for (behaviour, subscription, rate_limit) in endpoints {
@@ -446,6 +597,84 @@ impl World {
         self.rng.random()
     }
 
+    /// Starts the sweeper when it is due, in the background (its store
+    /// calls take time, and a pass over many orgs outlasts steps), unless
+    /// the last run is still going: the schedule's runs never overlap.
+    fn start_sweep(&mut self, now: DateTime<Utc>) {
+        if now < self.next_sweep {
+            return;
+        }
+        let jitter = self.rng.random_range(0..SWEEP_JITTER_SECS);
+        self.next_sweep = now
+            + chrono::Duration::from_std(SWEEP_EVERY).unwrap_or_default()
+            + chrono::Duration::seconds(jitter);
+        if self.sweeping.is_some() {
+            return;
+        }
+        let ctx = Invocation::new(self.next_seed(), self.hostility);
+        let sweeper = self.sweeper.clone();
+        let limit = self.sweeper_limit;
+        let run = async move { invoke(ctx, limit, one_invocation(sweeper.sweep())).await };
+        self.sweeping = Some((now, tokio::spawn(run)));
+    }
+
+    /// What a finished sweep did, if it has finished.
+    async fn sweep_done(&mut self, now: DateTime<Utc>) {
+        if !self
+            .sweeping
+            .as_ref()
+            .is_some_and(|(_, run)| run.is_finished())
+        {
+            return;
+        }
+        let Some((start, run)) = self.sweeping.take() else {
+            return;
+        };
+        let report = run.await.ok().flatten();
+        // Out of time, as a Lambda is stopped at its timeout; else crashed.
+        let cut =
+            report.is_none() && (now - start).to_std().unwrap_or_default() >= self.sweeper_limit;
+        self.sweeps.push(Sweep {
+            start,
+            end: now,
+            complete: report.as_ref().is_some_and(|r| r.failed_orgs == 0),
+            cut,
+        });
+        match report {
+            Some(r) => self.coverage.add_n(
+                Path::ReconcilerRequeue,
+                u64::try_from(r.reconciled).unwrap_or(0),
+            ),
+            None if cut => self.coverage.add(Path::SweepCutShort),
+            None => self.crashed += 1,
+        }
+        // What the reconciler's reads of the lagging index missed.
+        let seen = self.memory.deliveries.take_index_lag_seen();
+        for (id, at) in &seen.missed {
+            self.ledger.index_missed(id, *at);
+        }
+        self.coverage.add_n(
+            Path::IndexLagMissed,
+            u64::try_from(seen.missed.len()).unwrap_or(0),
+        );
+        self.coverage
+            .add_n(Path::IndexLagStale, u64::try_from(seen.stale).unwrap_or(0));
+    }
+
+    /// How long a batch received now waits for its handler, and whether
+    /// that is a throttled invoke (retried after a while).
+    fn handler_wait(&mut self) -> (Duration, bool) {
+        if self.rng.random_bool(THROTTLED_RATE) {
+            let ms = self.rng.random_range(THROTTLED_MS);
+            return (Duration::from_millis(ms), true);
+        }
+        let mut ms = self.rng.random_range(0..INVOKE_MS);
+        if self.rng.random_bool(COLD_START_RATE) {
+            ms = self.rng.random_range(ms..COLD_START_MS);
+        }
+        (Duration::from_millis(ms), false)
+    }
+
     /// Runs the world to its end and checks it.
     pub async fn run(mut self) -> Report {
         while self.clock.now() < self.end {
@@ -462,9 +691,12 @@ impl World {
                 self.check_running(now).await;
                 self.next_check = now + CHECK_EVERY;
             }
+            self.sweep_done(now).await;
             let wake = self.next_wake(now);
             let step = (wake - now).to_std().unwrap_or_default();
-            tokio::time::advance(step.max(Duration::from_millis(1))).await;
+            // Slept, not advanced: a sweep in the background runs its
+            // store calls at their own times meanwhile.
+            tokio::time::sleep(step.max(Duration::from_millis(1))).await;
         }
         self.finish().await
     }
@@ -473,7 +705,7 @@ impl World {
     /// and those the uncommitted events will make), or a day has passed.
     fn publishing(&self, now: DateTime<Utc>) -> bool {
         self.publishing_ends.is_none()
-            && self.memory.deliveries.len() + self.uncommitted.len() < self.target
+            && self.expected < self.target
             && now < self.started + chrono::Duration::days(1)
     }
 
@@ -496,8 +728,23 @@ impl World {
             event.id = ids::id_at("evt", now, self.rng.random());
             event.created_at = now;
             let delay = self.rng.random_range(0..MAX_COMMIT_DELAY_MS);
-            let commit_at =
+            let mut commit_at =
                 now + chrono::Duration::milliseconds(delay.pow(2) / MAX_COMMIT_DELAY_MS);
+            if self.rng.random_bool(LATE_COMMIT_RATE) {
+                // A replay: the first request claimed the id and died.
+                let late = self
+                    .rng
+                    .random_range(180..LATEST_COMMIT.num_seconds().max(181));
+                commit_at = now + chrono::Duration::seconds(late);
+                self.late.insert(event.id.clone(), self.events.len());
+            }
+            self.expected += self
+                .known
+                .values()
+                .filter(|k| k.deleted_at.is_none() && k.endpoint.org_id == org)
+                .filter(|k| k.endpoint.subscription.matches(event_type))
+                .filter(|k| k.disabled.last().is_none_or(|(_, on)| on.is_some()))
+                .count();
             self.uncommitted.push((commit_at, event.clone()));
             self.unswept.push(self.events.len());
             self.events.push(event);
@@ -505,7 +752,7 @@ impl World {
             let window = (self.publish_until - now)
                 .num_milliseconds()
                 .max(10 * 60 * 1000);
-            let made = self.memory.deliveries.len().max(1);
+            let made = self.expected.max(1);
             let remaining = self.target.saturating_sub(made).max(1);
             let per_event = (made / self.events.len()).max(1);
             let events_left = i64::try_from(remaining / per_event)
@@ -535,8 +782,16 @@ impl World {
         self.uncommitted.sort_by_key(|(at, e)| (*at, e.id.clone()));
         let due = self.uncommitted.partition_point(|(at, _)| *at <= now);
         let committing: Vec<(DateTime<Utc>, Event)> = self.uncommitted.drain(..due).collect();
-        for (_, event) in committing {
-            if let Err(e) = self.memory.events.put_if_absent(&event).await {
+        for (_, mut event) in committing {
+            // A replay writes the event as new, under the claimed id.
+            if let Some(i) = self.late.get(&event.id).copied() {
+                event.created_at = now;
+                self.events[i].created_at = now;
+                self.coverage.add(Path::LateCommit);
+            }
+            let mut stored = event.clone();
+            stored.created_at = whole_seconds(event.created_at);
+            if let Err(e) = self.memory.events.put_if_absent(&stored).await {
                 self.violations.add(format!("committing {}: {e}", event.id));
             }
             if self.traced_event() == Some(event.id.as_str()) {
@@ -609,25 +864,43 @@ impl World {
                 i += 1;
             }
         }
-        let mut batches = Vec::new();
         let senders = self.rng.random_range(1..=3);
+        let mut batches = Vec::new();
         for _ in 0..senders {
             match self.memory.queue.receive(10, Duration::ZERO).await {
-                Ok(m) if !m.is_empty() => batches.push(m),
+                Ok(m) if !m.is_empty() => {
+                    let (wait, throttled) = self.handler_wait();
+                    if throttled {
+                        self.coverage.add(Path::SlowHandlerStart);
+                        self.parked.push(Parked {
+                            start: now + chrono::Duration::from_std(wait).unwrap_or_default(),
+                            messages: m,
+                        });
+                    } else {
+                        batches.push((wait, m));
+                    }
+                }
                 _ => break,
             }
         }
-        let sweep = now >= self.next_sweep;
-        if sweep {
-            let jitter = self.rng.random_range(0..30);
-            self.next_sweep = now
-                + chrono::Duration::from_std(SWEEP_EVERY).unwrap_or_default()
-                + chrono::Duration::seconds(jitter);
+        // Visible messages left behind: the poller is saturated.
+        let saturated = self
+            .memory
+            .queue
+            .next_visible_at()
+            .is_some_and(|at| at <= tokio::time::Instant::now());
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].start <= now {
+                batches.push((Duration::ZERO, self.parked.swap_remove(i).messages));
+            } else {
+                i += 1;
+            }
         }
+        self.start_sweep(now);
         let call = self.api_call(now).await;
 
-        let count =
-            fanouts.len() + batches.len() + usize::from(sweep) + usize::from(call.is_some());
+        let count = fanouts.len() + batches.len() + usize::from(call.is_some());
         let mut contexts: Vec<Arc<Invocation>> = (0..count)
             .map(|_| Invocation::new(self.next_seed(), self.hostility))
             .collect();
@@ -642,18 +915,25 @@ impl World {
             let fanout = &self.fanout;
             work.push(
                 async move {
-                    let report =
-                        invoke(ctx, Duration::from_secs(60), fanout.fan_out(&batch.events)).await;
+                    let work = one_invocation(fanout.fan_out(&batch.events));
+                    let report = invoke(ctx, Duration::from_secs(60), work).await;
                     Step::FannedOut(batch, report.map(|r| r.first_failure))
                 }
                 .boxed(),
             );
         }
-        for messages in batches {
+        for (wait, messages) in batches {
             let ctx = ctx();
             let sender = &self.sender;
+            let ledger = &self.ledger;
+            let clock = &self.clock;
             work.push(
                 async move {
+                    tokio::time::sleep(wait).await;
+                    let started = clock.now();
+                    for m in &messages {
+                        ledger.started(&m.receipt_handle, started);
+                    }
                     let outcomes = invoke(
                         ctx,
                         SENDER_TIMEOUT,
@@ -661,17 +941,6 @@ impl World {
                     )
                     .await;
                     Step::Sent(messages, outcomes)
-                }
-                .boxed(),
-            );
-        }
-        if sweep {
-            let ctx = ctx();
-            let sweeper = &self.sweeper;
-            work.push(
-                async move {
-                    let done = invoke(ctx, Duration::from_secs(60), sweeper.sweep()).await;
-                    Step::Swept(done.is_some())
                 }
                 .boxed(),
             );
@@ -696,12 +965,17 @@ impl World {
         }
         let done = join_all(work).await;
         self.step_ended = self.clock.now();
+        if saturated {
+            self.saturated.push((now, self.step_ended));
+        } else if self.caught_up.is_none() && self.outages.iter().any(|(_, until)| *until <= now) {
+            self.caught_up = Some(now);
+        }
         let took = (self.step_ended - now).to_std().unwrap_or_default();
         self.longest_step = self.longest_step.max(took);
         // The first-attempt bound counts on steps no longer than this.
-        if took > REQUEST_TIMEOUT + Duration::from_millis(100) {
+        if took > PACE.step + Duration::from_millis(100) {
             self.violations.add(format!(
-                "a step took {:.1} s, longer than the request timeout",
+                "a step took {:.1} s, longer than the request timeout and a cold start",
                 took.as_secs_f64()
             ));
         }
@@ -780,41 +1054,38 @@ impl World {
                     }
                 }
                 for (i, m) in messages.iter().enumerate() {
-                    let finished = outcomes
-                        .as_ref()
-                        .is_some_and(|o| o[i] == MessageOutcome::Done);
-                    self.ledger.received(
-                        queued_delivery(&m.body),
-                        &m.receipt_handle,
-                        finished,
-                        self.step_ended,
-                        Duration::from_secs(u64::from(DELIVERY_QUEUE_VISIBILITY_SECS)),
-                    );
+                    let outcome = match outcomes.as_ref().map(|o| &o[i]) {
+                        Some(MessageOutcome::Done) => Outcome::Done,
+                        Some(MessageOutcome::Retry) => Outcome::Retry,
+                        None => Outcome::Crashed,
+                    };
+                    self.ledger
+                        .ended(&m.receipt_handle, outcome, self.step_ended);
                 }
                 match outcomes {
-                    // The event source mapping deletes what was finished.
+                    // The event source mapping deletes what was finished;
+                    // now and then its delete fails, and the message
+                    // comes back after the visibility timeout.
                     Some(outcomes) => {
-                        let done: Vec<String> = messages
-                            .iter()
-                            .zip(&outcomes)
-                            .filter(|(_, o)| **o == MessageOutcome::Done)
-                            .map(|(m, _)| m.receipt_handle.clone())
-                            .collect();
+                        let mut done = Vec::new();
+                        for (m, o) in messages.iter().zip(&outcomes) {
+                            if *o != MessageOutcome::Done {
+                                continue;
+                            }
+                            if self.rng.random_bool(ESM_DELETE_FAILURE_RATE) {
+                                self.coverage.add(Path::EsmDeleteFailed);
+                            } else {
+                                done.push(m.receipt_handle.clone());
+                            }
+                        }
                         if let Err(e) = self.memory.queue.delete_batch(&done).await {
                             self.violations.add(format!("deleting messages: {e}"));
                         }
                     }
                     // Crashed or timed out: every message comes back.
-                    None => {
-                        self.crashed += 1;
-                        for id in messages.iter().filter_map(|m| queued_delivery(&m.body)) {
-                            *self.crash_holds.entry(id).or_insert(0) += 1;
-                        }
-                    }
+                    None => self.crashed += 1,
                 }
             }
-            Step::Swept(false) => self.crashed += 1,
-            Step::Swept(true) => {}
             Step::Called(call, status) => self.called(call, status, now).await,
         }
     }
@@ -830,7 +1101,12 @@ impl World {
         self.next_api = now + chrono::Duration::minutes(self.rng.random_range(1..40));
         // An org first, then one of its endpoints: the big tenant's many
         // endpoints take no more of the calls than any other org's.
-        let org = self.orgs.choose(&mut self.rng)?.clone();
+        let callers: Vec<&String> = self
+            .orgs
+            .iter()
+            .filter(|o| self.roles.get(*o) != Some(&Role::Crowd))
+            .collect();
+        let org = (*callers.choose(&mut self.rng)?).clone();
         let alive: Vec<Endpoint> = self
             .known
             .values()
@@ -956,7 +1232,13 @@ impl World {
     /// Notes when an endpoint is turned off or on (by the API or the
     /// sender): an event published meanwhile need not reach it.
     async fn observe_endpoints(&mut self, now: DateTime<Utc>) {
-        for org in &self.orgs {
+        // The crowd's endpoints are healthy and left alone by the API
+        // calls: none is ever turned off.
+        for org in self
+            .orgs
+            .iter()
+            .filter(|o| self.roles.get(*o) != Some(&Role::Crowd))
+        {
             let Ok(endpoints) = self.memory.endpoints.list_all(org).await else {
                 continue;
             };
@@ -1022,13 +1304,15 @@ impl World {
             .filter(|id| dead.iter().any(|prefix| id.starts_with(prefix.as_str())))
             .count();
         self.dead_backlog = self.dead_backlog.max(dead_pending);
-        self.orphans.check(
-            now,
-            &pending,
-            &queued,
-            Orphans::limit(SWEEP_EVERY),
-            &self.violations,
-        );
+        let sweeps = &self.sweeps;
+        let ledger = &self.ledger;
+        let missed = |id: &str, since: DateTime<Utc>| {
+            let index = ledger.timeline(id).index_missed;
+            let passes = crate::lateness::missed_passes(sweeps, since, now, &index);
+            i32::try_from(passes).unwrap_or(i32::MAX)
+        };
+        self.orphans
+            .check(now, &pending, &queued, &missed, &self.violations);
         for known in self.known.values() {
             if known.deleted_at.is_some() {
                 continue;
@@ -1047,7 +1331,7 @@ impl World {
 
     /// When anything next happens.
     fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let busy = now + chrono::Duration::milliseconds(200);
+        let busy = now + BUSY;
         let visible = self.memory.queue.next_visible_at().map(|at| {
             let wait = at.saturating_duration_since(tokio::time::Instant::now());
             now + chrono::Duration::from_std(wait).unwrap_or_default()
@@ -1061,6 +1345,7 @@ impl World {
             self.uncommitted.iter().map(|(at, _)| *at).min(),
             self.stream.iter().map(|b| b.due).min(),
             self.later.iter().map(|l| l.at).min(),
+            self.parked.iter().map(|p| p.start).min(),
             visible,
         ]
         .into_iter()
@@ -1079,13 +1364,14 @@ impl World {
         let mut lateness: BTreeMap<Role, Lateness> = BTreeMap::new();
         let mut quiet_fault_free = Lateness::default();
         for d in deliveries {
-            let Some(first) = d.attempts.iter().find(|a| a.number == 1) else {
+            let timeline = self.ledger.timeline(&d.id);
+            let Some(first) = timeline.recorded.iter().find(|a| a.number == 1) else {
                 continue;
             };
             let Some(role) = self.roles.get(&d.org_id).copied() else {
                 continue;
             };
-            let first_queued = self.ledger.first_queued(&d.id);
+            let first_queued = timeline.first_queued();
             let committed = self.committed_at.get(&d.event_id);
             let clean = self.clean_fanout.get(&d.event_id);
             let (ready, stream_waits) = match (committed, clean, first_queued) {
@@ -1095,15 +1381,42 @@ impl World {
                 (_, _, Some(q)) => (Ready::Queued(q), 0),
                 (_, _, None) => (Ready::Queued(d.created_at), 0),
             };
-            let holds = self.ledger.holds(&d.id);
+            // The receive whose handler made the attempt, and the others.
+            let (attempting, others): (Vec<&Receive>, Vec<&Receive>) = timeline
+                .messages
+                .iter()
+                .flat_map(|m| &m.receives)
+                .partition(|r| r.made(first.at));
+            let holds: Vec<Hold> = others
+                .into_iter()
+                .filter(|r| held(r))
+                .map(|r| Hold {
+                    received: r.at,
+                    hidden: (r.until - r.at).to_std().unwrap_or_default(),
+                })
+                .collect();
+            let handler_delay = attempting
+                .iter()
+                .filter_map(|r| r.started.map(|s| s - r.at))
+                .max()
+                .unwrap_or_default()
+                .max(chrono::Duration::zero());
             let fa = FirstAttempt {
                 ready,
                 stream_waits,
                 attempted: first.at,
                 holds: &holds,
+                handler_delay,
             };
             lateness.entry(role).or_default().add(fa.lateness());
-            if role == Role::Quiet {
+            // An outage makes every org's backlog at once: no org is quiet
+            // until the queue has caught up with it.
+            let in_outage = first_queued.is_some_and(|q| {
+                self.outages.iter().any(|(from, _)| {
+                    q >= *from && self.caught_up.is_none_or(|caught_up| q <= caught_up)
+                })
+            });
+            if role == Role::Quiet && !in_outage {
                 fa.check(&d.id, PACE, &self.violations);
                 if fa.held() == 0 && stream_waits == 0 {
                     quiet_fault_free.add(fa.lateness());
@@ -1116,36 +1429,54 @@ impl World {
     /// The end: every invariant over the final state.
     async fn finish(self) -> Report {
         let deliveries = self.memory.deliveries.all();
-        let receivers = self.receivers.clone();
-        let retry_after = move |d: &str, n: u32| receivers.retry_after(d, n);
         let mut per_endpoint: HashMap<&str, usize> = HashMap::new();
         for d in &deliveries {
             *per_endpoint.entry(d.endpoint_id.as_str()).or_default() += 1;
         }
-        let max_deferrals = webhooks_pipeline::sender::limits::deferral_budget(&self.schedule);
-        let deferral_slack = |d: &Delivery| {
-            crate::check::deferral_slack(
-                max_deferrals,
-                self.known
-                    .get(&d.endpoint_id)
-                    .and_then(|k| k.endpoint.rate_limit),
-                per_endpoint
-                    .get(d.endpoint_id.as_str())
-                    .copied()
-                    .unwrap_or(0),
-            )
+        // A due message is hidden only for a deferral (the slow lane's
+        // longest, or its endpoint's backlog at its rate) or a live lease.
+        let lease = SenderConfig::default().lease + Duration::from_secs(1);
+        let due_hide = |d: &Delivery| {
+            let rate = self
+                .known
+                .get(&d.endpoint_id)
+                .and_then(|k| k.endpoint.rate_limit);
+            let backlog = per_endpoint
+                .get(d.endpoint_id.as_str())
+                .copied()
+                .unwrap_or(0);
+            let by_rate = rate.map_or(Duration::ZERO, |r| {
+                Duration::from_secs_f64(backlog as f64 / f64::from(r.max(1)))
+            });
+            by_rate
+                .max(webhooks_pipeline::sender::limits::MAX_SLOW_DEFER)
+                .max(lease)
         };
-        Final {
+        let answering = self.receivers.clone();
+        let answered = move |d: &str, n: u32| answering.answered(d, n);
+        let ledger = self.ledger.clone();
+        let timeline = move |d: &str| ledger.timeline(d);
+        let rules = Rules {
+            poll: PACE.queue_wait() + crate::check::FIRST_ATTEMPT_MARGIN,
+            busy: BUSY,
+            saturated: &self.saturated,
+            sweeps: &self.sweeps,
+            stuck_after: webhooks_domain::delivery::STUCK_AFTER,
+            sweep_period: sweep_period(),
+            margin: chrono::Duration::seconds(1),
+        };
+        let waits = Final {
             events: &self.events,
             endpoints: &self.known,
             deliveries: &deliveries,
             schedule: &self.schedule,
-            sweep_every: SWEEP_EVERY,
             swept_at: &self.swept_at,
             resent: &self.resent,
-            crash_holds: &self.crash_holds,
-            retry_after: &retry_after,
-            deferral_slack: &deferral_slack,
+            answered: &answered,
+            timeline: &timeline,
+            rules: &rules,
+            due_hide: &due_hide,
+            coverage: &self.coverage,
         }
         .check(&self.violations);
         let (lateness, quiet_fault_free) = self.first_attempts(&deliveries);
@@ -1192,8 +1523,18 @@ impl World {
             dead_backlog: self.dead_backlog,
             longest_step: self.longest_step,
             digest: crate::digest(&deliveries),
+            retry_lateness: waits.retries,
+            first_lateness: waits.first,
+            coverage: self.coverage.counts(),
+            kind: self.kind,
         }
     }
+}
+
+/// The longest between two sweeps' starts: the period and its jitter.
+fn sweep_period() -> chrono::Duration {
+    chrono::Duration::from_std(SWEEP_EVERY).unwrap_or_default()
+        + chrono::Duration::seconds(SWEEP_JITTER_SECS)
 }
 
 /// The delivery a queue message carries: the task's first field, read
@@ -1217,7 +1558,6 @@ enum Step {
         Vec<webhooks_ports::ReceivedMessage>,
         Option<Vec<MessageOutcome>>,
     ),
-    Swept(bool),
     Called(ApiCall, Option<u16>),
 }
 

@@ -1,9 +1,12 @@
 //! The simulation in the test command: a million deliveries over a hundred
 //! seeds, every invariant checked at every step and at the end (the quiet
-//! orgs' first attempts on time among them). A failure names its seeds and
-//! the one command that replays each.
+//! orgs' first attempts on time, each retry's wait explained, among them),
+//! and every rare path reached. A failure names its seeds and the one
+//! command that replays each.
 
-use webhooks_sim::{lateness_of, replay_command, run, run_seeds, summarize};
+use webhooks_sim::{
+    coverage_of, lateness_of, replay_command, retry_lateness_of, run, run_seeds, summarize,
+};
 
 const SEEDS: u64 = 100;
 const DELIVERIES_PER_SEED: usize = 10_500;
@@ -18,11 +21,14 @@ fn a_million_deliveries_over_a_hundred_seeds_keep_every_invariant() {
     let crashed: u64 = reports.iter().map(|r| r.crashed).sum();
     let quiet: usize = reports.iter().map(|r| r.quiet_first_attempts()).sum();
     let (lateness, quiet_fault_free) = lateness_of(&reports);
+    let coverage = coverage_of(&reports);
     eprintln!(
-        "simulation: {} seeds, {deliveries} deliveries, {posts} POSTs, {days:.0} simulated days, {crashed} crashed invocations, {:.1} s\nfirst-attempt lateness: {}",
+        "simulation: {} seeds, {deliveries} deliveries, {posts} POSTs, {days:.0} simulated days, {crashed} crashed invocations, {:.1} s\nfirst-attempt lateness: {}\nretries after their time: {}\npaths: {}",
         reports.len(),
         started.elapsed().as_secs_f64(),
-        summarize(lateness, quiet_fault_free)
+        summarize(lateness, quiet_fault_free),
+        retry_lateness_of(&reports).summary(),
+        coverage.summary()
     );
     let failed: Vec<String> = reports
         .iter()
@@ -52,6 +58,12 @@ fn a_million_deliveries_over_a_hundred_seeds_keep_every_invariant() {
     assert!(
         quiet >= 10_000,
         "only {quiet} quiet first attempts measured"
+    );
+    // Every rare path ran: a green run exercised each of them.
+    let missing = coverage.missing();
+    assert!(
+        missing.is_empty(),
+        "paths never reached over {SEEDS} seeds: {missing:?}"
     );
 }
 

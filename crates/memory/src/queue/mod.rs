@@ -1,5 +1,9 @@
+mod behaviour;
 mod fair;
 
+pub use behaviour::{QueueEvent, QueueWatch, SqsBehaviour};
+
+use crate::chance::Chance;
 use crate::sync::lock;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,6 +30,11 @@ use webhooks_ports::{BackendError, Queue, QueueMessage, ReceivedMessage, Result}
 /// a `MessageGroupId`: while a tenant is a noisy neighbour (the thresholds AWS
 /// documents, in [`fair`]), receives hand out the other tenants' messages
 /// first. Otherwise messages come in the order they became visible.
+///
+/// What SQS does now and then within its contract (a message handed out
+/// twice, a delete through a stale receipt that deletes it, whole-second
+/// visibility) is off unless set ([`MemoryQueue::behave`]); a
+/// [`QueueWatch`] follows every message ([`MemoryQueue::watch`]).
 pub struct MemoryQueue {
     state: Mutex<State>,
     changed: Notify,
@@ -39,7 +48,6 @@ const RETENTION: Duration = Duration::from_secs(QUEUE_RETENTION_SECS as u64);
 /// The queue's messages, indexed as SQS would need to serve them at
 /// scale: by id, by when each becomes visible (in all and per tenant), by
 /// receipt handle, and those in flight.
-#[derive(Default)]
 struct State {
     messages: BTreeMap<u64, Message>,
     /// (visible at, id) of every message: receives take the earliest.
@@ -51,8 +59,32 @@ struct State {
     in_flight: BTreeSet<(Instant, u64)>,
     fairness: fair::Fairness,
     receipts: HashMap<String, u64>,
+    /// Receipts of earlier receives of messages still queued.
+    stale: HashMap<String, u64>,
     next_id: u64,
     next_receipt: u64,
+    behaviour: SqsBehaviour,
+    chance: Chance,
+    watch: Option<Arc<dyn QueueWatch>>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            messages: BTreeMap::new(),
+            by_visibility: BTreeSet::new(),
+            by_tenant: HashMap::new(),
+            in_flight: BTreeSet::new(),
+            fairness: fair::Fairness::default(),
+            receipts: HashMap::new(),
+            stale: HashMap::new(),
+            next_id: 0,
+            next_receipt: 0,
+            behaviour: SqsBehaviour::default(),
+            chance: Chance::new(0),
+            watch: None,
+        }
+    }
 }
 
 struct Message {
@@ -62,6 +94,8 @@ struct Message {
     visible_at: Instant,
     receive_count: u32,
     receipt: Option<String>,
+    /// The receipts of its earlier receives.
+    old_receipts: Vec<String>,
     /// When the current receipt was handed out.
     received_at: Instant,
     /// Whether the current receipt's processing time is counted already
@@ -81,7 +115,17 @@ impl State {
         if let Some(r) = &m.receipt {
             self.receipts.remove(r);
         }
+        for r in &m.old_receipts {
+            self.stale.remove(r);
+        }
         Some(m)
+    }
+
+    /// Tells the watch, if any.
+    fn saw(&self, event: QueueEvent<'_>) {
+        if let Some(w) = &self.watch {
+            w.saw(event);
+        }
     }
 
     fn untrack(&mut self, tenant: &Option<String>, at: Instant, seq: u64) {
@@ -257,6 +301,19 @@ impl MemoryQueue {
         lock(&self.state).by_visibility.first().map(|(at, _)| *at)
     }
 
+    /// Departs from the tidy queue as `behaviour` says, from now on.
+    pub fn behave(&self, behaviour: SqsBehaviour) {
+        let mut st = lock(&self.state);
+        st.chance = Chance::new(behaviour.seed);
+        st.behaviour = behaviour;
+    }
+
+    /// Tells `watch` everything that happens to the queue's messages from
+    /// now on.
+    pub fn watch(&self, watch: Arc<dyn QueueWatch>) {
+        lock(&self.state).watch = Some(watch);
+    }
+
     fn push(&self, body: String, tenant: Option<String>, receive_count: u32) {
         let mut st = lock(&self.state);
         st.next_id += 1;
@@ -275,12 +332,19 @@ impl MemoryQueue {
                 visible_at: now,
                 receive_count,
                 receipt: None,
+                old_receipts: Vec::new(),
                 received_at: now,
                 processed: false,
                 sent_at: now,
             },
         );
         st.by_visibility.insert((now, seq));
+        if let Some(m) = st.messages.get(&seq) {
+            st.saw(QueueEvent::Sent {
+                id: &m.id,
+                body: &m.body,
+            });
+        }
     }
 
     /// Takes up to `max` visible messages, in fair-queue order, moving
@@ -291,6 +355,7 @@ impl MemoryQueue {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut to_dlq = Vec::new();
+        let mut again = Vec::new();
         let next_visible;
         {
             let mut st = lock(&self.state);
@@ -309,11 +374,19 @@ impl MemoryQueue {
                     continue;
                 };
                 if now.duration_since(m.sent_at) >= RETENTION {
+                    st.saw(QueueEvent::Expired {
+                        id: &m.id,
+                        body: &m.body,
+                    });
                     st.remove(seq, now);
                     continue;
                 }
                 if let Some((_, max_receives)) = &self.redrive {
                     if m.receive_count >= *max_receives {
+                        st.saw(QueueEvent::Redriven {
+                            id: &m.id,
+                            body: &m.body,
+                        });
                         if let Some(m) = st.remove(seq, now) {
                             to_dlq.push((m.body, m.tenant));
                         }
@@ -329,14 +402,31 @@ impl MemoryQueue {
                     m.receive_count += 1;
                     m.received_at = now;
                     m.processed = false;
-                    m.receipt.replace(receipt.clone())
+                    let old = m.receipt.replace(receipt.clone());
+                    if let Some(old) = &old {
+                        m.old_receipts.push(old.clone());
+                    }
+                    old
                 });
                 if let Some(old) = old {
                     st.receipts.remove(&old);
+                    st.stale.insert(old, seq);
                 }
                 st.receipts.insert(receipt.clone(), seq);
+                let rate = st.behaviour.duplicate_rate;
+                let duplicate = st.chance.one_in(rate);
+                if duplicate {
+                    again.push(seq);
+                }
                 if let Some(m) = st.messages.get(&seq) {
                     let tenant = m.tenant.clone();
+                    st.saw(QueueEvent::Received {
+                        id: &m.id,
+                        body: &m.body,
+                        receipt: &receipt,
+                        receive_count: m.receive_count,
+                        duplicate,
+                    });
                     out.push(ReceivedMessage {
                         message_id: m.id.clone(),
                         body: m.body.clone(),
@@ -347,6 +437,12 @@ impl MemoryQueue {
                     });
                     st.fairness.received(tenant.as_deref(), now);
                 }
+            }
+            // Handed out again: visible to the next receive (not this
+            // one), out of flight until then.
+            for seq in again {
+                st.leave_flight(seq);
+                st.set_visible_at(seq, now);
             }
             next_visible = st.by_visibility.first().map(|(at, _)| *at);
         }
@@ -413,7 +509,20 @@ impl Queue for MemoryQueue {
         {
             let mut st = lock(&self.state);
             let invalid = || BackendError::Permanent("receipt handle is invalid or expired".into());
-            let seq = *st.receipts.get(receipt_handle).ok_or_else(invalid)?;
+            let Some(seq) = st.receipts.get(receipt_handle).copied() else {
+                if let Some(m) = st
+                    .stale
+                    .get(receipt_handle)
+                    .and_then(|s| st.messages.get(s))
+                {
+                    st.saw(QueueEvent::StaleVisibilityChange {
+                        id: &m.id,
+                        body: &m.body,
+                    });
+                }
+                return Err(invalid());
+            };
+            let delay = st.behaviour.visibility(delay);
             let received_at = st.messages.get(&seq).ok_or_else(invalid)?.received_at;
             let now = Instant::now();
             if (now + delay).duration_since(received_at) > MAX_VISIBILITY {
@@ -440,6 +549,14 @@ impl Queue for MemoryQueue {
                     st.in_flight.insert((now + delay, seq));
                 }
             }
+            if let Some(m) = st.messages.get(&seq) {
+                st.saw(QueueEvent::Hidden {
+                    id: &m.id,
+                    body: &m.body,
+                    receipt: receipt_handle,
+                    delay,
+                });
+            }
         }
         self.changed.notify_waiters();
         Ok(())
@@ -449,7 +566,23 @@ impl Queue for MemoryQueue {
         let mut st = lock(&self.state);
         let now = Instant::now();
         for handle in receipt_handles {
-            if let Some(seq) = st.receipts.get(handle).copied() {
+            let (seq, stale) = match (st.receipts.get(handle), st.stale.get(handle)) {
+                (Some(seq), _) => (*seq, false),
+                (None, Some(seq)) => (*seq, true),
+                (None, None) => continue,
+            };
+            // Through a stale receipt SQS may delete it or keep it.
+            let rate = st.behaviour.stale_delete_deletes;
+            let deleted = !stale || st.chance.one_in(rate);
+            if let Some(m) = st.messages.get(&seq) {
+                let (id, body) = (&m.id, &m.body);
+                st.saw(if deleted {
+                    QueueEvent::Deleted { id, body, stale }
+                } else {
+                    QueueEvent::KeptOnStaleDelete { id, body }
+                });
+            }
+            if deleted {
                 st.remove(seq, now);
             }
         }
@@ -741,5 +874,130 @@ mod tests {
         // Both noisy now: b has fewer in flight (30 against 40).
         let got = q.receive(5, Duration::ZERO).await.unwrap();
         assert!(got.iter().all(|m| m.tenant.as_deref() == Some("org:b")));
+    }
+
+    /// Every event a watch saw, as text.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    impl QueueWatch for Seen {
+        fn saw(&self, event: QueueEvent<'_>) {
+            let what = match event {
+                QueueEvent::Sent { body, .. } => format!("sent {body}"),
+                QueueEvent::Received {
+                    body,
+                    receive_count,
+                    duplicate,
+                    ..
+                } => format!("received {body} #{receive_count} dup={duplicate}"),
+                QueueEvent::Hidden { body, delay, .. } => {
+                    format!("hidden {body} {} ms", delay.as_millis())
+                }
+                QueueEvent::Deleted { body, stale, .. } => format!("deleted {body} stale={stale}"),
+                QueueEvent::KeptOnStaleDelete { body, .. } => format!("kept {body}"),
+                QueueEvent::StaleVisibilityChange { body, .. } => format!("stale hide {body}"),
+                QueueEvent::Redriven { body, .. } => format!("redriven {body}"),
+                QueueEvent::Expired { body, .. } => format!("expired {body}"),
+            };
+            lock(&self.0).push(what);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_handed_out_twice_leaves_its_first_receipt_stale() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        let seen = Arc::new(Seen::default());
+        q.watch(seen.clone());
+        q.behave(SqsBehaviour {
+            duplicate_rate: 1.0,
+            stale_delete_deletes: 0.0,
+            ..SqsBehaviour::default()
+        });
+        q.send_batch(&[msg("a")]).await.unwrap();
+        let first = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(first.len(), 1, "once per receive");
+        // The next receive, at the same instant, gets it again.
+        q.behave(SqsBehaviour::default());
+        let second = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(second[0].message_id, first[0].message_id);
+        assert_eq!(second[0].receive_count, 2);
+        // The first receipt is stale: no visibility change, and a delete
+        // through it may keep the message (here it does).
+        assert!(q
+            .change_visibility(&first[0].receipt_handle, Duration::from_secs(5))
+            .await
+            .is_err());
+        q.behave(SqsBehaviour {
+            stale_delete_deletes: 0.0,
+            ..SqsBehaviour::default()
+        });
+        q.delete_batch(std::slice::from_ref(&first[0].receipt_handle))
+            .await
+            .unwrap();
+        assert_eq!(q.len(), 1);
+        // ... or delete it.
+        q.behave(SqsBehaviour {
+            stale_delete_deletes: 1.0,
+            ..SqsBehaviour::default()
+        });
+        q.delete_batch(std::slice::from_ref(&first[0].receipt_handle))
+            .await
+            .unwrap();
+        assert!(q.is_empty());
+        assert_eq!(
+            *lock(&seen.0),
+            [
+                "sent a",
+                "received a #1 dup=true",
+                "received a #2 dup=false",
+                "stale hide a",
+                "kept a",
+                "deleted a stale=true"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_whole_seconds_a_visibility_change_rounds_up() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        q.behave(SqsBehaviour {
+            whole_seconds: true,
+            ..SqsBehaviour::default()
+        });
+        q.send_batch(&[msg("a")]).await.unwrap();
+        let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        q.change_visibility(&m.receipt_handle, Duration::from_millis(1200))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(1900)).await;
+        assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(q.receive(1, Duration::ZERO).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watch_sees_redrives_and_expiries() {
+        let dlq = MemoryQueue::new(Duration::from_secs(30));
+        let q = MemoryQueue::with_redrive(Duration::from_secs(1), dlq, 1);
+        let seen = Arc::new(Seen::default());
+        q.watch(seen.clone());
+        q.send_batch(&[msg("poison")]).await.unwrap();
+        q.receive(1, Duration::ZERO).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        q.send_batch(&[msg("old")]).await.unwrap();
+        assert!(q.receive(1, Duration::ZERO).await.unwrap()[0].body == "old");
+        tokio::time::advance(RETENTION).await;
+        assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(
+            *lock(&seen.0),
+            [
+                "sent poison",
+                "received poison #1 dup=false",
+                "sent old",
+                "redriven poison",
+                "received old #1 dup=false",
+                "expired old"
+            ]
+        );
     }
 }

@@ -1,0 +1,108 @@
+//! A deliveries table over its capacity for a while: DynamoDB throttles
+//! every request (a hot partition, an index that cannot keep up) until the
+//! load falls. For the pipeline it is the long failure its nets are for:
+//! messages come back every visibility timeout until SQS redrives them
+//! after their 30th receive, sweeps fail, and once the table answers again
+//! the reconciler must find every delivery whose message is gone. Some
+//! seeds have one, of 95 to 120 minutes (SQS redrives after 90).
+
+use crate::lateness::Span;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use webhooks_domain::{Delivery, DeliveryStatus};
+use webhooks_ports::{AttemptUpdate, BackendError, Clock, DeliveryStore, Lease, Page, Result};
+
+/// The deliveries table, throttled during `outages`.
+pub struct Throttled {
+    pub inner: Arc<dyn DeliveryStore>,
+    pub clock: Arc<dyn Clock>,
+    pub outages: Arc<Vec<Span>>,
+}
+
+impl Throttled {
+    fn check(&self) -> Result<()> {
+        let now = self.clock.now();
+        if self
+            .outages
+            .iter()
+            .any(|(from, to)| (*from..*to).contains(&now))
+        {
+            return Err(BackendError::Transient(
+                "ProvisionedThroughputExceededException: simulated outage".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for Throttled {
+    async fn create_if_absent(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
+        self.check()?;
+        self.inner.create_if_absent(delivery).await
+    }
+
+    async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>> {
+        self.check()?;
+        self.inner.get(delivery_id).await
+    }
+
+    async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        self.check()?;
+        self.inner.get_many(delivery_ids).await
+    }
+
+    async fn lease(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Lease> {
+        self.check()?;
+        self.inner
+            .lease(delivery_id, attempts_made, chain, until, now, stale_before)
+            .await
+    }
+
+    async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool> {
+        self.check()?;
+        self.inner.record_attempt(delivery_id, update).await
+    }
+
+    async fn transition(
+        &self,
+        delivery_id: &str,
+        from: &[DeliveryStatus],
+        to: DeliveryStatus,
+    ) -> Result<Option<Delivery>> {
+        self.check()?;
+        self.inner.transition(delivery_id, from, to).await
+    }
+
+    async fn overdue(
+        &self,
+        org_id: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.check()?;
+        self.inner.overdue(org_id, before, limit).await
+    }
+
+    async fn list_for_endpoint(
+        &self,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>> {
+        self.check()?;
+        self.inner
+            .list_for_endpoint(endpoint_id, status, limit, cursor)
+            .await
+    }
+}
