@@ -12,8 +12,7 @@ use webhooks_domain::endpoint::PreviousSecret;
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, EventFilter, Secret,
-    Subscriber,
-    Subscription,
+    Subscriber, Subscription,
 };
 use webhooks_ports::BackendError;
 
@@ -351,7 +350,6 @@ impl EndpointItem {
             enabled: self.enabled,
             disabled_reason: self.disabled_reason,
             rate_limit: self.rate_limit,
-            filter: stored_filter(self.filter.as_deref())?,
         })
     }
 }
@@ -413,6 +411,7 @@ impl EndpointSummaryItem {
             enabled: self.enabled,
             disabled_reason: self.disabled_reason,
             rate_limit: self.rate_limit,
+            filter: stored_filter(self.filter.as_deref())?,
         })
     }
 }

@@ -21,10 +21,12 @@
 mod ports;
 mod script;
 mod seeded;
+mod switch;
 
 pub use ports::Faulty;
 pub use script::Script;
 pub use seeded::{rng_for, Calls, Faults, Rng, Seeded};
+pub use switch::Switch;
 
 use std::future::Future;
 use std::sync::Arc;

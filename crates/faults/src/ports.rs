@@ -11,8 +11,8 @@ use webhooks_domain::stats::{HourBucket, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, Created, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
-    EndpointStatsStore, EndpointStore, EventLogQuery, EventStore, EventSummary, Listed, Lease, OrgEndpoints, Page, Queue, QueueMessage,
-    ReceivedMessage, Result, Updated,
+    EndpointStatsStore, EndpointStore, EventLogQuery, EventStore, EventSummary, Lease, Listed,
+    OrgEndpoints, Page, Queue, QueueMessage, ReceivedMessage, Result, Updated,
 };
 
 /// A store or a queue whose calls go through `policy`.

@@ -11,8 +11,7 @@ use tokio::sync::Notify;
 use webhooks_domain::Event;
 use webhooks_ports::event_log::QUERY_PAGE_BYTES;
 use webhooks_ports::{
-    BackendError, Clock, EventLogQuery, EventStore, EventSummary, Listed, Page, Result,
-    Undecodable,
+    BackendError, Clock, EventLogQuery, EventStore, EventSummary, Listed, Page, Result, Undecodable,
 };
 
 /// One entry of the event store's change stream, like a DynamoDB stream

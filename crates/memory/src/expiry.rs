@@ -458,17 +458,17 @@ mod backend_tests {
         );
         let org_due = |m: MemoryBackend| async move {
             m.deliveries
-                .overdue("org", m.clock.now(), 10)
+                .overdue("org", m.clock.now(), 10, None)
                 .await
                 .unwrap()
         };
-        assert_eq!(org_due(m.clone()).await.len(), 2);
+        assert_eq!(org_due(m.clone()).await.items.len(), 2);
         // Thirty days after the last of it, both go, out of the index too.
         clock.advance(Duration::days(28));
         m.expire();
         assert!(!exists(&m, &retried).await);
         assert!(!exists(&m, &retrying).await);
-        assert!(org_due(m.clone()).await.is_empty());
+        assert!(org_due(m.clone()).await.items.is_empty());
     }
 
     #[tokio::test]

@@ -454,67 +454,6 @@ mod tests {
         assert_eq!(w.queue.len(), 1);
     }
 
-    /// The deliveries of `inner`, whose reads (`get_many`) fail.
-    struct Unreadable(Arc<MemoryDeliveryStore>);
-
-    #[async_trait::async_trait]
-    impl DeliveryStore for Unreadable {
-        async fn create_if_absent(&self, d: &Delivery) -> webhooks_ports::Result<Option<Delivery>> {
-            self.0.create_if_absent(d).await
-        }
-        async fn get(&self, id: &str) -> webhooks_ports::Result<Option<Delivery>> {
-            self.0.get(id).await
-        }
-        async fn get_many(&self, _: &[String]) -> webhooks_ports::Result<Vec<Delivery>> {
-            Err(BackendError::Transient("throttled".into()))
-        }
-        async fn lease(
-            &self,
-            id: &str,
-            made: u32,
-            chain: &str,
-            until: chrono::DateTime<chrono::Utc>,
-            now: chrono::DateTime<chrono::Utc>,
-            stale: chrono::DateTime<chrono::Utc>,
-        ) -> webhooks_ports::Result<webhooks_ports::Lease> {
-            self.0.lease(id, made, chain, until, now, stale).await
-        }
-        async fn record_attempt(
-            &self,
-            id: &str,
-            update: &webhooks_ports::AttemptUpdate,
-        ) -> webhooks_ports::Result<bool> {
-            self.0.record_attempt(id, update).await
-        }
-        async fn transition(
-            &self,
-            id: &str,
-            from: &[DeliveryStatus],
-            to: DeliveryStatus,
-        ) -> webhooks_ports::Result<Option<Delivery>> {
-            self.0.transition(id, from, to).await
-        }
-        async fn overdue(
-            &self,
-            org: &str,
-            before: chrono::DateTime<chrono::Utc>,
-            limit: usize,
-        ) -> webhooks_ports::Result<Vec<String>> {
-            self.0.overdue(org, before, limit).await
-        }
-        async fn list_for_endpoint(
-            &self,
-            endpoint: &str,
-            status: Option<DeliveryStatus>,
-            limit: usize,
-            cursor: Option<&str>,
-        ) -> webhooks_ports::Result<webhooks_ports::Page<Delivery>> {
-            self.0
-                .list_for_endpoint(endpoint, status, limit, cursor)
-                .await
-        }
-    }
-
     #[tokio::test]
     async fn a_failed_read_queues_nothing_and_offers_the_events_again() {
         let w = world();
@@ -548,7 +487,13 @@ mod tests {
         let fresh = event("b", EventType::LeadWon);
         let blind = FanOut::new(
             w.endpoints.clone(),
-            Arc::new(Unreadable(w.deliveries.clone())),
+            // Its reads (`get_many`) fail.
+            Arc::new(webhooks_faults::Faulty::new(
+                w.deliveries.clone(),
+                Arc::new(
+                    webhooks_faults::Script::new().fail(webhooks_faults::Op::GetDeliveries, ..),
+                ),
+            )),
             w.queue.clone(),
         );
         let batch = [quiet, done, fresh.clone()];

@@ -219,7 +219,7 @@ mod tests {
         async fn ids(&self) -> Vec<String> {
             use webhooks_ports::EventStore;
             let all = self.events.list_after("org", "", 100).await.unwrap();
-            all.into_iter().map(|e| e.id).collect()
+            all.into_iter().map(|e| e.expect("decodable").id).collect()
         }
     }
 

@@ -4,63 +4,28 @@
 //! Whatever the order, every event is fanned out, and the cursor keeps
 //! moving.
 
-use async_trait::async_trait;
 use serde_json::value::RawValue;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use webhooks_domain::delivery::delivery_id;
 use webhooks_domain::{ids, Endpoint, Event, EventType, Secret, Subscription};
+use webhooks_faults::{Faulty, Op, Switch};
 use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::{FanOut, Sweeper};
-use webhooks_ports::{Adapters, BackendError, EventStore, Queue, ReceivedMessage};
-
-/// A queue that refuses every send while `down` is set.
-struct SwitchableQueue {
-    inner: Arc<dyn Queue>,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl Queue for SwitchableQueue {
-    async fn send_batch(
-        &self,
-        bodies: &[webhooks_ports::QueueMessage],
-    ) -> webhooks_ports::Result<Vec<usize>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(BackendError::Transient("injected: queue down".into()));
-        }
-        self.inner.send_batch(bodies).await
-    }
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-    ) -> webhooks_ports::Result<Vec<ReceivedMessage>> {
-        self.inner.receive(max, wait).await
-    }
-    async fn change_visibility(&self, r: &str, d: Duration) -> webhooks_ports::Result<()> {
-        self.inner.change_visibility(r, d).await
-    }
-    async fn delete_batch(&self, r: &[String]) -> webhooks_ports::Result<()> {
-        self.inner.delete_batch(r).await
-    }
-}
+use webhooks_ports::Adapters;
 
 struct Org {
     adapters: Adapters,
-    queue: Arc<SwitchableQueue>,
+    /// Refuses every send while on.
+    queue_down: Arc<Switch>,
     endpoint: Endpoint,
 }
 
 async fn org_with_an_endpoint() -> Org {
     let memory = MemoryBackend::new();
     let mut adapters = memory.adapters();
-    let queue = Arc::new(SwitchableQueue {
-        inner: adapters.queue.clone(),
-        down: AtomicBool::new(false),
-    });
-    adapters.queue = queue.clone();
+    let queue_down = Arc::new(Switch::new(&[Op::Send]));
+    adapters.queue = Arc::new(Faulty::new(adapters.queue.clone(), queue_down.clone()));
     let endpoint = Endpoint::new(
         "org",
         "https://receiver.test/hooks".into(),
@@ -83,7 +48,7 @@ async fn org_with_an_endpoint() -> Org {
         .unwrap();
     Org {
         adapters,
-        queue,
+        queue_down,
         endpoint,
     }
 }
@@ -152,7 +117,7 @@ async fn a_failed_fan_out_never_freezes_the_cursor() {
     );
     assert!(org.adapters.events.put_if_absent(&early).await.unwrap());
     // The earlier event's fan-out fails, and the stream gives up on it.
-    org.queue.down.store(true, Ordering::SeqCst);
+    org.queue_down.set(true);
     assert_eq!(
         fanout
             .fan_out(std::slice::from_ref(&early))
@@ -160,7 +125,7 @@ async fn a_failed_fan_out_never_freezes_the_cursor() {
             .first_failure,
         Some(0)
     );
-    org.queue.down.store(false, Ordering::SeqCst);
+    org.queue_down.set(false);
 
     // Later events keep coming; the sweeps catch up on everything.
     let later = made().await;
@@ -205,40 +170,6 @@ async fn an_endpoint_gets_no_event_published_before_it_existed() {
     assert!(!delivered_to(&org, &old).await);
 }
 
-/// Events whose `list_after` fails while `down` is set (a throttled table).
-struct SwitchableEvents {
-    inner: Arc<dyn EventStore>,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl EventStore for SwitchableEvents {
-    async fn put_if_absent(&self, event: &Event) -> webhooks_ports::Result<bool> {
-        self.inner.put_if_absent(event).await
-    }
-    async fn get(&self, org_id: &str, event_id: &str) -> webhooks_ports::Result<Option<Event>> {
-        self.inner.get(org_id, event_id).await
-    }
-    async fn get_many(
-        &self,
-        org_id: &str,
-        event_ids: &[String],
-    ) -> webhooks_ports::Result<Vec<webhooks_ports::Listed>> {
-        self.inner.get_many(org_id, event_ids).await
-    }
-    async fn list_after(
-        &self,
-        org_id: &str,
-        after: &str,
-        limit: usize,
-    ) -> webhooks_ports::Result<Vec<webhooks_ports::Listed>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(BackendError::Transient("injected: throttled".into()));
-        }
-        self.inner.list_after(org_id, after, limit).await
-    }
-}
-
 /// Issue 22: one event item that could not be decoded failed every listing
 /// of its org's events, so the org's sweep stopped there for good. Now it
 /// is passed over (logged at error with its id, counted in the report), the
@@ -249,11 +180,9 @@ impl EventStore for SwitchableEvents {
 async fn an_undecodable_event_is_passed_over_and_a_failed_read_is_retried() {
     let memory = MemoryBackend::new();
     let mut adapters = memory.adapters();
-    let events = Arc::new(SwitchableEvents {
-        inner: adapters.events.clone(),
-        down: AtomicBool::new(false),
-    });
-    adapters.events = events.clone();
+    // Its listings fail while on (a throttled table).
+    let events_down = Arc::new(Switch::new(&[Op::ListEvents]));
+    adapters.events = Arc::new(Faulty::new(adapters.events.clone(), events_down.clone()));
     let endpoint = Endpoint::new(
         "org",
         "https://receiver.test/hooks".into(),
@@ -276,10 +205,7 @@ async fn an_undecodable_event_is_passed_over_and_a_failed_read_is_retried() {
         .unwrap();
     let org = Org {
         adapters: adapters.clone(),
-        queue: Arc::new(SwitchableQueue {
-            inner: adapters.queue.clone(),
-            down: AtomicBool::new(false),
-        }),
+        queue_down: Arc::new(Switch::new(&[])),
         endpoint,
     };
     let before = made().await;
@@ -296,12 +222,12 @@ async fn an_undecodable_event_is_passed_over_and_a_failed_read_is_retried() {
     let sweeper = Sweeper::from_adapters(&adapters, Duration::ZERO);
 
     // The table is throttled: the org's sweep stops, the cursor stays.
-    events.down.store(true, Ordering::SeqCst);
+    events_down.set(true);
     let report = sweeper.sweep().await;
     assert_eq!((report.failed_orgs, report.events), (1, 0));
     assert!(adapters.cursors.get("org").await.unwrap().unwrap() < before.id);
 
-    events.down.store(false, Ordering::SeqCst);
+    events_down.set(false);
     let report = sweeper.sweep().await;
     assert_eq!(report.failed_orgs, 0);
     assert_eq!(report.undecodable_events, 1);

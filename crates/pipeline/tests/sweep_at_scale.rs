@@ -22,8 +22,8 @@ use webhooks_domain::{
 use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::{Budget, Sweeper};
 use webhooks_ports::{
-    Adapters, AttemptUpdate, Clock, DeliveryStore, EventStore, Lease, Listed, Page, Queue,
-    QueueMessage, ReceivedMessage, Result,
+    Adapters, AttemptUpdate, Clock, DeliveryStore, EventLogQuery, EventStore, EventSummary, Lease,
+    Listed, Page, Queue, QueueMessage, ReceivedMessage, Result,
 };
 use webhooks_testkit::clock::TokioClock;
 
@@ -80,6 +80,10 @@ impl EventStore for Slow<dyn EventStore> {
         self.note(org_id, "list_after");
         self.table().await;
         self.inner.list_after(org_id, after, limit).await
+    }
+    async fn log_page(&self, org_id: &str, query: &EventLogQuery) -> Result<Page<EventSummary>> {
+        self.table().await;
+        self.inner.log_page(org_id, query).await
     }
 }
 

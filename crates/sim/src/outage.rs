@@ -88,9 +88,23 @@ impl DeliveryStore for Throttled {
         org_id: &str,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
         self.check()?;
-        self.inner.overdue(org_id, before, limit).await
+        self.inner.overdue(org_id, before, limit, cursor).await
+    }
+
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.check()?;
+        self.inner
+            .mark_requeued(delivery_id, attempts_made, now, stale_before)
+            .await
     }
 
     async fn list_for_endpoint(

@@ -29,8 +29,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 use webhooks_domain::{Delivery, DeliveryStatus, Event};
 use webhooks_ports::{
-    Adapters, AttemptUpdate, CursorStore, DeliveryStore, EventStore, Lease, Page, Queue,
-    QueueMessage, ReceivedMessage, Result,
+    Adapters, AttemptUpdate, CursorStore, DeliveryStore, EventLogQuery, EventStore, EventSummary,
+    Lease, Listed, Page, Queue, QueueMessage, ReceivedMessage, Result,
 };
 
 tokio::task_local! {
@@ -283,10 +283,29 @@ impl DeliveryStore for DeliveryTap {
         org_id: &str,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>> {
+        cursor: Option<&str>,
+    ) -> Result<Page<String>> {
         self.taps.wait(self.role).await;
         self.inner
-            .overdue(org_id, whole_seconds(before), limit)
+            .overdue(org_id, whole_seconds(before), limit, cursor)
+            .await
+    }
+
+    async fn mark_requeued(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.taps.wait(self.role).await;
+        self.inner
+            .mark_requeued(
+                delivery_id,
+                attempts_made,
+                whole_seconds(now),
+                whole_seconds(stale_before),
+            )
             .await
     }
 
@@ -324,9 +343,19 @@ impl EventStore for EventTap {
         self.inner.get(org_id, event_id).await
     }
 
-    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
+    async fn get_many(&self, org_id: &str, event_ids: &[String]) -> Result<Vec<Listed>> {
+        self.taps.wait(self.role).await;
+        self.inner.get_many(org_id, event_ids).await
+    }
+
+    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
         self.taps.wait(self.role).await;
         self.inner.list_after(org_id, after, limit).await
+    }
+
+    async fn log_page(&self, org_id: &str, query: &EventLogQuery) -> Result<Page<EventSummary>> {
+        self.taps.wait(self.role).await;
+        self.inner.log_page(org_id, query).await
     }
 }
 
@@ -356,6 +385,16 @@ impl CursorStore for CursorTap {
     async fn list(&self) -> Result<Vec<(String, String)>> {
         self.taps.wait(self.role).await;
         self.inner.list().await
+    }
+
+    async fn resume_at(&self) -> Result<Option<String>> {
+        self.taps.wait(self.role).await;
+        self.inner.resume_at().await
+    }
+
+    async fn set_resume_at(&self, org_id: Option<&str>) -> Result<()> {
+        self.taps.wait(self.role).await;
+        self.inner.set_resume_at(org_id).await
     }
 }
 

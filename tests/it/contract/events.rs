@@ -73,7 +73,10 @@ async fn events_contract(a: Adapters) {
     let mut many = ids(store.get_many("o", &wanted).await.unwrap());
     many.sort();
     assert_eq!(many, [first.id.clone(), third.id.clone()]);
-    let back = store.get_many("o", std::slice::from_ref(&second.id)).await.unwrap();
+    let back = store
+        .get_many("o", std::slice::from_ref(&second.id))
+        .await
+        .unwrap();
     assert_eq!(
         back[0].as_ref().unwrap().payload(),
         second.payload(),

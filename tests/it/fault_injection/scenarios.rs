@@ -393,8 +393,7 @@ async fn a_delivery_whose_message_sqs_redrives_does_not_stay_pending() {
                 Arc::new(Faulty::new(
                     adapters.deliveries.clone(),
                     Arc::new(
-                        Script::new()
-                            .fail(Op::RecordAttempt, 2..=u64::from(MAX_RECEIVE_COUNT)),
+                        Script::new().fail(Op::RecordAttempt, 2..=u64::from(MAX_RECEIVE_COUNT)),
                     ),
                 )),
                 adapters.queue.clone(),

@@ -5,20 +5,17 @@
 //! the stream loses its record too.
 
 use crate::support::{request, MANAGE, ORG, WRITE};
-use async_trait::async_trait;
 use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use webhooks_domain::delivery::delivery_id;
-use webhooks_domain::{ids, Event};
+use webhooks_domain::ids;
+use webhooks_faults::{Faulty, Op, Script};
 use webhooks_fn_api::{Api, ApiConfig};
-use webhooks_memory::{MemoryBackend, MemoryEventStore};
+use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::Sweeper;
-use webhooks_ports::{
-    BackendError, Clock, CursorStore, DeliveryStore, EventStore, IdempotencyStore, Queue, Result,
-};
+use webhooks_ports::{Clock, CursorStore, DeliveryStore, EventStore, IdempotencyStore, Queue};
 
 /// A clock the test moves, starting at the system's time.
 struct TestClock(Mutex<DateTime<Utc>>);
@@ -32,29 +29,6 @@ impl Clock for TestClock {
 impl TestClock {
     fn advance(&self, by: Span) {
         *self.0.lock().unwrap() += by;
-    }
-}
-
-/// The events table, whose first write fails (throttled) after the
-/// request has claimed its key.
-struct FirstWriteFails {
-    inner: Arc<MemoryEventStore>,
-    failed: AtomicBool,
-}
-
-#[async_trait]
-impl EventStore for FirstWriteFails {
-    async fn put_if_absent(&self, event: &Event) -> Result<bool> {
-        if !self.failed.swap(true, Ordering::SeqCst) {
-            return Err(BackendError::Transient("throttled".into()));
-        }
-        self.inner.put_if_absent(event).await
-    }
-    async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>> {
-        self.inner.get(org_id, event_id).await
-    }
-    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
-        self.inner.list_after(org_id, after, limit).await
     }
 }
 
@@ -76,10 +50,12 @@ async fn a_repeat_after_the_cursor_moved_on_is_swept_and_delivered() {
     let clock = Arc::new(TestClock(Mutex::new(start)));
     let memory = MemoryBackend::with_clock(Duration::from_secs(180), clock.clone());
     let mut adapters = memory.adapters();
-    adapters.events = Arc::new(FirstWriteFails {
-        inner: memory.events.clone(),
-        failed: AtomicBool::new(false),
-    });
+    // The events table's first write fails (throttled) after the key was
+    // claimed.
+    adapters.events = Arc::new(Faulty::new(
+        memory.events.clone(),
+        Arc::new(Script::new().fail(Op::PutEvent, 1..=1)),
+    ));
     let api = Api::from_adapters(&adapters, ApiConfig::default());
     let sweeper = Sweeper::from_adapters(&adapters, Duration::from_secs(120));
 
@@ -153,7 +129,7 @@ async fn a_repeat_after_the_cursor_moved_on_is_swept_and_delivered() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.id)
+        .map(|e| e.expect("decodable").id)
         .collect();
     let mut expected = vec![later, replayed.clone()];
     expected.sort();
@@ -170,10 +146,12 @@ async fn a_repeat_while_the_first_request_may_still_write_waits_for_it() {
     let clock = Arc::new(TestClock(Mutex::new(start)));
     let memory = MemoryBackend::with_clock(Duration::from_secs(180), clock.clone());
     let mut adapters = memory.adapters();
-    adapters.events = Arc::new(FirstWriteFails {
-        inner: memory.events.clone(),
-        failed: AtomicBool::new(false),
-    });
+    // The events table's first write fails (throttled) after the key was
+    // claimed.
+    adapters.events = Arc::new(Faulty::new(
+        memory.events.clone(),
+        Arc::new(Script::new().fail(Op::PutEvent, 1..=1)),
+    ));
     let api = Api::from_adapters(&adapters, ApiConfig::default());
     let keyed =
         json!({"type": "invoice.paid", "data": {"n": 1}, "idempotency_key": "k"}).to_string();

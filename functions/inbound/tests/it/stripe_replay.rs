@@ -7,20 +7,18 @@
 
 use crate::stripe::{event_body, invoice, post, stripe_v1};
 use crate::{config, STRIPE_SECRET};
-use async_trait::async_trait;
 use chrono::{DateTime, Duration as Span, Utc};
 use http::StatusCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use webhooks_domain::delivery::delivery_id;
 use webhooks_domain::{ids, Endpoint, Event, Secret, Subscription};
+use webhooks_faults::{Faulty, Op, Script};
 use webhooks_fn_inbound::Inbound;
-use webhooks_memory::{MemoryBackend, MemoryEventStore};
+use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::Sweeper;
 use webhooks_ports::{
-    BackendError, Clock, CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore,
-    Queue, Result,
+    Clock, CursorStore, DeliveryStore, EndpointStore, EventStore, IdempotencyStore, Queue,
 };
 
 /// A clock the test moves, starting at the system's time.
@@ -35,29 +33,6 @@ impl Clock for TestClock {
 impl TestClock {
     fn advance(&self, by: Span) {
         *self.0.lock().unwrap() += by;
-    }
-}
-
-/// The events table, whose first write fails (throttled) after the
-/// platform event's id was claimed.
-struct FirstWriteFails {
-    inner: Arc<MemoryEventStore>,
-    failed: AtomicBool,
-}
-
-#[async_trait]
-impl EventStore for FirstWriteFails {
-    async fn put_if_absent(&self, event: &Event) -> Result<bool> {
-        if !self.failed.swap(true, Ordering::SeqCst) {
-            return Err(BackendError::Transient("throttled".into()));
-        }
-        self.inner.put_if_absent(event).await
-    }
-    async fn get(&self, org_id: &str, event_id: &str) -> Result<Option<Event>> {
-        self.inner.get(org_id, event_id).await
-    }
-    async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Event>> {
-        self.inner.list_after(org_id, after, limit).await
     }
 }
 
@@ -77,10 +52,12 @@ async fn a_retry_after_the_cursor_moved_on_is_swept_and_delivered() {
     let clock = Arc::new(TestClock(Mutex::new(start)));
     let memory = MemoryBackend::with_clock(Duration::from_secs(180), clock.clone());
     let mut adapters = memory.adapters();
-    adapters.events = Arc::new(FirstWriteFails {
-        inner: memory.events.clone(),
-        failed: AtomicBool::new(false),
-    });
+    // The events table's first write fails (throttled) after the key was
+    // claimed.
+    adapters.events = Arc::new(Faulty::new(
+        memory.events.clone(),
+        Arc::new(Script::new().fail(Op::PutEvent, 1..=1)),
+    ));
     let inbound = Inbound::from_adapters(&adapters, config());
     let sweeper = Sweeper::from_adapters(&adapters, Duration::from_secs(120));
     let mut endpoint = Endpoint::new(
@@ -127,7 +104,14 @@ async fn a_retry_after_the_cursor_moved_on_is_swept_and_delivered() {
     // Stripe retries the first event; the stream loses the record of what
     // it writes (nothing here reads the stream).
     assert_eq!(deliver(&inbound, &clock, &paid).await, StatusCode::OK);
-    let events = memory.events.list_after("org_a", "", 10).await.unwrap();
+    let events: Vec<Event> = memory
+        .events
+        .list_after("org_a", "", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.expect("decodable"))
+        .collect();
     assert_eq!(events.len(), 2, "one platform event per Stripe event");
     let retried = events
         .iter()
