@@ -221,6 +221,16 @@ impl MemoryDeliveryStore {
             .collect()
     }
 
+    /// The pending deliveries' ids, each with when it is due (its next
+    /// attempt, or its creation when never attempted).
+    pub fn pending_due(&self) -> Vec<(String, DateTime<Utc>)> {
+        lock(&self.deliveries)
+            .values()
+            .filter(|d| d.status == DeliveryStatus::Pending)
+            .map(|d| (d.id.clone(), d.due_at()))
+            .collect()
+    }
+
     /// How many deliveries have each status.
     pub fn count_by_status(&self) -> HashMap<DeliveryStatus, usize> {
         let mut counts = HashMap::new();

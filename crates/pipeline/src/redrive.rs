@@ -174,12 +174,13 @@ impl RedriveNet {
         self
     }
 
-    /// One pass over the dead-letter queue, within the budget.
-    pub async fn run(&self) -> Redriven {
+    /// One pass over the dead-letter queue, within its own budget and the
+    /// sweep's `pass` (whichever ends first).
+    pub async fn run(&self, pass: &crate::sweeper::Budget) -> Redriven {
         let started = tokio::time::Instant::now();
         let mut done = Redriven::default();
         let mut read = 0;
-        while read < self.budget.messages && started.elapsed() < self.budget.time {
+        while read < self.budget.messages && started.elapsed() < self.budget.time && !pass.spent() {
             let max = (self.budget.messages - read).min(10);
             let batch = match self.dead_letters.receive(max, self.budget.wait).await {
                 Ok(b) => b,

@@ -36,6 +36,17 @@ const ORG_CONCURRENCY: usize = 8;
 /// How long a pass may run unless told otherwise (the Lambda gives its
 /// own deadline less a margin, see `webhooks_fn_sweeper`).
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(180);
+/// What a pass leaves of the invocation's time: after its budget it starts
+/// no new work and finishes what is running (a page of events or of overdue
+/// deliveries, a few seconds at worst), then notes where the next pass
+/// starts. One sixth of the sweeper Lambda's 240 s.
+pub const MARGIN: Duration = Duration::from_secs(40);
+
+/// The budget of a pass in an invocation that is stopped after `limit`:
+/// `limit` less the same share [`MARGIN`] is of 240 s.
+pub fn budget_within(limit: Duration) -> Duration {
+    limit.saturating_sub(limit.mul_f64(MARGIN.as_secs_f64() / 240.0))
+}
 
 /// How long a sweep pass may go on: past its deadline it starts no new
 /// work. On tokio's clock: real time in a Lambda, virtual time in tests
@@ -213,7 +224,7 @@ impl Sweeper {
     pub async fn sweep_within(&self, budget: Budget) -> SweepReport {
         let mut report = SweepReport::default();
         if let Some(net) = &self.redrive {
-            report.redriven = net.run().await;
+            report.redriven = net.run(&budget).await;
         }
         self.sweep_orgs(&budget, &mut report).await;
         report

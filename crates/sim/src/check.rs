@@ -79,27 +79,33 @@ impl Orphans {
         self.limit
     }
 
-    /// Compares the pending deliveries with the queue's messages at `now`;
-    /// `missed(id, since)`: the sweeps since then that did not finish or
-    /// whose read of the index missed the delivery.
+    /// Compares the pending deliveries (each with when it is due) with the
+    /// queue's messages at `now`; `missed(id, since)`: the sweeps since
+    /// then that did not finish or whose read of the index missed the
+    /// delivery. A delivery without a message is the reconciler's from the
+    /// later of the two: when its message went, and when it is due (a
+    /// retry scheduled hours ahead waits for its time, as the reconciler
+    /// looks only at what is overdue).
     pub fn check(
         &mut self,
         now: DateTime<Utc>,
-        pending: &[String],
+        pending: &[(String, DateTime<Utc>)],
         queued: &HashSet<String>,
         missed: &dyn Fn(&str, DateTime<Utc>) -> i32,
         violations: &Violations,
     ) {
         let mut still = HashMap::new();
-        for id in pending {
+        for (id, due) in pending {
             if queued.contains(id) {
                 continue;
             }
             let since = self.since.get(id).copied().unwrap_or(now);
-            if now - since > self.limit + self.period * missed(id, since) {
+            let from = since.max(*due);
+            if now - from > self.limit + self.period * missed(id, from) {
                 violations.add(format!(
-                    "{id} pending without a queue message for {} min",
-                    (now - since).num_minutes()
+                    "{id} pending without a queue message for {} min ({} min since it was due)",
+                    (now - since).num_minutes(),
+                    (now - from).num_minutes()
                 ));
                 // Reported once; the clock restarts.
                 still.insert(id.clone(), now);

@@ -29,6 +29,7 @@ use crate::ledger::{Outcome, Receive, Recorded, Timeline};
 use crate::tap::whole_seconds;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+use webhooks_domain::delivery::STUCK_AFTER;
 
 /// A sweep invocation, as the world saw it.
 #[derive(Debug, Clone, Copy)]
@@ -328,6 +329,17 @@ fn hide_fault(
     match due_as_read(attempts, first, started) {
         Some(Some(due)) if whole_seconds(due) > at => {
             (back > due + margin).then(|| format!("past its due time {due}"))
+        }
+        // A message of a never-attempted delivery turned away by another
+        // message's live chain waits until that chain would be lost
+        // (`STUCK_AFTER` after the delivery was due, at its creation, so
+        // never longer than that), in case that message died with the
+        // chain (sender/fence.rs).
+        Some(_)
+            if attempts.iter().all(|a| a.written > started)
+                && back - at <= STUCK_AFTER + margin + margin =>
+        {
+            None
         }
         Some(_) => (back - at > due_hide).then(|| {
             format!(

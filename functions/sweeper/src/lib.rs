@@ -13,11 +13,8 @@ use webhooks_pipeline::metrics::DeadLetterCause;
 use webhooks_pipeline::{Budget, SweepReport, Sweeper};
 use webhooks_ports::Adapters;
 
-/// What a pass leaves of the invocation's time: after its budget it starts
-/// no new work and finishes what is running (a page of events or of overdue
-/// deliveries, a few seconds at worst), then notes where the next pass
-/// starts.
-pub const MARGIN: Duration = Duration::from_secs(40);
+/// What a pass leaves of the invocation's time.
+pub use webhooks_pipeline::sweeper::MARGIN;
 
 /// Handles one scheduled invocation; answers with what the sweep did.
 pub async fn handle(

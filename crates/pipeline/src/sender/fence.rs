@@ -33,6 +33,38 @@ impl Sender {
         MessageOutcome::Retry
     }
 
+    /// A message turned away by another message's live retry chain on a
+    /// delivery no net finds ([`no_net_finds`]) waits, hidden, until that
+    /// chain would be lost ([`STUCK_AFTER`] after the delivery was due),
+    /// rather than being finished: the chain's holder may have died with
+    /// its message gone (a concurrent receipt of the same message finished
+    /// it, renewed as this copy), and then this message is the delivery's
+    /// last. Back then, it takes the chain over, or finds the delivery
+    /// attempted or finished and is finished itself.
+    pub(super) async fn wait_for_chain(
+        &self,
+        message: &ReceivedMessage,
+        current: &Delivery,
+    ) -> MessageOutcome {
+        let now = self.clock.now();
+        let lost_at = current.due_at() + STUCK_AFTER;
+        // Never attempted, it was due at its creation: at most STUCK_AFTER
+        // and a second, well within what SQS hides a message for.
+        let hide = (lost_at - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+        tracing::info!(
+            wait_secs = hide.as_secs(),
+            "another message holds this never-attempted delivery's retry chain; back when that chain would be lost"
+        );
+        if let Err(e) = self
+            .queue
+            .change_visibility(&message.receipt_handle, hide)
+            .await
+        {
+            tracing::warn!(error = %e, "could not hide the message until the chain would be lost");
+        }
+        MessageOutcome::Retry
+    }
+
     /// The fence: one conditional write makes this message the holder of
     /// the delivery's next attempt. A message that loses is finished without
     /// a POST: its delivery is finished or has another live retry chain
@@ -84,6 +116,9 @@ impl Sender {
                 }
                 Err(MessageOutcome::Retry)
             }
+            Ok(Lease::Refused(Some(current))) if no_net_finds(&current) => {
+                Err(self.wait_for_chain(message, &current).await)
+            }
             Ok(Lease::Refused(current)) => {
                 tracing::info!(
                     status = current.as_ref().map_or("gone", |d| d.status.as_str()),
@@ -98,4 +133,14 @@ impl Sender {
             }
         }
     }
+}
+
+/// Whether no net would find `delivery` should the message holding its
+/// retry chain be lost: pending and never attempted, it is in no index of
+/// scheduled retries (the reconciler finds only those), and the sweeper's
+/// redrive net sees only what SQS redrove.
+pub(super) fn no_net_finds(delivery: &Delivery) -> bool {
+    delivery.status == webhooks_domain::DeliveryStatus::Pending
+        && delivery.attempt_count == 0
+        && delivery.next_attempt_at.is_none()
 }

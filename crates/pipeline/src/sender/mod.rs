@@ -472,6 +472,9 @@ impl Sender {
         // own message carries the delivery on.
         let now = self.clock.now();
         if delivery.chain_live_elsewhere(&job.message.message_id, now) {
+            if fence::no_net_finds(delivery) {
+                return Err(self.wait_for_chain(job.message, delivery).await);
+            }
             tracing::info!(
                 "another message holds this delivery's retry chain; dropped without an attempt"
             );
