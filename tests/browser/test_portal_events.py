@@ -265,3 +265,100 @@ def test_the_filter_field_shows_the_apis_error_next_to_it(dev, receiver, browser
     assert wait(d, lambda d: "None: every event of its types" in d.page_source)
     _, listing = dev.call("GET", "/v1/endpoints", token)
     assert listing["data"][0]["filter"] is None
+
+
+# The API answers these creates itself, in the page: the form's requests are
+# checked against CONTRACT section 12 whether or not the API has `headers`
+# and `auth` yet.
+FAKE_API = """
+  window.__sent = [];
+  window.__answers = arguments[0];
+  const real = window.fetch;
+  window.fetch = async (url, init) => {
+    if (init && init.method === 'POST' && String(url).endsWith('/endpoints')) {
+      window.__sent.push(JSON.parse(init.body));
+      const message = window.__answers.shift();
+      return new Response(JSON.stringify({error: {code: 'invalid_request', message}}),
+        {status: 400, headers: {'Content-Type': 'application/json'}});
+    }
+    return real(url, init);
+  };
+"""
+
+
+def test_the_headers_and_auth_fields_send_the_contracts_shape_and_show_errors_by_field(dev, receiver, browser):
+    d = browser
+    org = "headers-org"
+    open_portal(d, dev.portal_url(org))
+    button(d, "Add your first endpoint").click()
+    wait(d, lambda d: d.find_element(By.ID, "f-url")).send_keys(receiver.url("/hdr"))
+    d.find_element(By.CSS_SELECTOR, 'input[name=type][value="invoice.paid"]').click()
+    d.find_element(By.CSS_SELECTOR, "details.more summary").click()
+
+    # A header without a value: said by the headers field, nothing sent.
+    button(d, "Add header").click()
+    names = lambda: d.find_elements(By.CSS_SELECTOR, 'input[name="header-name"]')  # noqa: E731
+    values = lambda: d.find_elements(By.CSS_SELECTOR, 'input[name="header-value"]')  # noqa: E731
+    names()[0].send_keys("X-Tenant")
+    submit(d)
+    headers_error = d.find_element(By.ID, "f-headers-error")
+    assert wait(d, lambda d: headers_error.is_displayed() and "headers.X-Tenant: enter its value" in headers_error.text)
+    assert d.switch_to.active_element == values()[0]
+    values()[0].send_keys("acme")
+    button(d, "Add header").click()
+    names()[1].send_keys("Host")
+    values()[1].send_keys("evil.example")
+
+    # Basic auth without a password: said by the auth field.
+    Select(d.find_element(By.ID, "f-auth")).select_by_value("basic")
+    assert not d.find_element(By.ID, "f-auth-token-url").is_displayed()
+    d.find_element(By.ID, "f-auth-username").send_keys("hooks")
+    submit(d)
+    auth_error = d.find_element(By.ID, "f-auth-error")
+    assert wait(d, lambda d: auth_error.is_displayed() and auth_error.text.startswith("auth.password: required"))
+    assert not headers_error.is_displayed()
+    d.find_element(By.ID, "f-auth-password").send_keys("s3cret")
+
+    # What the form sends is the contract's shape; the API's 400 naming a
+    # header shows by the headers field, one naming auth by the auth field.
+    d.execute_script(FAKE_API, [
+        "headers.Host: set by HTTP; it cannot be a custom header",
+        "auth.token_url: must be an https URL",
+    ])
+    submit(d)
+    assert wait(d, lambda d: headers_error.is_displayed() and headers_error.text.startswith("headers.Host: set by HTTP"))
+    sent = d.execute_script("return window.__sent")
+    assert sent[0] == {
+        "url": receiver.url("/hdr"), "event_types": ["invoice.paid"], "description": "",
+        "headers": {"X-Tenant": "acme", "Host": "evil.example"},
+        "auth": {"type": "basic", "username": "hooks", "password": "s3cret"},
+    }, sent
+    screenshot(d, "portal-headers-auth.png", height=1300)
+    # OAuth2 client credentials.
+    Select(d.find_element(By.ID, "f-auth")).select_by_value("oauth2_client_credentials")
+    assert not d.find_element(By.ID, "f-auth-username").is_displayed()
+    d.find_element(By.ID, "f-auth-token-url").send_keys("http://auth.example.com/token")
+    d.find_element(By.ID, "f-auth-client-id").send_keys("client-1")
+    d.find_element(By.ID, "f-auth-client-secret").send_keys("cs")
+    submit(d)
+    assert wait(d, lambda d: auth_error.is_displayed() and auth_error.text == "auth.token_url: must be an https URL")
+    assert not headers_error.is_displayed()
+    assert d.switch_to.active_element == d.find_element(By.ID, "f-auth")
+    sent = d.execute_script("return window.__sent")
+    assert sent[1]["auth"] == {"type": "oauth2_client_credentials", "token_url": "http://auth.example.com/token",
+                               "client_id": "client-1", "client_secret": "cs"}, sent
+    # Nothing reached the API.
+    _, listing = dev.call("GET", "/v1/endpoints", dev.token(org))
+    assert listing["data"] == []
+
+    # Untouched, neither field is sent: an endpoint is made as before.
+    d.refresh()
+    button(d, "Add your first endpoint").click()
+    wait(d, lambda d: d.find_element(By.ID, "f-url")).send_keys(receiver.url("/plain"))
+    d.find_element(By.CSS_SELECTOR, 'input[name=type][value="lead_won"]').click()
+    d.find_element(By.CSS_SELECTOR, "details.more summary").click()
+    button(d, "Add header").click()
+    submit(d)
+    wait(d, lambda d: "/endpoints/ep_" in d.current_url)
+    _, listing = dev.call("GET", "/v1/endpoints", dev.token(org))
+    assert [e["url"] for e in listing["data"]] == [receiver.url("/plain")]

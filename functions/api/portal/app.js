@@ -78,9 +78,10 @@ class ApiError extends Error {
 }
 
 // An error of one form field, shown next to it.
-function fieldError(field, message) {
+function fieldError(field, message, input) {
   const e = new Error(message);
   e.field = field;
+  e.input = input;
   return e;
 }
 
@@ -285,7 +286,7 @@ function dialog(title, fields, submitLabel, onSubmit) {
       if (box) {
         box.textContent = e.message;
         box.hidden = false;
-        const input = form.querySelector(`#f-${e.field}`);
+        const input = e.input || form.querySelector(`#f-${e.field}`);
         if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
       } else {
         err.textContent = e.message;
@@ -335,6 +336,10 @@ async function endpointForm(ep) {
     h('div', { class: 'hint', id: 'f-filter-hint' }, 'An event pattern over the body {id, type, created_at, data}: only the events it matches are sent. Exact values, prefix, numeric ranges, exists and anything-but. Empty: every event of the chosen types.'),
     fieldErrorBox('filter'),
   ];
+  const headers = headersEditor(ep);
+  const auth = authEditor(ep);
+  fields.push(h('details', { class: 'more', open: headers.present || auth.present },
+    h('summary', {}, 'Custom headers and authentication'), headers.fields, auth.fields));
   return dialog(ep ? 'Edit endpoint' : 'Add endpoint', fields, ep ? 'Save changes' : 'Add endpoint', async (form) => {
     const eventTypesChosen = form.elements.all.checked
       ? ['*']
@@ -351,6 +356,10 @@ async function endpointForm(ep) {
     } else if (ep?.filter) {
       body.filter = null; // emptied: the filter is removed
     }
+    // Sent only when changed here: values and secrets are write-only, so
+    // what is not touched stays as stored.
+    if (headers.touched()) body.headers = headers.value();
+    if (auth.touched()) body.auth = auth.value();
     if (ep) {
       await api('PATCH', `endpoints/${ep.id}`, body);
       toast('Endpoint saved');
@@ -361,6 +370,102 @@ async function endpointForm(ep) {
       location.hash = `#/endpoints/${created.id}`;
     }
   });
+}
+
+// Custom headers (CONTRACT section 12): rows of name and value. A read
+// shows the names with masked values, so changing them means entering
+// every value again.
+function headersEditor(ep) {
+  const stored = Object.keys(ep?.headers || {});
+  let touched = false;
+  const list = h('div', { class: 'header-rows', id: 'f-headers', role: 'group', 'aria-label': 'Custom headers' });
+  const row = (name = '') => {
+    const n = h('input', { type: 'text', class: 'mono', name: 'header-name', 'aria-label': 'Header name', placeholder: 'X-Tenant', value: name, autocomplete: 'off', spellcheck: 'false' });
+    const v = h('input', { type: 'text', class: 'mono', name: 'header-value', 'aria-label': `Value of header ${name || '(new)'}`, placeholder: name ? 'hidden: enter it again to change the headers' : 'value', autocomplete: 'off', spellcheck: 'false' });
+    n.addEventListener('input', () => v.setAttribute('aria-label', `Value of header ${n.value || '(new)'}`));
+    const r = h('div', { class: 'header-row' }, n, v,
+      h('button', { type: 'button', 'aria-label': `Remove header ${name || ''}`.trim(), onclick: () => { touched = true; r.remove(); } }, 'Remove'));
+    return r;
+  };
+  for (const name of stored) list.append(row(name));
+  list.addEventListener('input', () => { touched = true; });
+  const fields = [
+    h('label', { for: 'f-headers-add' }, 'Custom headers'),
+    list,
+    h('button', { type: 'button', id: 'f-headers-add', onclick: () => { touched = true; list.append(row()); list.lastChild.querySelector('input').focus(); } }, 'Add header'),
+    h('div', { class: 'hint' }, 'Sent with every delivery (outside the signature), at most 20. Values are kept encrypted and never shown again: to change the headers, enter every value.'),
+    fieldErrorBox('headers'),
+  ];
+  const value = () => {
+    const out = {};
+    for (const r of list.querySelectorAll('.header-row')) {
+      const [n, v] = r.querySelectorAll('input');
+      const name = n.value.trim();
+      if (!name && !v.value) continue;
+      if (!name) throw fieldError('headers', 'headers: a header needs a name', n);
+      if (!v.value) throw fieldError('headers', `headers.${name}: enter its value (values are write-only)`, v);
+      out[name] = v.value;
+    }
+    // None left: the stored ones are removed.
+    return Object.keys(out).length ? out : (stored.length ? null : undefined);
+  };
+  return { fields, present: stored.length > 0, touched: () => touched, value };
+}
+
+// Endpoint auth (CONTRACT section 12): none, Basic, or OAuth2 client
+// credentials. Passwords and client secrets are write-only.
+function authEditor(ep) {
+  const stored = ep?.auth || null;
+  let touched = false;
+  const input = (id, label, attrs = {}) => [
+    h('label', { for: id }, label),
+    h('input', { id, type: 'text', autocomplete: 'off', spellcheck: 'false', ...attrs }),
+  ];
+  const type = h('select', { id: 'f-auth', name: 'auth_type', 'aria-describedby': 'f-auth-error' },
+    h('option', { value: '' }, 'None (the signatures only)'),
+    h('option', { value: 'basic', selected: stored?.type === 'basic' }, 'Basic'),
+    h('option', { value: 'oauth2_client_credentials', selected: stored?.type === 'oauth2_client_credentials' }, 'OAuth2 client credentials'));
+  const secretHint = stored ? 'write-only: enter it again to change the authentication' : '';
+  const basic = h('div', { class: 'auth-fields', 'data-auth': 'basic' },
+    input('f-auth-username', 'Username', { value: stored?.username ?? '' }),
+    input('f-auth-password', 'Password', { type: 'password', autocomplete: 'new-password', placeholder: secretHint }));
+  const oauth = h('div', { class: 'auth-fields', 'data-auth': 'oauth2_client_credentials' },
+    input('f-auth-token-url', 'Token URL', { type: 'url', placeholder: 'https://auth.example.com/oauth/token', value: stored?.token_url ?? '' }),
+    input('f-auth-client-id', 'Client ID', { value: stored?.client_id ?? '' }),
+    input('f-auth-client-secret', 'Client secret', { type: 'password', autocomplete: 'new-password', placeholder: secretHint }),
+    input('f-auth-scope', 'Scope (optional)', { value: stored?.scope ?? '' }));
+  const show = () => {
+    basic.hidden = type.value !== 'basic';
+    oauth.hidden = type.value !== 'oauth2_client_credentials';
+  };
+  show();
+  type.addEventListener('change', () => { touched = true; show(); });
+  for (const box of [basic, oauth]) box.addEventListener('input', () => { touched = true; });
+  const fields = [
+    h('label', { for: 'f-auth' }, 'Authentication'),
+    type, basic, oauth,
+    h('div', { class: 'hint' }, 'Sets Authorization on each POST, for receivers behind a gateway that cannot check a signature: Basic, or a bearer token fetched from the token URL and cached.'),
+    fieldErrorBox('auth'),
+  ];
+  const need = (id, what) => {
+    const el = document.getElementById(id);
+    const v = el.value.trim();
+    if (!v) throw fieldError('auth', `auth.${what}: required${el.type === 'password' && stored ? ' (write-only: enter it again)' : ''}`, el);
+    return v;
+  };
+  const value = () => {
+    if (type.value === 'basic') {
+      return { type: 'basic', username: need('f-auth-username', 'username'), password: document.getElementById('f-auth-password').value || need('f-auth-password', 'password') };
+    }
+    if (type.value === 'oauth2_client_credentials') {
+      const out = { type: type.value, token_url: need('f-auth-token-url', 'token_url'), client_id: need('f-auth-client-id', 'client_id'), client_secret: need('f-auth-client-secret', 'client_secret') };
+      const scope = document.getElementById('f-auth-scope').value.trim();
+      if (scope) out.scope = scope;
+      return out;
+    }
+    return null;
+  };
+  return { fields, present: !!stored, touched: () => touched && (type.value !== '' || !!stored), value };
 }
 
 // ---------------------------------------------------------------- endpoints
@@ -557,6 +662,11 @@ async function endpointView(id) {
           h('dt', {}, 'Filter'), h('dd', {}, ep.filter
             ? h('pre', { class: 'tight', id: 'endpoint-filter' }, JSON.stringify(ep.filter, null, 2))
             : h('span', { class: 'muted' }, 'None: every event of its types')),
+          Object.keys(ep.headers || {}).length ? [h('dt', {}, 'Headers'), h('dd', { id: 'endpoint-headers' },
+            h('div', { class: 'chips' }, Object.keys(ep.headers).map((n) => h('span', { class: 'chip' }, `${n}: ••••`))))] : null,
+          ep.auth ? [h('dt', {}, 'Authentication'), h('dd', { id: 'endpoint-auth' },
+            ep.auth.type === 'basic' ? `Basic, as ${ep.auth.username ?? '?'}`
+              : ep.auth.type === 'oauth2_client_credentials' ? `OAuth2 client credentials from ${ep.auth.token_url ?? '?'}` : ep.auth.type)] : null,
           h('dt', {}, 'Created'), h('dd', {}, when(ep.created_at)),
           h('dt', {}, 'Updated'), h('dd', {}, when(ep.updated_at))),
         h('div', { class: 'actions' }, h('button', { onclick: () => endpointForm(ep) }, 'Edit'), toggle,
