@@ -10,7 +10,7 @@ from selenium.webdriver.support.ui import Select
 
 from test_portal import button, open_portal, row_texts, rows, screenshot, wait
 
-MASKED = "••••••••"
+MASKED = "********"
 
 
 def publish(dev, org, event_type, data):

@@ -972,7 +972,7 @@ async function deliveryView(id) {
         h('p', { class: 'muted small' }, `POST, with the headers of ${attempted ? `attempt ${attempted}` : 'its first attempt'}. Values derived from the signing secret are masked.`),
         h('table', { class: 'headers', id: 'request-headers' }, h('tbody', {}, Object.entries(req.headers).map(([name, value]) => h('tr', { 'data-testid': 'request-header' },
           h('td', { class: 'nowrap' }, h('code', {}, name)),
-          h('td', {}, h('code', { class: value.startsWith('•') ? 'masked' : null }, value)))))),
+          h('td', {}, h('code', { class: /^\*+$/.test(value) ? 'masked' : null }, value)))))),
         h('div', { class: 'head gap' }, h('h2', { class: 'grow' }, 'Body'), toggle, h('button', { onclick: () => copy(req.body, 'Body') }, 'Copy body')),
         h('p', { class: 'muted small' }, 'Exactly the bytes sent, and signed.'),
         body,

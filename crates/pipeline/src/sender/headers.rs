@@ -8,7 +8,7 @@ use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{DeliveryTask, Endpoint};
 
 /// What a value shown in place of a secret-derived one reads.
-pub const MASKED: &str = "••••••••";
+pub const MASKED: &str = "********";
 
 /// The values of a delivery's headers that derive from the endpoint's
 /// secrets: the real ones when sending, masked ones when showing.
