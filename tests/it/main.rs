@@ -10,11 +10,13 @@
 //! `seal_migration` seals those of older items (`webhooks migrate`).
 //! `contract` runs one contract per port against the memory and the AWS
 //! adapters. `fuzz_corpus` replays the fuzz targets' committed corpus.
+//! `delivery_request` checks that a delivery shows the request it sent.
 //! `filters` measures what payload filters cost the fan-out.
 //! `bounded_reads` counts one request's DynamoDB work on a big partition.
 
 mod bounded_reads;
 mod contract;
+mod delivery_request;
 mod fault_injection;
 mod filters;
 mod fuzz_corpus;

@@ -6,7 +6,7 @@ use crate::endpoints;
 use crate::errors::ApiError;
 use crate::input::{self, json_object, naming, optional, present, required, BodyRule};
 use crate::response::json;
-use crate::views::{DeliveryView, ListView};
+use crate::views::{DeliveryDetail, DeliveryView, ListView, RequestView};
 use crate::Api;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -87,10 +87,37 @@ fn within_response_budget<'a>(
     Ok((views, None))
 }
 
-/// `GET /v1/deliveries/{id}`
+/// `GET /v1/deliveries/{id}`: the delivery, with the request it sends
+/// (its event read beside it: the event id is part of the delivery id).
 pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
-    let delivery = load(api, caller, id).await?;
-    Ok(json(StatusCode::OK, &DeliveryView::of(&delivery)))
+    let event_id = parse_delivery_id(id).map(|(_, event_id)| event_id);
+    let event = async {
+        match &event_id {
+            Some(event_id) => api.events.get(&caller.org_id, event_id).await,
+            None => Ok(None),
+        }
+    };
+    let (delivery, event) = futures::join!(load(api, caller, id), event);
+    let delivery = delivery?;
+    let event = match event {
+        Ok(event) => event,
+        Err(e) if e.is_transient() => return Err(e.into()),
+        // An event that can never be read leaves the delivery readable.
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read a delivery's event");
+            None
+        }
+    };
+    let request = event
+        .filter(|e| e.id == delivery.event_id)
+        .map(|e| RequestView::of(&delivery, &e));
+    Ok(json(
+        StatusCode::OK,
+        &DeliveryDetail {
+            delivery: DeliveryView::of(&delivery),
+            request,
+        },
+    ))
 }
 
 /// `POST /v1/deliveries/{id}/retry`: a dead-lettered or canceled delivery

@@ -3,8 +3,9 @@
 use serde::Serialize;
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, EventFilter, EventType,
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, EventFilter, EventType,
 };
+use webhooks_pipeline::sender::shown_headers;
 
 /// One page of a listing: `{"data": [...], "next_cursor": "..." | null}`.
 #[derive(Debug, Serialize)]
@@ -141,6 +142,57 @@ impl<'a> DeliveryView<'a> {
             last_error: d.last_error.as_deref(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
+        }
+    }
+}
+
+/// `GET /v1/deliveries/{id}`: the delivery and the request its attempts
+/// send; `request` is null once its event is gone (past retention).
+#[derive(Debug, Serialize)]
+pub struct DeliveryDetail<'a> {
+    #[serde(flatten)]
+    pub delivery: DeliveryView<'a>,
+    pub request: Option<RequestView>,
+}
+
+/// What a delivery POSTs: `{"body": "...", "headers": {name: value}}`, the
+/// body byte for byte as the sender sends it, and the headers of its last
+/// attempt (of its first, timestamped when due, before any), each value
+/// that derives from a secret masked.
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    pub body: String,
+    pub headers: OrderedHeaders,
+}
+
+/// Headers as a JSON object, in the order they are sent.
+#[derive(Debug)]
+pub struct OrderedHeaders(pub Vec<(&'static str, String)>);
+
+impl Serialize for OrderedHeaders {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl RequestView {
+    /// The request of `delivery` of `event`, built as the sender builds it
+    /// (the task the fan-out queues, [`shown_headers`] of it).
+    pub fn of(delivery: &Delivery, event: &Event) -> Self {
+        let task = delivery.task(event, event.payload());
+        let (attempt, at) = match delivery.attempts.last() {
+            Some(last) => (last.number, last.at),
+            None => (1, delivery.due_at()),
+        };
+        let headers = OrderedHeaders(shown_headers(&task, attempt, at));
+        RequestView {
+            body: task.payload,
+            headers,
         }
     }
 }

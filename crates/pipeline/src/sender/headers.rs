@@ -1,34 +1,145 @@
-//! The headers of a delivery attempt, both signatures included.
+//! The headers of a delivery attempt, both signatures included, named in
+//! one place ([`headers`]): the sender sends them, and the API shows them
+//! with every secret-derived value masked ([`shown_headers`]).
 
+use crate::http::USER_AGENT;
 use chrono::{DateTime, Utc};
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{DeliveryTask, Endpoint};
 
-/// Every header of a delivery attempt (CONTRACT section 2).
+/// What a value shown in place of a secret-derived one reads.
+pub const MASKED: &str = "********";
+
+/// The values of a delivery's headers that derive from the endpoint's
+/// secrets: the real ones when sending, masked ones when showing.
+trait SecretValues {
+    /// `X-Signature` of `body`.
+    fn x_signature(&self, body: &[u8]) -> String;
+    /// `webhook-signature` of `body` sent at `timestamp` as `msg_id`.
+    fn webhook_signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String;
+}
+
+/// The endpoint's secrets live at `at`.
+struct Signing<'a> {
+    endpoint: &'a Endpoint,
+    at: DateTime<Utc>,
+}
+
+impl SecretValues for Signing<'_> {
+    fn x_signature(&self, body: &[u8]) -> String {
+        x_signature(&self.endpoint.secret, body)
+    }
+
+    fn webhook_signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        webhook_signature_header(
+            &self.endpoint.signing_secrets(self.at),
+            msg_id,
+            timestamp,
+            body,
+        )
+    }
+}
+
+/// No secret at all: each value that would derive from one is [`MASKED`].
+struct Masked;
+
+impl SecretValues for Masked {
+    fn x_signature(&self, _body: &[u8]) -> String {
+        MASKED.to_string()
+    }
+
+    fn webhook_signature(&self, _msg_id: &str, _timestamp: i64, _body: &[u8]) -> String {
+        MASKED.to_string()
+    }
+}
+
+/// Every header of attempt `attempt` of `task` at `at` (CONTRACT section
+/// 2), in the order sent. The one list of them: a header added here is
+/// sent and shown alike (a value from a secret goes through
+/// [`SecretValues`], so that it is masked where shown).
+fn headers(
+    task: &DeliveryTask,
+    attempt: u32,
+    at: DateTime<Utc>,
+    secrets: &impl SecretValues,
+) -> Vec<(&'static str, String)> {
+    let body = task.payload.as_bytes();
+    let timestamp = at.timestamp();
+    vec![
+        ("content-type", "application/json".to_string()),
+        ("user-agent", USER_AGENT.to_string()),
+        ("x-signature", secrets.x_signature(body)),
+        ("webhook-id", task.event_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            secrets.webhook_signature(&task.event_id, timestamp, body),
+        ),
+        ("x-webhook-event", task.event_type.as_str().to_string()),
+        ("x-webhook-delivery", task.delivery_id.clone()),
+        ("x-webhook-attempt", attempt.to_string()),
+    ]
+}
+
+/// Every header of a delivery attempt, signed with `endpoint`'s secrets.
 pub fn delivery_headers(
     task: &DeliveryTask,
     endpoint: &Endpoint,
     attempt: u32,
     at: DateTime<Utc>,
 ) -> Vec<(&'static str, String)> {
-    let body = task.payload.as_bytes();
-    let timestamp = at.timestamp();
-    vec![
-        ("content-type", "application/json".to_string()),
-        ("x-signature", x_signature(&endpoint.secret, body)),
-        ("webhook-id", task.event_id.clone()),
-        ("webhook-timestamp", timestamp.to_string()),
-        (
-            "webhook-signature",
-            webhook_signature_header(
-                &endpoint.signing_secrets(at),
-                &task.event_id,
-                timestamp,
-                body,
-            ),
-        ),
-        ("x-webhook-event", task.event_type.as_str().to_string()),
-        ("x-webhook-delivery", task.delivery_id.clone()),
-        ("x-webhook-attempt", attempt.to_string()),
-    ]
+    headers(task, attempt, at, &Signing { endpoint, at })
+}
+
+/// The same headers as [`delivery_headers`], with each value that derives
+/// from a secret [`MASKED`]: what a delivery's request shows (no secret is
+/// read for it).
+pub fn shown_headers(
+    task: &DeliveryTask,
+    attempt: u32,
+    at: DateTime<Utc>,
+) -> Vec<(&'static str, String)> {
+    headers(task, attempt, at, &Masked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhooks_domain::{Delivery, Event, EventType, Secret, Subscription};
+
+    fn task() -> (DeliveryTask, Endpoint) {
+        let ep = Endpoint::new(
+            "org",
+            "https://example.com/hook".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        let data = serde_json::value::to_raw_value(&serde_json::json!({"amount": 4200})).unwrap();
+        let event = Event::new("org", EventType::InvoicePaid, data);
+        let d = Delivery::new("org", &ep.id, &event.id, event.event_type);
+        (d.task(&event, event.payload()), ep)
+    }
+
+    #[test]
+    fn shown_headers_are_the_sent_ones_with_the_signatures_masked() {
+        let (task, ep) = task();
+        let at = Utc::now();
+        let sent = delivery_headers(&task, &ep, 3, at);
+        let shown = shown_headers(&task, 3, at);
+        let names = |h: &[(&'static str, String)]| h.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        assert_eq!(names(&sent), names(&shown));
+        for ((name, sent), (_, shown)) in sent.iter().zip(&shown) {
+            if name.contains("signature") {
+                assert_eq!(shown, MASKED, "{name}");
+                assert!(!shown.contains(sent.as_str()));
+            } else {
+                assert_eq!(shown, sent, "{name}");
+            }
+        }
+        let value = |n: &str| shown.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+        assert_eq!(value("user-agent"), USER_AGENT);
+        assert_eq!(value("webhook-timestamp"), at.timestamp().to_string());
+        assert_eq!(value("x-webhook-attempt"), "3");
+        assert_eq!(value("webhook-id"), task.event_id);
+    }
 }

@@ -22,7 +22,7 @@ pub(crate) mod renew;
 mod stats;
 use notices::outcome_name;
 
-pub use headers::delivery_headers;
+pub use headers::{delivery_headers, shown_headers, MASKED};
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;

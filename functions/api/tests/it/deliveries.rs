@@ -537,3 +537,118 @@ async fn stats_count_the_window_by_outcome() {
         .await;
     assert_eq!(theirs.status, 404);
 }
+
+#[tokio::test]
+async fn one_delivery_shows_the_request_it_sends() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let (event, d) = w.delivery(ORG, &id, DeliveryStatus::Pending).await;
+    let r = w
+        .manage("GET", &format!("/v1/deliveries/{}", d.id), "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    // The body as the fan-out queues it for the sender.
+    assert_eq!(r.json["request"]["body"], event.payload());
+    assert!(event.payload().contains(r#"{"n": 1, "a": [true]}"#));
+    // Not attempted yet: the headers of its first attempt, when due.
+    let headers = &r.json["request"]["headers"];
+    assert_eq!(headers["x-webhook-attempt"], "1");
+    assert_eq!(
+        headers["webhook-timestamp"],
+        d.created_at.timestamp().to_string()
+    );
+    assert_eq!(headers["x-webhook-delivery"], d.id.as_str());
+    assert_eq!(headers["x-webhook-event"], "invoice.paid");
+    assert_eq!(headers["webhook-id"], event.id.as_str());
+    assert_eq!(headers["x-signature"], webhooks_pipeline::sender::MASKED);
+    assert_eq!(
+        headers["webhook-signature"],
+        webhooks_pipeline::sender::MASKED
+    );
+    // In the order they are sent.
+    let text = String::from_utf8(r.bytes.clone()).unwrap();
+    let at = |name: &str| text.find(&format!("\"{name}\":")).unwrap();
+    assert!(at("content-type") < at("user-agent"));
+    assert!(at("user-agent") < at("x-signature"));
+    assert!(at("webhook-signature") < at("x-webhook-attempt"));
+    // A listing shows no request.
+    let list = w
+        .manage("GET", &format!("/v1/endpoints/{id}/deliveries"), "")
+        .await;
+    assert!(list.json["data"][0].get("request").is_none());
+}
+
+#[tokio::test]
+async fn a_delivery_whose_event_is_gone_shows_no_request() {
+    let w = world();
+    let id = w.create_endpoint(&["*"]).await;
+    let event = Event::new(
+        ORG,
+        EventType::LeadWon,
+        serde_json::value::to_raw_value(&json!({})).unwrap(),
+    );
+    let d = Delivery::new(ORG, &id, &event.id, event.event_type);
+    w.deliveries.create_if_absent(&d).await.unwrap();
+    let r = w
+        .manage("GET", &format!("/v1/deliveries/{}", d.id), "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["id"], d.id.as_str());
+    assert_eq!(r.json["request"], Value::Null);
+}
+
+/// The event store fails every read: with a transient error (the caller
+/// may try again), or with one that will never pass.
+struct EventReads(webhooks_ports::BackendError);
+
+impl webhooks_faults::Policy for EventReads {
+    async fn before(&self, op: webhooks_faults::Op) -> webhooks_ports::Result<()> {
+        match op {
+            webhooks_faults::Op::GetEvent => Err(self.0.clone()),
+            _ => Ok(()),
+        }
+    }
+    async fn after(&self, _: webhooks_faults::Op, _: bool) -> webhooks_ports::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_read_leaves_the_delivery_readable() {
+    use webhooks_ports::BackendError;
+    for (error, status) in [
+        (BackendError::Transient("throttled".into()), 503),
+        (BackendError::Permanent("undecodable".into()), 200),
+    ] {
+        let w = world();
+        let id = w.create_endpoint(&["*"]).await;
+        let (_, d) = w.delivery(ORG, &id, DeliveryStatus::Delivered).await;
+        let api = webhooks_fn_api::Api::new(
+            std::sync::Arc::new(webhooks_faults::Faulty::new(
+                w.events.clone(),
+                std::sync::Arc::new(EventReads(error)),
+            )),
+            w.endpoints.clone(),
+            w.deliveries.clone(),
+            w.cursors.clone(),
+            w.idempotency.clone(),
+            w.queue.clone(),
+            webhooks_fn_api::ApiConfig::default(),
+        );
+        let req = request(
+            "GET",
+            &format!("/v1/deliveries/{}", d.id),
+            "",
+            Some(&[("org_id", ORG), ("scope", MANAGE)]),
+        );
+        let response = webhooks_fn_api::handle(&api, req).await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        if status == 200 {
+            let v: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            assert_eq!(
+                (v["id"].as_str(), &v["request"]),
+                (Some(d.id.as_str()), &Value::Null)
+            );
+        }
+    }
+}
