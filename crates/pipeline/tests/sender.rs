@@ -641,7 +641,8 @@ async fn a_retry_longer_than_sqs_can_hide_at_once_takes_several_receives() {
 
 /// Issue 10, defect 4: two messages of one delivery (a replayed fan-out, an
 /// overlapping sweep) in two batches at once make one POST, not two, and a
-/// stale message arriving while the chain waits for its retry makes none.
+/// stale message arriving while the chain waits for its retry makes none
+/// (it is finished: the delivery, attempted, is in the reconciler's index).
 #[tokio::test]
 async fn messages_of_one_delivery_make_one_retry_chain() {
     let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_millis(150), 500)).await;
@@ -661,12 +662,14 @@ async fn messages_of_one_delivery_make_one_retry_chain() {
             w.sender.process_batch(&first),
             w.sender.process_batch(&second)
         );
-        let mut outcomes = vec![a[0].clone(), b[0].clone()];
-        outcomes.sort_by_key(|o| format!("{o:?}"));
+        // One message carries the chain; the other, turned away from a
+        // delivery never attempted when it read it (in no index, so no
+        // net would find it if the chain's message were lost), waits hidden
+        // until that chain would be lost, then is finished.
         assert_eq!(
-            outcomes,
-            vec![MessageOutcome::Done, MessageOutcome::Retry],
-            "round {round}: one message carries the chain, the other is finished"
+            vec![a[0].clone(), b[0].clone()],
+            vec![MessageOutcome::Retry, MessageOutcome::Retry],
+            "round {round}"
         );
         assert_eq!(rx.count(), before + 1, "round {round}: concurrent POSTs");
 
@@ -952,4 +955,45 @@ async fn a_message_naming_a_delivery_its_ids_do_not_make_is_set_aside() {
         "nothing created"
     );
     assert_eq!(w.dlq.len(), 1);
+}
+
+/// Found by the simulation (seed 96, after issue 22's fixes met): two
+/// receipts of one message at once; one took the lease and died before its
+/// attempt, the other renewed the message (a copy sent, the original
+/// finished). The copy found the dead receipt's chain live and was finished
+/// too, and the delivery, never attempted and so in no index, stayed
+/// pending for ever. Now the copy waits, hidden, until that chain would be
+/// lost, then takes it over.
+#[tokio::test]
+async fn a_copy_turned_away_from_a_never_attempted_delivery_waits_then_takes_the_chain_over() {
+    let rx = Receiver::always(204).await;
+    let w = world("1m").on_tokio_clock();
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    // Another message, gone now, took the lease and died before its attempt.
+    let now = chrono::Utc::now();
+    let lease = w
+        .deliveries
+        .lease(
+            &d.id,
+            0,
+            "msg-gone",
+            now + chrono::Duration::minutes(1),
+            now,
+            now - webhooks_domain::delivery::STUCK_AFTER,
+        )
+        .await
+        .expect("lease");
+    assert!(matches!(lease, webhooks_ports::Lease::Granted(_)));
+
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(rx.count(), 0, "no POST while the chain is live");
+    assert!(!w_visible(&w).await, "kept and hidden, not finished");
+    skip(Duration::from_secs(14 * 60)).await;
+    assert!(!w_visible(&w).await, "hidden until the chain would be lost");
+
+    skip(Duration::from_secs(60 + 2)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(rx.count(), 1);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Delivered);
 }

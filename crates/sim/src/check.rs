@@ -782,7 +782,12 @@ mod tests {
     fn a_pending_delivery_without_a_message_is_reported_after_the_limit() {
         let v = Violations::default();
         let mut orphans = Orphans::new(chrono::Duration::seconds(300));
-        let pending = vec!["dlv_a".to_string(), "dlv_b".to_string()];
+        // Both due at once; a third's retry is hours ahead.
+        let pending = vec![
+            ("dlv_a".to_string(), at(0)),
+            ("dlv_b".to_string(), at(0)),
+            ("dlv_c".to_string(), at(600)),
+        ];
         let queued = HashSet::from(["dlv_b".to_string()]);
         let missed_none = |_: &str, _| 0;
         orphans.check(at(0), &pending, &queued, &missed_none, &v);
@@ -794,6 +799,14 @@ mod tests {
         orphans.check(at(22), &pending, &queued, &missed_none, &v);
         assert_eq!(v.all().len(), 1);
         assert!(v.all()[0].starts_with("dlv_a"));
+        // Without a message long before it is due, a delivery is the
+        // reconciler's only once it is: reported only past the limit
+        // after its due time.
+        orphans.check(at(610), &pending, &queued, &missed_none, &v);
+        assert_eq!(v.all().len(), 2, "{:?}", v.all());
+        assert!(!v.all().iter().any(|m| m.starts_with("dlv_c")));
+        orphans.check(at(630), &pending, &queued, &missed_none, &v);
+        assert!(v.all().iter().any(|m| m.starts_with("dlv_c")));
     }
 
     #[test]
