@@ -14,6 +14,9 @@ use webhooks_testkit::Receiver;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A custom header's value: sealed with the secrets, never in plain.
+const HEADER_VALUE: &str = "hdr-value-7d1c0b9e";
+
 /// Every item of the table as DynamoDB holds it, one text each.
 async fn scan(backend: &MotoBackend, table: &str) -> Vec<String> {
     let out = backend
@@ -71,6 +74,11 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     let backend = MotoBackend::new("sealed").await;
     let store = backend.adapters.endpoints.clone();
     let mut ep = new_endpoint("org_a");
+    ep.headers = webhooks_domain::endpoint::CustomHeaders::new(
+        vec![("X-Api-Key".into(), HEADER_VALUE.into())],
+        false,
+    )
+    .expect("headers");
     let created = store
         .create(
             &ep,
@@ -104,6 +112,7 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     let mut counters = 0;
     for item in &items {
         assert!(!item.contains("whsec_"), "a secret in plain text: {item}");
+        assert!(!item.contains(HEADER_VALUE), "a header value in plain text");
         for secret in &every_secret {
             for trace in traces(secret) {
                 assert!(!item.contains(&trace), "a secret in an item");
@@ -125,6 +134,7 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
         .expect("found");
     assert_eq!(secrets_of(&read), secrets_of(&ep));
     assert_eq!(read.previous_secrets.len(), 2);
+    assert_eq!(read.headers, ep.headers, "the header values open with them");
     let page = store.list("org_a", 10, None).await.expect("list");
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0], read.summary());

@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use webhooks_domain::endpoint::CustomHeaders;
 use webhooks_domain::endpoint::PreviousSecret;
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_domain::{
@@ -140,6 +141,10 @@ pub struct EndpointItem {
     /// it holds no secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// The names of its custom headers, in order, for reads that open no
+    /// secret; their values are sealed with the signing secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_names: Vec<String>,
 }
 
 /// A stored payload filter, read back as it was checked when set.
@@ -190,21 +195,32 @@ pub struct PreviousSecretItem {
     pub expires_at: String,
 }
 
+/// A custom header inside an endpoint's secrets.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeaderItem {
+    pub name: String,
+    pub value: String,
+}
+
 /// What is sealed into an endpoint item: the current secret and every
-/// previous one still inside its overlap, newest first.
+/// previous one still inside its overlap, newest first, and the values of
+/// its custom headers.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSecrets {
     pub secret: String,
     #[serde(default)]
     pub previous_secrets: Vec<PreviousSecretItem>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderItem>,
 }
 
 impl std::fmt::Debug for EndpointSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "EndpointSecrets(whsec_***, {} previous)",
-            self.previous_secrets.len()
+            "EndpointSecrets(whsec_***, {} previous, {} headers)",
+            self.previous_secrets.len(),
+            self.headers.len()
         )
     }
 }
@@ -219,6 +235,15 @@ impl EndpointSecrets {
                 .map(|p| PreviousSecretItem {
                     secret: p.secret.expose().to_string(),
                     expires_at: rfc3339(p.expires_at),
+                })
+                .collect(),
+            headers: e
+                .headers
+                .pairs()
+                .iter()
+                .map(|(name, value)| HeaderItem {
+                    name: name.clone(),
+                    value: value.clone(),
                 })
                 .collect(),
         }
@@ -282,6 +307,7 @@ impl EndpointItem {
             version: e.version,
             rate_limit: e.rate_limit,
             filter: e.filter.as_ref().map(EventFilter::to_json),
+            header_names: e.headers.names(),
         }
     }
 
@@ -311,6 +337,7 @@ impl EndpointItem {
                 Ok(StoredSecrets::Plain(EndpointSecrets {
                     secret: secret.clone(),
                     previous_secrets,
+                    headers: Vec::new(),
                 }))
             }
             _ => Err(decode_error("endpoint", "no secret, or half a sealed one")),
@@ -330,7 +357,15 @@ impl EndpointItem {
                 })
             })
             .collect::<Result<Vec<_>, BackendError>>()?;
+        let headers = CustomHeaders::from_stored(
+            secrets
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+        );
         Ok(Endpoint {
+            headers,
             filter: stored_filter(self.filter.as_deref())?,
             subscription: Subscription::parse(&self.event_types)
                 .map_err(|e| decode_error("endpoint", e))?,
@@ -375,11 +410,13 @@ pub struct EndpointSummaryItem {
     pub rate_limit: Option<u32>,
     #[serde(default)]
     pub filter: Option<String>,
+    #[serde(default)]
+    pub header_names: Vec<String>,
 }
 
 impl EndpointSummaryItem {
     /// The attributes to project a listing's read to.
-    pub const ATTRIBUTES: [&'static str; 12] = [
+    pub const ATTRIBUTES: [&'static str; 13] = [
         "org_id",
         "endpoint_id",
         "url",
@@ -392,6 +429,7 @@ impl EndpointSummaryItem {
         "failing_since",
         "rate_limit",
         "filter",
+        "header_names",
     ];
 
     pub fn into_summary(self) -> Result<EndpointSummary, BackendError> {
@@ -412,6 +450,7 @@ impl EndpointSummaryItem {
             disabled_reason: self.disabled_reason,
             rate_limit: self.rate_limit,
             filter: stored_filter(self.filter.as_deref())?,
+            header_names: self.header_names,
         })
     }
 }
@@ -601,6 +640,14 @@ mod tests {
         ep.created_at = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
         ep.updated_at = ep.created_at;
         ep.rate_limit = Some(25);
+        ep.headers = CustomHeaders::new(
+            vec![
+                ("X-Api-Key".into(), "key-value-1".into()),
+                ("X-Tenant".into(), "t2".into()),
+            ],
+            false,
+        )
+        .unwrap();
         ep.rotate_secret(
             Secret::generate(),
             ep.created_at,
@@ -614,6 +661,15 @@ mod tests {
             serde_dynamo::to_item(EndpointItem::from_endpoint(&ep, sealed.clone())).unwrap();
         assert_eq!(item["secrets_key"], AttributeValue::B(vec![1, 2, 3].into()));
         assert!(!item.contains_key("secret") && !item.contains_key("previous_secrets"));
+        // The header names are in plain for reads; their values only sealed.
+        assert_eq!(
+            item["header_names"],
+            AttributeValue::L(vec![
+                AttributeValue::S("X-Api-Key".into()),
+                AttributeValue::S("X-Tenant".into())
+            ])
+        );
+        assert!(!format!("{item:?}").contains("key-value-1"));
         let back: EndpointItem = serde_dynamo::from_item(item).unwrap();
         match back.stored_secrets().unwrap() {
             StoredSecrets::Sealed { sealed: s, version } => {
@@ -622,7 +678,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(back.into_endpoint(EndpointSecrets::of(&ep)).unwrap(), ep);
+        let raw: HashMap<String, AttributeValue> = serde_dynamo::to_item(&back).unwrap();
+        let summary: EndpointSummaryItem = serde_dynamo::from_item(raw).unwrap();
+        assert_eq!(summary.into_summary().unwrap(), ep.summary());
+        let secrets = EndpointSecrets::of(&ep);
+        assert!(!format!("{secrets:?}").contains("key-value-1"));
+        assert_eq!(back.into_endpoint(secrets).unwrap(), ep);
     }
 
     #[test]

@@ -7,6 +7,10 @@ use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use url::{Host, Url};
 
+pub mod headers;
+
+pub use headers::{added_headers, CustomHeaders, HeaderError, MaskedHeader};
+
 /// Longest accepted endpoint URL.
 pub const MAX_URL_LEN: usize = 2048;
 
@@ -143,6 +147,17 @@ pub struct EndpointSummary {
     pub failing_since: Option<DateTime<Utc>>,
     pub rate_limit: Option<u32>,
     pub filter: Option<EventFilter>,
+    /// The names of its custom headers, in order (their values are
+    /// secrets, and not here).
+    pub header_names: Vec<String>,
+}
+
+impl EndpointSummary {
+    /// The headers the sender adds for this endpoint beyond the platform's
+    /// own, values masked (see [`added_headers`]).
+    pub fn added_headers(&self) -> Vec<MaskedHeader> {
+        added_headers(&self.header_names, None)
+    }
 }
 
 /// A registered webhook endpoint.
@@ -175,6 +190,9 @@ pub struct Endpoint {
     /// subscription. (Headers and auth, which are secrets, go with the
     /// sealed secrets instead, and the fan-out never reads them.)
     pub filter: Option<EventFilter>,
+    /// Extra headers sent with every attempt (CONTRACT section 12). Their
+    /// values are secrets: sealed at rest with the signing secrets.
+    pub headers: CustomHeaders,
 }
 
 impl Endpoint {
@@ -197,6 +215,7 @@ impl Endpoint {
             version: 0,
             rate_limit: None,
             filter: None,
+            headers: CustomHeaders::none(),
         }
     }
 
@@ -232,7 +251,14 @@ impl Endpoint {
             failing_since: self.failing_since,
             rate_limit: self.rate_limit,
             filter: self.filter.clone(),
+            header_names: self.headers.names(),
         }
+    }
+
+    /// The headers the sender adds for this endpoint beyond the platform's
+    /// own, values masked (see [`added_headers`]).
+    pub fn added_headers(&self) -> Vec<MaskedHeader> {
+        added_headers(&self.headers.names(), None)
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, then

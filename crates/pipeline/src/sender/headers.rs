@@ -4,16 +4,19 @@ use chrono::{DateTime, Utc};
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{DeliveryTask, Endpoint};
 
-/// Every header of a delivery attempt (CONTRACT section 2).
-pub fn delivery_headers(
+/// Every header of a delivery attempt: the platform's (CONTRACT section
+/// 2), then the endpoint's custom headers (section 12). The signatures are
+/// over the body alone, so the custom headers never change them; none of
+/// them can be a platform header (refused when they were set).
+pub fn delivery_headers<'a>(
     task: &DeliveryTask,
-    endpoint: &Endpoint,
+    endpoint: &'a Endpoint,
     attempt: u32,
     at: DateTime<Utc>,
-) -> Vec<(&'static str, String)> {
+) -> Vec<(&'a str, String)> {
     let body = task.payload.as_bytes();
     let timestamp = at.timestamp();
-    vec![
+    let mut headers = vec![
         ("content-type", "application/json".to_string()),
         ("x-signature", x_signature(&endpoint.secret, body)),
         ("webhook-id", task.event_id.clone()),
@@ -30,5 +33,13 @@ pub fn delivery_headers(
         ("x-webhook-event", task.event_type.as_str().to_string()),
         ("x-webhook-delivery", task.delivery_id.clone()),
         ("x-webhook-attempt", attempt.to_string()),
-    ]
+    ];
+    headers.extend(
+        endpoint
+            .headers
+            .pairs()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.clone())),
+    );
+    headers
 }
