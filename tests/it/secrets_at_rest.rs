@@ -16,6 +16,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A custom header's value: sealed with the secrets, never in plain.
 const HEADER_VALUE: &str = "hdr-value-7d1c0b9e";
+/// A password or client secret: sealed with the secrets, never in plain.
+const AUTH_SECRET: &str = "auth-secret-52e4aa01";
 
 /// Every item of the table as DynamoDB holds it, one text each.
 async fn scan(backend: &MotoBackend, table: &str) -> Vec<String> {
@@ -79,6 +81,13 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
         false,
     )
     .expect("headers");
+    ep.auth = Some(
+        webhooks_domain::endpoint::EndpointAuth::parse(
+            &serde_json::json!({"type": "basic", "username": "u", "password": AUTH_SECRET}),
+            &webhooks_domain::EndpointUrlPolicy::PRODUCTION,
+        )
+        .expect("auth"),
+    );
     let created = store
         .create(
             &ep,
@@ -95,7 +104,16 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
         assert_eq!(store.update(&ep).await.expect("update"), Updated::Written);
         ep.version += 1;
     }
-    let other = new_endpoint("org_b");
+    let mut other = new_endpoint("org_b");
+    other.auth = Some(
+        webhooks_domain::endpoint::EndpointAuth::parse(
+            &serde_json::json!({"type": "oauth2_client_credentials",
+                "token_url": "https://auth.example.com/token", "client_id": "cid",
+                "client_secret": AUTH_SECRET}),
+            &webhooks_domain::EndpointUrlPolicy::PRODUCTION,
+        )
+        .expect("auth"),
+    );
     let created = store
         .create(
             &other,
@@ -113,6 +131,7 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     for item in &items {
         assert!(!item.contains("whsec_"), "a secret in plain text: {item}");
         assert!(!item.contains(HEADER_VALUE), "a header value in plain text");
+        assert!(!item.contains(AUTH_SECRET), "a password in plain text");
         for secret in &every_secret {
             for trace in traces(secret) {
                 assert!(!item.contains(&trace), "a secret in an item");
@@ -135,6 +154,7 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     assert_eq!(secrets_of(&read), secrets_of(&ep));
     assert_eq!(read.previous_secrets.len(), 2);
     assert_eq!(read.headers, ep.headers, "the header values open with them");
+    assert_eq!(read.auth, ep.auth, "and so do the auth's credentials");
     let page = store.list("org_a", 10, None).await.expect("list");
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0], read.summary());

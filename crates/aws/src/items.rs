@@ -8,8 +8,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use webhooks_domain::endpoint::CustomHeaders;
+use webhooks_domain::endpoint::auth::OAuth2Client;
 use webhooks_domain::endpoint::PreviousSecret;
+use webhooks_domain::endpoint::{AuthInfo, CustomHeaders, EndpointAuth};
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, EventFilter, Secret,
@@ -145,6 +146,18 @@ pub struct EndpointItem {
     /// secret; their values are sealed with the signing secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub header_names: Vec<String>,
+    /// What reads show of its auth ([`AuthInfo`] as JSON text: the type,
+    /// username, token URL, client id and scope), for reads that open no
+    /// secret. The credentials the sender uses, password and client secret
+    /// included, are sealed with the signing secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_info: Option<String>,
+}
+
+/// Shown auth as stored.
+fn stored_auth_info(text: Option<&str>) -> Result<Option<AuthInfo>, BackendError> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| decode_error("endpoint auth", e)))
+        .transpose()
 }
 
 /// A stored payload filter, read back as it was checked when set.
@@ -202,9 +215,59 @@ pub struct HeaderItem {
     pub value: String,
 }
 
+/// An endpoint's auth inside its secrets: every credential.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AuthItem {
+    #[serde(rename = "basic")]
+    Basic { username: String, password: String },
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+}
+
+impl AuthItem {
+    fn of(auth: &EndpointAuth) -> AuthItem {
+        match auth {
+            EndpointAuth::Basic { username, password } => AuthItem::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            EndpointAuth::OAuth2ClientCredentials(c) => AuthItem::OAuth2ClientCredentials {
+                token_url: c.token_url.clone(),
+                client_id: c.client_id.clone(),
+                client_secret: c.client_secret.clone(),
+                scope: c.scope.clone(),
+            },
+        }
+    }
+
+    fn into_auth(self) -> EndpointAuth {
+        match self {
+            AuthItem::Basic { username, password } => EndpointAuth::Basic { username, password },
+            AuthItem::OAuth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => EndpointAuth::OAuth2ClientCredentials(OAuth2Client {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            }),
+        }
+    }
+}
+
 /// What is sealed into an endpoint item: the current secret and every
-/// previous one still inside its overlap, newest first, and the values of
-/// its custom headers.
+/// previous one still inside its overlap, newest first, the values of its
+/// custom headers, and its auth's credentials.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSecrets {
     pub secret: String,
@@ -212,15 +275,18 @@ pub struct EndpointSecrets {
     pub previous_secrets: Vec<PreviousSecretItem>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthItem>,
 }
 
 impl std::fmt::Debug for EndpointSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "EndpointSecrets(whsec_***, {} previous, {} headers)",
+            "EndpointSecrets(whsec_***, {} previous, {} headers, auth: {})",
             self.previous_secrets.len(),
-            self.headers.len()
+            self.headers.len(),
+            self.auth.is_some()
         )
     }
 }
@@ -246,6 +312,7 @@ impl EndpointSecrets {
                     value: value.clone(),
                 })
                 .collect(),
+            auth: e.auth.as_ref().map(AuthItem::of),
         }
     }
 }
@@ -308,6 +375,10 @@ impl EndpointItem {
             rate_limit: e.rate_limit,
             filter: e.filter.as_ref().map(EventFilter::to_json),
             header_names: e.headers.names(),
+            auth_info: match &e.auth {
+                Some(a) => serde_json::to_string(&a.info()).ok(),
+                None => None,
+            },
         }
     }
 
@@ -338,6 +409,7 @@ impl EndpointItem {
                     secret: secret.clone(),
                     previous_secrets,
                     headers: Vec::new(),
+                    auth: None,
                 }))
             }
             _ => Err(decode_error("endpoint", "no secret, or half a sealed one")),
@@ -366,6 +438,7 @@ impl EndpointItem {
         );
         Ok(Endpoint {
             headers,
+            auth: secrets.auth.map(AuthItem::into_auth),
             filter: stored_filter(self.filter.as_deref())?,
             subscription: Subscription::parse(&self.event_types)
                 .map_err(|e| decode_error("endpoint", e))?,
@@ -412,11 +485,13 @@ pub struct EndpointSummaryItem {
     pub filter: Option<String>,
     #[serde(default)]
     pub header_names: Vec<String>,
+    #[serde(default)]
+    pub auth_info: Option<String>,
 }
 
 impl EndpointSummaryItem {
     /// The attributes to project a listing's read to.
-    pub const ATTRIBUTES: [&'static str; 13] = [
+    pub const ATTRIBUTES: [&'static str; 14] = [
         "org_id",
         "endpoint_id",
         "url",
@@ -430,6 +505,7 @@ impl EndpointSummaryItem {
         "rate_limit",
         "filter",
         "header_names",
+        "auth_info",
     ];
 
     pub fn into_summary(self) -> Result<EndpointSummary, BackendError> {
@@ -451,6 +527,7 @@ impl EndpointSummaryItem {
             rate_limit: self.rate_limit,
             filter: stored_filter(self.filter.as_deref())?,
             header_names: self.header_names,
+            auth: stored_auth_info(self.auth_info.as_deref())?,
         })
     }
 }
@@ -648,6 +725,15 @@ mod tests {
             false,
         )
         .unwrap();
+        ep.auth = Some(
+            EndpointAuth::parse(
+                &serde_json::json!({"type": "oauth2_client_credentials",
+                    "token_url": "https://auth.x.test/token", "client_id": "cid",
+                    "client_secret": "client-secret-9", "scope": "a b"}),
+                &webhooks_domain::EndpointUrlPolicy::PRODUCTION,
+            )
+            .unwrap(),
+        );
         ep.rotate_secret(
             Secret::generate(),
             ep.created_at,
@@ -670,6 +756,9 @@ mod tests {
             ])
         );
         assert!(!format!("{item:?}").contains("key-value-1"));
+        // What reads show of the auth is in plain; its secret only sealed.
+        assert!(matches!(&item["auth_info"], AttributeValue::S(t) if t.contains("cid")));
+        assert!(!format!("{item:?}").contains("client-secret-9"));
         let back: EndpointItem = serde_dynamo::from_item(item).unwrap();
         match back.stored_secrets().unwrap() {
             StoredSecrets::Sealed { sealed: s, version } => {
@@ -683,6 +772,7 @@ mod tests {
         assert_eq!(summary.into_summary().unwrap(), ep.summary());
         let secrets = EndpointSecrets::of(&ep);
         assert!(!format!("{secrets:?}").contains("key-value-1"));
+        assert!(!format!("{secrets:?}").contains("client-secret-9"));
         assert_eq!(back.into_endpoint(secrets).unwrap(), ep);
     }
 

@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use url::{Host, Url};
 
+pub mod auth;
 pub mod headers;
 
+pub use auth::{AuthInfo, EndpointAuth};
 pub use headers::{added_headers, CustomHeaders, HeaderError, MaskedHeader};
 
 /// Longest accepted endpoint URL.
@@ -150,13 +152,15 @@ pub struct EndpointSummary {
     /// The names of its custom headers, in order (their values are
     /// secrets, and not here).
     pub header_names: Vec<String>,
+    /// What may be shown of its auth (no password or client secret).
+    pub auth: Option<AuthInfo>,
 }
 
 impl EndpointSummary {
     /// The headers the sender adds for this endpoint beyond the platform's
     /// own, values masked (see [`added_headers`]).
     pub fn added_headers(&self) -> Vec<MaskedHeader> {
-        added_headers(&self.header_names, None)
+        added_headers(&self.header_names, self.auth.as_ref().map(AuthInfo::scheme))
     }
 }
 
@@ -193,6 +197,9 @@ pub struct Endpoint {
     /// Extra headers sent with every attempt (CONTRACT section 12). Their
     /// values are secrets: sealed at rest with the signing secrets.
     pub headers: CustomHeaders,
+    /// How the sender authenticates to it (CONTRACT section 12); its
+    /// password or client secret is sealed with the signing secrets.
+    pub auth: Option<EndpointAuth>,
 }
 
 impl Endpoint {
@@ -216,6 +223,7 @@ impl Endpoint {
             rate_limit: None,
             filter: None,
             headers: CustomHeaders::none(),
+            auth: None,
         }
     }
 
@@ -252,13 +260,17 @@ impl Endpoint {
             rate_limit: self.rate_limit,
             filter: self.filter.clone(),
             header_names: self.headers.names(),
+            auth: self.auth.as_ref().map(EndpointAuth::info),
         }
     }
 
     /// The headers the sender adds for this endpoint beyond the platform's
     /// own, values masked (see [`added_headers`]).
     pub fn added_headers(&self) -> Vec<MaskedHeader> {
-        added_headers(&self.headers.names(), None)
+        added_headers(
+            &self.headers.names(),
+            self.auth.as_ref().map(|a| a.info().scheme()),
+        )
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, then
@@ -405,6 +417,44 @@ mod tests {
         assert!(s.matches(EventType::LeadWon));
         assert!(!s.matches(EventType::LeadLost));
         assert!(Subscription::All.matches(EventType::SurveySubmitted));
+    }
+
+    #[test]
+    fn added_headers_are_the_custom_ones_then_authorization_all_masked() {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://x.test".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        assert!(ep.added_headers().is_empty());
+        ep.headers =
+            CustomHeaders::new(vec![("X-Api-Key".into(), "k-secret".into())], true).unwrap();
+        ep.auth = Some(
+            EndpointAuth::parse(
+                &serde_json::json!({"type":"basic","username":"u","password":"p-secret"}),
+                &EndpointUrlPolicy::PRODUCTION,
+            )
+            .unwrap(),
+        );
+        let shown = ep.added_headers();
+        assert_eq!(
+            shown
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("X-Api-Key", "********"),
+                ("Authorization", "Basic ********")
+            ]
+        );
+        assert_eq!(ep.summary().added_headers(), shown);
+        assert_eq!(
+            ep.summary().auth,
+            Some(AuthInfo::Basic {
+                username: "u".into()
+            })
+        );
     }
 
     #[test]

@@ -155,3 +155,47 @@ async fn custom_headers_go_on_every_attempt_and_leave_the_signatures_over_the_bo
     }
     assert_eq!(got[1].header("x-webhook-attempt"), Some("2"));
 }
+
+fn auth(value: serde_json::Value) -> webhooks_domain::endpoint::EndpointAuth {
+    webhooks_domain::endpoint::EndpointAuth::parse(
+        &value,
+        &webhooks_domain::EndpointUrlPolicy::LOCAL,
+    )
+    .expect("valid auth")
+}
+
+#[tokio::test]
+async fn basic_auth_goes_on_every_attempt_beside_the_custom_headers() {
+    // A receiver that checks the header: 401 without the right credentials.
+    // RFC 7617's example: base64("Aladdin:open sesame").
+    let rx = Receiver::start(|n, req| {
+        if req.header("authorization") != Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==") {
+            Reply::Status(401)
+        } else if n == 0 {
+            Reply::Status(500)
+        } else {
+            Reply::Status(204)
+        }
+    })
+    .await;
+    let w = world("0s");
+    let mut ep = endpoint(rx.url("/in"));
+    ep.auth = Some(auth(
+        serde_json::json!({"type":"basic","username":"Aladdin","password":"open sesame"}),
+    ));
+    ep.headers = headers(&[("X-Tenant", "acme")]);
+    w.add(&ep).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    let d = w.delivery(&d.id).await;
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(
+        d.attempts.iter().map(|a| a.status_code).collect::<Vec<_>>(),
+        [Some(500), Some(204)]
+    );
+    for req in rx.received() {
+        assert_eq!(req.header("x-tenant"), Some("acme"));
+        verify_delivery(&req, ep.secret.expose()).expect("signatures over the body");
+    }
+}

@@ -12,7 +12,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
-use webhooks_domain::endpoint::{CustomHeaders, MAX_RATE_LIMIT};
+use webhooks_domain::endpoint::{CustomHeaders, EndpointAuth, MAX_RATE_LIMIT};
 use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::{
     ids, Endpoint, EndpointSummary, Event, EventFilter, EventType, Secret, Subscription,
@@ -40,6 +40,8 @@ struct CreateBody {
     filter: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     headers: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    auth: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +61,8 @@ struct UpdateBody {
     filter: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     headers: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    auth: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +95,8 @@ pub(crate) async fn create(
     )?;
     let rate_limit = rate_limit(body.rate_limit.as_deref())?.flatten();
     let filter = filter(body.filter.as_deref())?.flatten();
-    let headers = headers(body.headers.as_deref(), false)?
+    let auth = auth(api, body.auth.as_deref())?.flatten();
+    let headers = headers(body.headers.as_deref(), auth.is_some())?
         .flatten()
         .unwrap_or_default();
     let secret = match optional_secret("secret", body.secret.as_deref())? {
@@ -103,6 +108,7 @@ pub(crate) async fn create(
     endpoint.rate_limit = rate_limit;
     endpoint.filter = filter;
     endpoint.headers = headers;
+    endpoint.auth = auth;
     let max = api.config.max_endpoints_per_org;
     match register_endpoint(api.cursors.as_ref(), api.endpoints.as_ref(), &endpoint, max).await? {
         Created::Written => {}
@@ -178,9 +184,10 @@ pub(crate) async fn update(
         .transpose()?;
     let rate_limit = rate_limit(body.rate_limit.as_deref())?;
     let filter = filter(body.filter.as_deref())?;
-    // Checked alone here (a 400 before any read); beside the stored `auth`
-    // again when the change is applied.
-    let headers = headers(body.headers.as_deref(), false)?;
+    let auth = auth(api, body.auth.as_deref())?;
+    // Checked here beside the auth this PATCH sets (a 400 before any
+    // read), and beside the stored one when the change is applied.
+    let headers = headers(body.headers.as_deref(), matches!(auth, Some(Some(_))))?;
 
     if url.is_none()
         && subscription.is_none()
@@ -189,6 +196,7 @@ pub(crate) async fn update(
         && rate_limit.is_none()
         && filter.is_none()
         && headers.is_none()
+        && auth.is_none()
     {
         let endpoint = load_summary(api, caller, id).await?;
         return Ok(json(StatusCode::OK, &EndpointView::summary(&endpoint)));
@@ -222,6 +230,14 @@ pub(crate) async fn update(
         if let Some(headers) = &headers {
             endpoint.headers = headers.clone().unwrap_or_default();
         }
+        if let Some(auth) = &auth {
+            endpoint.auth.clone_from(auth);
+        }
+        // `Authorization` among the stored headers, and auth set now.
+        endpoint
+            .headers
+            .check_with_auth(endpoint.auth.is_some())
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
         endpoint.updated_at = api.clock.now();
         Ok(())
     })
@@ -471,6 +487,25 @@ fn headers(
             .map(|h| Some(Some(h)))
             .map_err(|e| ApiError::invalid(e.to_string())),
     }
+}
+
+/// An `auth` field: absent (`None`), `null` to remove it (`Some(None)`),
+/// or an auth object (`EndpointAuth::parse`; its `token_url` must pass the
+/// endpoint URL policy). The error names the field and never holds a
+/// password or client secret.
+fn auth(api: &Api, raw: Option<&RawValue>) -> Result<Option<Option<EndpointAuth>>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    // Read as any JSON value: a typed decode's error could quote a secret.
+    let value: serde_json::Value = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::invalid("auth must be an object or null"))?;
+    if value.is_null() {
+        return Ok(Some(None));
+    }
+    EndpointAuth::parse(&value, &api.config.url_policy)
+        .map(|a| Some(Some(a)))
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// A caller-chosen secret; the error never contains it.

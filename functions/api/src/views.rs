@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use webhooks_domain::endpoint::headers::MASK;
+use webhooks_domain::endpoint::{AuthInfo, EndpointAuth};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, EventFilter, EventType,
@@ -30,6 +31,8 @@ pub struct EndpointView<'a> {
     pub filter: Option<&'a EventFilter>,
     /// The custom headers' names, each value masked: `{name: "********"}`.
     pub headers: MaskedHeaders,
+    /// Its auth without the password or client secret; `null`: none.
+    pub auth: Option<AuthInfo>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +94,7 @@ impl<'a> EndpointView<'a> {
             rate_limit: ep.rate_limit,
             filter: ep.filter.as_ref(),
             headers: MaskedHeaders(ep.headers.names()),
+            auth: ep.auth.as_ref().map(EndpointAuth::info),
             created_at: rfc3339(ep.created_at),
             updated_at: rfc3339(ep.updated_at),
             secret: None,
@@ -110,6 +114,7 @@ impl<'a> EndpointView<'a> {
             rate_limit: ep.rate_limit,
             filter: ep.filter.as_ref(),
             headers: MaskedHeaders(ep.header_names.clone()),
+            auth: ep.auth.clone(),
             created_at: rfc3339(ep.created_at),
             updated_at: rfc3339(ep.updated_at),
             secret: None,

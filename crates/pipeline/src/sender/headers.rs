@@ -5,14 +5,16 @@ use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{DeliveryTask, Endpoint};
 
 /// Every header of a delivery attempt: the platform's (CONTRACT section
-/// 2), then the endpoint's custom headers (section 12). The signatures are
-/// over the body alone, so the custom headers never change them; none of
-/// them can be a platform header (refused when they were set).
+/// 2), then the endpoint's custom headers and its `Authorization` (section
+/// 12: `authorization`, made from its auth). The signatures are over the
+/// body alone, so these never change them; none of them can be a platform
+/// header (refused when they were set).
 pub fn delivery_headers<'a>(
     task: &DeliveryTask,
     endpoint: &'a Endpoint,
     attempt: u32,
     at: DateTime<Utc>,
+    authorization: Option<String>,
 ) -> Vec<(&'a str, String)> {
     let body = task.payload.as_bytes();
     let timestamp = at.timestamp();
@@ -41,5 +43,8 @@ pub fn delivery_headers<'a>(
             .iter()
             .map(|(name, value)| (name.as_str(), value.clone())),
     );
+    if let Some(value) = authorization {
+        headers.push(("authorization", value));
+    }
     headers
 }

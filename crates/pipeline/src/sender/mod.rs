@@ -556,7 +556,18 @@ impl Sender {
         let permit = prepared.permit.take();
         let at = self.clock.now();
         let outcome = if prepared.endpoint.enabled {
-            let headers = delivery_headers(prepared.task, prepared.endpoint, prepared.number, at);
+            let authorization = prepared
+                .endpoint
+                .auth
+                .as_ref()
+                .and_then(webhooks_domain::endpoint::EndpointAuth::basic_authorization);
+            let headers = delivery_headers(
+                prepared.task,
+                prepared.endpoint,
+                prepared.number,
+                at,
+                authorization,
+            );
             let post = self.transport.post(
                 &prepared.endpoint.url,
                 &headers,
