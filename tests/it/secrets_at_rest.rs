@@ -440,3 +440,64 @@ async fn a_plaintext_secret_is_refused_naming_the_endpoint_and_the_migration() {
     let page = store.list("org_a", 10, None).await.expect("list");
     assert_eq!(page.items.len(), 1);
 }
+
+#[tokio::test]
+async fn the_sender_sends_the_sealed_headers_and_fetches_one_token_for_many_deliveries() {
+    // The token endpoint: one token for client-1; a receiver that checks it
+    // and the custom header.
+    let tokens = Receiver::start(|n, req| {
+        if req.header("authorization") == Some("Basic Y2xpZW50LTE6c2VjcmV0LTE=") {
+            webhooks_testkit::Reply::StatusWithBody(
+                200,
+                format!(r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":3600}}"#),
+            )
+        } else {
+            webhooks_testkit::Reply::Status(401)
+        }
+    })
+    .await;
+    let receiver = Receiver::start(|_, req| {
+        let ok = req.header("authorization") == Some("Bearer tok-0")
+            && req.header("x-api-key") == Some(HEADER_VALUE);
+        webhooks_testkit::Reply::Status(if ok { 204 } else { 401 })
+    })
+    .await;
+    let mut sys = MotoSystem::new("oauth", "1s", 0).await;
+    let mut ep = sys
+        .endpoint("org_a", receiver.url("/a"), &["invoice.paid"])
+        .await;
+    ep.headers = webhooks_domain::endpoint::CustomHeaders::new(
+        vec![("X-Api-Key".into(), HEADER_VALUE.into())],
+        true,
+    )
+    .expect("headers");
+    ep.auth = Some(
+        webhooks_domain::endpoint::EndpointAuth::parse(
+            &serde_json::json!({"type": "oauth2_client_credentials",
+                "token_url": tokens.url("/token"), "client_id": "client-1",
+                "client_secret": "secret-1"}),
+            &webhooks_domain::EndpointUrlPolicy::LOCAL,
+        )
+        .expect("auth"),
+    );
+    assert_eq!(
+        sys.adapters.endpoints.update(&ep).await.expect("update"),
+        Updated::Written
+    );
+    let mut events = Vec::new();
+    for n in 0..5 {
+        events.push(
+            sys.publish("org_a", EventType::InvoicePaid, &format!(r#"{{"n":{n}}}"#))
+                .await,
+        );
+    }
+    for event in &events {
+        assert!(
+            sys.drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
+                .await,
+            "delivery did not complete"
+        );
+    }
+    assert_eq!(receiver.count(), 5);
+    assert_eq!(tokens.count(), 1, "one token for five deliveries");
+}

@@ -15,7 +15,7 @@ use webhooks_memory::{MemoryDeliveryStore, MemoryEndpointStore, MemoryQueue};
 use webhooks_pipeline::{
     DeliveryClient, DeliveryClientConfig, MessageOutcome, Sender, SenderConfig,
 };
-use webhooks_ports::{DeliveryStore, EndpointStore, Queue};
+use webhooks_ports::{DeliveryStore, EndpointLookup, EndpointStore, Queue};
 use webhooks_testkit::signatures::verify_delivery;
 use webhooks_testkit::{Receiver, Reply};
 
@@ -27,6 +27,11 @@ struct World {
 }
 
 fn world(schedule: &str) -> World {
+    world_with(schedule, true)
+}
+
+/// `allow_private: false` is the production SSRF guard.
+fn world_with(schedule: &str, allow_private: bool) -> World {
     let endpoints = MemoryEndpointStore::new();
     let deliveries = MemoryDeliveryStore::new();
     let dlq = MemoryQueue::new(Duration::from_secs(30));
@@ -39,12 +44,18 @@ fn world(schedule: &str) -> World {
         dlq,
         DeliveryClient::new(DeliveryClientConfig {
             request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
+            allow_private,
+            static_hosts: HashMap::from([(
+                "token.internal.test".to_string(),
+                vec!["127.0.0.1".parse().expect("ip")],
+            )]),
         })
         .expect("client"),
         SenderConfig {
             schedule: schedule.parse().expect("schedule"),
+            // A new endpoint's first POSTs are capped while its speed is
+            // unknown; the batches here are about tokens, not that.
+            lanes: webhooks_pipeline::sender::limits::LaneConfig::uncapped(),
             ..SenderConfig::default()
         },
     );
@@ -198,4 +209,303 @@ async fn basic_auth_goes_on_every_attempt_beside_the_custom_headers() {
         assert_eq!(req.header("x-tenant"), Some("acme"));
         verify_delivery(&req, ep.secret.expose()).expect("signatures over the body");
     }
+}
+
+/// A token endpoint on 127.0.0.1: the n-th request (0-based) that carries
+/// the client's credentials gets `tok-n`, lasting `expires_in` seconds.
+async fn token_server(expires_in: u64) -> Receiver {
+    Receiver::start(move |n, req| {
+        // base64("client-1:secret-1"), the form RFC 6749 asks for.
+        if req.method != "POST"
+            || req.header("authorization") != Some("Basic Y2xpZW50LTE6c2VjcmV0LTE=")
+            || req.header("content-type") != Some("application/x-www-form-urlencoded")
+        {
+            return Reply::StatusWithBody(401, r#"{"error":"invalid_client"}"#.into());
+        }
+        Reply::StatusWithBody(
+            200,
+            format!(
+                r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":{expires_in}}}"#
+            ),
+        )
+    })
+    .await
+}
+
+fn oauth_endpoint(url: String, token_url: String) -> Endpoint {
+    let mut ep = endpoint(url);
+    ep.auth = Some(auth(serde_json::json!({
+        "type": "oauth2_client_credentials", "token_url": token_url,
+        "client_id": "client-1", "client_secret": "secret-1", "scope": "hooks:write"
+    })));
+    ep
+}
+
+/// A receiver that accepts only `Bearer tok-<n>` for the n it is told.
+fn bearer_checker(
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Fn(usize, &webhooks_testkit::Received) -> Reply {
+    move |_, req| {
+        let want = format!(
+            "Bearer tok-{}",
+            accepted.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        if req.header("authorization") == Some(want.as_str()) {
+            Reply::Status(204)
+        } else {
+            Reply::Status(401)
+        }
+    }
+}
+
+#[tokio::test]
+async fn fifty_deliveries_cost_one_token_request() {
+    let tokens = token_server(3600).await;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rx = Receiver::start(bearer_checker(accepted)).await;
+    let w = world("1s");
+    let ep = oauth_endpoint(rx.url("/in"), tokens.url("/oauth/token"));
+    w.add(&ep).await;
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(w.enqueue(&ep).await.1.id);
+    }
+    // Five batches of ten; each batch's POSTs run at once.
+    for _ in 0..5 {
+        let outcomes = w.run_once().await;
+        assert_eq!(outcomes, vec![MessageOutcome::Done; 10]);
+    }
+    for id in &ids {
+        assert_eq!(w.delivery(id).await.status, DeliveryStatus::Delivered);
+    }
+    assert_eq!(rx.count(), 50);
+    assert_eq!(tokens.count(), 1, "one token request for 50 deliveries");
+    assert_eq!(w.sender.token_fetches(), 1);
+    // The token request as RFC 6749 section 4.4 has it.
+    let request = &tokens.received()[0];
+    assert_eq!(request.path, "/oauth/token");
+    assert_eq!(
+        request.body.as_ref(),
+        b"grant_type=client_credentials&scope=hooks%3Awrite"
+    );
+    assert_eq!(request.header("accept"), Some("application/json"));
+    // Signatures stay over the body alone.
+    verify_delivery(&rx.received()[0], ep.secret.expose()).expect("signatures");
+}
+
+#[tokio::test]
+async fn a_token_is_fetched_again_shortly_before_it_expires() {
+    let tokens = token_server(120).await;
+    // Any token the server issued will do.
+    let rx = Receiver::start(|_, req| {
+        if req
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer tok-"))
+        {
+            Reply::Status(204)
+        } else {
+            Reply::Status(401)
+        }
+    })
+    .await;
+    let w = world("1s");
+    let w = World {
+        sender: w
+            .sender
+            .with_clock(webhooks_testkit::clock::TokioClock::starting_at(
+                chrono::Utc::now(),
+            )),
+        ..w
+    };
+    let ep = oauth_endpoint(rx.url("/in"), tokens.url("/token"));
+    w.add(&ep).await;
+    let deliver = || async {
+        let (_, d) = w.enqueue(&ep).await;
+        assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+        assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Delivered);
+    };
+    deliver().await;
+    assert_eq!(tokens.count(), 1);
+    // 120 s of life, fetched again 12 s (a tenth) before its end.
+    skip(Duration::from_secs(100)).await;
+    deliver().await;
+    assert_eq!(tokens.count(), 1, "still fresh at 100 s");
+    skip(Duration::from_secs(9)).await;
+    deliver().await;
+    assert_eq!(tokens.count(), 2, "fetched again at 109 s");
+    let last = rx.received().pop().expect("a request");
+    assert_eq!(last.header("authorization"), Some("Bearer tok-1"));
+}
+
+/// Moves tokio's clock on by `by`, then lets real time run again.
+async fn skip(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn a_401_fetches_a_new_token_and_posts_again_within_the_attempt() {
+    let tokens = token_server(3600).await;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rx = Receiver::start(bearer_checker(accepted.clone())).await;
+    let w = world("1s");
+    let ep = oauth_endpoint(rx.url("/in"), tokens.url("/token"));
+    w.add(&ep).await;
+    let (_, first) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(
+        w.delivery(&first.id).await.status,
+        DeliveryStatus::Delivered
+    );
+
+    // The receiver revokes tok-0: only the next token will do. Five
+    // deliveries at once find tok-0 refused; one new token serves them all.
+    accepted.store(1, std::sync::atomic::Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(w.enqueue(&ep).await.1.id);
+    }
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done; 5]);
+    for id in &ids {
+        let d = w.delivery(id).await;
+        assert_eq!(d.status, DeliveryStatus::Delivered);
+        // One attempt each: the second POST is within it.
+        assert_eq!(d.attempts.len(), 1);
+        assert_eq!(d.attempts[0].status_code, Some(204));
+    }
+    assert_eq!(tokens.count(), 2, "one new token after the 401s");
+    let with_new_token = rx
+        .received()
+        .iter()
+        .filter(|r| r.header("authorization") == Some("Bearer tok-1"))
+        .count();
+    assert_eq!(with_new_token, 5);
+}
+
+#[tokio::test]
+async fn a_receiver_that_refuses_every_token_costs_no_fetch_per_delivery() {
+    let tokens = token_server(3600).await;
+    let rx = Receiver::always(401).await;
+    let w = world("1h");
+    let ep = oauth_endpoint(rx.url("/in"), tokens.url("/token"));
+    w.add(&ep).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    // The first 401 earns one new token and a second POST.
+    assert_eq!((tokens.count(), rx.count()), (2, 2));
+    let d = w.delivery(&d.id).await;
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.attempts[0].status_code, Some(401));
+    // Then, for a while, a 401 is only a 401.
+    for _ in 0..5 {
+        w.enqueue(&ep).await;
+    }
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry; 5]);
+    assert_eq!(tokens.count(), 2, "no token request per delivery");
+    assert_eq!(rx.count(), 7);
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_fails_the_attempt_which_is_retried_on_schedule() {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = up.clone();
+    let tokens = Receiver::start(move |n, _| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::StatusWithBody(
+                200,
+                format!(r#"{{"access_token":"tok-{n}","expires_in":3600}}"#),
+            )
+        } else {
+            Reply::StatusWithBody(503, r#"{"error":"temporarily_unavailable"}"#.into())
+        }
+    })
+    .await;
+    let rx = Receiver::always(204).await;
+    let w = world("0s,0s");
+    let ep = oauth_endpoint(rx.url("/in"), tokens.url("/token"));
+    w.add(&ep).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(w.enqueue(&ep).await.1.id);
+    }
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry; 4]);
+    assert_eq!(rx.count(), 0, "nothing is POSTed without a token");
+    assert_eq!(tokens.count(), 1, "the batch shares one failed fetch");
+    for id in &ids {
+        let d = w.delivery(id).await;
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert_eq!(
+            d.attempts[0].error.as_deref(),
+            Some("auth_failed: the token endpoint answered HTTP 503 (temporarily_unavailable)")
+        );
+        assert_eq!(d.attempts[0].status_code, None);
+    }
+    // The token endpoint is back: the retries deliver.
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done; 4]);
+    assert_eq!(tokens.count(), 2);
+    for id in &ids {
+        let d = w.delivery(id).await;
+        assert_eq!(d.status, DeliveryStatus::Delivered);
+        assert_eq!(d.attempts.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn the_token_request_goes_through_the_ssrf_guard() {
+    let tokens = token_server(3600).await;
+    let w = world_with("1h", false);
+    // A literal loopback address, and a name that resolves to one.
+    for token_url in [
+        tokens.url("/token"),
+        format!("http://token.internal.test:{}/token", tokens.addr.port()),
+    ] {
+        let ep = oauth_endpoint("https://hooks.example.com/in".into(), token_url);
+        w.add(&ep).await;
+        let (_, d) = w.enqueue(&ep).await;
+        assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+        let d = w.delivery(&d.id).await;
+        assert_eq!(
+            d.attempts[0].error.as_deref(),
+            Some("auth_failed: the token endpoint could not be reached: blocked_destination")
+        );
+    }
+    assert_eq!(tokens.count(), 0);
+}
+
+#[tokio::test]
+async fn changed_credentials_never_use_the_old_token() {
+    let tokens = token_server(3600).await;
+    let rx = Receiver::always(204).await;
+    let w = world("1s");
+    let mut ep = oauth_endpoint(rx.url("/in"), tokens.url("/token"));
+    w.add(&ep).await;
+    let (_, d) = w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Delivered);
+    // Another scope: another token.
+    ep = w
+        .endpoints
+        .get("org", &ep.id)
+        .await
+        .expect("get")
+        .expect("ep");
+    let webhooks_domain::endpoint::EndpointAuth::OAuth2ClientCredentials(c) =
+        ep.auth.as_mut().expect("auth")
+    else {
+        panic!("oauth")
+    };
+    c.scope = Some("other".into());
+    assert_eq!(
+        w.endpoints.update(&ep).await.expect("update"),
+        webhooks_ports::Updated::Written
+    );
+    w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(tokens.count(), 2);
+    assert_eq!(
+        rx.received()[1].header("authorization"),
+        Some("Bearer tok-1")
+    );
 }
