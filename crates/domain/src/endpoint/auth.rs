@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Longest username, client id or token URL text, in bytes.
+/// Longest username, password, client id or client secret, in characters.
 pub const MAX_AUTH_FIELD_LEN: usize = 1024;
-/// Longest `scope`, in bytes.
+/// Longest `scope`, in characters.
 pub const MAX_SCOPE_LEN: usize = 1024;
 /// How long a token is kept when its answer gives no `expires_in`.
 pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
@@ -94,7 +94,7 @@ impl AuthError {
 const TYPES: &str = "\"basic\" or \"oauth2_client_credentials\"";
 
 /// A string field of `auth`: present, a string, not empty, no control
-/// characters, at most `max` bytes. The error names the field and never
+/// characters, at most `max` characters. The error names the field and never
 /// shows its value (a password, a client secret).
 fn text_field(
     object: &serde_json::Map<String, Value>,
@@ -109,9 +109,9 @@ fn text_field(
     if value.is_empty() {
         return Err(AuthError::new(format!("auth.{name} must not be empty")));
     }
-    if value.len() > max {
+    if value.chars().count() > max {
         return Err(AuthError::new(format!(
-            "auth.{name} is longer than {max} bytes"
+            "auth.{name} is longer than {max} characters"
         )));
     }
     if value.chars().any(char::is_control) {
