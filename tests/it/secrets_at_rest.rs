@@ -14,6 +14,11 @@ use webhooks_testkit::Receiver;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A custom header's value: sealed with the secrets, never in plain.
+const HEADER_VALUE: &str = "hdr-value-7d1c0b9e";
+/// A password or client secret: sealed with the secrets, never in plain.
+const AUTH_SECRET: &str = "auth-secret-52e4aa01";
+
 /// Every item of the table as DynamoDB holds it, one text each.
 async fn scan(backend: &MotoBackend, table: &str) -> Vec<String> {
     let out = backend
@@ -71,6 +76,18 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     let backend = MotoBackend::new("sealed").await;
     let store = backend.adapters.endpoints.clone();
     let mut ep = new_endpoint("org_a");
+    ep.headers = webhooks_domain::endpoint::CustomHeaders::new(
+        vec![("X-Api-Key".into(), HEADER_VALUE.into())],
+        false,
+    )
+    .expect("headers");
+    ep.auth = Some(
+        webhooks_domain::endpoint::EndpointAuth::parse(
+            &serde_json::json!({"type": "basic", "username": "u", "password": AUTH_SECRET}),
+            &webhooks_domain::EndpointUrlPolicy::PRODUCTION,
+        )
+        .expect("auth"),
+    );
     let created = store
         .create(
             &ep,
@@ -87,7 +104,16 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
         assert_eq!(store.update(&ep).await.expect("update"), Updated::Written);
         ep.version += 1;
     }
-    let other = new_endpoint("org_b");
+    let mut other = new_endpoint("org_b");
+    other.auth = Some(
+        webhooks_domain::endpoint::EndpointAuth::parse(
+            &serde_json::json!({"type": "oauth2_client_credentials",
+                "token_url": "https://auth.example.com/token", "client_id": "cid",
+                "client_secret": AUTH_SECRET}),
+            &webhooks_domain::EndpointUrlPolicy::PRODUCTION,
+        )
+        .expect("auth"),
+    );
     let created = store
         .create(
             &other,
@@ -104,6 +130,8 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
     let mut counters = 0;
     for item in &items {
         assert!(!item.contains("whsec_"), "a secret in plain text: {item}");
+        assert!(!item.contains(HEADER_VALUE), "a header value in plain text");
+        assert!(!item.contains(AUTH_SECRET), "a password in plain text");
         for secret in &every_secret {
             for trace in traces(secret) {
                 assert!(!item.contains(&trace), "a secret in an item");
@@ -125,6 +153,8 @@ async fn a_scan_of_the_endpoints_table_shows_no_secret() {
         .expect("found");
     assert_eq!(secrets_of(&read), secrets_of(&ep));
     assert_eq!(read.previous_secrets.len(), 2);
+    assert_eq!(read.headers, ep.headers, "the header values open with them");
+    assert_eq!(read.auth, ep.auth, "and so do the auth's credentials");
     let page = store.list("org_a", 10, None).await.expect("list");
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0], read.summary());
@@ -409,4 +439,65 @@ async fn a_plaintext_secret_is_refused_naming_the_endpoint_and_the_migration() {
     // A listing still shows it.
     let page = store.list("org_a", 10, None).await.expect("list");
     assert_eq!(page.items.len(), 1);
+}
+
+#[tokio::test]
+async fn the_sender_sends_the_sealed_headers_and_fetches_one_token_for_many_deliveries() {
+    // The token endpoint: one token for client-1; a receiver that checks it
+    // and the custom header.
+    let tokens = Receiver::start(|n, req| {
+        if req.header("authorization") == Some("Basic Y2xpZW50LTE6c2VjcmV0LTE=") {
+            webhooks_testkit::Reply::StatusWithBody(
+                200,
+                format!(r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":3600}}"#),
+            )
+        } else {
+            webhooks_testkit::Reply::Status(401)
+        }
+    })
+    .await;
+    let receiver = Receiver::start(|_, req| {
+        let ok = req.header("authorization") == Some("Bearer tok-0")
+            && req.header("x-api-key") == Some(HEADER_VALUE);
+        webhooks_testkit::Reply::Status(if ok { 204 } else { 401 })
+    })
+    .await;
+    let mut sys = MotoSystem::new("oauth", "1s", 0).await;
+    let mut ep = sys
+        .endpoint("org_a", receiver.url("/a"), &["invoice.paid"])
+        .await;
+    ep.headers = webhooks_domain::endpoint::CustomHeaders::new(
+        vec![("X-Api-Key".into(), HEADER_VALUE.into())],
+        true,
+    )
+    .expect("headers");
+    ep.auth = Some(
+        webhooks_domain::endpoint::EndpointAuth::parse(
+            &serde_json::json!({"type": "oauth2_client_credentials",
+                "token_url": tokens.url("/token"), "client_id": "client-1",
+                "client_secret": "secret-1"}),
+            &webhooks_domain::EndpointUrlPolicy::LOCAL,
+        )
+        .expect("auth"),
+    );
+    assert_eq!(
+        sys.adapters.endpoints.update(&ep).await.expect("update"),
+        Updated::Written
+    );
+    let mut events = Vec::new();
+    for n in 0..5 {
+        events.push(
+            sys.publish("org_a", EventType::InvoicePaid, &format!(r#"{{"n":{n}}}"#))
+                .await,
+        );
+    }
+    for event in &events {
+        assert!(
+            sys.drive_until_status(&ep.id, &event.id, DeliveryStatus::Delivered, WAIT)
+                .await,
+            "delivery did not complete"
+        );
+    }
+    assert_eq!(receiver.count(), 5);
+    assert_eq!(tokens.count(), 1, "one token for five deliveries");
 }

@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use webhooks_domain::endpoint::auth::OAuth2Client;
 use webhooks_domain::endpoint::PreviousSecret;
+use webhooks_domain::endpoint::{AuthInfo, CustomHeaders, EndpointAuth};
 use webhooks_domain::time::{parse_rfc3339, rfc3339};
 use webhooks_domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, EventFilter, Secret,
@@ -140,6 +142,22 @@ pub struct EndpointItem {
     /// it holds no secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// The names of its custom headers, in order, for reads that open no
+    /// secret; their values are sealed with the signing secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_names: Vec<String>,
+    /// What reads show of its auth ([`AuthInfo`] as JSON text: the type,
+    /// username, token URL, client id and scope), for reads that open no
+    /// secret. The credentials the sender uses, password and client secret
+    /// included, are sealed with the signing secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_info: Option<String>,
+}
+
+/// Shown auth as stored.
+fn stored_auth_info(text: Option<&str>) -> Result<Option<AuthInfo>, BackendError> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| decode_error("endpoint auth", e)))
+        .transpose()
 }
 
 /// A stored payload filter, read back as it was checked when set.
@@ -190,21 +208,85 @@ pub struct PreviousSecretItem {
     pub expires_at: String,
 }
 
+/// A custom header inside an endpoint's secrets.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeaderItem {
+    pub name: String,
+    pub value: String,
+}
+
+/// An endpoint's auth inside its secrets: every credential.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AuthItem {
+    #[serde(rename = "basic")]
+    Basic { username: String, password: String },
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+}
+
+impl AuthItem {
+    fn of(auth: &EndpointAuth) -> AuthItem {
+        match auth {
+            EndpointAuth::Basic { username, password } => AuthItem::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            EndpointAuth::OAuth2ClientCredentials(c) => AuthItem::OAuth2ClientCredentials {
+                token_url: c.token_url.clone(),
+                client_id: c.client_id.clone(),
+                client_secret: c.client_secret.clone(),
+                scope: c.scope.clone(),
+            },
+        }
+    }
+
+    fn into_auth(self) -> EndpointAuth {
+        match self {
+            AuthItem::Basic { username, password } => EndpointAuth::Basic { username, password },
+            AuthItem::OAuth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => EndpointAuth::OAuth2ClientCredentials(OAuth2Client {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            }),
+        }
+    }
+}
+
 /// What is sealed into an endpoint item: the current secret and every
-/// previous one still inside its overlap, newest first.
+/// previous one still inside its overlap, newest first, the values of its
+/// custom headers, and its auth's credentials.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSecrets {
     pub secret: String,
     #[serde(default)]
     pub previous_secrets: Vec<PreviousSecretItem>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthItem>,
 }
 
 impl std::fmt::Debug for EndpointSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "EndpointSecrets(whsec_***, {} previous)",
-            self.previous_secrets.len()
+            "EndpointSecrets(whsec_***, {} previous, {} headers, auth: {})",
+            self.previous_secrets.len(),
+            self.headers.len(),
+            self.auth.is_some()
         )
     }
 }
@@ -221,6 +303,16 @@ impl EndpointSecrets {
                     expires_at: rfc3339(p.expires_at),
                 })
                 .collect(),
+            headers: e
+                .headers
+                .pairs()
+                .iter()
+                .map(|(name, value)| HeaderItem {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            auth: e.auth.as_ref().map(AuthItem::of),
         }
     }
 }
@@ -282,6 +374,11 @@ impl EndpointItem {
             version: e.version,
             rate_limit: e.rate_limit,
             filter: e.filter.as_ref().map(EventFilter::to_json),
+            header_names: e.headers.names(),
+            auth_info: match &e.auth {
+                Some(a) => serde_json::to_string(&a.info()).ok(),
+                None => None,
+            },
         }
     }
 
@@ -311,6 +408,8 @@ impl EndpointItem {
                 Ok(StoredSecrets::Plain(EndpointSecrets {
                     secret: secret.clone(),
                     previous_secrets,
+                    headers: Vec::new(),
+                    auth: None,
                 }))
             }
             _ => Err(decode_error("endpoint", "no secret, or half a sealed one")),
@@ -330,7 +429,16 @@ impl EndpointItem {
                 })
             })
             .collect::<Result<Vec<_>, BackendError>>()?;
+        let headers = CustomHeaders::from_stored(
+            secrets
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+        );
         Ok(Endpoint {
+            headers,
+            auth: secrets.auth.map(AuthItem::into_auth),
             filter: stored_filter(self.filter.as_deref())?,
             subscription: Subscription::parse(&self.event_types)
                 .map_err(|e| decode_error("endpoint", e))?,
@@ -375,11 +483,15 @@ pub struct EndpointSummaryItem {
     pub rate_limit: Option<u32>,
     #[serde(default)]
     pub filter: Option<String>,
+    #[serde(default)]
+    pub header_names: Vec<String>,
+    #[serde(default)]
+    pub auth_info: Option<String>,
 }
 
 impl EndpointSummaryItem {
     /// The attributes to project a listing's read to.
-    pub const ATTRIBUTES: [&'static str; 12] = [
+    pub const ATTRIBUTES: [&'static str; 14] = [
         "org_id",
         "endpoint_id",
         "url",
@@ -392,6 +504,8 @@ impl EndpointSummaryItem {
         "failing_since",
         "rate_limit",
         "filter",
+        "header_names",
+        "auth_info",
     ];
 
     pub fn into_summary(self) -> Result<EndpointSummary, BackendError> {
@@ -412,6 +526,8 @@ impl EndpointSummaryItem {
             disabled_reason: self.disabled_reason,
             rate_limit: self.rate_limit,
             filter: stored_filter(self.filter.as_deref())?,
+            header_names: self.header_names,
+            auth: stored_auth_info(self.auth_info.as_deref())?,
         })
     }
 }
@@ -601,6 +717,23 @@ mod tests {
         ep.created_at = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
         ep.updated_at = ep.created_at;
         ep.rate_limit = Some(25);
+        ep.headers = CustomHeaders::new(
+            vec![
+                ("X-Api-Key".into(), "key-value-1".into()),
+                ("X-Tenant".into(), "t2".into()),
+            ],
+            false,
+        )
+        .unwrap();
+        ep.auth = Some(
+            EndpointAuth::parse(
+                &serde_json::json!({"type": "oauth2_client_credentials",
+                    "token_url": "https://auth.x.test/token", "client_id": "cid",
+                    "client_secret": "client-secret-9", "scope": "a b"}),
+                &webhooks_domain::EndpointUrlPolicy::PRODUCTION,
+            )
+            .unwrap(),
+        );
         ep.rotate_secret(
             Secret::generate(),
             ep.created_at,
@@ -614,6 +747,18 @@ mod tests {
             serde_dynamo::to_item(EndpointItem::from_endpoint(&ep, sealed.clone())).unwrap();
         assert_eq!(item["secrets_key"], AttributeValue::B(vec![1, 2, 3].into()));
         assert!(!item.contains_key("secret") && !item.contains_key("previous_secrets"));
+        // The header names are in plain for reads; their values only sealed.
+        assert_eq!(
+            item["header_names"],
+            AttributeValue::L(vec![
+                AttributeValue::S("X-Api-Key".into()),
+                AttributeValue::S("X-Tenant".into())
+            ])
+        );
+        assert!(!format!("{item:?}").contains("key-value-1"));
+        // What reads show of the auth is in plain; its secret only sealed.
+        assert!(matches!(&item["auth_info"], AttributeValue::S(t) if t.contains("cid")));
+        assert!(!format!("{item:?}").contains("client-secret-9"));
         let back: EndpointItem = serde_dynamo::from_item(item).unwrap();
         match back.stored_secrets().unwrap() {
             StoredSecrets::Sealed { sealed: s, version } => {
@@ -622,7 +767,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(back.into_endpoint(EndpointSecrets::of(&ep)).unwrap(), ep);
+        let raw: HashMap<String, AttributeValue> = serde_dynamo::to_item(&back).unwrap();
+        let summary: EndpointSummaryItem = serde_dynamo::from_item(raw).unwrap();
+        assert_eq!(summary.into_summary().unwrap(), ep.summary());
+        let secrets = EndpointSecrets::of(&ep);
+        assert!(!format!("{secrets:?}").contains("key-value-1"));
+        assert!(!format!("{secrets:?}").contains("client-secret-9"));
+        assert_eq!(back.into_endpoint(secrets).unwrap(), ep);
     }
 
     #[test]

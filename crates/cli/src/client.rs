@@ -70,6 +70,12 @@ pub struct Endpoint {
     /// The payload filter (an event pattern); `None`: none.
     #[serde(default)]
     pub filter: Option<Value>,
+    /// Custom header names, each value masked.
+    #[serde(default)]
+    pub headers: serde_json::Map<String, Value>,
+    /// Its auth without the password or client secret; `None`: none.
+    #[serde(default)]
+    pub auth: Option<Value>,
     pub created_at: String,
     #[serde(default)]
     pub updated_at: String,
@@ -171,6 +177,29 @@ pub struct EndpointUpdate {
     /// An event pattern, or `Value::Null` to remove the filter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<Value>,
+    /// The new set of custom headers; `Some(None)` removes them (`null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Option<HeaderPairs>>,
+    /// An auth object, or `Value::Null` to remove it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Value>,
+}
+
+/// Custom headers as given on the command line: a JSON object in that
+/// order, a name given twice kept twice (so the API refuses it rather than
+/// one value silently winning).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderPairs(pub Vec<(String, String)>);
+
+impl Serialize for HeaderPairs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 /// A new endpoint.
@@ -185,6 +214,11 @@ pub struct NewEndpoint {
     /// An event pattern.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderPairs>,
+    /// An auth object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Value>,
 }
 
 /// The management API at one base URL, with one bearer token.

@@ -639,6 +639,183 @@ async fn filters_and_the_event_log() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Issue 25: `endpoints create|update --header NAME=VALUE --auth JSON|@FILE`;
+/// the headers and the OAuth 2.0 token reach the receiver, on test events
+/// too; no secret is ever printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_auth_from_the_command_line() {
+    let dev = Dev::start(&[]);
+    let tokens = Receiver::start(|n, req| {
+        // base64("cli-client:cli-client-secret")
+        if req.header("authorization") == Some("Basic Y2xpLWNsaWVudDpjbGktY2xpZW50LXNlY3JldA==") {
+            webhooks_testkit::Reply::StatusWithBody(
+                200,
+                format!(r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":3600}}"#),
+            )
+        } else {
+            webhooks_testkit::Reply::Status(401)
+        }
+    })
+    .await;
+    let rx = Receiver::start(|_, req| {
+        let ok = req.header("authorization") == Some("Bearer tok-0")
+            && req.header("x-api-key") == Some("hdr-secret-1");
+        webhooks_testkit::Reply::Status(if ok { 204 } else { 401 })
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("webhooks-cli-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("auth.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"type": "oauth2_client_credentials", "token_url": tokens.url("/token"),
+            "client_id": "cli-client", "client_secret": "cli-client-secret"})
+        .to_string(),
+    )
+    .expect("write auth");
+    let at_file = format!("@{}", file.display());
+    fn create<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "--output",
+            "json",
+            "endpoints",
+            "create",
+            "--url",
+            url,
+            "--events",
+            "invoice.paid",
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+    let url = rx.url("/h");
+    let out = dev.run(
+        "acme",
+        &create(
+            &url,
+            &[
+                "--header",
+                "X-Api-Key=hdr-secret-1",
+                "--header",
+                "X-Tenant=acme",
+                "--auth",
+                &at_file,
+            ],
+        ),
+    );
+    out.assert_status(0);
+    for secret in ["hdr-secret-1", "cli-client-secret"] {
+        assert!(!out.stdout.contains(secret), "{}", out.stdout);
+    }
+    let ep: Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(
+        ep["headers"],
+        serde_json::json!({"X-Api-Key": "********", "X-Tenant": "********"})
+    );
+    assert_eq!(ep["auth"]["type"], "oauth2_client_credentials");
+    assert_eq!(ep["auth"]["client_id"], "cli-client");
+    assert!(ep["auth"].get("client_secret").is_none());
+    let id = ep["id"].as_str().expect("id").to_string();
+
+    // A test event, then three events: every request carries the header and
+    // the token, and one token serves them all.
+    dev.run(
+        "acme",
+        &["endpoints", "test", &id, "--event-type", "invoice.paid"],
+    )
+    .assert_status(0);
+    for n in 0..3 {
+        dev.run(
+            "acme",
+            &[
+                "events",
+                "publish",
+                "invoice.paid",
+                "--data",
+                &format!(r#"{{"n":{n}}}"#),
+            ],
+        )
+        .assert_status(0);
+    }
+    assert!(
+        rx.wait_for(4, Duration::from_secs(30)).await,
+        "4 deliveries"
+    );
+    for req in rx.received() {
+        assert_eq!(req.header("x-api-key"), Some("hdr-secret-1"));
+        assert_eq!(req.header("x-tenant"), Some("acme"));
+        assert_eq!(req.header("authorization"), Some("Bearer tok-0"));
+        verify_delivery(&req, ep["secret"].as_str().expect("secret")).expect("signatures");
+    }
+    assert!(rx.received()[0].body.starts_with(br#"{"id":"evt_"#));
+    assert_eq!(tokens.count(), 1, "one token for four deliveries");
+
+    // The table shows names and what auth is, never a secret.
+    let table = dev.run("acme", &["--output", "table", "endpoints", "get", &id]);
+    table.assert_status(0);
+    assert!(
+        table.stdout.contains("X-Api-Key: ********"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .contains("oauth2_client_credentials (client_id cli-client"),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains("hdr-secret-1") && !table.stdout.contains("cli-client-secret"));
+
+    // Refused by the API (exit 1, the header named), or by the CLI (exit 2).
+    let refused = dev.run("acme", &create(&url, &["--header", "Host=evil.test"]));
+    refused.assert_status(1);
+    assert!(refused.stderr.contains("Host"), "{}", refused.stderr);
+    dev.run("acme", &create(&url, &["--header", "no-equals-sign"]))
+        .assert_status(2);
+    let bad = dev.run(
+        "acme",
+        &[
+            "endpoints",
+            "update",
+            &id,
+            "--auth",
+            r#"{"password":"pw-leak""#,
+        ],
+    );
+    bad.assert_status(2);
+    assert!(!bad.stderr.contains("pw-leak"), "{}", bad.stderr);
+
+    // Update: basic auth, new headers; then none of either.
+    let changed = dev.json(
+        "acme",
+        &[
+            "endpoints",
+            "update",
+            &id,
+            "--auth",
+            r#"{"type":"basic","username":"hooks","password":"pw-2"}"#,
+            "--header",
+            "X-Other=o",
+        ],
+    );
+    assert_eq!(
+        changed["auth"],
+        serde_json::json!({"type": "basic", "username": "hooks"})
+    );
+    assert_eq!(
+        changed["headers"],
+        serde_json::json!({"X-Other": "********"})
+    );
+    let removed = dev.json(
+        "acme",
+        &["endpoints", "update", &id, "--no-auth", "--no-headers"],
+    );
+    assert_eq!(removed["auth"], Value::Null);
+    assert_eq!(removed["headers"], serde_json::json!({}));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portal_prints_a_link() {
     let dev = Dev::start(&[]);

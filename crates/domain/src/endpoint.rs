@@ -7,6 +7,12 @@ use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use url::{Host, Url};
 
+pub mod auth;
+pub mod headers;
+
+pub use auth::{AuthInfo, EndpointAuth};
+pub use headers::{added_headers, CustomHeaders, HeaderError, MaskedHeader};
+
 /// Longest accepted endpoint URL.
 pub const MAX_URL_LEN: usize = 2048;
 
@@ -143,6 +149,19 @@ pub struct EndpointSummary {
     pub failing_since: Option<DateTime<Utc>>,
     pub rate_limit: Option<u32>,
     pub filter: Option<EventFilter>,
+    /// The names of its custom headers, in order (their values are
+    /// secrets, and not here).
+    pub header_names: Vec<String>,
+    /// What may be shown of its auth (no password or client secret).
+    pub auth: Option<AuthInfo>,
+}
+
+impl EndpointSummary {
+    /// The headers the sender adds for this endpoint beyond the platform's
+    /// own, values masked (see [`added_headers`]).
+    pub fn added_headers(&self) -> Vec<MaskedHeader> {
+        added_headers(&self.header_names, self.auth.as_ref().map(AuthInfo::scheme))
+    }
 }
 
 /// A registered webhook endpoint.
@@ -175,6 +194,12 @@ pub struct Endpoint {
     /// subscription. (Headers and auth, which are secrets, go with the
     /// sealed secrets instead, and the fan-out never reads them.)
     pub filter: Option<EventFilter>,
+    /// Extra headers sent with every attempt (CONTRACT section 12). Their
+    /// values are secrets: sealed at rest with the signing secrets.
+    pub headers: CustomHeaders,
+    /// How the sender authenticates to it (CONTRACT section 12); its
+    /// password or client secret is sealed with the signing secrets.
+    pub auth: Option<EndpointAuth>,
 }
 
 impl Endpoint {
@@ -197,6 +222,8 @@ impl Endpoint {
             version: 0,
             rate_limit: None,
             filter: None,
+            headers: CustomHeaders::none(),
+            auth: None,
         }
     }
 
@@ -232,7 +259,18 @@ impl Endpoint {
             failing_since: self.failing_since,
             rate_limit: self.rate_limit,
             filter: self.filter.clone(),
+            header_names: self.headers.names(),
+            auth: self.auth.as_ref().map(EndpointAuth::info),
         }
+    }
+
+    /// The headers the sender adds for this endpoint beyond the platform's
+    /// own, values masked (see [`added_headers`]).
+    pub fn added_headers(&self) -> Vec<MaskedHeader> {
+        added_headers(
+            &self.headers.names(),
+            self.auth.as_ref().map(|a| a.info().scheme()),
+        )
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, then
@@ -379,6 +417,44 @@ mod tests {
         assert!(s.matches(EventType::LeadWon));
         assert!(!s.matches(EventType::LeadLost));
         assert!(Subscription::All.matches(EventType::SurveySubmitted));
+    }
+
+    #[test]
+    fn added_headers_are_the_custom_ones_then_authorization_all_masked() {
+        let mut ep = Endpoint::new(
+            "org",
+            "https://x.test".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        assert!(ep.added_headers().is_empty());
+        ep.headers =
+            CustomHeaders::new(vec![("X-Api-Key".into(), "k-secret".into())], true).unwrap();
+        ep.auth = Some(
+            EndpointAuth::parse(
+                &serde_json::json!({"type":"basic","username":"u","password":"p-secret"}),
+                &EndpointUrlPolicy::PRODUCTION,
+            )
+            .unwrap(),
+        );
+        let shown = ep.added_headers();
+        assert_eq!(
+            shown
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("X-Api-Key", "********"),
+                ("Authorization", "Basic ********")
+            ]
+        );
+        assert_eq!(ep.summary().added_headers(), shown);
+        assert_eq!(
+            ep.summary().auth,
+            Some(AuthInfo::Basic {
+                username: "u".into()
+            })
+        );
     }
 
     #[test]

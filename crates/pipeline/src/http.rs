@@ -57,12 +57,47 @@ pub trait Transport: Send + Sync {
     /// POSTs `body` to `url` with `headers`; every problem is an
     /// [`AttemptResult::Failed`], never an error.
     async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome;
+
+    /// POSTs a token request (`body`, a form) to an OAuth 2.0 token
+    /// endpoint and answers its status and up to [`MAX_TOKEN_RESPONSE`]
+    /// bytes of body; `Err` says why there was no answer (log-safe). A
+    /// transport that reaches no token endpoint (a simulation's) says so.
+    async fn request_token(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: String,
+    ) -> Result<TokenAnswer, String> {
+        let _ = (url, headers, body);
+        Err("this transport reaches no token endpoint".to_string())
+    }
 }
+
+/// What a token endpoint answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAnswer {
+    pub status: u16,
+    /// At most [`MAX_TOKEN_RESPONSE`] bytes of it.
+    pub body: Vec<u8>,
+}
+
+/// The most of a token endpoint's answer that is read: a token answer with
+/// a large JWT is a few KiB; more is cut off (and fails to parse).
+pub const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 #[async_trait::async_trait]
 impl Transport for DeliveryClient {
     async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
         DeliveryClient::post(self, url, headers, body).await
+    }
+
+    async fn request_token(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: String,
+    ) -> Result<TokenAnswer, String> {
+        DeliveryClient::request_token(self, url, headers, body).await
     }
 }
 
@@ -165,21 +200,10 @@ impl DeliveryClient {
             latency_ms: elapsed(s),
             response_body: None,
         };
-        let parsed = match reqwest::Url::parse(url) {
+        let parsed = match self.destination(url) {
             Ok(u) => u,
-            Err(e) => return failed(format!("invalid_url: {e}"), started),
+            Err(e) => return failed(e, started),
         };
-        // A literal IP never goes through the resolver, so check it here.
-        if !self.allow_private {
-            let literal = match parsed.host() {
-                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-                _ => None,
-            };
-            if literal.is_some_and(|ip| !is_public(ip)) {
-                return failed(BLOCKED_DESTINATION.to_string(), started);
-            }
-        }
         let mut req = self.http.post(parsed).body(body);
         for (name, value) in headers {
             req = req.header(*name, value);
@@ -217,6 +241,53 @@ impl DeliveryClient {
             latency_ms: elapsed(started),
             response_body: (!kept.is_empty()).then(|| truncate_body(&kept)),
         }
+    }
+}
+
+impl DeliveryClient {
+    /// The URL to connect to, if it may be reached: a literal IP never goes
+    /// through the guarded resolver, so it is checked here.
+    fn destination(&self, url: &str) -> Result<reqwest::Url, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid_url: {e}"))?;
+        if !self.allow_private {
+            let literal = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(|ip| !is_public(ip)) {
+                return Err(BLOCKED_DESTINATION.to_string());
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// POSTs a token request through the same guarded client as every
+    /// delivery (no redirects, private addresses refused after DNS, the
+    /// same timeout), reading at most [`MAX_TOKEN_RESPONSE`] bytes back.
+    pub async fn request_token(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: String,
+    ) -> Result<TokenAnswer, String> {
+        let parsed = self.destination(url)?;
+        let mut req = self.http.post(parsed).body(body);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let mut resp = req.send().await.map_err(|e| describe(&e))?;
+        let status = resp.status().as_u16();
+        let mut body: Vec<u8> = Vec::new();
+        while body.len() < MAX_TOKEN_RESPONSE {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return Err(describe(&e)),
+            }
+        }
+        body.truncate(MAX_TOKEN_RESPONSE);
+        Ok(TokenAnswer { status, body })
     }
 }
 

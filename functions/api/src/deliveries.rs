@@ -90,15 +90,31 @@ fn within_response_budget<'a>(
 /// `GET /v1/deliveries/{id}`: the delivery, with the request it sends
 /// (its event read beside it: the event id is part of the delivery id).
 pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
-    let event_id = parse_delivery_id(id).map(|(_, event_id)| event_id);
+    let ids = parse_delivery_id(id);
     let event = async {
-        match &event_id {
-            Some(event_id) => api.events.get(&caller.org_id, event_id).await,
+        match &ids {
+            Some((_, event_id)) => api.events.get(&caller.org_id, event_id).await,
             None => Ok(None),
         }
     };
-    let (delivery, event) = futures::join!(load(api, caller, id), event);
+    // The headers its endpoint adds, masked (no secret is opened).
+    let endpoint = async {
+        match &ids {
+            Some((endpoint_id, _)) => api.endpoints.summary(&caller.org_id, endpoint_id).await,
+            None => Ok(None),
+        }
+    };
+    let (delivery, event, endpoint) = futures::join!(load(api, caller, id), event, endpoint);
     let delivery = delivery?;
+    let added = match endpoint {
+        Ok(Some(ep)) if ep.id == delivery.endpoint_id => ep.added_headers(),
+        Ok(_) => Vec::new(),
+        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read a delivery's endpoint");
+            Vec::new()
+        }
+    };
     let event = match event {
         Ok(event) => event,
         Err(e) if e.is_transient() => return Err(e.into()),
@@ -110,7 +126,7 @@ pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response
     };
     let request = event
         .filter(|e| e.id == delivery.event_id)
-        .map(|e| RequestView::of(&delivery, &e));
+        .map(|e| RequestView::of(&delivery, &e, &added));
     Ok(json(
         StatusCode::OK,
         &DeliveryDetail {

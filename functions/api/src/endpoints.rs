@@ -12,7 +12,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
-use webhooks_domain::endpoint::MAX_RATE_LIMIT;
+use webhooks_domain::endpoint::{CustomHeaders, EndpointAuth, MAX_RATE_LIMIT};
 use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::{
     ids, Endpoint, EndpointSummary, Event, EventFilter, EventType, Secret, Subscription,
@@ -38,6 +38,10 @@ struct CreateBody {
     rate_limit: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     filter: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    headers: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    auth: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +59,10 @@ struct UpdateBody {
     rate_limit: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     filter: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    headers: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    auth: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +95,10 @@ pub(crate) async fn create(
     )?;
     let rate_limit = rate_limit(body.rate_limit.as_deref())?.flatten();
     let filter = filter(body.filter.as_deref())?.flatten();
+    let auth = auth(api, body.auth.as_deref())?.flatten();
+    let headers = headers(body.headers.as_deref(), auth.is_some())?
+        .flatten()
+        .unwrap_or_default();
     let secret = match optional_secret("secret", body.secret.as_deref())? {
         Some(s) => user_secret(&s)?,
         None => Secret::generate(),
@@ -95,6 +107,8 @@ pub(crate) async fn create(
     endpoint.description = description;
     endpoint.rate_limit = rate_limit;
     endpoint.filter = filter;
+    endpoint.headers = headers;
+    endpoint.auth = auth;
     let max = api.config.max_endpoints_per_org;
     match register_endpoint(api.cursors.as_ref(), api.endpoints.as_ref(), &endpoint, max).await? {
         Created::Written => {}
@@ -170,6 +184,10 @@ pub(crate) async fn update(
         .transpose()?;
     let rate_limit = rate_limit(body.rate_limit.as_deref())?;
     let filter = filter(body.filter.as_deref())?;
+    let auth = auth(api, body.auth.as_deref())?;
+    // Checked here beside the auth this PATCH sets (a 400 before any
+    // read), and beside the stored one when the change is applied.
+    let headers = headers(body.headers.as_deref(), matches!(auth, Some(Some(_))))?;
 
     if url.is_none()
         && subscription.is_none()
@@ -177,6 +195,8 @@ pub(crate) async fn update(
         && description.is_none()
         && rate_limit.is_none()
         && filter.is_none()
+        && headers.is_none()
+        && auth.is_none()
     {
         let endpoint = load_summary(api, caller, id).await?;
         return Ok(json(StatusCode::OK, &EndpointView::summary(&endpoint)));
@@ -207,7 +227,19 @@ pub(crate) async fn update(
         if let Some(filter) = &filter {
             endpoint.filter.clone_from(filter);
         }
+        if let Some(headers) = &headers {
+            endpoint.headers = headers.clone().unwrap_or_default();
+        }
+        if let Some(auth) = &auth {
+            endpoint.auth.clone_from(auth);
+        }
+        // `Authorization` among the stored headers, and auth set now.
+        endpoint
+            .headers
+            .check_with_auth(endpoint.auth.is_some())
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
         endpoint.updated_at = api.clock.now();
+        Ok(())
     })
     .await?;
     if enables.load(Ordering::Relaxed) {
@@ -280,6 +312,7 @@ pub(crate) async fn rotate_secret(
     };
     let endpoint = modify(api, caller, id, |endpoint| {
         endpoint.rotate_secret(secret.clone(), api.clock.now(), api.config.rotation_overlap);
+        Ok(())
     })
     .await?;
     tracing::info!(org_id = %caller.org_id, endpoint_id = %id, "secret rotated");
@@ -350,16 +383,17 @@ pub const MODIFY_ATTEMPTS: usize = 5;
 /// Reads the caller's endpoint `id`, applies `change`, and writes it back
 /// only if nothing else wrote it in between (its version); on a race, reads
 /// it again and reapplies the change, so a PATCH racing a rotation or the
-/// sender's 410 disable keeps both. Returns the endpoint as stored.
+/// sender's 410 disable keeps both. A change that refuses the endpoint as
+/// it finds it (a 400) writes nothing. Returns the endpoint as stored.
 pub(crate) async fn modify(
     api: &Api,
     caller: &Caller,
     id: &str,
-    change: impl Fn(&mut Endpoint),
+    change: impl Fn(&mut Endpoint) -> Result<(), ApiError>,
 ) -> Result<Endpoint, ApiError> {
     for _ in 0..MODIFY_ATTEMPTS {
         let mut endpoint = load(api, caller, id).await?;
-        change(&mut endpoint);
+        change(&mut endpoint)?;
         match api.endpoints.update(&endpoint).await? {
             Updated::Written => {
                 endpoint.version += 1;
@@ -436,6 +470,42 @@ fn filter(raw: Option<&RawValue>) -> Result<Option<Option<EventFilter>>, ApiErro
             .map(|f| Some(Some(f)))
             .map_err(|e| ApiError::invalid(e.to_string())),
     }
+}
+
+/// A `headers` field: absent (`None`), `null` to remove every custom
+/// header (`Some(None)`), or `{name: value}` checked for an endpoint with
+/// `auth` (`auth_set`) or without. The error names the header, never a
+/// value (values are secrets).
+fn headers(
+    raw: Option<&RawValue>,
+    auth_set: bool,
+) -> Result<Option<Option<CustomHeaders>>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get().trim() == "null" => Ok(Some(None)),
+        Some(raw) => CustomHeaders::parse_json(raw.get(), auth_set)
+            .map(|h| Some(Some(h)))
+            .map_err(|e| ApiError::invalid(e.to_string())),
+    }
+}
+
+/// An `auth` field: absent (`None`), `null` to remove it (`Some(None)`),
+/// or an auth object (`EndpointAuth::parse`; its `token_url` must pass the
+/// endpoint URL policy). The error names the field and never holds a
+/// password or client secret.
+fn auth(api: &Api, raw: Option<&RawValue>) -> Result<Option<Option<EndpointAuth>>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    // Read as any JSON value: a typed decode's error could quote a secret.
+    let value: serde_json::Value = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::invalid("auth must be an object or null"))?;
+    if value.is_null() {
+        return Ok(Some(None));
+    }
+    EndpointAuth::parse(&value, &api.config.url_policy)
+        .map(|a| Some(Some(a)))
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// A caller-chosen secret; the error never contains it.

@@ -1,6 +1,9 @@
 //! The JSON shapes the API answers with.
 
 use serde::Serialize;
+use webhooks_domain::endpoint::headers::MaskedHeader;
+use webhooks_domain::endpoint::headers::MASK;
+use webhooks_domain::endpoint::{AuthInfo, EndpointAuth};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, EventFilter, EventType,
@@ -28,6 +31,10 @@ pub struct EndpointView<'a> {
     pub rate_limit: Option<u32>,
     /// The payload filter as set; `null`: none.
     pub filter: Option<&'a EventFilter>,
+    /// The custom headers' names, each value masked: `{name: "********"}`.
+    pub headers: MaskedHeaders,
+    /// Its auth without the password or client secret; `null`: none.
+    pub auth: Option<AuthInfo>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +67,22 @@ impl HealthView {
     }
 }
 
+/// Custom header names as a JSON object whose every value is the mask, in
+/// the order they were set.
+#[derive(Debug)]
+pub struct MaskedHeaders(pub Vec<String>);
+
+impl Serialize for MaskedHeaders {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for name in &self.0 {
+            map.serialize_entry(name, MASK)?;
+        }
+        map.end()
+    }
+}
+
 impl<'a> EndpointView<'a> {
     /// The endpoint without its secret.
     pub fn public(ep: &'a Endpoint) -> Self {
@@ -72,6 +95,8 @@ impl<'a> EndpointView<'a> {
             disabled_reason: ep.disabled_reason.as_deref(),
             rate_limit: ep.rate_limit,
             filter: ep.filter.as_ref(),
+            headers: MaskedHeaders(ep.headers.names()),
+            auth: ep.auth.as_ref().map(EndpointAuth::info),
             created_at: rfc3339(ep.created_at),
             updated_at: rfc3339(ep.updated_at),
             secret: None,
@@ -90,6 +115,8 @@ impl<'a> EndpointView<'a> {
             disabled_reason: ep.disabled_reason.as_deref(),
             rate_limit: ep.rate_limit,
             filter: ep.filter.as_ref(),
+            headers: MaskedHeaders(ep.header_names.clone()),
+            auth: ep.auth.clone(),
             created_at: rfc3339(ep.created_at),
             updated_at: rfc3339(ep.updated_at),
             secret: None,
@@ -167,7 +194,7 @@ pub struct RequestView {
 
 /// Headers as a JSON object, in the order they are sent.
 #[derive(Debug)]
-pub struct OrderedHeaders(pub Vec<(&'static str, String)>);
+pub struct OrderedHeaders(pub Vec<(String, String)>);
 
 impl Serialize for OrderedHeaders {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -182,14 +209,20 @@ impl Serialize for OrderedHeaders {
 
 impl RequestView {
     /// The request of `delivery` of `event`, built as the sender builds it
-    /// (the task the fan-out queues, [`shown_headers`] of it).
-    pub fn of(delivery: &Delivery, event: &Event) -> Self {
+    /// (the task the fan-out queues, [`shown_headers`] of it); `added`: the
+    /// endpoint's own headers, masked (none once the endpoint is gone).
+    pub fn of(delivery: &Delivery, event: &Event, added: &[MaskedHeader]) -> Self {
         let task = delivery.task(event, event.payload());
         let (attempt, at) = match delivery.attempts.last() {
             Some(last) => (last.number, last.at),
             None => (1, delivery.due_at()),
         };
-        let headers = OrderedHeaders(shown_headers(&task, attempt, at));
+        let headers = OrderedHeaders(
+            shown_headers(&task, attempt, at, added)
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+        );
         RequestView {
             body: task.payload,
             headers,
@@ -211,16 +244,31 @@ mod tests {
 
     #[test]
     fn endpoints_show_their_secret_only_when_asked() {
-        let ep = Endpoint::new(
+        let mut ep = Endpoint::new(
             "org",
             "https://example.com/hook".into(),
             Subscription::All,
             Secret::generate(),
         );
+        ep.headers = webhooks_domain::endpoint::CustomHeaders::new(
+            vec![
+                ("X-Zeta".into(), "zeta-value".into()),
+                ("X-Alpha".into(), "alpha-value".into()),
+            ],
+            false,
+        )
+        .unwrap();
         let public = serde_json::to_value(EndpointView::public(&ep)).unwrap();
         assert!(public.get("secret").is_none());
         assert_eq!(public["event_types"], serde_json::json!(["*"]));
         assert_eq!(public["disabled_reason"], serde_json::Value::Null);
+        // Header names in the order set, every value masked.
+        let text = serde_json::to_string(&EndpointView::public(&ep)).unwrap();
+        assert!(
+            text.contains(r#""headers":{"X-Zeta":"********","X-Alpha":"********"}"#),
+            "{text}"
+        );
+        assert!(!text.contains("zeta-value") && !text.contains("alpha-value"));
         let full = serde_json::to_value(EndpointView::with_secret(&ep)).unwrap();
         assert_eq!(full["secret"], ep.secret.expose());
         let summary = ep.summary();

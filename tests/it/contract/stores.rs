@@ -467,6 +467,118 @@ pub async fn endpoint_filters_are_kept_and_listed_for_the_fan_out(a: Adapters) {
     assert!(listed.iter().all(|s| s.filter.is_none()));
 }
 
+/// Custom headers are kept with their values and order, replaced and
+/// removed by an update; summaries and listings carry their names only.
+pub async fn endpoint_headers_are_kept_and_summaries_name_them(a: Adapters) {
+    let store = a.endpoints;
+    let headers = |pairs: &[(&str, &str)]| {
+        webhooks_domain::endpoint::CustomHeaders::new(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            false,
+        )
+        .unwrap()
+    };
+    let mut ep = new_endpoint();
+    ep.headers = headers(&[("X-Zeta", "z-value"), ("X-Alpha", &"a".repeat(4096))]);
+    assert_eq!(store.create(&ep, 10).await.unwrap(), Created::Written);
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(read.headers, ep.headers);
+    let names = vec!["X-Zeta".to_string(), "X-Alpha".to_string()];
+    assert_eq!(
+        store
+            .summary("org", &ep.id)
+            .await
+            .unwrap()
+            .map(|s| s.header_names),
+        Some(names.clone())
+    );
+    let listed = store.list("org", 10, None).await.unwrap();
+    assert_eq!(listed.items, vec![read.summary()]);
+    assert_eq!(listed.items[0].header_names, names);
+
+    let mut changed = read.clone();
+    changed.headers = headers(&[("X-Other", "o")]);
+    assert_eq!(store.update(&changed).await.unwrap(), Updated::Written);
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(read.headers, changed.headers);
+    let mut removed = read.clone();
+    removed.headers = Default::default();
+    assert_eq!(store.update(&removed).await.unwrap(), Updated::Written);
+    assert!(store
+        .get("org", &ep.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .headers
+        .is_empty());
+    assert_eq!(
+        store
+            .summary("org", &ep.id)
+            .await
+            .unwrap()
+            .map(|s| s.header_names),
+        Some(Vec::new())
+    );
+}
+
+/// Auth is kept with its credentials, replaced and removed by an update;
+/// summaries and listings show it without the password or client secret.
+pub async fn endpoint_auth_is_kept_and_shown_without_secrets(a: Adapters) {
+    use webhooks_domain::endpoint::{AuthInfo, EndpointAuth};
+    let store = a.endpoints;
+    let parse = |v: serde_json::Value| {
+        EndpointAuth::parse(&v, &webhooks_domain::EndpointUrlPolicy::PRODUCTION).unwrap()
+    };
+    let oauth = parse(serde_json::json!({"type": "oauth2_client_credentials",
+        "token_url": "https://auth.example.com/token", "client_id": "cid",
+        "client_secret": "client-secret", "scope": "a b"}));
+    let mut ep = new_endpoint();
+    ep.auth = Some(oauth.clone());
+    assert_eq!(store.create(&ep, 10).await.unwrap(), Created::Written);
+    let read = store.get("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(read.auth, Some(oauth.clone()));
+    let summary = store.summary("org", &ep.id).await.unwrap().unwrap();
+    assert_eq!(summary, read.summary());
+    assert_eq!(
+        summary.auth,
+        Some(AuthInfo::OAuth2ClientCredentials {
+            token_url: "https://auth.example.com/token".into(),
+            client_id: "cid".into(),
+            scope: Some("a b".into())
+        })
+    );
+    assert_eq!(
+        store.list("org", 10, None).await.unwrap().items,
+        vec![summary]
+    );
+
+    let basic = parse(serde_json::json!({"type": "basic", "username": "u", "password": "p"}));
+    let mut changed = read.clone();
+    changed.auth = Some(basic.clone());
+    assert_eq!(store.update(&changed).await.unwrap(), Updated::Written);
+    assert_eq!(
+        store.get("org", &ep.id).await.unwrap().unwrap().auth,
+        Some(basic)
+    );
+    assert_eq!(
+        store.summary("org", &ep.id).await.unwrap().unwrap().auth,
+        Some(AuthInfo::Basic {
+            username: "u".into()
+        })
+    );
+    let mut removed = store.get("org", &ep.id).await.unwrap().unwrap();
+    removed.auth = None;
+    assert_eq!(store.update(&removed).await.unwrap(), Updated::Written);
+    assert_eq!(store.get("org", &ep.id).await.unwrap().unwrap().auth, None);
+    assert_eq!(
+        store.summary("org", &ep.id).await.unwrap().unwrap().auth,
+        None
+    );
+}
+
 pub async fn summaries_are_what_reads_show_without_the_secrets(a: Adapters) {
     let store = a.endpoints;
     let mut ep = new_endpoint();
@@ -1401,6 +1513,8 @@ contracts!(
     an_item_over_400_kb_is_refused,
     endpoint_updates_are_versioned,
     endpoint_filters_are_kept_and_listed_for_the_fan_out,
+    endpoint_headers_are_kept_and_summaries_name_them,
+    endpoint_auth_is_kept_and_shown_without_secrets,
     summaries_are_what_reads_show_without_the_secrets,
     health_writes_clobber_nothing_and_move_the_version,
     creates_stop_at_the_orgs_limit_and_deletes_free_a_slot,

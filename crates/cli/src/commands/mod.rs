@@ -6,7 +6,8 @@
 mod table;
 
 use crate::client::{
-    Client, ClientError, Delivery, EndpointUpdate, EventLogQuery, List, NewEndpoint, Reply,
+    Client, ClientError, Delivery, EndpointUpdate, EventLogQuery, HeaderPairs, List, NewEndpoint,
+    Reply,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -106,6 +107,17 @@ pub enum EndpointsCommand {
         /// e.g. '{"data":{"currency":["eur"]}}': JSON, or @FILE.
         #[arg(long, value_name = "JSON|@FILE")]
         filter: Option<String>,
+        /// A header sent with every delivery (repeat for more, at most 20);
+        /// its value is stored encrypted and never shown again.
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// How deliveries authenticate: '{"type":"basic","username":"u",
+        /// "password":"p"}' or '{"type":"oauth2_client_credentials",
+        /// "token_url":"https://...","client_id":"c","client_secret":"s",
+        /// "scope":"..."}': JSON, or @FILE (keeps the secret out of the
+        /// shell's history).
+        #[arg(long, value_name = "JSON|@FILE")]
+        auth: Option<String>,
     },
     /// Change an endpoint.
     Update {
@@ -131,6 +143,23 @@ pub enum EndpointsCommand {
         /// Remove the payload filter.
         #[arg(long)]
         no_filter: bool,
+        /// Replace the custom headers with these (repeat for more).
+        #[arg(
+            long = "header",
+            value_name = "NAME=VALUE",
+            conflicts_with = "no_headers"
+        )]
+        headers: Vec<String>,
+        /// Remove every custom header.
+        #[arg(long)]
+        no_headers: bool,
+        /// Replace the auth (write-only: give the password or client
+        /// secret again): JSON, or @FILE.
+        #[arg(long, value_name = "JSON|@FILE", conflicts_with = "no_auth")]
+        auth: Option<String>,
+        /// Remove the auth.
+        #[arg(long)]
+        no_auth: bool,
     },
     /// Delete an endpoint; its pending deliveries are canceled.
     Delete { id: String },
@@ -202,6 +231,7 @@ pub enum DeliveriesCommand {
 }
 
 /// A usage error found after parsing (exit 2).
+#[derive(Debug)]
 struct Usage(String);
 
 /// Runs `command`; returns the exit status.
@@ -430,9 +460,16 @@ async fn endpoints(client: &Client, output: Output, c: EndpointsCommand) -> Resu
             description,
             rate_limit,
             filter,
+            headers,
+            auth,
         } => {
             let filter = filter
                 .map(|f| read_json("--filter", &f))
+                .transpose()
+                .map_err(Failure::Usage)?;
+            let headers = header_pairs(&headers).map_err(Failure::Usage)?;
+            let auth = auth
+                .map(|a| read_secret_json("--auth", &a))
                 .transpose()
                 .map_err(Failure::Usage)?;
             let r = client
@@ -442,6 +479,8 @@ async fn endpoints(client: &Client, output: Output, c: EndpointsCommand) -> Resu
                     description,
                     rate_limit,
                     filter,
+                    headers: (!headers.0.is_empty()).then_some(headers),
+                    auth,
                 })
                 .await?;
             print(output, &r, |e| endpoint_details(e, e.secret.as_deref()));
@@ -456,14 +495,30 @@ async fn endpoints(client: &Client, output: Output, c: EndpointsCommand) -> Resu
             no_rate_limit,
             filter,
             no_filter,
+            headers,
+            no_headers,
+            auth,
+            no_auth,
         } => {
             let filter = match (filter, no_filter) {
                 (_, true) => Some(Value::Null),
                 (Some(f), false) => Some(read_json("--filter", &f).map_err(Failure::Usage)?),
                 (None, false) => None,
             };
+            let headers = match (header_pairs(&headers).map_err(Failure::Usage)?, no_headers) {
+                (_, true) => Some(None),
+                (h, false) if h.0.is_empty() => None,
+                (h, false) => Some(Some(h)),
+            };
+            let auth = match (auth, no_auth) {
+                (_, true) => Some(Value::Null),
+                (Some(a), false) => Some(read_secret_json("--auth", &a).map_err(Failure::Usage)?),
+                (None, false) => None,
+            };
             let update = EndpointUpdate {
                 filter,
+                headers,
+                auth,
                 url,
                 event_types: events.map(trimmed),
                 enabled,
@@ -576,6 +631,45 @@ fn read_json(flag: &str, arg: &str) -> Result<Value, Usage> {
         .map_err(|e| Usage(format!("{flag}: {source} is not valid JSON: {e}")))
 }
 
+/// A JSON argument that holds a secret (`--auth`): inline JSON, or
+/// `@FILE`. Its errors never quote the text.
+fn read_secret_json(flag: &str, arg: &str) -> Result<Value, Usage> {
+    let (text, source) = match arg.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Usage(format!("{flag}: cannot read {path}: {e}")))?,
+            path.to_string(),
+        ),
+        None => (arg.to_string(), flag.to_string()),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        Usage(format!(
+            "{flag}: {source} is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// `--header NAME=VALUE` arguments, split at the first `=`, in order. An
+/// error names the argument by its place, never its text (the value is a
+/// secret).
+fn header_pairs(args: &[String]) -> Result<HeaderPairs, Usage> {
+    args.iter()
+        .enumerate()
+        .map(|(i, arg)| match arg.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_string(), value.to_string()))
+            }
+            _ => Err(Usage(format!(
+                "--header must be NAME=VALUE (--header number {} is not)",
+                i + 1
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(HeaderPairs)
+}
+
 fn trimmed(list: Vec<String>) -> Vec<String> {
     list.into_iter()
         .map(|s| s.trim().to_string())
@@ -632,6 +726,8 @@ fn endpoint_details(e: &crate::client::Endpoint, secret: Option<&str>) -> String
                 .as_ref()
                 .map_or("none".to_string(), Value::to_string),
         ),
+        ("headers", headers_text(&e.headers)),
+        ("auth", auth_text(e.auth.as_ref())),
         ("created", e.created_at.clone()),
     ];
     if let Some(s) = secret {
@@ -640,9 +736,77 @@ fn endpoint_details(e: &crate::client::Endpoint, secret: Option<&str>) -> String
     Table::pairs(&pairs)
 }
 
+/// Custom headers as the API shows them: names, values masked.
+fn headers_text(headers: &serde_json::Map<String, Value>) -> String {
+    if headers.is_empty() {
+        return "none".to_string();
+    }
+    headers
+        .iter()
+        .map(|(name, masked)| format!("{name}: {}", masked.as_str().unwrap_or("********")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Auth as the API shows it (no password or client secret is ever there).
+fn auth_text(auth: Option<&Value>) -> String {
+    let Some(auth) = auth else {
+        return "none".to_string();
+    };
+    let field = |k: &str| auth.get(k).and_then(Value::as_str);
+    match field("type") {
+        Some("basic") => format!("basic (username {})", field("username").unwrap_or("?")),
+        Some("oauth2_client_credentials") => {
+            let mut s = format!(
+                "oauth2_client_credentials (client_id {}, token_url {}",
+                field("client_id").unwrap_or("?"),
+                field("token_url").unwrap_or("?")
+            );
+            if let Some(scope) = field("scope") {
+                s.push_str(&format!(", scope {scope}"));
+            }
+            s.push(')');
+            s
+        }
+        other => other.unwrap_or("?").to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_arguments_keep_their_order_and_never_show_a_value_in_an_error() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let pairs = header_pairs(&args(&["X-Key=a=b", "X-Empty=", "X-Key=c"])).unwrap();
+        assert_eq!(
+            serde_json::to_string(&pairs).unwrap(),
+            r#"{"X-Key":"a=b","X-Empty":"","X-Key":"c"}"#
+        );
+        let Usage(m) = header_pairs(&args(&["X-Ok=1", "sk_live_secret"])).unwrap_err();
+        assert!(m.contains("number 2") && !m.contains("sk_live"), "{m}");
+        assert!(header_pairs(&args(&["=v"])).is_err());
+        let Usage(m) = read_secret_json("--auth", r#"{"password":"hunter2""#).unwrap_err();
+        assert!(!m.contains("hunter2"), "{m}");
+    }
+
+    #[test]
+    fn details_show_header_names_and_auth_without_secrets() {
+        let mut headers = serde_json::Map::new();
+        headers.insert("X-Api-Key".into(), Value::String("********".into()));
+        assert_eq!(headers_text(&headers), "X-Api-Key: ********");
+        assert_eq!(headers_text(&serde_json::Map::new()), "none");
+        let basic = serde_json::json!({"type": "basic", "username": "hooks"});
+        assert_eq!(auth_text(Some(&basic)), "basic (username hooks)");
+        let oauth = serde_json::json!({"type": "oauth2_client_credentials",
+            "token_url": "https://a.test/t", "client_id": "c", "scope": null});
+        assert_eq!(
+            auth_text(Some(&oauth)),
+            "oauth2_client_credentials (client_id c, token_url https://a.test/t)"
+        );
+        assert_eq!(auth_text(None), "none");
+    }
 
     #[test]
     fn an_empty_page_of_deliveries_says_whether_more_follow() {

@@ -4,11 +4,13 @@
 
 use crate::http::USER_AGENT;
 use chrono::{DateTime, Utc};
+use webhooks_domain::endpoint::headers::MaskedHeader;
 use webhooks_domain::signing::{webhook_signature_header, x_signature};
 use webhooks_domain::{DeliveryTask, Endpoint};
 
-/// What a value shown in place of a secret-derived one reads.
-pub const MASKED: &str = "********";
+/// What a value shown in place of a secret-derived one reads: the mask of
+/// the endpoints' header values too.
+pub const MASKED: &str = webhooks_domain::endpoint::headers::MASK;
 
 /// The values of a delivery's headers that derive from the endpoint's
 /// secrets: the real ones when sending, masked ones when showing.
@@ -53,19 +55,24 @@ impl SecretValues for Masked {
     }
 }
 
-/// Every header of attempt `attempt` of `task` at `at` (CONTRACT section
-/// 2), in the order sent. The one list of them: a header added here is
-/// sent and shown alike (a value from a secret goes through
-/// [`SecretValues`], so that it is masked where shown).
-fn headers(
+/// Every header of attempt `attempt` of `task` at `at`, in the order
+/// sent: the platform's (CONTRACT section 2), then the endpoint's own
+/// (`added`: its custom headers and its `Authorization`, section 12). The
+/// one list of them: a header added here is sent and shown alike (a value
+/// from a secret goes through [`SecretValues`], so that it is masked where
+/// shown). The signatures are over the body alone, so the endpoint's
+/// headers never change them; none of them can be a platform header
+/// (refused when they were set).
+fn headers<'a>(
     task: &DeliveryTask,
     attempt: u32,
     at: DateTime<Utc>,
     secrets: &impl SecretValues,
-) -> Vec<(&'static str, String)> {
+    added: impl IntoIterator<Item = (&'a str, String)>,
+) -> Vec<(&'a str, String)> {
     let body = task.payload.as_bytes();
     let timestamp = at.timestamp();
-    vec![
+    let mut headers: Vec<(&'a str, String)> = vec![
         ("content-type", "application/json".to_string()),
         ("user-agent", USER_AGENT.to_string()),
         ("x-signature", secrets.x_signature(body)),
@@ -78,28 +85,47 @@ fn headers(
         ("x-webhook-event", task.event_type.as_str().to_string()),
         ("x-webhook-delivery", task.delivery_id.clone()),
         ("x-webhook-attempt", attempt.to_string()),
-    ]
+    ];
+    headers.extend(added);
+    headers
 }
 
-/// Every header of a delivery attempt, signed with `endpoint`'s secrets.
-pub fn delivery_headers(
+/// Every header of a delivery attempt, signed with `endpoint`'s secrets,
+/// with its custom headers and `authorization` (made from its auth).
+pub fn delivery_headers<'a>(
     task: &DeliveryTask,
-    endpoint: &Endpoint,
+    endpoint: &'a Endpoint,
     attempt: u32,
     at: DateTime<Utc>,
-) -> Vec<(&'static str, String)> {
-    headers(task, attempt, at, &Signing { endpoint, at })
+    authorization: Option<String>,
+) -> Vec<(&'a str, String)> {
+    let custom = endpoint
+        .headers
+        .pairs()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()));
+    let auth = authorization.map(|value| ("authorization", value));
+    headers(
+        task,
+        attempt,
+        at,
+        &Signing { endpoint, at },
+        custom.chain(auth),
+    )
 }
 
 /// The same headers as [`delivery_headers`], with each value that derives
 /// from a secret [`MASKED`]: what a delivery's request shows (no secret is
-/// read for it).
-pub fn shown_headers(
+/// read for it). `added`: the endpoint's own headers, masked already
+/// (`EndpointSummary::added_headers`).
+pub fn shown_headers<'a>(
     task: &DeliveryTask,
     attempt: u32,
     at: DateTime<Utc>,
-) -> Vec<(&'static str, String)> {
-    headers(task, attempt, at, &Masked)
+    added: &'a [MaskedHeader],
+) -> Vec<(&'a str, String)> {
+    let added = added.iter().map(|h| (h.name.as_str(), h.value.clone()));
+    headers(task, attempt, at, &Masked, added)
 }
 
 #[cfg(test)]
@@ -124,9 +150,9 @@ mod tests {
     fn shown_headers_are_the_sent_ones_with_the_signatures_masked() {
         let (task, ep) = task();
         let at = Utc::now();
-        let sent = delivery_headers(&task, &ep, 3, at);
-        let shown = shown_headers(&task, 3, at);
-        let names = |h: &[(&'static str, String)]| h.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        let sent = delivery_headers(&task, &ep, 3, at, None);
+        let shown = shown_headers(&task, 3, at, &[]);
+        let names = |h: &[(&str, String)]| h.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&sent), names(&shown));
         for ((name, sent), (_, shown)) in sent.iter().zip(&shown) {
             if name.contains("signature") {

@@ -12,16 +12,19 @@ use std::time::Duration;
 use tracing::Instrument;
 
 mod adopt;
+mod auth;
 mod fence;
 mod headers;
 mod health;
 pub mod limits;
 mod notices;
+mod post;
 mod rate;
 pub(crate) mod renew;
 mod stats;
 use notices::outcome_name;
 
+pub use auth::{AUTH_FAILED, RENEW_AFTER_401_EVERY};
 pub use headers::{delivery_headers, shown_headers, MASKED};
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::ops::OpsNotice;
@@ -98,6 +101,8 @@ pub struct Sender {
     /// Receives after which a never-attempted delivery's message is
     /// renewed ([`renew::worn_after`]).
     worn_at: u32,
+    /// Each endpoint's OAuth 2.0 token.
+    tokens: auth::Tokens,
 }
 
 struct Job<'a> {
@@ -191,7 +196,14 @@ impl Sender {
             metrics: crate::metrics::Metrics::default(),
             stats: None,
             tally: stats::Tally::default(),
+            tokens: auth::Tokens::default(),
         }
+    }
+
+    /// OAuth 2.0 token requests this sender has made (each endpoint's
+    /// token is kept and shared by its deliveries).
+    pub fn token_fetches(&self) -> u64 {
+        self.tokens.fetch_count()
     }
 
     /// The same sender, reading time from `clock`.
@@ -559,12 +571,7 @@ impl Sender {
         let permit = prepared.permit.take();
         let at = self.clock.now();
         let outcome = if prepared.endpoint.enabled {
-            let headers = delivery_headers(prepared.task, prepared.endpoint, prepared.number, at);
-            let post = self.transport.post(
-                &prepared.endpoint.url,
-                &headers,
-                prepared.task.payload.clone(),
-            );
+            let post = self.send(prepared.task, prepared.endpoint, prepared.number, at);
             match prepared.job.post_deadline {
                 None => post.await,
                 Some(deadline) => match tokio::time::timeout_at(deadline, post).await {

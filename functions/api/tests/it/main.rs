@@ -5,6 +5,8 @@
 mod auth;
 mod backend;
 mod deliveries;
+mod endpoint_auth;
+mod endpoint_headers;
 mod endpoints;
 mod event_log;
 mod events;
