@@ -244,8 +244,9 @@ FUNCTION_CALLS = {
         "EventsTable": {"put_if_absent", "get", "get_many"},
         # list_all: requeue.rs checks that a retried delivery's endpoint exists.
         "EndpointsTable": {"create", "get", "summary", "list", "list_all", "update", "delete"},
-        # mark_requeued: a stuck pending delivery retried by hand (requeue.rs).
-        "DeliveriesTable": {"get", "list_for_endpoint", "transition", "mark_requeued"},
+        # mark_requeued: a stuck pending delivery retried by hand (requeue.rs);
+        # get_many: an event's deliveries in the event log (event_log.rs).
+        "DeliveriesTable": {"get", "get_many", "list_for_endpoint", "transition", "mark_requeued"},
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
         "DeliveryQueue": {"send_batch"},

@@ -111,7 +111,9 @@ impl Sender {
     /// are a summary, the deliveries' records are the truth (as a crash
     /// before this write loses its counts, and nothing else).
     async fn write_stats(&self, buckets: Buckets) {
-        let Some(stats) = self.stats.clone() else {
+        // A clone by name, as tests/infra reads the grants from the code.
+        let stats = self.stats.clone();
+        let Some(stats) = stats else {
             return;
         };
         join_all(
