@@ -699,6 +699,14 @@ def test_nothing_scales_but_the_steady_write_tables(template: dict) -> None:
     assert len(targets) == 6, "read and write of the two tables and the deliveries index"
 
 
+@pytest.mark.parametrize("name", ["api", "fanout", "sweeper"])
+def test_functions_that_queue_tasks_are_updated_after_the_sender(template: dict, name: str) -> None:
+    """A task message's payload is raw JSON, which only a sender of this
+    version or later reads: every function that queues tasks waits for the
+    sender's update."""
+    assert resource(template, FUNCTIONS[name]).get("DependsOn") == "SenderFunction"
+
+
 def test_deliveries_have_the_reconcilers_sparse_pending_index(template: dict, repo_root: Path) -> None:
     """The reconciler reads pending deliveries by org and next attempt from a
     keys-only index that `webhooks dev --create-resources` makes the same way."""

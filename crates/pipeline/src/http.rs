@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use webhooks_domain::address::is_public;
 use webhooks_domain::delivery::{truncate_body, AttemptResult, MAX_LOGGED_RESPONSE};
 use webhooks_domain::retry::parse_retry_after;
+use webhooks_domain::Payload;
 
 /// The `User-Agent` every delivery carries.
 pub const USER_AGENT: &str = concat!("devsphere-webhooks/", env!("CARGO_PKG_VERSION"));
@@ -55,13 +56,14 @@ pub struct HttpOutcome {
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync {
     /// POSTs `body` to `url` with `headers`; every problem is an
-    /// [`AttemptResult::Failed`], never an error.
-    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome;
+    /// [`AttemptResult::Failed`], never an error. The body is shared, not
+    /// copied: the request sends the bytes the task was read into.
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: Payload) -> HttpOutcome;
 }
 
 #[async_trait::async_trait]
 impl Transport for DeliveryClient {
-    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: Payload) -> HttpOutcome {
         DeliveryClient::post(self, url, headers, body).await
     }
 }
@@ -157,7 +159,7 @@ impl DeliveryClient {
 
     /// POSTs `body` to `url` with `headers` and reports what happened. Never
     /// fails: every problem becomes an [`AttemptResult::Failed`].
-    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: Payload) -> HttpOutcome {
         let started = Instant::now();
         let elapsed = |s: Instant| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX);
         let failed = |error: String, s: Instant| HttpOutcome {
@@ -180,7 +182,10 @@ impl DeliveryClient {
                 return failed(BLOCKED_DESTINATION.to_string(), started);
             }
         }
-        let mut req = self.http.post(parsed).body(body);
+        let mut req = self
+            .http
+            .post(parsed)
+            .body(reqwest::Body::from(bytes::Bytes::from_owner(body)));
         for (name, value) in headers {
             req = req.header(*name, value);
         }
