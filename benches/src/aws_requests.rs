@@ -405,6 +405,10 @@ async fn measure(
     for p in pollers {
         p.await?;
     }
+    // What the sender still keeps of the endpoints' figures (its full
+    // batches of the last few seconds) is written too: a Lambda
+    // environment writes it with a later batch.
+    system.sender.flush_stats().await;
     let send_cpu = (cpu_time() - cpu).as_secs_f64();
     let send_seconds = t0.elapsed().as_secs_f64();
     let send = counter.snapshot();

@@ -244,8 +244,9 @@ FUNCTION_CALLS = {
         "EventsTable": {"put_if_absent", "get", "get_many"},
         # list_all: requeue.rs checks that a retried delivery's endpoint exists.
         "EndpointsTable": {"create", "get", "summary", "list", "list_all", "update", "delete"},
-        # mark_requeued: a stuck pending delivery retried by hand (requeue.rs).
-        "DeliveriesTable": {"get", "list_for_endpoint", "transition", "mark_requeued"},
+        # mark_requeued: a stuck pending delivery retried by hand (requeue.rs);
+        # get_many: an event's deliveries in the event log (event_log.rs).
+        "DeliveriesTable": {"get", "get_many", "list_for_endpoint", "transition", "mark_requeued"},
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
         "DeliveryQueue": {"send_batch"},
@@ -591,6 +592,11 @@ TABLES = {
 }
 
 
+# The tables that take the steady write load (a publication, a delivery's
+# writes): billed as the BillingMode parameter says.
+STEADY_WRITE_TABLES = ("EventsTable", "DeliveriesTable")
+
+
 @pytest.mark.parametrize("logical_id", sorted(TABLES))
 def test_table(template: dict, logical_id: str) -> None:
     keys, has_ttl = TABLES[logical_id]
@@ -598,7 +604,11 @@ def test_table(template: dict, logical_id: str) -> None:
     assert table["Type"] == "AWS::DynamoDB::Table"
     props = table["Properties"]
     assert "TableName" not in props, "let CloudFormation name tables; functions get names from env vars"
-    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    if logical_id in STEADY_WRITE_TABLES:
+        assert props["BillingMode"] == {"Ref": "BillingMode"}
+    else:
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert "ProvisionedThroughput" not in props
     assert [(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]] == keys
     attribute_types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
     index_keys = [k["AttributeName"] for i in props.get("GlobalSecondaryIndexes", []) for k in i["KeySchema"]]
@@ -615,6 +625,86 @@ def test_table(template: dict, logical_id: str) -> None:
         assert "TimeToLiveSpecification" not in props
     if logical_id == "EventsTable":
         assert props["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
+
+
+def test_billing_mode_parameter_defaults_to_on_demand(template: dict) -> None:
+    parameter_defaults_to(template, "BillingMode", "PAY_PER_REQUEST")
+    assert template["Parameters"]["BillingMode"]["AllowedValues"] == ["PAY_PER_REQUEST", "PROVISIONED"]
+    assert template["Conditions"]["IsProvisioned"] == {"Fn::Equals": [{"Ref": "BillingMode"}, "PROVISIONED"]}
+    minimum, maximum = (template["Parameters"][p] for p in ("ProvisionedMinCapacity", "ProvisionedMaxCapacity"))
+    assert minimum["Type"] == maximum["Type"] == "Number"
+    assert int(minimum["Default"]) <= int(maximum["Default"])
+    target = template["Parameters"]["ProvisionedTargetUtilization"]
+    assert 20 <= int(target["MinValue"]) <= int(target["Default"]) <= int(target["MaxValue"]) <= 90
+
+
+def provisioned_throughput_of(props: dict) -> None:
+    """Capacity only when provisioned, from the minimum parameter."""
+    assert props["ProvisionedThroughput"] == {
+        "Fn::If": [
+            "IsProvisioned",
+            {
+                "ReadCapacityUnits": {"Ref": "ProvisionedMinCapacity"},
+                "WriteCapacityUnits": {"Ref": "ProvisionedMinCapacity"},
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+
+
+@pytest.mark.parametrize("logical_id", STEADY_WRITE_TABLES)
+def test_steady_write_tables_scale_their_capacity_when_provisioned(template: dict, logical_id: str) -> None:
+    """PROVISIONED gives the table (and each of its indexes, whose throttled
+    writes would throttle the table's) a read and a write capacity starting
+    at the minimum, each tracked by auto-scaling at the target utilization;
+    on-demand makes none of it."""
+    props = resource(template, logical_id)["Properties"]
+    provisioned_throughput_of(props)
+    scopes = [("table", f"table/${{{logical_id}}}")]
+    for index in props.get("GlobalSecondaryIndexes", []):
+        provisioned_throughput_of(index)
+        scopes.append(("index", f"table/${{{logical_id}}}/index/{index['IndexName']}"))
+    targets = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    policies = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    for scope, resource_id in scopes:
+        for dimension, metric in (("Write", "DynamoDBWriteCapacityUtilization"), ("Read", "DynamoDBReadCapacityUtilization")):
+            found = [
+                name
+                for name, t in targets.items()
+                if t["Properties"]["ResourceId"] == {"Fn::Sub": resource_id}
+                and t["Properties"]["ScalableDimension"] == f"dynamodb:{scope}:{dimension}CapacityUnits"
+            ]
+            assert len(found) == 1, f"{resource_id} {dimension}: {found}"
+            target = targets[found[0]]
+            assert target.get("Condition") == "IsProvisioned"
+            assert target["Properties"]["ServiceNamespace"] == "dynamodb"
+            assert target["Properties"]["MinCapacity"] == {"Ref": "ProvisionedMinCapacity"}
+            assert target["Properties"]["MaxCapacity"] == {"Ref": "ProvisionedMaxCapacity"}
+            tracking = [p for p in policies.values() if p["Properties"].get("ScalingTargetId") == {"Ref": found[0]}]
+            assert len(tracking) == 1, f"{found[0]}: one policy"
+            assert tracking[0].get("Condition") == "IsProvisioned"
+            policy = tracking[0]["Properties"]
+            assert policy["PolicyType"] == "TargetTrackingScaling"
+            config = policy["TargetTrackingScalingPolicyConfiguration"]
+            assert config["TargetValue"] == {"Ref": "ProvisionedTargetUtilization"}
+            assert config["PredefinedMetricSpecification"] == {"PredefinedMetricType": metric}
+
+
+def test_nothing_scales_but_the_steady_write_tables(template: dict) -> None:
+    targets = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    named = {
+        re.match(r"table/\$\{(\w+)\}", t["Properties"]["ResourceId"]["Fn::Sub"]).group(1) for t in targets.values()
+    }
+    assert named == set(STEADY_WRITE_TABLES)
+    assert len(targets) == 6, "read and write of the two tables and the deliveries index"
+
+
+@pytest.mark.parametrize("name", ["api", "fanout", "sweeper"])
+def test_functions_that_queue_tasks_are_updated_after_the_sender(template: dict, name: str) -> None:
+    """A task message's payload is raw JSON, which only a sender of this
+    version or later reads: every function that queues tasks waits for the
+    sender's update."""
+    assert resource(template, FUNCTIONS[name]).get("DependsOn") == "SenderFunction"
 
 
 def test_deliveries_have_the_reconcilers_sparse_pending_index(template: dict, repo_root: Path) -> None:

@@ -460,3 +460,120 @@ async fn the_sweeper_passes_over_an_undecodable_event() {
     );
     assert_eq!(sweeper.sweep().await.undecodable_events, 0);
 }
+
+/// Issue 24: an event whose `data` is over 900 bytes is stored deflated, a
+/// binary attribute, so 1 KiB of invoice-like data makes an item under
+/// DynamoDB's 1 KB write unit; every reader (a read, the listing the
+/// sweeper makes, the stream image the fan-out gets) gives back the text
+/// it was written with, and the receiver gets it byte for byte. A small
+/// event stays a string, and reads as before.
+#[tokio::test]
+async fn large_event_data_is_stored_deflated_and_read_back_as_written() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let receiver = Receiver::always(204).await;
+    let backend = crate::support::MotoBackend::new("deflated").await;
+    let dynamodb = backend.aws.dynamodb.clone();
+    let events_table = backend.names.table("events");
+    let adapters = backend.adapters.clone();
+    let mut sys = MotoSystem::with_sender_adapters(backend, adapters, "1s", 0);
+    let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
+    // About 1 KiB, with the repetition of a real payload: keys repeat,
+    // ids and amounts do not.
+    let lines: Vec<String> = (1..=19u64)
+        .map(|n| {
+            format!(
+                r#"{{"sku":"SKU-{:08x}","qty":{},"unit_amount":{}}}"#,
+                n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32,
+                n % 7 + 1,
+                (n * 7919) % 100_000
+            )
+        })
+        .collect();
+    let data = format!(
+        r#"{{"invoice":"in_1","currency":"eur","note":"é\u2028","lines":[{}]}}"#,
+        lines.join(",")
+    );
+    assert!((1000..=1100).contains(&data.len()), "{}", data.len());
+    let large = sys.publish("org", EventType::InvoicePaid, &data).await;
+    let small = sys
+        .publish("org", EventType::InvoicePaid, r#"{"amount":1}"#)
+        .await;
+
+    let raw = |id: String| {
+        let (dynamodb, table) = (dynamodb.clone(), events_table.clone());
+        async move {
+            dynamodb
+                .get_item()
+                .table_name(table)
+                .key("org_id", AttributeValue::S("org".into()))
+                .key("event_id", AttributeValue::S(id))
+                .send()
+                .await
+                .expect("get")
+                .item
+                .expect("stored")
+        }
+    };
+    let item = raw(large.id.clone()).await;
+    let Some(AttributeValue::B(deflated)) = item.get("data") else {
+        panic!("data stored as binary: {:?}", item.get("data"));
+    };
+    assert!(deflated.as_ref().len() < data.len() / 2);
+    // DynamoDB's item size: attribute names plus values (numbers about
+    // half their digits); one write unit is 1 KB.
+    let size: usize = item
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    AttributeValue::N(n) => n.len() / 2 + 1,
+                    _ => 0,
+                }
+        })
+        .sum();
+    assert!(size <= 1024, "{size} bytes: more than one write unit");
+    let item = raw(small.id.clone()).await;
+    assert_eq!(
+        item.get("data"),
+        Some(&AttributeValue::S(r#"{"amount":1}"#.into()))
+    );
+
+    // A read, the sweeper's listing, the fan-out's stream image.
+    let back = sys
+        .adapters
+        .events
+        .get("org", &large.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(back.data.get(), data);
+    assert_eq!(back.payload(), large.payload());
+    let listed = sys
+        .adapters
+        .events
+        .list_after("org", "evt_", 10)
+        .await
+        .expect("list");
+    let texts: Vec<String> = listed
+        .into_iter()
+        .map(|e| e.expect("decodes").data.get().to_string())
+        .collect();
+    assert_eq!(texts, [data.clone(), r#"{"amount":1}"#.to_string()]);
+    for e in [&large, &small] {
+        let delivered = sys
+            .drive_until_status(&ep.id, &e.id, DeliveryStatus::Delivered, WAIT)
+            .await;
+        assert!(delivered, "{} was not delivered", e.id);
+    }
+    let got = receiver.received();
+    for e in [&large, &small] {
+        let payload = e.payload();
+        assert!(
+            got.iter().any(|r| r.body.as_ref() == payload.as_bytes()),
+            "no request carried {}'s payload unchanged",
+            e.id
+        );
+    }
+}

@@ -6,7 +6,7 @@ use crate::env::{self, EnvError};
 use crate::envelope::EnvelopeCipher;
 use crate::{
     AwsClients, DynamoCursorStore, DynamoDeliveryStore, DynamoEndpointStore, DynamoEventStore,
-    DynamoIdempotencyStore, DynamoInboundStore, DynamoStatsStore, SqsQueue,
+    DynamoIdempotencyStore, DynamoInboundStore, DynamoStatsStore, Lazy, SqsQueue,
 };
 use std::sync::Arc;
 use webhooks_ports::Adapters;
@@ -68,16 +68,26 @@ impl Locations {
 
 /// Every port's DynamoDB or SQS adapter, over `clients`.
 pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
-    let ddb = &clients.dynamodb;
+    build(
+        &clients.dynamodb,
+        clients.sqs.clone().into(),
+        clients.kms.clone().into(),
+        at,
+    )
+}
+
+fn build(
+    ddb: &aws_sdk_dynamodb::Client,
+    sqs: Lazy<aws_sdk_sqs::Client>,
+    kms: Lazy<aws_sdk_kms::Client>,
+    at: &Locations,
+) -> Adapters {
     Adapters {
         events: Arc::new(DynamoEventStore::new(ddb.clone(), at.events_table.clone())),
         endpoints: Arc::new(DynamoEndpointStore::new(
             ddb.clone(),
             at.endpoints_table.clone(),
-            Arc::new(EnvelopeCipher::new(
-                clients.kms.clone(),
-                at.endpoint_secrets_key.clone(),
-            )),
+            Arc::new(EnvelopeCipher::new(kms, at.endpoint_secrets_key.clone())),
         )),
         deliveries: Arc::new(DynamoDeliveryStore::new(
             ddb.clone(),
@@ -96,22 +106,24 @@ pub fn adapters(clients: &AwsClients, at: &Locations) -> Adapters {
             at.inbound_table.clone(),
         )),
         stats: Arc::new(DynamoStatsStore::new(ddb.clone(), at.stats_table.clone())),
-        queue: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            at.delivery_queue_url.clone(),
-        )),
-        dead_letters: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            at.dead_letter_queue_url.clone(),
-        )),
+        queue: Arc::new(SqsQueue::new(sqs.clone(), at.delivery_queue_url.clone())),
+        dead_letters: Arc::new(SqsQueue::new(sqs, at.dead_letter_queue_url.clone())),
         clock: webhooks_ports::SystemClock::shared(),
     }
 }
 
 /// What a Lambda function is built from: the SDK's configuration (loaded
 /// once by its `main`, [`crate::sdk_config`], and shared with its other
-/// clients) and the resource names of its environment.
+/// clients) and the resource names of its environment. Only the DynamoDB
+/// client, which nearly every invocation uses, is made now; the SQS and
+/// KMS clients are made by their first use ([`Lazy`]), so an invocation
+/// kind that needs neither never makes them.
 pub fn from_env(config: &aws_config::SdkConfig) -> Result<Adapters, EnvError> {
     let at = Locations::from_env()?;
-    Ok(adapters(&AwsClients::from_config(config), &at))
+    Ok(build(
+        &aws_sdk_dynamodb::Client::new(config),
+        Lazy::from_config(config, aws_sdk_sqs::Client::new),
+        Lazy::from_config(config, aws_sdk_kms::Client::new),
+        &at,
+    ))
 }

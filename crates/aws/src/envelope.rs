@@ -97,7 +97,7 @@ struct OpenKey {
 /// Seals and opens secrets under data keys of one KMS key, caching data
 /// keys for [`DATA_KEY_TTL`]. Cheap to share (`Arc`).
 pub struct EnvelopeCipher {
-    kms: aws_sdk_kms::Client,
+    kms: crate::Lazy<aws_sdk_kms::Client>,
     key_id: String,
     ttl: Duration,
     sealing: Mutex<Option<SealingKey>>,
@@ -120,14 +120,21 @@ fn cipher_of(plaintext_key: &[u8], op: &'static str) -> Result<Aes256Gcm, Envelo
 
 impl EnvelopeCipher {
     /// Data keys of the KMS key `key_id` (an ARN, id or alias).
-    pub fn new(kms: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
+    pub fn new(
+        kms: impl Into<crate::Lazy<aws_sdk_kms::Client>>,
+        key_id: impl Into<String>,
+    ) -> Self {
         Self::with_ttl(kms, key_id, DATA_KEY_TTL)
     }
 
     /// The same, with another data-key lifetime (tests).
-    pub fn with_ttl(kms: aws_sdk_kms::Client, key_id: impl Into<String>, ttl: Duration) -> Self {
+    pub fn with_ttl(
+        kms: impl Into<crate::Lazy<aws_sdk_kms::Client>>,
+        key_id: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
         EnvelopeCipher {
-            kms,
+            kms: kms.into(),
             key_id: key_id.into(),
             ttl,
             sealing: Mutex::new(None),
@@ -204,6 +211,7 @@ impl EnvelopeCipher {
     async fn new_data_key(&self) -> Result<(Vec<u8>, Arc<Aes256Gcm>), EnvelopeError> {
         let out = self
             .kms
+            .get()
             .generate_data_key()
             .key_id(&self.key_id)
             .key_spec(DataKeySpec::Aes256)
@@ -237,6 +245,7 @@ impl EnvelopeCipher {
         }
         let out = self
             .kms
+            .get()
             .decrypt()
             .key_id(&self.key_id)
             .ciphertext_blob(Blob::new(wrapped))

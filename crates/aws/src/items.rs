@@ -45,8 +45,10 @@ pub struct EventItem {
     pub event_id: String,
     pub event_type: String,
     pub created_at: String,
-    /// The event's `data`, as the JSON text it was written with.
-    pub data: String,
+    /// The event's `data`, as the JSON text it was written with: a string
+    /// attribute, or above [`COMPRESS_DATA_ABOVE`] bytes a binary one
+    /// holding it deflated ([`StoredData`]).
+    pub data: StoredData,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,7 +63,7 @@ impl EventItem {
             event_id: e.id.clone(),
             event_type: e.event_type.as_str().to_string(),
             created_at: rfc3339(e.created_at),
-            data: e.data.get().to_string(),
+            data: StoredData::of(e.data.get()),
             target_endpoint: e.target_endpoint.clone(),
             trace_id: e.trace_id.clone(),
             expires_at: expires_at(e.created_at),
@@ -75,12 +77,114 @@ impl EventItem {
                 .parse()
                 .map_err(|e| decode_error("event", e))?,
             created_at: time(&self.created_at, "event")?,
-            data: RawValue::from_string(self.data).map_err(|e| decode_error("event data", e))?,
+            data: RawValue::from_string(self.data.into_text()?)
+                .map_err(|e| decode_error("event data", e))?,
             id: self.event_id,
             org_id: self.org_id,
             target_endpoint: self.target_endpoint,
             trace_id: self.trace_id,
         })
+    }
+}
+
+/// Event `data` longer than this (in bytes of JSON text) is stored
+/// deflated, so that an event with 1 KiB of data fits DynamoDB's 1 KB
+/// write unit: the item's other attributes take about 150 bytes.
+pub const COMPRESS_DATA_ABOVE: usize = 900;
+
+/// The most bytes a stored `data` inflates to: twice the API's limit on
+/// `data`, so a corrupt or hostile item cannot make a reader allocate
+/// without bound.
+const MAX_INFLATED_BYTES: usize = 2 * webhooks_domain::event::MAX_DATA_BYTES;
+
+/// An event's `data` as stored: the JSON text as a string attribute (`S`),
+/// or, when that is longer than [`COMPRESS_DATA_ABOVE`] and deflating
+/// makes it shorter, the text deflated (raw DEFLATE, RFC 1951) as a binary
+/// attribute (`B`) of the same name. Readers take either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredData {
+    Text(String),
+    Deflated(Bytes),
+}
+
+impl StoredData {
+    /// How `text` is stored.
+    pub fn of(text: &str) -> StoredData {
+        if text.len() > COMPRESS_DATA_ABOVE {
+            if let Some(deflated) = deflate(text.as_bytes()).filter(|d| d.len() < text.len()) {
+                return StoredData::Deflated(Bytes(deflated));
+            }
+        }
+        StoredData::Text(text.to_string())
+    }
+
+    /// The JSON text stored.
+    pub fn into_text(self) -> Result<String, BackendError> {
+        match self {
+            StoredData::Text(text) => Ok(text),
+            StoredData::Deflated(Bytes(bytes)) => inflate(&bytes),
+        }
+    }
+}
+
+fn deflate(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(bytes.len() / 2),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(bytes).ok()?;
+    encoder.finish().ok()
+}
+
+fn inflate(bytes: &[u8]) -> Result<String, BackendError> {
+    use std::io::Read as _;
+    let mut text = String::with_capacity(bytes.len() * 3);
+    let limit = u64::try_from(MAX_INFLATED_BYTES).unwrap_or(u64::MAX);
+    flate2::read::DeflateDecoder::new(bytes)
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| decode_error("event data (deflated)", e))?;
+    if text.len() > MAX_INFLATED_BYTES {
+        return Err(decode_error(
+            "event data (deflated)",
+            format!("inflates to more than {MAX_INFLATED_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+impl Serialize for StoredData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StoredData::Text(text) => s.serialize_str(text),
+            StoredData::Deflated(bytes) => bytes.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StoredData;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a binary attribute")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StoredData, E> {
+                Ok(StoredData::Text(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<StoredData, E> {
+                Ok(StoredData::Text(v))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<StoredData, E> {
+                Ok(StoredData::Deflated(Bytes(v.to_vec())))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<StoredData, E> {
+                Ok(StoredData::Deflated(Bytes(v)))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -824,6 +928,122 @@ mod tests {
             e2.payload()
         });
         assert_eq!(back.data.get(), r#"{"z": 1,"a":2}"#);
+    }
+
+    fn event_with(data: &str) -> Event {
+        Event::new(
+            "org",
+            EventType::InvoicePaid,
+            RawValue::from_string(data.to_string()).unwrap(),
+        )
+    }
+
+    /// An invoice-like `data` of about `bytes` bytes, as compressible as a
+    /// real one (ids and amounts differ, the keys repeat).
+    fn invoice_data(bytes: usize) -> String {
+        let mut lines = Vec::new();
+        let mut n = 0u64;
+        while lines.iter().map(|l: &String| l.len() + 1).sum::<usize>() < bytes - 40 {
+            n += 1;
+            lines.push(format!(
+                r#"{{"sku":"SKU-{:08x}","qty":{},"unit_amount":{}}}"#,
+                n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32,
+                n % 7 + 1,
+                (n * 7919) % 100_000
+            ));
+        }
+        format!(r#"{{"invoice":"in_{n:x}","lines":[{}]}}"#, lines.join(","))
+    }
+
+    #[test]
+    fn small_data_is_stored_as_text_large_data_deflated() {
+        let small = r#"{"amount":1200,"currency":"eur"}"#;
+        let item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(EventItem::from_event(&event_with(small))).unwrap();
+        assert_eq!(item["data"], AttributeValue::S(small.into()));
+        assert_eq!(event_from_item(item).unwrap().data.get(), small);
+
+        let large = invoice_data(1024);
+        assert!(large.len() > COMPRESS_DATA_ABOVE, "{}", large.len());
+        let event = event_with(&large);
+        let item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(EventItem::from_event(&event)).unwrap();
+        let AttributeValue::B(deflated) = &item["data"] else {
+            panic!("stored as binary: {:?}", item["data"]);
+        };
+        assert!(
+            deflated.as_ref().len() < large.len() / 2,
+            "{}",
+            deflated.as_ref().len()
+        );
+        let back = event_from_item(item).unwrap();
+        assert_eq!(back.data.get(), large, "the same text, byte for byte");
+        assert_eq!(back.id, event.id);
+    }
+
+    #[test]
+    fn noisy_data_reads_back_as_written() {
+        // Text deflate barely shortens: pseudo-random base64.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: String = (0..1500)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                        [(x % 64) as usize],
+                )
+            })
+            .collect();
+        let data = format!(r#"{{"blob":"{noise}"}}"#);
+        let stored = StoredData::of(&data);
+        if let StoredData::Deflated(b) = &stored {
+            assert!(b.0.len() < data.len());
+        }
+        assert_eq!(stored.into_text().unwrap(), data);
+    }
+
+    #[test]
+    fn stream_images_in_lambdas_json_read_both_forms() {
+        // Lambda hands the fan-out the NewImage as JSON, binaries in base64.
+        let large = invoice_data(2000);
+        let item: serde_dynamo::Item =
+            serde_dynamo::to_item(EventItem::from_event(&event_with(&large))).unwrap();
+        let json = serde_json::to_string(&item).unwrap();
+        assert!(json.contains(r#""data":{"B":""#), "{json}");
+        let image: serde_dynamo::Item = serde_json::from_str(&json).unwrap();
+        assert_eq!(event_from_item(image).unwrap().data.get(), large);
+        let image: serde_dynamo::Item = serde_json::from_value(serde_json::json!({
+            "org_id": {"S": "o"}, "event_id": {"S": "evt_1"},
+            "event_type": {"S": "invoice.paid"},
+            "created_at": {"S": "2026-01-01T00:00:00Z"},
+            "data": {"S": "{\"a\":1}"}, "expires_at": {"N": "1"}
+        }))
+        .unwrap();
+        assert_eq!(event_from_item(image).unwrap().data.get(), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn corrupt_or_bomb_deflated_data_is_an_error() {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(EventItem::from_event(&event_with("{}"))).unwrap();
+        item.insert(
+            "data".into(),
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                0xff, 0x00, 0x13,
+            ])),
+        );
+        assert!(event_from_item(item.clone()).is_err());
+        // A megabyte of spaces deflates to about a kilobyte.
+        let bomb = deflate(&vec![b' '; 1 << 20]).unwrap();
+        assert!(bomb.len() < 4096);
+        item.insert(
+            "data".into(),
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bomb)),
+        );
+        let err = event_from_item(item).unwrap_err();
+        assert!(err.to_string().contains("inflates to more than"), "{err}");
     }
 
     #[test]

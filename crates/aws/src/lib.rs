@@ -14,6 +14,7 @@ pub mod events;
 pub mod idempotency;
 pub mod inbound;
 pub mod items;
+pub mod lazy;
 pub mod ops_bus;
 pub mod queue;
 #[cfg(feature = "dev")]
@@ -34,6 +35,7 @@ pub use endpoints::DynamoEndpointStore;
 pub use events::DynamoEventStore;
 pub use idempotency::DynamoIdempotencyStore;
 pub use inbound::DynamoInboundStore;
+pub use lazy::Lazy;
 pub use ops_bus::EventBridgeOpsBus;
 pub use queue::SqsQueue;
 pub use stats::DynamoStatsStore;

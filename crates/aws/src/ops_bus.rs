@@ -14,21 +14,22 @@ pub const SOURCE: &str = "devsphere.webhooks";
 /// One EventBridge bus, by name.
 #[derive(Clone)]
 pub struct EventBridgeOpsBus {
-    client: Client,
+    client: crate::Lazy<Client>,
     bus: String,
 }
 
 impl EventBridgeOpsBus {
-    pub fn new(client: Client, bus: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::Lazy<Client>>, bus: impl Into<String>) -> Self {
         EventBridgeOpsBus {
-            client,
+            client: client.into(),
             bus: bus.into(),
         }
     }
 
-    /// The bus named `bus`, through the SDK configuration `config`.
+    /// The bus named `bus`, through the SDK configuration `config` (the
+    /// client made with the first notice).
     pub fn with_config(config: &aws_config::SdkConfig, bus: impl Into<String>) -> Self {
-        EventBridgeOpsBus::new(Client::new(config), bus)
+        EventBridgeOpsBus::new(crate::Lazy::from_config(config, Client::new), bus)
     }
 }
 
@@ -45,6 +46,7 @@ impl OpsBus for EventBridgeOpsBus {
             .build();
         let out = self
             .client
+            .get()
             .put_events()
             .entries(entry)
             .send()

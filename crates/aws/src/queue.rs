@@ -14,14 +14,14 @@ use webhooks_ports::{BackendError, Queue, QueueMessage, ReceivedMessage, Result}
 /// One SQS queue, by URL.
 #[derive(Clone)]
 pub struct SqsQueue {
-    client: Client,
+    client: crate::Lazy<Client>,
     url: String,
 }
 
 impl SqsQueue {
-    pub fn new(client: Client, url: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::Lazy<Client>>, url: impl Into<String>) -> Self {
         SqsQueue {
-            client,
+            client: client.into(),
             url: url.into(),
         }
     }
@@ -49,6 +49,7 @@ impl SqsQueue {
         let all = || indexes.to_vec();
         match self
             .client
+            .get()
             .send_message_batch()
             .queue_url(&self.url)
             .set_entries(Some(entries))
@@ -91,6 +92,7 @@ impl Queue for SqsQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
         let out = self
             .client
+            .get()
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(i32::try_from(max.clamp(1, SQS_BATCH)).unwrap_or(10))
@@ -141,6 +143,7 @@ impl Queue for SqsQueue {
         let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
         let secs = i32::try_from(secs.min(MAX_VISIBILITY.as_secs())).unwrap_or(43_200);
         self.client
+            .get()
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt_handle)
@@ -166,6 +169,7 @@ impl Queue for SqsQueue {
                 .collect();
             let out = self
                 .client
+                .get()
                 .delete_message_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries))

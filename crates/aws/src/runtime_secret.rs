@@ -35,13 +35,14 @@ pub enum SecretError {
 /// Fetches secrets from Secrets Manager by ARN.
 #[derive(Clone)]
 pub struct SecretsManager {
-    client: aws_sdk_secretsmanager::Client,
+    client: crate::Lazy<aws_sdk_secretsmanager::Client>,
 }
 
 impl SecretsManager {
+    /// The client is made with the first fetch.
     pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         SecretsManager {
-            client: aws_sdk_secretsmanager::Client::new(config),
+            client: crate::Lazy::from_config(config, aws_sdk_secretsmanager::Client::new),
         }
     }
 
@@ -55,7 +56,7 @@ impl SecretsManager {
             .interceptor(counter.clone())
             .build();
         SecretsManager {
-            client: aws_sdk_secretsmanager::Client::from_conf(conf),
+            client: aws_sdk_secretsmanager::Client::from_conf(conf).into(),
         }
     }
 
@@ -95,7 +96,7 @@ enum Source {
 }
 
 struct Managed {
-    client: aws_sdk_secretsmanager::Client,
+    client: crate::Lazy<aws_sdk_secretsmanager::Client>,
     arn: String,
     ttl: Duration,
     refetch_interval: Duration,
@@ -243,6 +244,7 @@ impl Managed {
     async fn get_secret_value(&self) -> Result<String, SecretError> {
         let out = self
             .client
+            .get()
             .get_secret_value()
             .secret_id(&self.arn)
             .send()

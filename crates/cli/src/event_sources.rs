@@ -192,7 +192,9 @@ impl QueueMapping {
     }
 
     /// Runs `pollers` concurrent pollers until `stop` turns true; each lets
-    /// its in-flight batch finish before it stops.
+    /// its in-flight batch finish before it stops. The sender's figures
+    /// kept in the process are written when a poller finds the queue
+    /// empty, and when the pollers stop.
     pub async fn run(self, pollers: usize, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let tasks: Vec<_> = (0..pollers.max(1))
@@ -201,7 +203,9 @@ impl QueueMapping {
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     while !*stop.borrow() {
-                        this.step(Duration::from_millis(500)).await;
+                        if this.step(Duration::from_millis(500)).await == 0 {
+                            this.sender.flush_stats().await;
+                        }
                     }
                 })
             })
@@ -209,6 +213,7 @@ impl QueueMapping {
         for t in tasks {
             let _ = t.await;
         }
+        this.sender.flush_stats().await;
     }
 }
 

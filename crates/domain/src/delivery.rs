@@ -200,14 +200,14 @@ impl Delivery {
     /// The queue message that makes the sender attempt this delivery of
     /// `event`, whose request body is `payload` (`event.payload()`, made once
     /// when one event goes to many endpoints).
-    pub fn task(&self, event: &crate::Event, payload: String) -> DeliveryTask {
+    pub fn task(&self, event: &crate::Event, payload: impl Into<crate::Payload>) -> DeliveryTask {
         DeliveryTask {
             delivery_id: self.id.clone(),
             org_id: self.org_id.clone(),
             endpoint_id: self.endpoint_id.clone(),
             event_id: event.id.clone(),
             event_type: event.event_type,
-            payload,
+            payload: payload.into(),
             trace_id: event.trace_id.clone(),
             redriven: false,
         }
@@ -240,8 +240,8 @@ pub struct DeliveryTask {
     pub endpoint_id: String,
     pub event_id: String,
     pub event_type: EventType,
-    /// The exact request body.
-    pub payload: String,
+    /// The exact request body (raw JSON in the message: [`Payload`]).
+    pub payload: crate::Payload,
     /// The publishing request's X-Ray trace, for the sender's logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -260,11 +260,13 @@ impl DeliveryTask {
         crate::tenant::org_tenant(&self.org_id)
     }
 
-    /// The queue message's body: the task as JSON, with every character SQS
-    /// does not carry written as a `\uXXXX` escape. serde_json escapes the
-    /// control characters but leaves U+FFFE and U+FFFF as they are; they can
-    /// only stand inside a JSON string here, so the escape decodes back to
-    /// the same payload, byte for byte.
+    /// The queue message's body: the task as JSON, the payload raw
+    /// ([`crate::Payload`]), with every character SQS does not carry
+    /// written as a `\uXXXX` escape. serde_json escapes the control
+    /// characters but leaves U+FFFE and U+FFFF as they are; a payload that
+    /// holds one is written as a string, so they can only stand inside a
+    /// JSON string here, and the escape decodes back to the same payload,
+    /// byte for byte.
     pub fn to_message(&self) -> String {
         let json = serde_json::to_string(self)
             .expect("a task of strings and a unit enum always serializes");
@@ -289,7 +291,7 @@ impl DeliveryTask {
 
 /// Whether SQS carries `c` in a message body: #x9 #xA #xD #x20-#xD7FF
 /// #xE000-#xFFFD #x10000-#x10FFFF.
-fn sqs_carries(c: char) -> bool {
+pub(crate) fn sqs_carries(c: char) -> bool {
     matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
@@ -415,7 +417,13 @@ mod tests {
         let ep = crate::ids::new_id("ep");
         let d = Delivery::new("org", &ep, &event.id, event.event_type);
         let task = d.task(&event, event.payload());
-        let back: DeliveryTask = serde_json::from_str(&task.to_message()).unwrap();
+        let message = task.to_message();
+        // Raw: the payload's JSON as it is, nothing escaped.
+        assert!(
+            message.contains(&format!(r#""payload":{}"#, event.payload())),
+            "{message}"
+        );
+        let back: DeliveryTask = serde_json::from_str(&message).unwrap();
         assert_eq!(back, task);
         assert_eq!(back.delivery_id, d.id);
         assert_eq!(back.payload, event.payload());

@@ -10,6 +10,7 @@ pub mod event_type;
 pub mod filter;
 pub mod ids;
 pub mod ops;
+pub mod payload;
 pub mod retry;
 pub mod secret;
 pub mod signing;
@@ -22,5 +23,6 @@ pub use endpoint::{Endpoint, EndpointSummary, EndpointUrlPolicy, Subscriber, Sub
 pub use event::Event;
 pub use event_type::EventType;
 pub use filter::EventFilter;
+pub use payload::Payload;
 pub use retry::RetrySchedule;
 pub use secret::Secret;

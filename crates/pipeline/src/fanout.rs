@@ -5,7 +5,7 @@ use futures::stream::{self, StreamExt};
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use webhooks_domain::{Delivery, Event, Subscriber};
+use webhooks_domain::{Delivery, Event, Payload, Subscriber};
 use webhooks_ports::{
     Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, QueueMessage, SystemClock,
 };
@@ -163,10 +163,10 @@ impl FanOut {
         // attempted needs no index entry for the reconciler to find it.
         // Each event's payload is serialized once, however many endpoints
         // it goes to.
-        let mut payloads: Vec<Option<String>> = vec![None; events.len()];
-        let mut payload_of = |i: usize| -> String {
+        let mut payloads: Vec<Option<Payload>> = vec![None; events.len()];
+        let mut payload_of = |i: usize| -> Payload {
             payloads[i]
-                .get_or_insert_with(|| events[i].payload())
+                .get_or_insert_with(|| events[i].payload().into())
                 .clone()
         };
         // Each message, and the index of the event it is for (`wanted` is in
@@ -264,7 +264,7 @@ fn filter_body(event: &Event) -> Option<serde_json::Value> {
 }
 
 /// The queue message of `delivery`'s task, of its org's tenant.
-fn task_message(event: &Event, delivery: &Delivery, payload: String) -> QueueMessage {
+fn task_message(event: &Event, delivery: &Delivery, payload: Payload) -> QueueMessage {
     QueueMessage::task(&delivery.task(event, payload))
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use webhooks_domain::address::is_public;
 use webhooks_domain::delivery::{truncate_body, AttemptResult, MAX_LOGGED_RESPONSE};
 use webhooks_domain::retry::parse_retry_after;
+use webhooks_domain::Payload;
 
 /// The `User-Agent` every delivery carries.
 pub const USER_AGENT: &str = concat!("devsphere-webhooks/", env!("CARGO_PKG_VERSION"));
@@ -55,8 +56,9 @@ pub struct HttpOutcome {
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync {
     /// POSTs `body` to `url` with `headers`; every problem is an
-    /// [`AttemptResult::Failed`], never an error.
-    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome;
+    /// [`AttemptResult::Failed`], never an error. The body is shared, not
+    /// copied: the request sends the bytes the task was read into.
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: Payload) -> HttpOutcome;
 
     /// POSTs a token request (`body`, a form) to an OAuth 2.0 token
     /// endpoint and answers its status and up to [`MAX_TOKEN_RESPONSE`]
@@ -87,7 +89,7 @@ pub const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 #[async_trait::async_trait]
 impl Transport for DeliveryClient {
-    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: Payload) -> HttpOutcome {
         DeliveryClient::post(self, url, headers, body).await
     }
 
@@ -192,7 +194,7 @@ impl DeliveryClient {
 
     /// POSTs `body` to `url` with `headers` and reports what happened. Never
     /// fails: every problem becomes an [`AttemptResult::Failed`].
-    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: Payload) -> HttpOutcome {
         let started = Instant::now();
         let elapsed = |s: Instant| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX);
         let failed = |error: String, s: Instant| HttpOutcome {
@@ -204,7 +206,10 @@ impl DeliveryClient {
             Ok(u) => u,
             Err(e) => return failed(e, started),
         };
-        let mut req = self.http.post(parsed).body(body);
+        let mut req = self
+            .http
+            .post(parsed)
+            .body(reqwest::Body::from(bytes::Bytes::from_owner(body)));
         for (name, value) in headers {
             req = req.header(*name, value);
         }

@@ -91,7 +91,7 @@ impl World {
             endpoint_id: ep.id.clone(),
             event_id: event.id.clone(),
             event_type: event.event_type,
-            payload: event.payload(),
+            payload: event.payload().into(),
             trace_id: None,
             redriven: false,
         };

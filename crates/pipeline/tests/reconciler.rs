@@ -35,7 +35,12 @@ struct Unavailable;
 
 #[async_trait]
 impl Transport for Unavailable {
-    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+    async fn post(
+        &self,
+        _: &str,
+        _: &[(&str, String)],
+        _: webhooks_domain::Payload,
+    ) -> HttpOutcome {
         HttpOutcome {
             result: AttemptResult::Responded {
                 status: 503,
@@ -49,7 +54,12 @@ impl Transport for Unavailable {
 
 #[async_trait]
 impl Transport for Accepting {
-    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+    async fn post(
+        &self,
+        _: &str,
+        _: &[(&str, String)],
+        _: webhooks_domain::Payload,
+    ) -> HttpOutcome {
         HttpOutcome {
             result: AttemptResult::Responded {
                 status: 200,
@@ -280,9 +290,14 @@ struct CountingAccepting(std::sync::atomic::AtomicUsize);
 
 #[async_trait]
 impl Transport for CountingAccepting {
-    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+    async fn post(
+        &self,
+        _: &str,
+        _: &[(&str, String)],
+        _: webhooks_domain::Payload,
+    ) -> HttpOutcome {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Accepting.post("", &[], String::new()).await
+        Accepting.post("", &[], "".into()).await
     }
 }
 

@@ -71,7 +71,12 @@ struct HeldReceiver {
 
 #[async_trait]
 impl Transport for HeldReceiver {
-    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+    async fn post(
+        &self,
+        _: &str,
+        _: &[(&str, String)],
+        _: webhooks_domain::Payload,
+    ) -> HttpOutcome {
         self.started.fetch_add(1, Ordering::SeqCst);
         self.posting.notify_one();
         let _ = self.gate.acquire().await;
@@ -231,7 +236,12 @@ struct Accepting;
 
 #[async_trait]
 impl Transport for Accepting {
-    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+    async fn post(
+        &self,
+        _: &str,
+        _: &[(&str, String)],
+        _: webhooks_domain::Payload,
+    ) -> HttpOutcome {
         HttpOutcome {
             result: AttemptResult::Responded {
                 status: 200,

@@ -838,14 +838,53 @@ impl webhooks_ports::EndpointStatsStore for CountingStats {
     }
 }
 
+fn counting_stats() -> Arc<CountingStats> {
+    Arc::new(CountingStats {
+        inner: webhooks_memory::MemoryStatsStore::new(),
+        writes: std::sync::atomic::AtomicUsize::new(0),
+    })
+}
+
+/// (delivered, pending, failed attempts, attempts timed) of `endpoint_id`'s
+/// figures.
+async fn figures(stats: &CountingStats, endpoint_id: &str) -> (i64, i64, i64, u64) {
+    let since = chrono::Utc::now() - chrono::Duration::hours(2);
+    let hours = stats.read(endpoint_id, since).await.expect("read");
+    hours.iter().fold((0, 0, 0, 0), |(d, p, f, l), h| {
+        (
+            d + h.delivered,
+            p + h.pending,
+            f + h.failed_attempts,
+            l + h.latency.iter().sum::<u64>(),
+        )
+    })
+}
+
+impl CountingStats {
+    fn writes(&self) -> usize {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The (endpoint, hour) buckets the deliveries of the store count in.
+async fn buckets(w: &TestSystem, ep: &Endpoint) -> usize {
+    let page = w
+        .deliveries
+        .list_for_endpoint(&ep.id, None, 1000, None)
+        .await
+        .expect("list");
+    page.items
+        .iter()
+        .map(|d| webhooks_domain::stats::bucket_hour(d.created_at))
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 #[tokio::test]
 async fn a_batch_writes_each_endpoints_figures_once() {
     let ok = Receiver::always(204).await;
     let failing = Receiver::always(500).await;
-    let stats = Arc::new(CountingStats {
-        inner: webhooks_memory::MemoryStatsStore::new(),
-        writes: std::sync::atomic::AtomicUsize::new(0),
-    });
+    let stats = counting_stats();
     // No slow lane: its slow start would defer most of a first batch.
     let mut w = world_with_lanes(
         "1h",
@@ -859,35 +898,75 @@ async fn a_batch_writes_each_endpoints_figures_once() {
     w.sender = w.sender.with_stats(stats.clone());
     let good = w.endpoint(ok.url("/")).await;
     let bad = w.endpoint(failing.url("/")).await;
-    for _ in 0..7 {
+    for _ in 0..4 {
         w.enqueue(&good).await;
     }
     for _ in 0..3 {
         w.enqueue(&bad).await;
     }
     let outcomes = w.run_once().await;
-    assert_eq!(outcomes.len(), 10);
-    // Ten attempts, two endpoints: two writes, not ten.
-    assert_eq!(stats.writes.load(std::sync::atomic::Ordering::SeqCst), 2);
-    let since = chrono::Utc::now() - chrono::Duration::hours(2);
-    let good_hours = stats.read(&good.id, since).await.expect("read");
-    let bad_hours = stats.read(&bad.id, since).await.expect("read");
-    let sum = |b: &[webhooks_domain::stats::HourBucket]| {
-        b.iter().fold((0, 0, 0, 0), |(d, p, f, l), h| {
-            (
-                d + h.delivered,
-                p + h.pending,
-                f + h.failed_attempts,
-                l + h.latency.iter().sum::<u64>(),
-            )
-        })
-    };
-    // (delivered, pending, failed attempts, attempts timed)
-    assert_eq!(sum(&good_hours), (7, 0, 0, 7));
-    assert_eq!(sum(&bad_hours), (0, 3, 3, 3));
+    assert_eq!(outcomes.len(), 7);
+    // Seven attempts, two endpoints, a batch short of ten (the queue ran
+    // dry): written at once, two writes, not seven.
+    assert_eq!(
+        stats.writes(),
+        buckets(&w, &good).await + buckets(&w, &bad).await
+    );
+    assert_eq!(figures(&stats, &good.id).await, (4, 0, 0, 4));
+    assert_eq!(figures(&stats, &bad.id).await, (0, 3, 3, 3));
     // Nothing left over for the next batch to write.
+    let writes = stats.writes();
     assert_eq!(w.run_once().await, vec![]);
-    assert_eq!(stats.writes.load(std::sync::atomic::Ordering::SeqCst), 2);
+    w.sender.flush_stats().await;
+    assert_eq!(stats.writes(), writes);
+}
+
+/// Full batches keep their figures in the process for
+/// `STATS_FLUSH_AFTER`: many batches, one write per bucket, and the
+/// figures written are those of every batch.
+#[tokio::test]
+async fn full_batches_write_their_figures_every_few_seconds() {
+    let ok = Receiver::always(204).await;
+    let stats = counting_stats();
+    let mut w = world_with_lanes(
+        "1h",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(5),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+        LaneConfig::uncapped(),
+    )
+    .on_tokio_clock();
+    w.sender = w.sender.with_stats(stats.clone());
+    let good = w.endpoint(ok.url("/")).await;
+    for round in 1..=5 {
+        for _ in 0..10 {
+            w.enqueue(&good).await;
+        }
+        assert_eq!(w.run_once().await.len(), 10);
+        assert_eq!(stats.writes(), 0, "round {round}: within 5 s, kept");
+    }
+    assert_eq!(figures(&stats, &good.id).await, (0, 0, 0, 0));
+    // Five seconds after the first figure, the next full batch writes all.
+    skip(webhooks_pipeline::sender::STATS_FLUSH_AFTER).await;
+    for _ in 0..10 {
+        w.enqueue(&good).await;
+    }
+    assert_eq!(w.run_once().await.len(), 10);
+    let hours = buckets(&w, &good).await;
+    assert_eq!(stats.writes(), hours, "six batches, one write per bucket");
+    assert_eq!(figures(&stats, &good.id).await, (60, 0, 0, 60));
+    // Another full batch is kept again, until a flush (a process stopping
+    // or a queue running dry) writes it.
+    for _ in 0..10 {
+        w.enqueue(&good).await;
+    }
+    assert_eq!(w.run_once().await.len(), 10);
+    assert_eq!(stats.writes(), hours);
+    w.sender.flush_stats().await;
+    assert_eq!(figures(&stats, &good.id).await, (70, 0, 0, 70));
+    assert!(stats.writes() <= 2 * hours);
 }
 
 /// Queues the task of a new event to `ep` without creating its delivery,
@@ -912,7 +991,7 @@ async fn queue_without_record(
         endpoint_id: ep.id.clone(),
         event_id: event.id.clone(),
         event_type: event.event_type,
-        payload: event.payload(),
+        payload: event.payload().into(),
         trace_id: None,
         redriven: false,
     };

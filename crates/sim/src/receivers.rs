@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use webhooks_domain::delivery::AttemptResult;
 use webhooks_domain::signing::x_signature;
-use webhooks_domain::Secret;
+use webhooks_domain::{Payload, Secret};
 use webhooks_memory::MemoryDeliveryStore;
 use webhooks_pipeline::{HttpOutcome, Transport};
 use webhooks_ports::{Clock, DeliveryStore};
@@ -339,7 +339,7 @@ impl Drop for InFlight<'_> {
 
 #[async_trait]
 impl Transport for Receivers {
-    async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> HttpOutcome {
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: Payload) -> HttpOutcome {
         // The Lambda may die before the request leaves.
         if gate().await.is_err() {
             return failed("connection_failed: simulated");

@@ -224,7 +224,7 @@ impl RequestView {
                 .collect(),
         );
         RequestView {
-            body: task.payload,
+            body: task.payload.as_str().to_string(),
             headers,
         }
     }

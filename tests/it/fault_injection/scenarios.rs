@@ -317,7 +317,12 @@ struct FailsOnce(std::sync::atomic::AtomicUsize);
 
 #[async_trait::async_trait]
 impl Transport for FailsOnce {
-    async fn post(&self, _: &str, _: &[(&str, String)], _: String) -> HttpOutcome {
+    async fn post(
+        &self,
+        _: &str,
+        _: &[(&str, String)],
+        _: webhooks_domain::Payload,
+    ) -> HttpOutcome {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         HttpOutcome {
             result: AttemptResult::Responded {

@@ -56,7 +56,16 @@ pub struct SenderConfig {
     pub lease: Duration,
     /// How much of the sender one endpoint may hold.
     pub lanes: limits::LaneConfig,
+    /// How long the endpoints' figures counted by full batches may wait in
+    /// the process before they are written ([`STATS_FLUSH_AFTER`]; zero:
+    /// at the end of every batch).
+    pub stats_flush_after: Duration,
 }
+
+/// How long a sender keeps the figures of its full batches before writing
+/// them: one stats write per (endpoint, hour) per sender environment every
+/// five seconds under a steady load, instead of one per batch.
+pub const STATS_FLUSH_AFTER: Duration = Duration::from_secs(5);
 
 impl Default for SenderConfig {
     fn default() -> Self {
@@ -65,6 +74,7 @@ impl Default for SenderConfig {
             disable_failing_after: Duration::from_secs(5 * 86400),
             lease: Duration::from_secs(60),
             lanes: limits::LaneConfig::default(),
+            stats_flush_after: STATS_FLUSH_AFTER,
         }
     }
 }
@@ -285,7 +295,7 @@ impl Sender {
         for ((i, _), outcome) in notices.iter().zip(notice_outcomes) {
             outcomes[*i] = outcome;
         }
-        self.write_stats().await;
+        self.write_stats_if_due(messages.len()).await;
         outcomes
     }
 

@@ -73,7 +73,7 @@ impl Sender {
             result, latency_ms, ..
         } = self
             .transport
-            .post(&endpoint.url, &headers, notice.payload.clone())
+            .post(&endpoint.url, &headers, notice.payload.as_str().into())
             .await;
         let step = next_step(
             number,

@@ -191,7 +191,7 @@ async fn retry_requeues_dead_lettered_and_canceled_deliveries() {
                 endpoint_id: id.clone(),
                 event_id: event.id.clone(),
                 event_type: EventType::InvoicePaid,
-                payload: event.payload(),
+                payload: event.payload().into(),
                 trace_id: None,
                 redriven: false,
             }

@@ -1,0 +1,196 @@
+//! A delivery's request body, shared rather than copied from the fan-out to
+//! the POST, and carried in the task message as the JSON it is.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// The exact body of a delivery's requests (what is signed and sent):
+/// JSON text, shared by every clone (a reference count, not a copy), so
+/// one event's payload serves every endpoint it goes to and the POST sends
+/// the bytes the task was read into.
+///
+/// In a task message it is written as raw JSON (`"payload":{"id":...}`),
+/// not as a string holding escaped JSON: nothing is escaped on the way in
+/// or unescaped on the way out, and the bytes read back are the bytes
+/// written. A payload that is not a JSON object, or that holds a character
+/// SQS does not carry (U+FFFE, U+FFFF; `DeliveryTask::to_message` escapes
+/// those, which only a string decodes back), is written as a string, as
+/// every payload was before; both forms are read.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Arc<str>);
+
+impl Payload {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// Whether the raw form can carry it byte for byte.
+    fn travels_raw(&self) -> bool {
+        let text = self.as_str();
+        text.starts_with('{')
+            && text.ends_with('}')
+            && text.chars().all(crate::delivery::sqs_carries)
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The bytes to send: lets an HTTP body share the payload
+/// (`bytes::Bytes::from_owner`).
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl From<String> for Payload {
+    fn from(text: String) -> Self {
+        Payload(Arc::from(text))
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(text: &str) -> Self {
+        Payload(Arc::from(text))
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for Payload {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Payload {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Payload {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.travels_raw() {
+            // Written verbatim; checked to be one JSON value first, so a
+            // payload that is not JSON cannot break the message around it.
+            if let Ok(raw) = serde_json::from_str::<&RawValue>(self.as_str()) {
+                if raw.get().len() == self.as_str().len() {
+                    return raw.serialize(s);
+                }
+            }
+        }
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get();
+        if text.starts_with('"') {
+            // The string form: the JSON text, escaped.
+            return serde_json::from_str::<String>(text)
+                .map(Payload::from)
+                .map_err(serde::de::Error::custom);
+        }
+        if !text.starts_with('{') {
+            return Err(serde::de::Error::custom(
+                "a payload is a JSON object or a string holding one",
+            ));
+        }
+        Ok(Payload::from(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Carrier {
+        payload: Payload,
+    }
+
+    fn round_trip(text: &str) -> (String, Payload) {
+        let json = serde_json::to_string(&Carrier {
+            payload: Payload::from(text),
+        })
+        .unwrap();
+        let back: Carrier = serde_json::from_str(&json).unwrap();
+        (json, back.payload)
+    }
+
+    #[test]
+    fn an_object_travels_raw_and_reads_back_byte_for_byte() {
+        let text = r#"{"id":"evt_1","data":{"q":"say \"hi\"\\","n":[1, 2.50,  3e2],"é":"\u2028"}}"#;
+        let (json, back) = round_trip(text);
+        assert_eq!(json, format!(r#"{{"payload":{text}}}"#), "nothing escaped");
+        assert_eq!(back, text);
+        assert_eq!(back.as_bytes(), text.as_bytes());
+    }
+
+    #[test]
+    fn what_sqs_does_not_carry_or_what_is_not_an_object_travels_as_a_string() {
+        for text in [
+            "{\"x\":\"\u{FFFF}\"}",
+            "{\"x\":\"\u{FFFE}\"}",
+            "[1,2]",
+            "\"a string\"",
+            "not json {",
+            "{\"unclosed\":",
+            " {\"a\":1}",
+            "{\"a\":1} ",
+            "",
+        ] {
+            let (json, back) = round_trip(text);
+            assert!(json.starts_with(r#"{"payload":""#), "{text:?}: {json}");
+            assert_eq!(back, text, "{json}");
+        }
+    }
+
+    #[test]
+    fn messages_of_before_with_the_payload_as_a_string_still_read() {
+        let old = r#"{"payload":"{\"id\":\"evt_1\",\"data\":{\"a\":\"\\\"\"}}"}"#;
+        let back: Carrier = serde_json::from_str(old).unwrap();
+        assert_eq!(back.payload, r#"{"id":"evt_1","data":{"a":"\""}}"#);
+    }
+
+    #[test]
+    fn a_payload_that_is_neither_form_is_refused() {
+        for body in [
+            r#"{"payload":1}"#,
+            r#"{"payload":[1]}"#,
+            r#"{"payload":null}"#,
+        ] {
+            assert!(serde_json::from_str::<Carrier>(body).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn clones_share_the_text() {
+        let p = Payload::from(String::from("{}"));
+        let q = p.clone();
+        assert!(std::ptr::eq(p.as_str(), q.as_str()));
+    }
+}
