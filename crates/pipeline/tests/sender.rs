@@ -1041,8 +1041,9 @@ async fn a_message_naming_a_delivery_its_ids_do_not_make_is_set_aside() {
 /// attempt, the other renewed the message (a copy sent, the original
 /// finished). The copy found the dead receipt's chain live and was finished
 /// too, and the delivery, never attempted and so in no index, stayed
-/// pending for ever. Now the copy waits, hidden, until that chain would be
-/// lost, then takes it over.
+/// pending for ever. Now the copy waits, hidden, looking again after the
+/// lease and then once a lease, never POSTing while the chain may be live,
+/// and takes the chain over when it would be lost.
 #[tokio::test]
 async fn a_copy_turned_away_from_a_never_attempted_delivery_waits_then_takes_the_chain_over() {
     let rx = Receiver::always(204).await;
@@ -1068,11 +1069,85 @@ async fn a_copy_turned_away_from_a_never_attempted_delivery_waits_then_takes_the
     assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
     assert_eq!(rx.count(), 0, "no POST while the chain is live");
     assert!(!w_visible(&w).await, "kept and hidden, not finished");
-    skip(Duration::from_secs(14 * 60)).await;
-    assert!(!w_visible(&w).await, "hidden until the chain would be lost");
+    skip(Duration::from_secs(59)).await;
+    assert!(!w_visible(&w).await, "hidden while the lease is live");
 
-    skip(Duration::from_secs(60 + 2)).await;
-    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    // Back once a minute after the lease, hidden again without a POST
+    // until the chain would be lost, 15 minutes after the delivery was due.
+    let mut looks = 0;
+    let mut waited = Duration::from_secs(59);
+    while rx.count() == 0 {
+        skip(Duration::from_secs(62)).await;
+        waited += Duration::from_secs(62);
+        let outcomes = w.run_once().await;
+        looks += 1;
+        assert!(looks <= 16, "took the chain over only after {looks} looks");
+        if rx.count() == 0 {
+            assert_eq!(outcomes, vec![MessageOutcome::Retry], "look {looks}");
+        } else {
+            assert_eq!(outcomes, vec![MessageOutcome::Done]);
+        }
+    }
+    assert!(looks > 2, "looked again more than once ({looks})");
+    assert!(
+        waited >= Duration::from_secs(15 * 60),
+        "no POST before the chain was lost ({waited:?})"
+    );
     assert_eq!(rx.count(), 1);
     assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Delivered);
+}
+
+/// The common case of a copy turned away: the chain's holder is alive and
+/// records its attempt. The copy looks again just after the holder's lease
+/// and is finished then, rather than staying in the queue for the 15
+/// minutes a lost chain takes.
+#[tokio::test]
+async fn a_copy_turned_away_by_a_live_attempt_is_finished_soon_after_the_attempt() {
+    let rx = Receiver::always(204).await;
+    let w = world("1m").on_tokio_clock();
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    let now = chrono::Utc::now();
+    let lease = w
+        .deliveries
+        .lease(
+            &d.id,
+            0,
+            "msg-holder",
+            now + chrono::Duration::seconds(30),
+            now,
+            now - webhooks_domain::delivery::STUCK_AFTER,
+        )
+        .await
+        .expect("lease");
+    assert!(matches!(lease, webhooks_ports::Lease::Granted(_)));
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+
+    // The holder's attempt is recorded.
+    let recorded = w
+        .deliveries
+        .record_attempt(
+            &d.id,
+            &AttemptUpdate {
+                attempt: Attempt {
+                    number: 1,
+                    at: now,
+                    status_code: Some(204),
+                    error: None,
+                    latency_ms: 3,
+                    response_body: None,
+                },
+                status: DeliveryStatus::Delivered,
+                next_attempt_at: None,
+                last_error: None,
+            },
+        )
+        .await
+        .expect("record");
+    assert!(recorded);
+
+    skip(Duration::from_secs(32)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(rx.count(), 0, "the copy never POSTs");
+    assert!(!w_visible(&w).await, "and is gone from the queue");
 }

@@ -34,23 +34,29 @@ impl Sender {
     }
 
     /// A message turned away by another message's live retry chain on a
-    /// delivery no net finds ([`no_net_finds`]) waits, hidden, until that
-    /// chain would be lost ([`STUCK_AFTER`] after the delivery was due),
-    /// rather than being finished: the chain's holder may have died with
-    /// its message gone (a concurrent receipt of the same message finished
-    /// it, renewed as this copy), and then this message is the delivery's
-    /// last. Back then, it takes the chain over, or finds the delivery
-    /// attempted or finished and is finished itself.
+    /// delivery no net finds ([`no_net_finds`]) is not finished: the chain's
+    /// holder may have died with its message gone (a concurrent receipt of
+    /// the same message finished it, renewed as this copy), and then this
+    /// message is the delivery's last. It waits, hidden, and looks again:
+    /// just after the holder's live lease ends (the common case: the holder
+    /// has recorded its attempt, and this copy is finished then), else one
+    /// lease later, and never later than when the chain would be lost
+    /// ([`STUCK_AFTER`] after the delivery was due), when it takes the chain
+    /// over. So a copy lingers in the queue about as long as the attempt it
+    /// waits for, not for the whole wait.
     pub(super) async fn wait_for_chain(
         &self,
         message: &ReceivedMessage,
         current: &Delivery,
     ) -> MessageOutcome {
         let now = self.clock.now();
-        let lost_at = current.due_at() + STUCK_AFTER;
         // Never attempted, it was due at its creation: at most STUCK_AFTER
         // and a second, well within what SQS hides a message for.
-        let hide = (lost_at - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+        let until_lost = (current.due_at() + STUCK_AFTER - now)
+            .to_std()
+            .unwrap_or_default();
+        let hide = chain_check_in(current, now, self.config.lease).min(until_lost)
+            + Duration::from_secs(1);
         tracing::info!(
             wait_secs = hide.as_secs(),
             "another message holds this never-attempted delivery's retry chain; back when that chain would be lost"
@@ -133,6 +139,22 @@ impl Sender {
             }
         }
     }
+}
+
+/// How long a message waiting for another message's chain waits before it
+/// looks again: until the holder's live lease ends, or, with no live lease
+/// (the holder died before its attempt, its message may yet come back and
+/// lease again), one `lease` more.
+fn chain_check_in(
+    delivery: &Delivery,
+    now: chrono::DateTime<chrono::Utc>,
+    lease: Duration,
+) -> Duration {
+    delivery
+        .lease_until
+        .filter(|until| *until > now)
+        .and_then(|until| (until - now).to_std().ok())
+        .unwrap_or(lease)
 }
 
 /// Whether no net would find `delivery` should the message holding its
