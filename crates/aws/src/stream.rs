@@ -11,10 +11,12 @@ use webhooks_domain::Event;
 use webhooks_ports::BackendError;
 
 /// A Lambda-shaped INSERT record for `event`, as the events table's stream
-/// would deliver it.
+/// would deliver it (for the embedded backend, whose store keeps events
+/// as they are: the image holds `data` as text, never deflated).
 pub fn insert_record(event: &Event, sequence_number: u64) -> Result<EventRecord, BackendError> {
-    let image: serde_dynamo::Item = serde_dynamo::to_item(EventItem::from_event(event))
-        .map_err(|e| decode_error("event", e))?;
+    let image: serde_dynamo::Item =
+        serde_dynamo::to_item(EventItem::from_event_with_text_data(event))
+            .map_err(|e| decode_error("event", e))?;
     let keys: serde_dynamo::Item = serde_dynamo::to_item(HashMap::from([
         ("org_id", event.org_id.as_str()),
         ("event_id", event.id.as_str()),

@@ -33,6 +33,16 @@ pub const WRITE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30)
 /// takes up to a write window itself.
 pub const MIN_SETTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The fields of a delivery's request body, in order.
+#[derive(Serialize)]
+struct Body<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    created_at: String,
+    data: &'a RawValue,
+}
+
 /// Something that happened in an organization.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -112,21 +122,24 @@ impl Event {
     /// The request body every delivery of this event sends, byte for byte:
     /// `{"id":..,"type":..,"created_at":..,"data":..}`.
     pub fn payload(&self) -> String {
-        #[derive(Serialize)]
-        struct Payload<'a> {
-            id: &'a str,
-            #[serde(rename = "type")]
-            event_type: EventType,
-            created_at: String,
-            data: &'a RawValue,
-        }
-        serde_json::to_string(&Payload {
+        serde_json::to_string(&self.body())
+            .expect("a payload of strings and valid JSON always serializes")
+    }
+
+    /// The same text as [`Event::payload`], as a JSON value known valid
+    /// (serialized, never parsed again).
+    pub fn payload_json(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&self.body())
+            .expect("a payload of strings and valid JSON always serializes")
+    }
+
+    fn body(&self) -> Body<'_> {
+        Body {
             id: &self.id,
             event_type: self.event_type,
             created_at: crate::time::rfc3339(self.created_at),
             data: &self.data,
-        })
-        .expect("a payload of strings and valid JSON always serializes")
+        }
     }
 
     /// The body its receivers get ([`Event::payload`]) as a JSON value, for

@@ -17,31 +17,65 @@ use std::sync::Arc;
 /// SQS does not carry (U+FFFE, U+FFFF; `DeliveryTask::to_message` escapes
 /// those, which only a string decodes back), is written as a string, as
 /// every payload was before; both forms are read.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Payload(Arc<str>);
+#[derive(Clone)]
+pub struct Payload(Arc<Text>);
+
+/// The text, held as the raw form carries it when it can: a JSON object
+/// known valid and with no character SQS refuses (decided once per
+/// payload, however many task messages carry it).
+enum Text {
+    Raw(Box<RawValue>),
+    Plain(Box<str>),
+}
 
 impl Payload {
+    /// The body of `event`'s deliveries ([`crate::Event::payload`]), made
+    /// once and shared by every endpoint it goes to; JSON by construction,
+    /// so the raw form needs no check of it.
+    pub fn of_event(event: &crate::Event) -> Payload {
+        let json = event.payload_json();
+        if carried_by_sqs(json.get()) {
+            Payload(Arc::new(Text::Raw(json)))
+        } else {
+            Payload(Arc::new(Text::Plain(Box::<str>::from(json))))
+        }
+    }
+
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &*self.0 {
+            Text::Raw(json) => json.get(),
+            Text::Plain(text) => text,
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.as_str().as_bytes()
     }
+}
 
-    /// Whether the raw form can carry it byte for byte.
-    fn travels_raw(&self) -> bool {
-        let text = self.as_str();
-        text.starts_with('{')
-            && text.ends_with('}')
-            && text.chars().all(crate::delivery::sqs_carries)
+/// Whether SQS carries every character of `text` (nearly always: ASCII).
+fn carried_by_sqs(text: &str) -> bool {
+    text.is_ascii() || text.chars().all(crate::delivery::sqs_carries)
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Payload {}
+
+impl std::hash::Hash for Payload {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl std::ops::Deref for Payload {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -54,14 +88,25 @@ impl AsRef<[u8]> for Payload {
 }
 
 impl From<String> for Payload {
+    /// Raw when it is one JSON object, nothing around it, and nothing SQS
+    /// refuses (which only a string's escape carries); else plain.
     fn from(text: String) -> Self {
-        Payload(Arc::from(text))
+        let raw = text.starts_with('{')
+            && text.ends_with('}')
+            && carried_by_sqs(&text)
+            && serde_json::from_str::<&RawValue>(&text).is_ok_and(|r| r.get().len() == text.len());
+        if raw {
+            if let Ok(json) = RawValue::from_string(text.clone()) {
+                return Payload(Arc::new(Text::Raw(json)));
+            }
+        }
+        Payload(Arc::new(Text::Plain(text.into_boxed_str())))
     }
 }
 
 impl From<&str> for Payload {
     fn from(text: &str) -> Self {
-        Payload(Arc::from(text))
+        Payload::from(text.to_string())
     }
 }
 
@@ -91,27 +136,22 @@ impl PartialEq<String> for Payload {
 
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.travels_raw() {
-            // Written verbatim; checked to be one JSON value first, so a
-            // payload that is not JSON cannot break the message around it.
-            if let Ok(raw) = serde_json::from_str::<&RawValue>(self.as_str()) {
-                if raw.get().len() == self.as_str().len() {
-                    return raw.serialize(s);
-                }
-            }
+        match &*self.0 {
+            // Written verbatim.
+            Text::Raw(json) => json.serialize(s),
+            Text::Plain(text) => s.serialize_str(text),
         }
-        s.serialize_str(self.as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(d)?;
-        let text = raw.get();
+        let json = Box::<RawValue>::deserialize(d)?;
+        let text = json.get();
         if text.starts_with('"') {
             // The string form: the JSON text, escaped.
             return serde_json::from_str::<String>(text)
-                .map(Payload::from)
+                .map(|t| Payload(Arc::new(Text::Plain(t.into_boxed_str()))))
                 .map_err(serde::de::Error::custom);
         }
         if !text.starts_with('{') {
@@ -119,7 +159,8 @@ impl<'de> Deserialize<'de> for Payload {
                 "a payload is a JSON object or a string holding one",
             ));
         }
-        Ok(Payload::from(text))
+        // One JSON object, as it was read: kept, not copied or checked again.
+        Ok(Payload(Arc::new(Text::Raw(json))))
     }
 }
 
@@ -185,6 +226,29 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Carrier>(body).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn an_events_payload_is_its_body_raw_unless_sqs_refuses_a_character() {
+        let event = crate::Event::new(
+            "org",
+            crate::EventType::InvoicePaid,
+            RawValue::from_string(r#"{"a": [1, "é"]}"#.into()).unwrap(),
+        );
+        let p = Payload::of_event(&event);
+        assert_eq!(p, event.payload());
+        let json = serde_json::to_string(&Carrier { payload: p }).unwrap();
+        assert_eq!(json, format!(r#"{{"payload":{}}}"#, event.payload()));
+        let odd = crate::Event::new(
+            "org",
+            crate::EventType::InvoicePaid,
+            RawValue::from_string("{\"a\":\"\u{FFFF}\"}".into()).unwrap(),
+        );
+        let p = Payload::of_event(&odd);
+        let json = serde_json::to_string(&Carrier { payload: p.clone() }).unwrap();
+        assert!(json.starts_with(r#"{"payload":""#), "{json}");
+        let back: Carrier = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.payload, odd.payload());
     }
 
     #[test]

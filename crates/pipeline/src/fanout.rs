@@ -166,7 +166,7 @@ impl FanOut {
         let mut payloads: Vec<Option<Payload>> = vec![None; events.len()];
         let mut payload_of = |i: usize| -> Payload {
             payloads[i]
-                .get_or_insert_with(|| events[i].payload().into())
+                .get_or_insert_with(|| Payload::of_event(&events[i]))
                 .clone()
         };
         // Each message, and the index of the event it is for (`wanted` is in

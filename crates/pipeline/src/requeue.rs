@@ -166,7 +166,8 @@ impl Requeue {
             .get(org_id, &delivery.event_id)
             .await?
             .ok_or(RequeueError::EventGone)?;
-        let task = QueueMessage::task(&delivery.task(&event, event.payload()));
+        let task =
+            QueueMessage::task(&delivery.task(&event, webhooks_domain::Payload::of_event(&event)));
         let moved = self
             .deliveries
             .transition(
@@ -225,7 +226,9 @@ impl Requeue {
         for d in deliveries {
             match events.get(&d.event_id) {
                 Some(Ok(event)) => {
-                    let task = QueueMessage::task(&d.task(event, event.payload()));
+                    let task = QueueMessage::task(
+                        &d.task(event, webhooks_domain::Payload::of_event(event)),
+                    );
                     ready.push((d, task));
                 }
                 Some(Err(u)) => {
@@ -430,7 +433,8 @@ impl Requeue {
             tracing::warn!(delivery_id = %delivery.id, event_id = %delivery.event_id, "event gone; not requeued");
             return Ok(None);
         };
-        let task = QueueMessage::task(&delivery.task(&event, event.payload()));
+        let task =
+            QueueMessage::task(&delivery.task(&event, webhooks_domain::Payload::of_event(&event)));
         let moved = self
             .deliveries
             .transition(
