@@ -34,6 +34,9 @@ pub(super) struct Figures {
     pub(super) quiescent: bool,
     pub(super) storm_secs: f64,
     pub(super) total_secs: f64,
+    /// Messages left in the delivery queue, visible or not, at the end:
+    /// what keeps a run whose deliveries all finished from settling.
+    pub(super) delivery_queue_depth: usize,
     pub(super) dead_letter_queue_depth: usize,
 }
 
@@ -65,6 +68,7 @@ impl Figures {
             "quiescent": self.quiescent,
             "storm_seconds": (self.storm_secs * 10.0).round() / 10.0,
             "total_seconds": (self.total_secs * 10.0).round() / 10.0,
+            "delivery_queue_messages": self.delivery_queue_depth,
             "dead_letter_queue_messages": self.dead_letter_queue_depth,
         })
     }
@@ -93,8 +97,8 @@ impl Figures {
             println!("  {k:<45} {v}");
         }
         println!(
-            "quiescent with faults on: {}, quiescent: {}, storm {:.1} s, total {:.1} s, DLQ messages: {}",
-            self.quiescent_under_faults, self.quiescent, self.storm_secs, self.total_secs, self.dead_letter_queue_depth
+            "quiescent with faults on: {}, quiescent: {}, storm {:.1} s, total {:.1} s, queue messages: {}, DLQ messages: {}",
+            self.quiescent_under_faults, self.quiescent, self.storm_secs, self.total_secs, self.delivery_queue_depth, self.dead_letter_queue_depth
         );
     }
 

@@ -197,7 +197,7 @@ pub(super) async fn run(s: Scenario, backend: Backend) -> Figures {
     let by_pair = count_records(&mut f, &deliveries, &expected);
     let requests = count_requests(&mut f, &faults, &sys, &exchanges, &expected);
     count_outcomes(&mut f, &expected, &by_pair, &requests);
-    f.dead_letter_queue_depth = sys.depth.get().await.1;
+    (f.delivery_queue_depth, f.dead_letter_queue_depth) = sys.depth.get().await;
     f.faults = faults.counts();
     f.faults_total = faults.total();
     f.total_secs = started.elapsed().as_secs_f64();
