@@ -164,8 +164,10 @@ pub struct World {
     sender: Sender,
     sweeper: Arc<Sweeper>,
     /// The sweep running in the background, if any: when it started, and
-    /// its invocation.
-    sweeping: Option<(DateTime<Utc>, tokio::task::JoinHandle<Option<SweepReport>>)>,
+    /// its invocation (what it reported, and when it ended).
+    sweeping: Option<(DateTime<Utc>, tokio::task::JoinHandle<SweepEnd>)>,
+    /// Wakes the world when the sweep in the background ends.
+    sweep_ended: Arc<tokio::sync::Notify>,
     /// The sweeper's time limit in this world (see [`CROWD_ORGS`]).
     sweeper_limit: Duration,
     /// What kind of world it is (crowded, with an outage).
@@ -362,6 +364,7 @@ impl World {
             fanout: FanOut::from_adapters(&adapters(Lambda::FanOut)),
             sweeper: Arc::new(Sweeper::from_adapters(&adapters(Lambda::Sweeper), SETTLE)),
             sweeping: None,
+            sweep_ended: Arc::new(tokio::sync::Notify::new()),
             sweeper_limit,
             kind,
             outages: outages.clone(),
@@ -631,8 +634,15 @@ impl World {
         // Within the invocation's time less the margin, as the Lambda's
         // handler gives it (a crowded seed's limit is scaled down alike).
         let budget = Budget::of(webhooks_pipeline::sweeper::budget_within(limit));
-        let run =
-            async move { invoke(ctx, limit, one_invocation(sweeper.sweep_within(budget))).await };
+        let (clock, ended) = (self.clock.clone(), self.sweep_ended.clone());
+        let run = async move {
+            let report = invoke(ctx, limit, one_invocation(sweeper.sweep_within(budget))).await;
+            let end = clock.now();
+            // A world asleep sees the sweep end when it does, not at its
+            // next wake (the reconciler rules count from a sweep's end).
+            ended.notify_waiters();
+            (report, end)
+        };
         self.sweeping = Some((now, tokio::spawn(run)));
     }
 
@@ -648,22 +658,31 @@ impl World {
         let Some((start, run)) = self.sweeping.take() else {
             return;
         };
-        let report = run.await.ok().flatten();
-        // Out of time, as a Lambda is stopped at its timeout; else crashed.
-        let cut =
-            report.is_none() && (now - start).to_std().unwrap_or_default() >= self.sweeper_limit;
+        let (report, end) = run.await.unwrap_or((None, now));
+        // Out of time: stopped by its own budget (it says so, and the orgs
+        // it did not reach go first next time), or by the Lambda's timeout;
+        // else, without a report, crashed.
+        let cut = match &report {
+            Some(r) => r.out_of_time,
+            None => (end - start).to_std().unwrap_or_default() >= self.sweeper_limit,
+        };
         self.sweeps.push(Sweep {
             start,
-            end: now,
-            complete: report.as_ref().is_some_and(|r| r.failed_orgs == 0),
+            end,
+            complete: report
+                .as_ref()
+                .is_some_and(|r| r.failed_orgs == 0 && !r.out_of_time),
             cut,
         });
+        if cut {
+            self.coverage.add(Path::SweepCutShort);
+        }
         match report {
             Some(r) => self.coverage.add_n(
                 Path::ReconcilerRequeue,
                 u64::try_from(r.reconciled).unwrap_or(0),
             ),
-            None if cut => self.coverage.add(Path::SweepCutShort),
+            None if cut => {}
             None => self.crashed += 1,
         }
         // What the reconciler's reads of the lagging index missed.
@@ -713,8 +732,18 @@ impl World {
             let wake = self.next_wake(now);
             let step = (wake - now).to_std().unwrap_or_default();
             // Slept, not advanced: a sweep in the background runs its
-            // store calls at their own times meanwhile.
-            tokio::time::sleep(step.max(Duration::from_millis(1))).await;
+            // store calls at their own times meanwhile. The event source
+            // mapping long-polls the queue, so a message that sweep queues
+            // wakes the world at once, as does the sweep's end; else a
+            // quiet world (its next wake a retry minutes ahead) left it
+            // visible and unreceived until then, a wait of the simulation's
+            // own that no delivery has on AWS.
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep(step.max(Duration::from_millis(1))) => {}
+                () = self.memory.queue.changed() => {}
+                () = self.sweep_ended.notified() => {}
+            }
         }
         self.finish().await
     }
@@ -1594,6 +1623,10 @@ impl World {
         }
     }
 }
+
+/// What a sweep invocation came to: its report (`None`: it crashed or ran
+/// out of time), and when it ended.
+type SweepEnd = (Option<SweepReport>, DateTime<Utc>);
 
 /// The longest between two sweeps' starts: the period and its jitter.
 fn sweep_period() -> chrono::Duration {
