@@ -280,7 +280,31 @@ pub fn check_hides(
         for r in &m.receives {
             for (at, delay) in &r.hides {
                 let back = *at + chrono::Duration::from_std(*delay).unwrap_or_default();
-                let fault = hide_fault(r, *at, back, &timeline.recorded, first, due_hide, margin);
+                let fault = hide_fault(r, *at, back, &timeline.recorded, first, due_hide, margin)
+                    .filter(|_| {
+                        // A record written at the very instant the handler
+                        // started (the sender's store calls take no time
+                        // here, and a concurrent handler's POST may end
+                        // then) may or may not have been read by it: the
+                        // hide stands if it fits either order.
+                        let started = r.started.unwrap_or(r.at);
+                        let tied = timeline.recorded.iter().any(|a| a.written == started);
+                        !tied || {
+                            let unseen = timeline
+                                .recorded
+                                .iter()
+                                .map(|a| Recorded {
+                                    written: if a.written == started {
+                                        started + chrono::Duration::nanoseconds(1)
+                                    } else {
+                                        a.written
+                                    },
+                                    ..*a
+                                })
+                                .collect::<Vec<_>>();
+                            hide_fault(r, *at, back, &unseen, first, due_hide, margin).is_some()
+                        }
+                    });
                 if let Some(why) = fault {
                     violations.add(format!(
                         "{delivery_id}: message {} hidden at {at} until {back}: {why}",
@@ -500,5 +524,41 @@ mod tests {
         // Due: a deferral or a lease wait, at most 300 s.
         assert!(check(hidden(120, 120, 300)).is_empty());
         assert_eq!(check(hidden(120, 120, 400)).len(), 1);
+    }
+
+    #[test]
+    fn a_record_written_as_the_handler_starts_may_not_have_been_read() {
+        // Attempt 1 (by another message) at 10, written at 15, retry due
+        // at 20; this message's handler started at 15 and found the
+        // delivery never attempted, its chain held by the other message's
+        // lease: it waits 61 s for that lease.
+        let check = |started: i64| {
+            let mut r = receive(12, 76);
+            r.started = Some(at(started));
+            r.hides = vec![(at(started), Duration::from_secs(61))];
+            let t = Timeline {
+                messages: vec![message(0, vec![r], None)],
+                recorded: vec![Recorded {
+                    number: 1,
+                    at: at(10),
+                    next: Some(at(20)),
+                    status_code: Some(500),
+                    written: at(15),
+                }],
+                ..Timeline::default()
+            };
+            let v = Violations::default();
+            check_hides(
+                "d",
+                &t,
+                Duration::from_secs(30),
+                chrono::Duration::seconds(1),
+                &v,
+            );
+            v.all()
+        };
+        assert!(check(15).is_empty(), "{:?}", check(15));
+        // Started after the write: it read the retry, due at 20.
+        assert_eq!(check(16).len(), 1);
     }
 }

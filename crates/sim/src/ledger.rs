@@ -169,6 +169,14 @@ impl Ledger {
             .and_then(Timeline::first_queued)
     }
 
+    /// Whether a message of `delivery_id` is in the queue now.
+    pub fn queued(&self, delivery_id: &str) -> bool {
+        self.state()
+            .deliveries
+            .get(delivery_id)
+            .is_some_and(|t| t.live() > 0)
+    }
+
     /// The handler of the receive `receipt` started at `at`.
     pub fn started(&self, receipt: &str, at: DateTime<Utc>) {
         self.with_receive(receipt, |r| r.started = Some(at));
@@ -314,5 +322,38 @@ impl QueueWatch for Ledger {
                 Self::gone(&mut st, id, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhooks_ports::SystemClock;
+
+    #[test]
+    fn a_delivery_is_queued_while_a_message_of_it_is_in_the_queue() {
+        let ledger = Ledger::new(
+            SystemClock::shared(),
+            Coverage::default(),
+            Duration::from_secs(180),
+            |body| Some(body.to_string()),
+        );
+        assert!(!ledger.queued("d"));
+        ledger.saw(QueueEvent::Sent {
+            id: "m1",
+            body: "d",
+        });
+        assert!(ledger.queued("d"));
+        // SQS redrove it: the delivery has no message left.
+        ledger.saw(QueueEvent::Redriven {
+            id: "m1",
+            body: "d",
+        });
+        assert!(!ledger.queued("d"));
+        ledger.saw(QueueEvent::Sent {
+            id: "m2",
+            body: "d",
+        });
+        assert!(ledger.queued("d"));
     }
 }

@@ -61,10 +61,17 @@ const LATE_COMMIT_RATE: f64 = 0.003;
 const LATEST_COMMIT: chrono::Duration = chrono::Duration::hours(24);
 /// The share of seeds whose deliveries table is throttled for a while
 /// (see [`crate::outage`]): none by default, `WEBHOOKS_SIM_OUTAGE_RATE` sets
-/// it. The model runs, but the lateness rules do not yet explain all of
-/// the backlog an outage leaves (what a redrive net's failed pass hides
-/// in the dead-letter queue, how long the queue takes to catch up), so its
-/// seeds still report waits that are the outage's own (issue 22's notes).
+/// it. The model runs, and the per-gap lateness rules explain its waits
+/// (13 outage seeds, none unexplained); but the quiet orgs' tighter
+/// first-attempt bound does not hold after it: 952 first attempts in 13
+/// seeds past it (by 0.2 s to 230 s, 36 s on average), none held by a
+/// receive, none in the span the check leaves out (from the outage's start
+/// until the queue first caught up). Likely, not yet traced:
+/// the backlog comes back in waves after that (messages SQS redrove, sent
+/// again by the redrive net; overdue ones the reconciler queues), and a
+/// quiet org with a backlog of its own is a noisy tenant to the fair
+/// queue. A rule would need the tenant's standing on the fair queue
+/// (issue 22's notes).
 fn outage_rate() -> f64 {
     std::env::var("WEBHOOKS_SIM_OUTAGE_RATE")
         .ok()
@@ -76,13 +83,19 @@ fn outage_rate() -> f64 {
 const SWEEPER_TIMEOUT: Duration = Duration::from_secs(240);
 /// Crowded worlds: many small orgs against the sweeper's time limit. A
 /// pass makes about two calls per org (its events, its overdue
-/// deliveries), 10 ms each ([`crate::tap::STORE_LATENCY_MS`]): 15 000
-/// orgs take 300 s before any work, more than the Lambda's 240 s. The
-/// simulation keeps those ratios at 1:50: 300 orgs, and 4.8 s for the
-/// sweeper.
+/// deliveries), 10 ms each ([`crate::tap::STORE_LATENCY_MS`]), eight orgs
+/// at a time (the sweeper's org concurrency): 30 000 orgs take 75 s before
+/// any work, and a pass with a backlog to work through besides (events the
+/// stream gave up, overdue deliveries) runs out of the Lambda's 240 s, the
+/// next starting with the orgs it did not reach. The simulation keeps
+/// those ratios at 1:100: 300 orgs, and 2.4 s for the sweeper. (At 1:50
+/// no pass ran out of time once the sweeper turned eight orgs at once: the
+/// passes counted as cut were crashes the world noticed after the limit.
+/// At 1:200 every pass runs out, and a few orgs' cursors never reach
+/// their last event: issue 22's notes.)
 const CROWD_RATE: f64 = 0.125;
 const CROWD_ORGS: usize = 300;
-const CROWD_SCALE: u32 = 50;
+const CROWD_SCALE: u32 = 100;
 /// The crowd's share of the events, all its orgs together.
 const CROWD_SHARE: f64 = 0.02;
 /// The most the sweep's start drifts after its period.
@@ -164,8 +177,10 @@ pub struct World {
     sender: Sender,
     sweeper: Arc<Sweeper>,
     /// The sweep running in the background, if any: when it started, and
-    /// its invocation.
-    sweeping: Option<(DateTime<Utc>, tokio::task::JoinHandle<Option<SweepReport>>)>,
+    /// its invocation (what it reported, and when it ended).
+    sweeping: Option<(DateTime<Utc>, tokio::task::JoinHandle<SweepEnd>)>,
+    /// Wakes the world when the sweep in the background ends.
+    sweep_ended: Arc<tokio::sync::Notify>,
     /// The sweeper's time limit in this world (see [`CROWD_ORGS`]).
     sweeper_limit: Duration,
     /// What kind of world it is (crowded, with an outage).
@@ -362,6 +377,7 @@ impl World {
             fanout: FanOut::from_adapters(&adapters(Lambda::FanOut)),
             sweeper: Arc::new(Sweeper::from_adapters(&adapters(Lambda::Sweeper), SETTLE)),
             sweeping: None,
+            sweep_ended: Arc::new(tokio::sync::Notify::new()),
             sweeper_limit,
             kind,
             outages: outages.clone(),
@@ -631,8 +647,15 @@ impl World {
         // Within the invocation's time less the margin, as the Lambda's
         // handler gives it (a crowded seed's limit is scaled down alike).
         let budget = Budget::of(webhooks_pipeline::sweeper::budget_within(limit));
-        let run =
-            async move { invoke(ctx, limit, one_invocation(sweeper.sweep_within(budget))).await };
+        let (clock, ended) = (self.clock.clone(), self.sweep_ended.clone());
+        let run = async move {
+            let report = invoke(ctx, limit, one_invocation(sweeper.sweep_within(budget))).await;
+            let end = clock.now();
+            // A world asleep sees the sweep end when it does, not at its
+            // next wake (the reconciler rules count from a sweep's end).
+            ended.notify_waiters();
+            (report, end)
+        };
         self.sweeping = Some((now, tokio::spawn(run)));
     }
 
@@ -648,22 +671,31 @@ impl World {
         let Some((start, run)) = self.sweeping.take() else {
             return;
         };
-        let report = run.await.ok().flatten();
-        // Out of time, as a Lambda is stopped at its timeout; else crashed.
-        let cut =
-            report.is_none() && (now - start).to_std().unwrap_or_default() >= self.sweeper_limit;
+        let (report, end) = run.await.unwrap_or((None, now));
+        // Out of time: stopped by its own budget (it says so, and the orgs
+        // it did not reach go first next time), or by the Lambda's timeout;
+        // else, without a report, crashed.
+        let cut = match &report {
+            Some(r) => r.out_of_time,
+            None => (end - start).to_std().unwrap_or_default() >= self.sweeper_limit,
+        };
         self.sweeps.push(Sweep {
             start,
-            end: now,
-            complete: report.as_ref().is_some_and(|r| r.failed_orgs == 0),
+            end,
+            complete: report
+                .as_ref()
+                .is_some_and(|r| r.failed_orgs == 0 && !r.out_of_time),
             cut,
         });
+        if cut {
+            self.coverage.add(Path::SweepCutShort);
+        }
         match report {
             Some(r) => self.coverage.add_n(
                 Path::ReconcilerRequeue,
                 u64::try_from(r.reconciled).unwrap_or(0),
             ),
-            None if cut => self.coverage.add(Path::SweepCutShort),
+            None if cut => {}
             None => self.crashed += 1,
         }
         // What the reconciler's reads of the lagging index missed.
@@ -713,8 +745,18 @@ impl World {
             let wake = self.next_wake(now);
             let step = (wake - now).to_std().unwrap_or_default();
             // Slept, not advanced: a sweep in the background runs its
-            // store calls at their own times meanwhile.
-            tokio::time::sleep(step.max(Duration::from_millis(1))).await;
+            // store calls at their own times meanwhile. The event source
+            // mapping long-polls the queue, so a message that sweep queues
+            // wakes the world at once, as does the sweep's end; else a
+            // quiet world (its next wake a retry minutes ahead) left it
+            // visible and unreceived until then, a wait of the simulation's
+            // own that no delivery has on AWS.
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep(step.max(Duration::from_millis(1))) => {}
+                () = self.memory.queue.changed() => {}
+                () = self.sweep_ended.notified() => {}
+            }
         }
         self.finish().await
     }
@@ -1594,6 +1636,10 @@ impl World {
         }
     }
 }
+
+/// What a sweep invocation came to: its report (`None`: it crashed or ran
+/// out of time), and when it ended.
+type SweepEnd = (Option<SweepReport>, DateTime<Utc>);
 
 /// The longest between two sweeps' starts: the period and its jitter.
 fn sweep_period() -> chrono::Duration {

@@ -301,6 +301,14 @@ impl MemoryQueue {
         lock(&self.state).by_visibility.first().map(|(at, _)| *at)
     }
 
+    /// Resolves at the queue's next change: a message sent, hidden again
+    /// or made visible through a receipt. What an event source mapping's
+    /// long poll wakes on, so that a simulation's poller that sleeps until
+    /// its next known wake still receives a message sent meanwhile at once.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
     /// Departs from the tidy queue as `behaviour` says, from now on.
     pub fn behave(&self, behaviour: SqsBehaviour) {
         let mut st = lock(&self.state);
@@ -626,6 +634,23 @@ mod tests {
         let got = q.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "young");
+        assert_eq!(q.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_on_changes_wakes_when_a_message_is_sent() {
+        let q = MemoryQueue::new(Duration::from_secs(30));
+        let sender = q.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            sender.send_batch(&[msg("a")]).await.unwrap();
+        });
+        let start = Instant::now();
+        tokio::select! {
+            () = q.changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(60)) => panic!("slept through the send"),
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert_eq!(q.len(), 1);
     }
 
