@@ -405,7 +405,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Queue for Down {
-        async fn send_batch(&self, _: &[QueueMessage]) -> Result<Vec<usize>, BackendError> {
+        async fn send_batch_ids(
+            &self,
+            _: &[QueueMessage],
+        ) -> Result<Vec<Option<String>>, BackendError> {
             Err(BackendError::Transient("down".into()))
         }
         async fn receive(

@@ -37,10 +37,13 @@ struct AcceptsThenErrors {
 
 #[async_trait]
 impl Queue for AcceptsThenErrors {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> webhooks_ports::Result<Vec<usize>> {
-        let rejected = self.inner.send_batch(messages).await?;
+    async fn send_batch_ids(
+        &self,
+        messages: &[QueueMessage],
+    ) -> webhooks_ports::Result<Vec<Option<String>>> {
+        let ids = self.inner.send_batch_ids(messages).await?;
         if self.failed.swap(true, Ordering::SeqCst) {
-            return Ok(rejected);
+            return Ok(ids);
         }
         self.taken.notify_one();
         self.answer.notified().await;

@@ -170,13 +170,13 @@ impl DeliveryStore for Slow<dyn DeliveryStore> {
 
 #[async_trait]
 impl Queue for Slow<dyn Queue> {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         // SendMessageBatch: 10 messages a call, the calls at once (as the
         // SQS adapter makes them).
         if !messages.is_empty() {
             tokio::time::sleep(self.latency.queue).await;
         }
-        self.inner.send_batch(messages).await
+        self.inner.send_batch_ids(messages).await
     }
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
         self.inner.receive(max, wait).await

@@ -556,15 +556,33 @@ pub struct ReceivedMessage {
 /// on, visible again when the visibility timeout ends.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Sends the messages, batching as the queue allows; returns the
-    /// indexes of those that were not accepted.
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>>;
+    /// Sends the messages, batching as the queue allows; returns, in the
+    /// order given, the queue's id of each message it accepted (SQS's
+    /// `MessageId`, the id its receives carry) and `None` for each it did
+    /// not accept. The fan-out makes a new delivery's first message the
+    /// owner of its retry chain by this id.
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>>;
+    /// [`Queue::send_batch_ids`], answering only the indexes of the
+    /// messages that were not accepted. Wrappers implement
+    /// `send_batch_ids`, never this.
+    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+        Ok(rejected(&self.send_batch_ids(messages).await?))
+    }
     /// Up to `max` visible messages, waiting up to `wait` for the first.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
     /// Hides a received message for `delay` from now.
     async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()>;
     /// Removes received messages.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
+}
+
+/// The indexes of the messages a [`Queue::send_batch_ids`] answer says
+/// were not accepted.
+pub fn rejected(ids: &[Option<String>]) -> Vec<usize> {
+    ids.iter()
+        .enumerate()
+        .filter_map(|(i, id)| id.is_none().then_some(i))
+        .collect()
 }
 
 /// Where operational notifications are also published for AWS-native

@@ -439,20 +439,20 @@ impl QueueTap {
 
 #[async_trait]
 impl Queue for QueueTap {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         self.taps.wait(self.role).await;
         if matches!(self.role, Role::FanOut | Role::Sweeper) {
             self.check_fan_out(messages).await;
         }
-        let refused = self.inner.send_batch(messages).await?;
+        let ids = self.inner.send_batch_ids(messages).await?;
         // The sender sends delivery messages only to renew worn ones.
         if self.role == Role::Sender {
-            let sent = messages.len().saturating_sub(refused.len());
+            let sent = ids.iter().flatten().count();
             self.taps
                 .coverage
                 .add_n(Path::Renew, u64::try_from(sent).unwrap_or(0));
         }
-        Ok(refused)
+        Ok(ids)
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -314,10 +314,12 @@ impl MemoryQueue {
         lock(&self.state).watch = Some(watch);
     }
 
-    fn push(&self, body: String, tenant: Option<String>, receive_count: u32) {
+    /// Puts a message on the queue; its id.
+    fn push(&self, body: String, tenant: Option<String>, receive_count: u32) -> String {
         let mut st = lock(&self.state);
         st.next_id += 1;
         let seq = st.next_id;
+        let id = format!("msg-{seq}");
         let now = Instant::now();
         st.by_tenant
             .entry(tenant.clone())
@@ -326,7 +328,7 @@ impl MemoryQueue {
         st.messages.insert(
             seq,
             Message {
-                id: format!("msg-{seq}"),
+                id: id.clone(),
                 body,
                 tenant,
                 visible_at: now,
@@ -345,6 +347,7 @@ impl MemoryQueue {
                 body: &m.body,
             });
         }
+        id
     }
 
     /// Takes up to `max` visible messages, in fair-queue order, moving
@@ -448,7 +451,7 @@ impl MemoryQueue {
         }
         if let Some((dlq, _)) = &self.redrive {
             for (body, tenant) in to_dlq {
-                dlq.push(body, tenant, 0);
+                let _ = dlq.push(body, tenant, 0);
                 dlq.changed.notify_waiters();
             }
         }
@@ -460,30 +463,37 @@ impl MemoryQueue {
     /// message over 256 KiB or with a forbidden character, a group id SQS
     /// would not take).
     pub fn send_request(&self, messages: &[QueueMessage]) -> Result<()> {
+        self.send_request_ids(messages).map(drop)
+    }
+
+    /// [`MemoryQueue::send_request`], answering each message's id.
+    fn send_request_ids(&self, messages: &[QueueMessage]) -> Result<Vec<String>> {
         queue_limits::check_batch(messages)
             .map_err(|e| BackendError::Permanent(format!("SendMessageBatch: {e}")))?;
-        for m in messages {
-            self.push(m.body.clone(), m.tenant.clone(), 0);
-        }
+        let ids = messages
+            .iter()
+            .map(|m| self.push(m.body.clone(), m.tenant.clone(), 0))
+            .collect();
         self.changed.notify_waiters();
-        Ok(())
+        Ok(ids)
     }
 }
 
 #[async_trait]
 impl Queue for MemoryQueue {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         // Cut as the SQS adapter cuts, each batch a request SQS would take.
         let plan = queue_limits::plan_batches(messages);
-        let mut refused: Vec<usize> = plan.refused.iter().map(|(i, _)| *i).collect();
+        let mut ids: Vec<Option<String>> = vec![None; messages.len()];
         for batch in plan.batches {
             let chunk: Vec<QueueMessage> = batch.iter().map(|i| messages[*i].clone()).collect();
-            if self.send_request(&chunk).is_err() {
-                refused.extend(batch);
+            if let Ok(sent) = self.send_request_ids(&chunk) {
+                for (i, id) in batch.into_iter().zip(sent) {
+                    ids[i] = Some(id);
+                }
             }
         }
-        refused.sort_unstable();
-        Ok(refused)
+        Ok(ids)
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
