@@ -58,6 +58,7 @@ pub enum Op {
     Lease,
     RecordAttempt,
     Transition,
+    HandOver,
     Overdue,
     MarkRequeued,
     ListDeliveries,

@@ -174,6 +174,17 @@ impl<T: DeliveryStore + ?Sized, P: Policy> DeliveryStore for Faulty<T, P> {
         self.around(Op::Transition, self.inner.transition(delivery_id, from, to))
             .await
     }
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let call = self.inner.hand_over(delivery_id, from, to, until, now);
+        self.around(Op::HandOver, call).await
+    }
     async fn overdue(
         &self,
         org_id: &str,

@@ -388,6 +388,7 @@ mod tests {
                     status: DeliveryStatus::Pending,
                     next_attempt_at: None,
                     last_error: None,
+                    unleased_by: None,
                 },
             )
             .await
@@ -482,6 +483,7 @@ mod tests {
                     status: DeliveryStatus::Delivered,
                     next_attempt_at: None,
                     last_error: None,
+                    unleased_by: None,
                 },
             )
             .await

@@ -392,6 +392,7 @@ impl RedriveNet {
             status: DeliveryStatus::DeadLettered,
             next_attempt_at: None,
             last_error: Some(MESSAGE_REDRIVEN.to_string()),
+            unleased_by: None,
         };
         match self.deliveries.record_attempt(&leased.id, &update).await {
             Ok(true) => {}

@@ -136,6 +136,7 @@ async fn a_retry_whose_send_errors_after_the_queue_took_it_never_starts_an_attem
         status: DeliveryStatus::DeadLettered,
         next_attempt_at: None,
         last_error: Some("HTTP 500".into()),
+        unleased_by: None,
     };
     assert!(adapters
         .deliveries
@@ -296,6 +297,7 @@ async fn a_delivery_retried_by_hand_near_the_end_of_its_ttl_keeps_its_attempts()
         status: DeliveryStatus::DeadLettered,
         next_attempt_at: None,
         last_error: Some("HTTP 500".into()),
+        unleased_by: None,
     };
     assert!(adapters
         .deliveries

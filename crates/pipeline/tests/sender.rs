@@ -562,6 +562,7 @@ async fn a_message_received_before_its_delivery_is_due_is_hidden_again_without_a
         status: DeliveryStatus::Pending,
         next_attempt_at: Some(now + chrono::Duration::hours(1)),
         last_error: Some("HTTP 500".into()),
+        unleased_by: None,
     };
     w.deliveries
         .record_attempt(&d.id, &update)
@@ -1140,6 +1141,7 @@ async fn a_copy_turned_away_by_a_live_attempt_is_finished_soon_after_the_attempt
                 status: DeliveryStatus::Delivered,
                 next_attempt_at: None,
                 last_error: None,
+                unleased_by: None,
             },
         )
         .await

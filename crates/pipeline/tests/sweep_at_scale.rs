@@ -131,6 +131,17 @@ impl DeliveryStore for Slow<dyn DeliveryStore> {
         self.table().await;
         self.inner.transition(id, from, to).await
     }
+    async fn hand_over(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.table().await;
+        self.inner.hand_over(id, from, to, until, now).await
+    }
     async fn overdue(
         &self,
         org_id: &str,

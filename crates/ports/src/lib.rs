@@ -367,8 +367,30 @@ pub trait DeliveryStore: Send + Sync {
     /// A delivery left pending has its time to live renewed from the
     /// attempt's time.
     ///
+    /// An attempt made without a lease ([`AttemptUpdate::unleased_by`] set)
+    /// also needs the delivery's chain to be that message. Such an update
+    /// to [`DeliveryStatus::Canceled`] records an attempt whose delivery
+    /// was canceled (its endpoint deleted) while it was made: it needs the
+    /// delivery canceled instead of pending, and leaves it canceled, with
+    /// the attempt in its log and its error as the last.
+    ///
     /// [`MAX_KEPT_ATTEMPTS`]: webhooks_domain::delivery::MAX_KEPT_ATTEMPTS
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool>;
+    /// Hands a never-attempted delivery's retry chain from the queue
+    /// message `from` to `to`, a copy of it sent to renew it, one
+    /// conditional write: only if the delivery is pending, never attempted,
+    /// its chain is `from` and it holds no live lease at `now`. The chain
+    /// moves with a lease until `until`, so that no attempt of `to` starts
+    /// while one made by `from` without a lease may still run. `false`
+    /// (and nothing written) otherwise.
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Moves a delivery whose status is one of `from` to `to`; returns it as
     /// updated, or `None` if it was not in one of those states.
     ///
@@ -436,6 +458,11 @@ pub struct AttemptUpdate {
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The queue message that made this attempt without a lease: a fresh
+    /// delivery's first, by the message that owns its chain from its
+    /// creation ([`DeliveryStore::record_attempt`]). `None`: made under the
+    /// delivery's lease.
+    pub unleased_by: Option<String>,
 }
 
 /// Each endpoint's delivery figures in hourly buckets (by the hour its

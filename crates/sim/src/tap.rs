@@ -278,6 +278,31 @@ impl DeliveryStore for DeliveryTap {
         self.inner.transition(delivery_id, from, to).await
     }
 
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.taps.wait(self.role).await;
+        let moved = self
+            .inner
+            .hand_over(
+                delivery_id,
+                from,
+                to,
+                whole_millis(until),
+                whole_millis(now),
+            )
+            .await?;
+        if moved {
+            self.taps.coverage.add(Path::HandOver);
+        }
+        Ok(moved)
+    }
+
     async fn overdue(
         &self,
         org_id: &str,

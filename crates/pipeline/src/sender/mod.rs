@@ -682,6 +682,7 @@ impl Sender {
             status,
             next_attempt_at,
             last_error,
+            unleased_by: None,
         };
         match self
             .deliveries
