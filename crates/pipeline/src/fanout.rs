@@ -169,27 +169,26 @@ impl FanOut {
                 .get_or_insert_with(|| Payload::of_event(&events[i]))
                 .clone()
         };
-        // Each message, and the index of the event it is for (`wanted` is in
-        // event order).
-        let (queued_for, messages): (Vec<usize>, Vec<QueueMessage>) = wanted
+        // Each message, in `wanted`'s order.
+        let messages: Vec<QueueMessage> = wanted
             .iter()
-            .map(|(i, d)| (*i, task_message(&events[*i], d, payload_of(*i))))
-            .unzip();
+            .map(|(i, d)| task_message(&events[*i], d, payload_of(*i)))
+            .collect();
         let mut unsent = vec![false; events.len()];
-        match self.queue.send_batch(&messages).await {
-            Ok(rejected) => {
-                report.enqueued = messages.len() - rejected.len();
-                for r in rejected {
-                    if let Some(i) = queued_for.get(r) {
-                        unsent[*i] = true;
-                    }
-                }
-            }
+        let ids = match self.queue.send_batch_ids(&messages).await {
+            Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "could not queue deliveries");
-                for i in &queued_for {
-                    unsent[*i] = true;
-                }
+                vec![None; messages.len()]
+            }
+        };
+        report.enqueued = ids.iter().flatten().count();
+        // Each delivery is owned by its message from its creation: that
+        // message's first attempt needs no lease (the sender's `fence`).
+        for ((i, delivery), id) in wanted.iter_mut().zip(&ids) {
+            match id {
+                Some(id) => delivery.chain = Some(id.clone()),
+                None => unsent[*i] = true,
             }
         }
 

@@ -297,7 +297,8 @@ impl RedriveNet {
             tracing::warn!(delivery_id = %delivery.id, "redriven message of a delivery with a retry scheduled; left to the reconciler");
             return Settled::ToReconciler;
         }
-        if !crate::sender::renew::copy_carries_on(&delivery, now) {
+        if !crate::sender::renew::copy_carries_on(&delivery, crate::sender::renew::NO_MESSAGE, now)
+        {
             return self.wait(message, &delivery, now).await;
         }
         if task.redriven {

@@ -150,6 +150,9 @@ struct Prepared<'a> {
     number: u32,
     /// The endpoint's place for this POST (none for a disabled endpoint).
     permit: Option<limits::Permit>,
+    /// Made without a lease: the first attempt, by the message that owns
+    /// the delivery from its creation.
+    unleased: bool,
 }
 
 /// An attempt made, and what follows it.
@@ -530,7 +533,7 @@ impl Sender {
                 &job.message.message_id,
                 extra_receives,
                 // Renewed before its receives run short (renew.rs).
-                renew::copy_carries_on(delivery, now),
+                renew::copy_carries_on(delivery, &job.message.message_id, now),
                 endpoint,
                 now,
             ) {
@@ -542,9 +545,18 @@ impl Sender {
         } else {
             None
         };
-        job.lease_asked
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let delivery = self.lease(job.message, delivery).await?;
+        // The first attempt of a delivery this message owns from its
+        // creation needs no lease: no other message can take the chain
+        // before the attempt ends (fence::first_without_lease).
+        let unleased =
+            fence::first_without_lease(delivery, &job.message.message_id, now, self.config.lease);
+        let delivery = if unleased {
+            delivery.clone()
+        } else {
+            job.lease_asked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.lease(job.message, delivery).await?
+        };
         Ok(Prepared {
             permit,
             job,
@@ -553,6 +565,7 @@ impl Sender {
             number: delivery.attempt_count.saturating_add(1),
             delivery,
             endpoint,
+            unleased,
         })
     }
 
@@ -682,7 +695,9 @@ impl Sender {
             status,
             next_attempt_at,
             last_error,
-            unleased_by: None,
+            unleased_by: prepared
+                .unleased
+                .then(|| prepared.message.message_id.clone()),
         };
         match self
             .deliveries
@@ -690,6 +705,9 @@ impl Sender {
             .await
         {
             Ok(true) => {}
+            Ok(false) if prepared.unleased => {
+                return self.record_unleased_refused(&prepared, update).await;
+            }
             Ok(false) => {
                 // The lease ran out and another receipt recorded this attempt
                 // number first. Left on the queue, not deleted: it may be this
