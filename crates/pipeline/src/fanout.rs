@@ -346,6 +346,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_delivery_is_created_owned_by_the_message_sent_for_it() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "a", &["*"]).await;
+        let r = w.fanout.fan_out(&[event("a", EventType::LeadWon)]).await;
+        assert_eq!(r.created, 2);
+        let received = w.queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(received.len(), 2);
+        for m in received {
+            let task: DeliveryTask = serde_json::from_str(&m.body).unwrap();
+            let d = w.deliveries.get(&task.delivery_id).await.unwrap().unwrap();
+            assert_eq!(d.chain.as_deref(), Some(m.message_id.as_str()));
+            assert_eq!(d.lease_until, None);
+        }
+    }
+
+    #[tokio::test]
     async fn every_message_carries_its_org_as_the_fair_queue_tenant() {
         let w = world();
         endpoint(&w, "a", &["*"]).await;
