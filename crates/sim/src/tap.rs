@@ -253,6 +253,14 @@ impl DeliveryStore for DeliveryTap {
         as_stored.next_attempt_at = update.next_attempt_at.map(whole_seconds);
         let done = self.inner.record_attempt(delivery_id, &as_stored).await?;
         if done {
+            if update.unleased_by.is_some() && update.status == DeliveryStatus::Canceled {
+                self.taps.coverage.add(Path::CanceledDuringFirst);
+            }
+            self.taps.ledger.recorded_by(
+                delivery_id,
+                update.attempt.number,
+                webhooks_pipeline::sender::handling_message(),
+            );
             let written = self.clock.now();
             self.taps.ledger.recorded(
                 delivery_id,

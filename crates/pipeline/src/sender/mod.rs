@@ -35,6 +35,18 @@ use webhooks_ports::{
     Queue, ReceivedMessage, SystemClock,
 };
 
+tokio::task_local! {
+    /// The queue message whose delivery is being handled.
+    static HANDLING: String;
+}
+
+/// The id of the queue message the sender is handling in the calling task
+/// (its POST, its store calls), if any: for logs and for the simulation's
+/// checks, which tell the receipts of one message from other messages.
+pub fn handling_message() -> Option<String> {
+    HANDLING.try_with(Clone::clone).ok()
+}
+
 /// What the sender keeps of an invocation's time to record its attempts
 /// after the last POST is cut off.
 pub const RECORD_MARGIN: Duration = Duration::from_secs(3);
@@ -420,7 +432,10 @@ impl Sender {
         let results = join_all(jobs.iter().map(|(_, job)| {
             let delivery = deliveries.get(&job.task.delivery_id);
             let endpoint = endpoints.get(&job.task.endpoint_id);
-            self.process_one(job, delivery, endpoint)
+            HANDLING.scope(
+                job.message.message_id.clone(),
+                self.process_one(job, delivery, endpoint),
+            )
         }))
         .await;
         // The messages that took their delivery's lease here hold its retry
