@@ -314,12 +314,19 @@ impl MemoryQueue {
         lock(&self.state).watch = Some(watch);
     }
 
-    /// Puts a message on the queue; its id.
-    fn push(&self, body: String, tenant: Option<String>, receive_count: u32) -> String {
+    /// Puts a message on the queue, under `id` (a message SQS redrives
+    /// keeps its id) or a new one; its id.
+    fn push(
+        &self,
+        body: String,
+        tenant: Option<String>,
+        receive_count: u32,
+        id: Option<String>,
+    ) -> String {
         let mut st = lock(&self.state);
         st.next_id += 1;
         let seq = st.next_id;
-        let id = format!("msg-{seq}");
+        let id = id.unwrap_or_else(|| format!("msg-{seq}"));
         let now = Instant::now();
         st.by_tenant
             .entry(tenant.clone())
@@ -391,7 +398,7 @@ impl MemoryQueue {
                             body: &m.body,
                         });
                         if let Some(m) = st.remove(seq, now) {
-                            to_dlq.push((m.body, m.tenant));
+                            to_dlq.push((m.body, m.tenant, m.id));
                         }
                         continue;
                     }
@@ -450,8 +457,8 @@ impl MemoryQueue {
             next_visible = st.by_visibility.first().map(|(at, _)| *at);
         }
         if let Some((dlq, _)) = &self.redrive {
-            for (body, tenant) in to_dlq {
-                let _ = dlq.push(body, tenant, 0);
+            for (body, tenant, id) in to_dlq {
+                let _ = dlq.push(body, tenant, 0, Some(id));
                 dlq.changed.notify_waiters();
             }
         }
@@ -472,7 +479,7 @@ impl MemoryQueue {
             .map_err(|e| BackendError::Permanent(format!("SendMessageBatch: {e}")))?;
         let ids = messages
             .iter()
-            .map(|m| self.push(m.body.clone(), m.tenant.clone(), 0))
+            .map(|m| self.push(m.body.clone(), m.tenant.clone(), 0, None))
             .collect();
         self.changed.notify_waiters();
         Ok(ids)

@@ -50,16 +50,13 @@ pub(super) fn worn_after(spare: u32) -> u32 {
 /// message id, would carry it on: never attempted, no live lease, and no
 /// other message holding its retry chain (a lease taken and crashed before
 /// its attempt was recorded) unless that chain is lost already. A chain
-/// that is `message_id`'s own is handed to the copy. The redrive net asks
-/// for a copy of no message ([`NO_MESSAGE`]): it hands no chain over.
+/// that is `message_id`'s own is handed to the copy (here, and by the
+/// redrive net for a dead letter that owns its delivery's chain).
 pub(crate) fn copy_carries_on(delivery: &Delivery, message_id: &str, now: DateTime<Utc>) -> bool {
     delivery.attempt_count == 0
         && delivery.lease_until.is_none_or(|t| t < now)
         && !delivery.chain_live_elsewhere(message_id, now)
 }
-
-/// The id of no message: a copy that takes over no chain.
-pub(crate) const NO_MESSAGE: &str = "";
 
 /// Whether a message left for another try is worn, for a delivery the
 /// reconciler cannot find (never attempted, or not read at all): received
