@@ -248,6 +248,13 @@ impl DeliveryStore for DynamoDeliveryStore {
         let Some(made) = update.attempt.number.checked_sub(1) else {
             return Ok(false);
         };
+        // A delivery canceled while an attempt made without a lease ran
+        // takes that attempt as canceled (DeliveryStore::record_attempt).
+        let from = if update.unleased_by.is_some() && update.status == DeliveryStatus::Canceled {
+            DeliveryStatus::Canceled
+        } else {
+            DeliveryStatus::Pending
+        };
         let attempt: AttributeValue =
             serde_dynamo::to_attribute_value(AttemptItem::from_attempt(&update.attempt))
                 .map_err(|e| decode_error("attempt", e))?;
@@ -296,8 +303,14 @@ impl DeliveryStore for DynamoDeliveryStore {
             .expression_attribute_values(":n", number(made))
             .expression_attribute_values(":status", s(update.status.as_str()))
             .expression_attribute_values(":u", s(&rfc3339(update.attempt.at)))
-            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
-            .condition_expression(format!("#s = :pending AND {HAS_N_ATTEMPTS}"));
+            .expression_attribute_values(":from", s(from.as_str()));
+        req = match &update.unleased_by {
+            // Made without a lease: only by the chain's own message.
+            Some(by) => req
+                .expression_attribute_values(":by", s(by))
+                .condition_expression(format!("#s = :from AND {HAS_N_ATTEMPTS} AND chain = :by")),
+            None => req.condition_expression(format!("#s = :from AND {HAS_N_ATTEMPTS}")),
+        };
         for (k, v) in attempts.1 {
             req = req.expression_attribute_values(k, v);
         }
@@ -325,6 +338,44 @@ impl DeliveryStore for DynamoDeliveryStore {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(backend_error("UpdateItem deliveries", e)),
+        }
+    }
+
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(key) = key(delivery_id) else {
+            return Ok(false);
+        };
+        let condition = format!(
+            "#s = :pending AND {HAS_N_ATTEMPTS} AND chain = :from \
+             AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+        );
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET chain = :to, lease_until = :until")
+            .condition_expression(condition)
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":n", number(0))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":now", number(now.timestamp_millis()))
+            .expression_attribute_values(":until", number(until.timestamp_millis()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("UpdateItem deliveries (hand over)", e)),
         }
     }
 

@@ -32,8 +32,12 @@ impl SqsQueue {
 
     /// One SendMessageBatch request of the messages at `indexes`, each with
     /// its tenant as `MessageGroupId` (the delivery queue is a fair queue);
-    /// returns the indexes SQS did not take.
-    async fn send_chunk(&self, messages: &[QueueMessage], indexes: &[usize]) -> Vec<usize> {
+    /// returns (index, `MessageId`) of each message SQS took.
+    async fn send_chunk(
+        &self,
+        messages: &[QueueMessage],
+        indexes: &[usize],
+    ) -> Vec<(usize, String)> {
         let entries: Vec<SendMessageBatchRequestEntry> = indexes
             .iter()
             .filter_map(|i| {
@@ -46,7 +50,6 @@ impl SqsQueue {
                     .ok()
             })
             .collect();
-        let all = || indexes.to_vec();
         match self
             .client
             .get()
@@ -57,13 +60,13 @@ impl SqsQueue {
             .await
         {
             Ok(out) => out
-                .failed
-                .iter()
-                .filter_map(|f| f.id.parse::<usize>().ok())
+                .successful
+                .into_iter()
+                .filter_map(|ok| Some((ok.id.parse::<usize>().ok()?, ok.message_id)))
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %backend_error("SendMessageBatch", e), "queue send failed");
-                all()
+                Vec::new()
             }
         }
     }
@@ -71,7 +74,7 @@ impl SqsQueue {
 
 #[async_trait]
 impl Queue for SqsQueue {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         // Cut by count and by bytes, and keep out what SQS would refuse
         // whatever the batch: one bad message must not fail a whole request
         // of other messages (other orgs' among them).
@@ -83,10 +86,13 @@ impl Queue for SqsQueue {
             .batches
             .iter()
             .map(|indexes| self.send_chunk(messages, indexes));
-        let mut failed: Vec<usize> = join_all(chunks).await.into_iter().flatten().collect();
-        failed.extend(plan.refused.iter().map(|(i, _)| *i));
-        failed.sort_unstable();
-        Ok(failed)
+        let mut ids: Vec<Option<String>> = vec![None; messages.len()];
+        for (i, id) in join_all(chunks).await.into_iter().flatten() {
+            if let Some(slot) = ids.get_mut(i) {
+                *slot = Some(id);
+            }
+        }
+        Ok(ids)
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -15,14 +15,17 @@
 //!   after it took effect);
 //! - [`Seeded`]: calls that fail at random, at the odds of its rules, from
 //!   a seeded generator shared by a run ([`Faults`]), counted by kind;
+//! - [`Count`]: fails nothing, counts the calls made, by op;
 //! - the simulation's own (`webhooks_sim::chaos`): a crash, a throttle or
 //!   a yield drawn at each side of every call, per Lambda invocation.
 
+mod count;
 mod ports;
 mod script;
 mod seeded;
 mod switch;
 
+pub use count::Count;
 pub use ports::Faulty;
 pub use script::Script;
 pub use seeded::{rng_for, Calls, Faults, Rng, Seeded};
@@ -58,6 +61,7 @@ pub enum Op {
     Lease,
     RecordAttempt,
     Transition,
+    HandOver,
     Overdue,
     MarkRequeued,
     ListDeliveries,

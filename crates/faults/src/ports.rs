@@ -174,6 +174,17 @@ impl<T: DeliveryStore + ?Sized, P: Policy> DeliveryStore for Faulty<T, P> {
         self.around(Op::Transition, self.inner.transition(delivery_id, from, to))
             .await
     }
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let call = self.inner.hand_over(delivery_id, from, to, until, now);
+        self.around(Op::HandOver, call).await
+    }
     async fn overdue(
         &self,
         org_id: &str,
@@ -254,7 +265,7 @@ impl<T: EndpointStatsStore + ?Sized, P: Policy> EndpointStatsStore for Faulty<T,
 
 #[async_trait]
 impl<T: Queue + ?Sized, P: Policy> Queue for Faulty<T, P> {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         self.around(Op::Send, self.send_unrefused(messages)).await
     }
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
@@ -276,20 +287,21 @@ impl<T: Queue + ?Sized, P: Policy> Queue for Faulty<T, P> {
 
 impl<T: Queue + ?Sized, P: Policy> Faulty<T, P> {
     /// Sends the messages the policy does not refuse; the refused ones are
-    /// reported with those the queue itself did not accept.
-    async fn send_unrefused(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    /// reported (no id) with those the queue itself did not accept.
+    async fn send_unrefused(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         let refused = self.policy.refuse(messages.len());
         if refused.is_empty() {
-            return self.inner.send_batch(messages).await;
+            return self.inner.send_batch_ids(messages).await;
         }
         let kept: Vec<usize> = (0..messages.len())
             .filter(|i| refused.binary_search(i).is_err())
             .collect();
         let to_send: Vec<QueueMessage> = kept.iter().map(|i| messages[*i].clone()).collect();
-        let rejected = self.inner.send_batch(&to_send).await?;
-        let mut failed = refused;
-        failed.extend(rejected.into_iter().filter_map(|r| kept.get(r).copied()));
-        failed.sort_unstable();
-        Ok(failed)
+        let sent = self.inner.send_batch_ids(&to_send).await?;
+        let mut ids: Vec<Option<String>> = vec![None; messages.len()];
+        for (i, id) in kept.into_iter().zip(sent) {
+            ids[i] = id;
+        }
+        Ok(ids)
     }
 }

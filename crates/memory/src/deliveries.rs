@@ -319,10 +319,23 @@ impl DeliveryStore for MemoryDeliveryStore {
             return Ok(false);
         };
         let mut ds = lock(&self.deliveries);
+        // Made without a lease: by the chain's own message, and recorded
+        // on a delivery canceled meanwhile as such.
+        let canceled_meanwhile =
+            update.unleased_by.is_some() && update.status == DeliveryStatus::Canceled;
+        let from = if canceled_meanwhile {
+            DeliveryStatus::Canceled
+        } else {
+            DeliveryStatus::Pending
+        };
         match ds.get_mut(&key) {
             Some(d)
-                if d.status == DeliveryStatus::Pending
-                    && update.attempt.number.checked_sub(1) == Some(d.attempt_count) =>
+                if d.status == from
+                    && update.attempt.number.checked_sub(1) == Some(d.attempt_count)
+                    && update
+                        .unleased_by
+                        .as_ref()
+                        .is_none_or(|by| d.chain.as_ref() == Some(by)) =>
             {
                 let mut next = d.clone();
                 next.attempts.push(update.attempt.clone());
@@ -344,6 +357,33 @@ impl DeliveryStore for MemoryDeliveryStore {
                 } else {
                     self.retire(&mut ds, &key);
                 }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(key) = key_of(delivery_id) else {
+            return Ok(false);
+        };
+        let mut ds = lock(&self.deliveries);
+        match ds.get_mut(&key) {
+            Some(d)
+                if d.status == DeliveryStatus::Pending
+                    && d.attempt_count == 0
+                    && d.chain.as_deref() == Some(from)
+                    && d.lease_until.is_none_or(|t| t < now) =>
+            {
+                d.chain = Some(to.to_string());
+                d.lease_until = Some(until);
                 Ok(true)
             }
             _ => Ok(false),

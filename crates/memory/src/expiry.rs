@@ -340,6 +340,7 @@ mod backend_tests {
             status: DeliveryStatus::Delivered,
             next_attempt_at: None,
             last_error: None,
+            unleased_by: None,
         };
         assert!(m.deliveries.record_attempt(&d.id, &update).await.unwrap());
     }
@@ -411,6 +412,7 @@ mod backend_tests {
             status: DeliveryStatus::Pending,
             next_attempt_at: Some(now + Duration::hours(1)),
             last_error: Some("HTTP 503".into()),
+            unleased_by: None,
         };
         assert!(m.deliveries.record_attempt(&d.id, &update).await.unwrap());
     }

@@ -169,27 +169,26 @@ impl FanOut {
                 .get_or_insert_with(|| Payload::of_event(&events[i]))
                 .clone()
         };
-        // Each message, and the index of the event it is for (`wanted` is in
-        // event order).
-        let (queued_for, messages): (Vec<usize>, Vec<QueueMessage>) = wanted
+        // Each message, in `wanted`'s order.
+        let messages: Vec<QueueMessage> = wanted
             .iter()
-            .map(|(i, d)| (*i, task_message(&events[*i], d, payload_of(*i))))
-            .unzip();
+            .map(|(i, d)| task_message(&events[*i], d, payload_of(*i)))
+            .collect();
         let mut unsent = vec![false; events.len()];
-        match self.queue.send_batch(&messages).await {
-            Ok(rejected) => {
-                report.enqueued = messages.len() - rejected.len();
-                for r in rejected {
-                    if let Some(i) = queued_for.get(r) {
-                        unsent[*i] = true;
-                    }
-                }
-            }
+        let ids = match self.queue.send_batch_ids(&messages).await {
+            Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "could not queue deliveries");
-                for i in &queued_for {
-                    unsent[*i] = true;
-                }
+                vec![None; messages.len()]
+            }
+        };
+        report.enqueued = ids.iter().flatten().count();
+        // Each delivery is owned by its message from its creation: that
+        // message's first attempt needs no lease (the sender's `fence`).
+        for ((i, delivery), id) in wanted.iter_mut().zip(&ids) {
+            match id {
+                Some(id) => delivery.chain = Some(id.clone()),
+                None => unsent[*i] = true,
             }
         }
 
@@ -347,6 +346,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_delivery_is_created_owned_by_the_message_sent_for_it() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "a", &["*"]).await;
+        let r = w.fanout.fan_out(&[event("a", EventType::LeadWon)]).await;
+        assert_eq!(r.created, 2);
+        let received = w.queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(received.len(), 2);
+        for m in received {
+            let task: DeliveryTask = serde_json::from_str(&m.body).unwrap();
+            let d = w.deliveries.get(&task.delivery_id).await.unwrap().unwrap();
+            assert_eq!(d.chain.as_deref(), Some(m.message_id.as_str()));
+            assert_eq!(d.lease_until, None);
+        }
+    }
+
+    #[tokio::test]
     async fn every_message_carries_its_org_as_the_fair_queue_tenant() {
         let w = world();
         endpoint(&w, "a", &["*"]).await;
@@ -388,6 +404,7 @@ mod tests {
                     status: DeliveryStatus::Pending,
                     next_attempt_at: None,
                     last_error: None,
+                    unleased_by: None,
                 },
             )
             .await
@@ -405,7 +422,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Queue for Down {
-        async fn send_batch(&self, _: &[QueueMessage]) -> Result<Vec<usize>, BackendError> {
+        async fn send_batch_ids(
+            &self,
+            _: &[QueueMessage],
+        ) -> Result<Vec<Option<String>>, BackendError> {
             Err(BackendError::Transient("down".into()))
         }
         async fn receive(
@@ -479,6 +499,7 @@ mod tests {
                     status: DeliveryStatus::Delivered,
                     next_attempt_at: None,
                     last_error: None,
+                    unleased_by: None,
                 },
             )
             .await

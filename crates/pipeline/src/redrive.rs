@@ -281,7 +281,7 @@ impl RedriveNet {
                     return Settled::Waiting;
                 }
                 Ok(false) => return self.park(message).await,
-                Ok(true) if !task.redriven => return self.retry(message, task).await,
+                Ok(true) if !task.redriven => return self.retry(message, task, None).await,
                 Ok(true) => match self.create(&task, now).await {
                     Some(d) => d,
                     None => return Settled::Waiting,
@@ -297,13 +297,17 @@ impl RedriveNet {
             tracing::warn!(delivery_id = %delivery.id, "redriven message of a delivery with a retry scheduled; left to the reconciler");
             return Settled::ToReconciler;
         }
-        if !crate::sender::renew::copy_carries_on(&delivery, now) {
+        // SQS keeps a message's id when it redrives it: a dead letter that
+        // owns its delivery's chain (the fan-out's message owns a fresh
+        // delivery from its creation) cannot carry it on from here, and
+        // hands it to the message sent again.
+        if !crate::sender::renew::copy_carries_on(&delivery, &message.message_id, now) {
             return self.wait(message, &delivery, now).await;
         }
         if task.redriven {
             self.dead_letter(message, delivery, now).await
         } else {
-            self.retry(message, task).await
+            self.retry(message, task, Some(&delivery)).await
         }
     }
 
@@ -340,11 +344,38 @@ impl RedriveNet {
         }
     }
 
-    /// Sends the task again, marked, and deletes its dead letter.
-    async fn retry(&self, message: &ReceivedMessage, mut task: DeliveryTask) -> Settled {
+    /// Sends the task again, marked, hands it `delivery`'s chain if the
+    /// dead letter owns it, and deletes the dead letter.
+    async fn retry(
+        &self,
+        message: &ReceivedMessage,
+        mut task: DeliveryTask,
+        delivery: Option<&Delivery>,
+    ) -> Settled {
         task.redriven = true;
-        match self.queue.send_batch(&[QueueMessage::task(&task)]).await {
-            Ok(rejected) if rejected.is_empty() => {
+        match self
+            .queue
+            .send_batch_ids(&[QueueMessage::task(&task)])
+            .await
+        {
+            Ok(ids) if ids.first().is_some_and(Option::is_some) => {
+                let owned =
+                    delivery.filter(|d| d.chain.as_deref() == Some(message.message_id.as_str()));
+                if let (Some(d), Some(Some(new))) = (owned, ids.first()) {
+                    let now = self.clock.now();
+                    // With a lease that has already ended: no receipt of a
+                    // message SQS redrove is still running (its visibility
+                    // timeout outlasts the sender's invocations). If this
+                    // fails, the new message takes the chain over once it
+                    // is lost.
+                    let handed = self
+                        .deliveries
+                        .hand_over(&d.id, &message.message_id, new, now, now)
+                        .await;
+                    if !matches!(handed, Ok(true)) {
+                        tracing::warn!(delivery_id = %d.id, "the redriven message's chain was not handed to the message sent again");
+                    }
+                }
                 self.delete(message).await;
                 tracing::warn!(delivery_id = %task.delivery_id, "message redriven by SQS; its delivery was sent again");
                 Settled::Retried
@@ -364,7 +395,13 @@ impl RedriveNet {
         delivery: Delivery,
         now: DateTime<Utc>,
     ) -> Settled {
-        let chain = format!("redrive:{}", message.message_id);
+        // Under the dead letter's own id when it owns the chain (SQS keeps
+        // the id of a message it redrives).
+        let chain = if delivery.chain.as_deref() == Some(message.message_id.as_str()) {
+            message.message_id.clone()
+        } else {
+            format!("redrive:{}", message.message_id)
+        };
         let leased = match self
             .deliveries
             .lease(
@@ -392,6 +429,7 @@ impl RedriveNet {
             status: DeliveryStatus::DeadLettered,
             next_attempt_at: None,
             last_error: Some(MESSAGE_REDRIVEN.to_string()),
+            unleased_by: None,
         };
         match self.deliveries.record_attempt(&leased.id, &update).await {
             Ok(true) => {}

@@ -37,10 +37,13 @@ struct AcceptsThenErrors {
 
 #[async_trait]
 impl Queue for AcceptsThenErrors {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> webhooks_ports::Result<Vec<usize>> {
-        let rejected = self.inner.send_batch(messages).await?;
+    async fn send_batch_ids(
+        &self,
+        messages: &[QueueMessage],
+    ) -> webhooks_ports::Result<Vec<Option<String>>> {
+        let ids = self.inner.send_batch_ids(messages).await?;
         if self.failed.swap(true, Ordering::SeqCst) {
-            return Ok(rejected);
+            return Ok(ids);
         }
         self.taken.notify_one();
         self.answer.notified().await;
@@ -133,6 +136,7 @@ async fn a_retry_whose_send_errors_after_the_queue_took_it_never_starts_an_attem
         status: DeliveryStatus::DeadLettered,
         next_attempt_at: None,
         last_error: Some("HTTP 500".into()),
+        unleased_by: None,
     };
     assert!(adapters
         .deliveries
@@ -293,6 +297,7 @@ async fn a_delivery_retried_by_hand_near_the_end_of_its_ttl_keeps_its_attempts()
         status: DeliveryStatus::DeadLettered,
         next_attempt_at: None,
         last_error: Some("HTTP 500".into()),
+        unleased_by: None,
     };
     assert!(adapters
         .deliveries

@@ -85,10 +85,27 @@ impl TestSystem {
     }
 
     /// Queues a new event's task to `ep` and creates its delivery, in the
-    /// fan-out's order.
+    /// fan-out's order and as the fan-out does: owned by its message.
     async fn enqueue(&self, ep: &Endpoint) -> (Event, Delivery) {
+        let (event, id, message_id) = queue_task(self, ep, None).await;
+        let d = Delivery {
+            chain: Some(message_id),
+            ..Delivery::new("org", &ep.id, &event.id, event.event_type)
+        };
+        assert_eq!(d.id, id);
+        self.deliveries.create_if_absent(&d).await.expect("create");
+        (event, d)
+    }
+
+    /// Queues a new event's task to `ep` and creates its delivery owned by
+    /// another message, `owner` (a replayed fan-out's, say, whose create
+    /// came first).
+    async fn enqueue_owned_by(&self, ep: &Endpoint, owner: &str) -> (Event, Delivery) {
         let (event, id) = queue_without_record(self, ep, None).await;
-        let d = Delivery::new("org", &ep.id, &event.id, event.event_type);
+        let d = Delivery {
+            chain: Some(owner.to_string()),
+            ..Delivery::new("org", &ep.id, &event.id, event.event_type)
+        };
         assert_eq!(d.id, id);
         self.deliveries.create_if_absent(&d).await.expect("create");
         (event, d)
@@ -562,6 +579,7 @@ async fn a_message_received_before_its_delivery_is_due_is_hidden_again_without_a
         status: DeliveryStatus::Pending,
         next_attempt_at: Some(now + chrono::Duration::hours(1)),
         last_error: Some("HTTP 500".into()),
+        unleased_by: None,
     };
     w.deliveries
         .record_attempt(&d.id, &update)
@@ -978,6 +996,16 @@ async fn queue_without_record(
     ep: &Endpoint,
     delivery_id: Option<String>,
 ) -> (Event, String) {
+    let (event, id, _) = queue_task(w, ep, delivery_id).await;
+    (event, id)
+}
+
+/// [`queue_without_record`], answering the queue's id of the message too.
+async fn queue_task(
+    w: &TestSystem,
+    ep: &Endpoint,
+    delivery_id: Option<String>,
+) -> (Event, String, String) {
     let event = Event::new(
         "org",
         EventType::InvoicePaid,
@@ -995,11 +1023,13 @@ async fn queue_without_record(
         trace_id: None,
         redriven: false,
     };
-    w.queue
-        .send_batch(&[webhooks_ports::QueueMessage::task(&task)])
+    let ids = w
+        .queue
+        .send_batch_ids(&[webhooks_ports::QueueMessage::task(&task)])
         .await
         .expect("send");
-    (event, delivery_id)
+    let message_id = ids[0].clone().expect("sent");
+    (event, delivery_id, message_id)
 }
 
 #[tokio::test]
@@ -1049,7 +1079,7 @@ async fn a_copy_turned_away_from_a_never_attempted_delivery_waits_then_takes_the
     let rx = Receiver::always(204).await;
     let w = world("1m").on_tokio_clock();
     let ep = w.endpoint(rx.url("/")).await;
-    let (_, d) = w.enqueue(&ep).await;
+    let (_, d) = w.enqueue_owned_by(&ep, "msg-gone").await;
     // Another message, gone now, took the lease and died before its attempt.
     let now = chrono::Utc::now();
     let lease = w
@@ -1106,7 +1136,7 @@ async fn a_copy_turned_away_by_a_live_attempt_is_finished_soon_after_the_attempt
     let rx = Receiver::always(204).await;
     let w = world("1m").on_tokio_clock();
     let ep = w.endpoint(rx.url("/")).await;
-    let (_, d) = w.enqueue(&ep).await;
+    let (_, d) = w.enqueue_owned_by(&ep, "msg-holder").await;
     let now = chrono::Utc::now();
     let lease = w
         .deliveries
@@ -1140,6 +1170,7 @@ async fn a_copy_turned_away_by_a_live_attempt_is_finished_soon_after_the_attempt
                 status: DeliveryStatus::Delivered,
                 next_attempt_at: None,
                 last_error: None,
+                unleased_by: None,
             },
         )
         .await
@@ -1150,4 +1181,269 @@ async fn a_copy_turned_away_by_a_live_attempt_is_finished_soon_after_the_attempt
     assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
     assert_eq!(rx.count(), 0, "the copy never POSTs");
     assert!(!w_visible(&w).await, "and is gone from the queue");
+}
+
+// ------------------------------------------- the first attempt without a lease
+
+/// `w`'s sender over its stores, its deliveries behind a fault layer that
+/// counts the calls (`faults` also fail what it says), and `endpoints`
+/// instead of `w`'s when given.
+fn counted_sender<P: webhooks_faults::Policy>(
+    w: &TestSystem,
+    faults: Arc<P>,
+    endpoints: Option<Arc<dyn EndpointStore>>,
+) -> Sender {
+    let endpoints: Arc<dyn EndpointStore> = endpoints.unwrap_or_else(|| w.endpoints.clone());
+    Sender::new(
+        endpoints.clone(),
+        endpoints,
+        Arc::new(webhooks_faults::Faulty::new(w.deliveries.clone(), faults)),
+        w.queue.clone(),
+        w.dlq.clone(),
+        DeliveryClient::new(DeliveryClientConfig {
+            request_timeout: Duration::from_secs(5),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        })
+        .expect("client"),
+        SenderConfig {
+            schedule: "1m".parse().expect("schedule"),
+            ..SenderConfig::default()
+        },
+    )
+}
+
+/// Issue 24: a fresh delivery's first attempt, by the message that owns it
+/// from its creation (the fan-out's), makes one write: its record. No lease.
+#[tokio::test]
+async fn a_fresh_deliverys_first_attempt_makes_one_write() {
+    use webhooks_faults::{Count, Op};
+    let rx = Receiver::always(204).await;
+    let w = world("1m");
+    let count = Arc::new(Count::new());
+    let sender = counted_sender(&w, count.clone(), None);
+    let mut ids = Vec::new();
+    // An endpoint each: a new endpoint takes one POST at a time at first.
+    for i in 0..3 {
+        let ep = w.endpoint(rx.url(&format!("/{i}"))).await;
+        ids.push(w.enqueue(&ep).await.1.id);
+    }
+    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(
+        sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Done; 3]
+    );
+    assert_eq!(rx.count(), 3);
+    assert_eq!(count.calls(Op::Lease), 0, "no lease");
+    assert_eq!(count.calls(Op::RecordAttempt), 3);
+    assert_eq!(count.writes(), 3, "one write per delivery");
+    for id in ids {
+        let d = w.delivery(&id).await;
+        assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+        assert_eq!(d.lease_until, None);
+    }
+}
+
+/// A delivery no longer fresh (a lost chain could be taken over before the
+/// attempt ends), or owned by another message, is leased as before.
+#[tokio::test]
+async fn a_first_attempt_near_the_chains_loss_takes_the_lease() {
+    use webhooks_faults::{Count, Op};
+    let rx = Receiver::always(204).await;
+    let w = world("1m");
+    let ep = w.endpoint(rx.url("/")).await;
+    let count = Arc::new(Count::new());
+    let sender = counted_sender(&w, count.clone(), None);
+    let (event, id, message_id) = queue_task(&w, &ep, None).await;
+    // Created 14 minutes ago: a 60 s lease would end past its 15 minutes.
+    let d = Delivery {
+        chain: Some(message_id),
+        ..Delivery::new_at(
+            "org",
+            &ep.id,
+            &event.id,
+            event.event_type,
+            chrono::Utc::now() - chrono::Duration::minutes(14),
+        )
+    };
+    assert_eq!(d.id, id);
+    w.deliveries.create_if_absent(&d).await.expect("create");
+    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(
+        sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(count.calls(Op::Lease), 1);
+    assert_eq!(count.calls(Op::RecordAttempt), 1);
+    assert_eq!(rx.count(), 1);
+}
+
+/// The one door the saved write opens: two receipts of the same message at
+/// once (SQS hands a message out again, rarely, while its first receiver
+/// has it) both POST the first attempt, with the same webhook-id and
+/// attempt number; one is recorded, and there is one retry chain.
+#[tokio::test]
+async fn two_receipts_of_one_message_at_once_post_twice_and_record_once() {
+    let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_millis(200), 500)).await;
+    let w = world("1h");
+    let ep = w.endpoint(rx.url("/in")).await;
+    let (event, d) = w.enqueue(&ep).await;
+    let first = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+    let mut again = first.clone();
+    again[0].receipt_handle = format!("{}-again", again[0].receipt_handle);
+    let (a, b) = tokio::join!(
+        w.sender.process_batch(&first),
+        w.sender.process_batch(&again)
+    );
+    let mut outcomes = vec![a[0].clone(), b[0].clone()];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    // Both left on the queue: the one recorded for its retry, the other
+    // (its record refused) for its next receive.
+    assert_eq!(outcomes, vec![MessageOutcome::Retry, MessageOutcome::Retry]);
+    let posts = rx.received();
+    assert_eq!(posts.len(), 2, "both POSTed");
+    for p in &posts {
+        assert_eq!(p.header("webhook-id"), Some(event.id.as_str()));
+        assert_eq!(p.header("x-webhook-attempt"), Some("1"));
+    }
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.attempt_count, 1, "recorded once");
+    assert_eq!(stored.attempts.len(), 1);
+    assert_eq!(stored.chain, d.chain, "one chain");
+    assert_eq!(stored.status, DeliveryStatus::Pending);
+}
+
+/// Another message of the same delivery (a replayed fan-out) is turned away
+/// by the chain the delivery was born with, without a POST or a write, and
+/// waits hidden while the chain is live.
+#[tokio::test]
+async fn another_message_of_a_fresh_delivery_is_turned_away_without_a_write() {
+    use webhooks_faults::{Count, Op};
+    let rx = Receiver::always(204).await;
+    let w = world("1m");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    let owner = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+    w.queue
+        .send_batch(&[webhooks_ports::QueueMessage::again(&owner[0])])
+        .await
+        .expect("send");
+    let other = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+    let count = Arc::new(Count::new());
+    let sender = counted_sender(&w, count.clone(), None);
+    assert_eq!(
+        sender.process_batch(&other).await,
+        vec![MessageOutcome::Retry],
+        "waits (a never-attempted delivery is in no net's reach)"
+    );
+    assert_eq!(rx.count(), 0);
+    assert_eq!(count.writes(), 0);
+    assert_eq!(count.calls(Op::Lease), 0);
+    assert_eq!(
+        sender.process_batch(&owner).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(rx.count(), 1);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Delivered);
+}
+
+/// A delivery canceled (its endpoint deleted) while its unleased first
+/// attempt is in flight: no lease stopped the cancel, so the attempt is
+/// recorded on the canceled delivery. Nothing is lost, and the record says
+/// what happened: canceled, and attempt 1 got a 204.
+#[tokio::test]
+async fn a_delivery_canceled_during_its_unleased_first_attempt_records_it() {
+    let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_millis(300), 204)).await;
+    let w = world("1m");
+    let ep = w.endpoint(rx.url("/in")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    let msgs = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        w.deliveries
+            .transition(&d.id, &[DeliveryStatus::Pending], DeliveryStatus::Canceled)
+            .await
+            .expect("transition")
+    };
+    let (outcomes, canceled) = tokio::join!(w.sender.process_batch(&msgs), cancel);
+    assert!(canceled.is_some(), "no lease held the delivery");
+    assert_eq!(outcomes, vec![MessageOutcome::Done]);
+    assert_eq!(rx.count(), 1);
+    let stored = w.delivery(&d.id).await;
+    assert_eq!(stored.status, DeliveryStatus::Canceled);
+    assert_eq!(stored.attempt_count, 1);
+    assert_eq!(stored.attempts[0].status_code, Some(204));
+}
+
+/// A worn message that owns its never-attempted delivery hands the chain
+/// to its copy, with a lease; the copy waits for that lease (a receipt of
+/// the worn message may still be POSTing without one), then delivers, at
+/// once rather than after the 15 minutes a lost chain takes.
+#[tokio::test]
+async fn a_renewed_message_hands_its_chain_to_the_copy() {
+    use webhooks_faults::{Op, Script};
+    let rx = Receiver::always(204).await;
+    let w = world("1m").on_tokio_clock();
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    // The endpoint cannot be read: the message is left, receive after
+    // receive, until it is worn.
+    let unreadable: Arc<dyn EndpointStore> = Arc::new(webhooks_faults::Faulty::new(
+        w.endpoints.clone(),
+        Arc::new(Script::new().fail(Op::GetEndpoint, ..)),
+    ));
+    let clock = webhooks_testkit::clock::TokioClock::starting_at(chrono::Utc::now());
+    let stuck =
+        counted_sender(&w, Arc::new(Script::new()), Some(unreadable)).with_clock(clock.clone());
+    // `counted_sender`'s schedule, as the sender counts its receives.
+    let schedule: webhooks_domain::RetrySchedule = "1m".parse().expect("schedule");
+    let worn_at = (webhooks_pipeline::sender::limits::deferral_budget(&schedule) + 1)
+        .min(webhooks_ports::queue_settings::MAX_RECEIVE_COUNT - 1);
+    let owner = d.chain.clone().expect("owned");
+    let mut copies = 0;
+    for receive in 1..=worn_at {
+        let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+        assert_eq!(msgs.len(), 1, "receive {receive}");
+        assert_eq!(msgs[0].message_id, owner);
+        let outcomes = stuck.process_batch(&msgs).await;
+        if receive == worn_at {
+            assert_eq!(outcomes, vec![MessageOutcome::Done], "renewed");
+            w.queue
+                .delete_batch(&[msgs[0].receipt_handle.clone()])
+                .await
+                .expect("delete");
+            copies += 1;
+        } else {
+            assert_eq!(outcomes, vec![MessageOutcome::Retry]);
+        }
+        skip(Duration::from_secs(31)).await;
+    }
+    assert_eq!(copies, 1);
+    let handed = w.delivery(&d.id).await;
+    let copy = handed.chain.clone().expect("chain");
+    assert_ne!(copy, owner, "the chain is the copy's");
+    assert!(handed.lease_until.is_some(), "with a lease");
+    // The copy, back at once: waits for the hand-over's lease, no POST.
+    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(msgs[0].message_id, copy);
+    let sender = &w.sender;
+    assert_eq!(
+        sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Retry]
+    );
+    assert_eq!(rx.count(), 0);
+    skip(Duration::from_secs(62)).await;
+    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(msgs.len(), 1, "back once the lease ended");
+    assert_eq!(
+        sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(rx.count(), 1);
+    let done = w.delivery(&d.id).await;
+    assert_eq!(
+        (done.status, done.attempt_count),
+        (DeliveryStatus::Delivered, 1)
+    );
 }

@@ -131,6 +131,17 @@ impl DeliveryStore for Slow<dyn DeliveryStore> {
         self.table().await;
         self.inner.transition(id, from, to).await
     }
+    async fn hand_over(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.table().await;
+        self.inner.hand_over(id, from, to, until, now).await
+    }
     async fn overdue(
         &self,
         org_id: &str,
@@ -170,13 +181,13 @@ impl DeliveryStore for Slow<dyn DeliveryStore> {
 
 #[async_trait]
 impl Queue for Slow<dyn Queue> {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         // SendMessageBatch: 10 messages a call, the calls at once (as the
         // SQS adapter makes them).
         if !messages.is_empty() {
             tokio::time::sleep(self.latency.queue).await;
         }
-        self.inner.send_batch(messages).await
+        self.inner.send_batch_ids(messages).await
     }
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
         self.inner.receive(max, wait).await

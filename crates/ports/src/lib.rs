@@ -367,8 +367,30 @@ pub trait DeliveryStore: Send + Sync {
     /// A delivery left pending has its time to live renewed from the
     /// attempt's time.
     ///
+    /// An attempt made without a lease ([`AttemptUpdate::unleased_by`] set)
+    /// also needs the delivery's chain to be that message. Such an update
+    /// to [`DeliveryStatus::Canceled`] records an attempt whose delivery
+    /// was canceled (its endpoint deleted) while it was made: it needs the
+    /// delivery canceled instead of pending, and leaves it canceled, with
+    /// the attempt in its log and its error as the last.
+    ///
     /// [`MAX_KEPT_ATTEMPTS`]: webhooks_domain::delivery::MAX_KEPT_ATTEMPTS
     async fn record_attempt(&self, delivery_id: &str, update: &AttemptUpdate) -> Result<bool>;
+    /// Hands a never-attempted delivery's retry chain from the queue
+    /// message `from` to `to`, a copy of it sent to renew it, one
+    /// conditional write: only if the delivery is pending, never attempted,
+    /// its chain is `from` and it holds no live lease at `now`. The chain
+    /// moves with a lease until `until`, so that no attempt of `to` starts
+    /// while one made by `from` without a lease may still run. `false`
+    /// (and nothing written) otherwise.
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Moves a delivery whose status is one of `from` to `to`; returns it as
     /// updated, or `None` if it was not in one of those states.
     ///
@@ -436,6 +458,11 @@ pub struct AttemptUpdate {
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The queue message that made this attempt without a lease: a fresh
+    /// delivery's first, by the message that owns its chain from its
+    /// creation ([`DeliveryStore::record_attempt`]). `None`: made under the
+    /// delivery's lease.
+    pub unleased_by: Option<String>,
 }
 
 /// Each endpoint's delivery figures in hourly buckets (by the hour its
@@ -556,15 +583,33 @@ pub struct ReceivedMessage {
 /// on, visible again when the visibility timeout ends.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Sends the messages, batching as the queue allows; returns the
-    /// indexes of those that were not accepted.
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>>;
+    /// Sends the messages, batching as the queue allows; returns, in the
+    /// order given, the queue's id of each message it accepted (SQS's
+    /// `MessageId`, the id its receives carry) and `None` for each it did
+    /// not accept. The fan-out makes a new delivery's first message the
+    /// owner of its retry chain by this id.
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>>;
+    /// [`Queue::send_batch_ids`], answering only the indexes of the
+    /// messages that were not accepted. Wrappers implement
+    /// `send_batch_ids`, never this.
+    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+        Ok(rejected(&self.send_batch_ids(messages).await?))
+    }
     /// Up to `max` visible messages, waiting up to `wait` for the first.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
     /// Hides a received message for `delay` from now.
     async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()>;
     /// Removes received messages.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
+}
+
+/// The indexes of the messages a [`Queue::send_batch_ids`] answer says
+/// were not accepted.
+pub fn rejected(ids: &[Option<String>]) -> Vec<usize> {
+    ids.iter()
+        .enumerate()
+        .filter_map(|(i, id)| id.is_none().then_some(i))
+        .collect()
 }
 
 /// Where operational notifications are also published for AWS-native

@@ -113,6 +113,11 @@ struct State {
     messages: HashMap<String, (String, usize)>,
     /// Receipt -> (message id, index of the receive).
     receipts: HashMap<String, (String, usize)>,
+    /// The receipts after which SQS handed their message out again at
+    /// once (it stayed visible, so another handler may have it too).
+    duplicates: std::collections::HashSet<String>,
+    /// Delivery -> (attempt number, the message whose handler recorded it).
+    recorded_by: HashMap<String, Vec<(u32, Option<String>)>>,
 }
 
 /// The per-delivery record, shared by the queue's watch, the taps and the
@@ -140,6 +145,8 @@ impl Ledger {
                 deliveries: HashMap::new(),
                 messages: HashMap::new(),
                 receipts: HashMap::new(),
+                duplicates: std::collections::HashSet::new(),
+                recorded_by: HashMap::new(),
             })),
             clock,
             coverage,
@@ -199,6 +206,44 @@ impl Ledger {
             .or_default()
             .recorded
             .push(recorded);
+    }
+
+    /// The handler of the message `message` recorded attempt `number` of
+    /// `delivery_id`.
+    pub fn recorded_by(&self, delivery_id: &str, number: u32, message: Option<String>) {
+        self.state()
+            .recorded_by
+            .entry(delivery_id.to_string())
+            .or_default()
+            .push((number, message));
+    }
+
+    /// Whether attempt `number` of `delivery_id` was recorded by a handler
+    /// of the message `message`.
+    pub fn was_recorded_by(&self, delivery_id: &str, number: u32, message: &str) -> bool {
+        self.state().recorded_by.get(delivery_id).is_some_and(|r| {
+            r.iter()
+                .any(|(n, m)| *n == number && m.as_deref() == Some(message))
+        })
+    }
+
+    /// Whether SQS has the message `id` in two handlers at once now: two
+    /// of its receives whose handlers have not ended, one of them followed
+    /// by SQS handing the message out again at once (a duplicate receive).
+    /// Only then may one message make its delivery's first attempt twice.
+    pub fn twice_at_once(&self, id: &str) -> bool {
+        let mut st = self.state();
+        let duplicates = std::mem::take(&mut st.duplicates);
+        let twice = Self::message(&mut st, id).is_some_and(|(t, m)| {
+            let open: Vec<&Receive> = t.messages[m]
+                .receives
+                .iter()
+                .filter(|r| r.outcome.is_none())
+                .collect();
+            open.len() >= 2 && open.iter().any(|r| duplicates.contains(&r.receipt))
+        });
+        st.duplicates = duplicates;
+        twice
     }
 
     /// The reconciler's read of the index at `at` missed `delivery_id`.
@@ -273,6 +318,7 @@ impl QueueWatch for Ledger {
             } => {
                 if duplicate {
                     self.coverage.add(Path::SqsDuplicate);
+                    st.duplicates.insert(receipt.to_string());
                 }
                 let visibility = self.visibility;
                 let Some((t, m)) = Self::message(&mut st, id) else {

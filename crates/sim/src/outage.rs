@@ -83,6 +83,20 @@ impl DeliveryStore for Throttled {
         self.inner.transition(delivery_id, from, to).await
     }
 
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.check()?;
+        self.inner
+            .hand_over(delivery_id, from, to, until, now)
+            .await
+    }
+
     async fn overdue(
         &self,
         org_id: &str,

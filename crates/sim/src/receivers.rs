@@ -1,15 +1,23 @@
 //! The receivers: one behaviour per endpoint, answering the sender's POSTs
 //! on the virtual clock, and watching what no receiver should ever see: two
 //! POSTs of one delivery at once, an attempt number used again after it was
-//! recorded, a signature that is not the endpoint's.
+//! recorded, a signature that is not the endpoint's. One exception, the
+//! one the README promises: a fresh delivery's first attempt takes no
+//! lease, so two receipts of the same queue message at once (the SQS
+//! model handed it out again while its first handler had it) may both
+//! POST attempt 1, at once or one after the other's record. Nothing else
+//! may: another message, another attempt number, or one message not held
+//! by two handlers at that moment is a violation.
 
 use crate::chaos::gate;
 use crate::check::Violations;
+use crate::coverage::{Coverage, Path};
+use crate::ledger::Ledger;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use webhooks_domain::delivery::AttemptResult;
@@ -59,12 +67,18 @@ pub struct Receivers {
     request_timeout: Duration,
     state: Mutex<State>,
     violations: Violations,
+    /// What the queue did with each message: whether one was held by two
+    /// handlers at once.
+    ledger: Ledger,
+    coverage: Coverage,
 }
 
 struct State {
     rng: StdRng,
     receivers: HashMap<String, Receiver>,
-    in_flight: HashSet<String>,
+    /// Each delivery's POSTs in flight: the message whose handler made
+    /// it, and its attempt number.
+    in_flight: HashMap<String, Vec<(Option<String>, u32)>>,
     /// Every answer to (delivery, attempt number): its HTTP status, or
     /// none (a timeout, a reset), and its `Retry-After`.
     answers: HashMap<(String, u32), Vec<Answer>>,
@@ -78,6 +92,8 @@ impl Receivers {
         deliveries: Arc<MemoryDeliveryStore>,
         request_timeout: Duration,
         violations: Violations,
+        ledger: Ledger,
+        coverage: Coverage,
     ) -> Arc<Self> {
         Arc::new(Receivers {
             clock,
@@ -86,11 +102,13 @@ impl Receivers {
             state: Mutex::new(State {
                 rng: StdRng::seed_from_u64(seed),
                 receivers: HashMap::new(),
-                in_flight: HashSet::new(),
+                in_flight: HashMap::new(),
                 answers: HashMap::new(),
                 posts: 0,
             }),
             violations,
+            ledger,
+            coverage,
         })
     }
 
@@ -173,13 +191,25 @@ impl Receivers {
             .unwrap_or(0);
         let signature = header("x-signature").unwrap_or_default();
         let now = self.clock.now();
+        let message = webhooks_pipeline::sender::handling_message();
         let mut st = self.state();
         st.posts += 1;
-        if !st.in_flight.insert(delivery.clone()) {
-            self.violations.add(format!(
-                "two attempts of {delivery} in flight at once (attempt {attempt})"
-            ));
+        let flying = st.in_flight.entry(delivery.clone()).or_default();
+        if !flying.is_empty() {
+            let twin = self.twin_of_first(message.as_deref(), attempt)
+                && flying
+                    .iter()
+                    .all(|(m, a)| *a == 1 && m.is_some() && *m == message);
+            if twin {
+                self.coverage.add(Path::TwinFirstPost);
+            } else {
+                self.violations.add(format!(
+                    "two attempts of {delivery} in flight at once (attempt {attempt}, {} of message {message:?} already: {flying:?})",
+                    flying.len()
+                ));
+            }
         }
+        flying.push((message.clone(), attempt));
         let Some(receiver) = st.receivers.get(url) else {
             self.violations.add(format!("a POST to unknown URL {url}"));
             return None;
@@ -216,7 +246,15 @@ impl Receivers {
             delivery,
             attempt,
             behaviour,
+            message,
         })
+    }
+
+    /// Whether a POST of attempt `attempt` by a handler of `message` is the
+    /// twin the promise allows: attempt 1, of a message the queue has in
+    /// two handlers at once.
+    fn twin_of_first(&self, message: Option<&str>, attempt: u32) -> bool {
+        attempt == 1 && message.is_some_and(|m| self.ledger.twice_at_once(m))
     }
 
     /// What the receiver answers, and after how long.
@@ -305,8 +343,19 @@ impl Receivers {
         }
     }
 
-    fn leave(&self, delivery: &str) {
-        self.state().in_flight.remove(delivery);
+    fn leave(&self, delivery: &str, message: &Option<String>, attempt: u32) {
+        let mut st = self.state();
+        if let Some(flying) = st.in_flight.get_mut(delivery) {
+            if let Some(i) = flying
+                .iter()
+                .position(|(m, a)| m == message && *a == attempt)
+            {
+                flying.swap_remove(i);
+            }
+            if flying.is_empty() {
+                st.in_flight.remove(delivery);
+            }
+        }
     }
 }
 
@@ -322,6 +371,8 @@ struct Arrival {
     delivery: String,
     attempt: u32,
     behaviour: Behaviour,
+    /// The queue message whose handler POSTs.
+    message: Option<String>,
 }
 
 /// Clears a POST from the in-flight set however it ends: answered, or
@@ -329,11 +380,14 @@ struct Arrival {
 struct InFlight<'a> {
     receivers: &'a Receivers,
     delivery: String,
+    message: Option<String>,
+    attempt: u32,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.receivers.leave(&self.delivery);
+        self.receivers
+            .leave(&self.delivery, &self.message, self.attempt);
     }
 }
 
@@ -350,11 +404,23 @@ impl Transport for Receivers {
         let _in_flight = InFlight {
             receivers: self,
             delivery: arrival.delivery.clone(),
+            message: arrival.message.clone(),
+            attempt: arrival.attempt,
         };
         // Attempt numbers run 1, 2, 3: this one may be sent again only if
-        // it was never recorded (its sender died before recording it).
+        // it was never recorded (its sender died before recording it), or
+        // it is the first, recorded by a handler of this same message,
+        // which the queue has in two handlers at once: the twin read the
+        // delivery before the other's record.
         if let Ok(Some(d)) = self.deliveries.get(&arrival.delivery).await {
-            if d.attempt_count + 1 != arrival.attempt {
+            let twin = d.attempt_count == 1
+                && arrival.message.as_deref().is_some_and(|m| {
+                    self.twin_of_first(Some(m), arrival.attempt)
+                        && self.ledger.was_recorded_by(&arrival.delivery, 1, m)
+                });
+            if twin {
+                self.coverage.add(Path::TwinFirstPost);
+            } else if d.attempt_count + 1 != arrival.attempt {
                 self.violations.add(format!(
                     "{} POSTed as attempt {} while {} attempts are recorded",
                     arrival.delivery, arrival.attempt, d.attempt_count

@@ -253,6 +253,14 @@ impl DeliveryStore for DeliveryTap {
         as_stored.next_attempt_at = update.next_attempt_at.map(whole_seconds);
         let done = self.inner.record_attempt(delivery_id, &as_stored).await?;
         if done {
+            if update.unleased_by.is_some() && update.status == DeliveryStatus::Canceled {
+                self.taps.coverage.add(Path::CanceledDuringFirst);
+            }
+            self.taps.ledger.recorded_by(
+                delivery_id,
+                update.attempt.number,
+                webhooks_pipeline::sender::handling_message(),
+            );
             let written = self.clock.now();
             self.taps.ledger.recorded(
                 delivery_id,
@@ -276,6 +284,31 @@ impl DeliveryStore for DeliveryTap {
     ) -> Result<Option<Delivery>> {
         self.taps.wait(self.role).await;
         self.inner.transition(delivery_id, from, to).await
+    }
+
+    async fn hand_over(
+        &self,
+        delivery_id: &str,
+        from: &str,
+        to: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.taps.wait(self.role).await;
+        let moved = self
+            .inner
+            .hand_over(
+                delivery_id,
+                from,
+                to,
+                whole_millis(until),
+                whole_millis(now),
+            )
+            .await?;
+        if moved {
+            self.taps.coverage.add(Path::HandOver);
+        }
+        Ok(moved)
     }
 
     async fn overdue(
@@ -445,20 +478,20 @@ impl QueueTap {
 
 #[async_trait]
 impl Queue for QueueTap {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         self.taps.wait(self.role).await;
         if matches!(self.role, Role::FanOut | Role::Sweeper) {
             self.check_fan_out(messages).await;
         }
-        let refused = self.inner.send_batch(messages).await?;
+        let ids = self.inner.send_batch_ids(messages).await?;
         // The sender sends delivery messages only to renew worn ones.
         if self.role == Role::Sender {
-            let sent = messages.len().saturating_sub(refused.len());
+            let sent = ids.iter().flatten().count();
             self.taps
                 .coverage
                 .add_n(Path::Renew, u64::try_from(sent).unwrap_or(0));
         }
-        Ok(refused)
+        Ok(ids)
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -338,6 +338,8 @@ impl World {
             memory.deliveries.clone(),
             REQUEST_TIMEOUT,
             violations.clone(),
+            ledger.clone(),
+            coverage.clone(),
         );
         let schedule = RetrySchedule::default();
         let config = SenderConfig {

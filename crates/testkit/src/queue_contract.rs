@@ -246,6 +246,37 @@ pub async fn a_tenant_travels_with_its_message(m: &impl QueueMaker) {
     );
 }
 
+/// `send_batch_ids` answers, in order, the id of each message the queue
+/// took (the id its receives carry, every time) and none for one refused.
+pub async fn a_send_answers_each_message_id(m: &impl QueueMaker) {
+    let q = m.make(VISIBILITY, 5).await.queue;
+    let bodies = vec![
+        "first".to_string(),
+        "not a character \u{FFFF}".to_string(),
+        "third".to_string(),
+    ];
+    let ids = q.send_batch_ids(&untagged(&bodies)).await.expect("send");
+    assert_eq!(ids.len(), 3);
+    assert!(ids[1].is_none(), "refused: no id");
+    let (first, third) = (ids[0].clone().expect("id"), ids[2].clone().expect("id"));
+    assert_ne!(first, third);
+    for _ in 0..2 {
+        let got = receive_n(q.as_ref(), 2).await;
+        let by_body: BTreeSet<(String, String)> = got
+            .iter()
+            .map(|m| (m.body.clone(), m.message_id.clone()))
+            .collect();
+        assert_eq!(
+            by_body,
+            BTreeSet::from([
+                ("first".to_string(), first.clone()),
+                ("third".to_string(), third.clone())
+            ])
+        );
+        m.pass(PAST_VISIBILITY).await;
+    }
+}
+
 /// Every contract check as a `#[tokio::test]` for one queue implementation:
 /// `queue_contract_tests!(#[tokio::test(start_paused = true)], maker())`.
 #[macro_export]
@@ -260,6 +291,7 @@ macro_rules! queue_contract_tests {
             messages_sqs_refuses_are_refused_alone,
             batches_are_cut_by_count_and_bytes,
             a_tenant_travels_with_its_message,
+            a_send_answers_each_message_id,
         );
     };
     (@each #[$test:meta], $maker:expr, $($name:ident,)*) => {

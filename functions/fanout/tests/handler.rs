@@ -58,10 +58,10 @@ struct DownQueue;
 
 #[async_trait]
 impl Queue for DownQueue {
-    async fn send_batch(
+    async fn send_batch_ids(
         &self,
         _: &[webhooks_ports::QueueMessage],
-    ) -> webhooks_ports::Result<Vec<usize>> {
+    ) -> webhooks_ports::Result<Vec<Option<String>>> {
         Err(BackendError::Transient("SQS is down".into()))
     }
     async fn receive(&self, _: usize, _: Duration) -> webhooks_ports::Result<Vec<ReceivedMessage>> {

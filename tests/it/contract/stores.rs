@@ -49,6 +49,7 @@ fn failed(number: u32, body: Option<String>) -> AttemptUpdate {
         status: DeliveryStatus::Pending,
         next_attempt_at: Some(Utc::now() + Span::hours(1)),
         last_error: Some("HTTP 500".into()),
+        unleased_by: None,
     }
 }
 
@@ -205,6 +206,151 @@ pub async fn an_expired_lease_and_a_stale_chain_are_taken_over(a: Adapters) {
     assert!(
         matches!(&taken, Lease::Granted(x) if x.chain.as_deref() == Some("m2")),
         "{taken:?}"
+    );
+}
+
+/// A delivery created owned by its first message (the fan-out's): that
+/// message's first attempt, made without a lease, records only while the
+/// chain is still its own; a delivery canceled meanwhile takes the attempt
+/// as canceled.
+pub async fn an_unleased_first_attempt_records_only_for_its_chain(a: Adapters) {
+    let store = a.deliveries;
+    let mut d = new_delivery();
+    d.chain = Some("m1".into());
+    assert_eq!(store.create_if_absent(&d).await.unwrap(), None);
+    let stored = store.get(&d.id).await.unwrap().unwrap();
+    assert_eq!(stored.chain.as_deref(), Some("m1"), "created owned");
+    assert_eq!(stored.lease_until, None);
+    let by = |chain: &str, status: DeliveryStatus| AttemptUpdate {
+        status,
+        next_attempt_at: None,
+        unleased_by: Some(chain.to_string()),
+        ..failed(1, None)
+    };
+    // Another message's record is refused; the owner's goes through.
+    assert!(!store
+        .record_attempt(&d.id, &by("m2", DeliveryStatus::Pending))
+        .await
+        .unwrap());
+    // Not canceled: an update "to canceled" does not apply to a pending one.
+    assert!(!store
+        .record_attempt(&d.id, &by("m1", DeliveryStatus::Canceled))
+        .await
+        .unwrap());
+    assert!(store
+        .record_attempt(&d.id, &by("m1", DeliveryStatus::Delivered))
+        .await
+        .unwrap());
+    let done = store.get(&d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.attempt_count),
+        (DeliveryStatus::Delivered, 1)
+    );
+
+    // Canceled while the owner's first attempt ran: the record lands on the
+    // canceled delivery and leaves it canceled.
+    let mut c = new_delivery();
+    c.chain = Some("m1".into());
+    store.create_if_absent(&c).await.unwrap();
+    let canceled = store
+        .transition(&c.id, &[DeliveryStatus::Pending], DeliveryStatus::Canceled)
+        .await
+        .unwrap();
+    assert!(canceled.is_some(), "no lease holds it");
+    assert!(!store
+        .record_attempt(&c.id, &by("m1", DeliveryStatus::Pending))
+        .await
+        .unwrap());
+    assert!(!store
+        .record_attempt(&c.id, &by("m2", DeliveryStatus::Canceled))
+        .await
+        .unwrap());
+    assert!(store
+        .record_attempt(&c.id, &by("m1", DeliveryStatus::Canceled))
+        .await
+        .unwrap());
+    let after = store.get(&c.id).await.unwrap().unwrap();
+    assert_eq!(after.status, DeliveryStatus::Canceled);
+    assert_eq!(after.attempt_count, 1);
+    assert_eq!(after.attempts.len(), 1);
+    assert_eq!(after.last_error.as_deref(), Some("HTTP 500"));
+    // Only once.
+    assert!(!store
+        .record_attempt(&c.id, &by("m1", DeliveryStatus::Canceled))
+        .await
+        .unwrap());
+    // A leased record (no `unleased_by`) never lands on a canceled one.
+    assert!(!store
+        .record_attempt(
+            &c.id,
+            &AttemptUpdate {
+                status: DeliveryStatus::Canceled,
+                ..failed(2, None)
+            }
+        )
+        .await
+        .unwrap());
+}
+
+/// A renewal hands the chain of a never-attempted delivery from the worn
+/// message to its copy, with a lease; never from another message, never
+/// under a live lease, never once attempted.
+pub async fn a_chain_is_handed_over_only_by_its_owner(a: Adapters) {
+    let store = a.deliveries;
+    let mut d = new_delivery();
+    d.chain = Some("m1".into());
+    store.create_if_absent(&d).await.unwrap();
+    let now = Utc::now();
+    let until = now + Span::seconds(60);
+    assert!(!store
+        .hand_over(&d.id, "m2", "m3", until, now)
+        .await
+        .unwrap());
+    assert!(store
+        .hand_over(&d.id, "m1", "m3", until, now)
+        .await
+        .unwrap());
+    let moved = store.get(&d.id).await.unwrap().unwrap();
+    assert_eq!(moved.chain.as_deref(), Some("m3"));
+    assert!(moved.lease_until.is_some_and(|t| t > now));
+    // Its lease is live: not handed on again, and the copy waits for it.
+    assert!(!store
+        .hand_over(&d.id, "m3", "m4", until, now)
+        .await
+        .unwrap());
+    assert!(matches!(
+        lease(&store, &d.id, 0, "m3").await,
+        Lease::Refused(Some(x)) if x.chain.as_deref() == Some("m3")
+    ));
+    let later = until + Span::seconds(1);
+    assert!(matches!(
+        store
+            .lease(
+                &d.id,
+                0,
+                "m3",
+                later + Span::seconds(60),
+                later,
+                later - Span::minutes(15)
+            )
+            .await
+            .unwrap(),
+        Lease::Granted(_)
+    ));
+    store.record_attempt(&d.id, &failed(1, None)).await.unwrap();
+    let much_later = later + Span::seconds(120);
+    assert!(
+        !store
+            .hand_over(
+                &d.id,
+                "m3",
+                "m5",
+                much_later + Span::seconds(60),
+                much_later
+            )
+            .await
+            .unwrap(),
+        "attempted: the reconciler's"
     );
 }
 
@@ -1507,6 +1653,8 @@ contracts!(
     deliveries_are_unique_and_transitions_guarded,
     one_lease_at_a_time_and_numbers_without_gaps,
     an_expired_lease_and_a_stale_chain_are_taken_over,
+    an_unleased_first_attempt_records_only_for_its_chain,
+    a_chain_is_handed_over_only_by_its_owner,
     moving_to_pending_starts_a_new_chain,
     a_live_lease_is_never_taken_by_a_move,
     the_attempt_log_keeps_the_last_attempts,

@@ -322,10 +322,19 @@ impl MemoryQueue {
         lock(&self.state).watch = Some(watch);
     }
 
-    fn push(&self, body: String, tenant: Option<String>, receive_count: u32) {
+    /// Puts a message on the queue, under `id` (a message SQS redrives
+    /// keeps its id) or a new one; its id.
+    fn push(
+        &self,
+        body: String,
+        tenant: Option<String>,
+        receive_count: u32,
+        id: Option<String>,
+    ) -> String {
         let mut st = lock(&self.state);
         st.next_id += 1;
         let seq = st.next_id;
+        let id = id.unwrap_or_else(|| format!("msg-{seq}"));
         let now = Instant::now();
         st.by_tenant
             .entry(tenant.clone())
@@ -334,7 +343,7 @@ impl MemoryQueue {
         st.messages.insert(
             seq,
             Message {
-                id: format!("msg-{seq}"),
+                id: id.clone(),
                 body,
                 tenant,
                 visible_at: now,
@@ -353,6 +362,7 @@ impl MemoryQueue {
                 body: &m.body,
             });
         }
+        id
     }
 
     /// Takes up to `max` visible messages, in fair-queue order, moving
@@ -396,7 +406,7 @@ impl MemoryQueue {
                             body: &m.body,
                         });
                         if let Some(m) = st.remove(seq, now) {
-                            to_dlq.push((m.body, m.tenant));
+                            to_dlq.push((m.body, m.tenant, m.id));
                         }
                         continue;
                     }
@@ -455,8 +465,8 @@ impl MemoryQueue {
             next_visible = st.by_visibility.first().map(|(at, _)| *at);
         }
         if let Some((dlq, _)) = &self.redrive {
-            for (body, tenant) in to_dlq {
-                dlq.push(body, tenant, 0);
+            for (body, tenant, id) in to_dlq {
+                let _ = dlq.push(body, tenant, 0, Some(id));
                 dlq.changed.notify_waiters();
             }
         }
@@ -468,30 +478,37 @@ impl MemoryQueue {
     /// message over 256 KiB or with a forbidden character, a group id SQS
     /// would not take).
     pub fn send_request(&self, messages: &[QueueMessage]) -> Result<()> {
+        self.send_request_ids(messages).map(drop)
+    }
+
+    /// [`MemoryQueue::send_request`], answering each message's id.
+    fn send_request_ids(&self, messages: &[QueueMessage]) -> Result<Vec<String>> {
         queue_limits::check_batch(messages)
             .map_err(|e| BackendError::Permanent(format!("SendMessageBatch: {e}")))?;
-        for m in messages {
-            self.push(m.body.clone(), m.tenant.clone(), 0);
-        }
+        let ids = messages
+            .iter()
+            .map(|m| self.push(m.body.clone(), m.tenant.clone(), 0, None))
+            .collect();
         self.changed.notify_waiters();
-        Ok(())
+        Ok(ids)
     }
 }
 
 #[async_trait]
 impl Queue for MemoryQueue {
-    async fn send_batch(&self, messages: &[QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
         // Cut as the SQS adapter cuts, each batch a request SQS would take.
         let plan = queue_limits::plan_batches(messages);
-        let mut refused: Vec<usize> = plan.refused.iter().map(|(i, _)| *i).collect();
+        let mut ids: Vec<Option<String>> = vec![None; messages.len()];
         for batch in plan.batches {
             let chunk: Vec<QueueMessage> = batch.iter().map(|i| messages[*i].clone()).collect();
-            if self.send_request(&chunk).is_err() {
-                refused.extend(batch);
+            if let Ok(sent) = self.send_request_ids(&chunk) {
+                for (i, id) in batch.into_iter().zip(sent) {
+                    ids[i] = Some(id);
+                }
             }
         }
-        refused.sort_unstable();
-        Ok(refused)
+        Ok(ids)
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -4,7 +4,9 @@
 //! delivery never attempted). A message can therefore arrive first: the
 //! fan-out is still creating, or stopped in between. The sender creates the
 //! record itself, with the same conditional create (one per (endpoint,
-//! event): whichever of the two comes second finds the other's).
+//! event): whichever of the two comes second finds the other's), owned by
+//! this message (its `chain`) as the fan-out's record is owned by the
+//! message it sent.
 
 use super::{Job, MessageOutcome, Sender};
 use webhooks_domain::delivery::delivery_id;
@@ -20,13 +22,18 @@ impl Sender {
             tracing::error!(message_id = %job.message.message_id, "no such delivery, and its task names another; moved to the dead-letter queue");
             return Err(self.dead_letter_poison(job.message).await);
         }
-        let delivery = Delivery::new_at(
-            &task.org_id,
-            &task.endpoint_id,
-            &task.event_id,
-            task.event_type,
-            self.clock.now(),
-        );
+        // Owned by this message from its creation, as the fan-out would
+        // have made it owned by the message it sent.
+        let delivery = Delivery {
+            chain: Some(job.message.message_id.clone()),
+            ..Delivery::new_at(
+                &task.org_id,
+                &task.endpoint_id,
+                &task.event_id,
+                task.event_type,
+                self.clock.now(),
+            )
+        };
         match self.deliveries.create_if_absent(&delivery).await {
             Ok(None) => {
                 tracing::info!("delivery not created yet by its fan-out; created from its message");

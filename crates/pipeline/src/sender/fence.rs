@@ -1,15 +1,71 @@
 //! What keeps one attempt of a delivery at a time: a message back before
 //! its delivery is due is hidden again (within SQS's 12 h from receipt),
 //! and the lease fences the next attempt to the message that owns the
-//! delivery's retry chain.
+//! delivery's retry chain. A fresh delivery's first attempt, by the message
+//! that owns it from its creation, takes no lease
+//! ([`first_without_lease`]).
 
-use super::{Job, MessageOutcome, Sender};
+use super::{Job, MessageOutcome, Prepared, Sender};
 use std::time::Duration;
 use webhooks_domain::delivery::STUCK_AFTER;
-use webhooks_domain::Delivery;
-use webhooks_ports::{Lease, ReceivedMessage};
+use webhooks_domain::{Delivery, DeliveryStatus};
+use webhooks_ports::{AttemptUpdate, Lease, ReceivedMessage};
 
 impl Sender {
+    /// The record of a first attempt made without a lease was refused. A
+    /// delivery canceled while it ran (its endpoint deleted: nothing else
+    /// moves a pending delivery out of pending meanwhile) takes the attempt
+    /// as canceled, so the record says the POST happened; otherwise another
+    /// receipt of this message recorded it first (or the chain moved on to
+    /// a renewal's copy), and the message is left for the next receive, as
+    /// a leased record refused is.
+    pub(super) async fn record_unleased_refused(
+        &self,
+        prepared: &Prepared<'_>,
+        update: AttemptUpdate,
+    ) -> MessageOutcome {
+        let me = prepared.message.message_id.as_str();
+        let canceled = match self.deliveries.get(&prepared.delivery.id).await {
+            Ok(Some(d)) => {
+                d.status == DeliveryStatus::Canceled
+                    && d.attempt_count.saturating_add(1) == prepared.number
+                    && d.chain.as_deref() == Some(me)
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "attempt not recorded, and the delivery could not be read; retrying");
+                return MessageOutcome::Retry;
+            }
+        };
+        if !canceled {
+            tracing::warn!("attempt number already recorded; left for the next receive");
+            return MessageOutcome::Retry;
+        }
+        let update = AttemptUpdate {
+            status: DeliveryStatus::Canceled,
+            next_attempt_at: None,
+            ..update
+        };
+        match self
+            .deliveries
+            .record_attempt(&prepared.delivery.id, &update)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    "delivery canceled while its first attempt ran; the attempt recorded on it"
+                );
+                self.count_attempt(&prepared.delivery, &update);
+                MessageOutcome::Done
+            }
+            Ok(false) => MessageOutcome::Retry,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the attempt on the canceled delivery; retrying");
+                MessageOutcome::Retry
+            }
+        }
+    }
+
     /// The message came back before its delivery is due (a wait longer than
     /// SQS can hide a message at once, or a hide that failed): it is hidden
     /// again for the rest of the wait, as far as SQS allows from this
@@ -139,6 +195,34 @@ impl Sender {
             }
         }
     }
+}
+
+/// Whether `message_id` may make `delivery`'s first attempt without a
+/// lease: the delivery is pending, never attempted, owned by this message
+/// from its creation (the fan-out creates it with the id of the message it
+/// sent for it; a message that arrives first creates it owned by itself)
+/// and never leased since (a lease or a hand-over to a renewal's copy sets
+/// `lease_until`, and only a record clears it), and fresh enough that no
+/// other message can take the chain over as lost (overdue by
+/// [`STUCK_AFTER`]) before the attempt has ended (within `lease`, as a
+/// leased attempt). Every other message of the delivery is turned away by
+/// the chain, so what this saves (one conditional write per delivery)
+/// opens one door only: two receipts of this same message at once (SQS
+/// hands a message out again, rarely, while its first receiver has it)
+/// may both POST the first attempt, with the same `webhook-id` and attempt
+/// number; the record's condition (pending, no attempt yet, this chain)
+/// keeps one of them.
+pub(super) fn first_without_lease(
+    delivery: &Delivery,
+    message_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    lease: Duration,
+) -> bool {
+    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
+    no_net_finds(delivery)
+        && delivery.chain.as_deref() == Some(message_id)
+        && delivery.lease_until.is_none()
+        && now + lease < delivery.due_at() + STUCK_AFTER
 }
 
 /// How long a message waiting for another message's chain waits before it

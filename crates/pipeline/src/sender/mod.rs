@@ -35,6 +35,18 @@ use webhooks_ports::{
     Queue, ReceivedMessage, SystemClock,
 };
 
+tokio::task_local! {
+    /// The queue message whose delivery is being handled.
+    static HANDLING: String;
+}
+
+/// The id of the queue message the sender is handling in the calling task
+/// (its POST, its store calls), if any: for logs and for the simulation's
+/// checks, which tell the receipts of one message from other messages.
+pub fn handling_message() -> Option<String> {
+    HANDLING.try_with(Clone::clone).ok()
+}
+
 /// What the sender keeps of an invocation's time to record its attempts
 /// after the last POST is cut off.
 pub const RECORD_MARGIN: Duration = Duration::from_secs(3);
@@ -150,6 +162,9 @@ struct Prepared<'a> {
     number: u32,
     /// The endpoint's place for this POST (none for a disabled endpoint).
     permit: Option<limits::Permit>,
+    /// Made without a lease: the first attempt, by the message that owns
+    /// the delivery from its creation.
+    unleased: bool,
 }
 
 /// An attempt made, and what follows it.
@@ -417,7 +432,10 @@ impl Sender {
         let results = join_all(jobs.iter().map(|(_, job)| {
             let delivery = deliveries.get(&job.task.delivery_id);
             let endpoint = endpoints.get(&job.task.endpoint_id);
-            self.process_one(job, delivery, endpoint)
+            HANDLING.scope(
+                job.message.message_id.clone(),
+                self.process_one(job, delivery, endpoint),
+            )
         }))
         .await;
         // The messages that took their delivery's lease here hold its retry
@@ -530,7 +548,7 @@ impl Sender {
                 &job.message.message_id,
                 extra_receives,
                 // Renewed before its receives run short (renew.rs).
-                renew::copy_carries_on(delivery, now),
+                renew::copy_carries_on(delivery, &job.message.message_id, now),
                 endpoint,
                 now,
             ) {
@@ -542,9 +560,18 @@ impl Sender {
         } else {
             None
         };
-        job.lease_asked
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let delivery = self.lease(job.message, delivery).await?;
+        // The first attempt of a delivery this message owns from its
+        // creation needs no lease: no other message can take the chain
+        // before the attempt ends (fence::first_without_lease).
+        let unleased =
+            fence::first_without_lease(delivery, &job.message.message_id, now, self.config.lease);
+        let delivery = if unleased {
+            delivery.clone()
+        } else {
+            job.lease_asked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.lease(job.message, delivery).await?
+        };
         Ok(Prepared {
             permit,
             job,
@@ -553,6 +580,7 @@ impl Sender {
             number: delivery.attempt_count.saturating_add(1),
             delivery,
             endpoint,
+            unleased,
         })
     }
 
@@ -682,6 +710,9 @@ impl Sender {
             status,
             next_attempt_at,
             last_error,
+            unleased_by: prepared
+                .unleased
+                .then(|| prepared.message.message_id.clone()),
         };
         match self
             .deliveries
@@ -689,6 +720,9 @@ impl Sender {
             .await
         {
             Ok(true) => {}
+            Ok(false) if prepared.unleased => {
+                return self.record_unleased_refused(&prepared, update).await;
+            }
             Ok(false) => {
                 // The lease ran out and another receipt recorded this attempt
                 // number first. Left on the queue, not deleted: it may be this

@@ -16,10 +16,14 @@
 //! receives its schedule needs, which the redrive would otherwise cut
 //! short once they hold the delivery's retry chain.
 //!
-//! The copy is a new message id: if the worn message had taken the lease
-//! (the delivery's chain), the copy takes the chain over once the delivery
-//! is overdue by `STUCK_AFTER`, as every lost chain is; a message received
-//! this often is past that already.
+//! The copy is a new message id. A worn message that owns the delivery's
+//! chain (the fan-out's message owns its delivery from its creation) hands
+//! the chain to its copy (`DeliveryStore::hand_over`, one conditional
+//! write, rare), with a lease: a receipt of the worn message running at the
+//! same time (SQS hands a message out twice, rarely) may be making the
+//! first attempt without a lease, and the copy's attempt waits until that
+//! one has ended. If the hand-over fails, the copy takes the chain over
+//! once the delivery is overdue by `STUCK_AFTER`, as every lost chain is.
 
 use super::{MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
@@ -42,18 +46,17 @@ pub(super) fn worn_after(spare: u32) -> u32 {
         .min(MAX_RECEIVE_COUNT.saturating_sub(1))
 }
 
-/// Whether a copy of a message of `delivery`, under a new message id,
-/// would carry it on: never attempted, no live lease, and no other message
-/// holding its retry chain (a lease taken and crashed before its attempt
-/// was recorded) unless that chain is lost already.
-pub(crate) fn copy_carries_on(delivery: &Delivery, now: DateTime<Utc>) -> bool {
+/// Whether a copy of the message `message_id` of `delivery`, under a new
+/// message id, would carry it on: never attempted, no live lease, and no
+/// other message holding its retry chain (a lease taken and crashed before
+/// its attempt was recorded) unless that chain is lost already. A chain
+/// that is `message_id`'s own is handed to the copy (here, and by the
+/// redrive net for a dead letter that owns its delivery's chain).
+pub(crate) fn copy_carries_on(delivery: &Delivery, message_id: &str, now: DateTime<Utc>) -> bool {
     delivery.attempt_count == 0
         && delivery.lease_until.is_none_or(|t| t < now)
-        && !delivery.chain_live_elsewhere(NEW_MESSAGE, now)
+        && !delivery.chain_live_elsewhere(message_id, now)
 }
-
-/// The id a copy does not have yet: it is no message's.
-const NEW_MESSAGE: &str = "";
 
 /// Whether a message left for another try is worn, for a delivery the
 /// reconciler cannot find (never attempted, or not read at all): received
@@ -67,8 +70,8 @@ pub(super) fn is_worn(
     now: DateTime<Utc>,
     worn_at: u32,
 ) -> bool {
-    let early =
-        message.receive_count >= worn_at && delivery.is_some_and(|d| copy_carries_on(d, now));
+    let early = message.receive_count >= worn_at
+        && delivery.is_some_and(|d| copy_carries_on(d, &message.message_id, now));
     let late = (message.receive_count >= MAX_RECEIVE_COUNT.saturating_sub(1)
         || message.age.is_some_and(|age| age >= RENEW_AGE))
         && delivery.is_none_or(|d| d.attempt_count == 0 && d.lease_until.is_none_or(|t| t < now));
@@ -111,14 +114,47 @@ impl Sender {
                     .get(id)
                     .map(|d| webhooks_domain::tenant::org_tenant(&d.org_id));
             }
-            match self.queue.send_batch(&[copy]).await {
-                Ok(rejected) if rejected.is_empty() => {
+            match self.queue.send_batch_ids(&[copy]).await {
+                Ok(ids) if ids.first().is_some_and(Option::is_some) => {
                     tracing::warn!(delivery_id = %id, receives = message.receive_count, "message nearly worn out before a first attempt; sent again as a new message");
+                    let owned = deliveries
+                        .get(id)
+                        .filter(|d| d.chain.as_deref() == Some(message.message_id.as_str()));
+                    if let (Some(d), Some(Some(copy_id))) = (owned, ids.first()) {
+                        self.hand_over(d, &message.message_id, copy_id, now).await;
+                    }
                     outcomes[i] = MessageOutcome::Done;
                 }
                 Ok(_) | Err(_) => {
                     tracing::warn!(delivery_id = %id, "could not renew a worn message; SQS will move it to the dead-letter queue");
                 }
+            }
+        }
+    }
+}
+
+impl Sender {
+    /// Hands `delivery`'s chain from the worn message `from` to its copy
+    /// `to`, with a lease (the module's comment says why). The worn message
+    /// is finished whatever comes of it: if the chain stays with it, the
+    /// copy waits for it (`fence::wait_for_chain`) and takes it over once
+    /// it is lost.
+    async fn hand_over(&self, delivery: &Delivery, from: &str, to: &str, now: DateTime<Utc>) {
+        let until = now
+            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
+        match self
+            .deliveries
+            .hand_over(&delivery.id, from, to, until, now)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(delivery_id = %delivery.id, "chain handed to the renewed message")
+            }
+            Ok(false) => {
+                tracing::warn!(delivery_id = %delivery.id, "chain not handed to the renewed message (the delivery moved on); the copy takes it over once it is lost")
+            }
+            Err(e) => {
+                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not hand the chain to the renewed message; the copy takes it over once it is lost")
             }
         }
     }
@@ -184,10 +220,13 @@ mod tests {
             !is_worn(&message(at), None, now, at),
             "unread: only near the redrive"
         );
-        // A message that took the lease and crashed holds the chain: a copy
-        // would be turned away until the chain is lost (STUCK_AFTER), so
-        // it is not worn early...
+        // A message that owns the chain hands it to its copy: worn early.
         d.chain = Some("m1".into());
+        assert!(is_worn(&message(at), Some(&d), now, at));
+        // Another message that took the lease and crashed holds the chain:
+        // a copy would be turned away until the chain is lost
+        // (STUCK_AFTER), so it is not worn early...
+        d.chain = Some("m0".into());
         assert!(!is_worn(&message(at), Some(&d), now, at));
         // ... only once the chain is lost, or near the redrive.
         let later = now + webhooks_domain::delivery::STUCK_AFTER + chrono::Duration::seconds(1);

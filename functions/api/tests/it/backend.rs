@@ -66,10 +66,13 @@ struct RefusingQueue {
 
 #[async_trait]
 impl Queue for RefusingQueue {
-    async fn send_batch(&self, bodies: &[webhooks_ports::QueueMessage]) -> Result<Vec<usize>> {
+    async fn send_batch_ids(
+        &self,
+        bodies: &[webhooks_ports::QueueMessage],
+    ) -> Result<Vec<Option<String>>> {
         match &self.error {
             Some(e) => Err(e.clone()),
-            None => Ok((0..bodies.len()).collect()),
+            None => Ok(vec![None; bodies.len()]),
         }
     }
     async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>> {

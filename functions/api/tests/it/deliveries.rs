@@ -105,6 +105,7 @@ async fn one_delivery_shows_its_attempts() {
                 status: DeliveryStatus::Pending,
                 next_attempt_at: Some(at + Duration::seconds(30)),
                 last_error: Some("HTTP 500".into()),
+                unleased_by: None,
             },
         )
         .await
