@@ -326,6 +326,48 @@ async fn a_deleted_endpoint_cancels_its_delivery_without_a_request() {
     assert_eq!(rx.count(), 0);
 }
 
+/// Found by the simulation (seed 26, after the renewal's hand-over took a
+/// lease for the copy): the endpoint was deleted while the delivery was
+/// under a live lease; the cancel was refused by the lease, yet the message
+/// was finished, and the delivery stayed pending with no message. Now the
+/// message stays, and cancels the delivery once the lease has ended.
+#[tokio::test]
+async fn a_deleted_endpoint_under_a_live_lease_cancels_once_the_lease_ends() {
+    let rx = Receiver::always(200).await;
+    let w = world("1s").on_tokio_clock();
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, d) = w.enqueue(&ep).await;
+    // The delivery's own message holds a live lease, as a renewal's copy
+    // does after the hand-over (the simulation's case).
+    let now = chrono::Utc::now();
+    let owner = w.delivery(&d.id).await.chain.expect("owned by its message");
+    let lease = w
+        .deliveries
+        .lease(
+            &d.id,
+            0,
+            &owner,
+            now + chrono::Duration::seconds(1),
+            now,
+            now - webhooks_domain::delivery::STUCK_AFTER,
+        )
+        .await
+        .expect("lease");
+    assert!(matches!(lease, webhooks_ports::Lease::Granted(_)));
+    w.endpoints.delete("org", &ep.id).await.expect("delete");
+
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Retry]);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Pending);
+
+    // The store keeps the wall clock: the lease ends in real time; the
+    // queue's visibility timeout on tokio's.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    skip(Duration::from_secs(31)).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Canceled);
+    assert_eq!(rx.count(), 0);
+}
+
 #[tokio::test]
 async fn retry_after_sets_the_next_attempt() {
     let rx = Receiver::start(|_, _| {

@@ -584,7 +584,12 @@ impl Sender {
         })
     }
 
-    /// The endpoint was deleted: its pending deliveries end canceled.
+    /// The endpoint was deleted: its pending deliveries end canceled. A
+    /// delivery the move leaves alone (under a live lease: an attempt under
+    /// way, or a renewal's hand-over to this very message) keeps its
+    /// message, which comes back and cancels it once the lease has ended
+    /// (or finds it finished); finishing the message then would leave the
+    /// delivery pending with no message.
     async fn cancel(&self, delivery: &Delivery) -> MessageOutcome {
         match self
             .deliveries
@@ -595,9 +600,15 @@ impl Sender {
             )
             .await
         {
-            Ok(_) => {
+            Ok(Some(_)) => {
                 tracing::info!("endpoint deleted; delivery canceled");
                 MessageOutcome::Done
+            }
+            Ok(None) => {
+                tracing::info!(
+                    "endpoint deleted; the delivery is under a live lease, canceled when it ends"
+                );
+                MessageOutcome::Retry
             }
             Err(_) => MessageOutcome::Retry,
         }
