@@ -126,6 +126,8 @@ ADAPTER_ACTIONS = {
         # A conditional PutItem; GetItem reads the existing delivery where the
         # condition failure does not return it.
         "create_if_absent": {"dynamodb:PutItem", "dynamodb:GetItem"},
+        # A renewal moves a never-attempted delivery's chain to the copy.
+        "hand_over": {"dynamodb:UpdateItem"},
         "get": {"dynamodb:GetItem"},
         "get_many": {"dynamodb:BatchGetItem"},
         # Conditional on the attempt number; GetItem reads the kept attempts
@@ -162,7 +164,9 @@ ADAPTER_ACTIONS = {
         "messages": {"dynamodb:Query"},
     },
     "queue.rs": {
-        "send_batch": {"sqs:SendMessage"},  # SendMessageBatch is authorized as SendMessage
+        # SendMessageBatch is authorized as SendMessage; the port's
+        # `send_batch` is made of it (PORT_DERIVED).
+        "send_batch_ids": {"sqs:SendMessage"},
         "receive": {"sqs:ReceiveMessage"},
         "change_visibility": {"sqs:ChangeMessageVisibility"},
         "delete_batch": {"sqs:DeleteMessage"},  # DeleteMessageBatch likewise
@@ -249,7 +253,7 @@ FUNCTION_CALLS = {
         "DeliveriesTable": {"get", "get_many", "list_for_endpoint", "transition", "mark_requeued"},
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
-        "DeliveryQueue": {"send_batch"},
+        "DeliveryQueue": {"send_batch_ids"},
         "OpsEventBus": {"publish"},
         # read: stats and the listing's health; add: requeue moves figures.
         "StatsTable": {"add", "read"},
@@ -263,15 +267,17 @@ FUNCTION_CALLS = {
         "EndpointsTable": {"list_all"},
         # get_many: the batch's deliveries, read before they are queued.
         "DeliveriesTable": {"create_if_absent", "get_many"},
-        "DeliveryQueue": {"send_batch"},
+        "DeliveryQueue": {"send_batch_ids"},
     },
     "sender": {
         "EndpointsTable": {"get", "disable", "set_failing_since"},
-        # create_if_absent: a message that arrives before its record.
-        "DeliveriesTable": {"create_if_absent", "get_many", "lease", "record_attempt", "transition"},
+        # create_if_absent: a message that arrives before its record;
+        # hand_over: a renewal's copy takes the chain; get: the delivery
+        # read again where its first attempt made no lease.
+        "DeliveriesTable": {"create_if_absent", "get", "get_many", "lease", "record_attempt", "transition", "hand_over"},
         # send_batch: operational notices ride the delivery queue.
-        "DeliveryQueue": {"change_visibility", "send_batch"},
-        "DeliveryDeadLetterQueue": {"send_batch"},
+        "DeliveryQueue": {"change_visibility", "send_batch_ids"},
+        "DeliveryDeadLetterQueue": {"send_batch_ids"},
         "OpsEventBus": {"publish"},
         "StatsTable": {"add"},
     },
@@ -298,9 +304,12 @@ FUNCTION_CALLS = {
             "list_for_endpoint",
             "lease",
             "record_attempt",
+            # The redrive net hands a dead letter's chain to the message it
+            # sends again.
+            "hand_over",
         },
         "CursorsTable": {"list", "advance", "resume_at", "set_resume_at"},
-        "DeliveryQueue": {"send_batch"},
+        "DeliveryQueue": {"send_batch_ids"},
         # The redrive net reads the dead-letter queue, deletes what it
         # settled and hides what it leaves for the operators.
         "DeliveryDeadLetterQueue": {"receive", "change_visibility", "delete_batch"},
@@ -1071,11 +1080,16 @@ def test_endpoint_secrets_key_is_kept_and_rotated(template: dict) -> None:
     assert users == {"api", "sender"}
 
 
+# Port methods with a default body made of another port method: a call of
+# one is a call of the other (crates/ports/src/lib.rs).
+PORT_DERIVED = {"send_batch": "send_batch_ids"}
+
+
 def code_calls(repo_root: Path, name: str) -> dict[str, set[str]]:
     """Resource -> store/queue methods that a function's source calls on it:
     `self.deliveries.get_many(`, `api.events.get(`, or a clone
     (`let endpoints = self.endpoints.clone(); ... endpoints.list_all(`)."""
-    methods = {m for adapter in ADAPTER_ACTIONS.values() for m in adapter}
+    methods = {m for adapter in ADAPTER_ACTIONS.values() for m in adapter} | set(PORT_DERIVED)
     calls: dict[str, set[str]] = {}
     paths: list[Path] = []
     for source in FUNCTION_SOURCES[name]:
@@ -1086,13 +1100,13 @@ def code_calls(repo_root: Path, name: str) -> dict[str, set[str]]:
         cloned = set(re.findall(r"let(\w+)=(?:self|api)\.(?:\w+\.)?\1\.clone\(\);", text))
         for receiver, method in re.findall(r"(?:self|api|inbound|sender|fanout)\.(\w+)\.(\w+)\(", text):
             if receiver in RECEIVERS and method in methods:
-                calls.setdefault(RECEIVERS[receiver], set()).add(method)
+                calls.setdefault(RECEIVERS[receiver], set()).add(PORT_DERIVED.get(method, method))
         # A store passed as a parameter (`cursors: &dyn CursorStore`) is
         # called bare, like a clone.
         params = set(re.findall(r"(\w+):&dyn\w+", text))
         for receiver, method in re.findall(r"(?<![\w.])(\w+)\.(\w+)\(", text):
             if receiver in (cloned | params) and receiver in RECEIVERS and method in methods:
-                calls.setdefault(RECEIVERS[receiver], set()).add(method)
+                calls.setdefault(RECEIVERS[receiver], set()).add(PORT_DERIVED.get(method, method))
     return calls
 
 
