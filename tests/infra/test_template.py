@@ -139,6 +139,9 @@ ADAPTER_ACTIONS = {
         "transition": {"dynamodb:UpdateItem"},
         # Conditional: the reconciler's note that it queued a lost message.
         "mark_requeued": {"dynamodb:UpdateItem"},
+        # Conditional: the sender's note of a retry deferred past the time
+        # the reconciler would take it for lost.
+        "postpone": {"dynamodb:UpdateItem"},
         "list_for_endpoint": {"dynamodb:Query"},
         # On the sparse index pending-by-org, not the table.
         "overdue": {"dynamodb:Query"},
@@ -273,8 +276,18 @@ FUNCTION_CALLS = {
         "EndpointsTable": {"get", "disable", "set_failing_since"},
         # create_if_absent: a message that arrives before its record;
         # hand_over: a renewal's copy takes the chain; get: the delivery
-        # read again where its first attempt made no lease.
-        "DeliveriesTable": {"create_if_absent", "get", "get_many", "lease", "record_attempt", "transition", "hand_over"},
+        # read again where its first attempt made no lease; postpone: a
+        # retry deferred long by its endpoint's limits.
+        "DeliveriesTable": {
+            "create_if_absent",
+            "get",
+            "get_many",
+            "lease",
+            "record_attempt",
+            "transition",
+            "hand_over",
+            "postpone",
+        },
         # send_batch: operational notices ride the delivery queue.
         "DeliveryQueue": {"change_visibility", "send_batch_ids"},
         "DeliveryDeadLetterQueue": {"send_batch_ids"},

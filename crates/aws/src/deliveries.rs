@@ -572,6 +572,49 @@ impl DeliveryStore for DynamoDeliveryStore {
         }
     }
 
+    async fn postpone(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(key) = key(delivery_id) else {
+            return Ok(false);
+        };
+        // The lease's condition: no live lease, the chain free, this
+        // message's, or lost.
+        let condition = format!(
+            "#s = :pending AND {HAS_N_ATTEMPTS} \
+             AND (attribute_not_exists(lease_until) OR lease_until < :now) \
+             AND (attribute_not_exists(chain) OR chain = :me OR next_attempt_at < :stale \
+                  OR (attribute_not_exists(next_attempt_at) AND created_at < :stale))"
+        );
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET chain = :me, next_attempt_at = :next")
+            .condition_expression(condition)
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":n", number(attempts_made))
+            .expression_attribute_values(":now", number(now.timestamp_millis()))
+            .expression_attribute_values(":me", s(chain))
+            .expression_attribute_values(":stale", s(&rfc3339(stale_before)))
+            .expression_attribute_values(":next", s(&rfc3339(until)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("UpdateItem deliveries (postpone)", e)),
+        }
+    }
+
     async fn list_for_endpoint(
         &self,
         endpoint_id: &str,

@@ -64,6 +64,7 @@ pub enum Op {
     HandOver,
     Overdue,
     MarkRequeued,
+    Postpone,
     ListDeliveries,
     // CursorStore
     GetCursor,

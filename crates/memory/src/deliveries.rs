@@ -513,6 +513,42 @@ impl DeliveryStore for MemoryDeliveryStore {
         }
     }
 
+    async fn postpone(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(key) = key_of(delivery_id) else {
+            return Ok(false);
+        };
+        let mut ds = lock(&self.deliveries);
+        let Some(d) = ds.get_mut(&key) else {
+            return Ok(false);
+        };
+        let owner_ok = match &d.chain {
+            None => true,
+            Some(c) if c == chain => true,
+            Some(_) => d.due_at() < stale_before,
+        };
+        if d.status == DeliveryStatus::Pending
+            && d.attempt_count == attempts_made
+            && d.lease_until.is_none_or(|t| t < now)
+            && owner_ok
+        {
+            let old = pending_key(d);
+            d.chain = Some(chain.to_string());
+            d.next_attempt_at = Some(until);
+            self.reindex(old, d);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
     async fn list_for_endpoint(
         &self,
         endpoint_id: &str,

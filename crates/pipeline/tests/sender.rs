@@ -204,6 +204,53 @@ async fn a_rate_limited_endpoint_defers_without_an_attempt_then_delivers() {
     assert!(w.dlq.is_empty());
 }
 
+/// Two messages of one delivery (a requeue's copy, SQS's own duplicate)
+/// over its endpoint's `rate_limit` hold one place in the endpoint's line:
+/// both come back when that place's token is due, and the delivery is
+/// attempted once. Each holding a place of its own, every copy lengthened
+/// the line for every other delivery of the endpoint.
+#[tokio::test]
+async fn copies_of_one_delivery_hold_one_place_in_its_endpoints_rate_line() {
+    let rx = Receiver::always(204).await;
+    let w = world("1s").on_tokio_clock();
+    let mut ep = Endpoint::new("org", rx.url("/"), Subscription::All, Secret::generate());
+    ep.rate_limit = Some(1);
+    let created = w
+        .endpoints
+        .create(
+            &ep,
+            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, webhooks_ports::Created::Written);
+    // The first takes the second's token.
+    w.enqueue(&ep).await;
+    assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
+    // A delivery with two messages (whose chain neither owns yet: a
+    // requeue's), handled in two batches.
+    let (event, id) = queue_without_record(&w, &ep, None).await;
+    queue_without_record(&w, &ep, Some(id.clone())).await;
+    let d = Delivery::new("org", &ep.id, &event.id, event.event_type);
+    assert_eq!(d.id, id);
+    w.deliveries.create_if_absent(&d).await.expect("create");
+    for _ in 0..2 {
+        let msgs = w.queue.receive(1, Duration::ZERO).await.expect("receive");
+        assert_eq!(
+            w.sender.process_batch(&msgs).await,
+            vec![MessageOutcome::Retry]
+        );
+    }
+    assert_eq!(rx.count(), 1);
+    // One token later both are back, and one POST is made.
+    skip(Duration::from_millis(1000)).await;
+    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(msgs.len(), 2, "both copies back at the same token");
+    w.sender.process_batch(&msgs).await;
+    assert_eq!(rx.count(), 2);
+    assert_eq!(w.delivery(&d.id).await.status, DeliveryStatus::Delivered);
+}
+
 #[tokio::test]
 async fn a_slow_endpoint_over_its_cap_is_deferred_without_an_attempt_then_delivered() {
     // The first request is held past the timeout; the rest are answered.

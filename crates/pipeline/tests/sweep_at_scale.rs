@@ -165,6 +165,20 @@ impl DeliveryStore for Slow<dyn DeliveryStore> {
             .mark_requeued(id, attempts_made, now, stale_before)
             .await
     }
+    async fn postpone(
+        &self,
+        id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.table().await;
+        self.inner
+            .postpone(id, attempts_made, chain, until, now, stale_before)
+            .await
+    }
     async fn list_for_endpoint(
         &self,
         endpoint_id: &str,

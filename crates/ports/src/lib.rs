@@ -438,6 +438,23 @@ pub trait DeliveryStore: Send + Sync {
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
     ) -> Result<bool>;
+    /// Notes that the queue message `chain` of a delivery with
+    /// `attempts_made` attempts was deferred by its endpoint's limits until
+    /// `until`, one conditional write, on the same condition as
+    /// [`DeliveryStore::lease`]: the delivery's next attempt becomes
+    /// `until` and `chain` owns it. A message waiting its turn in a long
+    /// line (an endpoint's `rate_limit` under a backlog) is then not taken
+    /// for lost by the reconciler, which would queue a copy of it that
+    /// joins the same line. `false` (and nothing written) otherwise.
+    async fn postpone(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool>;
     /// A page of an endpoint's deliveries, newest first, optionally of one
     /// status. Examines at most [`DELIVERIES_EXAMINED_PER_PAGE`] deliveries
     /// (beyond `limit + 1`), matching or not: a filtered page may hold fewer

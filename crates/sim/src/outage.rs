@@ -121,6 +121,21 @@ impl DeliveryStore for Throttled {
             .await
     }
 
+    async fn postpone(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.check()?;
+        self.inner
+            .postpone(delivery_id, attempts_made, chain, until, now, stale_before)
+            .await
+    }
+
     async fn list_for_endpoint(
         &self,
         endpoint_id: &str,

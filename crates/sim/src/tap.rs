@@ -342,6 +342,28 @@ impl DeliveryStore for DeliveryTap {
             .await
     }
 
+    async fn postpone(
+        &self,
+        delivery_id: &str,
+        attempts_made: u32,
+        chain: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.taps.wait(self.role).await;
+        self.inner
+            .postpone(
+                delivery_id,
+                attempts_made,
+                chain,
+                whole_seconds(until),
+                whole_millis(now),
+                whole_seconds(stale_before),
+            )
+            .await
+    }
+
     async fn list_for_endpoint(
         &self,
         endpoint_id: &str,

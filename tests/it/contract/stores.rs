@@ -1627,6 +1627,110 @@ async fn on_moto_a_move_to_pending_and_an_attempt_while_pending_renew_the_ttl() 
     assert_eq!(after.attempt_count, 2);
 }
 
+/// What the sender writes for a retry its endpoint's limits defer past the
+/// time the reconciler would take it for lost: the delivery's next attempt
+/// moves to when the message comes back, and that message owns it, so the
+/// delivery leaves the overdue range until then. On the lease's condition:
+/// not under a live lease, not when another live message owns the chain,
+/// not when attempted since it was read.
+pub async fn a_long_deferral_is_noted_on_the_lease_condition(a: Adapters) {
+    let store = a.deliveries;
+    let org = format!("org-{}", ids::new_id("x"));
+    let made = overdue_deliveries(&store, &org, [20, 20, 20, 20].into_iter()).await;
+    let (plain, leased, owned, attempted) = (&made[0], &made[1], &made[2], &made[3]);
+    let now = Utc::now();
+    let stale = now - Span::minutes(15);
+    let back = now + Span::minutes(30);
+    // Under a live lease: refused.
+    let granted = store
+        .lease(
+            &leased.id,
+            1,
+            "msg-live",
+            now + Span::minutes(1),
+            now,
+            stale,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(granted, Lease::Granted(_)));
+    assert!(!store
+        .postpone(&leased.id, 1, "msg-waiting", back, now, stale)
+        .await
+        .unwrap());
+    // Attempted since it was read: refused.
+    assert!(!store
+        .postpone(&attempted.id, 0, "msg-waiting", back, now, stale)
+        .await
+        .unwrap());
+    // Noted: due when the message comes back, and its.
+    assert!(store
+        .postpone(&plain.id, 1, "msg-waiting", back, now, stale)
+        .await
+        .unwrap());
+    let noted = store.get(&plain.id).await.unwrap().unwrap();
+    assert_eq!(noted.chain.as_deref(), Some("msg-waiting"));
+    assert_eq!(noted.attempt_count, 1);
+    assert_eq!(noted.status, DeliveryStatus::Pending);
+    let next = noted.next_attempt_at.unwrap();
+    assert!((next - back).num_seconds().abs() <= 1, "due {next}");
+    assert!(noted.lease_until.is_none(), "a note is no lease");
+    // Now owned by a live chain: another message may not note, nor lease.
+    assert!(!store
+        .postpone(&plain.id, 1, "msg-copy", back, now, stale)
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .lease(&plain.id, 1, "msg-copy", now + Span::minutes(1), now, stale)
+            .await
+            .unwrap(),
+        Lease::Refused(_)
+    ));
+    // Its own message may note again, and lease when it comes back.
+    assert!(store
+        .postpone(&plain.id, 1, "msg-waiting", back, now, stale)
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .lease(
+                &plain.id,
+                1,
+                "msg-waiting",
+                back + Span::minutes(1),
+                back,
+                back - Span::minutes(15)
+            )
+            .await
+            .unwrap(),
+        Lease::Granted(_)
+    ));
+    // A chain lost long ago (overdue past `stale`) is taken over.
+    let granted = store
+        .lease(
+            &owned.id,
+            1,
+            "msg-lost",
+            now - Span::minutes(30),
+            now - Span::minutes(31),
+            stale,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(granted, Lease::Granted(_)));
+    assert!(store
+        .postpone(&owned.id, 1, "msg-waiting", back, now, stale)
+        .await
+        .unwrap());
+    // Only the refused ones are left overdue.
+    let mut left = ids_overdue(&store, &org, stale, 10).await;
+    left.sort();
+    let mut expected = vec![leased.id.clone(), attempted.id.clone()];
+    expected.sort();
+    assert_eq!(left, expected);
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -1671,6 +1775,7 @@ contracts!(
     a_filtered_listing_examines_a_bounded_number_per_page,
     overdue_pages_through_a_backlog,
     a_requeued_delivery_is_marked_only_as_read,
+    a_long_deferral_is_noted_on_the_lease_condition,
     stats_buckets_add_up_per_endpoint_and_hour,
     a_read_of_many_may_name_a_delivery_twice,
 );

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
-use webhooks_domain::Endpoint;
+use webhooks_domain::delivery::STUCK_AFTER;
+use webhooks_domain::{Delivery, Endpoint};
 
 /// Most POSTs in flight at once, per process, to an endpoint in the slow
 /// lane: a quarter of `webhooks dev`'s eight batches, two of a Lambda
@@ -244,14 +245,14 @@ impl Limits {
         }
     }
 
-    /// Whether the message `message_id`, received `extra_receives` times
+    /// Whether a message of the delivery `key`, received `extra_receives` times
     /// beyond one per attempt, may be POSTed to `endpoint` at `now` (the
     /// sender's clock; the slow lane goes by tokio's). `first_attempt`:
     /// its delivery was never attempted, so it may be deferred whatever
     /// its receives (see [`deferral_budget`]).
     pub fn admit(
         &self,
-        message_id: &str,
+        key: &str,
         extra_receives: u32,
         first_attempt: bool,
         endpoint: &Endpoint,
@@ -322,14 +323,14 @@ impl Limits {
             (Some(rate), bucket) => *bucket = Some(TokenBucket::new(rate, now)),
         }
         if let Some(bucket) = &mut lane.bucket {
-            if let Err(wait) = bucket.take(message_id, now) {
+            if let Err(wait) = bucket.take(key, now) {
                 if may_defer {
                     return Admission::Defer {
                         delay: wait.max(Duration::from_millis(1)),
                         reason: DeferReason::RateLimit,
                     };
                 }
-                bucket.forget(message_id);
+                bucket.forget(key);
                 tracing::warn!(
                     extra_receives,
                     "endpoint over its rate limit, but this message cannot be deferred again without risking the queue's redrive; sent"
@@ -414,11 +415,13 @@ impl Sender {
     pub(super) async fn defer(
         &self,
         job: &Job<'_>,
+        delivery: &Delivery,
         delay: Duration,
         reason: DeferReason,
     ) -> MessageOutcome {
         let hide = delay.min(job.hide_limit());
         self.metrics.deferred(reason.as_str());
+        self.note_long_wait(job, delivery, hide).await;
         match self
             .queue
             .change_visibility(&job.message.receipt_handle, hide)
@@ -436,7 +439,47 @@ impl Sender {
         }
         MessageOutcome::Retry
     }
+
+    /// A retry deferred past the time the reconciler would take its
+    /// message for lost ([`STUCK_AFTER`] after it was due, less
+    /// [`POSTPONE_MARGIN`]) is noted on the delivery: its next attempt
+    /// moves to when the message comes back, and this message owns it. A
+    /// backlog over an endpoint's `rate_limit` then waits in its line once,
+    /// instead of the reconciler queueing a copy of every waiting delivery
+    /// each pass, each copy joining the line and lengthening it. A delivery
+    /// never attempted is not the reconciler's (its message is renewed),
+    /// and a failed note leaves the message waiting as before.
+    async fn note_long_wait(&self, job: &Job<'_>, delivery: &Delivery, hide: Duration) {
+        let Some(due) = delivery.next_attempt_at else {
+            return;
+        };
+        let now = self.clock.now();
+        let back = now + chrono::Duration::from_std(hide).unwrap_or_default();
+        if back < due + STUCK_AFTER - POSTPONE_MARGIN {
+            return;
+        }
+        match self
+            .deliveries
+            .postpone(
+                &delivery.id,
+                delivery.attempt_count,
+                &job.message.message_id,
+                back,
+                now,
+                now - STUCK_AFTER,
+            )
+            .await
+        {
+            Ok(true) => tracing::info!(until = %back, "long deferral noted on the delivery"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not note a long deferral"),
+        }
+    }
 }
+
+/// How long before the reconciler would take a waiting message for lost
+/// its wait is noted: its pass runs every few minutes.
+pub const POSTPONE_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 
 #[cfg(test)]
 mod tests {

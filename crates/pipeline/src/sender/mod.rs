@@ -545,7 +545,9 @@ impl Sender {
                 .receive_count
                 .saturating_sub(delivery.attempt_count.saturating_add(1));
             match self.limits.admit(
-                &job.message.message_id,
+                // Copies of one delivery's message (a requeue, a renewal,
+                // SQS's own) hold one place in its endpoint's line.
+                &delivery.id,
                 extra_receives,
                 // Renewed before its receives run short (renew.rs).
                 renew::copy_carries_on(delivery, &job.message.message_id, now),
@@ -554,7 +556,7 @@ impl Sender {
             ) {
                 limits::Admission::Go(permit) => Some(permit),
                 limits::Admission::Defer { delay, reason } => {
-                    return Err(self.defer(job, delay, reason).await)
+                    return Err(self.defer(job, delivery, delay, reason).await)
                 }
             }
         } else {
