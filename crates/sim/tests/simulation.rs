@@ -61,25 +61,10 @@ fn a_million_deliveries_over_a_hundred_seeds_keep_every_invariant() {
         quiet >= 10_000,
         "only {quiet} quiet first attempts measured"
     );
-    // Every rare path ran: a green run exercised each of them. Two are
-    // left out (issue 22, open): SQS's own redrive needs a message that
-    // fails 30 receives in a row, which only the deliveries-table outage
-    // model makes happen, opt-in until its waits are explained
-    // (WEBHOOKS_SIM_OUTAGE_RATE; the redrive net is proven on moto,
-    // tests/it/pipeline_on_moto.rs); and a reconciler read that misses a
-    // delivery for index lag needs a lag over 15 minutes, reached on some
-    // runs only.
-    let missing: Vec<_> = coverage
-        .missing()
-        .into_iter()
-        .filter(|p| {
-            !matches!(
-                p,
-                webhooks_sim::coverage::Path::SqsRedrive
-                    | webhooks_sim::coverage::Path::IndexLagMissed
-            )
-        })
-        .collect();
+    // Every rare path ran: a green run exercised each of them (SQS's own
+    // redrive and a reconciler read missing a delivery for index lag on
+    // the seeds with a deliveries-table outage).
+    let missing = coverage.missing();
     assert!(
         missing.is_empty(),
         "paths never reached over {SEEDS} seeds: {missing:?}"
