@@ -11,7 +11,11 @@
 //! while every other org gets its first turn before that org gets its
 //! second. When the budget runs out, no turn starts and those running stop
 //! at their next page; the orgs whose first turn did not run go first in
-//! the next pass (a resume point kept beside the cursors).
+//! the next pass (a resume point kept beside the cursors), save those of
+//! the pass's first wave (eight), which had the whole budget for it: an org
+//! whose turn cannot end within a pass takes its round with the others
+//! rather than the head of every pass. So under permanent overload every
+//! org gets a turn at least once every ⌈orgs / orgs a pass reaches⌉ passes.
 
 use crate::fanout::FanOut;
 use crate::reconciler::{OrgProgress, Reconciler};
@@ -309,7 +313,17 @@ impl Sweeper {
         report.out_of_time = ended.iter().any(|w| !w.finished());
         let not_reached = ended.iter().filter(|w| !w.reached);
         report.orgs_not_reached = not_reached.clone().count();
-        let next = not_reached.min_by_key(|w| w.place).map(|w| w.org.clone());
+        // The next pass starts with the first org not reached, but not with
+        // one of this pass's first wave: those had the whole budget for
+        // their first turn, and putting one that could not end it first
+        // again would hold every org after the next pass's reach back for
+        // as long as its backlog lasts. It waits its round with the others.
+        let next = not_reached
+            .clone()
+            .filter(|w| w.place >= ORG_CONCURRENCY)
+            .min_by_key(|w| w.place)
+            .or_else(|| not_reached.min_by_key(|w| w.place))
+            .map(|w| w.org.clone());
         if report.orgs_not_reached > 0 {
             tracing::warn!(
                 not_reached = report.orgs_not_reached,

@@ -152,8 +152,9 @@ pub struct Report {
     /// How often each rare path ran.
     pub coverage: Counts,
     /// What kind of world it was: `crowded` (many small orgs against the
-    /// sweeper's time limit), `outage` (its deliveries table throttled
-    /// for a while).
+    /// sweeper's time limit), `overloaded` (crowded so that every sweep
+    /// runs out of time), `outage` (its deliveries table throttled for a
+    /// while).
     pub kind: Vec<&'static str>,
 }
 
