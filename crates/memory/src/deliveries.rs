@@ -202,6 +202,21 @@ impl MemoryDeliveryStore {
         }
     }
 
+    /// The ids of `org_id`'s pending deliveries with a retry due before
+    /// `before`, as the table has them (not as a lagging index read would):
+    /// what a simulation inspects as it runs.
+    pub fn due_before(&self, org_id: &str, before: DateTime<Utc>) -> Vec<String> {
+        let from = (org_id.to_string(), DateTime::<Utc>::MIN_UTC, String::new());
+        let to = (org_id.to_string(), before, String::new());
+        if from >= to {
+            return Vec::new();
+        }
+        lock(&self.pending)
+            .range(from..to)
+            .map(|(_, _, id)| id.clone())
+            .collect()
+    }
+
     /// How many deliveries there are.
     pub fn len(&self) -> usize {
         lock(&self.deliveries).len()

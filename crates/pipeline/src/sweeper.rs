@@ -101,6 +101,8 @@ pub struct SweepReport {
     pub enqueued: usize,
     /// Orgs whose sweep stopped at an error (tried again next time).
     pub failed_orgs: usize,
+    /// Those orgs' ids: each waits its round in the rotation.
+    pub failed_org_ids: Vec<String>,
     /// Pending deliveries without a queue message, queued again.
     pub reconciled: usize,
     /// Pending deliveries of deleted endpoints, canceled.
@@ -309,7 +311,12 @@ impl Sweeper {
             }
         }
         ended.extend(waiting);
-        report.failed_orgs += ended.iter().filter(|w| w.failed).count();
+        report.failed_org_ids = ended
+            .iter()
+            .filter(|w| w.failed)
+            .map(|w| w.org.clone())
+            .collect();
+        report.failed_orgs += report.failed_org_ids.len();
         report.out_of_time = ended.iter().any(|w| !w.finished());
         let not_reached = ended.iter().filter(|w| !w.reached);
         report.orgs_not_reached = not_reached.clone().count();
@@ -318,6 +325,9 @@ impl Sweeper {
         // their first turn, and putting one that could not end it first
         // again would hold every org after the next pass's reach back for
         // as long as its backlog lasts. It waits its round with the others.
+        // (An org whose turn stopped at an error waits its round too: the
+        // resume point is one place in the rotation, and moving it back to
+        // a failed org would push back every org not reached after it.)
         let next = not_reached
             .clone()
             .filter(|w| w.place >= ORG_CONCURRENCY)

@@ -90,8 +90,9 @@ pub struct Timeline {
     /// until the next was sent).
     pub emptied: Vec<DateTime<Utc>>,
     pub recorded: Vec<Recorded>,
-    /// When the reconciler's read of the index missed it (the index had
-    /// not caught up with its write).
+    /// When a reconciler's pass missed it: its read of the index (the
+    /// index had not caught up with its write), or its org's turn in a
+    /// pass out of time stopped at an error.
     pub index_missed: Vec<DateTime<Utc>>,
 }
 

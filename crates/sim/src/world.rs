@@ -734,6 +734,19 @@ impl World {
         if cut {
             self.coverage.add(Path::SweepCutShort);
         }
+        // A pass out of time whose turn of an org stopped at an error did
+        // not reconcile that org (a pass without such a cut counts as
+        // failed for every delivery), and the org, reached, does not go
+        // first in the next pass, which may not reach it: its overdue
+        // deliveries were missed by this pass and may be by one more.
+        if let Some(r) = report.as_ref().filter(|_| cut) {
+            for org in &r.failed_org_ids {
+                for id in self.memory.deliveries.due_before(org, end) {
+                    self.ledger.index_missed(&id, start);
+                    self.ledger.index_missed(&id, start);
+                }
+            }
+        }
         match report {
             Some(r) => self.coverage.add_n(
                 Path::ReconcilerRequeue,
