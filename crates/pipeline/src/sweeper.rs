@@ -16,12 +16,14 @@
 //! whose turn cannot end within a pass takes its round with the others
 //! rather than the head of every pass. So under permanent overload every
 //! org gets a turn at least once every ⌈orgs / orgs a pass reaches⌉ passes.
+//! The resume point is noted as the pass goes too (every
+//! [`CHECKPOINT_ORGS`] orgs), so a pass the Lambda stops moves it on.
 
 use crate::fanout::FanOut;
 use crate::reconciler::{OrgProgress, Reconciler};
 use crate::redrive::{RedriveNet, Redriven};
 use futures::stream::{FuturesUnordered, StreamExt};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -37,6 +39,11 @@ const EVENT_PAGES_PER_TURN: usize = 10;
 const OVERDUE_PAGES_PER_TURN: usize = 2;
 /// Orgs whose turns run at once.
 const ORG_CONCURRENCY: usize = 8;
+/// A pass notes where it has got to each time this many more orgs have
+/// had their first turn (one small write; about 940 a pass at 30 000 orgs),
+/// so that a pass the Lambda stops (its timeout, a crash) moves the next
+/// pass's start on too.
+const CHECKPOINT_ORGS: usize = 32;
 /// How long a pass may run unless told otherwise (the Lambda gives its
 /// own deadline less a margin, see `webhooks_fn_sweeper`).
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(180);
@@ -292,6 +299,15 @@ impl Sweeper {
         }
         let mut ended: Vec<OrgWork> = Vec::with_capacity(waiting.len());
         let mut running = FuturesUnordered::new();
+        // The pass notes where it has got to as it goes, so that one the
+        // Lambda stops (its timeout, a crash) moves the next pass's start
+        // on all the same: else every such pass would start where the last
+        // one that ended did, and the orgs late in the order would wait for
+        // a pass that ends.
+        let names: Vec<String> = waiting.iter().map(|w| w.org.clone()).collect();
+        let mut unreached: BTreeSet<usize> = (0..names.len()).collect();
+        let mut noted = resume.clone();
+        let mut reached_since_noted = 0usize;
         loop {
             while running.len() < ORG_CONCURRENCY && !budget.spent() {
                 let Some(work) = waiting.pop_front() else {
@@ -303,6 +319,25 @@ impl Sweeper {
                 break;
             };
             report.add(&done);
+            if work.reached && unreached.remove(&work.place) {
+                reached_since_noted += 1;
+                if reached_since_noted >= CHECKPOINT_ORGS {
+                    reached_since_noted = 0;
+                    let at = unreached
+                        .range(ORG_CONCURRENCY..)
+                        .next()
+                        .or_else(|| unreached.iter().next())
+                        .and_then(|&p| names.get(p).cloned());
+                    if at.is_some() && at != noted {
+                        match self.cursors.set_resume_at(at.as_deref()).await {
+                            Ok(()) => noted = at,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not note how far the sweep has got")
+                            }
+                        }
+                    }
+                }
+            }
             if work.finished() {
                 ended.push(work);
             } else {
@@ -341,7 +376,7 @@ impl Sweeper {
                 "sweep ran out of time; the next one starts with the orgs it did not reach"
             );
         }
-        if next != resume {
+        if next != noted {
             if let Err(e) = self.cursors.set_resume_at(next.as_deref()).await {
                 tracing::warn!(error = %e, "could not note where the next sweep starts");
             }
