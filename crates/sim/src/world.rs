@@ -71,9 +71,9 @@ const LATEST_COMMIT: chrono::Duration = chrono::Duration::hours(24);
 /// delivery, `sender::limits`). The quiet orgs' first-attempt bound leaves
 /// out what the outage itself made: first messages sent from the
 /// outage's start until the queue caught up after the first sweep since
-/// its end, and the events committed before its end that the stream did
-/// not fan out (the sweeper fans them out, every org's at once, a wave of
-/// each quiet org's own messages).
+/// its end, and the deliveries of events committed before its end whose
+/// first message was sent after its start (the sweeper fans them out,
+/// every org's at once, in waves of each quiet org's own messages).
 const OUTAGE_RATE: f64 = 0.1;
 fn outage_rate() -> f64 {
     std::env::var("WEBHOOKS_SIM_OUTAGE_RATE")
@@ -1640,19 +1640,22 @@ impl World {
             // An outage makes every org's backlog at once: no org is quiet
             // until the queue has caught up with it (after the first sweep
             // since the outage's end, which queues the backlog). And an
-            // event committed before its end that the stream did not fan
-            // out (given up while the table refused it, or lost) is in
-            // that backlog wherever its first message was sent: the
-            // sweeper fans out every org's such events together once the
-            // table answers, a wave of each quiet org's own messages in
-            // which they wait behind one another.
+            // event committed before its end whose delivery's first message
+            // was sent after its start is in that backlog wherever that
+            // message was sent (the stream gave it up while the table
+            // refused it, or it was lost, or its endpoint was off then):
+            // the sweeper fans out every org's such events together once
+            // the table answers, in waves as long as its passes take to
+            // catch up (many in a crowded world), each a wave of each
+            // quiet org's own messages in which they wait behind one
+            // another.
             let in_outage = first_queued.is_some_and(|q| {
                 self.outages.iter().any(|(from, _)| {
                     q >= *from && self.caught_up.is_none_or(|caught_up| q <= caught_up)
                 })
-            }) || (clean.is_none()
-                && committed.is_some_and(|c| self.outages.iter().any(|(_, until)| c <= until))
-                && first_queued.is_some_and(|q| self.outages.iter().any(|(from, _)| q >= *from)));
+            }) || self.outages.iter().any(|(from, until)| {
+                committed.is_some_and(|c| c <= until) && first_queued.is_some_and(|q| q >= *from)
+            });
             if role == Role::Quiet && !in_outage {
                 fa.check(&d.id, PACE, &self.violations);
                 if fa.held() == 0 && stream_waits == 0 {
