@@ -86,6 +86,18 @@ fn examine_next(query: usize, wanted: usize, left: usize, filtered: bool) -> usi
 /// Most keys one BatchGetItem takes.
 const BATCH_GET_LIMIT: usize = 100;
 
+/// The lease's condition, which a long deferral's note shares: pending,
+/// with `:n` attempts, no live lease at `:now`, and its chain free, `:me`'s,
+/// or lost (due before `:stale`).
+fn leasable_condition() -> String {
+    format!(
+        "#s = :pending AND {HAS_N_ATTEMPTS} \
+         AND (attribute_not_exists(lease_until) OR lease_until < :now) \
+         AND (attribute_not_exists(chain) OR chain = :me OR next_attempt_at < :stale \
+              OR (attribute_not_exists(next_attempt_at) AND created_at < :stale))"
+    )
+}
+
 #[async_trait]
 impl DeliveryStore for DynamoDeliveryStore {
     async fn create_if_absent(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
@@ -195,12 +207,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         let Some(key) = key(delivery_id) else {
             return Ok(Lease::Refused(None));
         };
-        let condition = format!(
-            "#s = :pending AND {HAS_N_ATTEMPTS} \
-             AND (attribute_not_exists(lease_until) OR lease_until < :now) \
-             AND (attribute_not_exists(chain) OR chain = :me OR next_attempt_at < :stale \
-                  OR (attribute_not_exists(next_attempt_at) AND created_at < :stale))"
-        );
+        let condition = leasable_condition();
         let result = self
             .client
             .update_item()
@@ -584,14 +591,8 @@ impl DeliveryStore for DynamoDeliveryStore {
         let Some(key) = key(delivery_id) else {
             return Ok(false);
         };
-        // The lease's condition: no live lease, the chain free, this
-        // message's, or lost.
-        let condition = format!(
-            "#s = :pending AND {HAS_N_ATTEMPTS} \
-             AND (attribute_not_exists(lease_until) OR lease_until < :now) \
-             AND (attribute_not_exists(chain) OR chain = :me OR next_attempt_at < :stale \
-                  OR (attribute_not_exists(next_attempt_at) AND created_at < :stale))"
-        );
+        // The lease's condition.
+        let condition = leasable_condition();
         match self
             .client
             .update_item()

@@ -85,6 +85,27 @@ fn pending_key(d: &Delivery) -> Option<PendingKey> {
         .map(|at| (d.org_id.clone(), at, d.id.clone()))
 }
 
+/// The lease's condition, which a long deferral's note shares: pending,
+/// with `attempts_made` attempts, no live lease at `now`, and its chain
+/// free, `chain`'s, or lost (due before `stale_before`).
+fn leasable(
+    d: &Delivery,
+    attempts_made: u32,
+    chain: &str,
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> bool {
+    let owner_ok = match &d.chain {
+        None => true,
+        Some(c) if c == chain => true,
+        Some(_) => d.due_at() < stale_before,
+    };
+    d.status == DeliveryStatus::Pending
+        && d.attempt_count == attempts_made
+        && d.lease_until.is_none_or(|t| t < now)
+        && owner_ok
+}
+
 impl MemoryDeliveryStore {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -311,16 +332,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         let Some(d) = ds.get_mut(&key) else {
             return Ok(Lease::Refused(None));
         };
-        let owner_ok = match &d.chain {
-            None => true,
-            Some(c) if c == chain => true,
-            Some(_) => d.due_at() < stale_before,
-        };
-        if d.status == DeliveryStatus::Pending
-            && d.attempt_count == attempts_made
-            && d.lease_until.is_none_or(|t| t < now)
-            && owner_ok
-        {
+        if leasable(d, attempts_made, chain, now, stale_before) {
             d.chain = Some(chain.to_string());
             d.lease_until = Some(until);
             Ok(Lease::Granted(d.clone()))
@@ -544,16 +556,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         let Some(d) = ds.get_mut(&key) else {
             return Ok(false);
         };
-        let owner_ok = match &d.chain {
-            None => true,
-            Some(c) if c == chain => true,
-            Some(_) => d.due_at() < stale_before,
-        };
-        if d.status == DeliveryStatus::Pending
-            && d.attempt_count == attempts_made
-            && d.lease_until.is_none_or(|t| t < now)
-            && owner_ok
-        {
+        if leasable(d, attempts_made, chain, now, stale_before) {
             let old = pending_key(d);
             d.chain = Some(chain.to_string());
             d.next_attempt_at = Some(until);
