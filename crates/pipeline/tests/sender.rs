@@ -71,7 +71,23 @@ fn world(schedule: &str) -> TestSystem {
 
 impl TestSystem {
     async fn endpoint(&self, url: String) -> Endpoint {
-        let ep = Endpoint::new("org", url, Subscription::All, Secret::generate());
+        self.create_endpoint(Endpoint::new(
+            "org",
+            url,
+            Subscription::All,
+            Secret::generate(),
+        ))
+        .await
+    }
+
+    /// An endpoint declaring `rate` requests a second.
+    async fn rate_limited_endpoint(&self, url: String, rate: u32) -> Endpoint {
+        let mut ep = Endpoint::new("org", url, Subscription::All, Secret::generate());
+        ep.rate_limit = Some(rate);
+        self.create_endpoint(ep).await
+    }
+
+    async fn create_endpoint(&self, ep: Endpoint) -> Endpoint {
         let created = self
             .endpoints
             .create(
@@ -159,17 +175,7 @@ async fn skip(by: Duration) {
 async fn a_rate_limited_endpoint_defers_without_an_attempt_then_delivers() {
     let rx = Receiver::always(204).await;
     let w = world("1s").on_tokio_clock();
-    let mut ep = Endpoint::new("org", rx.url("/"), Subscription::All, Secret::generate());
-    ep.rate_limit = Some(1);
-    let created = w
-        .endpoints
-        .create(
-            &ep,
-            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
-        )
-        .await
-        .expect("create");
-    assert_eq!(created, webhooks_ports::Created::Written);
+    let ep = w.rate_limited_endpoint(rx.url("/"), 1).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(w.enqueue(&ep).await.1.id);
@@ -213,17 +219,7 @@ async fn a_rate_limited_endpoint_defers_without_an_attempt_then_delivers() {
 async fn copies_of_one_delivery_hold_one_place_in_its_endpoints_rate_line() {
     let rx = Receiver::always(204).await;
     let w = world("1s").on_tokio_clock();
-    let mut ep = Endpoint::new("org", rx.url("/"), Subscription::All, Secret::generate());
-    ep.rate_limit = Some(1);
-    let created = w
-        .endpoints
-        .create(
-            &ep,
-            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
-        )
-        .await
-        .expect("create");
-    assert_eq!(created, webhooks_ports::Created::Written);
+    let ep = w.rate_limited_endpoint(rx.url("/"), 1).await;
     // The first takes the second's token.
     w.enqueue(&ep).await;
     assert_eq!(w.run_once().await, vec![MessageOutcome::Done]);
