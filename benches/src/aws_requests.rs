@@ -415,8 +415,15 @@ async fn measure(
     let indexed_after_send = index_entries(&plain.dynamodb, names).await?;
     gateway.stop().await;
 
-    // Check the outcome and measure the items (uncounted client).
-    let deliveries = scan(&plain.dynamodb, &names.table("deliveries")).await?;
+    // Check the outcome and measure the items (uncounted client). The
+    // deliveries table also holds the stream fan-out's notes of queued
+    // deliveries (their own partitions, `queued#<org>`), measured apart.
+    let (notes, deliveries): (Vec<_>, Vec<_>) = scan(&plain.dynamodb, &names.table("deliveries"))
+        .await?
+        .into_iter()
+        .partition(|item| {
+            matches!(item.get("endpoint_id"), Some(AttributeValue::S(p)) if p.starts_with("queued#"))
+        });
     let delivered = deliveries
         .iter()
         .filter(|d| matches!(d.get("status"), Some(AttributeValue::S(s)) if s == "delivered"))
@@ -465,7 +472,15 @@ async fn measure(
             .map(|(_, v)| *v as f64)
             .sum::<f64>()
     };
-    let wru = count(&fanout, "PutItem") as f64 * units(delivery_pending, 1024.0)
+    // The fan-out's puts: each note once (a unit per KB of it), and a
+    // record for each delivery it created instead (an event too old to be
+    // noted).
+    let note_sizes: Vec<f64> = notes.iter().map(|n| item_size(n) as f64).collect();
+    let note_wru: f64 = note_sizes.iter().map(|b| units(*b, 1024.0)).sum();
+    let note_bytes: f64 = note_sizes.iter().sum();
+    let fanout_creates = count(&fanout, "PutItem").saturating_sub(notes.len() as u64);
+    let wru = note_wru
+        + fanout_creates as f64 * units(delivery_pending, 1024.0)
         + count(&fanout, "UpdateItem") as f64 * units(cursor_size, 1024.0)
         + count(&send, "UpdateItem") as f64 * units(delivery_final, 1024.0)
         + count(&send, "PutItem") as f64 * units(delivery_final, 1024.0)
@@ -477,10 +492,25 @@ async fn measure(
     } else {
         0.0
     };
+    // Its Queries: one of the org's endpoints and one of its notes of the
+    // events' minutes per call (one org here), counted as if each read
+    // every note of the run (an upper bound). The sender reads the notes
+    // of its batch's deliveries without a record: one BatchGetItem beside
+    // its read of the deliveries, about one note each.
+    let note_queries = fanout_invocations.min(count(&fanout, "Query") as usize) as f64;
+    let endpoint_queries = count(&fanout, "Query") as f64 - note_queries;
+    let mean_note = if notes.is_empty() {
+        0.0
+    } else {
+        note_bytes / notes.len() as f64
+    };
+    let sender_note_reads = (count(&send, "BatchGetItem") as f64 - sender_invocations).max(0.0);
     let rru = fanout_reads
         + n * units(delivery_pending, 4096.0)
         + count(&send, "GetItem") as f64 * units(endpoint_size, 4096.0)
-        + count(&fanout, "Query") as f64 * units(endpoint_size * e as f64, 4096.0)
+        + endpoint_queries * units(endpoint_size * e as f64, 4096.0)
+        + note_queries * units(note_bytes, 4096.0)
+        + sender_note_reads * units(mean_note, 4096.0)
         + count(&fanout, "GetItem") as f64
         + other(&pipeline, Kind::DynamoRead);
     let publish_wru = count(&publish, "PutItem") as f64 * units(event_size, 1024.0);
@@ -539,7 +569,7 @@ async fn measure(
         "below_eventbridge_with_publication": delivery_cost + publish_cost < eventbridge,
     });
     println!(
-        "aws-requests E={e}: {expected} deliveries; per delivery: DynamoDB writes {:.3} (table {:.3}, index {:.3}: {indexed_after_fanout} entries after the fan-out, {indexed_after_send} after sending), reads {:.3}, SQS {:.3} ({:.3} with {empty_receives} empty receives at the end); WRU {:.3}, RRU {:.3}",
+        "aws-requests E={e}: {expected} deliveries; per delivery: DynamoDB writes {:.3} (table {:.3}, index {:.3}: {indexed_after_fanout} entries after the fan-out, {indexed_after_send} after sending), reads {:.3}, SQS {:.3} ({:.3} with {empty_receives} empty receives at the end); WRU {:.3}, RRU {:.3}; {} notes of queued deliveries, {:.0} B each",
         writes,
         table_writes,
         index_writes / n,
@@ -547,7 +577,9 @@ async fn measure(
         sqs_busy / n,
         sqs_all / n,
         wru / n,
-        rru / n
+        rru / n,
+        notes.len(),
+        mean_note
     );
     for ((s, o), v) in &pipeline {
         println!("    {s}.{o}: {v} ({:.4} per delivery)", *v as f64 / n);
@@ -591,6 +623,8 @@ async fn measure(
             "sqs_requests_with_idle_receives": round(sqs_all / n, 4),
             "idle_receives_at_end": empty_receives,
             "dynamodb_wru": round(wru / n, 4),
+            "queued_notes": notes.len(),
+            "queued_note_mean_bytes": round(mean_note, 1),
             "dynamodb_rru": round(rru / n, 4),
             "fanout_invocations": round(fanout_inv, 5),
             "sender_invocations": round(sender_inv, 4),

@@ -145,6 +145,12 @@ ADAPTER_ACTIONS = {
         "list_for_endpoint": {"dynamodb:Query"},
         # On the sparse index pending-by-org, not the table.
         "overdue": {"dynamodb:Query"},
+        # The stream fan-out's notes of queued deliveries (items of their
+        # own partition in the table).
+        "note_queued": {"dynamodb:PutItem"},
+        "noted": {"dynamodb:Query"},
+        "notes": {"dynamodb:BatchGetItem"},
+        "notes_between": {"dynamodb:Query"},
     },
     "cursors.rs": {
         "get": {"dynamodb:GetItem"},
@@ -252,8 +258,18 @@ FUNCTION_CALLS = {
         # list_all: requeue.rs checks that a retried delivery's endpoint exists.
         "EndpointsTable": {"create", "get", "summary", "list", "list_all", "update", "delete"},
         # mark_requeued: a stuck pending delivery retried by hand (requeue.rs);
-        # get_many: an event's deliveries in the event log (event_log.rs).
-        "DeliveriesTable": {"get", "get_many", "list_for_endpoint", "transition", "mark_requeued"},
+        # get_many: an event's deliveries in the event log (event_log.rs);
+        # noted, notes_between: deliveries queued without a record yet
+        # (noted.rs).
+        "DeliveriesTable": {
+            "get",
+            "get_many",
+            "list_for_endpoint",
+            "transition",
+            "mark_requeued",
+            "noted",
+            "notes_between",
+        },
         "CursorsTable": {"ensure"},
         "IdempotencyTable": {"claim"},
         "DeliveryQueue": {"send_batch_ids"},
@@ -268,8 +284,9 @@ FUNCTION_CALLS = {
     },
     "fanout": {
         "EndpointsTable": {"list_all"},
-        # get_many: the batch's deliveries, read before they are queued.
-        "DeliveriesTable": {"create_if_absent", "get_many"},
+        # get_many, noted: the batch's deliveries and notes, read before
+        # they are queued; note_queued: a young event's deliveries noted.
+        "DeliveriesTable": {"create_if_absent", "get_many", "noted", "note_queued"},
         "DeliveryQueue": {"send_batch_ids"},
     },
     "sender": {
@@ -287,6 +304,9 @@ FUNCTION_CALLS = {
             "transition",
             "hand_over",
             "postpone",
+            # The notes of deliveries without a record (unrecorded.rs).
+            "notes",
+            "noted",
         },
         # send_batch: operational notices ride the delivery queue.
         "DeliveryQueue": {"change_visibility", "send_batch_ids"},
@@ -320,6 +340,10 @@ FUNCTION_CALLS = {
             # The redrive net hands a dead letter's chain to the message it
             # sends again.
             "hand_over",
+            # The fan-out of swept events reads the notes (and the code it
+            # shares with the stream's fan-out writes them).
+            "noted",
+            "note_queued",
         },
         "CursorsTable": {"list", "advance", "resume_at", "set_resume_at"},
         "DeliveryQueue": {"send_batch_ids"},

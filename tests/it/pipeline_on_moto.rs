@@ -355,7 +355,7 @@ async fn a_delivery_whose_message_sqs_redrives_is_sent_again_then_dead_lettered(
     let ep = sys.endpoint("org", receiver.url("/"), &["*"]).await;
     let event = sys.publish("org", EventType::LeadWon, "{}").await;
     let fanned = sys.fanout.fan_out(std::slice::from_ref(&event)).await;
-    assert_eq!((fanned.created, fanned.enqueued), (1, 1));
+    assert_eq!((fanned.noted, fanned.enqueued), (1, 1));
     // The sweeper's cursor is past the event: no sweep of events looks at it.
     sys.adapters
         .cursors

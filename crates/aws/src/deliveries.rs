@@ -11,12 +11,13 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use webhooks_domain::delivery::{delivery_id, parse_delivery_id, MAX_KEPT_ATTEMPTS};
+use webhooks_domain::queued::{minute_of_delivery, QueuedNote};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
-    cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, Page, Result,
+    cursor, AttemptUpdate, BackendError, DeliveryStore, Lease, NotesPage, Page, Result,
     DELIVERIES_EXAMINED_PER_PAGE,
 };
 
@@ -81,6 +82,51 @@ fn examine_next(query: usize, wanted: usize, left: usize, filtered: bool) -> usi
         left.div_ceil(QUERIES_PER_PAGE.saturating_sub(query).max(1))
     };
     share.min(left).max(1)
+}
+
+/// The partition of an org's queued notes in the deliveries table: no
+/// endpoint id starts so, and a note has no `org_id` or
+/// `next_attempt_at`, so it is in no index.
+fn note_partition(org_id: &str) -> String {
+    format!("queued#{org_id}")
+}
+
+/// What a note's item lists: each delivery id's body (after `dlv_`) and
+/// its message id.
+fn note_entries(item: &HashMap<String, AttributeValue>) -> Vec<(String, String)> {
+    match item.get("d") {
+        Some(AttributeValue::Ss(entries)) => entries
+            .iter()
+            .filter_map(|e| e.split_once(':'))
+            .map(|(d, m)| (d.to_string(), m.to_string()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn note_from_item(item: &HashMap<String, AttributeValue>) -> Result<QueuedNote> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v.clone()),
+        _ => Err(decode_error("queued note", format!("no {name}"))),
+    };
+    let org_id = text("endpoint_id")?
+        .strip_prefix("queued#")
+        .map(str::to_string)
+        .ok_or_else(|| decode_error("queued note", "not a note's partition"))?;
+    let created = text("created_at")?;
+    let created_at = webhooks_domain::time::parse_rfc3339(&created)
+        .ok_or_else(|| decode_error("queued note", format!("bad time '{created}'")))?;
+    let (delivery_ids, messages) = note_entries(item)
+        .into_iter()
+        .map(|(body, message)| (format!("dlv_{body}"), message))
+        .unzip();
+    Ok(QueuedNote {
+        org_id,
+        key: text("event_id")?,
+        delivery_ids,
+        messages,
+        created_at,
+    })
 }
 
 /// Most keys one BatchGetItem takes.
@@ -614,6 +660,161 @@ impl DeliveryStore for DynamoDeliveryStore {
             Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(backend_error("UpdateItem deliveries (postpone)", e)),
         }
+    }
+
+    async fn note_queued(&self, note: &QueuedNote) -> Result<bool> {
+        let entries: Vec<String> = note
+            .delivery_ids
+            .iter()
+            .zip(&note.messages)
+            .map(|(d, m)| format!("{}:{m}", d.strip_prefix("dlv_").unwrap_or(d)))
+            .collect();
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("endpoint_id", s(&note_partition(&note.org_id)))
+            .item("event_id", s(&note.key))
+            .item("d", AttributeValue::Ss(entries))
+            .item("created_at", s(&rfc3339(note.created_at)))
+            .item("expires_at", number(expires_at(note.created_at)))
+            .condition_expression("attribute_not_exists(event_id)")
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("PutItem deliveries (queued note)", e)),
+        }
+    }
+
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+        let mut minutes: Vec<String> = delivery_ids.iter().map(|d| minute_of_delivery(d)).collect();
+        minutes.sort_unstable();
+        minutes.dedup();
+        let wanted: HashSet<&str> = delivery_ids.iter().map(String::as_str).collect();
+        let mut found: HashSet<String> = HashSet::new();
+        for minute in minutes {
+            let mut start: Option<HashMap<String, AttributeValue>> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("endpoint_id = :p AND begins_with(event_id, :m)")
+                    .expression_attribute_values(":p", s(&note_partition(org_id)))
+                    .expression_attribute_values(":m", s(&format!("{minute}#")))
+                    .projection_expression("d")
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| backend_error("Query deliveries (queued notes)", e))?;
+                for item in out.items.unwrap_or_default() {
+                    for (body, _) in note_entries(&item) {
+                        let id = format!("dlv_{body}");
+                        if wanted.contains(id.as_str()) {
+                            found.insert(id);
+                        }
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        let mut found: Vec<String> = found.into_iter().collect();
+        found.sort_unstable();
+        Ok(found)
+    }
+
+    async fn notes_between(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<NotesPage> {
+        let (lower, upper) = (format!("{from}#"), format!("{to}$"));
+        if lower > upper {
+            return Ok(NotesPage::default());
+        }
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("endpoint_id = :p AND event_id BETWEEN :a AND :b")
+            .expression_attribute_values(":p", s(&note_partition(org_id)))
+            .expression_attribute_values(":a", s(&lower))
+            .expression_attribute_values(":b", s(&upper))
+            .consistent_read(true)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| backend_error("Query deliveries (queued notes)", e))?;
+        let notes = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(note_from_item)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(NotesPage {
+            notes,
+            more: out.last_evaluated_key.is_some_and(|k| !k.is_empty()),
+        })
+    }
+
+    async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {
+        let mut keys: Vec<&(String, String)> = keys.iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let keys: Vec<HashMap<String, AttributeValue>> = keys
+            .into_iter()
+            .map(|(org, key)| {
+                HashMap::from([
+                    ("endpoint_id".to_string(), s(&note_partition(org))),
+                    ("event_id".to_string(), s(key)),
+                ])
+            })
+            .collect();
+        let mut found = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();
+            let mut rounds = 0;
+            while !pending.is_empty() {
+                rounds += 1;
+                if rounds > 8 {
+                    return Err(BackendError::Transient(
+                        "BatchGetItem deliveries (queued notes): keys left unprocessed".into(),
+                    ));
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| BackendError::Permanent(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| backend_error("BatchGetItem deliveries (queued notes)", e))?;
+                if let Some(mut responses) = out.responses {
+                    for item in responses.remove(&self.table).unwrap_or_default() {
+                        found.push(note_from_item(&item)?);
+                    }
+                }
+                if let Some(mut unprocessed) = out.unprocessed_keys {
+                    if let Some(left) = unprocessed.remove(&self.table) {
+                        pending = left.keys;
+                        tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn list_for_endpoint(

@@ -773,7 +773,14 @@ impl DeliveryItem {
             last_error: d.last_error.clone(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
-            expires_at: expires_at(d.created_at),
+            // Pending: from its creation or, created by its first attempt
+            // (a delivery the stream noted), from that attempt, as a
+            // recorded attempt renews it.
+            expires_at: expires_at(if d.status == DeliveryStatus::Pending {
+                d.created_at.max(d.updated_at)
+            } else {
+                d.created_at
+            }),
             chain: d.chain.clone(),
             lease_until: d.lease_until.map(|t| t.timestamp_millis()),
         }

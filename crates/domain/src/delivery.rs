@@ -210,6 +210,7 @@ impl Delivery {
             payload: payload.into(),
             trace_id: event.trace_id.clone(),
             redriven: false,
+            queued: None,
         }
     }
 }
@@ -251,6 +252,12 @@ pub struct DeliveryTask {
     /// copy it with the body.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redriven: bool,
+    /// The key of the stream fan-out's note that lists this delivery
+    /// ([`crate::queued`]): set on the message the stream's fan-out sent
+    /// for a delivery it made no record of. That message alone makes the
+    /// delivery's first attempt without a record, once the note is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<String>,
 }
 
 impl DeliveryTask {

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod ids;
 pub mod ops;
 pub mod payload;
+pub mod queued;
 pub mod retry;
 pub mod secret;
 pub mod signing;

@@ -66,6 +66,9 @@ pub enum Op {
     MarkRequeued,
     Postpone,
     ListDeliveries,
+    NoteQueued,
+    GetNoted,
+    GetNotes,
     // CursorStore
     GetCursor,
     AdvanceCursor,
@@ -101,6 +104,8 @@ impl Op {
                 | Op::GetDeliveries
                 | Op::Overdue
                 | Op::ListDeliveries
+                | Op::GetNoted
+                | Op::GetNotes
                 | Op::GetCursor
                 | Op::ListCursors
                 | Op::GetResumeAt

@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::stats::{HourBucket, StatsDelta};
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber};
 use webhooks_ports::{
     AttemptUpdate, Created, CursorStore, DeliveryStore, EndpointHealth, EndpointLookup,
     EndpointStatsStore, EndpointStore, EventLogQuery, EventStore, EventSummary, Lease, Listed,
-    OrgEndpoints, Page, Queue, QueueMessage, ReceivedMessage, Result, Updated,
+    NotesPage, OrgEndpoints, Page, Queue, QueueMessage, ReceivedMessage, Result, Updated,
 };
 
 /// A store or a queue whose calls go through `policy`.
@@ -227,6 +228,27 @@ impl<T: DeliveryStore + ?Sized, P: Policy> DeliveryStore for Faulty<T, P> {
                 .postpone(delivery_id, attempts_made, chain, until, now, stale_before),
         )
         .await
+    }
+    async fn note_queued(&self, note: &QueuedNote) -> Result<bool> {
+        self.around(Op::NoteQueued, self.inner.note_queued(note))
+            .await
+    }
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+        self.around(Op::GetNoted, self.inner.noted(org_id, delivery_ids))
+            .await
+    }
+    async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {
+        self.around(Op::GetNotes, self.inner.notes(keys)).await
+    }
+    async fn notes_between(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<NotesPage> {
+        let call = self.inner.notes_between(org_id, from, to, limit);
+        self.around(Op::GetNotes, call).await
     }
     async fn list_for_endpoint(
         &self,

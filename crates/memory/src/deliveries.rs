@@ -4,16 +4,18 @@ use crate::clock::StoreClock;
 use crate::events::MemoryEventStore;
 use crate::expiry::{DeliveryExpiry, DeliveryKey, Removed, Retention};
 use crate::index_lag::{IndexLag, LagSeen, LaggingIndex};
+use crate::queued::Notes;
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
-use webhooks_domain::delivery::{parse_delivery_id, MAX_KEPT_ATTEMPTS};
+use webhooks_domain::delivery::parse_delivery_id;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
-    cursor, AttemptUpdate, BackendError, Clock, DeliveryStore, Lease, Page, Result,
+    cursor, AttemptUpdate, BackendError, Clock, DeliveryStore, Lease, NotesPage, Page, Result,
     DELIVERIES_EXAMINED_PER_PAGE,
 };
 
@@ -73,6 +75,8 @@ pub struct MemoryDeliveryStore {
     /// modelled ([`MemoryDeliveryStore::lag_index`]); locked after
     /// `pending`.
     lagging: Mutex<Option<LaggingIndex>>,
+    /// The stream fan-out's notes of queued deliveries.
+    notes: Mutex<Notes>,
 }
 
 type PendingKey = (String, DateTime<Utc>, String);
@@ -132,6 +136,7 @@ impl MemoryDeliveryStore {
             retention,
             events,
             lagging: Mutex::default(),
+            notes: Mutex::default(),
         })
     }
 
@@ -293,7 +298,10 @@ impl DeliveryStore for MemoryDeliveryStore {
         ds.insert(key.clone(), delivery.clone());
         self.reindex(None, delivery);
         if delivery.status == DeliveryStatus::Pending {
-            self.keep_pending(&mut ds, &key, delivery.created_at);
+            // Created by its first attempt (a delivery the stream noted),
+            // its time to live starts at that attempt, as a record's would.
+            let from = delivery.created_at.max(delivery.updated_at);
+            self.keep_pending(&mut ds, &key, from);
         } else {
             lock(&self.expiry).set(&key, delivery.created_at + self.retention.ttl, false);
             self.retire(&mut ds, &key);
@@ -364,16 +372,7 @@ impl DeliveryStore for MemoryDeliveryStore {
                         .as_ref()
                         .is_none_or(|by| d.chain.as_ref() == Some(by)) =>
             {
-                let mut next = d.clone();
-                next.attempts.push(update.attempt.clone());
-                let excess = next.attempts.len().saturating_sub(MAX_KEPT_ATTEMPTS);
-                next.attempts.drain(..excess);
-                next.attempt_count = update.attempt.number;
-                next.status = update.status;
-                next.next_attempt_at = update.next_attempt_at;
-                next.last_error.clone_from(&update.last_error);
-                next.updated_at = update.attempt.at;
-                next.lease_until = None;
+                let next = update.apply(d);
                 refuse_oversized(&next)?;
                 let old = pending_key(d);
                 *d = next;
@@ -565,6 +564,28 @@ impl DeliveryStore for MemoryDeliveryStore {
         } else {
             Ok(false)
         }
+    }
+
+    async fn note_queued(&self, note: &QueuedNote) -> Result<bool> {
+        lock(&self.notes).write(note, &self.retention, self.clock.now())
+    }
+
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+        Ok(lock(&self.notes).noted(org_id, delivery_ids, &self.retention, self.clock.now()))
+    }
+
+    async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {
+        Ok(lock(&self.notes).get(keys, &self.retention, self.clock.now()))
+    }
+
+    async fn notes_between(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<NotesPage> {
+        Ok(lock(&self.notes).between(org_id, from, to, limit, &self.retention, self.clock.now()))
     }
 
     async fn list_for_endpoint(

@@ -15,6 +15,7 @@ mod idempotency;
 mod inbound;
 pub mod index_lag;
 mod queue;
+mod queued;
 mod stats;
 pub mod sync;
 
@@ -26,6 +27,7 @@ pub use expiry::Retention;
 pub use idempotency::MemoryIdempotencyStore;
 pub use inbound::MemoryInboundStore;
 pub use queue::{MemoryQueue, QueueEvent, QueueWatch, SqsBehaviour};
+pub use queued::note_item_size;
 pub use stats::MemoryStatsStore;
 
 use std::sync::Arc;

@@ -3,8 +3,11 @@
 
 use futures::stream::{self, StreamExt};
 use std::cell::OnceCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use webhooks_domain::event::MIN_SETTLE_WINDOW;
+use webhooks_domain::ids;
+use webhooks_domain::queued::{assign_notes, message_tag, QueuedNote};
 use webhooks_domain::{Delivery, Event, Payload, Subscriber};
 use webhooks_ports::{
     Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, QueueMessage, SystemClock,
@@ -24,12 +27,16 @@ pub struct FanOut {
 /// What a fan-out of a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOutReport {
-    /// Deliveries created by this call.
+    /// Deliveries created by this call (the sweeper's, and the stream's
+    /// of late events).
     pub created: usize,
     /// Deliveries that already existed (a replayed event).
     pub existing: usize,
     /// Messages queued (one per new delivery; an existing one has its own).
     pub enqueued: usize,
+    /// Deliveries queued and noted, without a record: their first
+    /// attempt's outcome creates it.
+    pub noted: usize,
     /// Index of the first event that could not be fully fanned out; it and
     /// the events after it must be offered again.
     pub first_failure: Option<usize>,
@@ -65,14 +72,26 @@ impl FanOut {
         self
     }
 
-    /// Fans out a batch of events given in stream order (the stream's, or
-    /// the sweeper's of events the stream has most likely handed over
-    /// already). Safe to repeat: the deliveries are read first, and only the
-    /// missing ones are queued and created. One that exists is left alone,
-    /// whatever its state: its record was created after its message was
-    /// sent, and that message is on the queue still (waiting behind a
-    /// backlog, deferred by its endpoint's limits), or SQS moved it to the
-    /// dead-letter queue, where the redrive net finds it
+    /// Fans out a batch of events handed over by the stream: a delivery of
+    /// an event still young enough ([`notes_deadline`]) gets no record, but
+    /// a line in a note of what this call queued ([`webhooks_domain::queued`],
+    /// one write per org and minute of events), and its first attempt's
+    /// outcome creates its record; a delivery of an older event (a late
+    /// stream) is created as the sweeper's are. See [`FanOut::fan_out_swept`]
+    /// for what every fan-out does.
+    pub async fn fan_out(&self, events: &[Event]) -> FanOutReport {
+        self.run(events, Source::Stream).await
+    }
+
+    /// Fans out a batch of events given in stream order (the sweeper's, of
+    /// events the stream has most likely handed over already, older than
+    /// the settle window). Safe to repeat: the deliveries and the notes are
+    /// read first, and only the deliveries neither holds are queued (and
+    /// created, or noted). One that exists or is noted is left alone,
+    /// whatever its state: its message was sent before its record or note
+    /// was written, and that message is on the queue still (waiting behind
+    /// a backlog, deferred by its endpoint's limits), or SQS moved it to
+    /// the dead-letter queue, where the redrive net finds it
     /// ([`crate::redrive`]). So a replay or a sweep never gives a delivery
     /// that merely waits a second message.
     ///
@@ -84,7 +103,11 @@ impl FanOut {
     /// queue with copies for as long as it is retried. When the read fails,
     /// nothing is queued or created: every event with a delivery to make is
     /// offered again.
-    pub async fn fan_out(&self, events: &[Event]) -> FanOutReport {
+    pub async fn fan_out_swept(&self, events: &[Event]) -> FanOutReport {
+        self.run(events, Source::Sweep).await
+    }
+
+    async fn run(&self, events: &[Event], source: Source) -> FanOutReport {
         let mut report = FanOutReport::default();
         let mut failed = vec![false; events.len()];
 
@@ -104,7 +127,7 @@ impl FanOut {
             .collect()
             .await;
 
-        // One conditional create per (endpoint, event).
+        // One delivery per (endpoint, event).
         let now = self.clock.now();
         let mut wanted: Vec<(usize, Delivery)> = Vec::new();
         for (i, event) in events.iter().enumerate() {
@@ -134,22 +157,20 @@ impl FanOut {
         let mut seen = HashSet::new();
         wanted.retain(|(_, d)| seen.insert(d.id.clone()));
 
-        // Read first: the deliveries that exist are left alone (each has
-        // its own message); only the missing ones are queued and created.
+        // Read first: the deliveries that exist or are noted are left alone
+        // (each has its own message); only the others are queued.
         if !wanted.is_empty() {
-            let ids: Vec<String> = wanted.iter().map(|(_, d)| d.id.clone()).collect();
-            match self.deliveries.get_many(&ids).await {
-                Ok(found) => {
-                    let found: HashSet<String> = found.into_iter().map(|d| d.id).collect();
+            match self.known(&wanted).await {
+                Ok(known) => {
                     let before = wanted.len();
-                    wanted.retain(|(_, d)| !found.contains(&d.id));
+                    wanted.retain(|(_, d)| !known.contains(&d.id));
                     report.existing += before - wanted.len();
                 }
                 Err(e) => {
                     // Queueing blind would give every delivery that exists
                     // a second message, finished ones too: the events are
                     // offered again instead.
-                    tracing::warn!(error = %e, "could not read deliveries before creating them; offered again");
+                    tracing::warn!(error = %e, "could not read deliveries before queueing them; offered again");
                     for (i, _) in wanted.drain(..) {
                         failed[i] = true;
                     }
@@ -157,12 +178,35 @@ impl FanOut {
             }
         }
 
-        // Queued first, created after: a delivery's record never exists
-        // without its message having been sent (a crash in between leaves a
-        // message whose record the sender creates), so a delivery never
-        // attempted needs no index entry for the reconciler to find it.
-        // Each event's payload is serialized once, however many endpoints
-        // it goes to.
+        // Noted (no record until the first attempt) only from the stream,
+        // and only while the event is young enough that no sweep can read
+        // it before the note is written.
+        let keys: Vec<Option<String>> = {
+            let noted: Vec<(usize, (&str, &str, &str))> = wanted
+                .iter()
+                .enumerate()
+                .filter(|(_, (i, _))| source == Source::Stream && now < notes_deadline(&events[*i]))
+                .map(|(slot, (_, d))| {
+                    (
+                        slot,
+                        (d.org_id.as_str(), d.event_id.as_str(), d.id.as_str()),
+                    )
+                })
+                .collect();
+            let items: Vec<(&str, &str, &str)> = noted.iter().map(|(_, item)| *item).collect();
+            let mut keys = vec![None; wanted.len()];
+            for ((slot, _), key) in noted.iter().zip(assign_notes(&items)) {
+                keys[*slot] = Some(key);
+            }
+            keys
+        };
+
+        // Queued first, created or noted after: a delivery's record or note
+        // never exists without its message having been sent (a crash in
+        // between leaves a message whose record the sender creates), so a
+        // delivery never attempted needs no index entry for the reconciler
+        // to find it. Each event's payload is serialized once, however many
+        // endpoints it goes to.
         let mut payloads: Vec<Option<Payload>> = vec![None; events.len()];
         let mut payload_of = |i: usize| -> Payload {
             payloads[i]
@@ -172,7 +216,12 @@ impl FanOut {
         // Each message, in `wanted`'s order.
         let messages: Vec<QueueMessage> = wanted
             .iter()
-            .map(|(i, d)| task_message(&events[*i], d, payload_of(*i)))
+            .zip(&keys)
+            .map(|((i, d), key)| {
+                let mut task = d.task(&events[*i], payload_of(*i));
+                task.queued.clone_from(key);
+                QueueMessage::task(&task)
+            })
             .collect();
         let mut unsent = vec![false; events.len()];
         let ids = match self.queue.send_batch_ids(&messages).await {
@@ -193,10 +242,34 @@ impl FanOut {
         }
 
         // An event whose messages did not all go is offered again, before
-        // any of its deliveries is created.
-        wanted.retain(|(i, _)| !unsent[*i]);
+        // any of its deliveries is created or noted.
+        let mut to_note: Vec<(usize, Delivery, String)> = Vec::new();
+        let mut to_create: Vec<(usize, Delivery)> = Vec::new();
+        let late = self.clock.now();
+        for ((i, d), key) in wanted.into_iter().zip(keys) {
+            if unsent[i] {
+                continue;
+            }
+            match key {
+                // The sends took so long that a sweep may read the event
+                // before the note is written: created instead (its message
+                // then finds the record).
+                Some(key) if late < notes_deadline(&events[i]) => to_note.push((i, d, key)),
+                _ => to_create.push((i, d)),
+            }
+        }
+        for (i, written) in self.note(to_note, now).await {
+            match written {
+                Some(true) => report.noted += 1,
+                // Another fan-out of the same deliveries (the stream handed
+                // the batch over twice at once) noted them first: its
+                // messages carry them, and this call's give way.
+                Some(false) => report.existing += 1,
+                None => failed[i] = true,
+            }
+        }
         let created: Vec<(usize, Delivery, Result<Option<Delivery>, BackendError>)> =
-            stream::iter(wanted.into_iter().map(|(i, d)| {
+            stream::iter(to_create.into_iter().map(|(i, d)| {
                 let deliveries = self.deliveries.clone();
                 async move {
                     let r = deliveries.create_if_absent(&d).await;
@@ -223,7 +296,111 @@ impl FanOut {
         report.first_failure = failed.iter().position(|f| *f);
         report
     }
+
+    /// The ids among `wanted` that have a record or a note.
+    async fn known(&self, wanted: &[(usize, Delivery)]) -> Result<HashSet<String>, BackendError> {
+        let ids: Vec<String> = wanted.iter().map(|(_, d)| d.id.clone()).collect();
+        let mut by_org: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (_, d) in wanted {
+            by_org
+                .entry(d.org_id.clone())
+                .or_default()
+                .push(d.id.clone());
+        }
+        let records = self.deliveries.get_many(&ids);
+        let notes = stream::iter(by_org.into_iter().map(|(org, ids)| {
+            let deliveries = self.deliveries.clone();
+            async move { deliveries.noted(&org, &ids).await }
+        }))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+        let (records, notes) = futures::join!(records, notes);
+        let mut known: HashSet<String> = records?.into_iter().map(|d| d.id).collect();
+        for noted in notes {
+            known.extend(noted?);
+        }
+        Ok(known)
+    }
+
+    /// Writes the notes of the deliveries queued under their keys, each
+    /// naming the message sent for it (its `chain`); each delivery's event
+    /// index, and whether its note was written (`Some(false)`: another
+    /// fan-out wrote that note first; `None`: the write failed).
+    async fn note(
+        &self,
+        queued: Vec<(usize, Delivery, String)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(usize, Option<bool>)> {
+        let mut notes: BTreeMap<(String, String), (QueuedNote, Vec<usize>)> = BTreeMap::new();
+        for (i, d, key) in queued {
+            let entry = notes
+                .entry((d.org_id.clone(), key.clone()))
+                .or_insert_with(|| {
+                    (
+                        QueuedNote {
+                            org_id: d.org_id.clone(),
+                            key,
+                            delivery_ids: Vec::new(),
+                            messages: Vec::new(),
+                            created_at: now,
+                        },
+                        Vec::new(),
+                    )
+                });
+            entry
+                .0
+                .messages
+                .push(message_tag(d.chain.as_deref().unwrap_or_default()).to_string());
+            entry.0.delivery_ids.push(d.id);
+            entry.1.push(i);
+        }
+        let written: Vec<(Vec<usize>, Option<bool>)> =
+            stream::iter(notes.into_values().map(|(note, events)| {
+                let deliveries = self.deliveries.clone();
+                async move {
+                    let written = deliveries.note_queued(&note).await;
+                    match written {
+                        Ok(true) => (events, Some(true)),
+                        Ok(false) => {
+                            tracing::info!(org_id = %note.org_id, key = %note.key, "another fan-out of these deliveries noted them first; its messages carry them");
+                            (events, Some(false))
+                        }
+                        Err(e) => {
+                            tracing::warn!(org_id = %note.org_id, key = %note.key, error = %e, "could not write the note of queued deliveries; offered again");
+                            (events, None)
+                        }
+                    }
+                }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        written
+            .into_iter()
+            .flat_map(|(events, written)| events.into_iter().map(move |i| (i, written)))
+            .collect()
+    }
 }
+
+/// Where a batch of events comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Stream,
+    Sweep,
+}
+
+/// Until when the stream's fan-out may note an event's deliveries instead
+/// of creating them: a settle window after the event's id was made, less
+/// [`NOTE_MARGIN`] for the note's write. The sweeper reads an event only
+/// once it is older than its settle window (at least
+/// [`MIN_SETTLE_WINDOW`]), so it finds the note of any delivery noted.
+pub fn notes_deadline(event: &Event) -> chrono::DateTime<chrono::Utc> {
+    let made = ids::made_at(&event.id, "evt").unwrap_or(event.created_at);
+    made + chrono::Duration::from_std(MIN_SETTLE_WINDOW).unwrap_or_default() - NOTE_MARGIN
+}
+
+/// What a note's write is given before a sweep may read its event.
+pub const NOTE_MARGIN: chrono::Duration = chrono::Duration::seconds(20);
 
 /// The endpoints an event goes to: the one it targets (a test event,
 /// whatever its subscription and filter say), or every enabled endpoint
@@ -262,16 +439,12 @@ fn filter_body(event: &Event) -> Option<serde_json::Value> {
     body
 }
 
-/// The queue message of `delivery`'s task, of its org's tenant.
-fn task_message(event: &Event, delivery: &Delivery, payload: Payload) -> QueueMessage {
-    QueueMessage::task(&delivery.task(event, payload))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::value::RawValue;
     use std::time::Duration;
+    use webhooks_domain::queued::NOTE_CAPACITY;
     use webhooks_domain::{
         DeliveryStatus, DeliveryTask, Endpoint, EventType, Secret, Subscription,
     };
@@ -315,6 +488,64 @@ mod tests {
         Event::new(org, t, RawValue::from_string(r#"{"n":1}"#.into()).unwrap())
     }
 
+    /// An event whose id was made `secs` seconds ago.
+    fn event_aged(org: &str, secs: i64) -> Event {
+        let mut e = event(org, EventType::LeadWon);
+        let made = chrono::Utc::now() - chrono::Duration::seconds(secs);
+        e.id = ids::new_id_at("evt", made);
+        e.created_at = made;
+        e
+    }
+
+    impl TestSystem {
+        /// The (endpoint, event) of every delivery made: each has its
+        /// message, noted or recorded.
+        fn made(&self) -> Vec<(String, String)> {
+            let mut made: Vec<(String, String)> = self
+                .queue
+                .bodies()
+                .iter()
+                .map(|b| {
+                    let task: DeliveryTask = serde_json::from_str(b).unwrap();
+                    (task.endpoint_id, task.event_id)
+                })
+                .collect();
+            made.sort();
+            made
+        }
+
+        /// The delivery of `event_id` as its first attempt's outcome would
+        /// leave it (the record created).
+        async fn attempt_first(&self, delivery_id: &str, status: DeliveryStatus) {
+            let (ep, evt) = webhooks_domain::delivery::parse_delivery_id(delivery_id).unwrap();
+            let d = Delivery::new("a", &ep, &evt, EventType::LeadWon);
+            let update = webhooks_ports::AttemptUpdate {
+                attempt: webhooks_domain::Attempt {
+                    number: 1,
+                    at: chrono::Utc::now(),
+                    status_code: Some(if status == DeliveryStatus::Delivered {
+                        200
+                    } else {
+                        500
+                    }),
+                    error: None,
+                    latency_ms: 1,
+                    response_body: None,
+                },
+                status,
+                next_attempt_at: None,
+                last_error: None,
+                unleased_by: None,
+            };
+            let created = self
+                .deliveries
+                .create_if_absent(&update.apply(&d))
+                .await
+                .unwrap();
+            assert!(created.is_none());
+        }
+    }
+
     #[tokio::test]
     async fn one_delivery_per_subscribed_endpoint() {
         let w = world();
@@ -328,15 +559,10 @@ mod tests {
 
         let e = event("a", EventType::InvoicePaid);
         let r = w.fanout.fan_out(std::slice::from_ref(&e)).await;
-        assert_eq!(r.created, 2);
+        assert_eq!((r.noted, r.created), (2, 0));
         assert_eq!(r.enqueued, 2);
         assert_eq!(r.first_failure, None);
-        let mut targets: Vec<String> = w
-            .deliveries
-            .all()
-            .into_iter()
-            .map(|d| d.endpoint_id)
-            .collect();
+        let mut targets: Vec<String> = w.made().into_iter().map(|(ep, _)| ep).collect();
         targets.sort();
         let mut expected = vec![paid.id, all.id];
         expected.sort();
@@ -346,12 +572,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_delivery_is_created_owned_by_the_message_sent_for_it() {
+    async fn each_swept_delivery_is_created_owned_by_the_message_sent_for_it() {
         let w = world();
         endpoint(&w, "a", &["*"]).await;
         endpoint(&w, "a", &["*"]).await;
-        let r = w.fanout.fan_out(&[event("a", EventType::LeadWon)]).await;
-        assert_eq!(r.created, 2);
+        let r = w
+            .fanout
+            .fan_out_swept(&[event("a", EventType::LeadWon)])
+            .await;
+        assert_eq!((r.created, r.noted), (2, 0));
         let received = w.queue.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(received.len(), 2);
         for m in received {
@@ -360,6 +589,122 @@ mod tests {
             assert_eq!(d.chain.as_deref(), Some(m.message_id.as_str()));
             assert_eq!(d.lease_until, None);
         }
+    }
+
+    #[tokio::test]
+    async fn a_young_events_deliveries_are_noted_and_each_message_names_its_note() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "a", &["*"]).await;
+        endpoint(&w, "b", &["*"]).await;
+        let events = [
+            event("a", EventType::LeadWon),
+            event("b", EventType::LeadWon),
+        ];
+        let r = w.fanout.fan_out(&events).await;
+        assert_eq!((r.noted, r.created, r.enqueued), (3, 0, 3));
+        assert!(
+            w.deliveries.all().is_empty(),
+            "no record before the first attempt"
+        );
+        for m in w.queue.messages() {
+            let task: DeliveryTask = serde_json::from_str(&m.body).unwrap();
+            let key = task.queued.clone().expect("the message names its note");
+            let notes = w
+                .deliveries
+                .notes(&[(task.org_id.clone(), key)])
+                .await
+                .unwrap();
+            assert_eq!(notes.len(), 1);
+            assert!(notes[0].lists(&task.delivery_id));
+            assert_eq!(notes[0].org_id, task.org_id);
+        }
+        // One note per org and minute of events for the call.
+        let a = w.deliveries.noted("a", &[]).await.unwrap();
+        assert!(a.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_event_too_old_to_note_is_created_even_from_the_stream() {
+        let w = world();
+        let mut ep = Endpoint::new(
+            "a",
+            "https://example.com/hook".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        ep.created_at = chrono::Utc::now() - chrono::Duration::minutes(5);
+        let created = w.endpoints.create(&ep, u32::MAX).await.unwrap();
+        assert_eq!(created, webhooks_ports::Created::Written);
+        // A sweep may read it before a note could be written.
+        let old = event_aged("a", 45);
+        let r = w.fanout.fan_out(std::slice::from_ref(&old)).await;
+        assert_eq!((r.noted, r.created), (0, 1));
+        let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
+        assert_eq!(task.queued, None);
+        // Young enough: noted.
+        let young = event_aged("a", 35);
+        let r = w.fanout.fan_out(std::slice::from_ref(&young)).await;
+        assert_eq!((r.noted, r.created), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_replay_or_a_sweep_gives_a_noted_delivery_no_second_message() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        let e = event("a", EventType::LeadWon);
+        w.fanout.fan_out(std::slice::from_ref(&e)).await;
+        for _ in 0..2 {
+            let r = w.fanout.fan_out(std::slice::from_ref(&e)).await;
+            assert_eq!((r.noted, r.created, r.existing, r.enqueued), (0, 0, 1, 0));
+            let r = w.fanout.fan_out_swept(std::slice::from_ref(&e)).await;
+            assert_eq!((r.noted, r.created, r.existing, r.enqueued), (0, 0, 1, 0));
+        }
+        assert_eq!(w.queue.len(), 1);
+        assert!(w.deliveries.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_note_offers_the_event_again_and_the_replay_notes_it() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        let e = event("a", EventType::LeadWon);
+        let unnoted = FanOut::new(
+            w.endpoints.clone(),
+            Arc::new(webhooks_faults::Faulty::new(
+                w.deliveries.clone(),
+                Arc::new(
+                    webhooks_faults::Script::new().fail(webhooks_faults::Op::NoteQueued, ..=1),
+                ),
+            )),
+            w.queue.clone(),
+        );
+        let r = unnoted.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!((r.noted, r.enqueued, r.first_failure), (0, 1, Some(0)));
+        // The replay finds nothing noted: a second message, noted this time.
+        let r = unnoted.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!((r.noted, r.enqueued, r.first_failure), (1, 1, None));
+        let tasks: Vec<DeliveryTask> = w
+            .queue
+            .bodies()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect();
+        assert_eq!(tasks.len(), 2);
+        // The same deliveries make the same key; the note names the
+        // replay's message, and the first one gives way to it.
+        assert_eq!(tasks[0].queued, tasks[1].queued);
+        let received = w.queue.receive(10, Duration::ZERO).await.unwrap();
+        let note = w
+            .deliveries
+            .notes(&[("a".to_string(), tasks[0].queued.clone().unwrap())])
+            .await
+            .unwrap();
+        let named = received
+            .iter()
+            .filter(|m| note[0].names(&tasks[0].delivery_id, &m.message_id))
+            .count();
+        assert_eq!((received.len(), named), (2, 1), "one of the two named");
     }
 
     #[tokio::test]
@@ -387,7 +732,7 @@ mod tests {
         let w = world();
         endpoint(&w, "a", &["*"]).await;
         let e = event("a", EventType::LeadWon);
-        w.fanout.fan_out(std::slice::from_ref(&e)).await;
+        w.fanout.fan_out_swept(std::slice::from_ref(&e)).await;
         let d = w.deliveries.all().remove(0);
         w.deliveries
             .record_attempt(
@@ -449,13 +794,27 @@ mod tests {
         endpoint(&w, "a", &["*"]).await;
         let down = FanOut::new(w.endpoints.clone(), w.deliveries.clone(), Arc::new(Down));
         let e = event("a", EventType::LeadWon);
-        let r = down.fan_out(std::slice::from_ref(&e)).await;
-        assert_eq!(r.first_failure, Some(0));
-        assert_eq!((r.created, r.enqueued), (0, 0));
-        assert!(w.deliveries.all().is_empty(), "no record without a message");
+        for swept in [false, true] {
+            let r = if swept {
+                down.fan_out_swept(std::slice::from_ref(&e)).await
+            } else {
+                down.fan_out(std::slice::from_ref(&e)).await
+            };
+            assert_eq!(r.first_failure, Some(0));
+            assert_eq!((r.created, r.noted, r.enqueued), (0, 0, 0));
+            assert!(w.deliveries.all().is_empty(), "no record without a message");
+            assert!(w.deliveries.noted("a", &[]).await.unwrap().is_empty());
+        }
         // Offered again once the queue is back.
-        let r = w.fanout.fan_out(&[e]).await;
-        assert_eq!((r.created, r.enqueued, r.first_failure), (1, 1, None));
+        let r = w.fanout.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!((r.noted, r.enqueued, r.first_failure), (1, 1, None));
+        let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
+        let noted = w
+            .deliveries
+            .noted("a", std::slice::from_ref(&task.delivery_id))
+            .await
+            .unwrap();
+        assert_eq!(noted.len(), 1, "noted once its message went");
     }
 
     #[tokio::test]
@@ -483,27 +842,9 @@ mod tests {
         let done = event("a", EventType::LeadWon);
         w.fanout.fan_out(std::slice::from_ref(&done)).await;
         // Delivered since: a blind send would queue it again.
-        let d = w.deliveries.all().remove(0);
-        w.deliveries
-            .record_attempt(
-                &d.id,
-                &webhooks_ports::AttemptUpdate {
-                    attempt: webhooks_domain::Attempt {
-                        number: 1,
-                        at: chrono::Utc::now(),
-                        status_code: Some(200),
-                        error: None,
-                        latency_ms: 1,
-                        response_body: None,
-                    },
-                    status: DeliveryStatus::Delivered,
-                    next_attempt_at: None,
-                    last_error: None,
-                    unleased_by: None,
-                },
-            )
-            .await
-            .unwrap();
+        let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
+        w.attempt_first(&task.delivery_id, DeliveryStatus::Delivered)
+            .await;
         let queued = w.queue.len();
         let fresh = event("b", EventType::LeadWon);
         let blind = FanOut::new(
@@ -519,14 +860,14 @@ mod tests {
         );
         let batch = [quiet, done, fresh.clone()];
         let r = blind.fan_out(&batch).await;
-        assert_eq!((r.created, r.existing, r.enqueued), (0, 0, 0));
+        assert_eq!((r.created, r.noted, r.existing, r.enqueued), (0, 0, 0, 0));
         // The first event has no endpoint: nothing to do, nothing to offer.
         assert_eq!(r.first_failure, Some(1));
         assert_eq!(w.queue.len(), queued, "nothing queued");
         assert_eq!(w.deliveries.all().len(), 1, "nothing created");
         // Offered again once the table answers: only the missing one goes.
         let r = w.fanout.fan_out(&batch[1..]).await;
-        assert_eq!((r.created, r.existing, r.enqueued), (1, 1, 1));
+        assert_eq!((r.noted, r.existing, r.enqueued), (1, 1, 1));
         assert_eq!(r.first_failure, None);
         let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[queued]).unwrap();
         assert_eq!(task.event_id, fresh.id);
@@ -540,8 +881,8 @@ mod tests {
         let mut e = event("a", EventType::SurveySubmitted);
         e.target_endpoint = Some(target.id.clone());
         let r = w.fanout.fan_out(&[e]).await;
-        assert_eq!(r.created, 1);
-        assert_eq!(w.deliveries.all()[0].endpoint_id, target.id);
+        assert_eq!(r.noted, 1);
+        assert_eq!(w.made()[0].0, target.id);
     }
 
     async fn filtered_endpoint(w: &TestSystem, org: &str, pattern: serde_json::Value) -> Endpoint {
@@ -579,22 +920,16 @@ mod tests {
             r#"{"amount":50,"currency":"eur"}"#,
         );
         let r = w.fanout.fan_out(std::slice::from_ref(&small)).await;
-        assert_eq!((r.created, r.enqueued), (2, 2));
+        assert_eq!((r.noted, r.enqueued), (2, 2));
         let big = event_with(
             "a",
             EventType::LeadWon,
             r#"{"amount":150,"currency":"eur"}"#,
         );
         let r = w.fanout.fan_out(std::slice::from_ref(&big)).await;
-        assert_eq!((r.created, r.enqueued), (2, 2));
+        assert_eq!((r.noted, r.enqueued), (2, 2));
 
-        let mut got: Vec<(String, String)> = w
-            .deliveries
-            .all()
-            .into_iter()
-            .map(|d| (d.endpoint_id, d.event_id))
-            .collect();
-        got.sort();
+        let got = w.made();
         let mut expected = vec![
             (paid.id.clone(), small.id.clone()),
             (plain.id.clone(), small.id.clone()),
@@ -613,7 +948,7 @@ mod tests {
         let mut e = event("a", EventType::LeadWon);
         e.target_endpoint = Some(ep.id.clone());
         let r = w.fanout.fan_out(&[e]).await;
-        assert_eq!(r.created, 1);
+        assert_eq!(r.noted, 1);
     }
 
     #[tokio::test]
@@ -632,8 +967,8 @@ mod tests {
         let e = event_with("a", EventType::LeadWon, &deep);
         assert!(e.filter_body().is_none());
         let r = w.fanout.fan_out(&[e]).await;
-        assert_eq!((r.created, r.first_failure), (1, None));
-        assert_eq!(w.deliveries.all()[0].endpoint_id, plain.id);
+        assert_eq!((r.noted, r.first_failure), (1, None));
+        assert_eq!(w.made()[0].0, plain.id);
     }
 
     #[tokio::test]
@@ -646,7 +981,31 @@ mod tests {
             .fanout
             .fan_out(&[event("big", EventType::ClientCreated)])
             .await;
-        assert_eq!((r.created, r.enqueued), (1000, 1000));
+        assert_eq!((r.noted, r.enqueued), (1000, 1000));
         assert_eq!(w.queue.len(), 1000);
+        // 17 notes hold them all (60 a note, 4 KB each): 17 writes, not a
+        // thousand.
+        let mut keys: Vec<(String, String)> = w
+            .queue
+            .bodies()
+            .iter()
+            .map(|b| {
+                let task: DeliveryTask = serde_json::from_str(b).unwrap();
+                ("big".to_string(), task.queued.unwrap())
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 17);
+        let notes = w.deliveries.notes(&keys).await.unwrap();
+        let listed: usize = notes.iter().map(|n| n.delivery_ids.len()).sum();
+        assert_eq!(listed, 1000);
+        assert!(notes.iter().all(|n| n.delivery_ids.len() <= NOTE_CAPACITY));
+        let size = notes
+            .iter()
+            .map(webhooks_memory::note_item_size)
+            .max()
+            .unwrap();
+        assert!(size <= 4096, "a note is read in one unit: {size} B");
     }
 }

@@ -489,7 +489,7 @@ impl Sweeper {
             let r = if events.is_empty() {
                 crate::FanOutReport::default()
             } else {
-                self.fanout.fan_out(&events).await
+                self.fanout.fan_out_swept(&events).await
             };
             report.deliveries_created += r.created;
             report.enqueued += r.enqueued;

@@ -94,6 +94,7 @@ impl World {
             payload: event.payload().into(),
             trace_id: None,
             redriven: false,
+            queued: None,
         };
         self.queue
             .send_batch(&[webhooks_ports::QueueMessage::task(&task)])

@@ -78,8 +78,19 @@ struct World {
     event: Event,
 }
 
-/// One org with one endpoint, and an event fanned out to it.
+/// One org with one endpoint, and an event fanned out to it by the
+/// stream: noted, with no record until its first attempt.
 async fn a_fanned_out_event() -> World {
+    fanned_out(false).await
+}
+
+/// [`a_fanned_out_event`], fanned out as a sweep (or a late stream) does:
+/// its record created, owned by its message.
+async fn a_recorded_event() -> World {
+    fanned_out(true).await
+}
+
+async fn fanned_out(recorded: bool) -> World {
     let clock = TokioClock::starting_at(chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
     let memory = MemoryBackend::with_clock(Duration::from_secs(180), clock.clone());
     let adapters = memory.adapters();
@@ -113,10 +124,17 @@ async fn a_fanned_out_event() -> World {
     event.id = ids::id_floor_at("evt", event.created_at);
     adapters.events.put_if_absent(&event).await.unwrap();
     tokio::time::advance(Duration::from_secs(2)).await;
-    let fanned = FanOut::from_adapters(&adapters)
-        .fan_out(std::slice::from_ref(&event))
-        .await;
+    let fanout = FanOut::from_adapters(&adapters);
+    let fanned = if recorded {
+        fanout.fan_out_swept(std::slice::from_ref(&event)).await
+    } else {
+        fanout.fan_out(std::slice::from_ref(&event)).await
+    };
     assert_eq!(fanned.enqueued, 1);
+    assert_eq!(
+        (fanned.created, fanned.noted),
+        if recorded { (1, 0) } else { (0, 1) }
+    );
     World {
         adapters,
         memory,
@@ -231,6 +249,66 @@ async fn a_worn_message_of_a_delivery_never_attempted_is_renewed() {
     );
     let d = the_delivery(&w).await;
     assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+}
+
+/// Found by the simulation: a worn message of a noted delivery is renewed
+/// once the delivery's record is made, owned by the worn message (the copy
+/// then takes the chain by hand-over). When that create failed, the copy
+/// was sent naming the note, which names the worn message, so the copy
+/// gave way to a message that was finished: lost. Now such a copy goes
+/// without the note's key, and adopts the delivery.
+#[tokio::test(start_paused = true)]
+async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_without_its_note() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    let client = || DeliveryClient::new(DeliveryClientConfig::default()).unwrap();
+    // Its endpoint cannot be read, and creates fail.
+    let unlucky = Sender::new(
+        Arc::new(Unreadable),
+        w.adapters.endpoints.clone(),
+        Arc::new(Faulty::new(
+            w.adapters.deliveries.clone(),
+            Arc::new(Script::new().fail(Op::CreateDelivery, ..)),
+        )),
+        queue.clone(),
+        w.adapters.dead_letters.clone(),
+        client(),
+        SenderConfig::default(),
+    )
+    .with_clock(w.adapters.clock.clone());
+    let worn_at = webhooks_pipeline::sender::limits::deferral_budget(
+        &webhooks_domain::RetrySchedule::default(),
+    ) + 1;
+    for n in 1..=worn_at {
+        let got = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1, "receive {n}");
+        let expected = if n < worn_at {
+            MessageOutcome::Retry
+        } else {
+            MessageOutcome::Done
+        };
+        assert_eq!(unlucky.process_batch(&got).await, vec![expected.clone()]);
+        if expected == MessageOutcome::Done {
+            queue
+                .delete_batch(&[got[0].receipt_handle.clone()])
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    let renewed = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(renewed.len(), 1);
+    let task: webhooks_domain::DeliveryTask = serde_json::from_str(&renewed[0].body).unwrap();
+    assert_eq!(task.queued, None, "the copy names no note");
+    let sender = Sender::from_adapters(&w.adapters, client(), SenderConfig::default())
+        .with_transport(Arc::new(Accepting));
+    assert_eq!(
+        sender.process_batch(&renewed).await,
+        vec![MessageOutcome::Done]
+    );
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+    assert_eq!(d.chain.as_deref(), Some(renewed[0].message_id.as_str()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -450,7 +528,7 @@ async fn a_worn_message_whose_first_attempt_fails_carries_its_retry() {
 /// message that asked for the lease is never renewed in that batch.
 #[tokio::test(start_paused = true)]
 async fn a_message_whose_lease_answered_an_error_is_not_renewed() {
-    let w = a_fanned_out_event().await;
+    let w = a_recorded_event().await;
     let queue = &w.adapters.queue;
     let worn_at = webhooks_pipeline::sender::limits::deferral_budget(
         &webhooks_domain::RetrySchedule::default(),
@@ -552,7 +630,18 @@ fn sweeper(w: &World) -> Sweeper {
 /// pending for ever. The net sends it again and it is delivered.
 #[tokio::test(start_paused = true)]
 async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending() {
-    let w = a_fanned_out_event().await;
+    worn_first_attempt_not_recorded(true).await;
+}
+
+/// The same for a noted delivery, whose first attempt's outcome creates its
+/// record: the create fails.
+#[tokio::test(start_paused = true)]
+async fn a_worn_message_whose_noted_first_attempt_is_not_recorded_is_not_left_pending() {
+    worn_first_attempt_not_recorded(false).await;
+}
+
+async fn worn_first_attempt_not_recorded(recorded: bool) {
+    let w = fanned_out(recorded).await;
     // A sweep moved over the event long ago: no sweep of events looks at it.
     w.adapters
         .cursors
@@ -571,7 +660,11 @@ async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending(
         // throttled).
         Arc::new(Faulty::new(
             w.adapters.deliveries.clone(),
-            Arc::new(Script::new().fail(Op::RecordAttempt, ..)),
+            Arc::new(if recorded {
+                Script::new().fail(Op::RecordAttempt, ..)
+            } else {
+                Script::new().fail(Op::CreateDelivery, ..)
+            }),
         )),
         queue.clone(),
         w.adapters.dead_letters.clone(),
@@ -589,11 +682,24 @@ async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending(
     assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
     assert!(w.memory.queue.is_empty(), "SQS redrove it");
     assert_eq!(w.memory.dead_letters.len(), 1);
-    let d = the_delivery(&w).await;
-    assert_eq!(
-        (d.status, d.attempt_count, d.next_attempt_at),
-        (DeliveryStatus::Pending, 0, None)
-    );
+    if recorded {
+        let d = the_delivery(&w).await;
+        assert_eq!(
+            (d.status, d.attempt_count, d.next_attempt_at),
+            (DeliveryStatus::Pending, 0, None)
+        );
+    } else {
+        let id = delivery_id(&w.endpoint.id, &w.event.id);
+        assert!(delivery_of(&w, &w.event).await.is_none(), "still no record");
+        assert_eq!(
+            w.adapters
+                .deliveries
+                .noted("org", std::slice::from_ref(&id))
+                .await
+                .unwrap(),
+            [id]
+        );
+    }
 
     tokio::time::advance(Duration::from_secs(3600)).await;
     let report = sweeper(&w).sweep().await;
@@ -794,7 +900,7 @@ async fn a_delivery_whose_message_is_redriven_twice_ends_dead_lettered_with_its_
 /// dead letter hidden until the lease ends) instead of sending a copy.
 #[tokio::test(start_paused = true)]
 async fn the_net_waits_while_another_message_holds_the_lease() {
-    let w = a_fanned_out_event().await;
+    let w = a_recorded_event().await;
     redrive_all(&w).await;
     let now = webhooks_ports::Clock::now(w.adapters.clock.as_ref());
     let id = delivery_id(&w.endpoint.id, &w.event.id);
@@ -833,7 +939,7 @@ async fn a_sweep_gives_a_waiting_backlog_no_second_message() {
     let w = a_fanned_out_event().await;
     let events = more_events(&w, 999).await;
     let r = FanOut::from_adapters(&w.adapters).fan_out(&events).await;
-    assert_eq!((r.created, r.enqueued), (999, 999));
+    assert_eq!((r.noted, r.enqueued), (999, 999));
     assert_eq!(w.memory.queue.len(), 1_000);
     // Nobody sends: the backlog waits.
     tokio::time::advance(Duration::from_secs(180)).await;

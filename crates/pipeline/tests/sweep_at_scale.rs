@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::{
     ids, Delivery, DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription,
 };
@@ -23,7 +24,7 @@ use webhooks_memory::MemoryBackend;
 use webhooks_pipeline::{Budget, Sweeper};
 use webhooks_ports::{
     Adapters, AttemptUpdate, Clock, DeliveryStore, EventLogQuery, EventStore, EventSummary, Lease,
-    Listed, Page, Queue, QueueMessage, ReceivedMessage, Result,
+    Listed, NotesPage, Page, Queue, QueueMessage, ReceivedMessage, Result,
 };
 use webhooks_testkit::clock::TokioClock;
 
@@ -190,6 +191,32 @@ impl DeliveryStore for Slow<dyn DeliveryStore> {
         self.inner
             .list_for_endpoint(endpoint_id, status, limit, cursor)
             .await
+    }
+
+    async fn note_queued(&self, note: &QueuedNote) -> Result<bool> {
+        self.table().await;
+        self.inner.note_queued(note).await
+    }
+
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+        self.table().await;
+        self.inner.noted(org_id, delivery_ids).await
+    }
+
+    async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {
+        self.table().await;
+        self.inner.notes(keys).await
+    }
+
+    async fn notes_between(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<NotesPage> {
+        self.table().await;
+        self.inner.notes_between(org_id, from, to, limit).await
     }
 }
 

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSummary, Event, Subscriber,
 };
@@ -466,6 +467,38 @@ pub trait DeliveryStore: Send + Sync {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>>;
+    /// Writes a note of deliveries the stream's fan-out queued without a
+    /// record ([`webhooks_domain::queued`]), one conditional write, which
+    /// expires with the records (`table_retention::RECORD_DAYS` from its
+    /// creation). `false` (and nothing written) if the org has a note of
+    /// that key already: another fan-out of the same deliveries wrote it.
+    async fn note_queued(&self, note: &QueuedNote) -> Result<bool>;
+    /// Of `delivery_ids`, deliveries of `org_id`'s events, those some note
+    /// lists: read by the minutes of their events, strongly consistent.
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>>;
+    /// The notes of these `(org, key)`s that exist, strongly consistent.
+    async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>>;
+    /// `org_id`'s notes of the minutes `from` to `to`, both included
+    /// (`YYYYMMDDHHMM`, [`webhooks_domain::queued::minute_of_event`]), in
+    /// key order, at most `limit` (`more`: there may be more). To go on,
+    /// pass the last note's key as `from`: a `from` that is a whole key
+    /// starts just after that note. What the API shows of deliveries
+    /// without a record.
+    async fn notes_between(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<NotesPage>;
+}
+
+/// A page of notes ([`DeliveryStore::notes_between`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotesPage {
+    pub notes: Vec<QueuedNote>,
+    /// More notes are left in the range.
+    pub more: bool,
 }
 
 /// What an attempt changes on its delivery.
@@ -480,6 +513,32 @@ pub struct AttemptUpdate {
     /// creation ([`DeliveryStore::record_attempt`]). `None`: made under the
     /// delivery's lease.
     pub unleased_by: Option<String>,
+}
+
+impl AttemptUpdate {
+    /// `delivery` as the update leaves it: the attempt appended (the last
+    /// [`MAX_KEPT_ATTEMPTS`] kept), its status, next attempt and last error
+    /// set, and its lease released. What [`DeliveryStore::record_attempt`]
+    /// writes, and what the first attempt of a delivery without a record
+    /// creates it as.
+    ///
+    /// [`MAX_KEPT_ATTEMPTS`]: webhooks_domain::delivery::MAX_KEPT_ATTEMPTS
+    pub fn apply(&self, delivery: &Delivery) -> Delivery {
+        let mut next = delivery.clone();
+        next.attempts.push(self.attempt.clone());
+        let excess = next
+            .attempts
+            .len()
+            .saturating_sub(webhooks_domain::delivery::MAX_KEPT_ATTEMPTS);
+        next.attempts.drain(..excess);
+        next.attempt_count = self.attempt.number;
+        next.status = self.status;
+        next.next_attempt_at = self.next_attempt_at;
+        next.last_error.clone_from(&self.last_error);
+        next.updated_at = self.attempt.at;
+        next.lease_until = None;
+        next
+    }
 }
 
 /// Each endpoint's delivery figures in hourly buckets (by the hour its

@@ -18,6 +18,9 @@ pub enum Path {
     Renew,
     /// The sender created the delivery of a message that arrived first.
     Adopt,
+    /// A first attempt's outcome created the record of a delivery the
+    /// stream's fan-out noted (the common path, counted to show it ran).
+    NotedFirst,
     /// The reconciler queued a lost message again.
     ReconcilerRequeue,
     /// A lease taken over once the holder's had run out without a record
@@ -63,11 +66,12 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 22] = [
+    pub const ALL: [Path; 23] = [
         Path::SqsRedrive,
         Path::QueueRetention,
         Path::Renew,
         Path::Adopt,
+        Path::NotedFirst,
         Path::ReconcilerRequeue,
         Path::LeaseTakeover,
         Path::ChainTakeover,
@@ -94,6 +98,7 @@ impl Path {
             Path::QueueRetention => "queue-retention",
             Path::Renew => "renew",
             Path::Adopt => "adopt",
+            Path::NotedFirst => "noted-first",
             Path::ReconcilerRequeue => "reconciler-requeue",
             Path::LeaseTakeover => "lease-takeover",
             Path::ChainTakeover => "chain-takeover",

@@ -10,8 +10,11 @@ use crate::lateness::Span;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::{Delivery, DeliveryStatus};
-use webhooks_ports::{AttemptUpdate, BackendError, Clock, DeliveryStore, Lease, Page, Result};
+use webhooks_ports::{
+    AttemptUpdate, BackendError, Clock, DeliveryStore, Lease, NotesPage, Page, Result,
+};
 
 /// The deliveries table, throttled during `outages`.
 pub struct Throttled {
@@ -147,5 +150,31 @@ impl DeliveryStore for Throttled {
         self.inner
             .list_for_endpoint(endpoint_id, status, limit, cursor)
             .await
+    }
+
+    async fn note_queued(&self, note: &QueuedNote) -> Result<bool> {
+        self.check()?;
+        self.inner.note_queued(note).await
+    }
+
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+        self.check()?;
+        self.inner.noted(org_id, delivery_ids).await
+    }
+
+    async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {
+        self.check()?;
+        self.inner.notes(keys).await
+    }
+
+    async fn notes_between(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<NotesPage> {
+        self.check()?;
+        self.inner.notes_between(org_id, from, to, limit).await
     }
 }

@@ -27,10 +27,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::{Delivery, DeliveryStatus, Event};
 use webhooks_ports::{
     Adapters, AttemptUpdate, CursorStore, DeliveryStore, EventLogQuery, EventStore, EventSummary,
-    Lease, Listed, Page, Queue, QueueMessage, ReceivedMessage, Result,
+    Lease, Listed, NotesPage, Page, Queue, QueueMessage, ReceivedMessage, Result,
 };
 
 tokio::task_local! {
@@ -56,6 +57,19 @@ fn remember(found: &[Delivery]) {
                 && d.attempt_count == 0
                 && d.next_attempt_at.is_none();
             read.insert(d.id.clone(), waiting);
+        }
+    });
+}
+
+/// Notes the deliveries this invocation found noted (no record, queued
+/// by the stream's fan-out): waiting, as a never-attempted record is.
+fn remember_noted(noted: &[String]) {
+    let _ = READ.try_with(|read| {
+        let mut read = read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in noted {
+            read.entry(id.clone()).or_insert(true);
         }
     });
 }
@@ -192,7 +206,36 @@ impl DeliveryStore for DeliveryTap {
         self.taps.wait(self.role).await;
         let created = self.inner.create_if_absent(&stored(delivery)).await?;
         if created.is_none() && self.role == Role::Sender {
-            self.taps.coverage.add(Path::Adopt);
+            // A record made before its first attempt (a message that came
+            // before its record, or its note never came), or by that
+            // attempt's outcome (a noted delivery).
+            let path = if delivery.attempt_count == 0 && delivery.status == DeliveryStatus::Pending
+            {
+                Path::Adopt
+            } else {
+                Path::NotedFirst
+            };
+            self.taps.coverage.add(path);
+            // Created by its first attempt: recorded, as a record's update
+            // would have.
+            if let Some(attempt) = delivery.attempts.last() {
+                self.taps.ledger.recorded_by(
+                    &delivery.id,
+                    attempt.number,
+                    webhooks_pipeline::sender::handling_message(),
+                );
+                let written = self.clock.now();
+                self.taps.ledger.recorded(
+                    &delivery.id,
+                    Recorded {
+                        number: attempt.number,
+                        at: attempt.at,
+                        next: delivery.next_attempt_at,
+                        status_code: attempt.status_code,
+                        written,
+                    },
+                );
+            }
         }
         Ok(created)
     }
@@ -376,6 +419,36 @@ impl DeliveryStore for DeliveryTap {
             .list_for_endpoint(endpoint_id, status, limit, cursor)
             .await
     }
+
+    async fn note_queued(&self, note: &QueuedNote) -> Result<bool> {
+        self.taps.wait(self.role).await;
+        self.inner.note_queued(note).await
+    }
+
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+        self.taps.wait(self.role).await;
+        let noted = self.inner.noted(org_id, delivery_ids).await?;
+        if matches!(self.role, Role::FanOut | Role::Sweeper) {
+            remember_noted(&noted);
+        }
+        Ok(noted)
+    }
+
+    async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {
+        self.taps.wait(self.role).await;
+        self.inner.notes(keys).await
+    }
+
+    async fn notes_between(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<NotesPage> {
+        self.taps.wait(self.role).await;
+        self.inner.notes_between(org_id, from, to, limit).await
+    }
 }
 
 struct EventTap {
@@ -476,6 +549,15 @@ impl QueueTap {
         let Ok(now) = self.deliveries.get_many(&ids).await else {
             return;
         };
+        // Noted, with no record: queued again only if the fan-out's read
+        // missed the note.
+        for id in &ids {
+            if !now.iter().any(|d| &d.id == id) && read_waiting(id) && self.taps.ledger.queued(id) {
+                self.taps.violations.add(format!(
+                    "a fan-out queued {id} again, which it had read noted and never attempted: the backlog doubles"
+                ));
+            }
+        }
         for d in now {
             if d.status.is_terminal() && self.role == Role::FanOut {
                 self.taps.violations.add(format!(

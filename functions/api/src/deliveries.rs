@@ -5,6 +5,7 @@ use crate::auth::Caller;
 use crate::endpoints;
 use crate::errors::ApiError;
 use crate::input::{self, json_object, naming, optional, present, required, BodyRule};
+use crate::noted;
 use crate::response::json;
 use crate::views::{DeliveryDetail, DeliveryView, ListView, RequestView};
 use crate::Api;
@@ -15,6 +16,7 @@ use serde_json::value::RawValue;
 use webhooks_domain::delivery::parse_delivery_id;
 use webhooks_domain::time::parse_rfc3339;
 use webhooks_domain::{Delivery, DeliveryStatus};
+use webhooks_ports::Page;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,12 +48,27 @@ pub(crate) async fn list(
         .deliveries
         .list_for_endpoint(&endpoint.id, status, limit, query.cursor())
         .await?;
-    let mine: Vec<&Delivery> = page
-        .items
-        .iter()
-        .filter(|d| d.org_id == caller.org_id)
-        .collect();
-    let (data, cut_at) = within_response_budget(&mine)?;
+    let mine = Page {
+        items: page
+            .items
+            .into_iter()
+            .filter(|d| d.org_id == caller.org_id)
+            .collect(),
+        next_cursor: page.next_cursor,
+    };
+    // With the deliveries that are queued but have no record yet.
+    let page = noted::merge_into_page(
+        api,
+        &caller.org_id,
+        &endpoint,
+        status,
+        limit,
+        query.cursor(),
+        mine,
+    )
+    .await?;
+    let shown: Vec<&Delivery> = page.items.iter().collect();
+    let (data, cut_at) = within_response_budget(&shown)?;
     let next_cursor = match cut_at {
         // Cut short: the next page starts after the last delivery shown.
         Some(last) => Some(webhooks_ports::cursor::encode(&last.event_id)),
@@ -104,17 +121,8 @@ pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response
             None => Ok(None),
         }
     };
-    let (delivery, event, endpoint) = futures::join!(load(api, caller, id), event, endpoint);
-    let delivery = delivery?;
-    let added = match endpoint {
-        Ok(Some(ep)) if ep.id == delivery.endpoint_id => ep.added_headers(),
-        Ok(_) => Vec::new(),
-        Err(e) if e.is_transient() => return Err(e.into()),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read a delivery's endpoint");
-            Vec::new()
-        }
-    };
+    let (record, event, endpoint) = futures::join!(record(api, caller, id), event, endpoint);
+    let record = record?;
     let event = match event {
         Ok(event) => event,
         Err(e) if e.is_transient() => return Err(e.into()),
@@ -122,6 +130,23 @@ pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response
         Err(e) => {
             tracing::warn!(error = %e, "could not read a delivery's event");
             None
+        }
+    };
+    let delivery = match (record, &event) {
+        (Some(d), _) => d,
+        // Queued, and its first attempt has not created its record yet.
+        (None, Some(event)) => noted::one(api, &caller.org_id, id, event)
+            .await?
+            .ok_or_else(not_found)?,
+        (None, None) => return Err(not_found()),
+    };
+    let added = match endpoint {
+        Ok(Some(ep)) if ep.id == delivery.endpoint_id => ep.added_headers(),
+        Ok(_) => Vec::new(),
+        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read a delivery's endpoint");
+            Vec::new()
         }
     };
     let request = event
@@ -143,7 +168,10 @@ pub(crate) async fn retry(
     caller: &Caller,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let delivery = load(api, caller, id).await?;
+    let delivery = match record(api, caller, id).await? {
+        Some(d) => d,
+        None => return Err(unrecorded(api, caller, id).await),
+    };
     let id = delivery.id.clone();
     api.requeue.retry(&caller.org_id, delivery).await?;
     Ok(json(
@@ -182,15 +210,46 @@ pub(crate) async fn recover(
     ))
 }
 
-/// The caller's delivery `id`, or 404 (malformed, unknown, or another org's).
-async fn load(api: &Api, caller: &Caller, id: &str) -> Result<Delivery, ApiError> {
-    let not_found = || ApiError::not_found("delivery not found");
+fn not_found() -> ApiError {
+    ApiError::not_found("delivery not found")
+}
+
+/// The caller's record of delivery `id`; `None` when the id is malformed,
+/// unknown, or another org's.
+async fn record(api: &Api, caller: &Caller, id: &str) -> Result<Option<Delivery>, ApiError> {
     if parse_delivery_id(id).is_none() {
-        return Err(not_found());
+        return Ok(None);
     }
-    api.deliveries
+    Ok(api
+        .deliveries
         .get(id)
         .await?
-        .filter(|d| d.org_id == caller.org_id)
-        .ok_or_else(not_found)
+        .filter(|d| d.org_id == caller.org_id))
+}
+
+/// Why delivery `id`, which has no record, cannot be retried: a queued
+/// delivery (a note lists it) is pending, which a retry refuses (409), as
+/// it refuses a recorded one just queued; one whose endpoint is gone, or
+/// anything else, is 404, as for a recorded delivery.
+async fn unrecorded(api: &Api, caller: &Caller, id: &str) -> ApiError {
+    let Some((endpoint_id, event_id)) = parse_delivery_id(id) else {
+        return not_found();
+    };
+    let noted = async {
+        let (event, endpoint) = futures::join!(
+            api.events.get(&caller.org_id, &event_id),
+            api.endpoints.summary(&caller.org_id, &endpoint_id)
+        );
+        match (event?, endpoint?) {
+            (Some(event), Some(_)) => noted::one(api, &caller.org_id, id, &event).await,
+            _ => Ok(None),
+        }
+    };
+    match noted.await {
+        Ok(Some(_)) => ApiError::Conflict(
+            "the delivery is pending: it is queued for its first attempt, and only dead_lettered or canceled deliveries can be retried".into(),
+        ),
+        Ok(None) => not_found(),
+        Err(e) => e,
+    }
 }

@@ -4,6 +4,7 @@
 use crate::auth::Caller;
 use crate::errors::ApiError;
 use crate::input::{self, naming};
+use crate::noted;
 use crate::response::json;
 use crate::views::ListView;
 use crate::Api;
@@ -11,9 +12,9 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use webhooks_domain::delivery::delivery_id;
+use webhooks_domain::delivery::{delivery_id, parse_delivery_id};
 use webhooks_domain::time::rfc3339;
-use webhooks_domain::{ids, EventType};
+use webhooks_domain::{ids, DeliveryStatus, EventType};
 use webhooks_ports::{EventLogQuery, EventSummary};
 
 /// An entry of the log: `{id, type, created_at}`.
@@ -100,7 +101,8 @@ pub(crate) async fn list(
 /// are found without an index: a delivery's id is made of its endpoint's
 /// and its event's, so the deliveries of an event are read by key, one
 /// batch of keys over the org's endpoints (those that existed when it was
-/// published). A deleted endpoint's deliveries are no longer shown.
+/// published). A deleted endpoint's deliveries are no longer shown. A
+/// delivery queued without a record yet (a note lists it) is `pending`.
 pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
     let not_found = || ApiError::not_found("event not found");
     if ids::body(id, "evt").is_none() {
@@ -122,8 +124,24 @@ pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response
     } else {
         api.deliveries.get_many(&keys).await?
     };
+    // Queued deliveries whose first attempt has not created their record
+    // yet are pending: a note lists them.
+    let missing: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !deliveries.iter().any(|d| d.id == *k))
+        .collect();
+    let queued = noted::listed(api, &caller.org_id, &missing).await?;
     deliveries.retain(|d| d.org_id == caller.org_id && d.event_id == event.id);
-    deliveries.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+    let mut entries: Vec<(String, &str, &'static str)> = deliveries
+        .iter()
+        .map(|d| (d.endpoint_id.clone(), d.id.as_str(), d.status.as_str()))
+        .collect();
+    for id in missing.iter().filter(|k| queued.contains(*k)) {
+        if let Some((endpoint_id, _)) = parse_delivery_id(id) {
+            entries.push((endpoint_id, id, DeliveryStatus::Pending.as_str()));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(json(
         StatusCode::OK,
         &EventDetail {
@@ -131,12 +149,12 @@ pub(crate) async fn get(api: &Api, caller: &Caller, id: &str) -> Result<Response
             event_type: event.event_type,
             created_at: rfc3339(event.created_at),
             data: &event.data,
-            deliveries: deliveries
+            deliveries: entries
                 .iter()
-                .map(|d| DeliveryEntry {
-                    id: &d.id,
-                    endpoint_id: &d.endpoint_id,
-                    status: d.status.as_str(),
+                .map(|(endpoint_id, id, status)| DeliveryEntry {
+                    id,
+                    endpoint_id,
+                    status,
                 })
                 .collect(),
         },

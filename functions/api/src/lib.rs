@@ -14,6 +14,7 @@ pub mod errors;
 mod event_log;
 pub mod events;
 pub mod input;
+mod noted;
 pub mod portal;
 mod response;
 pub mod routes;

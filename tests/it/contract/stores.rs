@@ -1731,6 +1731,141 @@ pub async fn a_long_deferral_is_noted_on_the_lease_condition(a: Adapters) {
     assert_eq!(left, expected);
 }
 
+/// The stream fan-out's notes of queued deliveries: written once per key,
+/// found by the minutes of their deliveries' events and by key, per org
+/// (another org's notes are never found), in the same table as the
+/// deliveries without showing in an endpoint's listing or the overdue
+/// index.
+pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters) {
+    use webhooks_domain::queued::{minute_of_event, QueuedNote};
+    let store = a.deliveries;
+    let org = format!("org-{}", ids::new_id("x"));
+    let other = format!("org-{}", ids::new_id("x"));
+    let ep = ids::new_id("ep");
+    let now = Utc::now();
+    let evt = |mins: i64| ids::new_id_at("evt", now - Span::minutes(mins));
+    let (e0, e1, e5) = (evt(0), evt(1), evt(5));
+    let d = |e: &str| webhooks_domain::delivery::delivery_id(&ep, e);
+    let (d0, d1, d5) = (d(&e0), d(&e1), d(&e5));
+    let note = |org: &str, event: &str, call: &str, ids: Vec<String>| QueuedNote {
+        org_id: org.to_string(),
+        key: format!("{}#{call}.0", minute_of_event(event)),
+        messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
+        delivery_ids: ids,
+        created_at: now,
+    };
+    let n0 = note(&org, &e0, "a", vec![d0.clone()]);
+    let n1 = note(&org, &e1, "a", vec![d1.clone()]);
+    assert!(store.note_queued(&n0).await.unwrap());
+    assert!(store.note_queued(&n1).await.unwrap());
+    assert!(store
+        .note_queued(&note(&other, &e5, "b", vec![d5.clone()]))
+        .await
+        .unwrap());
+    // A second note of the same key (another fan-out of the same
+    // deliveries) is refused, and the first stays as written.
+    let twin = QueuedNote {
+        messages: vec!["msg-of-the-twin".into()],
+        ..n0.clone()
+    };
+    assert!(!store.note_queued(&twin).await.unwrap());
+
+    let all = vec![d0.clone(), d1.clone(), d5.clone()];
+    let mut found = store.noted(&org, &all).await.unwrap();
+    found.sort();
+    let mut expected = vec![d0.clone(), d1.clone()];
+    expected.sort();
+    assert_eq!(found, expected, "the org's own notes only");
+    assert_eq!(
+        store.noted(&other, &all).await.unwrap(),
+        std::slice::from_ref(&d5)
+    );
+
+    let got = store
+        .notes(&[
+            (org.clone(), n0.key.clone()),
+            (org.clone(), n0.key.clone()),
+            (other.clone(), n0.key.clone()),
+            (org.clone(), "nothing#here.0".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (
+            got[0].org_id.as_str(),
+            got[0].key.as_str(),
+            &got[0].delivery_ids
+        ),
+        (org.as_str(), n0.key.as_str(), &vec![d0.clone()])
+    );
+    assert!((got[0].created_at - now).num_seconds().abs() <= 1);
+
+    // By minutes: both of the org's, in key order; a range holding one.
+    let (m0, m1) = (minute_of_event(&e0), minute_of_event(&e1));
+    let page = store.notes_between(&org, &m1, &m0, 10).await.unwrap();
+    let keys: Vec<&str> = page.notes.iter().map(|n| n.key.as_str()).collect();
+    assert_eq!(keys, [n1.key.as_str(), n0.key.as_str()]);
+    let page = store.notes_between(&org, &m0, &m0, 10).await.unwrap();
+    assert_eq!(page.notes.len(), 1);
+    assert!(store
+        .notes_between(&org, &m0, &m1, 10)
+        .await
+        .unwrap()
+        .notes
+        .is_empty());
+
+    // No delivery listing or overdue page shows a note.
+    let listed = store.list_for_endpoint(&ep, None, 10, None).await.unwrap();
+    assert!(listed.items.is_empty());
+    let overdue = store
+        .overdue(&org, now + Span::days(1), 10, None)
+        .await
+        .unwrap();
+    assert!(overdue.items.is_empty());
+    assert!(store.get(&d0).await.unwrap().is_none());
+}
+
+/// A note too big for one item is refused, as DynamoDB refuses it; the
+/// fan-out keeps notes to `NOTE_CAPACITY` deliveries, well under it.
+pub async fn a_note_over_400_kb_is_refused(a: Adapters) {
+    use webhooks_domain::queued::{QueuedNote, NOTE_CAPACITY};
+    let store = a.deliveries;
+    let org = format!("org-{}", ids::new_id("x"));
+    let ep = ids::new_id("ep");
+    let ids_of = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| webhooks_domain::delivery::delivery_id(&ep, &ids::new_id("evt")))
+            .collect()
+    };
+    // As the fan-out writes them: an SQS message id (36 characters) each.
+    let messages = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{i:08}-0000-4000-8000-000000000000"))
+            .collect()
+    };
+    let fits = QueuedNote {
+        org_id: org.clone(),
+        key: "202612051030#fits.0".into(),
+        delivery_ids: ids_of(NOTE_CAPACITY),
+        messages: messages(NOTE_CAPACITY),
+        created_at: Utc::now(),
+    };
+    assert!(store.note_queued(&fits).await.unwrap());
+    let too_big = QueuedNote {
+        key: "202612051030#big.0".into(),
+        delivery_ids: ids_of(5_000),
+        messages: messages(5_000),
+        ..fits
+    };
+    assert!(store.note_queued(&too_big).await.is_err());
+    let found = store
+        .notes(&[(org.clone(), "202612051030#big.0".into())])
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "nothing written");
+}
+
 /// Each contract, once per backend.
 macro_rules! contracts {
     ($($name:ident),* $(,)?) => {
@@ -1778,4 +1913,6 @@ contracts!(
     a_long_deferral_is_noted_on_the_lease_condition,
     stats_buckets_add_up_per_endpoint_and_hour,
     a_read_of_many_may_name_a_delivery_twice,
+    notes_of_queued_deliveries_are_found_by_org_and_minute,
+    a_note_over_400_kb_is_refused,
 );

@@ -22,12 +22,15 @@ mod post;
 mod rate;
 pub(crate) mod renew;
 mod stats;
+mod unrecorded;
 use notices::outcome_name;
+use unrecorded::NoteSeen;
 
 pub use auth::{AUTH_FAILED, RENEW_AFTER_401_EVERY};
 pub use headers::{delivery_headers, shown_headers, MASKED};
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::ops::OpsNotice;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
@@ -165,6 +168,9 @@ struct Prepared<'a> {
     /// Made without a lease: the first attempt, by the message that owns
     /// the delivery from its creation.
     unleased: bool,
+    /// The delivery has no record: its note lists it, and this attempt's
+    /// outcome creates it (`unrecorded`).
+    unrecorded: bool,
 }
 
 /// An attempt made, and what follows it.
@@ -370,6 +376,7 @@ impl Sender {
                     &HashMap::new(),
                     &delivery_of,
                     &HashSet::new(),
+                    false,
                     &mut outcomes,
                 )
                 .await;
@@ -377,38 +384,87 @@ impl Sender {
             }
         };
 
+        // The notes of the deliveries without a record that the stream's
+        // fan-out noted (`unrecorded`), one read for the batch.
+        let note_keys: Vec<(String, String)> = jobs
+            .iter()
+            .filter(|(_, j)| !deliveries.contains_key(&j.task.delivery_id))
+            .filter_map(|(_, j)| {
+                j.task
+                    .queued
+                    .as_ref()
+                    .map(|k| (j.task.org_id.clone(), k.clone()))
+            })
+            .collect();
+        let notes: Result<HashMap<(String, String), QueuedNote>, BackendError> =
+            if note_keys.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                self.deliveries.notes(&note_keys).await.map(|ns| {
+                    ns.into_iter()
+                        .map(|n| ((n.org_id.clone(), n.key.clone()), n))
+                        .collect()
+                })
+            };
+        let note_seen = |job: &Job<'_>| -> NoteSeen {
+            let Some(key) = &job.task.queued else {
+                return NoteSeen::NotAsked;
+            };
+            if deliveries.contains_key(&job.task.delivery_id) {
+                return NoteSeen::NotAsked;
+            }
+            match &notes {
+                Err(_) => NoteSeen::Unread,
+                Ok(notes) => match notes.get(&(job.task.org_id.clone(), key.clone())) {
+                    // The note names this message for the delivery: another
+                    // fan-out's message of the same deliveries gives way.
+                    Some(n) if n.names(&job.task.delivery_id, &job.message.message_id) => {
+                        NoteSeen::Lists(n.created_at)
+                    }
+                    _ => NoteSeen::Missing,
+                },
+            }
+        };
+        if let Err(e) = &notes {
+            tracing::warn!(error = %e, "could not read the notes of deliveries without a record");
+        }
+
         // A second message for a delivery in this batch (a replayed fan-out
         // queues it again) would POST it twice at once: one is kept, the
         // one that owns the delivery's retry chain if it is here (dropping
-        // the owner would leave the delivery without a message), and the
-        // others are finished with.
-        let mut kept: HashMap<&str, usize> = HashMap::new();
+        // the owner would leave the delivery without a message). The others
+        // are finished with when the kept one is known to own the chain;
+        // otherwise (no owner here, or a note that could not be read) they
+        // are left for their next receive, where their own read decides.
+        let mut kept: HashMap<String, (usize, bool)> = HashMap::new();
         for (slot, (_, job)) in jobs.iter().enumerate() {
+            // The chain's owner: the record's, or the one its note names.
             let owner = deliveries
                 .get(&job.task.delivery_id)
                 .and_then(|d| d.chain.as_deref())
-                == Some(job.message.message_id.as_str());
-            match kept.entry(job.task.delivery_id.as_str()) {
+                == Some(job.message.message_id.as_str())
+                || matches!(note_seen(job), NoteSeen::Lists(_));
+            match kept.entry(job.task.delivery_id.clone()) {
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(slot);
+                    v.insert((slot, owner));
                 }
                 std::collections::hash_map::Entry::Occupied(mut o) if owner => {
-                    o.insert(slot);
+                    o.insert((slot, owner));
                 }
                 std::collections::hash_map::Entry::Occupied(_) => {}
             }
         }
-        let keep: Vec<bool> = jobs
-            .iter()
-            .enumerate()
-            .map(|(slot, (_, job))| kept.get(job.task.delivery_id.as_str()) == Some(&slot))
-            .collect();
         let mut deduped = Vec::with_capacity(jobs.len());
-        for ((i, job), keep) in jobs.into_iter().zip(keep) {
-            if keep {
-                deduped.push((i, job));
-            } else {
-                tracing::info!(delivery_id = %job.task.delivery_id, "duplicate message in batch; dropped");
+        for (slot, (i, job)) in jobs.into_iter().enumerate() {
+            match kept.get(job.task.delivery_id.as_str()) {
+                Some((k, _)) if *k == slot => deduped.push((i, job)),
+                Some((_, true)) => {
+                    tracing::info!(delivery_id = %job.task.delivery_id, "duplicate message in batch; dropped");
+                }
+                _ => {
+                    tracing::info!(delivery_id = %job.task.delivery_id, "duplicate message in batch; left for its next receive");
+                    outcomes[i] = MessageOutcome::Retry;
+                }
             }
         }
         let jobs = deduped;
@@ -434,7 +490,7 @@ impl Sender {
             let endpoint = endpoints.get(&job.task.endpoint_id);
             HANDLING.scope(
                 job.message.message_id.clone(),
-                self.process_one(job, delivery, endpoint),
+                self.process_one(job, delivery, note_seen(job), endpoint),
             )
         }))
         .await;
@@ -447,8 +503,15 @@ impl Sender {
                 leased.insert(*i);
             }
         }
-        self.renew_worn(messages, &deliveries, &delivery_of, &leased, &mut outcomes)
-            .await;
+        self.renew_worn(
+            messages,
+            &deliveries,
+            &delivery_of,
+            &leased,
+            true,
+            &mut outcomes,
+        )
+        .await;
         outcomes
     }
 
@@ -459,6 +522,7 @@ impl Sender {
         &self,
         job: &Job<'_>,
         delivery: Option<&Delivery>,
+        note: NoteSeen,
         endpoint: Option<&Result<Option<Endpoint>, BackendError>>,
     ) -> (MessageOutcome, bool) {
         let span = tracing::info_span!(
@@ -469,7 +533,7 @@ impl Sender {
             trace_id = job.task.trace_id.as_deref().unwrap_or(""),
         );
         async move {
-            let prepared = match self.prepare(job, delivery, endpoint).await {
+            let prepared = match self.prepare(job, delivery, note, endpoint).await {
                 Ok(p) => p,
                 // A lease asked for and answered with an error may have
                 // been taken: this message may hold the chain.
@@ -493,14 +557,18 @@ impl Sender {
         &self,
         job: &'a Job<'a>,
         delivery: Option<&'a Delivery>,
+        note: NoteSeen,
         endpoint: Option<&'a Result<Option<Endpoint>, BackendError>>,
     ) -> Result<Prepared<'a>, MessageOutcome> {
-        let adopted;
+        let found;
+        let mut unrecorded = false;
         let delivery = match delivery {
             Some(d) => d,
             None => {
-                adopted = self.adopt(job).await?;
-                &adopted
+                let u = self.without_record(job, note).await?;
+                unrecorded = u.by_note;
+                found = u.delivery;
+                &found
             }
         };
         if delivery.status.is_terminal() {
@@ -529,6 +597,7 @@ impl Sender {
         }
         let endpoint = match endpoint {
             Some(Ok(Some(ep))) => ep,
+            Some(Ok(None)) if unrecorded => return Err(self.cancel_unrecorded(delivery).await),
             Some(Ok(None)) => return Err(self.cancel(delivery).await),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "could not read endpoint; retrying");
@@ -565,8 +634,15 @@ impl Sender {
         // The first attempt of a delivery this message owns from its
         // creation needs no lease: no other message can take the chain
         // before the attempt ends (fence::first_without_lease).
-        let unleased =
-            fence::first_without_lease(delivery, &job.message.message_id, now, self.config.lease);
+        // So does a noted delivery's, whatever its age: nothing but its
+        // note's message attempts it before its record exists.
+        let unleased = unrecorded
+            || fence::first_without_lease(
+                delivery,
+                &job.message.message_id,
+                now,
+                self.config.lease,
+            );
         let delivery = if unleased {
             delivery.clone()
         } else {
@@ -583,6 +659,7 @@ impl Sender {
             delivery,
             endpoint,
             unleased,
+            unrecorded,
         })
     }
 
@@ -727,11 +804,19 @@ impl Sender {
                 .unleased
                 .then(|| prepared.message.message_id.clone()),
         };
-        match self
-            .deliveries
-            .record_attempt(&prepared.delivery.id, &update)
-            .await
-        {
+        // A noted delivery's record is created by its first attempt's
+        // outcome; any other's is updated.
+        let recorded = if prepared.unrecorded {
+            self.deliveries
+                .create_if_absent(&update.apply(&prepared.delivery))
+                .await
+                .map(|existing| existing.is_none())
+        } else {
+            self.deliveries
+                .record_attempt(&prepared.delivery.id, &update)
+                .await
+        };
+        match recorded {
             Ok(true) => {}
             Ok(false) if prepared.unleased => {
                 return self.record_unleased_refused(&prepared, update).await;

@@ -29,7 +29,7 @@ use super::{MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use webhooks_domain::Delivery;
+use webhooks_domain::{Delivery, DeliveryTask};
 use webhooks_ports::queue_settings::{MAX_RECEIVE_COUNT, QUEUE_RETENTION_SECS};
 use webhooks_ports::ReceivedMessage;
 
@@ -81,7 +81,8 @@ pub(super) fn is_worn(
 impl Sender {
     /// Renews the worn messages among those left for another try;
     /// `delivery_of` gives the delivery id of a message (by index),
-    /// `deliveries` the deliveries as read before the batch's attempts.
+    /// `deliveries` the deliveries as read before the batch's attempts
+    /// (`read`: that read answered; one missing then has no record).
     /// Never one of the `leased` (by index): such a message took its
     /// delivery's lease in this batch, which that read does not show; it
     /// holds the retry chain now (an attempt failed, or its record did and
@@ -93,6 +94,7 @@ impl Sender {
         deliveries: &HashMap<String, Delivery>,
         delivery_of: &HashMap<usize, String>,
         leased: &HashSet<usize>,
+        read: bool,
         outcomes: &mut [MessageOutcome],
     ) {
         let now = self.clock.now();
@@ -103,22 +105,57 @@ impl Sender {
             let Some(id) = delivery_of.get(&i) else {
                 continue;
             };
-            if !is_worn(message, deliveries.get(id), now, self.worn_at) {
+            // Read, and no record: a delivery never attempted (noted by the
+            // stream's fan-out, or one this message would adopt), whose
+            // copy carries it on as a fresh record's would.
+            let unrecorded = (read && !deliveries.contains_key(id))
+                .then(|| unrecorded_view(message, id, now))
+                .flatten();
+            if !is_worn(
+                message,
+                deliveries.get(id).or(unrecorded.as_ref()),
+                now,
+                self.worn_at,
+            ) {
                 continue;
             }
+            // A noted delivery without a record gets one first, owned by
+            // the worn message, so that its chain is handed to the copy as
+            // any other's is (its note would let the copy attempt it
+            // without a lease, beside a receipt of the worn one).
+            let recorded;
+            let mut unnoted = None;
+            let delivery = match deliveries.get(id) {
+                Some(d) => Some(d),
+                None => match self.record_before_renewal(message).await {
+                    Renewable::Recorded(d) => {
+                        recorded = d;
+                        Some(&recorded)
+                    }
+                    Renewable::AsBefore => None,
+                    // The copy, naming the note, would give way to the worn
+                    // message the note names: it goes without the note's
+                    // key, and adopts the delivery as any message without a
+                    // record does.
+                    Renewable::Unrecorded(task) => {
+                        unnoted = Some(task.to_message());
+                        None
+                    }
+                },
+            };
             // Its tenant as it came, or its delivery's org where the event
             // source did not pass the group id on.
             let mut copy = webhooks_ports::QueueMessage::again(message);
+            if let Some(body) = unnoted {
+                copy.body = body;
+            }
             if copy.tenant.is_none() {
-                copy.tenant = deliveries
-                    .get(id)
-                    .map(|d| webhooks_domain::tenant::org_tenant(&d.org_id));
+                copy.tenant = delivery.map(|d| webhooks_domain::tenant::org_tenant(&d.org_id));
             }
             match self.queue.send_batch_ids(&[copy]).await {
                 Ok(ids) if ids.first().is_some_and(Option::is_some) => {
                     tracing::warn!(delivery_id = %id, receives = message.receive_count, "message nearly worn out before a first attempt; sent again as a new message");
-                    let owned = deliveries
-                        .get(id)
+                    let owned = delivery
                         .filter(|d| d.chain.as_deref() == Some(message.message_id.as_str()));
                     if let (Some(d), Some(Some(copy_id))) = (owned, ids.first()) {
                         self.hand_over(d, &message.message_id, copy_id, now).await;
@@ -133,7 +170,72 @@ impl Sender {
     }
 }
 
+/// What a worn message without a record is renewed with.
+enum Renewable {
+    /// The record, made (or found) for the renewal.
+    Recorded(Delivery),
+    /// No record: the copy adopts the delivery, as before notes.
+    AsBefore,
+    /// The record could not be made: the copy goes as this task, which
+    /// names no note.
+    Unrecorded(DeliveryTask),
+}
+
+/// A delivery without a record as its message `message` sees it: never
+/// attempted, owned by that message.
+fn unrecorded_view(message: &ReceivedMessage, id: &str, now: DateTime<Utc>) -> Option<Delivery> {
+    let (endpoint_id, event_id) = webhooks_domain::delivery::parse_delivery_id(id)?;
+    Some(Delivery {
+        chain: Some(message.message_id.clone()),
+        ..Delivery::new_at(
+            "",
+            &endpoint_id,
+            &event_id,
+            webhooks_domain::EventType::LeadWon,
+            now,
+        )
+    })
+}
+
 impl Sender {
+    /// The record of a noted delivery whose worn message is renewed,
+    /// created owned by that message (or the one created meanwhile). A
+    /// message that names no note is renewed as before (its copy adopts
+    /// the delivery); so is one whose record could not be made, its copy
+    /// without the note's key.
+    async fn record_before_renewal(&self, message: &ReceivedMessage) -> Renewable {
+        let Ok(task) = serde_json::from_str::<DeliveryTask>(&message.body) else {
+            return Renewable::AsBefore;
+        };
+        if task.queued.is_none() {
+            return Renewable::AsBefore;
+        }
+        let delivery = Delivery {
+            chain: Some(message.message_id.clone()),
+            ..Delivery::new_at(
+                &task.org_id,
+                &task.endpoint_id,
+                &task.event_id,
+                task.event_type,
+                self.clock.now(),
+            )
+        };
+        if delivery.id != task.delivery_id {
+            return Renewable::AsBefore;
+        }
+        match self.deliveries.create_if_absent(&delivery).await {
+            Ok(None) => Renewable::Recorded(delivery),
+            Ok(Some(existing)) => Renewable::Recorded(existing),
+            Err(e) => {
+                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not create the record of a noted delivery before renewing its message; its copy adopts it");
+                Renewable::Unrecorded(DeliveryTask {
+                    queued: None,
+                    ..task
+                })
+            }
+        }
+    }
+
     /// Hands `delivery`'s chain from the worn message `from` to its copy
     /// `to`, with a lease (the module's comment says why). The worn message
     /// is finished whatever comes of it: if the chain stays with it, the

@@ -195,6 +195,7 @@ async fn retry_requeues_dead_lettered_and_canceled_deliveries() {
                 payload: event.payload().into(),
                 trace_id: None,
                 redriven: false,
+                queued: None,
             }
         );
     }

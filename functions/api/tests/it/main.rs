@@ -13,6 +13,7 @@ mod events;
 mod filters;
 mod lambda_event;
 mod malformed;
+mod noted;
 mod openapi;
 mod portal;
 mod portal_tokens;
