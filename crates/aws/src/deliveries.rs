@@ -64,6 +64,51 @@ impl DynamoDeliveryStore {
             table: table.into(),
         }
     }
+
+    /// The items of `keys` (each once) that exist, strongly consistent,
+    /// [`BATCH_GET_LIMIT`] a request, unprocessed keys asked again with a
+    /// growing pause; `what` names them in errors.
+    async fn batch_get(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+        what: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();
+            let mut rounds = 0;
+            while !pending.is_empty() {
+                rounds += 1;
+                if rounds > 8 {
+                    return Err(BackendError::Transient(format!(
+                        "BatchGetItem {what}: keys left unprocessed"
+                    )));
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| BackendError::Permanent(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| backend_error(&format!("BatchGetItem {what}"), e))?;
+                if let Some(mut responses) = out.responses {
+                    found.extend(responses.remove(&self.table).unwrap_or_default());
+                }
+                if let Some(mut unprocessed) = out.unprocessed_keys {
+                    if let Some(left) = unprocessed.remove(&self.table) {
+                        pending = left.keys;
+                        tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// Most `Query` requests one listing of an endpoint's deliveries makes.
@@ -202,43 +247,11 @@ impl DeliveryStore for DynamoDeliveryStore {
         ids.dedup();
         let keys: Vec<HashMap<String, AttributeValue>> =
             ids.into_iter().filter_map(|id| key(id)).collect();
-        let mut found = Vec::new();
-        for chunk in keys.chunks(BATCH_GET_LIMIT) {
-            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();
-            let mut rounds = 0;
-            while !pending.is_empty() {
-                rounds += 1;
-                if rounds > 8 {
-                    return Err(BackendError::Transient(
-                        "BatchGetItem deliveries: keys left unprocessed".into(),
-                    ));
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| BackendError::Permanent(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error("BatchGetItem deliveries", e))?;
-                if let Some(mut responses) = out.responses {
-                    for item in responses.remove(&self.table).unwrap_or_default() {
-                        found.push(from_item(item)?);
-                    }
-                }
-                if let Some(mut unprocessed) = out.unprocessed_keys {
-                    if let Some(left) = unprocessed.remove(&self.table) {
-                        pending = left.keys;
-                        tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
-                    }
-                }
-            }
-        }
-        Ok(found)
+        self.batch_get(keys, "deliveries")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 
     async fn lease(
@@ -778,43 +791,11 @@ impl DeliveryStore for DynamoDeliveryStore {
                 ])
             })
             .collect();
-        let mut found = Vec::new();
-        for chunk in keys.chunks(BATCH_GET_LIMIT) {
-            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();
-            let mut rounds = 0;
-            while !pending.is_empty() {
-                rounds += 1;
-                if rounds > 8 {
-                    return Err(BackendError::Transient(
-                        "BatchGetItem deliveries (queued notes): keys left unprocessed".into(),
-                    ));
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| BackendError::Permanent(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error("BatchGetItem deliveries (queued notes)", e))?;
-                if let Some(mut responses) = out.responses {
-                    for item in responses.remove(&self.table).unwrap_or_default() {
-                        found.push(note_from_item(&item)?);
-                    }
-                }
-                if let Some(mut unprocessed) = out.unprocessed_keys {
-                    if let Some(left) = unprocessed.remove(&self.table) {
-                        pending = left.keys;
-                        tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
-                    }
-                }
-            }
-        }
-        Ok(found)
+        self.batch_get(keys, "deliveries (queued notes)")
+            .await?
+            .iter()
+            .map(note_from_item)
+            .collect()
     }
 
     async fn list_for_endpoint(
