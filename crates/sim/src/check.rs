@@ -551,6 +551,71 @@ impl FirstAttempt<'_> {
     }
 }
 
+/// An outage's backlog, which no quiet org's first attempt is held to the
+/// bound in: an outage makes every org's backlog at once.
+#[derive(Debug, Clone, Copy)]
+pub struct OutageBacklog<'a> {
+    /// Each outage's start and end.
+    pub outages: &'a [(DateTime<Utc>, DateTime<Utc>)],
+    /// The first step that left no visible message behind after the first
+    /// sweep since an outage's end.
+    pub caught_up: Option<DateTime<Utc>>,
+}
+
+impl OutageBacklog<'_> {
+    /// Whether a delivery whose event was committed at `committed` and
+    /// whose first message was sent at `queued` is in an outage's backlog:
+    /// - queued from an outage's start until the queue caught up;
+    /// - or its event committed before an outage's end and its first
+    ///   message sent after its start, wherever that message was sent (the
+    ///   stream gave it up while the table refused it, or it was lost, or
+    ///   its endpoint was off then): the sweeper fans out every org's such
+    ///   events together once the table answers, in waves as long as its
+    ///   passes take to catch up (many in a crowded world);
+    /// - or queued behind messages of its own org's backlog that were
+    ///   still waiting to be received (`own`): an overloaded sweeper's
+    ///   waves reach a quiet org minutes after the queue first caught up,
+    ///   and its new messages wait behind its own backlog, which the fair
+    ///   queue does not reorder (seed 473 of `make sim-long`).
+    pub fn holds(
+        &self,
+        committed: Option<DateTime<Utc>>,
+        queued: Option<DateTime<Utc>>,
+        own: &OwnBacklog,
+    ) -> bool {
+        let Some(q) = queued else {
+            return false;
+        };
+        self.outages.iter().any(|(from, until)| {
+            let before_caught_up = q >= *from && self.caught_up.is_none_or(|c| q <= c);
+            let committed_during = committed.is_some_and(|c| c <= *until) && q >= *from;
+            before_caught_up || committed_during
+        }) || own.waiting_at(q)
+    }
+}
+
+/// An org's deliveries in an outage's backlog ([`OutageBacklog::holds`]):
+/// when each was first queued, and first received.
+#[derive(Debug, Default)]
+pub struct OwnBacklog {
+    spans: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+}
+
+impl OwnBacklog {
+    /// One of them: first queued at `queued`, first received at
+    /// `received` (`None` if never).
+    pub fn add(&mut self, queued: DateTime<Utc>, received: Option<DateTime<Utc>>) {
+        self.spans.push((queued, received));
+    }
+
+    /// Whether one of them was queued by `at` and not yet received.
+    pub fn waiting_at(&self, at: DateTime<Utc>) -> bool {
+        self.spans
+            .iter()
+            .any(|(queued, received)| *queued <= at && received.is_none_or(|r| r > at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,6 +872,40 @@ mod tests {
         assert!(!v.all().iter().any(|m| m.starts_with("dlv_c")));
         orphans.check(at(630), &pending, &queued, &missed_none, &v);
         assert!(v.all().iter().any(|m| m.starts_with("dlv_c")));
+    }
+
+    #[test]
+    fn a_quiet_orgs_delivery_queued_behind_its_own_outage_backlog_is_in_it() {
+        // Seed 473 of `make sim-long`, in minutes: an outage from 0 to 120,
+        // the queue caught up at 123 (the first sweep after it, cut short,
+        // reached other orgs), and this org's backlog queued by a later
+        // sweep at 133 and received one by one until 134.
+        let outages = [(at(0), at(120))];
+        let backlog = OutageBacklog {
+            outages: &outages,
+            caught_up: Some(at(123)),
+        };
+        let mut own = OwnBacklog::default();
+        own.add(at(133), Some(at(133)));
+        own.add(at(133), Some(at(134)));
+        own.add(at(133), None);
+        let none = OwnBacklog::default();
+        // The first two rules: queued before the queue caught up, or its
+        // event committed during the outage.
+        assert!(backlog.holds(Some(at(121)), Some(at(122)), &none));
+        assert!(backlog.holds(Some(at(60)), Some(at(133)), &none));
+        assert!(!backlog.holds(Some(at(130)), Some(at(133)), &none));
+        assert!(!backlog.holds(Some(at(60)), None, &none));
+        // Queued while its own org's backlog was still waiting: in it.
+        assert!(backlog.holds(Some(at(130)), Some(at(133)), &own));
+        // Once every message of that backlog was received, or before the
+        // first was queued: not in it.
+        let mut received = OwnBacklog::default();
+        received.add(at(133), Some(at(134)));
+        assert!(received.waiting_at(at(133)));
+        assert!(!received.waiting_at(at(134)));
+        assert!(!received.waiting_at(at(132)));
+        assert!(!backlog.holds(Some(at(134)), Some(at(135)), &received));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! sweeper's schedule, and API calls racing the pipeline.
 
 use crate::chaos::{chaotic, invoke, Hostility, Invocation};
-use crate::check::{Final, FirstAttempt, Hold, Known, Orphans, Pace, Ready, Violations};
+use crate::check::{
+    Final, FirstAttempt, Hold, Known, Orphans, OutageBacklog, OwnBacklog, Pace, Ready, Violations,
+};
 use crate::coverage::{Coverage, Path};
 use crate::lateness::{held, Rules, Sweep};
 use crate::ledger::{Ledger, Outcome, Receive};
@@ -1591,6 +1593,34 @@ impl World {
     fn first_attempts(&self, deliveries: &[Delivery]) -> (BTreeMap<Role, Lateness>, Lateness) {
         let mut lateness: BTreeMap<Role, Lateness> = BTreeMap::new();
         let mut quiet_fault_free = Lateness::default();
+        let outage = OutageBacklog {
+            outages: &self.outages,
+            caught_up: self.caught_up,
+        };
+        // Each quiet org's deliveries in the backlog by its first two
+        // rules, for the third: queued behind them.
+        let (no_backlog, mut own) = (OwnBacklog::default(), HashMap::<&str, OwnBacklog>::new());
+        for d in deliveries {
+            if self.roles.get(&d.org_id) != Some(&Role::Quiet) {
+                continue;
+            }
+            let timeline = self.ledger.timeline(&d.id);
+            let Some(queued) = timeline.first_queued() else {
+                continue;
+            };
+            let committed = self.committed_at.get(&d.event_id).copied();
+            if outage.holds(committed, Some(queued), &no_backlog) {
+                let received = timeline
+                    .messages
+                    .iter()
+                    .flat_map(|m| &m.receives)
+                    .map(|r| r.at)
+                    .min();
+                own.entry(d.org_id.as_str())
+                    .or_default()
+                    .add(queued, received);
+            }
+        }
         for d in deliveries {
             let timeline = self.ledger.timeline(&d.id);
             let Some(first) = timeline.recorded.iter().find(|a| a.number == 1) else {
@@ -1637,25 +1667,12 @@ impl World {
                 handler_delay,
             };
             lateness.entry(role).or_default().add(fa.lateness());
-            // An outage makes every org's backlog at once: no org is quiet
-            // until the queue has caught up with it (after the first sweep
-            // since the outage's end, which queues the backlog). And an
-            // event committed before its end whose delivery's first message
-            // was sent after its start is in that backlog wherever that
-            // message was sent (the stream gave it up while the table
-            // refused it, or it was lost, or its endpoint was off then):
-            // the sweeper fans out every org's such events together once
-            // the table answers, in waves as long as its passes take to
-            // catch up (many in a crowded world), each a wave of each
-            // quiet org's own messages in which they wait behind one
-            // another.
-            let in_outage = first_queued.is_some_and(|q| {
-                self.outages.iter().any(|(from, _)| {
-                    q >= *from && self.caught_up.is_none_or(|caught_up| q <= caught_up)
-                })
-            }) || self.outages.iter().any(|(from, until)| {
-                committed.is_some_and(|c| c <= until) && first_queued.is_some_and(|q| q >= *from)
-            });
+            // Quiet orgs are held to the bound outside an outage's backlog.
+            let in_outage = outage.holds(
+                committed.copied(),
+                first_queued,
+                own.get(d.org_id.as_str()).unwrap_or(&no_backlog),
+            );
             if role == Role::Quiet && !in_outage {
                 fa.check(&d.id, PACE, &self.violations);
                 if fa.held() == 0 && stream_waits == 0 {
