@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/venv.sh
 mkdir -p .tmp
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" > .tmp/moto.log 2>&1 &
+# moto with DynamoDB requests made atomic (scripts/moto-server.py says why).
+.venv/bin/python scripts/moto-server.py -H 127.0.0.1 -p "$port" > .tmp/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

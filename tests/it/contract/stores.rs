@@ -944,6 +944,50 @@ pub async fn concurrent_creates_take_the_last_slot_once(a: Adapters) {
     assert_eq!((listed.len(), all.len()), (5, 5));
 }
 
+/// Many deliveries of one endpoint meet a 410 at once: the conditional
+/// write lets exactly one of their disables turn it off (and send the one
+/// `endpoint.disabled`), as DynamoDB's per-item atomicity does. Moto's
+/// threaded server once let two through now and then
+/// (`dev_process::aws_backend_on_moto_sends_exactly_one_endpoint_disabled`,
+/// 1 run in 5): `scripts/moto-server.py` makes its DynamoDB requests atomic.
+pub async fn concurrent_disables_turn_an_endpoint_off_once(a: Adapters) {
+    let store = a.endpoints;
+    for round in 0..10 {
+        let ep = endpoint_of("org_gone");
+        assert_eq!(
+            store
+                .create(
+                    &ep,
+                    webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG
+                )
+                .await
+                .unwrap(),
+            Created::Written
+        );
+        let mut racers = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (store, id) = (store.clone(), ep.id.clone());
+            racers.spawn(async move { store.disable("org_gone", &id, "410 Gone").await });
+        }
+        let outcomes = racers.join_all().await;
+        let turned_off = outcomes.iter().filter(|o| **o == Ok(true)).count();
+        let found_off = outcomes.iter().filter(|o| **o == Ok(false)).count();
+        assert_eq!(
+            (turned_off, found_off),
+            (1, 7),
+            "round {round}: {outcomes:?}"
+        );
+        assert!(
+            !store
+                .get("org_gone", &ep.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .enabled
+        );
+    }
+}
+
 /// The counter item of an org in the endpoints table on moto, as stored.
 async fn counter_item(
     backend: &MotoBackend,
@@ -1906,6 +1950,7 @@ contracts!(
     health_writes_clobber_nothing_and_move_the_version,
     creates_stop_at_the_orgs_limit_and_deletes_free_a_slot,
     concurrent_creates_take_the_last_slot_once,
+    concurrent_disables_turn_an_endpoint_off_once,
     overdue_lists_only_pending_deliveries_due_before,
     a_filtered_listing_examines_a_bounded_number_per_page,
     overdue_pages_through_a_backlog,
