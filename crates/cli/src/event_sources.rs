@@ -170,25 +170,31 @@ impl QueueMapping {
         if messages.is_empty() {
             return 0;
         }
+        let received = messages.len();
+        // What the deletes need, kept aside: the bodies move into the event.
+        let handles: Vec<(String, String)> = messages
+            .iter()
+            .map(|m| (m.message_id.clone(), m.receipt_handle.clone()))
+            .collect();
         let mut event = SqsEvent::default();
-        event.records = messages.iter().map(sqs_message).collect();
+        event.records = messages.into_iter().map(sqs_message).collect();
         let response = webhooks_fn_sender::send_batch(&self.sender, event, None).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
             .map(|f| f.item_identifier.as_str())
             .collect();
-        let done: Vec<String> = messages
-            .iter()
-            .filter(|m| !failed.contains(&m.message_id.as_str()))
-            .map(|m| m.receipt_handle.clone())
+        let done: Vec<String> = handles
+            .into_iter()
+            .filter(|(id, _)| !failed.contains(&id.as_str()))
+            .map(|(_, receipt)| receipt)
             .collect();
         if !done.is_empty() {
             if let Err(e) = self.queue.delete_batch(&done).await {
                 tracing::warn!(error = %e, "could not delete finished messages; they will be seen again");
             }
         }
-        messages.len()
+        received
     }
 
     /// Runs `pollers` concurrent pollers until `stop` turns true; each lets
@@ -217,19 +223,19 @@ impl QueueMapping {
     }
 }
 
-fn sqs_message(m: &ReceivedMessage) -> SqsMessage {
+/// The message as Lambda's event source mapping passes it.
+fn sqs_message(m: ReceivedMessage) -> SqsMessage {
     let mut msg = SqsMessage::default();
-    msg.message_id = Some(m.message_id.clone());
-    msg.receipt_handle = Some(m.receipt_handle.clone());
-    msg.body = Some(m.body.clone());
+    msg.message_id = Some(m.message_id);
+    msg.receipt_handle = Some(m.receipt_handle);
+    msg.body = Some(m.body);
     msg.event_source = Some("aws:sqs".to_string());
     msg.attributes.insert(
         "ApproximateReceiveCount".to_string(),
         m.receive_count.to_string(),
     );
-    if let Some(tenant) = &m.tenant {
-        msg.attributes
-            .insert("MessageGroupId".to_string(), tenant.clone());
+    if let Some(tenant) = m.tenant {
+        msg.attributes.insert("MessageGroupId".to_string(), tenant);
     }
     // As Lambda passes it: when the queue took the message, epoch ms.
     if let Some(age) = m.age {

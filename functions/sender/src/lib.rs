@@ -43,7 +43,7 @@ pub async fn send_batch(
     batch: SqsEvent,
     budget: Option<Duration>,
 ) -> SqsBatchResponse {
-    let messages: Vec<ReceivedMessage> = batch.records.iter().map(received).collect();
+    let messages: Vec<ReceivedMessage> = batch.records.into_iter().map(received).collect();
     let outcomes = sender.process_batch_within(&messages, budget).await;
     let mut response = SqsBatchResponse::default();
     for (message, outcome) in messages.iter().zip(outcomes) {
@@ -56,13 +56,15 @@ pub async fn send_batch(
     response
 }
 
-fn received(m: &SqsMessage) -> ReceivedMessage {
+/// The message as the sender reads it, its strings moved, not copied (the
+/// body is the whole payload).
+fn received(mut m: SqsMessage) -> ReceivedMessage {
     ReceivedMessage {
-        message_id: m.message_id.clone().unwrap_or_default(),
-        body: m.body.clone().unwrap_or_default(),
+        message_id: m.message_id.take().unwrap_or_default(),
+        body: m.body.take().unwrap_or_default(),
         // A fair queue's tenant, as Lambda passes it.
-        tenant: m.attributes.get("MessageGroupId").cloned(),
-        receipt_handle: m.receipt_handle.clone().unwrap_or_default(),
+        tenant: m.attributes.remove("MessageGroupId"),
+        receipt_handle: m.receipt_handle.take().unwrap_or_default(),
         receive_count: m
             .attributes
             .get("ApproximateReceiveCount")
