@@ -1046,11 +1046,32 @@ def flat(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
+# Modules of crates/aws whose free functions every adapter shares
+# (`batch_get_items(&self.client, ...)`): a call of one is its SDK calls.
+SHARED_HELPER_FILES = ["batch_get.rs"]
+
+
+def shared_helper_actions(src: Path) -> dict[str, set[str]]:
+    """Free function of the shared helper modules -> the IAM actions of the
+    SDK calls in its body."""
+    found: dict[str, set[str]] = {}
+    for name in SHARED_HELPER_FILES:
+        text = rust_without_tests(src / name)
+        for chunk in re.split(r"\n(?:pub(?:\(crate\))? )?async fn ", text)[1:]:
+            body = flat(chunk)
+            found[re.match(r"\w+", chunk).group(0)] = {
+                SDK_CALL_ACTIONS[call] for call in re.findall(r"\.(\w+)\(\)", body) if call in SDK_CALL_ACTIONS
+            }
+    return found
+
+
 def adapter_method_actions(path: Path, follow_bare_calls: bool = False) -> dict[str, set[str]]:
     """Method of an adapter file -> the IAM actions of the SDK calls in its body,
     following calls of the file's own helper methods (`self.query(...)`, and
-    `self.helper()` too when `follow_bare_calls`), and the KMS calls of its
-    envelope cipher (`self.cipher.seal(`)."""
+    `self.helper()` too when `follow_bare_calls`), of the crate's shared
+    helpers (`batch_get_items(`), and the KMS calls of its envelope cipher
+    (`self.cipher.seal(`)."""
+    shared = shared_helper_actions(path.parent)
     text = rust_without_tests(path)
     bodies: dict[str, str] = {}
     for chunk in re.split(r"\n    (?:pub )?async fn ", text)[1:]:
@@ -1065,6 +1086,8 @@ def adapter_method_actions(path: Path, follow_bare_calls: bool = False) -> dict[
         found |= {
             TRANSACT_WRITE_ACTIONS[kind] for kind in re.findall(r"TransactWriteItem::builder\(\)\.(\w+)\(", body)
         }
+        for call in re.findall(r"(?<![.\w])(\w+)\(", body):
+            found |= shared.get(call, set())
         for call in re.findall(r"self\.cipher\.(\w+)\(", body):
             found |= ENVELOPE_ACTIONS.get(call, set())
         helper_call = r"self\.(\w+)\(" if follow_bare_calls else r"self\.(\w+)\((?!\))"

@@ -1,14 +1,13 @@
 //! The deliveries table. The key (`endpoint_id`, `event_id`) is the
 //! uniqueness constraint: a conditional put creates a delivery at most once.
 
+use crate::batch_get::batch_get_items;
 use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::items::{expires_at, s};
 use crate::items::{AttemptItem, DeliveryItem};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
@@ -63,51 +62,6 @@ impl DynamoDeliveryStore {
             client,
             table: table.into(),
         }
-    }
-
-    /// The items of `keys` (each once) that exist, strongly consistent,
-    /// [`BATCH_GET_LIMIT`] a request, unprocessed keys asked again with a
-    /// growing pause; `what` names them in errors.
-    async fn batch_get(
-        &self,
-        keys: Vec<HashMap<String, AttributeValue>>,
-        what: &str,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
-        let mut found = Vec::new();
-        for chunk in keys.chunks(BATCH_GET_LIMIT) {
-            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.to_vec();
-            let mut rounds = 0;
-            while !pending.is_empty() {
-                rounds += 1;
-                if rounds > 8 {
-                    return Err(BackendError::Transient(format!(
-                        "BatchGetItem {what}: keys left unprocessed"
-                    )));
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| BackendError::Permanent(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error(&format!("BatchGetItem {what}"), e))?;
-                if let Some(mut responses) = out.responses {
-                    found.extend(responses.remove(&self.table).unwrap_or_default());
-                }
-                if let Some(mut unprocessed) = out.unprocessed_keys {
-                    if let Some(left) = unprocessed.remove(&self.table) {
-                        pending = left.keys;
-                        tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
-                    }
-                }
-            }
-        }
-        Ok(found)
     }
 }
 
@@ -173,9 +127,6 @@ fn note_from_item(item: &HashMap<String, AttributeValue>) -> Result<QueuedNote> 
         created_at,
     })
 }
-
-/// Most keys one BatchGetItem takes.
-const BATCH_GET_LIMIT: usize = 100;
 
 /// The lease's condition, which a long deferral's note shares: pending,
 /// with `:n` attempts, no live lease at `:now`, and its chain free, `:me`'s,
@@ -247,7 +198,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         ids.dedup();
         let keys: Vec<HashMap<String, AttributeValue>> =
             ids.into_iter().filter_map(|id| key(id)).collect();
-        self.batch_get(keys, "deliveries")
+        batch_get_items(&self.client, &self.table, keys, "deliveries")
             .await?
             .into_iter()
             .map(from_item)
@@ -791,7 +742,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                 ])
             })
             .collect();
-        self.batch_get(keys, "deliveries (queued notes)")
+        batch_get_items(&self.client, &self.table, keys, "deliveries (queued notes)")
             .await?
             .iter()
             .map(note_from_item)

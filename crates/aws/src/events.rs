@@ -1,21 +1,17 @@
 //! The events table: the org's event stream. Its DynamoDB stream feeds the
 //! fan-out.
 
+use crate::batch_get::batch_get_items;
 use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::items::s;
 use crate::items::{event_from_item, EventItem};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use webhooks_domain::time::parse_rfc3339;
 use webhooks_domain::Event;
-use webhooks_ports::{
-    BackendError, EventLogQuery, EventStore, EventSummary, Listed, Page, Result, Undecodable,
-};
-
-/// Most keys one BatchGetItem takes.
-const BATCH_GET_LIMIT: usize = 100;
+use webhooks_ports::{EventLogQuery, EventStore, EventSummary, Listed, Page, Result, Undecodable};
 
 /// Events in DynamoDB (key: `org_id`, `event_id`).
 #[derive(Clone)]
@@ -73,50 +69,17 @@ impl EventStore for DynamoEventStore {
         let mut ids: Vec<&String> = event_ids.iter().collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut found = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_GET_LIMIT) {
-            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|id| {
-                    HashMap::from([
-                        ("org_id".to_string(), s(org_id)),
-                        ("event_id".to_string(), s(id)),
-                    ])
-                })
-                .collect();
-            let mut rounds = 0;
-            while !pending.is_empty() {
-                rounds += 1;
-                if rounds > 8 {
-                    return Err(BackendError::Transient(
-                        "BatchGetItem events: keys left unprocessed".into(),
-                    ));
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| BackendError::Permanent(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error("BatchGetItem events", e))?;
-                if let Some(mut responses) = out.responses {
-                    let items = responses.remove(&self.table).unwrap_or_default();
-                    found.extend(items.into_iter().map(listed_item));
-                }
-                if let Some(mut unprocessed) = out.unprocessed_keys {
-                    if let Some(left) = unprocessed.remove(&self.table) {
-                        pending = left.keys;
-                        tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
-                    }
-                }
-            }
-        }
-        Ok(found)
+        let keys = ids
+            .into_iter()
+            .map(|id| {
+                HashMap::from([
+                    ("org_id".to_string(), s(org_id)),
+                    ("event_id".to_string(), s(id)),
+                ])
+            })
+            .collect();
+        let items = batch_get_items(&self.client, &self.table, keys, "events").await?;
+        Ok(items.into_iter().map(listed_item).collect())
     }
 
     async fn list_after(&self, org_id: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {

@@ -4,6 +4,7 @@
 //! test.
 
 pub mod adapters;
+mod batch_get;
 pub mod cursors;
 pub mod deliveries;
 pub mod endpoints;
