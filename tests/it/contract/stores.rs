@@ -523,19 +523,19 @@ fn new_endpoint() -> Endpoint {
     )
 }
 
+/// Creates `ep` under the default limit of endpoints per org.
+async fn create_endpoint(store: &Arc<dyn EndpointStore>, ep: &Endpoint) {
+    let created = store
+        .create(ep, webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG)
+        .await
+        .unwrap();
+    assert_eq!(created, Created::Written);
+}
+
 pub async fn endpoint_updates_are_versioned(a: Adapters) {
     let store = a.endpoints;
     let ep = new_endpoint();
-    assert_eq!(
-        store
-            .create(
-                &ep,
-                webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG
-            )
-            .await
-            .unwrap(),
-        Created::Written
-    );
+    create_endpoint(&store, &ep).await;
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     let mut first = read.clone();
     first.description = "first".into();
@@ -730,14 +730,7 @@ pub async fn summaries_are_what_reads_show_without_the_secrets(a: Adapters) {
     let mut ep = new_endpoint();
     ep.description = "summarised".into();
     ep.rate_limit = Some(3);
-    let created = store
-        .create(
-            &ep,
-            webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG,
-        )
-        .await
-        .unwrap();
-    assert_eq!(created, Created::Written);
+    create_endpoint(&store, &ep).await;
     assert!(store.disable("org", &ep.id, "410 Gone").await.unwrap());
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     assert_eq!(
@@ -760,16 +753,7 @@ pub async fn health_writes_clobber_nothing_and_move_the_version(a: Adapters) {
     let mut ep = new_endpoint();
     ep.description = "kept".into();
     ep.rate_limit = Some(3);
-    assert_eq!(
-        store
-            .create(
-                &ep,
-                webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG
-            )
-            .await
-            .unwrap(),
-        Created::Written
-    );
+    create_endpoint(&store, &ep).await;
     let read = store.get("org", &ep.id).await.unwrap().unwrap();
     let since = Utc::now() - Span::hours(1);
     store
@@ -954,16 +938,7 @@ pub async fn concurrent_disables_turn_an_endpoint_off_once(a: Adapters) {
     let store = a.endpoints;
     for round in 0..10 {
         let ep = endpoint_of("org_gone");
-        assert_eq!(
-            store
-                .create(
-                    &ep,
-                    webhooks_domain::endpoint::DEFAULT_MAX_ENDPOINTS_PER_ORG
-                )
-                .await
-                .unwrap(),
-            Created::Written
-        );
+        create_endpoint(&store, &ep).await;
         let mut racers = tokio::task::JoinSet::new();
         for _ in 0..8 {
             let (store, id) = (store.clone(), ep.id.clone());
