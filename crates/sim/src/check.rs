@@ -583,14 +583,17 @@ impl OutageBacklog<'_> {
         queued: Option<DateTime<Utc>>,
         own: &OwnBacklog,
     ) -> bool {
-        let Some(q) = queued else {
-            return false;
-        };
+        queued.is_some_and(|q| self.made(committed, q) || own.waiting_at(q))
+    }
+
+    /// The first two rules of [`OutageBacklog::holds`]: what the outage
+    /// itself queued, which makes each org's own backlog.
+    pub fn made(&self, committed: Option<DateTime<Utc>>, queued: DateTime<Utc>) -> bool {
         self.outages.iter().any(|(from, until)| {
-            let before_caught_up = q >= *from && self.caught_up.is_none_or(|c| q <= c);
-            let committed_during = committed.is_some_and(|c| c <= *until) && q >= *from;
+            let before_caught_up = queued >= *from && self.caught_up.is_none_or(|c| queued <= c);
+            let committed_during = committed.is_some_and(|c| c <= *until) && queued >= *from;
             before_caught_up || committed_during
-        }) || own.waiting_at(q)
+        })
     }
 }
 

@@ -1609,7 +1609,7 @@ impl World {
                 continue;
             };
             let committed = self.committed_at.get(&d.event_id).copied();
-            if outage.holds(committed, Some(queued), &no_backlog) {
+            if outage.made(committed, queued) {
                 let received = timeline
                     .messages
                     .iter()
