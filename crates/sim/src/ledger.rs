@@ -119,6 +119,10 @@ struct State {
     duplicates: std::collections::HashSet<String>,
     /// Delivery -> (attempt number, the message whose handler recorded it).
     recorded_by: HashMap<String, Vec<(u32, Option<String>)>>,
+    /// The messages the sender sent as copies of worn ones (renewals).
+    renewals: std::collections::HashSet<String>,
+    /// The messages SQS moved to the dead-letter queue.
+    redriven: std::collections::HashSet<String>,
 }
 
 /// The per-delivery record, shared by the queue's watch, the taps and the
@@ -148,6 +152,8 @@ impl Ledger {
                 receipts: HashMap::new(),
                 duplicates: std::collections::HashSet::new(),
                 recorded_by: HashMap::new(),
+                renewals: std::collections::HashSet::new(),
+                redriven: std::collections::HashSet::new(),
             })),
             clock,
             coverage,
@@ -245,6 +251,41 @@ impl Ledger {
         });
         st.duplicates = duplicates;
         twice
+    }
+
+    /// The sender sent the message `id` as the copy of a worn message.
+    pub fn renewed(&self, id: &str) {
+        self.state().renewals.insert(id.to_string());
+    }
+
+    /// Whether SQS redrove a message of `delivery_id` that had been
+    /// renewed, and every message of it in the queue now is such a copy.
+    /// The renewal's send answered an error after SQS took the copy (or the
+    /// invocation died after it), or the worn message's delete failed: the
+    /// worn one was left on the queue and redriven, and the redrive net,
+    /// which sees only the dead letter and a record that still names it,
+    /// cannot know of the copy. Its message is then a second one, and the
+    /// chain keeps one of the two attempting.
+    pub fn redriven_beside_renewal(&self, delivery_id: &str) -> bool {
+        let st = self.state();
+        let Some(t) = st.deliveries.get(delivery_id) else {
+            return false;
+        };
+        let renewal = |m: &&Message| st.renewals.contains(&m.id);
+        let mut live = t.messages.iter().filter(|m| m.gone.is_none()).peekable();
+        if live.peek().is_none() || !live.all(|m| renewal(&m)) {
+            return false;
+        }
+        t.messages
+            .iter()
+            .filter(|r| st.redriven.contains(&r.id))
+            .filter_map(|r| r.gone)
+            .any(|at| {
+                t.messages
+                    .iter()
+                    .filter(renewal)
+                    .any(|c| c.sent <= at && c.gone.is_none_or(|g| g >= at))
+            })
     }
 
     /// The reconciler's read of the index at `at` missed `delivery_id`.
@@ -362,6 +403,7 @@ impl QueueWatch for Ledger {
             }
             QueueEvent::Redriven { id, .. } => {
                 self.coverage.add(Path::SqsRedrive);
+                st.redriven.insert(id.to_string());
                 Self::gone(&mut st, id, now);
             }
             QueueEvent::Expired { id, .. } => {
@@ -402,5 +444,68 @@ mod tests {
             body: "d",
         });
         assert!(ledger.queued("d"));
+    }
+
+    fn ledger() -> Ledger {
+        Ledger::new(
+            SystemClock::shared(),
+            Coverage::default(),
+            Duration::from_secs(180),
+            |body| Some(body.to_string()),
+        )
+    }
+
+    fn sent(ledger: &Ledger, id: &str) {
+        ledger.saw(QueueEvent::Sent { id, body: "d" });
+    }
+
+    #[test]
+    fn a_renewed_message_redriven_all_the_same_leaves_its_copy_unseen() {
+        let ledger = ledger();
+        sent(&ledger, "worn");
+        sent(&ledger, "copy");
+        ledger.renewed("copy");
+        assert!(!ledger.redriven_beside_renewal("d"), "nothing redriven yet");
+        ledger.saw(QueueEvent::Redriven {
+            id: "worn",
+            body: "d",
+        });
+        assert!(ledger.redriven_beside_renewal("d"));
+        // The copy renewed in its turn: its own copy carries the delivery.
+        sent(&ledger, "copy2");
+        ledger.renewed("copy2");
+        ledger.saw(QueueEvent::Deleted {
+            id: "copy",
+            body: "d",
+            stale: false,
+        });
+        assert!(ledger.redriven_beside_renewal("d"));
+    }
+
+    #[test]
+    fn a_redriven_message_without_a_renewal_beside_it_is_no_exception() {
+        // Redriven with no copy: the net's message is the only one.
+        let ledger = ledger();
+        sent(&ledger, "only");
+        ledger.saw(QueueEvent::Redriven {
+            id: "only",
+            body: "d",
+        });
+        assert!(!ledger.redriven_beside_renewal("d"));
+        // A copy sent after the redrive is not one the redrive outlived.
+        sent(&ledger, "late");
+        ledger.renewed("late");
+        assert!(!ledger.redriven_beside_renewal("d"));
+        // A message that is not a renewal is in the queue beside the copy.
+        let ledger2 = self::ledger();
+        sent(&ledger2, "worn");
+        sent(&ledger2, "copy");
+        ledger2.renewed("copy");
+        sent(&ledger2, "other");
+        ledger2.saw(QueueEvent::Redriven {
+            id: "worn",
+            body: "d",
+        });
+        assert!(!ledger2.redriven_beside_renewal("d"));
     }
 }

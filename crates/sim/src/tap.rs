@@ -534,7 +534,17 @@ struct QueueTap {
     taps: Taps,
 }
 
+/// Whether a message is the redrive net's (its task marked redriven).
+fn redrive_net(body: &str) -> bool {
+    serde_json::from_str::<webhooks_domain::DeliveryTask>(body).is_ok_and(|t| t.redriven)
+}
+
 impl QueueTap {
+    fn beside_renewal(&self, body: &str) -> bool {
+        (self.taps.delivery_of)(body)
+            .is_some_and(|id| self.taps.ledger.redriven_beside_renewal(&id))
+    }
+
     /// A fan-out (the stream's or the sweeper's) queues a message only for
     /// a delivery it found missing, or whose message is gone. (The sweeper's reconciler queues
     /// deliveries it read overdue, with a retry scheduled: those it may.
@@ -542,8 +552,12 @@ impl QueueTap {
     /// between its read and its send: only the stream's fan-out, whose
     /// read and send are one moment, is held to finished ones.)
     async fn check_fan_out(&self, messages: &[QueueMessage]) {
+        // The redrive net's message for a delivery whose worn message was
+        // renewed and redriven all the same may be a second one
+        // ([`Ledger::redriven_beside_renewal`]): not a doubled backlog.
         let ids: Vec<String> = messages
             .iter()
+            .filter(|m| !(redrive_net(&m.body) && self.beside_renewal(&m.body)))
             .filter_map(|m| (self.taps.delivery_of)(&m.body))
             .collect();
         let Ok(now) = self.deliveries.get_many(&ids).await else {
@@ -590,6 +604,9 @@ impl Queue for QueueTap {
         let ids = self.inner.send_batch_ids(messages).await?;
         // The sender sends delivery messages only to renew worn ones.
         if self.role == Role::Sender {
+            for id in ids.iter().flatten() {
+                self.taps.ledger.renewed(id);
+            }
             let sent = ids.iter().flatten().count();
             self.taps
                 .coverage
