@@ -433,7 +433,8 @@ impl Ready {
 pub struct Pace {
     /// The longest a step takes: every invocation of a step runs at once,
     /// and the next step starts when all have ended, so a step lasts as
-    /// long as its slowest POST (the request timeout) and no longer.
+    /// long as its slowest sender: a cold start, the looks for a note its
+    /// fan-out has not written yet, then a POST up to the request timeout.
     pub step: Duration,
     /// The longest the stream takes to hand a committed record over.
     pub stream_lag: Duration,

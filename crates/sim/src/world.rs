@@ -151,7 +151,9 @@ const SLOW_INDEX_RATE: f64 = 0.02;
 const SLOW_INDEX_LAG: Duration = Duration::from_secs(1800);
 /// What bounds a first attempt's lateness (see [`Pace`]).
 const PACE: Pace = Pace {
-    step: REQUEST_TIMEOUT.saturating_add(Duration::from_millis(COLD_START_MS)),
+    step: REQUEST_TIMEOUT
+        .saturating_add(Duration::from_millis(COLD_START_MS))
+        .saturating_add(webhooks_pipeline::sender::NOTE_LOOKS_AT_MOST),
     stream_lag: STREAM_LAG,
 };
 /// Stream batches fanned out at once, at most.

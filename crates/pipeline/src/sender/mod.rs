@@ -28,6 +28,7 @@ use unrecorded::NoteSeen;
 
 pub use auth::{AUTH_FAILED, RENEW_AFTER_401_EVERY};
 pub use headers::{delivery_headers, shown_headers, MASKED};
+pub use unrecorded::NOTE_LOOKS_AT_MOST;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::ops::OpsNotice;
 use webhooks_domain::queued::QueuedNote;

@@ -48,6 +48,13 @@ const NOTE_RETRIES: [Duration; 3] = [
     Duration::from_millis(200),
 ];
 
+/// The longest a message waits for its note before its attempt goes on
+/// (all of [`NOTE_RETRIES`]): a sender invocation's POSTs may start that
+/// much after it does.
+pub const NOTE_LOOKS_AT_MOST: Duration = NOTE_RETRIES[0]
+    .saturating_add(NOTE_RETRIES[1])
+    .saturating_add(NOTE_RETRIES[2]);
+
 /// A delivery without a record, as this message goes on with it.
 pub(super) struct Unrecorded {
     pub(super) delivery: Delivery,
