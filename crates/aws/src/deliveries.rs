@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use webhooks_domain::delivery::{delivery_id, parse_delivery_id, MAX_KEPT_ATTEMPTS};
-use webhooks_domain::queued::{minute_of_delivery, QueuedNote};
+use webhooks_domain::queued::{noted_ranges, QueuedNote};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::{
@@ -653,21 +653,19 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
-        let mut minutes: Vec<String> = delivery_ids.iter().map(|d| minute_of_delivery(d)).collect();
-        minutes.sort_unstable();
-        minutes.dedup();
         let wanted: HashSet<&str> = delivery_ids.iter().map(String::as_str).collect();
         let mut found: HashSet<String> = HashSet::new();
-        for minute in minutes {
+        for (from, to) in noted_ranges(delivery_ids) {
             let mut start: Option<HashMap<String, AttributeValue>> = None;
             loop {
                 let out = self
                     .client
                     .query()
                     .table_name(&self.table)
-                    .key_condition_expression("endpoint_id = :p AND begins_with(event_id, :m)")
+                    .key_condition_expression("endpoint_id = :p AND event_id BETWEEN :a AND :b")
                     .expression_attribute_values(":p", s(&note_partition(org_id)))
-                    .expression_attribute_values(":m", s(&format!("{minute}#")))
+                    .expression_attribute_values(":a", s(&from))
+                    .expression_attribute_values(":b", s(&to))
                     .projection_expression("d")
                     .consistent_read(true)
                     .set_exclusive_start_key(start.take())

@@ -100,50 +100,105 @@ pub fn minute_of_delivery(delivery_id: &str) -> String {
     }
 }
 
-/// The key of a note: the minute of its events, then the digest of what
-/// its fan-out call queued of that org and minute, and the note's place
-/// among that call's notes of the minute.
-pub fn note_key(minute: &str, digest: &str, part: usize) -> String {
-    format!("{minute}#{digest}.{part}")
+/// The seconds one note's events span at most, beyond its first: a note
+/// lists deliveries of events made from its first second to this many
+/// seconds after it (within one minute). A fan-out's batch (the stream's
+/// batching window is 1 s) usually makes one note per org, and a replay
+/// finds the notes listing its deliveries among those whose first second
+/// is at most this much before its own events' (see [`noted_ranges`]), so
+/// its read grows with its own batch, not with the org's rate.
+pub const NOTE_SPAN_SECS: u32 = 2;
+
+/// The second (0 to 59) of an event within its minute, from its id (0 for
+/// an id that carries no time, whose minute is `x`).
+pub fn second_of_event(event_id: &str) -> u32 {
+    use chrono::Timelike;
+    ids::made_at(event_id, "evt").map_or(0, |t| t.second())
 }
 
+/// The key of a note: the minute of its events and the second of its
+/// first one, then the digest of the deliveries it groups, and the note's
+/// place among that group's notes. Keys sort by minute, then second.
+pub fn note_key(minute: &str, second: u32, digest: &str, part: usize) -> String {
+    format!("{minute}#{second:02}.{digest}.{part}")
+}
+
+/// The ranges of note keys (`from`, `to`, both included) in which every
+/// note listing one of `delivery_ids` lies: per minute of their events,
+/// from [`NOTE_SPAN_SECS`] before their first second to their last.
+pub fn noted_ranges(delivery_ids: &[String]) -> Vec<(String, String)> {
+    use std::collections::BTreeMap;
+    let mut seconds: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for id in delivery_ids {
+        let Some((_, event_id)) = crate::delivery::parse_delivery_id(id) else {
+            continue;
+        };
+        let second = second_of_event(&event_id);
+        seconds
+            .entry(minute_of_event(&event_id))
+            .and_modify(|(a, b)| {
+                *a = (*a).min(second);
+                *b = (*b).max(second);
+            })
+            .or_insert((second, second));
+    }
+    seconds
+        .into_iter()
+        .map(|(minute, (first, last))| {
+            (
+                format!("{minute}#{:02}", first.saturating_sub(NOTE_SPAN_SECS)),
+                // `.` follows the second in a key; `/` is the next character.
+                format!("{minute}#{last:02}/"),
+            )
+        })
+        .collect()
+}
+
+/// A delivery in a group of [`assign_notes`]: its event's second, its id,
+/// its index among the items.
+type Member<'a> = (u32, &'a str, usize);
+
 /// Where each delivery goes among a fan-out call's notes: grouped by org
-/// and minute of the event, at most [`NOTE_CAPACITY`] per note, under a
-/// key made from the group (the same deliveries make the same keys).
-/// `items` are `(org, event id, delivery id)`; the answer gives, in the
-/// same order, each one's note key.
+/// and minute of the event, then into spans of [`NOTE_SPAN_SECS`] from
+/// the first event second of each, at most [`NOTE_CAPACITY`] per note,
+/// under a key made from the group (the same deliveries make the same
+/// keys, in whatever order they come). `items` are `(org, event id,
+/// delivery id)`; the answer gives, in the same order, each one's note key.
 pub fn assign_notes(items: &[(&str, &str, &str)]) -> Vec<String> {
     use sha2::{Digest, Sha256};
     use std::collections::BTreeMap;
     let minutes: Vec<String> = items.iter().map(|(_, e, _)| minute_of_event(e)).collect();
-    let mut groups: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-    for ((org, _, d), minute) in items.iter().zip(&minutes) {
-        groups.entry((*org, minute.as_str())).or_default().push(*d);
+    // (org, minute) -> its members.
+    let mut groups: BTreeMap<(&str, &str), Vec<Member<'_>>> = BTreeMap::new();
+    for (i, ((org, event_id, d), minute)) in items.iter().zip(&minutes).enumerate() {
+        groups
+            .entry((*org, minute.as_str()))
+            .or_default()
+            .push((second_of_event(event_id), *d, i));
     }
-    let digests: BTreeMap<(&str, &str), String> = groups
-        .into_iter()
-        .map(|(group, mut ids)| {
-            ids.sort_unstable();
+    let mut keys = vec![String::new(); items.len()];
+    for ((_, minute), mut members) in groups {
+        members.sort_unstable();
+        let mut rest = members.as_slice();
+        while let Some(&(first, _, _)) = rest.first() {
+            let end = rest
+                .iter()
+                .position(|(second, _, _)| *second > first + NOTE_SPAN_SECS)
+                .unwrap_or(rest.len());
+            let (span, after) = rest.split_at(end);
             let mut hash = Sha256::new();
-            for id in ids {
-                hash.update(id.as_bytes());
+            for (_, d, _) in span {
+                hash.update(d.as_bytes());
                 hash.update(b"\n");
             }
-            (group, hex::encode(&hash.finalize()[..8]))
-        })
-        .collect();
-    let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    items
-        .iter()
-        .zip(&minutes)
-        .map(|((org, _, _), minute)| {
-            let group = (*org, minute.as_str());
-            let n = count.entry(group).or_insert(0);
-            let part = *n / NOTE_CAPACITY;
-            *n += 1;
-            note_key(minute, &digests[&group], part)
-        })
-        .collect()
+            let digest = hex::encode(&hash.finalize()[..8]);
+            for (n, (_, _, i)) in span.iter().enumerate() {
+                keys[*i] = note_key(minute, first, &digest, n / NOTE_CAPACITY);
+            }
+            rest = after;
+        }
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -185,7 +240,9 @@ mod tests {
 
     #[test]
     fn notes_split_by_org_minute_and_capacity() {
-        let t = Utc::now();
+        let t = DateTime::parse_from_rfc3339("2026-12-05T10:31:20.100Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let a = ids::id_at("evt", t, 1);
         let b = ids::id_at("evt", t + chrono::Duration::minutes(2), 2);
         let ids: Vec<String> = (0..NOTE_CAPACITY + 1).map(|i| format!("d{i}")).collect();
@@ -195,24 +252,88 @@ mod tests {
         items.push(("o1", &b, "d0"));
         let keys = assign_notes(&items);
         let m = minute_of_event(&a);
-        let (digest, part) = keys[0]
-            .strip_prefix(&format!("{m}#"))
+        let (digest, _) = keys[0]
+            .strip_prefix(&format!("{m}#20."))
             .unwrap()
             .split_once('.')
             .unwrap();
-        assert_eq!(part, "0");
-        assert_eq!(keys[NOTE_CAPACITY - 1], format!("{m}#{digest}.0"));
-        assert_eq!(keys[NOTE_CAPACITY], format!("{m}#{digest}.1"));
-        assert!(keys[NOTE_CAPACITY + 1].starts_with(&format!("{m}#")));
+        let first: Vec<&String> = keys[..=NOTE_CAPACITY].iter().collect();
+        let full = format!("{m}#20.{digest}.0");
+        let over = format!("{m}#20.{digest}.1");
+        assert_eq!(first.iter().filter(|k| ***k == full).count(), NOTE_CAPACITY);
+        assert_eq!(first.iter().filter(|k| ***k == over).count(), 1);
+        assert!(keys[NOTE_CAPACITY + 1].starts_with(&format!("{m}#20.")));
         assert_ne!(keys[NOTE_CAPACITY + 1], keys[0], "another org's group");
-        assert!(keys[NOTE_CAPACITY + 2].starts_with(&format!("{}#", minute_of_event(&b))));
-        // The same deliveries, in another order, make the same keys.
+        assert!(keys[NOTE_CAPACITY + 2].starts_with(&format!("{}#20.", minute_of_event(&b))));
+        // The same deliveries, in another order, make the same keys, each
+        // delivery under the same one.
         let mut again = items.clone();
         again.reverse();
-        let mut k1 = assign_notes(&items);
         let mut k2 = assign_notes(&again);
-        k1.sort();
-        k2.sort();
-        assert_eq!(k1, k2);
+        k2.reverse();
+        assert_eq!(keys, k2);
+    }
+
+    /// Events `seconds` of one minute, one delivery each.
+    fn events_at(seconds: &[u32]) -> Vec<(String, String)> {
+        let minute = DateTime::parse_from_rfc3339("2026-12-05T10:31:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        seconds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let at = minute + chrono::Duration::milliseconds(i64::from(*s) * 1000 + 7);
+                let event = ids::id_at("evt", at, i as u128);
+                let delivery = crate::delivery::delivery_id(&ids::id_at("ep", at, 1), &event);
+                (event, delivery)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_note_spans_a_few_seconds_of_its_events() {
+        let events = events_at(&[3, 4, 5, 6, 8, 30]);
+        let items: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|(e, d)| ("o", e.as_str(), d.as_str()))
+            .collect();
+        let keys = assign_notes(&items);
+        let firsts: Vec<&str> = keys.iter().map(|k| &k[13..15]).collect();
+        assert_eq!(firsts, ["03", "03", "03", "06", "06", "30"]);
+        assert_eq!(keys[0], keys[2]);
+        assert_ne!(keys[2], keys[3]);
+    }
+
+    #[test]
+    fn the_noted_ranges_hold_every_note_listing_the_deliveries() {
+        // A batch's notes, then replays of parts of it (as a stream's
+        // bisection or partial failure makes them): each finds the notes
+        // that list its deliveries within its ranges, whatever notes the
+        // first call made.
+        let events = events_at(&[0, 1, 2, 2, 3, 7, 8, 11, 12, 13, 14, 40, 59]);
+        let items: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|(e, d)| ("o", e.as_str(), d.as_str()))
+            .collect();
+        let keys = assign_notes(&items);
+        for from in 0..events.len() {
+            for to in from..events.len() {
+                let replay: Vec<String> =
+                    events[from..=to].iter().map(|(_, d)| d.clone()).collect();
+                let ranges = noted_ranges(&replay);
+                for key in &keys[from..=to] {
+                    assert!(
+                        ranges.iter().any(|(a, b)| a <= key && key <= b),
+                        "{key} outside {ranges:?}"
+                    );
+                }
+            }
+        }
+        // And a range reads no note that starts after its last second.
+        let ranges = noted_ranges(&[events[7].1.clone()]);
+        assert_eq!(ranges.len(), 1);
+        assert!(keys[11].as_str() > ranges[0].1.as_str());
+        assert!(keys[4].as_str() < ranges[0].0.as_str());
     }
 }

@@ -9,7 +9,7 @@ use crate::deliveries::MAX_ITEM_BYTES;
 use crate::expiry::Retention;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use webhooks_domain::queued::{minute_of_delivery, QueuedNote};
+use webhooks_domain::queued::{noted_ranges, QueuedNote};
 use webhooks_ports::{BackendError, NotesPage};
 
 type NoteKey = (String, String);
@@ -104,15 +104,12 @@ impl Notes {
         retention: &Retention,
         now: DateTime<Utc>,
     ) -> Vec<String> {
-        let mut minutes: Vec<String> = delivery_ids.iter().map(|d| minute_of_delivery(d)).collect();
-        minutes.sort_unstable();
-        minutes.dedup();
         let wanted: HashSet<&str> = delivery_ids.iter().map(String::as_str).collect();
         let mut found: HashSet<String> = HashSet::new();
-        for minute in minutes {
-            let from = (org_id.to_string(), format!("{minute}#"));
-            let to = (org_id.to_string(), format!("{minute}$"));
-            for note in self.by_key.range(from..to).map(|(_, n)| n) {
+        for (from, to) in noted_ranges(delivery_ids) {
+            let from = (org_id.to_string(), from);
+            let to = (org_id.to_string(), to);
+            for note in self.by_key.range(from..=to).map(|(_, n)| n) {
                 if !self.live(note, retention, now) {
                     continue;
                 }

@@ -1683,9 +1683,11 @@ async fn a_message_whose_note_never_came_is_dropped_when_a_replay_noted_the_deli
         queue_noted_task(&w, &ep, chrono::Duration::minutes(2), "m#stopped.0").await;
     note(
         &w,
-        &format!(
-            "{}#replay.0",
-            webhooks_domain::queued::minute_of_event(&event.id)
+        &webhooks_domain::queued::note_key(
+            &webhooks_domain::queued::minute_of_event(&event.id),
+            webhooks_domain::queued::second_of_event(&event.id),
+            "replay",
+            0,
         ),
         &[(id.clone(), "msg-of-the-replay".to_string())],
     )
@@ -1782,9 +1784,11 @@ async fn a_message_its_note_does_not_name_gives_way_to_the_one_it_names() {
         .send_batch_ids(&[webhooks_ports::QueueMessage::task(&task)])
         .await
         .expect("send");
-    let key = format!(
-        "{}#same.0",
-        webhooks_domain::queued::minute_of_event(&event.id)
+    let key = webhooks_domain::queued::note_key(
+        &webhooks_domain::queued::minute_of_event(&event.id),
+        webhooks_domain::queued::second_of_event(&event.id),
+        "same",
+        0,
     );
     note(&w, &key, &[(id.clone(), named.clone())]).await;
     // Both messages name the key the note is under.
@@ -1825,9 +1829,11 @@ async fn a_duplicate_is_not_finished_while_its_notes_cannot_be_read() {
     let w = world("1m");
     let ep = w.endpoint(rx.url("/")).await;
     let (event, id, stray) = queue_noted_task(&w, &ep, chrono::Duration::minutes(2), "m#k.0").await;
-    let key = format!(
-        "{}#k.0",
-        webhooks_domain::queued::minute_of_event(&event.id)
+    let key = webhooks_domain::queued::note_key(
+        &webhooks_domain::queued::minute_of_event(&event.id),
+        webhooks_domain::queued::second_of_event(&event.id),
+        "k",
+        0,
     );
     let mut task =
         Delivery::new("org", &ep.id, &event.id, event.event_type).task(&event, event.payload());

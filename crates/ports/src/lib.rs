@@ -474,7 +474,11 @@ pub trait DeliveryStore: Send + Sync {
     /// that key already: another fan-out of the same deliveries wrote it.
     async fn note_queued(&self, note: &QueuedNote) -> Result<bool>;
     /// Of `delivery_ids`, deliveries of `org_id`'s events, those some note
-    /// lists: read by the minutes of their events, strongly consistent.
+    /// lists: read by the seconds of their events
+    /// ([`webhooks_domain::queued::noted_ranges`]: one range per minute,
+    /// from a note's span before the first to the last), strongly
+    /// consistent. What it reads grows with the deliveries asked about,
+    /// not with the org's rate.
     async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>>;
     /// The notes of these `(org, key)`s that exist, strongly consistent.
     async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>>;

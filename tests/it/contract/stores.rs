@@ -1756,7 +1756,7 @@ pub async fn a_long_deferral_is_noted_on_the_lease_condition(a: Adapters) {
 /// deliveries without showing in an endpoint's listing or the overdue
 /// index.
 pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters) {
-    use webhooks_domain::queued::{minute_of_event, QueuedNote};
+    use webhooks_domain::queued::{minute_of_event, note_key, second_of_event, QueuedNote};
     let store = a.deliveries;
     let org = format!("org-{}", ids::new_id("x"));
     let other = format!("org-{}", ids::new_id("x"));
@@ -1768,7 +1768,7 @@ pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters)
     let (d0, d1, d5) = (d(&e0), d(&e1), d(&e5));
     let note = |org: &str, event: &str, call: &str, ids: Vec<String>| QueuedNote {
         org_id: org.to_string(),
-        key: format!("{}#{call}.0", minute_of_event(event)),
+        key: note_key(&minute_of_event(event), second_of_event(event), call, 0),
         messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
         delivery_ids: ids,
         created_at: now,
@@ -1843,6 +1843,49 @@ pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters)
         .unwrap();
     assert!(overdue.items.is_empty());
     assert!(store.get(&d0).await.unwrap().is_none());
+}
+
+/// A replay's read of notes is bounded by its own deliveries' events: it
+/// finds a note whose span starts up to `NOTE_SPAN_SECS` before them, and
+/// reads no note of the minute's other seconds (a note keyed later, or
+/// earlier than a span, is not read even if it lists the delivery: no
+/// fan-out writes such a note).
+pub async fn a_replay_reads_the_notes_of_its_seconds_only(a: Adapters) {
+    use webhooks_domain::queued::{
+        minute_of_event, note_key, second_of_event, QueuedNote, NOTE_SPAN_SECS,
+    };
+    let store = a.deliveries;
+    let org = format!("org-{}", ids::new_id("x"));
+    let ep = ids::new_id("ep");
+    // An event at second 30 of a minute that has begun.
+    let now = Utc::now();
+    let minute_start =
+        now - Span::seconds(i64::from(chrono::Timelike::second(&now))) - Span::minutes(2);
+    let at = minute_start + Span::seconds(30) + Span::milliseconds(5);
+    let event = ids::new_id_at("evt", at);
+    assert_eq!(second_of_event(&event), 30);
+    let minute = minute_of_event(&event);
+    let delivery = webhooks_domain::delivery::delivery_id(&ep, &event);
+    let note = |second: u32, call: &str| QueuedNote {
+        org_id: org.clone(),
+        key: note_key(&minute, second, call, 0),
+        messages: vec![format!("msg-{call}")],
+        delivery_ids: vec![delivery.clone()],
+        created_at: now,
+    };
+    let wanted = std::slice::from_ref(&delivery);
+    for (second, call, found) in [
+        (31, "later", false),
+        (30 - NOTE_SPAN_SECS - 1, "before-any-span", false),
+        (30 - NOTE_SPAN_SECS, "span-start", true),
+    ] {
+        assert!(store.note_queued(&note(second, call)).await.unwrap());
+        assert_eq!(
+            store.noted(&org, wanted).await.unwrap().len(),
+            usize::from(found),
+            "a note under second {second}"
+        );
+    }
 }
 
 /// A note too big for one item is refused, as DynamoDB refuses it; the
@@ -1934,5 +1977,6 @@ contracts!(
     stats_buckets_add_up_per_endpoint_and_hour,
     a_read_of_many_may_name_a_delivery_twice,
     notes_of_queued_deliveries_are_found_by_org_and_minute,
+    a_replay_reads_the_notes_of_its_seconds_only,
     a_note_over_400_kb_is_refused,
 );

@@ -39,7 +39,7 @@ async fn note(w: &TestSystem, org: &str, delivery_ids: &[String], at: DateTime<U
         w.deliveries
             .note_queued(&QueuedNote {
                 org_id: org.to_string(),
-                key: note_key(&minute, &call, 0),
+                key: note_key(&minute, 0, &call, 0),
                 messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
                 delivery_ids: ids,
                 created_at: at,
