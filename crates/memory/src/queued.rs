@@ -1,6 +1,6 @@
 //! The stream fan-out's notes of queued deliveries
 //! ([`webhooks_domain::queued`]), as the DynamoDB adapter keeps them in the
-//! deliveries table: one item per (org, key), found by org and minute,
+//! deliveries table: one item per (org, key), found by org and key range,
 //! refused over DynamoDB's item size, and gone after the records' time to
 //! live (and, in `webhooks dev`, past the same bound on their count as the
 //! finished deliveries).
@@ -8,7 +8,7 @@
 use crate::deliveries::MAX_ITEM_BYTES;
 use crate::expiry::Retention;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use webhooks_domain::queued::{noted_ranges, QueuedNote};
 use webhooks_ports::{BackendError, NotesPage};
 
@@ -19,6 +19,11 @@ type NoteKey = (String, String);
 pub(crate) struct Notes {
     by_key: BTreeMap<NoteKey, QueuedNote>,
     written: VecDeque<(DateTime<Utc>, NoteKey)>,
+    /// (org, delivery id) -> the keys of the notes that list it: what
+    /// [`Notes::noted`] finds is what DynamoDB's range read finds, without
+    /// going through every note of the range (`webhooks dev` at thousands
+    /// of deliveries a second in one org).
+    by_delivery: HashMap<(String, String), Vec<String>>,
 }
 
 /// The size DynamoDB counts for a note's item: each attribute's name and
@@ -91,7 +96,15 @@ impl Notes {
             messages,
             ..note.clone()
         };
-        self.by_key.insert(key.clone(), stored);
+        for d in &stored.delivery_ids {
+            self.by_delivery
+                .entry((note.org_id.clone(), d.clone()))
+                .or_default()
+                .push(note.key.clone());
+        }
+        if let Some(old) = self.by_key.insert(key.clone(), stored) {
+            self.unindex(&old);
+        }
         self.written.push_back((note.created_at, key));
         Ok(true)
     }
@@ -104,20 +117,26 @@ impl Notes {
         retention: &Retention,
         now: DateTime<Utc>,
     ) -> Vec<String> {
-        let wanted: HashSet<&str> = delivery_ids.iter().map(String::as_str).collect();
+        let ranges = noted_ranges(delivery_ids);
+        let in_range = |key: &str| {
+            ranges
+                .iter()
+                .any(|(a, b)| a.as_str() <= key && key <= b.as_str())
+        };
         let mut found: HashSet<String> = HashSet::new();
-        for (from, to) in noted_ranges(delivery_ids) {
-            let from = (org_id.to_string(), from);
-            let to = (org_id.to_string(), to);
-            for note in self.by_key.range(from..=to).map(|(_, n)| n) {
-                if !self.live(note, retention, now) {
-                    continue;
-                }
-                for d in &note.delivery_ids {
-                    if wanted.contains(d.as_str()) {
-                        found.insert(d.clone());
-                    }
-                }
+        for id in delivery_ids {
+            let Some(keys) = self.by_delivery.get(&(org_id.to_string(), id.clone())) else {
+                continue;
+            };
+            let listed = keys.iter().any(|key| {
+                in_range(key)
+                    && self
+                        .by_key
+                        .get(&(org_id.to_string(), key.clone()))
+                        .is_some_and(|n| self.live(n, retention, now))
+            });
+            if listed {
+                found.insert(id.clone());
             }
         }
         let mut found: Vec<String> = found.into_iter().collect();
@@ -170,6 +189,19 @@ impl Notes {
         NotesPage { notes, more }
     }
 
+    /// Takes a note that is gone out of the index by delivery.
+    fn unindex(&mut self, note: &QueuedNote) {
+        for d in &note.delivery_ids {
+            let at = (note.org_id.clone(), d.clone());
+            if let Some(keys) = self.by_delivery.get_mut(&at) {
+                keys.retain(|k| k != &note.key);
+                if keys.is_empty() {
+                    self.by_delivery.remove(&at);
+                }
+            }
+        }
+    }
+
     fn live(&self, note: &QueuedNote, retention: &Retention, now: DateTime<Utc>) -> bool {
         note.created_at + retention.ttl > now
     }
@@ -182,8 +214,62 @@ impl Notes {
             if *at + retention.ttl > now && !over {
                 break;
             }
-            self.by_key.remove(key);
+            if let Some(note) = self.by_key.remove(key) {
+                self.unindex(&note);
+            }
             self.written.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use webhooks_domain::queued::{minute_of_event, note_key, second_of_event};
+
+    fn note(org: &str, event: &str, call: &str, ids: &[String], at: DateTime<Utc>) -> QueuedNote {
+        QueuedNote {
+            org_id: org.into(),
+            key: note_key(&minute_of_event(event), second_of_event(event), call, 0),
+            delivery_ids: ids.to_vec(),
+            messages: ids.iter().map(|_| "m".to_string()).collect(),
+            created_at: at,
+        }
+    }
+
+    #[test]
+    fn a_note_gone_past_its_ttl_or_the_bound_lists_nothing_any_more() {
+        let now = Utc::now();
+        let retention = Retention {
+            ttl: Duration::hours(1),
+            max_kept: Some(3),
+        };
+        let event = webhooks_domain::ids::new_id_at("evt", now);
+        let endpoints: Vec<String> = (0..4).map(|_| webhooks_domain::ids::new_id("ep")).collect();
+        let d = |i: usize| webhooks_domain::delivery::delivery_id(&endpoints[i], &event);
+        let mut notes = Notes::default();
+        for i in 0..3 {
+            let n = note("o", &event, &format!("c{i}"), &[d(i)], now);
+            assert!(notes.write(&n, &retention, now).unwrap());
+        }
+        let all: Vec<String> = (0..4).map(d).collect();
+        let mut first = vec![d(0), d(1), d(2)];
+        first.sort();
+        assert_eq!(notes.noted("o", &all, &retention, now), first);
+        assert!(notes.noted("other", &all, &retention, now).is_empty());
+        // A fourth note pushes the first out (the bound on the count).
+        let n = note("o", &event, "c3", &[d(3)], now);
+        assert!(notes.write(&n, &retention, now).unwrap());
+        assert!(!notes.noted("o", &all, &retention, now).contains(&d(0)));
+        assert_eq!(notes.by_delivery.len(), 3, "the index follows the notes");
+        // Past the TTL, nothing is listed, and the index empties with the
+        // notes at the next write.
+        let later = now + Duration::hours(2);
+        assert!(notes.noted("o", &all, &retention, later).is_empty());
+        let n = note("o", &event, "c4", &[d(0)], later);
+        assert!(notes.write(&n, &retention, later).unwrap());
+        assert_eq!(notes.by_delivery.len(), 1);
+        assert_eq!(notes.noted("o", &all, &retention, later), vec![d(0)]);
     }
 }
