@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use webhooks_domain::delivery::delivery_id;
-use webhooks_domain::queued::{minute_of_delivery, note_key, QueuedNote};
+use webhooks_domain::delivery::{delivery_id, parse_delivery_id};
+use webhooks_domain::queued::{assign_notes, QueuedNote};
 use webhooks_domain::time::rfc3339;
 use webhooks_domain::{Delivery, DeliveryStatus, Endpoint, Event, EventType, Secret, Subscription};
 use webhooks_faults::{Count, Faulty, Op, Script};
@@ -24,22 +24,32 @@ async fn event_at(w: &TestSystem, org: &str, at: DateTime<Utc>) -> Event {
     event
 }
 
-/// What one fan-out call of `org` writes at `at` for `delivery_ids`: a
-/// note per minute of their events.
+/// What one fan-out call of `org` writes at `at` for `delivery_ids`: its
+/// notes, under the keys the fan-out gives them (`assign_notes`), in a
+/// call of its own (the digest).
 async fn note(w: &TestSystem, org: &str, delivery_ids: &[String], at: DateTime<Utc>) {
     let call = webhooks_domain::ids::new_id("q");
-    let mut by_minute: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for id in delivery_ids {
-        by_minute
-            .entry(minute_of_delivery(id))
+    let events: Vec<String> = delivery_ids
+        .iter()
+        .map(|id| parse_delivery_id(id).map(|(_, e)| e).unwrap_or_default())
+        .collect();
+    let items: Vec<(&str, &str, &str)> = delivery_ids
+        .iter()
+        .zip(&events)
+        .map(|(d, e)| (org, e.as_str(), d.as_str()))
+        .collect();
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, key) in delivery_ids.iter().zip(assign_notes(&items)) {
+        by_key
+            .entry(format!("{key}.{call}"))
             .or_default()
             .push(id.clone());
     }
-    for (minute, ids) in by_minute {
+    for (key, ids) in by_key {
         w.deliveries
             .note_queued(&QueuedNote {
                 org_id: org.to_string(),
-                key: note_key(&minute, 0, &call, 0),
+                key,
                 messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
                 delivery_ids: ids,
                 created_at: at,
