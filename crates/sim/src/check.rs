@@ -222,7 +222,11 @@ impl Final<'_> {
                 }
             }
             DeliveryStatus::DeadLettered => {
-                let exhausted = d.attempt_count == self.schedule.max_attempts();
+                // Sent again by hand after its whole schedule, a delivery
+                // has attempts past it, and the first that fails ends it.
+                let max = self.schedule.max_attempts();
+                let exhausted = d.attempt_count == max
+                    || (d.attempt_count > max && self.resent.contains(&d.id));
                 if code == Some(410) {
                     self.coverage.add(Path::Gone410);
                 } else if exhausted {
@@ -711,6 +715,19 @@ mod tests {
         ledger: &Timeline,
         retry_after: Option<Duration>,
     ) -> Vec<String> {
+        violations_with(events, known, d, ledger, retry_after, &HashSet::new())
+    }
+
+    /// As [`violations_of`], with the deliveries in `resent` sent again by
+    /// hand.
+    fn violations_with(
+        events: &[Event],
+        known: &BTreeMap<String, Known>,
+        d: &[Delivery],
+        ledger: &Timeline,
+        retry_after: Option<Duration>,
+        resent: &HashSet<String>,
+    ) -> Vec<String> {
         let v = Violations::default();
         let schedule: RetrySchedule = "5m,1h".parse().unwrap();
         let rules = Rules {
@@ -740,7 +757,7 @@ mod tests {
             deliveries: d,
             schedule: &schedule,
             swept_at: &HashMap::new(),
-            resent: &HashSet::new(),
+            resent,
             answered: &answered,
             timeline: &|_| ledger.clone(),
             rules: &rules,
@@ -845,6 +862,36 @@ mod tests {
         d.attempts = vec![attempt(1, 1)];
         let v = violations_of(events, &known, &[d], &t, None);
         assert!(v[0].contains("delivered, but"), "{v:?}");
+    }
+
+    #[test]
+    fn a_delivery_sent_again_after_its_schedule_ends_at_its_next_failure() {
+        let (event, known, mut d) = world();
+        let events = std::slice::from_ref(&event);
+        // Schedule "5m,1h": 3 attempts; a fourth only after a resend.
+        d.status = DeliveryStatus::DeadLettered;
+        d.attempts = vec![
+            attempt(1, 1),
+            attempt(2, 6),
+            attempt(3, 66),
+            attempt(4, 200),
+        ];
+        d.attempt_count = 4;
+        d.last_error = Some("HTTP 503".into());
+        let t = timeline(&[
+            (1, 1, Some(6)),
+            (2, 6, Some(66)),
+            (3, 66, None),
+            (4, 200, None),
+        ]);
+        let v = violations_of(events, &known, std::slice::from_ref(&d), &t, None);
+        assert!(
+            v.iter().any(|x| x.contains("attempt 4 of 3 without a 410")),
+            "{v:?}"
+        );
+        let resent = HashSet::from([d.id.clone()]);
+        let v = violations_with(events, &known, &[d], &t, None, &resent);
+        assert!(!v.iter().any(|x| x.contains("without a 410")), "{v:?}");
     }
 
     #[test]
