@@ -473,8 +473,10 @@ pub struct FirstAttempt<'a> {
     pub attempted: DateTime<Utc>,
     /// Every receive of its messages that left it on the queue.
     pub holds: &'a [Hold],
-    /// How long the batch of the receive that made the attempt waited for
-    /// its handler.
+    /// How long the attempt waited on handlers: the batch of the receive
+    /// that made it, waiting for its handler, or one of the delivery's
+    /// messages received before it whose handler had not started
+    /// ([`crate::lateness::handler_wait`]).
     pub handler_delay: chrono::Duration,
 }
 

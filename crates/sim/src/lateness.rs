@@ -381,10 +381,63 @@ pub fn held(r: &Receive) -> bool {
     matches!(r.outcome, Some(Outcome::Retry | Outcome::Crashed))
 }
 
+/// How long a first attempt at `attempted` waited on handlers that had
+/// its delivery's messages: the receive that made it waited for its
+/// handler's start; any other receive handed out before it whose handler
+/// had not started by then (an invoke throttled and retried, with the
+/// batch held) kept that message from making the attempt all that time,
+/// while another message of the delivery (a retried fan-out's) made it.
+pub fn handler_wait(receives: &[&Receive], attempted: DateTime<Utc>) -> chrono::Duration {
+    receives
+        .iter()
+        .filter_map(|r| {
+            if r.made(attempted) {
+                r.started.map(|s| s - r.at)
+            } else if r.at <= attempted && r.started.is_none_or(|s| s > attempted) {
+                Some(attempted - r.at)
+            } else {
+                None
+            }
+        })
+        .max()
+        .unwrap_or_default()
+        .max(chrono::Duration::zero())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ledger::{Message, Receive};
+
+    #[test]
+    fn a_first_attempt_waits_on_its_own_handler_and_on_a_parked_one() {
+        // The receive that made the attempt at 40 started 3 s after it.
+        let made = Receive {
+            started: Some(at(33)),
+            step_ended: Some(at(45)),
+            ..receive(30, 210)
+        };
+        assert_eq!(handler_wait(&[&made], at(40)), chrono::Duration::seconds(3));
+        // Another message's receive at 2, its handler throttled until 100:
+        // it waited 38 s by the attempt.
+        let parked = Receive {
+            started: Some(at(100)),
+            step_ended: Some(at(101)),
+            ..receive(2, 182)
+        };
+        assert_eq!(
+            handler_wait(&[&made, &parked], at(40)),
+            chrono::Duration::seconds(38)
+        );
+        // A receive whose handler ran and left its message, or one after
+        // the attempt, is no wait on a handler.
+        let ran = receive(2, 182);
+        let after = receive(50, 230);
+        assert_eq!(
+            handler_wait(&[&made, &ran, &after], at(40)),
+            chrono::Duration::seconds(3)
+        );
+    }
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(seconds)

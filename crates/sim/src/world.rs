@@ -1641,26 +1641,18 @@ impl World {
                 (_, _, Some(q)) => (Ready::Queued(q), 0),
                 (_, _, None) => (Ready::Queued(d.created_at), 0),
             };
-            // The receive whose handler made the attempt, and the others.
-            let (attempting, others): (Vec<&Receive>, Vec<&Receive>) = timeline
-                .messages
+            let receives: Vec<&Receive> =
+                timeline.messages.iter().flat_map(|m| &m.receives).collect();
+            // Every receive but the one whose handler made the attempt.
+            let holds: Vec<Hold> = receives
                 .iter()
-                .flat_map(|m| &m.receives)
-                .partition(|r| r.made(first.at));
-            let holds: Vec<Hold> = others
-                .into_iter()
-                .filter(|r| held(r))
+                .filter(|r| !r.made(first.at) && held(r))
                 .map(|r| Hold {
                     received: r.at,
                     hidden: (r.until - r.at).to_std().unwrap_or_default(),
                 })
                 .collect();
-            let handler_delay = attempting
-                .iter()
-                .filter_map(|r| r.started.map(|s| s - r.at))
-                .max()
-                .unwrap_or_default()
-                .max(chrono::Duration::zero());
+            let handler_delay = crate::lateness::handler_wait(&receives, first.at);
             let fa = FirstAttempt {
                 ready,
                 stream_waits,
