@@ -123,6 +123,8 @@ struct State {
     renewals: std::collections::HashSet<String>,
     /// The messages SQS moved to the dead-letter queue.
     redriven: std::collections::HashSet<String>,
+    /// The deliveries the sender sent to the dead-letter queue itself.
+    sender_dead_letters: std::collections::HashSet<String>,
 }
 
 /// The per-delivery record, shared by the queue's watch, the taps and the
@@ -154,6 +156,7 @@ impl Ledger {
                 recorded_by: HashMap::new(),
                 renewals: std::collections::HashSet::new(),
                 redriven: std::collections::HashSet::new(),
+                sender_dead_letters: std::collections::HashSet::new(),
             })),
             clock,
             coverage,
@@ -286,6 +289,22 @@ impl Ledger {
                     .filter(renewal)
                     .any(|c| c.sent <= at && c.gone.is_none_or(|g| g >= at))
             })
+    }
+
+    /// The sender sent a dead letter of `delivery_id` to the dead-letter
+    /// queue itself (after a 410 or its last attempt).
+    pub fn dead_lettered_by(&self, delivery_id: &str) {
+        self.state()
+            .sender_dead_letters
+            .insert(delivery_id.to_string());
+    }
+
+    /// Whether the sender sent a dead letter of `delivery_id` itself: one
+    /// the redrive net reads while the delivery is still pending (its
+    /// record failed after the send) settles it as a lost message, though
+    /// its own message is alive.
+    pub fn dead_lettered_by_sender(&self, delivery_id: &str) -> bool {
+        self.state().sender_dead_letters.contains(delivery_id)
     }
 
     /// The reconciler's read of the index at `at` missed `delivery_id`.
@@ -480,6 +499,15 @@ mod tests {
             stale: false,
         });
         assert!(ledger.redriven_beside_renewal("d"));
+    }
+
+    #[test]
+    fn a_dead_letter_the_sender_sent_itself_is_noted_by_delivery() {
+        let ledger = ledger();
+        assert!(!ledger.dead_lettered_by_sender("d"));
+        ledger.dead_lettered_by("d");
+        assert!(ledger.dead_lettered_by_sender("d"));
+        assert!(!ledger.dead_lettered_by_sender("e"));
     }
 
     #[test]

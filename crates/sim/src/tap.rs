@@ -189,6 +189,11 @@ pub fn tapped(plain: &Adapters, role: Role, taps: &Taps) -> Adapters {
             role,
             taps: taps.clone(),
         }),
+        dead_letters: Arc::new(DeadLetterTap {
+            inner: plain.dead_letters.clone(),
+            role,
+            taps: taps.clone(),
+        }),
         ..plain.clone()
     }
 }
@@ -540,9 +545,16 @@ fn redrive_net(body: &str) -> bool {
 }
 
 impl QueueTap {
-    fn beside_renewal(&self, body: &str) -> bool {
-        (self.taps.delivery_of)(body)
-            .is_some_and(|id| self.taps.ledger.redriven_beside_renewal(&id))
+    /// Whether the redrive net's message for this body's delivery may be a
+    /// second one: a renewal's copy it cannot see
+    /// ([`Ledger::redriven_beside_renewal`]), or the delivery's own message
+    /// after the sender dead-lettered it and its record failed (README: the
+    /// copy or that message is one the fence drops).
+    fn beside_own_message(&self, body: &str) -> bool {
+        (self.taps.delivery_of)(body).is_some_and(|id| {
+            self.taps.ledger.redriven_beside_renewal(&id)
+                || self.taps.ledger.dead_lettered_by_sender(&id)
+        })
     }
 
     /// A fan-out (the stream's or the sweeper's) queues a message only for
@@ -557,7 +569,7 @@ impl QueueTap {
         // ([`Ledger::redriven_beside_renewal`]): not a doubled backlog.
         let ids: Vec<String> = messages
             .iter()
-            .filter(|m| !(redrive_net(&m.body) && self.beside_renewal(&m.body)))
+            .filter(|m| !(redrive_net(&m.body) && self.beside_own_message(&m.body)))
             .filter_map(|m| (self.taps.delivery_of)(&m.body))
             .collect();
         let Ok(now) = self.deliveries.get_many(&ids).await else {
@@ -591,6 +603,41 @@ impl QueueTap {
                 ));
             }
         }
+    }
+}
+
+/// The dead-letter queue as a Lambda sees it: notes the deliveries the
+/// sender dead-lettered itself.
+struct DeadLetterTap {
+    inner: Arc<dyn Queue>,
+    role: Role,
+    taps: Taps,
+}
+
+#[async_trait]
+impl Queue for DeadLetterTap {
+    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
+        let ids = self.inner.send_batch_ids(messages).await?;
+        if self.role == Role::Sender {
+            for (m, id) in messages.iter().zip(&ids) {
+                if let (Some(delivery), Some(_)) = ((self.taps.delivery_of)(&m.body), id) {
+                    self.taps.ledger.dead_lettered_by(&delivery);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        self.inner.receive(max, wait).await
+    }
+
+    async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
+        self.inner.change_visibility(receipt_handle, delay).await
+    }
+
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
+        self.inner.delete_batch(receipt_handles).await
     }
 }
 
