@@ -186,11 +186,14 @@ pub fn tapped(plain: &Adapters, role: Role, taps: &Taps) -> Adapters {
         queue: Arc::new(QueueTap {
             inner: plain.queue.clone(),
             deliveries: plain.deliveries.clone(),
+            dead_letters: false,
             role,
             taps: taps.clone(),
         }),
-        dead_letters: Arc::new(DeadLetterTap {
+        dead_letters: Arc::new(QueueTap {
             inner: plain.dead_letters.clone(),
+            deliveries: plain.deliveries.clone(),
+            dead_letters: true,
             role,
             taps: taps.clone(),
         }),
@@ -535,6 +538,8 @@ struct QueueTap {
     inner: Arc<dyn Queue>,
     /// The table itself, to see what a message is queued for.
     deliveries: Arc<dyn DeliveryStore>,
+    /// The dead-letter queue: only the sender's own dead letters are noted.
+    dead_letters: bool,
     role: Role,
     taps: Taps,
 }
@@ -606,44 +611,21 @@ impl QueueTap {
     }
 }
 
-/// The dead-letter queue as a Lambda sees it: notes the deliveries the
-/// sender dead-lettered itself.
-struct DeadLetterTap {
-    inner: Arc<dyn Queue>,
-    role: Role,
-    taps: Taps,
-}
-
-#[async_trait]
-impl Queue for DeadLetterTap {
-    async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
-        let ids = self.inner.send_batch_ids(messages).await?;
-        if self.role == Role::Sender {
-            for (m, id) in messages.iter().zip(&ids) {
-                if let (Some(delivery), Some(_)) = ((self.taps.delivery_of)(&m.body), id) {
-                    self.taps.ledger.dead_lettered_by(&delivery);
-                }
-            }
-        }
-        Ok(ids)
-    }
-
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
-        self.inner.receive(max, wait).await
-    }
-
-    async fn change_visibility(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
-        self.inner.change_visibility(receipt_handle, delay).await
-    }
-
-    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
-        self.inner.delete_batch(receipt_handles).await
-    }
-}
-
 #[async_trait]
 impl Queue for QueueTap {
     async fn send_batch_ids(&self, messages: &[QueueMessage]) -> Result<Vec<Option<String>>> {
+        if self.dead_letters {
+            // Notes the deliveries the sender dead-lettered itself.
+            let ids = self.inner.send_batch_ids(messages).await?;
+            if self.role == Role::Sender {
+                for (m, id) in messages.iter().zip(&ids) {
+                    if let (Some(delivery), Some(_)) = ((self.taps.delivery_of)(&m.body), id) {
+                        self.taps.ledger.dead_lettered_by(&delivery);
+                    }
+                }
+            }
+            return Ok(ids);
+        }
         self.taps.wait(self.role).await;
         if matches!(self.role, Role::FanOut | Role::Sweeper) {
             self.check_fan_out(messages).await;
