@@ -261,6 +261,11 @@ impl Ledger {
         self.state().renewals.insert(id.to_string());
     }
 
+    /// Whether the message `id` is a renewal's copy.
+    pub fn is_renewal(&self, id: &str) -> bool {
+        self.state().renewals.contains(id)
+    }
+
     /// Whether SQS redrove a message of `delivery_id` that had been
     /// renewed, and every message of it in the queue now is such a copy.
     /// The renewal's send answered an error after SQS took the copy (or the

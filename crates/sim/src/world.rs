@@ -1643,7 +1643,17 @@ impl World {
             };
             let receives: Vec<&Receive> =
                 timeline.messages.iter().flat_map(|m| &m.receives).collect();
-            // Every receive but the one whose handler made the attempt.
+            // Every receive but the one whose handler made the attempt,
+            // and each renewal before it: the worn message was finished,
+            // and its copy waits its turn in the queue as a new message.
+            let renewals = timeline
+                .messages
+                .iter()
+                .filter(|m| self.ledger.is_renewal(&m.id))
+                .map(|m| Hold {
+                    received: m.sent,
+                    hidden: Duration::ZERO,
+                });
             let holds: Vec<Hold> = receives
                 .iter()
                 .filter(|r| !r.made(first.at) && held(r))
@@ -1651,6 +1661,7 @@ impl World {
                     received: r.at,
                     hidden: (r.until - r.at).to_std().unwrap_or_default(),
                 })
+                .chain(renewals)
                 .collect();
             let handler_delay = crate::lateness::handler_wait(&receives, first.at);
             let fa = FirstAttempt {
