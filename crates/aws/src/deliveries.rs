@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use webhooks_domain::delivery::{delivery_id, parse_delivery_id, MAX_KEPT_ATTEMPTS};
 use webhooks_domain::queued::{noted_ranges, QueuedNote};
 use webhooks_domain::time::rfc3339;
@@ -119,13 +119,37 @@ fn note_from_item(item: &HashMap<String, AttributeValue>) -> Result<QueuedNote> 
         .into_iter()
         .map(|(body, message)| (format!("dlv_{body}"), message))
         .unzip();
+    let confirmed_at = match item.get("c") {
+        Some(AttributeValue::S(v)) => Some(
+            webhooks_domain::time::parse_rfc3339(v)
+                .ok_or_else(|| decode_error("queued note", format!("bad time '{v}'")))?,
+        ),
+        _ => None,
+    };
+    let contested = match item.get("x") {
+        Some(AttributeValue::Ss(ids)) => ids.iter().map(|b| format!("dlv_{b}")).collect(),
+        _ => Vec::new(),
+    };
     Ok(QueuedNote {
         org_id,
         key: text("event_id")?,
         delivery_ids,
         messages,
         created_at,
+        confirmed_at,
+        contested,
     })
+}
+
+/// A contested set as a note's item keeps it: each delivery id's body.
+fn contested_set(contested: &[String]) -> Option<AttributeValue> {
+    let mut ids: Vec<String> = contested
+        .iter()
+        .map(|d| d.strip_prefix("dlv_").unwrap_or(d).to_string())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    (!ids.is_empty()).then_some(AttributeValue::Ss(ids))
 }
 
 /// The lease's condition, which a long deferral's note shares: pending,
@@ -633,7 +657,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             .zip(&note.messages)
             .map(|(d, m)| format!("{}:{m}", d.strip_prefix("dlv_").unwrap_or(d)))
             .collect();
-        let written = self
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -641,7 +665,14 @@ impl DeliveryStore for DynamoDeliveryStore {
             .item("event_id", s(&note.key))
             .item("d", AttributeValue::Ss(entries))
             .item("created_at", s(&rfc3339(note.created_at)))
-            .item("expires_at", number(expires_at(note.created_at)))
+            .item("expires_at", number(expires_at(note.created_at)));
+        if let Some(at) = note.confirmed_at {
+            put = put.item("c", s(&rfc3339(at)));
+        }
+        if let Some(x) = contested_set(&note.contested) {
+            put = put.item("x", x);
+        }
+        let written = put
             .condition_expression("attribute_not_exists(event_id)")
             .send()
             .await;
@@ -652,9 +683,37 @@ impl DeliveryStore for DynamoDeliveryStore {
         }
     }
 
-    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+    async fn confirm_note(
+        &self,
+        org_id: &str,
+        key: &str,
+        contested: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("endpoint_id", s(&note_partition(org_id)))
+            .key("event_id", s(key))
+            .condition_expression("attribute_exists(event_id)")
+            .expression_attribute_values(":c", s(&rfc3339(at)));
+        update = match contested_set(contested) {
+            Some(x) => update
+                .update_expression("SET c = :c, x = :x")
+                .expression_attribute_values(":x", x),
+            None => update.update_expression("SET c = :c"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend_error("UpdateItem deliveries (confirm note)", e)),
+        }
+    }
+
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<QueuedNote>> {
         let wanted: HashSet<&str> = delivery_ids.iter().map(String::as_str).collect();
-        let mut found: HashSet<String> = HashSet::new();
+        let mut found: BTreeMap<String, QueuedNote> = BTreeMap::new();
         for (from, to) in noted_ranges(delivery_ids) {
             let mut start: Option<HashMap<String, AttributeValue>> = None;
             loop {
@@ -666,18 +725,18 @@ impl DeliveryStore for DynamoDeliveryStore {
                     .expression_attribute_values(":p", s(&note_partition(org_id)))
                     .expression_attribute_values(":a", s(&from))
                     .expression_attribute_values(":b", s(&to))
-                    .projection_expression("d")
                     .consistent_read(true)
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
                     .map_err(|e| backend_error("Query deliveries (queued notes)", e))?;
                 for item in out.items.unwrap_or_default() {
-                    for (body, _) in note_entries(&item) {
-                        let id = format!("dlv_{body}");
-                        if wanted.contains(id.as_str()) {
-                            found.insert(id);
-                        }
+                    let lists = note_entries(&item)
+                        .iter()
+                        .any(|(body, _)| wanted.contains(format!("dlv_{body}").as_str()));
+                    if lists {
+                        let note = note_from_item(&item)?;
+                        found.insert(note.key.clone(), note);
                     }
                 }
                 match out.last_evaluated_key {
@@ -686,9 +745,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                 }
             }
         }
-        let mut found: Vec<String> = found.into_iter().collect();
-        found.sort_unstable();
-        Ok(found)
+        Ok(found.into_values().collect())
     }
 
     async fn notes_between(

@@ -15,7 +15,10 @@
 //! deliveries), and its write is conditional: two fan-outs of the same
 //! batch at once (the stream handing a batch over twice) make the same key,
 //! and only the first one's note is written; the other's messages are not
-//! the ones it names, and give way.
+//! the ones it names, and give way. Two fan-outs of overlapping but
+//! different batches make different keys: each confirms its note after
+//! reading the notes again ([`contested_by`]), and a delivery two notes
+//! list is carried by at most one of them ([`QueuedNote::carries`]).
 
 use crate::ids;
 use chrono::{DateTime, Utc};
@@ -58,6 +61,15 @@ pub struct QueuedNote {
     /// [`message_tag`].
     pub messages: Vec<String>,
     pub created_at: DateTime<Utc>,
+    /// When its fan-out confirmed it: having written it, the fan-out read
+    /// the notes of its deliveries again and set down which of them another
+    /// note lists too ([`QueuedNote::contested`]). Until then its messages
+    /// wait: an unconfirmed note names no message for a first attempt.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// The deliveries it lists that the confirming read found listed by
+    /// another note as well (two fan-outs of overlapping batches at once).
+    /// Its messages of them make no attempt without a record.
+    pub contested: Vec<String>,
 }
 
 impl QueuedNote {
@@ -80,6 +92,54 @@ impl QueuedNote {
     pub fn names(&self, delivery_id: &str, message_id: &str) -> bool {
         self.owner(delivery_id) == Some(message_tag(message_id))
     }
+
+    /// Whether the confirming read found `delivery_id` listed by another
+    /// note too.
+    pub fn contests(&self, delivery_id: &str) -> bool {
+        self.contested.iter().any(|d| d == delivery_id)
+    }
+
+    /// Whether the message this note names for `delivery_id` makes its
+    /// first attempt without a record: the note is confirmed, lists it,
+    /// and no other note does.
+    pub fn carries(&self, delivery_id: &str) -> bool {
+        self.confirmed_at.is_some() && self.lists(delivery_id) && !self.contests(delivery_id)
+    }
+}
+
+/// Of the deliveries `own` lists, those that a note of `others` with
+/// another key lists too: what a fan-out's confirming read of `own` sets
+/// down as contested.
+///
+/// Why this closes the door of two fan-outs of overlapping batches at
+/// once: each writes its note, then reads the notes of its deliveries
+/// (strongly consistent). Of two such calls, the one whose read comes
+/// second finds the other's note, so at most one of them confirms a
+/// delivery uncontested; a message of a contested delivery waits until
+/// any other note's message could no longer make an attempt without a
+/// record, and then creates the record (one conditional create).
+pub fn contested_by(own: &QueuedNote, others: &[QueuedNote]) -> Vec<String> {
+    own.delivery_ids
+        .iter()
+        .filter(|d| {
+            others
+                .iter()
+                .any(|n| n.org_id == own.org_id && n.key != own.key && n.lists(d))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Of `wanted`, those that one of `notes` lists, each once, sorted.
+pub fn listed(notes: &[QueuedNote], wanted: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = wanted
+        .iter()
+        .filter(|d| notes.iter().any(|n| n.lists(d)))
+        .cloned()
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 /// The minute of an event, from its id (`YYYYMMDDHHMM`; `x` for an id
@@ -232,10 +292,52 @@ mod tests {
             delivery_ids: vec!["d1".into()],
             messages: vec![message_tag("4b5a-0f1e2d3c").into()],
             created_at: Utc::now(),
+            confirmed_at: None,
+            contested: Vec::new(),
         };
         assert!(note.names("d1", "4b5a-0f1e2d3c"));
         assert!(!note.names("d1", "4b5a-99999999"));
         assert!(!note.names("d2", "4b5a-0f1e2d3c"));
+    }
+
+    fn listing(key: &str, ids: &[&str]) -> QueuedNote {
+        QueuedNote {
+            org_id: "o".into(),
+            key: key.into(),
+            delivery_ids: ids.iter().map(|d| d.to_string()).collect(),
+            messages: ids.iter().map(|_| "m".to_string()).collect(),
+            created_at: Utc::now(),
+            confirmed_at: None,
+            contested: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_delivery_another_note_lists_is_contested() {
+        let own = listing("k1", &["d1", "d2", "d3"]);
+        let mut other_org = listing("k3", &["d3"]);
+        other_org.org_id = "p".into();
+        let others = [own.clone(), listing("k2", &["d2", "d9"]), other_org];
+        assert_eq!(contested_by(&own, &others), vec!["d2".to_string()]);
+        assert!(contested_by(&own, std::slice::from_ref(&own)).is_empty());
+        assert_eq!(
+            listed(
+                &others,
+                &["d9".into(), "d1".into(), "d7".into(), "d1".into()]
+            ),
+            vec!["d1".to_string(), "d9".to_string()]
+        );
+    }
+
+    #[test]
+    fn only_a_confirmed_note_carries_what_no_other_lists() {
+        let mut note = listing("k1", &["d1", "d2"]);
+        assert!(!note.carries("d1"), "unconfirmed");
+        note.confirmed_at = Some(Utc::now());
+        note.contested = vec!["d2".into()];
+        assert!(note.carries("d1"));
+        assert!(!note.carries("d2"), "contested");
+        assert!(!note.carries("d3"), "not listed");
     }
 
     #[test]

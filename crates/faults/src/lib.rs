@@ -67,6 +67,7 @@ pub enum Op {
     Postpone,
     ListDeliveries,
     NoteQueued,
+    ConfirmNote,
     GetNoted,
     GetNotes,
     // CursorStore

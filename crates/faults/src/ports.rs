@@ -233,9 +233,22 @@ impl<T: DeliveryStore + ?Sized, P: Policy> DeliveryStore for Faulty<T, P> {
         self.around(Op::NoteQueued, self.inner.note_queued(note))
             .await
     }
-    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<QueuedNote>> {
         self.around(Op::GetNoted, self.inner.noted(org_id, delivery_ids))
             .await
+    }
+    async fn confirm_note(
+        &self,
+        org_id: &str,
+        key: &str,
+        contested: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.around(
+            Op::ConfirmNote,
+            self.inner.confirm_note(org_id, key, contested, at),
+        )
+        .await
     }
     async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {
         self.around(Op::GetNotes, self.inner.notes(keys)).await

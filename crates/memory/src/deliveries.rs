@@ -570,8 +570,25 @@ impl DeliveryStore for MemoryDeliveryStore {
         lock(&self.notes).write(note, &self.retention, self.clock.now())
     }
 
-    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<QueuedNote>> {
         Ok(lock(&self.notes).noted(org_id, delivery_ids, &self.retention, self.clock.now()))
+    }
+
+    async fn confirm_note(
+        &self,
+        org_id: &str,
+        key: &str,
+        contested: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        lock(&self.notes).confirm(
+            org_id,
+            key,
+            contested,
+            at,
+            &self.retention,
+            self.clock.now(),
+        )
     }
 
     async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {

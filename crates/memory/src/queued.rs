@@ -48,6 +48,17 @@ pub fn note_item_size(note: &QueuedNote) -> usize {
         + 20
         + "expires_at".len()
         + 11
+        + note.confirmed_at.map_or(0, |_| "c".len() + 20)
+        + note
+            .contested
+            .iter()
+            .map(|d| d.strip_prefix("dlv_").unwrap_or(d).len())
+            .sum::<usize>()
+        + if note.contested.is_empty() {
+            0
+        } else {
+            "x".len()
+        }
 }
 
 impl Notes {
@@ -109,39 +120,73 @@ impl Notes {
         Ok(true)
     }
 
-    /// Of `delivery_ids`, those a note of `org_id` lists.
+    /// The notes of `org_id` in the ranges DynamoDB reads that list one
+    /// of `delivery_ids`, each once, in key order.
     pub(crate) fn noted(
         &self,
         org_id: &str,
         delivery_ids: &[String],
         retention: &Retention,
         now: DateTime<Utc>,
-    ) -> Vec<String> {
+    ) -> Vec<QueuedNote> {
         let ranges = noted_ranges(delivery_ids);
         let in_range = |key: &str| {
             ranges
                 .iter()
                 .any(|(a, b)| a.as_str() <= key && key <= b.as_str())
         };
-        let mut found: HashSet<String> = HashSet::new();
+        let mut found: BTreeMap<&str, &QueuedNote> = BTreeMap::new();
         for id in delivery_ids {
             let Some(keys) = self.by_delivery.get(&(org_id.to_string(), id.clone())) else {
                 continue;
             };
-            let listed = keys.iter().any(|key| {
-                in_range(key)
-                    && self
-                        .by_key
-                        .get(&(org_id.to_string(), key.clone()))
-                        .is_some_and(|n| self.live(n, retention, now))
-            });
-            if listed {
-                found.insert(id.clone());
+            for key in keys {
+                if !in_range(key) || found.contains_key(key.as_str()) {
+                    continue;
+                }
+                if let Some(n) = self
+                    .by_key
+                    .get(&(org_id.to_string(), key.clone()))
+                    .filter(|n| self.live(n, retention, now))
+                {
+                    found.insert(key, n);
+                }
             }
         }
-        let mut found: Vec<String> = found.into_iter().collect();
-        found.sort_unstable();
-        found
+        found.into_values().cloned().collect()
+    }
+
+    /// Confirms a live note, as DynamoDB's conditional update would:
+    /// `false` if there is none, refused past the item size.
+    pub(crate) fn confirm(
+        &mut self,
+        org_id: &str,
+        key: &str,
+        contested: &[String],
+        at: DateTime<Utc>,
+        retention: &Retention,
+        now: DateTime<Utc>,
+    ) -> Result<bool, BackendError> {
+        let k = (org_id.to_string(), key.to_string());
+        let Some(note) = self.by_key.get(&k).filter(|n| self.live(n, retention, now)) else {
+            return Ok(false);
+        };
+        let mut contested = contested.to_vec();
+        contested.sort_unstable();
+        contested.dedup();
+        let confirmed = QueuedNote {
+            confirmed_at: Some(at),
+            contested,
+            ..note.clone()
+        };
+        let size = note_item_size(&confirmed);
+        if size > MAX_ITEM_BYTES {
+            return Err(BackendError::Permanent(format!(
+                "ValidationException: item size {size} has exceeded the maximum allowed size of {MAX_ITEM_BYTES}"
+            )));
+        }
+        self.by_key.insert(k, confirmed);
+        Ok(true)
     }
 
     pub(crate) fn get(
@@ -235,6 +280,8 @@ mod tests {
             delivery_ids: ids.to_vec(),
             messages: ids.iter().map(|_| "m".to_string()).collect(),
             created_at: at,
+            confirmed_at: None,
+            contested: Vec::new(),
         }
     }
 
@@ -256,20 +303,23 @@ mod tests {
         let all: Vec<String> = (0..4).map(d).collect();
         let mut first = vec![d(0), d(1), d(2)];
         first.sort();
-        assert_eq!(notes.noted("o", &all, &retention, now), first);
+        let listed = |notes: &Notes, at| {
+            webhooks_domain::queued::listed(&notes.noted("o", &all, &retention, at), &all)
+        };
+        assert_eq!(listed(&notes, now), first);
         assert!(notes.noted("other", &all, &retention, now).is_empty());
         // A fourth note pushes the first out (the bound on the count).
         let n = note("o", &event, "c3", &[d(3)], now);
         assert!(notes.write(&n, &retention, now).unwrap());
-        assert!(!notes.noted("o", &all, &retention, now).contains(&d(0)));
+        assert!(!listed(&notes, now).contains(&d(0)));
         assert_eq!(notes.by_delivery.len(), 3, "the index follows the notes");
         // Past the TTL, nothing is listed, and the index empties with the
         // notes at the next write.
         let later = now + Duration::hours(2);
-        assert!(notes.noted("o", &all, &retention, later).is_empty());
+        assert!(listed(&notes, later).is_empty());
         let n = note("o", &event, "c4", &[d(0)], later);
         assert!(notes.write(&n, &retention, later).unwrap());
         assert_eq!(notes.by_delivery.len(), 1);
-        assert_eq!(notes.noted("o", &all, &retention, later), vec![d(0)]);
+        assert_eq!(listed(&notes, later), vec![d(0)]);
     }
 }

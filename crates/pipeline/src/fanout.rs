@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use webhooks_domain::event::MIN_SETTLE_WINDOW;
 use webhooks_domain::ids;
-use webhooks_domain::queued::{assign_notes, message_tag, QueuedNote};
+use webhooks_domain::queued::{self, assign_notes, message_tag, QueuedNote};
 use webhooks_domain::{Delivery, Event, Payload, Subscriber};
 use webhooks_ports::{
     Adapters, BackendError, Clock, DeliveryStore, OrgEndpoints, Queue, QueueMessage, SystemClock,
@@ -37,6 +37,10 @@ pub struct FanOutReport {
     /// Deliveries queued and noted, without a record: their first
     /// attempt's outcome creates it.
     pub noted: usize,
+    /// Of those, the ones its confirming read found in another note too
+    /// (another fan-out of overlapping events at once): their messages make
+    /// no attempt without a record.
+    pub contested: usize,
     /// Index of the first event that could not be fully fanned out; it and
     /// the events after it must be offered again.
     pub first_failure: Option<usize>,
@@ -258,7 +262,10 @@ impl FanOut {
                 _ => to_create.push((i, d)),
             }
         }
-        for (i, written) in self.note(to_note, now).await {
+        let deadlines: Vec<chrono::DateTime<chrono::Utc>> =
+            events.iter().map(confirm_deadline).collect();
+        for (i, written, contested) in self.note(to_note, now, &deadlines).await {
+            report.contested += usize::from(contested);
             match written {
                 Some(true) => report.noted += 1,
                 // Another fan-out of the same deliveries (the stream handed
@@ -310,7 +317,10 @@ impl FanOut {
         let records = self.deliveries.get_many(&ids);
         let notes = stream::iter(by_org.into_iter().map(|(org, ids)| {
             let deliveries = self.deliveries.clone();
-            async move { deliveries.noted(&org, &ids).await }
+            async move {
+                let notes = deliveries.noted(&org, &ids).await?;
+                Ok::<_, BackendError>(queued::listed(&notes, &ids))
+            }
         }))
         .buffer_unordered(16)
         .collect::<Vec<_>>();
@@ -323,14 +333,17 @@ impl FanOut {
     }
 
     /// Writes the notes of the deliveries queued under their keys, each
-    /// naming the message sent for it (its `chain`); each delivery's event
-    /// index, and whether its note was written (`Some(false)`: another
-    /// fan-out wrote that note first; `None`: the write failed).
+    /// naming the message sent for it (its `chain`), and confirms each one
+    /// written ([`FanOut::confirm`]); each delivery's event index, whether
+    /// its note was written (`Some(false)`: another fan-out wrote that note
+    /// first; `None`: the write failed), and whether it was found
+    /// contested. `deadlines` are the events' [`confirm_deadline`]s.
     async fn note(
         &self,
         queued: Vec<(usize, Delivery, String)>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Vec<(usize, Option<bool>)> {
+        deadlines: &[chrono::DateTime<chrono::Utc>],
+    ) -> Vec<(usize, Option<bool>, bool)> {
         let mut notes: BTreeMap<(String, String), (QueuedNote, Vec<usize>)> = BTreeMap::new();
         for (i, d, key) in queued {
             let entry = notes
@@ -343,6 +356,8 @@ impl FanOut {
                             delivery_ids: Vec::new(),
                             messages: Vec::new(),
                             created_at: now,
+                            confirmed_at: None,
+                            contested: Vec::new(),
                         },
                         Vec::new(),
                     )
@@ -354,20 +369,33 @@ impl FanOut {
             entry.0.delivery_ids.push(d.id);
             entry.1.push(i);
         }
-        let written: Vec<(Vec<usize>, Option<bool>)> =
+        let written: Vec<(Vec<usize>, Option<bool>, Vec<bool>)> =
             stream::iter(notes.into_values().map(|(note, events)| {
                 let deliveries = self.deliveries.clone();
+                let deadline = events
+                    .iter()
+                    .filter_map(|i| deadlines.get(*i))
+                    .min()
+                    .copied();
                 async move {
                     let written = deliveries.note_queued(&note).await;
                     match written {
-                        Ok(true) => (events, Some(true)),
+                        Ok(true) => {
+                            let contested = self.confirm(&note, deadline).await;
+                            let flags = note
+                                .delivery_ids
+                                .iter()
+                                .map(|d| contested.contains(d))
+                                .collect();
+                            (events, Some(true), flags)
+                        }
                         Ok(false) => {
                             tracing::info!(org_id = %note.org_id, key = %note.key, "another fan-out of these deliveries noted them first; its messages carry them");
-                            (events, Some(false))
+                            (events, Some(false), Vec::new())
                         }
                         Err(e) => {
                             tracing::warn!(org_id = %note.org_id, key = %note.key, error = %e, "could not write the note of queued deliveries; offered again");
-                            (events, None)
+                            (events, None, Vec::new())
                         }
                     }
                 }
@@ -377,8 +405,64 @@ impl FanOut {
             .await;
         written
             .into_iter()
-            .flat_map(|(events, written)| events.into_iter().map(move |i| (i, written)))
+            .flat_map(|(events, written, flags)| {
+                events
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(n, i)| (i, written, flags.get(n).copied().unwrap_or(false)))
+            })
             .collect()
+    }
+
+    /// Confirms a note just written: reads again the notes of what it lists
+    /// (strongly consistent, after its write) and sets down which of its
+    /// deliveries another note lists too ([`queued::contested_by`]). Of two
+    /// fan-outs of overlapping events at once, the one whose read comes
+    /// second finds the other's note, so no delivery is left carried by two
+    /// notes. Not done past `deadline` (a sender may by then have given up
+    /// waiting for it and created the record), nor when the read or the
+    /// write fails: the note's messages then wait out the settle window and
+    /// create the record themselves. The contested deliveries.
+    async fn confirm(
+        &self,
+        note: &QueuedNote,
+        deadline: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Vec<String> {
+        let others = match self
+            .deliveries
+            .noted(&note.org_id, &note.delivery_ids)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(org_id = %note.org_id, key = %note.key, error = %e, "could not read the notes again to confirm one; its messages create their records");
+                return Vec::new();
+            }
+        };
+        let contested = queued::contested_by(note, &others);
+        let now = self.clock.now();
+        if deadline.is_some_and(|d| now >= d) {
+            tracing::warn!(org_id = %note.org_id, key = %note.key, "too late to confirm a note; its messages create their records");
+            return Vec::new();
+        }
+        if !contested.is_empty() {
+            tracing::info!(org_id = %note.org_id, key = %note.key, contested = contested.len(), "another fan-out noted some of these deliveries at once; their messages create their records");
+        }
+        match self
+            .deliveries
+            .confirm_note(&note.org_id, &note.key, &contested, now)
+            .await
+        {
+            Ok(true) => contested,
+            Ok(false) => {
+                tracing::warn!(org_id = %note.org_id, key = %note.key, "the note to confirm is gone");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(org_id = %note.org_id, key = %note.key, error = %e, "could not confirm a note; its messages create their records");
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -401,6 +485,13 @@ pub fn notes_deadline(event: &Event) -> chrono::DateTime<chrono::Utc> {
 
 /// What a note's write is given before a sweep may read its event.
 pub const NOTE_MARGIN: chrono::Duration = chrono::Duration::seconds(20);
+
+/// Until when a fan-out may confirm a note of an event's deliveries: half
+/// of [`NOTE_MARGIN`] before the settle window ends, when a message whose
+/// note is still unconfirmed stops waiting for it and creates the record.
+pub fn confirm_deadline(event: &Event) -> chrono::DateTime<chrono::Utc> {
+    notes_deadline(event) + NOTE_MARGIN / 2
+}
 
 /// The endpoints an event goes to: the one it targets (a test event,
 /// whatever its subscription and filter say), or every enabled endpoint
@@ -589,6 +680,138 @@ mod tests {
             assert_eq!(d.chain.as_deref(), Some(m.message_id.as_str()));
             assert_eq!(d.lease_until, None);
         }
+    }
+
+    /// Holds each call of `op` at a barrier: before it reaches the store,
+    /// after it, or both; so two fan-outs over one store can be lined up.
+    struct Meet {
+        op: webhooks_faults::Op,
+        before: Option<Arc<tokio::sync::Barrier>>,
+        after: Option<Arc<tokio::sync::Barrier>>,
+    }
+
+    impl webhooks_faults::Policy for Meet {
+        async fn before(&self, op: webhooks_faults::Op) -> webhooks_ports::Result<()> {
+            if let (true, Some(b)) = (op == self.op, &self.before) {
+                b.wait().await;
+            }
+            Ok(())
+        }
+
+        async fn after(&self, op: webhooks_faults::Op, _: bool) -> webhooks_ports::Result<()> {
+            if let (true, Some(b)) = (op == self.op, &self.after) {
+                b.wait().await;
+            }
+            Ok(())
+        }
+    }
+
+    impl TestSystem {
+        /// A fan-out of this world whose note writes wait at `meet`'s
+        /// barriers.
+        fn fanout_meeting(&self, meet: Meet) -> FanOut {
+            let deliveries = Arc::new(webhooks_faults::Faulty::new(
+                self.deliveries.clone(),
+                Arc::new(meet),
+            ));
+            FanOut::new(self.endpoints.clone(), deliveries, self.queue.clone())
+        }
+
+        /// For each delivery of `events` to `ep`: how many
+        /// notes carry it (confirmed, not contested) and how many list it.
+        async fn carried(&self, ep: &Endpoint, events: &[Event]) -> Vec<(usize, usize)> {
+            let (org, endpoints) = (ep.org_id.as_str(), [ep]);
+            let mut ids = Vec::new();
+            for e in events {
+                for ep in endpoints {
+                    ids.push(webhooks_domain::delivery::delivery_id(&ep.id, &e.id));
+                }
+            }
+            let notes = self.deliveries.noted(org, &ids).await.unwrap();
+            ids.iter()
+                .map(|d| {
+                    (
+                        notes.iter().filter(|n| n.carries(d)).count(),
+                        notes.iter().filter(|n| n.lists(d)).count(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    /// `n` events of `org` whose ids were made at one instant, now (so
+    /// that each fan-out writes them one note).
+    fn events_at_once(org: &str, n: usize) -> Vec<Event> {
+        let made = chrono::Utc::now();
+        (0..n)
+            .map(|_| {
+                let mut e = event(org, EventType::LeadWon);
+                e.id = ids::new_id_at("evt", made);
+                e.created_at = made;
+                e
+            })
+            .collect()
+    }
+
+    /// Issue 22, seed 676: the stream hands a batch over again while its
+    /// bisected retry runs. Both calls read before either's note exists,
+    /// so both queue the shared deliveries, under notes of different keys.
+    /// The call whose confirming read comes second finds the other's note
+    /// and confirms them contested: one note carries each delivery.
+    #[tokio::test]
+    async fn of_two_overlapping_fan_outs_at_once_the_later_confirmation_is_contested() {
+        let w = world();
+        let ep = endpoint(&w, "a", &["*"]).await;
+        let events = events_at_once("a", 3);
+        // The whole batch stops before its note; the retry of its first two
+        // events runs through (its read finds nothing), then the whole goes
+        // on.
+        let gate = Arc::new(tokio::sync::Barrier::new(2));
+        let whole = w.fanout_meeting(Meet {
+            op: webhooks_faults::Op::NoteQueued,
+            before: Some(gate.clone()),
+            after: None,
+        });
+        let (all, retry) = tokio::join!(whole.fan_out(&events), async {
+            while w.queue.messages().len() < 3 {
+                tokio::task::yield_now().await;
+            }
+            let r = w.fanout.fan_out(&events[..2]).await;
+            gate.wait().await;
+            r
+        });
+        assert_eq!((retry.noted, retry.contested), (2, 0), "confirmed first");
+        assert_eq!((all.noted, all.contested), (3, 2), "found the retry's note");
+        assert_eq!(w.queue.messages().len(), 5, "both queued the shared ones");
+        assert_eq!(
+            w.carried(&ep, &events).await,
+            [(1, 2), (1, 2), (1, 1)],
+            "one note carries each delivery"
+        );
+    }
+
+    /// The same, with both notes written before either confirming read:
+    /// both find the other's, and neither carries the shared deliveries
+    /// (their messages wait, then create the record: the sender's
+    /// `unrecorded`).
+    #[tokio::test]
+    async fn two_fan_outs_that_both_see_the_other_carry_neither() {
+        let w = world();
+        let ep = endpoint(&w, "a", &["*"]).await;
+        let events = events_at_once("a", 2);
+        let (noted, written) = (
+            Arc::new(tokio::sync::Barrier::new(2)),
+            Arc::new(tokio::sync::Barrier::new(2)),
+        );
+        let meet = || Meet {
+            op: webhooks_faults::Op::NoteQueued,
+            before: Some(noted.clone()),
+            after: Some(written.clone()),
+        };
+        let (a, b) = (w.fanout_meeting(meet()), w.fanout_meeting(meet()));
+        let (ra, rb) = tokio::join!(a.fan_out(&events), b.fan_out(&events[..1]));
+        assert_eq!((ra.contested, rb.contested), (1, 1));
+        assert_eq!(w.carried(&ep, &events).await, [(0, 2), (1, 1)]);
     }
 
     #[tokio::test]

@@ -633,11 +633,54 @@ async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending(
     worn_first_attempt_not_recorded(true).await;
 }
 
-/// The same for a noted delivery, whose first attempt's outcome creates its
-/// record: the create fails.
+/// A noted delivery's message worn the same way: 85 minutes after its note
+/// it makes no attempt without a record (its note carries it only while no
+/// other message could take it over, `STUCK_AFTER` less the lease), but
+/// creates the record first. With that create failing, it is renewed at
+/// receive 29 (no lease taken), its copy without the note's key, and the
+/// copy creates the record and delivers: never left pending, nothing
+/// redriven.
 #[tokio::test(start_paused = true)]
-async fn a_worn_message_whose_noted_first_attempt_is_not_recorded_is_not_left_pending() {
-    worn_first_attempt_not_recorded(false).await;
+async fn a_worn_message_of_an_old_noted_delivery_is_renewed_and_delivered() {
+    let w = fanned_out(false).await;
+    w.adapters
+        .cursors
+        .advance("org", &w.event.id)
+        .await
+        .unwrap();
+    let queue = &w.adapters.queue;
+    for _ in 1..MAX_RECEIVE_COUNT - 1 {
+        assert_eq!(queue.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    let unlucky = Sender::new(
+        w.adapters.endpoints.clone(),
+        w.adapters.endpoints.clone(),
+        Arc::new(Faulty::new(
+            w.adapters.deliveries.clone(),
+            Arc::new(Script::new().fail(Op::CreateDelivery, ..)),
+        )),
+        queue.clone(),
+        w.adapters.dead_letters.clone(),
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_clock(w.adapters.clock.clone())
+    .with_transport(Arc::new(Accepting));
+    let worn = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(worn[0].receive_count, MAX_RECEIVE_COUNT - 1);
+    process_as_the_mapping_does(&w, &unlucky, &worn).await;
+    assert!(delivery_of(&w, &w.event).await.is_none(), "still no record");
+    tokio::time::advance(Duration::from_secs(181)).await;
+    let copy = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(copy.len(), 1, "the worn message renewed");
+    assert_eq!(copy[0].receive_count, 1);
+    assert_ne!(copy[0].message_id, worn[0].message_id);
+    process_as_the_mapping_does(&w, &sender_answering(&w, Accepting), &copy).await;
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+    assert!(w.memory.dead_letters.is_empty(), "nothing redriven");
+    assert!(w.memory.queue.is_empty());
 }
 
 async fn worn_first_attempt_not_recorded(recorded: bool) {
@@ -691,14 +734,9 @@ async fn worn_first_attempt_not_recorded(recorded: bool) {
     } else {
         let id = delivery_id(&w.endpoint.id, &w.event.id);
         assert!(delivery_of(&w, &w.event).await.is_none(), "still no record");
-        assert_eq!(
-            w.adapters
-                .deliveries
-                .noted("org", std::slice::from_ref(&id))
-                .await
-                .unwrap(),
-            [id]
-        );
+        let ids = std::slice::from_ref(&id);
+        let notes = w.adapters.deliveries.noted("org", ids).await.unwrap();
+        assert_eq!(webhooks_domain::queued::listed(&notes, ids), [id]);
     }
 
     tokio::time::advance(Duration::from_secs(3600)).await;

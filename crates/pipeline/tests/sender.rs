@@ -1576,10 +1576,258 @@ async fn note(w: &TestSystem, key: &str, listed: &[(String, String)]) {
                 .map(|(_, m)| webhooks_domain::queued::message_tag(m).to_string())
                 .collect(),
             created_at: chrono::Utc::now(),
+            // As its fan-out confirms it: no other note lists these.
+            confirmed_at: Some(chrono::Utc::now()),
+            contested: Vec::new(),
         })
         .await
         .expect("note");
     assert!(written);
+}
+
+/// Writes `note` of org `org`, as given (confirmed or not).
+async fn write_note(w: &TestSystem, note: webhooks_domain::queued::QueuedNote) {
+    assert!(w.deliveries.note_queued(&note).await.expect("note"));
+}
+
+/// A note of org `org` under `key` listing `(delivery, message)`, written
+/// `at`, and confirmed then with `contested` if `confirmed`.
+fn note_of(
+    key: &str,
+    listed: &[(String, String)],
+    at: chrono::DateTime<chrono::Utc>,
+    confirmed: bool,
+    contested: &[String],
+) -> webhooks_domain::queued::QueuedNote {
+    webhooks_domain::queued::QueuedNote {
+        org_id: "org".into(),
+        key: key.into(),
+        delivery_ids: listed.iter().map(|(d, _)| d.clone()).collect(),
+        messages: listed
+            .iter()
+            .map(|(_, m)| webhooks_domain::queued::message_tag(m).to_string())
+            .collect(),
+        created_at: at,
+        confirmed_at: confirmed.then_some(at),
+        contested: contested.to_vec(),
+    }
+}
+
+/// The key of a note of `event`'s second made by fan-out call `call`.
+fn key_of(event: &Event, call: &str) -> String {
+    webhooks_domain::queued::note_key(
+        &webhooks_domain::queued::minute_of_event(&event.id),
+        webhooks_domain::queued::second_of_event(&event.id),
+        call,
+        0,
+    )
+}
+
+/// Issue 22, seed 676: two fan-outs of overlapping batches at once each
+/// queued the delivery under a note of its own, and both confirming reads
+/// found the other's note: neither note carries it. Its message makes no
+/// attempt while the other's could still make one without a record; then
+/// it creates the record (one conditional create) and delivers.
+#[tokio::test]
+async fn a_contested_delivery_waits_until_no_message_could_attempt_it_unrecorded() {
+    use webhooks_faults::{Count, Op};
+    let rx = Receiver::always(204).await;
+    let w = world("1m").on_tokio_clock();
+    let count = Arc::new(Count::new());
+    let sender = counted_sender(&w, count.clone(), None).with_clock(
+        webhooks_testkit::clock::TokioClock::starting_at(chrono::Utc::now()),
+    );
+    let ep = w.endpoint(rx.url("/")).await;
+    let (event, id, mine) = queue_noted_task(&w, &ep, chrono::Duration::zero(), "m#c.0").await;
+    let now = chrono::Utc::now();
+    let contested = [id.clone()];
+    let (own, other) = (key_of(&event, "own"), key_of(&event, "other"));
+    write_note(
+        &w,
+        note_of(&own, &[(id.clone(), mine.clone())], now, true, &contested),
+    )
+    .await;
+    write_note(
+        &w,
+        note_of(
+            &other,
+            &[(id.clone(), "msg-of-the-other".into())],
+            now,
+            true,
+            &contested,
+        ),
+    )
+    .await;
+    let named = |m: &webhooks_ports::ReceivedMessage| {
+        let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
+        t.queued = Some(own.clone());
+        webhooks_ports::ReceivedMessage {
+            body: t.to_message(),
+            ..m.clone()
+        }
+    };
+    let msgs: Vec<_> = w
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .iter()
+        .map(named)
+        .collect();
+    assert_eq!(
+        sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Retry]
+    );
+    assert_eq!((rx.count(), count.writes()), (0, 0), "no POST, no write");
+    assert!(w.deliveries.get(&id).await.expect("get").is_none());
+    // Hidden until the other's message would count as lost.
+    skip(Duration::from_secs(14 * 60)).await;
+    assert!(w
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_empty());
+    skip(Duration::from_secs(70)).await;
+    let msgs: Vec<_> = w
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .iter()
+        .map(named)
+        .collect();
+    assert_eq!(msgs.len(), 1, "back once no other message may attempt it");
+    assert_eq!(
+        sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(rx.count(), 1);
+    assert_eq!(count.calls(Op::CreateDelivery), 1);
+    let d = w.delivery(&id).await;
+    assert_eq!(
+        (d.status, d.attempt_count, d.chain),
+        (DeliveryStatus::Delivered, 1, Some(mine))
+    );
+}
+
+/// ...and when the other fan-out's note carries it (its confirming read
+/// came first and found nothing), this message gives way at once.
+#[tokio::test]
+async fn a_contested_deliverys_message_gives_way_to_a_note_that_carries_it() {
+    let rx = Receiver::always(204).await;
+    let w = world("1m");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (event, id, mine) = queue_noted_task(&w, &ep, chrono::Duration::zero(), "m#c.0").await;
+    let now = chrono::Utc::now();
+    let own = key_of(&event, "own");
+    write_note(
+        &w,
+        note_of(
+            &own,
+            &[(id.clone(), mine)],
+            now,
+            true,
+            std::slice::from_ref(&id),
+        ),
+    )
+    .await;
+    let carrier = note_of(
+        &key_of(&event, "first"),
+        &[(id.clone(), "msg-of-the-first".into())],
+        now,
+        true,
+        &[],
+    );
+    write_note(&w, carrier).await;
+    let msgs: Vec<_> = w
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|mut m| {
+            let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
+            t.queued = Some(own.clone());
+            m.body = t.to_message();
+            m
+        })
+        .collect();
+    assert_eq!(
+        w.sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(rx.count(), 0);
+    assert!(w.deliveries.get(&id).await.expect("get").is_none());
+}
+
+/// A note its fan-out never confirmed (it stopped after the write, or
+/// confirmed too late) carries nothing: its message, past the settle
+/// window, creates the record itself and delivers.
+#[tokio::test]
+async fn a_message_of_an_unconfirmed_note_creates_the_record_itself() {
+    let rx = Receiver::always(204).await;
+    let w = world("1m");
+    let ep = w.endpoint(rx.url("/")).await;
+    let (event, id, mine) = queue_noted_task(&w, &ep, chrono::Duration::minutes(2), "m#c.0").await;
+    let key = key_of(&event, "stopped");
+    let at = chrono::Utc::now() - chrono::Duration::minutes(2);
+    write_note(
+        &w,
+        note_of(&key, &[(id.clone(), mine.clone())], at, false, &[]),
+    )
+    .await;
+    let msgs: Vec<_> = w
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|mut m| {
+            let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
+            t.queued = Some(key.clone());
+            m.body = t.to_message();
+            m
+        })
+        .collect();
+    assert_eq!(
+        w.sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(rx.count(), 1);
+    let d = w.delivery(&id).await;
+    assert_eq!((d.status, d.chain), (DeliveryStatus::Delivered, Some(mine)));
+}
+
+/// The message a note carries a delivery by makes the first attempt
+/// without a record only while no other message may take it over (as a
+/// fresh record's first attempt without a lease); past that, it creates
+/// the record first, then attempts.
+#[tokio::test]
+async fn a_noted_delivery_too_old_for_an_attempt_without_a_record_is_created_first() {
+    use webhooks_faults::{Count, Op};
+    let rx = Receiver::always(204).await;
+    let w = world("1m");
+    let count = Arc::new(Count::new());
+    let sender = counted_sender(&w, count.clone(), None);
+    let ep = w.endpoint(rx.url("/")).await;
+    let (_, id, mine) = queue_noted_task(&w, &ep, chrono::Duration::minutes(15), "m#c.0").await;
+    let at = chrono::Utc::now() - chrono::Duration::minutes(14);
+    write_note(
+        &w,
+        note_of("m#c.0", &[(id.clone(), mine.clone())], at, true, &[]),
+    )
+    .await;
+    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(
+        sender.process_batch(&msgs).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(rx.count(), 1);
+    assert_eq!(count.calls(Op::CreateDelivery), 1, "the record first");
+    assert_eq!(count.calls(Op::RecordAttempt), 1, "then the attempt's");
+    let d = w.delivery(&id).await;
+    assert_eq!((d.status, d.chain), (DeliveryStatus::Delivered, Some(mine)));
 }
 
 /// Issue 24: the stream's fan-out writes no record of a young event's

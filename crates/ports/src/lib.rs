@@ -473,13 +473,23 @@ pub trait DeliveryStore: Send + Sync {
     /// creation). `false` (and nothing written) if the org has a note of
     /// that key already: another fan-out of the same deliveries wrote it.
     async fn note_queued(&self, note: &QueuedNote) -> Result<bool>;
-    /// Of `delivery_ids`, deliveries of `org_id`'s events, those some note
-    /// lists: read by the seconds of their events
-    /// ([`webhooks_domain::queued::noted_ranges`]: one range per minute,
-    /// from a note's span before the first to the last), strongly
+    /// `org_id`'s notes that list one of `delivery_ids` (deliveries of its
+    /// events), each once, in key order: read by the seconds of their
+    /// events ([`webhooks_domain::queued::noted_ranges`]: one range per
+    /// minute, from a note's span before the first to the last), strongly
     /// consistent. What it reads grows with the deliveries asked about,
     /// not with the org's rate.
-    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>>;
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<QueuedNote>>;
+    /// Confirms `org_id`'s note `key` at `at`, setting down the deliveries
+    /// it lists that another note lists too (`contested`), one conditional
+    /// write: `false` (and nothing written) if there is no such note.
+    async fn confirm_note(
+        &self,
+        org_id: &str,
+        key: &str,
+        contested: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
     /// The notes of these `(org, key)`s that exist, strongly consistent.
     async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>>;
     /// `org_id`'s notes of the minutes `from` to `to`, both included

@@ -63,10 +63,14 @@ pub enum Path {
     /// A first attempt made without a lease was recorded on a delivery
     /// canceled while it was made.
     CanceledDuringFirst,
+    /// A fan-out's confirming read found one of its noted deliveries in
+    /// another fan-out's note too (two fan-outs of overlapping batches at
+    /// once), counted per delivery.
+    ContestedNote,
 }
 
 impl Path {
-    pub const ALL: [Path; 23] = [
+    pub const ALL: [Path; 24] = [
         Path::SqsRedrive,
         Path::QueueRetention,
         Path::Renew,
@@ -90,6 +94,7 @@ impl Path {
         Path::HandOver,
         Path::TwinFirstPost,
         Path::CanceledDuringFirst,
+        Path::ContestedNote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,17 +122,23 @@ impl Path {
             Path::HandOver => "hand-over",
             Path::TwinFirstPost => "twin-first-post",
             Path::CanceledDuringFirst => "canceled-during-first",
+            Path::ContestedNote => "contested-note",
         }
     }
 
     /// The paths every test run must reach at least once over its seeds.
     /// Queue retention is not among them: no message waits 14 days in a
     /// run (counted, for a longer one), nor are the races of one message
-    /// received twice at once with a renewal or a delete (counted).
+    /// received twice at once with a renewal or a delete (counted), nor
+    /// two fan-outs of overlapping batches at once (a duplicate hand-over
+    /// during a bisected retry; counted).
     pub fn required(self) -> bool {
         !matches!(
             self,
-            Path::QueueRetention | Path::TwinFirstPost | Path::CanceledDuringFirst
+            Path::QueueRetention
+                | Path::TwinFirstPost
+                | Path::CanceledDuringFirst
+                | Path::ContestedNote
         )
     }
 }

@@ -157,9 +157,20 @@ impl DeliveryStore for Throttled {
         self.inner.note_queued(note).await
     }
 
-    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<QueuedNote>> {
         self.check()?;
         self.inner.noted(org_id, delivery_ids).await
+    }
+
+    async fn confirm_note(
+        &self,
+        org_id: &str,
+        key: &str,
+        contested: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.check()?;
+        self.inner.confirm_note(org_id, key, contested, at).await
     }
 
     async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {

@@ -433,13 +433,30 @@ impl DeliveryStore for DeliveryTap {
         self.inner.note_queued(note).await
     }
 
-    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<String>> {
+    async fn noted(&self, org_id: &str, delivery_ids: &[String]) -> Result<Vec<QueuedNote>> {
         self.taps.wait(self.role).await;
         let noted = self.inner.noted(org_id, delivery_ids).await?;
         if matches!(self.role, Role::FanOut | Role::Sweeper) {
-            remember_noted(&noted);
+            remember_noted(&webhooks_domain::queued::listed(&noted, delivery_ids));
         }
         Ok(noted)
+    }
+
+    async fn confirm_note(
+        &self,
+        org_id: &str,
+        key: &str,
+        contested: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.taps.wait(self.role).await;
+        let confirmed = self.inner.confirm_note(org_id, key, contested, at).await?;
+        if confirmed {
+            self.taps
+                .coverage
+                .add_n(Path::ContestedNote, contested.len() as u64);
+        }
+        Ok(confirmed)
     }
 
     async fn notes(&self, keys: &[(String, String)]) -> Result<Vec<QueuedNote>> {

@@ -45,10 +45,8 @@ pub(crate) async fn listed(
     if missing.is_empty() {
         return Ok(HashSet::new());
     }
-    Ok(api
-        .deliveries
-        .noted(org_id, missing)
-        .await?
+    let notes = api.deliveries.noted(org_id, missing).await?;
+    Ok(webhooks_domain::queued::listed(&notes, missing)
         .into_iter()
         .collect())
 }

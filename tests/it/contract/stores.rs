@@ -1756,7 +1756,7 @@ pub async fn a_long_deferral_is_noted_on_the_lease_condition(a: Adapters) {
 /// deliveries without showing in an endpoint's listing or the overdue
 /// index.
 pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters) {
-    use webhooks_domain::queued::{minute_of_event, note_key, second_of_event, QueuedNote};
+    use webhooks_domain::queued::{listed, minute_of_event, note_key, second_of_event, QueuedNote};
     let store = a.deliveries;
     let org = format!("org-{}", ids::new_id("x"));
     let other = format!("org-{}", ids::new_id("x"));
@@ -1772,6 +1772,8 @@ pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters)
         messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
         delivery_ids: ids,
         created_at: now,
+        confirmed_at: None,
+        contested: Vec::new(),
     };
     let n0 = note(&org, &e0, "a", vec![d0.clone()]);
     let n1 = note(&org, &e1, "a", vec![d1.clone()]);
@@ -1790,14 +1792,53 @@ pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters)
     assert!(!store.note_queued(&twin).await.unwrap());
 
     let all = vec![d0.clone(), d1.clone(), d5.clone()];
-    let mut found = store.noted(&org, &all).await.unwrap();
-    found.sort();
+    let noted = store.noted(&org, &all).await.unwrap();
     let mut expected = vec![d0.clone(), d1.clone()];
     expected.sort();
-    assert_eq!(found, expected, "the org's own notes only");
+    assert_eq!(listed(&noted, &all), expected, "the org's own notes only");
     assert_eq!(
-        store.noted(&other, &all).await.unwrap(),
+        listed(&store.noted(&other, &all).await.unwrap(), &all),
         std::slice::from_ref(&d5)
+    );
+    assert!(
+        noted.iter().all(|n| n.confirmed_at.is_none()),
+        "not confirmed yet"
+    );
+
+    // A fan-out confirms its note after reading the notes again, setting
+    // down what another note lists too; a note that is not there is not
+    // written.
+    let confirmed_at = now + Span::seconds(2);
+    assert!(store
+        .confirm_note(&org, &n0.key, std::slice::from_ref(&d0), confirmed_at)
+        .await
+        .unwrap());
+    assert!(store
+        .confirm_note(&org, &n1.key, &[], confirmed_at)
+        .await
+        .unwrap());
+    assert!(!store
+        .confirm_note(&org, "nothing#here.0", &[], confirmed_at)
+        .await
+        .unwrap());
+    assert!(store
+        .notes(&[(org.clone(), "nothing#here.0".into())])
+        .await
+        .unwrap()
+        .is_empty());
+    let noted = store.noted(&org, &all).await.unwrap();
+    let by_key = |k: &str| noted.iter().find(|n| n.key == k).expect("noted");
+    let (c0, c1) = (by_key(&n0.key), by_key(&n1.key));
+    assert!(c0
+        .confirmed_at
+        .is_some_and(|t| (t - confirmed_at).num_seconds().abs() <= 1));
+    assert_eq!(c0.contested, vec![d0.clone()]);
+    assert!(!c0.carries(&d0), "contested");
+    assert!(c1.contested.is_empty());
+    assert!(c1.carries(&d1));
+    assert_eq!(
+        c0.delivery_ids, n0.delivery_ids,
+        "the list stays as written"
     );
 
     let got = store
@@ -1872,6 +1913,8 @@ pub async fn a_replay_reads_the_notes_of_its_seconds_only(a: Adapters) {
         messages: vec![format!("msg-{call}")],
         delivery_ids: vec![delivery.clone()],
         created_at: now,
+        confirmed_at: None,
+        contested: Vec::new(),
     };
     let wanted = std::slice::from_ref(&delivery);
     for (second, call, found) in [
@@ -1912,6 +1955,8 @@ pub async fn a_note_over_400_kb_is_refused(a: Adapters) {
         delivery_ids: ids_of(NOTE_CAPACITY),
         messages: messages(NOTE_CAPACITY),
         created_at: Utc::now(),
+        confirmed_at: None,
+        contested: Vec::new(),
     };
     assert!(store.note_queued(&fits).await.unwrap());
     let too_big = QueuedNote {

@@ -416,14 +416,13 @@ impl Sender {
             }
             match &notes {
                 Err(_) => NoteSeen::Unread,
-                Ok(notes) => match notes.get(&(job.task.org_id.clone(), key.clone())) {
-                    // The note names this message for the delivery: another
-                    // fan-out's message of the same deliveries gives way.
-                    Some(n) if n.names(&job.task.delivery_id, &job.message.message_id) => {
-                        NoteSeen::Lists(n.created_at)
-                    }
-                    _ => NoteSeen::Missing,
-                },
+                // The note, confirmed, names this message for the delivery:
+                // another fan-out's message of the same deliveries gives way.
+                Ok(notes) => NoteSeen::of(
+                    notes.get(&(job.task.org_id.clone(), key.clone())),
+                    &job.task.delivery_id,
+                    &job.message.message_id,
+                ),
             }
         };
         if let Err(e) = &notes {

@@ -199,15 +199,42 @@ fn unrecorded_view(message: &ReceivedMessage, id: &str, now: DateTime<Utc>) -> O
 
 impl Sender {
     /// The record of a noted delivery whose worn message is renewed,
-    /// created owned by that message (or the one created meanwhile). A
-    /// message that names no note is renewed as before (its copy adopts
-    /// the delivery); so is one whose record could not be made, its copy
-    /// without the note's key.
+    /// created owned by that message (or the one created meanwhile) when
+    /// its note carries the delivery by it. A message that names no note,
+    /// or that its note does not carry it by, is renewed as before (its
+    /// copy adopts the delivery, or gives way, as the message would have);
+    /// one whose record could not be made goes without the note's key.
     async fn record_before_renewal(&self, message: &ReceivedMessage) -> Renewable {
         let Ok(task) = serde_json::from_str::<DeliveryTask>(&message.body) else {
             return Renewable::AsBefore;
         };
-        if task.queued.is_none() {
+        let Some(key) = &task.queued else {
+            return Renewable::AsBefore;
+        };
+        // Only the message its note carries the delivery by: another one
+        // (its note unconfirmed or contested, or naming another message)
+        // may not create the record while that one may attempt without
+        // it; its copy, naming the same note, decides as it would have.
+        let keys = [(task.org_id.clone(), key.clone())];
+        let carried = match self.deliveries.notes(&keys).await {
+            Ok(notes) => matches!(
+                super::unrecorded::NoteSeen::of(
+                    notes.first(),
+                    &task.delivery_id,
+                    &message.message_id
+                ),
+                super::unrecorded::NoteSeen::Lists(_)
+            ),
+            // Not known which (a table outage, when messages wear out):
+            // as before the notes were confirmed, the record is asked for
+            // (in an outage that fails too, and the copy goes without the
+            // note's key), so that the delivery keeps a message.
+            Err(e) => {
+                tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not read the note of a worn message");
+                true
+            }
+        };
+        if !carried {
             return Renewable::AsBefore;
         }
         let delivery = Delivery {

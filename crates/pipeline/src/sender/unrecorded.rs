@@ -1,12 +1,15 @@
 //! A message whose delivery has no record yet. The stream's fan-out
 //! writes none for a young event's deliveries: it notes them
 //! ([`webhooks_domain::queued`]) and names the note in each message
-//! (`DeliveryTask::queued`). The message its note lists makes the first
-//! attempt, without a lease, and the attempt's outcome creates the record
-//! (one conditional create: the status and the attempt at once). Nothing
-//! else writes a record of a noted delivery meanwhile: the sweeper and a
-//! replayed fan-out leave what a note lists alone, and the reconciler
-//! reads only records. So one write per first-try delivery, and the same
+//! (`DeliveryTask::queued`). The message that a confirmed note carries the
+//! delivery by ([`QueuedNote::carries`]: no other note lists it) makes the
+//! first attempt, without a lease, while no other message could take it
+//! over (`STUCK_AFTER` after the note, less the lease), and the attempt's
+//! outcome creates the record (one conditional create: the status and the
+//! attempt at once). Nothing else writes a record of a noted delivery
+//! meanwhile: the sweeper and a replayed fan-out leave what a note lists
+//! alone, the reconciler reads only records, and a message of a contested
+//! delivery waits until that time is over ([`Sender::after_others`]). So one write per first-try delivery, and the same
 //! door as a recorded delivery's unleased first attempt: two receipts of
 //! this same message at once may both POST it, with the same
 //! `webhook-id`; the create keeps one record.
@@ -19,7 +22,9 @@
 use super::{Job, MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+use webhooks_domain::delivery::STUCK_AFTER;
 use webhooks_domain::event::MIN_SETTLE_WINDOW;
+use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::{ids, Delivery, DeliveryStatus};
 
 /// What the batch's read of the notes said of a message's note.
@@ -27,9 +32,14 @@ use webhooks_domain::{ids, Delivery, DeliveryStatus};
 pub(super) enum NoteSeen {
     /// The message names no note, or its delivery has a record.
     NotAsked,
-    /// The note lists the delivery; written at that time.
+    /// The note, confirmed, carries the delivery by this message; written
+    /// at that time.
     Lists(DateTime<Utc>),
-    /// No such note, or it does not list the delivery.
+    /// The note names this message for the delivery, but its confirming
+    /// read found another note listing it too ([`QueuedNote::contested`]).
+    Contested,
+    /// No such note, not confirmed yet, or it does not name this message
+    /// for the delivery.
     Missing,
     /// The read failed.
     Unread,
@@ -55,6 +65,53 @@ pub const NOTE_LOOKS_AT_MOST: Duration = NOTE_RETRIES[0]
     .saturating_add(NOTE_RETRIES[1])
     .saturating_add(NOTE_RETRIES[2]);
 
+impl NoteSeen {
+    /// What `note` (the one `message_id` names, if found) says of that
+    /// message for `delivery_id`.
+    pub(super) fn of(note: Option<&QueuedNote>, delivery_id: &str, message_id: &str) -> Self {
+        match note {
+            Some(n) if n.names(delivery_id, message_id) && n.confirmed_at.is_some() => {
+                if n.contests(delivery_id) {
+                    NoteSeen::Contested
+                } else {
+                    NoteSeen::Lists(n.created_at)
+                }
+            }
+            _ => NoteSeen::Missing,
+        }
+    }
+}
+
+/// What the notes of a delivery say to a message that its own note does
+/// not carry, once it no longer waits for that note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Others {
+    /// Another note carries it by another message: that one attempts it.
+    Carried,
+    /// Notes confirmed it contested, the last at this time: the message a
+    /// note of them names may still make an attempt without a record until
+    /// it would count as lost ([`STUCK_AFTER`] after that).
+    Contested(DateTime<Utc>),
+    /// No note carries or contests it: this message creates the record.
+    Free,
+}
+
+/// What `notes` (those listing `delivery_id`) say to `message_id`.
+pub(super) fn others(notes: &[QueuedNote], delivery_id: &str, message_id: &str) -> Others {
+    if notes
+        .iter()
+        .any(|n| n.carries(delivery_id) && !n.names(delivery_id, message_id))
+    {
+        return Others::Carried;
+    }
+    notes
+        .iter()
+        .filter(|n| n.contests(delivery_id))
+        .filter_map(|n| n.confirmed_at)
+        .max()
+        .map_or(Others::Free, Others::Contested)
+}
+
 /// A delivery without a record, as this message goes on with it.
 pub(super) struct Unrecorded {
     pub(super) delivery: Delivery,
@@ -75,7 +132,15 @@ impl Sender {
             NoteSeen::Missing if !task.redriven => self.note_soon(job).await,
             seen => seen,
         };
+        let now = self.clock.now();
+        let lease = chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         match note {
+            // Too late for an attempt without a record: a contested
+            // delivery's other messages take it over from STUCK_AFTER on,
+            // so this one creates the record, as any lost chain's taker.
+            NoteSeen::Lists(at) if !task.redriven && now + lease >= at + STUCK_AFTER => {
+                tracing::info!("its note is too old for an attempt without a record; the record is created first");
+            }
             NoteSeen::Lists(at) if !task.redriven => {
                 let mut delivery = Delivery::new_at(
                     &task.org_id,
@@ -98,11 +163,11 @@ impl Sender {
                 tracing::warn!("could not read the note of a delivery without a record; retrying");
                 return Err(MessageOutcome::Retry);
             }
+            NoteSeen::Contested if !task.redriven => return self.after_others(job).await,
             NoteSeen::Missing if !task.redriven => {
                 // The fan-out writes its note after its sends: looked at
                 // again shortly, while the event is young enough to be
                 // noted at all.
-                let now = self.clock.now();
                 let made = ids::made_at(&task.event_id, "evt").unwrap_or(now);
                 let settled =
                     made + chrono::Duration::from_std(MIN_SETTLE_WINDOW).unwrap_or_default();
@@ -120,26 +185,68 @@ impl Sender {
                         return Err(MessageOutcome::Retry);
                     }
                 }
-                // Its fan-out stopped before the note. If another call
-                // noted the delivery (a replay), that call's message
-                // carries it on; otherwise this one does.
-                match self
-                    .deliveries
-                    .noted(&task.org_id, std::slice::from_ref(&task.delivery_id))
-                    .await
-                {
-                    Ok(noted) if !noted.is_empty() => {
-                        tracing::info!("another fan-out's message carries this delivery; dropped without an attempt");
-                        return Err(MessageOutcome::Done);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read the notes of a delivery without a record; retrying");
+                // Its fan-out stopped before the note, or before it
+                // confirmed it, or another fan-out's note names another
+                // message: what the delivery's notes say decides.
+                return self.after_others(job).await;
+            }
+            _ => {}
+        }
+        Ok(Unrecorded {
+            delivery: self.adopt(job).await?,
+            by_note: false,
+        })
+    }
+
+    /// A message its note does not carry, no longer waiting for it: the
+    /// delivery's notes decide. If another note carries the delivery (a
+    /// replay's, or the other of two fan-outs at once), that note's message
+    /// attempts it and this one is dropped. If notes found it contested
+    /// (two fan-outs of overlapping events at once, each message named by
+    /// its own note), the message of a note that did not see the other may
+    /// still attempt it without a record until it would count as lost: this
+    /// one waits until then, and creates the record (one conditional create
+    /// for all of them), or finds the attempt's.
+    async fn after_others(&self, job: &Job<'_>) -> Result<Unrecorded, MessageOutcome> {
+        let task = &job.task;
+        let notes = match self
+            .deliveries
+            .noted(&task.org_id, std::slice::from_ref(&task.delivery_id))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the notes of a delivery without a record; retrying");
+                return Err(MessageOutcome::Retry);
+            }
+        };
+        match others(&notes, &task.delivery_id, &job.message.message_id) {
+            Others::Carried => {
+                tracing::info!(
+                    "another fan-out's message carries this delivery; dropped without an attempt"
+                );
+                return Err(MessageOutcome::Done);
+            }
+            Others::Contested(at) => {
+                let now = self.clock.now();
+                if let Ok(left) = (at + STUCK_AFTER - now).to_std() {
+                    if !left.is_zero() {
+                        // Just past the moment, so that the next look finds
+                        // it passed.
+                        let wait = left.saturating_add(Duration::from_secs(1));
+                        if let Err(e) = self
+                            .queue
+                            .change_visibility(&job.message.receipt_handle, wait)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "could not hide a message of a contested delivery");
+                        }
+                        tracing::info!(wait_s = wait.as_secs(), "two fan-outs noted this delivery at once; it waits until no message can attempt it without a record");
                         return Err(MessageOutcome::Retry);
                     }
                 }
             }
-            _ => {}
+            Others::Free => {}
         }
         Ok(Unrecorded {
             delivery: self.adopt(job).await?,
@@ -158,12 +265,13 @@ impl Sender {
             tokio::time::sleep(wait).await;
             match self.deliveries.notes(&keys).await {
                 Ok(notes) => {
-                    if let Some(n) = notes.first() {
-                        return if n.names(&job.task.delivery_id, &job.message.message_id) {
-                            NoteSeen::Lists(n.created_at)
-                        } else {
-                            NoteSeen::Missing
-                        };
+                    let seen = NoteSeen::of(
+                        notes.first(),
+                        &job.task.delivery_id,
+                        &job.message.message_id,
+                    );
+                    if seen != NoteSeen::Missing {
+                        return seen;
                     }
                 }
                 Err(_) => return NoteSeen::Unread,

@@ -53,6 +53,8 @@ async fn note(w: &TestSystem, org: &str, delivery_ids: &[String], at: DateTime<U
                 messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
                 delivery_ids: ids,
                 created_at: at,
+                confirmed_at: Some(at),
+                contested: Vec::new(),
             })
             .await
             .unwrap();
