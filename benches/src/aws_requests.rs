@@ -479,9 +479,19 @@ async fn measure(
     let note_wru: f64 = note_sizes.iter().map(|b| units(*b, 1024.0)).sum();
     let note_bytes: f64 = note_sizes.iter().sum();
     let fanout_creates = count(&fanout, "PutItem").saturating_sub(notes.len() as u64);
+    // Its updates: each note's confirmation (billed by the note's size),
+    // and the org's cursor.
+    let confirms = count(&fanout, "UpdateItem").min(notes.len() as u64);
+    let confirm_wru = if notes.is_empty() {
+        0.0
+    } else {
+        note_wru * confirms as f64 / notes.len() as f64
+    };
+    let cursor_updates = count(&fanout, "UpdateItem") - confirms;
     let wru = note_wru
+        + confirm_wru
         + fanout_creates as f64 * units(delivery_pending, 1024.0)
-        + count(&fanout, "UpdateItem") as f64 * units(cursor_size, 1024.0)
+        + cursor_updates as f64 * units(cursor_size, 1024.0)
         + count(&send, "UpdateItem") as f64 * units(delivery_final, 1024.0)
         + count(&send, "PutItem") as f64 * units(delivery_final, 1024.0)
         + other(&pipeline, Kind::DynamoWrite);
@@ -492,13 +502,48 @@ async fn measure(
     } else {
         0.0
     };
-    // Its Queries: one of the org's endpoints and one of its notes of the
-    // events' minutes per call (one org here), counted as if each read
-    // every note of the run (an upper bound). The sender reads the notes
-    // of its batch's deliveries without a record: one BatchGetItem beside
-    // its read of the deliveries, about one note each.
-    let note_queries = fanout_invocations.min(count(&fanout, "Query") as usize) as f64;
-    let endpoint_queries = count(&fanout, "Query") as f64 - note_queries;
+    // Its Queries: one of the org's endpoints per call (one org here), and
+    // the reads of notes: before queueing, one per minute of the events,
+    // and after each note, its confirming read. Each note's two reads are
+    // counted as reading every note whose key lies in its range (from
+    // `NOTE_SPAN_SECS` before its first second to its span's end, as
+    // `noted_ranges` reads): an upper bound, the read before queueing
+    // happening before the note exists. The sender reads the notes of its
+    // batch's deliveries without a record: one BatchGetItem beside its read
+    // of the deliveries, about one note each.
+    let endpoint_queries = fanout_invocations.min(count(&fanout, "Query") as usize) as f64;
+    let seconds: Vec<Option<(String, u32)>> = notes
+        .iter()
+        .map(|n| match n.get("event_id") {
+            Some(AttributeValue::S(key)) => {
+                let (minute, rest) = key.split_once('#')?;
+                Some((minute.to_string(), rest.get(..2)?.parse().ok()?))
+            }
+            _ => None,
+        })
+        .collect();
+    let span = webhooks_domain::queued::NOTE_SPAN_SECS;
+    let note_read_rru: f64 = seconds
+        .iter()
+        .map(|own| {
+            let bytes: f64 = match own {
+                Some((minute, second)) => seconds
+                    .iter()
+                    .zip(&note_sizes)
+                    .filter(|(other, _)| {
+                        other.as_ref().is_some_and(|(m, s)| {
+                            m == minute
+                                && *s + span >= *second
+                                && *s <= second + span
+                        })
+                    })
+                    .map(|(_, size)| *size)
+                    .sum(),
+                None => note_bytes,
+            };
+            2.0 * units(bytes, 4096.0)
+        })
+        .sum();
     let mean_note = if notes.is_empty() {
         0.0
     } else {
@@ -509,7 +554,7 @@ async fn measure(
         + n * units(delivery_pending, 4096.0)
         + count(&send, "GetItem") as f64 * units(endpoint_size, 4096.0)
         + endpoint_queries * units(endpoint_size * e as f64, 4096.0)
-        + note_queries * units(note_bytes, 4096.0)
+        + note_read_rru
         + sender_note_reads * units(mean_note, 4096.0)
         + count(&fanout, "GetItem") as f64
         + other(&pipeline, Kind::DynamoRead);
