@@ -532,9 +532,7 @@ async fn measure(
                     .zip(&note_sizes)
                     .filter(|(other, _)| {
                         other.as_ref().is_some_and(|(m, s)| {
-                            m == minute
-                                && *s + span >= *second
-                                && *s <= second + span
+                            m == minute && *s + span >= *second && *s <= second + span
                         })
                     })
                     .map(|(_, size)| *size)

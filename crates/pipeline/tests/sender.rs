@@ -1762,8 +1762,8 @@ async fn a_contested_deliverys_message_gives_way_to_a_note_that_carries_it() {
 }
 
 /// A note its fan-out never confirmed (it stopped after the write, or
-/// confirmed too late) carries nothing: its message, past the settle
-/// window, creates the record itself and delivers.
+/// confirmed too late): its message makes the confirming read itself, and
+/// with no other note listing the delivery, carries it and delivers.
 #[tokio::test]
 async fn a_message_of_an_unconfirmed_note_creates_the_record_itself() {
     let rx = Receiver::always(204).await;

@@ -38,8 +38,10 @@ pub(super) enum NoteSeen {
     /// The note names this message for the delivery, but its confirming
     /// read found another note listing it too ([`QueuedNote::contested`]).
     Contested,
-    /// No such note, not confirmed yet, or it does not name this message
-    /// for the delivery.
+    /// The note names this message for the delivery, but its fan-out has
+    /// not confirmed it (yet); written at that time.
+    Unconfirmed(DateTime<Utc>),
+    /// No such note, or it does not name this message for the delivery.
     Missing,
     /// The read failed.
     Unread,
@@ -70,13 +72,11 @@ impl NoteSeen {
     /// message for `delivery_id`.
     pub(super) fn of(note: Option<&QueuedNote>, delivery_id: &str, message_id: &str) -> Self {
         match note {
-            Some(n) if n.names(delivery_id, message_id) && n.confirmed_at.is_some() => {
-                if n.contests(delivery_id) {
-                    NoteSeen::Contested
-                } else {
-                    NoteSeen::Lists(n.created_at)
-                }
-            }
+            Some(n) if n.names(delivery_id, message_id) => match n.confirmed_at {
+                None => NoteSeen::Unconfirmed(n.created_at),
+                Some(_) if n.contests(delivery_id) => NoteSeen::Contested,
+                Some(_) => NoteSeen::Lists(n.created_at),
+            },
             _ => NoteSeen::Missing,
         }
     }
@@ -129,7 +129,13 @@ impl Sender {
     ) -> Result<Unrecorded, MessageOutcome> {
         let task = &job.task;
         let note = match note {
-            NoteSeen::Missing if !task.redriven => self.note_soon(job).await,
+            NoteSeen::Missing | NoteSeen::Unconfirmed(_) if !task.redriven => {
+                self.note_soon(job).await
+            }
+            seen => seen,
+        };
+        let note = match note {
+            NoteSeen::Unconfirmed(at) => self.confirm_by_reading(job, at).await?,
             seen => seen,
         };
         let now = self.clock.now();
@@ -198,6 +204,42 @@ impl Sender {
         })
     }
 
+    /// A message its unconfirmed note names (its fan-out stopped before
+    /// confirming, or is slow to): the read its fan-out would have made,
+    /// made here, after the note's write all the same. If no other note
+    /// lists the delivery, this message carries it (a fan-out whose read
+    /// comes later finds this note, and confirms its own contested);
+    /// otherwise it waits as for a note not there, and then the notes
+    /// decide ([`Sender::after_others`]).
+    async fn confirm_by_reading(
+        &self,
+        job: &Job<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<NoteSeen, MessageOutcome> {
+        let task = &job.task;
+        match self
+            .deliveries
+            .noted(&task.org_id, std::slice::from_ref(&task.delivery_id))
+            .await
+        {
+            Ok(notes)
+                if notes
+                    .iter()
+                    .all(|n| task.queued.as_deref() == Some(n.key.as_str())) =>
+            {
+                tracing::info!(
+                    "its note is not confirmed, and no other lists the delivery: it carries it"
+                );
+                Ok(NoteSeen::Lists(at))
+            }
+            Ok(_) => Ok(NoteSeen::Missing),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the notes of a delivery without a record; retrying");
+                Err(MessageOutcome::Retry)
+            }
+        }
+    }
+
     /// A message its note does not carry, no longer waiting for it: the
     /// delivery's notes decide. If another note carries the delivery (a
     /// replay's, or the other of two fan-outs at once), that note's message
@@ -261,23 +303,24 @@ impl Sender {
             return NoteSeen::Missing;
         };
         let keys = [(job.task.org_id.clone(), key.clone())];
+        let mut last = NoteSeen::Missing;
         for wait in NOTE_RETRIES {
             tokio::time::sleep(wait).await;
             match self.deliveries.notes(&keys).await {
                 Ok(notes) => {
-                    let seen = NoteSeen::of(
+                    last = NoteSeen::of(
                         notes.first(),
                         &job.task.delivery_id,
                         &job.message.message_id,
                     );
-                    if seen != NoteSeen::Missing {
-                        return seen;
+                    if !matches!(last, NoteSeen::Missing | NoteSeen::Unconfirmed(_)) {
+                        return last;
                     }
                 }
                 Err(_) => return NoteSeen::Unread,
             }
         }
-        NoteSeen::Missing
+        last
     }
 
     /// The endpoint of a noted delivery without a record was deleted: the
