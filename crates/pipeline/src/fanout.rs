@@ -369,100 +369,134 @@ impl FanOut {
             entry.0.delivery_ids.push(d.id);
             entry.1.push(i);
         }
-        let written: Vec<(Vec<usize>, Option<bool>, Vec<bool>)> =
+        let written: Vec<(QueuedNote, Vec<usize>, Option<bool>)> =
             stream::iter(notes.into_values().map(|(note, events)| {
                 let deliveries = self.deliveries.clone();
-                let deadline = events
-                    .iter()
-                    .filter_map(|i| deadlines.get(*i))
-                    .min()
-                    .copied();
                 async move {
-                    let written = deliveries.note_queued(&note).await;
-                    match written {
-                        Ok(true) => {
-                            let contested = self.confirm(&note, deadline).await;
-                            let flags = note
-                                .delivery_ids
-                                .iter()
-                                .map(|d| contested.contains(d))
-                                .collect();
-                            (events, Some(true), flags)
-                        }
+                    let written = match deliveries.note_queued(&note).await {
+                        Ok(true) => Some(true),
                         Ok(false) => {
                             tracing::info!(org_id = %note.org_id, key = %note.key, "another fan-out of these deliveries noted them first; its messages carry them");
-                            (events, Some(false), Vec::new())
+                            Some(false)
                         }
                         Err(e) => {
                             tracing::warn!(org_id = %note.org_id, key = %note.key, error = %e, "could not write the note of queued deliveries; offered again");
-                            (events, None, Vec::new())
+                            None
                         }
-                    }
+                    };
+                    (note, events, written)
                 }
             }))
             .buffer_unordered(16)
             .collect()
             .await;
+        // The notes written, confirmed per org: one read of the notes of
+        // all their deliveries.
+        let mut by_org: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (n, (note, _, written)) in written.iter().enumerate() {
+            if *written == Some(true) {
+                by_org.entry(note.org_id.clone()).or_default().push(n);
+            }
+        }
+        let confirmed: Vec<(usize, Vec<String>)> =
+            stream::iter(by_org.into_iter().map(|(org, indexes)| {
+                let written = &written;
+                async move {
+                    let notes: Vec<(&QueuedNote, Option<chrono::DateTime<chrono::Utc>>)> = indexes
+                        .iter()
+                        .map(|n| {
+                            let (note, events, _) = &written[*n];
+                            let deadline = events
+                                .iter()
+                                .filter_map(|i| deadlines.get(*i))
+                                .min()
+                                .copied();
+                            (note, deadline)
+                        })
+                        .collect();
+                    let contested = self.confirm(&org, &notes).await;
+                    indexes.into_iter().zip(contested).collect::<Vec<_>>()
+                }
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let contested: HashMap<usize, Vec<String>> = confirmed.into_iter().collect();
         written
             .into_iter()
-            .flat_map(|(events, written, flags)| {
+            .enumerate()
+            .flat_map(|(n, (note, events, written))| {
+                let flags: Vec<bool> = note
+                    .delivery_ids
+                    .iter()
+                    .map(|d| contested.get(&n).is_some_and(|c| c.contains(d)))
+                    .collect();
                 events
                     .into_iter()
                     .enumerate()
-                    .map(move |(n, i)| (i, written, flags.get(n).copied().unwrap_or(false)))
+                    .map(move |(k, i)| (i, written, flags.get(k).copied().unwrap_or(false)))
             })
             .collect()
     }
 
-    /// Confirms a note just written: reads again the notes of what it lists
-    /// (strongly consistent, after its write) and sets down which of its
-    /// deliveries another note lists too ([`queued::contested_by`]). Of two
-    /// fan-outs of overlapping events at once, the one whose read comes
-    /// second finds the other's note, so no delivery is left carried by two
-    /// notes. Not done past `deadline` (a sender may by then have given up
-    /// waiting for it and created the record), nor when the read or the
-    /// write fails: the note's messages then wait out the settle window and
-    /// create the record themselves. The contested deliveries.
+    /// Confirms the notes of `org` just written: reads again the notes of
+    /// all they list, once (strongly consistent, after their writes), and
+    /// sets down in each which of its deliveries another note lists too
+    /// ([`queued::contested_by`]). Of two fan-outs of overlapping events at
+    /// once, the one whose read comes second finds the other's note, so no
+    /// delivery is left carried by two notes. A note is not confirmed past
+    /// its deadline (a sender may by then have given up waiting for it and
+    /// created the record), nor when the read or the write fails: its
+    /// messages then make the confirming read themselves (the sender's
+    /// `unrecorded`). Each note's contested deliveries, in order.
     async fn confirm(
         &self,
-        note: &QueuedNote,
-        deadline: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Vec<String> {
-        let others = match self
-            .deliveries
-            .noted(&note.org_id, &note.delivery_ids)
-            .await
-        {
+        org: &str,
+        notes: &[(&QueuedNote, Option<chrono::DateTime<chrono::Utc>>)],
+    ) -> Vec<Vec<String>> {
+        let ids: Vec<String> = notes
+            .iter()
+            .flat_map(|(n, _)| n.delivery_ids.iter().cloned())
+            .collect();
+        let others = match self.deliveries.noted(org, &ids).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(org_id = %note.org_id, key = %note.key, error = %e, "could not read the notes again to confirm one; its messages create their records");
-                return Vec::new();
+                tracing::warn!(org_id = %org, error = %e, "could not read the notes again to confirm them; their messages read them");
+                return vec![Vec::new(); notes.len()];
             }
         };
-        let contested = queued::contested_by(note, &others);
         let now = self.clock.now();
-        if deadline.is_some_and(|d| now >= d) {
-            tracing::warn!(org_id = %note.org_id, key = %note.key, "too late to confirm a note; its messages create their records");
-            return Vec::new();
-        }
-        if !contested.is_empty() {
-            tracing::info!(org_id = %note.org_id, key = %note.key, contested = contested.len(), "another fan-out noted some of these deliveries at once; their messages create their records");
-        }
-        match self
-            .deliveries
-            .confirm_note(&note.org_id, &note.key, &contested, now)
-            .await
-        {
-            Ok(true) => contested,
-            Ok(false) => {
-                tracing::warn!(org_id = %note.org_id, key = %note.key, "the note to confirm is gone");
-                Vec::new()
+        let mut out = Vec::with_capacity(notes.len());
+        for (note, deadline) in notes {
+            let contested = queued::contested_by(note, &others);
+            if deadline.is_some_and(|d| now >= d) {
+                tracing::warn!(org_id = %org, key = %note.key, "too late to confirm a note; its messages read the notes themselves");
+                out.push(Vec::new());
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(org_id = %note.org_id, key = %note.key, error = %e, "could not confirm a note; its messages create their records");
-                Vec::new()
+            if !contested.is_empty() {
+                tracing::info!(org_id = %org, key = %note.key, contested = contested.len(), "another fan-out noted some of these deliveries at once; their messages create their records");
+            }
+            match self
+                .deliveries
+                .confirm_note(org, &note.key, &contested, now)
+                .await
+            {
+                Ok(true) => out.push(contested),
+                Ok(false) => {
+                    tracing::warn!(org_id = %org, key = %note.key, "the note to confirm is gone");
+                    out.push(Vec::new());
+                }
+                Err(e) => {
+                    tracing::warn!(org_id = %org, key = %note.key, error = %e, "could not confirm a note; its messages read the notes themselves");
+                    out.push(Vec::new());
+                }
             }
         }
+        out
     }
 }
 
