@@ -1763,11 +1763,16 @@ async fn a_contested_deliverys_message_gives_way_to_a_note_that_carries_it() {
 
 /// A note its fan-out never confirmed (it stopped after the write, or
 /// confirmed too late): its message makes the confirming read itself, and
-/// with no other note listing the delivery, carries it and delivers.
+/// with no other note listing the delivery, creates the record owned by
+/// itself first (a message of a second fan-out of the same batch finds it)
+/// and delivers.
 #[tokio::test]
 async fn a_message_of_an_unconfirmed_note_creates_the_record_itself() {
+    use webhooks_faults::{Count, Op};
     let rx = Receiver::always(204).await;
     let w = world("1m");
+    let count = Arc::new(Count::new());
+    let sender = counted_sender(&w, count.clone(), None);
     let ep = w.endpoint(rx.url("/")).await;
     let (event, id, mine) = queue_noted_task(&w, &ep, chrono::Duration::minutes(2), "m#c.0").await;
     let key = key_of(&event, "stopped");
@@ -1791,10 +1796,18 @@ async fn a_message_of_an_unconfirmed_note_creates_the_record_itself() {
         })
         .collect();
     assert_eq!(
-        w.sender.process_batch(&msgs).await,
+        sender.process_batch(&msgs).await,
         vec![MessageOutcome::Done]
     );
     assert_eq!(rx.count(), 1);
+    assert_eq!(
+        (
+            count.calls(Op::CreateDelivery),
+            count.calls(Op::RecordAttempt)
+        ),
+        (1, 1),
+        "the record created before the attempt, then the attempt recorded"
+    );
     let d = w.delivery(&id).await;
     assert_eq!((d.status, d.chain), (DeliveryStatus::Delivered, Some(mine)));
 }

@@ -135,7 +135,13 @@ impl Sender {
             seen => seen,
         };
         let note = match note {
-            NoteSeen::Unconfirmed(at) => self.confirm_by_reading(job, at).await?,
+            NoteSeen::Unconfirmed(_) if self.alone_in_notes(job).await? => {
+                return Ok(Unrecorded {
+                    delivery: self.adopt(job).await?,
+                    by_note: false,
+                });
+            }
+            NoteSeen::Unconfirmed(_) => NoteSeen::Missing,
             seen => seen,
         };
         let now = self.clock.now();
@@ -206,16 +212,15 @@ impl Sender {
 
     /// A message its unconfirmed note names (its fan-out stopped before
     /// confirming, or is slow to): the read its fan-out would have made,
-    /// made here, after the note's write all the same. If no other note
-    /// lists the delivery, this message carries it (a fan-out whose read
-    /// comes later finds this note, and confirms its own contested);
-    /// otherwise it waits as for a note not there, and then the notes
+    /// made here, after the note's write all the same: whether no other
+    /// note lists the delivery. Then this message creates the record owned
+    /// by itself at once, before its attempt (one conditional create: a
+    /// message of another fan-out of the same batch, which the note does
+    /// not name, finds the record when it stops waiting; a fan-out whose
+    /// read comes later finds this note and confirms its own contested).
+    /// Otherwise it waits as for a note not there, and then the notes
     /// decide ([`Sender::after_others`]).
-    async fn confirm_by_reading(
-        &self,
-        job: &Job<'_>,
-        at: DateTime<Utc>,
-    ) -> Result<NoteSeen, MessageOutcome> {
+    async fn alone_in_notes(&self, job: &Job<'_>) -> Result<bool, MessageOutcome> {
         let task = &job.task;
         match self
             .deliveries
@@ -228,11 +233,11 @@ impl Sender {
                     .all(|n| task.queued.as_deref() == Some(n.key.as_str())) =>
             {
                 tracing::info!(
-                    "its note is not confirmed, and no other lists the delivery: it carries it"
+                    "its note is not confirmed, and no other lists the delivery: the record is created first"
                 );
-                Ok(NoteSeen::Lists(at))
+                Ok(true)
             }
-            Ok(_) => Ok(NoteSeen::Missing),
+            Ok(_) => Ok(false),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the notes of a delivery without a record; retrying");
                 Err(MessageOutcome::Retry)
