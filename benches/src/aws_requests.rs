@@ -503,45 +503,15 @@ async fn measure(
         0.0
     };
     // Its Queries: one of the org's endpoints per call (one org here), and
-    // the reads of notes: before queueing, one per minute of the events,
-    // and after each note, its confirming read. Each note's two reads are
-    // counted as reading every note whose key lies in its range (from
-    // `NOTE_SPAN_SECS` before its first second to its span's end, as
-    // `noted_ranges` reads): an upper bound, the read before queueing
-    // happening before the note exists. The sender reads the notes of its
-    // batch's deliveries without a record: one BatchGetItem beside its read
-    // of the deliveries, about one note each.
+    // its reads of notes: before queueing, one per minute of the events,
+    // and after writing its notes, one confirming read per org. Each read
+    // of notes is counted as reading every note of the run (an upper
+    // bound: it reads the notes from 2 s before its events' first second
+    // to their last). The sender reads the notes of its batch's deliveries
+    // without a record: one BatchGetItem beside its read of the
+    // deliveries, about one note each.
     let endpoint_queries = fanout_invocations.min(count(&fanout, "Query") as usize) as f64;
-    let seconds: Vec<Option<(String, u32)>> = notes
-        .iter()
-        .map(|n| match n.get("event_id") {
-            Some(AttributeValue::S(key)) => {
-                let (minute, rest) = key.split_once('#')?;
-                Some((minute.to_string(), rest.get(..2)?.parse().ok()?))
-            }
-            _ => None,
-        })
-        .collect();
-    let span = webhooks_domain::queued::NOTE_SPAN_SECS;
-    let note_read_rru: f64 = seconds
-        .iter()
-        .map(|own| {
-            let bytes: f64 = match own {
-                Some((minute, second)) => seconds
-                    .iter()
-                    .zip(&note_sizes)
-                    .filter(|(other, _)| {
-                        other.as_ref().is_some_and(|(m, s)| {
-                            m == minute && *s + span >= *second && *s <= second + span
-                        })
-                    })
-                    .map(|(_, size)| *size)
-                    .sum(),
-                None => note_bytes,
-            };
-            2.0 * units(bytes, 4096.0)
-        })
-        .sum();
+    let note_queries = count(&fanout, "Query") as f64 - endpoint_queries;
     let mean_note = if notes.is_empty() {
         0.0
     } else {
@@ -552,7 +522,7 @@ async fn measure(
         + n * units(delivery_pending, 4096.0)
         + count(&send, "GetItem") as f64 * units(endpoint_size, 4096.0)
         + endpoint_queries * units(endpoint_size * e as f64, 4096.0)
-        + note_read_rru
+        + note_queries * units(note_bytes, 4096.0)
         + sender_note_reads * units(mean_note, 4096.0)
         + count(&fanout, "GetItem") as f64
         + other(&pipeline, Kind::DynamoRead);
