@@ -148,6 +148,7 @@ ADAPTER_ACTIONS = {
         # The stream fan-out's notes of queued deliveries (items of their
         # own partition in the table).
         "note_queued": {"dynamodb:PutItem"},
+        "confirm_note": {"dynamodb:UpdateItem"},
         "noted": {"dynamodb:Query"},
         "notes": {"dynamodb:BatchGetItem"},
         "notes_between": {"dynamodb:Query"},
@@ -285,8 +286,15 @@ FUNCTION_CALLS = {
     "fanout": {
         "EndpointsTable": {"list_all"},
         # get_many, noted: the batch's deliveries and notes, read before
-        # they are queued; note_queued: a young event's deliveries noted.
-        "DeliveriesTable": {"create_if_absent", "get_many", "noted", "note_queued"},
+        # they are queued; note_queued, confirm_note: a young event's
+        # deliveries noted, and the note confirmed.
+        "DeliveriesTable": {
+            "create_if_absent",
+            "get_many",
+            "noted",
+            "note_queued",
+            "confirm_note",
+        },
         "DeliveryQueue": {"send_batch_ids"},
     },
     "sender": {
@@ -344,6 +352,7 @@ FUNCTION_CALLS = {
             # shares with the stream's fan-out writes them).
             "noted",
             "note_queued",
+            "confirm_note",
         },
         "CursorsTable": {"list", "advance", "resume_at", "set_resume_at"},
         "DeliveryQueue": {"send_batch_ids"},

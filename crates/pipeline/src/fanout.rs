@@ -373,7 +373,8 @@ impl FanOut {
             stream::iter(notes.into_values().map(|(note, events)| {
                 let deliveries = self.deliveries.clone();
                 async move {
-                    let written = match deliveries.note_queued(&note).await {
+                    let written = deliveries.note_queued(&note).await;
+                    let written = match written {
                         Ok(true) => Some(true),
                         Ok(false) => {
                             tracing::info!(org_id = %note.org_id, key = %note.key, "another fan-out of these deliveries noted them first; its messages carry them");
