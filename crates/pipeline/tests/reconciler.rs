@@ -630,7 +630,35 @@ fn sweeper(w: &World) -> Sweeper {
 /// pending for ever. The net sends it again and it is delivered.
 #[tokio::test(start_paused = true)]
 async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending() {
-    worn_first_attempt_not_recorded(true).await;
+    let w = worn_down(true).await;
+    // Every record of an attempt fails, writing nothing (the table
+    // throttled).
+    let unlucky = failing_sender(&w, Op::RecordAttempt);
+    let queue = &w.adapters.queue;
+    for n in [MAX_RECEIVE_COUNT - 1, MAX_RECEIVE_COUNT] {
+        let worn = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(worn[0].receive_count, n);
+        process_as_the_mapping_does(&w, &unlucky, &worn).await;
+        tokio::time::advance(Duration::from_secs(181)).await;
+    }
+    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    assert!(w.memory.queue.is_empty(), "SQS redrove it");
+    assert_eq!(w.memory.dead_letters.len(), 1);
+    let d = the_delivery(&w).await;
+    assert_eq!(
+        (d.status, d.attempt_count, d.next_attempt_at),
+        (DeliveryStatus::Pending, 0, None)
+    );
+
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let report = sweeper(&w).sweep().await;
+    let messages = queue.receive(10, Duration::ZERO).await.unwrap();
+    process_as_the_mapping_does(&w, &sender_answering(&w, Accepting), &messages).await;
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+    assert_eq!((report.redriven.retried, report.failed_orgs), (1, 0));
+    assert!(w.memory.dead_letters.is_empty(), "settled: deleted");
+    assert!(w.memory.queue.is_empty());
 }
 
 /// A noted delivery's message worn the same way: 85 minutes after its note
@@ -642,31 +670,9 @@ async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending(
 /// redriven.
 #[tokio::test(start_paused = true)]
 async fn a_worn_message_of_an_old_noted_delivery_is_renewed_and_delivered() {
-    let w = fanned_out(false).await;
-    w.adapters
-        .cursors
-        .advance("org", &w.event.id)
-        .await
-        .unwrap();
+    let w = worn_down(false).await;
+    let unlucky = failing_sender(&w, Op::CreateDelivery);
     let queue = &w.adapters.queue;
-    for _ in 1..MAX_RECEIVE_COUNT - 1 {
-        assert_eq!(queue.receive(10, Duration::ZERO).await.unwrap().len(), 1);
-        tokio::time::advance(Duration::from_secs(181)).await;
-    }
-    let unlucky = Sender::new(
-        w.adapters.endpoints.clone(),
-        w.adapters.endpoints.clone(),
-        Arc::new(Faulty::new(
-            w.adapters.deliveries.clone(),
-            Arc::new(Script::new().fail(Op::CreateDelivery, ..)),
-        )),
-        queue.clone(),
-        w.adapters.dead_letters.clone(),
-        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
-        SenderConfig::default(),
-    )
-    .with_clock(w.adapters.clock.clone())
-    .with_transport(Arc::new(Accepting));
     let worn = queue.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(worn[0].receive_count, MAX_RECEIVE_COUNT - 1);
     process_as_the_mapping_does(&w, &unlucky, &worn).await;
@@ -683,71 +689,41 @@ async fn a_worn_message_of_an_old_noted_delivery_is_renewed_and_delivered() {
     assert!(w.memory.queue.is_empty());
 }
 
-async fn worn_first_attempt_not_recorded(recorded: bool) {
+/// A fanned-out delivery (`recorded`: created, else noted) whose message
+/// was received 28 times, its event long behind the sweeper's cursor (no
+/// sweep of events looks at it).
+async fn worn_down(recorded: bool) -> World {
     let w = fanned_out(recorded).await;
-    // A sweep moved over the event long ago: no sweep of events looks at it.
     w.adapters
         .cursors
         .advance("org", &w.event.id)
         .await
         .unwrap();
-    let queue = &w.adapters.queue;
     for _ in 1..MAX_RECEIVE_COUNT - 1 {
-        assert_eq!(queue.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        let received = w.adapters.queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(received.len(), 1);
         tokio::time::advance(Duration::from_secs(181)).await;
     }
-    let unlucky = Sender::new(
+    w
+}
+
+/// A sender over `w` every `op` of whose deliveries store fails, writing
+/// nothing; its receivers accept.
+fn failing_sender(w: &World, op: Op) -> Sender {
+    Sender::new(
         w.adapters.endpoints.clone(),
         w.adapters.endpoints.clone(),
-        // Every record of an attempt fails, writing nothing (the table
-        // throttled).
         Arc::new(Faulty::new(
             w.adapters.deliveries.clone(),
-            Arc::new(if recorded {
-                Script::new().fail(Op::RecordAttempt, ..)
-            } else {
-                Script::new().fail(Op::CreateDelivery, ..)
-            }),
+            Arc::new(Script::new().fail(op, ..)),
         )),
-        queue.clone(),
+        w.adapters.queue.clone(),
         w.adapters.dead_letters.clone(),
         DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
         SenderConfig::default(),
     )
     .with_clock(w.adapters.clock.clone())
-    .with_transport(Arc::new(Accepting));
-    for n in [MAX_RECEIVE_COUNT - 1, MAX_RECEIVE_COUNT] {
-        let worn = queue.receive(10, Duration::ZERO).await.unwrap();
-        assert_eq!(worn[0].receive_count, n);
-        process_as_the_mapping_does(&w, &unlucky, &worn).await;
-        tokio::time::advance(Duration::from_secs(181)).await;
-    }
-    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
-    assert!(w.memory.queue.is_empty(), "SQS redrove it");
-    assert_eq!(w.memory.dead_letters.len(), 1);
-    if recorded {
-        let d = the_delivery(&w).await;
-        assert_eq!(
-            (d.status, d.attempt_count, d.next_attempt_at),
-            (DeliveryStatus::Pending, 0, None)
-        );
-    } else {
-        let id = delivery_id(&w.endpoint.id, &w.event.id);
-        assert!(delivery_of(&w, &w.event).await.is_none(), "still no record");
-        let ids = std::slice::from_ref(&id);
-        let notes = w.adapters.deliveries.noted("org", ids).await.unwrap();
-        assert_eq!(webhooks_domain::queued::listed(&notes, ids), [id]);
-    }
-
-    tokio::time::advance(Duration::from_secs(3600)).await;
-    let report = sweeper(&w).sweep().await;
-    let messages = queue.receive(10, Duration::ZERO).await.unwrap();
-    process_as_the_mapping_does(&w, &sender_answering(&w, Accepting), &messages).await;
-    let d = the_delivery(&w).await;
-    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
-    assert_eq!((report.redriven.retried, report.failed_orgs), (1, 0));
-    assert!(w.memory.dead_letters.is_empty(), "settled: deleted");
-    assert!(w.memory.queue.is_empty());
+    .with_transport(Arc::new(Accepting))
 }
 
 /// Every message in the dead-letter queue is settled by what its delivery

@@ -1585,6 +1585,23 @@ async fn note(w: &TestSystem, key: &str, listed: &[(String, String)]) {
     assert!(written);
 }
 
+/// The messages on the queue now, each naming the note `key` (a test's
+/// note is keyed by its event, known once the task is queued).
+async fn receive_naming(w: &TestSystem, key: &str) -> Vec<webhooks_ports::ReceivedMessage> {
+    w.queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|mut m| {
+            let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
+            t.queued = Some(key.to_string());
+            m.body = t.to_message();
+            m
+        })
+        .collect()
+}
+
 /// Writes `note` of org `org`, as given (confirmed or not).
 async fn write_note(w: &TestSystem, note: webhooks_domain::queued::QueuedNote) {
     assert!(w.deliveries.note_queued(&note).await.expect("note"));
@@ -1658,22 +1675,7 @@ async fn a_contested_delivery_waits_until_no_message_could_attempt_it_unrecorded
         ),
     )
     .await;
-    let named = |m: &webhooks_ports::ReceivedMessage| {
-        let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
-        t.queued = Some(own.clone());
-        webhooks_ports::ReceivedMessage {
-            body: t.to_message(),
-            ..m.clone()
-        }
-    };
-    let msgs: Vec<_> = w
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .expect("receive")
-        .iter()
-        .map(named)
-        .collect();
+    let msgs = receive_naming(&w, &own).await;
     assert_eq!(
         sender.process_batch(&msgs).await,
         vec![MessageOutcome::Retry]
@@ -1689,14 +1691,7 @@ async fn a_contested_delivery_waits_until_no_message_could_attempt_it_unrecorded
         .expect("receive")
         .is_empty());
     skip(Duration::from_secs(70)).await;
-    let msgs: Vec<_> = w
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .expect("receive")
-        .iter()
-        .map(named)
-        .collect();
+    let msgs = receive_naming(&w, &own).await;
     assert_eq!(msgs.len(), 1, "back once no other message may attempt it");
     assert_eq!(
         sender.process_batch(&msgs).await,
@@ -1740,19 +1735,7 @@ async fn a_contested_deliverys_message_gives_way_to_a_note_that_carries_it() {
         &[],
     );
     write_note(&w, carrier).await;
-    let msgs: Vec<_> = w
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .expect("receive")
-        .into_iter()
-        .map(|mut m| {
-            let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
-            t.queued = Some(own.clone());
-            m.body = t.to_message();
-            m
-        })
-        .collect();
+    let msgs = receive_naming(&w, &own).await;
     assert_eq!(
         w.sender.process_batch(&msgs).await,
         vec![MessageOutcome::Done]
@@ -1782,19 +1765,7 @@ async fn a_message_of_an_unconfirmed_note_creates_the_record_itself() {
         note_of(&key, &[(id.clone(), mine.clone())], at, false, &[]),
     )
     .await;
-    let msgs: Vec<_> = w
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .expect("receive")
-        .into_iter()
-        .map(|mut m| {
-            let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
-            t.queued = Some(key.clone());
-            m.body = t.to_message();
-            m
-        })
-        .collect();
+    let msgs = receive_naming(&w, &key).await;
     assert_eq!(
         sender.process_batch(&msgs).await,
         vec![MessageOutcome::Done]
@@ -2053,17 +2024,8 @@ async fn a_message_its_note_does_not_name_gives_way_to_the_one_it_names() {
     );
     note(&w, &key, &[(id.clone(), named.clone())]).await;
     // Both messages name the key the note is under.
-    let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
-    assert_eq!(msgs.len(), 2);
-    let fixed: Vec<webhooks_ports::ReceivedMessage> = msgs
-        .into_iter()
-        .map(|mut m| {
-            let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
-            t.queued = Some(key.clone());
-            m.body = t.to_message();
-            m
-        })
-        .collect();
+    let fixed = receive_naming(&w, &key).await;
+    assert_eq!(fixed.len(), 2);
     // The in-batch duplicate kept is the message the note names, even when
     // the other comes first.
     let mut batch = fixed;
@@ -2108,19 +2070,7 @@ async fn a_duplicate_is_not_finished_while_its_notes_cannot_be_read() {
         .expect("sent");
     note(&w, &key, &[(id.clone(), named.clone())]).await;
     let sender = counted_sender(&w, Arc::new(Script::new().fail(Op::GetNotes, ..=1)), None);
-    let msgs: Vec<webhooks_ports::ReceivedMessage> = w
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .expect("receive")
-        .into_iter()
-        .map(|mut m| {
-            let mut t: DeliveryTask = serde_json::from_str(&m.body).expect("task");
-            t.queued = Some(key.clone());
-            m.body = t.to_message();
-            m
-        })
-        .collect();
+    let msgs = receive_naming(&w, &key).await;
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0].message_id, stray, "the stray comes first");
     assert_eq!(

@@ -112,6 +112,21 @@ pub(super) fn others(notes: &[QueuedNote], delivery_id: &str, message_id: &str) 
         .map_or(Others::Free, Others::Contested)
 }
 
+/// Whether `notes` (those listing the message's delivery) are only its own
+/// note: the read its fan-out would have made to confirm that note, made
+/// after the note's write all the same. A message whose unconfirmed note
+/// is alone then creates the record owned by itself at once, before its
+/// attempt (one conditional create: a message of another fan-out of the
+/// same batch, which the note does not name, finds the record when it
+/// stops waiting; a fan-out whose read comes later finds this note and
+/// confirms its own contested). Otherwise it waits as for a note not
+/// there, and then the notes decide (`Sender::after_others`).
+fn alone_in(notes: &[QueuedNote], job: &Job<'_>) -> bool {
+    notes
+        .iter()
+        .all(|n| job.task.queued.as_deref() == Some(n.key.as_str()))
+}
+
 /// A delivery without a record, as this message goes on with it.
 pub(super) struct Unrecorded {
     pub(super) delivery: Delivery,
@@ -134,14 +149,21 @@ impl Sender {
             }
             seen => seen,
         };
+        // The delivery's notes, once read here.
+        let mut read = None;
         let note = match note {
-            NoteSeen::Unconfirmed(_) if self.alone_in_notes(job).await? => {
-                return Ok(Unrecorded {
-                    delivery: self.adopt(job).await?,
-                    by_note: false,
-                });
+            NoteSeen::Unconfirmed(_) => {
+                let notes = self.delivery_notes(job).await?;
+                if alone_in(&notes, job) {
+                    tracing::info!("its note is not confirmed, and no other lists the delivery: the record is created first");
+                    return Ok(Unrecorded {
+                        delivery: self.adopt(job).await?,
+                        by_note: false,
+                    });
+                }
+                read = Some(notes);
+                NoteSeen::Missing
             }
-            NoteSeen::Unconfirmed(_) => NoteSeen::Missing,
             seen => seen,
         };
         let now = self.clock.now();
@@ -175,7 +197,7 @@ impl Sender {
                 tracing::warn!("could not read the note of a delivery without a record; retrying");
                 return Err(MessageOutcome::Retry);
             }
-            NoteSeen::Contested if !task.redriven => return self.after_others(job).await,
+            NoteSeen::Contested if !task.redriven => return self.after_others(job, read).await,
             NoteSeen::Missing if !task.redriven => {
                 // The fan-out writes its note after its sends: looked at
                 // again shortly, while the event is young enough to be
@@ -200,7 +222,7 @@ impl Sender {
                 // Its fan-out stopped before the note, or before it
                 // confirmed it, or another fan-out's note names another
                 // message: what the delivery's notes say decides.
-                return self.after_others(job).await;
+                return self.after_others(job, read).await;
             }
             _ => {}
         }
@@ -210,39 +232,17 @@ impl Sender {
         })
     }
 
-    /// A message its unconfirmed note names (its fan-out stopped before
-    /// confirming, or is slow to): the read its fan-out would have made,
-    /// made here, after the note's write all the same: whether no other
-    /// note lists the delivery. Then this message creates the record owned
-    /// by itself at once, before its attempt (one conditional create: a
-    /// message of another fan-out of the same batch, which the note does
-    /// not name, finds the record when it stops waiting; a fan-out whose
-    /// read comes later finds this note and confirms its own contested).
-    /// Otherwise it waits as for a note not there, and then the notes
-    /// decide ([`Sender::after_others`]).
-    async fn alone_in_notes(&self, job: &Job<'_>) -> Result<bool, MessageOutcome> {
+    /// The notes that list the message's delivery (a strongly consistent
+    /// range read); a failed read leaves the message for another try.
+    async fn delivery_notes(&self, job: &Job<'_>) -> Result<Vec<QueuedNote>, MessageOutcome> {
         let task = &job.task;
-        match self
-            .deliveries
+        self.deliveries
             .noted(&task.org_id, std::slice::from_ref(&task.delivery_id))
             .await
-        {
-            Ok(notes)
-                if notes
-                    .iter()
-                    .all(|n| task.queued.as_deref() == Some(n.key.as_str())) =>
-            {
-                tracing::info!(
-                    "its note is not confirmed, and no other lists the delivery: the record is created first"
-                );
-                Ok(true)
-            }
-            Ok(_) => Ok(false),
-            Err(e) => {
+            .map_err(|e| {
                 tracing::warn!(error = %e, "could not read the notes of a delivery without a record; retrying");
-                Err(MessageOutcome::Retry)
-            }
-        }
+                MessageOutcome::Retry
+            })
     }
 
     /// A message its note does not carry, no longer waiting for it: the
@@ -254,18 +254,16 @@ impl Sender {
     /// still attempt it without a record until it would count as lost: this
     /// one waits until then, and creates the record (one conditional create
     /// for all of them), or finds the attempt's.
-    async fn after_others(&self, job: &Job<'_>) -> Result<Unrecorded, MessageOutcome> {
+    /// `read`: the delivery's notes, if this receive read them already.
+    async fn after_others(
+        &self,
+        job: &Job<'_>,
+        read: Option<Vec<QueuedNote>>,
+    ) -> Result<Unrecorded, MessageOutcome> {
         let task = &job.task;
-        let notes = match self
-            .deliveries
-            .noted(&task.org_id, std::slice::from_ref(&task.delivery_id))
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the notes of a delivery without a record; retrying");
-                return Err(MessageOutcome::Retry);
-            }
+        let notes = match read {
+            Some(notes) => notes,
+            None => self.delivery_notes(job).await?,
         };
         match others(&notes, &task.delivery_id, &job.message.message_id) {
             Others::Carried => {
