@@ -606,12 +606,20 @@ async fn gone_disables_once(extra: &[&str]) {
     // Events fanned out before the disable are dead-lettered (410, or
     // endpoint_disabled once the schedule runs out); later ones make no
     // delivery at all.
-    let mut n = 0;
-    for _ in 0..150 {
+    // The three events may be fanned out over several stream batches: the
+    // count is taken once every delivery listed is dead-lettered and the
+    // listing has held still for a second.
+    let (mut n, mut still) = (0, 0);
+    for _ in 0..300 {
         let ds = dev.deliveries("acme", epid).await;
         if !ds.is_empty() && ds.iter().all(|d| d["status"] == "dead_lettered") {
+            still = if ds.len() == n { still + 1 } else { 0 };
             n = ds.len();
-            break;
+            if still >= 10 {
+                break;
+            }
+        } else {
+            still = 0;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
