@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use webhooks::backend::{Backend, System};
 use webhooks::dev::Running;
 use webhooks::event_sources::{QueueMapping, StreamMapping};
-use webhooks_aws::request_counter::RequestCounter;
+use webhooks_aws::request_counter::{item_size, RequestCounter};
 use webhooks_aws::resources::{ResourceNames, TABLES};
 use webhooks_aws::AwsClients;
 
@@ -124,43 +124,6 @@ fn per(c: &Counts, n: f64) -> Value {
         m.insert(format!("{s}.{o}"), json!(round(*v as f64 / n, 4)));
     }
     Value::Object(m)
-}
-
-/// DynamoDB's size of an attribute value (its documented rules: strings
-/// and binaries by length, numbers about one byte per two digits plus one,
-/// lists and maps 3 bytes plus one per element).
-fn value_size(v: &AttributeValue) -> u64 {
-    let number = |n: &str| {
-        let digits = n
-            .trim_start_matches('-')
-            .replace('.', "")
-            .trim_start_matches('0')
-            .len() as u64;
-        digits.div_ceil(2) + 1
-    };
-    match v {
-        AttributeValue::S(s) => s.len() as u64,
-        AttributeValue::N(n) => number(n),
-        AttributeValue::B(b) => b.as_ref().len() as u64,
-        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
-        AttributeValue::Ss(v) => v.iter().map(|s| s.len() as u64).sum(),
-        AttributeValue::Ns(v) => v.iter().map(|s| number(s)).sum(),
-        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len() as u64).sum(),
-        AttributeValue::L(v) => 3 + v.iter().map(|e| value_size(e) + 1).sum::<u64>(),
-        AttributeValue::M(m) => {
-            3 + m
-                .iter()
-                .map(|(k, e)| k.len() as u64 + value_size(e) + 1)
-                .sum::<u64>()
-        }
-        _ => 0,
-    }
-}
-
-fn item_size(item: &HashMap<String, AttributeValue>) -> u64 {
-    item.iter()
-        .map(|(k, v)| k.len() as u64 + value_size(v))
-        .sum()
 }
 
 /// Every item of a table (uncounted client).
@@ -366,6 +329,7 @@ async fn measure(
     }
     let fanout_cpu = (cpu_time() - cpu).as_secs_f64();
     let fanout = counter.snapshot();
+    let fanout_query_units = counter.query_read_units();
     let indexed_after_fanout = index_entries(&plain.dynamodb, names).await?;
     counter.reset();
 
@@ -412,6 +376,7 @@ async fn measure(
     let send_cpu = (cpu_time() - cpu).as_secs_f64();
     let send_seconds = t0.elapsed().as_secs_f64();
     let send = counter.snapshot();
+    let send_query_units = counter.query_read_units();
     let indexed_after_send = index_entries(&plain.dynamodb, names).await?;
     gateway.stop().await;
 
@@ -502,12 +467,12 @@ async fn measure(
     } else {
         0.0
     };
-    // Its Queries: one of the org's endpoints per call (one org here), and
-    // its reads of notes: before queueing, one per minute of the events,
-    // and after writing its notes, one confirming read per org. Each read
-    // of notes is counted as reading every note of the run (an upper
-    // bound: it reads the notes from 2 s before its events' first second
-    // to their last). The sender reads the notes of its batch's deliveries
+    // Its Queries: one of the org's endpoints per call, and its reads of
+    // notes: before queueing, one per minute of the events, and after
+    // writing its notes, one confirming read per org. Each is billed by
+    // the items it read, which the request counter measures from its
+    // response (the notes between 2 s before its events' first second and
+    // their last). The sender reads the notes of its batch's deliveries
     // without a record: one BatchGetItem beside its read of the
     // deliveries, about one note each.
     let endpoint_queries = fanout_invocations.min(count(&fanout, "Query") as usize) as f64;
@@ -518,11 +483,11 @@ async fn measure(
         note_bytes / notes.len() as f64
     };
     let sender_note_reads = (count(&send, "BatchGetItem") as f64 - sender_invocations).max(0.0);
+    let query_units = fanout_query_units + send_query_units;
     let rru = fanout_reads
         + n * units(delivery_pending, 4096.0)
         + count(&send, "GetItem") as f64 * units(endpoint_size, 4096.0)
-        + endpoint_queries * units(endpoint_size * e as f64, 4096.0)
-        + note_queries * units(note_bytes, 4096.0)
+        + query_units
         + sender_note_reads * units(mean_note, 4096.0)
         + count(&fanout, "GetItem") as f64
         + other(&pipeline, Kind::DynamoRead);
@@ -594,6 +559,10 @@ async fn measure(
         notes.len(),
         mean_note
     );
+    println!(
+        "    Queries: {endpoint_queries} of endpoints, {note_queries} of notes; {:.3} RRU per delivery, measured from what each read",
+        query_units / n
+    );
     for ((s, o), v) in &pipeline {
         println!("    {s}.{o}: {v} ({:.4} per delivery)", *v as f64 / n);
     }
@@ -639,6 +608,9 @@ async fn measure(
             "queued_notes": notes.len(),
             "queued_note_mean_bytes": round(mean_note, 1),
             "dynamodb_rru": round(rru / n, 4),
+            "dynamodb_query_rru_measured": round(query_units / n, 4),
+            "endpoint_queries": endpoint_queries,
+            "note_queries": note_queries,
             "fanout_invocations": round(fanout_inv, 5),
             "sender_invocations": round(sender_inv, 4),
             "mean_sender_batch": round(n / sender_invocations.max(1.0), 2),

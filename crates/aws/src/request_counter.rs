@@ -1,20 +1,41 @@
 //! Counts every request the AWS SDK sends, per service and operation, for
 //! the benchmark of AWS requests per delivery. An SDK interceptor, so retries
 //! by the SDK count too, as AWS bills them.
+//!
+//! It also measures the read units of each DynamoDB `Query` from what the
+//! response holds, as DynamoDB bills them: the sizes of the items read,
+//! summed and rounded up to 4 KB, at least one unit (half when eventually
+//! consistent). An emulator's `ConsumedCapacity` is not this (moto answers a
+//! fixed figure), and a Query without a filter returns every item it reads.
 
+use aws_sdk_dynamodb::operation::query::{QueryInput, QueryOutput};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
-use std::collections::BTreeMap;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Shared tally of SDK requests: `(service, operation) -> count`.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    query_units: Arc<Mutex<f64>>,
+}
+
+/// Whether the Query under way reads strongly consistently, kept from its
+/// input for the measure of its response.
+#[derive(Debug, Clone, Copy)]
+struct ConsistentQuery(bool);
+
+impl Storable for ConsistentQuery {
+    type Storer = StoreReplace<Self>;
 }
 
 impl RequestCounter {
@@ -27,10 +48,19 @@ impl RequestCounter {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// The read units of every DynamoDB `Query` answered so far, measured
+    /// from the items each returned (see the module's documentation).
+    pub fn query_read_units(&self) -> f64 {
+        self.query_units.lock().map(|u| *u).unwrap_or_default()
+    }
+
     /// Forgets every count.
     pub fn reset(&self) {
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
+        }
+        if let Ok(mut u) = self.query_units.lock() {
+            *u = 0.0;
         }
     }
 }
@@ -54,5 +84,122 @@ impl Intercept for RequestCounter {
             *c.entry((service, op)).or_insert(0) += 1;
         }
         Ok(())
+    }
+
+    fn read_before_serialization(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(query) = context.input().downcast_ref::<QueryInput>() {
+            let consistent = query.consistent_read.unwrap_or(false);
+            cfg.interceptor_state()
+                .store_put(ConsistentQuery(consistent));
+        }
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Ok(output) = context.output_or_error() else {
+            return Ok(());
+        };
+        if let Some(query) = output.downcast_ref::<QueryOutput>() {
+            let consistent = cfg.load::<ConsistentQuery>().is_none_or(|c| c.0);
+            let units = query_read_units(query.items(), consistent);
+            if let Ok(mut u) = self.query_units.lock() {
+                *u += units;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What DynamoDB bills a Query that read `items`: their sizes summed and
+/// rounded up to 4 KB, at least one unit; half as much when eventually
+/// consistent.
+pub fn query_read_units(items: &[HashMap<String, AttributeValue>], consistent: bool) -> f64 {
+    let bytes: u64 = items.iter().map(item_size).sum();
+    let units = bytes.div_ceil(4096).max(1) as f64;
+    if consistent {
+        units
+    } else {
+        units / 2.0
+    }
+}
+
+/// DynamoDB's size of an item: each attribute's name and value.
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> u64 {
+    item.iter()
+        .map(|(k, v)| k.len() as u64 + value_size(v))
+        .sum()
+}
+
+/// DynamoDB's size of an attribute value (its documented rules: strings
+/// and binaries by length, numbers about one byte per two digits plus one,
+/// lists and maps 3 bytes plus one per element).
+pub fn value_size(v: &AttributeValue) -> u64 {
+    let number = |n: &str| {
+        let digits = n
+            .trim_start_matches('-')
+            .replace('.', "")
+            .trim_start_matches('0')
+            .len() as u64;
+        digits.div_ceil(2) + 1
+    };
+    match v {
+        AttributeValue::S(s) => s.len() as u64,
+        AttributeValue::N(n) => number(n),
+        AttributeValue::B(b) => b.as_ref().len() as u64,
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(v) => v.iter().map(|s| s.len() as u64).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|s| number(s)).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len() as u64).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|e| value_size(e) + 1).sum::<u64>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, e)| k.len() as u64 + value_size(e) + 1)
+                .sum::<u64>()
+        }
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(bytes: usize) -> HashMap<String, AttributeValue> {
+        HashMap::from([("k".to_string(), AttributeValue::S("x".repeat(bytes - 1)))])
+    }
+
+    #[test]
+    fn a_query_is_billed_by_the_4_kb_of_everything_it_read_and_at_least_one_unit() {
+        assert_eq!(query_read_units(&[], true), 1.0);
+        assert_eq!(query_read_units(&[item(100)], true), 1.0);
+        // Two items of 3 KB: 6 KB together, two units (not one each).
+        assert_eq!(query_read_units(&[item(3000), item(3000)], true), 2.0);
+        assert_eq!(query_read_units(&[item(4096)], true), 1.0);
+        assert_eq!(query_read_units(&[item(4097)], true), 2.0);
+        // Eventually consistent: half.
+        assert_eq!(query_read_units(&[item(3000), item(3000)], false), 1.0);
+        assert_eq!(query_read_units(&[], false), 0.5);
+    }
+
+    #[test]
+    fn sizes_follow_dynamodbs_rules() {
+        assert_eq!(value_size(&AttributeValue::N("12345".into())), 4);
+        assert_eq!(value_size(&AttributeValue::N("-0.5".into())), 2);
+        assert_eq!(
+            value_size(&AttributeValue::L(vec![AttributeValue::S("ab".into())])),
+            6
+        );
+        assert_eq!(item_size(&item(10)), 10);
     }
 }
