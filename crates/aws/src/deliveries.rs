@@ -3,7 +3,7 @@
 
 use crate::batch_get::batch_get_items;
 use crate::error::{backend_error, decode_error, is_condition_failure};
-use crate::items::{expires_at, s};
+use crate::items::{expires_at, note_entries, packed_note_entries, s};
 use crate::items::{AttemptItem, DeliveryItem};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -90,19 +90,6 @@ fn note_partition(org_id: &str) -> String {
     format!("queued#{org_id}")
 }
 
-/// What a note's item lists: each delivery id's body (after `dlv_`) and
-/// its message id.
-fn note_entries(item: &HashMap<String, AttributeValue>) -> Vec<(String, String)> {
-    match item.get("d") {
-        Some(AttributeValue::Ss(entries)) => entries
-            .iter()
-            .filter_map(|e| e.split_once(':'))
-            .map(|(d, m)| (d.to_string(), m.to_string()))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn note_from_item(item: &HashMap<String, AttributeValue>) -> Result<QueuedNote> {
     let text = |name: &str| match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v.clone()),
@@ -115,7 +102,7 @@ fn note_from_item(item: &HashMap<String, AttributeValue>) -> Result<QueuedNote> 
     let created = text("created_at")?;
     let created_at = webhooks_domain::time::parse_rfc3339(&created)
         .ok_or_else(|| decode_error("queued note", format!("bad time '{created}'")))?;
-    let (delivery_ids, messages) = note_entries(item)
+    let (delivery_ids, messages) = note_entries(item.get("d"))?
         .into_iter()
         .map(|(body, message)| (format!("dlv_{body}"), message))
         .unzip();
@@ -651,19 +638,19 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn note_queued(&self, note: &QueuedNote) -> Result<bool> {
-        let entries: Vec<String> = note
-            .delivery_ids
-            .iter()
-            .zip(&note.messages)
-            .map(|(d, m)| format!("{}:{m}", d.strip_prefix("dlv_").unwrap_or(d)))
-            .collect();
+        let entries = packed_note_entries(
+            note.delivery_ids
+                .iter()
+                .zip(&note.messages)
+                .map(|(d, m)| (d.strip_prefix("dlv_").unwrap_or(d), m.as_str())),
+        );
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("endpoint_id", s(&note_partition(&note.org_id)))
             .item("event_id", s(&note.key))
-            .item("d", AttributeValue::Ss(entries))
+            .item("d", entries)
             .item("created_at", s(&rfc3339(note.created_at)))
             .item("expires_at", number(expires_at(note.created_at)));
         if let Some(at) = note.confirmed_at {
@@ -731,7 +718,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                     .await
                     .map_err(|e| backend_error("Query deliveries (queued notes)", e))?;
                 for item in out.items.unwrap_or_default() {
-                    let lists = note_entries(&item)
+                    let lists = note_entries(item.get("d"))?
                         .iter()
                         .any(|(body, _)| wanted.contains(format!("dlv_{body}").as_str()));
                     if lists {

@@ -26,10 +26,12 @@ pub(crate) struct Notes {
     by_delivery: HashMap<(String, String), Vec<String>>,
 }
 
-/// The size DynamoDB counts for a note's item: each attribute's name and
-/// value (`endpoint_id` = `queued#<org>`, `event_id` = the key, `d` = each
-/// delivery id without its `dlv_`, a `:` and its message id, `created_at`,
-/// `expires_at`).
+/// The size DynamoDB counts for a note's item, at most: each attribute's
+/// name and value (`endpoint_id` = `queued#<org>`, `event_id` = the key,
+/// `d` = each delivery id without its `dlv_`, a `:` and its message tag,
+/// `created_at`, `expires_at`). The DynamoDB adapter stores `d`'s lines
+/// deflated, about a third of this text; the text is the bound, so what
+/// this store takes DynamoDB takes too.
 pub fn note_item_size(note: &QueuedNote) -> usize {
     let ids: usize = note
         .delivery_ids
