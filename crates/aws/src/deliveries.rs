@@ -718,11 +718,13 @@ impl DeliveryStore for DynamoDeliveryStore {
                     .await
                     .map_err(|e| backend_error("Query deliveries (queued notes)", e))?;
                 for item in out.items.unwrap_or_default() {
-                    let lists = note_entries(item.get("d"))?
+                    // Each note decoded (its list inflated) once.
+                    let note = note_from_item(&item)?;
+                    if note
+                        .delivery_ids
                         .iter()
-                        .any(|(body, _)| wanted.contains(format!("dlv_{body}").as_str()));
-                    if lists {
-                        let note = note_from_item(&item)?;
+                        .any(|d| wanted.contains(d.as_str()))
+                    {
                         found.insert(note.key.clone(), note);
                     }
                 }

@@ -399,7 +399,7 @@ impl FanOut {
                 by_org.entry(note.org_id.clone()).or_default().push(n);
             }
         }
-        let confirmed: Vec<(usize, Vec<String>)> =
+        let contested: HashMap<usize, Vec<String>> =
             stream::iter(by_org.into_iter().map(|(org, indexes)| {
                 let written = &written;
                 async move {
@@ -425,7 +425,6 @@ impl FanOut {
             .into_iter()
             .flatten()
             .collect();
-        let contested: HashMap<usize, Vec<String>> = confirmed.into_iter().collect();
         written
             .into_iter()
             .enumerate()
