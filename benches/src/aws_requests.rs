@@ -689,7 +689,7 @@ async fn batched_publication(opts: &Options, single: Option<f64>) -> anyhow::Res
         let t0 = Instant::now();
         let seconds = loop {
             if let Some(r) = child.finished() {
-                break r?;
+                break r?.seconds;
             }
             if t0.elapsed() > opts.timeout {
                 bail!("batched publication took more than {:?}", opts.timeout);

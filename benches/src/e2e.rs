@@ -8,8 +8,8 @@
 //! in-process` publishes from this process as before, for comparison.
 
 use crate::dev::{self, ApiClient, CreatedEndpoint};
-use crate::measure::{cpu_time, median, peak_rss_kib, reset_peak_rss, round};
-use crate::publisher::{self, PublisherProcess, Route};
+use crate::measure::{cpu_time, median, peak_rss_kib, process_cpu_time, reset_peak_rss, round};
+use crate::publisher::{self, Published, PublisherProcess, Route};
 use crate::receiver::{self, ReceiverProcess};
 use anyhow::{bail, Context as _};
 use futures::stream::{self, StreamExt};
@@ -75,12 +75,15 @@ impl Publishing {
         })
     }
 
-    /// `None` while publishing; then its seconds, or why it failed.
-    async fn finished(&mut self) -> Option<anyhow::Result<f64>> {
+    /// `None` while publishing; then its seconds and, for a child, its CPU
+    /// seconds (a task's are the pipeline's), or why it failed.
+    async fn finished(&mut self) -> Option<anyhow::Result<(f64, Option<f64>)>> {
         match self {
-            Publishing::Child(child) => child.finished(),
+            Publishing::Child(child) => child
+                .finished()
+                .map(|r| r.map(|p: Published| (p.seconds, Some(p.cpu_seconds)))),
             Publishing::Task(task) if task.is_finished() => Some(match task.await {
-                Ok(r) => r.context("publishing events"),
+                Ok(r) => r.map(|s| (s, None)).context("publishing events"),
                 Err(e) => Err(anyhow::anyhow!("the publisher panicked: {e}")),
             }),
             Publishing::Task(_) => None,
@@ -104,6 +107,10 @@ struct Pass {
     peak_rss_kib: u64,
     /// Pipeline only: events accepted by the API per second.
     events_per_s: Option<f64>,
+    /// The receiver process's CPU seconds during the pass.
+    receiver_cpu_seconds: Option<f64>,
+    /// Pipeline only: the publisher process's CPU seconds.
+    publisher_cpu_seconds: Option<f64>,
 }
 
 impl Pass {
@@ -113,6 +120,26 @@ impl Pass {
 
     fn cpu_per_1000(&self) -> f64 {
         self.cpu_seconds * 1000.0 / self.count as f64
+    }
+
+    /// The receiver's CPU seconds per 1000 POSTs it answered.
+    fn receiver_cpu_per_1000(&self) -> f64 {
+        self.receiver_cpu_seconds
+            .map_or(f64::NAN, |c| c * 1000.0 / self.count as f64)
+    }
+
+    /// The publisher's CPU seconds per 1000 deliveries.
+    fn publisher_cpu_per_1000(&self) -> f64 {
+        self.publisher_cpu_seconds
+            .map_or(f64::NAN, |c| c * 1000.0 / self.count as f64)
+    }
+
+    /// Every process's CPU seconds per 1000 deliveries: this one's, the
+    /// receiver's and the publisher's.
+    fn total_cpu_per_1000(&self) -> f64 {
+        let others = self.receiver_cpu_seconds.unwrap_or(f64::NAN)
+            + self.publisher_cpu_seconds.unwrap_or(0.0);
+        (self.cpu_seconds + others) * 1000.0 / self.count as f64
     }
 }
 
@@ -139,7 +166,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
         let mut ceiling = Vec::new();
         for r in 1..=opts.runs {
             let (p, endpoints) = pipeline_pass(opts, e, &receiver).await?;
-            let c = ceiling_pass(opts, &endpoints, &receiver.url()).await?;
+            let c = ceiling_pass(opts, &endpoints, &receiver).await?;
             println!(
                 "  E={e} run {r}: pipeline {:.0} deliveries/s ({:.3} CPU s/1000, peak RSS {:.1} MiB, events accepted at {:.0}/s); ceiling {:.0} POST/s ({:.3} CPU s/1000); ratio {:.2}",
                 p.per_second(),
@@ -149,6 +176,16 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
                 c.per_second(),
                 c.cpu_per_1000(),
                 p.per_second() / c.per_second()
+            );
+            println!(
+                "    CPU s/1000 deliveries by process: pipeline {:.4} + publisher {:.4} + receiver {:.4} = {:.4}; ceiling {:.4} + receiver {:.4} = {:.4}",
+                p.cpu_per_1000(),
+                p.publisher_cpu_per_1000(),
+                p.receiver_cpu_per_1000(),
+                p.total_cpu_per_1000(),
+                c.cpu_per_1000(),
+                c.receiver_cpu_per_1000(),
+                c.total_cpu_per_1000(),
             );
             pipeline.push(p);
             ceiling.push(c);
@@ -175,11 +212,16 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
                 "peak_rss_mib": round(m(&pipeline, |p| p.peak_rss_kib as f64 / 1024.0), 1),
                 "seconds": round(m(&pipeline, |p| p.seconds), 3),
                 "events_accepted_per_s": round(m(&pipeline, |p| p.events_per_s.unwrap_or(f64::NAN)), 1),
+                "publisher_cpu_s_per_1000_deliveries": round(m(&pipeline, Pass::publisher_cpu_per_1000), 4),
+                "receiver_cpu_s_per_1000_deliveries": round(m(&pipeline, Pass::receiver_cpu_per_1000), 4),
+                "all_processes_cpu_s_per_1000_deliveries": round(m(&pipeline, Pass::total_cpu_per_1000), 4),
                 "each_run_deliveries_per_s": pipeline.iter().map(|p| round(p.per_second(), 1)).collect::<Vec<_>>(),
             },
             "ceiling": {
                 "posts_per_s": round(m(&ceiling, Pass::per_second), 1),
                 "cpu_s_per_1000_posts": round(m(&ceiling, Pass::cpu_per_1000), 4),
+                "receiver_cpu_s_per_1000_posts": round(m(&ceiling, Pass::receiver_cpu_per_1000), 4),
+                "all_processes_cpu_s_per_1000_posts": round(m(&ceiling, Pass::total_cpu_per_1000), 4),
                 "seconds": round(m(&ceiling, |p| p.seconds), 3),
                 "each_run_posts_per_s": ceiling.iter().map(|p| round(p.per_second(), 1)).collect::<Vec<_>>(),
             },
@@ -238,10 +280,12 @@ async fn pipeline_pass(
     let base = receiver.count(&probe).await?;
 
     reset_peak_rss();
+    let receiver_cpu0 = process_cpu_time(receiver.pid());
     let cpu0 = cpu_time();
     let t0 = Instant::now();
-    // Seconds the publisher took to have every event accepted.
-    let mut published: Option<f64> = None;
+    // Seconds the publisher took to have every event accepted, and its CPU
+    // seconds.
+    let mut published: Option<(f64, Option<f64>)> = None;
     let mut publisher = Publishing::start(opts, &running.base_url())?;
     // Wait cheaply on the receiver's count, then confirm in the store that
     // every delivery is recorded `delivered` (scanning the store is costly
@@ -282,6 +326,7 @@ async fn pipeline_pass(
     };
     let seconds = t0.elapsed().as_secs_f64();
     let cpu_seconds = (cpu_time() - cpu0).as_secs_f64();
+    let receiver_cpu_seconds = cpu_delta(receiver_cpu0, process_cpu_time(receiver.pid()));
     let peak = peak_rss_kib(None).unwrap_or(0);
     if published.is_none() && outcome.is_ok() {
         // Every delivery is done, so the publisher is reading its last answers.
@@ -305,7 +350,9 @@ async fn pipeline_pass(
             seconds,
             cpu_seconds,
             peak_rss_kib: peak,
-            events_per_s: published.map(|s| opts.events as f64 / s),
+            events_per_s: published.map(|(s, _)| opts.events as f64 / s),
+            receiver_cpu_seconds,
+            publisher_cpu_seconds: published.and_then(|(_, cpu)| cpu),
         },
         endpoints,
     ))
@@ -316,8 +363,9 @@ async fn pipeline_pass(
 async fn ceiling_pass(
     opts: &Options,
     endpoints: &[CreatedEndpoint],
-    url: &str,
+    receiver: &ReceiverProcess,
 ) -> anyhow::Result<Pass> {
+    let url = receiver.url();
     let data = dev::event_data(opts.data_bytes);
     let raw = serde_json::value::RawValue::from_string(data)?;
     // The bodies the sender sends: the event payload, one per event.
@@ -353,6 +401,7 @@ async fn ceiling_pass(
     let failures = Arc::new(AtomicUsize::new(0));
 
     reset_peak_rss();
+    let receiver_cpu0 = process_cpu_time(receiver.pid());
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     let workers: Vec<_> = (0..dev::POLLERS)
@@ -408,6 +457,7 @@ async fn ceiling_pass(
     }
     let seconds = t0.elapsed().as_secs_f64();
     let cpu_seconds = (cpu_time() - cpu0).as_secs_f64();
+    let receiver_cpu_seconds = cpu_delta(receiver_cpu0, process_cpu_time(receiver.pid()));
     let failed = failures.load(Ordering::Relaxed);
     if failed > 0 {
         bail!("{failed} of {total} ceiling POSTs failed");
@@ -418,7 +468,14 @@ async fn ceiling_pass(
         cpu_seconds,
         peak_rss_kib: peak_rss_kib(None).unwrap_or(0),
         events_per_s: None,
+        receiver_cpu_seconds,
+        publisher_cpu_seconds: None,
     })
+}
+
+/// CPU seconds between two readings of a process's CPU time.
+fn cpu_delta(before: Option<Duration>, after: Option<Duration>) -> Option<f64> {
+    Some(after?.checked_sub(before?)?.as_secs_f64())
 }
 
 /// A diagnostic: the same work in three phases, one after the other, each

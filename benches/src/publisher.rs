@@ -58,14 +58,23 @@ pub async fn publish(job: &Job) -> anyhow::Result<f64> {
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// What a publisher child reports when it is done.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// Seconds until every event was accepted.
+    pub seconds: f64,
+    /// The child's CPU seconds, start-up included.
+    pub cpu_seconds: f64,
+}
+
 /// The child's side: publishes on one thread and prints the seconds it
-/// took on stdout.
+/// took and the CPU seconds it used on stdout.
 pub fn run(job: &Job) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let seconds = runtime.block_on(publish(job))?;
-    println!("{seconds}");
+    println!("{seconds} {}", crate::measure::cpu_time().as_secs_f64());
     Ok(())
 }
 
@@ -100,8 +109,8 @@ impl PublisherProcess {
         Ok(PublisherProcess { child })
     }
 
-    /// `None` while it runs; then the seconds it took, or why it failed.
-    pub fn finished(&mut self) -> Option<anyhow::Result<f64>> {
+    /// `None` while it runs; then what it reported, or why it failed.
+    pub fn finished(&mut self) -> Option<anyhow::Result<Published>> {
         let status = match self.child.try_wait() {
             Ok(None) => return None,
             Ok(Some(status)) => status,
@@ -112,9 +121,7 @@ impl PublisherProcess {
             let _ = stdout.read_to_string(&mut out);
         }
         Some(if status.success() {
-            out.trim()
-                .parse::<f64>()
-                .with_context(|| format!("the publisher printed {out:?}, not its seconds"))
+            parse_report(&out)
         } else {
             Err(anyhow::anyhow!(
                 "the publisher failed ({status}); see its error above"
@@ -130,6 +137,18 @@ impl Drop for PublisherProcess {
     }
 }
 
+/// Reads the child's `<seconds> <cpu seconds>` line.
+fn parse_report(out: &str) -> anyhow::Result<Published> {
+    let mut fields = out.split_whitespace().map(str::parse::<f64>);
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(seconds)), Some(Ok(cpu_seconds)), None) => Ok(Published {
+            seconds,
+            cpu_seconds,
+        }),
+        _ => bail!("the publisher printed {out:?}, not its seconds and CPU seconds"),
+    }
+}
+
 /// Refuses a job that cannot run.
 pub fn check(job: &Job) -> anyhow::Result<()> {
     if job.events == 0 {
@@ -139,4 +158,19 @@ pub fn check(job: &Job) -> anyhow::Result<()> {
         bail!("--concurrency must be at least 1");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_childs_report_is_its_seconds_and_cpu_seconds() {
+        let p = parse_report("1.25 0.5\n").expect("a report");
+        assert_eq!((p.seconds, p.cpu_seconds), (1.25, 0.5));
+        for bad in ["", "1.25", "1.25 x", "1 2 3"] {
+            let e = parse_report(bad).expect_err(bad).to_string();
+            assert!(e.contains("not its seconds and CPU seconds"), "{e}");
+        }
+    }
 }
