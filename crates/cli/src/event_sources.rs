@@ -46,10 +46,11 @@ impl StreamSource {
                 if let Some(last) = records.last() {
                     *position = usize::try_from(last.sequence_number).unwrap_or(usize::MAX);
                 }
-                records
-                    .iter()
-                    .map(|r| insert_record(&r.event, r.sequence_number))
-                    .collect()
+                let mut out = Vec::with_capacity(records.len());
+                for r in &records {
+                    out.push(insert_record(&r.event, r.sequence_number)?);
+                }
+                Ok(out)
             }
             StreamSource::Aws(reader) => {
                 let records = reader.poll().await?;
@@ -100,15 +101,17 @@ impl StreamMapping {
         let n = self.backlog.len().min(STREAM_BATCH);
         let mut batch = StreamEvent::default();
         batch.records = self.backlog.iter().take(n).cloned().collect();
-        let response = webhooks_fn_fanout::fan_out_records(&self.fanout, batch.clone()).await;
+        // The handler takes the batch; the backlog keeps the records until
+        // they are accepted, so a failure is found there.
+        let response = webhooks_fn_fanout::fan_out_records(&self.fanout, batch).await;
         let failed_at = response
             .batch_item_failures
             .first()
             .and_then(|f| f.item_identifier.clone())
             .and_then(|seq| {
-                batch
-                    .records
+                self.backlog
                     .iter()
+                    .take(n)
                     .position(|r| r.change.sequence_number.as_deref() == Some(seq.as_str()))
             });
         let accepted = match failed_at {
@@ -116,7 +119,7 @@ impl StreamMapping {
             Some(i) => {
                 self.retries += 1;
                 if self.retries > STREAM_MAX_RETRIES {
-                    tracing::error!(sequence = ?batch.records[i].change.sequence_number, "stream record dropped after retries; the sweeper will fan it out");
+                    tracing::error!(sequence = ?self.backlog.get(i).and_then(|r| r.change.sequence_number.as_deref()), "stream record dropped after retries; the sweeper will fan it out");
                     self.retries = 0;
                     i + 1
                 } else {

@@ -15,6 +15,9 @@ use webhooks_ports::{
 
 /// How many conditional creates run at once.
 const CREATE_CONCURRENCY: usize = 64;
+/// Deliveries a batch's list is sized for up front; an org with many
+/// endpoints grows it past this as it goes.
+const PREALLOCATED_DELIVERIES: usize = 2048;
 
 /// The fan-out step.
 pub struct FanOut {
@@ -133,7 +136,18 @@ impl FanOut {
 
         // One delivery per (endpoint, event).
         let now = self.clock.now();
-        let mut wanted: Vec<(usize, Delivery)> = Vec::new();
+        // Sized once for the usual batch: at most one delivery per event
+        // and endpoint of its org (growing it a push at a time copied and
+        // page-faulted the whole vector several times per batch).
+        let most: usize = events
+            .iter()
+            .map(|e| match loaded.get(e.org_id.as_str()) {
+                Some(Ok(endpoints)) => endpoints.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut wanted: Vec<(usize, Delivery)> =
+            Vec::with_capacity(most.min(PREALLOCATED_DELIVERIES));
         for (i, event) in events.iter().enumerate() {
             match loaded.get(event.org_id.as_str()) {
                 Some(Ok(endpoints)) => {

@@ -69,8 +69,9 @@ pub fn check_entry(message: &QueueMessage) -> Result<(), String> {
     }
 }
 
-/// Why SQS would refuse one `SendMessageBatch` request, if it would.
-pub fn check_batch(messages: &[QueueMessage]) -> Result<(), String> {
+/// Why SQS would refuse one `SendMessageBatch` request, if it would. Takes
+/// the messages or references to them.
+pub fn check_batch<M: std::borrow::Borrow<QueueMessage>>(messages: &[M]) -> Result<(), String> {
     if messages.is_empty() {
         return Err("a batch needs at least one message".into());
     }
@@ -80,13 +81,13 @@ pub fn check_batch(messages: &[QueueMessage]) -> Result<(), String> {
             messages.len()
         ));
     }
-    let total: usize = messages.iter().map(|m| m.body.len()).sum();
+    let total: usize = messages.iter().map(|m| m.borrow().body.len()).sum();
     if total > MAX_BATCH_BYTES {
         return Err(format!(
             "the batch is {total} bytes, more than the {MAX_BATCH_BYTES} SQS accepts"
         ));
     }
-    messages.iter().try_for_each(check_entry)
+    messages.iter().try_for_each(|m| check_entry(m.borrow()))
 }
 
 /// How a list of bodies is sent: the indexes of bodies SQS would refuse

@@ -38,22 +38,26 @@ pub fn lag_ms(batch: &StreamEvent, now: chrono::DateTime<chrono::Utc>) -> Option
 
 /// The handler's work, callable without a Lambda context.
 pub async fn fan_out_records(fanout: &FanOut, batch: StreamEvent) -> DynamoDbEventResponse {
-    let mut events = Vec::new();
-    let mut record_of_event = Vec::new();
-    for (i, record) in batch.records.iter().enumerate() {
+    let records = batch.records.len();
+    let mut events = Vec::with_capacity(records);
+    // The sequence number of each event's record, to name a failure.
+    let mut sequence_of_event = Vec::with_capacity(records);
+    for record in batch.records {
         if record.event_name != "INSERT" {
             continue;
         }
-        match webhooks_aws::items::event_from_item(record.change.new_image.clone()) {
+        let sequence_number = record.change.sequence_number;
+        // The image moves into the event: each record is read once.
+        match webhooks_aws::items::event_from_item(record.change.new_image) {
             Ok(e) => {
                 events.push(e);
-                record_of_event.push(i);
+                sequence_of_event.push(sequence_number);
             }
             // A record that can never be processed must not block the
             // stream: log it with its id and move on.
             Err(e) => tracing::error!(
                 stream_event_id = %record.event_id,
-                sequence_number = record.change.sequence_number.as_deref().unwrap_or(""),
+                sequence_number = sequence_number.as_deref().unwrap_or(""),
                 error = %e,
                 "skipped a malformed stream record"
             ),
@@ -61,7 +65,7 @@ pub async fn fan_out_records(fanout: &FanOut, batch: StreamEvent) -> DynamoDbEve
     }
     let report = fanout.fan_out(&events).await;
     tracing::info!(
-        records = batch.records.len(),
+        records,
         events = events.len(),
         created = report.created,
         existing = report.existing,
@@ -70,9 +74,8 @@ pub async fn fan_out_records(fanout: &FanOut, batch: StreamEvent) -> DynamoDbEve
     );
     let mut response = DynamoDbEventResponse::default();
     if let Some(k) = report.first_failure {
-        let record = &batch.records[record_of_event[k]];
         let mut failure = DynamoDbBatchItemFailure::default();
-        failure.item_identifier = record.change.sequence_number.clone();
+        failure.item_identifier = sequence_of_event.get(k).cloned().flatten();
         response.batch_item_failures.push(failure);
     }
     response

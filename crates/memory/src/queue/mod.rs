@@ -482,12 +482,18 @@ impl MemoryQueue {
     }
 
     /// [`MemoryQueue::send_request`], answering each message's id.
-    fn send_request_ids(&self, messages: &[QueueMessage]) -> Result<Vec<String>> {
+    fn send_request_ids<M: std::borrow::Borrow<QueueMessage>>(
+        &self,
+        messages: &[M],
+    ) -> Result<Vec<String>> {
         queue_limits::check_batch(messages)
             .map_err(|e| BackendError::Permanent(format!("SendMessageBatch: {e}")))?;
         let ids = messages
             .iter()
-            .map(|m| self.push(m.body.clone(), m.tenant.clone(), 0, None))
+            .map(|m| {
+                let m = m.borrow();
+                self.push(m.body.clone(), m.tenant.clone(), 0, None)
+            })
             .collect();
         self.changed.notify_waiters();
         Ok(ids)
@@ -501,7 +507,7 @@ impl Queue for MemoryQueue {
         let plan = queue_limits::plan_batches(messages);
         let mut ids: Vec<Option<String>> = vec![None; messages.len()];
         for batch in plan.batches {
-            let chunk: Vec<QueueMessage> = batch.iter().map(|i| messages[*i].clone()).collect();
+            let chunk: Vec<&QueueMessage> = batch.iter().map(|i| &messages[*i]).collect();
             if let Ok(sent) = self.send_request_ids(&chunk) {
                 for (i, id) in batch.into_iter().zip(sent) {
                     ids[i] = Some(id);
