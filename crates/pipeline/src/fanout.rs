@@ -261,7 +261,8 @@ impl FanOut {
 
         // An event whose messages did not all go is offered again, before
         // any of its deliveries is created or noted.
-        let mut to_note: Vec<(usize, Delivery, String)> = Vec::new();
+        // Usually every delivery is noted: sized for them all at once.
+        let mut to_note: Vec<(usize, Delivery, String)> = Vec::with_capacity(wanted.len());
         let mut to_create: Vec<(usize, Delivery)> = Vec::new();
         let late = self.clock.now();
         for ((i, d), key) in wanted.into_iter().zip(keys) {
