@@ -87,7 +87,7 @@ async fn on_moto_endpoints_that_filter_an_event_out_cost_no_request() {
         .unwrap()
         .notes
         .into_iter()
-        .flat_map(|n| n.delivery_ids)
+        .flat_map(|n| n.delivery_ids.to_vec())
         .collect();
     assert_eq!(noted.len(), 1);
     let (endpoint, _) = webhooks_domain::delivery::parse_delivery_id(&noted[0]).unwrap();

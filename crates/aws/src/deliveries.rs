@@ -102,7 +102,7 @@ fn note_from_item(item: &HashMap<String, AttributeValue>) -> Result<QueuedNote> 
     let created = text("created_at")?;
     let created_at = webhooks_domain::time::parse_rfc3339(&created)
         .ok_or_else(|| decode_error("queued note", format!("bad time '{created}'")))?;
-    let (delivery_ids, messages) = note_entries(item.get("d"))?
+    let (delivery_ids, messages): (Vec<String>, Vec<String>) = note_entries(item.get("d"))?
         .into_iter()
         .map(|(body, message)| (format!("dlv_{body}"), message))
         .unzip();
@@ -120,8 +120,8 @@ fn note_from_item(item: &HashMap<String, AttributeValue>) -> Result<QueuedNote> 
     Ok(QueuedNote {
         org_id,
         key: text("event_id")?,
-        delivery_ids,
-        messages,
+        delivery_ids: delivery_ids.into(),
+        messages: messages.into(),
         created_at,
         confirmed_at,
         contested,
@@ -641,7 +641,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         let entries = packed_note_entries(
             note.delivery_ids
                 .iter()
-                .zip(&note.messages)
+                .zip(note.messages.iter())
                 .map(|(d, m)| (d.strip_prefix("dlv_").unwrap_or(d), m.as_str())),
         );
         let mut put = self

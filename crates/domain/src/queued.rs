@@ -22,6 +22,7 @@
 
 use crate::ids;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 /// Deliveries one note lists at most: 60 entries of 61 bytes and the
 /// item's keys fit in 4 KB, one read unit, so that a sender batch that
@@ -55,11 +56,12 @@ pub struct QueuedNote {
     pub org_id: String,
     /// `<minute of its events>#<fan-out call>`: see [`note_key`].
     pub key: String,
-    /// The deliveries whose messages were sent, each once.
-    pub delivery_ids: Vec<String>,
+    /// The deliveries whose messages were sent, each once. Shared: a note
+    /// read out of a store is handed out without copying its lists.
+    pub delivery_ids: Arc<[String]>,
     /// The queue message sent for each delivery, in the same order, as its
     /// [`message_tag`].
-    pub messages: Vec<String>,
+    pub messages: Arc<[String]>,
     pub created_at: DateTime<Utc>,
     /// When its fan-out confirmed it: having written it, the fan-out read
     /// the notes of its deliveries again and set down which of them another
@@ -289,8 +291,8 @@ mod tests {
         let note = QueuedNote {
             org_id: "o".into(),
             key: "k".into(),
-            delivery_ids: vec!["d1".into()],
-            messages: vec![message_tag("4b5a-0f1e2d3c").into()],
+            delivery_ids: vec!["d1".into()].into(),
+            messages: vec![message_tag("4b5a-0f1e2d3c").into()].into(),
             created_at: Utc::now(),
             confirmed_at: None,
             contested: Vec::new(),

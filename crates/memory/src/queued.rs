@@ -36,7 +36,7 @@ pub fn note_item_size(note: &QueuedNote) -> usize {
     let ids: usize = note
         .delivery_ids
         .iter()
-        .zip(&note.messages)
+        .zip(note.messages.iter())
         .map(|(d, m)| d.strip_prefix("dlv_").unwrap_or(d).len() + 1 + m.len())
         .sum();
     "endpoint_id".len()
@@ -97,19 +97,19 @@ impl Notes {
         }
         // A string set: each (delivery, message) once.
         let mut seen = HashSet::new();
-        let (delivery_ids, messages) = note
+        let (delivery_ids, messages): (Vec<String>, Vec<String>) = note
             .delivery_ids
             .iter()
-            .zip(&note.messages)
+            .zip(note.messages.iter())
             .filter(|(d, m)| seen.insert(((*d).clone(), (*m).clone())))
             .map(|(d, m)| (d.clone(), m.clone()))
             .unzip();
         let stored = QueuedNote {
-            delivery_ids,
-            messages,
+            delivery_ids: delivery_ids.into(),
+            messages: messages.into(),
             ..note.clone()
         };
-        for d in &stored.delivery_ids {
+        for d in stored.delivery_ids.iter() {
             self.by_delivery
                 .entry((note.org_id.clone(), d.clone()))
                 .or_default()
@@ -238,7 +238,7 @@ impl Notes {
 
     /// Takes a note that is gone out of the index by delivery.
     fn unindex(&mut self, note: &QueuedNote) {
-        for d in &note.delivery_ids {
+        for d in note.delivery_ids.iter() {
             let at = (note.org_id.clone(), d.clone());
             if let Some(keys) = self.by_delivery.get_mut(&at) {
                 keys.retain(|k| k != &note.key);
@@ -279,7 +279,7 @@ mod tests {
         QueuedNote {
             org_id: org.into(),
             key: note_key(&minute_of_event(event), second_of_event(event), call, 0),
-            delivery_ids: ids.to_vec(),
+            delivery_ids: ids.to_vec().into(),
             messages: ids.iter().map(|_| "m".to_string()).collect(),
             created_at: at,
             confirmed_at: None,

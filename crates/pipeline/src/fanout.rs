@@ -359,33 +359,32 @@ impl FanOut {
         now: chrono::DateTime<chrono::Utc>,
         deadlines: &[chrono::DateTime<chrono::Utc>],
     ) -> Vec<(usize, Option<bool>, bool)> {
-        let mut notes: BTreeMap<(String, String), (QueuedNote, Vec<usize>)> = BTreeMap::new();
+        // Each note's lists as they are gathered: deliveries, their message
+        // tags, and their events' indexes.
+        type Gathered = (Vec<String>, Vec<String>, Vec<usize>);
+        let mut gathered: BTreeMap<(String, String), Gathered> = BTreeMap::new();
         for (i, d, key) in queued {
-            let entry = notes
-                .entry((d.org_id.clone(), key.clone()))
-                .or_insert_with(|| {
-                    (
-                        QueuedNote {
-                            org_id: d.org_id.clone(),
-                            key,
-                            delivery_ids: Vec::new(),
-                            messages: Vec::new(),
-                            created_at: now,
-                            confirmed_at: None,
-                            contested: Vec::new(),
-                        },
-                        Vec::new(),
-                    )
-                });
-            entry
-                .0
-                .messages
-                .push(message_tag(d.chain.as_deref().unwrap_or_default()).to_string());
-            entry.0.delivery_ids.push(d.id);
-            entry.1.push(i);
+            let (ids, messages, events) = gathered.entry((d.org_id.clone(), key)).or_default();
+            messages.push(message_tag(d.chain.as_deref().unwrap_or_default()).to_string());
+            ids.push(d.id);
+            events.push(i);
         }
+        let notes = gathered
+            .into_iter()
+            .map(|((org_id, key), (ids, messages, events))| {
+                let note = QueuedNote {
+                    org_id,
+                    key,
+                    delivery_ids: ids.into(),
+                    messages: messages.into(),
+                    created_at: now,
+                    confirmed_at: None,
+                    contested: Vec::new(),
+                };
+                (note, events)
+            });
         let written: Vec<(QueuedNote, Vec<usize>, Option<bool>)> =
-            stream::iter(notes.into_values().map(|(note, events)| {
+            stream::iter(notes.map(|(note, events)| {
                 let deliveries = self.deliveries.clone();
                 async move {
                     let written = deliveries.note_queued(&note).await;

@@ -143,7 +143,7 @@ pub(crate) async fn merge_into_page(
     let recorded: HashSet<&str> = page.items.iter().map(|d| d.id.as_str()).collect();
     let mut lines: HashMap<String, Line> = HashMap::new();
     for note in &scan.notes {
-        for id in &note.delivery_ids {
+        for id in note.delivery_ids.iter() {
             let Some((endpoint_id, event_id)) = parse_delivery_id(id) else {
                 continue;
             };

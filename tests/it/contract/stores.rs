@@ -1770,7 +1770,7 @@ pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters)
         org_id: org.to_string(),
         key: note_key(&minute_of_event(event), second_of_event(event), call, 0),
         messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
-        delivery_ids: ids,
+        delivery_ids: ids.into(),
         created_at: now,
         confirmed_at: None,
         contested: Vec::new(),
@@ -1786,7 +1786,7 @@ pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters)
     // A second note of the same key (another fan-out of the same
     // deliveries) is refused, and the first stays as written.
     let twin = QueuedNote {
-        messages: vec!["msg-of-the-twin".into()],
+        messages: vec!["msg-of-the-twin".into()].into(),
         ..n0.clone()
     };
     assert!(!store.note_queued(&twin).await.unwrap());
@@ -1855,9 +1855,9 @@ pub async fn notes_of_queued_deliveries_are_found_by_org_and_minute(a: Adapters)
         (
             got[0].org_id.as_str(),
             got[0].key.as_str(),
-            &got[0].delivery_ids
+            &got[0].delivery_ids[..]
         ),
-        (org.as_str(), n0.key.as_str(), &vec![d0.clone()])
+        (org.as_str(), n0.key.as_str(), &[d0.clone()][..])
     );
     assert!((got[0].created_at - now).num_seconds().abs() <= 1);
 
@@ -1910,8 +1910,8 @@ pub async fn a_replay_reads_the_notes_of_its_seconds_only(a: Adapters) {
     let note = |second: u32, call: &str| QueuedNote {
         org_id: org.clone(),
         key: note_key(&minute, second, call, 0),
-        messages: vec![format!("msg-{call}")],
-        delivery_ids: vec![delivery.clone()],
+        messages: vec![format!("msg-{call}")].into(),
+        delivery_ids: vec![delivery.clone()].into(),
         created_at: now,
         confirmed_at: None,
         contested: Vec::new(),
@@ -1958,8 +1958,8 @@ pub async fn a_note_over_400_kb_is_refused(a: Adapters) {
     let fits = QueuedNote {
         org_id: org.clone(),
         key: "202612051030#fits.0".into(),
-        delivery_ids: ids_of(NOTE_CAPACITY),
-        messages: messages(NOTE_CAPACITY),
+        delivery_ids: ids_of(NOTE_CAPACITY).into(),
+        messages: messages(NOTE_CAPACITY).into(),
         created_at: Utc::now(),
         confirmed_at: None,
         contested: Vec::new(),
@@ -1967,8 +1967,8 @@ pub async fn a_note_over_400_kb_is_refused(a: Adapters) {
     assert!(store.note_queued(&fits).await.unwrap());
     let too_big = QueuedNote {
         key: "202612051030#big.0".into(),
-        delivery_ids: ids_of(20_000),
-        messages: messages(20_000),
+        delivery_ids: ids_of(20_000).into(),
+        messages: messages(20_000).into(),
         ..fits
     };
     assert!(store.note_queued(&too_big).await.is_err());

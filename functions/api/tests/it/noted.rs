@@ -51,7 +51,7 @@ async fn note(w: &TestSystem, org: &str, delivery_ids: &[String], at: DateTime<U
                 org_id: org.to_string(),
                 key,
                 messages: ids.iter().map(|id| format!("msg-{id}")).collect(),
-                delivery_ids: ids,
+                delivery_ids: ids.into(),
                 created_at: at,
                 confirmed_at: Some(at),
                 contested: Vec::new(),
