@@ -95,19 +95,23 @@ impl Notes {
         {
             return Ok(false);
         }
-        // A string set: each (delivery, message) once.
+        // A string set: each (delivery, message) once. A note without a
+        // repeat (every one the fan-out writes) keeps its shared lists.
         let mut seen = HashSet::new();
-        let (delivery_ids, messages): (Vec<String>, Vec<String>) = note
-            .delivery_ids
-            .iter()
-            .zip(note.messages.iter())
-            .filter(|(d, m)| seen.insert(((*d).clone(), (*m).clone())))
-            .map(|(d, m)| (d.clone(), m.clone()))
-            .unzip();
-        let stored = QueuedNote {
-            delivery_ids: delivery_ids.into(),
-            messages: messages.into(),
-            ..note.clone()
+        let pairs = || note.delivery_ids.iter().zip(note.messages.iter());
+        let stored = if pairs().all(|pair| seen.insert(pair)) {
+            note.clone()
+        } else {
+            seen.clear();
+            let (delivery_ids, messages): (Vec<String>, Vec<String>) = pairs()
+                .filter(|pair| seen.insert(*pair))
+                .map(|(d, m)| (d.clone(), m.clone()))
+                .unzip();
+            QueuedNote {
+                delivery_ids: delivery_ids.into(),
+                messages: messages.into(),
+                ..note.clone()
+            }
         };
         for d in stored.delivery_ids.iter() {
             self.by_delivery
@@ -323,5 +327,34 @@ mod tests {
         assert!(notes.write(&n, &retention, later).unwrap());
         assert_eq!(notes.by_delivery.len(), 1);
         assert_eq!(listed(&notes, later), vec![d(0)]);
+    }
+
+    use std::sync::Arc;
+
+    #[test]
+    fn a_repeated_pair_is_stored_once_and_a_note_without_one_keeps_its_lists() {
+        let now = Utc::now();
+        let retention = Retention {
+            ttl: Duration::hours(1),
+            max_kept: None,
+        };
+        let event = webhooks_domain::ids::new_id_at("evt", now);
+        let d =
+            || webhooks_domain::delivery::delivery_id(&webhooks_domain::ids::new_id("ep"), &event);
+        let (a, b) = (d(), d());
+        let mut notes = Notes::default();
+        // As a string set: the repeated (delivery, message) pair once.
+        let repeated = note("o", &event, "c0", &[a.clone(), b.clone(), a.clone()], now);
+        assert!(notes.write(&repeated, &retention, now).unwrap());
+        let stored = notes.get(&[("o".into(), repeated.key.clone())], &retention, now);
+        assert_eq!(stored.len(), 1);
+        assert_eq!(&stored[0].delivery_ids[..], &[a.clone(), b.clone()][..]);
+        assert_eq!(stored[0].messages.len(), 2);
+        // Without a repeat, the note is stored as it is, its lists shared.
+        let plain = note("o", &event, "c1", &[a.clone(), b.clone()], now);
+        assert!(notes.write(&plain, &retention, now).unwrap());
+        let stored = notes.get(&[("o".into(), plain.key.clone())], &retention, now);
+        assert_eq!(stored, vec![plain.clone()]);
+        assert!(Arc::ptr_eq(&stored[0].delivery_ids, &plain.delivery_ids));
     }
 }
