@@ -257,9 +257,10 @@ pub fn noted_ranges(delivery_ids: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A delivery in a group of [`assign_notes`]: its event's second, its id,
-/// its index among the items.
-type Member<'a> = (u32, &'a str, usize);
+/// A delivery in [`assign_notes`]: its org, its event's minute and
+/// second, its id, and its index among the items. Sorted, the members of
+/// a group (org and minute) are together, in order of second.
+type Member<'a> = (&'a str, &'a str, u32, &'a str, usize);
 
 /// Where each delivery goes among a fan-out call's notes: grouped by org
 /// and minute of the event, then into spans of [`NOTE_SPAN_SECS`] from
@@ -269,37 +270,48 @@ type Member<'a> = (u32, &'a str, usize);
 /// delivery id)`; the answer gives, in the same order, each one's note key.
 pub fn assign_notes(items: &[(&str, &str, &str)]) -> Vec<String> {
     use sha2::{Digest, Sha256};
-    use std::collections::BTreeMap;
-    let minutes: Vec<String> = items.iter().map(|(_, e, _)| minute_of_event(e)).collect();
-    // (org, minute) -> its members.
-    let mut groups: BTreeMap<(&str, &str), Vec<Member<'_>>> = BTreeMap::new();
-    for (i, ((org, event_id, d), minute)) in items.iter().zip(&minutes).enumerate() {
-        groups
-            .entry((*org, minute.as_str()))
-            .or_default()
-            .push((second_of_event(event_id), *d, i));
-    }
-    let mut keys = vec![String::new(); items.len()];
-    for ((_, minute), mut members) in groups {
-        members.sort_unstable();
-        let mut rest = members.as_slice();
-        while let Some(&(first, _, _)) = rest.first() {
-            let end = rest
-                .iter()
-                .position(|(second, _, _)| *second > first + NOTE_SPAN_SECS)
-                .unwrap_or(rest.len());
-            let (span, after) = rest.split_at(end);
-            let mut hash = Sha256::new();
-            for (_, d, _) in span {
-                hash.update(d.as_bytes());
-                hash.update(b"\n");
-            }
-            let digest = hex::encode(&hash.finalize()[..8]);
-            for (n, (_, _, i)) in span.iter().enumerate() {
-                keys[*i] = note_key(minute, first, &digest, n / NOTE_CAPACITY);
-            }
-            rest = after;
+    // Each event's minute and second, read from its id once for all its
+    // deliveries (they come together, one per endpoint).
+    let mut times: Vec<(&str, String, u32)> = Vec::new();
+    let mut time_of = Vec::with_capacity(items.len());
+    for (_, e, _) in items {
+        if times.last().is_none_or(|(last, _, _)| last != e) {
+            times.push((e, minute_of_event(e), second_of_event(e)));
         }
+        time_of.push(times.len() - 1);
+    }
+    // One list, sorted into groups, instead of a list grown per group.
+    let mut members: Vec<Member<'_>> = items
+        .iter()
+        .zip(time_of)
+        .enumerate()
+        .map(|(i, ((org, _, d), t))| {
+            let (_, minute, second) = &times[t];
+            (*org, minute.as_str(), *second, *d, i)
+        })
+        .collect();
+    members.sort_unstable();
+    let mut keys = vec![String::new(); items.len()];
+    let mut rest = members.as_slice();
+    while let Some(&(org, minute, first, _, _)) = rest.first() {
+        // The span from `first` within the group of (org, minute).
+        let end = rest
+            .iter()
+            .position(|&(o, m, second, _, _)| {
+                o != org || m != minute || second > first + NOTE_SPAN_SECS
+            })
+            .unwrap_or(rest.len());
+        let (span, after) = rest.split_at(end);
+        let mut hash = Sha256::new();
+        for (_, _, _, d, _) in span {
+            hash.update(d.as_bytes());
+            hash.update(b"\n");
+        }
+        let digest = hex::encode(&hash.finalize()[..8]);
+        for (n, (_, _, _, _, i)) in span.iter().enumerate() {
+            keys[*i] = note_key(minute, first, &digest, n / NOTE_CAPACITY);
+        }
+        rest = after;
     }
     keys
 }
