@@ -19,11 +19,12 @@ type NoteKey = (String, String);
 pub(crate) struct Notes {
     by_key: BTreeMap<NoteKey, QueuedNote>,
     written: VecDeque<(DateTime<Utc>, NoteKey)>,
-    /// (org, delivery id) -> the keys of the notes that list it: what
+    /// org -> delivery id -> the keys of the notes that list it: what
     /// [`Notes::noted`] finds is what DynamoDB's range read finds, without
     /// going through every note of the range (`webhooks dev` at thousands
-    /// of deliveries a second in one org).
-    by_delivery: HashMap<(String, String), Vec<String>>,
+    /// of deliveries a second in one org). By org first, so that a lookup
+    /// borrows its keys instead of building them.
+    by_delivery: HashMap<String, HashMap<String, Vec<String>>>,
 }
 
 /// The size DynamoDB counts for a note's item, at most: each attribute's
@@ -113,11 +114,17 @@ impl Notes {
                 ..note.clone()
             }
         };
+        let index = match self.by_delivery.get_mut(note.org_id.as_str()) {
+            Some(index) => index,
+            None => self.by_delivery.entry(note.org_id.clone()).or_default(),
+        };
         for d in stored.delivery_ids.iter() {
-            self.by_delivery
-                .entry((note.org_id.clone(), d.clone()))
-                .or_default()
-                .push(note.key.clone());
+            match index.get_mut(d.as_str()) {
+                Some(keys) => keys.push(note.key.clone()),
+                None => {
+                    index.insert(d.clone(), vec![note.key.clone()]);
+                }
+            }
         }
         if let Some(old) = self.by_key.insert(key.clone(), stored) {
             self.unindex(&old);
@@ -142,8 +149,11 @@ impl Notes {
                 .any(|(a, b)| a.as_str() <= key && key <= b.as_str())
         };
         let mut found: BTreeMap<&str, &QueuedNote> = BTreeMap::new();
+        let Some(index) = self.by_delivery.get(org_id) else {
+            return Vec::new();
+        };
         for id in delivery_ids {
-            let Some(keys) = self.by_delivery.get(&(org_id.to_string(), id.clone())) else {
+            let Some(keys) = index.get(id.as_str()) else {
                 continue;
             };
             for key in keys {
@@ -242,14 +252,19 @@ impl Notes {
 
     /// Takes a note that is gone out of the index by delivery.
     fn unindex(&mut self, note: &QueuedNote) {
+        let Some(index) = self.by_delivery.get_mut(note.org_id.as_str()) else {
+            return;
+        };
         for d in note.delivery_ids.iter() {
-            let at = (note.org_id.clone(), d.clone());
-            if let Some(keys) = self.by_delivery.get_mut(&at) {
+            if let Some(keys) = index.get_mut(d.as_str()) {
                 keys.retain(|k| k != &note.key);
                 if keys.is_empty() {
-                    self.by_delivery.remove(&at);
+                    index.remove(d.as_str());
                 }
             }
+        }
+        if index.is_empty() {
+            self.by_delivery.remove(note.org_id.as_str());
         }
     }
 
@@ -318,15 +333,27 @@ mod tests {
         let n = note("o", &event, "c3", &[d(3)], now);
         assert!(notes.write(&n, &retention, now).unwrap());
         assert!(!listed(&notes, now).contains(&d(0)));
-        assert_eq!(notes.by_delivery.len(), 3, "the index follows the notes");
+        assert_eq!(notes.indexed(), 3, "the index follows the notes");
         // Past the TTL, nothing is listed, and the index empties with the
         // notes at the next write.
         let later = now + Duration::hours(2);
         assert!(listed(&notes, later).is_empty());
         let n = note("o", &event, "c4", &[d(0)], later);
         assert!(notes.write(&n, &retention, later).unwrap());
-        assert_eq!(notes.by_delivery.len(), 1);
+        assert_eq!(notes.indexed(), 1);
         assert_eq!(listed(&notes, later), vec![d(0)]);
+        // The last note of an org gone, the org leaves the index too.
+        let later = later + Duration::hours(2);
+        let n = note("p", &event, "c5", &[d(1)], later);
+        assert!(notes.write(&n, &retention, later).unwrap());
+        assert_eq!(notes.by_delivery.keys().collect::<Vec<_>>(), ["p"]);
+    }
+
+    impl Notes {
+        /// The (org, delivery) pairs indexed.
+        fn indexed(&self) -> usize {
+            self.by_delivery.values().map(HashMap::len).sum()
+        }
     }
 
     use std::sync::Arc;
