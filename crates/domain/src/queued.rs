@@ -17,7 +17,7 @@
 //! and only the first one's note is written; the other's messages are not
 //! the ones it names, and give way. Two fan-outs of overlapping but
 //! different batches make different keys: each confirms its note after
-//! reading the notes again ([`contested_by`]), and a delivery two notes
+//! reading the notes again ([`Listings::contested`]), and a delivery two notes
 //! list is carried by at most one of them ([`QueuedNote::carries`]).
 
 use crate::ids;
@@ -109,21 +109,6 @@ impl QueuedNote {
     }
 }
 
-/// Of the deliveries `own` lists, those that a note of `others` with
-/// another key lists too: what a fan-out's confirming read of `own` sets
-/// down as contested.
-///
-/// Why this closes the door of two fan-outs of overlapping batches at
-/// once: each writes its note, then reads the notes of its deliveries
-/// (strongly consistent). Of two such calls, the one whose read comes
-/// second finds the other's note, so at most one of them confirms a
-/// delivery uncontested; a message of a contested delivery waits until
-/// any other note's message could no longer make an attempt without a
-/// record, and then creates the record (one conditional create).
-pub fn contested_by(own: &QueuedNote, others: &[QueuedNote]) -> Vec<String> {
-    Listings::of(others).contested(own)
-}
-
 /// Which notes list each delivery, of notes read once: finds the
 /// contested deliveries of many notes against the same read without
 /// going through every other note's list for each delivery (a fan-out
@@ -155,8 +140,17 @@ impl<'a> Listings<'a> {
         Listings { by_delivery }
     }
 
-    /// The deliveries of `own` that a note of its org under another key
-    /// lists too, in `own`'s order ([`contested_by`]).
+    /// Of the deliveries `own` lists, in its order, those that a note of
+    /// its org under another key lists too: what a fan-out's confirming
+    /// read of `own` sets down as contested.
+    ///
+    /// Why this closes the door of two fan-outs of overlapping batches at
+    /// once: each writes its note, then reads the notes of its deliveries
+    /// (strongly consistent). Of two such calls, the one whose read comes
+    /// second finds the other's note, so at most one of them confirms a
+    /// delivery uncontested; a message of a contested delivery waits until
+    /// any other note's message could no longer make an attempt without a
+    /// record, and then creates the record (one conditional create).
     pub fn contested(&self, own: &QueuedNote) -> Vec<String> {
         own.delivery_ids
             .iter()
@@ -365,6 +359,10 @@ mod tests {
             confirmed_at: None,
             contested: Vec::new(),
         }
+    }
+
+    fn contested_by(own: &QueuedNote, others: &[QueuedNote]) -> Vec<String> {
+        Listings::of(others).contested(own)
     }
 
     #[test]

@@ -473,13 +473,14 @@ impl FanOut {
     /// Confirms the notes of `org` just written: reads again the notes of
     /// all they list, once (strongly consistent, after their writes), and
     /// sets down in each which of its deliveries another note lists too
-    /// ([`queued::contested_by`], through one [`queued::Listings`] of the
-    /// read). Of two fan-outs of overlapping events at once, the one whose
-    /// read comes second finds the other's note, so no delivery is left
-    /// carried by two notes. A note is not confirmed past its deadline (a
-    /// sender may by then have given up waiting for it and created the
-    /// record), nor when the read or the write fails: its messages then
-    /// make the confirming read themselves (the sender's `unrecorded`). Each note's contested deliveries, in order.
+    /// ([`queued::Listings::contested`], one index of the read for all).
+    /// Of two fan-outs of overlapping events at once, the one whose read
+    /// comes second finds the other's note, so no delivery is left carried
+    /// by two notes. A note is not confirmed past its deadline (a sender
+    /// may by then have given up waiting for it and created the record),
+    /// nor when the read or the write fails: its messages then make the
+    /// confirming read themselves (the sender's `unrecorded`). Each note's
+    /// contested deliveries, in order.
     async fn confirm(
         &self,
         org: &str,
