@@ -460,13 +460,12 @@ async fn measure(
         + count(&send, "UpdateItem") as f64 * units(delivery_final, 1024.0)
         + count(&send, "PutItem") as f64 * units(delivery_final, 1024.0)
         + other(&pipeline, Kind::DynamoWrite);
-    // The fan-out reads each delivery before creating it (BatchGetItem,
-    // strongly consistent): one unit per key asked for, found or not.
-    let fanout_reads = if count(&fanout, "BatchGetItem") > 0 {
-        n
-    } else {
-        0.0
-    };
+    // The fan-out reads the records of the deliveries of events too old
+    // to be noted before creating them (BatchGetItem, strongly
+    // consistent): one unit per key asked for, found or not, at most 100
+    // keys a request and one per delivery. A young event's deliveries
+    // are not read (only their notes), so the usual batch makes none.
+    let fanout_reads = (count(&fanout, "BatchGetItem") as f64 * 100.0).min(n);
     // Its Queries: one of the org's endpoints per call, and its reads of
     // notes: before queueing, one per minute of the events, and after
     // writing its notes, one confirming read per org. Each is billed by

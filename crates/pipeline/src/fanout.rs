@@ -175,10 +175,15 @@ impl FanOut {
         let mut seen = HashSet::new();
         wanted.retain(|(_, d)| seen.insert(d.id.clone()));
 
+        // Noted (no record until the first attempt) only from the stream,
+        // and only while the event is young enough that no sweep can read
+        // it before the note is written.
+        let notable = |i: usize| source == Source::Stream && now < notes_deadline(&events[i]);
+
         // Read first: the deliveries that exist or are noted are left alone
         // (each has its own message); only the others are queued.
         if !wanted.is_empty() {
-            match self.known(&wanted).await {
+            match self.known(&wanted, notable).await {
                 Ok(known) => {
                     let before = wanted.len();
                     wanted.retain(|(_, d)| !known.contains(&d.id));
@@ -196,14 +201,11 @@ impl FanOut {
             }
         }
 
-        // Noted (no record until the first attempt) only from the stream,
-        // and only while the event is young enough that no sweep can read
-        // it before the note is written.
         let keys: Vec<Option<String>> = {
             let noted: Vec<(usize, (&str, &str, &str))> = wanted
                 .iter()
                 .enumerate()
-                .filter(|(_, (i, _))| source == Source::Stream && now < notes_deadline(&events[*i]))
+                .filter(|(_, (i, _))| notable(*i))
                 .map(|(slot, (_, d))| {
                     (
                         slot,
@@ -319,9 +321,33 @@ impl FanOut {
         report
     }
 
-    /// The ids among `wanted` that have a record or a note.
-    async fn known(&self, wanted: &[(usize, Delivery)]) -> Result<HashSet<String>, BackendError> {
-        let ids: Vec<String> = wanted.iter().map(|(_, d)| d.id.clone()).collect();
+    /// The ids among `wanted` that have a record or a note. The records
+    /// are read only for the deliveries of events that are not `notable`
+    /// (by index): while an event is young enough to be noted, a record of
+    /// its delivery exists only if a note lists it (the note's message
+    /// created it by its first attempt), because every other maker of a
+    /// record waits longer than that: a message whose note never came
+    /// until the settle window is over, the sweeper until the event is
+    /// older than it, a renewal or a retry until the delivery has been
+    /// received many times or attempted. The one exception is a fan-out
+    /// of the same event that began just past the notes' deadline and
+    /// creates the record while this one runs. Created before this call
+    /// would have read it, that record is read by this call's message too,
+    /// before its first attempt, and the message gives way to the record's
+    /// chain: a read here would only have spared a message. Created after,
+    /// a read here would have missed it as well. A fresh batch, the
+    /// stream's usual one, reads only notes: a strongly consistent read
+    /// unit per delivery less (BENCHMARKS.md, "Stop 38").
+    async fn known(
+        &self,
+        wanted: &[(usize, Delivery)],
+        notable: impl Fn(usize) -> bool,
+    ) -> Result<HashSet<String>, BackendError> {
+        let ids: Vec<String> = wanted
+            .iter()
+            .filter(|(i, _)| !notable(*i))
+            .map(|(_, d)| d.id.clone())
+            .collect();
         let mut by_org: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (_, d) in wanted {
             by_org
@@ -329,7 +355,13 @@ impl FanOut {
                 .or_default()
                 .push(d.id.clone());
         }
-        let records = self.deliveries.get_many(&ids);
+        let records = async {
+            if ids.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.deliveries.get_many(&ids).await
+            }
+        };
         let notes = stream::iter(by_org.into_iter().map(|(org, ids)| {
             let deliveries = self.deliveries.clone();
             async move {
@@ -637,6 +669,21 @@ mod tests {
             Secret::generate(),
         );
         // No limit: one test fans out to a thousand endpoints of one org.
+        let created = w.endpoints.create(&ep, u32::MAX).await.unwrap();
+        assert_eq!(created, webhooks_ports::Created::Written);
+        ep
+    }
+
+    /// An endpoint made five minutes ago, so that events older than the
+    /// notes' deadline go to it.
+    async fn endpoint_before(w: &TestSystem, org: &str) -> Endpoint {
+        let mut ep = Endpoint::new(
+            org,
+            "https://example.com/hook".into(),
+            Subscription::All,
+            Secret::generate(),
+        );
+        ep.created_at = chrono::Utc::now() - chrono::Duration::minutes(5);
         let created = w.endpoints.create(&ep, u32::MAX).await.unwrap();
         assert_eq!(created, webhooks_ports::Created::Written);
         ep
@@ -1020,8 +1067,9 @@ mod tests {
     #[tokio::test]
     async fn a_replayed_event_creates_nothing_new() {
         let w = world();
-        endpoint(&w, "a", &["*"]).await;
-        let e = event("a", EventType::LeadWon);
+        endpoint_before(&w, "a").await;
+        // Past the notes' deadline: the stream's replay reads the records.
+        let e = event_aged("a", 45);
         w.fanout.fan_out_swept(std::slice::from_ref(&e)).await;
         let d = w.deliveries.all().remove(0);
         w.deliveries
@@ -1123,32 +1171,58 @@ mod tests {
         assert_eq!(w.queue.len(), 1);
     }
 
+    /// A faulty view of `w`'s deliveries whose records cannot be read.
+    fn unreadable_records(w: &TestSystem) -> Arc<dyn DeliveryStore> {
+        Arc::new(webhooks_faults::Faulty::new(
+            w.deliveries.clone(),
+            Arc::new(webhooks_faults::Script::new().fail(webhooks_faults::Op::GetDeliveries, ..)),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_young_events_fan_out_reads_no_records() {
+        let w = world();
+        endpoint(&w, "a", &["*"]).await;
+        let blind = FanOut::new(w.endpoints.clone(), unreadable_records(&w), w.queue.clone());
+        // A record of a delivery of an event this young exists only if a
+        // note lists it, so its fan-out reads the notes alone: the records'
+        // failing read does not stop it.
+        let e = event("a", EventType::LeadWon);
+        let r = blind.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!((r.noted, r.enqueued, r.first_failure), (1, 1, None));
+        // And the notes still keep a replay from a second message.
+        let r = blind.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!((r.existing, r.enqueued, r.first_failure), (1, 0, None));
+        assert_eq!(w.queue.len(), 1);
+        // Attempted since (its record created by its first attempt): still
+        // one message.
+        let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
+        w.attempt_first(&task.delivery_id, DeliveryStatus::Delivered)
+            .await;
+        let r = blind.fan_out(std::slice::from_ref(&e)).await;
+        assert_eq!((r.existing, r.enqueued, r.first_failure), (1, 0, None));
+        assert_eq!(w.queue.len(), 1);
+    }
+
     #[tokio::test]
     async fn a_failed_read_queues_nothing_and_offers_the_events_again() {
         let w = world();
-        endpoint(&w, "a", &["*"]).await;
-        endpoint(&w, "b", &["*"]).await;
-        let quiet = event("c", EventType::LeadWon);
+        endpoint_before(&w, "a").await;
+        endpoint_before(&w, "b").await;
+        // Young: noted, then its first attempt delivered it. A blind send
+        // would queue it again.
         let done = event("a", EventType::LeadWon);
         w.fanout.fan_out(std::slice::from_ref(&done)).await;
-        // Delivered since: a blind send would queue it again.
         let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
         w.attempt_first(&task.delivery_id, DeliveryStatus::Delivered)
             .await;
         let queued = w.queue.len();
-        let fresh = event("b", EventType::LeadWon);
-        let blind = FanOut::new(
-            w.endpoints.clone(),
-            // Its reads (`get_many`) fail.
-            Arc::new(webhooks_faults::Faulty::new(
-                w.deliveries.clone(),
-                Arc::new(
-                    webhooks_faults::Script::new().fail(webhooks_faults::Op::GetDeliveries, ..),
-                ),
-            )),
-            w.queue.clone(),
-        );
-        let batch = [quiet, done, fresh.clone()];
+        // Past the notes' deadline, so their records are read.
+        let quiet = event_aged("c", 45);
+        let fresh = event_aged("b", 45);
+        // Its reads of records (`get_many`) fail.
+        let blind = FanOut::new(w.endpoints.clone(), unreadable_records(&w), w.queue.clone());
+        let batch = [quiet, fresh.clone(), done];
         let r = blind.fan_out(&batch).await;
         assert_eq!((r.created, r.noted, r.existing, r.enqueued), (0, 0, 0, 0));
         // The first event has no endpoint: nothing to do, nothing to offer.
@@ -1157,7 +1231,7 @@ mod tests {
         assert_eq!(w.deliveries.all().len(), 1, "nothing created");
         // Offered again once the table answers: only the missing one goes.
         let r = w.fanout.fan_out(&batch[1..]).await;
-        assert_eq!((r.noted, r.existing, r.enqueued), (1, 1, 1));
+        assert_eq!((r.created, r.existing, r.enqueued), (1, 1, 1));
         assert_eq!(r.first_failure, None);
         let task: DeliveryTask = serde_json::from_str(&w.queue.bodies()[queued]).unwrap();
         assert_eq!(task.event_id, fresh.id);
