@@ -127,6 +127,9 @@ pub struct SweepReport {
     /// Orgs whose first turn did not run to its end in the time: the next
     /// pass starts with them.
     pub orgs_not_reached: usize,
+    /// Those orgs' ids: their overdue deliveries wait for a later pass
+    /// (the simulation's lateness rules count one pass more for each).
+    pub not_reached_org_ids: Vec<String>,
 }
 
 impl SweepReport {
@@ -354,7 +357,8 @@ impl Sweeper {
         report.failed_orgs += report.failed_org_ids.len();
         report.out_of_time = ended.iter().any(|w| !w.finished());
         let not_reached = ended.iter().filter(|w| !w.reached);
-        report.orgs_not_reached = not_reached.clone().count();
+        report.not_reached_org_ids = not_reached.clone().map(|w| w.org.clone()).collect();
+        report.orgs_not_reached = report.not_reached_org_ids.len();
         // The next pass starts with the first org not reached, but not with
         // one of this pass's first wave: those had the whole budget for
         // their first turn, and putting one that could not end it first

@@ -458,8 +458,13 @@ async fn a_pass_out_of_time_stops_and_the_next_starts_where_it_stopped() {
     assert!(took <= budget + Duration::from_secs(10), "took {took:?}");
     let all: Vec<String> = w.orgs.iter().map(|(o, _)| o.clone()).collect();
     let requeued = w.requeued().await;
-    // Those not reached are the last in the order.
+    // Those not reached are the last in the order, and named.
     let done_first = 30 - first.orgs_not_reached;
+    assert_eq!(
+        first.not_reached_org_ids,
+        all[done_first..].to_vec(),
+        "the orgs not reached, in order"
+    );
     assert!(
         requeued[..done_first].iter().all(|&n| n == 10),
         "{requeued:?}"

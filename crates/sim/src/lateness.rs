@@ -154,9 +154,10 @@ impl Rules<'_> {
 
 /// The sweeps in `[from, to)` that may not have reached a delivery: each
 /// that crashed or failed, each whose read of the index missed it
-/// (`missed`), and one for passes cut by their time limit (an org not
-/// reached in one goes first in the next; several cut passes in a row
-/// explain no more).
+/// (`missed`: an org whose turn stopped at an error in a pass cut short,
+/// or that the pass did not reach at all), and one for passes cut by their
+/// time limit (an org reached, but whose turn was cut, goes on in the
+/// next; several cut passes in a row explain no more for it).
 pub fn missed_passes(
     sweeps: &[Sweep],
     from: DateTime<Utc>,
