@@ -211,6 +211,7 @@ impl Delivery {
             trace_id: event.trace_id.clone(),
             redriven: false,
             queued: None,
+            stands_for: None,
         }
     }
 }
@@ -258,6 +259,15 @@ pub struct DeliveryTask {
     /// delivery's first attempt without a record, once the note is there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<String>,
+    /// Set on a copy sent for a message of a delivery without a record (a
+    /// renewal's whose record could not be made first, the redrive net's):
+    /// the id of the message that copy stands for, the one a note may name
+    /// for the delivery. The copy decides by the note as that message
+    /// would have, but never attempts without a record: it creates the
+    /// record first (`pipeline::sender::unrecorded`). Copies of copies
+    /// keep the first one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stands_for: Option<String>,
 }
 
 impl DeliveryTask {

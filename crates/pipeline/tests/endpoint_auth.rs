@@ -95,6 +95,7 @@ impl World {
             trace_id: None,
             redriven: false,
             queued: None,
+            stands_for: None,
         };
         self.queue
             .send_batch(&[webhooks_ports::QueueMessage::task(&task)])

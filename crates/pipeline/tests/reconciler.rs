@@ -255,10 +255,13 @@ async fn a_worn_message_of_a_delivery_never_attempted_is_renewed() {
 /// once the delivery's record is made, owned by the worn message (the copy
 /// then takes the chain by hand-over). When that create failed, the copy
 /// was sent naming the note, which names the worn message, so the copy
-/// gave way to a message that was finished: lost. Now such a copy goes
-/// without the note's key, and adopts the delivery.
+/// gave way to a message that was finished: lost. Then such a copy went
+/// without the note's key and adopted the delivery at once, which could
+/// POST beside another note's message (below). Now it names the note and
+/// stands for the worn message: the note names that one, so the copy
+/// creates the record first, and delivers.
 #[tokio::test(start_paused = true)]
-async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_without_its_note() {
+async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_standing_for_it() {
     let w = a_fanned_out_event().await;
     let queue = &w.adapters.queue;
     let client = || DeliveryClient::new(DeliveryClientConfig::default()).unwrap();
@@ -279,12 +282,15 @@ async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_without_its
     let worn_at = webhooks_pipeline::sender::limits::deferral_budget(
         &webhooks_domain::RetrySchedule::default(),
     ) + 1;
+    let mut worn = None;
     for n in 1..=worn_at {
         let got = queue.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 1, "receive {n}");
         let expected = if n < worn_at {
             MessageOutcome::Retry
         } else {
+            let task: webhooks_domain::DeliveryTask = serde_json::from_str(&got[0].body).unwrap();
+            worn = Some((got[0].message_id.clone(), task));
             MessageOutcome::Done
         };
         assert_eq!(unlucky.process_batch(&got).await, vec![expected.clone()]);
@@ -299,7 +305,36 @@ async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_without_its
     let renewed = queue.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(renewed.len(), 1);
     let task: webhooks_domain::DeliveryTask = serde_json::from_str(&renewed[0].body).unwrap();
-    assert_eq!(task.queued, None, "the copy names no note");
+    let (worn_id, worn) = worn.expect("the worn message");
+    assert_eq!(task.queued, worn.queued, "the copy names the note");
+    assert!(task.queued.is_some());
+    assert_eq!(
+        task.stands_for,
+        Some(worn_id),
+        "and stands for the worn one"
+    );
+    // A receipt of the worn message may still be attempting without a
+    // record: the copy makes none before the record's create.
+    let posts = Arc::new(CountingAccepting::default());
+    let no_creates = Sender::new(
+        w.adapters.endpoints.clone(),
+        w.adapters.endpoints.clone(),
+        Arc::new(Faulty::new(
+            w.adapters.deliveries.clone(),
+            Arc::new(Script::new().fail(Op::CreateDelivery, ..)),
+        )),
+        queue.clone(),
+        w.adapters.dead_letters.clone(),
+        client(),
+        SenderConfig::default(),
+    )
+    .with_clock(w.adapters.clock.clone())
+    .with_transport(posts.clone());
+    assert_eq!(
+        no_creates.process_batch(&renewed).await,
+        vec![MessageOutcome::Retry]
+    );
+    assert_eq!(posts.0.load(std::sync::atomic::Ordering::SeqCst), 0);
     let sender = Sender::from_adapters(&w.adapters, client(), SenderConfig::default())
         .with_transport(Arc::new(Accepting));
     assert_eq!(
@@ -309,6 +344,125 @@ async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_without_its
     let d = the_delivery(&w).await;
     assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
     assert_eq!(d.chain.as_deref(), Some(renewed[0].message_id.as_str()));
+}
+
+/// A copy (a renewal's whose record could not be made, or the redrive
+/// net's) of a message its note does not name for the delivery, while the
+/// message the note names is held and may still attempt it without a
+/// record: the copy gives way, as the message it stands for would have.
+/// Before, such copies named no note and adopted the delivery at once:
+/// two first POSTs.
+#[tokio::test(start_paused = true)]
+async fn a_copy_standing_for_a_message_its_note_does_not_name_gives_way() {
+    for redriven in [false, true] {
+        let w = a_fanned_out_event().await;
+        let queue = &w.adapters.queue;
+        let carrier = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(carrier.len(), 1);
+        let mut task: webhooks_domain::DeliveryTask =
+            serde_json::from_str(&carrier[0].body).unwrap();
+        assert!(task.queued.is_some(), "the stream's message names its note");
+        // A message of another fan-out of the same event, which the note
+        // does not name, worn and copied.
+        task.stands_for = Some("a-message-the-note-does-not-name".into());
+        task.redriven = redriven;
+        queue
+            .send_batch_ids(&[webhooks_ports::QueueMessage::new(
+                task.to_message(),
+                task.tenant(),
+            )])
+            .await
+            .unwrap();
+        let posts = Arc::new(CountingAccepting::default());
+        let sender = Sender::from_adapters(
+            &w.adapters,
+            DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+            SenderConfig::default(),
+        )
+        .with_transport(posts.clone())
+        .with_clock(w.adapters.clock.clone());
+        let count = || posts.0.load(std::sync::atomic::Ordering::SeqCst);
+        if !redriven {
+            // Young: it waits for its note a while first, as any message
+            // its note does not name.
+            let copy = queue.receive(10, Duration::ZERO).await.unwrap();
+            assert_eq!(copy.len(), 1);
+            assert_eq!(
+                sender.process_batch(&copy).await,
+                vec![MessageOutcome::Retry]
+            );
+            tokio::time::advance(Duration::from_secs(61)).await;
+        }
+        let copy: Vec<ReceivedMessage> = queue
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.message_id != carrier[0].message_id)
+            .collect();
+        assert_eq!(copy.len(), 1, "redriven {redriven}");
+        assert_eq!(
+            sender.process_batch(&copy).await,
+            vec![MessageOutcome::Done],
+            "dropped: the note's message carries it"
+        );
+        assert_eq!(count(), 0, "the copy made no attempt");
+        assert!(w
+            .adapters
+            .deliveries
+            .get(&delivery_id(&w.endpoint.id, &w.event.id))
+            .await
+            .unwrap()
+            .is_none());
+        // The note's message makes the one first attempt.
+        assert_eq!(
+            sender.process_batch(&carrier).await,
+            vec![MessageOutcome::Done]
+        );
+        assert_eq!(count(), 1);
+        let d = the_delivery(&w).await;
+        assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+        assert_eq!(d.chain.as_deref(), Some(carrier[0].message_id.as_str()));
+    }
+}
+
+/// The redrive net's copy of the message the note names stands for it:
+/// the note names it, so the copy creates the record first and delivers.
+#[tokio::test(start_paused = true)]
+async fn a_redriven_copy_of_the_notes_message_creates_the_record_and_delivers() {
+    let w = a_fanned_out_event().await;
+    let queue = &w.adapters.queue;
+    let carrier = queue.receive(10, Duration::ZERO).await.unwrap();
+    let mut task: webhooks_domain::DeliveryTask = serde_json::from_str(&carrier[0].body).unwrap();
+    task.stands_for = Some(carrier[0].message_id.clone());
+    task.redriven = true;
+    queue
+        .delete_batch(std::slice::from_ref(&carrier[0].receipt_handle))
+        .await
+        .unwrap();
+    queue
+        .send_batch_ids(&[webhooks_ports::QueueMessage::new(
+            task.to_message(),
+            task.tenant(),
+        )])
+        .await
+        .unwrap();
+    let copy = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(copy.len(), 1);
+    let sender = Sender::from_adapters(
+        &w.adapters,
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_transport(Arc::new(Accepting))
+    .with_clock(w.adapters.clock.clone());
+    assert_eq!(
+        sender.process_batch(&copy).await,
+        vec![MessageOutcome::Done]
+    );
+    let d = the_delivery(&w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+    assert_eq!(d.chain.as_deref(), Some(copy[0].message_id.as_str()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -665,8 +819,8 @@ async fn a_worn_message_whose_first_attempt_is_not_recorded_is_not_left_pending(
 /// it makes no attempt without a record (its note carries it only while no
 /// other message could take it over, `STUCK_AFTER` less the lease), but
 /// creates the record first. With that create failing, it is renewed at
-/// receive 29 (no lease taken), its copy without the note's key, and the
-/// copy creates the record and delivers: never left pending, nothing
+/// receive 29 (no lease taken), its copy standing for it, and the copy
+/// creates the record and delivers: never left pending, nothing
 /// redriven.
 #[tokio::test(start_paused = true)]
 async fn a_worn_message_of_an_old_noted_delivery_is_renewed_and_delivered() {

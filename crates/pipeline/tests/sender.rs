@@ -1108,6 +1108,7 @@ async fn queue_task(
         trace_id: None,
         redriven: false,
         queued: None,
+        stands_for: None,
     };
     let ids = w
         .queue

@@ -422,6 +422,7 @@ impl Sender {
                     notes.get(&(job.task.org_id.clone(), key.clone())),
                     &job.task.delivery_id,
                     &job.message.message_id,
+                    job.task.stands_for.as_deref(),
                 ),
             }
         };

@@ -133,10 +133,9 @@ impl Sender {
                         Some(&recorded)
                     }
                     Renewable::AsBefore => None,
-                    // The copy, naming the note, would give way to the worn
-                    // message the note names: it goes without the note's
-                    // key, and adopts the delivery as any message without a
-                    // record does.
+                    // The copy stands for the worn message: it decides by
+                    // the note as that one would have, and creates the
+                    // record before any attempt.
                     Renewable::Unrecorded(task) => {
                         unnoted = Some(task.to_message());
                         None
@@ -177,7 +176,7 @@ enum Renewable {
     /// No record: the copy adopts the delivery, as before notes.
     AsBefore,
     /// The record could not be made: the copy goes as this task, which
-    /// names no note.
+    /// names the note and the message the copy stands for.
     Unrecorded(DeliveryTask),
 }
 
@@ -203,7 +202,8 @@ impl Sender {
     /// its note carries the delivery by it. A message that names no note,
     /// or that its note does not carry it by, is renewed as before (its
     /// copy adopts the delivery, or gives way, as the message would have);
-    /// one whose record could not be made goes without the note's key.
+    /// one whose record could not be made goes standing for the worn
+    /// message (`DeliveryTask::stands_for`).
     async fn record_before_renewal(&self, message: &ReceivedMessage) -> Renewable {
         let Ok(task) = serde_json::from_str::<DeliveryTask>(&message.body) else {
             return Renewable::AsBefore;
@@ -221,7 +221,8 @@ impl Sender {
                 super::unrecorded::NoteSeen::of(
                     notes.first(),
                     &task.delivery_id,
-                    &message.message_id
+                    &message.message_id,
+                    task.stands_for.as_deref(),
                 ),
                 super::unrecorded::NoteSeen::Lists(_)
             ),
@@ -254,9 +255,13 @@ impl Sender {
             Ok(None) => Renewable::Recorded(delivery),
             Ok(Some(existing)) => Renewable::Recorded(existing),
             Err(e) => {
-                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not create the record of a noted delivery before renewing its message; its copy adopts it");
+                tracing::warn!(delivery_id = %delivery.id, error = %e, "could not create the record of a noted delivery before renewing its message; its copy creates it");
                 Renewable::Unrecorded(DeliveryTask {
-                    queued: None,
+                    stands_for: Some(
+                        task.stands_for
+                            .clone()
+                            .unwrap_or_else(|| message.message_id.clone()),
+                    ),
                     ..task
                 })
             }

@@ -17,7 +17,13 @@
 //! Any other message without a record (no note named, or its note not
 //! found) creates the record owned by itself first, as before
 //! ([`Sender::adopt`]): a message sent before a fan-out stopped short of
-//! its note, a copy sent by the redrive net, a message of a sweep.
+//! its note, a message of a sweep. A copy of a message (a renewal's whose
+//! record could not be made first, the redrive net's) names the note and
+//! the message it stands for: it gives way to another note's message as
+//! that message would have, and where the note names the message it
+//! stands for, it creates the record first too. (Before, such copies
+//! named no note and adopted the delivery at once, and could POST beside
+//! another note's message.)
 
 use super::{Job, MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
@@ -68,11 +74,18 @@ pub const NOTE_LOOKS_AT_MOST: Duration = NOTE_RETRIES[0]
     .saturating_add(NOTE_RETRIES[2]);
 
 impl NoteSeen {
-    /// What `note` (the one `message_id` names, if found) says of that
-    /// message for `delivery_id`.
-    pub(super) fn of(note: Option<&QueuedNote>, delivery_id: &str, message_id: &str) -> Self {
+    /// What `note` (the one the message names, if found) says of the
+    /// message `message_id` for `delivery_id`; `stands_for`: the message a
+    /// copy stands for ([`webhooks_domain::DeliveryTask::stands_for`]),
+    /// whose naming counts as the copy's.
+    pub(super) fn of(
+        note: Option<&QueuedNote>,
+        delivery_id: &str,
+        message_id: &str,
+        stands_for: Option<&str>,
+    ) -> Self {
         match note {
-            Some(n) if n.names(delivery_id, message_id) => match n.confirmed_at {
+            Some(n) if names(n, delivery_id, message_id, stands_for) => match n.confirmed_at {
                 None => NoteSeen::Unconfirmed(n.created_at),
                 Some(_) if n.contests(delivery_id) => NoteSeen::Contested,
                 Some(_) => NoteSeen::Lists(n.created_at),
@@ -96,11 +109,23 @@ pub(super) enum Others {
     Free,
 }
 
-/// What `notes` (those listing `delivery_id`) say to `message_id`.
-pub(super) fn others(notes: &[QueuedNote], delivery_id: &str, message_id: &str) -> Others {
+/// Whether `note` names for `delivery_id` the message `message_id`, or
+/// the one it stands for.
+fn names(note: &QueuedNote, delivery_id: &str, message_id: &str, stands_for: Option<&str>) -> bool {
+    note.names(delivery_id, message_id) || stands_for.is_some_and(|m| note.names(delivery_id, m))
+}
+
+/// What `notes` (those listing `delivery_id`) say to `message_id` (which
+/// stands for `stands_for`, if a copy).
+pub(super) fn others(
+    notes: &[QueuedNote],
+    delivery_id: &str,
+    message_id: &str,
+    stands_for: Option<&str>,
+) -> Others {
     if notes
         .iter()
-        .any(|n| n.carries(delivery_id) && !n.names(delivery_id, message_id))
+        .any(|n| n.carries(delivery_id) && !names(n, delivery_id, message_id, stands_for))
     {
         return Others::Carried;
     }
@@ -175,6 +200,13 @@ impl Sender {
             NoteSeen::Lists(at) if !task.redriven && now + lease >= at + STUCK_AFTER => {
                 tracing::info!("its note is too old for an attempt without a record; the record is created first");
             }
+            // A copy of the message the note names (renewed, or redriven):
+            // a receipt of that message may still be attempting without a
+            // record, so the copy's attempt goes only after the record's
+            // create (one conditional create: one owner).
+            NoteSeen::Lists(_) if task.stands_for.is_some() => {
+                tracing::info!("a copy of the message its note names; the record is created first");
+            }
             NoteSeen::Lists(at) if !task.redriven => {
                 let mut delivery = Delivery::new_at(
                     &task.org_id,
@@ -198,6 +230,16 @@ impl Sender {
                 return Err(MessageOutcome::Retry);
             }
             NoteSeen::Contested if !task.redriven => return self.after_others(job, read).await,
+            // The redrive net's copy of a message that its note does not
+            // carry the delivery by (or that is contested): the notes
+            // decide, as for that message, without waiting for a note (its
+            // event is long past its settle window). A copy sent before
+            // copies named the message they stand for adopts it, as then.
+            NoteSeen::Missing | NoteSeen::Contested
+                if task.redriven && task.stands_for.is_some() =>
+            {
+                return self.after_others(job, read).await;
+            }
             NoteSeen::Missing if !task.redriven => {
                 // The fan-out writes its note after its sends: looked at
                 // again shortly, while the event is young enough to be
@@ -265,7 +307,12 @@ impl Sender {
             Some(notes) => notes,
             None => self.delivery_notes(job).await?,
         };
-        match others(&notes, &task.delivery_id, &job.message.message_id) {
+        match others(
+            &notes,
+            &task.delivery_id,
+            &job.message.message_id,
+            task.stands_for.as_deref(),
+        ) {
             Others::Carried => {
                 tracing::info!(
                     "another fan-out's message carries this delivery; dropped without an attempt"
@@ -315,6 +362,7 @@ impl Sender {
                         notes.first(),
                         &job.task.delivery_id,
                         &job.message.message_id,
+                        job.task.stands_for.as_deref(),
                     );
                     if !matches!(last, NoteSeen::Missing | NoteSeen::Unconfirmed(_)) {
                         return last;

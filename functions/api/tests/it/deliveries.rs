@@ -196,6 +196,7 @@ async fn retry_requeues_dead_lettered_and_canceled_deliveries() {
                 trace_id: None,
                 redriven: false,
                 queued: None,
+                stands_for: None,
             }
         );
     }
