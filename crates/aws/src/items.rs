@@ -179,7 +179,7 @@ fn inflate_at_most(bytes: &[u8], limit: usize, what: &str) -> Result<String, Bac
 }
 
 /// The most bytes a note's deflated entries inflate to: DynamoDB's item
-/// limit (a note is cut at `NOTE_CAPACITY` deliveries, about 4 KB).
+/// limit (a note is cut at `NOTE_CAPACITY` deliveries, about 2.5 KB).
 const MAX_NOTE_ENTRIES_BYTES: usize = 400 * 1024;
 
 /// A note's deliveries as its item keeps them (attribute `d`): one line
@@ -1213,6 +1213,58 @@ mod tests {
         };
         assert!(bytes.as_ref().len() < 1200, "{} B", bytes.as_ref().len());
         assert_eq!(note_entries(Some(&packed)).unwrap(), lines);
+    }
+
+    /// A full note as the fan-out writes it for one endpoint (every event
+    /// new: the least deflating can keep), under an org id and a key of
+    /// their real lengths, confirmed: its item stays within one 1 KB write
+    /// unit, so its write and its confirmation cost one unit each.
+    #[test]
+    fn a_full_confirmed_note_is_one_write_unit() {
+        use webhooks_domain::queued::{assign_notes, NOTE_CAPACITY};
+        let org = "org_01kt0m77z84genem3wba1ez3rq";
+        let lines = note_lines(1, NOTE_CAPACITY);
+        let ids: Vec<String> = lines.iter().map(|(b, _)| format!("dlv_{b}")).collect();
+        let events: Vec<String> = ids
+            .iter()
+            .map(|d| webhooks_domain::delivery::parse_delivery_id(d).unwrap().1)
+            .collect();
+        let items: Vec<(&str, &str, &str)> = ids
+            .iter()
+            .zip(&events)
+            .map(|(d, e)| (org, e.as_str(), d.as_str()))
+            .collect();
+        let key = assign_notes(&items).remove(0);
+        let at = parse_rfc3339("2026-12-05T10:00:00Z").unwrap();
+        let item: HashMap<String, AttributeValue> = [
+            ("endpoint_id", AttributeValue::S(format!("queued#{org}"))),
+            ("event_id", AttributeValue::S(key)),
+            (
+                "d",
+                packed_note_entries(lines.iter().map(|(b, t)| (b.as_str(), t.as_str()))),
+            ),
+            ("created_at", AttributeValue::S(rfc3339(at))),
+            ("expires_at", AttributeValue::N(expires_at(at).to_string())),
+            ("c", AttributeValue::S(rfc3339(at))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        // DynamoDB's size: each name and value (numbers about a byte per
+        // two digits, plus one).
+        let size: usize = item
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + match v {
+                        AttributeValue::S(s) => s.len(),
+                        AttributeValue::B(b) => b.as_ref().len(),
+                        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+                        other => panic!("not in a note: {other:?}"),
+                    }
+            })
+            .sum();
+        assert!(size <= 1024, "{size} B");
     }
 
     #[test]

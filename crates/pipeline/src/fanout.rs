@@ -1347,8 +1347,7 @@ mod tests {
             .await;
         assert_eq!((r.noted, r.enqueued), (1000, 1000));
         assert_eq!(w.queue.len(), 1000);
-        // 17 notes hold them all (60 a note, 4 KB each): 17 writes, not a
-        // thousand.
+        // 28 notes hold them all (36 a note): 28 writes, not a thousand.
         let mut keys: Vec<(String, String)> = w
             .queue
             .bodies()
@@ -1360,7 +1359,8 @@ mod tests {
             .collect();
         keys.sort();
         keys.dedup();
-        assert_eq!(keys.len(), 17);
+        assert_eq!(keys.len(), 1000_usize.div_ceil(NOTE_CAPACITY));
+        assert_eq!(keys.len(), 28);
         let notes = w.deliveries.notes(&keys).await.unwrap();
         let listed: usize = notes.iter().map(|n| n.delivery_ids.len()).sum();
         assert_eq!(listed, 1000);
