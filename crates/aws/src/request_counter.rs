@@ -8,6 +8,8 @@
 //! consistent). An emulator's `ConsumedCapacity` is not this (moto answers a
 //! fixed figure), and a Query without a filter returns every item it reads.
 
+/// DynamoDB's item sizes, kept with the item encoding.
+pub use crate::items::{item_size, value_size};
 use aws_sdk_dynamodb::operation::query::{QueryInput, QueryOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -133,44 +135,6 @@ pub fn query_read_units(items: &[HashMap<String, AttributeValue>], consistent: b
     }
 }
 
-/// DynamoDB's size of an item: each attribute's name and value.
-pub fn item_size(item: &HashMap<String, AttributeValue>) -> u64 {
-    item.iter()
-        .map(|(k, v)| k.len() as u64 + value_size(v))
-        .sum()
-}
-
-/// DynamoDB's size of an attribute value (its documented rules: strings
-/// and binaries by length, numbers about one byte per two digits plus one,
-/// lists and maps 3 bytes plus one per element).
-pub fn value_size(v: &AttributeValue) -> u64 {
-    let number = |n: &str| {
-        let digits = n
-            .trim_start_matches('-')
-            .replace('.', "")
-            .trim_start_matches('0')
-            .len() as u64;
-        digits.div_ceil(2) + 1
-    };
-    match v {
-        AttributeValue::S(s) => s.len() as u64,
-        AttributeValue::N(n) => number(n),
-        AttributeValue::B(b) => b.as_ref().len() as u64,
-        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
-        AttributeValue::Ss(v) => v.iter().map(|s| s.len() as u64).sum(),
-        AttributeValue::Ns(v) => v.iter().map(|s| number(s)).sum(),
-        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len() as u64).sum(),
-        AttributeValue::L(v) => 3 + v.iter().map(|e| value_size(e) + 1).sum::<u64>(),
-        AttributeValue::M(m) => {
-            3 + m
-                .iter()
-                .map(|(k, e)| k.len() as u64 + value_size(e) + 1)
-                .sum::<u64>()
-        }
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,16 +154,5 @@ mod tests {
         // Eventually consistent: half.
         assert_eq!(query_read_units(&[item(3000), item(3000)], false), 1.0);
         assert_eq!(query_read_units(&[], false), 0.5);
-    }
-
-    #[test]
-    fn sizes_follow_dynamodbs_rules() {
-        assert_eq!(value_size(&AttributeValue::N("12345".into())), 4);
-        assert_eq!(value_size(&AttributeValue::N("-0.5".into())), 2);
-        assert_eq!(
-            value_size(&AttributeValue::L(vec![AttributeValue::S("ab".into())])),
-            6
-        );
-        assert_eq!(item_size(&item(10)), 10);
     }
 }
