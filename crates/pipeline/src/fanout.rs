@@ -964,15 +964,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_too_old_to_note_is_created_even_from_the_stream() {
         let w = world();
-        let mut ep = Endpoint::new(
-            "a",
-            "https://example.com/hook".into(),
-            Subscription::All,
-            Secret::generate(),
-        );
-        ep.created_at = chrono::Utc::now() - chrono::Duration::minutes(5);
-        let created = w.endpoints.create(&ep, u32::MAX).await.unwrap();
-        assert_eq!(created, webhooks_ports::Created::Written);
+        endpoint_before(&w, "a").await;
         // A sweep may read it before a note could be written.
         let old = event_aged("a", 45);
         let r = w.fanout.fan_out(std::slice::from_ref(&old)).await;

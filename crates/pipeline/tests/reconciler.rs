@@ -316,20 +316,7 @@ async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_standing_fo
     // A receipt of the worn message may still be attempting without a
     // record: the copy makes none before the record's create.
     let posts = Arc::new(CountingAccepting::default());
-    let no_creates = Sender::new(
-        w.adapters.endpoints.clone(),
-        w.adapters.endpoints.clone(),
-        Arc::new(Faulty::new(
-            w.adapters.deliveries.clone(),
-            Arc::new(Script::new().fail(Op::CreateDelivery, ..)),
-        )),
-        queue.clone(),
-        w.adapters.dead_letters.clone(),
-        client(),
-        SenderConfig::default(),
-    )
-    .with_clock(w.adapters.clock.clone())
-    .with_transport(posts.clone());
+    let no_creates = failing_sender(&w, Op::CreateDelivery).with_transport(posts.clone());
     assert_eq!(
         no_creates.process_batch(&renewed).await,
         vec![MessageOutcome::Retry]
@@ -341,9 +328,44 @@ async fn a_worn_noted_message_whose_record_cannot_be_made_is_renewed_standing_fo
         sender.process_batch(&renewed).await,
         vec![MessageOutcome::Done]
     );
-    let d = the_delivery(&w).await;
-    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
-    assert_eq!(d.chain.as_deref(), Some(renewed[0].message_id.as_str()));
+    delivered_once_by(&w, &renewed[0]).await;
+}
+
+/// `w`'s fanned-out message, received and held (the one its note names),
+/// and a copy of it queued that stands for the message `stands_for` names,
+/// redriven or not (a renewal's).
+async fn held_and_copied(
+    w: &World,
+    stands_for: impl FnOnce(&ReceivedMessage) -> String,
+    redriven: bool,
+) -> Vec<ReceivedMessage> {
+    let queue = &w.adapters.queue;
+    let carrier = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(carrier.len(), 1);
+    let mut task: webhooks_domain::DeliveryTask = serde_json::from_str(&carrier[0].body).unwrap();
+    assert!(task.queued.is_some(), "the stream's message names its note");
+    task.stands_for = Some(stands_for(&carrier[0]));
+    task.redriven = redriven;
+    queue
+        .send_batch_ids(&[webhooks_ports::QueueMessage::new(
+            task.to_message(),
+            task.tenant(),
+        )])
+        .await
+        .unwrap();
+    carrier
+}
+
+/// A sender over `w` whose receivers accept, and the count of its POSTs.
+fn counting_sender(w: &World) -> (Sender, Arc<CountingAccepting>) {
+    let posts = Arc::new(CountingAccepting::default());
+    let sender = Sender::from_adapters(
+        &w.adapters,
+        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
+        SenderConfig::default(),
+    )
+    .with_transport(posts.clone());
+    (sender, posts)
 }
 
 /// A copy (a renewal's whose record could not be made, or the redrive
@@ -357,30 +379,11 @@ async fn a_copy_standing_for_a_message_its_note_does_not_name_gives_way() {
     for redriven in [false, true] {
         let w = a_fanned_out_event().await;
         let queue = &w.adapters.queue;
-        let carrier = queue.receive(10, Duration::ZERO).await.unwrap();
-        assert_eq!(carrier.len(), 1);
-        let mut task: webhooks_domain::DeliveryTask =
-            serde_json::from_str(&carrier[0].body).unwrap();
-        assert!(task.queued.is_some(), "the stream's message names its note");
         // A message of another fan-out of the same event, which the note
         // does not name, worn and copied.
-        task.stands_for = Some("a-message-the-note-does-not-name".into());
-        task.redriven = redriven;
-        queue
-            .send_batch_ids(&[webhooks_ports::QueueMessage::new(
-                task.to_message(),
-                task.tenant(),
-            )])
-            .await
-            .unwrap();
-        let posts = Arc::new(CountingAccepting::default());
-        let sender = Sender::from_adapters(
-            &w.adapters,
-            DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
-            SenderConfig::default(),
-        )
-        .with_transport(posts.clone())
-        .with_clock(w.adapters.clock.clone());
+        let carrier =
+            held_and_copied(&w, |_| "a-message-the-note-does-not-name".into(), redriven).await;
+        let (sender, posts) = counting_sender(&w);
         let count = || posts.0.load(std::sync::atomic::Ordering::SeqCst);
         if !redriven {
             // Young: it waits for its note a while first, as any message
@@ -420,9 +423,7 @@ async fn a_copy_standing_for_a_message_its_note_does_not_name_gives_way() {
             vec![MessageOutcome::Done]
         );
         assert_eq!(count(), 1);
-        let d = the_delivery(&w).await;
-        assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
-        assert_eq!(d.chain.as_deref(), Some(carrier[0].message_id.as_str()));
+        delivered_once_by(&w, &carrier[0]).await;
     }
 }
 
@@ -432,37 +433,21 @@ async fn a_copy_standing_for_a_message_its_note_does_not_name_gives_way() {
 async fn a_redriven_copy_of_the_notes_message_creates_the_record_and_delivers() {
     let w = a_fanned_out_event().await;
     let queue = &w.adapters.queue;
-    let carrier = queue.receive(10, Duration::ZERO).await.unwrap();
-    let mut task: webhooks_domain::DeliveryTask = serde_json::from_str(&carrier[0].body).unwrap();
-    task.stands_for = Some(carrier[0].message_id.clone());
-    task.redriven = true;
+    let carrier = held_and_copied(&w, |m| m.message_id.clone(), true).await;
+    // SQS moved the message to the dead-letter queue.
     queue
         .delete_batch(std::slice::from_ref(&carrier[0].receipt_handle))
         .await
         .unwrap();
-    queue
-        .send_batch_ids(&[webhooks_ports::QueueMessage::new(
-            task.to_message(),
-            task.tenant(),
-        )])
-        .await
-        .unwrap();
     let copy = queue.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(copy.len(), 1);
-    let sender = Sender::from_adapters(
-        &w.adapters,
-        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
-        SenderConfig::default(),
-    )
-    .with_transport(Arc::new(Accepting))
-    .with_clock(w.adapters.clock.clone());
+    let (sender, posts) = counting_sender(&w);
     assert_eq!(
         sender.process_batch(&copy).await,
         vec![MessageOutcome::Done]
     );
-    let d = the_delivery(&w).await;
-    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
-    assert_eq!(d.chain.as_deref(), Some(copy[0].message_id.as_str()));
+    assert_eq!(posts.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    delivered_once_by(&w, &copy[0]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -588,6 +573,13 @@ fn sender_answering(w: &World, transport: impl Transport + 'static) -> Sender {
         SenderConfig::default(),
     )
     .with_transport(Arc::new(transport))
+}
+
+/// `w`'s delivery, delivered at its first attempt, its chain `message`'s.
+async fn delivered_once_by(w: &World, message: &ReceivedMessage) {
+    let d = the_delivery(w).await;
+    assert_eq!((d.status, d.attempt_count), (DeliveryStatus::Delivered, 1));
+    assert_eq!(d.chain.as_deref(), Some(message.message_id.as_str()));
 }
 
 /// The delivery of `w`'s event.
