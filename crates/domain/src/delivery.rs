@@ -271,6 +271,14 @@ pub struct DeliveryTask {
 }
 
 impl DeliveryTask {
+    /// Makes this task a copy's that stands for the message `message_id`
+    /// (see [`DeliveryTask::stands_for`]): a copy of a copy keeps the
+    /// message the first one stood for.
+    pub fn stand_for(&mut self, message_id: &str) {
+        self.stands_for
+            .get_or_insert_with(|| message_id.to_string());
+    }
+
     /// The queue tenant of this task's message: its org
     /// ([`crate::tenant::org_tenant`]).
     pub fn tenant(&self) -> String {

@@ -178,7 +178,12 @@ impl FanOut {
         // Noted (no record until the first attempt) only from the stream,
         // and only while the event is young enough that no sweep can read
         // it before the note is written.
-        let notable = |i: usize| source == Source::Stream && now < notes_deadline(&events[i]);
+        // Once per event (its id's time is parsed for it), not per delivery.
+        let young: Vec<bool> = events
+            .iter()
+            .map(|e| source == Source::Stream && now < notes_deadline(e))
+            .collect();
+        let notable = |i: usize| young.get(i).copied().unwrap_or(false);
 
         // Read first: the deliveries that exist or are noted are left alone
         // (each has its own message); only the others are queued.

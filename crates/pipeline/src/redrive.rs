@@ -355,8 +355,7 @@ impl RedriveNet {
         task.redriven = true;
         // SQS keeps a message's id when it redrives it: the copy stands
         // for the message a note may name, and gives way as it would have.
-        task.stands_for
-            .get_or_insert_with(|| message.message_id.clone());
+        task.stand_for(&message.message_id);
         match self
             .queue
             .send_batch_ids(&[QueueMessage::task(&task)])

@@ -125,14 +125,17 @@ pub struct SweepReport {
     /// The pass ran out of time before all its work was done.
     pub out_of_time: bool,
     /// Orgs whose first turn did not run to its end in the time: the next
-    /// pass starts with them.
-    pub orgs_not_reached: usize,
-    /// Those orgs' ids: their overdue deliveries wait for a later pass
-    /// (the simulation's lateness rules count one pass more for each).
+    /// pass starts with them. Their overdue deliveries wait for a later
+    /// pass (the simulation's lateness rules count one pass more for each).
     pub not_reached_org_ids: Vec<String>,
 }
 
 impl SweepReport {
+    /// How many orgs the pass did not reach.
+    pub fn orgs_not_reached(&self) -> usize {
+        self.not_reached_org_ids.len()
+    }
+
     fn add(&mut self, other: &SweepReport) {
         self.events += other.events;
         self.deliveries_created += other.deliveries_created;
@@ -358,7 +361,6 @@ impl Sweeper {
         report.out_of_time = ended.iter().any(|w| !w.finished());
         let not_reached = ended.iter().filter(|w| !w.reached);
         report.not_reached_org_ids = not_reached.clone().map(|w| w.org.clone()).collect();
-        report.orgs_not_reached = report.not_reached_org_ids.len();
         // The next pass starts with the first org not reached, but not with
         // one of this pass's first wave: those had the whole budget for
         // their first turn, and putting one that could not end it first
@@ -373,9 +375,9 @@ impl Sweeper {
             .min_by_key(|w| w.place)
             .or_else(|| not_reached.min_by_key(|w| w.place))
             .map(|w| w.org.clone());
-        if report.orgs_not_reached > 0 {
+        if report.orgs_not_reached() > 0 {
             tracing::warn!(
-                not_reached = report.orgs_not_reached,
+                not_reached = report.orgs_not_reached(),
                 resume_at = next.as_deref().unwrap_or(""),
                 "sweep ran out of time; the next one starts with the orgs it did not reach"
             );

@@ -548,13 +548,7 @@ async fn a_requeued_delivery_is_not_sent_again_while_its_message_waits() {
     assert_eq!(sweeper.sweep().await.reconciled, 1);
     assert_eq!(w.memory.queue.len(), 2);
     // Both turn up at once: one POST, by whichever leased first.
-    let transport = Arc::new(CountingAccepting::default());
-    let sender = Sender::from_adapters(
-        &w.adapters,
-        DeliveryClient::new(DeliveryClientConfig::default()).unwrap(),
-        SenderConfig::default(),
-    )
-    .with_transport(transport.clone());
+    let (sender, transport) = counting_sender(&w);
     let messages = w.adapters.queue.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(messages.len(), 2);
     process_as_the_mapping_does(&w, &sender, &messages).await;

@@ -53,7 +53,7 @@ pub fn report(r: &SweepReport) -> serde_json::Value {
         undecodable_events = r.undecodable_events,
         unreadable_deliveries = r.unreadable_deliveries,
         out_of_time = r.out_of_time,
-        orgs_not_reached = r.orgs_not_reached,
+        orgs_not_reached = r.orgs_not_reached(),
         redriven = r.redriven.redriven(),
         redrive_dead_lettered = r.redriven.dead_lettered,
         "sweep"
@@ -79,7 +79,11 @@ pub fn report(r: &SweepReport) -> serde_json::Value {
                     "Count",
                     r.undecodable_events as u64
                 ),
-                ("SweeperOrgsNotReached", "Count", r.orgs_not_reached as u64),
+                (
+                    "SweeperOrgsNotReached",
+                    "Count",
+                    r.orgs_not_reached() as u64
+                ),
                 ("RedrivenMessages", "Count", r.redriven.redriven() as u64),
             ]
         )
@@ -104,7 +108,7 @@ pub fn report(r: &SweepReport) -> serde_json::Value {
         "undecodable_events": r.undecodable_events,
         "unreadable_deliveries": r.unreadable_deliveries,
         "out_of_time": r.out_of_time,
-        "orgs_not_reached": r.orgs_not_reached,
+        "orgs_not_reached": r.orgs_not_reached(),
         "redriven": r.redriven.redriven(),
         "redrive_dead_lettered": r.redriven.dead_lettered,
     })

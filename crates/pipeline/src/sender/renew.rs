@@ -256,14 +256,9 @@ impl Sender {
             Ok(Some(existing)) => Renewable::Recorded(existing),
             Err(e) => {
                 tracing::warn!(delivery_id = %delivery.id, error = %e, "could not create the record of a noted delivery before renewing its message; its copy creates it");
-                Renewable::Unrecorded(DeliveryTask {
-                    stands_for: Some(
-                        task.stands_for
-                            .clone()
-                            .unwrap_or_else(|| message.message_id.clone()),
-                    ),
-                    ..task
-                })
+                let mut copy = task;
+                copy.stand_for(&message.message_id);
+                Renewable::Unrecorded(copy)
             }
         }
     }
