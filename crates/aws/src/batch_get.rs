@@ -1,7 +1,7 @@
 //! Reads of many keys of one table, as every adapter makes them: DynamoDB's
 //! `BatchGetItem`, at most [`BATCH_GET_LIMIT`] keys a request, strongly
-//! consistent, the keys it leaves unprocessed asked again with a growing
-//! pause.
+//! consistent unless asked otherwise ([`Consistency`]), the keys it leaves
+//! unprocessed asked again with a growing pause.
 
 use crate::error::backend_error;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
@@ -15,6 +15,15 @@ pub(crate) const BATCH_GET_LIMIT: usize = 100;
 /// Rounds of unprocessed keys before the read gives up (transient).
 const MAX_ROUNDS: u64 = 8;
 
+/// How a read sees the table's latest writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consistency {
+    /// Every write acknowledged before the read (one read unit per 4 KB).
+    Strong,
+    /// Possibly not the writes of the last second or so (half a unit).
+    Eventual,
+}
+
 /// The items of `keys` in `table` that exist. Each key must be named once
 /// (DynamoDB refuses a request naming one twice); `what` names the items in
 /// errors.
@@ -22,6 +31,7 @@ pub(crate) async fn batch_get_items(
     client: &Client,
     table: &str,
     keys: Vec<HashMap<String, AttributeValue>>,
+    consistency: Consistency,
     what: &str,
 ) -> Result<Vec<HashMap<String, AttributeValue>>> {
     let mut found = Vec::new();
@@ -37,7 +47,7 @@ pub(crate) async fn batch_get_items(
             }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
-                .consistent_read(true)
+                .consistent_read(consistency == Consistency::Strong)
                 .build()
                 .map_err(|e| BackendError::Permanent(e.to_string()))?;
             let out = client

@@ -1,7 +1,7 @@
 //! The deliveries table. The key (`endpoint_id`, `event_id`) is the
 //! uniqueness constraint: a conditional put creates a delivery at most once.
 
-use crate::batch_get::batch_get_items;
+use crate::batch_get::{batch_get_items, Consistency};
 use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::items::{expires_at, note_entries, packed_note_entries, s};
 use crate::items::{AttemptItem, DeliveryItem};
@@ -62,6 +62,26 @@ impl DynamoDeliveryStore {
             client,
             table: table.into(),
         }
+    }
+
+    /// The records of `delivery_ids` that exist, read as `consistency` says.
+    async fn read_many(
+        &self,
+        delivery_ids: &[String],
+        consistency: Consistency,
+    ) -> Result<Vec<Delivery>> {
+        // Each id once: BatchGetItem refuses a key named twice. (Deduped
+        // as ids, not as keys: two equal maps need not print alike.)
+        let mut ids: Vec<&String> = delivery_ids.iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let keys: Vec<HashMap<String, AttributeValue>> =
+            ids.into_iter().filter_map(|id| key(id)).collect();
+        batch_get_items(&self.client, &self.table, keys, consistency, "deliveries")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 }
 
@@ -202,18 +222,11 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
-        // Each id once: BatchGetItem refuses a key named twice. (Deduped
-        // as ids, not as keys: two equal maps need not print alike.)
-        let mut ids: Vec<&String> = delivery_ids.iter().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let keys: Vec<HashMap<String, AttributeValue>> =
-            ids.into_iter().filter_map(|id| key(id)).collect();
-        batch_get_items(&self.client, &self.table, keys, "deliveries")
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect()
+        self.read_many(delivery_ids, Consistency::Strong).await
+    }
+
+    async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        self.read_many(delivery_ids, Consistency::Eventual).await
     }
 
     async fn lease(
@@ -786,11 +799,17 @@ impl DeliveryStore for DynamoDeliveryStore {
                 ])
             })
             .collect();
-        batch_get_items(&self.client, &self.table, keys, "deliveries (queued notes)")
-            .await?
-            .iter()
-            .map(note_from_item)
-            .collect()
+        batch_get_items(
+            &self.client,
+            &self.table,
+            keys,
+            Consistency::Strong,
+            "deliveries (queued notes)",
+        )
+        .await?
+        .iter()
+        .map(note_from_item)
+        .collect()
     }
 
     async fn list_for_endpoint(

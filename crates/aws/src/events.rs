@@ -1,7 +1,7 @@
 //! The events table: the org's event stream. Its DynamoDB stream feeds the
 //! fan-out.
 
-use crate::batch_get::batch_get_items;
+use crate::batch_get::{batch_get_items, Consistency};
 use crate::error::{backend_error, decode_error, is_condition_failure};
 use crate::items::s;
 use crate::items::{event_from_item, EventItem};
@@ -78,7 +78,14 @@ impl EventStore for DynamoEventStore {
                 ])
             })
             .collect();
-        let items = batch_get_items(&self.client, &self.table, keys, "events").await?;
+        let items = batch_get_items(
+            &self.client,
+            &self.table,
+            keys,
+            Consistency::Strong,
+            "events",
+        )
+        .await?;
         Ok(items.into_iter().map(listed_item).collect())
     }
 

@@ -145,6 +145,10 @@ impl<T: DeliveryStore + ?Sized, P: Policy> DeliveryStore for Faulty<T, P> {
         self.around(Op::GetDeliveries, self.inner.get_many(delivery_ids))
             .await
     }
+    async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        let call = self.inner.get_many_eventually(delivery_ids);
+        self.around(Op::GetDeliveries, call).await
+    }
     async fn lease(
         &self,
         delivery_id: &str,

@@ -5,6 +5,7 @@ use crate::events::MemoryEventStore;
 use crate::expiry::{DeliveryExpiry, DeliveryKey, Removed, Retention};
 use crate::index_lag::{IndexLag, LagSeen, LaggingIndex};
 use crate::queued::Notes;
+use crate::read_lag::LaggingReads;
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -75,6 +76,9 @@ pub struct MemoryDeliveryStore {
     /// modelled ([`MemoryDeliveryStore::lag_index`]); locked after
     /// `pending`.
     lagging: Mutex<Option<LaggingIndex>>,
+    /// What eventually consistent reads do not see yet, when modelled
+    /// ([`MemoryDeliveryStore::lag_reads`]); locked after `deliveries`.
+    lagging_reads: Mutex<Option<LaggingReads>>,
     /// The stream fan-out's notes of queued deliveries.
     notes: Mutex<Notes>,
 }
@@ -136,6 +140,7 @@ impl MemoryDeliveryStore {
             retention,
             events,
             lagging: Mutex::default(),
+            lagging_reads: Mutex::default(),
             notes: Mutex::default(),
         })
     }
@@ -145,6 +150,23 @@ impl MemoryDeliveryStore {
     /// [`crate::index_lag`]). Set before the first write.
     pub fn lag_index(&self, lag: IndexLag) {
         *lock(&self.lagging) = Some(LaggingIndex::new(lag));
+    }
+
+    /// From now on, `get_many_eventually` reads as DynamoDB's eventually
+    /// consistent reads may: a record created less than its drawn `lag`
+    /// ago is left out (see [`crate::read_lag`]). Set before the first
+    /// write.
+    pub fn lag_reads(&self, lag: IndexLag) {
+        *lock(&self.lagging_reads) = Some(LaggingReads::new(lag));
+    }
+
+    /// How many records `get_many_eventually` left out since the last
+    /// call (none unless reads lag).
+    pub fn take_read_lag_missed(&self) -> usize {
+        lock(&self.lagging_reads)
+            .as_mut()
+            .map(LaggingReads::take_missed)
+            .unwrap_or_default()
     }
 
     /// What `overdue` showed since the last call that the table did not
@@ -296,6 +318,9 @@ impl DeliveryStore for MemoryDeliveryStore {
         }
         refuse_oversized(delivery)?;
         ds.insert(key.clone(), delivery.clone());
+        if let Some(reads) = lock(&self.lagging_reads).as_mut() {
+            reads.created(&delivery.id, self.clock.now());
+        }
         self.reindex(None, delivery);
         if delivery.status == DeliveryStatus::Pending {
             // Created by its first attempt (a delivery the stream noted),
@@ -320,6 +345,17 @@ impl DeliveryStore for MemoryDeliveryStore {
         let ds = lock(&self.deliveries);
         Ok(delivery_ids
             .iter()
+            .filter_map(|id| key_of(id).and_then(|k| ds.get(&k).cloned()))
+            .collect())
+    }
+
+    async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        let ds = lock(&self.deliveries);
+        let mut lagging = lock(&self.lagging_reads);
+        let now = self.clock.now();
+        Ok(delivery_ids
+            .iter()
+            .filter(|id| lagging.as_mut().is_none_or(|r| !r.hides(id, now)))
             .filter_map(|id| key_of(id).and_then(|k| ds.get(&k).cloned()))
             .collect())
     }

@@ -16,6 +16,7 @@ mod inbound;
 pub mod index_lag;
 mod queue;
 mod queued;
+mod read_lag;
 mod stats;
 pub mod sync;
 

@@ -346,6 +346,16 @@ pub trait DeliveryStore: Send + Sync {
     async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>>;
     /// Several deliveries at once; missing ones are left out.
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>>;
+    /// [`DeliveryStore::get_many`], read eventually consistently: half
+    /// the read units in DynamoDB, and it may not see a write of the last
+    /// second or so (a record just created may be left out, one just
+    /// updated read as it was). Only for a read whose caller states what
+    /// such a miss can cost (the sender's first receive of a noted
+    /// message). Stores without the distinction read as `get_many` does,
+    /// which an eventually consistent read may always do.
+    async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        self.get_many(delivery_ids).await
+    }
     /// Takes the lease on a pending delivery's next attempt for the queue
     /// message `chain`, one conditional write: granted only if the delivery
     /// is pending, has `attempts_made` attempts, no live lease (none, or one

@@ -56,6 +56,11 @@ impl DeliveryStore for Throttled {
         self.inner.get_many(delivery_ids).await
     }
 
+    async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        self.check()?;
+        self.inner.get_many_eventually(delivery_ids).await
+    }
+
     async fn lease(
         &self,
         delivery_id: &str,

@@ -262,6 +262,15 @@ impl DeliveryStore for DeliveryTap {
         Ok(found)
     }
 
+    async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
+        self.taps.wait(self.role).await;
+        let found = self.inner.get_many_eventually(delivery_ids).await?;
+        if matches!(self.role, Role::FanOut | Role::Sweeper) {
+            remember(&found);
+        }
+        Ok(found)
+    }
+
     async fn lease(
         &self,
         delivery_id: &str,

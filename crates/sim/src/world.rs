@@ -149,6 +149,11 @@ const STALE_DELETE_DELETES: f64 = 0.5;
 const INDEX_LAG: Duration = Duration::from_secs(1);
 const SLOW_INDEX_RATE: f64 = 0.02;
 const SLOW_INDEX_LAG: Duration = Duration::from_secs(1800);
+/// How far eventually consistent reads of the deliveries table run behind
+/// it: usually within a second, now and then (the same share as the
+/// index's) up to a minute.
+const READ_LAG: Duration = Duration::from_secs(1);
+const SLOW_READ_LAG: Duration = Duration::from_secs(60);
 /// What bounds a first attempt's lateness (see [`Pace`]).
 const PACE: Pace = Pace {
     step: REQUEST_TIMEOUT
@@ -310,11 +315,22 @@ impl World {
             whole_seconds: true,
             seed: rng.random(),
         });
+        let lag_seed: u64 = rng.random();
         memory.deliveries.lag_index(IndexLag {
             usual: INDEX_LAG,
             slow_rate: SLOW_INDEX_RATE,
             longest: SLOW_INDEX_LAG,
-            seed: rng.random(),
+            seed: lag_seed,
+        });
+        // Eventually consistent reads of the table (the sender's first
+        // receive of a noted message) miss a record created a moment ago.
+        // Their draws come from the index's seed, so that the world's
+        // other draws stay those of the seed before they were modelled.
+        memory.deliveries.lag_reads(IndexLag {
+            usual: READ_LAG,
+            slow_rate: SLOW_INDEX_RATE,
+            longest: SLOW_READ_LAG,
+            seed: lag_seed ^ 0x9e37_79b9_7f4a_7c15,
         });
         // Every message followed, every record noted, per delivery.
         let coverage = Coverage::default();
