@@ -450,6 +450,126 @@ async fn a_redriven_copy_of_the_notes_message_creates_the_record_and_delivers() 
     delivered_once_by(&w, &copy[0]).await;
 }
 
+/// `w`'s store from now on: its eventually consistent reads do not see
+/// a record for ten seconds after its creation.
+fn reads_lag_ten_seconds(w: &World) {
+    w.memory
+        .deliveries
+        .lag_reads(webhooks_memory::index_lag::IndexLag {
+            usual: Duration::from_secs(10),
+            slow_rate: 0.0,
+            longest: Duration::ZERO,
+            // The draw of the lag is 10 s x a unit draw: a seed whose first
+            // draw is over a half, so the lag outlasts this test's steps.
+            seed: 1,
+        });
+}
+
+/// `w`'s delivery's record, created now owned by the message `chain`.
+async fn recorded_for(w: &World, chain: &str) {
+    let mut record = webhooks_domain::Delivery::new_at(
+        "org",
+        &w.endpoint.id,
+        &w.event.id,
+        w.event.event_type,
+        w.event.created_at,
+    );
+    record.chain = Some(chain.to_string());
+    let made = w.adapters.deliveries.create_if_absent(&record).await;
+    assert!(made.unwrap().is_none());
+}
+
+/// The first receive of the message a note names reads its record
+/// eventually consistently (`sender::batch_read`). What that can miss is a
+/// record made a moment ago by another maker (a second fan-out just past
+/// the notes' deadline): the cost is one POST more, never a second chain.
+/// The message attempts as its note says, its create finds the record, it
+/// is left for its next receive, and that receive, reading strongly, waits
+/// for the record's chain without a POST (as a stand-by: no net would find
+/// a never-attempted delivery whose message is lost). With reads that see
+/// the record, the same message makes no POST at all.
+#[tokio::test(start_paused = true)]
+async fn a_record_the_first_receives_read_misses_costs_one_post_and_no_chain() {
+    for lagging in [false, true] {
+        let w = a_fanned_out_event().await;
+        if lagging {
+            reads_lag_ten_seconds(&w);
+        }
+        let queue = &w.adapters.queue;
+        let carrier = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!((carrier.len(), carrier[0].receive_count), (1, 1));
+        recorded_for(&w, "a-second-fan-outs-message").await;
+        let (sender, posts) = counting_sender(&w);
+        let count = || posts.0.load(std::sync::atomic::Ordering::SeqCst);
+        let outcome = sender.process_batch(&carrier).await;
+        let d = the_delivery(&w).await;
+        assert_eq!(
+            (d.status, d.attempt_count, d.chain.as_deref()),
+            (
+                DeliveryStatus::Pending,
+                0,
+                Some("a-second-fan-outs-message")
+            ),
+            "lagging {lagging}: the record stays its chain's"
+        );
+        assert_eq!(outcome, vec![MessageOutcome::Retry], "lagging {lagging}");
+        if !lagging {
+            assert_eq!(count(), 0, "it waits for the record's chain at once");
+            continue;
+        }
+        assert_eq!(count(), 1, "the one POST more");
+        tokio::time::advance(Duration::from_secs(181)).await;
+        let again = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!((again.len(), again[0].receive_count), (1, 2));
+        assert_eq!(
+            sender.process_batch(&again).await,
+            vec![MessageOutcome::Retry]
+        );
+        assert_eq!(count(), 1, "its next receive read the record and waits");
+        let d = the_delivery(&w).await;
+        assert_eq!(d.chain.as_deref(), Some("a-second-fan-outs-message"));
+    }
+}
+
+/// A renewal's copy whose record was made first, owned by it, still names
+/// the note, which names the message it copied. On its first receive it
+/// reads its record strongly (no note names it) and carries the delivery.
+/// Read eventually consistently, it missed the record a moment old, gave
+/// way to the note's message, which was gone, and left the delivery
+/// pending without a message (the simulation found it, seed 11).
+#[tokio::test(start_paused = true)]
+async fn a_renewed_copy_owning_a_record_made_a_moment_ago_finds_it() {
+    let w = a_fanned_out_event().await;
+    reads_lag_ten_seconds(&w);
+    let queue = &w.adapters.queue;
+    let worn = queue.receive(10, Duration::ZERO).await.unwrap();
+    let task: webhooks_domain::DeliveryTask = serde_json::from_str(&worn[0].body).unwrap();
+    assert!(task.queued.is_some() && task.stands_for.is_none());
+    let sent = queue
+        .send_batch_ids(&[webhooks_ports::QueueMessage::new(
+            task.to_message(),
+            task.tenant(),
+        )])
+        .await
+        .unwrap();
+    let copy_id = sent[0].clone().unwrap();
+    recorded_for(&w, &copy_id).await;
+    queue
+        .delete_batch(std::slice::from_ref(&worn[0].receipt_handle))
+        .await
+        .unwrap();
+    let copy = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!((copy.len(), copy[0].receive_count), (1, 1));
+    assert_eq!(copy[0].message_id, copy_id);
+    let (sender, posts) = counting_sender(&w);
+    assert_eq!(
+        sender.process_batch(&copy).await,
+        vec![MessageOutcome::Done]
+    );
+    assert_eq!(posts.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    delivered_once_by(&w, &copy[0]).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_pending_delivery_without_a_message_is_queued_again_and_delivered() {
     let w = a_delivery_that_lost_its_message().await;

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 mod adopt;
 mod auth;
+mod batch_read;
 mod fence;
 mod headers;
 mod health;
@@ -31,7 +32,6 @@ pub use headers::{delivery_headers, shown_headers, MASKED};
 pub use unrecorded::NOTE_LOOKS_AT_MOST;
 use webhooks_domain::delivery::{next_step, AttemptResult, NextStep};
 use webhooks_domain::ops::OpsNotice;
-use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::retry::MAX_HIDE_PER_RECEIVE;
 use webhooks_domain::{Attempt, Delivery, DeliveryStatus, DeliveryTask, Endpoint, RetrySchedule};
 use webhooks_ports::{
@@ -356,17 +356,14 @@ impl Sender {
             return outcomes;
         }
 
-        // One read for the batch's deliveries.
-        let ids: Vec<String> = jobs
-            .iter()
-            .map(|(_, j)| j.task.delivery_id.clone())
-            .collect();
+        // The batch's records, and the notes of those without one
+        // (`batch_read`: two rounds of reads at once).
         let delivery_of: HashMap<usize, String> = jobs
             .iter()
             .map(|(i, j)| (*i, j.task.delivery_id.clone()))
             .collect();
-        let deliveries: HashMap<String, Delivery> = match self.deliveries.get_many(&ids).await {
-            Ok(ds) => ds.into_iter().map(|d| (d.id.clone(), d)).collect(),
+        let (deliveries, notes) = match self.read_batch(jobs.iter().map(|(_, j)| j)).await {
+            Ok(read) => (read.deliveries, read.notes),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read deliveries; the batch will be retried");
                 for (i, _) in &jobs {
@@ -384,29 +381,6 @@ impl Sender {
                 return outcomes;
             }
         };
-
-        // The notes of the deliveries without a record that the stream's
-        // fan-out noted (`unrecorded`), one read for the batch.
-        let note_keys: Vec<(String, String)> = jobs
-            .iter()
-            .filter(|(_, j)| !deliveries.contains_key(&j.task.delivery_id))
-            .filter_map(|(_, j)| {
-                j.task
-                    .queued
-                    .as_ref()
-                    .map(|k| (j.task.org_id.clone(), k.clone()))
-            })
-            .collect();
-        let notes: Result<HashMap<(String, String), QueuedNote>, BackendError> =
-            if note_keys.is_empty() {
-                Ok(HashMap::new())
-            } else {
-                self.deliveries.notes(&note_keys).await.map(|ns| {
-                    ns.into_iter()
-                        .map(|n| ((n.org_id.clone(), n.key.clone()), n))
-                        .collect()
-                })
-            };
         let note_seen = |job: &Job<'_>| -> NoteSeen {
             let Some(key) = &job.task.queued else {
                 return NoteSeen::NotAsked;
