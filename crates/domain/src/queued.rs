@@ -256,16 +256,21 @@ pub fn noted_ranges(delivery_ids: &[String]) -> Vec<(String, String)> {
 }
 
 /// A delivery in [`assign_notes`]: its org, its event's minute and
-/// second, its id, and its index among the items. Sorted, the members of
-/// a group (org and minute) are together, in order of second.
-type Member<'a> = (&'a str, &'a str, u32, &'a str, usize);
+/// second, its event, its id, and its index among the items. Sorted, the
+/// members of a group (org and minute) are together, in order of second,
+/// then event by event: the order the fan-out sends their messages in.
+type Member<'a> = (&'a str, &'a str, u32, &'a str, &'a str, usize);
 
 /// Where each delivery goes among a fan-out call's notes: grouped by org
 /// and minute of the event, then into spans of [`NOTE_SPAN_SECS`] from
 /// the first event second of each, at most [`NOTE_CAPACITY`] per note,
 /// under a key made from the group (the same deliveries make the same
-/// keys, in whatever order they come). `items` are `(org, event id,
-/// delivery id)`; the answer gives, in the same order, each one's note key.
+/// keys, in whatever order they come). A note holds whole events where it
+/// can (a span's deliveries fill it event by event), so the messages one
+/// receive of the queue hands out together, sent one after the other,
+/// name few notes: the sender reads each named note (a read unit each).
+/// `items` are `(org, event id, delivery id)`; the answer gives, in the
+/// same order, each one's note key.
 pub fn assign_notes(items: &[(&str, &str, &str)]) -> Vec<String> {
     use sha2::{Digest, Sha256};
     // Each event's minute and second, read from its id once for all its
@@ -283,30 +288,30 @@ pub fn assign_notes(items: &[(&str, &str, &str)]) -> Vec<String> {
         .iter()
         .zip(time_of)
         .enumerate()
-        .map(|(i, ((org, _, d), t))| {
+        .map(|(i, ((org, e, d), t))| {
             let (_, minute, second) = &times[t];
-            (*org, minute.as_str(), *second, *d, i)
+            (*org, minute.as_str(), *second, *e, *d, i)
         })
         .collect();
     members.sort_unstable();
     let mut keys = vec![String::new(); items.len()];
     let mut rest = members.as_slice();
-    while let Some(&(org, minute, first, _, _)) = rest.first() {
+    while let Some(&(org, minute, first, _, _, _)) = rest.first() {
         // The span from `first` within the group of (org, minute).
         let end = rest
             .iter()
-            .position(|&(o, m, second, _, _)| {
+            .position(|&(o, m, second, _, _, _)| {
                 o != org || m != minute || second > first + NOTE_SPAN_SECS
             })
             .unwrap_or(rest.len());
         let (span, after) = rest.split_at(end);
         let mut hash = Sha256::new();
-        for (_, _, _, d, _) in span {
+        for (_, _, _, _, d, _) in span {
             hash.update(d.as_bytes());
             hash.update(b"\n");
         }
         let digest = hex::encode(&hash.finalize()[..8]);
-        for (n, (_, _, _, _, i)) in span.iter().enumerate() {
+        for (n, (_, _, _, _, _, i)) in span.iter().enumerate() {
             keys[*i] = note_key(minute, first, &digest, n / NOTE_CAPACITY);
         }
         rest = after;
@@ -455,6 +460,52 @@ mod tests {
                 (event, delivery)
             })
             .collect()
+    }
+
+    /// Five endpoints' deliveries of 20 events of one second, in the
+    /// order the fan-out sends them (event by event): whole events fill
+    /// each note, so ten messages sent one after the other (a receive of
+    /// ten) name at most two notes. Sorted by delivery id (endpoint by
+    /// endpoint), as before, they named five or six.
+    #[test]
+    fn a_note_holds_whole_events_in_the_order_their_messages_go() {
+        let t = DateTime::parse_from_rfc3339("2026-12-05T10:31:20.100Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let endpoints: Vec<String> = (0..5).map(|i| ids::id_at("ep", t, i)).collect();
+        let events: Vec<String> = (0..20).map(|i| ids::id_at("evt", t, 100 + i)).collect();
+        let deliveries: Vec<(String, String)> = events
+            .iter()
+            .flat_map(|e| {
+                endpoints
+                    .iter()
+                    .map(move |ep| (e.clone(), crate::delivery::delivery_id(ep, e)))
+            })
+            .collect();
+        let items: Vec<(&str, &str, &str)> = deliveries
+            .iter()
+            .map(|(e, d)| ("o", e.as_str(), d.as_str()))
+            .collect();
+        let keys = assign_notes(&items);
+        for window in keys.windows(10) {
+            let mut named: Vec<&String> = window.iter().collect();
+            named.sort();
+            named.dedup();
+            assert!(named.len() <= 2, "{named:?}");
+        }
+        // Each note but the last is full, and keys go in sending order.
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for k in &keys {
+            match counts.last_mut() {
+                Some((last, n)) if last == k => *n += 1,
+                _ => counts.push((k.clone(), 1)),
+            }
+        }
+        let sizes: Vec<usize> = counts.iter().map(|(_, n)| *n).collect();
+        assert_eq!(
+            sizes,
+            [NOTE_CAPACITY, NOTE_CAPACITY, 100 - 2 * NOTE_CAPACITY]
+        );
     }
 
     #[test]
