@@ -330,6 +330,7 @@ async fn measure(
     let fanout_cpu = (cpu_time() - cpu).as_secs_f64();
     let fanout = counter.snapshot();
     let fanout_query_units = counter.query_read_units();
+    let fanout_batch_units = counter.batch_get_read_units();
     let indexed_after_fanout = index_entries(&plain.dynamodb, names).await?;
     counter.reset();
 
@@ -377,6 +378,7 @@ async fn measure(
     let send_seconds = t0.elapsed().as_secs_f64();
     let send = counter.snapshot();
     let send_query_units = counter.query_read_units();
+    let send_batch_units = counter.batch_get_read_units();
     let indexed_after_send = index_entries(&plain.dynamodb, names).await?;
     gateway.stop().await;
 
@@ -460,20 +462,12 @@ async fn measure(
         + count(&send, "UpdateItem") as f64 * units(delivery_final, 1024.0)
         + count(&send, "PutItem") as f64 * units(delivery_final, 1024.0)
         + other(&pipeline, Kind::DynamoWrite);
-    // The fan-out reads the records of the deliveries of events too old
-    // to be noted before creating them (BatchGetItem, strongly
-    // consistent): one unit per key asked for, found or not, at most 100
-    // keys a request and one per delivery. A young event's deliveries
-    // are not read (only their notes), so the usual batch makes none.
-    let fanout_reads = (count(&fanout, "BatchGetItem") as f64 * 100.0).min(n);
     // Its Queries: one of the org's endpoints per call, and its reads of
     // notes: before queueing, one per minute of the events, and after
     // writing its notes, one confirming read per org. Each is billed by
     // the items it read, which the request counter measures from its
     // response (the notes between 2 s before its events' first second and
-    // their last). The sender reads the notes of its batch's deliveries
-    // without a record: one BatchGetItem beside its read of the
-    // deliveries, about one note each.
+    // their last).
     let endpoint_queries = fanout_invocations.min(count(&fanout, "Query") as usize) as f64;
     let note_queries = count(&fanout, "Query") as f64 - endpoint_queries;
     let mean_note = if notes.is_empty() {
@@ -481,13 +475,16 @@ async fn measure(
     } else {
         note_bytes / notes.len() as f64
     };
-    let sender_note_reads = (count(&send, "BatchGetItem") as f64 - sender_invocations).max(0.0);
     let query_units = fanout_query_units + send_query_units;
-    let rru = fanout_reads
-        + n * units(delivery_pending, 4096.0)
+    // The BatchGetItems, measured from what each asked and found (each key
+    // billed as a GetItem): the fan-out's reads of the records of events
+    // too old to be noted (the usual batch makes none), and the sender's
+    // reads of its batch's records (eventually consistent for the first
+    // receives of noted messages, `sender::batch_read`) and notes.
+    let batch_units = fanout_batch_units + send_batch_units;
+    let rru = batch_units
         + count(&send, "GetItem") as f64 * units(endpoint_size, 4096.0)
         + query_units
-        + sender_note_reads * units(mean_note, 4096.0)
         + count(&fanout, "GetItem") as f64
         + other(&pipeline, Kind::DynamoRead);
     let publish_wru = count(&publish, "PutItem") as f64 * units(event_size, 1024.0);
@@ -559,8 +556,9 @@ async fn measure(
         mean_note
     );
     println!(
-        "    Queries: {endpoint_queries} of endpoints, {note_queries} of notes; {:.3} RRU per delivery, measured from what each read",
-        query_units / n
+        "    Queries: {endpoint_queries} of endpoints, {note_queries} of notes; {:.3} RRU per delivery; BatchGetItems {:.3} RRU per delivery; both measured from what each read",
+        query_units / n,
+        batch_units / n
     );
     for ((s, o), v) in &pipeline {
         println!("    {s}.{o}: {v} ({:.4} per delivery)", *v as f64 / n);

@@ -186,3 +186,35 @@ async fn recover_and_cancel_read_a_bounded_part_per_call_and_recover_goes_on() {
         "the pending ones are past this call's reads"
     );
 }
+
+/// The request counter bills a `BatchGetItem` per key asked, found or
+/// not, and half when eventually consistent: the sender's first receives
+/// of noted messages read their records so (`sender::batch_read`), and
+/// the cost benchmark measures it. The eventually consistent read really
+/// asks DynamoDB for `ConsistentRead=false`.
+#[tokio::test]
+async fn a_batch_read_is_billed_per_key_and_half_when_eventually_consistent() {
+    let backend = MotoBackend::new("batch-units").await;
+    let counter = RequestCounter::new();
+    let counted: Adapters = backend.counted_adapters(&counter).await;
+    let ep = ids::new_id("ep");
+    let made = seed(&backend, &ep, std::iter::once(DeliveryStatus::Delivered)).await;
+    let mut asked = vec![made[0].id.clone()];
+    for _ in 0..3 {
+        asked.push(webhooks_domain::delivery::delivery_id(
+            &ep,
+            &ids::new_id("evt"),
+        ));
+    }
+    let mut units = Vec::new();
+    for eventually in [false, true] {
+        counter.reset();
+        let read = match eventually {
+            false => counted.deliveries.get_many(&asked).await,
+            true => counted.deliveries.get_many_eventually(&asked).await,
+        };
+        assert_eq!(read.expect("read").len(), 1, "eventually {eventually}");
+        units.push(counter.batch_get_read_units());
+    }
+    assert_eq!(units, vec![4.0, 2.0]);
+}
