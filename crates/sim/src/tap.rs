@@ -208,6 +208,17 @@ struct DeliveryTap {
     taps: Taps,
 }
 
+impl DeliveryTap {
+    /// Records read by this Lambda: the fan-out's and the sweeper's are
+    /// remembered for the invocation ([`remember`]).
+    fn read(&self, found: Vec<Delivery>) -> Vec<Delivery> {
+        if matches!(self.role, Role::FanOut | Role::Sweeper) {
+            remember(&found);
+        }
+        found
+    }
+}
+
 #[async_trait]
 impl DeliveryStore for DeliveryTap {
     async fn create_if_absent(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
@@ -256,19 +267,13 @@ impl DeliveryStore for DeliveryTap {
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
         self.taps.wait(self.role).await;
         let found = self.inner.get_many(delivery_ids).await?;
-        if matches!(self.role, Role::FanOut | Role::Sweeper) {
-            remember(&found);
-        }
-        Ok(found)
+        Ok(self.read(found))
     }
 
     async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
         self.taps.wait(self.role).await;
         let found = self.inner.get_many_eventually(delivery_ids).await?;
-        if matches!(self.role, Role::FanOut | Role::Sweeper) {
-            remember(&found);
-        }
-        Ok(found)
+        Ok(self.read(found))
     }
 
     async fn lease(

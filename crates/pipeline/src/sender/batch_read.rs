@@ -88,7 +88,7 @@ impl Sender {
     /// batch's notes' error, for the messages that needed them.
     pub(super) async fn read_batch<'a>(
         &self,
-        jobs: impl Iterator<Item = &'a Job<'a>> + Clone,
+        jobs: impl Iterator<Item = &'a Job<'a>>,
     ) -> Result<BatchRead, BackendError> {
         let (first, others): (Vec<&Job<'_>>, Vec<&Job<'_>>) =
             jobs.partition(|j| first_receive_of_noted(j));
