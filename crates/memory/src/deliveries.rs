@@ -160,15 +160,6 @@ impl MemoryDeliveryStore {
         *lock(&self.lagging_reads) = Some(LaggingReads::new(lag));
     }
 
-    /// How many records `get_many_eventually` left out since the last
-    /// call (none unless reads lag).
-    pub fn take_read_lag_missed(&self) -> usize {
-        lock(&self.lagging_reads)
-            .as_mut()
-            .map(LaggingReads::take_missed)
-            .unwrap_or_default()
-    }
-
     /// What `overdue` showed since the last call that the table did not
     /// say (nothing unless the index lags).
     pub fn take_index_lag_seen(&self) -> LagSeen {

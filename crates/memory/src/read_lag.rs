@@ -21,8 +21,6 @@ pub(crate) struct LaggingReads {
     visible_at: HashMap<String, DateTime<Utc>>,
     /// The same, in creation order, for letting go of them.
     order: VecDeque<(DateTime<Utc>, String)>,
-    /// Records left out since the last [`LaggingReads::take_missed`].
-    missed: usize,
 }
 
 impl LaggingReads {
@@ -32,7 +30,6 @@ impl LaggingReads {
             lag,
             visible_at: HashMap::new(),
             order: VecDeque::new(),
-            missed: 0,
         }
     }
 
@@ -52,16 +49,7 @@ impl LaggingReads {
     /// Whether an eventually consistent read at `now` leaves `id` out.
     pub fn hides(&mut self, id: &str, now: DateTime<Utc>) -> bool {
         self.forget_seen(now);
-        let hidden = self.visible_at.get(id).is_some_and(|at| *at > now);
-        if hidden {
-            self.missed += 1;
-        }
-        hidden
-    }
-
-    /// How many records reads left out since the last call.
-    pub fn take_missed(&mut self) -> usize {
-        std::mem::take(&mut self.missed)
+        self.visible_at.get(id).is_some_and(|at| *at > now)
     }
 
     /// Lets go of the oldest creations every read sees by `now` (those
@@ -104,8 +92,6 @@ mod tests {
         assert!(!reads.hides("b", t0), "never created here: read as it is");
         assert!(!reads.hides("a", at), "seen from its time on");
         assert!(reads.visible_at.is_empty() && reads.order.is_empty());
-        assert_eq!(reads.take_missed(), 1);
-        assert_eq!(reads.take_missed(), 0);
     }
 
     #[test]
