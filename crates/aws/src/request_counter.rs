@@ -191,12 +191,7 @@ pub fn batch_get_read_units(
         .map(|i| item_size(i).div_ceil(4096).max(1))
         .sum();
     let missing = asked.saturating_sub(items.len()) as u64;
-    let units = (found + missing) as f64;
-    if consistent {
-        units
-    } else {
-        units / 2.0
-    }
+    billed(found + missing, consistent)
 }
 
 /// What DynamoDB bills a Query that read `items`: their sizes summed and
@@ -204,7 +199,13 @@ pub fn batch_get_read_units(
 /// consistent.
 pub fn query_read_units(items: &[HashMap<String, AttributeValue>], consistent: bool) -> f64 {
     let bytes: u64 = items.iter().map(item_size).sum();
-    let units = bytes.div_ceil(4096).max(1) as f64;
+    billed(bytes.div_ceil(4096).max(1), consistent)
+}
+
+/// `units` of strongly consistent reads as billed: half when eventually
+/// consistent.
+fn billed(units: u64, consistent: bool) -> f64 {
+    let units = units as f64;
     if consistent {
         units
     } else {

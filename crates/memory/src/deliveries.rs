@@ -160,6 +160,23 @@ impl MemoryDeliveryStore {
         *lock(&self.lagging_reads) = Some(LaggingReads::new(lag));
     }
 
+    /// The records of `delivery_ids` that exist; `eventually`: as an
+    /// eventually consistent read sees them (without those its lag hides,
+    /// when modelled).
+    fn read_many(&self, delivery_ids: &[String], eventually: bool) -> Vec<Delivery> {
+        let ds = lock(&self.deliveries);
+        // The strong read takes neither the lag's lock nor the clock.
+        let mut lagging = eventually.then(|| (lock(&self.lagging_reads), self.clock.now()));
+        delivery_ids
+            .iter()
+            .filter(|id| match lagging.as_mut() {
+                Some((reads, now)) => reads.as_mut().is_none_or(|r| !r.hides(id, *now)),
+                None => true,
+            })
+            .filter_map(|id| key_of(id).and_then(|k| ds.get(&k).cloned()))
+            .collect()
+    }
+
     /// What `overdue` showed since the last call that the table did not
     /// say (nothing unless the index lags).
     pub fn take_index_lag_seen(&self) -> LagSeen {
@@ -333,22 +350,11 @@ impl DeliveryStore for MemoryDeliveryStore {
     }
 
     async fn get_many(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
-        let ds = lock(&self.deliveries);
-        Ok(delivery_ids
-            .iter()
-            .filter_map(|id| key_of(id).and_then(|k| ds.get(&k).cloned()))
-            .collect())
+        Ok(self.read_many(delivery_ids, false))
     }
 
     async fn get_many_eventually(&self, delivery_ids: &[String]) -> Result<Vec<Delivery>> {
-        let ds = lock(&self.deliveries);
-        let mut lagging = lock(&self.lagging_reads);
-        let now = self.clock.now();
-        Ok(delivery_ids
-            .iter()
-            .filter(|id| lagging.as_mut().is_none_or(|r| !r.hides(id, now)))
-            .filter_map(|id| key_of(id).and_then(|k| ds.get(&k).cloned()))
-            .collect())
+        Ok(self.read_many(delivery_ids, true))
     }
 
     async fn lease(

@@ -427,6 +427,15 @@ async fn a_copy_standing_for_a_message_its_note_does_not_name_gives_way() {
     }
 }
 
+/// `copy` (one message) handed to a sender: finished, after the one POST,
+/// the delivery delivered by it.
+async fn the_copy_delivers_once(w: &World, copy: &[ReceivedMessage]) {
+    let (sender, posts) = counting_sender(w);
+    assert_eq!(sender.process_batch(copy).await, vec![MessageOutcome::Done]);
+    assert_eq!(posts.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    delivered_once_by(w, &copy[0]).await;
+}
+
 /// The redrive net's copy of the message the note names stands for it:
 /// the note names it, so the copy creates the record first and delivers.
 #[tokio::test(start_paused = true)]
@@ -441,13 +450,7 @@ async fn a_redriven_copy_of_the_notes_message_creates_the_record_and_delivers() 
         .unwrap();
     let copy = queue.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(copy.len(), 1);
-    let (sender, posts) = counting_sender(&w);
-    assert_eq!(
-        sender.process_batch(&copy).await,
-        vec![MessageOutcome::Done]
-    );
-    assert_eq!(posts.0.load(std::sync::atomic::Ordering::SeqCst), 1);
-    delivered_once_by(&w, &copy[0]).await;
+    the_copy_delivers_once(&w, &copy).await;
 }
 
 /// `w`'s store from now on: its eventually consistent reads do not see
@@ -459,8 +462,9 @@ fn reads_lag_ten_seconds(w: &World) {
             usual: Duration::from_secs(10),
             slow_rate: 0.0,
             longest: Duration::ZERO,
-            // The draw of the lag is 10 s x a unit draw: a seed whose first
-            // draw is over a half, so the lag outlasts this test's steps.
+            // The lag is 10 s x a draw in [0, 1): the test's steps run at
+            // the creation's virtual instant, so any draw above zero outlasts
+            // them (the lagging case's POST assertion fails otherwise).
             seed: 1,
         });
 }
@@ -561,13 +565,7 @@ async fn a_renewed_copy_owning_a_record_made_a_moment_ago_finds_it() {
     let copy = queue.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!((copy.len(), copy[0].receive_count), (1, 1));
     assert_eq!(copy[0].message_id, copy_id);
-    let (sender, posts) = counting_sender(&w);
-    assert_eq!(
-        sender.process_batch(&copy).await,
-        vec![MessageOutcome::Done]
-    );
-    assert_eq!(posts.0.load(std::sync::atomic::Ordering::SeqCst), 1);
-    delivered_once_by(&w, &copy[0]).await;
+    the_copy_delivers_once(&w, &copy).await;
 }
 
 #[tokio::test(start_paused = true)]

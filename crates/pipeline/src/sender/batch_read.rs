@@ -62,12 +62,12 @@ fn note_key(job: &Job<'_>) -> Option<(String, String)> {
         .map(|k| (job.task.org_id.clone(), k.clone()))
 }
 
-/// Whether `notes` hold a note that names `job`'s message for its delivery.
-fn named(notes: &Notes, job: &Job<'_>) -> bool {
-    let note = note_key(job).and_then(|k| notes.get(&k));
+/// Whether `notes` hold the note `key` and it names `job`'s message for
+/// its delivery.
+fn named(notes: &Notes, key: &(String, String), job: &Job<'_>) -> bool {
     !matches!(
         NoteSeen::of(
-            note,
+            notes.get(key),
             &job.task.delivery_id,
             &job.message.message_id,
             job.task.stands_for.as_deref(),
@@ -76,7 +76,7 @@ fn named(notes: &Notes, job: &Job<'_>) -> bool {
     )
 }
 
-fn ids<'a>(jobs: impl IntoIterator<Item = &'a Job<'a>>) -> Vec<String> {
+fn ids<'a, 'b: 'a>(jobs: impl IntoIterator<Item = &'a Job<'b>>) -> Vec<String> {
     jobs.into_iter()
         .map(|j| j.task.delivery_id.clone())
         .collect()
@@ -90,18 +90,29 @@ impl Sender {
         &self,
         jobs: impl Iterator<Item = &'a Job<'a>>,
     ) -> Result<BatchRead, BackendError> {
-        let (first, others): (Vec<&Job<'_>>, Vec<&Job<'_>>) =
-            jobs.partition(|j| first_receive_of_noted(j));
-        let first_keys: Vec<(String, String)> = first.iter().filter_map(|j| note_key(j)).collect();
+        // Each first receive with its note's key (it names one), built once.
+        let mut first: Vec<(&Job<'_>, (String, String))> = Vec::new();
+        let mut others: Vec<&Job<'_>> = Vec::new();
+        for job in jobs {
+            match note_key(job).filter(|_| first_receive_of_noted(job)) {
+                Some(key) => first.push((job, key)),
+                None => others.push(job),
+            }
+        }
+        let first_keys: Vec<(String, String)> = first.iter().map(|(_, k)| k.clone()).collect();
         let (recorded, first_notes) = futures::join!(
             self.records(ids(others.iter().copied()), false),
             self.read_notes(first_keys),
         );
         let mut deliveries = recorded?;
 
-        let (eventual, strong): (Vec<&Job<'_>>, Vec<&Job<'_>>) = first
+        let (eventual, strong): (Vec<_>, Vec<_>) = first
             .iter()
-            .partition(|j| first_notes.as_ref().is_ok_and(|n| named(n, j)));
+            .partition(|(j, key)| first_notes.as_ref().is_ok_and(|n| named(n, key, j)));
+        let (eventual, strong) = (
+            eventual.into_iter().map(|(j, _)| *j),
+            strong.into_iter().map(|(j, _)| *j),
+        );
         let other_keys: Vec<(String, String)> = others
             .iter()
             .filter(|j| !deliveries.contains_key(&j.task.delivery_id))
