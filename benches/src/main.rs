@@ -2,9 +2,9 @@
 //! figures; `all` runs every one it can and writes them as JSON.
 //! BENCHMARKS.md says how to run them and what they showed.
 
-// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+// mimalloc, set up by `webhooks_alloc::small_pages` first thing in `main`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: webhooks_alloc::MiMalloc = webhooks_alloc::MiMalloc;
 
 mod aws_requests;
 mod cold_start;
@@ -488,6 +488,7 @@ fn print(v: &Value) {
 }
 
 fn main() -> anyhow::Result<()> {
+    webhooks_alloc::small_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Receiver(a) => receiver::run(a.port, a.threads),

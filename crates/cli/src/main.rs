@@ -1,8 +1,8 @@
 //! `webhooks`: the local runner and its tools.
 
-// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+// mimalloc, set up by `webhooks_alloc::small_pages` first thing in `main`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: webhooks_alloc::MiMalloc = webhooks_alloc::MiMalloc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -359,6 +359,7 @@ fn check_listen(listen: SocketAddr, jwt_secret: &str) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() {
+    webhooks_alloc::small_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev(*args).await,

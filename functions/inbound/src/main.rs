@@ -1,13 +1,14 @@
 //! Lambda `inbound`: the Stripe, Twilio and WhatsApp webhook routes.
 
-// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+// mimalloc, set up by `webhooks_alloc::small_pages` first thing in `main`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: webhooks_alloc::MiMalloc = webhooks_alloc::MiMalloc;
 
 use webhooks_fn_inbound::{Inbound, InboundConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
+    webhooks_alloc::small_pages();
     webhooks_aws::init_lambda_logging();
     let aws = webhooks_aws::sdk_config().await;
     let config = InboundConfig::from_env(

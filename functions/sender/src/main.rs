@@ -1,11 +1,12 @@
 //! Lambda `sender`: the delivery queue (SQS), with partial batch failures.
 
-// mimalloc: glibc's malloc was 26-29 % of the pipeline's CPU (BENCHMARKS.md).
+// mimalloc, set up by `webhooks_alloc::small_pages` first thing in `main`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: webhooks_alloc::MiMalloc = webhooks_alloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
+    webhooks_alloc::small_pages();
     webhooks_aws::init_lambda_logging();
     let aws = webhooks_aws::sdk_config().await;
     let adapters = webhooks_aws::adapters::from_env(&aws)?;
