@@ -25,7 +25,8 @@
 //! deliveries are gone and makes them again).
 
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use webhooks_domain::{Delivery, DeliveryStatus};
 use webhooks_ports::table_retention::RECORD_DAYS;
 
@@ -153,7 +154,9 @@ pub(crate) struct Removed {
 #[derive(Default)]
 pub(crate) struct DeliveryExpiry {
     /// Each delivery's `expires_at`.
-    expires: HashMap<DeliveryKey, DateTime<Utc>>,
+    /// (FxHash: the ids are the system's own, and SipHash was the cost of
+    /// every write here.)
+    expires: FxHashMap<DeliveryKey, DateTime<Utc>>,
     /// The pending deliveries by when they expire: exact, and small (few
     /// deliveries are pending at once).
     pending: BTreeSet<(DateTime<Utc>, DeliveryKey)>,

@@ -8,7 +8,8 @@
 use crate::deliveries::MAX_ITEM_BYTES;
 use crate::expiry::Retention;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use webhooks_domain::queued::{noted_ranges, QueuedNote};
 use webhooks_ports::{BackendError, NotesPage};
 
@@ -24,7 +25,8 @@ pub(crate) struct Notes {
     /// going through every note of the range (`webhooks dev` at thousands
     /// of deliveries a second in one org). By org first, so that a lookup
     /// borrows its keys instead of building them.
-    by_delivery: HashMap<String, HashMap<String, Vec<String>>>,
+    /// FxHash, as the expiry's map: ids the system made.
+    by_delivery: FxHashMap<String, FxHashMap<String, Vec<String>>>,
 }
 
 /// The size DynamoDB counts for a note's item, at most: each attribute's
@@ -352,7 +354,7 @@ mod tests {
     impl Notes {
         /// The (org, delivery) pairs indexed.
         fn indexed(&self) -> usize {
-            self.by_delivery.values().map(HashMap::len).sum()
+            self.by_delivery.values().map(FxHashMap::len).sum()
         }
     }
 

@@ -6,6 +6,7 @@ pub use behaviour::{QueueEvent, QueueWatch, SqsBehaviour};
 use crate::chance::Chance;
 use crate::sync::lock;
 use async_trait::async_trait;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,9 +59,9 @@ struct State {
     /// neither deleted nor visible again.
     in_flight: BTreeSet<(Instant, u64)>,
     fairness: fair::Fairness,
-    receipts: HashMap<String, u64>,
+    receipts: FxHashMap<String, u64>,
     /// Receipts of earlier receives of messages still queued.
-    stale: HashMap<String, u64>,
+    stale: FxHashMap<String, u64>,
     next_id: u64,
     next_receipt: u64,
     behaviour: SqsBehaviour,
@@ -76,8 +77,8 @@ impl Default for State {
             by_tenant: HashMap::new(),
             in_flight: BTreeSet::new(),
             fairness: fair::Fairness::default(),
-            receipts: HashMap::new(),
-            stale: HashMap::new(),
+            receipts: FxHashMap::default(),
+            stale: FxHashMap::default(),
             next_id: 0,
             next_receipt: 0,
             behaviour: SqsBehaviour::default(),
