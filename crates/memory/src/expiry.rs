@@ -153,10 +153,10 @@ pub(crate) struct Removed {
 /// TTL removes a delivery pending or not, as DynamoDB's does.
 #[derive(Default)]
 pub(crate) struct DeliveryExpiry {
-    /// Each delivery's `expires_at`.
+    /// Each delivery's `expires_at`, and whether `pending` holds it.
     /// (FxHash: the ids are the system's own, and SipHash was the cost of
     /// every write here.)
-    expires: FxHashMap<DeliveryKey, DateTime<Utc>>,
+    expires: FxHashMap<DeliveryKey, Expiry>,
     /// The pending deliveries by when they expire: exact, and small (few
     /// deliveries are pending at once).
     pending: BTreeSet<(DateTime<Utc>, DeliveryKey)>,
@@ -166,11 +166,26 @@ pub(crate) struct DeliveryExpiry {
     finished: ExpiryQueue<DeliveryKey>,
 }
 
+/// A delivery's `expires_at`, and whether it is in the pending set: a
+/// delivery never pending (nearly all of them: created delivered) is then
+/// not looked for there, which took a copy of its key each time.
+#[derive(Clone, Copy)]
+struct Expiry {
+    at: DateTime<Utc>,
+    pending: bool,
+}
+
 impl DeliveryExpiry {
     /// Notes `key`'s delivery's new `expires_at`, and whether it is pending.
     pub fn set(&mut self, key: &DeliveryKey, expires: DateTime<Utc>, pending: bool) {
-        if let Some(old) = self.expires.insert(key.clone(), expires) {
-            self.pending.remove(&(old, key.clone()));
+        let new = Expiry {
+            at: expires,
+            pending,
+        };
+        if let Some(old) = self.expires.insert(key.clone(), new) {
+            if old.pending {
+                self.pending.remove(&(old.at, key.clone()));
+            }
         }
         if pending {
             self.pending.insert((expires, key.clone()));
@@ -187,9 +202,12 @@ impl DeliveryExpiry {
         retention: &Retention,
         now: DateTime<Utc>,
     ) -> Removed {
-        if let Some(at) = self.expires.get(key).copied() {
-            self.pending.remove(&(at, key.clone()));
-            self.finished.push(at, key.clone());
+        if let Some(e) = self.expires.get_mut(key) {
+            if e.pending {
+                e.pending = false;
+                self.pending.remove(&(e.at, key.clone()));
+            }
+            self.finished.push(e.at, key.clone());
         }
         self.expire(deliveries, retention, now, EXPIRY_BUDGET)
     }
@@ -221,7 +239,7 @@ impl DeliveryExpiry {
             let finished = deliveries
                 .get(&key)
                 .is_some_and(|d| d.status != DeliveryStatus::Pending);
-            if finished && expires.get(&key).is_some_and(|at| *at <= now) {
+            if finished && expires.get(&key).is_some_and(|e| e.at <= now) {
                 deliveries.remove(&key);
                 expires.remove(&key);
             }
