@@ -48,6 +48,8 @@ pub const MIN_DEFER: Duration = Duration::from_secs(1);
 /// at once instead of a second later; one that does not costs each batch
 /// holding its messages this much, and only until its first POST has run
 /// [`DEFAULT_SLOW_AFTER`] (it is slow then, and deferred without a wait).
+/// No message waits while another org has work in the process
+/// ([`OTHER_ORG_WINDOW`]): the poller it would hold is theirs to use.
 pub const FIRST_ANSWER_WAIT: Duration = Duration::from_millis(500);
 /// The longest deferral by the slow lane: a message comes back at least
 /// this often to find a free slot.
@@ -350,7 +352,9 @@ impl Limits {
                         let delay = lane.defer_slow(cap, self.config.slow_after, instant);
                         return Admission::Defer { delay, reason };
                     }
-                    if reason == DeferReason::SlowLane {
+                    // Waiting holds a poller (a Lambda environment's batch):
+                    // only while no other org has work here to use it.
+                    if reason == DeferReason::SlowLane && !others_active {
                         return Admission::SlowStart { delay: MIN_DEFER };
                     }
                     return Admission::Defer {
@@ -633,6 +637,29 @@ mod tests {
         let t = Instant::now();
         assert!(limits.first_answer(&ep.id, FIRST_ANSWER_WAIT).await);
         assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_another_org_at_work_the_slow_start_defers_at_once() {
+        let limits = Limits::new(LaneConfig::capped(), 10);
+        let ep = endpoint(None);
+        let mut other = endpoint(None);
+        other.org_id = "other".into();
+        drop(go(limits.admit("o", 0, false, &other, t0())));
+        let two = |round: &str| -> Vec<Permit> {
+            (0..2)
+                .map(|i| go(limits.admit(&format!("{round}{i}"), 0, false, &ep, t0())))
+                .collect()
+        };
+        let first = two("m");
+        let (delay, reason) = deferred(limits.admit("m2", 0, false, &ep, t0()));
+        assert_eq!((delay, reason), (MIN_DEFER, DeferReason::SlowLane));
+        // Once the other org has been quiet for the window, it waits again
+        // (those two POSTs were never made: the endpoint is still new).
+        drop(first);
+        tokio::time::advance(OTHER_ORG_WINDOW).await;
+        let _again = two("n");
+        held(limits.admit("n2", 0, false, &ep, t0()));
     }
 
     #[tokio::test(start_paused = true)]
