@@ -304,58 +304,6 @@ async fn a_slow_endpoint_over_its_cap_is_deferred_without_an_attempt_then_delive
     assert_eq!(d.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), [1]);
 }
 
-/// A batch of ten messages for an endpoint new to the sender, whose first
-/// two POSTs (the slow start's) are answered as `first`, under the default
-/// slow lane: how many messages were finished, and the POSTs received.
-async fn burst_to_a_new_endpoint(first: Reply) -> (usize, usize) {
-    let rx = Receiver::start(move |n, _| {
-        if n < 2 {
-            first.clone()
-        } else {
-            Reply::Status(204)
-        }
-    })
-    .await;
-    let w = world_with_lanes(
-        "1h",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
-        LaneConfig::default(),
-    );
-    let ep = w.endpoint(rx.url("/")).await;
-    for _ in 0..10 {
-        w.enqueue(&ep).await;
-    }
-    let outcomes = w.run_once().await;
-    let done = outcomes
-        .iter()
-        .filter(|o| **o == MessageOutcome::Done)
-        .count();
-    (done, rx.count())
-}
-
-#[tokio::test]
-async fn a_burst_for_a_new_endpoint_goes_on_at_its_first_answer() {
-    // The slow start holds all but two until a POST has ended; the rest
-    // wait in the batch for that answer instead of coming back a second
-    // later.
-    assert_eq!(burst_to_a_new_endpoint(Reply::Status(204)).await, (10, 10));
-}
-
-#[tokio::test]
-async fn a_new_endpoint_slower_than_the_wait_is_held_to_the_slow_start() {
-    let slower = webhooks_pipeline::sender::limits::FIRST_ANSWER_WAIT + Duration::from_millis(500);
-    // Its first POSTs outlast the wait: those two finish, the eight held
-    // are deferred without an attempt.
-    assert_eq!(
-        burst_to_a_new_endpoint(Reply::Delay(slower, 204)).await,
-        (2, 2)
-    );
-}
-
 #[tokio::test]
 async fn a_delivery_carries_every_contract_header() {
     let rx = Receiver::always(204).await;

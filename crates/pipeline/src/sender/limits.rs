@@ -20,7 +20,6 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use webhooks_domain::delivery::STUCK_AFTER;
 use webhooks_domain::{Delivery, Endpoint};
@@ -42,15 +41,6 @@ pub const OTHER_ORG_WINDOW: Duration = Duration::from_secs(30);
 pub const DEFAULT_SLOW_AFTER: Duration = Duration::from_secs(2);
 /// The shortest deferral.
 pub const MIN_DEFER: Duration = Duration::from_secs(1);
-/// How long a message held by the slow start waits in the process for its
-/// endpoint's first answer before it is deferred ([`Admission::SlowStart`]).
-/// A receiver that answers within it is known fast, and the burst goes on
-/// at once instead of a second later; one that does not costs each batch
-/// holding its messages this much, and only until its first POST has run
-/// [`DEFAULT_SLOW_AFTER`] (it is slow then, and deferred without a wait).
-/// No message waits while another org has work in the process
-/// ([`OTHER_ORG_WINDOW`]): the poller it would hold is theirs to use.
-pub const FIRST_ANSWER_WAIT: Duration = Duration::from_millis(500);
 /// The longest deferral by the slow lane: a message comes back at least
 /// this often to find a free slot.
 pub const MAX_SLOW_DEFER: Duration = Duration::from_secs(300);
@@ -150,11 +140,6 @@ pub enum Admission {
         delay: Duration,
         reason: DeferReason,
     },
-    /// Held by the slow start: no POST to the endpoint has ended yet and
-    /// it has its cap in flight. Wait for its first answer
-    /// ([`Limits::first_answer`]) and ask again, or hide it for `delay`
-    /// (the slow lane's deferral).
-    SlowStart { delay: Duration },
 }
 
 /// The per-endpoint limits of one sender process.
@@ -164,8 +149,6 @@ pub struct Limits {
     /// re-hides) under which it may still be deferred ([`deferral_budget`]).
     budget: u32,
     state: Arc<Mutex<State>>,
-    /// Woken when an endpoint's first POST ends ([`Limits::first_answer`]).
-    answered: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -259,34 +242,6 @@ impl Limits {
             config,
             budget,
             state: Arc::default(),
-            answered: Arc::default(),
-        }
-    }
-
-    /// Waits up to `within` for a POST to `endpoint_id` to end, if none
-    /// has: whether one has by then. What a message held by the slow start
-    /// ([`Admission::SlowStart`]) waits for before asking again.
-    pub async fn first_answer(&self, endpoint_id: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            // Registered before the check, so an answer between the two
-            // still wakes it.
-            let answered = self.answered.notified();
-            tokio::pin!(answered);
-            answered.as_mut().enable();
-            let known = self
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .endpoints
-                .get(endpoint_id)
-                .is_some_and(|lane| lane.average.is_some());
-            if known {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, answered).await.is_err() {
-                return false;
-            }
         }
     }
 
@@ -348,19 +303,12 @@ impl Limits {
             };
             if let (true, Some(reason)) = (in_slow_lane, reason) {
                 if may_defer {
-                    if slow {
-                        let delay = lane.defer_slow(cap, self.config.slow_after, instant);
-                        return Admission::Defer { delay, reason };
-                    }
-                    // Waiting holds a poller (a Lambda environment's batch):
-                    // only while no other org has work here to use it.
-                    if reason == DeferReason::SlowLane && !others_active {
-                        return Admission::SlowStart { delay: MIN_DEFER };
-                    }
-                    return Admission::Defer {
-                        delay: MIN_DEFER,
-                        reason,
+                    let delay = if slow {
+                        lane.defer_slow(cap, self.config.slow_after, instant)
+                    } else {
+                        MIN_DEFER
                     };
+                    return Admission::Defer { delay, reason };
                 }
                 tracing::warn!(
                     extra_receives,
@@ -398,7 +346,6 @@ impl Limits {
         });
         Admission::Go(Permit {
             state: self.state.clone(),
-            answered: self.answered.clone(),
             endpoint_id: endpoint.id.clone(),
             org_slot,
             number,
@@ -413,7 +360,6 @@ impl Limits {
 #[derive(Debug)]
 pub struct Permit {
     state: Arc<Mutex<State>>,
-    answered: Arc<Notify>,
     endpoint_id: String,
     /// The org whose slow-lane share this POST holds, if it holds one.
     org_slot: Option<String>,
@@ -455,15 +401,10 @@ impl Drop for Permit {
             }
             // Recent POSTs weigh most: a slow endpoint that answers quickly
             // again leaves the slow lane within a few POSTs.
-            let first = lane.average.is_none();
             lane.average = Some(match lane.average {
                 None => took,
                 Some(a) => a.mul_f64(0.6) + took.mul_f64(0.4),
             });
-            drop(state);
-            if first {
-                self.answered.notify_waiters();
-            }
         }
     }
 }
@@ -574,14 +515,7 @@ mod tests {
     fn deferred(a: Admission) -> (Duration, DeferReason) {
         match a {
             Admission::Defer { delay, reason } => (delay, reason),
-            other => panic!("expected a deferral, got {other:?}"),
-        }
-    }
-
-    fn held(a: Admission) -> Duration {
-        match a {
-            Admission::SlowStart { delay } => delay,
-            other => panic!("expected the slow start to hold it, got {other:?}"),
+            Admission::Go(_) => panic!("expected a deferral"),
         }
     }
 
@@ -592,74 +526,14 @@ mod tests {
         // Slow start: two at once until a POST has ended...
         let first = go(limits.admit("first", 0, false, &ep, t0()));
         let _second = go(limits.admit("second", 0, false, &ep, t0()));
-        assert_eq!(held(limits.admit("third", 0, false, &ep, t0())), MIN_DEFER);
+        let (delay, reason) = deferred(limits.admit("third", 0, false, &ep, t0()));
+        assert_eq!((delay, reason), (MIN_DEFER, DeferReason::SlowLane));
         // ... and no cap once one ended quickly.
         first.posted();
         let permits: Vec<Permit> = (0..50)
             .map(|i| go(limits.admit(&format!("m{i}"), 0, false, &ep, t0())))
             .collect();
         assert_eq!(permits.len(), 50);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_message_held_by_the_slow_start_goes_on_at_the_first_answer() {
-        let limits = Arc::new(Limits::new(LaneConfig::capped(), 10));
-        let ep = endpoint(None);
-        let first = go(limits.admit("a", 0, false, &ep, t0()));
-        let _second = go(limits.admit("b", 0, false, &ep, t0()));
-        held(limits.admit("c", 0, false, &ep, t0()));
-        // No answer within the wait: the message is deferred after it.
-        let t = Instant::now();
-        assert!(!limits.first_answer(&ep.id, FIRST_ANSWER_WAIT).await);
-        assert_eq!(t.elapsed(), FIRST_ANSWER_WAIT);
-        // An answer during the wait ends it at once...
-        let waiter = {
-            let limits = limits.clone();
-            let id = ep.id.clone();
-            tokio::spawn(async move {
-                let t = Instant::now();
-                let answered = limits.first_answer(&id, FIRST_ANSWER_WAIT).await;
-                (answered, t.elapsed())
-            })
-        };
-        tokio::task::yield_now().await;
-        tokio::time::advance(Duration::from_millis(100)).await;
-        first.posted();
-        let (answered, waited) = waiter.await.expect("the waiter");
-        assert!(answered);
-        assert_eq!(waited, Duration::from_millis(100));
-        // ... and a fast endpoint is capped no more.
-        let burst: Vec<Permit> = (0..20)
-            .map(|i| go(limits.admit(&format!("m{i}"), 0, false, &ep, t0())))
-            .collect();
-        assert_eq!(burst.len(), 20);
-        // Once known, there is nothing to wait for.
-        let t = Instant::now();
-        assert!(limits.first_answer(&ep.id, FIRST_ANSWER_WAIT).await);
-        assert_eq!(t.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn with_another_org_at_work_the_slow_start_defers_at_once() {
-        let limits = Limits::new(LaneConfig::capped(), 10);
-        let ep = endpoint(None);
-        let mut other = endpoint(None);
-        other.org_id = "other".into();
-        drop(go(limits.admit("o", 0, false, &other, t0())));
-        let two = |round: &str| -> Vec<Permit> {
-            (0..2)
-                .map(|i| go(limits.admit(&format!("{round}{i}"), 0, false, &ep, t0())))
-                .collect()
-        };
-        let first = two("m");
-        let (delay, reason) = deferred(limits.admit("m2", 0, false, &ep, t0()));
-        assert_eq!((delay, reason), (MIN_DEFER, DeferReason::SlowLane));
-        // Once the other org has been quiet for the window, it waits again
-        // (those two POSTs were never made: the endpoint is still new).
-        drop(first);
-        tokio::time::advance(OTHER_ORG_WINDOW).await;
-        let _again = two("n");
-        held(limits.admit("n2", 0, false, &ep, t0()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -814,7 +688,7 @@ mod tests {
             .collect();
         // Far past the budget, a never-attempted delivery still waits:
         // its message is renewed before SQS's redrive.
-        held(limits.admit("first", 25, true, &ep, t0()));
+        deferred(limits.admit("first", 25, true, &ep, t0()));
         // A retry out of deferrals is sent over the cap.
         drop(go(limits.admit("retry", 3, false, &ep, t0())));
     }

@@ -582,48 +582,29 @@ impl Sender {
         };
         // Over its endpoint's limits, the message waits, before the lease:
         // no attempt is taken, nothing written.
-        // `now` moves on if the message waited for its endpoint's first
-        // answer: what follows is decided at the time it goes on.
-        let (permit, now) = if endpoint.enabled {
+        let permit = if endpoint.enabled {
             // Receives beyond this one and one per earlier attempt.
             let extra_receives = job
                 .message
                 .receive_count
                 .saturating_sub(delivery.attempt_count.saturating_add(1));
-            // Renewed before its receives run short (renew.rs).
-            let first_attempt = renew::copy_carries_on(delivery, &job.message.message_id, now);
-            // Copies of one delivery's message (a requeue, a renewal, SQS's
-            // own) hold one place in its endpoint's line.
-            let admit = |now| {
-                self.limits
-                    .admit(&delivery.id, extra_receives, first_attempt, endpoint, now)
-            };
-            let mut admission = admit(now);
-            let mut now = now;
-            // Held only because the endpoint is new to this process: its
-            // first answer, if it comes soon, tells whether to hold it.
-            if matches!(admission, limits::Admission::SlowStart { .. })
-                && self
-                    .limits
-                    .first_answer(&endpoint.id, limits::FIRST_ANSWER_WAIT)
-                    .await
-            {
-                now = self.clock.now();
-                admission = admit(now);
-            }
-            match admission {
-                limits::Admission::Go(permit) => (Some(permit), now),
+            match self.limits.admit(
+                // Copies of one delivery's message (a requeue, a renewal,
+                // SQS's own) hold one place in its endpoint's line.
+                &delivery.id,
+                extra_receives,
+                // Renewed before its receives run short (renew.rs).
+                renew::copy_carries_on(delivery, &job.message.message_id, now),
+                endpoint,
+                now,
+            ) {
+                limits::Admission::Go(permit) => Some(permit),
                 limits::Admission::Defer { delay, reason } => {
                     return Err(self.defer(job, delivery, delay, reason).await)
                 }
-                limits::Admission::SlowStart { delay } => {
-                    return Err(self
-                        .defer(job, delivery, delay, limits::DeferReason::SlowLane)
-                        .await)
-                }
             }
         } else {
-            (None, now)
+            None
         };
         // The first attempt of a delivery this message owns from its
         // creation needs no lease: no other message can take the chain
