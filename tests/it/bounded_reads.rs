@@ -76,9 +76,7 @@ async fn partition(backend: &MotoBackend, delivered: usize) -> String {
 
 #[tokio::test]
 async fn a_filtered_listing_reads_as_much_of_a_big_partition_as_of_a_small_one() {
-    let backend = MotoBackend::new("bounded-list").await;
-    let counter = RequestCounter::new();
-    let counted: Adapters = backend.counted_adapters(&counter).await;
+    let (backend, counter, counted) = counted_backend("bounded-list").await;
     let small = partition(&backend, 10).await;
     let big = partition(&backend, 2 * DELIVERIES_EXAMINED_PER_PAGE + 500).await;
     let mut per_request = Vec::new();
@@ -99,6 +97,15 @@ async fn a_filtered_listing_reads_as_much_of_a_big_partition_as_of_a_small_one()
     );
 }
 
+/// A fresh moto backend, and adapters over it whose every AWS request the
+/// counter records.
+async fn counted_backend(name: &str) -> (MotoBackend, RequestCounter, Adapters) {
+    let backend = MotoBackend::new(name).await;
+    let counter = RequestCounter::new();
+    let counted = backend.counted_adapters(&counter).await;
+    (backend, counter, counted)
+}
+
 /// The requeue use cases over `adapters`.
 fn requeue(adapters: &Adapters) -> Requeue {
     Requeue::new(
@@ -111,9 +118,7 @@ fn requeue(adapters: &Adapters) -> Requeue {
 
 #[tokio::test]
 async fn recover_and_cancel_read_a_bounded_part_per_call_and_recover_goes_on() {
-    let backend = MotoBackend::new("bounded-requeue").await;
-    let counter = RequestCounter::new();
-    let counted: Adapters = backend.counted_adapters(&counter).await;
+    let (backend, counter, counted) = counted_backend("bounded-requeue").await;
     // Three dead-lettered deliveries (their events stored, so they can be
     // sent again) and three pending ones, older than thousands delivered.
     let ep = ids::new_id("ep");
@@ -194,9 +199,7 @@ async fn recover_and_cancel_read_a_bounded_part_per_call_and_recover_goes_on() {
 /// asks DynamoDB for `ConsistentRead=false`.
 #[tokio::test]
 async fn a_batch_read_is_billed_per_key_and_half_when_eventually_consistent() {
-    let backend = MotoBackend::new("batch-units").await;
-    let counter = RequestCounter::new();
-    let counted: Adapters = backend.counted_adapters(&counter).await;
+    let (backend, counter, counted) = counted_backend("batch-units").await;
     let ep = ids::new_id("ep");
     let made = seed(&backend, &ep, std::iter::once(DeliveryStatus::Delivered)).await;
     let mut asked = vec![made[0].id.clone()];
