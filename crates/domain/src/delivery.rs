@@ -225,12 +225,23 @@ pub fn delivery_id(endpoint_id: &str, event_id: &str) -> String {
 
 /// The endpoint and event ids inside a delivery id, if it has the right shape.
 pub fn parse_delivery_id(id: &str) -> Option<(String, String)> {
+    let (ep, evt) = delivery_id_bodies(id)?;
+    Some((format!("ep_{ep}"), format!("evt_{evt}")))
+}
+
+/// The 26-character body of a delivery's event id (what follows `evt_`),
+/// read from the delivery's id without a copy, when the id is one.
+pub fn event_body_of_delivery(id: &str) -> Option<&str> {
+    delivery_id_bodies(id).map(|(_, evt)| evt)
+}
+
+/// The bodies of a delivery id's endpoint and event ids.
+fn delivery_id_bodies(id: &str) -> Option<(&str, &str)> {
     let rest = id.strip_prefix("dlv_")?;
     if rest.len() != 52 || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
-    let (ep, evt) = rest.split_at(26);
-    Some((format!("ep_{ep}"), format!("evt_{evt}")))
+    Some(rest.split_at(26))
 }
 
 /// A queued instruction to attempt a delivery. It carries the payload, so

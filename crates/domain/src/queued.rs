@@ -188,9 +188,37 @@ pub fn listed(notes: &[QueuedNote], wanted: &[String]) -> Vec<String> {
 /// under it.
 pub fn minute_of_event(event_id: &str) -> String {
     match ids::made_at(event_id, "evt") {
-        Some(t) => t.format("%Y%m%d%H%M").to_string(),
+        Some(t) => minute_text(t),
         None => "x".to_string(),
     }
+}
+
+/// `t`'s minute as `YYYYMMDDHHMM`, what `t.format("%Y%m%d%H%M")` writes,
+/// without parsing the format each time (the fan-out and the sender name
+/// an event's minute for every delivery they note or look up).
+pub fn minute_text(t: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let Ok(year) = u32::try_from(t.year()) else {
+        return t.format("%Y%m%d%H%M").to_string();
+    };
+    if year > 9999 {
+        // chrono writes a sign before a year of five digits.
+        return t.format("%Y%m%d%H%M").to_string();
+    }
+    let mut text = String::with_capacity(12);
+    for (value, digits) in [
+        (year, 4),
+        (t.month(), 2),
+        (t.day(), 2),
+        (t.hour(), 2),
+        (t.minute(), 2),
+    ] {
+        for place in (0..digits).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            text.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+        }
+    }
+    text
 }
 
 /// The minute of a delivery's event, from the delivery's id.
@@ -229,21 +257,48 @@ pub fn note_key(minute: &str, second: u32, digest: &str, part: usize) -> String 
 /// from [`NOTE_SPAN_SECS`] before their first second to their last.
 pub fn noted_ranges(delivery_ids: &[String]) -> Vec<(String, String)> {
     use std::collections::BTreeMap;
-    let mut seconds: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    // First and last second per minute of the events (`None`: an event id
+    // that carries no time, minute `x`, second 0). A batch's deliveries
+    // come event by event, so an event's time is decoded once, and no
+    // id is copied.
+    let mut minutes: BTreeMap<Option<i64>, (u32, u32)> = BTreeMap::new();
+    let mut last: Option<(&str, Option<i64>)> = None;
     for id in delivery_ids {
-        let Some((_, event_id)) = crate::delivery::parse_delivery_id(id) else {
+        let Some(event) = crate::delivery::event_body_of_delivery(id) else {
             continue;
         };
-        let second = second_of_event(&event_id);
-        seconds
-            .entry(minute_of_event(&event_id))
+        let millis = match last {
+            Some((body, millis)) if body == event => millis,
+            _ => ids::body_millis(event)
+                .filter(|ms| DateTime::<Utc>::from_timestamp_millis(*ms).is_some()),
+        };
+        last = Some((event, millis));
+        let (minute, second) = match millis {
+            Some(ms) => (
+                Some(ms.div_euclid(60_000)),
+                u32::try_from(ms.rem_euclid(60_000) / 1000).unwrap_or(0),
+            ),
+            None => (None, 0),
+        };
+        minutes
+            .entry(minute)
             .and_modify(|(a, b)| {
                 *a = (*a).min(second);
                 *b = (*b).max(second);
             })
             .or_insert((second, second));
     }
-    seconds
+    let mut ranges: Vec<(String, (u32, u32))> = minutes
+        .into_iter()
+        .map(|(minute, seconds)| {
+            let text = minute
+                .and_then(|m| DateTime::<Utc>::from_timestamp(m.checked_mul(60)?, 0))
+                .map_or_else(|| "x".to_string(), minute_text);
+            (text, seconds)
+        })
+        .collect();
+    ranges.sort_unstable();
+    ranges
         .into_iter()
         .map(|(minute, (first, last))| {
             (
@@ -552,5 +607,88 @@ mod tests {
         assert_eq!(ranges.len(), 1);
         assert!(keys[11].as_str() > ranges[0].1.as_str());
         assert!(keys[4].as_str() < ranges[0].0.as_str());
+    }
+
+    /// `noted_ranges` as first written: every id parsed and every time
+    /// formatted with chrono's `%Y%m%d%H%M`.
+    fn noted_ranges_by_chrono(delivery_ids: &[String]) -> Vec<(String, String)> {
+        use std::collections::BTreeMap;
+        let mut seconds: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+        for id in delivery_ids {
+            let Some((_, event_id)) = crate::delivery::parse_delivery_id(id) else {
+                continue;
+            };
+            let at = ids::made_at(&event_id, "evt");
+            let minute = at.map_or_else(|| "x".to_string(), |t| t.format("%Y%m%d%H%M").to_string());
+            let second = at.map_or(0, |t| chrono::Timelike::second(&t));
+            seconds
+                .entry(minute)
+                .and_modify(|(a, b)| {
+                    *a = (*a).min(second);
+                    *b = (*b).max(second);
+                })
+                .or_insert((second, second));
+        }
+        seconds
+            .into_iter()
+            .map(|(minute, (first, last))| {
+                (
+                    format!("{minute}#{:02}", first.saturating_sub(NOTE_SPAN_SECS)),
+                    format!("{minute}#{last:02}/"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_minute_is_written_as_chrono_writes_it() {
+        let mut times: Vec<DateTime<Utc>> =
+            [0_i64, 59_999, 60_000, 951_782_400_000, 4_102_444_799_999]
+                .iter()
+                .filter_map(|ms| DateTime::from_timestamp_millis(*ms))
+                .collect();
+        // The last millisecond a ULID carries is in the year 10889.
+        times.extend(DateTime::from_timestamp_millis((1_i64 << 48) - 1));
+        times.extend(DateTime::from_timestamp_millis(253_402_300_799_999));
+        times.extend(DateTime::from_timestamp_millis(253_402_300_800_000));
+        for _ in 0..2000 {
+            let ms = rand::random::<u64>() % (1_u64 << 48);
+            times.extend(DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()));
+        }
+        for t in times {
+            assert_eq!(minute_text(t), t.format("%Y%m%d%H%M").to_string(), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_noted_ranges_are_those_chrono_gave() {
+        // Batches of events at random times over a few minutes, each
+        // event's deliveries together, with ids that carry no time and ids
+        // that are no delivery's mixed in.
+        for round in 0..200 {
+            let base = 1_700_000_000_000_i64 + round * 7_919;
+            let mut ids: Vec<String> = Vec::new();
+            for _ in 0..(round % 40 + 1) {
+                let at = DateTime::from_timestamp_millis(
+                    base + i64::from(rand::random::<u32>() % 240_000),
+                )
+                .unwrap();
+                let event = ids::id_at("evt", at, rand::random::<u128>());
+                for _ in 0..(round % 5 + 1) {
+                    let endpoint = ids::new_id("ep");
+                    ids.push(crate::delivery::delivery_id(&endpoint, &event));
+                }
+            }
+            if round % 7 == 0 {
+                // A body of the right shape that is no ULID (`u`).
+                ids.push(format!("dlv_{}", "u".repeat(52)));
+                ids.push("not a delivery".to_string());
+            }
+            assert_eq!(
+                noted_ranges(&ids),
+                noted_ranges_by_chrono(&ids),
+                "round {round}"
+            );
+        }
     }
 }
