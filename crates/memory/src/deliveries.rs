@@ -9,6 +9,7 @@ use crate::read_lag::LaggingReads;
 use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
@@ -319,13 +320,17 @@ fn key_of(delivery_id: &str) -> Option<(String, String)> {
 #[async_trait]
 impl DeliveryStore for MemoryDeliveryStore {
     async fn create_if_absent(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
-        let key = (delivery.endpoint_id.clone(), delivery.event_id.clone());
         let mut ds = lock(&self.deliveries);
-        if let Some(existing) = ds.get(&key) {
-            return Ok(Some(existing.clone()));
-        }
-        refuse_oversized(delivery)?;
-        ds.insert(key.clone(), delivery.clone());
+        // One search of the table, whether the record is there or not.
+        let key = match ds.entry((delivery.endpoint_id.clone(), delivery.event_id.clone())) {
+            Entry::Occupied(existing) => return Ok(Some(existing.get().clone())),
+            Entry::Vacant(slot) => {
+                refuse_oversized(delivery)?;
+                let key = slot.key().clone();
+                slot.insert(delivery.clone());
+                key
+            }
+        };
         if let Some(reads) = lock(&self.lagging_reads).as_mut() {
             reads.created(&delivery.id, self.clock.now());
         }
