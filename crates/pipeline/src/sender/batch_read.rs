@@ -29,18 +29,18 @@
 
 use super::unrecorded::NoteSeen;
 use super::{Job, Sender};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use webhooks_domain::queued::QueuedNote;
 use webhooks_domain::Delivery;
 use webhooks_ports::BackendError;
 
 /// A note by (org, key).
-pub(super) type Notes = HashMap<(String, String), QueuedNote>;
+pub(super) type Notes = FxHashMap<(String, String), QueuedNote>;
 
 /// What a batch read.
 pub(super) struct BatchRead {
     /// The records found, by delivery id.
-    pub deliveries: HashMap<String, Delivery>,
+    pub deliveries: FxHashMap<String, Delivery>,
     /// The notes named by the messages whose delivery has no record.
     pub notes: Result<Notes, BackendError>,
 }
@@ -141,7 +141,7 @@ impl Sender {
         &self,
         ids: Vec<String>,
         eventually: bool,
-    ) -> Result<HashMap<String, Delivery>, BackendError> {
+    ) -> Result<FxHashMap<String, Delivery>, BackendError> {
         let found = match (ids.is_empty(), eventually) {
             (true, _) => Vec::new(),
             (false, true) => self.deliveries.get_many_eventually(&ids).await?,
@@ -153,7 +153,7 @@ impl Sender {
     /// The notes of `keys`; no request for none.
     async fn read_notes(&self, keys: Vec<(String, String)>) -> Result<Notes, BackendError> {
         if keys.is_empty() {
-            return Ok(Notes::new());
+            return Ok(Notes::default());
         }
         let notes = self.deliveries.notes(&keys).await?;
         Ok(notes

@@ -17,7 +17,7 @@
 use super::rate::TokenBucket;
 use super::{Job, MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -153,9 +153,9 @@ pub struct Limits {
 
 #[derive(Default)]
 struct State {
-    endpoints: HashMap<String, Lane>,
+    endpoints: FxHashMap<String, Lane>,
     /// Slow-lane POSTs in flight per org.
-    orgs: HashMap<String, u32>,
+    orgs: FxHashMap<String, u32>,
     /// The org whose message last reached the limits, and when; and the
     /// last other org before it: together, when any org other than a given
     /// one last had work here.
@@ -189,7 +189,7 @@ impl State {
 /// What is known of one endpoint.
 struct Lane {
     /// POSTs in flight, by number, and when each started.
-    in_flight: HashMap<u64, Instant>,
+    in_flight: FxHashMap<u64, Instant>,
     /// Recent POSTs' duration, averaged (`None` before the first ends).
     average: Option<Duration>,
     /// When the last message the slow lane deferred was told to come back.
@@ -201,7 +201,7 @@ struct Lane {
 impl Lane {
     fn new(now: Instant) -> Self {
         Lane {
-            in_flight: HashMap::new(),
+            in_flight: FxHashMap::default(),
             average: None,
             line: None,
             bucket: None,

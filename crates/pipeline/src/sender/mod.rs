@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::Instrument;
@@ -358,7 +358,7 @@ impl Sender {
 
         // The batch's records, and the notes of those without one
         // (`batch_read`: two rounds of reads at once).
-        let delivery_of: HashMap<usize, String> = jobs
+        let delivery_of: FxHashMap<usize, String> = jobs
             .iter()
             .map(|(i, j)| (*i, j.task.delivery_id.clone()))
             .collect();
@@ -371,9 +371,9 @@ impl Sender {
                 }
                 self.renew_worn(
                     messages,
-                    &HashMap::new(),
+                    &FxHashMap::default(),
                     &delivery_of,
-                    &HashSet::new(),
+                    &FxHashSet::default(),
                     false,
                     &mut outcomes,
                 )
@@ -411,7 +411,7 @@ impl Sender {
         // are finished with when the kept one is known to own the chain;
         // otherwise (no owner here, or a note that could not be read) they
         // are left for their next receive, where their own read decides.
-        let mut kept: HashMap<String, (usize, bool)> = HashMap::new();
+        let mut kept: FxHashMap<String, (usize, bool)> = FxHashMap::default();
         for (slot, (_, job)) in jobs.iter().enumerate() {
             // The chain's owner: the record's, or the one its note names.
             let owner = deliveries
@@ -451,7 +451,7 @@ impl Sender {
             .collect();
         keys.sort();
         keys.dedup();
-        let endpoints: HashMap<String, Result<Option<Endpoint>, BackendError>> =
+        let endpoints: FxHashMap<String, Result<Option<Endpoint>, BackendError>> =
             join_all(keys.into_iter().map(|(org, id)| async move {
                 let r = self.endpoints.get(&org, &id).await;
                 (id, r)
@@ -471,7 +471,7 @@ impl Sender {
         .await;
         // The messages that took their delivery's lease here hold its retry
         // chain now, whatever the read before said.
-        let mut leased: HashSet<usize> = HashSet::new();
+        let mut leased: FxHashSet<usize> = FxHashSet::default();
         for ((i, _), (outcome, took_lease)) in jobs.iter().zip(results) {
             outcomes[*i] = outcome;
             if took_lease {

@@ -27,7 +27,7 @@
 
 use super::{MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Duration;
 use webhooks_domain::{Delivery, DeliveryTask};
 use webhooks_ports::queue_settings::{MAX_RECEIVE_COUNT, QUEUE_RETENTION_SECS};
@@ -91,9 +91,9 @@ impl Sender {
     pub(super) async fn renew_worn(
         &self,
         messages: &[ReceivedMessage],
-        deliveries: &HashMap<String, Delivery>,
-        delivery_of: &HashMap<usize, String>,
-        leased: &HashSet<usize>,
+        deliveries: &FxHashMap<String, Delivery>,
+        delivery_of: &FxHashMap<usize, String>,
+        leased: &FxHashSet<usize>,
         read: bool,
         outcomes: &mut [MessageOutcome],
     ) {

@@ -14,7 +14,7 @@
 use super::Sender;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use webhooks_domain::stats::{bucket_hour, StatsDelta};
@@ -22,7 +22,7 @@ use webhooks_domain::Delivery;
 use webhooks_ports::queue_limits::MAX_BATCH_ENTRIES;
 use webhooks_ports::AttemptUpdate;
 
-type Buckets = HashMap<(String, DateTime<Utc>), StatsDelta>;
+type Buckets = FxHashMap<(String, DateTime<Utc>), StatsDelta>;
 
 /// Deltas not yet written, by (endpoint, bucket hour), and when the oldest
 /// of them was counted.
@@ -51,7 +51,7 @@ impl Tally {
         let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match state.since {
             Some(since) if due(since) => std::mem::take(&mut *state).buckets,
-            _ => Buckets::new(),
+            _ => Buckets::default(),
         }
     }
 }
