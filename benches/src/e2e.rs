@@ -143,6 +143,27 @@ impl Pass {
     }
 }
 
+/// The most of the ceiling a pipeline pass with `endpoints` per event
+/// could reach on this machine, whatever the pipeline did, as measured in
+/// the same run: every core busy, and the pipeline spending nothing but
+/// the publisher's request for each event (as the publisher spent),
+/// accepting it as cheaply as the bare receiver answers a POST (as the
+/// ceiling's receiver spent), and each delivery's POST as the ceiling's
+/// (its client's CPU, and its receiver's answer as in this pass). No
+/// fan-out, store, queue or check costs anything here, so a real pipeline
+/// stays below it. `None` without the publisher's CPU (an in-process
+/// publisher's is the pipeline's).
+fn bound(p: &Pass, c: &Pass, endpoints: usize) -> Option<f64> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let publisher = p.publisher_cpu_seconds?;
+    let per_delivery_ms = publisher * 1000.0 / p.count as f64
+        + c.receiver_cpu_per_1000() / endpoints.max(1) as f64
+        + c.cpu_per_1000()
+        + p.receiver_cpu_per_1000();
+    let most_per_s = cores * 1000.0 / per_delivery_ms;
+    Some(most_per_s / c.per_second()).filter(|b| b.is_finite())
+}
+
 /// Runs every endpoint count `runs` times, pipeline then ceiling, and
 /// returns the medians as JSON.
 pub async fn run(opts: &Options) -> anyhow::Result<Value> {
@@ -187,6 +208,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
                 c.receiver_cpu_per_1000(),
                 c.total_cpu_per_1000(),
             );
+            if let Some(b) = bound(&p, &c, e) {
+                println!(
+                    "    bound: with every core busy and the pipeline spending only the publish request (accepted as cheaply as the bare receiver answers) and the ceiling's POST, at most {b:.2} of the ceiling"
+                );
+            }
             pipeline.push(p);
             ceiling.push(c);
         }
@@ -200,6 +226,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
             .iter()
             .zip(&ceiling)
             .map(|(p, c)| p.cpu_per_1000() / c.cpu_per_1000())
+            .collect();
+        let bounds: Vec<f64> = pipeline
+            .iter()
+            .zip(&ceiling)
+            .filter_map(|(p, c)| bound(p, c, e))
             .collect();
         let summary = json!({
             "endpoints_per_event": e,
@@ -228,9 +259,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
             "ratio_pipeline_to_ceiling": round(median(&ratios), 3),
             "each_run_ratio": ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
             "cpu_ratio_pipeline_to_ceiling": round(median(&cpu_ratios), 2),
+            // `bound`: the most any pipeline could reach by this method here.
+            "ratio_bound_requests_only": (!bounds.is_empty()).then(|| round(median(&bounds), 3)),
         });
         println!(
-            "E={e} medians of {} runs: pipeline {} deliveries/s, {} CPU s/1000, peak RSS {} MiB; ceiling {} POST/s, {} CPU s/1000; pipeline/ceiling {} (CPU per delivery x{})",
+            "E={e} medians of {} runs: pipeline {} deliveries/s, {} CPU s/1000, peak RSS {} MiB; ceiling {} POST/s, {} CPU s/1000; pipeline/ceiling {} (CPU per delivery x{}); bound by this method {}",
             opts.runs,
             summary["pipeline"]["deliveries_per_s"],
             summary["pipeline"]["cpu_s_per_1000_deliveries"],
@@ -239,6 +272,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
             summary["ceiling"]["cpu_s_per_1000_posts"],
             summary["ratio_pipeline_to_ceiling"],
             summary["cpu_ratio_pipeline_to_ceiling"],
+            summary["ratio_bound_requests_only"],
         );
         per_endpoints.push(summary);
     }
