@@ -304,6 +304,71 @@ async fn a_slow_endpoint_over_its_cap_is_deferred_without_an_attempt_then_delive
     assert_eq!(d.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), [1]);
 }
 
+/// A batch of ten messages for an endpoint new to the sender, whose first
+/// two POSTs (the slow start's) are answered as `first`, under `lanes`:
+/// the messages finished, the POSTs received, and how many messages are
+/// visible on the queue at once after the batch.
+async fn burst_to_a_new_endpoint(first: Reply, lanes: LaneConfig) -> (usize, usize, usize) {
+    let rx = Receiver::start(move |n, _| {
+        if n < 2 {
+            first.clone()
+        } else {
+            Reply::Status(204)
+        }
+    })
+    .await;
+    let w = world_with_lanes(
+        "1h",
+        DeliveryClientConfig {
+            request_timeout: Duration::from_secs(5),
+            allow_private: true,
+            static_hosts: HashMap::new(),
+        },
+        lanes,
+    );
+    let ep = w.endpoint(rx.url("/")).await;
+    for _ in 0..10 {
+        w.enqueue(&ep).await;
+    }
+    let done = w
+        .run_once()
+        .await
+        .iter()
+        .filter(|o| **o == MessageOutcome::Done)
+        .count();
+    let visible = w
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("receive")
+        .len();
+    (done, rx.count(), visible)
+}
+
+#[tokio::test]
+async fn a_new_endpoints_first_answer_shows_its_deferred_burst_again_at_once() {
+    // The slow start POSTs two and defers eight; the first answer, in
+    // time, shows the eight again at once instead of after the deferral's
+    // second, and no poller waited for it.
+    assert_eq!(
+        burst_to_a_new_endpoint(Reply::Status(204), LaneConfig::default()).await,
+        (2, 2, 8)
+    );
+}
+
+#[tokio::test]
+async fn a_new_endpoint_answering_slowly_keeps_its_burst_deferred() {
+    // Its first answers take longer than the slow lane's threshold: the
+    // eight deferred stay hidden for their deferral's second (which has
+    // not ended when the batch does).
+    let lanes = LaneConfig {
+        slow_after: Duration::from_millis(500),
+        ..LaneConfig::default()
+    };
+    let slow = Reply::Delay(Duration::from_millis(700), 204);
+    assert_eq!(burst_to_a_new_endpoint(slow, lanes).await, (2, 2, 0));
+}
+
 #[tokio::test]
 async fn a_delivery_carries_every_contract_header() {
     let rx = Receiver::always(204).await;

@@ -44,6 +44,10 @@ pub const MIN_DEFER: Duration = Duration::from_secs(1);
 /// The longest deferral by the slow lane: a message comes back at least
 /// this often to find a free slot.
 pub const MAX_SLOW_DEFER: Duration = Duration::from_secs(300);
+/// Most messages per endpoint kept to be shown again at its first answer
+/// ([`Limits::await_first_answer`]); a burst beyond that comes back after
+/// its deferral, as before.
+const MAX_AWAITING: usize = 1000;
 /// Endpoints remembered before idle ones are forgotten.
 const MAX_REMEMBERED: usize = 10_000;
 /// An endpoint idle this long is forgotten first.
@@ -139,6 +143,10 @@ pub enum Admission {
     Defer {
         delay: Duration,
         reason: DeferReason,
+        /// Deferred by the slow start alone (its endpoint has not answered
+        /// yet): shown again at once if that answer comes in time
+        /// ([`Limits::await_first_answer`]).
+        until_first_answer: bool,
     },
 }
 
@@ -162,6 +170,8 @@ struct State {
     latest: Option<(String, Instant)>,
     latest_other: Option<(String, Instant)>,
     next_post: u64,
+    /// The lane's [`LaneConfig::slow_after`], for the permits.
+    slow_after: Duration,
 }
 
 impl State {
@@ -194,6 +204,9 @@ struct Lane {
     average: Option<Duration>,
     /// When the last message the slow lane deferred was told to come back.
     line: Option<Instant>,
+    /// Messages the slow start deferred (their receipts, and when), to be
+    /// shown again as soon as the endpoint first answers in time.
+    awaiting: Vec<(Instant, String)>,
     bucket: Option<TokenBucket>,
     last_used: Instant,
 }
@@ -204,6 +217,7 @@ impl Lane {
             in_flight: FxHashMap::default(),
             average: None,
             line: None,
+            awaiting: Vec::new(),
             bucket: None,
             last_used: now,
         }
@@ -238,10 +252,14 @@ impl Limits {
     /// Limits as `config` says; a message is deferred only while it has
     /// had fewer than `budget` receives beyond one per attempt.
     pub fn new(config: LaneConfig, budget: u32) -> Self {
+        let state = State {
+            slow_after: config.slow_after,
+            ..State::default()
+        };
         Limits {
             config,
             budget,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
         }
     }
 
@@ -308,7 +326,11 @@ impl Limits {
                     } else {
                         MIN_DEFER
                     };
-                    return Admission::Defer { delay, reason };
+                    return Admission::Defer {
+                        delay,
+                        reason,
+                        until_first_answer: !slow,
+                    };
                 }
                 tracing::warn!(
                     extra_receives,
@@ -328,6 +350,7 @@ impl Limits {
                     return Admission::Defer {
                         delay: wait.max(Duration::from_millis(1)),
                         reason: DeferReason::RateLimit,
+                        until_first_answer: false,
                     };
                 }
                 bucket.forget(key);
@@ -351,9 +374,42 @@ impl Limits {
             number,
             started: instant,
             posted: false,
+            ended: false,
         })
     }
 }
+
+impl Limits {
+    /// Keeps `receipt`, a message of `endpoint_id` that the slow start has
+    /// just hidden ([`Admission::Defer`]'s `until_first_answer`), so that
+    /// the endpoint's first answer, if it comes in time, shows it again at
+    /// once ([`Permit::posted`]) instead of after its deferral. No poller
+    /// waits for that answer. `false`: the endpoint answered in time
+    /// meanwhile, so show the message again now.
+    pub fn await_first_answer(&self, endpoint_id: &str, receipt: &str) -> bool {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(lane) = state.endpoints.get_mut(endpoint_id) else {
+            return true;
+        };
+        if lane.average.is_some() {
+            return lane.is_slow(self.config.slow_after, now);
+        }
+        // Those deferred longer ago are visible again already.
+        lane.awaiting
+            .retain(|(at, _)| now.saturating_duration_since(*at) < MIN_DEFER);
+        if lane.awaiting.len() < MAX_AWAITING {
+            lane.awaiting.push((now, receipt.to_string()));
+        }
+        true
+    }
+}
+
+/// Messages to show again now: the receipts of those the slow start
+/// deferred for an endpoint that has just answered for the first time, in
+/// time ([`Limits::await_first_answer`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Released(pub Vec<String>);
 
 /// A POST's place among its endpoint's in-flight POSTs; dropping it ends
 /// the POST and teaches the lane how long it took.
@@ -367,12 +423,66 @@ pub struct Permit {
     started: Instant,
     /// Whether a POST was made: only then does its time teach the lane.
     posted: bool,
+    /// Whether its place has been given back.
+    ended: bool,
 }
 
 impl Permit {
-    /// The POST was made (and has ended, or been cut off).
-    pub fn posted(mut self) {
+    /// The POST was made (and has ended, or been cut off). If it was the
+    /// endpoint's first answer, and in time, the messages the slow start
+    /// deferred meanwhile are to be shown again now.
+    pub fn posted(mut self) -> Released {
         self.posted = true;
+        self.end()
+    }
+
+    /// Gives the place back, and teaches the lane the POST's time if one
+    /// was made.
+    fn end(&mut self) -> Released {
+        if std::mem::replace(&mut self.ended, true) {
+            return Released::default();
+        }
+        let took = self.started.elapsed();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let slow_after = state.slow_after;
+        if let Some(org) = &self.org_slot {
+            if let Some(n) = state.orgs.get_mut(org) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.orgs.remove(org);
+                }
+            }
+        }
+        let Some(lane) = state.endpoints.get_mut(&self.endpoint_id) else {
+            return Released::default();
+        };
+        lane.in_flight.remove(&self.number);
+        if !self.posted {
+            return Released::default();
+        }
+        let first = lane.average.is_none();
+        // Recent POSTs weigh most: a slow endpoint that answers quickly
+        // again leaves the slow lane within a few POSTs.
+        lane.average = Some(match lane.average {
+            None => took,
+            Some(a) => a.mul_f64(0.6) + took.mul_f64(0.4),
+        });
+        if !first {
+            return Released::default();
+        }
+        let awaiting = std::mem::take(&mut lane.awaiting);
+        if took >= slow_after {
+            // Slow: they come back after their deferral, to the slow lane.
+            return Released::default();
+        }
+        let now = Instant::now();
+        Released(
+            awaiting
+                .into_iter()
+                .filter(|(at, _)| now.saturating_duration_since(*at) < MIN_DEFER)
+                .map(|(_, receipt)| receipt)
+                .collect(),
+        )
     }
 }
 
@@ -384,28 +494,7 @@ impl std::fmt::Debug for State {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let took = self.started.elapsed();
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(org) = &self.org_slot {
-            if let Some(n) = state.orgs.get_mut(org) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    state.orgs.remove(org);
-                }
-            }
-        }
-        if let Some(lane) = state.endpoints.get_mut(&self.endpoint_id) {
-            lane.in_flight.remove(&self.number);
-            if !self.posted {
-                return;
-            }
-            // Recent POSTs weigh most: a slow endpoint that answers quickly
-            // again leaves the slow lane within a few POSTs.
-            lane.average = Some(match lane.average {
-                None => took,
-                Some(a) => a.mul_f64(0.6) + took.mul_f64(0.4),
-            });
-        }
+        self.end();
     }
 }
 
@@ -418,15 +507,22 @@ impl Sender {
         delivery: &Delivery,
         delay: Duration,
         reason: DeferReason,
+        until_first_answer: bool,
     ) -> MessageOutcome {
         let hide = delay.min(job.hide_limit());
         self.metrics.deferred(reason.as_str());
         self.note_long_wait(job, delivery, hide).await;
-        match self
-            .queue
-            .change_visibility(&job.message.receipt_handle, hide)
-            .await
-        {
+        let receipt = &job.message.receipt_handle;
+        match self.queue.change_visibility(receipt, hide).await {
+            Ok(())
+                if until_first_answer
+                    && !self
+                        .limits
+                        .await_first_answer(&delivery.endpoint_id, receipt) =>
+            {
+                // The endpoint answered in time while it was being hidden.
+                self.release(Released(vec![receipt.clone()])).await;
+            }
             Ok(()) => tracing::info!(
                 reason = reason.as_str(),
                 deferred_ms = u64::try_from(hide.as_millis()).unwrap_or(u64::MAX),
@@ -438,6 +534,32 @@ impl Sender {
             }
         }
         MessageOutcome::Retry
+    }
+
+    /// Shows again at once the messages the slow start deferred for an
+    /// endpoint that has now answered in time. A receipt that is no longer
+    /// current (the message came back and was received again) is refused
+    /// by the queue, and the message goes on as it is.
+    pub(super) async fn release(&self, released: Released) {
+        if released.0.is_empty() {
+            return;
+        }
+        let count = released.0.len();
+        let shown = futures::future::join_all(
+            released
+                .0
+                .iter()
+                .map(|receipt| self.queue.change_visibility(receipt, Duration::ZERO)),
+        )
+        .await
+        .into_iter()
+        .filter(Result::is_ok)
+        .count();
+        tracing::info!(
+            count,
+            shown,
+            "the endpoint answered in time; the messages its slow start deferred are shown again"
+        );
     }
 
     /// A retry deferred past the time the reconciler would take its
@@ -514,7 +636,7 @@ mod tests {
 
     fn deferred(a: Admission) -> (Duration, DeferReason) {
         match a {
-            Admission::Defer { delay, reason } => (delay, reason),
+            Admission::Defer { delay, reason, .. } => (delay, reason),
             Admission::Go(_) => panic!("expected a deferral"),
         }
     }
@@ -534,6 +656,74 @@ mod tests {
             .map(|i| go(limits.admit(&format!("m{i}"), 0, false, &ep, t0())))
             .collect();
         assert_eq!(permits.len(), 50);
+    }
+
+    /// A slow-start deferral's answer: the delay, and whether it waits for
+    /// the endpoint's first answer.
+    fn slow_start(a: Admission) -> (Duration, DeferReason, bool) {
+        match a {
+            Admission::Defer {
+                delay,
+                reason,
+                until_first_answer,
+            } => (delay, reason, until_first_answer),
+            Admission::Go(_) => panic!("expected a deferral"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_answer_in_time_shows_the_slow_starts_deferrals_again() {
+        let limits = Limits::new(LaneConfig::capped(), 10);
+        let ep = endpoint(None);
+        let first = go(limits.admit("first", 0, false, &ep, t0()));
+        let second = go(limits.admit("second", 0, false, &ep, t0()));
+        for i in 0..3 {
+            assert_eq!(
+                slow_start(limits.admit(&format!("held{i}"), 0, false, &ep, t0())),
+                (MIN_DEFER, DeferReason::SlowLane, true)
+            );
+            assert!(limits.await_first_answer(&ep.id, &format!("r{i}")));
+        }
+        // A deferral older than the shortest is back on the queue already.
+        tokio::time::advance(MIN_DEFER).await;
+        assert!(limits.await_first_answer(&ep.id, "r3"));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(first.posted(), Released(vec!["r3".to_string()]));
+        // Known now: a message hidden meanwhile is to be shown at once,
+        // and the next answer shows nothing.
+        assert!(!limits.await_first_answer(&ep.id, "late"));
+        assert_eq!(second.posted(), Released::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_answer_out_of_time_shows_nothing_again() {
+        let limits = Limits::new(LaneConfig::capped(), 10);
+        let ep = endpoint(None);
+        let first = go(limits.admit("first", 0, false, &ep, t0()));
+        let _second = go(limits.admit("second", 0, false, &ep, t0()));
+        let _ = slow_start(limits.admit("held", 0, false, &ep, t0()));
+        assert!(limits.await_first_answer(&ep.id, "r"));
+        tokio::time::advance(DEFAULT_SLOW_AFTER).await;
+        assert_eq!(first.posted(), Released::default());
+        // Slow: once its two slots are taken again, its deferrals are the
+        // slow lane's, kept to the end.
+        let _third = go(limits.admit("held2", 0, false, &ep, t0()));
+        let (_, reason, until_first_answer) =
+            slow_start(limits.admit("held3", 0, false, &ep, t0()));
+        assert_eq!((reason, until_first_answer), (DeferReason::SlowLane, false));
+        assert!(limits.await_first_answer(&ep.id, "r2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_deferral_does_not_wait_for_an_answer() {
+        let limits = Limits::new(LaneConfig::uncapped(), 10);
+        let ep = endpoint(Some(1));
+        let _a = go(limits.admit("a", 0, false, &ep, t0()));
+        let (_, reason, until_first_answer) = slow_start(limits.admit("b", 0, false, &ep, t0()));
+        assert_eq!(
+            (reason, until_first_answer),
+            (DeferReason::RateLimit, false)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -557,7 +747,7 @@ mod tests {
         let _other = go(limits.admit("o", 0, false, &other, t0()));
         let _other2 = go(limits.admit("o2", 0, false, &other, t0()));
         // The slow POSTs end: its average keeps it slow, capped at two.
-        first.into_iter().for_each(Permit::posted);
+        first.into_iter().for_each(|p| drop(p.posted()));
         let a = go(limits.admit("m5", 0, false, &slow, t0()));
         let b = go(limits.admit("m6", 0, false, &slow, t0()));
         deferred(limits.admit("m7", 0, false, &slow, t0()));

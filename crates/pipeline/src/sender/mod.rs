@@ -599,8 +599,14 @@ impl Sender {
                 now,
             ) {
                 limits::Admission::Go(permit) => Some(permit),
-                limits::Admission::Defer { delay, reason } => {
-                    return Err(self.defer(job, delivery, delay, reason).await)
+                limits::Admission::Defer {
+                    delay,
+                    reason,
+                    until_first_answer,
+                } => {
+                    return Err(self
+                        .defer(job, delivery, delay, reason, until_first_answer)
+                        .await)
                 }
             }
         } else {
@@ -699,7 +705,7 @@ impl Sender {
             }
         };
         if let Some(permit) = permit {
-            permit.posted();
+            self.release(permit.posted()).await;
         }
         let step = next_step(
             prepared.number,
