@@ -54,12 +54,17 @@ pub enum PublisherMode {
 
 /// The publisher of one pass, wherever it runs.
 enum Publishing {
+    /// In-process, not started yet.
+    Waiting(publisher::Job),
     Task(tokio::task::JoinHandle<anyhow::Result<f64>>),
     Child(PublisherProcess),
 }
 
 impl Publishing {
-    fn start(opts: &Options, base_url: &str) -> anyhow::Result<Self> {
+    /// Ready to publish (a child started and its client built; a task is
+    /// spawned at [`Publishing::go`]), so the pass's clock need not count
+    /// a process's start.
+    fn ready(opts: &Options, base_url: &str) -> anyhow::Result<Self> {
         let job = publisher::Job {
             base_url: base_url.to_string(),
             events: opts.events,
@@ -68,11 +73,23 @@ impl Publishing {
             route: opts.publish_route,
         };
         Ok(match opts.publisher {
-            PublisherMode::Process => Publishing::Child(PublisherProcess::spawn(&job)?),
-            PublisherMode::InProcess => {
-                Publishing::Task(tokio::spawn(async move { publisher::publish(&job).await }))
-            }
+            PublisherMode::Process => Publishing::Child(PublisherProcess::spawn_ready(&job)?),
+            PublisherMode::InProcess => Publishing::Waiting(job),
         })
+    }
+
+    /// Publishing starts.
+    fn go(&mut self) -> anyhow::Result<()> {
+        match self {
+            Publishing::Child(child) => child.go(),
+            Publishing::Waiting(job) => {
+                let job = job.clone();
+                *self =
+                    Publishing::Task(tokio::spawn(async move { publisher::publish(&job).await }));
+                Ok(())
+            }
+            Publishing::Task(_) => Ok(()),
+        }
     }
 
     /// `None` while publishing; then its seconds and, for a child, its CPU
@@ -86,7 +103,7 @@ impl Publishing {
                 Ok(r) => r.map(|s| (s, None)).context("publishing events"),
                 Err(e) => Err(anyhow::anyhow!("the publisher panicked: {e}")),
             }),
-            Publishing::Task(_) => None,
+            Publishing::Task(_) | Publishing::Waiting(_) => None,
         }
     }
 
@@ -94,6 +111,7 @@ impl Publishing {
         match self {
             Publishing::Task(task) => task.abort(),
             Publishing::Child(child) => drop(child),
+            Publishing::Waiting(_) => {}
         }
     }
 }
@@ -312,6 +330,8 @@ async fn pipeline_pass(
     let expected = opts.events * e;
     let probe = reqwest::Client::builder().no_proxy().build()?;
     let base = receiver.count(&probe).await?;
+    // Started before the clock, as the ceiling's client is built before its.
+    let mut publisher = Publishing::ready(opts, &running.base_url())?;
 
     reset_peak_rss();
     let receiver_cpu0 = process_cpu_time(receiver.pid());
@@ -320,7 +340,7 @@ async fn pipeline_pass(
     // Seconds the publisher took to have every event accepted, and its CPU
     // seconds.
     let mut published: Option<(f64, Option<f64>)> = None;
-    let mut publisher = Publishing::start(opts, &running.base_url())?;
+    publisher.go()?;
     // Wait cheaply on the receiver's count, then confirm in the store that
     // every delivery is recorded `delivered` (scanning the store is costly
     // at 100 000 deliveries, so it is done rarely until the end).
