@@ -18,6 +18,7 @@ use super::rate::TokenBucket;
 use super::{Job, MessageOutcome, Sender};
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,10 +45,12 @@ pub const MIN_DEFER: Duration = Duration::from_secs(1);
 /// The longest deferral by the slow lane: a message comes back at least
 /// this often to find a free slot.
 pub const MAX_SLOW_DEFER: Duration = Duration::from_secs(300);
-/// Most messages per endpoint kept to be shown again at its first answer
-/// ([`Limits::await_first_answer`]); a burst beyond that comes back after
-/// its deferral, as before.
-const MAX_AWAITING: usize = 1000;
+/// Most messages kept, over all endpoints, to be shown again at their
+/// endpoint's first answer ([`Limits::await_first_answer`]); beyond that,
+/// a message comes back after its deferral, as before. Only those hidden
+/// within the last [`MIN_DEFER`] are kept (older ones are visible again),
+/// so the sender's memory for them stays a few MiB whatever the bursts.
+const MAX_AWAITING: usize = 10_000;
 /// Endpoints remembered before idle ones are forgotten.
 const MAX_REMEMBERED: usize = 10_000;
 /// An endpoint idle this long is forgotten first.
@@ -172,6 +175,44 @@ struct State {
     next_post: u64,
     /// The lane's [`LaneConfig::slow_after`], for the permits.
     slow_after: Duration,
+    /// Messages the slow start hid, oldest first, each with its endpoint
+    /// and when: shown again as soon as that endpoint first answers in
+    /// time.
+    awaiting: VecDeque<Awaiting>,
+}
+
+/// A message the slow start hid ([`Limits::await_first_answer`]).
+struct Awaiting {
+    at: Instant,
+    endpoint_id: String,
+    receipt: String,
+}
+
+impl State {
+    /// Forgets the hidden messages that are visible again by now.
+    fn prune_awaiting(&mut self, now: Instant) {
+        while self
+            .awaiting
+            .front()
+            .is_some_and(|a| now.saturating_duration_since(a.at) >= MIN_DEFER)
+        {
+            self.awaiting.pop_front();
+        }
+    }
+
+    /// Takes `endpoint_id`'s hidden messages out: their receipts.
+    fn take_awaiting(&mut self, endpoint_id: &str) -> Vec<String> {
+        let mut receipts = Vec::new();
+        self.awaiting.retain_mut(|a| {
+            if a.endpoint_id == endpoint_id {
+                receipts.push(std::mem::take(&mut a.receipt));
+                false
+            } else {
+                true
+            }
+        });
+        receipts
+    }
 }
 
 impl State {
@@ -204,9 +245,6 @@ struct Lane {
     average: Option<Duration>,
     /// When the last message the slow lane deferred was told to come back.
     line: Option<Instant>,
-    /// Messages the slow start deferred (their receipts, and when), to be
-    /// shown again as soon as the endpoint first answers in time.
-    awaiting: Vec<(Instant, String)>,
     bucket: Option<TokenBucket>,
     last_used: Instant,
 }
@@ -217,7 +255,6 @@ impl Lane {
             in_flight: FxHashMap::default(),
             average: None,
             line: None,
-            awaiting: Vec::new(),
             bucket: None,
             last_used: now,
         }
@@ -377,9 +414,7 @@ impl Limits {
             ended: false,
         })
     }
-}
 
-impl Limits {
     /// Keeps `receipt`, a message of `endpoint_id` that the slow start has
     /// just hidden ([`Admission::Defer`]'s `until_first_answer`), so that
     /// the endpoint's first answer, if it comes in time, shows it again at
@@ -389,17 +424,19 @@ impl Limits {
     pub fn await_first_answer(&self, endpoint_id: &str, receipt: &str) -> bool {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(lane) = state.endpoints.get_mut(endpoint_id) else {
+        state.prune_awaiting(now);
+        let Some(lane) = state.endpoints.get(endpoint_id) else {
             return true;
         };
         if lane.average.is_some() {
             return lane.is_slow(self.config.slow_after, now);
         }
-        // Those deferred longer ago are visible again already.
-        lane.awaiting
-            .retain(|(at, _)| now.saturating_duration_since(*at) < MIN_DEFER);
-        if lane.awaiting.len() < MAX_AWAITING {
-            lane.awaiting.push((now, receipt.to_string()));
+        if state.awaiting.len() < MAX_AWAITING {
+            state.awaiting.push_back(Awaiting {
+                at: now,
+                endpoint_id: endpoint_id.to_string(),
+                receipt: receipt.to_string(),
+            });
         }
         true
     }
@@ -470,19 +507,13 @@ impl Permit {
         if !first {
             return Released::default();
         }
-        let awaiting = std::mem::take(&mut lane.awaiting);
+        state.prune_awaiting(Instant::now());
+        let receipts = state.take_awaiting(&self.endpoint_id);
         if took >= slow_after {
             // Slow: they come back after their deferral, to the slow lane.
             return Released::default();
         }
-        let now = Instant::now();
-        Released(
-            awaiting
-                .into_iter()
-                .filter(|(at, _)| now.saturating_duration_since(*at) < MIN_DEFER)
-                .map(|(_, receipt)| receipt)
-                .collect(),
-        )
+        Released(receipts)
     }
 }
 
@@ -693,6 +724,30 @@ mod tests {
         // and the next answer shows nothing.
         assert!(!limits.await_first_answer(&ep.id, "late"));
         assert_eq!(second.posted(), Released::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_messages_kept_for_a_first_answer_are_bounded_and_each_endpoints_own() {
+        let limits = Limits::new(LaneConfig::capped(), 10);
+        let (a, b) = (endpoint(None), endpoint(None));
+        let first_a = go(limits.admit("a0", 0, false, &a, t0()));
+        let _b = go(limits.admit("b0", 0, false, &b, t0()));
+        assert!(limits.await_first_answer(&b.id, "b-held"));
+        for i in 0..MAX_AWAITING + 5 {
+            assert!(limits.await_first_answer(&a.id, &format!("a{i}")));
+        }
+        let kept = |l: &Limits| l.state.lock().map(|s| s.awaiting.len()).unwrap_or(0);
+        assert_eq!(kept(&limits), MAX_AWAITING);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let released = first_a.posted();
+        // A's, as many as were kept (B's one took a place), and not B's.
+        assert_eq!(released.0.len(), MAX_AWAITING - 1);
+        assert!(released.0.iter().all(|r| r.starts_with('a')));
+        assert_eq!(kept(&limits), 1);
+        // Once visible again (a deferral's time), nothing is kept for it.
+        tokio::time::advance(MIN_DEFER).await;
+        assert!(limits.await_first_answer(&b.id, "b-later"));
+        assert_eq!(kept(&limits), 1, "only the new one");
     }
 
     #[tokio::test(start_paused = true)]
