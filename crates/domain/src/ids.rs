@@ -30,15 +30,15 @@ pub fn new_id_at(prefix: &str, t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// When an id with this prefix was made (to the millisecond), if it is one.
 pub fn made_at(id: &str, prefix: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp_millis(body_millis(body(id, prefix)?)?)
+    body_made_at(body(id, prefix)?)
 }
 
-/// The milliseconds since the epoch that an id's 26-character body
-/// carries, if it is a ULID. Crockford's base32 reads either case, so the
-/// lower-case bodies of our ids are decoded as they are, without a copy.
-pub fn body_millis(body: &str) -> Option<i64> {
+/// When an id's 26-character body (a ULID) was made. Crockford's base32
+/// reads either case, so the lower-case bodies of our ids are decoded as
+/// they are, without a copy.
+pub fn body_made_at(body: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let ulid = Ulid::from_string(body).ok()?;
-    i64::try_from(ulid.timestamp_ms()).ok()
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ulid.timestamp_ms()).ok()?)
 }
 
 /// The smallest id with this prefix created at or after `t`; events after a

@@ -256,30 +256,25 @@ pub fn note_key(minute: &str, second: u32, digest: &str, part: usize) -> String 
 /// note listing one of `delivery_ids` lies: per minute of their events,
 /// from [`NOTE_SPAN_SECS`] before their first second to their last.
 pub fn noted_ranges(delivery_ids: &[String]) -> Vec<(String, String)> {
+    use chrono::Timelike;
     use std::collections::BTreeMap;
     // First and last second per minute of the events (`None`: an event id
     // that carries no time, minute `x`, second 0). A batch's deliveries
     // come event by event, so an event's time is decoded once, and no
     // id is copied.
-    let mut minutes: BTreeMap<Option<i64>, (u32, u32)> = BTreeMap::new();
-    let mut last: Option<(&str, Option<i64>)> = None;
+    let mut minutes: BTreeMap<Option<DateTime<Utc>>, (u32, u32)> = BTreeMap::new();
+    let mut last: Option<(&str, Option<DateTime<Utc>>)> = None;
     for id in delivery_ids {
         let Some(event) = crate::delivery::event_body_of_delivery(id) else {
             continue;
         };
-        let millis = match last {
-            Some((body, millis)) if body == event => millis,
-            _ => ids::body_millis(event)
-                .filter(|ms| DateTime::<Utc>::from_timestamp_millis(*ms).is_some()),
+        let at = match last {
+            Some((body, at)) if body == event => at,
+            _ => ids::body_made_at(event),
         };
-        last = Some((event, millis));
-        let (minute, second) = match millis {
-            Some(ms) => (
-                Some(ms.div_euclid(60_000)),
-                u32::try_from(ms.rem_euclid(60_000) / 1000).unwrap_or(0),
-            ),
-            None => (None, 0),
-        };
+        last = Some((event, at));
+        let minute = at.and_then(|t| t.with_nanosecond(0)?.with_second(0));
+        let second = at.map_or(0, |t| t.second());
         minutes
             .entry(minute)
             .and_modify(|(a, b)| {
@@ -290,12 +285,7 @@ pub fn noted_ranges(delivery_ids: &[String]) -> Vec<(String, String)> {
     }
     let mut ranges: Vec<(String, (u32, u32))> = minutes
         .into_iter()
-        .map(|(minute, seconds)| {
-            let text = minute
-                .and_then(|m| DateTime::<Utc>::from_timestamp(m.checked_mul(60)?, 0))
-                .map_or_else(|| "x".to_string(), minute_text);
-            (text, seconds)
-        })
+        .map(|(minute, seconds)| (minute.map_or_else(|| "x".to_string(), minute_text), seconds))
         .collect();
     ranges.sort_unstable();
     ranges
