@@ -173,8 +173,6 @@ struct State {
     latest: Option<(String, Instant)>,
     latest_other: Option<(String, Instant)>,
     next_post: u64,
-    /// The lane's [`LaneConfig::slow_after`], for the permits.
-    slow_after: Duration,
     /// Messages the slow start hid, oldest first, each with its endpoint
     /// and when: shown again as soon as that endpoint first answers in
     /// time.
@@ -289,14 +287,10 @@ impl Limits {
     /// Limits as `config` says; a message is deferred only while it has
     /// had fewer than `budget` receives beyond one per attempt.
     pub fn new(config: LaneConfig, budget: u32) -> Self {
-        let state = State {
-            slow_after: config.slow_after,
-            ..State::default()
-        };
         Limits {
             config,
             budget,
-            state: Arc::new(Mutex::new(state)),
+            state: Arc::default(),
         }
     }
 
@@ -410,6 +404,7 @@ impl Limits {
             org_slot,
             number,
             started: instant,
+            slow_after: self.config.slow_after,
             posted: false,
             ended: false,
         })
@@ -458,6 +453,8 @@ pub struct Permit {
     org_slot: Option<String>,
     number: u64,
     started: Instant,
+    /// A POST at least this long is slow ([`LaneConfig::slow_after`]).
+    slow_after: Duration,
     /// Whether a POST was made: only then does its time teach the lane.
     posted: bool,
     /// Whether its place has been given back.
@@ -481,7 +478,6 @@ impl Permit {
         }
         let took = self.started.elapsed();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let slow_after = state.slow_after;
         if let Some(org) = &self.org_slot {
             if let Some(n) = state.orgs.get_mut(org) {
                 *n = n.saturating_sub(1);
@@ -509,7 +505,7 @@ impl Permit {
         }
         state.prune_awaiting(Instant::now());
         let receipts = state.take_awaiting(&self.endpoint_id);
-        if took >= slow_after {
+        if took >= self.slow_after {
             // Slow: they come back after their deferral, to the slow lane.
             return Released::default();
         }
@@ -666,10 +662,8 @@ mod tests {
     }
 
     fn deferred(a: Admission) -> (Duration, DeferReason) {
-        match a {
-            Admission::Defer { delay, reason, .. } => (delay, reason),
-            Admission::Go(_) => panic!("expected a deferral"),
-        }
+        let (delay, reason, _) = deferral(a);
+        (delay, reason)
     }
 
     #[tokio::test(start_paused = true)]
@@ -689,9 +683,9 @@ mod tests {
         assert_eq!(permits.len(), 50);
     }
 
-    /// A slow-start deferral's answer: the delay, and whether it waits for
-    /// the endpoint's first answer.
-    fn slow_start(a: Admission) -> (Duration, DeferReason, bool) {
+    /// A deferral's delay and reason, and whether it waits for the
+    /// endpoint's first answer.
+    fn deferral(a: Admission) -> (Duration, DeferReason, bool) {
         match a {
             Admission::Defer {
                 delay,
@@ -710,7 +704,7 @@ mod tests {
         let second = go(limits.admit("second", 0, false, &ep, t0()));
         for i in 0..3 {
             assert_eq!(
-                slow_start(limits.admit(&format!("held{i}"), 0, false, &ep, t0())),
+                deferral(limits.admit(&format!("held{i}"), 0, false, &ep, t0())),
                 (MIN_DEFER, DeferReason::SlowLane, true)
             );
             assert!(limits.await_first_answer(&ep.id, &format!("r{i}")));
@@ -756,15 +750,14 @@ mod tests {
         let ep = endpoint(None);
         let first = go(limits.admit("first", 0, false, &ep, t0()));
         let _second = go(limits.admit("second", 0, false, &ep, t0()));
-        let _ = slow_start(limits.admit("held", 0, false, &ep, t0()));
+        let _ = deferral(limits.admit("held", 0, false, &ep, t0()));
         assert!(limits.await_first_answer(&ep.id, "r"));
         tokio::time::advance(DEFAULT_SLOW_AFTER).await;
         assert_eq!(first.posted(), Released::default());
         // Slow: once its two slots are taken again, its deferrals are the
         // slow lane's, kept to the end.
         let _third = go(limits.admit("held2", 0, false, &ep, t0()));
-        let (_, reason, until_first_answer) =
-            slow_start(limits.admit("held3", 0, false, &ep, t0()));
+        let (_, reason, until_first_answer) = deferral(limits.admit("held3", 0, false, &ep, t0()));
         assert_eq!((reason, until_first_answer), (DeferReason::SlowLane, false));
         assert!(limits.await_first_answer(&ep.id, "r2"));
     }
@@ -774,7 +767,7 @@ mod tests {
         let limits = Limits::new(LaneConfig::uncapped(), 10);
         let ep = endpoint(Some(1));
         let _a = go(limits.admit("a", 0, false, &ep, t0()));
-        let (_, reason, until_first_answer) = slow_start(limits.admit("b", 0, false, &ep, t0()));
+        let (_, reason, until_first_answer) = deferral(limits.admit("b", 0, false, &ep, t0()));
         assert_eq!(
             (reason, until_first_answer),
             (DeferReason::RateLimit, false)
