@@ -58,15 +58,18 @@ fn world_with_lanes(schedule: &str, client: DeliveryClientConfig, lanes: LaneCon
     }
 }
 
+/// A delivery client for receivers on loopback (private addresses
+/// allowed), with `request_timeout`.
+fn loopback_client(request_timeout: Duration) -> DeliveryClientConfig {
+    DeliveryClientConfig {
+        request_timeout,
+        allow_private: true,
+        static_hosts: HashMap::new(),
+    }
+}
+
 fn world(schedule: &str) -> TestSystem {
-    world_with(
-        schedule,
-        DeliveryClientConfig {
-            request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
-    )
+    world_with(schedule, loopback_client(Duration::from_secs(5)))
 }
 
 impl TestSystem {
@@ -260,11 +263,7 @@ async fn a_slow_endpoint_over_its_cap_is_deferred_without_an_attempt_then_delive
     .await;
     let w = world_with_lanes(
         "1h",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_millis(500),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
+        loopback_client(Duration::from_millis(500)),
         LaneConfig {
             slow_cap: Some(1),
             slow_after: Duration::from_millis(400),
@@ -317,15 +316,7 @@ async fn burst_to_a_new_endpoint(first: Reply, lanes: LaneConfig) -> (usize, usi
         }
     })
     .await;
-    let w = world_with_lanes(
-        "1h",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
-        lanes,
-    );
+    let w = world_with_lanes("1h", loopback_client(Duration::from_secs(5)), lanes);
     let ep = w.endpoint(rx.url("/")).await;
     for _ in 0..10 {
         w.enqueue(&ep).await;
@@ -533,14 +524,7 @@ async fn redirects_are_failures_and_are_not_followed() {
 #[tokio::test]
 async fn a_slow_receiver_times_out() {
     let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_secs(5), 200)).await;
-    let w = world_with(
-        "1s",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_millis(300),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
-    );
+    let w = world_with("1s", loopback_client(Duration::from_millis(300)));
     let ep = w.endpoint(rx.url("/")).await;
     let (_, d) = w.enqueue(&ep).await;
     let started = std::time::Instant::now();
@@ -558,14 +542,7 @@ async fn a_slow_receiver_times_out() {
 #[tokio::test]
 async fn a_post_is_cut_off_before_the_invocation_ends() {
     let rx = Receiver::start(|_, _| Reply::Delay(Duration::from_secs(20), 200)).await;
-    let w = world_with(
-        "1s",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_secs(30),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
-    );
+    let w = world_with("1s", loopback_client(Duration::from_secs(30)));
     let ep = w.endpoint(rx.url("/")).await;
     let (_, d) = w.enqueue(&ep).await;
     let msgs = w.queue.receive(10, Duration::ZERO).await.expect("receive");
@@ -908,14 +885,7 @@ async fn an_in_batch_duplicate_never_drops_the_chains_own_message() {
 #[tokio::test]
 async fn a_crashed_attempts_lease_ends_and_its_message_carries_on() {
     let rx = Receiver::always(204).await;
-    let w = world_with(
-        "1s",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
-    );
+    let w = world_with("1s", loopback_client(Duration::from_secs(5)));
     let ep = w.endpoint(rx.url("/in")).await;
     let (_, d) = w.enqueue(&ep).await;
     let msg = w.queue.receive(1, Duration::ZERO).await.expect("receive");
@@ -1056,11 +1026,7 @@ async fn a_batch_writes_each_endpoints_figures_once() {
     // No slow lane: its slow start would defer most of a first batch.
     let mut w = world_with_lanes(
         "1h",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
+        loopback_client(Duration::from_secs(5)),
         LaneConfig::uncapped(),
     );
     w.sender = w.sender.with_stats(stats.clone());
@@ -1098,11 +1064,7 @@ async fn full_batches_write_their_figures_every_few_seconds() {
     let stats = counting_stats();
     let mut w = world_with_lanes(
         "1h",
-        DeliveryClientConfig {
-            request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        },
+        loopback_client(Duration::from_secs(5)),
         LaneConfig::uncapped(),
     )
     .on_tokio_clock();
@@ -1352,12 +1314,7 @@ fn counted_sender<P: webhooks_faults::Policy>(
         Arc::new(webhooks_faults::Faulty::new(w.deliveries.clone(), faults)),
         w.queue.clone(),
         w.dlq.clone(),
-        DeliveryClient::new(DeliveryClientConfig {
-            request_timeout: Duration::from_secs(5),
-            allow_private: true,
-            static_hosts: HashMap::new(),
-        })
-        .expect("client"),
+        DeliveryClient::new(loopback_client(Duration::from_secs(5))).expect("client"),
         SenderConfig {
             schedule: "1m".parse().expect("schedule"),
             ..SenderConfig::default()
