@@ -20,7 +20,7 @@
 //! gives no figure; its other rule, quiet after 5 minutes without sends,
 //! is covered by that decay).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -38,7 +38,7 @@ const NEGLIGIBLE_BUSY: f64 = 1e-3;
 /// What the queue knows of each tenant's use of its consumers.
 #[derive(Default)]
 pub(super) struct Fairness {
-    tenants: HashMap<String, Tenant>,
+    tenants: FxHashMap<String, Tenant>,
     /// Every in-flight message, untagged ones included.
     total_in_flight: u32,
 }

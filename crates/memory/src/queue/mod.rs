@@ -7,7 +7,7 @@ use crate::chance::Chance;
 use crate::sync::lock;
 use async_trait::async_trait;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -54,7 +54,7 @@ struct State {
     /// (visible at, id) of every message: receives take the earliest.
     by_visibility: BTreeSet<(Instant, u64)>,
     /// The same, per tenant (`None`: the messages sent without one).
-    by_tenant: HashMap<Option<String>, BTreeSet<(Instant, u64)>>,
+    by_tenant: FxHashMap<Option<String>, BTreeSet<(Instant, u64)>>,
     /// (visible again at, id) of the messages in flight: received, and
     /// neither deleted nor visible again.
     in_flight: BTreeSet<(Instant, u64)>,
@@ -74,7 +74,7 @@ impl Default for State {
         State {
             messages: BTreeMap::new(),
             by_visibility: BTreeSet::new(),
-            by_tenant: HashMap::new(),
+            by_tenant: FxHashMap::default(),
             in_flight: BTreeSet::new(),
             fairness: fair::Fairness::default(),
             receipts: FxHashMap::default(),
@@ -139,29 +139,50 @@ impl State {
     }
 
     fn set_visible_at(&mut self, seq: u64, at: Instant) {
-        if let Some(m) = self.messages.get_mut(&seq) {
-            let (old, tenant) = (m.visible_at, m.tenant.clone());
-            m.visible_at = at;
-            self.by_visibility.remove(&(old, seq));
-            self.by_visibility.insert((at, seq));
-            self.untrack(&tenant, old, seq);
-            self.by_tenant.entry(tenant).or_default().insert((at, seq));
+        // Split borrows: the message's tenant is read in place, not copied
+        // (three times per message on the way through the queue).
+        let State {
+            messages,
+            by_visibility,
+            by_tenant,
+            ..
+        } = self;
+        let Some(m) = messages.get_mut(&seq) else {
+            return;
+        };
+        let old = m.visible_at;
+        m.visible_at = at;
+        by_visibility.remove(&(old, seq));
+        by_visibility.insert((at, seq));
+        match by_tenant.get_mut(&m.tenant) {
+            Some(set) => {
+                set.remove(&(old, seq));
+                set.insert((at, seq));
+            }
+            None => {
+                by_tenant.insert(m.tenant.clone(), BTreeSet::from([(at, seq)]));
+            }
         }
     }
 
     /// The consumer is done with the message's current receipt (deleted
     /// or re-hid it): its processing time counts, once.
     fn land(&mut self, seq: u64, now: Instant) {
-        let Some(m) = self.messages.get_mut(&seq) else {
+        let State {
+            messages,
+            in_flight,
+            fairness,
+            ..
+        } = self;
+        let Some(m) = messages.get_mut(&seq) else {
             return;
         };
-        if m.receipt.is_none() || m.processed || !self.in_flight.contains(&(m.visible_at, seq)) {
+        if m.receipt.is_none() || m.processed || !in_flight.contains(&(m.visible_at, seq)) {
             return;
         }
         m.processed = true;
         let took = now.saturating_duration_since(m.received_at);
-        let tenant = m.tenant.clone();
-        self.fairness.processed(tenant.as_deref(), took, now);
+        fairness.processed(m.tenant.as_deref(), took, now);
     }
 
     /// Takes the message out of flight (deleted, or visible again now).
@@ -170,8 +191,7 @@ impl State {
             return;
         };
         if self.in_flight.remove(&(m.visible_at, seq)) {
-            let tenant = m.tenant.clone();
-            self.fairness.released(tenant.as_deref());
+            self.fairness.released(m.tenant.as_deref());
         }
     }
 
@@ -187,13 +207,12 @@ impl State {
             let Some(m) = self.messages.get_mut(&seq) else {
                 continue;
             };
-            let tenant = m.tenant.clone();
             if !m.processed {
                 m.processed = true;
                 let took = at.saturating_duration_since(m.received_at);
-                self.fairness.processed(tenant.as_deref(), took, at);
+                self.fairness.processed(m.tenant.as_deref(), took, at);
             }
-            self.fairness.released(tenant.as_deref());
+            self.fairness.released(m.tenant.as_deref());
         }
     }
 
