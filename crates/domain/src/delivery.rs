@@ -253,8 +253,6 @@ pub struct DeliveryTask {
     pub endpoint_id: String,
     pub event_id: String,
     pub event_type: EventType,
-    /// The exact request body (raw JSON in the message: [`Payload`]).
-    pub payload: crate::Payload,
     /// The publishing request's X-Ray trace, for the sender's logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -279,7 +277,24 @@ pub struct DeliveryTask {
     /// keep the first one's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stands_for: Option<String>,
+    /// The exact request body (raw JSON in the message: [`Payload`]). Last,
+    /// so that a framed message ends with it ([`DeliveryTask::to_message`]).
+    pub payload: crate::Payload,
 }
+
+/// A task message in the framed form: the payload's length first, then
+/// the task, whose payload comes last ([`DeliveryTask::to_message`]).
+#[derive(Serialize)]
+struct Framed<'a> {
+    payload_bytes: usize,
+    #[serde(flatten)]
+    task: &'a DeliveryTask,
+}
+
+/// How a framed task message begins: its payload's length follows.
+const FRAME_START: &str = "{\"payload_bytes\":";
+/// What stands right before a framed message's payload.
+const PAYLOAD_KEY: &str = ",\"payload\":";
 
 impl DeliveryTask {
     /// Makes this task a copy's that stands for the message `message_id`
@@ -303,9 +318,25 @@ impl DeliveryTask {
     /// holds one is written as a string, so they can only stand inside a
     /// JSON string here, and the escape decodes back to the same payload,
     /// byte for byte.
+    ///
+    /// A raw payload (nearly all) is framed: the message begins with
+    /// `{"payload_bytes":N,` and ends with `"payload":` and those N bytes,
+    /// so the sender takes the payload from where it lies instead of
+    /// reading it through again ([`DeliveryTask::from_message`]): that read
+    /// was the sender's largest cost after the POST, once per delivery.
+    /// The frame is still one JSON object of the task's fields, which any
+    /// reader of task messages reads as before (an unknown field is
+    /// ignored), and the sender reads a message without it as before.
     pub fn to_message(&self) -> String {
-        let json = serde_json::to_string(self)
-            .expect("a task of strings and a unit enum always serializes");
+        let json = if self.payload.is_raw() {
+            serde_json::to_string(&Framed {
+                payload_bytes: self.payload.len(),
+                task: self,
+            })
+        } else {
+            serde_json::to_string(self)
+        }
+        .expect("a task of strings and a unit enum always serializes");
         // serde_json escapes every control character, so ASCII JSON (nearly
         // every task) is carried as it is; the check is a vectorized byte
         // scan, the character scan below only runs for the rest.
@@ -323,6 +354,60 @@ impl DeliveryTask {
         }
         out
     }
+
+    /// The task a queue message carries. A framed message
+    /// ([`DeliveryTask::to_message`]) is read without its payload (put
+    /// back as `{}`), and the payload taken from where the frame says it
+    /// lies; any other message is read whole, as every message was before
+    /// the frame.
+    pub fn from_message(body: &str) -> serde_json::Result<DeliveryTask> {
+        match framed_payload(body) {
+            Some(start) => {
+                let (head, payload) = body.split_at(start);
+                let mut task: DeliveryTask = serde_json::from_str(&format!("{head}{{}}}}"))?;
+                task.payload = crate::Payload::framed(&payload[..payload.len() - 1]);
+                Ok(task)
+            }
+            None => serde_json::from_str(body),
+        }
+    }
+}
+
+/// The delivery a task message is for, read off the front of the message
+/// (its first field, after a frame's count) without reading the rest: for
+/// those that follow messages by delivery without handling them.
+pub fn delivery_of_message(body: &str) -> Option<&str> {
+    let fields = match frame(body) {
+        Some((_, fields)) => fields,
+        None => body.strip_prefix('{')?,
+    };
+    let rest = fields.strip_prefix("\"delivery_id\":\"")?;
+    rest.find('"').map(|end| &rest[..end])
+}
+
+/// A framed task message's count of payload bytes, and its fields after
+/// the count; `None` unless `body` begins with the frame.
+fn frame(body: &str) -> Option<(usize, &str)> {
+    let rest = body.strip_prefix(FRAME_START)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let (count, fields) = rest.split_at(digits);
+    Some((count.parse().ok()?, fields.strip_prefix(',')?))
+}
+
+/// Where the payload of a framed task message starts: at `{`, its
+/// `payload_bytes` before the final `}`, right after the `"payload":` key.
+/// `None` for any other message.
+fn framed_payload(body: &str) -> Option<usize> {
+    let (len, fields) = frame(body)?;
+    let end = body.len().checked_sub(1)?;
+    let start = end.checked_sub(len)?;
+    let payload = body.get(start..end)?;
+    let framed = body.ends_with('}')
+        && payload.starts_with('{')
+        && payload.ends_with('}')
+        && start > body.len() - fields.len()
+        && body.get(..start)?.ends_with(PAYLOAD_KEY);
+    framed.then_some(start)
 }
 
 /// Whether SQS carries `c` in a message body: #x9 #xA #xD #x20-#xD7FF
@@ -516,6 +601,139 @@ mod tests {
         let back: DeliveryTask = serde_json::from_str(&message).unwrap();
         assert_eq!(back.payload.as_bytes(), task.payload.as_bytes());
         assert!(back.payload.contains('\u{FFFF}'));
+    }
+
+    /// `task`'s message read by the sender and by a reader that knows
+    /// nothing of the frame: both find `task`.
+    fn reads_back(task: &DeliveryTask, message: &str) {
+        assert_eq!(
+            &DeliveryTask::from_message(message).unwrap(),
+            task,
+            "{message}"
+        );
+        let whole: DeliveryTask = serde_json::from_str(message).unwrap();
+        assert_eq!(&whole, task, "{message}");
+        assert_eq!(whole.payload.as_bytes(), task.payload.as_bytes());
+    }
+
+    #[test]
+    fn a_raw_payload_is_framed_and_taken_from_where_the_frame_says() {
+        let mut task = task_with_data(r#"{"a":",\"payload\":{}}","b":[1,{"c":null}]}"#);
+        task.trace_id = Some("1-5759e988-bd862e3fe1be46a994272793".into());
+        task.queued = Some("202612061931#04.0011223344556677.0".into());
+        let message = task.to_message();
+        let payload = task.payload.as_str();
+        assert!(
+            message.starts_with(&format!("{FRAME_START}{},", payload.len())),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(&format!("{PAYLOAD_KEY}{payload}}}")),
+            "{message}"
+        );
+        assert_eq!(
+            framed_payload(&message),
+            Some(message.len() - 1 - payload.len())
+        );
+        reads_back(&task, &message);
+        // A renewal writes the payload it read out of a frame as it was.
+        let renewed = DeliveryTask::from_message(&message).unwrap().to_message();
+        assert_eq!(renewed, message);
+    }
+
+    #[test]
+    fn a_message_without_the_frame_or_with_a_frame_that_does_not_fit_is_read_whole() {
+        let task = task_with_data(r#"{"a":"}","b":{"c":"{"}}"#);
+        let payload = task.payload.as_str();
+        // As every message was written before the frame: the payload first.
+        let unframed = serde_json::to_string(&task).unwrap();
+        let old = format!(
+            "{{\"payload\":{payload},{}",
+            unframed
+                .strip_prefix('{')
+                .and_then(|m| m.strip_suffix(&format!("{PAYLOAD_KEY}{payload}}}")))
+                .unwrap()
+        ) + "}";
+        assert_eq!(framed_payload(&old), None);
+        reads_back(&task, &old);
+        // A count that does not land on the payload, or is no count.
+        let framed = task.to_message();
+        let n = payload.len();
+        for count in [
+            (n - 1).to_string(),
+            (n + 1).to_string(),
+            (n * 100).to_string(),
+            "0".into(),
+            usize::MAX.to_string() + "0",
+        ] {
+            let told = framed.replacen(
+                &format!("{FRAME_START}{n},"),
+                &format!("{FRAME_START}{count},"),
+                1,
+            );
+            assert_eq!(framed_payload(&told), None, "{count}");
+            reads_back(&task, &told);
+        }
+        // A payload a task message carries as a string is not framed.
+        let plain = task_with_data("{\"x\":\"\u{FFFE}\"}");
+        assert!(!plain.to_message().starts_with(FRAME_START));
+        reads_back(&plain, &plain.to_message());
+        // Not a task at all: the error of reading it whole.
+        assert!(DeliveryTask::from_message(&format!("{FRAME_START}2,\"payload\":{{}}}}")).is_err());
+        assert!(DeliveryTask::from_message("").is_err());
+    }
+
+    #[test]
+    fn a_messages_delivery_is_read_off_its_front_framed_or_not() {
+        let task = task_with_data(r#"{"a":1}"#);
+        let framed = task.to_message();
+        let whole = serde_json::to_string(&task).unwrap();
+        assert_ne!(framed, whole);
+        for message in [&framed, &whole] {
+            assert_eq!(
+                delivery_of_message(message),
+                Some(task.delivery_id.as_str())
+            );
+        }
+        assert_eq!(delivery_of_message(r#"{"ops_notice":{}}"#), None);
+        assert_eq!(delivery_of_message(""), None);
+    }
+
+    #[test]
+    fn any_task_reads_back_from_its_message_framed_or_not() {
+        use rand::seq::IndexedRandom;
+        let mut rng = StdRng::seed_from_u64(24);
+        let pieces = [
+            "\"a\"",
+            "1",
+            "-2.5e3",
+            "true",
+            "null",
+            "[]",
+            "{}",
+            "\"}\"",
+            "\"{\"",
+            "\",\\\"payload\\\":{\"",
+            "\"\\u00e9\"",
+            "\"é€😀\"",
+            "\"\u{FFFD}\"",
+            "\"\u{FFFF}\"",
+            "[{\"k\":[]}]",
+            "\" \\n \"",
+        ];
+        for i in 0..500 {
+            let fields: Vec<String> = (0..rng.random_range(0..6))
+                .map(|f| format!("\"f{f}\":{}", pieces.choose(&mut rng).unwrap()))
+                .collect();
+            let space = if i % 7 == 0 { "\n " } else { "" };
+            let mut task = task_with_data(&format!("{{{space}{}{space}}}", fields.join(",")));
+            task.redriven = rng.random_bool(0.3);
+            task.stands_for = rng.random_bool(0.3).then(|| format!("msg-{i}"));
+            task.queued = rng.random_bool(0.5).then(|| format!("x#0{i}.ab.0"));
+            let message = task.to_message();
+            assert!(message.chars().all(sqs_carries), "{message:?}");
+            reads_back(&task, &message);
+        }
     }
 
     #[test]

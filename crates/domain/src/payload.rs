@@ -25,6 +25,11 @@ pub struct Payload(Arc<Text>);
 /// payload, however many task messages carry it).
 enum Text {
     Raw(Box<RawValue>),
+    /// The raw form as a framed task message carries it
+    /// ([`crate::DeliveryTask::from_message`]): one JSON object by the
+    /// fan-out's word, taken from where the frame says it lies, not parsed
+    /// again.
+    Framed(Box<str>),
     Plain(Box<str>),
 }
 
@@ -41,10 +46,23 @@ impl Payload {
         }
     }
 
+    /// The payload a framed task message carries between `{` and `}`
+    /// (`text`), taken as the fan-out wrote it: the fan-out writes the
+    /// raw form only for a JSON object SQS carries as it is.
+    pub(crate) fn framed(text: &str) -> Payload {
+        Payload(Arc::new(Text::Framed(Box::from(text))))
+    }
+
+    /// Whether a task message carries it as raw JSON (the form a framed
+    /// message needs), not as a string.
+    pub(crate) fn is_raw(&self) -> bool {
+        !matches!(&*self.0, Text::Plain(_))
+    }
+
     pub fn as_str(&self) -> &str {
         match &*self.0 {
             Text::Raw(json) => json.get(),
-            Text::Plain(text) => text,
+            Text::Framed(text) | Text::Plain(text) => text,
         }
     }
 
@@ -139,6 +157,12 @@ impl Serialize for Payload {
         match &*self.0 {
             // Written verbatim.
             Text::Raw(json) => json.serialize(s),
+            // Only a renewal writes a framed payload again: checked then,
+            // and written as a string should it not be JSON after all.
+            Text::Framed(text) => match RawValue::from_string(text.to_string()) {
+                Ok(json) => json.serialize(s),
+                Err(_) => s.serialize_str(text),
+            },
             Text::Plain(text) => s.serialize_str(text),
         }
     }

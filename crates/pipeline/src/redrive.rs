@@ -220,7 +220,7 @@ impl RedriveNet {
     ) -> Result<(), BackendError> {
         let tasks: Vec<Option<DeliveryTask>> = batch
             .iter()
-            .map(|m| serde_json::from_str::<DeliveryTask>(&m.body).ok())
+            .map(|m| DeliveryTask::from_message(&m.body).ok())
             .collect();
         let ids: Vec<String> = tasks
             .iter()

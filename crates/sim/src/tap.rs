@@ -577,7 +577,7 @@ struct QueueTap {
 
 /// Whether a message is the redrive net's (its task marked redriven).
 fn redrive_net(body: &str) -> bool {
-    serde_json::from_str::<webhooks_domain::DeliveryTask>(body).is_ok_and(|t| t.redriven)
+    webhooks_domain::DeliveryTask::from_message(body).is_ok_and(|t| t.redriven)
 }
 
 impl QueueTap {

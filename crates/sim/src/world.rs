@@ -1833,12 +1833,10 @@ fn sweep_period() -> chrono::Duration {
         + chrono::Duration::seconds(SWEEP_JITTER_SECS)
 }
 
-/// The delivery a queue message carries: the task's first field, read
-/// without parsing the payload after it.
+/// The delivery a queue message carries, read without parsing the
+/// payload after it.
 fn queued_delivery(body: &str) -> Option<String> {
-    const FIELD: &str = "{\"delivery_id\":\"";
-    let rest = body.strip_prefix(FIELD)?;
-    rest.find('"').map(|end| rest[..end].to_string())
+    webhooks_domain::delivery::delivery_of_message(body).map(str::to_string)
 }
 
 fn shard_of(org: &str, shards: usize) -> usize {

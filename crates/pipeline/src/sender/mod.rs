@@ -335,7 +335,7 @@ impl Sender {
             if notices.iter().any(|(n, _)| *n == i) {
                 continue;
             }
-            match serde_json::from_str::<DeliveryTask>(&message.body) {
+            match DeliveryTask::from_message(&message.body) {
                 Ok(task) => jobs.push((
                     i,
                     Job {

@@ -205,7 +205,7 @@ impl Sender {
     /// one whose record could not be made goes standing for the worn
     /// message (`DeliveryTask::stands_for`).
     async fn record_before_renewal(&self, message: &ReceivedMessage) -> Renewable {
-        let Ok(task) = serde_json::from_str::<DeliveryTask>(&message.body) else {
+        let Ok(task) = DeliveryTask::from_message(&message.body) else {
             return Renewable::AsBefore;
         };
         let Some(key) = &task.queued else {
