@@ -139,28 +139,24 @@ impl State {
     }
 
     fn set_visible_at(&mut self, seq: u64, at: Instant) {
-        // Split borrows: the message's tenant is read in place, not copied
-        // (three times per message on the way through the queue).
-        let State {
-            messages,
-            by_visibility,
-            by_tenant,
-            ..
-        } = self;
-        let Some(m) = messages.get_mut(&seq) else {
+        // The message's tenant is read where it lies (the fields are
+        // borrowed apart), not copied: three times per message on its way
+        // through the queue.
+        let Some(m) = self.messages.get_mut(&seq) else {
             return;
         };
         let old = m.visible_at;
         m.visible_at = at;
-        by_visibility.remove(&(old, seq));
-        by_visibility.insert((at, seq));
-        match by_tenant.get_mut(&m.tenant) {
+        self.by_visibility.remove(&(old, seq));
+        self.by_visibility.insert((at, seq));
+        match self.by_tenant.get_mut(&m.tenant) {
             Some(set) => {
                 set.remove(&(old, seq));
                 set.insert((at, seq));
             }
             None => {
-                by_tenant.insert(m.tenant.clone(), BTreeSet::from([(at, seq)]));
+                self.by_tenant
+                    .insert(m.tenant.clone(), BTreeSet::from([(at, seq)]));
             }
         }
     }
@@ -168,21 +164,15 @@ impl State {
     /// The consumer is done with the message's current receipt (deleted
     /// or re-hid it): its processing time counts, once.
     fn land(&mut self, seq: u64, now: Instant) {
-        let State {
-            messages,
-            in_flight,
-            fairness,
-            ..
-        } = self;
-        let Some(m) = messages.get_mut(&seq) else {
+        let Some(m) = self.messages.get_mut(&seq) else {
             return;
         };
-        if m.receipt.is_none() || m.processed || !in_flight.contains(&(m.visible_at, seq)) {
+        if m.receipt.is_none() || m.processed || !self.in_flight.contains(&(m.visible_at, seq)) {
             return;
         }
         m.processed = true;
         let took = now.saturating_duration_since(m.received_at);
-        fairness.processed(m.tenant.as_deref(), took, now);
+        self.fairness.processed(m.tenant.as_deref(), took, now);
     }
 
     /// Takes the message out of flight (deleted, or visible again now).
